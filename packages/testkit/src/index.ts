@@ -1,1 +1,23 @@
-export {};
+// @tern/testkit: the real parts other packages' tests run against.
+export { makeCertificate, type TestCertificate } from './certificate.js';
+export {
+  type DnsQuery,
+  type DnsRecordSet,
+  type DnsRecords,
+  reverseName,
+  startDnsServer,
+  type TestDns,
+} from './dns.js';
+export { freePort } from './port.js';
+export { redisAvailable, startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
+export { type RawSmtp, type SmtpDialogOptions, smtpDialog } from './smtp-dialog.js';
+export {
+  type DataReplyFn,
+  type RcptReplyFn,
+  type SinkMessage,
+  type SinkReply,
+  type SmtpSink,
+  type SmtpSinkOptions,
+  startSmtpSink,
+} from './smtp-sink.js';
+export { waitFor } from './wait.js';
