@@ -1,0 +1,70 @@
+// Envelope vocabulary shared by intake, queue and delivery.
+
+/** ESMTP parameters of MAIL FROM or RCPT TO, keys upper-cased (`SIZE`, `BODY`, `NOTIFY`, ...). */
+export type SmtpParams = Readonly<Record<string, string | true>>;
+
+export interface EnvelopeRecipient {
+  /** The mailbox as given, without angle brackets. */
+  readonly address: string;
+  /** DSN NOTIFY (RFC 3461), when the client asked. */
+  readonly notify?: readonly ('SUCCESS' | 'FAILURE' | 'DELAY' | 'NEVER')[];
+  /** DSN ORCPT, when the client gave it. */
+  readonly orcpt?: string;
+}
+
+export interface Envelope {
+  /** The return path without angle brackets; '' is the null sender `<>` (bounces). */
+  mailFrom: string;
+  recipients: EnvelopeRecipient[];
+  /** The message needs SMTPUTF8 from every next hop (RFC 6531). */
+  smtputf8?: boolean;
+  /** Declared body type (RFC 6152). */
+  body?: '7BIT' | '8BITMIME' | 'BINARYMIME';
+  /** DSN envelope id and RET (RFC 3461). */
+  envid?: string;
+  ret?: 'FULL' | 'HDRS';
+}
+
+/** Splits `local@domain` at the last @. The domain comes back lower-cased; '' for the null sender. */
+export function splitAddress(address: string): { local: string; domain: string } {
+  const at = address.lastIndexOf('@');
+  if (at === -1) return { local: address, domain: '' };
+  return { local: address.slice(0, at), domain: address.slice(at + 1).toLowerCase() };
+}
+
+/** The lower-cased domain of an address ('' when there is none). */
+export function domainOf(address: string): string {
+  return splitAddress(address).domain;
+}
+
+/** How a next hop's TLS is handled. */
+export type TlsMode =
+  /** STARTTLS when offered, without verifying the certificate; plain text when the handshake fails. */
+  | 'opportunistic'
+  /** STARTTLS required and the certificate verified against the host name. */
+  | 'require'
+  /** Never TLS. */
+  | 'none'
+  /** TLS from the first byte (port 465 style). */
+  | 'implicit';
+
+/** Where a delivery goes next. */
+export type NextHop =
+  /** Resolve the MX of `domain` (RFC 5321 §5.1). */
+  | { readonly type: 'mx'; readonly domain: string; readonly tls?: TlsMode }
+  /** A fixed SMTP host: a smarthost or a static route. */
+  | {
+      readonly type: 'smtp';
+      readonly host: string;
+      readonly port?: number;
+      readonly tls?: TlsMode;
+      readonly auth?: { readonly user: string; readonly pass: string };
+    }
+  /** Local delivery to a mailbox server over LMTP (RFC 2033), by TCP or by UNIX socket path. */
+  | {
+      readonly type: 'lmtp';
+      readonly host?: string;
+      readonly port?: number;
+      readonly path?: string;
+      readonly tls?: TlsMode;
+    };

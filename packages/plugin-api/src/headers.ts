@@ -1,0 +1,137 @@
+// An RFC 5322 header block that keeps each field's raw bytes, so signers and verifiers can
+// canonicalize exactly what is sent, while plugins read and change fields by name.
+
+/** One header field as it stands in the message (raw keeps folding; no trailing CRLF). */
+export interface HeaderField {
+  /** The field name as written. */
+  readonly name: string;
+  /** Lower-case name, for comparisons. */
+  readonly key: string;
+  /** The whole field `Name: value` with folding, without the final CRLF. */
+  readonly raw: string;
+}
+
+/** The unfolded value of a field: continuation line breaks removed, leading and trailing space trimmed. */
+export function unfoldValue(field: HeaderField): string {
+  const colon = field.raw.indexOf(':');
+  return field.raw
+    .slice(colon + 1)
+    .replace(/\r?\n(?=[ \t])/g, '')
+    .trim();
+}
+
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
+
+export class Headers {
+  #fields: HeaderField[];
+
+  constructor(fields: HeaderField[] = []) {
+    this.#fields = fields;
+  }
+
+  /**
+   * Parses a header block (everything before the empty line). Accepts CRLF or LF line ends.
+   * A line that is neither a field nor a continuation is kept as its own raw entry with an
+   * empty name so that nothing in the message is silently dropped.
+   */
+  static parse(block: string | Buffer): Headers {
+    const text = typeof block === 'string' ? block : block.toString('latin1');
+    const fields: HeaderField[] = [];
+    const lines = text.split(/\r?\n/);
+    if (lines.at(-1) === '') lines.pop();
+    for (const line of lines) {
+      const last = fields.at(-1);
+      if ((line.startsWith(' ') || line.startsWith('\t')) && last) {
+        fields[fields.length - 1] = { ...last, raw: `${last.raw}\r\n${line}` };
+        continue;
+      }
+      const colon = line.indexOf(':');
+      const name = colon > 0 ? line.slice(0, colon).trimEnd() : '';
+      fields.push({ name, key: name.toLowerCase(), raw: line });
+    }
+    return new Headers(fields);
+  }
+
+  /** Every field in order (a copy: change the block through the methods). */
+  fields(): HeaderField[] {
+    return [...this.#fields];
+  }
+
+  get size(): number {
+    return this.#fields.length;
+  }
+
+  has(name: string): boolean {
+    const key = name.toLowerCase();
+    return this.#fields.some((f) => f.key === key);
+  }
+
+  /** Unfolded values of every field with this name, top to bottom. */
+  getAll(name: string): string[] {
+    const key = name.toLowerCase();
+    return this.#fields.filter((f) => f.key === key).map(unfoldValue);
+  }
+
+  /** The unfolded value of the first (topmost) field with this name. */
+  get(name: string): string | undefined {
+    const key = name.toLowerCase();
+    const field = this.#fields.find((f) => f.key === key);
+    return field ? unfoldValue(field) : undefined;
+  }
+
+  count(name: string): number {
+    const key = name.toLowerCase();
+    return this.#fields.reduce((n, f) => (f.key === key ? n + 1 : n), 0);
+  }
+
+  /** Adds a field at the top, where trace fields (Received) and signatures belong. */
+  prepend(name: string, value: string): void {
+    this.#fields.unshift(makeField(name, value));
+  }
+
+  /** Adds a field at the bottom. */
+  append(name: string, value: string): void {
+    this.#fields.push(makeField(name, value));
+  }
+
+  /** Replaces the first field of this name (keeping its place) and removes the others; appends when absent. */
+  set(name: string, value: string): void {
+    const key = name.toLowerCase();
+    const index = this.#fields.findIndex((f) => f.key === key);
+    if (index === -1) {
+      this.append(name, value);
+      return;
+    }
+    this.#fields[index] = makeField(name, value);
+    this.#fields = this.#fields.filter((f, i) => i === index || f.key !== key);
+  }
+
+  /** Removes fields of this name; with a predicate, only those whose unfolded value it accepts. Returns the count. */
+  remove(name: string, predicate?: (value: string) => boolean): number {
+    const key = name.toLowerCase();
+    const before = this.#fields.length;
+    this.#fields = this.#fields.filter(
+      (f) => f.key !== key || (predicate !== undefined && !predicate(unfoldValue(f))),
+    );
+    return before - this.#fields.length;
+  }
+
+  /** The header block with CRLF after each field, without the empty separator line. */
+  toString(): string {
+    return this.#fields.map((f) => `${f.raw}\r\n`).join('');
+  }
+
+  toBuffer(): Buffer {
+    return Buffer.from(this.toString(), 'latin1');
+  }
+}
+
+/** Builds a field; rejects names that are not RFC 5322 field names and values that carry bare line breaks. */
+export function makeField(name: string, value: string): HeaderField {
+  if (!FIELD_NAME.test(name)) throw new TypeError(`invalid header field name: ${JSON.stringify(name)}`);
+  // Only folded continuations (CRLF + WSP) may break a value; anything else would inject fields.
+  if (/\r(?!\n[ \t])|(?<!\r)\n|\r\n(?![ \t])/.test(value)) {
+    throw new TypeError(`header ${name}: value contains a line break that is not a folded continuation`);
+  }
+  return { name, key: name.toLowerCase(), raw: `${name}: ${value}` };
+}

@@ -1,0 +1,331 @@
+// The hook runner: orders plugins, runs each hook by its kind, enforces timeouts and turns a
+// throwing or hanging hook into a logged failure and a 451, never into a decision.
+import type { NextHop } from './envelope.js';
+import { HookFailure, PluginRegistrationError } from './errors.js';
+import {
+  type BouncedAdvice,
+  type DeferredAdvice,
+  type HOOK_KINDS,
+  HOOK_NAMES,
+  type HookContexts,
+  type HookHandler,
+  type HookName,
+  type Plugin,
+} from './hooks.js';
+import { type Logger, silentLogger } from './logger.js';
+import { Replies } from './reply.js';
+import { isVerdict, type Verdict } from './verdict.js';
+
+export const DEFAULT_HOOK_TIMEOUT_MS = 30_000;
+
+type KindOf<K extends HookName> = (typeof HOOK_KINDS)[K];
+type HooksOfKind<Kind> = { [K in HookName]: KindOf<K> extends Kind ? K : never }[HookName];
+export type VerdictHook = HooksOfKind<'verdict'>;
+export type TransformHook = HooksOfKind<'transform'>;
+export type ObserveHook = HooksOfKind<'observe'>;
+
+/** The context fields a caller provides; the runner adds log, hook name and the plugin's state. */
+export type HookInput<K extends HookName> = Omit<
+  HookContexts[K],
+  'log' | 'hook' | 'sessionState' | 'transactionState'
+>;
+
+/** One finished hook call, for metrics and message timelines. */
+export interface HookEvent {
+  readonly plugin: string;
+  readonly hook: HookName;
+  readonly durationMs: number;
+  /** The verdict kind for verdict hooks, `ok` for others, or why it failed. */
+  readonly outcome: Verdict['kind'] | 'ok' | 'error' | 'timeout';
+  readonly code?: number;
+  readonly enhanced?: string;
+  readonly text?: string;
+  readonly sessionId?: string;
+}
+
+export interface HostOptions {
+  readonly logger?: Logger;
+  readonly defaultTimeoutMs?: number;
+  readonly onHookEvent?: (event: HookEvent) => void;
+}
+
+/** The outcome of a verdict stage: the deciding verdict and who gave it (none when all continued). */
+export interface StageOutcome {
+  readonly verdict: Verdict;
+  readonly plugin?: string;
+  /** A hook failed; the verdict is the 451 4.3.0 that stands in for it. */
+  readonly failed?: boolean;
+}
+
+interface RegisteredHook {
+  readonly plugin: Plugin;
+  readonly pluginIndex: number;
+  readonly handler: HookHandler<HookName>;
+  readonly timeoutMs: number;
+  readonly log: Logger;
+}
+
+/** Per-connection plugin state. Core keeps one per SMTP session; delivery hooks have none. */
+export class StateScope {
+  readonly sessionId: string | undefined;
+  readonly #session = new Map<number, unknown>();
+  #transaction = new Map<number, unknown>();
+
+  constructor(sessionId?: string) {
+    this.sessionId = sessionId;
+  }
+
+  /** Forgets per-transaction state (at MAIL FROM, RSET and after DATA). */
+  resetTransaction(): void {
+    this.#transaction = new Map();
+  }
+
+  sessionStateOf(index: number, plugin: Plugin): unknown {
+    return lazily(this.#session, index, plugin.state?.session);
+  }
+
+  transactionStateOf(index: number, plugin: Plugin): unknown {
+    return lazily(this.#transaction, index, plugin.state?.transaction);
+  }
+}
+
+function lazily(map: Map<number, unknown>, index: number, make: (() => unknown) | undefined): unknown {
+  if (!make) return undefined;
+  if (!map.has(index)) map.set(index, make());
+  return map.get(index);
+}
+
+const RANK = { pre: 0, normal: 1, post: 2 } as const;
+const TIMED_OUT = Symbol('timeout');
+
+export class PluginHost {
+  readonly plugins: readonly Plugin[];
+  readonly #hooks = new Map<HookName, RegisteredHook[]>();
+  readonly #log: Logger;
+  readonly #onEvent: ((event: HookEvent) => void) | undefined;
+
+  constructor(plugins: readonly Plugin[], options: HostOptions = {}) {
+    const names = new Set<string>();
+    for (const [i, plugin] of plugins.entries()) {
+      if (
+        typeof plugin !== 'object' ||
+        plugin === null ||
+        typeof plugin.name !== 'string' ||
+        plugin.name === ''
+      ) {
+        throw new PluginRegistrationError(`plugins[${i}] is not a plugin: expected an object with a name`);
+      }
+      if (names.has(plugin.name)) {
+        throw new PluginRegistrationError(
+          `plugins[${i}]: a plugin named ${plugin.name} is already registered`,
+        );
+      }
+      names.add(plugin.name);
+    }
+    this.plugins = plugins;
+    this.#log = options.logger ?? silentLogger;
+    this.#onEvent = options.onHookEvent;
+    const defaultTimeout = options.defaultTimeoutMs ?? DEFAULT_HOOK_TIMEOUT_MS;
+
+    for (const hook of HOOK_NAMES) {
+      const registered: (RegisteredHook & { rank: number })[] = [];
+      plugins.forEach((plugin, pluginIndex) => {
+        const spec = plugin[hook] as unknown;
+        if (spec === undefined) return;
+        const handler = typeof spec === 'function' ? spec : (spec as { handler?: unknown }).handler;
+        if (typeof handler !== 'function') {
+          throw new PluginRegistrationError(
+            `plugin ${plugin.name}: hook ${hook} must be a function or { handler }`,
+          );
+        }
+        const options =
+          typeof spec === 'function' ? {} : (spec as { order?: 'pre' | 'post'; timeout?: number });
+        const rank = RANK[plugin.enforce ?? 'normal'] * 3 + RANK[options.order ?? 'normal'];
+        registered.push({
+          plugin,
+          pluginIndex,
+          handler: handler as HookHandler<HookName>,
+          timeoutMs: options.timeout ?? plugin.timeout ?? defaultTimeout,
+          log: this.#log.child({ plugin: plugin.name, hook }),
+          rank,
+        });
+      });
+      // Array.prototype.sort is stable, so config order breaks ties.
+      registered.sort((a, b) => a.rank - b.rank);
+      if (registered.length > 0) this.#hooks.set(hook, registered);
+    }
+  }
+
+  /** Whether any plugin implements this hook (callers skip work, such as buffering, when none does). */
+  has(hook: HookName): boolean {
+    return this.#hooks.has(hook);
+  }
+
+  /** Plugin names in the order this hook runs them. */
+  order(hook: HookName): string[] {
+    return (this.#hooks.get(hook) ?? []).map((h) => h.plugin.name);
+  }
+
+  /** Runs a verdict hook: in order, until a verdict other than continue. Never throws. */
+  async runVerdict<K extends VerdictHook>(
+    hook: K,
+    input: HookInput<K>,
+    scope?: StateScope,
+  ): Promise<StageOutcome> {
+    for (const entry of this.#hooks.get(hook) ?? []) {
+      const call = await this.#call(entry, hook, input, scope);
+      if (call.failure) return { verdict: localErrorVerdict, plugin: entry.plugin.name, failed: true };
+      if (call.value === undefined) {
+        this.#emit(entry, hook, call.ms, 'continue', scope);
+        continue;
+      }
+      if (!isVerdict(call.value)) {
+        const failure = new HookFailure(entry.plugin.name, hook, 'returned something that is not a verdict');
+        this.#fail(entry, hook, failure, 'error', call.ms, scope);
+        return { verdict: localErrorVerdict, plugin: entry.plugin.name, failed: true };
+      }
+      const verdict = call.value;
+      this.#emit(entry, hook, call.ms, verdict.kind, scope, verdict);
+      if (verdict.kind !== 'continue') return { verdict, plugin: entry.plugin.name };
+    }
+    return { verdict: { kind: 'continue' } };
+  }
+
+  /** Runs a transform hook: each in order over the same context. Throws HookFailure when one fails. */
+  async runTransform<K extends TransformHook>(
+    hook: K,
+    input: HookInput<K>,
+    scope?: StateScope,
+  ): Promise<void> {
+    for (const entry of this.#hooks.get(hook) ?? []) {
+      const call = await this.#call(entry, hook, input, scope);
+      if (call.failure) throw call.failure;
+      this.#emit(entry, hook, call.ms, 'ok', scope);
+    }
+  }
+
+  /** Runs the route hook: the first plugin that names a next hop wins. Throws HookFailure when one fails. */
+  async runRoute(input: HookInput<'route'>): Promise<NextHop | undefined> {
+    for (const entry of this.#hooks.get('route') ?? []) {
+      const call = await this.#call(entry, 'route', input, undefined);
+      if (call.failure) throw call.failure;
+      this.#emit(entry, 'route', call.ms, 'ok');
+      if (call.value !== undefined) return call.value as NextHop;
+    }
+    return undefined;
+  }
+
+  /** Runs an advise hook (deferred, bounced): later advice overrides earlier; a failing hook is logged and skipped. */
+  async runAdvise(hook: 'deferred', input: HookInput<'deferred'>): Promise<DeferredAdvice>;
+  async runAdvise(hook: 'bounced', input: HookInput<'bounced'>): Promise<BouncedAdvice>;
+  async runAdvise(
+    hook: 'deferred' | 'bounced',
+    input: HookInput<'deferred'> | HookInput<'bounced'>,
+  ): Promise<DeferredAdvice | BouncedAdvice> {
+    let advice: DeferredAdvice & BouncedAdvice = {};
+    for (const entry of this.#hooks.get(hook) ?? []) {
+      const call = await this.#call(entry, hook, input, undefined);
+      if (call.failure) continue;
+      this.#emit(entry, hook, call.ms, 'ok');
+      if (call.value !== undefined) advice = { ...advice, ...(call.value as object) };
+    }
+    return advice;
+  }
+
+  /** Runs an observe hook: all at once; failures are logged and never change anything. */
+  async runObserve<K extends ObserveHook>(hook: K, input: HookInput<K>, scope?: StateScope): Promise<void> {
+    await Promise.all(
+      (this.#hooks.get(hook) ?? []).map(async (entry) => {
+        const call = await this.#call(entry, hook, input, scope);
+        if (!call.failure) this.#emit(entry, hook, call.ms, 'ok', scope);
+      }),
+    );
+  }
+
+  /** Calls one hook with its context, under its timeout. A failure is logged and comes back as a value. */
+  async #call(
+    entry: RegisteredHook,
+    hook: HookName,
+    input: object,
+    scope: StateScope | undefined,
+  ): Promise<CallResult> {
+    const ctx = {
+      ...input,
+      log: entry.log,
+      hook,
+      sessionState: scope?.sessionStateOf(entry.pluginIndex, entry.plugin),
+      transactionState: scope?.transactionStateOf(entry.pluginIndex, entry.plugin),
+    } as HookContexts[HookName];
+    const started = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+        timer = setTimeout(resolve, entry.timeoutMs, TIMED_OUT);
+      });
+      const value = await Promise.race([Promise.resolve().then(() => entry.handler(ctx)), timeout]);
+      const ms = performance.now() - started;
+      if (value === TIMED_OUT) {
+        const failure = new HookFailure(entry.plugin.name, hook, `timed out after ${entry.timeoutMs} ms`);
+        this.#fail(entry, hook, failure, 'timeout', ms, scope);
+        return { failure, ms };
+      }
+      return { value, ms };
+    } catch (error) {
+      const ms = performance.now() - started;
+      const failure = new HookFailure(entry.plugin.name, hook, 'threw', error);
+      this.#fail(entry, hook, failure, 'error', ms, scope);
+      return { failure, ms };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #fail(
+    entry: RegisteredHook,
+    hook: HookName,
+    failure: HookFailure,
+    outcome: 'error' | 'timeout',
+    ms: number,
+    scope: StateScope | undefined,
+  ): void {
+    entry.log.error(
+      {
+        err: failure.cause ?? failure,
+        plugin: entry.plugin.name,
+        hook,
+        outcome,
+        sessionId: scope?.sessionId,
+      },
+      failure.message,
+    );
+    this.#emit(entry, hook, ms, outcome, scope);
+  }
+
+  #emit(
+    entry: RegisteredHook,
+    hook: HookName,
+    durationMs: number,
+    outcome: HookEvent['outcome'],
+    scope?: StateScope,
+    verdict?: Verdict,
+  ): void {
+    if (!this.#onEvent) return;
+    const reply = verdict && 'reply' in verdict ? verdict.reply : undefined;
+    try {
+      this.#onEvent({
+        plugin: entry.plugin.name,
+        hook,
+        durationMs,
+        outcome,
+        ...(reply ? { code: reply.code, enhanced: reply.enhanced, text: reply.text } : {}),
+        ...(scope?.sessionId ? { sessionId: scope.sessionId } : {}),
+      });
+    } catch (error) {
+      this.#log.error({ err: error }, 'hook event listener threw');
+    }
+  }
+}
+
+type CallResult = { value?: unknown; failure?: undefined; ms: number } | { failure: HookFailure; ms: number };
+
+const localErrorVerdict: Verdict = Object.freeze({ kind: 'tempfail', reply: Replies.localError });

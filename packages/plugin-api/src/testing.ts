@@ -1,0 +1,166 @@
+// The plugin test kit: drives plugins through the SMTP stages without a socket, with the same
+// runner core uses, so a plugin's tests exercise the real ordering, timeouts and state.
+import { randomUUID } from 'node:crypto';
+import type { Envelope, EnvelopeRecipient, SmtpParams } from './envelope.js';
+import { domainOf } from './envelope.js';
+import type { ListenerInfo, Plugin, SessionInfo, TlsInfo, TransactionInfo } from './hooks.js';
+import { type LogRecord, memoryLogger } from './logger.js';
+import { MessageContent } from './message.js';
+import { PluginHost, StateScope } from './runner.js';
+import type { Verdict } from './verdict.js';
+
+export interface TestSessionOptions {
+  readonly remoteAddress?: string;
+  readonly listener?: Partial<ListenerInfo>;
+  readonly trusted?: boolean;
+  readonly tls?: TlsInfo;
+  /** Domains treated as local for `isLocalDomain` in rcptTo (default: `example.test`). */
+  readonly localDomains?: readonly string[];
+  readonly defaultTimeoutMs?: number;
+}
+
+export interface DataResult {
+  /** The message stage's verdict (continue when every plugin let it through). */
+  readonly verdict: Verdict;
+  /** The message after the headers and queue transforms. */
+  readonly message: MessageContent;
+  readonly envelope: Envelope;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+export class PluginTestSession {
+  readonly host: PluginHost;
+  readonly logs: LogRecord[] = [];
+  readonly session: SessionInfo;
+  readonly #info: Mutable<SessionInfo>;
+  readonly #scope: StateScope;
+  readonly #localDomains: Set<string>;
+  #transaction: Mutable<TransactionInfo> | undefined;
+
+  constructor(plugins: readonly Plugin[], options: TestSessionOptions = {}) {
+    this.host = new PluginHost(plugins, {
+      logger: memoryLogger(this.logs),
+      ...(options.defaultTimeoutMs !== undefined ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}),
+    });
+    const id = randomUUID();
+    this.#info = {
+      id,
+      listener: { name: 'test', kind: 'mx', hostname: 'mx.tern.test', port: 25, ...options.listener },
+      remoteAddress: options.remoteAddress ?? '192.0.2.1',
+      remotePort: 40000,
+      localAddress: '127.0.0.1',
+      localPort: 25,
+      trusted: options.trusted ?? false,
+      startedAt: Date.now(),
+      helo: undefined,
+      tls: options.tls,
+      user: undefined,
+    };
+    this.session = this.#info;
+    this.#scope = new StateScope(id);
+    this.#localDomains = new Set((options.localDomains ?? ['example.test']).map((d) => d.toLowerCase()));
+  }
+
+  async connect(): Promise<Verdict> {
+    return (await this.host.runVerdict('connect', { session: this.session }, this.#scope)).verdict;
+  }
+
+  async helo(hostname: string, command: 'HELO' | 'EHLO' | 'LHLO' = 'EHLO'): Promise<Verdict> {
+    this.#info.helo = hostname;
+    return (await this.host.runVerdict('helo', { session: this.session, hostname, command }, this.#scope))
+      .verdict;
+  }
+
+  /** Runs the auth hook; an accept marks the session authenticated as `username`. */
+  async auth(username: string, password: string, method: 'PLAIN' | 'LOGIN' = 'PLAIN'): Promise<Verdict> {
+    const outcome = await this.host.runVerdict(
+      'auth',
+      { session: this.session, method, username, password },
+      this.#scope,
+    );
+    if (outcome.verdict.kind === 'accept') this.#info.user = username;
+    return outcome.verdict;
+  }
+
+  async mailFrom(address: string, params: SmtpParams = {}): Promise<Verdict> {
+    this.#scope.resetTransaction();
+    const outcome = await this.host.runVerdict(
+      'mailFrom',
+      { session: this.session, address, params },
+      this.#scope,
+    );
+    if (outcome.verdict.kind === 'continue' || outcome.verdict.kind === 'accept') {
+      this.#transaction = { id: randomUUID(), mailFrom: address, mailParams: params, recipients: [] };
+    }
+    return outcome.verdict;
+  }
+
+  async rcptTo(address: string, params: SmtpParams = {}): Promise<Verdict> {
+    const transaction = this.#requireTransaction('rcptTo');
+    const recipient: EnvelopeRecipient = { address };
+    const outcome = await this.host.runVerdict(
+      'rcptTo',
+      {
+        session: this.session,
+        transaction,
+        recipient,
+        params,
+        isLocalDomain: this.#localDomains.has(domainOf(address)),
+        mayRelay: this.session.trusted || this.session.user !== undefined,
+      },
+      this.#scope,
+    );
+    if (outcome.verdict.kind === 'continue' || outcome.verdict.kind === 'accept') {
+      transaction.recipients = [...transaction.recipients, recipient];
+    }
+    return outcome.verdict;
+  }
+
+  /** Runs headers (transform), message (verdict) and, unless refused, queue (transform). */
+  async data(raw: string | Buffer): Promise<DataResult> {
+    const transaction = this.#requireTransaction('data');
+    const message = MessageContent.parse(raw);
+    const base = { session: this.session, transaction };
+    await this.host.runTransform('headers', { ...base, headers: message.headers }, this.#scope);
+    const { verdict } = await this.host.runVerdict('message', { ...base, message }, this.#scope);
+    const envelope: Envelope = { mailFrom: transaction.mailFrom, recipients: [...transaction.recipients] };
+    if (verdict.kind === 'continue' || verdict.kind === 'accept') {
+      await this.host.runTransform('queue', { ...base, message, envelope }, this.#scope);
+    }
+    return { verdict, message, envelope };
+  }
+
+  async queued(queueId: string, envelope?: Envelope): Promise<void> {
+    const transaction = this.#requireTransaction('queued');
+    await this.host.runObserve(
+      'queued',
+      {
+        session: this.session,
+        transaction,
+        queueId,
+        envelope: envelope ?? { mailFrom: transaction.mailFrom, recipients: [...transaction.recipients] },
+      },
+      this.#scope,
+    );
+    this.#transaction = undefined;
+    this.#scope.resetTransaction();
+  }
+
+  async close(): Promise<void> {
+    await this.host.runObserve('close', { session: this.session }, this.#scope);
+  }
+
+  #requireTransaction(stage: string): Mutable<TransactionInfo> {
+    if (!this.#transaction) throw new Error(`${stage}: call mailFrom() first (and have it accepted)`);
+    return this.#transaction;
+  }
+}
+
+/** Starts a test session over these plugins, as a client connecting to a listener would. */
+export function testPlugins(
+  plugins: Plugin | readonly Plugin[],
+  options?: TestSessionOptions,
+): PluginTestSession {
+  return new PluginTestSession(Array.isArray(plugins) ? plugins : [plugins as Plugin], options);
+}
