@@ -141,6 +141,16 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.once('error', (error) => callback(error));
       stream.once('end', () => {
+        if (stream.sizeExceeded) {
+          // rejectOversized makes smtp-server answer 552 itself; the sink only has to not record it.
+          callback(
+            replyError({
+              code: 552,
+              message: `5.3.4 Message exceeds fixed maximum message size ${opts.size}`,
+            }),
+          );
+          return;
+        }
         const msg = toSinkMessage(Buffer.concat(chunks), session);
         const recipients = opts.lmtp ? msg.rcptTo : msg.rcptTo.slice(0, 1);
         const replies = recipients.map((rcpt) => ({ rcpt, reply: dataReply?.(msg, rcpt) }));
