@@ -1,6 +1,7 @@
 // An authoritative test DNS server (dns2) on 127.0.0.1, UDP and TCP on one port, answering from a
 // table the test controls. Point node's dns.promises.Resolver at it with setServers([dns.server]).
 import type { RemoteInfo } from 'node:dgram';
+import type { EventEmitter } from 'node:events';
 import { isIPv4, isIPv6, type Socket } from 'node:net';
 import dns2 from 'dns2';
 import { freePort, isAddressInUse } from './port.js';
@@ -298,13 +299,7 @@ async function bindBoth(): Promise<{ udp: dns2.UDPServer; tcp: dns2.TCPServer; p
     const port = await freePort();
     const tcp = new TCPServer();
     try {
-      await new Promise<void>((resolve, reject) => {
-        tcp.once('error', reject);
-        tcp.listen(port, '127.0.0.1', () => {
-          tcp.removeListener('error', reject);
-          resolve();
-        });
-      });
+      await bound(tcp, (done) => tcp.listen(port, '127.0.0.1', done));
     } catch (error) {
       lastError = error;
       if (isAddressInUse(error)) continue;
@@ -312,21 +307,28 @@ async function bindBoth(): Promise<{ udp: dns2.UDPServer; tcp: dns2.TCPServer; p
     }
     const udp = new UDPServer({ type: 'udp4' });
     try {
-      await new Promise<void>((resolve, reject) => {
-        udp.once('error', reject);
-        udp.bind(port, '127.0.0.1', () => {
-          udp.removeListener('error', reject);
-          resolve();
-        });
-      });
+      await bound(udp, (done) => udp.bind(port, '127.0.0.1', done));
       return { udp, tcp, port };
     } catch (error) {
       lastError = error;
-      udp.close();
+      try {
+        udp.close();
+      } catch {}
       await new Promise<void>((resolve) => tcp.close(() => resolve()));
       if (isAddressInUse(error)) continue;
       throw error;
     }
   }
   throw new Error(`startDnsServer: no port free for both UDP and TCP: ${(lastError as Error)?.message}`);
+}
+
+/** Runs a listen/bind and settles on its callback or its first 'error'. */
+function bound(target: EventEmitter, start: (done: () => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    target.once('error', reject);
+    start(() => {
+      target.removeListener('error', reject);
+      resolve();
+    });
+  });
 }

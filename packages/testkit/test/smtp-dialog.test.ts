@@ -64,7 +64,13 @@ describe('smtpDialog', () => {
     c.send(Buffer.from([0x00, 0x0d]));
     expect(await c.command('X')).toBe('250 ok');
     expect(Buffer.concat(received)).toEqual(Buffer.from('MAIL FROM:<a@b>\n\u0000\rX\r\n', 'latin1'));
-    expect(c.transcript).toEqual(['S: 220 ready', 'C: MAIL FROM:<a@b>\n', 'C: \u0000\r', 'C: X', 'S: 250 ok']);
+    expect(c.transcript).toEqual([
+      'S: 220 ready',
+      'C: MAIL FROM:<a@b>\n',
+      'C: \u0000\r',
+      'C: X',
+      'S: 250 ok',
+    ]);
     c.close();
   });
 
@@ -105,7 +111,9 @@ describe('waitFor', () => {
   });
 
   it('throws with the condition in the message on timeout', async () => {
-    await expect(waitFor(() => 1 > 2, 50)).rejects.toThrow(/waitFor: condition still false after 50 ms: .*1 > 2/);
+    await expect(waitFor(() => 1 > 2, 50)).rejects.toThrow(
+      /waitFor: condition still false after 50 ms: .*1 > 2/,
+    );
   });
 });
 
