@@ -73,6 +73,20 @@ describe('startSmtpSink', () => {
     expect(mx.connections).toBe(1);
   });
 
+  it('keeps bare LF, bare CR and 8-bit bytes in raw exactly as sent', async () => {
+    const mx = await sink();
+    const c = await dial(mx.port);
+    await c.read();
+    await c.command('EHLO client.test');
+    await c.command('MAIL FROM:<a@sender.test>');
+    await c.command('RCPT TO:<b@mx.test>');
+    await c.command('DATA');
+    const body = Buffer.from('Subject: raw\r\n\r\nbare\nlf and bare\rcr \u00e9\u0000\r\n', 'latin1');
+    c.send(Buffer.concat([body, Buffer.from('.\r\n')]));
+    expect(await c.read()).toMatch(/^250 /);
+    expect((await mx.waitFor(1))[0]?.raw).toEqual(body);
+  });
+
   it('records the null sender as ""', async () => {
     const mx = await sink();
     const c = await dial(mx.port);
