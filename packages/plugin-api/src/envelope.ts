@@ -67,4 +67,6 @@ export type NextHop =
       readonly port?: number;
       readonly path?: string;
       readonly tls?: TlsMode;
-    };
+    }
+  /** Local delivery into Maildir folders under `path` (one folder per recipient local part). */
+  | { readonly type: 'maildir'; readonly path: string };
