@@ -1,0 +1,280 @@
+// The tern config: its schema (with defaults), `defineConfig` for typed config files, loading
+// TS or JS (ESM) config files, and errors that name the field and the fix.
+import { existsSync, readFileSync } from 'node:fs';
+import { hostname as osHostname } from 'node:os';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import type { NextHop, Plugin } from '@tern/plugin-api';
+import { createJiti } from 'jiti';
+import { z } from 'zod';
+
+const port = z.number().int('a port is a whole number').min(0).max(65535, 'a port is 0 to 65535');
+const domain = z
+  .string()
+  .min(1)
+  .regex(
+    /^[a-z0-9.-]+$|^\[[0-9a-f.:]+\]$/i,
+    'a domain name like example.com (or an address literal like [192.0.2.1])',
+  )
+  .transform((d) => d.toLowerCase());
+const cidr = z
+  .string()
+  .regex(
+    /^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]+)(\/\d{1,3})?$/i,
+    'a network in CIDR form, like 10.0.0.0/8, 192.0.2.7 or ::1/128',
+  );
+const duration = z.number().int().positive('a duration in milliseconds, above 0');
+
+const tlsFiles = z.strictObject({
+  key: z.string().min(1, 'the path of a PEM private key'),
+  cert: z.string().min(1, 'the path of a PEM certificate chain'),
+  /** Extra certificates chosen by SNI server name. */
+  sni: z.record(z.string(), z.strictObject({ key: z.string(), cert: z.string() })).optional(),
+});
+
+const limits = z
+  .strictObject({
+    maxMessageSize: z.number().int().positive().optional(),
+    maxRecipients: z.number().int().positive().optional(),
+    maxLineLength: z.number().int().positive().optional(),
+    maxConnections: z.number().int().positive().optional(),
+    maxConnectionsPerIp: z.number().int().positive().optional(),
+    maxErrors: z.number().int().positive().optional(),
+    maxReceivedHeaders: z.number().int().positive().optional(),
+    maxAuthFailures: z.number().int().positive().optional(),
+    socketTimeoutMs: duration.optional(),
+    dataTimeoutMs: duration.optional(),
+  })
+  .optional();
+
+const pluginSchema = z.custom<Plugin>(
+  (value) =>
+    typeof value === 'object' && value !== null && typeof (value as { name?: unknown }).name === 'string',
+  'a plugin: an object with a name, usually made by a plugin factory such as dkim({...})',
+);
+
+const listener = z.strictObject({
+  name: z.string().min(1).optional(),
+  kind: z.enum(['mx', 'submission', 'smtps'], 'one of mx (port 25), submission (587) or smtps (465)'),
+  host: z.string().default('0.0.0.0'),
+  port: port.optional(),
+  hostname: z.string().min(1).optional(),
+  tls: tlsFiles.optional(),
+  localDomains: z.array(domain).optional(),
+  trustedNetworks: z.array(cidr).optional(),
+  requireTls: z.boolean().optional(),
+  requireAuth: z.boolean().optional(),
+  bareLineEndings: z.enum(['reject', 'normalize']).optional(),
+  proxy: z.boolean().optional(),
+  xclient: z.boolean().optional(),
+  limits,
+  /** Plugins for this listener only, replacing the global list. */
+  plugins: z.array(pluginSchema).optional(),
+});
+
+const tlsMode = z.enum(['opportunistic', 'require', 'none', 'implicit']);
+const nextHop: z.ZodType<NextHop> = z.union([
+  z.strictObject({ type: z.literal('mx'), domain, tls: tlsMode.optional() }),
+  z.strictObject({
+    type: z.literal('smtp'),
+    host: z.string().min(1),
+    port: port.optional(),
+    tls: tlsMode.optional(),
+    auth: z.strictObject({ user: z.string(), pass: z.string() }).optional(),
+  }),
+  z.strictObject({
+    type: z.literal('lmtp'),
+    host: z.string().optional(),
+    port: port.optional(),
+    path: z.string().optional(),
+    tls: tlsMode.optional(),
+  }),
+  z.strictObject({ type: z.literal('maildir'), path: z.string().min(1) }),
+]) as z.ZodType<NextHop>;
+
+const retry = z
+  .strictObject({
+    /** Delays between attempts in seconds; the last repeats. */
+    intervals: z.array(z.number().positive()).min(1).optional(),
+    /** Give up (bounce) after this many seconds. */
+    maxAge: z.number().positive().optional(),
+    /** Send a delay notice after this many seconds (off when absent). */
+    delayNoticeAfter: z.number().positive().optional(),
+  })
+  .optional();
+
+const queue = z
+  .discriminatedUnion('backend', [
+    z.strictObject({ backend: z.literal('embedded'), path: z.string().min(1).optional(), retry }),
+    z.strictObject({
+      backend: z.literal('redis'),
+      url: z.string().regex(/^rediss?:\/\//, 'a Redis URL like redis://127.0.0.1:6379'),
+      prefix: z.string().min(1).optional(),
+      retry,
+    }),
+  ])
+  .optional();
+
+const delivery = z
+  .strictObject({
+    /** Static routes by recipient domain; '*' routes everything else (a smarthost). */
+    routes: z.record(z.string(), nextHop).optional(),
+    dns: z.strictObject({ servers: z.array(z.string()).min(1), timeoutMs: duration.optional() }).optional(),
+    /** The SMTP port MX hosts are reached on (25; tests use others). */
+    port: port.optional(),
+    concurrency: z.number().int().positive().optional(),
+    tls: z.strictObject({ ca: z.string().optional() }).optional(),
+    limits: z
+      .record(
+        z.string(),
+        z.strictObject({
+          maxConnections: z.number().int().positive().optional(),
+          messagesPerSecond: z.number().positive().optional(),
+        }),
+      )
+      .optional(),
+  })
+  .optional();
+
+export const configSchema = z.strictObject({
+  /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
+  hostname: z.string().min(1).optional(),
+  listeners: z.array(listener).min(1, 'at least one listener, e.g. { kind: "mx", port: 25 }'),
+  /** Domains this server receives mail for. */
+  localDomains: z.array(domain).default([]),
+  /** Networks that may relay without AUTH. */
+  trustedNetworks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
+  users: z.strictObject({ file: z.string().min(1) }).optional(),
+  queue,
+  delivery,
+  plugins: z.array(pluginSchema).default([]),
+  log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).optional(),
+  /** How long SIGTERM waits for open transactions (ms). */
+  shutdownTimeoutMs: duration.optional(),
+});
+
+/** The config as written (defaults optional). */
+export type TernConfig = z.input<typeof configSchema>;
+/** The config after validation and defaults. */
+export type ResolvedConfig = z.output<typeof configSchema> & { readonly baseDir: string };
+
+/** Declares a config; it only returns its argument, so editors check the config as you type. */
+export function defineConfig(config: TernConfig): TernConfig {
+  return config;
+}
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`${source}: invalid config\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+function fieldPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>(
+    (acc, key) => (typeof key === 'number' ? `${acc}[${key}]` : `${acc}.${String(key)}`),
+    'config',
+  );
+}
+
+/** Validates a config object; file references are resolved against `baseDir`. Throws ConfigError. */
+export function validateConfig(input: unknown, baseDir: string, source = 'config'): ResolvedConfig {
+  const result = configSchema.safeParse(input);
+  if (!result.success) {
+    throw new ConfigError(
+      source,
+      result.error.issues.map((issue) => {
+        const unknownKeys = issue.code === 'unrecognized_keys' ? issue.keys : undefined;
+        if (unknownKeys) {
+          return `${fieldPath(issue.path)}: unknown key ${unknownKeys.map((k) => JSON.stringify(k)).join(', ')}: remove it or check its spelling`;
+        }
+        return `${fieldPath(issue.path)}: ${issue.message}`;
+      }),
+    );
+  }
+  const config = { ...result.data, baseDir };
+  const problems = checkSemantics(config);
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return config;
+}
+
+const DEFAULT_PORTS = { mx: 25, submission: 587, smtps: 465 } as const;
+
+/** A listener's port: its own, or the standard one of its kind. */
+export function listenerPort(l: { kind: keyof typeof DEFAULT_PORTS; port?: number | undefined }): number {
+  return l.port ?? DEFAULT_PORTS[l.kind];
+}
+
+/** Resolves a path in the config against the config file's folder. */
+export function configPath(config: ResolvedConfig, path: string): string {
+  return isAbsolute(path) ? path : resolve(config.baseDir, path);
+}
+
+function checkSemantics(config: ResolvedConfig): string[] {
+  const problems: string[] = [];
+  const seen = new Map<string, number>();
+  config.listeners.forEach((l, i) => {
+    const at = `config.listeners[${i}]`;
+    const key = `${l.host}:${listenerPort(l)}`;
+    const other = seen.get(key);
+    if (other !== undefined && listenerPort(l) !== 0) {
+      problems.push(
+        `${at}.port: ${key} is already used by listeners[${other}]: give each listener its own port`,
+      );
+    }
+    seen.set(key, i);
+    if (l.kind !== 'mx' && !l.tls) {
+      problems.push(
+        `${at}.tls: a ${l.kind} listener takes passwords, so it needs a certificate: set tls: { key: 'key.pem', cert: 'cert.pem' }`,
+      );
+    }
+    for (const field of ['key', 'cert'] as const) {
+      const file = l.tls?.[field];
+      if (file && !existsSync(configPath(config, file))) {
+        problems.push(
+          `${at}.tls.${field}: file not found: ${file} (relative paths start at the config's folder)`,
+        );
+      }
+    }
+    if (l.kind === 'mx' && (l.localDomains ?? config.localDomains).length === 0 && l.requireAuth !== true) {
+      problems.push(
+        `${at}.localDomains: an mx listener needs the domains it receives mail for: set localDomains: ['example.com'] (here or at the top level)`,
+      );
+    }
+  });
+  if (config.users && !existsSync(dirname(configPath(config, config.users.file)))) {
+    problems.push(`config.users.file: the folder of ${config.users.file} does not exist`);
+  }
+  return problems;
+}
+
+/** Reads a PEM file named in the config, with an error that names the field. */
+export function readConfigFile(config: ResolvedConfig, path: string, field: string): string {
+  try {
+    return readFileSync(configPath(config, path), 'utf8');
+  } catch (error) {
+    throw new ConfigError('config', [
+      `${field}: cannot read ${path}: ${(error as NodeJS.ErrnoException).code}`,
+    ]);
+  }
+}
+
+/** Loads a config file (.ts, .mts, .js, .mjs or .json) and validates it. */
+export async function loadConfig(file: string): Promise<ResolvedConfig> {
+  const path = resolve(file);
+  if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`]);
+  let loaded: unknown;
+  try {
+    const jiti = createJiti(import.meta.url, { moduleCache: false, interopDefault: true });
+    loaded = await jiti.import(path, { default: true });
+  } catch (error) {
+    throw new ConfigError(file, [`cannot load: ${(error as Error).message.split('\n')[0]}`]);
+  }
+  return validateConfig(loaded, dirname(path), file);
+}
+
+/** Our host name: the config's, or the machine's. */
+export function serverHostname(config: ResolvedConfig): string {
+  return config.hostname ?? osHostname();
+}

@@ -1,0 +1,1 @@
+export { type OnlyKnownSendersOptions, onlyKnownSenders } from './only-known-senders.js';
