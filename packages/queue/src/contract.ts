@@ -1,7 +1,8 @@
 // The queue contract: what intake hands over, what a delivery job is, what delivery reports
 // back, and what every backend (Redis/BullMQ, embedded SQLite) must do with it.
 import type { Readable } from 'node:stream';
-import type { Envelope, EnvelopeRecipient, NextHop, PluginHost, SmtpReply } from '@tern/plugin-api';
+import type { Envelope, EnvelopeRecipient, Logger, NextHop, PluginHost, SmtpReply } from '@tern/plugin-api';
+import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 
 /** What intake hands to the queue after DATA. Nothing is acknowledged (250) before `enqueue` resolves. */
 export interface IncomingMessage {
@@ -19,6 +20,8 @@ export interface IncomingMessage {
   };
   /** Message-ID header value, for lookups by operators. */
   readonly messageId?: string;
+  /** A notice (bounce, delay DSN) this MTA generated: its jobs get `isBounce`, so it is never bounced itself. */
+  readonly isBounce?: boolean;
 }
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
@@ -80,6 +83,11 @@ export interface WorkerOptions {
   readonly concurrency?: number;
   /** Hooks for deferred/bounced advice and delivered/observe events. */
   readonly plugins?: PluginHost;
+  /** When to retry deferred recipients and when to give up (default: see RetrySchedule). */
+  readonly retry?: RetrySchedule | RetryScheduleOptions;
+  /** This MTA's host name, for the Reporting-MTA of bounces (default: os.hostname()). */
+  readonly hostname?: string;
+  readonly logger?: Logger;
 }
 
 /** A message's state as operators and tests see it. */
