@@ -1,0 +1,450 @@
+// The dkim plugin's options: their shape (a Standard Schema, checked by parseOptions), their
+// defaults, and loading the keys they name, so every mistake stops start-up with the field named.
+import type { KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { domainToASCII } from 'node:url';
+import {
+  issuePath,
+  PluginOptionError,
+  parseOptions,
+  type StandardIssue,
+  type StandardSchemaV1,
+} from '@tern/plugin-api';
+import type { CanonicalizationMode } from './canonicalize.js';
+import { ALGORITHM_OF, checkKey, type DkimAlgorithm, parsePrivateKey } from './keys.js';
+
+export const PLUGIN_NAME = 'dkim';
+
+export type Canonicalization = `${CanonicalizationMode}/${CanonicalizationMode}`;
+
+/** One signing key of a domain. Give `key` (PEM text) or `keyFile` (a path), not both. */
+export interface DkimKeyOptions {
+  readonly selector: string;
+  readonly key?: string;
+  readonly keyFile?: string;
+  /** Checked against the key's type; taken from it when left out. */
+  readonly algorithm?: DkimAlgorithm;
+  /** Default true. A key with `active: false` stays configured (and checkable) but does not sign. */
+  readonly active?: boolean;
+}
+
+export interface DkimFallbackOptions extends DkimKeyOptions {
+  /** The relay's own domain, used as d= when the From domain has no key. */
+  readonly domain: string;
+}
+
+export interface DkimOptions {
+  /** Domain → its key, or its keys (rotation, or RSA and Ed25519 side by side for dual signing). */
+  readonly domains?: Readonly<Record<string, DkimKeyOptions | readonly DkimKeyOptions[]>>;
+  /** Sign as this domain when the From domain has no key. */
+  readonly fallback?: DkimFallbackOptions | readonly DkimFallbackOptions[];
+  /** header/body, default 'relaxed/relaxed' (survives the refolding some relays do). */
+  readonly canonicalization?: Canonicalization;
+  /** Fields to sign when present. Must include From. */
+  readonly headers?: readonly string[];
+  /** Fields signed once more than they occur (RFC 6376 §8.15), so a field added later breaks the signature. */
+  readonly oversign?: readonly string[];
+  /** Seconds from signing until the signature expires (x=). No x= when left out. */
+  readonly expiresIn?: number;
+  /** Sign mail from sub.example.com with example.com's key when sub.example.com has none. Default false. */
+  readonly matchParentDomain?: boolean;
+  /**
+   * Also sign mail from clients that neither authenticated nor come from a trusted network. Default
+   * false: signing whatever arrives at the MX would lend our domains' signatures to forged mail.
+   */
+  readonly signUntrusted?: boolean;
+}
+
+export const DEFAULT_HEADERS: readonly string[] = [
+  'From',
+  'Sender',
+  'Reply-To',
+  'To',
+  'Cc',
+  'Subject',
+  'Date',
+  'Message-ID',
+  'In-Reply-To',
+  'References',
+  'MIME-Version',
+  'Content-Type',
+  'Content-Transfer-Encoding',
+  'Content-Disposition',
+  'List-Id',
+  'List-Help',
+  'List-Subscribe',
+  'List-Post',
+  'List-Owner',
+  'List-Archive',
+  // RFC 8058 §4: one-click unsubscribe works only when both fields are covered by a valid signature.
+  'List-Unsubscribe',
+  'List-Unsubscribe-Post',
+  'Feedback-ID',
+];
+
+// Fields a reader trusts and that appear once: oversigning them stops anyone adding a second one.
+export const DEFAULT_OVERSIGN: readonly string[] = [
+  'From',
+  'Sender',
+  'Reply-To',
+  'To',
+  'Cc',
+  'Subject',
+  'Date',
+  'Message-ID',
+  'MIME-Version',
+  'Content-Type',
+  'Content-Transfer-Encoding',
+  'List-Unsubscribe',
+  'List-Unsubscribe-Post',
+];
+
+const CANONICALIZATIONS: readonly Canonicalization[] = [
+  'relaxed/relaxed',
+  'relaxed/simple',
+  'simple/relaxed',
+  'simple/simple',
+];
+const ALGORITHMS: readonly DkimAlgorithm[] = ['rsa-sha256', 'ed25519-sha256'];
+const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
+// RFC 6376 §3.1: a selector is a sub-domain. Underscores are accepted because DNS carries them and some
+// providers hand them out.
+const SELECTOR = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/i;
+const KEY_FIELDS = new Set(['selector', 'key', 'keyFile', 'algorithm', 'active']);
+const FALLBACK_FIELDS = new Set([...KEY_FIELDS, 'domain']);
+const TOP_FIELDS = new Set([
+  'domains',
+  'fallback',
+  'canonicalization',
+  'headers',
+  'oversign',
+  'expiresIn',
+  'matchParentDomain',
+  'signUntrusted',
+]);
+
+type Path = (string | number)[];
+
+class Issues {
+  readonly list: StandardIssue[] = [];
+  add(path: Path, message: string): void {
+    this.list.push({ path, message });
+  }
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function unknownFields(value: Record<string, unknown>, known: Set<string>, path: Path, issues: Issues): void {
+  for (const field of Object.keys(value)) {
+    if (!known.has(field))
+      issues.add([...path, field], `unknown option (expected one of ${[...known].join(', ')})`);
+  }
+}
+
+function checkKeyEntry(value: unknown, path: Path, issues: Issues, fallback: boolean): void {
+  if (!isRecord(value)) {
+    issues.add(path, 'expected an object { selector, key | keyFile }');
+    return;
+  }
+  unknownFields(value, fallback ? FALLBACK_FIELDS : KEY_FIELDS, path, issues);
+  if (fallback && (typeof value.domain !== 'string' || domainName(value.domain) === undefined)) {
+    issues.add([...path, 'domain'], 'expected a domain name');
+  }
+  if (typeof value.selector !== 'string' || !SELECTOR.test(value.selector)) {
+    issues.add([...path, 'selector'], 'expected a selector: DNS labels of letters, digits and hyphens');
+  }
+  const hasKey = value.key !== undefined;
+  const hasFile = value.keyFile !== undefined;
+  if (hasKey === hasFile) issues.add(path, 'give either key (PEM text) or keyFile (a path), exactly one');
+  if (hasKey && (typeof value.key !== 'string' || value.key.trim() === '')) {
+    issues.add([...path, 'key'], 'expected PEM text');
+  }
+  if (hasFile && (typeof value.keyFile !== 'string' || value.keyFile === '')) {
+    issues.add([...path, 'keyFile'], 'expected a file path');
+  }
+  if (value.algorithm !== undefined && !ALGORITHMS.includes(value.algorithm as DkimAlgorithm)) {
+    issues.add([...path, 'algorithm'], `expected ${ALGORITHMS.join(' or ')}`);
+  }
+  if (value.active !== undefined && typeof value.active !== 'boolean') {
+    issues.add([...path, 'active'], 'expected true or false');
+  }
+}
+
+function checkFieldList(value: unknown, path: Path, issues: Issues): void {
+  if (!Array.isArray(value)) {
+    issues.add(path, 'expected a list of header field names');
+    return;
+  }
+  value.forEach((name, i) => {
+    if (typeof name !== 'string' || !FIELD_NAME.test(name))
+      issues.add([...path, i], 'expected a header field name');
+    // A signature over DKIM-Signature would tie our signatures to each other and to whatever came before.
+    else if (name.toLowerCase() === 'dkim-signature')
+      issues.add([...path, i], 'DKIM-Signature cannot be signed');
+  });
+}
+
+function validate(input: unknown): { value: DkimOptions } | { issues: StandardIssue[] } {
+  const issues = new Issues();
+  if (!isRecord(input)) return { issues: [{ message: 'expected an object' }] };
+  unknownFields(input, TOP_FIELDS, [], issues);
+  const { domains, fallback } = input;
+  if (domains !== undefined) {
+    if (!isRecord(domains)) issues.add(['domains'], 'expected { "example.com": { selector, keyFile } }');
+    else {
+      for (const [domain, entry] of Object.entries(domains)) {
+        if (domainName(domain) === undefined) issues.add(['domains', domain], 'not a domain name');
+        const entries = Array.isArray(entry) ? entry : [entry];
+        if (entries.length === 0) issues.add(['domains', domain], 'expected at least one key');
+        entries.forEach((e, i) => {
+          checkKeyEntry(
+            e,
+            Array.isArray(entry) ? ['domains', domain, i] : ['domains', domain],
+            issues,
+            false,
+          );
+        });
+      }
+    }
+  }
+  if (fallback !== undefined) {
+    const entries = Array.isArray(fallback) ? fallback : [fallback];
+    if (entries.length === 0) issues.add(['fallback'], 'expected at least one key');
+    entries.forEach((e, i) => {
+      checkKeyEntry(e, Array.isArray(fallback) ? ['fallback', i] : ['fallback'], issues, true);
+    });
+  }
+  if (domains === undefined && fallback === undefined) {
+    issues.add(['domains'], 'nothing to sign with: configure domains or a fallback');
+  }
+  if (
+    input.canonicalization !== undefined &&
+    !CANONICALIZATIONS.includes(input.canonicalization as Canonicalization)
+  ) {
+    issues.add(['canonicalization'], `expected one of ${CANONICALIZATIONS.join(', ')}`);
+  }
+  if (input.headers !== undefined) {
+    checkFieldList(input.headers, ['headers'], issues);
+    if (Array.isArray(input.headers) && !input.headers.some((h) => String(h).toLowerCase() === 'from')) {
+      issues.add(['headers'], 'must include From (RFC 6376 §5.4)');
+    }
+  }
+  if (input.oversign !== undefined) checkFieldList(input.oversign, ['oversign'], issues);
+  if (
+    input.expiresIn !== undefined &&
+    (typeof input.expiresIn !== 'number' || !Number.isInteger(input.expiresIn) || input.expiresIn <= 0)
+  ) {
+    issues.add(['expiresIn'], 'expected a whole number of seconds above 0');
+  }
+  for (const flag of ['matchParentDomain', 'signUntrusted'] as const) {
+    if (input[flag] !== undefined && typeof input[flag] !== 'boolean')
+      issues.add([flag], 'expected true or false');
+  }
+  return issues.list.length > 0 ? { issues: issues.list } : { value: input as DkimOptions };
+}
+
+/** The shape of the dkim options as a Standard Schema (the keys themselves are checked by loadSigningKeys). */
+export const dkimOptionsSchema: StandardSchemaV1<unknown, DkimOptions> = {
+  '~standard': { version: 1, vendor: 'tern-dkim', validate },
+};
+
+/** A key ready to sign: read, parsed and checked. */
+export interface SigningKey {
+  /** The d= domain: lower case, A-labels. */
+  readonly domain: string;
+  readonly selector: string;
+  readonly algorithm: DkimAlgorithm;
+  readonly privateKey: KeyObject;
+  /** RSA modulus size; undefined for Ed25519. */
+  readonly bits: number | undefined;
+  readonly active: boolean;
+  /** Where the key came from: the file path, or 'inline'. For messages. */
+  readonly source: string;
+  /** The option path of this key, e.g. `domains.example.com[1]`. */
+  readonly field: string;
+}
+
+/** Options with defaults applied and every key loaded. */
+export interface DkimSettings {
+  readonly keys: readonly SigningKey[];
+  /** Keys by d= domain (fallback keys are not here). */
+  readonly byDomain: ReadonlyMap<string, readonly SigningKey[]>;
+  readonly fallback: readonly SigningKey[];
+  readonly headerCanon: CanonicalizationMode;
+  readonly bodyCanon: CanonicalizationMode;
+  /** Field names to sign when present, lower case, without repeats. */
+  readonly headers: readonly string[];
+  /** Lower-case names to sign once more than they occur. */
+  readonly oversign: ReadonlySet<string>;
+  readonly expiresIn: number | undefined;
+  readonly matchParentDomain: boolean;
+  readonly signUntrusted: boolean;
+  /** Things worth a warning at start-up (weak keys, domains without an active key). */
+  readonly warnings: readonly string[];
+}
+
+/**
+ * Validates the options and loads every key. Throws PluginOptionError naming the field, the
+ * domain and the file for: bad shapes, unreadable or unparsable keys, keys too small or of the
+ * wrong type, an algorithm that does not match its key, and selectors configured twice.
+ */
+export function loadDkimSettings(input: unknown): DkimSettings {
+  const options = parseOptions(PLUGIN_NAME, dkimOptionsSchema, input);
+  const warnings: string[] = [];
+  const byDomain = new Map<string, SigningKey[]>();
+  const keys: SigningKey[] = [];
+
+  for (const [configured, entry] of Object.entries(options.domains ?? {})) {
+    const domain = domainName(configured) as string;
+    const entries: readonly DkimKeyOptions[] = Array.isArray(entry) ? entry : [entry as DkimKeyOptions];
+    if (byDomain.has(domain)) {
+      throw new PluginOptionError(
+        PLUGIN_NAME,
+        `domains.${configured}`,
+        `domain ${domain} is configured twice`,
+      );
+    }
+    const loaded = entries.map((e, i) =>
+      loadKey(
+        domain,
+        e,
+        issuePath(Array.isArray(entry) ? ['domains', configured, i] : ['domains', configured]),
+      ),
+    );
+    checkSelectorsUnique(loaded);
+    if (!loaded.some((k) => k.active))
+      warnings.push(
+        `domains.${configured}: no active key; mail from ${domain} is signed with the fallback key, if any`,
+      );
+    byDomain.set(domain, loaded);
+    keys.push(...loaded);
+  }
+
+  const fallbackEntries: readonly DkimFallbackOptions[] =
+    options.fallback === undefined
+      ? []
+      : Array.isArray(options.fallback)
+        ? options.fallback
+        : [options.fallback];
+  const fallback = fallbackEntries.map((e, i) =>
+    loadKey(
+      domainName(e.domain) as string,
+      e,
+      issuePath(Array.isArray(options.fallback) ? ['fallback', i] : ['fallback']),
+    ),
+  );
+  checkSelectorsUnique(fallback);
+  keys.push(...fallback);
+
+  for (const key of keys) {
+    const check = checkKey(key.privateKey);
+    if (check.ok && check.warning)
+      warnings.push(`${key.field}: ${key.domain} (${key.source}): ${check.warning}`);
+  }
+
+  const [headerCanon, bodyCanon] = (options.canonicalization ?? 'relaxed/relaxed').split('/') as [
+    CanonicalizationMode,
+    CanonicalizationMode,
+  ];
+  const oversign = new Set((options.oversign ?? DEFAULT_OVERSIGN).map((h) => h.toLowerCase()));
+  // An oversigned field is a signed field: sign it even when the headers list leaves it out.
+  const headers = [
+    ...new Set([...(options.headers ?? DEFAULT_HEADERS).map((h) => h.toLowerCase()), ...oversign]),
+  ];
+
+  return {
+    keys,
+    byDomain,
+    fallback,
+    headerCanon,
+    bodyCanon,
+    headers,
+    oversign,
+    expiresIn: options.expiresIn,
+    matchParentDomain: options.matchParentDomain ?? false,
+    signUntrusted: options.signUntrusted ?? false,
+    warnings,
+  };
+}
+
+/** Validates the options and returns every configured key, for `tern dkim check` and key listings. */
+export function loadSigningKeys(options: DkimOptions): SigningKey[] {
+  return [...loadDkimSettings(options).keys];
+}
+
+function loadKey(domain: string, entry: DkimKeyOptions, field: string): SigningKey {
+  const source = entry.keyFile ?? 'inline';
+  const where = entry.keyFile === undefined ? `key of ${domain}` : `key file ${entry.keyFile} of ${domain}`;
+  const keyField = entry.keyFile === undefined ? `${field}.key` : `${field}.keyFile`;
+  let pem: string;
+  if (entry.keyFile !== undefined) {
+    try {
+      pem = readFileSync(entry.keyFile, 'utf8');
+    } catch (error) {
+      throw new PluginOptionError(PLUGIN_NAME, keyField, `cannot read ${where}: ${reason(error)}`);
+    }
+  } else {
+    pem = entry.key as string;
+  }
+  let privateKey: KeyObject;
+  try {
+    privateKey = parsePrivateKey(pem);
+  } catch (error) {
+    throw new PluginOptionError(
+      PLUGIN_NAME,
+      keyField,
+      `${where} is not a usable PEM private key (${reason(error)}); an encrypted key must be decrypted first (openssl pkey -in k.pem -out k.plain.pem)`,
+    );
+  }
+  const check = checkKey(privateKey);
+  if (!check.ok) throw new PluginOptionError(PLUGIN_NAME, keyField, `${where}: ${check.problem}`);
+  const algorithm = ALGORITHM_OF[check.type];
+  if (entry.algorithm !== undefined && entry.algorithm !== algorithm) {
+    throw new PluginOptionError(
+      PLUGIN_NAME,
+      `${field}.algorithm`,
+      `${entry.algorithm} does not match the ${check.type} ${where} (it signs ${algorithm})`,
+    );
+  }
+  return {
+    domain,
+    selector: entry.selector.toLowerCase(),
+    algorithm,
+    privateKey,
+    bits: check.bits,
+    active: entry.active ?? true,
+    source,
+    field,
+  };
+}
+
+function checkSelectorsUnique(keys: readonly SigningKey[]): void {
+  const seen = new Set<string>();
+  for (const key of keys) {
+    const id = `${key.domain} ${key.selector}`;
+    if (seen.has(id)) {
+      throw new PluginOptionError(
+        PLUGIN_NAME,
+        `${key.field}.selector`,
+        `selector ${key.selector} of ${key.domain} is configured twice; each key needs its own selector`,
+      );
+    }
+    seen.add(id);
+  }
+}
+
+/** A domain as d= carries it (lower case, IDNs as A-labels), or undefined when it is not one. */
+export function domainName(text: string): string | undefined {
+  const ascii = domainToASCII(text.trim().replace(/\.$/, ''));
+  if (ascii === '' || !ascii.includes('.') || ascii.length > 253) return undefined;
+  if (!/^[a-z0-9._-]+$/.test(ascii)) return undefined;
+  return ascii;
+}
+
+function reason(error: unknown): string {
+  const e = error as NodeJS.ErrnoException;
+  if (e?.code === 'ENOENT') return 'no such file';
+  if (e?.code === 'EACCES') return 'permission denied';
+  return e?.message ?? String(error);
+}

@@ -1,0 +1,78 @@
+// The dkim plugin: signs at the end of the queue stage, after every other transform, so nothing
+// changes the message between signing and queueing.
+import { definePlugin, type Plugin, type QueueContext } from '@tern/plugin-api';
+import { authorDomain } from './author.js';
+import {
+  type DkimOptions,
+  type DkimSettings,
+  loadDkimSettings,
+  PLUGIN_NAME,
+  type SigningKey,
+} from './options.js';
+import { hasSignatureFrom, signMessage } from './sign.js';
+
+/**
+ * The DKIM signing plugin. Validates the options and loads every key now, so a bad option or key
+ * stops start-up with the field, the domain and the file named (PluginOptionError).
+ */
+export function dkim(options: DkimOptions): Plugin {
+  const settings = loadDkimSettings(options);
+  return definePlugin({
+    name: PLUGIN_NAME,
+    // Plugin-level post and hook-level post: after every other queue transform, including other post plugins' normal hooks.
+    enforce: 'post',
+    init(ctx) {
+      for (const warning of settings.warnings) ctx.log.warn({ plugin: PLUGIN_NAME }, warning);
+    },
+    queue: {
+      order: 'post',
+      async handler(ctx) {
+        await signQueued(ctx, settings);
+      },
+    },
+  });
+}
+
+async function signQueued(ctx: QueueContext<unknown, unknown>, settings: DkimSettings): Promise<void> {
+  const { session } = ctx;
+  if (!settings.signUntrusted && !session.trusted && session.user === undefined) {
+    ctx.log.debug('not signed: the client neither authenticated nor came from a trusted network');
+    return;
+  }
+  const domain = authorDomain(ctx.message.headers);
+  const chosen = keysFor(domain, settings);
+  const keys = chosen.filter((k) => !hasSignatureFrom(ctx.message.headers, k.domain, k.selector));
+  if (keys.length === 0) {
+    ctx.log.debug(
+      { fromDomain: domain ?? null },
+      chosen.length === 0
+        ? 'not signed: no key for the From domain'
+        : 'not signed: already signed with these keys',
+    );
+    return;
+  }
+  const added = await signMessage(ctx.message, keys, settings);
+  ctx.log.debug({ signatures: added.map((s) => `${s.domain}/${s.selector}/${s.algorithm}`) }, 'DKIM signed');
+}
+
+/**
+ * The active keys for a From domain: its own, else its nearest configured parent's when allowed,
+ * else the fallback (also when the domain's keys are all inactive).
+ */
+function keysFor(domain: string | undefined, settings: DkimSettings): readonly SigningKey[] {
+  const active = (keys: readonly SigningKey[] | undefined): readonly SigningKey[] =>
+    keys?.filter((k) => k.active) ?? [];
+  if (domain !== undefined) {
+    const own = active(settings.byDomain.get(domain));
+    if (own.length > 0) return own;
+    if (settings.matchParentDomain) {
+      const labels = domain.split('.');
+      // Stop before the last label: a TLD is never a signing domain.
+      for (let i = 1; i < labels.length - 1; i++) {
+        const parent = active(settings.byDomain.get(labels.slice(i).join('.')));
+        if (parent.length > 0) return parent;
+      }
+    }
+  }
+  return active(settings.fallback);
+}
