@@ -1,0 +1,618 @@
+// The embedded queue backend: messages and delivery jobs in one SQLite file, used by one
+// process, with no server to run. The quickstart runs on it.
+import { randomBytes } from 'node:crypto';
+import { hostname as osHostname } from 'node:os';
+import { Readable } from 'node:stream';
+import { domainOf, type Logger, type PluginHost, silentLogger, smtpReply } from '@tern/plugin-api';
+import type Database from 'better-sqlite3';
+import type {
+  Deliver,
+  DeliveryJob,
+  DeliveryReport,
+  IncomingMessage,
+  MessageRecord,
+  QueueBackend,
+  RecipientState,
+  WorkerOptions,
+} from '../contract.js';
+import { RetrySchedule, type RetryScheduleOptions } from '../retry.js';
+import { type Settlement, settleAttempt } from './interim-step.js';
+import { closeStore, openStore } from './store.js';
+
+export type JobState = 'scheduled' | 'active' | 'held' | 'done';
+
+export interface EmbeddedQueueOptions {
+  /** The SQLite file (created, with its directory, when missing). One process at a time. */
+  readonly path: string;
+  readonly logger?: Logger;
+  /** Retry schedule; `startWorker({ retry })` overrides it. */
+  readonly retry?: RetrySchedule | RetryScheduleOptions;
+  /**
+   * Longest an idle worker sleeps before it looks for due jobs again (default 5000 ms). Enqueues,
+   * releases and finished attempts wake it at once and it sleeps exactly until the next due job;
+   * this cap only bounds how long a wall-clock jump can delay mail.
+   */
+  readonly pollIntervalMs?: number;
+  /** Jobs towards one recipient domain in flight at once (default 10), so one slow domain cannot take every slot. */
+  readonly maxActivePerDomain?: number;
+}
+
+/** One job as `list()` shows it to operators. */
+export interface QueueListEntry {
+  readonly queueId: string;
+  readonly jobId: string;
+  readonly domain: string;
+  readonly state: JobState;
+  readonly attempts: number;
+  readonly nextAttemptAt?: number;
+  readonly mailFrom: string;
+  readonly recipients: readonly RecipientState[];
+  readonly createdAt: number;
+  readonly messageId?: string;
+  readonly size: number;
+}
+
+export interface ListOptions {
+  readonly state?: JobState;
+  readonly domain?: string;
+  /** At most this many jobs (default 100), oldest message first. */
+  readonly limit?: number;
+}
+
+interface PreparedMessage {
+  readonly queueId: string;
+  readonly envelope: string;
+  readonly body: Buffer;
+  readonly createdAt: number;
+  readonly messageId: string | null;
+  readonly source: string | null;
+  readonly isBounce: number;
+  readonly jobs: readonly { id: string; domain: string; recipients: string }[];
+}
+
+interface WorkerState {
+  readonly deliver: Deliver;
+  readonly concurrency: number;
+  readonly plugins: PluginHost | undefined;
+  readonly hostname: string;
+}
+
+interface PendingEnqueue {
+  readonly message: PreparedMessage;
+  readonly resolve: (queueId: string) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+interface JobRow {
+  id: string;
+  queue_id: string;
+  domain: string;
+  recipients: string;
+  attempts: number;
+  next_attempt_at: number;
+  state: JobState;
+  delay_notified: number;
+  envelope: string;
+  created_at: number;
+  is_bounce: number;
+}
+
+const DEFAULT_CONCURRENCY = 20;
+const DEFAULT_POLL_MS = 5000;
+const DEFAULT_PER_DOMAIN = 10;
+/** After a settlement could not be written (disk full, say): try the job again this much later. */
+const PERSIST_FAILURE_RETRY_MS = 60_000;
+/** A lease outlives any sane attempt; it is informative for operators, since only restarts reclaim jobs. */
+const LEASE_MS = 30 * 60_000;
+const THREW = smtpReply(451, '4.3.0', 'Temporary local problem during delivery');
+
+/** A queue id: time-ordered (base-36 milliseconds) then random, safe in an SMTP reply. */
+export function newQueueId(now = Date.now()): string {
+  return `${now.toString(36).toUpperCase().padStart(9, '0')}${randomBytes(5).toString('hex').toUpperCase()}`;
+}
+
+/** Opens (or creates) the embedded queue at `options.path`; fails when another process holds it. */
+export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue {
+  return new EmbeddedQueue(options);
+}
+
+export class EmbeddedQueue implements QueueBackend {
+  readonly kind = 'embedded' as const;
+  readonly location: string;
+  readonly #db: Database.Database;
+  readonly #log: Logger;
+  readonly #pollMs: number;
+  readonly #perDomain: number;
+  readonly #owner = `${process.pid}:${randomBytes(4).toString('hex')}`;
+  #schedule: RetrySchedule;
+  #pending: PendingEnqueue[] = [];
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #worker: WorkerState | undefined;
+  readonly #running = new Set<Promise<void>>();
+  readonly #activeByDomain = new Map<string, number>();
+  #timer: NodeJS.Timeout | undefined;
+  readonly #sql: ReturnType<typeof prepare>;
+
+  constructor(options: EmbeddedQueueOptions) {
+    this.#db = openStore(options.path);
+    this.location = this.#db.name;
+    this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
+    this.#pollMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
+    this.#perDomain = options.maxActivePerDomain ?? DEFAULT_PER_DOMAIN;
+    this.#schedule = toSchedule(options.retry);
+    this.#sql = prepare(this.#db);
+    // Only one process may open the store, so a job still 'active' belongs to a process that
+    // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss).
+    const recovered = this.#sql.recoverActive.run(Date.now());
+    if (recovered.changes > 0) {
+      this.#log.warn(
+        { jobs: recovered.changes, path: this.location },
+        'jobs interrupted by a previous stop or crash were scheduled again',
+      );
+    }
+  }
+
+  enqueue(message: IncomingMessage): Promise<string> {
+    if (this.#closed) return Promise.reject(new Error(`embedded queue ${this.location} is closed`));
+    let prepared: PreparedMessage;
+    try {
+      prepared = prepareMessage(message);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    // Group commit: enqueues that arrive in the same turn of the event loop share one
+    // transaction and so one fsync. Each promise still resolves only after that commit.
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ message: prepared, resolve, reject });
+      if (this.#pending.length === 1) setImmediate(() => this.#flush());
+    });
+  }
+
+  #flush(): void {
+    const batch = this.#pending;
+    this.#pending = [];
+    if (batch.length === 0) return;
+    if (this.#closed) {
+      for (const p of batch) p.reject(new Error(`embedded queue ${this.location} is closed`));
+      return;
+    }
+    try {
+      this.#db.transaction(() => {
+        for (const p of batch) this.#insert(p.message);
+      })();
+      for (const p of batch) p.resolve(p.message.queueId);
+    } catch (error) {
+      if (batch.length === 1) {
+        batch[0]?.reject(error);
+      } else {
+        // One bad message must not cost the others their place: retry each on its own.
+        for (const p of batch) {
+          try {
+            this.#db.transaction(() => this.#insert(p.message))();
+            p.resolve(p.message.queueId);
+          } catch (single) {
+            p.reject(single);
+          }
+        }
+      }
+    }
+    this.#wake();
+  }
+
+  #insert(m: PreparedMessage): void {
+    this.#sql.insertMessage.run(
+      m.queueId,
+      m.envelope,
+      m.body,
+      m.body.length,
+      m.createdAt,
+      m.messageId,
+      m.source,
+      m.isBounce,
+    );
+    for (const job of m.jobs) {
+      this.#sql.insertJob.run(job.id, m.queueId, job.domain, job.recipients, m.createdAt, m.createdAt);
+    }
+  }
+
+  async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
+    if (this.#closed) throw new Error(`embedded queue ${this.location} is closed`);
+    if (this.#worker) throw new Error(`embedded queue ${this.location}: the worker is already running`);
+    const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
+    if (!Number.isInteger(concurrency) || concurrency < 1) {
+      throw new RangeError(`worker concurrency: ${concurrency} must be a whole number of at least 1`);
+    }
+    if (options.retry !== undefined) this.#schedule = toSchedule(options.retry);
+    this.#worker = {
+      deliver,
+      concurrency,
+      plugins: options.plugins,
+      hostname: options.hostname ?? osHostname(),
+    };
+    this.#pump();
+  }
+
+  /** Claims due jobs while slots are free, then sleeps until the next due job. */
+  #pump(): void {
+    const worker = this.#worker;
+    if (!worker || this.#closing) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const now = Date.now();
+    while (this.#running.size < worker.concurrency) {
+      const rows = this.#claim(now, worker.concurrency - this.#running.size);
+      if (rows.length === 0) break;
+      for (const row of rows) {
+        const attempt: Promise<void> = this.#attempt(row, worker).finally(() => {
+          this.#running.delete(attempt);
+          this.#release(row.domain);
+          this.#pump();
+        });
+        this.#running.add(attempt);
+      }
+    }
+    if (this.#running.size >= worker.concurrency) return; // a finishing attempt pumps again
+    const next = this.#sql.nextDue.get(JSON.stringify(this.#saturated())) as { at: number | null };
+    const wait = next.at === null ? this.#pollMs : Math.min(Math.max(next.at - Date.now(), 0), this.#pollMs);
+    this.#timer = setTimeout(() => this.#pump(), wait);
+  }
+
+  #wake(): void {
+    if (this.#worker && !this.#closing) setImmediate(() => this.#pump());
+  }
+
+  #saturated(): string[] {
+    return [...this.#activeByDomain].filter(([, n]) => n >= this.#perDomain).map(([domain]) => domain);
+  }
+
+  /** Leases up to `max` due jobs, oldest due first, skipping domains at their limit. */
+  #claim(now: number, max: number): JobRow[] {
+    return this.#db.transaction(() => {
+      const claimed: JobRow[] = [];
+      const rows = this.#sql.due.all(now, JSON.stringify(this.#saturated()), max) as JobRow[];
+      for (const row of rows) {
+        const count = this.#activeByDomain.get(row.domain) ?? 0;
+        if (count >= this.#perDomain) continue;
+        this.#sql.lease.run(this.#owner, now + LEASE_MS, now, row.id);
+        this.#activeByDomain.set(row.domain, count + 1);
+        claimed.push(row);
+      }
+      return claimed;
+    })();
+  }
+
+  #release(domain: string): void {
+    const count = (this.#activeByDomain.get(domain) ?? 1) - 1;
+    if (count <= 0) this.#activeByDomain.delete(domain);
+    else this.#activeByDomain.set(domain, count);
+  }
+
+  async #attempt(row: JobRow, worker: WorkerState): Promise<void> {
+    const stored = JSON.parse(row.recipients) as RecipientState[];
+    const job: DeliveryJob = {
+      id: row.id,
+      queueId: row.queue_id,
+      domain: row.domain,
+      envelope: JSON.parse(row.envelope),
+      recipients: stored.filter((r) => r.status === 'pending'),
+      attempts: row.attempts,
+      createdAt: row.created_at,
+      isBounce: row.is_bounce === 1,
+      delayNotified: row.delay_notified === 1,
+    };
+    const log = this.#log.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
+    const attemptedAt = Date.now();
+    let report: DeliveryReport;
+    try {
+      report = await worker.deliver(job, async () => Readable.from([this.#body(job.queueId)]));
+    } catch (error) {
+      // The contract: a throw is a temporary failure of every recipient, never a loss.
+      log.error({ err: error }, 'delivery threw; every recipient of the job is deferred');
+      report = {
+        recipients: job.recipients.map((r) => ({ address: r.address, result: 'deferred', reply: THREW })),
+      };
+    }
+
+    let settlement: Settlement;
+    try {
+      settlement = await settleAttempt({
+        job,
+        stored,
+        report,
+        schedule: this.#schedule,
+        plugins: worker.plugins,
+        hostname: worker.hostname,
+        logger: log,
+        body: () => this.#body(job.queueId),
+        attemptedAt,
+      });
+      this.#persist(job, settlement);
+    } catch (error) {
+      log.error({ err: error }, 'could not record the attempt; the job runs again later');
+      try {
+        this.#sql.unlease.run(Date.now() + PERSIST_FAILURE_RETRY_MS, Date.now(), job.id, this.#owner);
+      } catch (again) {
+        // Left 'active': the next start of this store schedules it again.
+        log.error({ err: again }, 'could not reschedule the job either; it runs again after a restart');
+      }
+      return;
+    }
+    try {
+      await settlement.after();
+    } catch (error) {
+      log.error({ err: error }, 'an observe hook step failed after the attempt was recorded');
+    }
+  }
+
+  #body(queueId: string): Buffer {
+    const row = this.#sql.body.get(queueId) as { body: Buffer } | undefined;
+    if (!row) throw new Error(`message ${queueId} is no longer in the queue`);
+    return row.body;
+  }
+
+  /** Writes one attempt's outcome, its notices and the clean-up of a finished message atomically. */
+  #persist(job: DeliveryJob, s: Settlement): void {
+    const now = Date.now();
+    this.#db.transaction(() => {
+      const current = this.#sql.jobState.get(job.id) as
+        | { state: JobState; lease_owner: string | null; hold_requested: number }
+        | undefined;
+      if (!current || current.state !== 'active' || current.lease_owner !== this.#owner) {
+        // Removed by an operator while the attempt ran: nothing to record, nothing to send.
+        this.#log.info(
+          { queueId: job.queueId, jobId: job.id },
+          'job removed during its attempt; result dropped',
+        );
+        return;
+      }
+      const recipients = JSON.stringify(s.recipients);
+      if (s.done) {
+        this.#sql.finish.run(recipients, now, job.id);
+      } else {
+        const state: JobState = current.hold_requested === 1 ? 'held' : 'scheduled';
+        this.#sql.reschedule.run(
+          state,
+          recipients,
+          s.nextAttemptAt ?? now,
+          s.delayNotified ? 1 : 0,
+          now,
+          job.id,
+        );
+      }
+      for (const notice of s.notices) this.#insert(prepareMessage(notice));
+      const open = this.#sql.openJobs.get(job.queueId) as { n: number };
+      if (open.n === 0) this.#sql.deleteMessage.run(job.queueId);
+    })();
+    if (s.notices.length > 0) this.#wake();
+  }
+
+  async close(): Promise<void> {
+    if (!this.#closing) {
+      this.#closing = (async () => {
+        clearTimeout(this.#timer);
+        // Enqueues already accepted in this turn are committed, not dropped.
+        this.#flush();
+        await Promise.allSettled([...this.#running]);
+        this.#flush();
+        this.#closed = true;
+        closeStore(this.#db);
+      })();
+    }
+    return this.#closing;
+  }
+
+  /** The durability settings of the live connection, for start-up logs and tests. */
+  storeSettings(): { journalMode: string; synchronous: string; lockingMode: string } {
+    const synchronous = ['off', 'normal', 'full', 'extra'][
+      this.#db.pragma('synchronous', { simple: true }) as number
+    ];
+    return {
+      journalMode: String(this.#db.pragma('journal_mode', { simple: true })),
+      synchronous: synchronous ?? 'unknown',
+      lockingMode: String(this.#db.pragma('locking_mode', { simple: true })),
+    };
+  }
+
+  async readMessage(queueId: string): Promise<Buffer | null> {
+    const row = this.#sql.body.get(queueId) as { body: Buffer } | undefined;
+    return row ? row.body : null;
+  }
+
+  async inspect(queueId: string): Promise<MessageRecord | null> {
+    const message = this.#sql.message.get(queueId) as
+      | { envelope: string; created_at: number; message_id: string | null }
+      | undefined;
+    if (!message) return null;
+    const jobs = this.#sql.jobsOf.all(queueId) as JobRow[];
+    return {
+      queueId,
+      envelope: JSON.parse(message.envelope),
+      createdAt: message.created_at,
+      ...(message.message_id === null ? {} : { messageId: message.message_id }),
+      jobs: jobs.map((j) => ({
+        id: j.id,
+        domain: j.domain,
+        state: j.state,
+        attempts: j.attempts,
+        ...(j.state === 'done' ? {} : { nextAttemptAt: j.next_attempt_at }),
+        recipients: JSON.parse(j.recipients) as RecipientState[],
+      })),
+    };
+  }
+
+  /** Stops delivery of a message: its scheduled jobs wait until `release`; one in flight is held after its attempt. Returns the jobs affected. */
+  async hold(queueId: string): Promise<number> {
+    const now = Date.now();
+    return this.#db.transaction(() => {
+      const held = this.#sql.hold.run(now, queueId).changes;
+      const marked = this.#sql.holdActive.run(now, queueId).changes;
+      return held + marked;
+    })();
+  }
+
+  /** Lets a held message go on: each job is due at its scheduled time (at once if that has passed). */
+  async release(queueId: string): Promise<number> {
+    const now = Date.now();
+    const changes = this.#db.transaction(
+      () => this.#sql.release.run(now, queueId).changes + this.#sql.unholdActive.run(now, queueId).changes,
+    )();
+    this.#wake();
+    return changes;
+  }
+
+  /** Makes a message's scheduled jobs due now (held ones stay held). Returns the jobs affected. */
+  async retryNow(queueId: string): Promise<number> {
+    const now = Date.now();
+    const changes = this.#sql.retryNow.run(now, now, queueId).changes;
+    this.#wake();
+    return changes;
+  }
+
+  /**
+   * Deletes a message and its jobs without a bounce (an operator's decision). An attempt in
+   * flight finishes, but its result is dropped. False when the message is unknown.
+   */
+  async remove(queueId: string): Promise<boolean> {
+    return this.#sql.deleteMessage.run(queueId).changes > 0;
+  }
+
+  /** Jobs, oldest message first, filtered by state and recipient domain. */
+  async list(options: ListOptions = {}): Promise<QueueListEntry[]> {
+    const limit = options.limit ?? 100;
+    if (!Number.isInteger(limit) || limit < 1)
+      throw new RangeError(`list limit: ${limit} must be a whole number of at least 1`);
+    const rows = this.#sql.list.all({
+      state: options.state ?? null,
+      domain: options.domain?.toLowerCase() ?? null,
+      limit,
+    }) as (JobRow & { message_id: string | null; size: number })[];
+    return rows.map((r) => ({
+      queueId: r.queue_id,
+      jobId: r.id,
+      domain: r.domain,
+      state: r.state,
+      attempts: r.attempts,
+      ...(r.state === 'done' ? {} : { nextAttemptAt: r.next_attempt_at }),
+      mailFrom: (JSON.parse(r.envelope) as { mailFrom: string }).mailFrom,
+      recipients: JSON.parse(r.recipients) as RecipientState[],
+      createdAt: r.created_at,
+      ...(r.message_id === null ? {} : { messageId: r.message_id }),
+      size: r.size,
+    }));
+  }
+}
+
+function toSchedule(retry: RetrySchedule | RetryScheduleOptions | undefined): RetrySchedule {
+  return retry instanceof RetrySchedule ? retry : new RetrySchedule(retry);
+}
+
+/** Validates and serialises a message and groups its recipients into one job per domain. */
+function prepareMessage(message: IncomingMessage): PreparedMessage {
+  const { envelope } = message;
+  if (envelope.recipients.length === 0) throw new TypeError('enqueue: the envelope has no recipients');
+  const queueId = newQueueId();
+  const byDomain = new Map<string, RecipientState[]>();
+  for (const r of envelope.recipients) {
+    const domain = domainOf(r.address);
+    const list = byDomain.get(domain) ?? [];
+    list.push({ ...r, status: 'pending' });
+    byDomain.set(domain, list);
+  }
+  let n = 0;
+  return {
+    queueId,
+    envelope: JSON.stringify(envelope),
+    body: message.chunks.length === 1 ? (message.chunks[0] as Buffer) : Buffer.concat(message.chunks),
+    createdAt: message.receivedAt,
+    messageId: message.messageId ?? null,
+    source: message.source === undefined ? null : JSON.stringify(message.source),
+    isBounce: message.isBounce === true ? 1 : 0,
+    jobs: [...byDomain].map(([domain, recipients]) => ({
+      id: `${queueId}.${++n}`,
+      domain,
+      recipients: JSON.stringify(recipients),
+    })),
+  };
+}
+
+const JOB_COLUMNS = `j.id, j.queue_id, j.domain, j.recipients, j.attempts, j.next_attempt_at, j.state,
+  j.delay_notified, m.envelope, m.created_at, m.is_bounce`;
+
+function prepare(db: Database.Database) {
+  return {
+    insertMessage: db.prepare(
+      `INSERT INTO messages (queue_id, envelope, body, size, created_at, message_id, source, is_bounce)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    insertJob: db.prepare(
+      `INSERT INTO jobs (id, queue_id, domain, recipients, next_attempt_at, state, updated_at)
+       VALUES (?, ?, ?, ?, ?, 'scheduled', ?)`,
+    ),
+    recoverActive: db.prepare(
+      `UPDATE jobs SET state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END,
+         hold_requested = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?
+       WHERE state = 'active'`,
+    ),
+    due: db.prepare(
+      `SELECT ${JOB_COLUMNS} FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
+       WHERE j.state = 'scheduled' AND j.next_attempt_at <= ?
+         AND j.domain NOT IN (SELECT value FROM json_each(?))
+       ORDER BY j.next_attempt_at LIMIT ?`,
+    ),
+    nextDue: db.prepare(
+      `SELECT min(next_attempt_at) AS at FROM jobs
+       WHERE state = 'scheduled' AND domain NOT IN (SELECT value FROM json_each(?))`,
+    ),
+    lease: db.prepare(
+      `UPDATE jobs SET state = 'active', lease_owner = ?, lease_until = ?, updated_at = ?
+       WHERE id = ? AND state = 'scheduled'`,
+    ),
+    unlease: db.prepare(
+      `UPDATE jobs SET state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END,
+         hold_requested = 0, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+       WHERE id = ? AND lease_owner = ? AND state = 'active'`,
+    ),
+    jobState: db.prepare('SELECT state, lease_owner, hold_requested FROM jobs WHERE id = ?'),
+    finish: db.prepare(
+      `UPDATE jobs SET state = 'done', recipients = ?, attempts = attempts + 1, hold_requested = 0,
+         lease_owner = NULL, lease_until = NULL, updated_at = ?
+       WHERE id = ?`,
+    ),
+    reschedule: db.prepare(
+      `UPDATE jobs SET state = ?, recipients = ?, attempts = attempts + 1, next_attempt_at = ?,
+         delay_notified = ?, hold_requested = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?
+       WHERE id = ?`,
+    ),
+    openJobs: db.prepare("SELECT count(*) AS n FROM jobs WHERE queue_id = ? AND state != 'done'"),
+    deleteMessage: db.prepare('DELETE FROM messages WHERE queue_id = ?'),
+    body: db.prepare('SELECT body FROM messages WHERE queue_id = ?'),
+    message: db.prepare('SELECT envelope, created_at, message_id FROM messages WHERE queue_id = ?'),
+    jobsOf: db.prepare(
+      `SELECT ${JOB_COLUMNS} FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
+       WHERE j.queue_id = ? ORDER BY j.id`,
+    ),
+    hold: db.prepare(
+      "UPDATE jobs SET state = 'held', updated_at = ? WHERE queue_id = ? AND state = 'scheduled'",
+    ),
+    holdActive: db.prepare(
+      "UPDATE jobs SET hold_requested = 1, updated_at = ? WHERE queue_id = ? AND state = 'active'",
+    ),
+    release: db.prepare(
+      "UPDATE jobs SET state = 'scheduled', updated_at = ? WHERE queue_id = ? AND state = 'held'",
+    ),
+    unholdActive: db.prepare(
+      `UPDATE jobs SET hold_requested = 0, updated_at = ?
+       WHERE queue_id = ? AND state = 'active' AND hold_requested = 1`,
+    ),
+    retryNow: db.prepare(
+      `UPDATE jobs SET next_attempt_at = ?, updated_at = ?
+       WHERE queue_id = ? AND state = 'scheduled'`,
+    ),
+    list: db.prepare(
+      `SELECT ${JOB_COLUMNS}, m.message_id, m.size FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
+       WHERE (@state IS NULL OR j.state = @state) AND (@domain IS NULL OR j.domain = @domain)
+       ORDER BY m.created_at, j.id LIMIT @limit`,
+    ),
+  };
+}

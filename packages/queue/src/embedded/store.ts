@@ -1,0 +1,191 @@
+// Opens the embedded queue's SQLite file for one process only, with the settings that make a
+// committed enqueue survive a crash or a power cut, and creates or checks its schema.
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { TernError } from '@tern/plugin-api';
+import Database from 'better-sqlite3';
+
+/** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
+export const SCHEMA_VERSION = 1;
+
+const SCHEMA = `
+CREATE TABLE messages (
+  queue_id    TEXT PRIMARY KEY,
+  envelope    TEXT NOT NULL,            -- Envelope as JSON, as accepted
+  body        BLOB NOT NULL,            -- the whole message: headers, empty line, body
+  size        INTEGER NOT NULL,
+  created_at  INTEGER NOT NULL,         -- ms since epoch; the retry lifetime counts from here
+  message_id  TEXT,
+  source      TEXT,                     -- IncomingMessage.source as JSON
+  is_bounce   INTEGER NOT NULL DEFAULT 0 -- a notice we generated: never bounced itself
+) STRICT;
+CREATE INDEX messages_message_id ON messages (message_id) WHERE message_id IS NOT NULL;
+
+CREATE TABLE jobs (
+  id              TEXT PRIMARY KEY,
+  queue_id        TEXT NOT NULL REFERENCES messages (queue_id) ON DELETE CASCADE,
+  domain          TEXT NOT NULL,
+  recipients      TEXT NOT NULL,        -- RecipientState[] as JSON, delivered and failed ones kept
+  attempts        INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER NOT NULL,
+  state           TEXT NOT NULL CHECK (state IN ('scheduled', 'active', 'held', 'done')),
+  hold_requested  INTEGER NOT NULL DEFAULT 0, -- held while active: goes to 'held' instead of 'scheduled'
+  delay_notified  INTEGER NOT NULL DEFAULT 0,
+  lease_owner     TEXT,
+  lease_until     INTEGER,
+  updated_at      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX jobs_due ON jobs (state, next_attempt_at);
+CREATE INDEX jobs_queue_id ON jobs (queue_id);
+CREATE INDEX jobs_domain ON jobs (domain, state);
+`;
+
+/** Who holds a store, as written next to it for the error a second process gets. */
+export interface StoreOwner {
+  readonly pid: number;
+  readonly host: string;
+  readonly startedAt: string;
+  readonly command: string;
+}
+
+/** A second process tried to open a store that a running process holds. */
+export class EmbeddedStoreLockedError extends TernError {
+  readonly path: string;
+  readonly owner: StoreOwner | undefined;
+  constructor(path: string, owner: StoreOwner | undefined, cause: unknown) {
+    const who = owner
+      ? `process ${owner.pid} on ${owner.host} (${owner.command}, since ${owner.startedAt})`
+      : 'another process';
+    super(
+      'TERN_ERR_QUEUE_STORE_LOCKED',
+      `embedded queue ${path} is in use by ${who}: only one process may use an embedded queue; ` +
+        'stop that process, or give this one its own queue path, or use the Redis backend to share a queue',
+      { cause },
+    );
+    this.path = path;
+    this.owner = owner;
+  }
+}
+
+/** The store file exists but is not one this version can use. */
+export class EmbeddedStoreSchemaError extends TernError {
+  constructor(path: string, problem: string) {
+    super('TERN_ERR_QUEUE_STORE_SCHEMA', `embedded queue ${path}: ${problem}`);
+  }
+}
+
+/** SQLite could not open or set up the file (not a database, unreadable, disk full...). */
+export class EmbeddedStoreOpenError extends TernError {
+  constructor(path: string, cause: unknown) {
+    super('TERN_ERR_QUEUE_STORE_OPEN', `embedded queue ${path}: ${(cause as Error)?.message ?? cause}`, {
+      cause,
+    });
+  }
+}
+
+/** The sidecar file that names the holder. Informative only: the lock itself is SQLite's. */
+export function ownerFileOf(path: string): string {
+  return `${path}.owner`;
+}
+
+function readOwner(path: string): StoreOwner | undefined {
+  try {
+    const parsed = JSON.parse(readFileSync(ownerFileOf(path), 'utf8')) as Partial<StoreOwner>;
+    if (typeof parsed.pid !== 'number') return undefined;
+    return {
+      pid: parsed.pid,
+      host: String(parsed.host ?? '?'),
+      startedAt: String(parsed.startedAt ?? '?'),
+      command: String(parsed.command ?? '?'),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
+}
+
+/**
+ * Opens (creating when missing) the store at `path` and takes it for this process.
+ *
+ * Exclusion is SQLite's `locking_mode=EXCLUSIVE`: after the first write transaction the
+ * connection keeps an exclusive POSIX lock on the file until it closes. The kernel drops that
+ * lock when the process dies, even by SIGKILL, so a crashed MTA never leaves a stale lock, and a
+ * recycled pid can never fool it (as it could a pid file). The `.owner` file beside the store
+ * only lets the refused process say who holds it.
+ */
+export function openStore(path: string): Database.Database {
+  const file = resolve(path);
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  // Queued mail is private: create the file 0600 before SQLite does (its -wal file copies the mode).
+  closeSync(openSync(file, 'a', 0o600));
+
+  // timeout 0: a store held by another process is refused at once, not after a wait.
+  let db: Database.Database;
+  try {
+    db = new Database(file, { timeout: 0 });
+  } catch (error) {
+    throw new EmbeddedStoreOpenError(file, error);
+  }
+  try {
+    db.pragma('locking_mode = EXCLUSIVE');
+    // WAL: a commit appends to one file and fsyncs it once; readers never block the writer.
+    const mode = db.pragma('journal_mode = WAL', { simple: true });
+    if (mode !== 'wal') throw new EmbeddedStoreSchemaError(file, `cannot use WAL journal mode (got ${mode})`);
+    // FULL: the WAL is fsynced at every commit, so an acknowledged enqueue survives power loss.
+    // NORMAL (the usual WAL pairing) syncs only at checkpoints and may lose the last commits.
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    // Bodies pass through the WAL; truncate it after checkpoints instead of keeping its peak size.
+    db.pragma('journal_size_limit = 67108864');
+    // The first write transaction takes the exclusive lock that is then held until close.
+    db.exec('BEGIN IMMEDIATE');
+    migrate(db, file);
+    db.exec('COMMIT');
+  } catch (error) {
+    if (db.inTransaction) db.exec('ROLLBACK');
+    db.close();
+    if (isBusy(error)) throw new EmbeddedStoreLockedError(file, readOwner(file), error);
+    if (error instanceof TernError) throw error;
+    throw new EmbeddedStoreOpenError(file, error);
+  }
+
+  const owner: StoreOwner = {
+    pid: process.pid,
+    host: hostname(),
+    startedAt: new Date().toISOString(),
+    command: process.argv.slice(1, 3).join(' ') || process.argv0,
+  };
+  writeFileSync(ownerFileOf(file), `${JSON.stringify(owner)}\n`, { mode: 0o600 });
+  return db;
+}
+
+/** Closes the store and removes the owner file (the lock goes with the connection). */
+export function closeStore(db: Database.Database): void {
+  const file = db.name;
+  db.close();
+  rmSync(ownerFileOf(file), { force: true });
+}
+
+function migrate(db: Database.Database, file: string): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (version === SCHEMA_VERSION) return;
+  if (version > SCHEMA_VERSION) {
+    throw new EmbeddedStoreSchemaError(
+      file,
+      `schema version ${version} was written by a newer Tern (this one knows ${SCHEMA_VERSION}); upgrade Tern`,
+    );
+  }
+  const tables = db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table'").get() as {
+    n: number;
+  };
+  if (tables.n > 0) {
+    throw new EmbeddedStoreSchemaError(file, 'the file is an SQLite database but not a Tern queue');
+  }
+  db.exec(SCHEMA);
+  db.pragma(`user_version = ${SCHEMA_VERSION}`);
+}

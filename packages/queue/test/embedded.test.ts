@@ -1,0 +1,398 @@
+// The embedded backend with real SQLite files: storage, scheduling, retries, bounces,
+// partial results, holds, per-domain limits and exclusive use within one process.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { memoryLogger } from '@tern/plugin-api';
+import { waitFor } from '@tern/testkit';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  type EmbeddedQueue,
+  EmbeddedStoreLockedError,
+  EmbeddedStoreSchemaError,
+  openEmbeddedQueue,
+} from '../src/embedded/index.js';
+import { scriptedDeliver } from './embedded-fixtures/deliver.js';
+import { tempStore, testMessage } from './embedded-fixtures/messages.js';
+
+const DAY = 24 * 3600_000;
+const open: EmbeddedQueue[] = [];
+const dirs: (() => void)[] = [];
+
+function store(): string {
+  const s = tempStore();
+  dirs.push(s.cleanup);
+  return s.path;
+}
+
+function queueAt(
+  path: string,
+  options: Partial<Parameters<typeof openEmbeddedQueue>[0]> = {},
+): EmbeddedQueue {
+  const q = openEmbeddedQueue({ path, ...options });
+  open.push(q);
+  return q;
+}
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((q) => q.close()));
+  for (const cleanup of dirs.splice(0)) cleanup();
+});
+
+describe('embedded queue: storage', () => {
+  it('stores body and envelope, one job per recipient domain, and keeps them across a reopen', async () => {
+    const path = store();
+    const q = queueAt(path);
+    const message = testMessage({ to: ['a@one.test', 'b@ONE.test', 'c@two.test'] });
+    const id = await q.enqueue({ ...message, messageId: '<m1@origin.test>' });
+    expect(id).toMatch(/^[0-9A-Z]{19}$/);
+    await q.close();
+
+    const again = queueAt(path);
+    expect(await again.readMessage(id)).toEqual(Buffer.concat(message.chunks));
+    const record = await again.inspect(id);
+    expect(record?.envelope).toEqual(message.envelope);
+    expect(record?.messageId).toBe('<m1@origin.test>');
+    expect(record?.jobs.map((j) => [j.domain, j.state, j.recipients.map((r) => r.address)])).toEqual([
+      ['one.test', 'scheduled', ['a@one.test', 'b@ONE.test']],
+      ['two.test', 'scheduled', ['c@two.test']],
+    ]);
+    expect(await again.inspect('NOSUCHID')).toBeNull();
+  });
+
+  it('commits concurrent enqueues together and acknowledges each only once it is stored', async () => {
+    const path = store();
+    const q = queueAt(path);
+    const ids = await Promise.all(
+      Array.from({ length: 300 }, (_, i) => q.enqueue(testMessage({ subject: `n${i}` }))),
+    );
+    expect(new Set(ids).size).toBe(300);
+    // Read the file with a separate connection after close: what was acknowledged is on disk.
+    await q.close();
+    const db = new Database(path, { readonly: true });
+    const count = db.prepare('SELECT count(*) AS n FROM messages').get() as { n: number };
+    db.close();
+    expect(count.n).toBe(300);
+  });
+
+  it('runs the store with WAL, synchronous=FULL and an exclusive lock', async () => {
+    const q = queueAt(store());
+    expect(q.storeSettings()).toEqual({ journalMode: 'wal', synchronous: 'full', lockingMode: 'exclusive' });
+  });
+
+  it('rejects a message without recipients and a closed queue', async () => {
+    const q = queueAt(store());
+    const empty = testMessage({ to: [] });
+    await expect(q.enqueue(empty)).rejects.toThrow(/no recipients/);
+    await q.close();
+    await expect(q.enqueue(testMessage())).rejects.toThrow(/closed/);
+  });
+
+  it('refuses a second open of the same store and names the holder', () => {
+    const path = store();
+    queueAt(path);
+    let error: unknown;
+    try {
+      openEmbeddedQueue({ path });
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(EmbeddedStoreLockedError);
+    expect((error as Error).message).toContain(path);
+    expect((error as Error).message).toContain(`process ${process.pid}`);
+    expect((error as EmbeddedStoreLockedError).code).toBe('TERN_ERR_QUEUE_STORE_LOCKED');
+  });
+
+  it('refuses an SQLite file that is not a Tern queue, and a store from a newer schema', async () => {
+    const other = store();
+    const db = new Database(other);
+    db.exec('CREATE TABLE notes (x)');
+    db.close();
+    expect(() => openEmbeddedQueue({ path: other })).toThrow(EmbeddedStoreSchemaError);
+
+    const newer = store();
+    await queueAt(newer).close();
+    const raw = new Database(newer);
+    raw.pragma('user_version = 99');
+    raw.close();
+    expect(() => openEmbeddedQueue({ path: newer })).toThrow(/newer Tern/);
+  });
+
+  it('refuses a file that is not SQLite at all, naming it, without touching it', () => {
+    const path = store();
+    const content = 'not a database\n'.repeat(100);
+    writeFileSync(path, content);
+    expect(() => openEmbeddedQueue({ path })).toThrow(`embedded queue ${path}: file is not a database`);
+    expect(readFileSync(path, 'utf8')).toBe(content);
+  });
+});
+
+describe('embedded queue: delivery', () => {
+  it('delivers, then removes the body and the jobs', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver();
+    const message = testMessage({ to: ['a@one.test', 'b@two.test'] });
+    const id = await q.enqueue(message);
+    await q.startWorker(deliver, { concurrency: 2 });
+    await waitFor(async () => (await q.inspect(id)) === null);
+    expect(calls.map((c) => c.job.domain).sort()).toEqual(['one.test', 'two.test']);
+    expect(calls[0]?.message).toBe(Buffer.concat(message.chunks).toString());
+    expect(calls[0]?.job.attempts).toBe(0);
+    expect(await q.readMessage(id)).toBeNull();
+  });
+
+  it('retries a deferred recipient on the schedule, then delivers it', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver((_a, _j, c) => (c.length === 1 ? 'deferred' : 'delivered'));
+    const id = await q.enqueue(testMessage());
+    await q.startWorker(deliver, { retry: { intervals: ['1s'] } });
+    await waitFor(() => calls.length === 1);
+    await waitFor(async () => (await q.inspect(id))?.jobs[0]?.attempts === 1);
+    const waiting = await q.inspect(id);
+    const job = waiting?.jobs[0];
+    expect(job?.state).toBe('scheduled');
+    expect(job?.recipients[0]?.lastReply?.code).toBe(451);
+    expect(job?.nextAttemptAt).toBeGreaterThanOrEqual((calls[0]?.at ?? 0) + 1000);
+    expect(job?.nextAttemptAt).toBeLessThan((calls[0]?.at ?? 0) + 1500);
+
+    await waitFor(async () => (await q.inspect(id)) === null, 5000);
+    expect(calls).toHaveLength(2);
+    const gap = (calls[1]?.at ?? 0) - (calls[0]?.at ?? 0);
+    expect(gap).toBeGreaterThanOrEqual(990);
+    expect(gap).toBeLessThan(1800);
+    expect(calls[1]?.job.attempts).toBe(1);
+  });
+
+  it('bounces an expired message to its sender with an RFC 3464 report', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver((address) =>
+      address === 'sender@origin.test' ? 'delivered' : 'deferred',
+    );
+    const id = await q.enqueue(testMessage({ receivedAt: Date.now() - 6 * DAY }));
+    await q.startWorker(deliver, { retry: { maxAge: '5d' }, hostname: 'mta.origin.test' });
+    await waitFor(() => calls.length === 2);
+    const bounce = calls[1];
+    expect(bounce?.job.envelope.mailFrom).toBe('');
+    expect(bounce?.job.isBounce).toBe(true);
+    expect(bounce?.job.recipients.map((r) => r.address)).toEqual(['sender@origin.test']);
+    expect(bounce?.message).toContain('Final-Recipient: rfc822; rcpt@dest.test');
+    expect(bounce?.message).toContain('Action: failed');
+    expect(bounce?.message).toContain('Status: 5.4.7');
+    expect(bounce?.message).toContain('Reporting-MTA: dns; mta.origin.test');
+    await waitFor(async () => (await q.list()).length === 0);
+    expect(await q.inspect(id)).toBeNull();
+  });
+
+  it('splits a partial result: the delivered recipient is never sent again, the failed one is bounced once', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver((address, _job, c) => {
+      if (address === 'ok@dest.test') return 'delivered';
+      if (address === 'gone@dest.test') return 'failed';
+      if (address === 'later@dest.test') return c.length < 2 ? 'deferred' : 'delivered';
+      return 'delivered'; // the bounce to the sender
+    });
+    const id = await q.enqueue(testMessage({ to: ['ok@dest.test', 'gone@dest.test', 'later@dest.test'] }));
+    await q.startWorker(deliver, { concurrency: 1, retry: { intervals: ['1s'] } });
+    await waitFor(async () => (await q.inspect(id)) === null, 5000);
+    await waitFor(async () => (await q.list()).length === 0);
+
+    const original = calls.filter((c) => c.job.queueId === id);
+    expect(original.map((c) => c.job.recipients.map((r) => r.address))).toEqual([
+      ['ok@dest.test', 'gone@dest.test', 'later@dest.test'],
+      ['later@dest.test'],
+    ]);
+    const bounces = calls.filter((c) => c.job.isBounce);
+    expect(bounces).toHaveLength(1);
+    expect(bounces[0]?.message).toContain('Final-Recipient: rfc822; gone@dest.test');
+    expect(bounces[0]?.message).not.toContain('ok@dest.test>:');
+    expect(bounces[0]?.message).not.toContain('Final-Recipient: rfc822; later@dest.test');
+  });
+
+  it('shows settled recipients while others wait', async () => {
+    const q = queueAt(store());
+    const { deliver } = scriptedDeliver((address) => (address === 'ok@dest.test' ? 'delivered' : 'deferred'));
+    const id = await q.enqueue(testMessage({ to: ['ok@dest.test', 'wait@dest.test'] }));
+    await q.startWorker(deliver, { retry: { intervals: ['1h'] } });
+    await waitFor(async () => (await q.inspect(id))?.jobs[0]?.attempts === 1);
+    const job = (await q.inspect(id))?.jobs[0];
+    expect(job?.recipients.map((r) => [r.address, r.status])).toEqual([
+      ['ok@dest.test', 'delivered'],
+      ['wait@dest.test', 'pending'],
+    ]);
+    expect(job?.recipients[0]?.remoteMta).toBe('mx.dest.test[127.0.0.1]:2525');
+  });
+
+  it('never bounces a bounce: a failing notice is logged and dropped', async () => {
+    const logger = memoryLogger();
+    const q = queueAt(store(), { logger });
+    const { deliver, calls } = scriptedDeliver(() => 'failed');
+    await q.enqueue(testMessage({ to: ['gone@dest.test'] }));
+    await q.startWorker(deliver);
+    await waitFor(async () => calls.length === 2 && (await q.list()).length === 0);
+    await sleep(200);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]?.job.isBounce).toBe(true);
+    expect(
+      logger.records.some((r) => r.level === 'warn' && /bounce could not be delivered/.test(r.message ?? '')),
+    ).toBe(true);
+  });
+
+  it('never bounces mail from the null sender', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver(() => 'failed');
+    const id = await q.enqueue(testMessage({ from: '' }));
+    await q.startWorker(deliver);
+    await waitFor(async () => (await q.inspect(id)) === null);
+    await sleep(200);
+    expect(calls).toHaveLength(1);
+    expect(await q.list()).toEqual([]);
+  });
+
+  it('treats a throwing delivery as a temporary failure of every recipient', async () => {
+    const q = queueAt(store());
+    const id = await q.enqueue(testMessage({ to: ['a@dest.test', 'b@dest.test'] }));
+    let attempts = 0;
+    await q.startWorker(
+      async () => {
+        attempts++;
+        throw new Error('boom');
+      },
+      { retry: { intervals: ['1h'] } },
+    );
+    await waitFor(async () => (await q.inspect(id))?.jobs[0]?.attempts === 1);
+    const job = (await q.inspect(id))?.jobs[0];
+    expect(job?.state).toBe('scheduled');
+    expect(job?.recipients.map((r) => [r.status, r.lastReply?.code])).toEqual([
+      ['pending', 451],
+      ['pending', 451],
+    ]);
+    expect(attempts).toBe(1);
+  });
+
+  it('keeps to the per-domain limit without holding up other domains', async () => {
+    const q = queueAt(store(), { maxActivePerDomain: 2 });
+    let active = 0;
+    let peak = 0;
+    const order: string[] = [];
+    await Promise.all([
+      ...Array.from({ length: 6 }, () => q.enqueue(testMessage({ to: ['r@busy.test'] }))),
+      q.enqueue(testMessage({ to: ['r@quiet.test'] })),
+    ]);
+    await q.startWorker(
+      async (job) => {
+        order.push(job.domain);
+        if (job.domain === 'busy.test') {
+          active++;
+          peak = Math.max(peak, active);
+          await sleep(100);
+          active--;
+        }
+        return {
+          recipients: job.recipients.map((r) => ({
+            address: r.address,
+            result: 'delivered',
+            reply: { code: 250, enhanced: '2.0.0', text: 'OK' },
+          })),
+        };
+      },
+      { concurrency: 10 },
+    );
+    await waitFor(async () => (await q.list()).length === 0, 5000);
+    expect(peak).toBe(2);
+    // The quiet domain went out in the first round, not after the busy domain's backlog.
+    expect(order.indexOf('quiet.test')).toBeLessThan(3);
+  });
+});
+
+describe('embedded queue: operator actions', () => {
+  it('holds a message until it is released', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver();
+    const id = await q.enqueue(testMessage({ to: ['a@one.test', 'b@two.test'] }));
+    expect(await q.hold(id)).toBe(2);
+    await q.startWorker(deliver);
+    await sleep(300);
+    expect(calls).toHaveLength(0);
+    expect((await q.list({ state: 'held' })).map((e) => e.domain).sort()).toEqual(['one.test', 'two.test']);
+    expect(await q.list({ state: 'held', domain: 'TWO.test' })).toHaveLength(1);
+    expect(await q.list({ state: 'scheduled' })).toHaveLength(0);
+
+    expect(await q.release(id)).toBe(2);
+    await waitFor(async () => (await q.inspect(id)) === null);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('holds a job that is in flight once its attempt ends, and keeps the hold across a restart', async () => {
+    const path = store();
+    const q = queueAt(path);
+    let finish: (() => void) | undefined;
+    const id = await q.enqueue(testMessage());
+    await q.startWorker(
+      async (job) => {
+        await new Promise<void>((resolve) => {
+          finish = resolve;
+        });
+        return {
+          recipients: job.recipients.map((r) => ({
+            address: r.address,
+            result: 'deferred',
+            reply: { code: 451, enhanced: '4.2.0', text: 'later' },
+          })),
+        };
+      },
+      { retry: { intervals: ['1s'] } },
+    );
+    await waitFor(() => finish !== undefined);
+    expect((await q.inspect(id))?.jobs[0]?.state).toBe('active');
+    expect(await q.hold(id)).toBe(1);
+    finish?.();
+    await waitFor(async () => (await q.inspect(id))?.jobs[0]?.state === 'held');
+    await sleep(1300); // past the 1 s retry: still held
+    expect((await q.inspect(id))?.jobs[0]?.attempts).toBe(1);
+    await q.close();
+
+    const again = queueAt(path);
+    expect((await again.inspect(id))?.jobs[0]?.state).toBe('held');
+  });
+
+  it('retries now on demand', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver((_a, _j, c) => (c.length === 1 ? 'deferred' : 'delivered'));
+    const id = await q.enqueue(testMessage());
+    await q.startWorker(deliver, { retry: { intervals: ['1h'] } });
+    await waitFor(async () => (await q.inspect(id))?.jobs[0]?.attempts === 1);
+    expect(await q.retryNow(id)).toBe(1);
+    await waitFor(async () => (await q.inspect(id)) === null);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('removes a message without a bounce, also while it is in flight', async () => {
+    const q = queueAt(store());
+    const calls: string[] = [];
+    let finish: (() => void) | undefined;
+    const id = await q.enqueue(testMessage());
+    const waiting = await q.enqueue(testMessage({ to: ['x@other.test'] }));
+    expect(await q.hold(waiting)).toBe(1);
+    await q.startWorker(async (job) => {
+      calls.push(job.queueId);
+      await new Promise<void>((resolve) => {
+        finish = resolve;
+      });
+      return {
+        recipients: job.recipients.map((r) => ({
+          address: r.address,
+          result: 'failed',
+          reply: { code: 550, enhanced: '5.1.1', text: 'no' },
+        })),
+      };
+    });
+    await waitFor(() => finish !== undefined);
+    expect(await q.remove(id)).toBe(true);
+    expect(await q.remove(waiting)).toBe(true);
+    expect(await q.remove('NOSUCHID')).toBe(false);
+    finish?.();
+    await sleep(300);
+    expect(calls).toEqual([id]);
+    expect(await q.list()).toEqual([]);
+  });
+});
