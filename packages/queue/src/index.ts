@@ -36,6 +36,10 @@ export {
   headerBlockOf,
   rfc5322Date,
 } from './dsn.js';
+export * from './embedded/index.js';
+export { QueueUnavailableError } from './errors.js';
+export { jobIdOf, newQueueId, planJobs } from './plan.js';
+export * from './redis/index.js';
 export {
   DEFAULT_MAX_AGE_MS,
   DEFAULT_RETRY_INTERVALS,

@@ -1,0 +1,3 @@
+export { BODY_SLICE_BYTES, bodyStream } from './body-stream.js';
+export { openRedisQueue, RedisQueue, type RedisQueueOptions, redisKeys } from './redis-queue.js';
+export { checkRedisSafety } from './safety.js';

@@ -1,0 +1,420 @@
+// The Redis backend: message bodies and envelopes in plain Redis keys, delivery jobs in BullMQ.
+// Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
+// jobs to the living.
+
+import { type Logger, silentLogger } from '@tern/plugin-api';
+import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
+import { Redis, type RedisOptions } from 'ioredis';
+import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
+import type {
+  Deliver,
+  DeliveryJob,
+  IncomingMessage,
+  MessageRecord,
+  QueueBackend,
+  RecipientState,
+  WorkerOptions,
+} from '../contract.js';
+import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
+import { QueueUnavailableError } from '../errors.js';
+import { newQueueId, planJobs } from '../plan.js';
+import { bodyStream } from './body-stream.js';
+import { checkRedisSafety } from './safety.js';
+
+export interface RedisQueueOptions {
+  /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`). */
+  readonly url?: string;
+  /** Extra ioredis options (TLS, sentinels, ...); the queue sets its own timeouts and retry policy over them. */
+  readonly redis?: RedisOptions;
+  /** Every key this queue writes starts with `<prefix>:` (default `tern`). */
+  readonly prefix?: string;
+  /** The BullMQ queue name (default `delivery`); nodes with the same prefix and name share one queue. */
+  readonly queueName?: string;
+  /** How long `enqueue` may take before it gives up and the client is told 451 (default 10 000 ms). */
+  readonly enqueueTimeoutMs?: number;
+  /** How long a worker's lock on a running job lasts without renewal (default 30 000 ms; renewed at half). */
+  readonly lockDurationMs?: number;
+  /** How often workers look for jobs whose worker died (default 30 000 ms). */
+  readonly stalledIntervalMs?: number;
+  readonly logger?: Logger;
+}
+
+/** What a BullMQ job carries: the DeliveryJob's changing parts (the message itself lives in its own keys). */
+interface JobData {
+  queueId: string;
+  domain: string;
+  envelope: DeliveryJob['envelope'];
+  recipients: RecipientState[];
+  attempts: number;
+  createdAt: number;
+  isBounce: boolean;
+  delayNotified?: boolean;
+  /** When the next attempt is due (ms), for inspect(). */
+  nextAttemptAt?: number;
+}
+
+const JOB_NAME = 'deliver';
+/** A job that throws past every guard is retried by BullMQ itself this often before it could ever land in "failed". */
+const LAST_RESORT_ATTEMPTS = 1_000_000;
+const LAST_RESORT_BACKOFF_MS = 60_000;
+
+// Removes one finished job from its message and, with the last one, the message itself.
+// Idempotent: a job replayed after a crash finds itself already gone.
+const FINISH_JOB_LUA = `
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return 1
+end
+return 0`;
+
+type FinishingRedis = Redis & {
+  ternFinishJob(jobs: string, meta: string, body: string, jobId: string): Promise<number>;
+};
+
+/** Key names under the prefix; exported for the README and for tests that look inside. */
+export function redisKeys(prefix: string, queueId: string): { meta: string; body: string; jobs: string } {
+  const base = `${prefix}:msg:${queueId}`;
+  return { meta: base, body: `${base}:body`, jobs: `${base}:jobs` };
+}
+
+/**
+ * A QueueBackend on Redis. Create it with {@link openRedisQueue}, which waits until Redis answers.
+ *
+ * Per message: `<prefix>:msg:<id>` (hash: envelope, metadata), `<prefix>:msg:<id>:body` (string),
+ * `<prefix>:msg:<id>:jobs` (set of unfinished job ids); BullMQ jobs under `<prefix>:<queueName>:`.
+ */
+export class RedisQueue implements QueueBackend {
+  readonly kind = 'redis' as const;
+  readonly location: string;
+  readonly prefix: string;
+  readonly queueName: string;
+  /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
+  readonly #client: Redis;
+  readonly #queue: Queue;
+  readonly #options: RedisQueueOptions;
+  readonly #timeoutMs: number;
+  readonly #log: Logger;
+  #worker: Worker | undefined;
+  #workerClient: FinishingRedis | undefined;
+
+  constructor(options: RedisQueueOptions = {}) {
+    this.#options = options;
+    this.prefix = options.prefix ?? 'tern';
+    this.queueName = options.queueName ?? 'delivery';
+    if (this.queueName.includes(':') || this.queueName === 'msg') {
+      throw new RangeError(
+        `queue.redis.queueName: ${JSON.stringify(this.queueName)} may not contain ':' or be 'msg'`,
+      );
+    }
+    this.#timeoutMs = options.enqueueTimeoutMs ?? 10_000;
+    this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
+    const url = options.url ?? 'redis://127.0.0.1:6379';
+    this.location = redactUrl(url);
+    this.#client = new Redis(url, {
+      ...options.redis,
+      // An unreachable Redis must fail enqueue at once (451), not park it in ioredis' offline queue.
+      enableOfflineQueue: false,
+      // A command in flight when the connection drops fails instead of being resent later.
+      maxRetriesPerRequest: 0,
+      commandTimeout: this.#timeoutMs,
+      connectTimeout: Math.min(this.#timeoutMs, 10_000),
+      lazyConnect: false,
+    });
+    this.#client.on('error', (error) => this.#log.debug({ err: error }, 'redis connection error'));
+    this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
+    this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
+  }
+
+  /** Resolves once Redis answers and BullMQ's scripts are loaded; rejects after `timeoutMs`. */
+  async ready(timeoutMs = this.#timeoutMs): Promise<void> {
+    await withTimeout(this.#queue.waitUntilReady(), timeoutMs, `Redis at ${this.location} did not answer`);
+  }
+
+  /** Warnings about Redis settings that can lose mail (eviction, no AOF); log them at start-up. */
+  checkSafety(): Promise<string[]> {
+    return checkRedisSafety(this.#client);
+  }
+
+  async enqueue(message: IncomingMessage): Promise<string> {
+    if (message.envelope.recipients.length === 0)
+      throw new TypeError('enqueue: the envelope has no recipients');
+    const queueId = newQueueId(message.receivedAt);
+    const keys = redisKeys(this.prefix, queueId);
+    const jobs = planJobs(queueId, message);
+
+    // One MULTI, one round trip: body, envelope, job set and the BullMQ jobs land together or
+    // not at all (a command refused at queueing time, OOM included, aborts the whole EXEC).
+    let multi: ReturnType<Redis['multi']>;
+    try {
+      const client = (await withTimeout(
+        this.#queue.client,
+        this.#timeoutMs,
+        'Redis is not ready',
+      )) as unknown as Redis;
+      multi = client.multi();
+    } catch (error) {
+      throw new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
+    }
+    const [first = Buffer.alloc(0), ...rest] = message.chunks;
+    multi.set(keys.body, first);
+    for (const chunk of rest) multi.append(keys.body, chunk);
+    multi.hset(keys.meta, {
+      envelope: JSON.stringify(message.envelope),
+      createdAt: String(message.receivedAt),
+      size: String(message.chunks.reduce((n, c) => n + c.length, 0)),
+      isBounce: message.isBounce ? '1' : '0',
+      ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
+      ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
+    } as unknown as Record<string, string>);
+    multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
+    for (const job of jobs) {
+      // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
+      void new BullJob(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
+        .addJob(multi as never)
+        .catch(() => {});
+    }
+
+    const exec = multi.exec();
+    let timedOut = false;
+    try {
+      const results = await withTimeout(exec, this.#timeoutMs, 'Redis did not confirm the message in time');
+      const failure = results?.find(([error]) => error !== null)?.[0];
+      if (results === null || failure) throw failure ?? new Error('transaction discarded');
+    } catch (error) {
+      timedOut = error instanceof TimeoutError;
+      if (timedOut) {
+        // The transaction may still land after we said 451: take it back then, so the client's
+        // retry is the only copy (or, if a worker was quicker, a duplicate: never a loss).
+        exec.then((results) => (results ? this.#withdraw(queueId, keys) : undefined)).catch(() => {});
+      } else {
+        // EXEC ran but a script failed inside: remove what did land.
+        await this.#withdraw(queueId, keys).catch(() => {});
+      }
+      throw new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
+    }
+    return queueId;
+  }
+
+  /** Takes back a message whose enqueue was reported as failed. */
+  async #withdraw(queueId: string, keys: ReturnType<typeof redisKeys>): Promise<void> {
+    const ids = await this.#client.smembers(keys.jobs);
+    await this.#client.del(keys.jobs, keys.meta, keys.body);
+    for (const id of ids) await this.#queue.remove(id).catch(() => 0);
+    this.#log.warn({ queueId }, 'withdrew a message whose enqueue timed out');
+  }
+
+  async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
+    if (this.#worker) throw new Error('startWorker: this queue already has a worker');
+    const settings = attemptSettings({ ...options, logger: options.logger ?? this.#options.logger });
+    const url = this.#options.url ?? 'redis://127.0.0.1:6379';
+    // The worker side waits out short Redis outages instead of failing: a job that cannot be
+    // persisted stays locked, its lock expires and it runs again (at-least-once).
+    const client = new Redis(url, { ...this.#options.redis, maxRetriesPerRequest: null }) as FinishingRedis;
+    client.on('error', (error) => this.#log.debug({ err: error }, 'redis worker connection error'));
+    client.defineCommand('ternFinishJob', { numberOfKeys: 3, lua: FINISH_JOB_LUA });
+    this.#workerClient = client;
+
+    const worker = new Worker(this.queueName, (job, token) => this.#process(job, token, deliver, settings), {
+      connection: client,
+      prefix: this.prefix,
+      concurrency: options.concurrency ?? 20,
+      lockDuration: this.#options.lockDurationMs ?? 30_000,
+      stalledInterval: this.#options.stalledIntervalMs ?? 30_000,
+      // A job whose worker died goes back to waiting every time: never to "failed".
+      maxStalledCount: LAST_RESORT_ATTEMPTS,
+      autorun: false,
+    });
+    worker.on('error', (error) => this.#log.error({ err: error }, 'delivery worker error'));
+    worker.on('failed', (job, error) =>
+      this.#log.error({ err: error, jobId: job?.id }, 'a delivery job failed in BullMQ; it will be retried'),
+    );
+    this.#worker = worker;
+    void worker.run().catch((error) => this.#log.error({ err: error }, 'delivery worker stopped'));
+    await worker.waitUntilReady();
+  }
+
+  async #process(
+    job: Job,
+    token: string | undefined,
+    deliver: Deliver,
+    settings: AttemptSettings,
+  ): Promise<unknown> {
+    const client = this.#workerClient as FinishingRedis;
+    const data = job.data as JobData;
+    const id = job.id as string;
+    const keys = redisKeys(this.prefix, data.queueId);
+    // A job replayed after its message was finished (or withdrawn) has nothing left to do.
+    if ((await client.sismember(keys.jobs, id)) === 0) {
+      this.#log.warn({ jobId: id }, 'job of a finished or withdrawn message; dropped');
+      return { dropped: true };
+    }
+
+    const deliveryJob: DeliveryJob = {
+      id,
+      queueId: data.queueId,
+      domain: data.domain,
+      envelope: data.envelope,
+      recipients: data.recipients,
+      attempts: data.attempts,
+      createdAt: data.createdAt,
+      isBounce: data.isBounce,
+      ...(data.delayNotified === undefined ? {} : { delayNotified: data.delayNotified }),
+    };
+    const store: AttemptStore = {
+      openMessage: async () => bodyStream(client, keys.body),
+      readHeaders: async () =>
+        headerBlockOf(await client.getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1)),
+      enqueue: (message) => this.enqueue(message),
+    };
+
+    let next: { data: JobData; at: number };
+    try {
+      const outcome = await runDeliveryAttempt(deliveryJob, deliver, store, settings);
+      if (outcome.next === undefined) {
+        await client.ternFinishJob(keys.jobs, keys.meta, keys.body, id);
+        return { delivered: outcome.decision.delivered.length, failed: outcome.decision.failed.length };
+      }
+      const at = outcome.next.at.getTime();
+      next = {
+        at,
+        data: {
+          ...data,
+          recipients: [...outcome.next.recipients],
+          attempts: outcome.next.attempts,
+          delayNotified: outcome.next.delayNotified,
+          nextAttemptAt: at,
+        },
+      };
+    } catch (error) {
+      // Not a delivery result but a fault of ours: defer the whole job on the schedule.
+      const at = settings.now() + settings.schedule.delayAfter(data.attempts + 1);
+      this.#log.error({ err: error, jobId: id }, 'delivery step failed; deferring the job');
+      next = { at, data: { ...data, attempts: data.attempts + 1, nextAttemptAt: at } };
+    }
+    // Data first: if we die between the two, the replay already knows who is done.
+    await job.updateData(next.data);
+    await job.moveToDelayed(next.at, token);
+    throw new DelayedError();
+  }
+
+  async readMessage(queueId: string): Promise<Buffer | null> {
+    return this.#client.getBuffer(redisKeys(this.prefix, queueId).body);
+  }
+
+  async inspect(queueId: string): Promise<MessageRecord | null> {
+    const keys = redisKeys(this.prefix, queueId);
+    const [meta, ids] = await Promise.all([
+      this.#client.hgetall(keys.meta),
+      this.#client.smembers(keys.jobs),
+    ]);
+    if (meta.envelope === undefined) return null;
+    const jobs = await Promise.all(
+      ids.sort().map(async (id) => {
+        const job = await this.#queue.getJob(id);
+        if (!job)
+          return {
+            id,
+            domain: id.slice(id.indexOf('@') + 1),
+            state: 'done' as const,
+            attempts: 0,
+            recipients: [],
+          };
+        const data = job.data as JobData;
+        const state = await job.getState();
+        return {
+          id,
+          domain: data.domain,
+          state: stateOf(state),
+          attempts: data.attempts,
+          ...(data.nextAttemptAt === undefined ? {} : { nextAttemptAt: data.nextAttemptAt }),
+          recipients: data.recipients,
+        };
+      }),
+    );
+    return {
+      queueId,
+      envelope: JSON.parse(meta.envelope),
+      createdAt: Number(meta.createdAt),
+      ...(meta.messageId === undefined ? {} : { messageId: meta.messageId }),
+      jobs,
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.#worker?.close();
+    await this.#queue.close();
+    await Promise.all([quit(this.#client), this.#workerClient ? quit(this.#workerClient) : undefined]);
+  }
+}
+
+/** Creates a RedisQueue and waits until Redis answers (rejects after the enqueue timeout). */
+export async function openRedisQueue(options: RedisQueueOptions = {}): Promise<RedisQueue> {
+  const queue = new RedisQueue(options);
+  try {
+    await queue.ready();
+  } catch (error) {
+    await queue.close().catch(() => {});
+    throw error;
+  }
+  return queue;
+}
+
+function stateOf(state: string): MessageRecord['jobs'][number]['state'] {
+  if (state === 'active') return 'active';
+  if (state === 'completed') return 'done';
+  // Only a bug could put a job there (every throw is retried); show it as held so operators see it.
+  if (state === 'failed') return 'held';
+  return 'scheduled';
+}
+
+function toJobData(job: DeliveryJob): JobData {
+  return {
+    queueId: job.queueId,
+    domain: job.domain,
+    envelope: job.envelope,
+    recipients: [...job.recipients],
+    attempts: job.attempts,
+    createdAt: job.createdAt,
+    isBounce: job.isBounce,
+  };
+}
+
+function jobOptions(): JobsOptions {
+  return {
+    removeOnComplete: true,
+    removeOnFail: false,
+    // Only reached when the step's own guards fail (Redis errors while persisting a result).
+    attempts: LAST_RESORT_ATTEMPTS,
+    backoff: { type: 'fixed', delay: LAST_RESORT_BACKOFF_MS },
+  };
+}
+
+class TimeoutError extends Error {}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(`${message} (${ms} ms)`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function quit(client: Redis): Promise<void> {
+  try {
+    await client.quit();
+  } catch {
+    client.disconnect();
+  }
+}
+
+function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    parsed.password = '';
+    parsed.username = '';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return 'redis (unparsable URL)';
+  }
+}
