@@ -2,7 +2,7 @@
 // partial results, holds, per-domain limits and exclusive use within one process.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { memoryLogger } from '@tern/plugin-api';
+import { definePlugin, memoryLogger, PluginHost } from '@tern/plugin-api';
 import { waitFor } from '@tern/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -222,6 +222,45 @@ describe('embedded queue: delivery', () => {
     expect(job?.recipients[0]?.remoteMta).toBe('mx.dest.test[127.0.0.1]:2525');
   });
 
+  it('sends one delay notice for a message that waits long, then delivers it', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver((_address, job) => {
+      if (job.isBounce) return 'delivered';
+      return calls.filter((c) => !c.job.isBounce).length < 3 ? 'deferred' : 'delivered';
+    });
+    const id = await q.enqueue(testMessage({ receivedAt: Date.now() - 2 * 3600_000 }));
+    await q.startWorker(deliver, { retry: { intervals: ['1s'], delayNoticeAfter: '1h' } });
+    await waitFor(async () => (await q.inspect(id)) === null, 8000);
+    await waitFor(async () => (await q.list()).length === 0);
+    expect(calls.filter((c) => c.job.queueId === id)).toHaveLength(3);
+    const notices = calls.filter((c) => c.job.isBounce);
+    expect(notices).toHaveLength(1);
+    expect(notices[0]?.message).toContain('Action: delayed');
+    expect(notices[0]?.job.recipients.map((r) => r.address)).toEqual(['sender@origin.test']);
+  });
+
+  it('lets plugins move a retry and suppress a bounce', async () => {
+    const q = queueAt(store());
+    const later = new Date(Date.now() + 3600_000);
+    const plugins = new PluginHost([
+      definePlugin({
+        name: 'advice',
+        deferred: () => ({ retryAt: later }),
+        bounced: () => ({ suppress: true }),
+      }),
+    ]);
+    const { deliver, calls } = scriptedDeliver((address) =>
+      address === 'gone@dest.test' ? 'failed' : 'deferred',
+    );
+    const id = await q.enqueue(testMessage({ to: ['gone@dest.test', 'wait@dest.test'] }));
+    await q.startWorker(deliver, { plugins });
+    await waitFor(async () => (await q.inspect(id))?.jobs[0]?.attempts === 1);
+    await sleep(200);
+    expect((await q.inspect(id))?.jobs[0]?.nextAttemptAt).toBe(later.getTime());
+    expect(calls).toHaveLength(1);
+    expect(await q.list()).toHaveLength(1);
+  });
+
   it('never bounces a bounce: a failing notice is logged and dropped', async () => {
     const logger = memoryLogger();
     const q = queueAt(store(), { logger });
@@ -233,7 +272,9 @@ describe('embedded queue: delivery', () => {
     expect(calls).toHaveLength(2);
     expect(calls[1]?.job.isBounce).toBe(true);
     expect(
-      logger.records.some((r) => r.level === 'warn' && /bounce could not be delivered/.test(r.message ?? '')),
+      logger.records.some(
+        (r) => r.level === 'warn' && /bounce .*could not be delivered; dropped/.test(r.message ?? ''),
+      ),
     ).toBe(true);
   });
 

@@ -1,22 +1,25 @@
 // The embedded queue backend: messages and delivery jobs in one SQLite file, used by one
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
-import { hostname as osHostname } from 'node:os';
 import { Readable } from 'node:stream';
-import { domainOf, type Logger, type PluginHost, silentLogger, smtpReply } from '@tern/plugin-api';
+import { domainOf, type Logger, silentLogger } from '@tern/plugin-api';
 import type Database from 'better-sqlite3';
+import {
+  type AttemptOutcome,
+  type AttemptSettings,
+  attemptSettings,
+  runDeliveryAttempt,
+} from '../attempt.js';
 import type {
   Deliver,
   DeliveryJob,
-  DeliveryReport,
   IncomingMessage,
   MessageRecord,
   QueueBackend,
   RecipientState,
   WorkerOptions,
 } from '../contract.js';
-import { RetrySchedule, type RetryScheduleOptions } from '../retry.js';
-import { type Settlement, settleAttempt } from './interim-step.js';
+import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { closeStore, openStore } from './store.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
@@ -24,9 +27,8 @@ export type JobState = 'scheduled' | 'active' | 'held' | 'done';
 export interface EmbeddedQueueOptions {
   /** The SQLite file (created, with its directory, when missing). One process at a time. */
   readonly path: string;
+  /** Queue events (recovered jobs, dropped results); also the worker's logger unless `startWorker` gets one. */
   readonly logger?: Logger;
-  /** Retry schedule; `startWorker({ retry })` overrides it. */
-  readonly retry?: RetrySchedule | RetryScheduleOptions;
   /**
    * Longest an idle worker sleeps before it looks for due jobs again (default 5000 ms). Enqueues,
    * releases and finished attempts wake it at once and it sleeps exactly until the next due job;
@@ -73,8 +75,7 @@ interface PreparedMessage {
 interface WorkerState {
   readonly deliver: Deliver;
   readonly concurrency: number;
-  readonly plugins: PluginHost | undefined;
-  readonly hostname: string;
+  readonly settings: AttemptSettings;
 }
 
 interface PendingEnqueue {
@@ -100,11 +101,10 @@ interface JobRow {
 const DEFAULT_CONCURRENCY = 20;
 const DEFAULT_POLL_MS = 5000;
 const DEFAULT_PER_DOMAIN = 10;
-/** After a settlement could not be written (disk full, say): try the job again this much later. */
+/** After an outcome could not be written (disk full, say): try the job again this much later. */
 const PERSIST_FAILURE_RETRY_MS = 60_000;
 /** A lease outlives any sane attempt; it is informative for operators, since only restarts reclaim jobs. */
 const LEASE_MS = 30 * 60_000;
-const THREW = smtpReply(451, '4.3.0', 'Temporary local problem during delivery');
 
 /** A queue id: time-ordered (base-36 milliseconds) then random, safe in an SMTP reply. */
 export function newQueueId(now = Date.now()): string {
@@ -124,7 +124,6 @@ export class EmbeddedQueue implements QueueBackend {
   readonly #pollMs: number;
   readonly #perDomain: number;
   readonly #owner = `${process.pid}:${randomBytes(4).toString('hex')}`;
-  #schedule: RetrySchedule;
   #pending: PendingEnqueue[] = [];
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -140,7 +139,6 @@ export class EmbeddedQueue implements QueueBackend {
     this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
     this.#pollMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
     this.#perDomain = options.maxActivePerDomain ?? DEFAULT_PER_DOMAIN;
-    this.#schedule = toSchedule(options.retry);
     this.#sql = prepare(this.#db);
     // Only one process may open the store, so a job still 'active' belongs to a process that
     // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss).
@@ -223,12 +221,10 @@ export class EmbeddedQueue implements QueueBackend {
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       throw new RangeError(`worker concurrency: ${concurrency} must be a whole number of at least 1`);
     }
-    if (options.retry !== undefined) this.#schedule = toSchedule(options.retry);
     this.#worker = {
       deliver,
       concurrency,
-      plugins: options.plugins,
-      hostname: options.hostname ?? osHostname(),
+      settings: attemptSettings({ ...options, logger: options.logger ?? this.#log }),
     };
     this.#pump();
   }
@@ -290,11 +286,13 @@ export class EmbeddedQueue implements QueueBackend {
 
   async #attempt(row: JobRow, worker: WorkerState): Promise<void> {
     const stored = JSON.parse(row.recipients) as RecipientState[];
+    const envelope = JSON.parse(row.envelope) as DeliveryJob['envelope'];
     const job: DeliveryJob = {
       id: row.id,
       queueId: row.queue_id,
       domain: row.domain,
-      envelope: JSON.parse(row.envelope),
+      // As planned at enqueue: the envelope of one job names only that job's recipients.
+      envelope: { ...envelope, recipients: stored.map(({ status, lastReply, remoteMta, ...r }) => r) },
       recipients: stored.filter((r) => r.status === 'pending'),
       attempts: row.attempts,
       createdAt: row.created_at,
@@ -302,32 +300,18 @@ export class EmbeddedQueue implements QueueBackend {
       delayNotified: row.delay_notified === 1,
     };
     const log = this.#log.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
-    const attemptedAt = Date.now();
-    let report: DeliveryReport;
     try {
-      report = await worker.deliver(job, async () => Readable.from([this.#body(job.queueId)]));
-    } catch (error) {
-      // The contract: a throw is a temporary failure of every recipient, never a loss.
-      log.error({ err: error }, 'delivery threw; every recipient of the job is deferred');
-      report = {
-        recipients: job.recipients.map((r) => ({ address: r.address, result: 'deferred', reply: THREW })),
-      };
-    }
-
-    let settlement: Settlement;
-    try {
-      settlement = await settleAttempt({
+      const outcome = await runDeliveryAttempt(
         job,
-        stored,
-        report,
-        schedule: this.#schedule,
-        plugins: worker.plugins,
-        hostname: worker.hostname,
-        logger: log,
-        body: () => this.#body(job.queueId),
-        attemptedAt,
-      });
-      this.#persist(job, settlement);
+        worker.deliver,
+        {
+          openMessage: async () => Readable.from([this.#body(job.queueId)]),
+          readHeaders: async () => headerBlockOf(this.#body(job.queueId).subarray(0, HEADER_READ_LIMIT)),
+          enqueue: (notice) => this.enqueue(notice),
+        },
+        worker.settings,
+      );
+      this.#persist(job, stored, outcome);
     } catch (error) {
       log.error({ err: error }, 'could not record the attempt; the job runs again later');
       try {
@@ -336,12 +320,6 @@ export class EmbeddedQueue implements QueueBackend {
         // Left 'active': the next start of this store schedules it again.
         log.error({ err: again }, 'could not reschedule the job either; it runs again after a restart');
       }
-      return;
-    }
-    try {
-      await settlement.after();
-    } catch (error) {
-      log.error({ err: error }, 'an observe hook step failed after the attempt was recorded');
     }
   }
 
@@ -351,40 +329,46 @@ export class EmbeddedQueue implements QueueBackend {
     return row.body;
   }
 
-  /** Writes one attempt's outcome, its notices and the clean-up of a finished message atomically. */
-  #persist(job: DeliveryJob, s: Settlement): void {
+  /** Writes one attempt's outcome, and removes the message once none of its jobs is left, atomically. */
+  #persist(job: DeliveryJob, stored: readonly RecipientState[], outcome: AttemptOutcome): void {
+    // The job row keeps every recipient with its state; the outcome speaks of this attempt's only.
+    const updated = new Map<string, RecipientState>();
+    for (const s of [...outcome.decision.delivered, ...outcome.decision.failed]) {
+      updated.set(s.recipient.address.toLowerCase(), s.recipient);
+    }
+    // Last: a failed recipient whose bounce could not be enqueued is pending again here.
+    for (const r of outcome.next?.recipients ?? []) updated.set(r.address.toLowerCase(), r);
+    const recipients = JSON.stringify(stored.map((r) => updated.get(r.address.toLowerCase()) ?? r));
     const now = Date.now();
     this.#db.transaction(() => {
       const current = this.#sql.jobState.get(job.id) as
         | { state: JobState; lease_owner: string | null; hold_requested: number }
         | undefined;
       if (!current || current.state !== 'active' || current.lease_owner !== this.#owner) {
-        // Removed by an operator while the attempt ran: nothing to record, nothing to send.
+        // Removed by an operator while the attempt ran: nothing to record.
         this.#log.info(
           { queueId: job.queueId, jobId: job.id },
           'job removed during its attempt; result dropped',
         );
         return;
       }
-      const recipients = JSON.stringify(s.recipients);
-      if (s.done) {
+      const next = outcome.next;
+      if (next === undefined) {
         this.#sql.finish.run(recipients, now, job.id);
+        const open = this.#sql.openJobs.get(job.queueId) as { n: number };
+        if (open.n === 0) this.#sql.deleteMessage.run(job.queueId);
       } else {
         const state: JobState = current.hold_requested === 1 ? 'held' : 'scheduled';
         this.#sql.reschedule.run(
           state,
           recipients,
-          s.nextAttemptAt ?? now,
-          s.delayNotified ? 1 : 0,
+          next.at.getTime(),
+          next.delayNotified ? 1 : 0,
           now,
           job.id,
         );
       }
-      for (const notice of s.notices) this.#insert(prepareMessage(notice));
-      const open = this.#sql.openJobs.get(job.queueId) as { n: number };
-      if (open.n === 0) this.#sql.deleteMessage.run(job.queueId);
     })();
-    if (s.notices.length > 0) this.#wake();
   }
 
   async close(): Promise<void> {
@@ -501,10 +485,6 @@ export class EmbeddedQueue implements QueueBackend {
       size: r.size,
     }));
   }
-}
-
-function toSchedule(retry: RetrySchedule | RetryScheduleOptions | undefined): RetrySchedule {
-  return retry instanceof RetrySchedule ? retry : new RetrySchedule(retry);
 }
 
 /** Validates and serialises a message and groups its recipients into one job per domain. */
