@@ -1,1 +1,41 @@
-export {};
+// @tern/delivery: the outbound side of Tern (routing, MX, SMTP/LMTP client, pooling, throttles).
+export {
+  createDeliverer,
+  type Deliverer,
+  type DelivererOptions,
+  type LimitOptions,
+  type LocalDelivery,
+} from './deliverer.js';
+export { DataEncoder, encodeData, hasEightBitBytes, isNonAscii, type WireMessage } from './encode.js';
+export {
+  type AddressOrder,
+  type DnsOptions,
+  type LookupFailure,
+  type MxHost,
+  type MxResolution,
+  MxResolver,
+} from './mx.js';
+export { RedisThrottle, type RedisThrottleOptions } from './redis-throttle.js';
+export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
+export {
+  type Capabilities,
+  DEFAULT_TIMEOUTS,
+  parseCapabilities,
+  SessionError,
+  type SessionSettings,
+  type SessionTarget,
+  type SessionTimeouts,
+  SmtpSession,
+  type TlsSettings,
+  type Transaction,
+} from './session.js';
+export {
+  type Admission,
+  admit,
+  type DestinationLimit,
+  MemoryThrottle,
+  type Throttle,
+  type ThrottleLeaseResult,
+  type ThrottleRate,
+  type ThrottleRateResult,
+} from './throttle.js';

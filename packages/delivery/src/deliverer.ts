@@ -1,0 +1,487 @@
+// The Deliver function of the queue contract: route a job, resolve its next hop to addresses, take
+// the destination's throttles, reuse or open a session, run one transaction, and report an outcome
+// per recipient. Remote failures are outcomes; only bugs throw, and even those become 4.3.0 here.
+import { Readable } from 'node:stream';
+import {
+  type Envelope,
+  type Logger,
+  MessageContent,
+  type NextHop,
+  type PluginHost,
+  type SmtpReply,
+  silentLogger,
+  type TlsMode,
+} from '@tern/plugin-api';
+import type {
+  AttemptResult,
+  Deliver,
+  DeliveryJob,
+  DeliveryReport,
+  RecipientOutcome,
+  RecipientState,
+} from '@tern/queue';
+import type { Redis } from 'ioredis';
+import { encodeData, hasEightBitBytes, isNonAscii, type WireMessage } from './encode.js';
+import { deliverToMaildir } from './maildir.js';
+import { type DnsOptions, MxResolver } from './mx.js';
+import { ConnectionPool, type PoolOptions } from './pool.js';
+import { RedisThrottle } from './redis-throttle.js';
+import { classify, DeliveryReplies } from './reply.js';
+import {
+  DEFAULT_TIMEOUTS,
+  SessionError,
+  type SessionSettings,
+  type SessionTarget,
+  type SessionTimeouts,
+  SmtpSession,
+  type TlsSettings,
+} from './session.js';
+import { type Admission, admit, type DestinationLimit, MemoryThrottle, type Throttle } from './throttle.js';
+
+/** Per-destination limits. A job takes its domain's limit first, then the limit of each host it connects to. */
+export interface LimitOptions {
+  /** Every recipient domain without an entry of its own (default: unlimited). */
+  readonly default?: DestinationLimit;
+  /** By recipient domain (lower case). */
+  readonly domains?: Readonly<Record<string, DestinationLimit>>;
+  /** By MX or smarthost name; a key starting with '.' matches every name ending in it. */
+  readonly hosts?: Readonly<Record<string, DestinationLimit>>;
+  /** How long a job waits for a slot or rate token before it is deferred with 4.7.0 (default 2000 ms). */
+  readonly waitMs?: number;
+  /** With `redis`: a slot of a node that died comes back after this long (default 60 000 ms; live ones renew). */
+  readonly leaseTtlMs?: number;
+}
+
+export interface LocalDelivery {
+  /** Domains delivered over LMTP (lower case). */
+  readonly domains: readonly string[];
+  readonly lmtp: Omit<Extract<NextHop, { type: 'lmtp' }>, 'type'>;
+}
+
+export interface DelivererOptions {
+  /** Our name in EHLO/LHLO. */
+  readonly hostname: string;
+  /** Static routes by recipient domain; '*' is the default route (a smarthost). */
+  readonly routes?: Readonly<Record<string, NextHop>>;
+  /** Local domains go to an LMTP server (after an exact static route, before '*'). */
+  readonly local?: LocalDelivery;
+  readonly dns?: DnsOptions;
+  /** SMTP port for MX hosts and for smtp hops without a port (default 25). */
+  readonly port?: number;
+  /** TLS mode for MX and smtp hops that name none (default 'opportunistic'), CAs and versions. */
+  readonly tls?: TlsSettings & {
+    readonly mode?: TlsMode;
+    /** Send AUTH over a connection without TLS (default false). */
+    readonly allowInsecureAuth?: boolean;
+  };
+  /** Addresses tried per attempt, over all MX hosts, before deferring (default 5). */
+  readonly maxAddresses?: number;
+  readonly pool?: Partial<PoolOptions>;
+  readonly limits?: LimitOptions;
+  /** Where limits are counted. Default: RedisThrottle on `redis` when given, else in this process. */
+  readonly throttle?: Throttle;
+  /** Shares limits across nodes (the caller owns and closes the client). */
+  readonly redis?: Redis;
+  /** Runs the `route` and `beforeSend` hooks. */
+  readonly plugins?: PluginHost;
+  readonly logger?: Logger;
+  readonly timeouts?: SessionTimeouts;
+}
+
+export interface Deliverer {
+  readonly deliver: Deliver;
+  /** Quits idle connections. In-flight deliveries finish; their connections close afterwards. */
+  close(): Promise<void>;
+}
+
+/** A resolved list of addresses to try, or an outcome for every recipient. */
+type Targets =
+  | { readonly ok: true; readonly targets: readonly SessionTarget[] }
+  | { readonly ok: false; readonly result: AttemptResult; readonly reply: SmtpReply };
+
+const DEFAULT_POOL: PoolOptions = { idleMs: 5000, maxMessagesPerConnection: 100, maxIdlePerKey: 4 };
+
+/** Creates the outbound side: `deliver` for the queue worker, `close` for shut-down. */
+export function createDeliverer(options: DelivererOptions): Deliverer {
+  if (typeof options.hostname !== 'string' || !/^[A-Za-z0-9.\-[\]:]+$/.test(options.hostname)) {
+    throw new TypeError(
+      `delivery.hostname: expected our host name for EHLO (letters, digits, dots, hyphens), got ${JSON.stringify(options.hostname)}`,
+    );
+  }
+  const logger = options.logger ?? silentLogger;
+  const port = options.port ?? 25;
+  const defaultTls: TlsMode = options.tls?.mode ?? 'opportunistic';
+  const maxAddresses = options.maxAddresses ?? 5;
+  const limits = options.limits ?? {};
+  const waitMs = limits.waitMs ?? 2000;
+  const leaseTtlMs = limits.leaseTtlMs ?? 60_000;
+  const resolver = new MxResolver(options.dns);
+  const pool = new ConnectionPool({ ...DEFAULT_POOL, ...options.pool });
+  const throttle =
+    options.throttle ??
+    (options.redis ? new RedisThrottle(options.redis, { logger, leaseTtlMs }) : new MemoryThrottle());
+  const settings: SessionSettings = {
+    heloName: options.hostname,
+    timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
+    tls: {
+      ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+      ...(options.tls?.minVersion !== undefined ? { minVersion: options.tls.minVersion } : {}),
+      ...(options.tls?.ciphers !== undefined ? { ciphers: options.tls.ciphers } : {}),
+    },
+    allowInsecureAuth: options.tls?.allowInsecureAuth === true,
+    logger: logger.child({ component: 'smtp-client' }),
+  };
+  const routes = new Map(Object.entries(options.routes ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
+  const localDomains = new Set((options.local?.domains ?? []).map((d) => d.toLowerCase()));
+
+  /** Routing order: route hook, static route for the domain, local (LMTP) domains, '*', MX. */
+  async function chooseNextHop(job: DeliveryJob): Promise<NextHop> {
+    const domain = job.domain.toLowerCase();
+    if (options.plugins?.has('route')) {
+      const hop = await options.plugins.runRoute({
+        queueId: job.queueId,
+        envelope: copyEnvelope(job.envelope),
+        attempt: job.attempts,
+        domain,
+        recipients: job.recipients,
+      });
+      if (hop) return hop;
+    }
+    const exact = routes.get(domain);
+    if (exact) return exact;
+    if (options.local && localDomains.has(domain)) return { type: 'lmtp', ...options.local.lmtp };
+    const fallback = routes.get('*');
+    if (fallback) return fallback;
+    return { type: 'mx', domain };
+  }
+
+  async function targetsOf(hop: Exclude<NextHop, { type: 'maildir' }>): Promise<Targets> {
+    if (hop.type === 'mx') {
+      const mx = await resolver.resolveMx(hop.domain);
+      if (!mx.ok) return mx;
+      const tls = hop.tls ?? defaultTls;
+      const targets = mx.hosts.flatMap((host) =>
+        host.addresses.map(
+          (address): SessionTarget => ({ protocol: 'smtp', hostname: host.name, address, port, tls }),
+        ),
+      );
+      return { ok: true, targets };
+    }
+    if (hop.type === 'lmtp' && hop.path !== undefined) {
+      return {
+        ok: true,
+        targets: [
+          { protocol: 'lmtp', hostname: hop.host ?? 'localhost', path: hop.path, tls: hop.tls ?? 'none' },
+        ],
+      };
+    }
+    const host = hop.host ?? '127.0.0.1';
+    const addresses = await resolver.resolveAddresses(host);
+    if (!addresses.ok) {
+      // A configured host that does not resolve is a configuration or DNS problem: keep the mail.
+      return { ok: false, result: 'deferred', reply: DeliveryReplies.dnsTemporary(host, addresses.code) };
+    }
+    const targets = addresses.value.map(
+      (address): SessionTarget =>
+        hop.type === 'lmtp'
+          ? { protocol: 'lmtp', hostname: host, address, port: hop.port ?? 24, tls: hop.tls ?? 'none' }
+          : {
+              protocol: 'smtp',
+              hostname: host,
+              address,
+              port: hop.port ?? port,
+              tls: hop.tls ?? defaultTls,
+              ...(hop.auth ? { auth: hop.auth } : {}),
+            },
+    );
+    return { ok: true, targets };
+  }
+
+  /** Reads the stored message; runs `beforeSend` (header changes reach the wire) when a plugin has it. */
+  async function prepare(
+    job: DeliveryJob,
+    hop: NextHop,
+    message: () => Promise<Readable>,
+  ): Promise<Buffer[]> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of await message()) {
+      chunks.push(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer));
+    }
+    if (!options.plugins?.has('beforeSend')) return chunks;
+    const view = MessageContent.parse(Buffer.concat(chunks));
+    await options.plugins.runTransform('beforeSend', {
+      queueId: job.queueId,
+      envelope: copyEnvelope(job.envelope),
+      attempt: job.attempts,
+      hop,
+      recipients: job.recipients,
+      message: view,
+    });
+    return view.toChunks();
+  }
+
+  function limitOf(kind: 'domain' | 'host', name: string): DestinationLimit | undefined {
+    if (kind === 'domain') return limits.domains?.[name] ?? limits.default;
+    const table = limits.hosts ?? {};
+    if (table[name]) return table[name];
+    for (const [key, limit] of Object.entries(table)) {
+      if (key.startsWith('.') && name.endsWith(key)) return limit;
+    }
+    return undefined;
+  }
+
+  async function admitTo(kind: 'domain' | 'host', name: string): Promise<Admission> {
+    const limit = limitOf(kind, name);
+    if (!limit) return { ok: true, release: async () => {} };
+    return admit(throttle, `${kind}:${name}`, limit, waitMs);
+  }
+
+  /** An idle session that still answers RSET, or a new one. */
+  async function sessionFor(target: SessionTarget, key: string, log: Logger): Promise<SmtpSession> {
+    for (let idle = pool.take(key); idle; idle = pool.take(key)) {
+      try {
+        await idle.reset();
+        log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
+        return idle;
+      } catch (error) {
+        idle.close();
+        log.debug({ remoteMta: idle.remoteMta, err: error }, 'pooled connection was dead');
+      }
+    }
+    return SmtpSession.open(target, settings);
+  }
+
+  async function attempt(
+    job: DeliveryJob,
+    message: () => Promise<Readable>,
+    log: Logger,
+  ): Promise<DeliveryReport> {
+    const outcomes: (RecipientOutcome | undefined)[] = job.recipients.map(() => undefined);
+    const report = (extra: Partial<DeliveryReport> = {}): DeliveryReport => ({
+      recipients: outcomes.map(
+        (o, i) =>
+          o ?? {
+            address: job.recipients[i]?.address ?? '',
+            result: 'deferred',
+            reply: DeliveryReplies.localError('no outcome'),
+          },
+      ),
+      ...extra,
+    });
+    const settle = (
+      indices: readonly number[],
+      reply: SmtpReply,
+      result: AttemptResult = classify(reply),
+    ): void => {
+      for (const i of indices) outcomes[i] = { address: job.recipients[i]?.address ?? '', result, reply };
+    };
+
+    if (job.recipients.length === 0) return { recipients: [] };
+    const all = job.recipients.map((_, i) => i);
+    const mailFrom = job.envelope.mailFrom;
+    if (!sendable(mailFrom)) {
+      settle(all, DeliveryReplies.badSender(mailFrom));
+      return report();
+    }
+    const open: number[] = [];
+    for (const i of all) {
+      const address = job.recipients[i]?.address ?? '';
+      if (sendable(address) && address !== '') open.push(i);
+      else settle([i], DeliveryReplies.badRecipient(address));
+    }
+    if (open.length === 0) return report();
+
+    let hop: NextHop;
+    try {
+      hop = await chooseNextHop(job);
+    } catch (error) {
+      log.error({ err: error }, 'route hook failed; deferring');
+      settle(open, DeliveryReplies.localError('routing failed'), 'deferred');
+      return report();
+    }
+    if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log);
+    const targets = await targetsOf(hop);
+    if (!targets.ok) {
+      settle(open, targets.reply, targets.result);
+      log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
+      return report({ hop });
+    }
+
+    let content: Buffer[];
+    try {
+      content = await prepare(job, hop, message);
+    } catch (error) {
+      log.error({ err: error }, 'message could not be read or the beforeSend hook failed; deferring');
+      settle(open, DeliveryReplies.localError('message not available for sending'), 'deferred');
+      return report({ hop });
+    }
+    const recipients = open.map((i) => job.recipients[i]?.address ?? '');
+    const needsUtf8 =
+      job.envelope.smtputf8 === true || isNonAscii(mailFrom) || recipients.some((r) => isNonAscii(r));
+    const needs8Bit =
+      job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || hasEightBitBytes(content);
+    const wire = encodeData(content);
+    content = [];
+
+    const domainAdmission = await admitTo('domain', job.domain.toLowerCase());
+    if (!domainAdmission.ok) {
+      settle(open, DeliveryReplies.throttled(domainAdmission.key), 'deferred');
+      return report({ hop });
+    }
+    try {
+      const problems: SessionError[] = [];
+      for (const target of targets.targets.slice(0, maxAddresses)) {
+        const hostAdmission = await admitTo('host', target.hostname);
+        if (!hostAdmission.ok) {
+          settle(open, DeliveryReplies.throttled(hostAdmission.key), 'deferred');
+          return report({ hop });
+        }
+        try {
+          const key = poolKey(target);
+          let session: SmtpSession;
+          try {
+            session = await sessionFor(target, key, log);
+          } catch (error) {
+            if (!(error instanceof SessionError)) throw error;
+            problems.push(error);
+            log.info(
+              { host: target.hostname, address: target.address ?? target.path, reason: error.message },
+              'next address',
+            );
+            continue;
+          }
+          try {
+            const replies = await transact(session, mailFrom, recipients, wire, needsUtf8, needs8Bit);
+            open.forEach((index, n) => {
+              const reply = replies[n] ?? DeliveryReplies.noDataReply;
+              settle([index], reply);
+            });
+            log.info(
+              {
+                remoteMta: session.remoteMta,
+                secure: session.secure,
+                results: open.map((i) => ({ address: outcomes[i]?.address, code: outcomes[i]?.reply.code })),
+              },
+              'delivery attempt finished',
+            );
+            return report({ hop, remoteMta: session.remoteMta });
+          } finally {
+            pool.give(key, session);
+          }
+        } finally {
+          await hostAdmission.release();
+        }
+      }
+      // Every address failed before a transaction: permanent only when every server refused us with 5xx.
+      const last = problems.at(-1);
+      const temporary = problems.filter((p) => !p.permanent).at(-1);
+      if (last && problems.every((p) => p.permanent)) settle(open, last.reply, 'failed');
+      else settle(open, temporary?.reply ?? DeliveryReplies.noConnection('no address to try'), 'deferred');
+      return report({ hop });
+    } finally {
+      await domainAdmission.release();
+    }
+  }
+
+  /** A maildir hop: the message (after beforeSend) goes into folders under the hop's path. */
+  async function deliverLocally(
+    job: DeliveryJob,
+    hop: Extract<NextHop, { type: 'maildir' }>,
+    open: readonly number[],
+    message: () => Promise<Readable>,
+    outcomes: (RecipientOutcome | undefined)[],
+    log: Logger,
+  ): Promise<DeliveryReport> {
+    let content: Buffer[];
+    try {
+      content = await prepare(job, hop, message);
+    } catch (error) {
+      log.error({ err: error }, 'message could not be read or the beforeSend hook failed; deferring');
+      const reply = DeliveryReplies.localError('message not available for delivery');
+      for (const i of open)
+        outcomes[i] = { address: job.recipients[i]?.address ?? '', result: 'deferred', reply };
+      return { recipients: outcomes as RecipientOutcome[], hop };
+    }
+    const recipients = open.map((i) => job.recipients[i] as RecipientState);
+    const local = await deliverToMaildir(hop.path, { ...job, recipients }, async () =>
+      Readable.from(content),
+    );
+    open.forEach((index, n) => {
+      const outcome = local.recipients[n];
+      if (outcome) outcomes[index] = outcome;
+    });
+    log.info(
+      { hop, results: local.recipients.map((r) => ({ address: r.address, code: r.reply.code })) },
+      'maildir delivery finished',
+    );
+    return {
+      recipients: outcomes as RecipientOutcome[],
+      hop,
+      ...(local.remoteMta ? { remoteMta: local.remoteMta } : {}),
+    };
+  }
+
+  /** Checks what this server must support, then runs the transaction. */
+  async function transact(
+    session: SmtpSession,
+    mailFrom: string,
+    recipients: readonly string[],
+    wire: WireMessage,
+    needsUtf8: boolean,
+    needs8Bit: boolean,
+  ): Promise<SmtpReply[]> {
+    const caps = session.capabilities;
+    const host = session.target.hostname;
+    const refuse = (reply: SmtpReply): SmtpReply[] => recipients.map(() => reply);
+    // RFC 6531 §3.2: without SMTPUTF8 on the server, such mail must not be sent (no downgrade here).
+    if (needsUtf8 && !caps.smtpUtf8) return refuse(DeliveryReplies.needsSmtpUtf8(host));
+    // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; we do not convert to 7-bit.
+    if (needs8Bit && !caps.eightBitMime) return refuse(DeliveryReplies.needs8BitMime(host));
+    if (caps.size !== undefined && caps.size > 0 && wire.size > caps.size) {
+      return refuse(DeliveryReplies.tooBig(host, wire.size, caps.size));
+    }
+    const mailParams: string[] = [];
+    if (caps.size !== undefined) mailParams.push(`SIZE=${wire.size}`);
+    if (needs8Bit) mailParams.push('BODY=8BITMIME');
+    if (needsUtf8) mailParams.push('SMTPUTF8');
+    return session.send({ mailFrom, mailParams, recipients, data: wire });
+  }
+
+  const deliver: Deliver = async (job, message) => {
+    const log = logger.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
+    try {
+      return await attempt(job, message, log);
+    } catch (error) {
+      log.error({ err: error }, 'delivery attempt failed inside Tern; deferring every recipient');
+      const reply = DeliveryReplies.localError('delivery attempt failed');
+      return { recipients: job.recipients.map((r) => ({ address: r.address, result: 'deferred', reply })) };
+    }
+  };
+
+  return {
+    deliver,
+    close: () => pool.close(),
+  };
+}
+
+/** Hooks get their own copy: a hook changing it must not change the job the queue holds. */
+function copyEnvelope(envelope: Envelope): Envelope {
+  return { ...envelope, recipients: envelope.recipients.map((r) => ({ ...r })) };
+}
+
+/** An address that can go between angle brackets on one command line without changing the command. */
+function sendable(address: string): boolean {
+  return !/[\r\n\0<>]/.test(address);
+}
+
+function poolKey(target: SessionTarget): string {
+  return [
+    target.protocol,
+    target.hostname,
+    target.address ?? '',
+    target.port ?? '',
+    target.path ?? '',
+    target.tls,
+    target.auth?.user ?? '',
+  ].join('|');
+}

@@ -1,0 +1,91 @@
+// The DATA payload as it goes on the wire (RFC 5321 §4.5.2): every line ending CRLF, a leading dot
+// doubled, and the terminating <CRLF>.<CRLF>. Stored messages are trusted to be CRLF already, but a
+// bare CR or LF that slipped through must never reach another server (smuggling), so both become CRLF.
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+const TERMINATOR = Buffer.from('.\r\n');
+
+/** The message encoded for DATA: chunks ready to write, ending with the `.` line, and their size. */
+export interface WireMessage {
+  readonly chunks: readonly Buffer[];
+  /** Bytes on the wire, terminator included. */
+  readonly size: number;
+}
+
+/** Incremental encoder, so a message can be encoded chunk by chunk without holding a copy of it. */
+export class DataEncoder {
+  #atLineStart = true;
+  #pendingCR = false;
+  #any = false;
+
+  /** Encodes one chunk of the message. */
+  push(chunk: Buffer): Buffer {
+    // Worst case every byte doubles (a line of dots or of bare LFs), plus a pending CR's LF.
+    const out = Buffer.allocUnsafe(chunk.length * 2 + 2);
+    let o = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number;
+      this.#any = true;
+      if (this.#pendingCR) {
+        this.#pendingCR = false;
+        out[o++] = CR;
+        out[o++] = LF;
+        this.#atLineStart = true;
+        if (byte === LF) continue;
+      }
+      if (byte === CR) {
+        this.#pendingCR = true;
+        continue;
+      }
+      if (byte === LF) {
+        out[o++] = CR;
+        out[o++] = LF;
+        this.#atLineStart = true;
+        continue;
+      }
+      if (this.#atLineStart && byte === DOT) out[o++] = DOT;
+      out[o++] = byte;
+      this.#atLineStart = false;
+    }
+    return out.subarray(0, o);
+  }
+
+  /** Ends the last line (when the message does not end with one) and adds the terminator. */
+  end(): Buffer {
+    if (this.#pendingCR || (this.#any && !this.#atLineStart)) return Buffer.from('\r\n.\r\n');
+    return TERMINATOR;
+  }
+}
+
+/** Encodes a whole message held as chunks. */
+export function encodeData(message: readonly Buffer[]): WireMessage {
+  const encoder = new DataEncoder();
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for (const chunk of message) {
+    const encoded = encoder.push(chunk);
+    if (encoded.length > 0) {
+      chunks.push(encoded);
+      size += encoded.length;
+    }
+  }
+  const end = encoder.end();
+  chunks.push(end);
+  size += end.length;
+  return { chunks, size };
+}
+
+/** True when any byte has the high bit set: such a message needs 8BITMIME (RFC 6152). */
+export function hasEightBitBytes(message: readonly Buffer[]): boolean {
+  for (const chunk of message) {
+    for (let i = 0; i < chunk.length; i++) if ((chunk[i] as number) > 0x7f) return true;
+  }
+  return false;
+}
+
+/** True when the string has any character outside US-ASCII: such an address needs SMTPUTF8 (RFC 6531). */
+export function isNonAscii(text: string): boolean {
+  return /[^\x00-\x7f]/.test(text);
+}

@@ -1,0 +1,731 @@
+// One outbound SMTP or LMTP session: connect, greeting, EHLO/LHLO (HELO fallback), STARTTLS or
+// implicit TLS, AUTH, then any number of transactions with per-recipient replies. Written on
+// node:net and node:tls so every step (and every failure) maps to a reply delivery can report.
+
+import { isIP, connect as netConnect, type Socket } from 'node:net';
+import {
+  type ConnectionOptions,
+  checkServerIdentity,
+  type SecureVersion,
+  type TLSSocket,
+  connect as tlsConnect,
+} from 'node:tls';
+import type { Logger, SmtpReply, TlsMode } from '@tern/plugin-api';
+import type { WireMessage } from './encode.js';
+import { DeliveryReplies, toSmtpReply, unexpectedReply, type WireReply } from './reply.js';
+
+/** RFC 5321 §4.5.3.2 timeouts, in milliseconds. */
+export interface SessionTimeouts {
+  /** TCP (and implicit TLS) connect (default 30 s). */
+  readonly connectMs?: number;
+  /** Waiting for the 220 greeting (default 5 min). */
+  readonly greetingMs?: number;
+  /** EHLO, STARTTLS, AUTH, MAIL, RCPT, RSET replies (default 5 min). */
+  readonly commandMs?: number;
+  /** The 354 after DATA (default 2 min). */
+  readonly dataInitMs?: number;
+  /** Each block of data waiting to be accepted by the socket (default 3 min). */
+  readonly dataBlockMs?: number;
+  /** The reply after the final dot (default 10 min). */
+  readonly dataEndMs?: number;
+}
+
+export const DEFAULT_TIMEOUTS: Required<SessionTimeouts> = {
+  connectMs: 30_000,
+  greetingMs: 300_000,
+  commandMs: 300_000,
+  dataInitMs: 120_000,
+  dataBlockMs: 180_000,
+  dataEndMs: 600_000,
+};
+
+/** TLS settings shared by every connection; the mode comes from the next hop. */
+export interface TlsSettings {
+  /** Trusted CAs for `require` and `implicit` (default: node's bundled roots). */
+  readonly ca?: string | Buffer | readonly (string | Buffer)[];
+  readonly minVersion?: SecureVersion;
+  readonly ciphers?: string;
+}
+
+/** Where a session goes: one address of one host. */
+export interface SessionTarget {
+  readonly protocol: 'smtp' | 'lmtp';
+  /** The host's name: SNI, certificate check and logs (the MX name, not the address). */
+  readonly hostname: string;
+  readonly address?: string;
+  readonly port?: number;
+  /** A UNIX socket (LMTP). */
+  readonly path?: string;
+  readonly tls: TlsMode;
+  readonly auth?: { readonly user: string; readonly pass: string };
+}
+
+export interface SessionSettings {
+  /** Our name in EHLO/LHLO. */
+  readonly heloName: string;
+  readonly timeouts: Required<SessionTimeouts>;
+  readonly tls: TlsSettings;
+  /** Send AUTH over a connection without TLS (default false). */
+  readonly allowInsecureAuth: boolean;
+  readonly logger: Logger;
+}
+
+/** What the server offered in its EHLO/LHLO reply. */
+export interface Capabilities {
+  readonly esmtp: boolean;
+  readonly pipelining: boolean;
+  readonly startTls: boolean;
+  readonly eightBitMime: boolean;
+  readonly smtpUtf8: boolean;
+  /** SIZE limit; 0 means SIZE offered without a limit; undefined means not offered. */
+  readonly size: number | undefined;
+  readonly auth: readonly string[];
+}
+
+const NO_CAPABILITIES: Capabilities = {
+  esmtp: false,
+  pipelining: false,
+  startTls: false,
+  eightBitMime: false,
+  smtpUtf8: false,
+  size: undefined,
+  auth: [],
+};
+
+/**
+ * The session could not be set up with this address. `permanent` is a 5xx from the server at greeting
+ * or EHLO; everything else (connect, TLS, AUTH, 4xx) is temporary. `retryPlain` asks for a new
+ * connection without STARTTLS (an opportunistic handshake failed).
+ */
+export class SessionError extends Error {
+  readonly reply: SmtpReply;
+  readonly permanent: boolean;
+  readonly retryPlain: boolean;
+
+  constructor(
+    reply: SmtpReply,
+    options: { permanent?: boolean; retryPlain?: boolean; cause?: unknown } = {},
+  ) {
+    super(`${reply.code} ${reply.enhanced} ${reply.text}`, { cause: options.cause });
+    this.name = 'SessionError';
+    this.reply = reply;
+    this.permanent = options.permanent === true;
+    this.retryPlain = options.retryPlain === true;
+  }
+}
+
+/** One mail transaction: the wire-ready envelope and data. */
+export interface Transaction {
+  /** Return path without brackets ('' for <>). */
+  readonly mailFrom: string;
+  /** MAIL FROM parameters such as `SIZE=123`, `BODY=8BITMIME`, `SMTPUTF8`. */
+  readonly mailParams: readonly string[];
+  readonly recipients: readonly string[];
+  readonly data: WireMessage;
+}
+
+/** Raised inside the reader when the connection dies or a reply does not come in time. */
+class ConnectionProblem extends Error {
+  override readonly name = 'ConnectionProblem';
+}
+
+interface Waiter {
+  resolve(reply: WireReply): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+const MAX_LINE = 64 * 1024;
+const REPLY_LINE = /^(\d{3})([ -]?)(.*)$/;
+
+/** Splits the server's byte stream into replies; keeps replies that arrive early (pipelining) in order. */
+class ReplyReader {
+  #pending: Buffer = Buffer.alloc(0);
+  #lines: string[] = [];
+  readonly #ready: WireReply[] = [];
+  readonly #waiters: Waiter[] = [];
+  #failure: Error | undefined;
+
+  feed(chunk: Buffer): void {
+    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    let lf = this.#pending.indexOf(0x0a);
+    while (lf !== -1) {
+      const end = lf > 0 && this.#pending[lf - 1] === 0x0d ? lf - 1 : lf;
+      const line = this.#pending.subarray(0, end).toString('utf8');
+      this.#pending = this.#pending.subarray(lf + 1);
+      this.#line(line);
+      if (this.#failure) return;
+      lf = this.#pending.indexOf(0x0a);
+    }
+    if (this.#pending.length > MAX_LINE) this.fail(new ConnectionProblem('reply line too long'));
+  }
+
+  #line(line: string): void {
+    const match = REPLY_LINE.exec(line);
+    if (!match) {
+      this.fail(new ConnectionProblem(`malformed reply line: ${JSON.stringify(line.slice(0, 100))}`));
+      return;
+    }
+    this.#lines.push(match[3] ?? '');
+    if (match[2] === '-') return;
+    const reply: WireReply = { code: Number(match[1]), lines: this.#lines };
+    this.#lines = [];
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      clearTimeout(waiter.timer);
+      waiter.resolve(reply);
+    } else {
+      this.#ready.push(reply);
+    }
+  }
+
+  /** The next reply, waiting at most `timeoutMs`. */
+  next(timeoutMs: number, what: string): Promise<WireReply> {
+    const ready = this.#ready.shift();
+    if (ready) return Promise.resolve(ready);
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.fail(new ConnectionProblem(`timed out after ${timeoutMs} ms waiting for the reply to ${what}`));
+      }, timeoutMs);
+      this.#waiters.push({ resolve, reject, timer });
+    });
+  }
+
+  /** The connection is gone: every waiting and future read fails with `error`. */
+  fail(error: Error): void {
+    this.#failure ??= error;
+    for (const waiter of this.#waiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      waiter.reject(this.#failure);
+    }
+  }
+
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+}
+
+/** An open, greeted (and possibly encrypted and authenticated) session. */
+export class SmtpSession {
+  readonly target: SessionTarget;
+  readonly #settings: SessionSettings;
+  readonly #log: Logger;
+  #socket: Socket | TLSSocket;
+  #reader = new ReplyReader();
+  #capabilities: Capabilities = NO_CAPABILITIES;
+  #secure = false;
+  #tlsInfo: { protocol: string; cipher: string; authorized: boolean } | undefined;
+  #broken = false;
+  #transactions = 0;
+
+  private constructor(target: SessionTarget, settings: SessionSettings, socket: Socket | TLSSocket) {
+    this.target = target;
+    this.#settings = settings;
+    this.#log = settings.logger;
+    this.#socket = socket;
+    this.#listen(socket);
+  }
+
+  /**
+   * Opens a session to `target`. An opportunistic STARTTLS whose handshake fails is retried once on a
+   * new connection in plain text (logged), as RFC 3207 allows a client to do.
+   */
+  static async open(target: SessionTarget, settings: SessionSettings): Promise<SmtpSession> {
+    try {
+      return await SmtpSession.#open(target, settings, target.tls);
+    } catch (error) {
+      if (!(error instanceof SessionError) || !error.retryPlain) throw error;
+      settings.logger.warn(
+        { host: target.hostname, address: target.address ?? target.path, err: error.cause },
+        'opportunistic STARTTLS handshake failed; retrying in plain text',
+      );
+      return await SmtpSession.#open(target, settings, 'none');
+    }
+  }
+
+  static async #open(target: SessionTarget, settings: SessionSettings, tls: TlsMode): Promise<SmtpSession> {
+    const socket = await connectSocket(target, settings, tls);
+    const session = new SmtpSession(target, settings, socket);
+    try {
+      if (tls === 'implicit') session.#markSecure(socket as TLSSocket);
+      await session.#greet();
+      if (tls === 'opportunistic' || tls === 'require') await session.#startTls(tls);
+      if (target.auth) await session.#authenticate(target.auth);
+      return session;
+    } catch (error) {
+      session.close();
+      if (error instanceof SessionError) throw error;
+      throw new SessionError(DeliveryReplies.noConnection(`${describeTarget(target)}: ${message(error)}`), {
+        cause: error,
+      });
+    }
+  }
+
+  get capabilities(): Capabilities {
+    return this.#capabilities;
+  }
+
+  /** True once the session runs under TLS (STARTTLS or implicit). */
+  get secure(): boolean {
+    return this.#secure;
+  }
+
+  get tlsInfo(): { protocol: string; cipher: string; authorized: boolean } | undefined {
+    return this.#tlsInfo;
+  }
+
+  /** `name[address]:port`, as DSNs name the Remote-MTA. */
+  get remoteMta(): string {
+    return remoteMtaOf(this.target);
+  }
+
+  /** Transactions this session has carried (for the per-connection message limit). */
+  get transactions(): number {
+    return this.#transactions;
+  }
+
+  /** False once the connection is closed, broken, or out of sync with the server. */
+  get usable(): boolean {
+    return !this.#broken && !this.#socket.destroyed && this.#reader.failure === undefined;
+  }
+
+  /**
+   * Runs one transaction and returns the final reply of each recipient, in the order given. Never
+   * throws for remote failures: a connection lost midway gives 4.4.2 to every recipient still open.
+   */
+  async send(tx: Transaction): Promise<SmtpReply[]> {
+    this.#transactions++;
+    const t = this.#settings.timeouts;
+    const replies: (SmtpReply | undefined)[] = tx.recipients.map(() => undefined);
+    const accepted: number[] = [];
+    try {
+      const mail = `MAIL FROM:<${tx.mailFrom}>${tx.mailParams.map((p) => ` ${p}`).join('')}`;
+      const rcpts = tx.recipients.map((address) => `RCPT TO:<${address}>`);
+      let mailReply: WireReply;
+      if (this.#capabilities.pipelining) {
+        // RFC 2920: MAIL and every RCPT in one write; DATA waits until we know someone was accepted.
+        this.#write([mail, ...rcpts].map((line) => `${line}\r\n`).join(''));
+        mailReply = await this.#read(t.commandMs, 'MAIL FROM');
+        const rcptReplies: WireReply[] = [];
+        for (const _ of rcpts) rcptReplies.push(await this.#read(t.commandMs, 'RCPT TO'));
+        if (!isPositive(mailReply)) return this.#transactionFailed(replies, mailReply);
+        for (const [i, reply] of rcptReplies.entries()) this.#recipientReply(replies, accepted, i, reply);
+      } else {
+        mailReply = await this.#command(mail, t.commandMs);
+        if (!isPositive(mailReply)) return this.#transactionFailed(replies, mailReply);
+        for (const [i, rcpt] of rcpts.entries()) {
+          this.#recipientReply(replies, accepted, i, await this.#command(rcpt, t.commandMs));
+        }
+      }
+      if (accepted.length === 0) return finish(replies);
+
+      const dataReply = await this.#command('DATA', t.dataInitMs);
+      if (dataReply.code !== 354) {
+        this.#noteClosing(dataReply);
+        const reply = dataReply.code >= 400 ? toSmtpReply(dataReply) : unexpectedReply(dataReply);
+        for (const i of accepted) replies[i] = reply;
+        return finish(replies);
+      }
+      for (const chunk of tx.data.chunks) await this.#writeData(chunk, t.dataBlockMs);
+      // LMTP (RFC 2033 §4.2): one reply per accepted recipient, in RCPT order. SMTP: one for all.
+      if (this.target.protocol === 'lmtp') {
+        for (const i of accepted) {
+          const reply = await this.#read(t.dataEndMs, 'end of data');
+          this.#noteClosing(reply);
+          replies[i] = toSmtpReply(reply);
+        }
+      } else {
+        const reply = await this.#read(t.dataEndMs, 'end of data');
+        this.#noteClosing(reply);
+        const final = toSmtpReply(reply);
+        for (const i of accepted) replies[i] = final;
+      }
+      return finish(replies);
+    } catch (error) {
+      this.#broken = true;
+      this.#socket.destroy();
+      const lost = DeliveryReplies.connectionLost(`${this.remoteMta}: ${message(error)}`);
+      return replies.map((reply) => reply ?? lost);
+    }
+  }
+
+  /** RSET before reusing the connection: also proves the server is still there. Throws when it is not. */
+  async reset(): Promise<void> {
+    const reply = await this.#command('RSET', this.#settings.timeouts.commandMs).catch((error: unknown) => {
+      this.#broken = true;
+      throw error;
+    });
+    if (reply.code !== 250) {
+      this.#broken = true;
+      throw new ConnectionProblem(`RSET answered ${reply.code} ${reply.lines.join(' ')}`);
+    }
+  }
+
+  /** Says QUIT and closes, waiting at most a few seconds for the 221. */
+  async quit(): Promise<void> {
+    if (!this.usable) {
+      this.close();
+      return;
+    }
+    this.#broken = true;
+    try {
+      this.#write('QUIT\r\n');
+      await this.#reader.next(Math.min(this.#settings.timeouts.commandMs, 5000), 'QUIT');
+    } catch {
+      // The server may close before or instead of answering; either way we are done.
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Closes the connection at once. */
+  close(): void {
+    this.#broken = true;
+    this.#socket.destroy();
+  }
+
+  #transactionFailed(replies: (SmtpReply | undefined)[], wire: WireReply): SmtpReply[] {
+    this.#noteClosing(wire);
+    const reply = wire.code >= 400 ? toSmtpReply(wire) : unexpectedReply(wire);
+    return replies.map(() => reply);
+  }
+
+  #recipientReply(
+    replies: (SmtpReply | undefined)[],
+    accepted: number[],
+    index: number,
+    wire: WireReply,
+  ): void {
+    this.#noteClosing(wire);
+    if (isPositive(wire)) accepted.push(index);
+    else replies[index] = wire.code >= 400 ? toSmtpReply(wire) : unexpectedReply(wire);
+  }
+
+  /** A 421 means the server is closing the channel (RFC 5321 §3.8): never reuse it. */
+  #noteClosing(wire: WireReply): void {
+    if (wire.code === 421) this.#broken = true;
+  }
+
+  async #greet(): Promise<void> {
+    const t = this.#settings.timeouts;
+    const greeting = await this.#read(t.greetingMs, 'the greeting');
+    if (greeting.code !== 220) throw this.#setupError(greeting, 'greeting');
+    await this.#hello();
+  }
+
+  /** EHLO (LHLO for LMTP), falling back to HELO when a plain SMTP server does not know EHLO. */
+  async #hello(): Promise<void> {
+    const t = this.#settings.timeouts;
+    const name = this.#settings.heloName;
+    const lmtp = this.target.protocol === 'lmtp';
+    const reply = await this.#command(`${lmtp ? 'LHLO' : 'EHLO'} ${name}`, t.commandMs);
+    if (reply.code === 250) {
+      this.#capabilities = parseCapabilities(reply.lines.slice(1));
+      return;
+    }
+    if (lmtp || reply.code < 500) throw this.#setupError(reply, lmtp ? 'LHLO' : 'EHLO');
+    const helo = await this.#command(`HELO ${name}`, t.commandMs);
+    if (helo.code !== 250) throw this.#setupError(helo, 'HELO');
+    this.#capabilities = NO_CAPABILITIES;
+  }
+
+  async #startTls(mode: 'opportunistic' | 'require'): Promise<void> {
+    const host = this.target.hostname;
+    if (!this.#capabilities.startTls) {
+      if (mode === 'require') throw new SessionError(DeliveryReplies.tlsUnavailable(host));
+      return;
+    }
+    const reply = await this.#command('STARTTLS', this.#settings.timeouts.commandMs);
+    if (reply.code !== 220) {
+      if (mode === 'require') {
+        throw new SessionError(
+          DeliveryReplies.tlsFailed(host, `STARTTLS answered ${reply.code} ${reply.lines.join(' ')}`),
+        );
+      }
+      this.#log.info({ host, code: reply.code }, 'STARTTLS refused; continuing in plain text');
+      return;
+    }
+    const plain = this.#socket;
+    plain.removeAllListeners('data');
+    let secured: TLSSocket;
+    try {
+      secured = await upgrade(plain, this.target, this.#settings, mode === 'require');
+    } catch (error) {
+      plain.destroy();
+      if (mode === 'require')
+        throw new SessionError(DeliveryReplies.tlsFailed(host, message(error)), { cause: error });
+      throw new SessionError(DeliveryReplies.tlsFailed(host, message(error)), {
+        retryPlain: true,
+        cause: error,
+      });
+    }
+    // RFC 3207 §4.2: forget everything learned before TLS and say EHLO again.
+    this.#socket = secured;
+    this.#reader = new ReplyReader();
+    this.#listen(secured);
+    this.#markSecure(secured);
+    this.#capabilities = NO_CAPABILITIES;
+    await this.#hello();
+  }
+
+  async #authenticate(auth: { user: string; pass: string }): Promise<void> {
+    const host = this.target.hostname;
+    if (!this.#secure && !this.#settings.allowInsecureAuth) {
+      throw new SessionError(DeliveryReplies.insecureAuth(host));
+    }
+    const t = this.#settings.timeouts;
+    const offered = this.#capabilities.auth;
+    let reply: WireReply;
+    if (offered.includes('PLAIN')) {
+      const token = Buffer.from(`\0${auth.user}\0${auth.pass}`, 'utf8').toString('base64');
+      reply = await this.#command(`AUTH PLAIN ${token}`, t.commandMs, 'AUTH PLAIN');
+    } else if (offered.includes('LOGIN')) {
+      reply = await this.#command('AUTH LOGIN', t.commandMs);
+      if (reply.code === 334) {
+        reply = await this.#command(
+          Buffer.from(auth.user, 'utf8').toString('base64'),
+          t.commandMs,
+          'AUTH LOGIN user',
+        );
+      }
+      if (reply.code === 334) {
+        reply = await this.#command(
+          Buffer.from(auth.pass, 'utf8').toString('base64'),
+          t.commandMs,
+          'AUTH LOGIN password',
+        );
+      }
+    } else {
+      // Postfix does the same: credentials are configured, the server asks for none; let it decide at MAIL/RCPT.
+      this.#log.warn(
+        { host, offered },
+        'credentials configured but the server offers no PLAIN or LOGIN; sending without AUTH',
+      );
+      return;
+    }
+    if (reply.code !== 235) {
+      throw new SessionError(DeliveryReplies.authFailed(host, `${reply.code} ${reply.lines.join(' ')}`));
+    }
+  }
+
+  /** A refusal while setting up: 5xx is permanent for this host, anything else temporary. */
+  #setupError(wire: WireReply, stage: string): SessionError {
+    const remote = `${wire.code} ${wire.lines.join(' ')}`;
+    if (wire.code >= 500 && wire.code < 600) {
+      const reply = toSmtpReply(wire);
+      return new SessionError(
+        { ...reply, text: `${this.remoteMta} said at ${stage}: ${reply.text}` },
+        { permanent: true },
+      );
+    }
+    return new SessionError(DeliveryReplies.noConnection(`${this.remoteMta} said at ${stage}: ${remote}`));
+  }
+
+  #markSecure(socket: TLSSocket): void {
+    this.#secure = true;
+    this.#tlsInfo = {
+      protocol: socket.getProtocol() ?? 'unknown',
+      cipher: socket.getCipher()?.name ?? 'unknown',
+      authorized: socket.authorized,
+    };
+  }
+
+  #listen(socket: Socket | TLSSocket): void {
+    const reader = this.#reader;
+    socket.on('data', (chunk: Buffer) => reader.feed(chunk));
+    socket.on('error', (error) => reader.fail(new ConnectionProblem(error.message)));
+    socket.on('close', () => reader.fail(new ConnectionProblem('connection closed by the server')));
+  }
+
+  #write(text: string): void {
+    this.#log.debug({ host: this.target.hostname, line: redact(text) }, 'C:');
+    this.#socket.write(text);
+  }
+
+  async #command(line: string, timeoutMs: number, what = line.split(' ')[0] ?? line): Promise<WireReply> {
+    this.#write(`${line}\r\n`);
+    return this.#read(timeoutMs, what);
+  }
+
+  async #read(timeoutMs: number, what: string): Promise<WireReply> {
+    try {
+      return await this.#reader.next(timeoutMs, what);
+    } catch (error) {
+      // A late reply would desynchronise every later command: the connection is done.
+      this.#broken = true;
+      this.#socket.destroy();
+      throw error;
+    }
+  }
+
+  async #writeData(chunk: Buffer, timeoutMs: number): Promise<void> {
+    if (this.#reader.failure) throw this.#reader.failure;
+    if (this.#socket.write(chunk)) return;
+    const socket = this.#socket;
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(
+        () => done(new ConnectionProblem(`timed out after ${timeoutMs} ms sending data`)),
+        timeoutMs,
+      );
+      const onClose = (): void => done(new ConnectionProblem('connection closed while sending data'));
+      const onDrain = (): void => done();
+      const done = (error?: Error): void => {
+        clearTimeout(timer);
+        socket.removeListener('drain', onDrain);
+        socket.removeListener('close', onClose);
+        if (error) reject(error);
+        else resolve();
+      };
+      socket.once('drain', onDrain);
+      socket.once('close', onClose);
+    });
+  }
+}
+
+/** `name[address]:port` (or `name[path]` for a UNIX socket). */
+export function remoteMtaOf(target: SessionTarget): string {
+  if (target.path !== undefined) return `${target.hostname}[${target.path}]`;
+  return `${target.hostname}[${target.address ?? target.hostname}]:${target.port ?? 25}`;
+}
+
+function describeTarget(target: SessionTarget): string {
+  return remoteMtaOf(target);
+}
+
+function finish(replies: (SmtpReply | undefined)[]): SmtpReply[] {
+  // Every index is filled by the time a transaction ends; a gap would be a bug, reported as a retry.
+  return replies.map((reply) => reply ?? DeliveryReplies.noDataReply);
+}
+
+function isPositive(wire: WireReply): boolean {
+  return wire.code >= 200 && wire.code < 300;
+}
+
+/** EHLO keywords (RFC 5321 §4.1.1.1): one per line after the first, case-insensitive. */
+export function parseCapabilities(lines: readonly string[]): Capabilities {
+  let caps: {
+    -readonly [K in keyof Capabilities]: Capabilities[K];
+  } = { ...NO_CAPABILITIES, esmtp: true, auth: [] };
+  for (const line of lines) {
+    const [keyword = '', ...args] = line.trim().split(/\s+/);
+    switch (keyword.toUpperCase()) {
+      case 'PIPELINING':
+        caps.pipelining = true;
+        break;
+      case 'STARTTLS':
+        caps.startTls = true;
+        break;
+      case '8BITMIME':
+        caps.eightBitMime = true;
+        break;
+      case 'SMTPUTF8':
+        caps.smtpUtf8 = true;
+        break;
+      case 'SIZE': {
+        const limit = Number(args[0] ?? '0');
+        caps.size = Number.isFinite(limit) && limit > 0 ? limit : 0;
+        break;
+      }
+      case 'AUTH':
+        caps = { ...caps, auth: [...caps.auth, ...args.map((a) => a.toUpperCase())] };
+        break;
+    }
+  }
+  return caps;
+}
+
+function connectSocket(
+  target: SessionTarget,
+  settings: SessionSettings,
+  tls: TlsMode,
+): Promise<Socket | TLSSocket> {
+  const timeoutMs = settings.timeouts.connectMs;
+  return new Promise((resolve, reject) => {
+    let socket: Socket | TLSSocket;
+    const readyEvent = tls === 'implicit' ? 'secureConnect' : 'connect';
+    if (tls === 'implicit') {
+      socket = tlsConnect({
+        ...(target.path !== undefined ? { path: target.path } : { host: target.address, port: target.port }),
+        ...tlsOptions(target, settings, true),
+      });
+    } else if (target.path !== undefined) {
+      socket = netConnect({ path: target.path });
+    } else {
+      socket = netConnect({ host: target.address, port: target.port ?? 25 });
+    }
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(
+        new SessionError(
+          DeliveryReplies.noConnection(`${remoteMtaOf(target)}: connect timed out after ${timeoutMs} ms`),
+        ),
+      );
+    }, timeoutMs);
+    socket.once(readyEvent, () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      const reply =
+        tls === 'implicit' && !(error as NodeJS.ErrnoException).syscall
+          ? DeliveryReplies.tlsFailed(target.hostname, error.message)
+          : DeliveryReplies.noConnection(`${remoteMtaOf(target)}: ${error.message}`);
+      reject(new SessionError(reply, { cause: error }));
+    });
+  });
+}
+
+function tlsOptions(target: SessionTarget, settings: SessionSettings, verify: boolean): ConnectionOptions {
+  const name = target.hostname;
+  return {
+    // SNI must be a host name, never an address (RFC 6066 §3).
+    ...(isIP(name) === 0 ? { servername: name } : {}),
+    rejectUnauthorized: verify,
+    // Verify against the name we looked up (the MX or smarthost name), not the address we connected to.
+    checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
+    ...(settings.tls.ca !== undefined
+      ? { ca: settings.tls.ca as string | Buffer | (string | Buffer)[] }
+      : {}),
+    ...(settings.tls.minVersion !== undefined ? { minVersion: settings.tls.minVersion } : {}),
+    ...(settings.tls.ciphers !== undefined ? { ciphers: settings.tls.ciphers } : {}),
+  };
+}
+
+function upgrade(
+  plain: Socket,
+  target: SessionTarget,
+  settings: SessionSettings,
+  verify: boolean,
+): Promise<TLSSocket> {
+  const timeoutMs = settings.timeouts.commandMs;
+  return new Promise((resolve, reject) => {
+    const secured = tlsConnect({ socket: plain, ...tlsOptions(target, settings, verify) });
+    const timer = setTimeout(() => {
+      secured.destroy();
+      reject(new Error(`TLS handshake timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    secured.once('secureConnect', () => {
+      clearTimeout(timer);
+      secured.removeAllListeners('error');
+      resolve(secured);
+    });
+    secured.once('error', (error) => {
+      clearTimeout(timer);
+      secured.destroy();
+      reject(error);
+    });
+  });
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Keeps credentials out of debug logs. */
+function redact(line: string): string {
+  return /^AUTH\s/i.test(line) ? 'AUTH ***\r\n' : line.length > 200 ? `${line.slice(0, 200)}…` : line;
+}

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { DataEncoder, encodeData, hasEightBitBytes, isNonAscii } from '../src/encode.js';
+
+const wire = (...parts: string[]): string =>
+  Buffer.concat(encodeData(parts.map((p) => Buffer.from(p, 'latin1'))).chunks).toString('latin1');
+
+describe('encodeData', () => {
+  it('doubles a dot at the start of every line, including the first', () => {
+    expect(wire('.first\r\nmid . dot\r\n.\r\n..two\r\n')).toBe(
+      '..first\r\nmid . dot\r\n..\r\n...two\r\n.\r\n',
+    );
+  });
+
+  it('turns bare LF and bare CR into CRLF and keeps CRLF as it is', () => {
+    expect(wire('a\nb\rc\r\nd\n')).toBe('a\r\nb\r\nc\r\nd\r\n.\r\n');
+  });
+
+  it('treats a line break as a line start for dot-stuffing whatever its form', () => {
+    expect(wire('a\n.b\r.c')).toBe('a\r\n..b\r\n..c\r\n.\r\n');
+  });
+
+  it('handles a CRLF and a dot split across chunks', () => {
+    expect(wire('a\r', '\n', '.', 'b\r')).toBe('a\r\n..b\r\n.\r\n');
+  });
+
+  it('ends an unterminated last line before the terminator', () => {
+    expect(wire('no newline at the end')).toBe('no newline at the end\r\n.\r\n');
+  });
+
+  it('sends only the terminator for an empty message', () => {
+    expect(wire()).toBe('.\r\n');
+  });
+
+  it('counts the bytes it produces', () => {
+    const encoded = encodeData([Buffer.from('.x\ny')]);
+    expect(encoded.size).toBe(Buffer.concat(encoded.chunks).length);
+    expect(encoded.size).toBe('..x\r\ny\r\n.\r\n'.length);
+  });
+
+  it('never produces a bare CR or LF for any mix of line breaks', () => {
+    const encoder = new DataEncoder();
+    const input = Buffer.from('\r\r\n\n\r.\n.\r\r.', 'latin1');
+    const out = Buffer.concat([encoder.push(input), encoder.end()]).toString('latin1');
+    expect(out.replace(/\r\n/g, '')).not.toMatch(/[\r\n]/);
+    expect(out.endsWith('\r\n.\r\n')).toBe(true);
+  });
+});
+
+describe('8-bit and non-ASCII detection', () => {
+  it('finds a high byte in any chunk', () => {
+    expect(hasEightBitBytes([Buffer.from('plain'), Buffer.from('caf\u00e9', 'utf8')])).toBe(true);
+    expect(hasEightBitBytes([Buffer.from('plain ascii\r\n')])).toBe(false);
+  });
+
+  it('tells non-ASCII addresses apart', () => {
+    expect(isNonAscii('j\u00f6rg@example.test')).toBe(true);
+    expect(isNonAscii('joerg@example.test')).toBe(false);
+  });
+});
