@@ -5,18 +5,14 @@ import { waitFor } from '@tern/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EmbeddedQueue, EmbeddedStoreLockedError, openEmbeddedQueue } from '../src/embedded/index.js';
 import { scriptedDeliver } from './embedded-fixtures/deliver.js';
-import { tempStore, testMessage } from './embedded-fixtures/messages.js';
+import { storePaths, testMessage } from './embedded-fixtures/messages.js';
 import { type Child, spawnChild } from './embedded-fixtures/process.js';
 
 const children: Child[] = [];
 const queues: EmbeddedQueue[] = [];
-const cleanups: (() => void)[] = [];
 
-function store(): string {
-  const s = tempStore();
-  cleanups.push(s.cleanup);
-  return s.path;
-}
+const paths = storePaths();
+const store = paths.next;
 
 function child(args: string[]): Child {
   const c = spawnChild(args);
@@ -27,7 +23,7 @@ function child(args: string[]): Child {
 afterEach(async () => {
   await Promise.all(children.splice(0).map((c) => c.kill()));
   await Promise.all(queues.splice(0).map((q) => q.close()));
-  for (const cleanup of cleanups.splice(0)) cleanup();
+  paths.cleanup();
 });
 
 describe('embedded queue: crashes', () => {

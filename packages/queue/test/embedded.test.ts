@@ -12,18 +12,15 @@ import {
   EmbeddedStoreSchemaError,
   openEmbeddedQueue,
 } from '../src/embedded/index.js';
-import { scriptedDeliver } from './embedded-fixtures/deliver.js';
-import { tempStore, testMessage } from './embedded-fixtures/messages.js';
+import { QueueUnavailableError } from '../src/errors.js';
+import { gatedDeliver, reportAll, scriptedDeliver } from './embedded-fixtures/deliver.js';
+import { storePaths, testMessage } from './embedded-fixtures/messages.js';
 
 const DAY = 24 * 3600_000;
 const open: EmbeddedQueue[] = [];
-const dirs: (() => void)[] = [];
 
-function store(): string {
-  const s = tempStore();
-  dirs.push(s.cleanup);
-  return s.path;
-}
+const paths = storePaths();
+const store = paths.next;
 
 function queueAt(
   path: string,
@@ -36,7 +33,7 @@ function queueAt(
 
 afterEach(async () => {
   await Promise.all(open.splice(0).map((q) => q.close()));
-  for (const cleanup of dirs.splice(0)) cleanup();
+  paths.cleanup();
 });
 
 describe('embedded queue: storage', () => {
@@ -45,7 +42,7 @@ describe('embedded queue: storage', () => {
     const q = queueAt(path);
     const message = testMessage({ to: ['a@one.test', 'b@ONE.test', 'c@two.test'] });
     const id = await q.enqueue({ ...message, messageId: '<m1@origin.test>' });
-    expect(id).toMatch(/^[0-9A-Z]{19}$/);
+    expect(id).toMatch(/^[0-9A-Z]{21}$/);
     await q.close();
 
     const again = queueAt(path);
@@ -85,6 +82,7 @@ describe('embedded queue: storage', () => {
     const empty = testMessage({ to: [] });
     await expect(q.enqueue(empty)).rejects.toThrow(/no recipients/);
     await q.close();
+    await expect(q.enqueue(testMessage())).rejects.toThrow(QueueUnavailableError);
     await expect(q.enqueue(testMessage())).rejects.toThrow(/closed/);
   });
 
@@ -328,13 +326,7 @@ describe('embedded queue: delivery', () => {
           await sleep(100);
           active--;
         }
-        return {
-          recipients: job.recipients.map((r) => ({
-            address: r.address,
-            result: 'delivered',
-            reply: { code: 250, enhanced: '2.0.0', text: 'OK' },
-          })),
-        };
+        return reportAll(job, 'delivered');
       },
       { concurrency: 10 },
     );
@@ -366,30 +358,17 @@ describe('embedded queue: operator actions', () => {
   it('holds a job that is in flight once its attempt ends, and keeps the hold across a restart', async () => {
     const path = store();
     const q = queueAt(path);
-    let finish: (() => void) | undefined;
     const id = await q.enqueue(testMessage());
-    await q.startWorker(
-      async (job) => {
-        await new Promise<void>((resolve) => {
-          finish = resolve;
-        });
-        return {
-          recipients: job.recipients.map((r) => ({
-            address: r.address,
-            result: 'deferred',
-            reply: { code: 451, enhanced: '4.2.0', text: 'later' },
-          })),
-        };
-      },
-      { retry: { intervals: ['1s'] } },
-    );
-    await waitFor(() => finish !== undefined);
+    const gated = gatedDeliver('deferred');
+    await q.startWorker(gated.deliver, { retry: { intervals: ['1s'] } });
+    await waitFor(() => gated.started.length === 1);
     expect((await q.inspect(id))?.jobs[0]?.state).toBe('active');
     expect(await q.hold(id)).toBe(1);
-    finish?.();
+    gated.open();
     await waitFor(async () => (await q.inspect(id))?.jobs[0]?.state === 'held');
     await sleep(1300); // past the 1 s retry: still held
     expect((await q.inspect(id))?.jobs[0]?.attempts).toBe(1);
+    expect(gated.started).toHaveLength(1);
     await q.close();
 
     const again = queueAt(path);
@@ -409,31 +388,19 @@ describe('embedded queue: operator actions', () => {
 
   it('removes a message without a bounce, also while it is in flight', async () => {
     const q = queueAt(store());
-    const calls: string[] = [];
-    let finish: (() => void) | undefined;
     const id = await q.enqueue(testMessage());
     const waiting = await q.enqueue(testMessage({ to: ['x@other.test'] }));
     expect(await q.hold(waiting)).toBe(1);
-    await q.startWorker(async (job) => {
-      calls.push(job.queueId);
-      await new Promise<void>((resolve) => {
-        finish = resolve;
-      });
-      return {
-        recipients: job.recipients.map((r) => ({
-          address: r.address,
-          result: 'failed',
-          reply: { code: 550, enhanced: '5.1.1', text: 'no' },
-        })),
-      };
-    });
-    await waitFor(() => finish !== undefined);
+    const gated = gatedDeliver('failed');
+    await q.startWorker(gated.deliver);
+    await waitFor(() => gated.started.length === 1);
     expect(await q.remove(id)).toBe(true);
     expect(await q.remove(waiting)).toBe(true);
     expect(await q.remove('NOSUCHID')).toBe(false);
-    finish?.();
+    gated.open();
     await sleep(300);
-    expect(calls).toEqual([id]);
+    expect(gated.started.map((j) => j.queueId)).toEqual([id]);
     expect(await q.list()).toEqual([]);
+    expect(await q.inspect(id)).toBeNull();
   });
 });

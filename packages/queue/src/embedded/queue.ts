@@ -2,7 +2,7 @@
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { domainOf, type Logger, silentLogger } from '@tern/plugin-api';
+import { type Logger, silentLogger } from '@tern/plugin-api';
 import type Database from 'better-sqlite3';
 import {
   type AttemptOutcome,
@@ -20,6 +20,8 @@ import type {
   WorkerOptions,
 } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
+import { QueueUnavailableError } from '../errors.js';
+import { newQueueId, planJobs } from '../plan.js';
 import { closeStore, openStore } from './store.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
@@ -106,11 +108,6 @@ const PERSIST_FAILURE_RETRY_MS = 60_000;
 /** A lease outlives any sane attempt; it is informative for operators, since only restarts reclaim jobs. */
 const LEASE_MS = 30 * 60_000;
 
-/** A queue id: time-ordered (base-36 milliseconds) then random, safe in an SMTP reply. */
-export function newQueueId(now = Date.now()): string {
-  return `${now.toString(36).toUpperCase().padStart(9, '0')}${randomBytes(5).toString('hex').toUpperCase()}`;
-}
-
 /** Opens (or creates) the embedded queue at `options.path`; fails when another process holds it. */
 export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue {
   return new EmbeddedQueue(options);
@@ -152,7 +149,7 @@ export class EmbeddedQueue implements QueueBackend {
   }
 
   enqueue(message: IncomingMessage): Promise<string> {
-    if (this.#closed) return Promise.reject(new Error(`embedded queue ${this.location} is closed`));
+    if (this.#closed) return Promise.reject(this.#closedError());
     let prepared: PreparedMessage;
     try {
       prepared = prepareMessage(message);
@@ -172,7 +169,7 @@ export class EmbeddedQueue implements QueueBackend {
     this.#pending = [];
     if (batch.length === 0) return;
     if (this.#closed) {
-      for (const p of batch) p.reject(new Error(`embedded queue ${this.location} is closed`));
+      for (const p of batch) p.reject(this.#closedError());
       return;
     }
     try {
@@ -182,7 +179,7 @@ export class EmbeddedQueue implements QueueBackend {
       for (const p of batch) p.resolve(p.message.queueId);
     } catch (error) {
       if (batch.length === 1) {
-        batch[0]?.reject(error);
+        batch[0]?.reject(unavailable(this.location, error));
       } else {
         // One bad message must not cost the others their place: retry each on its own.
         for (const p of batch) {
@@ -190,12 +187,16 @@ export class EmbeddedQueue implements QueueBackend {
             this.#db.transaction(() => this.#insert(p.message))();
             p.resolve(p.message.queueId);
           } catch (single) {
-            p.reject(single);
+            p.reject(unavailable(this.location, single));
           }
         }
       }
     }
     this.#wake();
+  }
+
+  #closedError(): QueueUnavailableError {
+    return new QueueUnavailableError(`queue unavailable: embedded queue ${this.location} is closed`);
   }
 
   #insert(m: PreparedMessage): void {
@@ -487,31 +488,33 @@ export class EmbeddedQueue implements QueueBackend {
   }
 }
 
-/** Validates and serialises a message and groups its recipients into one job per domain. */
+/** A store failure as intake sees it: 451 4.3.0 for the client, the SQLite error for the log. */
+function unavailable(location: string, error: unknown): QueueUnavailableError {
+  return new QueueUnavailableError(
+    `queue unavailable: embedded queue ${location}: ${(error as Error)?.message}`,
+    {
+      cause: error,
+    },
+  );
+}
+
+/** Validates and serialises a message and its jobs (one per recipient domain, as every backend plans them). */
 function prepareMessage(message: IncomingMessage): PreparedMessage {
-  const { envelope } = message;
-  if (envelope.recipients.length === 0) throw new TypeError('enqueue: the envelope has no recipients');
-  const queueId = newQueueId();
-  const byDomain = new Map<string, RecipientState[]>();
-  for (const r of envelope.recipients) {
-    const domain = domainOf(r.address);
-    const list = byDomain.get(domain) ?? [];
-    list.push({ ...r, status: 'pending' });
-    byDomain.set(domain, list);
-  }
-  let n = 0;
+  if (message.envelope.recipients.length === 0)
+    throw new TypeError('enqueue: the envelope has no recipients');
+  const queueId = newQueueId(message.receivedAt);
   return {
     queueId,
-    envelope: JSON.stringify(envelope),
+    envelope: JSON.stringify(message.envelope),
     body: message.chunks.length === 1 ? (message.chunks[0] as Buffer) : Buffer.concat(message.chunks),
     createdAt: message.receivedAt,
     messageId: message.messageId ?? null,
     source: message.source === undefined ? null : JSON.stringify(message.source),
     isBounce: message.isBounce === true ? 1 : 0,
-    jobs: [...byDomain].map(([domain, recipients]) => ({
-      id: `${queueId}.${++n}`,
-      domain,
-      recipients: JSON.stringify(recipients),
+    jobs: planJobs(queueId, message).map((job) => ({
+      id: job.id,
+      domain: job.domain,
+      recipients: JSON.stringify(job.recipients),
     })),
   };
 }

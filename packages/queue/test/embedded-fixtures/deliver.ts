@@ -2,7 +2,13 @@
 // every call with the message it could read.
 import { text } from 'node:stream/consumers';
 import type { NextHop } from '@tern/plugin-api';
-import type { AttemptResult, Deliver, DeliveryJob, RecipientOutcome } from '../../src/contract.js';
+import type {
+  AttemptResult,
+  Deliver,
+  DeliveryJob,
+  DeliveryReport,
+  RecipientOutcome,
+} from '../../src/contract.js';
 
 export interface Call {
   readonly job: DeliveryJob;
@@ -33,4 +39,32 @@ export function scriptedDeliver(
     return { recipients, hop: HOP, remoteMta: 'mx.dest.test[127.0.0.1]:2525' };
   };
   return { deliver, calls };
+}
+
+/** The same result for every recipient of a job. */
+export function reportAll(job: DeliveryJob, result: AttemptResult): DeliveryReport {
+  return {
+    recipients: job.recipients.map((r) => ({ address: r.address, result, reply: REPLIES[result] })),
+    hop: HOP,
+    remoteMta: 'mx.dest.test[127.0.0.1]:2525',
+  };
+}
+
+/** Deliveries that wait until `open()`, then answer `result` for everyone: jobs held in flight. */
+export function gatedDeliver(result: AttemptResult): {
+  deliver: Deliver;
+  started: DeliveryJob[];
+  open: () => void;
+} {
+  const started: DeliveryJob[] = [];
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  const deliver: Deliver = async (job) => {
+    started.push(job);
+    await gate;
+    return reportAll(job, result);
+  };
+  return { deliver, started, open };
 }

@@ -35,3 +35,18 @@ export function tempStore(): { path: string; dir: string; cleanup: () => void } 
   const dir = mkdtempSync(join(tmpdir(), 'tern-embedded-'));
   return { dir, path: join(dir, 'queue.db'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/** Hands out fresh store paths and removes them all at `cleanup()` (call it in afterEach). */
+export function storePaths(): { next: () => string; cleanup: () => void } {
+  const made: (() => void)[] = [];
+  return {
+    next: () => {
+      const s = tempStore();
+      made.push(s.cleanup);
+      return s.path;
+    },
+    cleanup: () => {
+      for (const c of made.splice(0)) c();
+    },
+  };
+}
