@@ -366,7 +366,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
             );
             return report({ hop, remoteMta: session.remoteMta });
           } finally {
-            pool.give(key, session);
+            await pool.give(key, session);
           }
         } finally {
           await hostAdmission.release();

@@ -35,8 +35,11 @@ export class ConnectionPool {
     return entry.session;
   }
 
-  /** Hands a session back after a transaction: kept for reuse, or closed when it cannot serve again. */
-  give(key: string, session: SmtpSession): void {
+  /**
+   * Hands a session back after a transaction: kept for reuse, or closed when it cannot serve again. Resolves
+   * once a closing session is closed, so a throttle slot is not given back while its connection lingers.
+   */
+  async give(key: string, session: SmtpSession): Promise<void> {
     const list = this.#idle.get(key) ?? [];
     if (
       this.#closing ||
@@ -44,7 +47,7 @@ export class ConnectionPool {
       session.transactions >= this.#options.maxMessagesPerConnection ||
       list.length >= this.#options.maxIdlePerKey
     ) {
-      void session.quit();
+      await session.quit();
       return;
     }
     const timer = setTimeout(() => {

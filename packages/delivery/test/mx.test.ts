@@ -1,0 +1,150 @@
+import { createSocket, type Socket } from 'node:dgram';
+import { startDnsServer, type TestDns } from '@tern/testkit';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MxResolver } from '../src/mx.js';
+
+let dns: TestDns;
+
+beforeAll(async () => {
+  dns = await startDnsServer({
+    'two.test': {
+      MX: [
+        { exchange: 'backup.two.test', priority: 20 },
+        { exchange: 'primary.two.test', priority: 10 },
+      ],
+    },
+    'primary.two.test': { A: ['127.0.0.2'], AAAA: ['::1'] },
+    'backup.two.test': { A: ['127.0.0.3'] },
+    'equal.test': {
+      MX: [
+        { exchange: 'a.equal.test', priority: 10 },
+        { exchange: 'b.equal.test', priority: 10 },
+        { exchange: 'c.equal.test', priority: 30 },
+      ],
+    },
+    'a.equal.test': { A: ['127.0.0.4'] },
+    'b.equal.test': { A: ['127.0.0.5'] },
+    'c.equal.test': { A: ['127.0.0.6'] },
+    'implicit.test': { A: ['127.0.0.7'], AAAA: ['::1'] },
+    'nomail.test': { TXT: ['v=spf1 -all'] },
+    'null.test': { MX: [{ exchange: '.', priority: 0 }] },
+    'dangling.test': { MX: [{ exchange: 'gone.dangling.test', priority: 10 }] },
+    'flaky.test': { MX: [{ exchange: 'mx.flaky.test', priority: 10 }] },
+    'mx.flaky.test': { A: ['127.0.0.8'] },
+    'broken.test': { MX: [{ exchange: 'mx.broken.test', priority: 10 }] },
+  });
+  dns.servfail('broken.test');
+  dns.servfail('mx.flaky.test');
+});
+
+afterAll(async () => {
+  await dns.stop();
+});
+
+const resolver = (order?: 'ipv4-first' | 'ipv6-first'): MxResolver =>
+  new MxResolver({
+    servers: [dns.server],
+    timeoutMs: 1000,
+    tries: 1,
+    ...(order ? { addressOrder: order } : {}),
+  });
+
+describe('MxResolver against a DNS server', () => {
+  it('orders MX hosts by preference and resolves A and AAAA of each (IPv4 first by default)', async () => {
+    const result = await resolver().resolveMx('two.test');
+    expect(result).toEqual({
+      ok: true,
+      hosts: [
+        { name: 'primary.two.test', preference: 10, addresses: ['127.0.0.2', '::1'], implicit: false },
+        { name: 'backup.two.test', preference: 20, addresses: ['127.0.0.3'], implicit: false },
+      ],
+    });
+  });
+
+  it('puts IPv6 first when asked', async () => {
+    const result = await resolver('ipv6-first').resolveMx('two.test');
+    expect(result.ok && result.hosts[0]?.addresses).toEqual(['::1', '127.0.0.2']);
+  });
+
+  it('shuffles hosts of equal preference and keeps them ahead of worse ones', async () => {
+    const firsts = new Set<string>();
+    for (let i = 0; i < 40; i++) {
+      const result = await resolver().resolveMx('equal.test');
+      if (!result.ok) throw new Error('lookup failed');
+      expect(result.hosts.map((h) => h.preference)).toEqual([10, 10, 30]);
+      firsts.add(result.hosts[0]?.name ?? '');
+    }
+    expect(firsts).toEqual(new Set(['a.equal.test', 'b.equal.test']));
+  });
+
+  it('uses the A/AAAA records of the domain itself when it has no MX (implicit MX)', async () => {
+    expect(await resolver().resolveMx('implicit.test')).toEqual({
+      ok: true,
+      hosts: [{ name: 'implicit.test', preference: 0, addresses: ['127.0.0.7', '::1'], implicit: true }],
+    });
+  });
+
+  it('fails at once with 5.1.10 for a null MX (RFC 7505)', async () => {
+    const result = await resolver().resolveMx('null.test');
+    expect(result).toMatchObject({ ok: false, result: 'failed', reply: { code: 550, enhanced: '5.1.10' } });
+    if (!result.ok) expect(result.reply.text).toContain('does not accept mail (null MX)');
+  });
+
+  it('fails with 5.1.2 for a domain that does not exist', async () => {
+    expect(await resolver().resolveMx('nowhere.test')).toMatchObject({
+      ok: false,
+      result: 'failed',
+      reply: { code: 550, enhanced: '5.1.2' },
+    });
+  });
+
+  it('fails with 5.1.2 for a domain with neither MX nor address records', async () => {
+    expect(await resolver().resolveMx('nomail.test')).toMatchObject({
+      ok: false,
+      result: 'failed',
+      reply: { enhanced: '5.1.2' },
+    });
+  });
+
+  it('defers with 4.4.3 when the MX lookup gets SERVFAIL', async () => {
+    expect(await resolver().resolveMx('broken.test')).toMatchObject({
+      ok: false,
+      result: 'deferred',
+      reply: { code: 451, enhanced: '4.4.3' },
+    });
+  });
+
+  it('defers with 4.4.3 when the only MX host cannot be resolved for now', async () => {
+    expect(await resolver().resolveMx('flaky.test')).toMatchObject({
+      ok: false,
+      result: 'deferred',
+      reply: { enhanced: '4.4.3' },
+    });
+  });
+
+  it('fails with 5.4.4 when no MX host name exists', async () => {
+    expect(await resolver().resolveMx('dangling.test')).toMatchObject({
+      ok: false,
+      result: 'failed',
+      reply: { enhanced: '5.4.4' },
+    });
+  });
+
+  it('defers with 4.4.3 when the name server does not answer in time', async () => {
+    const silent: Socket = createSocket('udp4');
+    await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+    try {
+      const { port } = silent.address();
+      const mute = new MxResolver({ servers: [`127.0.0.1:${port}`], timeoutMs: 200, tries: 1 });
+      const result = await mute.resolveMx('two.test');
+      expect(result).toMatchObject({ ok: false, result: 'deferred', reply: { enhanced: '4.4.3' } });
+      if (!result.ok) expect(result.reply.text).toContain('ETIMEOUT');
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('takes an IP literal as its own address', async () => {
+    expect(await resolver().resolveAddresses('[127.0.0.9]')).toEqual({ ok: true, value: ['127.0.0.9'] });
+  });
+});
