@@ -1,0 +1,85 @@
+import { describe, expect, test } from 'vitest';
+import { addressGroup, NetworkList, parseCidr, parseIp } from '../src/address.js';
+import { durationMs, formatWait } from '../src/duration.js';
+
+describe('durations', () => {
+  test.each([
+    ['30s', 30_000],
+    ['5m', 300_000],
+    ['10 min', 600_000],
+    ['1h', 3_600_000],
+    ['2 hours', 7_200_000],
+    ['1d', 86_400_000],
+    ['7 days', 604_800_000],
+    [1500, 1500],
+  ])('%s is %d ms', (text, ms) => {
+    expect(durationMs(text)).toBe(ms);
+  });
+
+  test.each(['', '1', 'h', '1w', '-5m', '1.5h', 0, -1, 1.5, null, '0s'])('%s is not a window', (text) => {
+    expect(durationMs(text)).toBeUndefined();
+  });
+
+  test('waits are rounded up the way a person reads them', () => {
+    expect(formatWait(1)).toBe('1 s');
+    expect(formatWait(36_001)).toBe('37 s');
+    expect(formatWait(119_000)).toBe('119 s');
+    expect(formatWait(120_000)).toBe('2 min');
+    expect(formatWait(1_800_000)).toBe('30 min');
+    expect(formatWait(3 * 3_600_000)).toBe('3 h');
+    expect(formatWait(3 * 86_400_000)).toBe('3 d');
+    expect(formatWait(Number.POSITIVE_INFINITY)).toBe('a while');
+  });
+});
+
+describe('client address groups', () => {
+  test('IPv4 by address and by /24', () => {
+    expect(addressGroup('192.0.2.77', 32, 64)).toBe('192.0.2.77');
+    expect(addressGroup('192.0.2.77', 24, 48)).toBe('192.0.2.0/24');
+    expect(addressGroup('192.0.2.200', 24, 48)).toBe('192.0.2.0/24');
+    expect(addressGroup('192.0.3.1', 24, 48)).toBe('192.0.3.0/24');
+  });
+
+  test('IPv4-mapped IPv6 counts as the IPv4 address', () => {
+    expect(addressGroup('::ffff:192.0.2.77', 32, 64)).toBe('192.0.2.77');
+    expect(addressGroup('::FFFF:c000:024d', 24, 64)).toBe('192.0.2.0/24');
+  });
+
+  test('IPv6 by /64, whatever the spelling', () => {
+    const group = '2001:db8:1:2::/64';
+    expect(addressGroup('2001:db8:1:2::1', 32, 64)).toBe(group);
+    expect(addressGroup('2001:0DB8:0001:0002:ffff:ffff:ffff:ffff', 32, 64)).toBe(group);
+    expect(addressGroup('[2001:db8:1:2:a::b]', 32, 64)).toBe(group);
+    expect(addressGroup('fe80::1%eth0', 32, 64)).toBe('fe80::/64');
+    expect(addressGroup('2001:db8:1:3::1', 32, 64)).toBe('2001:db8:1:3::/64');
+    expect(addressGroup('2001:db8:1:2::1', 32, 48)).toBe('2001:db8:1::/48');
+    expect(addressGroup('2001:db8::7', 32, 128)).toBe('2001:db8::7');
+    expect(addressGroup('::1', 32, 128)).toBe('::1');
+  });
+
+  test('an odd prefix masks inside a byte', () => {
+    expect(addressGroup('192.0.2.255', 25, 64)).toBe('192.0.2.128/25');
+    expect(addressGroup('2001:fdb8:ffff::', 32, 20)).toBe('2001:f000::/20');
+    expect(addressGroup('2001:db8:ffff::', 32, 20)).toBe('2001::/20');
+  });
+
+  test('not an address', () => {
+    expect(parseIp('example.test')).toBeUndefined();
+    expect(addressGroup('300.1.1.1', 24, 64)).toBeUndefined();
+    expect(parseCidr('10.0.0.0/33')).toBeUndefined();
+    expect(parseCidr('10.0.0.0/8/8')).toBeUndefined();
+    expect(parseCidr('2001:db8::/129')).toBeUndefined();
+  });
+
+  test('network lists match by CIDR, bare addresses and mapped IPv4', () => {
+    const list = new NetworkList(['10.0.0.0/8', '192.0.2.5', '2001:db8:aa::/48']);
+    expect(list.has('10.200.1.1')).toBe(true);
+    expect(list.has('::ffff:10.1.1.1')).toBe(true);
+    expect(list.has('11.0.0.1')).toBe(false);
+    expect(list.has('192.0.2.5')).toBe(true);
+    expect(list.has('192.0.2.6')).toBe(false);
+    expect(list.has('2001:db8:aa:ffff::1')).toBe(true);
+    expect(list.has('2001:db8:ab::1')).toBe(false);
+    expect(new NetworkList([]).has('10.0.0.1')).toBe(false);
+  });
+});
