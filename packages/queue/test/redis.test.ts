@@ -65,6 +65,9 @@ describe('RedisQueue: delivery', () => {
     const id = await q.enqueue(message);
 
     expect((await q.readMessage(id))?.equals(Buffer.concat(message.chunks))).toBe(true);
+    const keys = redisKeys(q.prefix, id);
+    expect(await admin.exists(keys.meta, keys.body, keys.jobs)).toBe(3);
+    expect(await admin.smembers(keys.jobs)).toEqual(expect.arrayContaining([`${id}@x.test`, `${id}@y.test`]));
     const record = await q.inspect(id);
     expect(record?.envelope).toEqual(message.envelope);
     expect(record?.jobs.map((j) => [j.domain, j.state, j.recipients.map((r) => r.address)])).toEqual([
@@ -85,5 +88,329 @@ describe('RedisQueue: delivery', () => {
     // Completed jobs are removed, nothing lingers in BullMQ's failed set.
     expect(await admin.keys(`${q.prefix}:${q.queueName}:${id}*`)).toEqual([]);
     expect(await admin.zcard(`${q.prefix}:${q.queueName}:failed`)).toBe(0);
+  });
+});
+
+describe('RedisQueue: retries and bounces', () => {
+  it('retries a 4xx after the schedule and delivers on the next attempt', async () => {
+    const q = await queue();
+    const { deliver, calls } = recordingDeliver((_, attempt) => (attempt === 0 ? BUSY : OK));
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    await q.startWorker(deliver, fast);
+
+    await waitFor(async () => (await q.inspect(id))?.jobs[0]?.attempts === 1, 5000);
+    const job = (await q.inspect(id))?.jobs[0];
+    expect(job?.state).toBe('scheduled');
+    expect(job?.recipients[0]?.lastReply).toEqual(BUSY);
+    expect(job?.nextAttemptAt).toBeGreaterThanOrEqual((calls[0]?.at ?? 0) + 900);
+
+    await waitFor(() => calls.length === 2, 5000);
+    expect((calls[1]?.at ?? 0) - (calls[0]?.at ?? 0)).toBeGreaterThanOrEqual(900);
+    expect(calls[1]?.job.attempts).toBe(1);
+    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('defers every recipient when deliver throws, and never leaves the job in the failed set', async () => {
+    const q = await queue();
+    const recorded = recordingDeliver();
+    let thrown = 0;
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    await q.startWorker(async (job, open) => {
+      if (thrown++ === 0) throw new Error('resolver exploded');
+      return recorded.deliver(job, open);
+    }, fast);
+    await waitFor(() => recorded.calls.length === 1, 5000);
+    expect(recorded.calls[0]?.job.attempts).toBe(1);
+    expect(recorded.calls[0]?.job.recipients[0]?.lastReply?.enhanced).toBe('4.3.0');
+    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+    expect(await admin.zcard(`${q.prefix}:${q.queueName}:failed`)).toBe(0);
+  });
+
+  it('bounces a 5xx to the return path as an RFC 3464 report carrying the original headers', async () => {
+    const q = await queue();
+    const { deliver, calls } = recordingDeliver((address) => (address === 'bob@x.test' ? UNKNOWN : OK));
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'Lunch on Friday'));
+    await q.startWorker(deliver, fast);
+
+    await waitFor(() => calls.length === 2, 5000);
+    const bounce = calls[1];
+    expect(bounce?.job.envelope.mailFrom).toBe('');
+    expect(bounce?.job.isBounce).toBe(true);
+    expect(bounce?.job.recipients.map((r) => r.address)).toEqual(['alice@src.test']);
+
+    const report = parseReport(bounce?.message ?? Buffer.alloc(0));
+    expect(report.headers.get('to')).toBe('<alice@src.test>');
+    expect(report.headers.get('auto-submitted')).toBe('auto-replied');
+    expect(report.status[0]).toMatchObject({ 'reporting-mta': 'dns; mx.tern.test', 'x-tern-queue-id': id });
+    expect(report.status.slice(1)).toEqual([
+      expect.objectContaining({
+        'final-recipient': 'rfc822; bob@x.test',
+        action: 'failed',
+        status: '5.1.1',
+        'diagnostic-code': 'smtp; 550 5.1.1 No such user here',
+        'remote-mta': 'dns; mx.x.test',
+      }),
+    ]);
+    const original = report.parts.find((p) => p.headers.get('content-type') === 'text/rfc822-headers');
+    expect(original?.body).toContain('Subject: Lunch on Friday\r\n');
+    expect(original?.body).not.toContain('Just a test.');
+
+    await waitFor(async () => (await messageKeys(q)).length === 0, 5000);
+  });
+
+  it('never bounces to <>: a failed message from the null sender is dropped', async () => {
+    const q = await queue();
+    const { deliver, calls } = recordingDeliver(() => UNKNOWN);
+    const id = await q.enqueue(testMessage('', ['bob@x.test']));
+    await q.startWorker(deliver, fast);
+    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+    await sleep(300);
+    expect(calls).toHaveLength(1);
+    expect(await messageKeys(q)).toEqual([]);
+  });
+
+  it('drops a bounce of its own that fails, with a log line, instead of bouncing it', async () => {
+    const q = await queue();
+    const logger = memoryLogger();
+    const { deliver, calls } = recordingDeliver(() => UNKNOWN);
+    await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    await q.startWorker(deliver, { ...fast, logger });
+    await waitFor(() => calls.length === 2, 5000);
+    await waitFor(async () => (await messageKeys(q)).length === 0, 5000);
+    await sleep(300);
+    expect(calls).toHaveLength(2);
+    expect(calls[1]?.job.isBounce).toBe(true);
+    expect(
+      logger.records.some((r) => r.level === 'warn' && /bounce we generated/.test(r.message ?? '')),
+    ).toBe(true);
+  });
+
+  it('splits delivered from failed: the bounce names only the failed recipient', async () => {
+    const q = await queue();
+    const { deliver, calls } = recordingDeliver((address) => (address === 'bob@x.test' ? UNKNOWN : OK));
+    await q.enqueue(testMessage('alice@src.test', ['bob@x.test', 'dave@x.test']));
+    await q.startWorker(deliver, fast);
+    await waitFor(() => calls.length === 2, 5000);
+    expect(calls[0]?.job.recipients.map((r) => r.address)).toEqual(['bob@x.test', 'dave@x.test']);
+    const report = parseReport(calls[1]?.message ?? Buffer.alloc(0));
+    expect(report.status.slice(1).map((g) => g['final-recipient'])).toEqual(['rfc822; bob@x.test']);
+  });
+
+  it('splits delivered from deferred: only the deferred recipient is in the next attempt', async () => {
+    const q = await queue();
+    const { deliver, calls } = recordingDeliver((address, attempt) =>
+      address === 'bob@x.test' && attempt === 0 ? BUSY : OK,
+    );
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test', 'dave@x.test']));
+    await q.startWorker(deliver, fast);
+    await waitFor(() => calls.length === 2, 5000);
+    expect(calls[0]?.job.recipients.map((r) => r.address)).toEqual(['bob@x.test', 'dave@x.test']);
+    expect(calls[1]?.job.recipients.map((r) => r.address)).toEqual(['bob@x.test']);
+    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+    expect(calls).toHaveLength(2);
+  });
+
+  it('bounces as expired once the message outlives the schedule', async () => {
+    const q = await queue();
+    const { deliver, calls } = recordingDeliver((address) => (address === 'bob@x.test' ? BUSY : OK));
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    await q.startWorker(deliver, { ...fast, retry: { intervals: ['1s'], maxAge: '2500ms' } });
+    await waitFor(() => calls.some((c) => c.job.isBounce), 10_000);
+    const attempts = calls.filter((c) => !c.job.isBounce);
+    expect(attempts.length).toBeGreaterThanOrEqual(3);
+    const report = parseReport(calls.find((c) => c.job.isBounce)?.message ?? Buffer.alloc(0));
+    expect(report.status[1]).toMatchObject({
+      'final-recipient': 'rfc822; bob@x.test',
+      action: 'failed',
+      status: '5.4.7',
+      'diagnostic-code': 'smtp; 451 4.7.1 Greylisted, try later',
+    });
+    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+  });
+
+  it('fires delivered, deferred and bounced hooks; deferred advice moves the retry, bounced advice suppresses', async () => {
+    const q = await queue();
+    const seen: string[] = [];
+    const plugins = new PluginHost([
+      {
+        name: 'observer',
+        delivered: (ctx) => {
+          seen.push(
+            `delivered ${ctx.results.map((r) => r.recipient.address).join(',')} via ${ctx.remoteMta}`,
+          );
+        },
+        deferred: (ctx) => {
+          seen.push(`deferred ${ctx.results.map((r) => r.recipient.address).join(',')}`);
+          return { retryAt: new Date(Date.now() + 1000) };
+        },
+        bounced: (ctx) => {
+          seen.push(`bounced ${ctx.reason} ${ctx.results.map((r) => r.recipient.address).join(',')}`);
+          return { suppress: true };
+        },
+      },
+    ]);
+    const { deliver, calls } = recordingDeliver((address, attempt) =>
+      address === 'bob@x.test' ? (attempt === 0 ? BUSY : UNKNOWN) : OK,
+    );
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test', 'dave@x.test']));
+    // The schedule says 1 minute; the plugin says 1 second.
+    await q.startWorker(deliver, { ...fast, retry: { intervals: ['1m'] }, plugins });
+    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+    await sleep(300);
+    expect(seen).toEqual([
+      'delivered dave@x.test via mx.x.test[192.0.2.25]:25',
+      'deferred bob@x.test',
+      'bounced permanent bob@x.test',
+    ]);
+    // Suppressed: no bounce went out.
+    expect(calls).toHaveLength(2);
+  });
+});
+
+describe('RedisQueue: durability', () => {
+  it('stores a large message in pieces and hands it to delivery unchanged', async () => {
+    const q = await queue();
+    const chunks = Array.from({ length: 80 }, (_, i) => randomBytes(64 * 1024 + i));
+    const message = { ...testMessage('alice@src.test', ['bob@x.test']), chunks };
+    const id = await q.enqueue(message);
+    expect((await q.readMessage(id))?.equals(Buffer.concat(chunks))).toBe(true);
+    const { deliver, calls } = recordingDeliver();
+    await q.startWorker(deliver, fast);
+    await waitFor(() => calls.length === 1, 5000);
+    expect(calls[0]?.message.equals(Buffer.concat(chunks))).toBe(true);
+  });
+
+  it('enqueues in one round trip to Redis', async () => {
+    const proxy = await startCountingProxy(redis.port);
+    try {
+      const q = await queue({ url: `redis://127.0.0.1:${proxy.port}` });
+      for (const n of [1, 2]) {
+        proxy.reset();
+        await q.enqueue(
+          testMessage('alice@src.test', ['bob@x.test', 'carol@y.test', 'dave@z.test'], `rt${n}`),
+        );
+        expect(proxy.turns(), `enqueue #${n}`).toBe(1);
+      }
+      await q.close();
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('rejects enqueue at once while Redis is down, and recovers when it is back', async () => {
+    const own = await startRedis();
+    try {
+      const q = await openRedisQueue({ url: own.url, prefix: 'down', enqueueTimeoutMs: 2000 });
+      opened.push(q);
+      await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+      await own.kill();
+      const started = Date.now();
+      await expect(q.enqueue(testMessage('alice@src.test', ['bob@x.test']))).rejects.toBeInstanceOf(
+        QueueUnavailableError,
+      );
+      expect(Date.now() - started).toBeLessThan(2000);
+      await own.restart();
+      await waitFor(
+        () =>
+          q.enqueue(testMessage('alice@src.test', ['bob@x.test'])).then(
+            () => true,
+            () => false,
+          ),
+        10_000,
+        100,
+      );
+    } finally {
+      await own.stop();
+    }
+  });
+
+  it('rejects enqueue when Redis is slower than the timeout, and leaves nothing to deliver', async () => {
+    const q = await queue({ enqueueTimeoutMs: 500 });
+    const blocker = new Redis(redis.url);
+    try {
+      // A busy script blocks the server for 1.5 s, like a stalled disk or a long command would.
+      const busy = blocker.eval(
+        "local t = redis.call('TIME'); local s = t[1] * 1000 + t[2] / 1000; repeat local n = redis.call('TIME') until n[1] * 1000 + n[2] / 1000 - s > 1500; return 1",
+        0,
+      );
+      await sleep(50);
+      const started = Date.now();
+      await expect(q.enqueue(testMessage('alice@src.test', ['bob@x.test']))).rejects.toBeInstanceOf(
+        QueueUnavailableError,
+      );
+      expect(Date.now() - started).toBeLessThan(1200);
+      await busy;
+    } finally {
+      blocker.disconnect();
+    }
+    // The transaction ran once the server was free, and the withdrawal right behind it.
+    await waitFor(async () => (await admin.llen(`${q.prefix}:${q.queueName}:wait`)) === 1, 3000);
+    expect(await messageKeys(q)).toEqual([]);
+    const { deliver, calls } = recordingDeliver();
+    await q.startWorker(deliver, fast);
+    await waitFor(async () => (await admin.llen(`${q.prefix}:${q.queueName}:wait`)) === 0, 5000);
+    await sleep(200);
+    expect(calls).toHaveLength(0);
+  });
+
+  it('rejects enqueue when Redis is out of memory, and writes nothing', async () => {
+    const q = await queue();
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      await expect(q.enqueue(testMessage('alice@src.test', ['bob@x.test']))).rejects.toThrow(/OOM|EXECABORT/);
+      await expect(q.enqueue(testMessage('alice@src.test', ['bob@x.test']))).rejects.toBeInstanceOf(
+        QueueUnavailableError,
+      );
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    expect(await messageKeys(q)).toEqual([]);
+    expect(await admin.exists(`${q.prefix}:${q.queueName}:wait`)).toBe(0);
+    await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    expect(await messageKeys(q)).toHaveLength(3);
+  });
+});
+
+describe('RedisQueue: several workers', () => {
+  it('runs a job again on another node when its worker is killed mid-delivery', async () => {
+    const q = await queue();
+    const child = spawnScript('worker-child.ts', [redis.url, q.prefix, q.queueName, '1000']);
+    children.push(child);
+    await child.line(/^ready$/);
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    await child.line(new RegExp(`^delivering ${id}@x\\.test$`));
+    await child.kill();
+
+    const { deliver, calls } = recordingDeliver();
+    await q.startWorker(deliver, fast);
+    await waitFor(() => calls.length === 1, 10_000);
+    expect(calls[0]?.job.queueId).toBe(id);
+    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+    expect(await admin.zcard(`${q.prefix}:${q.queueName}:failed`)).toBe(0);
+  });
+
+  it('shares one queue between two workers, each message delivered once', async () => {
+    const a = await queue();
+    const b = await sibling(a);
+    const recorded = recordingDeliver();
+    const seenBy: Record<string, string[]> = { a: [], b: [] };
+    const slow =
+      (name: 'a' | 'b') =>
+      async (...args: Parameters<typeof recorded.deliver>) => {
+        seenBy[name]?.push(args[0].queueId);
+        await sleep(100);
+        return recorded.deliver(...args);
+      };
+    const ids: string[] = [];
+    for (let i = 0; i < 8; i++)
+      ids.push(await a.enqueue(testMessage('alice@src.test', ['bob@x.test'], `m${i}`)));
+    await a.startWorker(slow('a'), { ...fast, concurrency: 1 });
+    await b.startWorker(slow('b'), { ...fast, concurrency: 1 });
+    await waitFor(() => recorded.calls.length === 8, 10_000);
+    expect(seenBy.a?.length).toBeGreaterThan(0);
+    expect(seenBy.b?.length).toBeGreaterThan(0);
+    expect(recorded.calls.map((c) => c.job.queueId).sort()).toEqual([...ids].sort());
+    await waitFor(async () => (await messageKeys(a)).length === 0, 5000);
   });
 });

@@ -175,33 +175,19 @@ export class RedisQueue implements QueueBackend {
         .catch(() => {});
     }
 
-    const exec = multi.exec();
-    let timedOut = false;
     try {
-      const results = await withTimeout(exec, this.#timeoutMs, 'Redis did not confirm the message in time');
+      const results = await withTimeout(multi.exec(), this.#timeoutMs, 'Redis did not confirm the message in time');
       const failure = results?.find(([error]) => error !== null)?.[0];
       if (results === null || failure) throw failure ?? new Error('transaction discarded');
     } catch (error) {
-      timedOut = error instanceof TimeoutError;
-      if (timedOut) {
-        // The transaction may still land after we said 451: take it back then, so the client's
-        // retry is the only copy (or, if a worker was quicker, a duplicate: never a loss).
-        exec.then((results) => (results ? this.#withdraw(queueId, keys) : undefined)).catch(() => {});
-      } else {
-        // EXEC ran but a script failed inside: remove what did land.
-        await this.#withdraw(queueId, keys).catch(() => {});
-      }
+      // The MULTI may have landed (a script failed inside it) or may still land (Redis is slow, not
+      // gone). This DEL goes out on the same connection right behind it, so Redis runs it after: the
+      // message is withdrawn, and a worker drops its jobs when it finds the message gone. The
+      // client's retry after our 451 is then the only copy (or, if a worker was quicker, a duplicate).
+      this.#client.del(keys.jobs, keys.meta, keys.body).catch(() => {});
       throw new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
     }
     return queueId;
-  }
-
-  /** Takes back a message whose enqueue was reported as failed. */
-  async #withdraw(queueId: string, keys: ReturnType<typeof redisKeys>): Promise<void> {
-    const ids = await this.#client.smembers(keys.jobs);
-    await this.#client.del(keys.jobs, keys.meta, keys.body);
-    for (const id of ids) await this.#queue.remove(id).catch(() => 0);
-    this.#log.warn({ queueId }, 'withdrew a message whose enqueue timed out');
   }
 
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
