@@ -1,4 +1,7 @@
 // The embedded backend's public surface; packages/queue/src/index.ts re-exports it.
+
+export type { ExportedMessage, ExportSummary, ImportOptions, ImportSummary } from './export.js';
+export { exportQueue, ImportError, importQueue } from './export.js';
 export type { EmbeddedQueueOptions, JobState, ListOptions, QueueListEntry } from './queue.js';
 export { EmbeddedQueue, openEmbeddedQueue } from './queue.js';
 export type { StoreOwner } from './store.js';
