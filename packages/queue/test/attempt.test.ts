@@ -1,0 +1,171 @@
+// The shared attempt step with an in-memory store: hooks, notices, and what happens when a
+// notice cannot be enqueued. The backends' own tests run the same step against real storage.
+import { Readable } from 'node:stream';
+import { memoryLogger, PluginHost, type SmtpReply } from '@tern/plugin-api';
+import { describe, expect, it } from 'vitest';
+import { type AttemptStore, attemptSettings, LOCAL_ERROR_REPLY, runDeliveryAttempt } from '../src/attempt.js';
+import type { Deliver, DeliveryJob, IncomingMessage } from '../src/contract.js';
+import { parseReport } from './report-parser.js';
+
+const ok: SmtpReply = { code: 250, enhanced: '2.0.0', text: 'OK' };
+const busy: SmtpReply = { code: 451, enhanced: '4.7.1', text: 'Try later' };
+const unknown: SmtpReply = { code: 550, enhanced: '5.1.1', text: 'No such user' };
+const HOUR = 3_600_000;
+
+function job(overrides: Partial<DeliveryJob> = {}): DeliveryJob {
+  return {
+    id: 'Q1@x.test',
+    queueId: 'Q1',
+    domain: 'x.test',
+    envelope: {
+      mailFrom: 'alice@src.test',
+      recipients: [{ address: 'bob@x.test' }, { address: 'dave@x.test' }],
+    },
+    recipients: [
+      { address: 'bob@x.test', status: 'pending' },
+      { address: 'dave@x.test', status: 'pending' },
+    ],
+    attempts: 0,
+    createdAt: 0,
+    isBounce: false,
+    ...overrides,
+  };
+}
+
+function replies(table: Record<string, SmtpReply>): Deliver {
+  return async (j) => ({
+    recipients: j.recipients.map((r) => {
+      const reply = table[r.address] ?? ok;
+      return {
+        address: r.address,
+        reply,
+        result: reply.code < 300 ? 'delivered' : reply.code < 500 ? 'deferred' : 'failed',
+      };
+    }),
+  });
+}
+
+function store(failEnqueue = false): AttemptStore & { sent: IncomingMessage[] } {
+  const sent: IncomingMessage[] = [];
+  return {
+    sent,
+    openMessage: async () => Readable.from([Buffer.from('Subject: hi\r\n\r\nbody\r\n')]),
+    readHeaders: async () => Buffer.from('Subject: hi\r\n'),
+    enqueue: async (message) => {
+      if (failEnqueue) throw new Error('queue down');
+      sent.push(message);
+      return `N${sent.length}`;
+    },
+  };
+}
+
+describe('runDeliveryAttempt', () => {
+  it('finishes a job when every recipient is settled and bounces the failed one', async () => {
+    const s = store();
+    const out = await runDeliveryAttempt(
+      job(),
+      replies({ 'bob@x.test': unknown }),
+      s,
+      attemptSettings({ hostname: 'h.test' }, () => 1000),
+    );
+    expect(out.next).toBeUndefined();
+    expect(out.notices).toEqual(['N1']);
+    expect(s.sent[0]?.isBounce).toBe(true);
+    expect(s.sent[0]?.envelope).toEqual({ mailFrom: '', recipients: [{ address: 'alice@src.test' }] });
+  });
+
+  it('keeps only deferred recipients for the next attempt, at the scheduled time', async () => {
+    const out = await runDeliveryAttempt(
+      job(),
+      replies({ 'bob@x.test': busy }),
+      store(),
+      attemptSettings({ retry: { intervals: ['30s'] } }, () => 1000),
+    );
+    expect(out.next?.recipients.map((r) => [r.address, r.status, r.lastReply])).toEqual([
+      ['bob@x.test', 'pending', busy],
+    ]);
+    expect(out.next?.at).toEqual(new Date(31_000));
+    expect(out.next?.attempts).toBe(1);
+  });
+
+  it('treats a throwing deliver as a temporary failure of every recipient', async () => {
+    const logger = memoryLogger();
+    const out = await runDeliveryAttempt(
+      job(),
+      async () => {
+        throw new Error('boom');
+      },
+      store(),
+      attemptSettings({ logger }, () => 1000),
+    );
+    expect(out.next?.recipients.map((r) => r.lastReply)).toEqual([LOCAL_ERROR_REPLY, LOCAL_ERROR_REPLY]);
+    expect(logger.records.some((r) => r.level === 'error')).toBe(true);
+  });
+
+  it('sends one delay notice once it is due, and remembers that it did', async () => {
+    const s = store();
+    const settings = attemptSettings(
+      { retry: { delayNoticeAfter: '4h' }, hostname: 'h.test' },
+      () => 5 * HOUR,
+    );
+    const first = await runDeliveryAttempt(
+      job({ attempts: 4 }),
+      replies({ 'bob@x.test': busy }),
+      s,
+      settings,
+    );
+    expect(first.next?.delayNotified).toBe(true);
+    expect(s.sent).toHaveLength(1);
+    const report = parseReport(Buffer.concat(s.sent[0]?.chunks ?? []));
+    expect(report.status[1]).toMatchObject({
+      action: 'delayed',
+      'final-recipient': 'rfc822; bob@x.test',
+      status: '4.7.1',
+    });
+    const second = await runDeliveryAttempt(
+      job({ attempts: 5, delayNotified: true }),
+      replies({ 'bob@x.test': busy }),
+      s,
+      settings,
+    );
+    expect(second.next?.delayNotified).toBe(true);
+    expect(s.sent).toHaveLength(1);
+  });
+
+  it('sends the bounce where a bounced hook redirects it', async () => {
+    const s = store();
+    const plugins = new PluginHost([
+      { name: 'redirect', bounced: () => ({ redirectTo: 'postmaster@src.test' }) },
+    ]);
+    await runDeliveryAttempt(
+      job(),
+      replies({ 'bob@x.test': unknown }),
+      s,
+      attemptSettings({ plugins }, () => 1000),
+    );
+    expect(s.sent[0]?.envelope.recipients).toEqual([{ address: 'postmaster@src.test' }]);
+  });
+
+  it('keeps a failed recipient in the job when its bounce cannot be enqueued, rather than losing the bounce', async () => {
+    const out = await runDeliveryAttempt(
+      job(),
+      replies({ 'bob@x.test': unknown }),
+      store(true),
+      attemptSettings({ retry: { intervals: ['1m'] } }, () => 1000),
+    );
+    expect(out.notices).toEqual([]);
+    expect(out.next?.recipients.map((r) => r.address)).toEqual(['bob@x.test']);
+    expect(out.next?.at).toEqual(new Date(61_000));
+  });
+
+  it('does not let a deferred hook schedule a hot loop', async () => {
+    const plugins = new PluginHost([{ name: 'eager', deferred: () => ({ retryAt: new Date(0) }) }]);
+    const out = await runDeliveryAttempt(
+      job(),
+      replies({ 'bob@x.test': busy }),
+      store(),
+      attemptSettings({ plugins, retry: { minInterval: '10s' } }, () => 1000),
+    );
+    expect(out.next?.at).toEqual(new Date(11_000));
+  });
+});
