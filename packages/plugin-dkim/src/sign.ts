@@ -31,7 +31,7 @@ export interface AddedSignature {
 
 /** Hashes a body stream canonicalized as `mode`, chunk by chunk, never holding more than one chunk. */
 export async function bodyHash(
-  body: AsyncIterable<Uint8Array | string>,
+  body: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>,
   mode: CanonicalizationMode,
 ): Promise<string> {
   const hash = createHash('sha256');

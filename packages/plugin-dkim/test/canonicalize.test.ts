@@ -88,7 +88,12 @@ describe('body canonicalization', () => {
     const chunks = body.match(/[\s\S]{1,777}/g) as string[];
     for (const mode of MODES) {
       const want = createHash('sha256').update(reference(body, mode), 'latin1').digest('base64');
-      expect(await bodyHash(chunks.map((c) => Buffer.from(c, 'latin1')), mode)).toBe(want);
+      expect(
+        await bodyHash(
+          chunks.map((c) => Buffer.from(c, 'latin1')),
+          mode,
+        ),
+      ).toBe(want);
     }
   });
 

@@ -1,13 +1,11 @@
 // Shared test parts: drive the plugin through the queue stage with the plugin-api test kit, and verify
 // the result with two independent verifiers (dkimpy, mailauth) that fetch keys from a test DNS server.
 import { spawn, spawnSync } from 'node:child_process';
-import { Resolver } from 'node:dns/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { type Plugin, type TestSessionOptions, testPlugins } from '@tern/plugin-api';
 import type { TestDns } from '@tern/testkit';
-import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -70,12 +68,16 @@ export function dkimpyPython(): string {
   if (python) return python;
   const tried: string[] = [];
   for (const candidate of ['/usr/bin/python3', 'python3']) {
-    const probe = spawnSync(candidate, ['-c', 'import dkim, nacl.signing, dns.resolver'], { encoding: 'utf8' });
+    const probe = spawnSync(candidate, ['-c', 'import dkim, nacl.signing, dns.resolver'], {
+      encoding: 'utf8',
+    });
     if (probe.status === 0) {
       python = candidate;
       return candidate;
     }
-    tried.push(`${candidate}: ${(probe.stderr || probe.error?.message || 'failed').trim().split('\n').at(-1)}`);
+    tried.push(
+      `${candidate}: ${(probe.stderr || probe.error?.message || 'failed').trim().split('\n').at(-1)}`,
+    );
   }
   throw new Error(
     `python3-dkim (dkimpy) with python3-nacl and python3-dnspython is required to verify DKIM signatures independently; install it with: apt-get install -y python3-dkim python3-nacl python3-dnspython (${tried.join('; ')})`,
@@ -84,9 +86,17 @@ export function dkimpyPython(): string {
 
 /** Verifies every DKIM-Signature of a message with dkimpy, keys from the test DNS server. */
 export async function verifyWithDkimpy(raw: Buffer | Readable, dns: TestDns): Promise<DkimpyResult[]> {
-  const child = spawn(dkimpyPython(), [join(here, 'verify_dkim.py'), dns.host, String(dns.port)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  const out = await runWithStdin(
+    dkimpyPython(),
+    [join(here, 'verify_dkim.py'), dns.host, String(dns.port)],
+    raw,
+  );
+  return (JSON.parse(out) as { signatures: DkimpyResult[] }).signatures;
+}
+
+/** Runs a program with `input` on its stdin; resolves with its stdout, rejects with its stderr when it fails. */
+async function runWithStdin(command: string, args: string[], input: Buffer | Readable): Promise<string> {
+  const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -99,10 +109,12 @@ export async function verifyWithDkimpy(raw: Buffer | Readable, dns: TestDns): Pr
     child.once('error', reject);
     child.once('close', resolve);
   });
-  (Buffer.isBuffer(raw) ? Readable.from([raw]) : raw).pipe(child.stdin);
+  // A verifier that exits early closes stdin under us; its exit code and stderr tell why.
+  child.stdin.on('error', () => {});
+  (Buffer.isBuffer(input) ? Readable.from([input]) : input).pipe(child.stdin);
   const code = await exited;
-  if (code !== 0) throw new Error(`verify_dkim.py exited ${code}: ${err}`);
-  return (JSON.parse(out) as { signatures: DkimpyResult[] }).signatures;
+  if (code !== 0) throw new Error(`${args[0]} exited ${code}: ${err}`);
+  return out;
 }
 
 export interface MailauthResult {
@@ -113,20 +125,10 @@ export interface MailauthResult {
   comment: string | undefined;
 }
 
-/** Verifies with mailauth's verifier, keys from the test DNS server through node's resolver. */
+/** Verifies with mailauth's verifier (in a plain node process), keys from the test DNS server. */
 export async function verifyWithMailauth(raw: Buffer, dns: TestDns): Promise<MailauthResult[]> {
-  const resolver = new Resolver();
-  resolver.setServers([dns.server]);
-  const verdict = await dkimVerify(raw, {
-    resolver: (name: string, type: string) => resolver.resolve(name, type as 'TXT'),
-  } as Parameters<typeof dkimVerify>[1]);
-  return verdict.results.map((r) => ({
-    domain: r.signingDomain,
-    selector: r.selector,
-    algorithm: r.algo,
-    result: r.status.result,
-    comment: r.status.comment,
-  }));
+  const out = await runWithStdin(process.execPath, [join(here, 'verify_mailauth.mjs'), dns.server], raw);
+  return JSON.parse(out) as MailauthResult[];
 }
 
 /** The DKIM-Signature values of a message, top to bottom, unfolded. */
@@ -134,6 +136,6 @@ export function signaturesOf(raw: Buffer): string[] {
   const text = raw.toString('latin1');
   const head = text.slice(0, text.indexOf('\r\n\r\n') + 2);
   return [...head.matchAll(/^DKIM-Signature:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)/gim)].map((m) =>
-    (m[1] as string).replace(/\r\n/g, '').trim(),
+    (m[1] as string).replace(/\r\n[ \t]+/g, ' ').trim(),
   );
 }

@@ -39,7 +39,7 @@ def main():
             entry['error'] = '%s: %s' % (type(error).__name__, error)
         entry['domain'] = (verifier.domain or b'').decode('ascii', 'replace')
         entry['selector'] = (verifier.selector or b'').decode('ascii', 'replace')
-        algorithm = getattr(verifier, 'signature_algorithm', None)
+        algorithm = (getattr(verifier, 'signature_fields', None) or {}).get(b'a')
         entry['algorithm'] = algorithm.decode('ascii') if isinstance(algorithm, bytes) else None
         results.append(entry)
     print(json.dumps({'dkimpy': dkim.__file__, 'signatures': results, 'lookups': lookups}))
