@@ -23,6 +23,8 @@ export interface WireTapOptions {
   readonly breakStartTls?: boolean;
   /** Hold the server's greeting this long (a slow server, so deliveries overlap). */
   readonly greetingDelayMs?: number;
+  /** Edits what the server says before the client sees it (e.g. to offer fewer extensions). */
+  readonly rewriteServer?: (text: string) => string;
 }
 
 export interface WireTap {
@@ -74,7 +76,10 @@ export async function startWireTap(options: WireTapOptions): Promise<WireTap> {
       if (/^STARTTLS\r\n/im.test(data.toString('latin1'))) startTlsSent = true;
       upstream.write(data);
     });
-    upstream.on('data', (data: Buffer) => {
+    upstream.on('data', (received: Buffer) => {
+      const data = options.rewriteServer
+        ? Buffer.from(options.rewriteServer(received.toString('latin1')), 'latin1')
+        : received;
       chunks.push({ conn, dir: 's2c', data });
       const text = data.toString('latin1');
       if (startTlsSent && /^220 /m.test(text)) tlsAccepted = true;

@@ -1,0 +1,245 @@
+// STARTTLS, implicit-TLS-free policies and AUTH end to end against real sinks with self-signed certificates.
+import { memoryLogger } from '@tern/plugin-api';
+import { makeCertificate, type SmtpSink, startDnsServer, startSmtpSink, type TestDns } from '@tern/testkit';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createDeliverer, type Deliverer, type DelivererOptions } from '../src/index.js';
+import { makeJob, SIMPLE_MESSAGE, storedMessage } from './helpers/jobs.js';
+import { startWireTap } from './helpers/wire-tap.js';
+
+const cert = makeCertificate(['mx.secure.test']);
+const otherCert = makeCertificate(['somebody.else.test']);
+
+let dns: TestDns;
+const cleanups: (() => Promise<void>)[] = [];
+
+beforeAll(async () => {
+  dns = await startDnsServer({
+    'secure.test': { MX: [{ exchange: 'mx.secure.test', priority: 10 }] },
+    'mx.secure.test': { A: ['127.0.0.1'] },
+    'relay.test': { A: ['127.0.0.1'] },
+    'tapped.test': { MX: [{ exchange: 'mx.secure.test', priority: 10 }] },
+  });
+});
+
+afterAll(async () => {
+  await dns.stop();
+});
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function sink(options: Parameters<typeof startSmtpSink>[0]): Promise<SmtpSink> {
+  const s = await startSmtpSink(options);
+  cleanups.push(() => s.stop());
+  return s;
+}
+
+function make(port: number, extra: Partial<DelivererOptions> = {}): Deliverer {
+  const d = createDeliverer({
+    hostname: 'out.tern.test',
+    port,
+    dns: { servers: [dns.server], timeoutMs: 1000, tries: 1 },
+    timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataEndMs: 2000 },
+    ...extra,
+  });
+  cleanups.push(() => d.close());
+  return d;
+}
+
+describe('STARTTLS', () => {
+  it('upgrades opportunistically to a self-signed server, with the MX name as SNI', async () => {
+    const s = await sink({ tls: cert });
+    const d = make(s.port);
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    const [msg] = await s.waitFor(1);
+    expect(msg?.secure).toBe(true);
+    expect(msg?.servername).toBe('mx.secure.test');
+  });
+
+  it('stays in plain text with opportunistic TLS when the server offers none', async () => {
+    const s = await sink({});
+    const d = make(s.port);
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect((await s.waitFor(1))[0]?.secure).toBe(false);
+  });
+
+  it("never starts TLS with mode 'none'", async () => {
+    const s = await sink({ tls: cert });
+    const d = make(s.port, { tls: { mode: 'none' } });
+    await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect((await s.waitFor(1))[0]?.secure).toBe(false);
+  });
+
+  it("defers with 4.7.5 under 'require' when the certificate is not trusted", async () => {
+    const s = await sink({ tls: cert });
+    const d = make(s.port, { tls: { mode: 'require' } });
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({
+      result: 'deferred',
+      reply: { code: 451, enhanced: '4.7.5' },
+    });
+    expect(report.recipients[0]?.reply.text).toMatch(/self[- ]signed/i);
+    expect(s.messages).toHaveLength(0);
+  });
+
+  it("delivers under 'require' when the certificate chains to the configured CA and names the MX", async () => {
+    const s = await sink({ tls: cert });
+    const d = make(s.port, { tls: { mode: 'require', ca: cert.cert } });
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    const [msg] = await s.waitFor(1);
+    expect(msg?.secure).toBe(true);
+    expect(msg?.servername).toBe('mx.secure.test');
+  });
+
+  it("defers under 'require' when a trusted certificate names another host", async () => {
+    const s = await sink({ tls: otherCert });
+    const d = make(s.port, { tls: { mode: 'require', ca: otherCert.cert } });
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.5' } });
+    expect(report.recipients[0]?.reply.text).toMatch(/mx\.secure\.test/);
+    expect(s.messages).toHaveLength(0);
+  });
+
+  it("defers with 4.7.10 under 'require' when the server does not offer STARTTLS", async () => {
+    const s = await sink({ tls: cert, hideSTARTTLS: true });
+    const d = make(s.port, { tls: { mode: 'require', ca: cert.cert } });
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.10' } });
+    expect(s.messages).toHaveLength(0);
+  });
+
+  it('takes the per-hop TLS mode over the default', async () => {
+    const s = await sink({ tls: cert });
+    const d = make(s.port, {
+      tls: { mode: 'none' },
+      routes: { 'secure.test': { type: 'mx', domain: 'secure.test', tls: 'require' } },
+    });
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.5' } });
+  });
+
+  it('retries in plain text on a new connection when an opportunistic handshake fails', async () => {
+    const s = await sink({ tls: cert });
+    // A middlebox on 127.0.0.2 that lets STARTTLS through, then answers the handshake with garbage.
+    const tap = await startWireTap({
+      upstreamPort: s.port,
+      host: '127.0.0.2',
+      port: s.port,
+      breakStartTls: true,
+    });
+    cleanups.push(() => tap.stop());
+    dns.set('mx.secure.test', { A: ['127.0.0.2'] });
+    cleanups.push(async () => dns.set('mx.secure.test', { A: ['127.0.0.1'] }));
+    const logger = memoryLogger();
+    const d = make(s.port, { logger });
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    const [msg] = await s.waitFor(1);
+    expect(msg?.secure).toBe(false);
+    expect(tap.connections).toBe(2);
+    expect(tap.clientText(1)).toContain('STARTTLS\r\n');
+    expect(tap.clientText(2)).not.toContain('STARTTLS');
+    expect(
+      logger.records.some((r) => r.level === 'warn' && /retrying in plain text/.test(r.message ?? '')),
+    ).toBe(true);
+  });
+
+  it("does not fall back to plain text under 'require' when the handshake fails", async () => {
+    const s = await sink({ tls: cert });
+    const tap = await startWireTap({
+      upstreamPort: s.port,
+      host: '127.0.0.2',
+      port: s.port,
+      breakStartTls: true,
+    });
+    cleanups.push(() => tap.stop());
+    dns.set('mx.secure.test', { A: ['127.0.0.2'] });
+    cleanups.push(async () => dns.set('mx.secure.test', { A: ['127.0.0.1'] }));
+    const d = make(s.port, { tls: { mode: 'require', ca: cert.cert } });
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.5' } });
+    expect(tap.connections).toBe(1);
+    expect(s.messages).toHaveLength(0);
+  });
+});
+
+describe('smarthost with AUTH', () => {
+  const relay = (port: number, pass = 'secret', tls?: 'opportunistic' | 'require' | 'none') => ({
+    '*': {
+      type: 'smtp' as const,
+      host: 'relay.test',
+      port,
+      auth: { user: 'tern', pass },
+      ...(tls ? { tls } : {}),
+    },
+  });
+
+  it('authenticates after STARTTLS and delivers', async () => {
+    const s = await sink({ tls: cert, authUsers: { tern: 'secret' } });
+    const d = make(25, { routes: relay(s.port) });
+    const report = await d.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect(report.remoteMta).toBe(`relay.test[127.0.0.1]:${s.port}`);
+    const [msg] = await s.waitFor(1);
+    expect(msg?.user).toBe('tern');
+    expect(msg?.secure).toBe(true);
+  });
+
+  it('defers with 4.7.0 when the smarthost refuses the credentials', async () => {
+    const s = await sink({ tls: cert, authUsers: { tern: 'secret' } });
+    const d = make(25, { routes: relay(s.port, 'wrong') });
+    const report = await d.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({
+      result: 'deferred',
+      reply: { code: 451, enhanced: '4.7.0' },
+    });
+    expect(report.recipients[0]?.reply.text).toContain('535');
+    expect(s.messages).toHaveLength(0);
+  });
+
+  it('refuses to send credentials without TLS unless allowed', async () => {
+    const s = await sink({ authUsers: { tern: 'secret' } });
+    const tap = await startWireTap({ upstreamPort: s.port, host: '127.0.0.2', port: s.port });
+    cleanups.push(() => tap.stop());
+    const route = {
+      '*': { type: 'smtp' as const, host: '127.0.0.2', port: s.port, auth: { user: 'tern', pass: 'secret' } },
+    };
+    const refusing = make(25, { routes: route });
+    const report = await refusing.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.10' } });
+    expect(tap.clientText()).not.toContain('AUTH');
+    expect(s.messages).toHaveLength(0);
+
+    const allowing = make(25, { routes: route, tls: { allowInsecureAuth: true } });
+    const ok = await allowing.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(ok.recipients[0]?.result).toBe('delivered');
+    expect((await s.waitFor(1))[0]?.user).toBe('tern');
+    expect(tap.clientText()).toContain('AUTH PLAIN ');
+  });
+
+  it('authenticates with LOGIN when the server offers no PLAIN', async () => {
+    const s = await sink({ authUsers: { tern: 'secret' } });
+    const tap = await startWireTap({
+      upstreamPort: s.port,
+      host: '127.0.0.2',
+      port: s.port,
+      rewriteServer: (text) => text.replace(/^250([- ])AUTH .*$/m, '250$1AUTH LOGIN'),
+    });
+    cleanups.push(() => tap.stop());
+    const d = make(25, {
+      routes: {
+        '*': { type: 'smtp', host: '127.0.0.2', port: s.port, auth: { user: 'tern', pass: 'secret' } },
+      },
+      tls: { allowInsecureAuth: true },
+    });
+    const report = await d.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect((await s.waitFor(1))[0]?.user).toBe('tern');
+    expect(tap.clientText()).toContain('AUTH LOGIN\r\n');
+    expect(tap.clientText()).not.toContain('AUTH PLAIN');
+  });
+});
