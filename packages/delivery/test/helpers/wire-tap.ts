@@ -37,6 +37,8 @@ export interface WireTap {
   readonly maxInUse: number;
   /** Everything one connection's client sent (latin1), or every connection's when `conn` is left out. */
   clientText(conn?: number): string;
+  /** Drops every open connection at once (a server restart, or an idle timeout on its side). */
+  dropAll(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -134,6 +136,11 @@ export async function startWireTap(options: WireTapOptions): Promise<WireTap> {
       return Buffer.concat(
         chunks.filter((c) => c.dir === 'c2s' && (conn === undefined || c.conn === conn)).map((c) => c.data),
       ).toString('latin1');
+    },
+    async dropAll(): Promise<void> {
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+      await new Promise((resolve) => setTimeout(resolve, 20));
     },
     async stop(): Promise<void> {
       for (const socket of sockets) socket.destroy();
