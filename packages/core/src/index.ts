@@ -1,1 +1,43 @@
-export {};
+// @tern/core: SMTP listeners over smtp-server, the stage adapter that runs plugin hooks, the relay
+// policy, AUTH, and the intake that hands each message to a sink (the queue).
+export { type HostResolver, systemResolver } from './dns.js';
+export {
+  type CloseOptions,
+  createListener,
+  type Listener,
+  type ListenerAddress,
+  type ListenerDeps,
+} from './listener.js';
+export {
+  type BareLineEndingPolicy,
+  type KeyPair,
+  LISTENER_DEFAULTS,
+  ListenerConfigError,
+  type ListenerLimits,
+  type ListenerOptions,
+  type ListenerTimeouts,
+  type ListenerTls,
+  MIN_RECIPIENTS,
+  type ResolvedListenerOptions,
+  resolveListenerOptions,
+} from './options.js';
+export { CoreReplies } from './replies.js';
+export {
+  type IncomingMessage,
+  InMemoryQueue,
+  type InMemoryQueueBehaviour,
+  type InMemoryQueuedMessage,
+  type InMemoryQueueOptions,
+  type MessageSink,
+} from './sink.js';
+export {
+  addUser,
+  DEFAULT_SCRYPT_PARAMS,
+  FileUserStore,
+  hashPassword,
+  parseUsersFile,
+  type ScryptParams,
+  type UserStore,
+  UsersFileError,
+  verifyPassword,
+} from './users.js';

@@ -1,0 +1,352 @@
+// A listener: one smtp-server instance configured from ListenerOptions, with connection limits,
+// PROXY gating, graceful shutdown, and one SmtpSession per connection.
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { ListenerKind, Logger, PluginHost, SmtpReply } from '@tern/plugin-api';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import { type HostResolver, systemResolver } from './dns.js';
+import { type ListenerOptions, type ResolvedListenerOptions, resolveListenerOptions } from './options.js';
+import { CoreReplies } from './replies.js';
+import { type ListenerRuntime, SmtpSession } from './session.js';
+import type { MessageSink } from './sink.js';
+import type { UserStore } from './users.js';
+
+export interface ListenerDeps {
+  readonly plugins: PluginHost;
+  readonly sink: MessageSink;
+  readonly logger: Logger;
+  /** The built-in authenticator, asked when every auth hook says continue. */
+  readonly users?: UserStore;
+  /** DNS for the client's host name (default: the system resolver). */
+  readonly resolver?: HostResolver;
+}
+
+export interface ListenerAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface CloseOptions {
+  /** Let open transactions finish (default true); idle connections get 421 4.3.2 at once either way. */
+  readonly graceful?: boolean;
+  /** How long a graceful close waits before dropping what is left (default 30 s). */
+  readonly timeoutMs?: number;
+}
+
+export interface Listener {
+  readonly name: string;
+  readonly kind: ListenerKind;
+  readonly options: ResolvedListenerOptions;
+  /** Where it listens, once `listen()` resolved. */
+  readonly address: ListenerAddress | undefined;
+  /** Open SMTP connections. */
+  readonly connections: number;
+  listen(): Promise<ListenerAddress>;
+  /** Stops accepting, lets open transactions finish (graceful), then closes; resolves when every connection is gone. */
+  close(options?: CloseOptions): Promise<void>;
+}
+
+/** Creates a listener; throws ListenerConfigError for bad options. Nothing binds until `listen()`. */
+export function createListener(options: ListenerOptions, deps: ListenerDeps): Listener {
+  assertCompatible();
+  return new SmtpListener(resolveListenerOptions(options, deps.logger), deps);
+}
+
+// The smtp-server internals the session adapter relies on (checked against 3.21.6). A release that
+// renames one must fail at start-up, not silently lose a hardening.
+const CONNECTION_METHODS = [
+  'send',
+  'close',
+  'init',
+  '_createParser',
+  '_onCommand',
+  '_resetSession',
+  '_sendGreeting',
+  '_getEnhancedStatusCode',
+  '_whenWritable',
+  'handler_HELO',
+  'handler_EHLO',
+  'handler_XCLIENT',
+] as const;
+
+function assertCompatible(): void {
+  const prototype = SMTPConnection.prototype as unknown as Record<string, unknown>;
+  const missing = CONNECTION_METHODS.filter((name) => typeof prototype[name] !== 'function');
+  const stream = SMTPStream.prototype as unknown as Record<string, unknown>;
+  if (typeof stream._write !== 'function' || typeof stream._flushData !== 'function')
+    missing.push('SMTPStream._write' as never);
+  if (
+    typeof (SMTPServer.prototype as unknown as Record<string, unknown>)._expectsProxyHeader !== 'function'
+  ) {
+    missing.push('SMTPServer._expectsProxyHeader' as never);
+  }
+  if (missing.length > 0) {
+    throw new Error(
+      `@tern/core: the installed smtp-server lacks ${missing.join(', ')}; this core was built against smtp-server 3.21`,
+    );
+  }
+}
+
+/** smtp-server with our connection set-up and PROXY gating. */
+class TernSmtpServer extends SMTPServer {
+  readonly #listener: SmtpListener;
+
+  constructor(options: SMTPServerOptions, listener: SmtpListener) {
+    super(options);
+    this.#listener = listener;
+  }
+
+  override connect(socket: Socket | TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    this.#listener.accept(this, socket, socketOptions ?? {});
+  }
+
+  // smtp-server's useProxy takes exact addresses; trusted networks are CIDR blocks.
+  override _expectsProxyHeader(socket: Socket): boolean {
+    return this.#listener.expectsProxyHeader(socket);
+  }
+}
+
+class SmtpListener implements Listener, ListenerRuntime {
+  readonly options: ResolvedListenerOptions;
+  readonly plugins: PluginHost;
+  readonly sink: MessageSink;
+  readonly users: UserStore | undefined;
+  readonly resolver: HostResolver;
+  readonly log: Logger;
+  closing = false;
+  readonly #server: TernSmtpServer;
+  readonly #sessions = new Map<string, SmtpSession>();
+  readonly #perAddress = new Map<string, number>();
+  readonly #tasks = new Set<Promise<unknown>>();
+  #address: ListenerAddress | undefined;
+  #closed: Promise<void> | undefined;
+
+  constructor(options: ResolvedListenerOptions, deps: ListenerDeps) {
+    this.options = options;
+    this.plugins = deps.plugins;
+    this.sink = deps.sink;
+    this.users = deps.users;
+    this.resolver = deps.resolver ?? systemResolver;
+    this.log = deps.logger.child({ listener: options.name });
+    this.#server = new TernSmtpServer(this.#serverOptions(), this);
+    // Without an 'error' listener a client's TCP reset would crash the process.
+    this.#server.on('error', (error: Error & { code?: string }) => {
+      this.log.debug({ err: error, code: error.code }, 'connection error');
+    });
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get kind(): ListenerKind {
+    return this.options.kind;
+  }
+
+  get address(): ListenerAddress | undefined {
+    return this.#address;
+  }
+
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  listen(): Promise<ListenerAddress> {
+    const { host, port, name } = this.options;
+    return new Promise((resolve, reject) => {
+      const net = this.#server.server;
+      const onError = (error: NodeJS.ErrnoException): void => {
+        reject(
+          new Error(`listener ${name}: cannot listen on ${host}:${port}: ${error.code ?? error.message}`),
+        );
+      };
+      net.once('error', onError);
+      this.#server.listen(port, host, () => {
+        net.removeListener('error', onError);
+        const bound = net.address();
+        this.#address = { host, port: typeof bound === 'object' && bound ? bound.port : port };
+        this.log.info({ host, port: this.#address.port, kind: this.options.kind }, 'listening');
+        resolve(this.#address);
+      });
+    });
+  }
+
+  close(options: CloseOptions = {}): Promise<void> {
+    this.#closed ??= this.#close(options.graceful ?? true, options.timeoutMs ?? 30_000);
+    return this.#closed;
+  }
+
+  async #close(graceful: boolean, timeoutMs: number): Promise<void> {
+    this.closing = true;
+    const net = this.#server.server;
+    const stopped = new Promise<void>((resolve) => {
+      if (!net.listening) return resolve();
+      net.close(() => resolve());
+    });
+    // Sockets still in a PROXY header or an implicit TLS handshake have no session to finish.
+    for (const socket of this.#server._pendingSockets.values()) socket.destroy();
+    for (const session of this.#sessions.values()) {
+      if (!graceful || !session.busy) session.shutdown(!graceful);
+    }
+    const deadline = setTimeout(
+      () => {
+        for (const session of this.#sessions.values()) session.shutdown(true);
+      },
+      graceful ? timeoutMs : 0,
+    );
+    await stopped;
+    clearTimeout(deadline);
+    await Promise.allSettled([...this.#tasks]);
+    this.log.info('closed');
+  }
+
+  // ---- ListenerRuntime ------------------------------------------------------------------------
+
+  track(task: Promise<unknown>): void {
+    const settled = task.catch(() => {}).finally(() => this.#tasks.delete(settled));
+    this.#tasks.add(settled);
+  }
+
+  released(session: SmtpSession): void {
+    this.#sessions.delete(session.id);
+    const left = (this.#perAddress.get(session.limitKey) ?? 1) - 1;
+    if (left <= 0) this.#perAddress.delete(session.limitKey);
+    else this.#perAddress.set(session.limitKey, left);
+  }
+
+  // ---- smtp-server hooks ----------------------------------------------------------------------
+
+  expectsProxyHeader(socket: Socket): boolean {
+    return this.options.proxy && this.options.trustedNetworks.contains(socket.remoteAddress ?? '');
+  }
+
+  /** Replaces SMTPServer.connect (3.21.6 body plus limits and our adapter). */
+  accept(server: TernSmtpServer, socket: Socket | TLSSocket, socketOptions: SMTPConnectionOptions): void {
+    const address = normalizeAddress(socketOptions.remoteAddress ?? socket.remoteAddress ?? '');
+    const limits = this.options.limits;
+    const refusal: SmtpReply | undefined = this.closing
+      ? CoreReplies.shuttingDown
+      : this.#sessions.size >= limits.maxConnections ||
+          (this.#perAddress.get(address) ?? 0) >= limits.maxConnectionsPerIp
+        ? CoreReplies.tooManyConnections
+        : undefined;
+    if (refusal) {
+      this.log.info({ remote: address, code: refusal.code }, 'connection refused');
+      refuseSocket(socket, refusal);
+      return;
+    }
+    const connection = new SMTPConnection(server, socket, socketOptions);
+    server.connections.add(connection);
+    connection.on('error', (error: Error) => server._onError(error));
+    connection.on('connect', (data) => server._onClientConnect(data));
+    const session = new SmtpSession(this, connection, address);
+    this.#sessions.set(session.id, session);
+    this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
+    connection.init();
+  }
+
+  #session(session: SMTPServerSession): SmtpSession | undefined {
+    return this.#sessions.get(session.id);
+  }
+
+  #serverOptions(): SMTPServerOptions {
+    const o = this.options;
+    const tls = o.tls;
+    const minVersion = tls?.minVersion ?? 'TLSv1.2';
+    const missing = (callback: (error?: Error | null) => void): void =>
+      callback(new Error('4.3.0 Session lost'));
+    return {
+      name: o.hostname,
+      heloResponse: '%s Hello %s',
+      secure: o.kind === 'smtps',
+      ...(tls
+        ? {
+            key: tls.key,
+            cert: tls.cert,
+            minVersion,
+            sniOptions: Object.fromEntries(
+              Object.entries(tls.sni ?? {}).map(([servername, pair]) => [
+                servername,
+                { ...pair, minVersion },
+              ]),
+            ),
+          }
+        : { hideSTARTTLS: true }),
+      size: o.limits.maxMessageSize,
+      maxRecipients: o.limits.maxRecipients,
+      maxCommandLength: o.limits.maxLineLength,
+      socketTimeout: o.limits.timeouts.socket,
+      authMethods: ['PLAIN', 'LOGIN'],
+      // AUTH requirements are enforced by the session (530 at MAIL), so smtp-server's own gate is off.
+      authOptional: true,
+      allowInsecureAuth: o.allowInsecureAuth,
+      disabledCommands: ['WIZ', 'SHELL', 'KILL', 'XFORWARD', ...(tls ? [] : ['STARTTLS'])],
+      hideENHANCEDSTATUSCODES: false,
+      hideDSN: false,
+      hideREQUIRETLS: true,
+      useXClient: o.xclient,
+      useXForward: false,
+      // The session does its own forward-confirmed lookup with a timeout and a resolver we can point at a test DNS.
+      disableReverseLookup: true,
+      logger: false,
+      onConnect: (session, callback) => {
+        const s = this.#session(session);
+        if (!s) return missing(callback);
+        this.#run(s.onConnect(session, callback), callback);
+      },
+      onSecure: (socket, session, callback) => {
+        const s = this.#session(session);
+        if (!s) return missing(callback);
+        s.onSecure(socket as TLSSocket, session, callback);
+      },
+      onAuth: (auth, session, callback) => {
+        const s = this.#session(session);
+        if (!s) return missing(callback);
+        this.#run(s.onAuth(auth, callback), callback);
+      },
+      onMailFrom: (address, session, callback) => {
+        const s = this.#session(session);
+        if (!s) return missing(callback);
+        this.#run(s.onMailFrom(address, callback), callback);
+      },
+      onRcptTo: (address, session, callback) => {
+        const s = this.#session(session);
+        if (!s) return missing(callback);
+        this.#run(s.onRcptTo(address, callback), callback);
+      },
+      onData: (stream, session, callback) => {
+        const s = this.#session(session);
+        if (!s) {
+          stream.resume();
+          return missing(callback);
+        }
+        this.#run(s.onData(stream, callback), callback);
+      },
+      onClose: (session) => {
+        this.#session(session)?.onClose();
+      },
+    };
+  }
+
+  /** A bug in a session callback answers 451 4.3.0 (nothing internal in the text) instead of hanging. */
+  #run(task: Promise<void>, callback: (error?: Error | null) => void): void {
+    task.catch((error: unknown) => {
+      this.log.error({ err: error }, 'session callback failed');
+      const reply = CoreReplies.localError;
+      callback(Object.assign(new Error(`${reply.enhanced} ${reply.text}`), { responseCode: reply.code }));
+    });
+  }
+}
+
+function normalizeAddress(address: string): string {
+  return address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '').toLowerCase();
+}
+
+/** Answers a connection we will not serve and drops it, without creating an SMTP session. */
+function refuseSocket(socket: Socket, reply: SmtpReply): void {
+  socket.on('error', () => {});
+  socket.end(`${reply.code} ${reply.enhanced} ${reply.text}\r\n`);
+  setTimeout(() => socket.destroy(), 1000).unref();
+}

@@ -1,0 +1,312 @@
+// Listener configuration: the typed options, every default in one place, and the validation that
+// turns a bad value into an error naming the listener and the field.
+import { isIPv4, isIPv6 } from 'node:net';
+import { domainToASCII } from 'node:url';
+import type { ListenerKind, Logger } from '@tern/plugin-api';
+import { TernError } from '@tern/plugin-api';
+import { NetworkList } from './networks.js';
+
+export type BareLineEndingPolicy = 'reject' | 'normalize';
+
+/** A PEM key and certificate pair. */
+export interface KeyPair {
+  readonly key: string;
+  readonly cert: string;
+}
+
+export interface ListenerTls extends KeyPair {
+  /** Certificates by server name (SNI); clients asking for another name get the default pair. */
+  readonly sni?: Readonly<Record<string, KeyPair>>;
+  /** Oldest TLS version accepted (default TLSv1.2). */
+  readonly minVersion?: 'TLSv1.2' | 'TLSv1.3';
+}
+
+export interface ListenerTimeouts {
+  /** Idle time allowed while the client owes us input, in ms (RFC 5321 §4.5.3.2.7: 5 minutes). */
+  readonly socket: number;
+  /** Time allowed for the whole DATA phase, from 354 to the final dot, in ms. */
+  readonly data: number;
+  /** Time the sink may take to make a message durable before the client gets 451 4.3.0, in ms. */
+  readonly enqueue: number;
+  /** Time allowed for the reverse and forward lookups of a client address, in ms. */
+  readonly dns: number;
+}
+
+export interface ListenerLimits {
+  /** Largest message accepted, in bytes; advertised in EHLO SIZE. Over it: 552 5.3.4. */
+  readonly maxMessageSize: number;
+  /** Recipients per transaction; the next one gets 452 4.5.3. Never below 100 (RFC 5321 §4.5.3.1.8). */
+  readonly maxRecipients: number;
+  /** Longest command line in bytes, CRLF excluded. Longer lines get 500 5.5.2 and are not executed. */
+  readonly maxLineLength: number;
+  /** Open SMTP connections on this listener; the next one gets 421 4.7.0. */
+  readonly maxConnections: number;
+  /** Open SMTP connections from one client address; the next one gets 421 4.7.0. */
+  readonly maxConnectionsPerIp: number;
+  /** Error replies (4xx/5xx) one connection may collect before it gets 421 4.7.0 and is closed. */
+  readonly maxErrors: number;
+  /** Failed AUTH attempts per connection before 421 4.7.0 and close. */
+  readonly maxAuthFailures: number;
+  /** Received headers a message may carry when it arrives; more is a loop: 554 5.4.6. */
+  readonly maxReceivedHeaders: number;
+  /** Size of the header block in bytes; larger gets 552 5.3.4. */
+  readonly maxHeaderBytes: number;
+  readonly timeouts: ListenerTimeouts;
+}
+
+export interface ListenerOptions {
+  /** Unique name, used in logs and in `source.listener` of queued messages. */
+  readonly name: string;
+  /** mx: port 25 from the Internet; submission: port 587 with STARTTLS and AUTH; smtps: port 465, TLS from the first byte. */
+  readonly kind: ListenerKind;
+  /** Address to bind (default 0.0.0.0). */
+  readonly host?: string;
+  /** Port to bind; 0 picks a free one. */
+  readonly port: number;
+  /** The name in the banner, the EHLO reply and Received headers. */
+  readonly hostname: string;
+  readonly tls?: ListenerTls;
+  /** Domains (and explicitly listed address literals such as `[192.0.2.1]`) this listener receives mail for. */
+  readonly localDomains?: readonly string[];
+  /** CIDR blocks (IPv4 or IPv6) whose clients may relay and, when enabled, use XCLIENT and PROXY. */
+  readonly trustedNetworks?: readonly string[];
+  /** No AUTH and no MAIL before STARTTLS (default: true for submission and smtps, false for mx). */
+  readonly requireTls?: boolean;
+  /** No MAIL before AUTH (default: true for submission and smtps, false for mx). */
+  readonly requireAuth?: boolean;
+  /** Offer AUTH PLAIN and LOGIN (default: true for submission and smtps, false for mx). */
+  readonly auth?: boolean;
+  /** Offer AUTH on connections without TLS (default false: passwords never cross the wire in clear). */
+  readonly allowInsecureAuth?: boolean;
+  /** What to do with bare CR, bare LF and NUL (default reject). */
+  readonly bareLineEndings?: BareLineEndingPolicy;
+  /** Expect a PROXY protocol v1 header from clients in trustedNetworks (default false). */
+  readonly proxy?: boolean;
+  /** Accept XCLIENT from clients in trustedNetworks (default false). */
+  readonly xclient?: boolean;
+  /** Look up (and forward-confirm) the client's host name for Received headers (default true). */
+  readonly reverseLookup?: boolean;
+  /** Delay before answering the first failed AUTH, in ms; each further failure doubles it (default 1000). */
+  readonly authFailureDelayMs?: number;
+  readonly limits?: Partial<Omit<ListenerLimits, 'timeouts'>> & {
+    readonly timeouts?: Partial<ListenerTimeouts>;
+  };
+}
+
+const MIB = 1024 * 1024;
+
+/** Every default of a listener, in one place. Kind-dependent ones are under `byKind`. */
+export const LISTENER_DEFAULTS = {
+  host: '0.0.0.0',
+  bareLineEndings: 'reject',
+  proxy: false,
+  xclient: false,
+  reverseLookup: true,
+  allowInsecureAuth: false,
+  authFailureDelayMs: 1000,
+  byKind: {
+    mx: { requireTls: false, requireAuth: false, auth: false },
+    submission: { requireTls: true, requireAuth: true, auth: true },
+    smtps: { requireTls: true, requireAuth: true, auth: true },
+  },
+  limits: {
+    maxMessageSize: 25 * MIB,
+    maxRecipients: 1000,
+    // RFC 5321 §4.5.3.1.4 says 512 octets, but AUTH PLAIN lines with long passwords and MAIL
+    // FROM with every ESMTP parameter exceed it in practice; 4096 bounds memory just as well.
+    maxLineLength: 4096,
+    maxConnections: 1000,
+    maxConnectionsPerIp: 20,
+    maxErrors: 10,
+    maxAuthFailures: 5,
+    maxReceivedHeaders: 100,
+    maxHeaderBytes: MIB,
+    timeouts: { socket: 5 * 60_000, data: 10 * 60_000, enqueue: 30_000, dns: 5_000 },
+  },
+} as const satisfies {
+  byKind: Record<ListenerKind, { requireTls: boolean; requireAuth: boolean; auth: boolean }>;
+  limits: ListenerLimits;
+  [key: string]: unknown;
+};
+
+/** RFC 5321 §4.5.3.1.8: a server must accept at least 100 recipients per transaction. */
+export const MIN_RECIPIENTS = 100;
+
+/** Options with every default filled in and every value checked. */
+export interface ResolvedListenerOptions {
+  readonly name: string;
+  readonly kind: ListenerKind;
+  readonly host: string;
+  readonly port: number;
+  readonly hostname: string;
+  readonly tls: ListenerTls | undefined;
+  /** Lower-case ASCII (IDNA) forms of the local domains and address literals. */
+  readonly localDomains: ReadonlySet<string>;
+  readonly trustedNetworks: NetworkList;
+  readonly requireTls: boolean;
+  readonly requireAuth: boolean;
+  readonly auth: boolean;
+  readonly allowInsecureAuth: boolean;
+  readonly bareLineEndings: BareLineEndingPolicy;
+  readonly proxy: boolean;
+  readonly xclient: boolean;
+  readonly reverseLookup: boolean;
+  readonly authFailureDelayMs: number;
+  readonly limits: ListenerLimits;
+}
+
+/** A listener option that cannot work; the message names the listener and the field. */
+export class ListenerConfigError extends TernError {
+  readonly field: string;
+  constructor(listener: string, field: string, problem: string) {
+    super('TERN_ERR_LISTENER_CONFIG', `listener ${listener}: ${field}: ${problem}`);
+    this.field = field;
+  }
+}
+
+const KINDS: readonly ListenerKind[] = ['mx', 'submission', 'smtps'];
+const HOSTNAME =
+  /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
+/** Fills in defaults and validates; throws ListenerConfigError. Warns (does not fail) when a limit is raised to its legal minimum. */
+export function resolveListenerOptions(options: ListenerOptions, logger?: Logger): ResolvedListenerOptions {
+  const name = typeof options.name === 'string' && options.name !== '' ? options.name : '(unnamed)';
+  const fail = (field: string, problem: string): never => {
+    throw new ListenerConfigError(name, field, problem);
+  };
+  if (name === '(unnamed)') fail('name', 'must be a non-empty string');
+  if (!KINDS.includes(options.kind))
+    fail('kind', `must be one of ${KINDS.join(', ')}, got ${String(options.kind)}`);
+  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
+    fail('port', `must be an integer from 0 to 65535, got ${String(options.port)}`);
+  }
+  if (typeof options.hostname !== 'string' || !HOSTNAME.test(options.hostname)) {
+    fail('hostname', `must be a fully qualified host name, got ${JSON.stringify(options.hostname)}`);
+  }
+  const byKind = LISTENER_DEFAULTS.byKind[options.kind];
+  const tls = options.tls;
+  if (tls !== undefined) {
+    if (typeof tls.key !== 'string' || !tls.key.includes('PRIVATE KEY'))
+      fail('tls.key', 'must be a PEM private key');
+    if (typeof tls.cert !== 'string' || !tls.cert.includes('CERTIFICATE'))
+      fail('tls.cert', 'must be a PEM certificate');
+    for (const [servername, pair] of Object.entries(tls.sni ?? {})) {
+      if (typeof pair?.key !== 'string' || typeof pair.cert !== 'string') {
+        fail(`tls.sni.${servername}`, 'must be { key, cert } PEM strings');
+      }
+    }
+  }
+  if (options.kind === 'smtps' && tls === undefined)
+    fail('tls', 'an smtps listener needs a key and certificate');
+  const requireTls = options.requireTls ?? byKind.requireTls;
+  if (requireTls && tls === undefined) fail('tls', 'requireTls is set, so a key and certificate are needed');
+
+  const localDomains = new Set<string>();
+  for (const [i, domain] of (options.localDomains ?? []).entries()) {
+    const normal = normalizeDomain(domain);
+    if (normal === undefined)
+      fail(`localDomains[${i}]`, `not a domain or address literal: ${JSON.stringify(domain)}`);
+    else localDomains.add(normal);
+  }
+  let trustedNetworks: NetworkList;
+  try {
+    trustedNetworks = NetworkList.parse(options.trustedNetworks ?? []);
+  } catch (error) {
+    const { index, message } = error as { index?: number; message: string };
+    return fail(`trustedNetworks[${index ?? 0}]`, message);
+  }
+
+  const limits = resolveLimits(options.limits ?? {}, fail);
+  if (limits.maxRecipients < MIN_RECIPIENTS) {
+    logger?.warn(
+      { listener: name, configured: limits.maxRecipients, used: MIN_RECIPIENTS },
+      `listener ${name}: limits.maxRecipients raised to ${MIN_RECIPIENTS} (RFC 5321 4.5.3.1.8 requires at least 100)`,
+    );
+  }
+  const authFailureDelayMs = options.authFailureDelayMs ?? LISTENER_DEFAULTS.authFailureDelayMs;
+  if (!Number.isFinite(authFailureDelayMs) || authFailureDelayMs < 0) {
+    fail('authFailureDelayMs', 'must be a number of milliseconds, 0 or more');
+  }
+  const policy = options.bareLineEndings ?? LISTENER_DEFAULTS.bareLineEndings;
+  if (policy !== 'reject' && policy !== 'normalize')
+    fail('bareLineEndings', "must be 'reject' or 'normalize'");
+
+  return {
+    name,
+    kind: options.kind,
+    host: options.host ?? LISTENER_DEFAULTS.host,
+    port: options.port,
+    hostname: options.hostname.toLowerCase(),
+    tls,
+    localDomains,
+    trustedNetworks,
+    requireTls,
+    requireAuth: options.requireAuth ?? byKind.requireAuth,
+    auth: options.auth ?? byKind.auth,
+    allowInsecureAuth: options.allowInsecureAuth ?? LISTENER_DEFAULTS.allowInsecureAuth,
+    bareLineEndings: policy,
+    proxy: options.proxy ?? LISTENER_DEFAULTS.proxy,
+    xclient: options.xclient ?? LISTENER_DEFAULTS.xclient,
+    reverseLookup: options.reverseLookup ?? LISTENER_DEFAULTS.reverseLookup,
+    authFailureDelayMs,
+    limits: { ...limits, maxRecipients: Math.max(limits.maxRecipients, MIN_RECIPIENTS) },
+  };
+}
+
+function resolveLimits(
+  given: NonNullable<ListenerOptions['limits']>,
+  fail: (field: string, problem: string) => never,
+): ListenerLimits {
+  const defaults = LISTENER_DEFAULTS.limits;
+  const count = (key: Exclude<keyof ListenerLimits, 'timeouts'>): number => {
+    const value = given[key] ?? defaults[key];
+    if (!Number.isInteger(value) || value < 1)
+      fail(`limits.${key}`, `must be a positive integer, got ${String(value)}`);
+    return value;
+  };
+  const timeout = (key: keyof ListenerTimeouts): number => {
+    const value = given.timeouts?.[key] ?? defaults.timeouts[key];
+    if (!Number.isFinite(value) || value < 1)
+      fail(`limits.timeouts.${key}`, `must be a positive number of ms`);
+    return value;
+  };
+  return {
+    maxMessageSize: count('maxMessageSize'),
+    maxRecipients: count('maxRecipients'),
+    maxLineLength: count('maxLineLength'),
+    maxConnections: count('maxConnections'),
+    maxConnectionsPerIp: count('maxConnectionsPerIp'),
+    maxErrors: count('maxErrors'),
+    maxAuthFailures: count('maxAuthFailures'),
+    maxReceivedHeaders: count('maxReceivedHeaders'),
+    maxHeaderBytes: count('maxHeaderBytes'),
+    timeouts: {
+      socket: timeout('socket'),
+      data: timeout('data'),
+      enqueue: timeout('enqueue'),
+      dns: timeout('dns'),
+    },
+  };
+}
+
+/**
+ * The form domains are compared in: lower case, IDNA A-labels (smtp-server hands over U-labels
+ * for punycode input, so both sides go through the same conversion), address literals kept as
+ * written but lower-cased. Undefined when it is neither a domain nor an address literal.
+ */
+export function normalizeDomain(domain: string): string | undefined {
+  if (typeof domain !== 'string' || domain === '') return undefined;
+  if (domain.startsWith('[') && domain.endsWith(']')) return normalizeAddressLiteral(domain);
+  const ascii = domainToASCII(domain.toLowerCase());
+  return ascii === '' ? undefined : ascii;
+}
+
+/** `[192.0.2.1]` or `[IPv6:2001:db8::1]` in one canonical lower-case form, so `[IPv6:0::1]` equals `[ipv6:::1]`. */
+function normalizeAddressLiteral(literal: string): string | undefined {
+  const inner = literal.slice(1, -1);
+  if (isIPv4(inner)) return `[${inner}]`;
+  if (!/^ipv6:/i.test(inner)) return undefined;
+  const address = inner.slice(5);
+  if (!isIPv6(address)) return undefined;
+  return `[ipv6:${new URL(`http://[${address}]/`).hostname.slice(1, -1)}]`;
+}

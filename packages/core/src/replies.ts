@@ -1,0 +1,69 @@
+// Core's SMTP replies and the bridge to smtp-server's reply writer: every error reply leaves with
+// exactly one RFC 3463 enhanced status code and a text that says nothing about our internals.
+import { Replies, type SmtpReply, smtpReply } from '@tern/plugin-api';
+
+/** Replies core gives on top of the shared ones in @tern/plugin-api. */
+export const CoreReplies = {
+  ...Replies,
+  bareLineEndingCommand: smtpReply(500, '5.5.2', 'Command line must end with CRLF'),
+  controlInCommand: smtpReply(500, '5.5.2', 'Command line contains a bare CR or NUL'),
+  authUnavailable: smtpReply(502, '5.5.1', 'AUTH not available'),
+  authTooManyFailures: smtpReply(421, '4.7.0', 'Too many failed authentication attempts, closing connection'),
+  authTemporaryFailure: smtpReply(454, '4.7.0', 'Temporary authentication failure'),
+  authzidMismatch: smtpReply(535, '5.7.8', 'Authorization identity must match the authentication identity'),
+  xclientDenied: smtpReply(550, '5.7.0', 'XCLIENT not allowed'),
+  unknownParameter: smtpReply(555, '5.5.4', 'MAIL FROM/RCPT TO parameter not recognized'),
+  headerTooBig: smtpReply(552, '5.3.4', 'Message header block exceeds fixed maximum size'),
+  dataTimeout: smtpReply(421, '4.4.2', 'Timeout waiting for the end of DATA, closing connection'),
+  localError421: smtpReply(421, '4.3.0', 'Local error, closing connection'),
+  connectionLost: smtpReply(451, '4.4.2', 'Connection lost during DATA'),
+} as const satisfies Record<string, SmtpReply>;
+
+/** The success reply after DATA, once the sink has made the message durable. */
+export function queuedReply(queueId: string): SmtpReply {
+  return smtpReply(250, '2.0.0', `queued as ${queueId}`);
+}
+
+/** An SMTP reply as smtp-server's callbacks expect an error: `responseCode` and the text `n.n.n text`. */
+export interface ReplyError extends Error {
+  readonly responseCode: number;
+  readonly reply: SmtpReply;
+}
+
+export function replyError(reply: SmtpReply): ReplyError {
+  const error = new Error(`${reply.enhanced} ${reply.text}`) as Error & {
+    responseCode: number;
+    reply: SmtpReply;
+  };
+  error.responseCode = reply.code;
+  error.reply = reply;
+  return error;
+}
+
+const LEADING_ENHANCED = /^([245])\.\d{1,3}\.\d{1,3}(?: |$)/;
+
+/** True when `text` already starts with an enhanced code of the same class as `code`. */
+export function hasEnhancedCode(code: number, text: string): boolean {
+  const match = LEADING_ENHANCED.exec(text);
+  return match !== null && match[1] === String(code)[0];
+}
+
+// smtp-server maps every 421 to 4.4.2 (timeout). Its 421s mean different things; these say which.
+const SERVER_421: readonly [RegExp, string][] = [
+  [/timeout/i, '4.4.2'],
+  [/shutting down/i, '4.3.2'],
+  [/too many|too soon|not allowed|HTTP/i, '4.7.0'],
+];
+
+/**
+ * Rewrites one of smtp-server's own error texts into `n.n.n text`. `enhanced` is what
+ * smtp-server's table would give for the reply's context (empty where it gives none, as on
+ * HELO/EHLO replies); the class fallback covers the rest.
+ */
+export function serverErrorText(code: number, text: string, enhanced: string): string {
+  const clean = text.replace(/^Error:\s*/i, '').trim() || 'Error';
+  const chosen =
+    (code === 421 ? SERVER_421.find(([pattern]) => pattern.test(clean))?.[1] : undefined) ??
+    (enhanced !== '' && enhanced[0] === String(code)[0] ? enhanced : `${String(code)[0]}.0.0`);
+  return `${chosen} ${clean}`;
+}

@@ -1,0 +1,733 @@
+// The stage adapter for one SMTP connection: runs the plugin hooks at every stage with one
+// StateScope, applies the relay policy and the intake, and hands the message to the sink.
+//
+// smtp-server 3.21 has callbacks for connect, TLS, AUTH, MAIL, RCPT, DATA and close, but none for
+// HELO/EHLO, none that sees raw command lines, and a reply writer that adds its own enhanced codes.
+// So this adapter also replaces a few methods on its own SMTPConnection instance (never on the
+// prototype, which other servers in the process share); `assertCompatible` in listener.ts checks
+// at start-up that every method relied on still exists.
+import { randomUUID } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import {
+  type Envelope,
+  type EnvelopeRecipient,
+  type HookInput,
+  type Logger,
+  MessageContent,
+  type PluginHost,
+  type SessionInfo,
+  type SmtpParams,
+  type SmtpReply,
+  StateScope,
+  type TlsInfo,
+  type TransactionInfo,
+  type Verdict,
+  type VerdictHook,
+} from '@tern/plugin-api';
+import type {
+  SMTPServerAddress,
+  SMTPServerAuthentication,
+  SMTPServerAuthenticationResponse,
+  SMTPServerDataStream,
+  SMTPServerSession,
+} from 'smtp-server';
+import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { CommandStream, type CommandViolation } from './command-stream.js';
+import { confirmedHostname, type HostResolver } from './dns.js';
+import { readMessage } from './intake.js';
+import type { ResolvedListenerOptions } from './options.js';
+import { receivedValue, rfc5322Date } from './received.js';
+import { checkRecipient } from './relay.js';
+import { CoreReplies, hasEnhancedCode, queuedReply, replyError, serverErrorText } from './replies.js';
+import type { IncomingMessage, MessageSink } from './sink.js';
+import type { UserStore } from './users.js';
+
+/** What a session needs from its listener. */
+export interface ListenerRuntime {
+  readonly options: ResolvedListenerOptions;
+  readonly plugins: PluginHost;
+  readonly sink: MessageSink;
+  readonly users: UserStore | undefined;
+  readonly resolver: HostResolver;
+  readonly log: Logger;
+  /** The listener is shutting down: idle sessions get 421 at their next command. */
+  readonly closing: boolean;
+  /** Keeps a background task (observe hooks) for close() to wait on. */
+  track(task: Promise<unknown>): void;
+  /** Called once when the connection is gone. */
+  released(session: SmtpSession): void;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+// ESMTP parameters we advertise (SIZE, 8BITMIME, SMTPUTF8, DSN) plus AUTH= (RFC 4954 §5). Anything
+// else is refused 555 instead of being silently ignored as smtp-server would.
+const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH']);
+const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
+// Commands smtp-server implements that a production MTA must not answer (sendmail jokes, XFORWARD).
+const ALWAYS_DISABLED = ['WIZ', 'SHELL', 'KILL', 'XFORWARD'];
+// Longest wait after failed AUTH attempts, whatever maxAuthFailures is.
+const MAX_AUTH_DELAY_MS = 60_000;
+
+const VIOLATION_REPLIES: Record<CommandViolation, SmtpReply> = {
+  'bare-lf': CoreReplies.bareLineEndingCommand,
+  control: CoreReplies.controlInCommand,
+  'too-long': CoreReplies.lineTooLong,
+};
+
+const wire = (reply: SmtpReply): string => `${reply.enhanced} ${reply.text}`;
+
+export class SmtpSession {
+  readonly id: string;
+  readonly connection: SMTPConnection;
+  /** The address connection limits are counted against (the socket's, or the PROXY header's). */
+  readonly limitKey: string;
+  readonly info: Mutable<SessionInfo>;
+  readonly scope: StateScope;
+  readonly #runtime: ListenerRuntime;
+  readonly #options: ResolvedListenerOptions;
+  readonly #log: Logger;
+  #transaction: Mutable<TransactionInfo> | undefined;
+  #transactions = 0;
+  #clientHostname: string | undefined;
+  #esmtp = false;
+  #rcptLine = '';
+  #errors = 0;
+  #authFailures = 0;
+  #inData = false;
+  #started = false;
+  #released = false;
+  #holdGreeting = false;
+  #greetingHeld = false;
+
+  constructor(runtime: ListenerRuntime, connection: SMTPConnection, limitKey: string) {
+    this.#runtime = runtime;
+    this.#options = runtime.options;
+    this.connection = connection;
+    this.id = connection.id;
+    this.limitKey = limitKey;
+    this.scope = new StateScope(this.id);
+    this.#log = runtime.log.child({ session: this.id });
+    const o = this.#options;
+    this.info = {
+      id: this.id,
+      listener: { name: o.name, kind: o.kind, hostname: o.hostname, port: o.port },
+      remoteAddress: connection.remoteAddress,
+      remotePort: connection.remotePort,
+      localAddress: connection.localAddress,
+      localPort: connection.localPort,
+      trusted: o.trustedNetworks.contains(connection.remoteAddress),
+      startedAt: Date.now(),
+      helo: undefined,
+      tls: undefined,
+      user: undefined,
+    };
+    this.#patchConnection();
+  }
+
+  /** A transaction is open or a message is being received: a graceful shutdown waits for it. */
+  get busy(): boolean {
+    return this.#transaction !== undefined || this.#inData;
+  }
+
+  /** Sends 421 and closes; `force` also drops the socket without waiting for the client. */
+  shutdown(force = false): void {
+    const connection = this.connection;
+    if (!connection._closing && !connection._closed) connection.send(421, wire(CoreReplies.shuttingDown));
+    if (force) setImmediate(() => connection._socket.destroy());
+  }
+
+  // ---- smtp-server callbacks (dispatched here by the listener) -------------------------------
+
+  async onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): Promise<void> {
+    const o = this.#options;
+    this.#refreshClient(session);
+    this.info.tls = tlsInfo(this.connection._socket);
+    session.disabledCommands = this.#disabledCommands();
+    if (o.reverseLookup) {
+      this.#clientHostname = await confirmedHostname(
+        this.#runtime.resolver,
+        this.info.remoteAddress,
+        o.limits.timeouts.dns,
+      );
+    }
+    this.#started = true;
+    this.#log.info(
+      { remote: this.info.remoteAddress, host: this.#clientHostname, trusted: this.info.trusted },
+      'connection',
+    );
+    const verdict = await this.#verdict('connect', { session: this.info });
+    const refusal = refusalOf(verdict);
+    // smtp-server closes the connection after refusing it, whatever the code.
+    callback(refusal ? replyError(refusal.reply) : null);
+  }
+
+  onSecure(socket: TLSSocket, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
+    // RFC 3207 §4.2: nothing learnt before the handshake carries over (smtp-server forgets HELO and user too).
+    this.info.tls = tlsInfo(socket);
+    this.info.helo = undefined;
+    this.info.user = undefined;
+    this.#esmtp = false;
+    session.disabledCommands = this.#disabledCommands();
+    callback();
+  }
+
+  async onAuth(
+    auth: SMTPServerAuthentication,
+    callback: (error: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
+  ): Promise<void> {
+    const username = auth.username ?? '';
+    if (auth.method === 'XCLIENT') {
+      // XCLIENT LOGIN= from a trusted proxy (only trusted clients reach XCLIENT): the proxy vouches.
+      return callback(null, { user: username });
+    }
+    if (auth.method !== 'PLAIN' && auth.method !== 'LOGIN')
+      return callback(replyError(CoreReplies.authUnavailable));
+    // We do not support acting for another identity (RFC 4616 authzid).
+    if (auth.method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid !== auth.authcid) {
+      return this.#authFailed(username, CoreReplies.authzidMismatch, callback);
+    }
+    const verdict = await this.#verdict('auth', {
+      session: this.info,
+      method: auth.method,
+      username,
+      password: auth.password ?? '',
+    });
+    if (verdict.kind === 'accept') return this.#authSucceeded(username, callback);
+    if (verdict.kind === 'reject') return this.#authFailed(username, verdict.reply, callback);
+    if (verdict.kind === 'tempfail') return callback(replyError(verdict.reply));
+    if (verdict.kind === 'disconnect') {
+      callback(replyError(verdict.reply));
+      return this.connection.close();
+    }
+    let valid = false;
+    try {
+      valid = (await this.#runtime.users?.authenticate(username, auth.password ?? '')) ?? false;
+    } catch (error) {
+      this.#log.error({ err: error }, 'user store failed');
+      return callback(replyError(CoreReplies.authTemporaryFailure));
+    }
+    if (valid) return this.#authSucceeded(username, callback);
+    return this.#authFailed(username, CoreReplies.authFailed, callback);
+  }
+
+  async onMailFrom(address: SMTPServerAddress, callback: (error?: Error | null) => void): Promise<void> {
+    const o = this.#options;
+    if (o.requireTls && !this.connection.secure) return callback(replyError(CoreReplies.tlsRequired));
+    if (o.requireAuth && this.info.user === undefined) return callback(replyError(CoreReplies.authRequired));
+    const params: SmtpParams = address.args || {};
+    if (Object.keys(params).some((key) => !MAIL_PARAMS.has(key))) {
+      return callback(replyError(CoreReplies.unknownParameter));
+    }
+    this.#endTransaction();
+    const verdict = await this.#verdict('mailFrom', { session: this.info, address: address.address, params });
+    const refusal = refusalOf(verdict);
+    if (refusal) return this.#refuse(refusal, callback);
+    this.#transaction = {
+      id: `${this.id}.${++this.#transactions}`,
+      mailFrom: address.address,
+      mailParams: params,
+      recipients: [],
+    };
+    callback();
+  }
+
+  async onRcptTo(address: SMTPServerAddress, callback: (error?: Error | null) => void): Promise<void> {
+    const transaction = this.#transaction;
+    if (!transaction) return callback(replyError(CoreReplies.badSequence));
+    const mayRelay = this.info.trusted || this.info.user !== undefined;
+    const decision = checkRecipient({
+      address: address.address,
+      commandLine: this.#rcptLine,
+      mayRelay,
+      localDomains: this.#options.localDomains,
+    });
+    if (!decision.ok) {
+      this.#log.info({ rcpt: address.address, reason: decision.reason }, 'relay denied');
+      return callback(replyError(decision.reply));
+    }
+    const params: SmtpParams = address.args || {};
+    if (Object.keys(params).some((key) => !RCPT_PARAMS.has(key))) {
+      return callback(replyError(CoreReplies.unknownParameter));
+    }
+    const recipient: EnvelopeRecipient = {
+      address: decision.address,
+      ...(address.dsn?.notify ? { notify: address.dsn.notify as EnvelopeRecipient['notify'] } : {}),
+      ...(address.dsn?.orcpt ? { orcpt: address.dsn.orcpt } : {}),
+    };
+    const verdict = await this.#verdict('rcptTo', {
+      session: this.info,
+      transaction,
+      recipient,
+      params,
+      isLocalDomain: decision.isLocalDomain,
+      mayRelay,
+    });
+    const refusal = refusalOf(verdict);
+    if (refusal) return this.#refuse(refusal, callback);
+    // smtp-server keeps one entry per address (compared case-insensitively); so does the envelope.
+    const key = recipient.address.toLowerCase();
+    transaction.recipients = [
+      ...transaction.recipients.filter((r) => r.address.toLowerCase() !== key),
+      recipient,
+    ];
+    callback();
+  }
+
+  async onData(
+    stream: SMTPServerDataStream,
+    callback: (error?: Error | null, message?: string) => void,
+  ): Promise<void> {
+    const o = this.#options;
+    const transaction = this.#transaction;
+    this.#inData = true;
+    const timer = setTimeout(() => {
+      this.#log.info({ timeoutMs: o.limits.timeouts.data }, 'DATA took too long');
+      this.connection.send(421, wire(CoreReplies.dataTimeout));
+    }, o.limits.timeouts.data);
+    try {
+      let read: Awaited<ReturnType<typeof readMessage>>;
+      try {
+        read = await readMessage(stream, {
+          bareLineEndings: o.bareLineEndings,
+          maxMessageSize: o.limits.maxMessageSize,
+          maxHeaderBytes: o.limits.maxHeaderBytes,
+        });
+      } finally {
+        clearTimeout(timer);
+      }
+      if (!transaction) return callback(replyError(CoreReplies.badSequence));
+      if (!read.ok) {
+        this.#log.info(
+          { size: read.size, code: read.reply.code, enhanced: read.reply.enhanced },
+          'message refused',
+        );
+        return callback(replyError(read.reply));
+      }
+      if (read.normalized) this.#log.info({ size: read.size }, 'bare CR, bare LF or NUL normalized');
+      const reply = await this.#accept(transaction, read.headers, read.body);
+      callback(reply.code >= 400 ? replyError(reply) : null, reply.code >= 400 ? undefined : wire(reply));
+    } catch (error) {
+      // The stream failed: the client went away mid-message (or a bug here). Nothing is queued.
+      this.#log.info({ err: error }, 'DATA aborted');
+      callback(replyError(CoreReplies.connectionLost));
+    } finally {
+      this.#inData = false;
+    }
+  }
+
+  onClose(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#runtime.released(this);
+    if (this.#started)
+      this.#runtime.track(this.#runtime.plugins.runObserve('close', { session: this.info }, this.scope));
+    this.#log.info({ errors: this.#errors, transactions: this.#transactions }, 'closed');
+  }
+
+  // ---- DATA: headers, message, queue, enqueue, queued ----------------------------------------
+
+  async #accept(
+    transaction: Mutable<TransactionInfo>,
+    headers: MessageContent['headers'],
+    body: Buffer[],
+  ): Promise<SmtpReply> {
+    const o = this.#options;
+    const received = headers.count('received');
+    if (received > o.limits.maxReceivedHeaders) {
+      this.#log.info({ received }, 'mail loop suspected');
+      return CoreReplies.loopDetected;
+    }
+    const now = new Date();
+    headers.prepend(
+      'Received',
+      receivedValue({
+        helo: this.info.helo,
+        clientHostname: this.#clientHostname,
+        remoteAddress: this.info.remoteAddress,
+        hostname: o.hostname,
+        esmtp: this.#esmtp,
+        tls: this.info.tls,
+        user: this.info.user,
+        id: transaction.id,
+        recipient: transaction.recipients.length === 1 ? transaction.recipients[0]?.address : undefined,
+        date: now,
+      }),
+    );
+    // RFC 6409 §8.2–8.3: a submission server may add a missing Message-ID and Date.
+    if (o.kind !== 'mx' || this.info.user !== undefined) {
+      if (!headers.has('message-id')) headers.append('Message-ID', `<${randomUUID()}@${o.hostname}>`);
+      if (!headers.has('date')) headers.append('Date', rfc5322Date(now));
+    }
+    const plugins = this.#runtime.plugins;
+    const base = { session: this.info, transaction };
+    try {
+      await plugins.runTransform('headers', { ...base, headers }, this.scope);
+    } catch {
+      return CoreReplies.localError; // the runner logged the failing plugin and hook
+    }
+    const message = new MessageContent(headers, body);
+    const verdict = await this.#verdict('message', { ...base, message });
+    const refusal = refusalOf(verdict);
+    if (refusal) {
+      if (refusal.disconnect) setImmediate(() => this.connection.close());
+      return refusal.reply;
+    }
+    const envelope = toEnvelope(transaction);
+    try {
+      await plugins.runTransform('queue', { ...base, message, envelope }, this.scope);
+    } catch {
+      return CoreReplies.localError;
+    }
+    if (envelope.recipients.length === 0) {
+      this.#log.error(
+        { transaction: transaction.id },
+        'queue hooks removed every recipient; refusing the message',
+      );
+      return CoreReplies.localError;
+    }
+    const incoming: IncomingMessage = {
+      envelope,
+      chunks: message.toChunks(),
+      receivedAt: now.getTime(),
+      source: {
+        listener: o.name,
+        remoteAddress: this.info.remoteAddress,
+        sessionId: this.id,
+        ...(this.info.helo !== undefined ? { helo: this.info.helo } : {}),
+        ...(this.info.user !== undefined ? { user: this.info.user } : {}),
+      },
+      ...(headers.get('message-id') !== undefined ? { messageId: headers.get('message-id') as string } : {}),
+    };
+    let queueId: string;
+    try {
+      queueId = await enqueueWithin(this.#runtime.sink, incoming, o.limits.timeouts.enqueue);
+    } catch (error) {
+      this.#log.error({ err: error, transaction: transaction.id }, 'enqueue failed; answering 451');
+      return CoreReplies.localError;
+    }
+    this.#log.info(
+      {
+        queueId,
+        transaction: transaction.id,
+        size: message.bodySize,
+        recipients: envelope.recipients.length,
+      },
+      'queued',
+    );
+    // Contexts are built now, before the reply lets the next MAIL FROM reset the transaction
+    // state; the hooks themselves run after the 250 is written.
+    this.#runtime.track(plugins.runObserve('queued', { ...base, queueId, envelope }, this.scope));
+    return queuedReply(queueId);
+  }
+
+  // ---- helpers --------------------------------------------------------------------------------
+
+  async #verdict<K extends VerdictHook>(hook: K, input: HookInput<K>): Promise<Verdict> {
+    return (await this.#runtime.plugins.runVerdict(hook, input, this.scope)).verdict;
+  }
+
+  /** Answers a refused smtp-server callback; a disconnect verdict closes after the reply is written. */
+  #refuse(refusal: Refusal, callback: (error?: Error | null) => void): void {
+    callback(replyError(refusal.reply));
+    if (refusal.disconnect) this.connection.close();
+  }
+
+  #authSucceeded(
+    username: string,
+    callback: (error: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
+  ): void {
+    this.info.user = username;
+    this.#log.info({ user: username }, 'authenticated');
+    callback(null, { user: username });
+  }
+
+  async #authFailed(
+    username: string,
+    reply: SmtpReply,
+    callback: (error: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
+  ): Promise<void> {
+    const o = this.#options;
+    this.#authFailures++;
+    this.#log.info({ user: username, failures: this.#authFailures }, 'authentication failed');
+    // Slow down guessing: each failure on this connection waits twice as long as the one before.
+    const delay = Math.min(o.authFailureDelayMs * 2 ** (this.#authFailures - 1), MAX_AUTH_DELAY_MS);
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+    if (this.connection._closed) return;
+    if (this.#authFailures >= o.limits.maxAuthFailures) {
+      return callback(replyError(CoreReplies.authTooManyFailures)); // smtp-server closes after a 421
+    }
+    callback(replyError(reply));
+  }
+
+  #refreshClient(session: { remoteAddress: string; remotePort: number }): void {
+    this.info.remoteAddress = session.remoteAddress;
+    this.info.remotePort = session.remotePort;
+    this.info.trusted = this.#options.trustedNetworks.contains(session.remoteAddress);
+  }
+
+  /** AUTH is offered once the connection is encrypted (or when insecure AUTH is explicitly allowed). */
+  #authOffered(): boolean {
+    return this.#options.auth && (this.connection.secure || this.#options.allowInsecureAuth);
+  }
+
+  /** XCLIENT is judged on the address that connected (after PROXY), never on one XCLIENT set. */
+  #xclientAllowed(): boolean {
+    return (
+      this.#options.xclient && this.#options.trustedNetworks.contains(this.connection._originalRemoteAddress)
+    );
+  }
+
+  // smtp-server lets a session replace the server-wide disabledCommands; that also hides a command from EHLO.
+  #disabledCommands(): string[] {
+    const disabled = [...ALWAYS_DISABLED];
+    if (!this.#options.tls) disabled.push('STARTTLS');
+    if (!this.#xclientAllowed()) disabled.push('XCLIENT');
+    if (!this.#authOffered()) disabled.push('AUTH');
+    return disabled;
+  }
+
+  #endTransaction(): void {
+    this.#transaction = undefined;
+    this.scope.resetTransaction();
+  }
+
+  // ---- what this adapter changes on its SMTPConnection ---------------------------------------
+
+  #patchConnection(): void {
+    const connection = this.connection;
+    const o = this.#options;
+
+    // 1. Our command-line parser (see command-stream.ts), also for the fresh parser after STARTTLS.
+    const createParser = (): CommandStream => {
+      const parser = new CommandStream({
+        maxLineLength: o.limits.maxLineLength,
+        bareLineEndings: o.bareLineEndings,
+      });
+      parser.oncommand = (command, callback) => this.#onCommand(parser, command, callback);
+      parser.on('error', () => connection.send(421, wire(CoreReplies.localError421)));
+      return parser;
+    };
+    connection._createParser = createParser;
+    connection._parser = createParser(); // the constructor's parser is not piped yet: init() does that
+
+    // 2. Every reply: exactly one enhanced code; error replies are counted towards maxErrors.
+    const send = connection.send.bind(connection);
+    connection.send = (code, data, context) => {
+      if (typeof data === 'string' && hasEnhancedCode(code, data)) send(code, data, false);
+      else if (code >= 400 && !Array.isArray(data)) {
+        const enhanced = connection._getEnhancedStatusCode(
+          code,
+          typeof context === 'string' ? context : undefined,
+        );
+        send(code, serverErrorText(code, data ?? '', enhanced), false);
+      } else send(code, data, context);
+      this.#countError(code, send);
+    };
+
+    // 3. HELO/EHLO run the helo hooks before smtp-server answers.
+    const helo = connection.handler_HELO;
+    const ehlo = connection.handler_EHLO;
+    connection.handler_HELO = (command, callback) =>
+      this.#guard(this.#onHelo('HELO', helo, command, callback), callback);
+    connection.handler_EHLO = (command, callback) =>
+      this.#guard(this.#onHelo('EHLO', ehlo, command, callback), callback);
+
+    // 4. Every session reset (RSET, HELO/EHLO, STARTTLS, XCLIENT, end of DATA) ends our transaction too.
+    const resetSession = connection._resetSession;
+    connection._resetSession = () => {
+      resetSession.call(connection);
+      this.#endTransaction();
+    };
+
+    // 5. XCLIENT: hold the new greeting until the connect hooks have judged the forwarded client.
+    const sendGreeting = connection._sendGreeting;
+    connection._sendGreeting = () => {
+      if (this.#holdGreeting) this.#greetingHeld = true;
+      else sendGreeting.call(connection);
+    };
+    const xclient = connection.handler_XCLIENT;
+    connection.handler_XCLIENT = (command, callback) => {
+      this.#holdGreeting = true;
+      this.#greetingHeld = false;
+      xclient.call(connection, command, () => {
+        this.#holdGreeting = false;
+        if (!this.#greetingHeld) return callback(); // refused or failed: smtp-server already answered
+        this.#guard(
+          this.#afterXclient(() => sendGreeting.call(connection), callback),
+          callback,
+        );
+      });
+    };
+  }
+
+  /** Runs an async handler; a bug in it answers 451 4.3.0 instead of hanging or crashing. */
+  #guard(task: Promise<void>, callback: () => void): void {
+    task.catch((error: unknown) => {
+      this.#log.error({ err: error }, 'command handler failed');
+      this.connection.send(451, wire(CoreReplies.localError));
+      callback();
+    });
+  }
+
+  #countError(code: number, send: SMTPConnection['send']): void {
+    const connection = this.connection;
+    if (code < 400 || code === 421 || connection._closing || connection._closed) return;
+    this.#errors++;
+    if (this.#errors >= this.#options.limits.maxErrors) {
+      this.#log.info({ errors: this.#errors }, 'too many errors');
+      send(421, wire(CoreReplies.tooManyErrors), false); // smtp-server closes after any 421
+    }
+  }
+
+  #onCommand(parser: CommandStream, command: Buffer, callback?: () => void): void {
+    const connection = this.connection;
+    const violation = parser.violation;
+    parser.violation = undefined;
+    // Before the greeting and during a TLS handshake smtp-server answers (421) or drops the bytes itself.
+    if (connection._upgrading || !connection._ready) {
+      connection._onCommand(command, callback);
+      return;
+    }
+    const refusal = this.#commandRefusal(command, violation);
+    if (refusal === undefined) {
+      connection._onCommand(command, callback);
+      return;
+    }
+    if (violation !== undefined) connection._nextHandler = false; // a broken line also ends an AUTH exchange
+    connection.send(refusal.code, wire(refusal));
+    if (callback) setImmediate(() => connection._whenWritable(callback));
+  }
+
+  /** Why a command line must not reach smtp-server, if it must not. Remembers RCPT lines for the relay policy. */
+  #commandRefusal(command: Buffer, violation: CommandViolation | undefined): SmtpReply | undefined {
+    const o = this.#options;
+    if (violation !== undefined) return VIOLATION_REPLIES[violation];
+    if (this.#runtime.closing && !this.busy) return CoreReplies.shuttingDown;
+    if (this.connection._nextHandler !== false) return undefined; // an AUTH continuation line
+    const name = command.toString('latin1').trim().split(/\s+/, 1)[0]?.toUpperCase() ?? '';
+    if (name === 'AUTH') {
+      if (!o.auth) return CoreReplies.authUnavailable;
+      if (!this.connection.secure && !o.allowInsecureAuth) return CoreReplies.tlsRequired;
+    } else if (name === 'XCLIENT') {
+      if (o.xclient && !this.#xclientAllowed()) return CoreReplies.xclientDenied;
+    } else if (name === 'RCPT') {
+      this.#rcptLine = command.toString('latin1');
+    }
+    return undefined;
+  }
+
+  async #onHelo(
+    command: 'HELO' | 'EHLO',
+    original: SMTPConnection['handler_EHLO'],
+    line: Buffer,
+    callback: () => void,
+  ): Promise<void> {
+    const connection = this.connection;
+    const parts = line.toString('latin1').trim().split(/\s+/);
+    const hostname = parts[1] ?? '';
+    // Syntax errors are smtp-server's to answer (501, same rules as its isAcceptableHeloHostname);
+    // hooks only see a name smtp-server will accept.
+    if (parts.length !== 2 || hostname.length > 300 || /[\x00-\x1f\x7f-\x9f]/.test(hostname)) {
+      return original.call(connection, line, callback);
+    }
+    const verdict = await this.#verdict('helo', { session: this.info, command, hostname });
+    const refusal = refusalOf(verdict);
+    if (refusal) {
+      connection.send(refusal.reply.code, wire(refusal.reply));
+      if (refusal.disconnect) connection.close();
+      return callback();
+    }
+    original.call(connection, line, callback);
+    if (connection.hostNameAppearsAs === hostname.toLowerCase()) {
+      this.info.helo = hostname;
+      this.#esmtp = command === 'EHLO';
+    }
+  }
+
+  async #afterXclient(sendGreeting: () => void, callback: () => void): Promise<void> {
+    const connection = this.connection;
+    this.#refreshClient(connection);
+    this.info.helo = undefined;
+    this.#esmtp = false;
+    const user = connection.session.user;
+    this.info.user = typeof user === 'string' && user !== '' ? user : undefined;
+    const name = connection._xClient.get('NAME');
+    // smtp-server validated NAME as a host name; the trusted proxy did the DNS work for it.
+    this.#clientHostname = typeof name === 'string' && name !== '' ? name.toLowerCase() : undefined;
+    if (this.#clientHostname === undefined && this.#options.reverseLookup) {
+      this.#clientHostname = await confirmedHostname(
+        this.#runtime.resolver,
+        this.info.remoteAddress,
+        this.#options.limits.timeouts.dns,
+      );
+    }
+    connection.session.disabledCommands = this.#disabledCommands();
+    this.#log.info({ remote: this.info.remoteAddress, user: this.info.user }, 'XCLIENT');
+    const refusal = refusalOf(await this.#verdict('connect', { session: this.info }));
+    if (refusal) {
+      connection.send(refusal.reply.code, wire(refusal.reply));
+      connection.close();
+    } else {
+      sendGreeting();
+    }
+    callback();
+  }
+}
+
+interface Refusal {
+  readonly reply: SmtpReply;
+  readonly disconnect: boolean;
+}
+
+/** The reply of a verdict that stops the stage, or undefined for continue and accept. */
+function refusalOf(verdict: Verdict): Refusal | undefined {
+  if (verdict.kind === 'continue' || verdict.kind === 'accept') return undefined;
+  return { reply: verdict.reply, disconnect: verdict.kind === 'disconnect' };
+}
+
+function tlsInfo(socket: unknown): TlsInfo | undefined {
+  // `servername` is set by node on server-side TLS sockets but missing from @types/node.
+  const tls = socket as Partial<TLSSocket> & { servername?: unknown };
+  if (typeof tls.getCipher !== 'function' || typeof tls.getProtocol !== 'function') return undefined;
+  const cipher = tls.getCipher();
+  const protocol = tls.getProtocol();
+  if (!cipher || !protocol) return undefined;
+  const servername = typeof tls.servername === 'string' ? tls.servername : undefined;
+  return { protocol, cipher: cipher.name, ...(servername ? { servername } : {}) };
+}
+
+function toEnvelope(transaction: TransactionInfo): Envelope {
+  const params = transaction.mailParams;
+  const envelope: Envelope = {
+    mailFrom: transaction.mailFrom,
+    recipients: transaction.recipients.map((recipient) => ({ ...recipient })),
+  };
+  if (params.SMTPUTF8 === true) envelope.smtputf8 = true;
+  if (typeof params.BODY === 'string')
+    envelope.body = params.BODY.toUpperCase() === '8BITMIME' ? '8BITMIME' : '7BIT';
+  if (typeof params.ENVID === 'string') envelope.envid = params.ENVID;
+  if (typeof params.RET === 'string') envelope.ret = params.RET.toUpperCase() === 'HDRS' ? 'HDRS' : 'FULL';
+  return envelope;
+}
+
+/** The sink's queue id, or a rejection when it fails, hangs past `timeoutMs` or answers nonsense. */
+async function enqueueWithin(
+  sink: MessageSink,
+  message: IncomingMessage,
+  timeoutMs: number,
+): Promise<string> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`enqueue did not finish within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const queueId = await Promise.race([Promise.resolve().then(() => sink.enqueue(message)), timeout]);
+    if (typeof queueId !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(queueId)) {
+      throw new Error(`enqueue resolved with an unusable queue id: ${JSON.stringify(queueId)}`);
+    }
+    return queueId;
+  } finally {
+    clearTimeout(timer);
+  }
+}
