@@ -55,33 +55,6 @@ export interface DkimOptions {
   readonly signUntrusted?: boolean;
 }
 
-export const DEFAULT_HEADERS: readonly string[] = [
-  'From',
-  'Sender',
-  'Reply-To',
-  'To',
-  'Cc',
-  'Subject',
-  'Date',
-  'Message-ID',
-  'In-Reply-To',
-  'References',
-  'MIME-Version',
-  'Content-Type',
-  'Content-Transfer-Encoding',
-  'Content-Disposition',
-  'List-Id',
-  'List-Help',
-  'List-Subscribe',
-  'List-Post',
-  'List-Owner',
-  'List-Archive',
-  // RFC 8058 §4: one-click unsubscribe works only when both fields are covered by a valid signature.
-  'List-Unsubscribe',
-  'List-Unsubscribe-Post',
-  'Feedback-ID',
-];
-
 // Fields a reader trusts and that appear once: oversigning them stops anyone adding a second one.
 export const DEFAULT_OVERSIGN: readonly string[] = [
   'From',
@@ -95,8 +68,24 @@ export const DEFAULT_OVERSIGN: readonly string[] = [
   'MIME-Version',
   'Content-Type',
   'Content-Transfer-Encoding',
+  // RFC 8058 §4: one-click unsubscribe works only when both fields are covered by a valid signature.
   'List-Unsubscribe',
   'List-Unsubscribe-Post',
+];
+
+/** Signed when present: the oversigned fields and these, which lists and threads may legitimately add. */
+export const DEFAULT_HEADERS: readonly string[] = [
+  ...DEFAULT_OVERSIGN,
+  'In-Reply-To',
+  'References',
+  'Content-Disposition',
+  'List-Id',
+  'List-Help',
+  'List-Subscribe',
+  'List-Post',
+  'List-Owner',
+  'List-Archive',
+  'Feedback-ID',
 ];
 
 const CANONICALIZATIONS: readonly Canonicalization[] = [

@@ -41,6 +41,17 @@ afterAll(async () => {
 const rsaOnly = (extra: Partial<DkimOptions> = {}): Plugin =>
   dkim({ domains: { 'example.com': { selector: 'rsa1', key: rsa.privateKeyPem } }, ...extra });
 
+/** example.com with an RSA and an Ed25519 key, both active: two signatures per message. */
+const dualSigner = (): Plugin =>
+  dkim({
+    domains: {
+      'example.com': [
+        { selector: 'rsa1', key: rsa.privateKeyPem, algorithm: 'rsa-sha256' },
+        { selector: 'ed1', key: ed.privateKeyPem, algorithm: 'ed25519-sha256' },
+      ],
+    },
+  });
+
 const valid = (results: DkimpyResult[]): boolean[] => results.map((r) => r.valid);
 
 /** Replaces the first occurrence of `from` in the message, failing if it is not there. */
@@ -129,15 +140,7 @@ describe('Ed25519-SHA256 (RFC 8463)', () => {
   });
 
   test('dual signing: a domain with an RSA and an Ed25519 key gets both signatures, each valid', async () => {
-    const plugin = dkim({
-      domains: {
-        'example.com': [
-          { selector: 'rsa1', key: rsa.privateKeyPem, algorithm: 'rsa-sha256' },
-          { selector: 'ed1', key: ed.privateKeyPem, algorithm: 'ed25519-sha256' },
-        ],
-      },
-    });
-    const { raw } = await sendThrough(plugin, message());
+    const { raw } = await sendThrough(dualSigner(), message());
     expect(signaturesOf(raw)).toHaveLength(2);
     const results = await verifyWithDkimpy(raw, dns);
     expect(results.map((r) => [r.selector, r.valid]).sort()).toEqual([
@@ -151,14 +154,7 @@ describe('Ed25519-SHA256 (RFC 8463)', () => {
 
 describe('what a signature protects', () => {
   test('a changed body fails verification (both algorithms)', async () => {
-    const plugin = dkim({
-      domains: {
-        'example.com': [
-          { selector: 'rsa1', key: rsa.privateKeyPem },
-          { selector: 'ed1', key: ed.privateKeyPem },
-        ],
-      },
-    });
+    const plugin = dualSigner();
     const { raw } = await sendThrough(plugin, message());
     expect(valid(await verifyWithDkimpy(raw, dns))).toEqual([true, true]);
     const changed = tamper(raw, 'this  is', 'this was');
@@ -276,14 +272,7 @@ describe('choosing keys', () => {
 
 describe('in the queue stage', () => {
   test('a message already carrying our signature for that d= and s= is not signed twice', async () => {
-    const plugin = dkim({
-      domains: {
-        'example.com': [
-          { selector: 'rsa1', key: rsa.privateKeyPem },
-          { selector: 'ed1', key: ed.privateKeyPem },
-        ],
-      },
-    });
+    const plugin = dualSigner();
     const once = (await sendThrough(rsaOnly(), message())).raw;
     expect(signaturesOf(once)).toHaveLength(1);
     // Sent through again (a second hop of our own, a retry): rsa1 is skipped, ed1 still signs.
