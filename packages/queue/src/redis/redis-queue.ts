@@ -166,7 +166,7 @@ export class RedisQueue implements QueueBackend {
       isBounce: message.isBounce ? '1' : '0',
       ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
       ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
-    } as unknown as Record<string, string>);
+    });
     multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
     for (const job of jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
@@ -176,7 +176,11 @@ export class RedisQueue implements QueueBackend {
     }
 
     try {
-      const results = await withTimeout(multi.exec(), this.#timeoutMs, 'Redis did not confirm the message in time');
+      const results = await withTimeout(
+        multi.exec(),
+        this.#timeoutMs,
+        'Redis did not confirm the message in time',
+      );
       const failure = results?.find(([error]) => error !== null)?.[0];
       if (results === null || failure) throw failure ?? new Error('transaction discarded');
     } catch (error) {
