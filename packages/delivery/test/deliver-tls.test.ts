@@ -167,6 +167,36 @@ describe('STARTTLS', () => {
   });
 });
 
+describe('implicit TLS', () => {
+  it('speaks TLS from the first byte and verifies the certificate', async () => {
+    const s = await sink({});
+    const smtpsCert = makeCertificate(['smtps.secure.test']);
+    const front = await startWireTap({ upstreamPort: s.port, host: '127.0.0.2', port: 0, tls: smtpsCert });
+    cleanups.push(() => front.stop());
+    dns.set('smtps.secure.test', { A: ['127.0.0.2'] });
+    const route = {
+      '*': { type: 'smtp' as const, host: 'smtps.secure.test', port: front.port, tls: 'implicit' as const },
+    };
+
+    const untrusting = make(25, { routes: route });
+    const refused = await untrusting.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(refused.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.5' } });
+    expect(s.messages).toHaveLength(0);
+
+    const wrongCa = make(25, { routes: route, tls: { ca: cert.cert } });
+    const mismatch = await wrongCa.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(mismatch.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.5' } });
+
+    const trusting = make(25, { routes: route, tls: { ca: smtpsCert.cert } });
+    const report = await trusting.deliver(makeJob(['a@anywhere.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect(report.remoteMta).toBe(`smtps.secure.test[127.0.0.2]:${front.port}`);
+    // The sink behind the TLS front saw the EHLO in clear: the front is what spoke TLS.
+    expect((await s.waitFor(1))[0]?.helo).toBe('out.tern.test');
+    expect(front.clientText()).toContain('EHLO out.tern.test');
+  });
+});
+
 describe('smarthost with AUTH', () => {
   const relay = (port: number, pass = 'secret', tls?: 'opportunistic' | 'require' | 'none') => ({
     '*': {

@@ -4,6 +4,7 @@
 import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer } from 'node:tls';
 
 export interface TapChunk {
   readonly conn: number;
@@ -23,6 +24,8 @@ export interface WireTapOptions {
   readonly breakStartTls?: boolean;
   /** Hold the server's greeting this long (a slow server, so deliveries overlap). */
   readonly greetingDelayMs?: number;
+  /** Listen with TLS from the first byte (a port-465 front for a plain sink). */
+  readonly tls?: { readonly key: string; readonly cert: string };
   /** Edits what the server says before the client sees it (e.g. to offer fewer extensions). */
   readonly rewriteServer?: (text: string) => string;
 }
@@ -49,7 +52,7 @@ export async function startWireTap(options: WireTapOptions): Promise<WireTap> {
   let inUse = 0;
   let maxInUse = 0;
 
-  const server: Server = createServer((client) => {
+  const handle = (client: Socket): void => {
     const conn = ++connections;
     inUse++;
     maxInUse = Math.max(maxInUse, inUse);
@@ -110,7 +113,12 @@ export async function startWireTap(options: WireTapOptions): Promise<WireTap> {
     });
     client.on('error', close);
     upstream.on('error', close);
-  });
+  };
+  const server: Server = options.tls
+    ? createTlsServer({ key: options.tls.key, cert: options.tls.cert }, handle)
+    : createServer(handle);
+  // A client that gives up on our certificate makes the TLS server emit this; it is part of the test.
+  server.on('tlsClientError', () => {});
 
   if (options.path !== undefined) {
     rmSync(options.path, { force: true });
