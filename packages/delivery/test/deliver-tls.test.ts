@@ -4,7 +4,7 @@ import { makeCertificate, type SmtpSink, startDnsServer, startSmtpSink, type Tes
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '../src/index.js';
 import { makeJob, SIMPLE_MESSAGE, storedMessage } from './helpers/jobs.js';
-import { startWireTap } from './helpers/wire-tap.js';
+import { startWireTap, type WireTap } from './helpers/wire-tap.js';
 
 const cert = makeCertificate(['mx.secure.test']);
 const otherCert = makeCertificate(['somebody.else.test']);
@@ -33,6 +33,20 @@ async function sink(options: Parameters<typeof startSmtpSink>[0]): Promise<SmtpS
   const s = await startSmtpSink(options);
   cleanups.push(() => s.stop());
   return s;
+}
+
+/** A middlebox in front of `s` as the MX's address: lets STARTTLS through, then garbles the handshake. */
+async function brokenMiddlebox(s: SmtpSink): Promise<WireTap> {
+  const tap = await startWireTap({
+    upstreamPort: s.port,
+    host: '127.0.0.2',
+    port: s.port,
+    breakStartTls: true,
+  });
+  cleanups.push(() => tap.stop());
+  dns.set('mx.secure.test', { A: ['127.0.0.2'] });
+  cleanups.push(async () => dns.set('mx.secure.test', { A: ['127.0.0.1'] }));
+  return tap;
 }
 
 function make(port: number, extra: Partial<DelivererOptions> = {}): Deliverer {
@@ -124,16 +138,7 @@ describe('STARTTLS', () => {
 
   it('retries in plain text on a new connection when an opportunistic handshake fails', async () => {
     const s = await sink({ tls: cert });
-    // A middlebox on 127.0.0.2 that lets STARTTLS through, then answers the handshake with garbage.
-    const tap = await startWireTap({
-      upstreamPort: s.port,
-      host: '127.0.0.2',
-      port: s.port,
-      breakStartTls: true,
-    });
-    cleanups.push(() => tap.stop());
-    dns.set('mx.secure.test', { A: ['127.0.0.2'] });
-    cleanups.push(async () => dns.set('mx.secure.test', { A: ['127.0.0.1'] }));
+    const tap = await brokenMiddlebox(s);
     const logger = memoryLogger();
     const d = make(s.port, { logger });
     const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
@@ -150,15 +155,7 @@ describe('STARTTLS', () => {
 
   it("does not fall back to plain text under 'require' when the handshake fails", async () => {
     const s = await sink({ tls: cert });
-    const tap = await startWireTap({
-      upstreamPort: s.port,
-      host: '127.0.0.2',
-      port: s.port,
-      breakStartTls: true,
-    });
-    cleanups.push(() => tap.stop());
-    dns.set('mx.secure.test', { A: ['127.0.0.2'] });
-    cleanups.push(async () => dns.set('mx.secure.test', { A: ['127.0.0.1'] }));
+    const tap = await brokenMiddlebox(s);
     const d = make(s.port, { tls: { mode: 'require', ca: cert.cert } });
     const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
     expect(report.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.5' } });

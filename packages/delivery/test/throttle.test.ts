@@ -57,6 +57,20 @@ function client(): Redis {
   return c;
 }
 
+/** A fresh slow relay on `address` that mx.shared.test points to for this test (its counts start at 0). */
+async function slowMxAt(address: string): Promise<WireTap> {
+  const relay = await startWireTap({
+    upstreamPort: sink.port,
+    host: address,
+    port: sink.port,
+    greetingDelayMs: 150,
+  });
+  cleanups.push(() => relay.stop());
+  dns.set('mx.shared.test', { A: [address] });
+  cleanups.push(async () => dns.set('mx.shared.test', { A: ['127.0.0.2'] }));
+  return relay;
+}
+
 function make(extra: Partial<DelivererOptions>): Deliverer {
   const d = createDeliverer({
     hostname: 'out.tern.test',
@@ -73,15 +87,7 @@ function make(extra: Partial<DelivererOptions>): Deliverer {
 
 describe('per-destination concurrency', () => {
   it('holds two deliverers on one Redis to one connection at a time for the domain', async () => {
-    const tapPerTest = await startWireTap({
-      upstreamPort: sink.port,
-      host: '127.0.0.3',
-      port: sink.port,
-      greetingDelayMs: 150,
-    });
-    cleanups.push(() => tapPerTest.stop());
-    dns.set('mx.shared.test', { A: ['127.0.0.3'] });
-    cleanups.push(async () => dns.set('mx.shared.test', { A: ['127.0.0.2'] }));
+    const tapPerTest = await slowMxAt('127.0.0.3');
     const limits = { domains: { 'limited.test': { maxConnections: 1 } }, waitMs: 10_000 };
     const a = make({ redis: client(), limits });
     const b = make({ redis: client(), limits });
@@ -95,15 +101,7 @@ describe('per-destination concurrency', () => {
   });
 
   it('lets them overlap without the shared Redis (the measurement sees overlap)', async () => {
-    const tapPerTest = await startWireTap({
-      upstreamPort: sink.port,
-      host: '127.0.0.4',
-      port: sink.port,
-      greetingDelayMs: 150,
-    });
-    cleanups.push(() => tapPerTest.stop());
-    dns.set('mx.shared.test', { A: ['127.0.0.4'] });
-    cleanups.push(async () => dns.set('mx.shared.test', { A: ['127.0.0.2'] }));
+    const tapPerTest = await slowMxAt('127.0.0.4');
     const limits = { domains: { 'limited.test': { maxConnections: 1 } }, waitMs: 10_000 };
     const a = make({ limits });
     const b = make({ limits });
@@ -115,15 +113,7 @@ describe('per-destination concurrency', () => {
   });
 
   it('limits by MX host name across domains (a leading dot matches a suffix)', async () => {
-    const tapPerTest = await startWireTap({
-      upstreamPort: sink.port,
-      host: '127.0.0.5',
-      port: sink.port,
-      greetingDelayMs: 150,
-    });
-    cleanups.push(() => tapPerTest.stop());
-    dns.set('mx.shared.test', { A: ['127.0.0.5'] });
-    cleanups.push(async () => dns.set('mx.shared.test', { A: ['127.0.0.2'] }));
+    const tapPerTest = await slowMxAt('127.0.0.5');
     const d = make({ limits: { hosts: { '.shared.test': { maxConnections: 1 } }, waitMs: 10_000 } });
     const reports = await Promise.all([
       d.deliver(makeJob(['a@limited.test']), storedMessage(SIMPLE_MESSAGE)),
