@@ -7,17 +7,24 @@ export interface HeaderField {
   readonly name: string;
   /** Lower-case name, for comparisons. */
   readonly key: string;
-  /** The whole field `Name: value` with folding, without the final CRLF. */
+  /** The whole field `Name: value` with folding, without the final CRLF, as a byte string (one char per octet). */
   readonly raw: string;
 }
 
-/** The unfolded value of a field: continuation line breaks removed, leading and trailing space trimmed. */
+// `raw` is a byte string: one char per octet (latin1), exactly what goes on the wire, so signers
+// hash what is sent. Values cross into and out of it as UTF-8 text (RFC 6532 allows UTF-8).
+const toBytes = (text: string): string => Buffer.from(text, 'utf8').toString('latin1');
+const fromBytes = (bytes: string): string => Buffer.from(bytes, 'latin1').toString('utf8');
+
+/** The unfolded value of a field as text: continuation line breaks removed, outer space trimmed. */
 export function unfoldValue(field: HeaderField): string {
   const colon = field.raw.indexOf(':');
-  return field.raw
-    .slice(colon + 1)
-    .replace(/\r?\n(?=[ \t])/g, '')
-    .trim();
+  return fromBytes(
+    field.raw
+      .slice(colon + 1)
+      .replace(/\r?\n(?=[ \t])/g, '')
+      .trim(),
+  );
 }
 
 const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
@@ -35,7 +42,7 @@ export class Headers {
    * empty name so that nothing in the message is silently dropped.
    */
   static parse(block: string | Buffer): Headers {
-    const text = typeof block === 'string' ? block : block.toString('latin1');
+    const text = typeof block === 'string' ? toBytes(block) : block.toString('latin1');
     const fields: HeaderField[] = [];
     const lines = text.split(/\r?\n/);
     if (lines.at(-1) === '') lines.pop();
@@ -133,5 +140,5 @@ export function makeField(name: string, value: string): HeaderField {
   if (/\r(?!\n[ \t])|(?<!\r)\n|\r\n(?![ \t])/.test(value)) {
     throw new TypeError(`header ${name}: value contains a line break that is not a folded continuation`);
   }
-  return { name, key: name.toLowerCase(), raw: `${name}: ${value}` };
+  return { name, key: name.toLowerCase(), raw: `${name}: ${toBytes(value)}` };
 }

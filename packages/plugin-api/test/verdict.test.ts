@@ -30,6 +30,15 @@ describe('headers', () => {
     expect(h.remove('Received', (v) => v === 'one')).toBe(1);
     expect(h.toString()).toBe('Received: zero\r\nSubject: hello\r\n  world\r\nTo: c@d\r\nReceived: two\r\n');
   });
+  test('UTF-8 values round-trip as text and go on the wire as UTF-8 bytes', () => {
+    const h = Headers.parse(Buffer.from('Subject: caf\u00e9 \u2615\r\n', 'utf8'));
+    expect(h.get('Subject')).toBe('caf\u00e9 \u2615');
+    h.append('X-Note', 'na\u00efve');
+    expect(h.get('X-Note')).toBe('na\u00efve');
+    expect(
+      h.toBuffer().equals(Buffer.from('Subject: caf\u00e9 \u2615\r\nX-Note: na\u00efve\r\n', 'utf8')),
+    ).toBe(true);
+  });
   test('refuse header injection', () => {
     expect(() => makeField('X-A', 'x\r\nBcc: evil@x')).toThrow(/line break/);
     expect(() => makeField('X-A', 'x\nBcc: evil@x')).toThrow(/line break/);
