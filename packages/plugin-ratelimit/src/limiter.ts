@@ -103,6 +103,7 @@ export interface Limiter extends DeliveryThrottle {
 export const DEFAULT_PREFIX = 'tern:rl:';
 export const DEFAULT_TIMEOUT_MS = 1000;
 export const DEFAULT_LEASE_TTL_MS = 60_000;
+const RENEW_BATCH = 500;
 
 /** Creates a limiter: cluster-wide over Redis when `redis` is given, in-process otherwise. */
 export function createLimiter(options: LimiterOptions): Limiter {
@@ -264,7 +265,11 @@ class StoreLimiter implements Limiter {
     const leases = [...this.#held].flatMap(([id, lease]) => lease.keys.map((key) => ({ key, id })));
     if (leases.length === 0) return;
     try {
-      const lost = await this.#call(this.#store.renew(leases, this.#leaseTtlMs));
+      let lost = 0;
+      // In slices, so thousands of open connections never hold Redis in one long script.
+      for (let i = 0; i < leases.length; i += RENEW_BATCH) {
+        lost += await this.#call(this.#store.renew(leases.slice(i, i + RENEW_BATCH), this.#leaseTtlMs));
+      }
       this.#recovered();
       if (lost > 0) {
         this.#log.warn(

@@ -1,5 +1,5 @@
 // The rateLimit plugin: turns the configured rules into limiter calls at each SMTP stage and
-// the limiter's answers into SMTP replies. At most one limiter round trip per stage.
+// the limiter's answers into SMTP replies: one limiter round trip per stage (two at connect).
 import {
   type AuthContext,
   definePlugin,

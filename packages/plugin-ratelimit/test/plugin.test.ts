@@ -1,6 +1,6 @@
 // The rateLimit plugin driven through the plugin test kit, over a limiter on a private Redis.
 import { type LogRecord, type Plugin, PluginOptionError, reject, testPlugins } from '@tern/plugin-api';
-import { startRedis, type TestRedis } from '@tern/testkit';
+import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { formatWait } from '../src/duration.js';
 import { type Limiter, type RateLimitOptions, rateLimit } from '../src/index.js';
@@ -513,4 +513,49 @@ test('without a limiter or Redis the plugin limits in process', async () => {
   expect((await testPlugins(plugin).connect()).kind).toBe('disconnect');
   await first.close();
   expect((await testPlugins(plugin).connect()).kind).toBe('continue');
+});
+
+test('given `redis`, the plugin opens its own limiter and closes it at shutdown', async () => {
+  const admin = adminConnection(redis.url);
+  const clients = async (): Promise<number> =>
+    String(await admin.client('LIST'))
+      .trim()
+      .split('\n').length;
+  const before = await clients();
+  const plugin = rateLimit({
+    redis: redis.url,
+    failMode: 'closed',
+    prefix: uniquePrefix(),
+    rules: [{ key: 'ip', count: 'connections', limit: 1 }],
+  });
+  const first = testPlugins(plugin);
+  await first.host.runObserve('init', {});
+  expect((await first.connect()).kind).toBe('continue');
+  expect((await testPlugins(plugin).connect()).kind).toBe('disconnect');
+  expect(await clients()).toBe(before + 1);
+  await first.close();
+  await first.host.runObserve('shutdown', {});
+  await waitFor(async () => (await clients()) === before);
+});
+
+test("the plugin's own limiter logs an outage through the host's logger", async () => {
+  const plugin = rateLimit({
+    redis: 'redis://127.0.0.1:1',
+    failMode: 'closed',
+    rules: [{ key: 'ip', count: 'connections', limit: 1 }],
+  });
+  const session = testPlugins(plugin);
+  await session.host.runObserve('init', {});
+  expect(await session.connect()).toMatchObject({
+    kind: 'disconnect',
+    reply: { code: 421, enhanced: '4.3.0' },
+  });
+  expect(await testPlugins(plugin).connect()).toMatchObject({
+    kind: 'disconnect',
+    reply: { code: 421, enhanced: '4.3.0' },
+  });
+  const outage = session.logs.filter((r) => r.message?.includes('store unreachable'));
+  expect(outage).toHaveLength(1);
+  expect(outage[0]).toMatchObject({ level: 'error', fields: { plugin: 'ratelimit', failMode: 'closed' } });
+  await session.host.runObserve('shutdown', {});
 });
