@@ -13,12 +13,15 @@ const commands: Record<string, Command> = {
   start: {
     summary: 'start the MTA from a config file',
     usage:
-      'tern start --config FILE\n\n  Starts every listener and the delivery worker. SIGTERM or SIGINT stops accepting,\n  lets open transactions finish, then exits.',
+      'tern start --config FILE [--no-worker]\n\n  Starts every listener and the delivery worker. SIGTERM or SIGINT stops accepting,\n  lets open transactions finish, then exits. --no-worker runs intake only: mail is\n  queued durably and another node (or a later start) delivers it.',
     run: async (argv) => {
-      const { values } = parseArgs({ args: argv, options: { config: { type: 'string', short: 'c' } } });
+      const { values } = parseArgs({
+        args: argv,
+        options: { config: { type: 'string', short: 'c' }, 'no-worker': { type: 'boolean' } },
+      });
       if (!values.config) throw new UsageError('start needs --config FILE');
       const { runStart } = await import('./commands/start.js');
-      return runStart(values.config);
+      return runStart(values.config, { worker: values['no-worker'] !== true });
     },
   },
   'check-config': {

@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import type { NextHop, Plugin } from '@tern/plugin-api';
+import type { Duration } from '@tern/queue';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
 
@@ -39,10 +40,17 @@ const limits = z
     maxConnections: z.number().int().positive().optional(),
     maxConnectionsPerIp: z.number().int().positive().optional(),
     maxErrors: z.number().int().positive().optional(),
-    maxReceivedHeaders: z.number().int().positive().optional(),
     maxAuthFailures: z.number().int().positive().optional(),
-    socketTimeoutMs: duration.optional(),
-    dataTimeoutMs: duration.optional(),
+    maxReceivedHeaders: z.number().int().positive().optional(),
+    maxHeaderBytes: z.number().int().positive().optional(),
+    timeouts: z
+      .strictObject({
+        socket: duration.optional(),
+        data: duration.optional(),
+        enqueue: duration.optional(),
+        dns: duration.optional(),
+      })
+      .optional(),
   })
   .optional();
 
@@ -63,6 +71,10 @@ const listener = z.strictObject({
   trustedNetworks: z.array(cidr).optional(),
   requireTls: z.boolean().optional(),
   requireAuth: z.boolean().optional(),
+  auth: z.boolean().optional(),
+  allowInsecureAuth: z.boolean().optional(),
+  reverseLookup: z.boolean().optional(),
+  authFailureDelayMs: z.number().int().nonnegative().optional(),
   bareLineEndings: z.enum(['reject', 'normalize']).optional(),
   proxy: z.boolean().optional(),
   xclient: z.boolean().optional(),
@@ -91,46 +103,99 @@ const nextHop: z.ZodType<NextHop> = z.union([
   z.strictObject({ type: z.literal('maildir'), path: z.string().min(1) }),
 ]) as z.ZodType<NextHop>;
 
+const span = z.union(
+  [z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h|d)$/)],
+  "milliseconds, or a string like '30s', '5m', '4h', '5d'",
+) as z.ZodType<Duration>;
 const retry = z
   .strictObject({
-    /** Delays between attempts in seconds; the last repeats. */
-    intervals: z.array(z.number().positive()).min(1).optional(),
-    /** Give up (bounce) after this many seconds. */
-    maxAge: z.number().positive().optional(),
-    /** Send a delay notice after this many seconds (off when absent). */
-    delayNoticeAfter: z.number().positive().optional(),
+    /** Waits after the 1st, 2nd, ... failed attempt; the last repeats (default 5m, 10m, 20m, 40m, 1h, 2h, 4h). */
+    intervals: z.array(span).min(1).optional(),
+    /** Give up (bounce) after this long (default 5d). */
+    maxAge: span.optional(),
+    /** Send a delay notice after this long (default: never). */
+    delayNoticeAfter: span.optional(),
+    /** Shortest wait between two attempts (default 1s). */
+    minInterval: span.optional(),
   })
   .optional();
 
 const queue = z
   .discriminatedUnion('backend', [
-    z.strictObject({ backend: z.literal('embedded'), path: z.string().min(1).optional(), retry }),
+    z.strictObject({
+      backend: z.literal('embedded'),
+      /** The SQLite file (default .tern-data/queue.db beside the config). */
+      path: z.string().min(1).optional(),
+      retry,
+    }),
     z.strictObject({
       backend: z.literal('redis'),
       url: z.string().regex(/^rediss?:\/\//, 'a Redis URL like redis://127.0.0.1:6379'),
       prefix: z.string().min(1).optional(),
+      queueName: z.string().min(1).optional(),
+      enqueueTimeoutMs: duration.optional(),
+      stalledIntervalMs: duration.optional(),
+      lockDurationMs: duration.optional(),
       retry,
     }),
   ])
   .optional();
 
+const destinationLimit = z.strictObject({
+  /** Deliveries in flight at once towards this destination. */
+  maxConnections: z.number().int().positive().optional(),
+  /** Messages per window, e.g. { limit: 10, per: 1000 } for 10 a second. */
+  messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }).optional(),
+});
+
 const delivery = z
   .strictObject({
     /** Static routes by recipient domain; '*' routes everything else (a smarthost). */
     routes: z.record(z.string(), nextHop).optional(),
+    /** Local domains delivered to a mailbox server over LMTP. */
+    local: z
+      .strictObject({
+        domains: z.array(domain).min(1),
+        lmtp: z.strictObject({
+          host: z.string().optional(),
+          port: port.optional(),
+          path: z.string().optional(),
+          tls: tlsMode.optional(),
+        }),
+      })
+      .optional(),
     dns: z.strictObject({ servers: z.array(z.string()).min(1), timeoutMs: duration.optional() }).optional(),
     /** The SMTP port MX hosts are reached on (25; tests use others). */
     port: port.optional(),
+    /** Jobs this process delivers at once (default 20). */
     concurrency: z.number().int().positive().optional(),
-    tls: z.strictObject({ ca: z.string().optional() }).optional(),
+    tls: z
+      .strictObject({
+        mode: tlsMode.optional(),
+        /** A PEM file of CAs trusted for `require` (default: Node's bundled roots). */
+        ca: z.string().optional(),
+        allowInsecureAuth: z.boolean().optional(),
+      })
+      .optional(),
+    maxAddresses: z.number().int().positive().optional(),
     limits: z
-      .record(
-        z.string(),
-        z.strictObject({
-          maxConnections: z.number().int().positive().optional(),
-          messagesPerSecond: z.number().positive().optional(),
-        }),
-      )
+      .strictObject({
+        default: destinationLimit.optional(),
+        domains: z.record(z.string(), destinationLimit).optional(),
+        hosts: z.record(z.string(), destinationLimit).optional(),
+        waitMs: duration.optional(),
+        leaseTtlMs: duration.optional(),
+      })
+      .optional(),
+    timeouts: z
+      .strictObject({
+        connectMs: duration.optional(),
+        greetingMs: duration.optional(),
+        commandMs: duration.optional(),
+        dataInitMs: duration.optional(),
+        dataBlockMs: duration.optional(),
+        dataEndMs: duration.optional(),
+      })
       .optional(),
   })
   .optional();

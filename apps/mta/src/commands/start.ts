@@ -1,0 +1,42 @@
+// tern start: load and validate the config, start the MTA, stop cleanly on SIGTERM/SIGINT.
+import { loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { type StartOptions, startMta } from '../mta.js';
+
+export async function runStart(file: string, options: StartOptions = {}): Promise<number> {
+  const config = await loadConfig(file);
+  const logger = createLogger(config.log?.level);
+  const mta = await startMta(config, logger, options);
+
+  const queue = { backend: mta.queue.kind, location: mta.queue.location };
+  const plugins = mta.plugins.plugins.map((p) => p.name);
+  logger.info({ listeners: mta.listeners, queue, plugins, hostname: mta.hostname }, 'tern started');
+  const lines = [
+    `tern ${mta.hostname}: started`,
+    ...mta.listeners.map((l) => `  listening: ${l.name} (${l.kind}) on ${l.host}:${l.port}`),
+    `  queue: ${queue.backend} at ${queue.location}${options.worker === false ? ' (intake only: no delivery worker)' : ''}`,
+    `  plugins: ${plugins.length > 0 ? plugins.join(', ') : '(none)'}`,
+  ];
+  process.stderr.write(`${lines.join('\n')}\n`);
+
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping: no new connections, finishing open transactions');
+    mta.close().then(
+      () => {
+        logger.info('stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'unclean stop');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  // Keep running: the listeners hold the event loop open.
+  return -1;
+}

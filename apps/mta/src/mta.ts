@@ -1,0 +1,190 @@
+// Wiring: one running MTA from a validated config. Start order: plugins' init, the queue, the
+// delivery worker, then listeners (so nothing is accepted before it can be made durable).
+// Stop order is the reverse: listeners first (open transactions finish), then the worker.
+import { resolve } from 'node:path';
+import { createListener, FileUserStore, type Listener, type ListenerOptions } from '@tern/core';
+import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
+import { type Logger, type Plugin, PluginHost } from '@tern/plugin-api';
+import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
+import { configPath, listenerPort, type ResolvedConfig, readConfigFile, serverHostname } from './config.js';
+
+export interface RunningListener {
+  readonly name: string;
+  readonly kind: string;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface RunningMta {
+  readonly hostname: string;
+  readonly listeners: readonly RunningListener[];
+  readonly queue: QueueBackend;
+  readonly plugins: PluginHost;
+  /** Stops accepting, lets open transactions finish (up to `timeoutMs`), stops delivery, closes the queue. */
+  close(timeoutMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Run the delivery worker in this process (default true). */
+  readonly worker?: boolean;
+}
+
+/** Opens the configured queue backend: embedded (the default) or Redis. */
+export async function openQueue(config: ResolvedConfig, logger: Logger): Promise<QueueBackend> {
+  const queue = config.queue ?? { backend: 'embedded' as const };
+  if (queue.backend === 'redis') {
+    const redis: RedisQueue = await openRedisQueue({
+      url: queue.url,
+      logger,
+      ...(queue.prefix !== undefined ? { prefix: queue.prefix } : {}),
+      ...(queue.queueName !== undefined ? { queueName: queue.queueName } : {}),
+      ...(queue.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: queue.enqueueTimeoutMs } : {}),
+      ...(queue.stalledIntervalMs !== undefined ? { stalledIntervalMs: queue.stalledIntervalMs } : {}),
+      ...(queue.lockDurationMs !== undefined ? { lockDurationMs: queue.lockDurationMs } : {}),
+    });
+    for (const warning of await redis.checkSafety())
+      logger.warn({ redis: redis.location }, `unsafe Redis: ${warning}`);
+    return redis;
+  }
+  return openEmbeddedQueue({ path: embeddedQueuePath(config), logger });
+}
+
+/** The embedded store's file: the config's, or `.tern-data/queue.db` beside the config file. */
+export function embeddedQueuePath(config: ResolvedConfig): string {
+  const queue = config.queue;
+  return queue?.backend === 'embedded' && queue.path
+    ? configPath(config, queue.path)
+    : resolve(config.baseDir, '.tern-data/queue.db');
+}
+
+function delivererOptions(
+  config: ResolvedConfig,
+  hostname: string,
+  plugins: PluginHost,
+  logger: Logger,
+): DelivererOptions {
+  const d = config.delivery ?? {};
+  return {
+    hostname,
+    plugins,
+    logger,
+    ...(d.routes ? { routes: d.routes } : {}),
+    ...(d.local ? { local: d.local } : {}),
+    ...(d.dns ? { dns: d.dns } : {}),
+    ...(d.port !== undefined ? { port: d.port } : {}),
+    ...(d.maxAddresses !== undefined ? { maxAddresses: d.maxAddresses } : {}),
+    ...(d.limits ? { limits: d.limits } : {}),
+    ...(d.timeouts ? { timeouts: d.timeouts } : {}),
+    ...(d.tls
+      ? {
+          tls: {
+            ...(d.tls.mode ? { mode: d.tls.mode } : {}),
+            ...(d.tls.allowInsecureAuth !== undefined ? { allowInsecureAuth: d.tls.allowInsecureAuth } : {}),
+            ...(d.tls.ca ? { ca: readConfigFile(config, d.tls.ca, 'config.delivery.tls.ca') } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+function listenerOptions(config: ResolvedConfig, index: number, hostname: string): ListenerOptions {
+  const l = config.listeners[index]!;
+  const field = `config.listeners[${index}]`;
+  const { plugins: _plugins, tls, localDomains, trustedNetworks, ...rest } = l;
+  return {
+    ...rest,
+    name: l.name ?? `${l.kind}-${listenerPort(l)}`,
+    port: listenerPort(l),
+    hostname: l.hostname ?? hostname,
+    localDomains: localDomains ?? config.localDomains,
+    trustedNetworks: trustedNetworks ?? config.trustedNetworks,
+    ...(tls
+      ? {
+          tls: {
+            key: readConfigFile(config, tls.key, `${field}.tls.key`),
+            cert: readConfigFile(config, tls.cert, `${field}.tls.cert`),
+            ...(tls.sni
+              ? {
+                  sni: Object.fromEntries(
+                    Object.entries(tls.sni).map(([name, pair]) => [
+                      name,
+                      {
+                        key: readConfigFile(config, pair.key, `${field}.tls.sni.${name}.key`),
+                        cert: readConfigFile(config, pair.cert, `${field}.tls.sni.${name}.cert`),
+                      },
+                    ]),
+                  ),
+                }
+              : {}),
+          },
+        }
+      : {}),
+  } as ListenerOptions;
+}
+
+export async function startMta(
+  config: ResolvedConfig,
+  logger: Logger,
+  options: StartOptions = {},
+): Promise<RunningMta> {
+  const hostname = serverHostname(config);
+  const hostOptions = { logger };
+  const plugins = new PluginHost(config.plugins, hostOptions);
+  // Listener-level plugin lists replace the global one; each gets its own host (own ordering).
+  const listenerHosts = config.listeners.map((l) =>
+    l.plugins ? new PluginHost(l.plugins as Plugin[], hostOptions) : plugins,
+  );
+  await plugins.runObserve('init', {});
+
+  const queue = await openQueue(config, logger);
+  let deliverer: Deliverer | undefined;
+  const listeners: Listener[] = [];
+  try {
+    if (options.worker !== false) {
+      deliverer = createDeliverer(delivererOptions(config, hostname, plugins, logger));
+      const retry = config.queue?.retry;
+      await queue.startWorker(deliverer.deliver, {
+        plugins,
+        hostname,
+        logger,
+        ...(config.delivery?.concurrency !== undefined ? { concurrency: config.delivery.concurrency } : {}),
+        ...(retry ? { retry } : {}),
+      });
+    }
+    const users = config.users ? await FileUserStore.open(configPath(config, config.users.file)) : undefined;
+    for (const [i] of config.listeners.entries()) {
+      const listener = createListener(listenerOptions(config, i, hostname), {
+        plugins: listenerHosts[i]!,
+        sink: queue,
+        logger,
+        ...(users ? { users } : {}),
+      });
+      listeners.push(listener);
+      await listener.listen();
+    }
+  } catch (error) {
+    await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));
+    await deliverer?.close();
+    await queue.close();
+    throw error;
+  }
+
+  const running = listeners.map((l, i) => ({
+    name: l.name,
+    kind: config.listeners[i]!.kind,
+    host: l.address?.host ?? '',
+    port: l.address?.port ?? 0,
+  }));
+  return {
+    hostname,
+    listeners: running,
+    queue,
+    plugins,
+    async close(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
+      await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
+      await queue.close();
+      await deliverer?.close();
+      await plugins.runObserve('shutdown', {});
+    },
+  };
+}
