@@ -149,11 +149,11 @@ describe('leases in Redis', () => {
 
   test('a live holder keeps its lease past the TTL by renewing it', async () => {
     const prefix = uniquePrefix();
-    const holder = redisLimiter(redis.url, { prefix, leaseTtlMs: 300 });
-    const other = redisLimiter(redis.url, { prefix, leaseTtlMs: 300 });
+    const holder = redisLimiter(redis.url, { prefix, leaseTtlMs: 600 });
+    const other = redisLimiter(redis.url, { prefix, leaseTtlMs: 600 });
     const lease = await holder.acquire('long', 1);
     expect(lease.acquired).toBe(true);
-    await sleep(1000);
+    await sleep(1500);
     expect(await other.acquire('long', 1)).toMatchObject({ acquired: false, active: 1 });
     if (!lease.acquired) throw new Error('unreachable');
     await lease.release();
@@ -167,14 +167,14 @@ describe('leases in Redis', () => {
     toClose.push(deadNode);
     const taken = Date.now();
     expect(
-      await deadNode.acquire([{ key: `${prefix}lease:gone`, limit: 1 }], 'dead-node-lease', 500),
+      await deadNode.acquire([{ key: `${prefix}lease:gone`, limit: 1 }], 'dead-node-lease', 1000),
     ).toEqual({
       acquired: true,
       active: [1],
     });
     const other = redisLimiter(redis.url, { prefix });
     expect(await other.acquire('gone', 1)).toMatchObject({ acquired: false, active: 1 });
-    await sleep(Math.max(0, taken + 500 - Date.now()) + 20);
+    await sleep(Math.max(0, taken + 1000 - Date.now()) + 20);
     expect(await other.acquire('gone', 1)).toMatchObject({ acquired: true, active: 1 });
   });
 });
