@@ -4,6 +4,7 @@
 import { Readable } from 'node:stream';
 import {
   type Envelope,
+  type EnvelopeRecipient,
   type Logger,
   MessageContent,
   type NextHop,
@@ -315,7 +316,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       settle(open, DeliveryReplies.localError('message not available for sending'), 'deferred');
       return report({ hop });
     }
-    const recipients = open.map((i) => job.recipients[i]?.address ?? '');
+    const openRecipients = open.map((i) => job.recipients[i] as RecipientState);
+    const recipients = openRecipients.map((r) => r.address);
     const needsUtf8 =
       job.envelope.smtputf8 === true || isNonAscii(mailFrom) || recipients.some((r) => isNonAscii(r));
     const needs8Bit =
@@ -351,7 +353,15 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
             continue;
           }
           try {
-            const replies = await transact(session, mailFrom, recipients, wire, needsUtf8, needs8Bit);
+            const replies = await transact(
+              session,
+              job.envelope,
+              openRecipients,
+              wire,
+              needsUtf8,
+              needs8Bit,
+              log,
+            );
             open.forEach((index, n) => {
               const reply = replies[n] ?? DeliveryReplies.noDataReply;
               settle([index], reply);
@@ -424,11 +434,12 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   /** Checks what this server must support, then runs the transaction. */
   async function transact(
     session: SmtpSession,
-    mailFrom: string,
-    recipients: readonly string[],
+    envelope: Envelope,
+    recipients: readonly EnvelopeRecipient[],
     wire: WireMessage,
     needsUtf8: boolean,
     needs8Bit: boolean,
+    log: Logger,
   ): Promise<SmtpReply[]> {
     const caps = session.capabilities;
     const host = session.target.hostname;
@@ -444,7 +455,15 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     if (caps.size !== undefined) mailParams.push(`SIZE=${wire.size}`);
     if (needs8Bit) mailParams.push('BODY=8BITMIME');
     if (needsUtf8) mailParams.push('SMTPUTF8');
-    return session.send({ mailFrom, mailParams, recipients, data: wire });
+    // RFC 3461 §5.2: a relay passes DSN requests on to a next hop that supports DSN.
+    const dsn = caps.dsn ? dsnParameters(envelope, log) : undefined;
+    if (dsn) mailParams.push(...dsn.mail);
+    return session.send({
+      mailFrom: envelope.mailFrom,
+      mailParams,
+      recipients: recipients.map((r) => ({ address: r.address, params: dsn ? dsn.rcpt(r) : [] })),
+      data: wire,
+    });
   }
 
   const deliver: Deliver = async (job, message) => {
@@ -467,6 +486,37 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 /** Hooks get their own copy: a hook changing it must not change the job the queue holds. */
 function copyEnvelope(envelope: Envelope): Envelope {
   return { ...envelope, recipients: envelope.recipients.map((r) => ({ ...r })) };
+}
+
+// xtext (RFC 3461 §4): printable ASCII but '+' and '=', or '+' and two upper-case hex digits.
+const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/;
+const ADDR_TYPE = /^[A-Za-z0-9-]+$/;
+
+/** DSN parameters as intake stored them (ENVID and ORCPT still xtext); malformed ones are dropped, not sent. */
+function dsnParameters(
+  envelope: Envelope,
+  log: Logger,
+): { mail: string[]; rcpt: (r: EnvelopeRecipient) => string[] } {
+  const mail: string[] = [];
+  if (envelope.ret) mail.push(`RET=${envelope.ret}`);
+  if (envelope.envid !== undefined) {
+    if (XTEXT.test(envelope.envid)) mail.push(`ENVID=${envelope.envid}`);
+    else log.warn({ envid: envelope.envid }, 'ENVID is not xtext; not passed on');
+  }
+  const rcpt = (r: EnvelopeRecipient): string[] => {
+    const params: string[] = [];
+    if (r.notify && r.notify.length > 0) params.push(`NOTIFY=${r.notify.join(',')}`);
+    if (r.orcpt !== undefined) {
+      const semi = r.orcpt.indexOf(';');
+      if (semi > 0 && ADDR_TYPE.test(r.orcpt.slice(0, semi)) && XTEXT.test(r.orcpt.slice(semi + 1))) {
+        params.push(`ORCPT=${r.orcpt}`);
+      } else {
+        log.warn({ orcpt: r.orcpt }, 'ORCPT is not addr-type;xtext; not passed on');
+      }
+    }
+    return params;
+  };
+  return { mail, rcpt };
 }
 
 /** An address that can go between angle brackets on one command line without changing the command. */

@@ -28,6 +28,7 @@ export {
   SmtpSession,
   type TlsSettings,
   type Transaction,
+  type TransactionRecipient,
 } from './session.js';
 export {
   type Admission,

@@ -77,6 +77,8 @@ export interface Capabilities {
   readonly startTls: boolean;
   readonly eightBitMime: boolean;
   readonly smtpUtf8: boolean;
+  /** DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID may be passed on. */
+  readonly dsn: boolean;
   /** SIZE limit; 0 means SIZE offered without a limit; undefined means not offered. */
   readonly size: number | undefined;
   readonly auth: readonly string[];
@@ -88,6 +90,7 @@ const NO_CAPABILITIES: Capabilities = {
   startTls: false,
   eightBitMime: false,
   smtpUtf8: false,
+  dsn: false,
   size: undefined,
   auth: [],
 };
@@ -114,13 +117,19 @@ export class SessionError extends Error {
   }
 }
 
+export interface TransactionRecipient {
+  readonly address: string;
+  /** RCPT TO parameters such as `NOTIFY=FAILURE`. */
+  readonly params: readonly string[];
+}
+
 /** One mail transaction: the wire-ready envelope and data. */
 export interface Transaction {
   /** Return path without brackets ('' for <>). */
   readonly mailFrom: string;
   /** MAIL FROM parameters such as `SIZE=123`, `BODY=8BITMIME`, `SMTPUTF8`. */
   readonly mailParams: readonly string[];
-  readonly recipients: readonly string[];
+  readonly recipients: readonly TransactionRecipient[];
   readonly data: WireMessage;
 }
 
@@ -301,7 +310,9 @@ export class SmtpSession {
     const accepted: number[] = [];
     try {
       const mail = `MAIL FROM:<${tx.mailFrom}>${tx.mailParams.map((p) => ` ${p}`).join('')}`;
-      const rcpts = tx.recipients.map((address) => `RCPT TO:<${address}>`);
+      const rcpts = tx.recipients.map(
+        ({ address, params }) => `RCPT TO:<${address}>${params.map((p) => ` ${p}`).join('')}`,
+      );
       let mailReply: WireReply;
       if (this.#capabilities.pipelining) {
         // RFC 2920: MAIL and every RCPT in one write; DATA waits until we know someone was accepted.
@@ -621,6 +632,9 @@ export function parseCapabilities(lines: readonly string[]): Capabilities {
         break;
       case 'SMTPUTF8':
         caps.smtpUtf8 = true;
+        break;
+      case 'DSN':
+        caps.dsn = true;
         break;
       case 'SIZE': {
         const limit = Number(args[0] ?? '0');

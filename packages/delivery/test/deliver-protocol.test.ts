@@ -229,6 +229,51 @@ describe('8BITMIME, SMTPUTF8 and SIZE', () => {
   });
 });
 
+describe('DSN parameters (RFC 3461)', () => {
+  const dsnJob = () => {
+    const job = makeJob(['a@x.test', 'b@x.test'], { ret: 'HDRS', envid: 'QUEUE+2B42' });
+    return {
+      ...job,
+      recipients: [
+        {
+          address: 'a@x.test',
+          status: 'pending' as const,
+          notify: ['SUCCESS', 'FAILURE'] as const,
+          orcpt: 'rfc822;a+2Bx@x.test',
+        },
+        { address: 'b@x.test', status: 'pending' as const, orcpt: 'rfc822;bad value' },
+      ],
+    };
+  };
+
+  it('passes RET, ENVID, NOTIFY and ORCPT on to a server that offers DSN, dropping malformed ones', async () => {
+    const sink = await startSmtpSink();
+    cleanups.push(() => sink.stop());
+    const tap = await startWireTap({
+      upstreamPort: sink.port,
+      rewriteServer: (text) => text.replace(/^250 (AUTH|SMTPUTF8)/m, '250-DSN\r\n250 $1'),
+    });
+    cleanups.push(() => tap.stop());
+    const d = viaTap(tap);
+    const report = await d.deliver(dsnJob(), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients.map((r) => r.result)).toEqual(['delivered', 'delivered']);
+    expect(mailChunk(tap)).toBe(
+      'MAIL FROM:<sender@origin.test> RET=HDRS ENVID=QUEUE+2B42\r\n' +
+        'RCPT TO:<a@x.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bx@x.test\r\n' +
+        'RCPT TO:<b@x.test>\r\n',
+    );
+  });
+
+  it('sends none of them to a server without DSN', async () => {
+    const { tap } = await sinkWithTap();
+    const d = viaTap(tap);
+    await d.deliver(dsnJob(), storedMessage(SIMPLE_MESSAGE));
+    expect(mailChunk(tap)).toBe(
+      'MAIL FROM:<sender@origin.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n',
+    );
+  });
+});
+
 describe('LMTP', () => {
   it('reports one reply per recipient after DATA', async () => {
     const sink = await startSmtpSink({
