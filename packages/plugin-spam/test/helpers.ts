@@ -11,7 +11,7 @@ export interface MessageParts {
   subject?: string | null;
   date?: string | null;
   messageId?: string | null;
-  extra?: string[];
+  extra?: readonly string[];
   body?: string;
 }
 
