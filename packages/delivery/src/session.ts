@@ -227,6 +227,8 @@ export class SmtpSession {
   #tlsInfo: { protocol: string; cipher: string; authorized: boolean } | undefined;
   #broken = false;
   #transactions = 0;
+  /** While true, lines sent are credentials (AUTH LOGIN sends them on lines of their own): never logged. */
+  #authenticating = false;
 
   private constructor(target: SessionTarget, settings: SessionSettings, socket: Socket | TLSSocket) {
     this.target = target;
@@ -485,6 +487,15 @@ export class SmtpSession {
     if (!this.#secure && !this.#settings.allowInsecureAuth) {
       throw new SessionError(DeliveryReplies.insecureAuth(host));
     }
+    this.#authenticating = true;
+    try {
+      await this.#authenticateWith(auth, host);
+    } finally {
+      this.#authenticating = false;
+    }
+  }
+
+  async #authenticateWith(auth: { user: string; pass: string }, host: string): Promise<void> {
     const t = this.#settings.timeouts;
     const offered = this.#capabilities.auth;
     let reply: WireReply;
@@ -550,7 +561,8 @@ export class SmtpSession {
   }
 
   #write(text: string): void {
-    this.#log.debug({ host: this.target.hostname, line: redact(text) }, 'C:');
+    const line = this.#authenticating ? '(credentials)' : redact(text);
+    this.#log.debug({ host: this.target.hostname, line }, 'C:');
     this.#socket.write(text);
   }
 

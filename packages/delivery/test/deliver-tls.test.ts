@@ -257,7 +257,9 @@ describe('smarthost with AUTH', () => {
       rewriteServer: (text) => text.replace(/^250([- ])AUTH .*$/m, '250$1AUTH LOGIN'),
     });
     cleanups.push(() => tap.stop());
+    const logger = memoryLogger();
     const d = make(25, {
+      logger,
       routes: {
         '*': { type: 'smtp', host: '127.0.0.2', port: s.port, auth: { user: 'tern', pass: 'secret' } },
       },
@@ -268,5 +270,15 @@ describe('smarthost with AUTH', () => {
     expect((await s.waitFor(1))[0]?.user).toBe('tern');
     expect(tap.clientText()).toContain('AUTH LOGIN\r\n');
     expect(tap.clientText()).not.toContain('AUTH PLAIN');
+    // The session logs every command at debug level, but never the credentials.
+    const logged = JSON.stringify(logger.records);
+    expect(logged).toContain('EHLO out.tern.test');
+    for (const secret of [
+      'secret',
+      Buffer.from('secret').toString('base64'),
+      Buffer.from('tern').toString('base64'),
+    ]) {
+      expect(logged).not.toContain(secret);
+    }
   });
 });
