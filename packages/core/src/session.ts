@@ -99,6 +99,7 @@ export class SmtpSession {
   #released = false;
   #holdGreeting = false;
   #greetingHeld = false;
+  readonly #observing = new Set<Promise<void>>();
 
   constructor(runtime: ListenerRuntime, connection: SMTPConnection, limitKey: string) {
     this.#runtime = runtime;
@@ -320,8 +321,14 @@ export class SmtpSession {
     if (this.#released) return;
     this.#released = true;
     this.#runtime.released(this);
-    if (this.#started)
-      this.#runtime.track(this.#runtime.plugins.runObserve('close', { session: this.info }, this.scope));
+    if (this.#started) {
+      // close hooks come after this session's queued hooks, so a plugin can rely on the order.
+      const plugins = this.#runtime.plugins;
+      const closing = Promise.allSettled([...this.#observing]).then(() =>
+        plugins.runObserve('close', { session: this.info }, this.scope),
+      );
+      this.#runtime.track(closing);
+    }
     this.#log.info({ errors: this.#errors, transactions: this.#transactions }, 'closed');
   }
 
@@ -417,7 +424,9 @@ export class SmtpSession {
     );
     // Contexts are built now, before the reply lets the next MAIL FROM reset the transaction
     // state; the hooks themselves run after the 250 is written.
-    this.#runtime.track(plugins.runObserve('queued', { ...base, queueId, envelope }, this.scope));
+    const observing = plugins.runObserve('queued', { ...base, queueId, envelope }, this.scope);
+    this.#observing.add(observing);
+    this.#runtime.track(observing.finally(() => this.#observing.delete(observing)));
     return queuedReply(queueId);
   }
 

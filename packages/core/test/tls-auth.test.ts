@@ -4,20 +4,11 @@ import { connect as connectTcp } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as connectTls, type TLSSocket } from 'node:tls';
-import { definePlugin, reject, tempfail } from '@tern/plugin-api';
+import { definePlugin, type Plugin, reject, tempfail } from '@tern/plugin-api';
 import { makeCertificate, type RawSmtp } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { addUser, FileUserStore } from '../src/index.js';
-import {
-  closeAll,
-  ehlo,
-  type Harness,
-  LOCAL_DOMAIN,
-  sendMail,
-  sleep,
-  startListener,
-  testTls,
-} from './helpers.js';
+import { addUser, FileUserStore, type ListenerOptions } from '../src/index.js';
+import { closeAll, ehlo, type Harness, sendMail, sleep, startListener, testTls } from './helpers.js';
 
 const FAST_SCRYPT = { N: 1024, r: 8, p: 1 };
 let dir: string;
@@ -41,12 +32,12 @@ const plain = (user: string, password: string, authzid = ''): string =>
 const b64 = (text: string): string => Buffer.from(text).toString('base64');
 
 async function submission(
-  overrides = {},
-  plugins = [] as Parameters<typeof startListener>[1]['plugins'],
+  overrides: Partial<ListenerOptions> = {},
+  plugins: Plugin[] = [],
 ): Promise<Harness> {
   return startListener(
     { kind: 'submission', tls: testTls(), authFailureDelayMs: 0, ...overrides },
-    { users, ...(plugins ? { plugins } : {}) },
+    { users, plugins },
   );
 }
 
