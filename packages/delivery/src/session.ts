@@ -227,6 +227,8 @@ export class SmtpSession {
   #tlsInfo: { protocol: string; cipher: string; authorized: boolean } | undefined;
   #broken = false;
   #transactions = 0;
+  /** The 421 that closed the channel, if one did: the reply for everything still open. */
+  #closing: SmtpReply | undefined;
   /** While true, lines sent are credentials (AUTH LOGIN sends them on lines of their own): never logged. */
   #authenticating = false;
 
@@ -332,6 +334,7 @@ export class SmtpSession {
         }
       }
       if (accepted.length === 0) return finish(replies);
+      if (this.#closing) return replies.map((reply) => reply ?? (this.#closing as SmtpReply));
 
       const dataReply = await this.#command('DATA', t.dataInitMs);
       if (dataReply.code !== 354) {
@@ -358,7 +361,7 @@ export class SmtpSession {
     } catch (error) {
       this.#broken = true;
       this.#socket.destroy();
-      const lost = DeliveryReplies.connectionLost(`${this.remoteMta}: ${message(error)}`);
+      const lost = this.#closing ?? DeliveryReplies.connectionLost(`${this.remoteMta}: ${message(error)}`);
       return replies.map((reply) => reply ?? lost);
     }
   }
@@ -415,9 +418,11 @@ export class SmtpSession {
     else replies[index] = wire.code >= 400 ? toSmtpReply(wire) : unexpectedReply(wire);
   }
 
-  /** A 421 means the server is closing the channel (RFC 5321 §3.8): never reuse it. */
+  /** A 421 means the server is closing the channel (RFC 5321 §3.8): never reuse it, and send nothing more. */
   #noteClosing(wire: WireReply): void {
-    if (wire.code === 421) this.#broken = true;
+    if (wire.code !== 421) return;
+    this.#broken = true;
+    this.#closing ??= toSmtpReply(wire);
   }
 
   async #greet(): Promise<void> {

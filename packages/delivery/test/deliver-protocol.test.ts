@@ -84,6 +84,51 @@ describe('PIPELINING', () => {
   });
 });
 
+describe('broken conversations', () => {
+  it('defers with 4.4.2 when the reply after the final dot never comes, and drops the connection', async () => {
+    const sink = await startSmtpSink();
+    cleanups.push(() => sink.stop());
+    // Swallow the server's answer to the end of data: the client is left waiting.
+    const tap = await startWireTap({
+      upstreamPort: sink.port,
+      rewriteServer: (text) => text.replace(/^250 OK: message queued.*\r\n/m, ''),
+    });
+    cleanups.push(() => tap.stop());
+    const d = viaTap(tap, { timeouts: { dataEndMs: 300 } });
+    const report = await d.deliver(makeJob(['a@x.test', 'b@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients.map((r) => [r.result, r.reply.code, r.reply.enhanced])).toEqual([
+      ['deferred', 451, '4.4.2'],
+      ['deferred', 451, '4.4.2'],
+    ]);
+    expect(report.recipients[0]?.reply.text).toMatch(
+      /timed out after 300 ms waiting for the reply to end of data/,
+    );
+    // The server did get the message: this is the duplicate that at-least-once accepts.
+    await sink.waitFor(1);
+    // A session left out of step is never reused.
+    await d.deliver(makeJob(['c@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(tap.connections).toBe(2);
+  });
+
+  it('stops at a 421, defers every open recipient with it, and never reuses the connection', async () => {
+    const { sink, tap } = await sinkWithTap({
+      rcptReply: (address) =>
+        address.startsWith('busy@') ? { code: 421, message: '4.3.2 Shutting down' } : undefined,
+    });
+    const d = viaTap(tap);
+    const report = await d.deliver(makeJob(['ok@x.test', 'busy@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients.map((r) => [r.result, r.reply.code, r.reply.enhanced])).toEqual([
+      ['deferred', 421, '4.3.2'],
+      ['deferred', 421, '4.3.2'],
+    ]);
+    expect(tap.clientText(1)).not.toContain('DATA');
+    const again = await d.deliver(makeJob(['again@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(again.recipients[0]?.result).toBe('delivered');
+    await sink.waitFor(1);
+    expect(tap.connections).toBe(2);
+  });
+});
+
 describe('connection reuse', () => {
   it('sends two messages over one connection with RSET between them', async () => {
     const { sink, tap } = await sinkWithTap();
