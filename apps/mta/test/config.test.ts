@@ -1,0 +1,144 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, test } from 'vitest';
+import { ConfigError, loadConfig, validateConfig } from '../src/config.js';
+
+const cli = resolve(import.meta.dirname, '../dist/cli.js');
+const problems = (input: unknown): string[] => {
+  try {
+    validateConfig(input, '/tmp');
+  } catch (error) {
+    if (error instanceof ConfigError) return [...error.problems];
+    throw error;
+  }
+  return [];
+};
+
+describe('config validation names the field and the fix', () => {
+  test('a minimal MX config is valid and gets defaults', () => {
+    const config = validateConfig({ listeners: [{ kind: 'mx' }], localDomains: ['Example.COM'] }, '/tmp');
+    expect(config.localDomains).toEqual(['example.com']);
+    expect(config.listeners[0]?.host).toBe('0.0.0.0');
+    expect(config.trustedNetworks).toEqual(['127.0.0.1/32', '::1/128']);
+  });
+
+  test.each([
+    [{ listeners: [] }, 'config.listeners: at least one listener'],
+    [
+      { listeners: [{ kind: 'mx', port: 70000 }], localDomains: ['a.test'] },
+      'config.listeners[0].port: a port is 0 to 65535',
+    ],
+    [
+      { listeners: [{ kind: 'pop3' }] },
+      'config.listeners[0].kind: one of mx (port 25), submission (587) or smtps (465)',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], listenres: 1 },
+      'config: unknown key "listenres": remove it or check its spelling',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }] },
+      'config.listeners[0].localDomains: an mx listener needs the domains it receives mail for',
+    ],
+    [
+      { listeners: [{ kind: 'submission' }] },
+      'config.listeners[0].tls: a submission listener takes passwords, so it needs a certificate',
+    ],
+    [
+      { listeners: [{ kind: 'smtps', tls: { key: 'nope.pem', cert: 'nope.pem' } }] },
+      'config.listeners[0].tls.key: file not found: nope.pem',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], trustedNetworks: ['10.0.0.0/x'] },
+      'config.trustedNetworks[0]: a network in CIDR form',
+    ],
+    [
+      {
+        listeners: [{ kind: 'mx' }],
+        localDomains: ['a.test'],
+        queue: { backend: 'redis', url: 'localhost:6379' },
+      },
+      'config.queue.url: a Redis URL like redis://127.0.0.1:6379',
+    ],
+    [
+      {
+        listeners: [
+          { kind: 'mx', port: 2525 },
+          { kind: 'mx', port: 2525 },
+        ],
+        localDomains: ['a.test'],
+      },
+      'config.listeners[1].port: 0.0.0.0:2525 is already used by listeners[0]',
+    ],
+  ])('%j', (input, expected) => {
+    expect(problems(input).join('\n')).toContain(expected);
+  });
+});
+
+describe('tern check-config and tern start exit non-zero on a bad config', () => {
+  // Inside the repository, so config files resolve @tern/* from its node_modules as a user's would.
+  const dir = mkdtempSync(join(import.meta.dirname, '.tmp-config-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const bad = join(dir, 'bad.config.js');
+  writeFileSync(
+    bad,
+    "export default { listeners: [{ kind: 'mx', port: 'twenty-five' }], localDomains: ['a.test'] };\n",
+  );
+  const good = join(dir, 'good.config.ts');
+  writeFileSync(
+    good,
+    "import { defineConfig } from '@tern/mta';\nexport default defineConfig({ listeners: [{ kind: 'mx', port: 2525 }], localDomains: ['a.test'] as string[] });\n",
+  );
+
+  test('check-config reports the field and exits 78', () => {
+    const run = spawnSync(process.execPath, [cli, 'check-config', bad], { encoding: 'utf8' });
+    expect(run.status).toBe(78);
+    expect(run.stderr).toContain('config.listeners[0].port:');
+    expect(run.stdout).toBe('');
+  });
+
+  test('start refuses the same config before binding anything', () => {
+    const run = spawnSync(process.execPath, [cli, 'start', '--config', bad], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(run.status).toBe(78);
+    expect(run.stderr).toContain('config.listeners[0].port:');
+  });
+
+  test('a TypeScript config with defineConfig loads', async () => {
+    const config = await loadConfig(good);
+    expect(config.listeners[0]?.port).toBe(2525);
+    const run = spawnSync(process.execPath, [cli, 'check-config', good], { encoding: 'utf8' });
+    expect(run.stdout).toContain('valid (1 listener(s), 0 plugin(s))');
+    expect(run.status).toBe(0);
+  });
+
+  test('a missing file and a plugin option error are named', () => {
+    const missing = spawnSync(process.execPath, [cli, 'check-config', join(dir, 'absent.js')], {
+      encoding: 'utf8',
+    });
+    expect(missing.status).toBe(78);
+    expect(missing.stderr).toContain('file not found');
+    const plugin = join(dir, 'plugin.config.js');
+    writeFileSync(
+      plugin,
+      "import { dkim } from '@tern/plugin-dkim';\nexport default { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], plugins: [dkim({ domains: { 'a.test': { selector: 's1', keyFile: './no-such-key.pem' } } })] };\n",
+    );
+    const run = spawnSync(process.execPath, [cli, 'check-config', plugin], { encoding: 'utf8' });
+    expect(run.status).toBe(78);
+    expect(run.stderr).toMatch(/plugin dkim: option domains\.a\.test.*keyFile/);
+  });
+
+  test('--help on each command, unknown commands exit 2', () => {
+    for (const command of ['start', 'check-config', 'user', 'dkim', 'queue']) {
+      const run = spawnSync(process.execPath, [cli, command, '--help'], { encoding: 'utf8' });
+      expect(run.status, command).toBe(0);
+      expect(run.stdout, command).toContain(`tern ${command}`);
+    }
+    const unknown = spawnSync(process.execPath, [cli, 'frobnicate'], { encoding: 'utf8' });
+    expect(unknown.status).toBe(2);
+    expect(unknown.stderr).toContain('unknown command frobnicate');
+  });
+});
