@@ -335,6 +335,27 @@ describe('embedded queue: delivery', () => {
     // The quiet domain went out in the first round, not after the busy domain's backlog.
     expect(order.indexOf('quiet.test')).toBeLessThan(3);
   });
+  it('finds another domain behind a backlog longer than its look-ahead of a domain at its limit', async () => {
+    const q = queueAt(store(), { maxActivePerDomain: 1 });
+    const old = Date.now() - 60_000;
+    // 300 due jobs for one domain, all older than the single job of another domain.
+    await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        q.enqueue(testMessage({ to: ['r@busy.test'], receivedAt: old + i })),
+      ),
+    );
+    await q.enqueue(testMessage({ to: ['r@quiet.test'] }));
+    const gated = gatedDeliver('delivered');
+    await q.startWorker(gated.deliver, { concurrency: 3 });
+    await waitFor(() => gated.started.length === 2);
+    await sleep(100);
+    expect(gated.started.map((j) => j.domain).sort()).toEqual(['busy.test', 'quiet.test']);
+    expect(gated.started.find((j) => j.domain === 'busy.test')?.createdAt).toBe(old);
+    gated.open();
+    await waitFor(async () => (await q.list({ limit: 1000 })).length === 0, 10_000);
+    expect(gated.started).toHaveLength(301);
+    expect(q.storeSettings().synchronous).toBe('full');
+  });
 });
 
 describe('embedded queue: operator actions', () => {

@@ -37,8 +37,8 @@ CREATE TABLE jobs (
   updated_at      INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX jobs_due ON jobs (state, next_attempt_at);
+CREATE INDEX jobs_sched ON jobs (state, domain, next_attempt_at);
 CREATE INDEX jobs_queue_id ON jobs (queue_id);
-CREATE INDEX jobs_domain ON jobs (domain, state);
 `;
 
 /** Who holds a store, as written next to it for the error a second process gets. */
