@@ -120,6 +120,7 @@ class SmtpListener implements Listener, ListenerRuntime {
   readonly #sessions = new Map<string, SmtpSession>();
   readonly #perAddress = new Map<string, number>();
   readonly #tasks = new Set<Promise<unknown>>();
+  #onEmpty: (() => void)[] = [];
   #address: ListenerAddress | undefined;
   #closed: Promise<void> | undefined;
 
@@ -197,6 +198,18 @@ class SmtpListener implements Listener, ListenerRuntime {
       graceful ? timeoutMs : 0,
     );
     await stopped;
+    // smtp-server reports a closed connection one tick after its socket closed; wait for every
+    // session to be released so its close hooks are tracked before we wait for the hooks.
+    if (this.#sessions.size > 0) {
+      let giveUp: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => this.#onEmpty.push(resolve)),
+        new Promise<void>((resolve) => {
+          giveUp = setTimeout(resolve, 5000); // never hang a shutdown on a session smtp-server lost
+        }),
+      ]);
+      clearTimeout(giveUp);
+    }
     clearTimeout(deadline);
     await Promise.allSettled([...this.#tasks]);
     this.log.info('closed');
@@ -211,6 +224,7 @@ class SmtpListener implements Listener, ListenerRuntime {
 
   released(session: SmtpSession): void {
     this.#sessions.delete(session.id);
+    if (this.#sessions.size === 0) for (const wake of this.#onEmpty.splice(0)) wake();
     const left = (this.#perAddress.get(session.limitKey) ?? 1) - 1;
     if (left <= 0) this.#perAddress.delete(session.limitKey);
     else this.#perAddress.set(session.limitKey, left);

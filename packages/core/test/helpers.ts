@@ -1,5 +1,6 @@
 // Shared set-up for core's end-to-end tests: a real listener on 127.0.0.1, a recording sink, and
 // raw SMTP clients from the test kit.
+import { connect as netConnect } from 'node:net';
 import { type LogRecord, memoryLogger, type Plugin, PluginHost } from '@tern/plugin-api';
 import { makeCertificate, type RawSmtp, smtpDialog } from '@tern/testkit';
 import {
@@ -132,4 +133,73 @@ export async function sendMail(
 /** Resolves after `ms`. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * A raw SMTP client bound to a chosen local address (127.0.0.2 and so on), for trust and per-address
+ * limits. The test kit's smtpDialog has no localAddress option yet.
+ */
+export interface BoundClient {
+  read(): Promise<string>;
+  send(bytes: string): void;
+  command(line: string): Promise<string>;
+  readonly closed: Promise<void>;
+  close(): void;
+}
+
+export function dialFrom(port: number, localAddress: string, host = '127.0.0.1'): Promise<BoundClient> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ port, host, localAddress });
+    const replies: string[] = [];
+    const waiters: { resolve(reply: string): void; reject(error: Error): void }[] = [];
+    let pending = '';
+    let lines: string[] = [];
+    let ended = false;
+    let markClosed!: () => void;
+    const closed = new Promise<void>((done) => {
+      markClosed = done;
+    });
+    socket.on('data', (chunk) => {
+      pending += chunk.toString('latin1');
+      for (let end = pending.indexOf('\n'); end >= 0; end = pending.indexOf('\n')) {
+        const line = pending.slice(0, end).replace(/\r$/, '');
+        pending = pending.slice(end + 1);
+        lines.push(line);
+        if (/^\d{3}-/.test(line)) continue;
+        const reply = lines.join('\n');
+        lines = [];
+        const waiter = waiters.shift();
+        if (waiter) waiter.resolve(reply);
+        else replies.push(reply);
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      ended = true;
+      for (const waiter of waiters.splice(0))
+        waiter.reject(new Error(`connection from ${localAddress} closed`));
+      markClosed();
+    });
+    socket.once('connect', () => {
+      const read = (): Promise<string> => {
+        const reply = replies.shift();
+        if (reply !== undefined) return Promise.resolve(reply);
+        if (ended) return Promise.reject(new Error(`connection from ${localAddress} closed`));
+        return new Promise((res, rej) => waiters.push({ resolve: res, reject: rej }));
+      };
+      resolve({
+        read,
+        send: (bytes) => {
+          socket.write(bytes);
+        },
+        command: (line) => {
+          socket.write(`${line}\r\n`);
+          return read();
+        },
+        closed,
+        close: () => socket.destroy(),
+      });
+    });
+    socket.once('error', reject);
+  });
 }

@@ -1,0 +1,105 @@
+// Connection-level limits and shutdown over real TCP: total and per-address limits, graceful and
+// forced close.
+import { smtpDialog, waitFor } from '@tern/testkit';
+import { afterAll, describe, expect, test } from 'vitest';
+import { closeAll, dialFrom, ehlo, LOCAL_DOMAIN, message, sendMail, startListener } from './helpers.js';
+
+afterAll(closeAll);
+
+const TOO_MANY = '421 4.7.0 Too many connections, try again later';
+const SHUTTING_DOWN = '421 4.3.2 Service shutting down, try again later';
+
+describe('connection limits', () => {
+  test('maxConnectionsPerIp: the next connection from that address gets 421 4.7.0; other addresses are served', async () => {
+    const h = await startListener({ limits: { maxConnectionsPerIp: 2 } });
+    const a1 = await dialFrom(h.port, '127.0.0.1');
+    const a2 = await dialFrom(h.port, '127.0.0.1');
+    expect(await a1.read()).toMatch(/^220 /);
+    expect(await a2.read()).toMatch(/^220 /);
+    const a3 = await dialFrom(h.port, '127.0.0.1');
+    expect(await a3.read()).toBe(TOO_MANY);
+    await a3.closed;
+    const b1 = await dialFrom(h.port, '127.0.0.2');
+    expect(await b1.read()).toMatch(/^220 /);
+    expect(h.listener.connections).toBe(3);
+    // a slot frees up when a connection ends
+    expect(await a1.command('QUIT')).toMatch(/^221 /);
+    await waitFor(() => h.listener.connections === 2);
+    const a4 = await dialFrom(h.port, '127.0.0.1');
+    expect(await a4.read()).toMatch(/^220 /);
+  });
+
+  test('maxConnections: the next connection from anywhere gets 421 4.7.0', async () => {
+    const h = await startListener({ limits: { maxConnections: 2 } });
+    const first = await dialFrom(h.port, '127.0.0.3');
+    const second = await dialFrom(h.port, '127.0.0.4');
+    expect(await first.read()).toMatch(/^220 /);
+    expect(await second.read()).toMatch(/^220 /);
+    const third = await dialFrom(h.port, '127.0.0.5');
+    expect(await third.read()).toBe(TOO_MANY);
+    await third.closed;
+    expect(h.logs.some((r) => r.message === 'connection refused' && r.fields.remote === '127.0.0.5')).toBe(
+      true,
+    );
+  });
+});
+
+describe('close()', () => {
+  test('graceful: stops accepting, idle sessions get 421 4.3.2 at once, an open transaction finishes first', async () => {
+    const h = await startListener();
+    const idle = await h.connect();
+    await ehlo(idle);
+    const busy = await h.connect();
+    await ehlo(busy);
+    await busy.command('MAIL FROM:<a@example.org>');
+    await busy.command(`RCPT TO:<user@${LOCAL_DOMAIN}>`);
+
+    const closing = h.listener.close({ graceful: true, timeoutMs: 5000 });
+    expect(await idle.read()).toBe(SHUTTING_DOWN);
+    await idle.closed;
+    await expect(smtpDialog(h.port)).rejects.toThrow(/cannot connect/);
+
+    expect(await busy.command('DATA')).toMatch(/^354 /);
+    busy.send(`${message()}.\r\n`);
+    expect(await busy.read()).toMatch(/^250 2\.0\.0 queued as /);
+    expect(await busy.command('MAIL FROM:<a@example.org>')).toBe(SHUTTING_DOWN);
+    await busy.closed;
+    await closing;
+    expect(h.listener.connections).toBe(0);
+    expect(h.queue.messages).toHaveLength(1);
+  });
+
+  test('graceful with a deadline: a transaction that does not finish in time is cut off', async () => {
+    const h = await startListener();
+    const slow = await h.connect();
+    await ehlo(slow);
+    await slow.command('MAIL FROM:<a@example.org>');
+    const started = performance.now();
+    await h.listener.close({ graceful: true, timeoutMs: 300 });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+    expect(await slow.read()).toBe(SHUTTING_DOWN);
+    await slow.closed;
+  });
+
+  test('forced: every session gets 421 and is dropped now, mid-transaction too', async () => {
+    const h = await startListener();
+    const c = await h.connect();
+    await ehlo(c);
+    await c.command('MAIL FROM:<a@example.org>');
+    const started = performance.now();
+    await h.listener.close({ graceful: false });
+    expect(performance.now() - started).toBeLessThan(1000);
+    await c.closed;
+    expect(h.listener.connections).toBe(0);
+  });
+
+  test('close hooks have run when close() resolves', async () => {
+    let closed = 0;
+    const h = await startListener({}, { plugins: [{ name: 'count', close: () => void closed++ }] });
+    const c = await h.connect();
+    await ehlo(c);
+    expect(await sendMail(c)).toMatch(/^250 /);
+    await h.listener.close({ graceful: true, timeoutMs: 1000 });
+    expect(closed).toBe(1);
+  });
+});
