@@ -1,0 +1,157 @@
+// End to end on the Redis backend with real processes: swaks injects into a `tern start`
+// process, which resolves MX records from a test DNS server and delivers to a real receiving
+// SMTP server; kills are SIGKILL.
+import { randomUUID } from 'node:crypto';
+import {
+  type SmtpSink,
+  startDnsServer,
+  startRedis,
+  startSmtpSink,
+  type TestDns,
+  type TestRedis,
+  waitFor,
+} from '@tern/testkit';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { queuedId, startTern, stopAllTern, swaks } from './tern-process.js';
+
+let redis: TestRedis;
+let dns: TestDns;
+let sink: SmtpSink;
+
+beforeAll(async () => {
+  redis = await startRedis({ appendonly: true, appendfsync: 'always', maxmemoryPolicy: 'noeviction' });
+  sink = await startSmtpSink({ hostname: 'mx.dest.test' });
+  dns = await startDnsServer({
+    'dest.test': { MX: [{ exchange: 'mx.dest.test', priority: 10 }] },
+    'mx.dest.test': { A: ['127.0.0.1'] },
+    'sender.test': { MX: [{ exchange: 'mx.sender.test', priority: 10 }] },
+    'mx.sender.test': { A: ['127.0.0.1'] },
+  });
+});
+afterEach(async () => {
+  await stopAllTern();
+  sink.setRcptReply(undefined);
+  sink.messages.length = 0;
+});
+afterAll(async () => {
+  await Promise.all([redis?.stop(), dns?.stop(), sink?.stop()]);
+});
+
+/** A config on the shared Redis under a prefix of its own, delivering through the test DNS to the sink. */
+function config(prefix = `t${randomUUID().slice(0, 8)}`): Record<string, unknown> {
+  return {
+    localDomains: ['tern.test'],
+    trustedNetworks: ['127.0.0.1/32'],
+    queue: {
+      backend: 'redis',
+      url: redis.url,
+      prefix,
+      stalledIntervalMs: 1000,
+      lockDurationMs: 2000,
+      retry: { intervals: ['1s'], maxAge: '1h' },
+    },
+    delivery: { dns: { servers: [dns.server] }, port: sink.port },
+  };
+}
+
+const send = (port: number, from: string, to: string, body = 'hello') =>
+  swaks(['--server', `127.0.0.1:${port}`, '--from', from, '--to', to, '--body', body, '--h-Subject', 'e2e']);
+
+const to = (address: string) => sink.messages.filter((m) => m.rcptTo.includes(address));
+
+describe('Redis backend, real processes', () => {
+  test('swaks -> tern -> MX from DNS -> receiving server', async () => {
+    const tern = await startTern(config());
+    expect(tern.output()).toContain('"backend":"redis"');
+    const sent = await send(tern.port, 'app@sender.test', 'one@dest.test', 'first message');
+    expect(queuedId(sent.output)).toBeDefined();
+    await waitFor(() => to('one@dest.test').length === 1, 15_000);
+    const [message] = to('one@dest.test');
+    expect(message?.mailFrom).toBe('app@sender.test');
+    expect(message?.body.toString()).toContain('first message');
+    expect(message?.headers).toMatch(/^Received: from .*\r?\n?\s*by tern\.test \(Tern\)/m);
+  });
+
+  test('kill -9 after the 250, before delivery: the restarted process delivers it', async () => {
+    const settings = config();
+    const intake = await startTern(settings, { args: ['--no-worker'] });
+    const sent = await send(intake.port, 'app@sender.test', 'survivor@dest.test', 'kill -9 me');
+    expect(queuedId(sent.output)).toBeDefined();
+    await intake.kill();
+    expect(to('survivor@dest.test')).toHaveLength(0);
+    await startTern(settings);
+    await waitFor(() => to('survivor@dest.test').length === 1, 15_000);
+  });
+
+  test('4xx then 250: delivered after a retry on the (shortened) schedule', async () => {
+    let refusals = 0;
+    sink.setRcptReply((address) =>
+      address === 'later@dest.test' && refusals++ === 0
+        ? { code: 451, message: '4.7.1 greylisted, come back' }
+        : undefined,
+    );
+    const tern = await startTern(config());
+    const started = Date.now();
+    await send(tern.port, 'app@sender.test', 'later@dest.test');
+    await waitFor(() => to('later@dest.test').length === 1, 20_000);
+    expect(refusals).toBeGreaterThanOrEqual(2);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+  });
+
+  test('550 bounces: an RFC 3464 report from <> arrives at the sender MX; a split delivers one and bounces one', async () => {
+    sink.setRcptReply((address) =>
+      address === 'nobody@dest.test' ? { code: 550, message: '5.1.1 no such user here' } : undefined,
+    );
+    const tern = await startTern(config());
+    await swaks([
+      '--server',
+      `127.0.0.1:${tern.port}`,
+      '--from',
+      'writer@sender.test',
+      '--to',
+      'nobody@dest.test,someone@dest.test',
+      '--h-Subject',
+      'split',
+    ]);
+    await waitFor(
+      () => to('writer@sender.test').length === 1 && to('someone@dest.test').length === 1,
+      20_000,
+    );
+    expect(to('someone@dest.test')).toHaveLength(1);
+    expect(to('nobody@dest.test')).toHaveLength(0);
+    const [bounce] = to('writer@sender.test');
+    expect(bounce?.mailFrom).toBe('');
+    const text = bounce!.raw.toString();
+    expect(bounce?.headers).toMatch(/Content-Type: multipart\/report;[\s\S]*report-type="?delivery-status/i);
+    expect(text).toMatch(/Content-Type: message\/delivery-status/i);
+    expect(text).toMatch(/Reporting-MTA: dns; ?tern\.test/i);
+    expect(text).toMatch(/Final-Recipient: rfc822; ?nobody@dest\.test/i);
+    expect(text).toMatch(/Action: failed/i);
+    expect(text).toMatch(/Status: 5\.1\.1/);
+    expect(text).toMatch(/Diagnostic-Code: smtp; ?550 5\.1\.1 no such user here/i);
+    expect(text).toMatch(/Remote-MTA: dns; ?mx\.dest\.test/i);
+    expect(text).toContain('Subject: split');
+    expect(text).not.toMatch(/Final-Recipient: rfc822; ?someone@dest\.test/i);
+    // Never a bounce of the bounce, nor a second one.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(to('writer@sender.test')).toHaveLength(1);
+  });
+
+  test('two processes share one queue; one survives the other being killed -9 mid-load', async () => {
+    const settings = config();
+    const a = await startTern(settings);
+    const b = await startTern(settings);
+    const count = 20;
+    const sends = [];
+    for (let i = 0; i < count; i++)
+      sends.push(send(a.port, 'bulk@sender.test', `bulk${i}@dest.test`, `message ${i}`));
+    const results = await Promise.all(sends);
+    expect(results.filter((r) => queuedId(r.output)).length).toBe(count);
+    await a.kill();
+    await waitFor(
+      () => Array.from({ length: count }, (_, i) => to(`bulk${i}@dest.test`).length > 0).every(Boolean),
+      30_000,
+    );
+    expect(b.child.exitCode).toBeNull();
+  });
+});
