@@ -1,8 +1,8 @@
 // The embedded backend with real SQLite files: storage, scheduling, retries, bounces,
 // partial results, holds, per-domain limits and exclusive use within one process.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { definePlugin, memoryLogger, PluginHost } from '@tern/plugin-api';
+import { definePlugin, type LogRecord, memoryLogger, PluginHost } from '@tern/plugin-api';
 import { waitFor } from '@tern/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -99,6 +99,15 @@ describe('embedded queue: storage', () => {
     expect((error as Error).message).toContain(path);
     expect((error as Error).message).toContain(`process ${process.pid}`);
     expect((error as EmbeddedStoreLockedError).code).toBe('TERN_ERR_QUEUE_STORE_LOCKED');
+  });
+
+  it('refuses bad options by name before touching the store', () => {
+    const path = store();
+    expect(() => openEmbeddedQueue({ path, maxActivePerDomain: 0 })).toThrow(
+      'queue.embedded.maxActivePerDomain: 0 must be a whole number of at least 1',
+    );
+    expect(() => openEmbeddedQueue({ path, pollIntervalMs: 1.5 })).toThrow(/queue\.embedded\.pollIntervalMs/);
+    expect(existsSync(path)).toBe(false);
   });
 
   it('refuses an SQLite file that is not a Tern queue, and a store from a newer schema', async () => {
@@ -335,6 +344,42 @@ describe('embedded queue: delivery', () => {
     // The quiet domain went out in the first round, not after the busy domain's backlog.
     expect(order.indexOf('quiet.test')).toBeLessThan(3);
   });
+  it('defers a job whose step fails, logs why, and goes on with the others', async () => {
+    const path = store();
+    const first = openEmbeddedQueue({ path });
+    const broken = await first.enqueue(testMessage({ to: ['a@broken.test'] }));
+    const fine = await first.enqueue(testMessage({ to: ['b@fine.test'] }));
+    await first.close();
+    const raw = new Database(path);
+    raw.prepare("UPDATE jobs SET recipients = 'not json' WHERE queue_id = ?").run(broken);
+    raw.close();
+
+    const logger = memoryLogger();
+    const q = queueAt(path, { logger });
+    const { deliver, calls } = scriptedDeliver();
+    await q.startWorker(deliver, { retry: { intervals: ['1h'] } });
+    await waitFor(async () => (await q.inspect(fine)) === null);
+    const failed = (): LogRecord | undefined =>
+      logger.records.find((r) => r.message === 'delivery step failed; deferring the job');
+    await waitFor(() => failed() !== undefined);
+    expect(failed()?.fields.queueId).toBe(broken);
+    expect(calls.map((c) => c.job.queueId)).toEqual([fine]);
+    await q.close();
+
+    const after = new Database(path, { readonly: true });
+    const row = after
+      .prepare('SELECT state, attempts, next_attempt_at AS at FROM jobs WHERE queue_id = ?')
+      .get(broken) as {
+      state: string;
+      attempts: number;
+      at: number;
+    };
+    after.close();
+    expect(row.state).toBe('scheduled');
+    expect(row.attempts).toBe(1);
+    expect(row.at).toBeGreaterThan(Date.now() + 3500_000);
+  });
+
   it('finds another domain behind a backlog longer than its look-ahead of a domain at its limit', async () => {
     const q = queueAt(store(), { maxActivePerDomain: 1 });
     const old = Date.now() - 60_000;

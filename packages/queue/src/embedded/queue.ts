@@ -22,7 +22,7 @@ import type {
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { newQueueId, planJobs } from '../plan.js';
-import { type DueJob, DueJobs } from './due.js';
+import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { closeStore, openStore } from './store.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
@@ -104,8 +104,6 @@ interface JobRow {
 const DEFAULT_CONCURRENCY = 20;
 const DEFAULT_POLL_MS = 5000;
 const DEFAULT_PER_DOMAIN = 10;
-/** After an outcome could not be written (disk full, say): try the job again this much later. */
-const PERSIST_FAILURE_RETRY_MS = 60_000;
 /** A lease outlives any sane attempt; it is informative for operators, since only restarts reclaim jobs. */
 const LEASE_MS = 30 * 60_000;
 
@@ -133,16 +131,22 @@ export class EmbeddedQueue implements QueueBackend {
   readonly #due: DueJobs;
 
   constructor(options: EmbeddedQueueOptions) {
+    this.#pollMs = wholeNumber(options.pollIntervalMs ?? DEFAULT_POLL_MS, 'pollIntervalMs');
+    this.#perDomain = wholeNumber(options.maxActivePerDomain ?? DEFAULT_PER_DOMAIN, 'maxActivePerDomain');
+    this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
     this.#db = openStore(options.path);
     this.location = this.#db.name;
-    this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
-    this.#pollMs = options.pollIntervalMs ?? DEFAULT_POLL_MS;
-    this.#perDomain = options.maxActivePerDomain ?? DEFAULT_PER_DOMAIN;
-    this.#sql = prepare(this.#db);
-    this.#due = new DueJobs(this.#db);
-    // Only one process may open the store, so a job still 'active' belongs to a process that
-    // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss).
-    const recovered = this.#sql.recoverActive.run(Date.now());
+    let recovered: Database.RunResult;
+    try {
+      this.#sql = prepare(this.#db);
+      this.#due = new DueJobs(this.#db);
+      // Only one process may open the store, so a job still 'active' belongs to a process that
+      // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss).
+      recovered = this.#sql.recoverActive.run(Date.now());
+    } catch (error) {
+      closeStore(this.#db);
+      throw error;
+    }
     if (recovered.changes > 0) {
       this.#log.warn(
         { jobs: recovered.changes, path: this.location },
@@ -242,12 +246,18 @@ export class EmbeddedQueue implements QueueBackend {
     const free = worker.concurrency - this.#running.size;
     if (free <= 0) return; // a finishing attempt pumps again
     const now = Date.now();
-    const pick = this.#due.pick(
-      now,
-      free,
-      (domain) => this.#perDomain - (this.#activeByDomain.get(domain) ?? 0),
-    );
-    for (const row of this.#lease(now, pick.jobs)) {
+    let pick: DuePick;
+    let leased: JobRow[];
+    try {
+      pick = this.#due.pick(now, free, (domain) => this.#perDomain - (this.#activeByDomain.get(domain) ?? 0));
+      leased = this.#lease(now, pick.jobs);
+    } catch (error) {
+      // The store failed (disk full, I/O error): keep the worker alive and look again later.
+      this.#log.error({ err: error }, 'could not read or lease due jobs; trying again');
+      this.#timer = setTimeout(() => this.#pump(), this.#pollMs);
+      return;
+    }
+    for (const row of leased) {
       const attempt: Promise<void> = this.#attempt(row, worker).finally(() => {
         this.#running.delete(attempt);
         this.#release(row.domain);
@@ -269,15 +279,18 @@ export class EmbeddedQueue implements QueueBackend {
   /** Marks the picked jobs active under this process's lease, in one transaction. */
   #lease(now: number, jobs: readonly DueJob[]): JobRow[] {
     if (jobs.length === 0) return [];
-    return this.#bookkeeping(() => {
-      const leased: JobRow[] = [];
+    const leased = this.#bookkeeping(() => {
+      const rows: JobRow[] = [];
       for (const job of jobs) {
         if (this.#sql.lease.run(this.#owner, now + LEASE_MS, now, job.id).changes === 0) continue;
-        this.#activeByDomain.set(job.domain, (this.#activeByDomain.get(job.domain) ?? 0) + 1);
-        leased.push(this.#sql.jobRow.get(job.id) as JobRow);
+        rows.push(this.#sql.jobRow.get(job.id) as JobRow);
       }
-      return leased;
+      return rows;
     });
+    // Counted only once committed, so a failed transaction cannot leak a domain's slots.
+    for (const row of leased)
+      this.#activeByDomain.set(row.domain, (this.#activeByDomain.get(row.domain) ?? 0) + 1);
+    return leased;
   }
 
   #release(domain: string): void {
@@ -286,43 +299,56 @@ export class EmbeddedQueue implements QueueBackend {
     else this.#activeByDomain.set(domain, count);
   }
 
+  /** One attempt of one leased job, start to finish. Never rejects: every failure is logged and rescheduled. */
   async #attempt(row: JobRow, worker: WorkerState): Promise<void> {
-    const stored = JSON.parse(row.recipients) as RecipientState[];
-    const envelope = JSON.parse(row.envelope) as DeliveryJob['envelope'];
-    const job: DeliveryJob = {
-      id: row.id,
-      queueId: row.queue_id,
-      domain: row.domain,
-      // As planned at enqueue: the envelope of one job names only that job's recipients.
-      envelope: { ...envelope, recipients: stored.map(({ status, lastReply, remoteMta, ...r }) => r) },
-      recipients: stored.filter((r) => r.status === 'pending'),
-      attempts: row.attempts,
-      createdAt: row.created_at,
-      isBounce: row.is_bounce === 1,
-      delayNotified: row.delay_notified === 1,
-    };
-    const log = this.#log.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
+    const log = this.#log.child({ queueId: row.queue_id, jobId: row.id, domain: row.domain });
     try {
+      const stored = JSON.parse(row.recipients) as RecipientState[];
+      const envelope = JSON.parse(row.envelope) as DeliveryJob['envelope'];
+      const job: DeliveryJob = {
+        id: row.id,
+        queueId: row.queue_id,
+        domain: row.domain,
+        // As planned at enqueue: the envelope of one job names only that job's recipients.
+        envelope: { ...envelope, recipients: stored.map(({ status, lastReply, remoteMta, ...r }) => r) },
+        recipients: stored.filter((r) => r.status === 'pending'),
+        attempts: row.attempts,
+        createdAt: row.created_at,
+        isBounce: row.is_bounce === 1,
+        delayNotified: row.delay_notified === 1,
+      };
       const outcome = await runDeliveryAttempt(
         job,
         worker.deliver,
         {
           openMessage: async () => Readable.from([this.#body(job.queueId)]),
-          readHeaders: async () => headerBlockOf(this.#body(job.queueId).subarray(0, HEADER_READ_LIMIT)),
+          readHeaders: async () => headerBlockOf(this.#head(job.queueId)),
           enqueue: (notice) => this.enqueue(notice),
         },
         worker.settings,
       );
       this.#persist(job, stored, outcome);
     } catch (error) {
-      log.error({ err: error }, 'could not record the attempt; the job runs again later');
+      // A fault of ours, not a delivery result: defer the whole job on the schedule, as Redis does.
+      const at = Date.now() + worker.settings.schedule.delayAfter(row.attempts + 1);
+      log.error(
+        { err: error, retryAt: new Date(at).toISOString() },
+        'delivery step failed; deferring the job',
+      );
       try {
-        this.#sql.unlease.run(Date.now() + PERSIST_FAILURE_RETRY_MS, Date.now(), job.id, this.#owner);
+        this.#sql.unlease.run(at, Date.now(), row.id, this.#owner);
       } catch (again) {
         // Left 'active': the next start of this store schedules it again.
         log.error({ err: again }, 'could not reschedule the job either; it runs again after a restart');
       }
     }
+  }
+
+  /** The first bytes of a message, enough for its header block, without reading a large body. */
+  #head(queueId: string): Buffer {
+    const row = this.#sql.head.get(HEADER_READ_LIMIT, queueId) as { head: Buffer } | undefined;
+    if (!row) throw new Error(`message ${queueId} is no longer in the queue`);
+    return row.head;
   }
 
   #body(queueId: string): Buffer {
@@ -503,6 +529,13 @@ export class EmbeddedQueue implements QueueBackend {
   }
 }
 
+function wholeNumber(value: number, field: string): number {
+  if (!Number.isInteger(value) || value < 1) {
+    throw new RangeError(`queue.embedded.${field}: ${value} must be a whole number of at least 1`);
+  }
+  return value;
+}
+
 /** A store failure as intake sees it: 451 4.3.0 for the client, the SQLite error for the log. */
 function unavailable(location: string, error: unknown): QueueUnavailableError {
   return new QueueUnavailableError(
@@ -560,7 +593,7 @@ function prepare(db: Database.Database) {
        WHERE id = ? AND state = 'scheduled'`,
     ),
     unlease: db.prepare(
-      `UPDATE jobs SET state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END,
+      `UPDATE jobs SET state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END, attempts = attempts + 1,
          hold_requested = 0, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
        WHERE id = ? AND lease_owner = ? AND state = 'active'`,
     ),
@@ -578,6 +611,7 @@ function prepare(db: Database.Database) {
     openJobs: db.prepare("SELECT count(*) AS n FROM jobs WHERE queue_id = ? AND state != 'done'"),
     deleteMessage: db.prepare('DELETE FROM messages WHERE queue_id = ?'),
     body: db.prepare('SELECT body FROM messages WHERE queue_id = ?'),
+    head: db.prepare('SELECT substr(body, 1, ?) AS head FROM messages WHERE queue_id = ?'),
     message: db.prepare('SELECT envelope, created_at, message_id FROM messages WHERE queue_id = ?'),
     jobsOf: db.prepare(
       `SELECT ${JOB_COLUMNS} FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
