@@ -302,9 +302,11 @@ function checkSemantics(config: ResolvedConfig): string[] {
         );
       }
     }
-    if (l.kind === 'mx' && (l.localDomains ?? config.localDomains).length === 0 && l.requireAuth !== true) {
+    const receives = (l.localDomains ?? config.localDomains).length > 0;
+    const relays = (l.trustedNetworks ?? config.trustedNetworks).length > 0 || l.requireAuth === true;
+    if (l.kind === 'mx' && !receives && !relays) {
       problems.push(
-        `${at}.localDomains: an mx listener needs the domains it receives mail for: set localDomains: ['example.com'] (here or at the top level)`,
+        `${at}.localDomains: this mx listener would refuse every recipient: set localDomains: ['example.com'] (the domains it receives for), or trustedNetworks for a relay`,
       );
     }
   });

@@ -1,0 +1,169 @@
+// The relay-with-dkim example as its README runs it: keygen, publish, check, relay, verify with an
+// independent verifier (dkimpy) against the test DNS server.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { freePort, type SmtpSink, startDnsServer, startSmtpSink, type TestDns, waitFor } from '@tern/testkit';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+
+const root = resolve(import.meta.dirname, '../../..');
+const cli = join(root, 'apps/mta/dist/cli.js');
+const config = resolve(import.meta.dirname, '../tern.config.js');
+const verifier = join(root, 'packages/plugin-dkim/test/verify_dkim.py');
+const dir = mkdtempSync(join(import.meta.dirname, '.tmp-'));
+let dns: TestDns;
+let sink: SmtpSink;
+let tern: ChildProcess | undefined;
+
+function run(
+  command: string,
+  args: string[],
+  input = '',
+  env = {},
+): Promise<{ status: number | null; out: string }> {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (c) => {
+    out += c;
+  });
+  child.stderr.on('data', (c) => {
+    out += c;
+  });
+  child.stdin.end(input);
+  return new Promise((done, fail) => {
+    child.once('error', fail);
+    child.once('close', (status) => done({ status, out }));
+  });
+}
+
+beforeAll(async () => {
+  dns = await startDnsServer({
+    'example.net': { MX: [{ exchange: 'mx.example.net', priority: 10 }] },
+    'mx.example.net': { A: ['127.0.0.1'] },
+  });
+  sink = await startSmtpSink({ hostname: 'mx.example.net' });
+});
+afterAll(async () => {
+  tern?.kill('SIGKILL');
+  await Promise.all([dns?.stop(), sink?.stop()]);
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('relay-with-dkim example', () => {
+  test(
+    'keygen, publish, check, relay by MX, and both signatures verify with dkimpy',
+    { timeout: 60_000 },
+    async () => {
+      const keys = join(dir, 'keys');
+      mkdirSync(keys);
+      for (const [selector, type] of [
+        ['rsa2026', 'rsa'],
+        ['ed2026', 'ed25519'],
+      ] as const) {
+        const key = join(keys, `${selector}.example.com.pem`);
+        const gen = await run(process.execPath, [
+          cli,
+          'dkim',
+          'keygen',
+          '--domain',
+          'example.com',
+          '--selector',
+          selector,
+          '--type',
+          type,
+          '--out',
+          key,
+        ]);
+        expect(gen.status, gen.out).toBe(0);
+        const [, name, value] = /(\S+)\. IN TXT "(.+)"/.exec(gen.out) ?? [];
+        dns.set(name!, { TXT: [value!] });
+        const check = await run(process.execPath, [
+          cli,
+          'dkim',
+          'check',
+          '--domain',
+          'example.com',
+          '--selector',
+          selector,
+          '--key',
+          key,
+          '--dns',
+          dns.server,
+        ]);
+        expect(check.out).toContain('ok, DNS publishes this key');
+      }
+
+      const port = await freePort();
+      let output = '';
+      tern = spawn(process.execPath, [cli, 'start', '--config', config], {
+        env: {
+          ...process.env,
+          TERN_PORT: String(port),
+          TERN_DATA: join(dir, 'data'),
+          TERN_DKIM_KEYS: keys,
+          TERN_DNS: dns.server,
+          TERN_MX_PORT: String(sink.port),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      tern.stderr?.on('data', (c) => {
+        output += c;
+      });
+      await waitFor(() => output.includes('listening:'), 20_000);
+      expect(output).toContain('plugins: dkim');
+
+      const sent = await run('swaks', [
+        '--server',
+        `127.0.0.1:${port}`,
+        '--from',
+        'app@example.com',
+        '--h-From',
+        'App <app@example.com>',
+        '--to',
+        'someone@example.net',
+        '--h-Subject',
+        'signed twice',
+        '--body',
+        'Hello from the relay.\n.leading dot line\n',
+      ]);
+      expect(sent.out).toMatch(/<- {2}250 2\.0\.0 queued as/);
+      await waitFor(() => sink.messages.length === 1, 15_000);
+      const raw = sink.messages[0]!.raw;
+      const signatures = raw.toString().match(/^DKIM-Signature:.*$/gm) ?? [];
+      expect(signatures.length).toBe(2);
+      expect(raw.toString()).toMatch(
+        /^DKIM-Signature: v=1; a=rsa-sha256;[^]*?c=relaxed\/relaxed;[^]*?d=example\.com;[^]*?s=rsa2026;/m,
+      );
+      expect(raw.toString()).toMatch(/^DKIM-Signature: v=1; a=ed25519-sha256;[^]*?s=ed2026;/m);
+
+      const verified = await run(
+        '/usr/bin/python3',
+        [verifier, '127.0.0.1', String(dns.port)],
+        raw.toString('latin1'),
+      );
+      expect(verified.status, verified.out).toBe(0);
+      const results = JSON.parse(verified.out.trim().split('\n').at(-1)!) as {
+        signatures: { valid: boolean; selector: string }[];
+      };
+      expect(results.signatures.map((r) => [r.selector, r.valid]).sort()).toEqual([
+        ['ed2026', true],
+        ['rsa2026', true],
+      ]);
+
+      // A changed body no longer verifies: the check above can fail.
+      const tampered = Buffer.from(
+        raw.toString('latin1').replace('Hello from the relay.', 'Hello from a forger.'),
+        'latin1',
+      );
+      const broken = await run(
+        '/usr/bin/python3',
+        [verifier, '127.0.0.1', String(dns.port)],
+        tampered.toString('latin1'),
+      );
+      const brokenResults = JSON.parse(broken.out.trim().split('\n').at(-1)!) as {
+        signatures: { valid: boolean }[];
+      };
+      expect(brokenResults.signatures.map((r) => r.valid)).toEqual([false, false]);
+    },
+  );
+});
