@@ -215,7 +215,12 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       }
       if (verdict.outcome === 'new' || verdict.outcome === 'early') {
         ctx.log.info({ key, outcome: verdict.outcome, retryIn: verdict.retryInSeconds }, 'greylisted');
-        return tempfail(451, '4.7.1', `Greylisted, please try again in ${verdict.retryInSeconds} seconds`);
+        const wait = verdict.retryInSeconds;
+        return tempfail(
+          451,
+          '4.7.1',
+          `Greylisted, please try again in ${wait} second${wait === 1 ? '' : 's'}`,
+        );
       }
       if (verdict.outcome === 'passed') ctx.log.info({ key }, 'greylisting passed');
     },

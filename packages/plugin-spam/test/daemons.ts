@@ -1,0 +1,273 @@
+// Real scanner daemons for the client tests: a private rspamd and a private spamd, each on a free
+// port with its own temp dir, started by the test and stopped by it. Plus a silent TCP peer (it
+// accepts and never answers) for the timeout tests: it stands in for a hung scanner, not for a
+// protocol.
+import { type ChildProcess, spawn } from 'node:child_process';
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, waitFor } from '@tern/testkit';
+
+export interface Daemon {
+  readonly host: '127.0.0.1';
+  readonly port: number;
+  /** What the daemon printed, for failure messages. */
+  output(): string;
+  stop(): Promise<void>;
+}
+
+function findBinary(name: string, dirs: string[]): string {
+  for (const dir of [...(process.env.PATH ?? '').split(':'), ...dirs]) {
+    const candidate = join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {}
+  }
+  throw new Error(
+    `${name} not found: install Debian's ${name === 'spamd' ? 'spamd and spamassassin' : name} packages`,
+  );
+}
+
+function launch(binary: string, args: string[], cwd: string): { child: ChildProcess; output: () => string } {
+  const child = spawn(binary, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let log = '';
+  child.stdout?.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    log += d.toString();
+  });
+  return { child, output: () => log };
+}
+
+async function terminate(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    // The daemons fork workers: signal the whole process group this test started.
+    process.kill(-child.pid, 'SIGTERM');
+  } catch {}
+  const timer = setTimeout(() => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+    } catch {}
+  }, 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+const isRoot = process.getuid?.() === 0;
+
+/** Lua rules the rspamd test relies on: one echoes the envelope rspamd received, one has a fixed score. */
+const RSPAMD_LUA = `
+rspamd_config:register_symbol({
+  name = 'TERN_ENVELOPE',
+  score = 0.0,
+  group = 'tern',
+  callback = function(task)
+    local opts = {}
+    local ip = task:get_from_ip()
+    table.insert(opts, 'ip=' .. (ip and ip:is_valid() and ip:to_string() or ''))
+    local from = task:get_from('smtp')
+    table.insert(opts, 'from=' .. ((from and from[1] and from[1].addr) or ''))
+    for _, rcpt in ipairs(task:get_recipients('smtp') or {}) do
+      table.insert(opts, 'rcpt=' .. (rcpt.addr or ''))
+    end
+    table.insert(opts, 'helo=' .. (task:get_helo() or ''))
+    table.insert(opts, 'user=' .. (task:get_user() or ''))
+    task:insert_result('TERN_ENVELOPE', 1.0, opts)
+  end
+})
+rspamd_config:register_symbol({
+  name = 'TERN_MARKER',
+  score = 7.5,
+  group = 'tern',
+  callback = function(task)
+    local subject = task:get_header('Subject') or ''
+    if subject:find('tern-marker', 1, true) then
+      task:insert_result('TERN_MARKER', 1.0)
+    end
+  end
+})
+`;
+
+/**
+ * Starts rspamd's normal worker only (no controller, proxy or fuzzy), asking `dnsServer` for DNS.
+ * Compiled regular expressions are cached in the temp dir across runs: the first start compiles
+ * them (about 10 s), later ones take under a second.
+ */
+export async function startRspamd(dnsServer: string): Promise<Daemon> {
+  const binary = findBinary('rspamd', ['/usr/bin', '/usr/sbin']);
+  const dir = mkdtempSync(join(tmpdir(), 'tern-rspamd-'));
+  const cache = join(tmpdir(), 'tern-rspamd-hs-cache');
+  for (const sub of ['local', 'db', 'run']) mkdirSync(join(dir, sub));
+  mkdirSync(cache, { recursive: true });
+  const port = await freePort();
+  writeFileSync(join(dir, 'local', 'rspamd.local.lua'), RSPAMD_LUA);
+  writeFileSync(
+    join(dir, 'rspamd.conf'),
+    `.include "$CONFDIR/common.conf"
+options {
+  pidfile = "$RUNDIR/rspamd.pid";
+  .include "$CONFDIR/options.inc"
+  hs_cache_dir = "${cache}";
+  dns { nameserver = ["${dnsServer}"]; timeout = 1s; retransmits = 1; }
+}
+logging { type = "console"; level = "notice"; }
+worker "normal" {
+  bind_socket = "127.0.0.1:${port}";
+  .include "$CONFDIR/worker-normal.inc"
+  count = 1;
+}
+`,
+  );
+  const args = [
+    '-f',
+    '-c',
+    join(dir, 'rspamd.conf'),
+    '--var',
+    `LOCAL_CONFDIR=${join(dir, 'local')}`,
+    '--var',
+    `DBDIR=${join(dir, 'db')}`,
+    '--var',
+    `RUNDIR=${join(dir, 'run')}`,
+    '--var',
+    `LOGDIR=${dir}`,
+    // rspamd refuses to run its workers as root unless told to.
+    ...(isRoot ? ['-i'] : []),
+  ];
+  const { child, output } = launch(binary, args, dir);
+  const stop = async (): Promise<void> => {
+    await terminate(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`rspamd exited ${child.exitCode}: ${output()}`);
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/ping`);
+          return (await res.text()).trim() === 'pong';
+        } catch {
+          return false;
+        }
+      },
+      90_000,
+      100,
+    );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { host: '127.0.0.1', port, output, stop };
+}
+
+/**
+ * Starts spamd with the distribution's rules, local tests only (-L), no user preferences (-x),
+ * Bayes off, and one extra rule: TERN_MARKER (7.5 points) for a body containing "tern-marker".
+ */
+export async function startSpamd(): Promise<Daemon> {
+  const binary = findBinary('spamd', ['/usr/sbin', '/usr/bin']);
+  const dir = mkdtempSync(join(tmpdir(), 'tern-spamd-'));
+  // spamd drops to nobody when started as root: it must be able to read its config.
+  chmodSync(dir, 0o755);
+  for (const file of readdirSync('/etc/spamassassin')) {
+    if (file.endsWith('.pre')) copyFileSync(join('/etc/spamassassin', file), join(dir, file));
+  }
+  writeFileSync(
+    join(dir, 'local.cf'),
+    `required_score 5.0
+use_bayes 0
+bayes_auto_learn 0
+body TERN_MARKER /tern-marker/
+describe TERN_MARKER Marker used by the Tern tests
+score TERN_MARKER 7.5
+`,
+  );
+  const port = await freePort();
+  const args = [
+    `--listen=127.0.0.1:${port}`,
+    '--allowed-ips=127.0.0.1',
+    '--local',
+    '--nouser-config',
+    '--max-children=2',
+    '--min-children=1',
+    `--siteconfigpath=${dir}`,
+    `--pidfile=${join(dir, 'spamd.pid')}`,
+    '--syslog=stderr',
+    ...(isRoot ? ['--username=nobody'] : []),
+  ];
+  const { child, output } = launch(binary, args, dir);
+  const stop = async (): Promise<void> => {
+    await terminate(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`spamd exited ${child.exitCode}: ${output()}`);
+        return /^SPAMD\/\S+ 0 PONG/.test(await spamdPing(port));
+      },
+      60_000,
+      100,
+    );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { host: '127.0.0.1', port, output, stop };
+}
+
+function spamdPing(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let reply = '';
+    socket.on('connect', () => socket.end('PING SPAMC/1.5\r\n\r\n'));
+    socket.on('data', (d: Buffer) => {
+      reply += d.toString();
+    });
+    socket.on('close', () => resolve(reply));
+    socket.on('error', () => resolve(''));
+  });
+}
+
+/** A TCP peer that accepts and reads but never answers: a hung scanner. */
+export async function startSilentPeer(): Promise<{
+  port: number;
+  connections: () => number;
+  stop(): Promise<void>;
+}> {
+  const sockets = new Set<Socket>();
+  let count = 0;
+  // allowHalfOpen: a client's FIN (spamc half-closes after the message) must not close our side.
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    count++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    socket.resume();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return {
+    port: address.port,
+    connections: () => count,
+    stop: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
