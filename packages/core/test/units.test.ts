@@ -1,0 +1,268 @@
+// The pure parts: option resolution, trusted networks, the users file, line-ending and header
+// splitting across arbitrary chunk boundaries, trace-field formatting.
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { memoryLogger } from '@tern/plugin-api';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import {
+  addUser,
+  FileUserStore,
+  hashPassword,
+  LISTENER_DEFAULTS,
+  type ListenerOptions,
+  parseUsersFile,
+  resolveListenerOptions,
+  verifyPassword,
+} from '../src/index.js';
+import { HeaderSplitter, LineEndingGuard, readMessage } from '../src/intake.js';
+import { NetworkList } from '../src/networks.js';
+import { receivedValue, rfc5322Date, withProtocol } from '../src/received.js';
+import { hasRoutingTrick } from '../src/relay.js';
+
+const base: ListenerOptions = { name: 'mx1', kind: 'mx', port: 25, hostname: 'mx.example.org' };
+
+describe('resolveListenerOptions', () => {
+  test('defaults depend on the kind', () => {
+    const mx = resolveListenerOptions(base);
+    expect([mx.requireTls, mx.requireAuth, mx.auth, mx.host, mx.bareLineEndings]).toEqual([
+      false,
+      false,
+      false,
+      '0.0.0.0',
+      'reject',
+    ]);
+    expect(mx.limits).toEqual(LISTENER_DEFAULTS.limits);
+    const pem = { key: '-----BEGIN PRIVATE KEY-----', cert: '-----BEGIN CERTIFICATE-----' };
+    const sub = resolveListenerOptions({ ...base, kind: 'submission', tls: pem });
+    expect([sub.requireTls, sub.requireAuth, sub.auth]).toEqual([true, true, true]);
+  });
+
+  test.each([
+    [
+      { hostname: 'not a host' },
+      'listener mx1: hostname: must be a fully qualified host name, got "not a host"',
+    ],
+    [{ port: 70000 }, 'listener mx1: port: must be an integer from 0 to 65535, got 70000'],
+    [{ kind: 'lmtp' }, 'listener mx1: kind: must be one of mx, submission, smtps, got lmtp'],
+    [{ kind: 'smtps' }, 'listener mx1: tls: an smtps listener needs a key and certificate'],
+    [
+      { trustedNetworks: ['10.0.0.0/8', '10.0.0.0/33'] },
+      'listener mx1: trustedNetworks[1]: prefix length must be 0 to 32: "10.0.0.0/33"',
+    ],
+    [{ trustedNetworks: ['mynetwork'] }, 'listener mx1: trustedNetworks[0]: not a CIDR block: "mynetwork"'],
+    [
+      { localDomains: ['[999.1.1.1]'] },
+      'listener mx1: localDomains[0]: not a domain or address literal: "[999.1.1.1]"',
+    ],
+    [{ limits: { maxErrors: 0 } }, 'listener mx1: limits.maxErrors: must be a positive integer, got 0'],
+    [
+      { limits: { timeouts: { data: -1 } } },
+      'listener mx1: limits.timeouts.data: must be a positive number of ms',
+    ],
+    [{ bareLineEndings: 'ignore' }, "listener mx1: bareLineEndings: must be 'reject' or 'normalize'"],
+  ])('%j is refused naming the field', (patch, message) => {
+    expect(() => resolveListenerOptions({ ...base, ...patch } as ListenerOptions)).toThrow(message);
+  });
+
+  test('local domains are compared in one form: lower-case IDNA, canonical address literals', () => {
+    const o = resolveListenerOptions({
+      ...base,
+      localDomains: ['Example.ORG', 'bücher.test', '[IPv6:2001:DB8:0::1]', '[192.0.2.1]'],
+    });
+    expect([...o.localDomains]).toEqual([
+      'example.org',
+      'xn--bcher-kva.test',
+      '[ipv6:2001:db8::1]',
+      '[192.0.2.1]',
+    ]);
+  });
+
+  test('maxRecipients under 100 is raised with a warning', () => {
+    const records: Parameters<typeof memoryLogger>[0] = [];
+    const o = resolveListenerOptions({ ...base, limits: { maxRecipients: 10 } }, memoryLogger(records));
+    expect(o.limits.maxRecipients).toBe(100);
+    expect(records[0]?.level).toBe('warn');
+  });
+});
+
+describe('NetworkList', () => {
+  const list = NetworkList.parse(['192.0.2.0/24', '2001:db8::/32', '198.51.100.7', '::1']);
+  test.each([
+    ['192.0.2.200', true],
+    ['192.0.3.1', false],
+    ['::ffff:192.0.2.9', true],
+    ['2001:db8:1::5', true],
+    ['2001:db9::1', false],
+    ['198.51.100.7', true],
+    ['198.51.100.8', false],
+    ['::1', true],
+    ['not-an-ip', false],
+  ])('%s → %s', (address, expected) => {
+    expect(list.contains(address)).toBe(expected);
+  });
+});
+
+describe('routing tricks', () => {
+  test.each([
+    ['user@local.test', 'RCPT TO:<user@local.test>', false],
+    ['user%remote@local.test', 'RCPT TO:<user%remote@local.test>', true],
+    ['remote!user@local.test', 'RCPT TO:<remote!user@local.test>', true],
+    ['"a b"@local.test', 'RCPT TO:<"a b"@local.test>', true],
+    ['user@local.test', 'RCPT TO:<@relay.example:user@local.test>', true],
+    ['user@local.test', 'rcpt to: < @relay.example:user@local.test>', true],
+  ])('%s from %s → %s', (address, line, expected) => {
+    expect(hasRoutingTrick(address, line)).toBe(expected);
+  });
+});
+
+describe('users', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'tern-users-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  const fast = { N: 1024, r: 8, p: 1 };
+
+  test('hashPassword makes salted scrypt lines that verifyPassword checks', async () => {
+    const a = await hashPassword('secret', fast);
+    const b = await hashPassword('secret', fast);
+    expect(a).toMatch(/^scrypt\$1024\$8\$1\$[A-Za-z0-9+/=]{24}\$[A-Za-z0-9+/=]{44}$/);
+    expect(a).not.toBe(b); // salted
+    expect(await verifyPassword('secret', a)).toBe(true);
+    expect(await verifyPassword('Secret', a)).toBe(false);
+    expect(await verifyPassword('secret', 'scrypt$3$8$1$AAAA$BBBB')).toBe(false);
+    expect(await verifyPassword('secret', 'plain:secret')).toBe(false);
+    expect((await hashPassword('x')).startsWith('scrypt$32768$8$1$')).toBe(true);
+  });
+
+  test('addUser creates the file 0600, adds and replaces users, and the store reads them', async () => {
+    const file = join(dir, 'users');
+    await addUser(file, 'alice', 'one', fast);
+    await addUser(file, 'bob', 'two', fast);
+    await addUser(file, 'alice', 'three', fast);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    const lines = (await readFile(file, 'utf8')).trim().split('\n');
+    expect(lines.map((l) => l.split(':')[0])).toEqual(['alice', 'bob']);
+    const store = await FileUserStore.open(file);
+    expect(await store.authenticate('alice', 'three')).toBe(true);
+    expect(await store.authenticate('alice', 'one')).toBe(false);
+    expect(await store.authenticate('bob', 'two')).toBe(true);
+    expect(await store.authenticate('carol', 'two')).toBe(false);
+  });
+
+  test('bad names, bad lines and missing files are reported with the cause', async () => {
+    await expect(addUser(join(dir, 'x'), 'a:b', 'pw', fast)).rejects.toThrow(
+      /without spaces, colons or control characters/,
+    );
+    await expect(addUser(join(dir, 'x'), 'ok', '', fast)).rejects.toThrow('the password must not be empty');
+    expect(() =>
+      parseUsersFile(
+        '# comment\n\nalice:scrypt$1024$8$1$c2FsdHNhbHQ=$aGFzaGhhc2hoYXNoaGFzaA==\nbob:plain\n',
+        'users',
+      ),
+    ).toThrow('users:4: expected user:scrypt$N$r$p$salt$hash');
+    await expect(FileUserStore.open(join(dir, 'missing'))).rejects.toThrow(/missing: file not found/);
+    const broken = join(dir, 'broken');
+    await writeFile(broken, 'garbage\n');
+    await expect(addUser(broken, 'alice', 'pw', fast)).rejects.toThrow(/broken:1:/);
+  });
+});
+
+describe('intake across chunk boundaries', () => {
+  const MESSAGES = [
+    'Subject: a\r\nX-B: c\r\n\r\nbody\r\n..dot\r\n',
+    '\r\nno headers\r\n',
+    'Only: headers\r\n',
+    'Subject: bare\nlf\r\n\r\nx\ry\x00z\r\n',
+    'A: 1\r\n\r\n\r\n\r\n',
+    'A: 1\r\n\r\nends with CR\r',
+  ];
+
+  async function read(chunks: Buffer[], policy: 'reject' | 'normalize') {
+    const stream = new PassThrough();
+    const result = readMessage(stream, {
+      bareLineEndings: policy,
+      maxMessageSize: 1 << 20,
+      maxHeaderBytes: 1 << 16,
+    });
+    for (const chunk of chunks) stream.write(chunk);
+    stream.end();
+    const r = await result;
+    return r.ok
+      ? { headers: r.headers.toString(), body: Buffer.concat(r.body).toString('latin1') }
+      : r.reply.code;
+  }
+
+  for (const text of MESSAGES) {
+    test(`${JSON.stringify(text)}: every split gives the same result as one chunk`, async () => {
+      const whole = Buffer.from(text, 'latin1');
+      for (const policy of ['reject', 'normalize'] as const) {
+        const expected = await read([whole], policy);
+        for (let a = 0; a <= whole.length; a++) {
+          for (let b = a; b <= whole.length; b += 3) {
+            const parts = [whole.subarray(0, a), whole.subarray(a, b), whole.subarray(b)];
+            expect(await read(parts, policy)).toEqual(expected);
+          }
+        }
+      }
+    });
+  }
+
+  test('the guard reports what it repairs', () => {
+    const guard = new LineEndingGuard('normalize');
+    const out = [...guard.push(Buffer.from('a\r')), ...guard.push(Buffer.from('b\n')), ...guard.end()];
+    expect(Buffer.concat(out).toString()).toBe('a\r\nb\r\n');
+    expect(guard.found).toBe(true);
+    const clean = new LineEndingGuard('reject');
+    const chunk = Buffer.from('a\r\nb\r\n');
+    expect(clean.push(chunk)[0]).toBe(chunk); // clean chunks are passed on, not copied
+    expect(clean.found).toBe(false);
+  });
+
+  test('the header splitter stops at maxHeaderBytes', () => {
+    const splitter = new HeaderSplitter(10);
+    expect(splitter.push(Buffer.from('Subject: 12345\r\n'))).toBeUndefined();
+    expect(splitter.tooBig).toBe(true);
+  });
+});
+
+describe('trace fields', () => {
+  test('RFC 5322 dates in UTC', () => {
+    expect(rfc5322Date(new Date(Date.UTC(2030, 2, 5, 4, 7, 9)))).toBe('Tue, 05 Mar 2030 04:07:09 +0000');
+  });
+
+  test('RFC 3848 protocol names', () => {
+    expect([
+      withProtocol(false, true, true),
+      withProtocol(true, false, false),
+      withProtocol(true, true, false),
+      withProtocol(true, false, true),
+      withProtocol(true, true, true),
+    ]).toEqual(['SMTP', 'ESMTP', 'ESMTPS', 'ESMTPA', 'ESMTPSA']);
+  });
+
+  test('client-supplied words cannot break out of the Received field', () => {
+    const value = receivedValue({
+      helo: 'a\r\nX-Injected: yes',
+      clientHostname: undefined,
+      remoteAddress: '2001:db8::1',
+      hostname: 'mx.example.org',
+      esmtp: true,
+      tls: undefined,
+      user: 'bob) (forged',
+      id: 'abc.1',
+      recipient: 'x>; evil@example.org',
+      date: new Date(Date.UTC(2030, 0, 1)),
+    });
+    expect(value).toBe(
+      'from a??X-Injected:?yes ([IPv6:2001:db8::1] [IPv6:2001:db8::1])\r\n' +
+        '\t(authenticated as bob\\) \\(forged)\r\n' +
+        '\tby mx.example.org (Tern) with ESMTPA id abc.1\r\n' +
+        '\tfor <x>??evil@example.org>; Tue, 01 Jan 2030 00:00:00 +0000',
+    );
+  });
+});
