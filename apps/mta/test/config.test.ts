@@ -38,8 +38,8 @@ describe('config validation names the field and the fix', () => {
       'config: unknown key "listenres": remove it or check its spelling',
     ],
     [
-      { listeners: [{ kind: 'mx' }] },
-      'config.listeners[0].localDomains: an mx listener needs the domains it receives mail for',
+      { listeners: [{ kind: 'mx' }], trustedNetworks: [] },
+      'config.listeners[0].localDomains: this mx listener would refuse every recipient',
     ],
     [
       { listeners: [{ kind: 'submission' }] },
