@@ -271,9 +271,11 @@ export function spfResinfo(outcome: SpfOutcome): string {
   return parts.join(' ');
 }
 
+/** What goes into Authentication-Results; a method left out is not reported (it did not run). */
 export interface AuthenticationReport {
   readonly spf?: readonly SpfOutcome[];
-  readonly dkim?: DkimDmarcOutcome;
+  readonly dkim?: readonly DkimSignatureOutcome[];
+  readonly dmarc?: DmarcOutcome;
 }
 
 /** The Authentication-Results value: authserv-id, then one resinfo per line (folded). */
@@ -281,10 +283,10 @@ export function formatAuthenticationResults(authservId: string, report: Authenti
   const rows: string[] = [];
   for (const outcome of report.spf ?? []) rows.push(spfResinfo(outcome));
   if (report.dkim) {
-    if (report.dkim.signatures.length === 0) rows.push('dkim=none');
-    for (const signature of report.dkim.signatures) rows.push(unfold(signature.info));
-    if (report.dkim.dmarc) rows.push(unfold(report.dkim.dmarc.info));
+    if (report.dkim.length === 0) rows.push('dkim=none');
+    for (const signature of report.dkim) rows.push(unfold(signature.info));
   }
+  if (report.dmarc) rows.push(unfold(report.dmarc.info));
   const id =
     /^[\x21-\x7e]+$/.test(authservId) && !/[()<>@,;:\\"/[\]?=]/.test(authservId)
       ? authservId

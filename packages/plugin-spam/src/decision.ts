@@ -21,6 +21,8 @@ export const ACTION_SEVERITY: Readonly<Record<SpamAction, number>> = {
 export interface ForcedAction {
   readonly action: SpamAction;
   readonly reason: string;
+  /** Which check forced it; a DMARC rejection gets its own SMTP reply text. */
+  readonly source: 'dmarc' | 'scanner';
 }
 
 /** Everything decided about one message: what the ops timeline shows and the log line records. */
@@ -66,10 +68,15 @@ export function decideAction(
   score: number,
   thresholds: Thresholds,
   forced: readonly ForcedAction[],
-): { action: SpamAction; reason: string } {
-  let outcome = actionForScore(score, thresholds);
+): { action: SpamAction; reason: string; forcedBy?: ForcedAction } {
+  let outcome: { action: SpamAction; reason: string; forcedBy?: ForcedAction } = actionForScore(
+    score,
+    thresholds,
+  );
   for (const f of forced) {
-    if (ACTION_SEVERITY[f.action] > ACTION_SEVERITY[outcome.action]) outcome = f;
+    if (ACTION_SEVERITY[f.action] > ACTION_SEVERITY[outcome.action]) {
+      outcome = { action: f.action, reason: f.reason, forcedBy: f };
+    }
   }
   return outcome;
 }

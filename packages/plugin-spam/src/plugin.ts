@@ -50,10 +50,11 @@ export interface SpamSessionState {
   lists: Promise<DnsListResult> | undefined;
 }
 
-/** Per transaction. `decision` is what the ops timeline reads once the message stage ran. */
+/**
+ * Per transaction. `decision` is what the ops timeline reads once the message stage ran; it stays
+ * undefined for a transaction that was not checked (authenticated, trusted, another listener).
+ */
 export interface SpamTransactionState {
-  /** Not checked: authenticated, trusted, or a listener the filter is not enabled on. */
-  exempt: boolean;
   spf: Promise<SpfOutcome[]> | undefined;
   /** The header block as it arrived, before forged fields were removed (DKIM verifies this). */
   receivedHeaders: HeaderField[] | undefined;
@@ -131,7 +132,6 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
     state: {
       session: () => ({ lists: undefined }),
       transaction: () => ({
-        exempt: true,
         spf: undefined,
         receivedHeaders: undefined,
         auth: undefined,
@@ -164,16 +164,15 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
     },
 
     mailFrom(ctx): void {
-      const state = ctx.transactionState;
-      state.exempt = isExempt(ctx.session);
-      if (state.exempt) return;
+      if (isExempt(ctx.session)) return;
       void listsOf(ctx.session, ctx.sessionState, ctx.log);
-      // Started now so the DNS work overlaps RCPT and DATA; awaited at end of data.
-      if (opts.spf.enabled) state.spf = spfOf(ctx.session, ctx.address);
+      // Started now so the DNS work overlaps RCPT and DATA; awaited at end of data. Later stages
+      // start it themselves when this hook did not run (another plugin accepted MAIL FROM first).
+      if (opts.spf.enabled) ctx.transactionState.spf = spfOf(ctx.session, ctx.address);
     },
 
     async rcptTo(ctx): Promise<Verdict | void> {
-      if (ctx.transactionState.exempt) return;
+      if (isExempt(ctx.session)) return;
       const lists = await listsOf(ctx.session, ctx.sessionState, ctx.log);
       if (lists.rejectedBy) {
         ctx.log.info(
@@ -246,7 +245,7 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
 
     async message(ctx): Promise<Verdict | void> {
       const state = ctx.transactionState;
-      if (state.exempt) return;
+      if (isExempt(ctx.session)) return;
       const started = performance.now();
       const { session, transaction } = ctx;
       const symbols: SpamSymbol[] = [];
@@ -255,7 +254,8 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       const lists = await listsOf(session, ctx.sessionState, ctx.log);
       for (const hit of lists.hits) symbols.push(hit.symbol);
 
-      const spfOutcomes = opts.spf.enabled ? await (state.spf ?? spfOf(session, transaction.mailFrom)) : [];
+      if (opts.spf.enabled) state.spf ??= spfOf(session, transaction.mailFrom);
+      const spfOutcomes = (await state.spf) ?? [];
       for (const outcome of spfOutcomes) {
         symbols.push(weights.symbol(spfSymbol(outcome), outcome.domain || undefined));
       }
@@ -299,6 +299,7 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
           symbols.push(weights.symbol(dmarcSymbol(dmarc), dmarc.fromDomain || undefined));
           if (dmarc.result === 'fail' && dmarc.policy === 'reject' && opts.dmarc.onReject !== 'score') {
             forced.push({
+              source: 'dmarc',
               action: opts.dmarc.onReject,
               reason: `dmarc policy reject for ${dmarc.fromDomain}`,
             });
@@ -308,7 +309,11 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
             dmarc.policy === 'quarantine' &&
             opts.dmarc.onQuarantine !== 'score'
           ) {
-            forced.push({ action: 'quarantine', reason: `dmarc policy quarantine for ${dmarc.fromDomain}` });
+            forced.push({
+              source: 'dmarc',
+              action: 'quarantine',
+              reason: `dmarc policy quarantine for ${dmarc.fromDomain}`,
+            });
           }
         }
       }
@@ -327,7 +332,11 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
         } else if (result.status === 'failed') {
           ctx.log.warn({ scanner: name, reason: result.reason, failure: scanner.failure }, 'scanner failed');
           if (scanner.failure === 'closed')
-            forced.push({ action: 'tempfail', reason: `${name} failed: ${result.reason}` });
+            forced.push({
+              source: 'scanner',
+              action: 'tempfail',
+              reason: `${name} failed: ${result.reason}`,
+            });
           else symbols.push(weights.symbol('SCANNER_UNAVAILABLE', `${name}: ${result.reason}`));
         } else {
           ctx.log.debug({ scanner: name, reason: result.reason }, 'scanner skipped');
@@ -335,7 +344,7 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       }
 
       const score = roundScore(symbols.reduce((sum, s) => sum + s.score, 0));
-      const { action, reason } = decideAction(score, opts.actions, forced);
+      const { action, reason, forcedBy } = decideAction(score, opts.actions, forced);
       const decision: SpamDecision = {
         score,
         action,
@@ -354,15 +363,17 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       state.decision = decision;
       state.auth = {
         ...(opts.spf.enabled ? { spf: spfOutcomes } : {}),
-        ...(auth
-          ? { dkim: opts.dkim.enabled ? auth : { ...auth, signatures: [], dkim: 'none' as const } }
-          : {}),
+        ...(auth && opts.dkim.enabled ? { dkim: auth.signatures } : {}),
+        ...(auth?.dmarc ? { dmarc: auth.dmarc } : {}),
       } satisfies AuthenticationReport;
       record(ctx.log, decision, opts.onDecision);
 
       if (action === 'reject') {
-        const dmarcForced = forced.some((f) => f.action === 'reject' && f.reason === reason);
-        return reject(550, '5.7.1', dmarcForced ? opts.replies.dmarcReject : opts.replies.reject);
+        return reject(
+          550,
+          '5.7.1',
+          forcedBy?.source === 'dmarc' ? opts.replies.dmarcReject : opts.replies.reject,
+        );
       }
       if (action === 'tempfail') return tempfail(451, '4.7.1', opts.replies.tempfail);
     },
@@ -372,7 +383,11 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       const decision = state.decision;
       if (!decision) return;
       const headers = ctx.message.headers;
-      if (opts.authenticationResults && state.auth && (state.auth.spf || state.auth.dkim)) {
+      if (
+        opts.authenticationResults &&
+        state.auth &&
+        (state.auth.spf || state.auth.dkim || state.auth.dmarc)
+      ) {
         headers.prepend(
           'Authentication-Results',
           formatAuthenticationResults(ctx.session.listener.hostname, state.auth),

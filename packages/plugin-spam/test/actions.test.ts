@@ -186,6 +186,25 @@ describe('exemptions', () => {
   });
 });
 
+describe('stage order', () => {
+  it('still checks the message when an earlier plugin accepted MAIL FROM (our hook never ran)', async () => {
+    const decisions: SpamDecision[] = [];
+    const session = testPlugins([
+      { name: 'sender-ok', mailFrom: () => ({ kind: 'accept' as const }) },
+      spamFilter({ dns: { servers: [dns.server] }, onDecision: (d) => decisions.push(d) }),
+    ]);
+    await session.connect();
+    await session.helo('mail.example.test');
+    expect((await session.mailFrom('alice@example.test')).kind).toBe('accept');
+    await session.rcptTo('bob@example.test');
+    const result = await session.data(makeMessage({ date: null }));
+    expect(decisions[0]?.symbols.map((s) => s.name)).toEqual(
+      expect.arrayContaining(['MISSING_DATE', 'SPF_NONE', 'SPF_HELO_NONE']),
+    );
+    expect(result.message.headers.get('authentication-results')).toMatch(/spf=none/);
+  });
+});
+
 describe('option validation', () => {
   const bad: [unknown, string][] = [
     [{ actions: { tag: 5, reject: 4 } }, 'actions.reject'],

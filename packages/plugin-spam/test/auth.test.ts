@@ -275,6 +275,13 @@ describe('Authentication-Results (RFC 8601)', () => {
     expect(r.decision?.score).toBe(-2.7);
   });
 
+  it('reports only the methods that ran (DKIM verified for DMARC but not reported)', async () => {
+    const signed = dkimSign(makeMessage(), { domain: 'example.test', selector: 'sel', key });
+    const r = await run(signed, { plugin: { spf: { enabled: false }, dkim: { enabled: false } } });
+    expect(r.authResults).toMatch(/^mx\.tern\.test;\s+dmarc=pass /);
+    expect(r.decision?.symbols.map((s) => s.name)).toEqual(['DMARC_PASS']);
+  });
+
   it('can be left out', async () => {
     const r = await run(makeMessage(), { plugin: { authenticationResults: false } });
     expect(r.authResults).toBeUndefined();
