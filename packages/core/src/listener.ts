@@ -8,7 +8,7 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { type HostResolver, systemResolver } from './dns.js';
 import { type ListenerOptions, type ResolvedListenerOptions, resolveListenerOptions } from './options.js';
-import { CoreReplies } from './replies.js';
+import { CoreReplies, replyError } from './replies.js';
 import { type ListenerRuntime, SmtpSession } from './session.js';
 import type { MessageSink } from './sink.js';
 import type { UserStore } from './users.js';
@@ -261,16 +261,10 @@ class SmtpListener implements Listener, ListenerRuntime {
     connection.init();
   }
 
-  #session(session: SMTPServerSession): SmtpSession | undefined {
-    return this.#sessions.get(session.id);
-  }
-
   #serverOptions(): SMTPServerOptions {
     const o = this.options;
     const tls = o.tls;
     const minVersion = tls?.minVersion ?? 'TLSv1.2';
-    const missing = (callback: (error?: Error | null) => void): void =>
-      callback(new Error('4.3.0 Session lost'));
     return {
       name: o.hostname,
       heloResponse: '%s Hello %s',
@@ -305,51 +299,49 @@ class SmtpListener implements Listener, ListenerRuntime {
       // The session does its own forward-confirmed lookup with a timeout and a resolver we can point at a test DNS.
       disableReverseLookup: true,
       logger: false,
-      onConnect: (session, callback) => {
-        const s = this.#session(session);
-        if (!s) return missing(callback);
-        this.#run(s.onConnect(session, callback), callback);
-      },
-      onSecure: (socket, session, callback) => {
-        const s = this.#session(session);
-        if (!s) return missing(callback);
-        s.onSecure(socket as TLSSocket, session, callback);
-      },
-      onAuth: (auth, session, callback) => {
-        const s = this.#session(session);
-        if (!s) return missing(callback);
-        this.#run(s.onAuth(auth, callback), callback);
-      },
-      onMailFrom: (address, session, callback) => {
-        const s = this.#session(session);
-        if (!s) return missing(callback);
-        this.#run(s.onMailFrom(address, callback), callback);
-      },
-      onRcptTo: (address, session, callback) => {
-        const s = this.#session(session);
-        if (!s) return missing(callback);
-        this.#run(s.onRcptTo(address, callback), callback);
-      },
-      onData: (stream, session, callback) => {
-        const s = this.#session(session);
-        if (!s) {
-          stream.resume();
-          return missing(callback);
-        }
-        this.#run(s.onData(stream, callback), callback);
-      },
+      onConnect: (session, callback) =>
+        this.#dispatch(session, callback, (s) => s.onConnect(session, callback)),
+      onSecure: (socket, session, callback) =>
+        this.#dispatch(session, callback, (s) => s.onSecure(socket as TLSSocket, session, callback)),
+      onAuth: (auth, session, callback) => this.#dispatch(session, callback, (s) => s.onAuth(auth, callback)),
+      onMailFrom: (address, session, callback) =>
+        this.#dispatch(session, callback, (s) => s.onMailFrom(address, callback)),
+      onRcptTo: (address, session, callback) =>
+        this.#dispatch(session, callback, (s) => s.onRcptTo(address, callback)),
+      onData: (stream, session, callback) =>
+        this.#dispatch(
+          session,
+          callback,
+          (s) => s.onData(stream, callback),
+          () => stream.resume(),
+        ),
       onClose: (session) => {
-        this.#session(session)?.onClose();
+        this.#sessions.get(session.id)?.onClose();
       },
     };
   }
 
-  /** A bug in a session callback answers 451 4.3.0 (nothing internal in the text) instead of hanging. */
-  #run(task: Promise<void>, callback: (error?: Error | null) => void): void {
-    task.catch((error: unknown) => {
+  /**
+   * Hands an smtp-server callback to its session. A bug in the session answers 451 4.3.0 (nothing
+   * internal in the text) instead of hanging the client.
+   */
+  #dispatch(
+    session: SMTPServerSession,
+    callback: (error?: Error | null) => void,
+    run: (s: SmtpSession) => Promise<void> | void,
+    orphan?: () => void,
+  ): void {
+    const failed = (): void => callback(replyError(CoreReplies.localError));
+    const target = this.#sessions.get(session.id);
+    if (!target) {
+      orphan?.();
+      failed();
+      return;
+    }
+    const task = run(target);
+    task?.catch((error: unknown) => {
       this.log.error({ err: error }, 'session callback failed');
-      const reply = CoreReplies.localError;
-      callback(Object.assign(new Error(`${reply.enhanced} ${reply.text}`), { responseCode: reply.code }));
+      failed();
     });
   }
 }

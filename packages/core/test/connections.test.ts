@@ -44,6 +44,13 @@ describe('connection limits', () => {
   });
 });
 
+test('a port in use fails listen() with the listener and the address named', async () => {
+  const h = await startListener();
+  await expect(startListener({ port: h.port })).rejects.toThrow(
+    `listener test: cannot listen on 127.0.0.1:${h.port}: EADDRINUSE`,
+  );
+});
+
 describe('close()', () => {
   test('graceful: stops accepting, idle sessions get 421 4.3.2 at once, an open transaction finishes first', async () => {
     const h = await startListener();
