@@ -160,13 +160,13 @@ describe('embedded queue: delivery', () => {
     expect(job?.state).toBe('scheduled');
     expect(job?.recipients[0]?.lastReply?.code).toBe(451);
     expect(job?.nextAttemptAt).toBeGreaterThanOrEqual((calls[0]?.at ?? 0) + 1000);
-    expect(job?.nextAttemptAt).toBeLessThan((calls[0]?.at ?? 0) + 1500);
+    expect(job?.nextAttemptAt).toBeLessThan((calls[0]?.at ?? 0) + 2000);
 
     await waitFor(async () => (await q.inspect(id)) === null, 5000);
     expect(calls).toHaveLength(2);
     const gap = (calls[1]?.at ?? 0) - (calls[0]?.at ?? 0);
     expect(gap).toBeGreaterThanOrEqual(990);
-    expect(gap).toBeLessThan(1800);
+    expect(gap).toBeLessThan(3000); // generous: a loaded 2-core machine schedules late, never early
     expect(calls[1]?.job.attempts).toBe(1);
   });
 
