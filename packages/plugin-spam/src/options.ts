@@ -92,7 +92,13 @@ const thresholds = z
 
 const scores = z.record(z.string(), weight).superRefine((record, ctx) => {
   for (const key of Object.keys(record)) {
-    if (!(SYMBOL_NAMES as string[]).includes(key)) {
+    if (key === 'RSPAMD' || key === 'SPAMD') {
+      ctx.addIssue({
+        code: 'custom',
+        path: [key],
+        message: `a scanner's score is scaled by ${key.toLowerCase()}.weight`,
+      });
+    } else if (!(SYMBOL_NAMES as string[]).includes(key)) {
       ctx.addIssue({
         code: 'custom',
         path: [key],

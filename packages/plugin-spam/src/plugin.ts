@@ -328,7 +328,7 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
         scanners[name] = result;
         if (result.status === 'scanned') {
           const detail = `${result.score}${result.required !== undefined ? `/${result.required}` : ''}${result.action ? ` ${result.action}` : ''}`;
-          symbols.push({ name: symbol, score: result.score * scanner.weight * weights.of(symbol), detail });
+          symbols.push({ name: symbol, score: result.score * scanner.weight, detail });
         } else if (result.status === 'failed') {
           ctx.log.warn({ scanner: name, reason: result.reason, failure: scanner.failure }, 'scanner failed');
           if (scanner.failure === 'closed')

@@ -68,9 +68,10 @@ export const SYMBOLS = {
     weight: 1,
     description: 'The HELO name is neither a dotted host name nor an address literal',
   },
-  // External scanners: their own score times the configured factor
-  RSPAMD: { weight: 1, description: 'rspamd score (times rspamd.weight)' },
-  SPAMD: { weight: 1, description: 'SpamAssassin score (times spamd.weight)' },
+  // External scanners: the weight here is only nominal; their own score times rspamd.weight or
+  // spamd.weight is what adds in (scores cannot override these two).
+  RSPAMD: { weight: 1, description: "rspamd's score times rspamd.weight" },
+  SPAMD: { weight: 1, description: "SpamAssassin's score times spamd.weight" },
   SCANNER_UNAVAILABLE: { weight: 0, description: 'A scanner failed or timed out and failure is open' },
 } as const satisfies Record<string, SymbolDefinition>;
 
