@@ -40,16 +40,42 @@ function findBinary(name: string, dirs: string[]): string {
   );
 }
 
-function launch(binary: string, args: string[], cwd: string): { child: ChildProcess; output: () => string } {
-  const child = spawn(binary, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+/** Starts a daemon in its own process group and waits until `ready`; stopping removes `dir`. */
+async function runDaemon(
+  name: string,
+  binary: string,
+  args: string[],
+  dir: string,
+  port: number,
+  startTimeoutMs: number,
+  ready: () => Promise<boolean>,
+): Promise<Daemon> {
+  const child = spawn(binary, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   let log = '';
-  child.stdout?.on('data', (d: Buffer) => {
+  const collect = (d: Buffer): void => {
     log += d.toString();
-  });
-  child.stderr?.on('data', (d: Buffer) => {
-    log += d.toString();
-  });
-  return { child, output: () => log };
+  };
+  child.stdout?.on('data', collect);
+  child.stderr?.on('data', collect);
+  const output = (): string => log;
+  const stop = async (): Promise<void> => {
+    await terminate(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`${name} exited ${child.exitCode}: ${output()}`);
+        return await ready();
+      },
+      startTimeoutMs,
+      100,
+    );
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { host: '127.0.0.1', port, output, stop };
 }
 
 async function terminate(child: ChildProcess): Promise<void> {
@@ -148,30 +174,14 @@ worker "normal" {
     // rspamd refuses to run its workers as root unless told to.
     ...(isRoot ? ['-i'] : []),
   ];
-  const { child, output } = launch(binary, args, dir);
-  const stop = async (): Promise<void> => {
-    await terminate(child);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitFor(
-      async () => {
-        if (child.exitCode !== null) throw new Error(`rspamd exited ${child.exitCode}: ${output()}`);
-        try {
-          const res = await fetch(`http://127.0.0.1:${port}/ping`);
-          return (await res.text()).trim() === 'pong';
-        } catch {
-          return false;
-        }
-      },
-      90_000,
-      100,
-    );
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-  return { host: '127.0.0.1', port, output, stop };
+  return await runDaemon('rspamd', binary, args, dir, port, 90_000, async () => {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/ping`);
+      return (await res.text()).trim() === 'pong';
+    } catch {
+      return false;
+    }
+  });
 }
 
 /**
@@ -209,25 +219,9 @@ score TERN_MARKER 7.5
     '--syslog=stderr',
     ...(isRoot ? ['--username=nobody'] : []),
   ];
-  const { child, output } = launch(binary, args, dir);
-  const stop = async (): Promise<void> => {
-    await terminate(child);
-    rmSync(dir, { recursive: true, force: true });
-  };
-  try {
-    await waitFor(
-      async () => {
-        if (child.exitCode !== null) throw new Error(`spamd exited ${child.exitCode}: ${output()}`);
-        return /^SPAMD\/\S+ 0 PONG/.test(await spamdPing(port));
-      },
-      60_000,
-      100,
-    );
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-  return { host: '127.0.0.1', port, output, stop };
+  return await runDaemon('spamd', binary, args, dir, port, 60_000, async () =>
+    /^SPAMD\/\S+ 0 PONG/.test(await spamdPing(port)),
+  );
 }
 
 function spamdPing(port: number): Promise<string> {

@@ -56,6 +56,23 @@ function filter(
   });
 }
 
+/** One message from `ip` through every stage; returns the RCPT verdict, the decision and the logs. */
+async function deliver(ip: string, extra: Partial<SpamOptions> = {}) {
+  let decision: SpamDecision | undefined;
+  const session = testPlugins(
+    filter(extra, (d) => {
+      decision = d;
+    }),
+    { remoteAddress: ip },
+  );
+  await session.connect();
+  await session.helo('mail.example.test');
+  await session.mailFrom('a@example.test');
+  const rcpt = await session.rcptTo('bob@example.test');
+  const data = rcpt.kind === 'continue' ? (await session.data(makeMessage())).verdict.kind : undefined;
+  return { rcpt: rcpt.kind, data, decision, logs: session.logs };
+}
+
 describe('query names (RFC 5782 §2.1, §2.4)', () => {
   it('reverses IPv4 octets and IPv6 nibbles as the testkit does', () => {
     expect(`${reversedLabel(LISTED_V4)}.bl.test`).toBe(listName(LISTED_V4, 'bl.test'));
@@ -102,19 +119,9 @@ describe('DNSBL', () => {
   });
 
   it('scores a code whose meaning says score, instead of rejecting', async () => {
-    let decision: SpamDecision | undefined;
-    const session = testPlugins(
-      filter({}, (d) => {
-        decision = d;
-      }),
-      { remoteAddress: POLICY_V4 },
-    );
-    await session.connect();
-    await session.helo('mail.example.test');
-    await session.mailFrom('a@example.test');
-    expect((await session.rcptTo('bob@example.test')).kind).toBe('continue');
-    expect((await session.data(makeMessage())).verdict.kind).toBe('continue');
-    expect(decision?.symbols).toContainEqual({
+    const r = await deliver(POLICY_V4);
+    expect([r.rcpt, r.data]).toEqual(['continue', 'continue']);
+    expect(r.decision?.symbols).toContainEqual({
       name: 'RBL_BL_TEST_PBL',
       score: 3,
       detail: 'bl.test=127.0.0.10',
@@ -123,20 +130,10 @@ describe('DNSBL', () => {
 
   it('does not count a refusal code (127.255.255.x) or a failing zone', async () => {
     for (const ip of [REFUSED_V4, SERVFAIL_V4]) {
-      let decision: SpamDecision | undefined;
-      const session = testPlugins(
-        filter({}, (d) => {
-          decision = d;
-        }),
-        { remoteAddress: ip },
-      );
-      await session.connect();
-      await session.helo('mail.example.test');
-      await session.mailFrom('a@example.test');
-      expect((await session.rcptTo('bob@example.test')).kind).toBe('continue');
-      await session.data(makeMessage());
-      expect(decision?.symbols.filter((s) => s.name.startsWith('RBL_'))).toEqual([]);
-      expect(session.logs.some((l) => l.level === 'warn' && l.fields.zone === 'bl.test')).toBe(true);
+      const r = await deliver(ip);
+      expect(r.rcpt).toBe('continue');
+      expect(r.decision?.symbols.filter((s) => s.name.startsWith('RBL_'))).toEqual([]);
+      expect(r.logs.some((l) => l.level === 'warn' && l.fields.zone === 'bl.test')).toBe(true);
     }
   });
 
