@@ -294,6 +294,10 @@ export class SmtpSession {
           maxMessageSize: o.limits.maxMessageSize,
           maxHeaderBytes: o.limits.maxHeaderBytes,
         });
+      } catch (error) {
+        // The stream failed: the client went away mid-message. Nothing is queued.
+        this.#log.info({ err: error }, 'DATA aborted');
+        return callback(replyError(CoreReplies.connectionLost));
       } finally {
         clearTimeout(timer);
       }
@@ -306,12 +310,14 @@ export class SmtpSession {
         return callback(replyError(read.reply));
       }
       if (read.normalized) this.#log.info({ size: read.size }, 'bare CR, bare LF or NUL normalized');
-      const reply = await this.#accept(transaction, read.headers, read.body);
+      let reply: SmtpReply;
+      try {
+        reply = await this.#accept(transaction, read.headers, read.body);
+      } catch (error) {
+        this.#log.error({ err: error, transaction: transaction.id }, 'intake failed');
+        reply = CoreReplies.localError;
+      }
       callback(reply.code >= 400 ? replyError(reply) : null, reply.code >= 400 ? undefined : wire(reply));
-    } catch (error) {
-      // The stream failed: the client went away mid-message (or a bug here). Nothing is queued.
-      this.#log.info({ err: error }, 'DATA aborted');
-      callback(replyError(CoreReplies.connectionLost));
     } finally {
       this.#inData = false;
     }

@@ -145,6 +145,8 @@ export interface BoundClient {
   command(line: string): Promise<string>;
   readonly closed: Promise<void>;
   close(): void;
+  /** Closes with a TCP RST, as a crashing client would. */
+  reset(): void;
 }
 
 export function dialFrom(port: number, localAddress: string, host = '127.0.0.1'): Promise<BoundClient> {
@@ -198,6 +200,7 @@ export function dialFrom(port: number, localAddress: string, host = '127.0.0.1')
         },
         closed,
         close: () => socket.destroy(),
+        reset: () => socket.resetAndDestroy(),
       });
     });
     socket.once('error', reject);

@@ -1,7 +1,9 @@
 // Command-level behaviour over real SMTP: enhanced codes on every error, line-ending policy for
 // command lines, line length, unknown parameters, error limit and timeouts.
+
+import { waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, test } from 'vitest';
-import { closeAll, ehlo, LOCAL_DOMAIN, sendMail, sleep, startListener } from './helpers.js';
+import { closeAll, dialFrom, ehlo, LOCAL_DOMAIN, sendMail, sleep, startListener } from './helpers.js';
 
 afterAll(closeAll);
 
@@ -120,6 +122,31 @@ describe('command lines', () => {
     await sleep(100);
     expect(h.logs.some((r) => r.message === 'closed')).toBe(true);
     expect(h.queue.attempts).toBe(0);
+  });
+});
+
+describe('clients that vanish', () => {
+  test.each([
+    'close',
+    'reset',
+  ] as const)('a client that goes away mid-DATA (%s) queues nothing and harms no one', async (how) => {
+    const h = await startListener();
+    const c = await dialFrom(h.port, '127.0.0.1');
+    await c.read();
+    await c.command('EHLO client.example');
+    await c.command('MAIL FROM:<a@example.org>');
+    await c.command(`RCPT TO:<user@${LOCAL_DOMAIN}>`);
+    expect(await c.command('DATA')).toMatch(/^354 /);
+    c.send('Subject: half\r\n\r\nhalf a message');
+    await sleep(50);
+    if (how === 'reset') c.reset();
+    else c.close();
+    await waitFor(() => h.listener.connections === 0);
+    expect(h.logs.some((r) => r.message === 'DATA aborted')).toBe(true);
+    expect(h.queue.attempts).toBe(0);
+    const next = await h.connect();
+    await ehlo(next);
+    expect(await sendMail(next)).toMatch(/^250 2\.0\.0 /);
   });
 });
 
