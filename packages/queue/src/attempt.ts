@@ -74,6 +74,9 @@ export interface AttemptOutcome {
     | undefined;
   /** Queue ids of the bounces and delay notices this attempt enqueued. */
   readonly notices: readonly string[];
+  /** What delivery reported (hop, remote MTA), and when the attempt started: for the message's timeline. */
+  readonly report: DeliveryReport;
+  readonly startedAt: number;
 }
 
 /** Stands in for every recipient when `deliver` throws: a bug or an outage is a temporary failure, never a loss. */
@@ -182,12 +185,14 @@ export async function runDeliveryAttempt(
   }
 
   const remaining = [...decision.deferred.map((d) => d.recipient), ...unbounced];
-  if (remaining.length === 0) return { decision, next: undefined, notices };
+  if (remaining.length === 0) return { decision, next: undefined, notices, report, startedAt: started };
   const at = retryAt ?? new Date(now + settings.schedule.delayAfter(job.attempts + 1));
   return {
     decision,
     next: { recipients: remaining, at, attempts: job.attempts + 1, delayNotified },
     notices,
+    report,
+    startedAt: started,
   };
 }
 

@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { Envelope, EnvelopeRecipient, Logger, NextHop, PluginHost, SmtpReply } from '@tern/plugin-api';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
+import type { TimelineEvent } from './timeline.js';
 
 /** What intake hands to the queue after DATA. Nothing is acknowledged (250) before `enqueue` resolves. */
 export interface IncomingMessage {
@@ -22,6 +23,11 @@ export interface IncomingMessage {
   readonly messageId?: string;
   /** A notice (bounce, delay DSN) this MTA generated: its jobs get `isBounce`, so it is never bounced itself. */
   readonly isBounce?: boolean;
+  /**
+   * Intake events to store as the start of the message's timeline (the plugin verdicts of its
+   * SMTP session), written in the same durable step as the message. Optional: added by apps/mta.
+   */
+  readonly timeline?: readonly TimelineEvent[];
 }
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
@@ -52,6 +58,8 @@ export interface DeliveryJob {
   readonly isBounce: boolean;
   /** A delay notice was already sent for this job. */
   readonly delayNotified?: boolean;
+  /** An operator's reroute: deliver through this hop instead of routing the domain. */
+  readonly nextHop?: NextHop;
 }
 
 export type AttemptResult = 'delivered' | 'deferred' | 'failed';
@@ -124,4 +132,139 @@ export interface QueueBackend {
   readMessage(queueId: string): Promise<Buffer | null>;
   /** A message's envelope and jobs, or null when unknown or finished. */
   inspect(queueId: string): Promise<MessageRecord | null>;
+}
+
+// ---- Operator operations ------------------------------------------------------------------------
+// Additive to QueueBackend: what `tern queue ...` and the admin API do. Both backends implement it;
+// `isQueueOperations` tells whether a backend does.
+
+/** A job's state for list filters: `deferred` is a scheduled job that has failed at least once. */
+export type JobStateFilter = 'scheduled' | 'deferred' | 'active' | 'held';
+
+export interface QueueFilter {
+  readonly state?: JobStateFilter;
+  /** Recipient domain of the job (exact, case-insensitive). */
+  readonly domain?: string;
+  /** Part of the return path (case-insensitive); `<>` matches only the null sender. */
+  readonly sender?: string;
+  /** Part of any of the job's recipients (case-insensitive). */
+  readonly recipient?: string;
+  /** At most this many jobs (default 100, at most 1000). */
+  readonly limit?: number;
+  /** Where the previous page ended (its `cursor`). */
+  readonly cursor?: string;
+}
+
+/** One unfinished job as operators list it. */
+export interface QueuedJob {
+  readonly queueId: string;
+  readonly jobId: string;
+  readonly domain: string;
+  readonly state: 'scheduled' | 'active' | 'held';
+  readonly attempts: number;
+  readonly nextAttemptAt?: number;
+  readonly mailFrom: string;
+  readonly recipients: readonly RecipientState[];
+  readonly createdAt: number;
+  readonly messageId?: string;
+  readonly size: number;
+}
+
+export interface QueuePage {
+  /** Oldest first. */
+  readonly jobs: readonly QueuedJob[];
+  /** Pass as `cursor` for the next page; absent on the last page. */
+  readonly cursor?: string;
+}
+
+export interface DestinationCounts {
+  /** Unfinished jobs: scheduled + active + held. */
+  readonly total: number;
+  readonly scheduled: number;
+  readonly active: number;
+  readonly held: number;
+  /** Jobs that failed at least once (in any state). */
+  readonly deferred: number;
+}
+
+export interface DestinationSummary extends DestinationCounts {
+  readonly domain: string;
+  /** When the oldest unfinished message for this domain was accepted. */
+  readonly oldestCreatedAt?: number;
+  /** Suspended by an operator until then (ms since epoch). */
+  readonly suspendedUntil?: number;
+  /** An operator's reroute for every job of this domain. */
+  readonly nextHop?: NextHop;
+}
+
+export interface QueueSummary {
+  readonly at: number;
+  readonly totals: DestinationCounts;
+  /** Every domain with unfinished jobs, or with a suspension or reroute; most jobs first. */
+  readonly destinations: readonly DestinationSummary[];
+}
+
+/** Everything known about one message, queued or finished. */
+export interface MessageDetails {
+  readonly queueId: string;
+  /** `finished`: delivered, bounced or deleted; only its timeline is left. */
+  readonly state: 'queued' | 'finished';
+  readonly messageId?: string;
+  readonly envelope?: Envelope;
+  readonly createdAt?: number;
+  readonly size?: number;
+  readonly source?: IncomingMessage['source'];
+  readonly isBounce?: boolean;
+  /** The header block as name/value pairs (values unfolded). */
+  readonly headers?: readonly (readonly [string, string])[];
+  readonly held: boolean;
+  readonly jobs: readonly (MessageRecord['jobs'][number] & { readonly nextHop?: NextHop })[];
+  readonly timeline: readonly TimelineEvent[];
+}
+
+export interface BounceNowOptions {
+  /** Reporting-MTA and From of the bounce. */
+  readonly reportingMta: string;
+  /** Shown to the sender in the bounce's Diagnostic-Code. */
+  readonly reason?: string;
+}
+
+export type BounceNowResult =
+  | { readonly ok: true; readonly recipients: number; readonly notice?: string }
+  | { readonly ok: false; readonly reason: 'unknown' | 'active' };
+
+export interface QueueOperations {
+  /** Counts by state per destination domain, with suspensions and reroutes. */
+  summary(): Promise<QueueSummary>;
+  /** Unfinished jobs, oldest first, filtered; page on with the returned cursor. */
+  listJobs(filter?: QueueFilter): Promise<QueuePage>;
+  /** A message by queue id: envelope, headers, jobs with per-recipient state, timeline. Null when unknown or expired. */
+  details(queueId: string): Promise<MessageDetails | null>;
+  /** Queue ids of messages (queued, or finished within the timeline retention) with this Message-ID. */
+  findByMessageId(messageId: string): Promise<string[]>;
+  /** Appends events to a message's timeline (intake verdicts that arrive late, operator notes). */
+  appendTimeline(queueId: string, events: readonly TimelineEvent[]): Promise<void>;
+  /** Stops delivery of a message until `release`; an attempt in flight finishes. Returns jobs affected. */
+  hold(queueId: string): Promise<number>;
+  release(queueId: string): Promise<number>;
+  /** Makes scheduled jobs due now (held ones stay held, suspended destinations stay suspended). */
+  retryNow(queueId: string): Promise<number>;
+  /** Deletes a message without a bounce. False when unknown. */
+  remove(queueId: string): Promise<boolean>;
+  /** Fails every pending recipient now with a bounce to the sender (RFC 3464), then removes the message. */
+  bounceNow(queueId: string, options: BounceNowOptions): Promise<BounceNowResult>;
+  /** Sets (or with null clears) a next hop for a message's jobs, or only its job for `domain`. Returns jobs affected. */
+  reroute(queueId: string, hop: NextHop | null, domain?: string): Promise<number>;
+  /** Sets (or with null clears) a next hop for every job of a destination domain, now and later. */
+  rerouteDestination(domain: string, hop: NextHop | null): Promise<void>;
+  /** No delivery to `domain` until `until` (ms since epoch); its jobs wait without using attempts. */
+  suspend(domain: string, until: number): Promise<void>;
+  /** Ends a suspension; due jobs run at once. Returns how many jobs were made due. */
+  resume(domain: string): Promise<number>;
+}
+
+/** Whether a backend implements the operator operations. */
+export function isQueueOperations(queue: object): queue is QueueOperations {
+  const candidate = queue as Partial<Record<keyof QueueOperations, unknown>>;
+  return typeof candidate.summary === 'function' && typeof candidate.listJobs === 'function';
 }

@@ -9,17 +9,30 @@ export {
 } from './attempt.js';
 export type {
   AttemptResult,
+  BounceNowOptions,
+  BounceNowResult,
   Deliver,
   DeliveryJob,
   DeliveryReport,
+  DestinationCounts,
+  DestinationSummary,
   IncomingMessage,
+  JobStateFilter,
+  MessageDetails,
   MessageRecord,
   QueueBackend,
+  QueuedJob,
+  QueueFilter,
+  QueueOperations,
+  QueuePage,
+  QueueSummary,
   RecipientOutcome,
   RecipientState,
   RecipientStatus,
   WorkerOptions,
 } from './contract.js';
+// Operator operations and message timelines (added for the admin API; see contract.ts).
+export { isQueueOperations } from './contract.js';
 export {
   type AttemptDecision,
   decideAttempt,
@@ -38,6 +51,15 @@ export {
 } from './dsn.js';
 export * from './embedded/index.js';
 export { QueueUnavailableError } from './errors.js';
+export {
+  DEFAULT_LIST_LIMIT,
+  isQueueId,
+  MAX_LIST_LIMIT,
+  normalizeMessageId,
+  OperationInputError,
+  operatorBounceReply,
+  queueIdTime,
+} from './operations.js';
 export { jobIdOf, newQueueId, planJobs } from './plan.js';
 export * from './redis/index.js';
 export {
@@ -49,3 +71,15 @@ export {
   RetrySchedule,
   type RetryScheduleOptions,
 } from './retry.js';
+export {
+  type AttemptEvent,
+  type AttemptRecipient,
+  attemptEvent,
+  DEFAULT_TIMELINE_RETENTION_MS,
+  type HookVerdictEvent,
+  type OperatorAction,
+  type OperatorEvent,
+  type ReceivedEvent,
+  redactHop,
+  type TimelineEvent,
+} from './timeline.js';

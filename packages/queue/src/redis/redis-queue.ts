@@ -2,23 +2,39 @@
 // Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
 // jobs to the living.
 
-import { type Logger, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
 import type {
+  BounceNowOptions,
+  BounceNowResult,
   Deliver,
   DeliveryJob,
   IncomingMessage,
+  MessageDetails,
   MessageRecord,
   QueueBackend,
-  RecipientState,
+  QueueFilter,
+  QueueOperations,
+  QueuePage,
+  QueueSummary,
   WorkerOptions,
 } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
+import { normalizeMessageId } from '../operations.js';
 import { newQueueId, planJobs } from '../plan.js';
+import {
+  attemptEvent,
+  DEFAULT_TIMELINE_RETENTION_MS,
+  initialTimeline,
+  type TimelineEvent,
+} from '../timeline.js';
 import { bodyStream } from './body-stream.js';
+import type { JobData } from './job-data.js';
+import { RedisOperations, readJobGate } from './operations.js';
+import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
 import { checkRedisSafety } from './safety.js';
 
 export interface RedisQueueOptions {
@@ -36,41 +52,20 @@ export interface RedisQueueOptions {
   readonly lockDurationMs?: number;
   /** How often workers look for jobs whose worker died (default 30 000 ms). */
   readonly stalledIntervalMs?: number;
+  /** How long a finished message's timeline stays retrievable (default 7 days). */
+  readonly timelineRetentionMs?: number;
   readonly logger?: Logger;
-}
-
-/** What a BullMQ job carries: the DeliveryJob's changing parts (the message itself lives in its own keys). */
-interface JobData {
-  queueId: string;
-  domain: string;
-  envelope: DeliveryJob['envelope'];
-  recipients: RecipientState[];
-  attempts: number;
-  createdAt: number;
-  isBounce: boolean;
-  delayNotified?: boolean;
-  /** When the next attempt is due (ms), for inspect(). */
-  nextAttemptAt?: number;
 }
 
 const JOB_NAME = 'deliver';
 /** A job that throws past every guard is retried by BullMQ itself this often before it could ever land in "failed". */
 const LAST_RESORT_ATTEMPTS = 1_000_000;
 const LAST_RESORT_BACKOFF_MS = 60_000;
-
-// Removes one finished job from its message and, with the last one, the message itself.
-// Idempotent: a job replayed after a crash finds itself already gone.
-const FINISH_JOB_LUA = `
-redis.call('SREM', KEYS[1], ARGV[1])
-if redis.call('SCARD', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-  return 1
-end
-return 0`;
-
-type FinishingRedis = Redis & {
-  ternFinishJob(jobs: string, meta: string, body: string, jobId: string): Promise<number>;
-};
+/**
+ * A held job that falls due is parked this far ahead; `release` brings it back at once, so this
+ * only bounds how often a held job is looked at.
+ */
+const HOLD_PARK_MS = 3600_000;
 
 /** Key names under the prefix; exported for the README and for tests that look inside. */
 export function redisKeys(prefix: string, queueId: string): { meta: string; body: string; jobs: string } {
@@ -84,46 +79,62 @@ export function redisKeys(prefix: string, queueId: string): { meta: string; body
  * Per message: `<prefix>:msg:<id>` (hash: envelope, metadata), `<prefix>:msg:<id>:body` (string),
  * `<prefix>:msg:<id>:jobs` (set of unfinished job ids); BullMQ jobs under `<prefix>:<queueName>:`.
  */
-export class RedisQueue implements QueueBackend {
+export class RedisQueue implements QueueBackend, QueueOperations {
   readonly kind = 'redis' as const;
   readonly location: string;
   readonly prefix: string;
   readonly queueName: string;
   /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
-  readonly #client: Redis;
+  readonly #client: OpsRedis;
   readonly #queue: Queue;
+  readonly #ops: RedisOperations;
+  readonly #opsKeys: OpsKeys;
+  readonly #retentionSeconds: number;
   readonly #options: RedisQueueOptions;
   readonly #timeoutMs: number;
   readonly #log: Logger;
   #worker: Worker | undefined;
-  #workerClient: FinishingRedis | undefined;
+  #workerClient: OpsRedis | undefined;
 
   constructor(options: RedisQueueOptions = {}) {
     this.#options = options;
     this.prefix = options.prefix ?? 'tern';
     this.queueName = options.queueName ?? 'delivery';
-    if (this.queueName.includes(':') || this.queueName === 'msg') {
+    if (this.queueName.includes(':') || this.queueName === 'msg' || this.queueName === 'ops') {
       throw new RangeError(
-        `queue.redis.queueName: ${JSON.stringify(this.queueName)} may not contain ':' or be 'msg'`,
+        `queue.redis.queueName: ${JSON.stringify(this.queueName)} may not contain ':' or be 'msg' or 'ops'`,
       );
     }
+    this.#retentionSeconds = Math.ceil((options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS) / 1000);
+    this.#opsKeys = opsKeys(this.prefix);
     this.#timeoutMs = options.enqueueTimeoutMs ?? 10_000;
     this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
     const url = options.url ?? 'redis://127.0.0.1:6379';
     this.location = redactUrl(url);
-    this.#client = new Redis(url, {
-      ...options.redis,
-      // An unreachable Redis must fail enqueue at once (451), not park it in ioredis' offline queue.
-      enableOfflineQueue: false,
-      // A command in flight when the connection drops fails instead of being resent later.
-      maxRetriesPerRequest: 0,
-      commandTimeout: this.#timeoutMs,
-      connectTimeout: Math.min(this.#timeoutMs, 10_000),
-      lazyConnect: false,
-    });
+    this.#client = defineOpsCommands(
+      new Redis(url, {
+        ...options.redis,
+        // An unreachable Redis must fail enqueue at once (451), not park it in ioredis' offline queue.
+        enableOfflineQueue: false,
+        // A command in flight when the connection drops fails instead of being resent later.
+        maxRetriesPerRequest: 0,
+        commandTimeout: this.#timeoutMs,
+        connectTimeout: Math.min(this.#timeoutMs, 10_000),
+        lazyConnect: false,
+      }),
+    );
     this.#client.on('error', (error) => this.#log.debug({ err: error }, 'redis connection error'));
     this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
+    this.#ops = new RedisOperations({
+      client: this.#client,
+      queue: this.#queue,
+      prefix: this.prefix,
+      queueName: this.queueName,
+      retentionSeconds: this.#retentionSeconds,
+      messageKeys: (queueId) => redisKeys(this.prefix, queueId),
+      enqueue: (message) => this.enqueue(message),
+    });
   }
 
   /** Resolves once Redis answers and BullMQ's scripts are loaded; rejects after `timeoutMs`. */
@@ -168,6 +179,16 @@ export class RedisQueue implements QueueBackend {
       ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
     });
     multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
+    // Operator indexes and the timeline land in the same transaction as the message.
+    const ops = this.#opsKeys;
+    const timeline = ops.timeline(queueId);
+    multi.rpush(timeline, ...initialTimeline(message).map((e) => JSON.stringify(e)));
+    const messageIdKey =
+      message.messageId === undefined ? undefined : ops.messageId(normalizeMessageId(message.messageId));
+    if (messageIdKey !== undefined) multi.sadd(messageIdKey, queueId).persist(messageIdKey);
+    for (const job of jobs) {
+      multi.zadd(ops.jobs, 0, job.id).zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
+    }
     for (const job of jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
       void new BullJob(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
@@ -188,7 +209,13 @@ export class RedisQueue implements QueueBackend {
       // gone). This DEL goes out on the same connection right behind it, so Redis runs it after: the
       // message is withdrawn, and a worker drops its jobs when it finds the message gone. The
       // client's retry after our 451 is then the only copy (or, if a worker was quicker, a duplicate).
-      this.#client.del(keys.jobs, keys.meta, keys.body).catch(() => {});
+      this.#client.del(keys.jobs, keys.meta, keys.body, timeline).catch(() => {});
+      const ids = jobs.map((j) => j.id);
+      this.#client.zrem(ops.jobs, ...ids).catch(() => {});
+      for (const job of jobs) {
+        this.#client.zrem(ops.domain(job.domain), job.id).catch(() => {});
+        this.#client.ternPruneDomain(ops.domains, ops.domain(job.domain), job.domain).catch(() => {});
+      }
       throw new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
     }
     return queueId;
@@ -200,9 +227,8 @@ export class RedisQueue implements QueueBackend {
     const url = this.#options.url ?? 'redis://127.0.0.1:6379';
     // The worker side waits out short Redis outages instead of failing: a job that cannot be
     // persisted stays locked, its lock expires and it runs again (at-least-once).
-    const client = new Redis(url, { ...this.#options.redis, maxRetriesPerRequest: null }) as FinishingRedis;
+    const client = defineOpsCommands(new Redis(url, { ...this.#options.redis, maxRetriesPerRequest: null }));
     client.on('error', (error) => this.#log.debug({ err: error }, 'redis worker connection error'));
-    client.defineCommand('ternFinishJob', { numberOfKeys: 3, lua: FINISH_JOB_LUA });
     this.#workerClient = client;
 
     const worker = new Worker(this.queueName, (job, token) => this.#process(job, token, deliver, settings), {
@@ -230,14 +256,24 @@ export class RedisQueue implements QueueBackend {
     deliver: Deliver,
     settings: AttemptSettings,
   ): Promise<unknown> {
-    const client = this.#workerClient as FinishingRedis;
+    const client = this.#workerClient as OpsRedis;
     const data = job.data as JobData;
     const id = job.id as string;
     const keys = redisKeys(this.prefix, data.queueId);
+    const ops = this.#opsKeys;
+    const gate = await readJobGate(client, ops, keys, id, data.domain);
     // A job replayed after its message was finished (or withdrawn) has nothing left to do.
-    if ((await client.sismember(keys.jobs, id)) === 0) {
+    if (!gate.wanted) {
       this.#log.warn({ jobId: id }, 'job of a finished or withdrawn message; dropped');
       return { dropped: true };
+    }
+    // Held by an operator, or its destination suspended: wait without using an attempt.
+    if (gate.held || gate.suspendedUntil !== undefined) {
+      await job.moveToDelayed(gate.suspendedUntil ?? settings.now() + HOLD_PARK_MS, token);
+      // A release or resume that ran while we parked found the job active and could not move it.
+      const again = await readJobGate(client, ops, keys, id, data.domain);
+      if (!again.held && again.suspendedUntil === undefined) await job.promote().catch(() => {});
+      throw new DelayedError();
     }
 
     const deliveryJob: DeliveryJob = {
@@ -250,6 +286,7 @@ export class RedisQueue implements QueueBackend {
       createdAt: data.createdAt,
       isBounce: data.isBounce,
       ...(data.delayNotified === undefined ? {} : { delayNotified: data.delayNotified }),
+      ...(gate.nextHop === undefined ? {} : { nextHop: gate.nextHop }),
     };
     const store: AttemptStore = {
       openMessage: async () => bodyStream(client, keys.body),
@@ -258,16 +295,34 @@ export class RedisQueue implements QueueBackend {
       enqueue: (message) => this.enqueue(message),
     };
 
-    let next: { data: JobData; at: number };
+    let next: { data: JobData; at: number; event: TimelineEvent | undefined };
     try {
       const outcome = await runDeliveryAttempt(deliveryJob, deliver, store, settings);
+      const event = attemptEvent(deliveryJob, outcome, settings.now());
       if (outcome.next === undefined) {
-        await client.ternFinishJob(keys.jobs, keys.meta, keys.body, id);
+        await client.ternFinishJob(
+          keys.jobs,
+          keys.meta,
+          keys.body,
+          ops.jobs,
+          ops.domain(data.domain),
+          ops.retried(data.domain),
+          ops.held,
+          ops.domains,
+          ops.timeline(data.queueId),
+          // Some key must stand in when there is no Message-ID; the script only expires what exists.
+          ops.messageId(gate.messageId === undefined ? '' : normalizeMessageId(gate.messageId)),
+          id,
+          data.domain,
+          JSON.stringify(event),
+          this.#retentionSeconds,
+        );
         return { delivered: outcome.decision.delivered.length, failed: outcome.decision.failed.length };
       }
       const at = outcome.next.at.getTime();
       next = {
         at,
+        event,
         data: {
           ...data,
           recipients: [...outcome.next.recipients],
@@ -280,10 +335,19 @@ export class RedisQueue implements QueueBackend {
       // Not a delivery result but a fault of ours: defer the whole job on the schedule.
       const at = settings.now() + settings.schedule.delayAfter(data.attempts + 1);
       this.#log.error({ err: error, jobId: id }, 'delivery step failed; deferring the job');
-      next = { at, data: { ...data, attempts: data.attempts + 1, nextAttemptAt: at } };
+      next = { at, event: undefined, data: { ...data, attempts: data.attempts + 1, nextAttemptAt: at } };
     }
     // Data first: if we die between the two, the replay already knows who is done.
-    await job.updateData(next.data);
+    await Promise.all([
+      job.updateData(next.data),
+      client.ternRecordRetry(
+        ops.domain(data.domain),
+        ops.retried(data.domain),
+        ops.timeline(data.queueId),
+        id,
+        next.event === undefined ? '' : JSON.stringify(next.event),
+      ),
+    ]);
     await job.moveToDelayed(next.at, token);
     throw new DelayedError();
   }
@@ -293,42 +357,80 @@ export class RedisQueue implements QueueBackend {
   }
 
   async inspect(queueId: string): Promise<MessageRecord | null> {
-    const keys = redisKeys(this.prefix, queueId);
-    const [meta, ids] = await Promise.all([
-      this.#client.hgetall(keys.meta),
-      this.#client.smembers(keys.jobs),
-    ]);
-    if (meta.envelope === undefined) return null;
-    const jobs = await Promise.all(
-      ids.sort().map(async (id) => {
-        const job = await this.#queue.getJob(id);
-        if (!job)
-          return {
-            id,
-            domain: id.slice(id.indexOf('@') + 1),
-            state: 'done' as const,
-            attempts: 0,
-            recipients: [],
-          };
-        const data = job.data as JobData;
-        const state = await job.getState();
-        return {
-          id,
-          domain: data.domain,
-          state: stateOf(state),
-          attempts: data.attempts,
-          ...(data.nextAttemptAt === undefined ? {} : { nextAttemptAt: data.nextAttemptAt }),
-          recipients: data.recipients,
-        };
-      }),
-    );
+    const details = await this.#ops.details(queueId);
+    if (details === null || details.state === 'finished' || details.envelope === undefined) return null;
     return {
       queueId,
-      envelope: JSON.parse(meta.envelope),
-      createdAt: Number(meta.createdAt),
-      ...(meta.messageId === undefined ? {} : { messageId: meta.messageId }),
-      jobs,
+      envelope: details.envelope,
+      createdAt: details.createdAt ?? 0,
+      ...(details.messageId === undefined ? {} : { messageId: details.messageId }),
+      jobs: details.jobs.map(({ nextHop: _hop, ...job }) => job),
     };
+  }
+
+  // ---- operator operations (QueueOperations); see operations.ts ----
+
+  summary(): Promise<QueueSummary> {
+    return this.#ops.summary();
+  }
+
+  listJobs(filter?: QueueFilter): Promise<QueuePage> {
+    return this.#ops.listJobs(filter);
+  }
+
+  details(queueId: string): Promise<MessageDetails | null> {
+    return this.#ops.details(queueId);
+  }
+
+  findByMessageId(messageId: string): Promise<string[]> {
+    return this.#ops.findByMessageId(messageId);
+  }
+
+  appendTimeline(queueId: string, events: readonly TimelineEvent[]): Promise<void> {
+    return this.#ops.appendTimeline(queueId, events);
+  }
+
+  hold(queueId: string): Promise<number> {
+    return this.#ops.hold(queueId);
+  }
+
+  release(queueId: string): Promise<number> {
+    return this.#ops.release(queueId);
+  }
+
+  retryNow(queueId: string): Promise<number> {
+    return this.#ops.retryNow(queueId);
+  }
+
+  remove(queueId: string): Promise<boolean> {
+    return this.#ops.remove(queueId);
+  }
+
+  bounceNow(queueId: string, options: BounceNowOptions): Promise<BounceNowResult> {
+    return this.#ops.bounceNow(queueId, options);
+  }
+
+  reroute(queueId: string, hop: NextHop | null, domain?: string): Promise<number> {
+    return this.#ops.reroute(queueId, hop, domain);
+  }
+
+  rerouteDestination(domain: string, hop: NextHop | null): Promise<void> {
+    return this.#ops.rerouteDestination(domain, hop);
+  }
+
+  suspend(domain: string, until: number): Promise<void> {
+    return this.#ops.suspend(domain, until);
+  }
+
+  resume(domain: string): Promise<number> {
+    return this.#ops.resume(domain);
+  }
+
+  /** One PING's round trip in milliseconds (for the metrics endpoint). */
+  async ping(): Promise<number> {
+    const started = performance.now();
+    await this.#client.ping();
+    return performance.now() - started;
   }
 
   async close(): Promise<void> {
@@ -348,14 +450,6 @@ export async function openRedisQueue(options: RedisQueueOptions = {}): Promise<R
     throw error;
   }
   return queue;
-}
-
-function stateOf(state: string): MessageRecord['jobs'][number]['state'] {
-  if (state === 'active') return 'active';
-  if (state === 'completed') return 'done';
-  // Only a bug could put a job there (every throw is retried); show it as held so operators see it.
-  if (state === 'failed') return 'held';
-  return 'scheduled';
 }
 
 function toJobData(job: DeliveryJob): JobData {

@@ -1,0 +1,26 @@
+// What a BullMQ job of the Redis backend carries, and where BullMQ keeps it.
+import type { DeliveryJob, RecipientState } from '../contract.js';
+
+/** A BullMQ job's data: the DeliveryJob's changing parts (the message itself lives in its own keys). */
+export interface JobData {
+  queueId: string;
+  domain: string;
+  envelope: DeliveryJob['envelope'];
+  recipients: RecipientState[];
+  attempts: number;
+  createdAt: number;
+  isBounce: boolean;
+  delayNotified?: boolean;
+  /** When the next attempt is due (ms), for inspect(); unset before the first attempt. */
+  nextAttemptAt?: number;
+}
+
+/** BullMQ's hash for one job (field `data` holds JobData as JSON). */
+export function bullJobKey(prefix: string, queueName: string, jobId: string): string {
+  return `${prefix}:${queueName}:${jobId}`;
+}
+
+/** BullMQ's list of jobs being delivered right now. */
+export function bullActiveKey(prefix: string, queueName: string): string {
+  return `${prefix}:${queueName}:active`;
+}

@@ -1,0 +1,583 @@
+// Operator operations on the Redis backend: summary, listing, details, hold/release, retry now,
+// delete, bounce now, reroute and destination suspension. Counts come from the `<prefix>:ops:`
+// indexes kept by enqueue and the worker, so a summary costs two round trips whatever the depth.
+import type { NextHop } from '@tern/plugin-api';
+import type { Job, Queue } from 'bullmq';
+import type {
+  BounceNowOptions,
+  BounceNowResult,
+  DestinationCounts,
+  DestinationSummary,
+  IncomingMessage,
+  MessageDetails,
+  QueuedJob,
+  QueueFilter,
+  QueuePage,
+  QueueSummary,
+  RecipientState,
+} from '../contract.js';
+import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
+import {
+  checkFilter,
+  headerPairs,
+  listLimit,
+  matchesFilter,
+  normalizeMessageId,
+  OperationInputError,
+  operatorBounce,
+  queueIdTime,
+} from '../operations.js';
+import {
+  type OperatorAction,
+  type OperatorEvent,
+  parseTimelineEvent,
+  type ReceivedEvent,
+  type TimelineEvent,
+} from '../timeline.js';
+import { bullActiveKey, bullJobKey, type JobData } from './job-data.js';
+import { domainOfJob, type OpsKeys, type OpsRedis, opsKeys, opsMulti } from './ops-keys.js';
+
+export interface RedisOperationsDeps {
+  /** The queue's command connection (fail-fast), with the ops scripts defined. */
+  readonly client: OpsRedis;
+  readonly queue: Queue;
+  readonly prefix: string;
+  readonly queueName: string;
+  /** How long a finished message's timeline is kept (seconds). */
+  readonly retentionSeconds: number;
+  readonly messageKeys: (queueId: string) => { meta: string; body: string; jobs: string };
+  /** The queue's own enqueue (operator bounces go out through it). */
+  readonly enqueue: (message: IncomingMessage) => Promise<string>;
+}
+
+/** Ids read from the index per round trip while listing. */
+const LIST_BATCH = 200;
+/** A filtered list stops after reading this many jobs and hands back a cursor, so one call stays short. */
+const LIST_SCAN_BUDGET = 5000;
+/** Jobs rescheduled at once by release and resume. */
+const RESCHEDULE_CONCURRENCY = 20;
+
+export class RedisOperations {
+  readonly keys: OpsKeys;
+  readonly #d: RedisOperationsDeps;
+
+  constructor(deps: RedisOperationsDeps) {
+    this.#d = deps;
+    this.keys = opsKeys(deps.prefix);
+  }
+
+  get #client(): OpsRedis {
+    return this.#d.client;
+  }
+
+  async summary(): Promise<QueueSummary> {
+    const now = Date.now();
+    const k = this.keys;
+    const first = await this.#client
+      .pipeline()
+      .smembers(k.domains)
+      .hgetall(k.suspended)
+      .hgetall(k.routes)
+      .smembers(k.held)
+      .lrange(bullActiveKey(this.#d.prefix, this.#d.queueName), 0, -1)
+      .exec();
+    const [domains, suspended, routes, held, active] =
+      results<[string[], Record<string, string>, Record<string, string>, string[], string[]]>(first);
+    const liveSuspensions = Object.entries(suspended).filter(([, until]) => Number(until) > now);
+    const names = [
+      ...new Set([...domains, ...liveSuspensions.map(([d]) => d), ...Object.keys(routes)]),
+    ].sort();
+
+    const second = this.#client.pipeline();
+    for (const domain of names) {
+      second.zcard(k.domain(domain)).scard(k.retried(domain)).zrange(k.domain(domain), 0, 0);
+    }
+    const counts = results<(number | string[])[]>(await second.exec());
+    const activeIds = new Set(active);
+    const activeBy = countBy(active, domainOfJob);
+    const heldBy = countBy(
+      held.filter((id) => !activeIds.has(id)),
+      domainOfJob,
+    );
+    const destinations: DestinationSummary[] = names.map((domain, i) => {
+      const total = counts[i * 3] as number;
+      const oldest = (counts[i * 3 + 2] as string[])[0];
+      const activeCount = Math.min(activeBy.get(domain) ?? 0, total);
+      const heldCount = Math.min(heldBy.get(domain) ?? 0, total - activeCount);
+      const until = Number(suspended[domain]);
+      const route = routes[domain];
+      const oldestCreatedAt = oldest === undefined ? undefined : queueIdTime(oldest.split('@')[0] ?? '');
+      return {
+        domain,
+        total,
+        scheduled: total - activeCount - heldCount,
+        active: activeCount,
+        held: heldCount,
+        deferred: Math.min(counts[i * 3 + 1] as number, total),
+        ...(oldestCreatedAt === undefined ? {} : { oldestCreatedAt }),
+        ...(until > now ? { suspendedUntil: until } : {}),
+        ...(route === undefined ? {} : { nextHop: JSON.parse(route) as NextHop }),
+      };
+    });
+    destinations.sort((a, b) => b.total - a.total || a.domain.localeCompare(b.domain));
+    return { at: now, totals: sumCounts(destinations), destinations };
+  }
+
+  async listJobs(filter: QueueFilter = {}): Promise<QueuePage> {
+    checkFilter(filter);
+    const limit = listLimit(filter);
+    const index =
+      filter.domain === undefined ? this.keys.jobs : this.keys.domain(filter.domain.toLowerCase());
+    const active = new Set(
+      await this.#client.lrange(bullActiveKey(this.#d.prefix, this.#d.queueName), 0, -1),
+    );
+    const jobs: QueuedJob[] = [];
+    let start = filter.cursor === undefined ? '-' : `(${filter.cursor}`;
+    let scanned = 0;
+    for (;;) {
+      const ids = await this.#client.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
+      const loaded = await this.#load(ids, active);
+      for (const [i, job] of loaded.entries()) {
+        if (job === undefined || !matchesFilter(job, filter)) continue;
+        jobs.push(job);
+        if (jobs.length === limit) {
+          const more = i < ids.length - 1 || ids.length === LIST_BATCH;
+          return more ? { jobs, cursor: job.jobId } : { jobs };
+        }
+      }
+      scanned += ids.length;
+      const last = ids.at(-1);
+      if (ids.length < LIST_BATCH || last === undefined) return { jobs };
+      if (scanned >= LIST_SCAN_BUDGET) return { jobs, cursor: last };
+      start = `(${last}`;
+    }
+  }
+
+  /** Job data and message metadata for a page of job ids (one round trip); finished ones come back undefined. */
+  async #load(ids: readonly string[], active: ReadonlySet<string>): Promise<(QueuedJob | undefined)[]> {
+    if (ids.length === 0) return [];
+    const queueIds = [...new Set(ids.map((id) => id.slice(0, id.indexOf('@'))))];
+    const pipeline = this.#client.pipeline();
+    for (const id of ids) pipeline.hget(bullJobKey(this.#d.prefix, this.#d.queueName, id), 'data');
+    for (const q of queueIds) pipeline.hmget(this.#d.messageKeys(q).meta, 'messageId', 'size', 'held');
+    const values = results<unknown[]>(await pipeline.exec());
+    const metas = new Map(queueIds.map((q, i) => [q, values[ids.length + i] as (string | null)[]] as const));
+    return ids.map((id, i) => {
+      const raw = values[i] as string | null;
+      const meta = metas.get(id.slice(0, id.indexOf('@')));
+      if (raw === null || meta === undefined || meta[1] === null) return undefined;
+      const data = JSON.parse(raw) as JobData;
+      const [messageId, size, held] = meta;
+      return {
+        queueId: data.queueId,
+        jobId: id,
+        domain: data.domain,
+        state: active.has(id) ? 'active' : held === '1' ? 'held' : 'scheduled',
+        attempts: data.attempts,
+        ...(data.nextAttemptAt === undefined ? {} : { nextAttemptAt: data.nextAttemptAt }),
+        mailFrom: data.envelope.mailFrom,
+        recipients: data.recipients,
+        createdAt: data.createdAt,
+        ...(messageId === null || messageId === undefined ? {} : { messageId }),
+        size: Number(size),
+      };
+    });
+  }
+
+  async details(queueId: string): Promise<MessageDetails | null> {
+    const keys = this.#d.messageKeys(queueId);
+    const reply = await this.#client
+      .pipeline()
+      .hgetall(keys.meta)
+      .smembers(keys.jobs)
+      .lrange(this.keys.timeline(queueId), 0, -1)
+      .getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1)
+      .exec();
+    const [meta, ids, rawTimeline, prefix] =
+      results<[Record<string, string>, string[], string[], Buffer]>(reply);
+    const timeline = rawTimeline.map(parseTimelineEvent).filter((e): e is TimelineEvent => e !== undefined);
+    if (meta.envelope === undefined) {
+      if (timeline.length === 0) return null;
+      return finishedDetails(queueId, timeline);
+    }
+    const held = meta.held === '1';
+    const jobs = await Promise.all(
+      ids.sort().map(async (id) => {
+        const domain = domainOfJob(id);
+        const route = meta[`route:${domain}`];
+        const job = await this.#d.queue.getJob(id);
+        const state = job ? await job.getState() : 'completed';
+        const data = job?.data as JobData | undefined;
+        return {
+          id,
+          domain,
+          state: jobState(state, held),
+          attempts: data?.attempts ?? 0,
+          ...(data?.nextAttemptAt === undefined ? {} : { nextAttemptAt: data.nextAttemptAt }),
+          recipients: data?.recipients ?? [],
+          ...(route === undefined ? {} : { nextHop: JSON.parse(route) as NextHop }),
+        };
+      }),
+    );
+    return {
+      queueId,
+      state: 'queued',
+      envelope: JSON.parse(meta.envelope),
+      createdAt: Number(meta.createdAt),
+      size: Number(meta.size),
+      ...(meta.messageId === undefined ? {} : { messageId: meta.messageId }),
+      ...(meta.source === undefined ? {} : { source: JSON.parse(meta.source) }),
+      isBounce: meta.isBounce === '1',
+      headers: headerPairs(headerBlockOf(prefix)),
+      held,
+      jobs,
+      timeline,
+    };
+  }
+
+  async findByMessageId(messageId: string): Promise<string[]> {
+    const id = normalizeMessageId(messageId);
+    if (id === '') return [];
+    return (await this.#client.smembers(this.keys.messageId(id))).sort();
+  }
+
+  async appendTimeline(queueId: string, events: readonly TimelineEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    await this.#client.ternAppendTimeline(
+      this.keys.timeline(queueId),
+      ...events.map((e) => JSON.stringify(e)),
+    );
+  }
+
+  async hold(queueId: string): Promise<number> {
+    const ids = await this.#jobIds(queueId);
+    if (ids === undefined) return 0;
+    await this.#setHeld(queueId, ids, operatorEvent('hold'));
+    return ids.length;
+  }
+
+  async #setHeld(queueId: string, ids: readonly string[], event?: OperatorEvent): Promise<void> {
+    const multi = opsMulti(this.#client);
+    multi.hset(this.#d.messageKeys(queueId).meta, 'held', '1');
+    if (ids.length > 0) multi.sadd(this.keys.held, ...ids);
+    if (event) multi.ternAppendTimeline(this.keys.timeline(queueId), JSON.stringify(event));
+    await exec(multi);
+  }
+
+  async release(queueId: string): Promise<number> {
+    const ids = await this.#jobIds(queueId);
+    if (ids === undefined) return 0;
+    const multi = opsMulti(this.#client);
+    multi.hdel(this.#d.messageKeys(queueId).meta, 'held');
+    multi.ternAppendTimeline(this.keys.timeline(queueId), JSON.stringify(operatorEvent('release')));
+    if (ids.length > 0) multi.srem(this.keys.held, ...ids);
+    await exec(multi);
+    // Parked jobs wait far ahead: bring each back to its own schedule (due now if that has passed).
+    await forEach(ids, (id) => this.#reschedule(id, false));
+    return ids.length;
+  }
+
+  async retryNow(queueId: string): Promise<number> {
+    const keys = this.#d.messageKeys(queueId);
+    const [held, envelope] = await this.#client.hmget(keys.meta, 'held', 'envelope');
+    if (envelope === null || held === '1') return 0;
+    const ids = await this.#client.smembers(keys.jobs);
+    let promoted = 0;
+    await forEach(ids, async (id) => {
+      if (await this.#reschedule(id, true)) promoted++;
+    });
+    await this.appendTimeline(queueId, [
+      operatorEvent('retry', { detail: `${promoted} job(s) made due now` }),
+    ]);
+    return promoted;
+  }
+
+  /** Moves a delayed job to its own due time (or now, with `now`). True when it is now due. */
+  async #reschedule(id: string, now: boolean): Promise<boolean> {
+    const job = await this.#d.queue.getJob(id);
+    if (!job || (await job.getState()) !== 'delayed') return false;
+    const due = now ? 0 : ((job.data as JobData).nextAttemptAt ?? 0);
+    try {
+      if (due <= Date.now()) {
+        await job.promote();
+        return true;
+      }
+      await job.changeDelay(due - Date.now());
+    } catch {
+      // It moved on its own meanwhile (became due, or a worker took it): nothing to do.
+    }
+    return false;
+  }
+
+  async remove(queueId: string, event: OperatorEvent = operatorEvent('delete')): Promise<boolean> {
+    const keys = this.#d.messageKeys(queueId);
+    const [[envelope, messageId], ids] = await Promise.all([
+      this.#client.hmget(keys.meta, 'envelope', 'messageId'),
+      this.#client.smembers(keys.jobs),
+    ]);
+    if (envelope === null || envelope === undefined) return false;
+    const k = this.keys;
+    const retention = this.#d.retentionSeconds;
+    const multi = opsMulti(this.#client);
+    multi.del(keys.jobs, keys.meta, keys.body);
+    if (ids.length > 0) multi.zrem(k.jobs, ...ids).srem(k.held, ...ids);
+    for (const id of ids) {
+      const domain = domainOfJob(id);
+      multi.zrem(k.domain(domain), id).srem(k.retried(domain), id);
+      multi.ternPruneDomain(k.domains, k.domain(domain), domain);
+    }
+    multi.ternAppendTimeline(k.timeline(queueId), JSON.stringify(event));
+    multi.expire(k.timeline(queueId), retention);
+    if (messageId !== null && messageId !== undefined) {
+      multi.expire(k.messageId(normalizeMessageId(messageId)), retention);
+    }
+    await exec(multi);
+    // Jobs not running are removed from BullMQ now; a running one finishes its attempt and its
+    // next run finds the message gone and drops itself (as after any withdrawal).
+    await forEach(ids, async (id) => {
+      const job = await this.#d.queue.getJob(id);
+      await job?.remove().catch(() => {});
+    });
+    return true;
+  }
+
+  async bounceNow(queueId: string, options: BounceNowOptions): Promise<BounceNowResult> {
+    const ids = await this.#jobIds(queueId);
+    if (ids === undefined) return { ok: false, reason: 'unknown' };
+    // Held first, so no attempt starts while we look; one already running cannot be recalled.
+    await this.#setHeld(queueId, ids);
+    const jobs = (await Promise.all(ids.map((id) => this.#d.queue.getJob(id)))).filter(
+      (j): j is Job => j !== undefined,
+    );
+    const states = await Promise.all(jobs.map((j) => j.getState()));
+    if (states.includes('active')) {
+      await this.appendTimeline(queueId, [
+        operatorEvent('hold', { detail: 'held for a bounce: an attempt was in flight' }),
+      ]);
+      return { ok: false, reason: 'active' };
+    }
+    const keys = this.#d.messageKeys(queueId);
+    const [meta, prefix] = await Promise.all([
+      this.#client.hgetall(keys.meta),
+      this.#client.getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1),
+    ]);
+    if (meta.envelope === undefined) return { ok: false, reason: 'unknown' };
+    const pending: RecipientState[] = jobs.flatMap((j) =>
+      (j.data as JobData).recipients.filter((r) => r.status === 'pending'),
+    );
+    const notice = operatorBounce(
+      {
+        queueId,
+        envelope: JSON.parse(meta.envelope),
+        createdAt: Number(meta.createdAt),
+        isBounce: meta.isBounce === '1',
+        headers: headerBlockOf(prefix),
+      },
+      pending,
+      options,
+    );
+    const noticeId = notice === undefined ? undefined : await this.#d.enqueue(notice);
+    await this.remove(
+      queueId,
+      operatorEvent('bounce', {
+        ...(options.reason === undefined ? {} : { detail: options.reason }),
+        ...(noticeId === undefined ? {} : { notice: noticeId }),
+      }),
+    );
+    return { ok: true, recipients: pending.length, ...(noticeId === undefined ? {} : { notice: noticeId }) };
+  }
+
+  async reroute(queueId: string, hop: NextHop | null, domain?: string): Promise<number> {
+    const ids = await this.#jobIds(queueId);
+    if (ids === undefined) return 0;
+    const wanted = domain?.toLowerCase();
+    const domains = [...new Set(ids.map(domainOfJob))].filter((d) => wanted === undefined || d === wanted);
+    if (domains.length === 0) return 0;
+    const meta = this.#d.messageKeys(queueId).meta;
+    const multi = opsMulti(this.#client);
+    for (const d of domains) {
+      if (hop === null) multi.hdel(meta, `route:${d}`);
+      else multi.hset(meta, `route:${d}`, JSON.stringify(hop));
+    }
+    multi.ternAppendTimeline(
+      this.keys.timeline(queueId),
+      JSON.stringify(
+        operatorEvent('reroute', {
+          ...(wanted === undefined ? {} : { domain: wanted }),
+          detail: hop === null ? 'reroute cleared' : describeHop(hop),
+        }),
+      ),
+    );
+    await exec(multi);
+    return domains.length;
+  }
+
+  async rerouteDestination(domain: string, hop: NextHop | null): Promise<void> {
+    const d = domain.toLowerCase();
+    if (hop === null) await this.#client.hdel(this.keys.routes, d);
+    else await this.#client.hset(this.keys.routes, d, JSON.stringify(hop));
+  }
+
+  async suspend(domain: string, until: number): Promise<void> {
+    if (!Number.isFinite(until) || until <= Date.now()) {
+      throw new OperationInputError('until: a suspension must end in the future');
+    }
+    await this.#client.hset(this.keys.suspended, domain.toLowerCase(), String(Math.round(until)));
+  }
+
+  async resume(domain: string): Promise<number> {
+    const d = domain.toLowerCase();
+    await this.#client.hdel(this.keys.suspended, d);
+    const [ids, held] = await Promise.all([
+      this.#client.zrange(this.keys.domain(d), 0, -1),
+      this.#client.smembers(this.keys.held),
+    ]);
+    const heldIds = new Set(held);
+    let due = 0;
+    await forEach(
+      ids.filter((id) => !heldIds.has(id)),
+      async (id) => {
+        if (await this.#reschedule(id, false)) due++;
+      },
+    );
+    return due;
+  }
+
+  /** A message's job ids, or undefined when the message is unknown (or finished). */
+  async #jobIds(queueId: string): Promise<string[] | undefined> {
+    const keys = this.#d.messageKeys(queueId);
+    const [exists, ids] = await Promise.all([
+      this.#client.exists(keys.meta),
+      this.#client.smembers(keys.jobs),
+    ]);
+    return exists === 0 ? undefined : ids.sort();
+  }
+}
+
+/** What the worker checks before an attempt, in one round trip with its own membership check. */
+export interface JobGate {
+  readonly wanted: boolean;
+  readonly held: boolean;
+  readonly suspendedUntil: number | undefined;
+  readonly nextHop: NextHop | undefined;
+  readonly messageId: string | undefined;
+}
+
+/** Reads what decides whether (and where) a job may run now. */
+export async function readJobGate(
+  client: OpsRedis,
+  keys: OpsKeys,
+  message: { meta: string; jobs: string },
+  jobId: string,
+  domain: string,
+): Promise<JobGate> {
+  const reply = await client
+    .pipeline()
+    .sismember(message.jobs, jobId)
+    .hmget(message.meta, 'held', 'messageId', `route:${domain}`)
+    .hget(keys.suspended, domain)
+    .hget(keys.routes, domain)
+    .exec();
+  const [member, [held, messageId, jobRoute], suspended, domainRoute] =
+    results<[number, (string | null)[], string | null, string | null]>(reply);
+  const until = suspended === null ? undefined : Number(suspended);
+  const route = jobRoute ?? domainRoute;
+  return {
+    wanted: member === 1,
+    held: held === '1',
+    suspendedUntil: until !== undefined && until > Date.now() ? until : undefined,
+    nextHop: route === null || route === undefined ? undefined : (JSON.parse(route) as NextHop),
+    messageId: messageId ?? undefined,
+  };
+}
+
+function operatorEvent(action: OperatorAction, extra: Partial<OperatorEvent> = {}): OperatorEvent {
+  return { type: 'operator', at: Date.now(), action, ...extra };
+}
+
+function describeHop(hop: NextHop): string {
+  switch (hop.type) {
+    case 'mx':
+      return `via the MX of ${hop.domain}`;
+    case 'smtp':
+      return `via SMTP ${hop.host}:${hop.port ?? 25}`;
+    case 'lmtp':
+      return `via LMTP ${hop.path ?? `${hop.host ?? '127.0.0.1'}:${hop.port ?? 24}`}`;
+    case 'maildir':
+      return `to Maildir ${hop.path}`;
+  }
+}
+
+function jobState(state: string, held: boolean): MessageDetails['jobs'][number]['state'] {
+  if (state === 'active') return 'active';
+  if (state === 'completed') return 'done';
+  // Only a bug could put a job in "failed" (every throw is retried); show it as held so operators see it.
+  if (held || state === 'failed') return 'held';
+  return 'scheduled';
+}
+
+/** A finished message: what its timeline still tells. */
+function finishedDetails(queueId: string, timeline: readonly TimelineEvent[]): MessageDetails {
+  const received = timeline.find((e): e is ReceivedEvent => e.type === 'received');
+  return {
+    queueId,
+    state: 'finished',
+    ...(received
+      ? {
+          envelope: {
+            mailFrom: received.mailFrom,
+            recipients: received.recipients.map((address) => ({ address })),
+          },
+          createdAt: received.at,
+          size: received.size,
+          ...(received.messageId === undefined ? {} : { messageId: received.messageId }),
+          ...(received.isBounce ? { isBounce: true } : {}),
+        }
+      : {}),
+    held: false,
+    jobs: [],
+    timeline,
+  };
+}
+
+function countBy<T>(items: readonly T[], key: (item: T) => string): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
+  return counts;
+}
+
+function sumCounts(rows: readonly DestinationCounts[]): DestinationCounts {
+  const totals = { total: 0, scheduled: 0, active: 0, held: 0, deferred: 0 };
+  for (const row of rows) {
+    totals.total += row.total;
+    totals.scheduled += row.scheduled;
+    totals.active += row.active;
+    totals.held += row.held;
+    totals.deferred += row.deferred;
+  }
+  return totals;
+}
+
+/** Unwraps a pipeline's replies, throwing the first error. */
+function results<T extends unknown[]>(reply: [Error | null, unknown][] | null): T {
+  if (reply === null) throw new Error('redis: pipeline discarded');
+  return reply.map(([error, value]) => {
+    if (error) throw error;
+    return value;
+  }) as T;
+}
+
+async function exec(multi: { exec(): Promise<[Error | null, unknown][] | null> }): Promise<void> {
+  results(await multi.exec());
+}
+
+async function forEach<T>(items: readonly T[], run: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(RESCHEDULE_CONCURRENCY, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await run(item);
+    }
+  });
+  await Promise.all(lanes);
+}

@@ -1,0 +1,119 @@
+// The Redis keys and Lua scripts behind operator operations and timelines. Everything lives under
+// `<prefix>:ops:` so message keys (`<prefix>:msg:*`) still vanish when a message is finished.
+import type { ChainableCommander, Redis } from 'ioredis';
+
+/** Key names under `<prefix>:ops:`; exported for the README and for tests that look inside. */
+export interface OpsKeys {
+  /** zset (score 0, lexical order = arrival order): every unfinished job id. */
+  readonly jobs: string;
+  /** set: domains that have unfinished jobs. */
+  readonly domains: string;
+  /** set: job ids of held messages. */
+  readonly held: string;
+  /** hash: domain -> suspended until (ms since epoch). */
+  readonly suspended: string;
+  /** hash: domain -> NextHop JSON (an operator's reroute of a whole destination). */
+  readonly routes: string;
+  /** zset: the unfinished job ids of one domain. */
+  domain(domain: string): string;
+  /** set: job ids of one domain that failed at least once. */
+  retried(domain: string): string;
+  /** list: a message's timeline events (JSON), kept for the retention after the message is finished. */
+  timeline(queueId: string): string;
+  /** set: queue ids of messages with this Message-ID (brackets removed). */
+  messageId(messageId: string): string;
+}
+
+export function opsKeys(prefix: string): OpsKeys {
+  const base = `${prefix}:ops`;
+  return {
+    jobs: `${base}:jobs`,
+    domains: `${base}:domains`,
+    held: `${base}:held`,
+    suspended: `${base}:suspended`,
+    routes: `${base}:routes`,
+    domain: (domain) => `${base}:dom:${domain}`,
+    retried: (domain) => `${base}:retried:${domain}`,
+    timeline: (queueId) => `${base}:timeline:${queueId}`,
+    messageId: (messageId) => `${base}:mid:${messageId}`,
+  };
+}
+
+/** A job id's domain: job ids are `<queueId>@<domain>` and queue ids have no `@`. */
+export function domainOfJob(jobId: string): string {
+  return jobId.slice(jobId.indexOf('@') + 1);
+}
+
+// Removes one finished job from its message and from the operator indexes, appends its last
+// attempt to the timeline and, with the last job, deletes the message and starts the timeline's
+// retention. Idempotent: a job replayed after a crash finds itself already gone.
+// KEYS: jobs set, meta, body, ops jobs, ops domain, ops retried, ops held, ops domains, timeline, message-id set
+// ARGV: job id, domain, event JSON ('' for none), retention seconds
+const FINISH_JOB_LUA = `
+redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('SREM', KEYS[6], ARGV[1])
+redis.call('SREM', KEYS[7], ARGV[1])
+if redis.call('ZCARD', KEYS[5]) == 0 then redis.call('SREM', KEYS[8], ARGV[2]) end
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[9]) == 1 then redis.call('RPUSH', KEYS[9], ARGV[3]) end
+if redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('EXPIRE', KEYS[9], ARGV[4])
+  if redis.call('EXISTS', KEYS[10]) == 1 then redis.call('EXPIRE', KEYS[10], ARGV[4]) end
+  return 1
+end
+return 0`;
+
+// After an attempt that leaves the job for later: mark it retried (unless an operator deleted it
+// meanwhile) and append the attempt to the timeline (unless the timeline is gone).
+// KEYS: ops domain, ops retried, timeline   ARGV: job id, event JSON ('' for none)
+const RECORD_RETRY_LUA = `
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then redis.call('SADD', KEYS[2], ARGV[1]) end
+if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RPUSH', KEYS[3], ARGV[2]) end
+return 0`;
+
+// Appends events to a timeline that still exists (never recreates an expired one without a TTL).
+// KEYS: timeline   ARGV: event JSON...
+const APPEND_TIMELINE_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('RPUSH', KEYS[1], unpack(ARGV))`;
+
+// Forgets a domain in the domains set once it has no unfinished jobs.
+// KEYS: ops domains, ops domain   ARGV: domain
+const PRUNE_DOMAIN_LUA = `
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
+return 0`;
+
+export type OpsRedis = Redis & {
+  /** 10 keys, then job id, domain, event JSON, retention seconds (see FINISH_JOB_LUA). */
+  ternFinishJob(...keysThenArgs: (string | number)[]): Promise<number>;
+  ternRecordRetry(
+    domainKey: string,
+    retried: string,
+    timeline: string,
+    jobId: string,
+    event: string,
+  ): Promise<number>;
+  ternAppendTimeline(timeline: string, ...events: string[]): Promise<number>;
+  ternPruneDomain(domains: string, domainKey: string, domain: string): Promise<number>;
+};
+
+/** A MULTI on an OpsRedis connection: the scripts can be queued in it like any command. */
+export type OpsMulti = ChainableCommander & {
+  ternAppendTimeline(timeline: string, ...events: string[]): OpsMulti;
+  ternPruneDomain(domains: string, domainKey: string, domain: string): OpsMulti;
+};
+
+export function opsMulti(client: OpsRedis): OpsMulti {
+  return client.multi() as OpsMulti;
+}
+
+/** Defines the scripts above as commands on a connection (each goes as EVALSHA, loaded once). */
+export function defineOpsCommands(client: Redis): OpsRedis {
+  client.defineCommand('ternFinishJob', { numberOfKeys: 10, lua: FINISH_JOB_LUA });
+  client.defineCommand('ternRecordRetry', { numberOfKeys: 3, lua: RECORD_RETRY_LUA });
+  client.defineCommand('ternAppendTimeline', { numberOfKeys: 1, lua: APPEND_TIMELINE_LUA });
+  client.defineCommand('ternPruneDomain', { numberOfKeys: 2, lua: PRUNE_DOMAIN_LUA });
+  return client as OpsRedis;
+}

@@ -1,0 +1,176 @@
+// Shared by every backend: what a message's timeline records (intake verdicts, delivery attempts,
+// operators' actions) and how those records are made, so both backends store the same thing.
+import type { NextHop } from '@tern/plugin-api';
+import type { AttemptOutcome } from './attempt.js';
+import type { DeliveryJob, IncomingMessage } from './contract.js';
+
+/** The message was made durable: who sent it, from where, to whom. */
+export interface ReceivedEvent {
+  readonly type: 'received';
+  readonly at: number;
+  readonly mailFrom: string;
+  readonly recipients: readonly string[];
+  readonly size: number;
+  readonly messageId?: string;
+  readonly listener?: string;
+  readonly remoteAddress?: string;
+  readonly helo?: string;
+  readonly user?: string;
+  readonly sessionId?: string;
+  /** A notice (bounce, delay DSN) this MTA generated. */
+  readonly isBounce?: boolean;
+}
+
+/** One plugin hook's verdict at intake (from the plugin host's hook events). */
+export interface HookVerdictEvent {
+  readonly type: 'hook';
+  readonly at: number;
+  readonly plugin: string;
+  readonly hook: string;
+  /** `continue`, `accept`, `reject`, `tempfail`, `disconnect`, `ok` (transform/observe), `error` or `timeout`. */
+  readonly outcome: string;
+  readonly code?: number;
+  readonly enhanced?: string;
+  readonly text?: string;
+  readonly durationMs: number;
+}
+
+/** One recipient's result in one attempt. */
+export interface AttemptRecipient {
+  readonly address: string;
+  /** `expired`: still deferred when the message outlived the retry schedule (bounced as 5.4.7). */
+  readonly result: 'delivered' | 'deferred' | 'failed' | 'expired';
+  readonly code: number;
+  readonly enhanced: string;
+  readonly text: string;
+}
+
+/** One delivery attempt of one job. */
+export interface AttemptEvent {
+  readonly type: 'attempt';
+  readonly at: number;
+  readonly jobId: string;
+  readonly domain: string;
+  /** 1 for the first attempt. */
+  readonly attempt: number;
+  readonly durationMs: number;
+  /** Where delivery went (SMTP AUTH passwords removed). */
+  readonly hop?: NextHop;
+  /** `name[address]:port` of the server that answered. */
+  readonly remoteMta?: string;
+  readonly recipients: readonly AttemptRecipient[];
+  /** When the deferred recipients are tried again. */
+  readonly nextAttemptAt?: number;
+  /** Queue ids of the bounces and delay notices this attempt sent. */
+  readonly notices: readonly string[];
+}
+
+export type OperatorAction =
+  | 'hold'
+  | 'release'
+  | 'retry'
+  | 'delete'
+  | 'bounce'
+  | 'reroute'
+  | 'suspend'
+  | 'resume';
+
+/** An operator acted on the message (through the admin API or the CLI). */
+export interface OperatorEvent {
+  readonly type: 'operator';
+  readonly at: number;
+  readonly action: OperatorAction;
+  /** The job's domain, when the action was for one job only. */
+  readonly domain?: string;
+  readonly detail?: string;
+  /** The queue id of the bounce an operator's `bounce` sent. */
+  readonly notice?: string;
+}
+
+export type TimelineEvent = ReceivedEvent | HookVerdictEvent | AttemptEvent | OperatorEvent;
+
+/** How long a finished message's timeline stays retrievable (default 7 days). */
+export const DEFAULT_TIMELINE_RETENTION_MS = 7 * 24 * 3600_000;
+
+// Remote servers' texts are not ours to trust with unlimited space.
+const MAX_TEXT = 500;
+
+function clip(text: string): string {
+  return text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}…` : text;
+}
+
+/** The first event of every timeline. */
+export function receivedEvent(message: IncomingMessage): ReceivedEvent {
+  const source = message.source ?? {};
+  return {
+    type: 'received',
+    at: message.receivedAt,
+    mailFrom: message.envelope.mailFrom,
+    recipients: message.envelope.recipients.map((r) => r.address),
+    size: message.chunks.reduce((n, c) => n + c.length, 0),
+    ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
+    ...(source.listener === undefined ? {} : { listener: source.listener }),
+    ...(source.remoteAddress === undefined ? {} : { remoteAddress: source.remoteAddress }),
+    ...(source.helo === undefined ? {} : { helo: source.helo }),
+    ...(source.user === undefined ? {} : { user: source.user }),
+    ...(source.sessionId === undefined ? {} : { sessionId: source.sessionId }),
+    ...(message.isBounce ? { isBounce: true } : {}),
+  };
+}
+
+/** The events a new message starts its timeline with: received, then the intake verdicts it carried. */
+export function initialTimeline(message: IncomingMessage): TimelineEvent[] {
+  return [receivedEvent(message), ...(message.timeline ?? [])];
+}
+
+/** A next hop as the timeline shows it: without the smarthost password. */
+export function redactHop(hop: NextHop): NextHop {
+  if (hop.type !== 'smtp' || hop.auth === undefined) return hop;
+  return { ...hop, auth: { user: hop.auth.user, pass: '(redacted)' } };
+}
+
+/** The timeline record of one attempt, from what the shared attempt step returned. */
+export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: number): AttemptEvent {
+  const { decision, report } = outcome;
+  const line = (
+    address: string,
+    result: AttemptRecipient['result'],
+    reply: { code: number; enhanced: string; text: string },
+  ): AttemptRecipient => ({
+    address,
+    result,
+    code: reply.code,
+    enhanced: reply.enhanced,
+    text: clip(reply.text),
+  });
+  return {
+    type: 'attempt',
+    at: outcome.startedAt,
+    jobId: job.id,
+    domain: job.domain,
+    attempt: job.attempts + 1,
+    durationMs: Math.max(0, now - outcome.startedAt),
+    ...(report.hop === undefined ? {} : { hop: redactHop(report.hop) }),
+    ...(report.remoteMta === undefined ? {} : { remoteMta: report.remoteMta }),
+    recipients: [
+      ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d.reply)),
+      ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d.reply)),
+      ...decision.failed.map((f) =>
+        line(f.recipient.address, f.reason === 'expired' ? 'expired' : 'failed', f.reply),
+      ),
+    ],
+    ...(outcome.next === undefined ? {} : { nextAttemptAt: outcome.next.at.getTime() }),
+    notices: outcome.notices,
+  };
+}
+
+/** Parses a stored event; a record that is not one (a newer Tern's, a damaged one) is skipped by callers. */
+export function parseTimelineEvent(text: string): TimelineEvent | undefined {
+  try {
+    const value = JSON.parse(text) as { type?: unknown; at?: unknown };
+    if (typeof value?.type !== 'string' || typeof value.at !== 'number') return undefined;
+    return value as TimelineEvent;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,84 @@
+// Operator operations and timelines on the Redis backend (the shared suite), plus what only Redis
+// has: keys that expire, indexes that empty out, and any node answering for any message.
+import { randomBytes } from 'node:crypto';
+import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { opsKeys } from '../src/redis/ops-keys.js';
+import { openRedisQueue, type RedisQueue, type RedisQueueOptions } from '../src/redis/redis-queue.js';
+import { describeQueueOperations } from './ops-suite.js';
+import { BUSY, OK, recordingDeliver, testMessage } from './redis-fixtures/deliveries.js';
+
+let redis: TestRedis;
+let admin: Redis;
+const opened: RedisQueue[] = [];
+
+beforeAll(async () => {
+  redis = await startRedis({ maxmemoryPolicy: 'noeviction' });
+  admin = new Redis(redis.url);
+});
+
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((q) => q.close()));
+});
+
+afterAll(async () => {
+  admin?.disconnect();
+  await redis?.stop();
+});
+
+async function queue(options: RedisQueueOptions = {}): Promise<RedisQueue> {
+  const q = await openRedisQueue({
+    url: redis.url,
+    prefix: `o${randomBytes(4).toString('hex')}`,
+    ...options,
+  });
+  opened.push(q);
+  return q;
+}
+
+describeQueueOperations('redis', () => queue());
+
+describe('RedisQueue operations: Redis specifics', () => {
+  it('empties every index when mail is finished, and keeps only the timeline, with a TTL', async () => {
+    const q = await queue({ timelineRetentionMs: 120_000 });
+    const { deliver, calls } = recordingDeliver((address, attempt) =>
+      address.startsWith('slow') && attempt === 0 ? BUSY : OK,
+    );
+    await q.startWorker(deliver, { retry: { intervals: ['1s'], maxAge: '1m' } });
+    const kept = await q.enqueue(testMessage('alice@src.test', ['slow@x.test', 'b@y.test'], 'Kept'));
+    const gone = await q.enqueue(testMessage('alice@src.test', ['c@x.test'], 'Gone'));
+    await q.hold(gone);
+    await q.remove(gone);
+    await waitFor(() => calls.length >= 3, 8000);
+    await waitFor(async () => (await q.details(kept))?.state === 'finished', 8000);
+
+    const k = opsKeys(q.prefix);
+    const left = (await admin.keys(`${q.prefix}:ops:*`)).sort();
+    expect(left).toEqual(
+      [k.timeline(kept), k.timeline(gone), k.messageId('Kept@src.test'), k.messageId('Gone@src.test')].sort(),
+    );
+    for (const key of left) {
+      const ttl = await admin.ttl(key);
+      expect(ttl).toBeGreaterThan(100);
+      expect(ttl).toBeLessThanOrEqual(120);
+    }
+    expect(await admin.keys(`${q.prefix}:msg:*`)).toEqual([]);
+  });
+
+  it('answers for any message from any node sharing the queue', async () => {
+    const a = await queue();
+    const b = await queue({ prefix: a.prefix, queueName: a.queueName });
+    const id = await a.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'Shared'));
+    expect((await b.details(id))?.envelope?.mailFrom).toBe('alice@src.test');
+    expect(await b.findByMessageId('<Shared@src.test>')).toEqual([id]);
+    expect(await b.hold(id)).toBe(1);
+    expect((await a.details(id))?.held).toBe(true);
+    expect((await a.summary()).totals).toMatchObject({ total: 1, held: 1 });
+    expect(await b.ping()).toBeGreaterThanOrEqual(0);
+  });
+
+  it('refuses a queue name that would collide with the operator keys', async () => {
+    await expect(queue({ queueName: 'ops' })).rejects.toThrow(/'ops'/);
+  });
+});
