@@ -3,7 +3,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { freePort, type SmtpSink, startDnsServer, startSmtpSink, type TestDns, waitFor } from '@tern/testkit';
+import {
+  freePort,
+  run,
+  type SmtpSink,
+  startDnsServer,
+  startSmtpSink,
+  type TestDns,
+  waitFor,
+} from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 const root = resolve(import.meta.dirname, '../../..');
@@ -14,27 +22,6 @@ const dir = mkdtempSync(join(import.meta.dirname, '.tmp-'));
 let dns: TestDns;
 let sink: SmtpSink;
 let tern: ChildProcess | undefined;
-
-function run(
-  command: string,
-  args: string[],
-  input = '',
-  env = {},
-): Promise<{ status: number | null; out: string }> {
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (c) => {
-    out += c;
-  });
-  child.stderr.on('data', (c) => {
-    out += c;
-  });
-  child.stdin.end(input);
-  return new Promise((done, fail) => {
-    child.once('error', fail);
-    child.once('close', (status) => done({ status, out }));
-  });
-}
 
 beforeAll(async () => {
   dns = await startDnsServer({
@@ -74,8 +61,8 @@ describe('relay-with-dkim example', () => {
           '--out',
           key,
         ]);
-        expect(gen.status, gen.out).toBe(0);
-        const [, name, value] = /(\S+)\. IN TXT "(.+)"/.exec(gen.out) ?? [];
+        expect(gen.status, gen.output).toBe(0);
+        const [, name, value] = /(\S+)\. IN TXT "(.+)"/.exec(gen.stdout) ?? [];
         dns.set(name!, { TXT: [value!] });
         const check = await run(process.execPath, [
           cli,
@@ -90,7 +77,7 @@ describe('relay-with-dkim example', () => {
           '--dns',
           dns.server,
         ]);
-        expect(check.out).toContain('ok, DNS publishes this key');
+        expect(check.output).toContain('ok, DNS publishes this key');
       }
 
       const port = await freePort();
@@ -126,7 +113,7 @@ describe('relay-with-dkim example', () => {
         '--body',
         'Hello from the relay.\n.leading dot line\n',
       ]);
-      expect(sent.out).toMatch(/<- {2}250 2\.0\.0 queued as/);
+      expect(sent.output).toMatch(/<- {2}250 2\.0\.0 queued as/);
       await waitFor(() => sink.messages.length === 1, 15_000);
       const raw = sink.messages[0]!.raw;
       const signatures = raw.toString().match(/^DKIM-Signature:.*$/gm) ?? [];
@@ -136,13 +123,11 @@ describe('relay-with-dkim example', () => {
       );
       expect(raw.toString()).toMatch(/^DKIM-Signature: v=1; a=ed25519-sha256;[\s\S]*?s=ed2026;/m);
 
-      const verified = await run(
-        '/usr/bin/python3',
-        [verifier, '127.0.0.1', String(dns.port)],
-        raw.toString('latin1'),
-      );
-      expect(verified.status, verified.out).toBe(0);
-      const results = JSON.parse(verified.out.trim().split('\n').at(-1)!) as {
+      const verified = await run('/usr/bin/python3', [verifier, '127.0.0.1', String(dns.port)], {
+        input: raw,
+      });
+      expect(verified.status, verified.output).toBe(0);
+      const results = JSON.parse(verified.stdout.trim().split('\n').at(-1)!) as {
         signatures: { valid: boolean; selector: string }[];
       };
       expect(results.signatures.map((r) => [r.selector, r.valid]).sort()).toEqual([
@@ -155,12 +140,10 @@ describe('relay-with-dkim example', () => {
         raw.toString('latin1').replace('Hello from the relay.', 'Hello from a forger.'),
         'latin1',
       );
-      const broken = await run(
-        '/usr/bin/python3',
-        [verifier, '127.0.0.1', String(dns.port)],
-        tampered.toString('latin1'),
-      );
-      const brokenResults = JSON.parse(broken.out.trim().split('\n').at(-1)!) as {
+      const broken = await run('/usr/bin/python3', [verifier, '127.0.0.1', String(dns.port)], {
+        input: tampered,
+      });
+      const brokenResults = JSON.parse(broken.stdout.trim().split('\n').at(-1)!) as {
         signatures: { valid: boolean }[];
       };
       expect(brokenResults.signatures.map((r) => r.valid)).toEqual([false, false]);

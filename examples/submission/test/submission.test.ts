@@ -6,9 +6,11 @@ import { join, resolve } from 'node:path';
 import {
   freePort,
   makeCertificate,
+  run,
   type SmtpSink,
   startRedis,
   startSmtpSink,
+  swaks,
   type TestRedis,
   waitFor,
 } from '@tern/testkit';
@@ -22,30 +24,6 @@ const children: ChildProcess[] = [];
 let redis: TestRedis;
 let sink: SmtpSink;
 let env: Record<string, string>;
-
-function run(
-  command: string,
-  args: string[],
-  input = '',
-  extraEnv = {},
-): Promise<{ status: number | null; out: string }> {
-  const child = spawn(command, args, {
-    env: { ...process.env, ...extraEnv },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout.on('data', (c) => {
-    out += c;
-  });
-  child.stderr.on('data', (c) => {
-    out += c;
-  });
-  child.stdin.end(input);
-  return new Promise((done, fail) => {
-    child.once('error', fail);
-    child.once('close', (status) => done({ status, out }));
-  });
-}
 
 async function startTern(port: number): Promise<void> {
   let output = '';
@@ -64,8 +42,7 @@ async function startTern(port: number): Promise<void> {
   if (child.exitCode !== null) throw new Error(output);
 }
 
-const swaks = (port: number, args: string[]) =>
-  run('swaks', ['--server', `127.0.0.1:${port}`, '--to', 'bob@example.net', ...args]);
+const send = (port: number, args: string[]) => swaks(port, ['--to', 'bob@example.net', ...args]);
 const asUser = (user: string, password: string) => [
   '--tls',
   '--auth',
@@ -89,9 +66,11 @@ beforeAll(async () => {
     ['alice', 'alice-password-1'],
     ['bob', 'bob-password-22'],
     ['carol', 'carol-password-333'],
-  ]) {
-    const added = await run(process.execPath, [cli, 'user', 'add', '--file', users, user], `${password}\n`);
-    expect(added.status, added.out).toBe(0);
+  ] as const) {
+    const added = await run(process.execPath, [cli, 'user', 'add', '--file', users, user], {
+      input: `${password}\n`,
+    });
+    expect(added.status, added.output).toBe(0);
   }
   env = {
     TERN_REDIS_URL: redis.url,
@@ -112,7 +91,7 @@ describe('submission example', () => {
   test('STARTTLS before AUTH, AUTH before MAIL, wrong passwords refused', { timeout: 60_000 }, async () => {
     const port = await freePort();
     await startTern(port);
-    const plain = await swaks(port, [
+    const plain = await send(port, [
       '--auth',
       'PLAIN',
       '--auth-user',
@@ -120,21 +99,21 @@ describe('submission example', () => {
       '--auth-password',
       'alice-password-1',
     ]);
-    expect(plain.out).not.toMatch(/<[-~] {2}235/);
-    expect(plain.out).toMatch(/did not advertise authentication/);
-    const noAuth = await swaks(port, ['--tls', '--from', 'alice@example.com']);
-    expect(noAuth.out).toMatch(/<~\* +530 5\.7\.0/);
-    const wrong = await swaks(port, asUser('alice', 'not-her-password'));
-    expect(wrong.out).toMatch(/<~\* +535 5\.7\.8/);
-    const ok = await swaks(port, [
+    expect(plain.output).not.toMatch(/<[-~] {2}235/);
+    expect(plain.output).toMatch(/did not advertise authentication/);
+    const noAuth = await send(port, ['--tls', '--from', 'alice@example.com']);
+    expect(noAuth.output).toMatch(/<~\* +530 5\.7\.0/);
+    const wrong = await send(port, asUser('alice', 'not-her-password'));
+    expect(wrong.output).toMatch(/<~\* +535 5\.7\.8/);
+    const ok = await send(port, [
       ...asUser('alice', 'alice-password-1'),
       '--from',
       'alice@example.com',
       '--h-Subject',
       'first',
     ]);
-    expect(ok.out).toMatch(/<~ {2}235 2\.7\.0/);
-    expect(ok.out).toMatch(/<~ {2}250 2\.0\.0 queued as/);
+    expect(ok.output).toMatch(/<~ {2}235 2\.7\.0/);
+    expect(ok.output).toMatch(/<~ {2}250 2\.0\.0 queued as/);
     await waitFor(() => sink.messages.some((m) => m.headers.includes('Subject: first')), 15_000);
     const delivered = sink.messages.find((m) => m.headers.includes('Subject: first'))!;
     expect(delivered.headers).toMatch(/with ESMTPSA/);
@@ -148,14 +127,14 @@ describe('submission example', () => {
     const carol = [...asUser('carol', 'carol-password-333'), '--from', 'carol@example.com'];
     // Three an hour: two on one process and one on the other fit; the fourth is refused on both.
     for (const port of [portA, portB, portA]) {
-      const accepted = await swaks(port, carol);
-      expect(accepted.out).toMatch(/<~ {2}250 2\.0\.0 queued as/);
+      const accepted = await send(port, carol);
+      expect(accepted.output).toMatch(/<~ {2}250 2\.0\.0 queued as/);
     }
-    const fourth = await swaks(portB, carol);
-    expect(fourth.out, fourth.out).toMatch(/<~\* +451 4\.7\.1 .*rate limit.*carol.*try again in/i);
-    const fifth = await swaks(portA, carol);
-    expect(fifth.out).toMatch(/<~\* +451 4\.7\.1/);
-    const bob = await swaks(portB, [...asUser('bob', 'bob-password-22'), '--from', 'bob@example.com']);
-    expect(bob.out).toMatch(/<~ {2}250 2\.0\.0 queued as/);
+    const fourth = await send(portB, carol);
+    expect(fourth.output, fourth.output).toMatch(/<~\* +451 4\.7\.1 .*rate limit.*carol.*try again in/i);
+    const fifth = await send(portA, carol);
+    expect(fifth.output).toMatch(/<~\* +451 4\.7\.1/);
+    const bob = await send(portB, [...asUser('bob', 'bob-password-22'), '--from', 'bob@example.com']);
+    expect(bob.output).toMatch(/<~ {2}250 2\.0\.0 queued as/);
   });
 });

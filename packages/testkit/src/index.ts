@@ -10,6 +10,7 @@ export {
 } from './dns.js';
 export { freePort } from './port.js';
 export { redisAvailable, startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
+export { type RunOptions, type RunResult, run, swaks } from './run.js';
 export { type RawSmtp, type SmtpDialogOptions, smtpDialog } from './smtp-dialog.js';
 export {
   type DataReplyFn,
