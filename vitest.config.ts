@@ -5,7 +5,9 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { defineConfig } from 'vitest/config';
 
-const conditions = ['tern-source', 'node', 'import', 'default'];
+// No 'import' here: vitest passes these to workers as --conditions, and 'import' would make
+// require() of dual packages (nodemailer inside mailauth) load their ESM build.
+const conditions = ['tern-source', 'node', 'default'];
 const workspaces = ['packages', 'apps', 'examples'].flatMap((group) =>
   existsSync(group)
     ? readdirSync(group)
