@@ -1,7 +1,7 @@
-// @tern/plugin-ratelimit: cluster-wide rate limits (GCRA in Redis) with an in-process fallback,
-// the SMTP plugin that applies them, and the throttle interface @tern/delivery uses.
-export { addressGroup, NetworkList, parseCidr } from './address.js';
-export { type Duration, durationMs, formatWait } from './duration.js';
+// @tern/plugin-ratelimit: the SMTP plugin that applies cluster-wide rate limits. The limiter itself
+// lives in @tern/limiter (shared with @tern/delivery's throttles); it is re-exported here so code
+// written against this package's documented API keeps working.
+
 export {
   createLimiter,
   DEFAULT_LEASE_TTL_MS,
@@ -17,7 +17,10 @@ export {
   type RateRequest,
   type RateResult,
   type SingleLeaseResult,
-} from './limiter.js';
+  type Throttle,
+} from '@tern/limiter';
+export { addressGroup, NetworkList, parseCidr } from './address.js';
+export { type Duration, durationMs, formatWait } from './duration.js';
 export {
   PLUGIN_NAME,
   type RateLimitExemptions,

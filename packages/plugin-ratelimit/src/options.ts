@@ -1,10 +1,11 @@
 // The rate-limit plugin's options: their shape, defaults and replies, validated when the factory
 // is called so a bad rule stops start-up with its field named (`rules[2].per`).
+
+import type { FailMode, Limiter } from '@tern/limiter';
 import { isValidReply, type StandardIssue, type StandardSchemaV1 } from '@tern/plugin-api';
 import type { Redis } from 'ioredis';
 import { parseCidr } from './address.js';
 import { type Duration, durationMs } from './duration.js';
-import type { FailMode, Limiter } from './limiter.js';
 
 export const PLUGIN_NAME = 'ratelimit';
 

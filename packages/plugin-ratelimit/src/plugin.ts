@@ -1,5 +1,7 @@
 // The rateLimit plugin: turns the configured rules into limiter calls at each SMTP stage and
 // the limiter's answers into SMTP replies: one limiter round trip per stage (two at connect).
+
+import { createLimiter, type Limiter, type RateRequest, type RateResult } from '@tern/limiter';
 import {
   type AuthContext,
   definePlugin,
@@ -17,7 +19,6 @@ import {
 } from '@tern/plugin-api';
 import { addressGroup, NetworkList } from './address.js';
 import { formatWait } from './duration.js';
-import { createLimiter, type Limiter, type RateRequest, type RateResult } from './limiter.js';
 import {
   optionsSchema,
   PLUGIN_NAME,

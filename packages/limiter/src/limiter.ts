@@ -1,5 +1,7 @@
 // The limiter: rate checks (GCRA) and concurrency leases over Redis (cluster-wide) or memory
 // (one process), with a timeout on every call and the configured fail mode when Redis is down.
+// One implementation for inbound limits (@tern/plugin-ratelimit) and outbound throttles
+// (@tern/delivery), so both count the same way and share one set of Lua scripts.
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '@tern/plugin-api';
 import type { Redis } from 'ioredis';
@@ -51,15 +53,18 @@ export type LeaseResult =
   | { readonly acquired: false; readonly active: readonly number[]; readonly degraded: boolean };
 
 /**
- * What @tern/delivery needs for per-destination throttles. Keys are the caller's: use a
- * namespace of your own, e.g. `out:conn:<mx host>` and `out:msg:<domain>`.
+ * The two calls a per-destination throttle needs (@tern/delivery's `Throttle` seam). Keys are the
+ * caller's: use a namespace of your own, e.g. `out:conn:<mx host>` and `out:msg:<domain>`.
  */
-export interface DeliveryThrottle {
+export interface Throttle {
   /** Takes one of `limit` concurrent slots under `key`; `{ acquired: false }` when all are held. */
   acquire(key: string, limit: number): Promise<SingleLeaseResult>;
   /** Takes one unit of `rate` under `key`; when refused, wait `retryAfterMs` and ask again. */
   take(key: string, rate: Rate): Promise<RateResult>;
 }
+
+/** The name @tern/plugin-ratelimit published first; kept so its users' imports still compile. */
+export type DeliveryThrottle = Throttle;
 
 export type SingleLeaseResult =
   | { readonly acquired: true; readonly active: number; readonly degraded: boolean; release(): Promise<void> }
@@ -83,7 +88,7 @@ export interface LimiterOptions {
   readonly now?: () => number;
 }
 
-export interface Limiter extends DeliveryThrottle {
+export interface Limiter extends Throttle {
   readonly backend: 'redis' | 'memory';
   readonly failMode: FailMode;
   /** Takes `cost` units of `rate` under `key` if they fit. */
@@ -325,7 +330,8 @@ class StoreLimiter implements Limiter {
       { err: error instanceof Error ? error.message : String(error), failMode: this.failMode },
       this.failMode === 'open'
         ? 'rate limits: store unreachable, failing open (limits are not enforced until it is back)'
-        : 'rate limits: store unreachable, failing closed (mail is refused with 451 4.3.0 until it is back)',
+        : // Neutral wording: the SMTP plugin answers 451 4.3.0, delivery defers; each caller says how.
+          'rate limits: store unreachable, failing closed (limited requests are refused until it is back)',
     );
   }
 
