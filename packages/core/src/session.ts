@@ -387,8 +387,12 @@ export class SmtpSession {
       return refusal.reply;
     }
     const envelope = toEnvelope(transaction);
+    let hold: string | undefined;
     try {
-      await plugins.runTransform('queue', { ...base, message, envelope }, this.scope);
+      const holdMessage = (reason: string): void => {
+        hold = reason;
+      };
+      await plugins.runTransform('queue', { ...base, message, envelope, hold: holdMessage }, this.scope);
     } catch {
       return CoreReplies.localError;
     }
@@ -411,6 +415,7 @@ export class SmtpSession {
         ...(this.info.user !== undefined ? { user: this.info.user } : {}),
       },
       ...(headers.get('message-id') !== undefined ? { messageId: headers.get('message-id') as string } : {}),
+      ...(hold !== undefined ? { hold } : {}),
     };
     let queueId: string;
     try {

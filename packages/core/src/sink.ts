@@ -16,6 +16,8 @@ export interface IncomingMessage {
     readonly sessionId?: string;
   };
   readonly messageId?: string;
+  /** A queue hook asked to hold (quarantine) the message: queue it, deliver nothing until released. */
+  readonly hold?: string;
 }
 
 /** The client gets 250 only after `enqueue` resolves with the queue id; a rejection or a timeout gives 451 4.3.0. */

@@ -115,6 +115,11 @@ export interface QueueContext<S, T> extends TransactionContext<S, T> {
   readonly message: MessageView;
   /** Change recipients or the return path in place. */
   readonly envelope: Envelope;
+  /**
+   * Queue the message but keep it undelivered until an operator releases it (quarantine). The
+   * client still gets 250: the message is durable, just held. The reason shows in queue listings.
+   */
+  hold(reason: string): void;
 }
 
 export interface QueuedContext<S, T> extends TransactionContext<S, T> {

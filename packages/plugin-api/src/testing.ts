@@ -25,6 +25,8 @@ export interface DataResult {
   /** The message after the headers and queue transforms. */
   readonly message: MessageContent;
   readonly envelope: Envelope;
+  /** The reason a queue hook gave for holding the message (quarantine), if one did. */
+  readonly held: string | undefined;
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -125,10 +127,14 @@ export class PluginTestSession {
     await this.host.runTransform('headers', { ...base, headers: message.headers }, this.#scope);
     const { verdict } = await this.host.runVerdict('message', { ...base, message }, this.#scope);
     const envelope: Envelope = { mailFrom: transaction.mailFrom, recipients: [...transaction.recipients] };
+    let held: string | undefined;
     if (verdict.kind === 'continue' || verdict.kind === 'accept') {
-      await this.host.runTransform('queue', { ...base, message, envelope }, this.#scope);
+      const hold = (reason: string): void => {
+        held = reason;
+      };
+      await this.host.runTransform('queue', { ...base, message, envelope, hold }, this.#scope);
     }
-    return { verdict, message, envelope };
+    return { verdict, message, envelope, held };
   }
 
   async queued(queueId: string, envelope?: Envelope): Promise<void> {

@@ -394,7 +394,12 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
         );
       }
       applyDecisionHeaders(headers, decision, opts.headers);
-      if (decision.action === 'quarantine') headers.set('X-Tern-Quarantine', quarantineReason(decision));
+      if (decision.action === 'quarantine') {
+        const reason = quarantineReason(decision);
+        headers.set('X-Tern-Quarantine', reason);
+        // Held in the queue, undelivered, until an operator releases it.
+        ctx.hold(reason);
+      }
     },
   });
 }

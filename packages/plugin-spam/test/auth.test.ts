@@ -36,6 +36,7 @@ interface Run {
   text: string | undefined;
   headers: string;
   authResults: string | undefined;
+  held: string | undefined;
 }
 
 async function run(
@@ -69,6 +70,7 @@ async function run(
     text: reply ? `${reply.enhanced} ${reply.text}` : undefined,
     headers: result.message.headers.toString(),
     authResults: result.message.headers.get('authentication-results'),
+    held: result.held,
   };
 }
 
@@ -223,6 +225,7 @@ describe('DMARC (RFC 7489)', () => {
     expect(r.decision?.score).toBe(8);
     expect(r.decision?.action).toBe('tag');
     expect(r.headers).not.toContain('X-Tern-Quarantine');
+    expect(r.held).toBeUndefined();
   });
 
   it('quarantines a failing message of a p=quarantine domain', async () => {
@@ -233,6 +236,7 @@ describe('DMARC (RFC 7489)', () => {
     expect(r.verdict).toBe('continue');
     expect(r.decision?.auth.dmarc?.policy).toBe('quarantine');
     expect(r.headers).toContain('X-Tern-Quarantine: dmarc policy quarantine for quarantine.test\r\n');
+    expect(r.held).toBe('dmarc policy quarantine for quarantine.test');
   });
 
   it('passes on an aligned DKIM signature even when SPF fails (forwarded mail)', async () => {
