@@ -2,6 +2,7 @@
 // The `tern` command: start the MTA, check a config, manage users, DKIM keys and the queue.
 import { parseArgs } from 'node:util';
 import { ConfigError } from './config.js';
+import { QUEUE_OPERATIONS_USAGE } from './ops/queue-cli.js';
 
 interface Command {
   readonly summary: string;
@@ -71,9 +72,9 @@ const commands: Record<string, Command> = {
     },
   },
   queue: {
-    summary: 'export or import queued mail (moving between backends)',
-    usage:
-      'tern queue export --config FILE --out FILE.jsonl\ntern queue import --config FILE --in FILE.jsonl\n\n  Export writes every message with its pending recipients; import enqueues them into the\n  backend the config names. Stop tern (or drain it) before exporting an embedded store.',
+    summary: 'inspect and manage the queue (summary, list, inspect, hold, retry, bounce, ...), export/import',
+    // The operator commands' usage lives with them in ops/queue-cli.ts.
+    usage: `${QUEUE_OPERATIONS_USAGE}\n\ntern queue export --config FILE --out FILE.jsonl\ntern queue import --config FILE --in FILE.jsonl\n\n  Export writes every message with its pending recipients; import enqueues them into the\n  backend the config names. Stop tern (or drain it) before exporting an embedded store.`,
     run: async (argv) => {
       const { runQueue } = await import('./commands/queue.js');
       return runQueue(argv);

@@ -84,7 +84,8 @@ const listener = z.strictObject({
 });
 
 const tlsMode = z.enum(['opportunistic', 'require', 'none', 'implicit']);
-const nextHop: z.ZodType<NextHop> = z.union([
+/** Exported for the admin API, whose reroute takes the same next hops as routes do. */
+export const nextHop: z.ZodType<NextHop> = z.union([
   z.strictObject({ type: z.literal('mx'), domain, tls: tlsMode.optional() }),
   z.strictObject({
     type: z.literal('smtp'),
@@ -200,6 +201,24 @@ const delivery = z
   })
   .optional();
 
+// The admin HTTP API (operator actions, /metrics, the dashboard); see src/ops/. Off unless set.
+const admin = z
+  .strictObject({
+    /** host:port to listen on (default loopback 127.0.0.1:8025). */
+    listen: z
+      .string()
+      .regex(/^(\[[0-9a-f:.]+\]|[^\s:[\]]+):\d{1,5}$/i, "host:port, like '127.0.0.1:8025' or '[::1]:8025'")
+      .default('127.0.0.1:8025'),
+    /** The bearer token API clients send; or `tokenFile`, a file holding it. */
+    token: z.string().min(16, 'at least 16 characters (it guards operator actions)').optional(),
+    tokenFile: z.string().min(1).optional(),
+    /** Require the token on /metrics too (default false: Prometheus scrapes without one). */
+    metricsAuth: z.boolean().optional(),
+    /** How often the dashboard's queue-depth history is sampled (default 15 000 ms). */
+    sampleIntervalMs: duration.optional(),
+  })
+  .optional();
+
 export const configSchema = z.strictObject({
   /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
   hostname: z.string().min(1).optional(),
@@ -215,6 +234,7 @@ export const configSchema = z.strictObject({
   log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).optional(),
   /** How long SIGTERM waits for open transactions (ms). */
   shutdownTimeoutMs: duration.optional(),
+  admin,
 });
 
 /** The config as written (defaults optional). */
@@ -310,6 +330,11 @@ function checkSemantics(config: ResolvedConfig): string[] {
       );
     }
   });
+  if (config.admin && (config.admin.token === undefined) === (config.admin.tokenFile === undefined)) {
+    problems.push(
+      "config.admin: set exactly one of token or tokenFile (the API takes operator actions), e.g. tokenFile: 'admin.token'",
+    );
+  }
   if (config.users && !existsSync(dirname(configPath(config, config.users.file)))) {
     problems.push(`config.users.file: the folder of ${config.users.file} does not exist`);
   }

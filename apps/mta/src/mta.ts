@@ -7,6 +7,7 @@ import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/de
 import { type Logger, type Plugin, PluginHost } from '@tern/plugin-api';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
 import { configPath, listenerPort, type ResolvedConfig, readConfigFile, serverHostname } from './config.js';
+import { OpsRuntime } from './ops/runtime.js';
 
 export interface RunningListener {
   readonly name: string;
@@ -20,6 +21,8 @@ export interface RunningMta {
   readonly listeners: readonly RunningListener[];
   readonly queue: QueueBackend;
   readonly plugins: PluginHost;
+  /** The admin API and dashboard (`http://host:port`), when config.admin is set. */
+  readonly adminUrl: string | undefined;
   /** Stops accepting, lets open transactions finish (up to `timeoutMs`), stops delivery, closes the queue. */
   close(timeoutMs?: number): Promise<void>;
 }
@@ -128,11 +131,14 @@ export async function startMta(
   options: StartOptions = {},
 ): Promise<RunningMta> {
   const hostname = serverHostname(config);
-  const hostOptions = { logger };
-  const plugins = new PluginHost(config.plugins, hostOptions);
+  // The operations side (src/ops): every host reports its hook calls to it (timelines, metrics),
+  // and its internal plugin comes first in each host (intake tracing, operator reroutes).
+  const ops = new OpsRuntime(config, logger);
+  const hostOptions = { logger, onHookEvent: ops.onHookEvent };
+  const plugins = new PluginHost([ops.plugin, ...config.plugins], hostOptions);
   // Listener-level plugin lists replace the global one; each gets its own host (own ordering).
   const listenerHosts = config.listeners.map((l) =>
-    l.plugins ? new PluginHost(l.plugins as Plugin[], hostOptions) : plugins,
+    l.plugins ? new PluginHost([ops.plugin, ...(l.plugins as Plugin[])], hostOptions) : plugins,
   );
   await plugins.runObserve('init', {});
 
@@ -140,10 +146,15 @@ export async function startMta(
   let deliverer: Deliverer | undefined;
   const listeners: Listener[] = [];
   try {
+    await ops.start({
+      queue,
+      hostname,
+      connections: () => Object.fromEntries(listeners.map((l) => [l.name, l.connections])),
+    });
     if (options.worker !== false) {
       deliverer = createDeliverer(delivererOptions(config, hostname, plugins, logger));
       const retry = config.queue?.retry;
-      await queue.startWorker(deliverer.deliver, {
+      await queue.startWorker(ops.deliver(deliverer.deliver), {
         plugins,
         hostname,
         logger,
@@ -155,7 +166,7 @@ export async function startMta(
     for (const [i] of config.listeners.entries()) {
       const listener = createListener(listenerOptions(config, i, hostname), {
         plugins: listenerHosts[i]!,
-        sink: queue,
+        sink: ops.sink(queue),
         logger,
         ...(users ? { users } : {}),
       });
@@ -164,6 +175,7 @@ export async function startMta(
     }
   } catch (error) {
     await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));
+    await ops.close();
     await deliverer?.close();
     await queue.close();
     throw error;
@@ -180,8 +192,10 @@ export async function startMta(
     listeners: running,
     queue,
     plugins,
+    adminUrl: ops.admin?.url,
     async close(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
       await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
+      await ops.close();
       await queue.close();
       await deliverer?.close();
       await plugins.runObserve('shutdown', {});

@@ -4,9 +4,12 @@ import { exportQueue, importQueue } from '@tern/queue';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { embeddedQueuePath, openQueue } from '../mta.js';
+import { isQueueOperation, runQueueOperation } from '../ops/queue-cli.js';
 
 export async function runQueue(argv: string[]): Promise<number> {
   const [action, ...rest] = argv;
+  // Operator actions go through the admin API of a running tern (src/ops/queue-cli.ts).
+  if (isQueueOperation(action)) return runQueueOperation(action, rest);
   const { values } = parseArgs({
     args: rest,
     options: { config: { type: 'string', short: 'c' }, out: { type: 'string' }, in: { type: 'string' } },
@@ -38,7 +41,12 @@ export async function runQueue(argv: string[]): Promise<number> {
       process.stdout.write(`${JSON.stringify(summary)}\n`);
       return 0;
     }
-    throw Object.assign(new Error('queue takes export or import'), { code: 'ERR_PARSE_ARGS_USAGE' });
+    throw Object.assign(
+      new Error(
+        'queue takes summary, list, inspect, retry, hold, release, delete, bounce, reroute, suspend, resume, export or import',
+      ),
+      { code: 'ERR_PARSE_ARGS_USAGE' },
+    );
   } finally {
     await queue.close();
   }

@@ -2,6 +2,7 @@
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { type StartOptions, startMta } from '../mta.js';
+import { OPS_PLUGIN_NAME } from '../ops/runtime.js';
 
 export async function runStart(file: string, options: StartOptions = {}): Promise<number> {
   const config = await loadConfig(file);
@@ -9,13 +10,19 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
   const mta = await startMta(config, logger, options);
 
   const queue = { backend: mta.queue.kind, location: mta.queue.location };
-  const plugins = mta.plugins.plugins.map((p) => p.name);
-  logger.info({ listeners: mta.listeners, queue, plugins, hostname: mta.hostname }, 'tern started');
+  const plugins = mta.plugins.plugins.map((p) => p.name).filter((name) => name !== OPS_PLUGIN_NAME);
+  logger.info(
+    { listeners: mta.listeners, queue, plugins, hostname: mta.hostname, admin: mta.adminUrl },
+    'tern started',
+  );
   const lines = [
     `tern ${mta.hostname}: started`,
     ...mta.listeners.map((l) => `  listening: ${l.name} (${l.kind}) on ${l.host}:${l.port}`),
     `  queue: ${queue.backend} at ${queue.location}${options.worker === false ? ' (intake only: no delivery worker)' : ''}`,
     `  plugins: ${plugins.length > 0 ? plugins.join(', ') : '(none)'}`,
+    mta.adminUrl
+      ? `  dashboard: ${mta.adminUrl}/ (admin API ${mta.adminUrl}/api/, metrics ${mta.adminUrl}/metrics; token from config.admin)`
+      : '  dashboard: off (add admin: { tokenFile: "admin.token" } to the config for the dashboard, admin API and /metrics)',
   ];
   process.stderr.write(`${lines.join('\n')}\n`);
 

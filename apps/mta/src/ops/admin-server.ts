@@ -1,0 +1,417 @@
+// The admin HTTP API (node:http, JSON): queue summary and listing, one message with its timeline,
+// operator actions, /metrics for Prometheus and the dashboard page. Every /api route needs
+// `Authorization: Bearer <token>`; it listens on loopback unless the config says otherwise.
+import { timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger, NextHop } from '@tern/plugin-api';
+import {
+  type Duration,
+  durationMs,
+  isQueueId,
+  isQueueOperations,
+  type JobStateFilter,
+  type MessageDetails,
+  OperationInputError,
+  type QueueBackend,
+  type QueueOperations,
+  type QueueSummary,
+} from '@tern/queue';
+import { z } from 'zod';
+import { nextHop as nextHopSchema } from '../config.js';
+import type { ActivityLog, DeliveryActivity } from './activity.js';
+import { DASHBOARD_HTML } from './dashboard.js';
+import type { IntakeRecorder } from './intake-recorder.js';
+import type { TernMetrics } from './metrics.js';
+
+export interface AdminServerOptions {
+  /** `host:port` (port 0 picks a free one). */
+  readonly listen: string;
+  readonly token: string;
+  readonly metricsAuth: boolean;
+  readonly queue: QueueBackend;
+  /** Reporting-MTA of operator bounces. */
+  readonly hostname: string;
+  readonly metrics: TernMetrics;
+  readonly activity: ActivityLog;
+  readonly recorder: IntakeRecorder;
+  readonly summary?: () => Promise<QueueSummary>;
+  readonly logger: Logger;
+}
+
+export interface AdminServer {
+  /** `http://host:port` as clients reach it. */
+  readonly url: string;
+  close(): Promise<void>;
+}
+
+/** A request the API refuses, with its status and a message for the person who sent it. */
+class HttpError extends Error {
+  readonly status: number;
+  readonly extra: Record<string, unknown> | undefined;
+  constructor(status: number, message: string, extra?: Record<string, unknown>) {
+    super(message);
+    this.status = status;
+    this.extra = extra;
+  }
+}
+
+const MAX_BODY_BYTES = 64 * 1024;
+const DOMAIN = /^[a-z0-9.-]+$|^\[[0-9a-f.:]+\]$/i;
+const STATES = new Set<JobStateFilter>(['scheduled', 'deferred', 'active', 'held']);
+
+const bounceBody = z.strictObject({ reason: z.string().max(300).optional() });
+const rerouteBody = z.strictObject({
+  hop: z.union([nextHopSchema, z.null()]),
+  domain: z.string().regex(DOMAIN, 'a recipient domain like example.com').optional(),
+});
+const destinationRerouteBody = z.strictObject({ hop: z.union([nextHopSchema, z.null()]) });
+const suspendBody = z.union([
+  z.strictObject({
+    for: z.union([z.number().positive(), z.string()]),
+  }),
+  z.strictObject({ until: z.union([z.number(), z.string()]) }),
+]);
+
+export async function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
+  const { host, port } = parseListen(options.listen);
+  const expected = Buffer.from(`Bearer ${options.token}`);
+  const log = options.logger.child({ component: 'admin' });
+  const operations = isQueueOperations(options.queue) ? options.queue : undefined;
+
+  const authorized = (req: IncomingMessage): boolean => {
+    const given = Buffer.from(req.headers.authorization ?? '');
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  };
+
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((error: unknown) => {
+      if (error instanceof HttpError)
+        return send(res, error.status, { error: error.message, ...error.extra });
+      if (error instanceof OperationInputError || error instanceof RangeError) {
+        return send(res, 400, { error: (error as Error).message });
+      }
+      log.error({ err: error, method: req.method, url: req.url }, 'admin request failed');
+      send(res, 500, { error: 'internal error; see the tern log' });
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const method = req.method ?? 'GET';
+    const path = url.pathname;
+
+    if (method === 'GET' && (path === '/' || path === '/dashboard')) {
+      res.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'cache-control': 'no-store',
+        // One self-contained page: nothing loads from anywhere else.
+        'content-security-policy':
+          "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+        'x-content-type-options': 'nosniff',
+        'x-frame-options': 'DENY',
+      });
+      res.end(DASHBOARD_HTML);
+      return;
+    }
+    if (method === 'GET' && path === '/metrics') {
+      if (options.metricsAuth && !authorized(req)) throw unauthorized();
+      const { contentType, body } = await options.metrics.render();
+      res.writeHead(200, { 'content-type': contentType });
+      res.end(body);
+      return;
+    }
+    if (!path.startsWith('/api/')) throw new HttpError(404, `no such page: ${path}`);
+    if (!authorized(req)) throw unauthorized();
+
+    const parts = path.split('/').slice(2).map(decodeSegment); // after /api/
+    const [resource, id, action, extra] = parts;
+    if (extra !== undefined) throw notFound(path);
+
+    if (resource === 'health' && id === undefined && method === 'GET') {
+      return send(res, 200, { ok: true, queue: options.queue.kind });
+    }
+    if (resource === 'activity' && id === undefined && method === 'GET') {
+      const limit = intParam(url, 'limit', 50, 200);
+      return send(res, 200, {
+        deliveries: options.activity.recent(
+          limit,
+          new Set<DeliveryActivity['kind']>(['delivered', 'deferred']),
+        ),
+        bounces: options.activity.recent(limit, new Set<DeliveryActivity['kind']>(['bounced'])),
+        rejections: options.recorder.rejections(limit),
+      });
+    }
+
+    const ops = requireOperations(operations, options.queue);
+    if (resource === 'queue') {
+      if (method !== 'GET') throw methodNotAllowed(method, path);
+      if (id === 'summary' && action === undefined) return send(res, 200, await summaryOf(ops, options));
+      if (id === 'history' && action === undefined)
+        return send(res, 200, { samples: options.activity.history() });
+      if (id === undefined) return send(res, 200, await ops.listJobs(filterOf(url)));
+      throw notFound(path);
+    }
+    if (resource === 'messages' && id !== undefined) {
+      const queueId = await resolveMessage(ops, id);
+      if (action === undefined) {
+        if (method === 'GET') return send(res, 200, await detailsOf(ops, queueId));
+        if (method === 'DELETE') {
+          await queued(ops, queueId);
+          if (!(await ops.remove(queueId))) throw gone(queueId);
+          return send(res, 200, { queueId, deleted: true });
+        }
+        throw methodNotAllowed(method, path);
+      }
+      if (method !== 'POST') throw methodNotAllowed(method, path);
+      const body = await readJson(req);
+      switch (action) {
+        case 'retry': {
+          const details = await queued(ops, queueId);
+          if (details.held) throw new HttpError(409, `message ${queueId} is held: release it first`);
+          return send(res, 200, { queueId, jobs: await ops.retryNow(queueId) });
+        }
+        case 'hold': {
+          const details = await queued(ops, queueId);
+          const inFlight = details.jobs.filter((j) => j.state === 'active').length;
+          return send(res, 200, { queueId, held: await ops.hold(queueId), inFlight });
+        }
+        case 'release':
+          await queued(ops, queueId);
+          return send(res, 200, { queueId, released: await ops.release(queueId) });
+        case 'bounce': {
+          const { reason } = parse(bounceBody, body ?? {});
+          await queued(ops, queueId);
+          const result = await ops.bounceNow(queueId, {
+            reportingMta: options.hostname,
+            ...(reason === undefined ? {} : { reason }),
+          });
+          if (result.ok) return send(res, 200, { queueId, ...result });
+          if (result.reason === 'active') {
+            throw new HttpError(
+              409,
+              `message ${queueId} is being delivered right now; it is held now: bounce it again once the attempt ends`,
+            );
+          }
+          throw gone(queueId);
+        }
+        case 'reroute': {
+          const { hop, domain } = parse(rerouteBody, body);
+          const details = await queued(ops, queueId);
+          if (domain !== undefined && !details.jobs.some((j) => j.domain === domain.toLowerCase())) {
+            throw new HttpError(404, `message ${queueId} has no job for ${domain}`);
+          }
+          return send(res, 200, { queueId, jobs: await ops.reroute(queueId, hop as NextHop | null, domain) });
+        }
+        default:
+          throw notFound(path);
+      }
+    }
+    if (resource === 'destinations' && id !== undefined && action !== undefined) {
+      if (method !== 'POST') throw methodNotAllowed(method, path);
+      if (!DOMAIN.test(id)) throw new HttpError(400, `${id}: not a domain name like example.com`);
+      const domain = id.toLowerCase();
+      const body = await readJson(req);
+      switch (action) {
+        case 'suspend': {
+          const until = untilOf(parse(suspendBody, body));
+          await ops.suspend(domain, until);
+          return send(res, 200, { domain, suspendedUntil: until });
+        }
+        case 'resume':
+          return send(res, 200, { domain, due: await ops.resume(domain) });
+        case 'reroute': {
+          const { hop } = parse(destinationRerouteBody, body);
+          await ops.rerouteDestination(domain, hop as NextHop | null);
+          return send(res, 200, { domain, nextHop: hop });
+        }
+        default:
+          throw notFound(path);
+      }
+    }
+    throw notFound(path);
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (error) => log.error({ err: error }, 'admin server error'));
+  const address = server.address() as AddressInfo;
+  const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${shownHost}:${address.port}`;
+  log.info({ url }, 'admin API listening');
+  return {
+    url,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+function parseListen(listen: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
+  if (!match) throw new RangeError(`config.admin.listen: ${JSON.stringify(listen)} is not host:port`);
+  return { host: (match[1] ?? match[2]) as string, port: Number(match[3]) };
+}
+
+function requireOperations(ops: QueueOperations | undefined, queue: QueueBackend): QueueOperations {
+  if (!ops) {
+    throw new HttpError(
+      503,
+      `the ${queue.kind} queue backend does not offer operator operations in this version`,
+    );
+  }
+  return ops;
+}
+
+async function summaryOf(ops: QueueOperations, options: AdminServerOptions): Promise<QueueSummary> {
+  return options.summary ? options.summary() : ops.summary();
+}
+
+/** A queue id, or the queue id of the one message with this Message-ID. */
+async function resolveMessage(ops: QueueOperations, id: string): Promise<string> {
+  if (isQueueId(id)) return id;
+  if (!id.includes('@')) {
+    throw new HttpError(400, `${id}: neither a queue id (21 letters and digits) nor a Message-ID (with @)`);
+  }
+  const found = await ops.findByMessageId(id);
+  if (found.length === 0) throw new HttpError(404, `no message with Message-ID ${id}`);
+  if (found.length > 1) {
+    throw new HttpError(409, `${found.length} messages carry Message-ID ${id}: use a queue id`, {
+      queueIds: found,
+    });
+  }
+  return found[0] as string;
+}
+
+async function detailsOf(ops: QueueOperations, queueId: string): Promise<MessageDetails> {
+  const details = await ops.details(queueId);
+  if (!details)
+    throw new HttpError(
+      404,
+      `no message ${queueId} (never queued here, or finished longer ago than the timeline is kept)`,
+    );
+  return details;
+}
+
+/** The message's details; 409 when it is no longer in the queue. */
+async function queued(ops: QueueOperations, queueId: string): Promise<MessageDetails> {
+  const details = await detailsOf(ops, queueId);
+  if (details.state === 'finished') throw gone(queueId);
+  return details;
+}
+
+function gone(queueId: string): HttpError {
+  return new HttpError(
+    409,
+    `message ${queueId} is no longer in the queue (delivered, bounced or deleted); see its timeline`,
+  );
+}
+
+function filterOf(url: URL): Parameters<QueueOperations['listJobs']>[0] {
+  const known = new Set(['state', 'domain', 'sender', 'recipient', 'limit', 'cursor']);
+  for (const key of url.searchParams.keys()) {
+    if (!known.has(key))
+      throw new HttpError(
+        400,
+        `unknown filter ${key}: use state, domain, sender, recipient, limit or cursor`,
+      );
+  }
+  const get = (name: string): string | undefined => url.searchParams.get(name) ?? undefined;
+  const state = get('state');
+  if (state !== undefined && !STATES.has(state as JobStateFilter)) {
+    throw new HttpError(400, `state: ${state} is not one of scheduled, deferred, active, held`);
+  }
+  const domain = get('domain');
+  const sender = get('sender');
+  const recipient = get('recipient');
+  const cursor = get('cursor');
+  return {
+    ...(state === undefined ? {} : { state: state as JobStateFilter }),
+    ...(domain === undefined ? {} : { domain }),
+    ...(sender === undefined ? {} : { sender }),
+    ...(recipient === undefined ? {} : { recipient }),
+    ...(cursor === undefined ? {} : { cursor }),
+    limit: intParam(url, 'limit', 100, 1000),
+  };
+}
+
+function intParam(url: URL, name: string, fallback: number, max: number): number {
+  const text = url.searchParams.get(name);
+  if (text === null) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1 || value > max) {
+    throw new HttpError(400, `${name}: ${text} must be a whole number from 1 to ${max}`);
+  }
+  return value;
+}
+
+function untilOf(body: z.infer<typeof suspendBody>): number {
+  if ('for' in body) return Date.now() + durationMs(body.for as Duration, 'for');
+  const until = typeof body.until === 'number' ? body.until : Date.parse(body.until);
+  if (!Number.isFinite(until))
+    throw new HttpError(400, `until: ${String(body.until)} is not a date (ISO 8601 or ms)`);
+  if (until <= Date.now()) throw new HttpError(400, 'until: a suspension must end in the future');
+  return until;
+}
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  const result = schema.safeParse(body);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0];
+  const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+  throw new HttpError(400, `${where}${issue?.message ?? 'invalid body'}`);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, `request body above ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return undefined;
+  if (!(req.headers['content-type'] ?? '').startsWith('application/json')) {
+    throw new HttpError(415, 'send the body as application/json');
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError(400, 'the body is not valid JSON');
+  }
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, `bad URL encoding in ${segment}`);
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+function unauthorized(): HttpError {
+  return new HttpError(401, 'missing or wrong token: send Authorization: Bearer <config.admin token>');
+}
+
+function notFound(path: string): HttpError {
+  return new HttpError(404, `no such endpoint: ${path}`);
+}
+
+function methodNotAllowed(method: string, path: string): HttpError {
+  return new HttpError(405, `${method} is not allowed on ${path}`);
+}

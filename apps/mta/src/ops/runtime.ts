@@ -1,0 +1,209 @@
+// The operations side of one running tern: an internal plugin that watches intake and delivery,
+// the sink wrapper that stores each message's intake verdicts with it, the deliver wrapper that
+// applies an operator's reroute, metrics, and the admin server. mta.ts creates it before the
+// plugin hosts (it needs their hook events) and starts the admin server once the queue is open.
+
+import { definePlugin, type HookEvent, type Logger, type NextHop, type Plugin } from '@tern/plugin-api';
+import type { Deliver, IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
+import { isQueueOperations } from '@tern/queue';
+import type { ResolvedConfig } from '../config.js';
+import { readConfigFile } from '../config.js';
+import { ActivityLog } from './activity.js';
+import { type AdminServer, startAdminServer } from './admin-server.js';
+import { IntakeRecorder } from './intake-recorder.js';
+import { TernMetrics } from './metrics.js';
+
+/** The internal plugin's name; `tern start` leaves it out of the plugin list it prints. */
+export const OPS_PLUGIN_NAME = 'tern-ops';
+
+/** A summary is read at most this often, however many scrapes and dashboards ask. */
+const SUMMARY_CACHE_MS = 1000;
+const DEFAULT_SAMPLE_MS = 15_000;
+
+export interface OpsStartOptions {
+  readonly queue: QueueBackend;
+  readonly hostname: string;
+  /** Open connections per listener name. */
+  readonly connections: () => Readonly<Record<string, number>>;
+}
+
+export class OpsRuntime {
+  readonly recorder = new IntakeRecorder();
+  readonly activity = new ActivityLog();
+  readonly plugin: Plugin;
+  metrics: TernMetrics | undefined;
+  admin: AdminServer | undefined;
+  readonly #config: ResolvedConfig;
+  readonly #log: Logger;
+  /** Operator hops for the jobs being delivered right now, by job id (read by the route hook). */
+  readonly #hops = new Map<string, NextHop>();
+  #sampler: NodeJS.Timeout | undefined;
+
+  constructor(config: ResolvedConfig, logger: Logger) {
+    this.#config = config;
+    this.#log = logger.child({ component: 'ops' });
+    this.plugin = this.#makePlugin();
+  }
+
+  /** For every PluginHost: each hook call goes to the timeline recorder and the metrics. */
+  readonly onHookEvent = (event: HookEvent): void => {
+    if (event.plugin === OPS_PLUGIN_NAME) return;
+    this.recorder.record(event);
+    const metrics = this.metrics;
+    if (!metrics) return;
+    metrics.hookCalls.inc({ plugin: event.plugin, hook: event.hook, outcome: event.outcome });
+    metrics.hookDuration.observe({ plugin: event.plugin, hook: event.hook }, event.durationMs / 1000);
+    if (['reject', 'tempfail', 'disconnect', 'error', 'timeout'].includes(event.outcome)) {
+      metrics.refusals.inc({
+        listener: this.recorder.listenerOf(event.sessionId) ?? '',
+        plugin: event.plugin,
+        hook: event.hook,
+        outcome: event.outcome,
+        code:
+          event.code === undefined
+            ? event.outcome === 'error' || event.outcome === 'timeout'
+              ? '451'
+              : ''
+            : String(event.code),
+      });
+    }
+  };
+
+  /** The queue as listeners see it: each message carries its session's verdicts into its timeline. */
+  sink(queue: QueueBackend): { enqueue(message: IncomingMessage): Promise<string> } {
+    return {
+      enqueue: async (message) => {
+        const listener = message.source?.listener ?? '';
+        const timeline = this.recorder.take(message.source?.sessionId);
+        try {
+          const id = await queue.enqueue(timeline.length > 0 ? { ...message, timeline } : message);
+          this.metrics?.accepted.inc({ listener });
+          return id;
+        } catch (error) {
+          this.metrics?.enqueueFailures.inc({ listener });
+          throw error;
+        }
+      },
+    };
+  }
+
+  /** Delivery that honours an operator's reroute: the job's hop reaches the route hook of the ops plugin. */
+  deliver(deliver: Deliver): Deliver {
+    return async (job, message) => {
+      if (job.nextHop === undefined) return deliver(job, message);
+      this.#hops.set(job.id, job.nextHop);
+      try {
+        return await deliver(job, message);
+      } finally {
+        this.#hops.delete(job.id);
+      }
+    };
+  }
+
+  /** Starts metrics, the depth sampler and the admin server (when config.admin is set). */
+  async start(options: OpsStartOptions): Promise<void> {
+    const { queue } = options;
+    const operations = isQueueOperations(queue) ? queue : undefined;
+    const summary = operations ? this.#cachedSummary(() => operations.summary()) : undefined;
+    const ping = (queue as { ping?: () => Promise<number> }).ping;
+    this.metrics = new TernMetrics({
+      connections: options.connections,
+      ...(summary ? { summary } : {}),
+      ...(typeof ping === 'function' ? { redisPing: () => ping.call(queue) } : {}),
+    });
+    const admin = this.#config.admin;
+    if (!admin) return;
+    if (summary) {
+      const sample = (): void => {
+        summary().then(
+          (s) => this.activity.sample(s),
+          (error: unknown) => this.#log.warn({ err: error }, 'queue depth sample failed'),
+        );
+      };
+      sample();
+      this.#sampler = setInterval(sample, admin.sampleIntervalMs ?? DEFAULT_SAMPLE_MS);
+      this.#sampler.unref();
+    }
+    const token =
+      admin.token ?? readConfigFile(this.#config, admin.tokenFile as string, 'config.admin.tokenFile').trim();
+    this.admin = await startAdminServer({
+      listen: admin.listen,
+      token,
+      metricsAuth: admin.metricsAuth === true,
+      queue,
+      hostname: options.hostname,
+      metrics: this.metrics,
+      activity: this.activity,
+      recorder: this.recorder,
+      logger: this.#log,
+      ...(summary ? { summary } : {}),
+    });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#sampler);
+    await this.admin?.close();
+  }
+
+  #cachedSummary(read: () => Promise<QueueSummary>): () => Promise<QueueSummary> {
+    let cached: { at: number; value: Promise<QueueSummary> } | undefined;
+    return () => {
+      const now = Date.now();
+      if (!cached || now - cached.at > SUMMARY_CACHE_MS) {
+        const value = read();
+        cached = { at: now, value };
+        // A failed read is not kept: the next caller tries again.
+        value.catch(() => {
+          if (cached?.value === value) cached = undefined;
+        });
+      }
+      return cached.value;
+    };
+  }
+
+  #makePlugin(): Plugin {
+    const recorder = this.recorder;
+    const activity = this.activity;
+    const hops = this.#hops;
+    const runtime = this;
+    // `pre` so its connect and mailFrom hooks run before any plugin's verdict is recorded, and its
+    // route hook before any other plugin's route: an operator's reroute wins.
+    return definePlugin({
+      name: OPS_PLUGIN_NAME,
+      enforce: 'pre',
+      connect(ctx) {
+        recorder.opened(ctx.session.id, ctx.session.listener.name, ctx.session.remoteAddress);
+        runtime.metrics?.connections.inc({ listener: ctx.session.listener.name });
+      },
+      helo(ctx) {
+        recorder.helo(ctx.session.id, ctx.hostname);
+      },
+      mailFrom(ctx) {
+        recorder.mailFrom(ctx.session.id, ctx.address);
+        runtime.metrics?.transactions.inc({ listener: ctx.session.listener.name });
+      },
+      rcptTo(ctx) {
+        recorder.rcptTo(ctx.session.id, ctx.recipient.address);
+      },
+      close(ctx) {
+        recorder.closed(ctx.session.id);
+      },
+      route(ctx) {
+        return hops.get(`${ctx.queueId}@${ctx.domain}`);
+      },
+      delivered(ctx) {
+        activity.delivery('delivered', ctx.queueId, ctx.results, { remoteMta: ctx.remoteMta, hop: ctx.hop });
+        runtime.metrics?.deliveries.inc({ result: 'delivered' }, ctx.results.length);
+      },
+      deferred(ctx) {
+        activity.delivery('deferred', ctx.queueId, ctx.results);
+        runtime.metrics?.deliveries.inc({ result: 'deferred' }, ctx.results.length);
+      },
+      bounced(ctx) {
+        activity.delivery('bounced', ctx.queueId, ctx.results, { reason: ctx.reason });
+        runtime.metrics?.deliveries.inc({ result: 'failed' }, ctx.results.length);
+        runtime.metrics?.bounces.inc({ reason: ctx.reason }, ctx.results.length);
+      },
+    });
+  }
+}
