@@ -2,6 +2,7 @@
 // the destination's throttles, reuse or open a session, run one transaction, and report an outcome
 // per recipient. Remote failures are outcomes; only bugs throw, and even those become 4.3.0 here.
 import { Readable } from 'node:stream';
+import { createLimiter } from '@tern/limiter';
 import {
   type Envelope,
   type EnvelopeRecipient,
@@ -26,7 +27,6 @@ import { encodeData, hasEightBitBytes, isNonAscii, type WireMessage } from './en
 import { deliverToMaildir } from './maildir.js';
 import { type DnsOptions, MxResolver } from './mx.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
-import { RedisThrottle } from './redis-throttle.js';
 import { classify, DeliveryReplies } from './reply.js';
 import {
   DEFAULT_TIMEOUTS,
@@ -37,7 +37,7 @@ import {
   SmtpSession,
   type TlsSettings,
 } from './session.js';
-import { type Admission, admit, type DestinationLimit, MemoryThrottle, type Throttle } from './throttle.js';
+import { type Admission, admit, type DestinationLimit, type Throttle } from './throttle.js';
 
 /** Per-destination limits. A job takes its domain's limit first, then the limit of each host it connects to. */
 export interface LimitOptions {
@@ -79,7 +79,11 @@ export interface DelivererOptions {
   readonly maxAddresses?: number;
   readonly pool?: Partial<PoolOptions>;
   readonly limits?: LimitOptions;
-  /** Where limits are counted. Default: RedisThrottle on `redis` when given, else in this process. */
+  /**
+   * Where limits are counted, e.g. a limiter from @tern/limiter shared with the rate-limit plugin
+   * (the caller closes it). Default: a limiter of our own over `redis` when given, else in this
+   * process, failing open (a Redis outage lets mail out unthrottled rather than stopping it).
+   */
   readonly throttle?: Throttle;
   /** Shares limits across nodes (the caller owns and closes the client). */
   readonly redis?: Redis;
@@ -114,13 +118,21 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const defaultTls: TlsMode = options.tls?.mode ?? 'opportunistic';
   const maxAddresses = options.maxAddresses ?? 5;
   const limits = options.limits ?? {};
+  checkLimits(limits);
   const waitMs = limits.waitMs ?? 2000;
-  const leaseTtlMs = limits.leaseTtlMs ?? 60_000;
   const resolver = new MxResolver(options.dns);
   const pool = new ConnectionPool({ ...DEFAULT_POOL, ...options.pool });
-  const throttle =
-    options.throttle ??
-    (options.redis ? new RedisThrottle(options.redis, { logger, leaseTtlMs }) : new MemoryThrottle());
+  // Only a limiter we made is ours to close; an injected one may be serving others too.
+  const ownLimiter =
+    options.throttle === undefined
+      ? createLimiter({
+          redis: options.redis,
+          failMode: 'open',
+          logger: logger.child({ component: 'throttle' }),
+          leaseTtlMs: limits.leaseTtlMs,
+        })
+      : undefined;
+  const throttle: Throttle = options.throttle ?? ownLimiter!;
   const settings: SessionSettings = {
     heloName: options.hostname,
     timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
@@ -479,8 +491,41 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 
   return {
     deliver,
-    close: () => pool.close(),
+    close: async () => {
+      await pool.close();
+      // Stops lease renewal and gives back what is still held; the caller's Redis stays open.
+      await ownLimiter?.close();
+    },
   };
+}
+
+/**
+ * The limiter counts in whole units of whole milliseconds; checked here so a bad limit stops
+ * start-up with its field named instead of deferring every message to that destination.
+ */
+function checkLimits(limits: LimitOptions): void {
+  const check = (limit: DestinationLimit | undefined, where: string): void => {
+    if (limit === undefined) return;
+    const whole = (value: unknown): boolean => Number.isSafeInteger(value) && (value as number) >= 1;
+    if (limit.maxConnections !== undefined && !whole(limit.maxConnections)) {
+      throw new TypeError(
+        `${where}.maxConnections: expected a whole number of at least 1, got ${String(limit.maxConnections)}`,
+      );
+    }
+    const rate = limit.messageRate;
+    if (rate !== undefined && (!whole(rate.limit) || !whole(rate.per))) {
+      throw new TypeError(
+        `${where}.messageRate: expected { limit, per } as whole numbers of at least 1 (per in ms), got ${JSON.stringify(rate)}`,
+      );
+    }
+  };
+  check(limits.default, 'delivery.limits.default');
+  for (const [name, limit] of Object.entries(limits.domains ?? {})) {
+    check(limit, `delivery.limits.domains[${JSON.stringify(name)}]`);
+  }
+  for (const [name, limit] of Object.entries(limits.hosts ?? {})) {
+    check(limit, `delivery.limits.hosts[${JSON.stringify(name)}]`);
+  }
 }
 
 /** Hooks get their own copy: a hook changing it must not change the job the queue holds. */

@@ -15,7 +15,6 @@ export {
   type MxResolution,
   MxResolver,
 } from './mx.js';
-export { RedisThrottle, type RedisThrottleOptions } from './redis-throttle.js';
 export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
 export {
   type Capabilities,
@@ -34,7 +33,6 @@ export {
   type Admission,
   admit,
   type DestinationLimit,
-  MemoryThrottle,
   type Throttle,
   type ThrottleLeaseResult,
   type ThrottleRate,

@@ -1,6 +1,6 @@
 // Per-destination limits: how many deliveries may be in flight at once and how many messages per
-// second may go to one domain or host. `Throttle` is the seam: in-process here, cluster-wide in
-// redis-throttle.ts, or whatever a rate-limit plugin provides.
+// second may go to one domain or host. `Throttle` is the seam; the counting is @tern/limiter's (the
+// same limiter the inbound rate-limit plugin uses), in this process or cluster-wide in Redis.
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A concurrency slot: held until `release()` (idempotent), or taken by someone else. */
@@ -21,8 +21,8 @@ export interface ThrottleRateResult {
 }
 
 /**
- * Where per-destination limits are counted. Shaped so that @tern/plugin-ratelimit's limiter (its
- * `DeliveryThrottle`) fits as it is; `MemoryThrottle` and `RedisThrottle` are the built-in ones.
+ * Where per-destination limits are counted: only what `admit` needs, so any limiter from
+ * @tern/limiter fits as it is (the default is one), and so does a custom implementation.
  * Implementations that share slots across processes must let a dead holder's slots expire.
  */
 export interface Throttle {
@@ -38,48 +38,6 @@ export interface DestinationLimit {
   readonly maxConnections?: number;
   /** Messages per window, e.g. `{ limit: 10, per: 1000 }` for 10 a second (in bursts of up to 10). */
   readonly messageRate?: ThrottleRate;
-}
-
-/** Throttle in this process only: right for one node, or when no Redis is configured. */
-export class MemoryThrottle implements Throttle {
-  readonly #slots = new Map<string, number>();
-  readonly #tat = new Map<string, number>();
-
-  async acquire(key: string, limit: number): Promise<ThrottleLeaseResult> {
-    const held = this.#slots.get(key) ?? 0;
-    if (held >= limit) return { acquired: false };
-    this.#slots.set(key, held + 1);
-    let released = false;
-    return {
-      acquired: true,
-      release: async (): Promise<void> => {
-        if (released) return;
-        released = true;
-        const now = (this.#slots.get(key) ?? 1) - 1;
-        if (now <= 0) this.#slots.delete(key);
-        else this.#slots.set(key, now);
-      },
-    };
-  }
-
-  async take(key: string, rate: ThrottleRate): Promise<ThrottleRateResult> {
-    const now = Date.now();
-    const { emission, tolerance } = gcraParameters(rate);
-    const tat = Math.max(this.#tat.get(key) ?? now, now);
-    const wait = tat - now - tolerance;
-    if (wait > 0) return { allowed: false, retryAfterMs: Math.ceil(wait) };
-    this.#tat.set(key, tat + emission);
-    return { allowed: true, retryAfterMs: 0 };
-  }
-}
-
-/** GCRA in milliseconds: one message per `emission`, with `tolerance` allowing `limit` back to back. */
-export function gcraParameters(rate: ThrottleRate): { emission: number; tolerance: number } {
-  if (!(rate.limit >= 1) || !(rate.per > 0)) {
-    throw new RangeError(`messageRate must have limit >= 1 and per > 0 (ms), got ${JSON.stringify(rate)}`);
-  }
-  const emission = rate.per / Math.floor(rate.limit);
-  return { emission, tolerance: rate.per - emission };
 }
 
 /** Either a held slot (possibly none needed) or the key whose limit held us too long. */

@@ -1,4 +1,7 @@
-// Per-destination limits: in-process and shared through a private redis-server by several deliverers.
+// Per-destination limits: in-process and shared through a private redis-server by several deliverers,
+// counted by @tern/limiter (the same limiter the inbound rate-limit plugin uses).
+import { createLimiter, type Limiter, type LimiterOptions } from '@tern/limiter';
+import { type LogRecord, memoryLogger, silentLogger } from '@tern/plugin-api';
 import {
   type SmtpSink,
   startDnsServer,
@@ -9,13 +12,7 @@ import {
 } from '@tern/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createDeliverer,
-  type Deliverer,
-  type DelivererOptions,
-  MemoryThrottle,
-  RedisThrottle,
-} from '../src/index.js';
+import { createDeliverer, type Deliverer, type DelivererOptions, type Throttle } from '../src/index.js';
 import { makeJob, SIMPLE_MESSAGE, storedMessage } from './helpers/jobs.js';
 import { startWireTap, type WireTap } from './helpers/wire-tap.js';
 
@@ -51,8 +48,8 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-function client(): Redis {
-  const c = new Redis(redis.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+function client(url = redis.url): Redis {
+  const c = new Redis(url, { lazyConnect: false, maxRetriesPerRequest: 1 });
   clients.push(c);
   return c;
 }
@@ -69,6 +66,13 @@ async function slowMxAt(address: string): Promise<WireTap> {
   dns.set('mx.shared.test', { A: [address] });
   cleanups.push(async () => dns.set('mx.shared.test', { A: ['127.0.0.2'] }));
   return relay;
+}
+
+/** A limiter as the deliverer makes its own (fail open), on `redis` or in process. */
+function limiterOn(redisClient: Redis | undefined, extra: Partial<LimiterOptions> = {}): Limiter {
+  const l = createLimiter({ redis: redisClient, failMode: 'open', logger: silentLogger, ...extra });
+  cleanups.push(() => l.close());
+  return l;
 }
 
 function make(extra: Partial<DelivererOptions>): Deliverer {
@@ -165,16 +169,47 @@ describe('per-destination rate', () => {
   });
 });
 
-describe('RedisThrottle', () => {
+describe('a Redis outage', () => {
+  it('lets mail out unthrottled (the default limiter fails open) and logs the outage once', async () => {
+    const ownRedis = await startRedis();
+    cleanups.push(() => ownRedis.stop());
+    const records: LogRecord[] = [];
+    const limits = {
+      domains: { 'limited.test': { maxConnections: 1, messageRate: { limit: 1, per: 60_000 } } },
+      waitMs: 100,
+    };
+    const ownClient = client(ownRedis.url);
+    // Its reconnect failures after the kill are expected; the limiter reports the outage itself.
+    ownClient.on('error', () => {});
+    // Once Redis is gone this client only reconnects in vain: drop it before the server's cleanup.
+    cleanups.push(async () => ownClient.disconnect());
+    const d = make({ redis: ownClient, limits, logger: memoryLogger(records) });
+    const first = await d.deliver(makeJob(['a@limited.test']), storedMessage(SIMPLE_MESSAGE));
+    const held = await d.deliver(makeJob(['b@limited.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(first.recipients[0]?.result).toBe('delivered');
+    expect(held.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.0' } });
+
+    await ownRedis.kill();
+    const during = await Promise.all(
+      ['c', 'd', 'e'].map((r) => d.deliver(makeJob([`${r}@limited.test`]), storedMessage(SIMPLE_MESSAGE))),
+    );
+    expect(during.map((r) => r.recipients[0]?.result)).toEqual(['delivered', 'delivered', 'delivered']);
+    const outage = records.filter((r) => r.message?.includes('store unreachable'));
+    expect(outage).toHaveLength(1);
+    expect(outage[0]).toMatchObject({ level: 'error', fields: { failMode: 'open', component: 'throttle' } });
+  });
+});
+
+describe('the limiter as a Throttle', () => {
   it('shares one GCRA rate between nodes', async () => {
     const prefix = `t${Date.now()}:`;
-    const a = new RedisThrottle(client(), { prefix });
-    const b = new RedisThrottle(client(), { prefix });
+    const a = limiterOn(client(), { prefix });
+    const b = limiterOn(client(), { prefix });
     const rate = { limit: 2, per: 1000 };
     expect((await a.take('msg:x', rate)).allowed).toBe(true);
     expect((await b.take('msg:x', rate)).allowed).toBe(true);
     const third = await a.take('msg:x', rate);
-    expect(third.allowed).toBe(false);
+    expect(third).toMatchObject({ allowed: false, degraded: false });
     expect(third.retryAfterMs).toBeGreaterThan(0);
     expect(third.retryAfterMs).toBeLessThanOrEqual(500);
     expect((await b.take('msg:other', rate)).allowed).toBe(true);
@@ -183,30 +218,28 @@ describe('RedisThrottle', () => {
   it('gives a dead node’s slot back after the lease TTL, and keeps a live one by renewing it', async () => {
     const prefix = `l${Date.now()}:`;
     const doomedClient = client();
-    const doomed = new RedisThrottle(doomedClient, { prefix, leaseTtlMs: 300 });
-    const live = new RedisThrottle(client(), { prefix, leaseTtlMs: 300 });
-    const other = new RedisThrottle(client(), { prefix, leaseTtlMs: 300 });
+    const doomed = limiterOn(doomedClient, { prefix, leaseTtlMs: 300 });
+    const live = limiterOn(client(), { prefix, leaseTtlMs: 300 });
+    const other = limiterOn(client(), { prefix, leaseTtlMs: 300 });
 
     const held = await live.acquire('conn:live', 1);
-    expect(held.acquired).toBe(true);
-    expect((await doomed.acquire('conn:dead', 1)).acquired).toBe(true);
+    expect(held).toMatchObject({ acquired: true, degraded: false });
+    expect(await doomed.acquire('conn:dead', 1)).toMatchObject({ acquired: true, degraded: false });
     // The node dies: its connection goes, so nothing renews or releases its lease.
     doomedClient.disconnect();
-    expect((await other.acquire('conn:dead', 1)).acquired).toBe(false);
+    expect(await other.acquire('conn:dead', 1)).toMatchObject({ acquired: false, degraded: false });
 
     await new Promise((resolve) => setTimeout(resolve, 700));
     const taken = await other.acquire('conn:dead', 1);
-    expect(taken.acquired).toBe(true);
+    expect(taken).toMatchObject({ acquired: true, degraded: false });
     // The live lease was renewed all along: still held.
-    expect((await other.acquire('conn:live', 1)).acquired).toBe(false);
+    expect(await other.acquire('conn:live', 1)).toMatchObject({ acquired: false, degraded: false });
     if (held.acquired) await held.release();
-    expect((await other.acquire('conn:live', 1)).acquired).toBe(true);
+    expect(await other.acquire('conn:live', 1)).toMatchObject({ acquired: true, degraded: false });
   });
-});
 
-describe('MemoryThrottle', () => {
-  it('counts slots and releases each only once', async () => {
-    const t = new MemoryThrottle();
+  it('counts slots in process and releases each only once', async () => {
+    const t: Throttle = limiterOn(undefined);
     const first = await t.acquire('k', 1);
     expect((await t.acquire('k', 1)).acquired).toBe(false);
     if (!first.acquired) throw new Error('expected a slot');
@@ -216,5 +249,19 @@ describe('MemoryThrottle', () => {
     const third = await t.acquire('k', 2);
     expect([second.acquired, third.acquired]).toEqual([true, true]);
     expect((await t.acquire('k', 2)).acquired).toBe(false);
+  });
+});
+
+describe('limits are checked at start-up', () => {
+  it('refuses a limit the limiter cannot count, naming the field', () => {
+    expect(() =>
+      createDeliverer({
+        hostname: 'out.tern.test',
+        limits: { domains: { 'a.test': { messageRate: { limit: 10, per: 0.5 } } } },
+      }),
+    ).toThrow(/delivery\.limits\.domains\["a\.test"\]\.messageRate/);
+    expect(() =>
+      createDeliverer({ hostname: 'out.tern.test', limits: { default: { maxConnections: 0 } } }),
+    ).toThrow(/delivery\.limits\.default\.maxConnections/);
   });
 });
