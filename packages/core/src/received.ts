@@ -28,7 +28,9 @@ export function withProtocol(esmtp: boolean, tls: boolean, authenticated: boolea
 /** The value of the Received field, folded so each line stays short. */
 export function receivedValue(f: ReceivedFields): string {
   const ip = addressLiteral(f.remoteAddress);
-  const from = `from ${traceToken(f.helo ?? 'unknown')} (${f.clientHostname ? traceToken(f.clientHostname) : ip} ${ip})`;
+  // RFC 5321 TCP-info: the address literal alone, or a confirmed host name and the literal.
+  const tcpInfo = f.clientHostname ? `${traceToken(f.clientHostname)} ${ip}` : ip;
+  const from = `from ${traceToken(f.helo ?? 'unknown')} (${tcpInfo})`;
   const lines = [from];
   if (f.tls) lines.push(`(using ${traceToken(f.tls.protocol)} with cipher ${traceToken(f.tls.cipher)})`);
   if (f.user !== undefined) lines.push(`(authenticated as ${commentText(f.user)})`);

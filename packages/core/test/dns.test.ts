@@ -49,9 +49,9 @@ describe('forward-confirmed reverse DNS', () => {
   test('a PTR that resolves back to the client is used; a lying, failing or absent one is not', async () => {
     const h = await startListener({ reverseLookup: true }, { resolver });
     expect(await receivedFrom(h.port, '127.0.0.2', h.queue, 0)).toBe('client.tern.test [127.0.0.2]');
-    expect(await receivedFrom(h.port, '127.0.0.3', h.queue, 1)).toBe('[127.0.0.3] [127.0.0.3]');
-    expect(await receivedFrom(h.port, '127.0.0.4', h.queue, 2)).toBe('[127.0.0.4] [127.0.0.4]');
-    expect(await receivedFrom(h.port, '127.0.0.5', h.queue, 3)).toBe('[127.0.0.5] [127.0.0.5]');
+    expect(await receivedFrom(h.port, '127.0.0.3', h.queue, 1)).toBe('[127.0.0.3]');
+    expect(await receivedFrom(h.port, '127.0.0.4', h.queue, 2)).toBe('[127.0.0.4]');
+    expect(await receivedFrom(h.port, '127.0.0.5', h.queue, 3)).toBe('[127.0.0.5]');
     expect(server.queries.some((q) => q.type === 'A' && q.name === 'mail.bigbank.example')).toBe(true);
   });
 
@@ -66,7 +66,7 @@ describe('forward-confirmed reverse DNS', () => {
       { resolver: hanging },
     );
     const started = performance.now();
-    expect(await receivedFrom(h.port, '127.0.0.2', h.queue, 0)).toBe('[127.0.0.2] [127.0.0.2]');
+    expect(await receivedFrom(h.port, '127.0.0.2', h.queue, 0)).toBe('[127.0.0.2]');
     expect(performance.now() - started).toBeGreaterThanOrEqual(200);
   });
 });

@@ -43,9 +43,7 @@ describe('trusted networks', () => {
     await c.read();
     await c.command('EHLO a.example');
     expect(await mail(c, 'x@remote.example')).toMatch(/^250 2\.0\.0 /);
-    expect(trusted.queue.raw(0).toString()).toMatch(
-      /^Received: from a\.example \(\[IPv6:::1\] \[IPv6:::1\]\)/,
-    );
+    expect(trusted.queue.raw(0).toString()).toMatch(/^Received: from a\.example \(\[IPv6:::1\]\)/);
 
     const untrusted = await startListener({
       host: '::1',
@@ -155,7 +153,7 @@ describe('PROXY protocol', () => {
     expect(await mail(c, 'x@remote.example')).toBe(RELAY_DENIED); // 198.51.100.7 is not trusted
     expect(await mail(c, `user@${LOCAL_DOMAIN}`)).toMatch(/^250 /);
     expect(seen).toEqual(['198.51.100.7']);
-    expect(h.queue.raw(0).toString()).toMatch(/\(\[198\.51\.100\.7\] \[198\.51\.100\.7\]\)/);
+    expect(h.queue.raw(0).toString()).toMatch(/\(\[198\.51\.100\.7\]\)/);
   });
 
   test('an untrusted client is not asked for a header and cannot send one', async () => {

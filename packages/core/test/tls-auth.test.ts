@@ -252,7 +252,7 @@ describe('AUTH with the users file', () => {
     expect(queued.source).toMatchObject({ user: 'alice', listener: 'test' });
     const raw = Buffer.concat(queued.chunks).toString('latin1');
     expect(raw).toMatch(
-      /^Received: from client\.example \(\[127\.0\.0\.1\] \[127\.0\.0\.1\]\)\r\n\t\(using TLSv1\.3 with cipher TLS_[A-Z0-9_]+\)\r\n\t\(authenticated as alice\)\r\n\tby mx\.tern\.test \(Tern\) with ESMTPSA id /,
+      /^Received: from client\.example \(\[127\.0\.0\.1\]\)\r\n\t\(using TLSv1\.3 with cipher TLS_[A-Z0-9_]+\)\r\n\t\(authenticated as alice\)\r\n\tby mx\.tern\.test \(Tern\) with ESMTPSA id /,
     );
     expect(raw).toMatch(/\r\nMessage-ID: <[0-9a-f-]{36}@mx\.tern\.test>\r\n/);
     expect(raw).toMatch(/\r\nDate: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n/);

@@ -259,7 +259,7 @@ describe('trace fields', () => {
       date: new Date(Date.UTC(2030, 0, 1)),
     });
     expect(value).toBe(
-      'from a??X-Injected:?yes ([IPv6:2001:db8::1] [IPv6:2001:db8::1])\r\n' +
+      'from a??X-Injected:?yes ([IPv6:2001:db8::1])\r\n' +
         '\t(authenticated as bob\\) \\(forged)\r\n' +
         '\tby mx.example.org (Tern) with ESMTPA id abc.1\r\n' +
         '\tfor <x>??evil@example.org>; Tue, 01 Jan 2030 00:00:00 +0000',

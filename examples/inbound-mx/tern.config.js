@@ -1,0 +1,38 @@
+// An inbound MX for example.org: anyone may send mail for it (nobody may relay), spam is filtered
+// (DNSBL, SPF, DKIM, DMARC, heuristics, by score), and accepted mail goes to a mailbox server over
+// LMTP (Dovecot, Cyrus: 127.0.0.1:24 by default). TERN_* variables let the example's test run it
+// in isolation against its own DNS and LMTP servers.
+import { defineConfig } from '@tern/mta';
+import { spamFilter } from '@tern/plugin-spam';
+
+const env = process.env;
+const [lmtpHost, lmtpPort] = (env.TERN_LMTP ?? '127.0.0.1:24').split(':');
+
+export default defineConfig({
+  hostname: 'mx.example.org',
+  localDomains: ['example.org'],
+  listeners: [
+    {
+      name: 'mx',
+      kind: 'mx',
+      port: Number(env.TERN_PORT ?? 25),
+      // A proxy (or swaks --xclient-addr for trying the filter) on this machine may say who the
+      // real client is; nobody else may.
+      xclient: true,
+    },
+  ],
+  trustedNetworks: ['127.0.0.1/32'],
+  queue: { backend: 'embedded', path: `${env.TERN_DATA ?? '.tern-data'}/queue.db` },
+  delivery: {
+    local: { domains: ['example.org'], lmtp: { host: lmtpHost, port: Number(lmtpPort ?? 24) } },
+  },
+  plugins: [
+    spamFilter({
+      // DNSBLs refuse queries from big public resolvers: use a local caching resolver.
+      dns: { servers: [env.TERN_DNS ?? '127.0.0.1:53'] },
+      dnsbl: { zones: [{ zone: env.TERN_DNSBL ?? 'zen.spamhaus.org', action: 'reject' }] },
+      actions: { tag: 5, quarantine: 10, reject: 15 },
+      headers: { subjectPrefix: '[SPAM] ' },
+    }),
+  ],
+});
