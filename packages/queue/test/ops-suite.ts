@@ -91,7 +91,8 @@ export function describeQueueOperations(name: string, open: () => Promise<Operab
       expect(second.jobs).toHaveLength(2);
       expect(second.cursor).toBeUndefined();
       const listed = [...first.jobs, ...second.jobs].map((j) => j.queueId);
-      expect(listed).toEqual([...ids.slice(0, 5), ids[5]]);
+      // Queue ids order by arrival to the millisecond (then at random), and so do pages.
+      expect(listed).toEqual([...ids.slice(0, 5), ids[5]].sort());
 
       expect((await q.listJobs({ state: 'held' })).jobs.map((j) => j.queueId)).toEqual([ids[0]]);
       expect((await q.listJobs({ sender: 'BOB@' })).jobs.map((j) => j.jobId).sort()).toEqual([
@@ -392,7 +393,8 @@ export function describeQueueOperations(name: string, open: () => Promise<Operab
       const x = (await q.summary()).destinations.find((d) => d.domain === 'x.test');
       expect(x).toMatchObject({ total: 1, scheduled: 1 });
       expect(x?.suspendedUntil).toBeGreaterThan(Date.now());
-      expect((await q.details(id))?.jobs.map((j) => j.attempts)).toEqual([0]); // waiting costs no attempt
+      // Waiting costs no attempt. (The embedded store also lists the finished y.test job.)
+      expect((await q.details(id))?.jobs.find((j) => j.domain === 'x.test')?.attempts).toBe(0);
 
       expect(await q.resume('x.test')).toBe(1);
       await waitFor(() => calls.length === 2, 5000);

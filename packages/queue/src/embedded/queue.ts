@@ -2,7 +2,7 @@
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { type Logger, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type Database from 'better-sqlite3';
 import {
   type AttemptOutcome,
@@ -11,18 +11,33 @@ import {
   runDeliveryAttempt,
 } from '../attempt.js';
 import type {
+  BounceNowOptions,
+  BounceNowResult,
   Deliver,
   DeliveryJob,
   IncomingMessage,
+  MessageDetails,
   MessageRecord,
   QueueBackend,
+  QueueFilter,
+  QueueOperations,
+  QueuePage,
+  QueueSummary,
   RecipientState,
   WorkerOptions,
 } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { newQueueId, planJobs } from '../plan.js';
+import {
+  attemptEvent,
+  DEFAULT_TIMELINE_RETENTION_MS,
+  initialTimeline,
+  type OperatorEvent,
+  type TimelineEvent,
+} from '../timeline.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
+import { EmbeddedOperations } from './operations.js';
 import { closeStore, openStore } from './store.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
@@ -40,6 +55,8 @@ export interface EmbeddedQueueOptions {
   readonly pollIntervalMs?: number;
   /** Jobs towards one recipient domain in flight at once (default 10), so one slow domain cannot take every slot. */
   readonly maxActivePerDomain?: number;
+  /** How long a finished message's timeline stays retrievable (default 7 days). */
+  readonly timelineRetentionMs?: number;
 }
 
 /** One job as `list()` shows it to operators. */
@@ -73,6 +90,7 @@ interface PreparedMessage {
   readonly source: string | null;
   readonly isBounce: number;
   readonly jobs: readonly { id: string; domain: string; recipients: string }[];
+  readonly timeline: readonly TimelineEvent[];
 }
 
 interface WorkerState {
@@ -96,6 +114,7 @@ interface JobRow {
   next_attempt_at: number;
   state: JobState;
   delay_notified: number;
+  next_hop: string | null;
   envelope: string;
   created_at: number;
   is_bounce: number;
@@ -112,7 +131,7 @@ export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue 
   return new EmbeddedQueue(options);
 }
 
-export class EmbeddedQueue implements QueueBackend {
+export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly kind = 'embedded' as const;
   readonly location: string;
   readonly #db: Database.Database;
@@ -129,6 +148,7 @@ export class EmbeddedQueue implements QueueBackend {
   #timer: NodeJS.Timeout | undefined;
   readonly #sql: ReturnType<typeof prepare>;
   readonly #due: DueJobs;
+  readonly #ops: EmbeddedOperations;
 
   constructor(options: EmbeddedQueueOptions) {
     this.#pollMs = wholeNumber(options.pollIntervalMs ?? DEFAULT_POLL_MS, 'pollIntervalMs');
@@ -140,6 +160,11 @@ export class EmbeddedQueue implements QueueBackend {
     try {
       this.#sql = prepare(this.#db);
       this.#due = new DueJobs(this.#db);
+      this.#ops = new EmbeddedOperations(this.#db, {
+        enqueue: (message) => this.enqueue(message),
+        wake: () => this.#wake(),
+        retentionMs: options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS,
+      });
       // Only one process may open the store, so a job still 'active' belongs to a process that
       // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss).
       recovered = this.#sql.recoverActive.run(Date.now());
@@ -220,6 +245,7 @@ export class EmbeddedQueue implements QueueBackend {
     for (const job of m.jobs) {
       this.#sql.insertJob.run(job.id, m.queueId, job.domain, job.recipients, m.createdAt, m.createdAt);
     }
+    this.#ops.startTimeline(m.queueId, m.messageId ?? undefined, m.timeline);
   }
 
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
@@ -249,7 +275,13 @@ export class EmbeddedQueue implements QueueBackend {
     let pick: DuePick;
     let leased: JobRow[];
     try {
-      pick = this.#due.pick(now, free, (domain) => this.#perDomain - (this.#activeByDomain.get(domain) ?? 0));
+      this.#ops.prune(now);
+      // A suspended destination has no room: its jobs stay scheduled, attempts untouched.
+      pick = this.#due.pick(now, free, (domain) =>
+        this.#ops.suspendedUntil(domain, now) === undefined
+          ? this.#perDomain - (this.#activeByDomain.get(domain) ?? 0)
+          : 0,
+      );
       leased = this.#lease(now, pick.jobs);
     } catch (error) {
       // The store failed (disk full, I/O error): keep the worker alive and look again later.
@@ -305,7 +337,11 @@ export class EmbeddedQueue implements QueueBackend {
     try {
       const stored = JSON.parse(row.recipients) as RecipientState[];
       const envelope = JSON.parse(row.envelope) as DeliveryJob['envelope'];
+      // An operator's reroute: the job's own, else its destination's.
+      const nextHop: NextHop | undefined =
+        row.next_hop === null ? this.#ops.destinationHop(row.domain) : JSON.parse(row.next_hop);
       const job: DeliveryJob = {
+        ...(nextHop === undefined ? {} : { nextHop }),
         id: row.id,
         queueId: row.queue_id,
         domain: row.domain,
@@ -368,7 +404,10 @@ export class EmbeddedQueue implements QueueBackend {
     for (const r of outcome.next?.recipients ?? []) updated.set(r.address.toLowerCase(), r);
     const recipients = JSON.stringify(stored.map((r) => updated.get(r.address.toLowerCase()) ?? r));
     const now = Date.now();
+    const event = attemptEvent(job, outcome, now);
     this.#bookkeeping(() => {
+      // Recorded even when an operator removed the job meanwhile: the attempt did happen.
+      this.#ops.appendEvents(job.queueId, [event]);
       const current = this.#sql.jobState.get(job.id) as
         | { state: JobState; lease_owner: string | null; hold_requested: number }
         | undefined;
@@ -384,7 +423,10 @@ export class EmbeddedQueue implements QueueBackend {
       if (next === undefined) {
         this.#sql.finish.run(recipients, now, job.id);
         const open = this.#sql.openJobs.get(job.queueId) as { n: number };
-        if (open.n === 0) this.#sql.deleteMessage.run(job.queueId);
+        if (open.n === 0) {
+          this.#sql.deleteMessage.run(job.queueId);
+          this.#ops.finished(job.queueId, now);
+        }
       } else {
         const state: JobState = current.hold_requested === 1 ? 'held' : 'scheduled';
         this.#sql.reschedule.run(
@@ -468,11 +510,12 @@ export class EmbeddedQueue implements QueueBackend {
   }
 
   /** Stops delivery of a message: its scheduled jobs wait until `release`; one in flight is held after its attempt. Returns the jobs affected. */
-  async hold(queueId: string): Promise<number> {
+  async hold(queueId: string, event: OperatorEvent | null = operatorEvent('hold')): Promise<number> {
     const now = Date.now();
     return this.#db.transaction(() => {
       const held = this.#sql.hold.run(now, queueId).changes;
       const marked = this.#sql.holdActive.run(now, queueId).changes;
+      if (held + marked > 0 && event !== null) this.#ops.appendEvents(queueId, [event]);
       return held + marked;
     })();
   }
@@ -480,17 +523,26 @@ export class EmbeddedQueue implements QueueBackend {
   /** Lets a held message go on: each job is due at its scheduled time (at once if that has passed). */
   async release(queueId: string): Promise<number> {
     const now = Date.now();
-    const changes = this.#db.transaction(
-      () => this.#sql.release.run(now, queueId).changes + this.#sql.unholdActive.run(now, queueId).changes,
-    )();
+    const changes = this.#db.transaction(() => {
+      const released =
+        this.#sql.release.run(now, queueId).changes + this.#sql.unholdActive.run(now, queueId).changes;
+      if (released > 0) this.#ops.record(queueId, 'release');
+      return released;
+    })();
     this.#wake();
     return changes;
   }
 
   /** Makes a message's scheduled jobs due now (held ones stay held). Returns the jobs affected. */
   async retryNow(queueId: string): Promise<number> {
+    // A held message stays held: release it first (as on every backend).
+    if (this.#ops.isHeld(queueId) || this.#ops.jobStates(queueId) === undefined) return 0;
     const now = Date.now();
-    const changes = this.#sql.retryNow.run(now, now, queueId).changes;
+    const changes = this.#db.transaction(() => {
+      const due = this.#sql.retryNow.run(now, now, queueId).changes;
+      this.#ops.record(queueId, 'retry', { detail: `${due} job(s) made due now` });
+      return due;
+    })();
     this.#wake();
     return changes;
   }
@@ -500,7 +552,65 @@ export class EmbeddedQueue implements QueueBackend {
    * flight finishes, but its result is dropped. False when the message is unknown.
    */
   async remove(queueId: string): Promise<boolean> {
-    return this.#sql.deleteMessage.run(queueId).changes > 0;
+    return this.#removeWith(queueId, operatorEvent('delete'));
+  }
+
+  #removeWith(queueId: string, event: OperatorEvent): boolean {
+    return this.#db.transaction(() => {
+      if (this.#sql.deleteMessage.run(queueId).changes === 0) return false;
+      this.#ops.appendEvents(queueId, [event]);
+      this.#ops.finished(queueId, Date.now());
+      return true;
+    })();
+  }
+
+  // ---- operator operations (QueueOperations); see operations.ts ----
+
+  summary(): Promise<QueueSummary> {
+    return this.#ops.summary();
+  }
+
+  listJobs(filter?: QueueFilter): Promise<QueuePage> {
+    return this.#ops.listJobs(filter);
+  }
+
+  details(queueId: string): Promise<MessageDetails | null> {
+    return this.#ops.details(queueId);
+  }
+
+  findByMessageId(messageId: string): Promise<string[]> {
+    return this.#ops.findByMessageId(messageId);
+  }
+
+  appendTimeline(queueId: string, events: readonly TimelineEvent[]): Promise<void> {
+    return this.#ops.appendTimeline(queueId, events);
+  }
+
+  async bounceNow(queueId: string, options: BounceNowOptions): Promise<BounceNowResult> {
+    if (this.#ops.jobStates(queueId) === undefined) return { ok: false, reason: 'unknown' };
+    // Held first, so no attempt starts while we bounce; one already running cannot be recalled.
+    await this.hold(queueId, null);
+    if (this.#ops.jobStates(queueId)?.includes('active')) {
+      this.#ops.record(queueId, 'hold', { detail: 'held for a bounce: an attempt was in flight' });
+      return { ok: false, reason: 'active' };
+    }
+    return this.#ops.bounce(queueId, options, (event) => this.#removeWith(queueId, event));
+  }
+
+  reroute(queueId: string, hop: NextHop | null, domain?: string): Promise<number> {
+    return this.#ops.reroute(queueId, hop, domain);
+  }
+
+  rerouteDestination(domain: string, hop: NextHop | null): Promise<void> {
+    return this.#ops.rerouteDestination(domain, hop);
+  }
+
+  suspend(domain: string, until: number): Promise<void> {
+    return this.#ops.suspend(domain, until);
+  }
+
+  resume(domain: string): Promise<number> {
+    return this.#ops.resume(domain);
   }
 
   /** Jobs, oldest message first, filtered by state and recipient domain. */
@@ -564,11 +674,16 @@ function prepareMessage(message: IncomingMessage): PreparedMessage {
       domain: job.domain,
       recipients: JSON.stringify(job.recipients),
     })),
+    timeline: initialTimeline(message),
   };
 }
 
+function operatorEvent(action: OperatorEvent['action'], extra: Partial<OperatorEvent> = {}): OperatorEvent {
+  return { type: 'operator', at: Date.now(), action, ...extra };
+}
+
 const JOB_COLUMNS = `j.id, j.queue_id, j.domain, j.recipients, j.attempts, j.next_attempt_at, j.state,
-  j.delay_notified, m.envelope, m.created_at, m.is_bounce`;
+  j.delay_notified, j.next_hop, m.envelope, m.created_at, m.is_bounce`;
 
 function prepare(db: Database.Database) {
   return {

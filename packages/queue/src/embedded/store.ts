@@ -7,7 +7,7 @@ import { TernError } from '@tern/plugin-api';
 import Database from 'better-sqlite3';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE messages (
@@ -39,6 +39,33 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_due ON jobs (state, next_attempt_at);
 CREATE INDEX jobs_sched ON jobs (state, domain, next_attempt_at);
 CREATE INDEX jobs_queue_id ON jobs (queue_id);
+`;
+
+// Version 2: operator operations and message timelines. A timeline outlives its message (no
+// foreign key to messages) until `expires_at`, set when the message is finished.
+const SCHEMA_2 = `
+ALTER TABLE jobs ADD COLUMN next_hop TEXT;  -- an operator's reroute of this job (NextHop JSON)
+
+CREATE TABLE timelines (
+  queue_id    TEXT PRIMARY KEY,
+  message_id  TEXT,                       -- Message-ID without angle brackets, for lookups
+  expires_at  INTEGER                     -- NULL while the message is queued
+) STRICT;
+CREATE INDEX timelines_message_id ON timelines (message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX timelines_expires ON timelines (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE timeline_events (
+  seq       INTEGER PRIMARY KEY,
+  queue_id  TEXT NOT NULL REFERENCES timelines (queue_id) ON DELETE CASCADE,
+  event     TEXT NOT NULL                 -- TimelineEvent as JSON
+) STRICT;
+CREATE INDEX timeline_events_queue_id ON timeline_events (queue_id, seq);
+
+CREATE TABLE destinations (
+  domain           TEXT PRIMARY KEY,
+  suspended_until  INTEGER,               -- no delivery to this domain before then
+  next_hop         TEXT                   -- an operator's reroute of every job of this domain
+) STRICT;
 `;
 
 /** Who holds a store, as written next to it for the error a second process gets. */
@@ -174,6 +201,12 @@ export function closeStore(db: Database.Database): void {
 function migrate(db: Database.Database, file: string): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version === SCHEMA_VERSION) return;
+  if (version === 1) {
+    // A store from before timelines: its queued mail stays as it is, with no timeline.
+    db.exec(SCHEMA_2);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    return;
+  }
   if (version > SCHEMA_VERSION) {
     throw new EmbeddedStoreSchemaError(
       file,
@@ -187,5 +220,6 @@ function migrate(db: Database.Database, file: string): void {
     throw new EmbeddedStoreSchemaError(file, 'the file is an SQLite database but not a Tern queue');
   }
   db.exec(SCHEMA);
+  db.exec(SCHEMA_2);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }
