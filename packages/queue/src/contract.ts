@@ -28,6 +28,8 @@ export interface IncomingMessage {
    * SMTP session), written in the same durable step as the message. Optional: added by apps/mta.
    */
   readonly timeline?: readonly TimelineEvent[];
+  /** A queue hook asked to hold (quarantine) the message: queue it held, deliver nothing until released. */
+  readonly hold?: string;
 }
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
@@ -168,6 +170,8 @@ export interface QueuedJob {
   readonly createdAt: number;
   readonly messageId?: string;
   readonly size: number;
+  /** Why the message was held on arrival (a plugin's quarantine), until it is released. */
+  readonly holdReason?: string;
 }
 
 export interface QueuePage {
@@ -218,6 +222,8 @@ export interface MessageDetails {
   /** The header block as name/value pairs (values unfolded). */
   readonly headers?: readonly (readonly [string, string])[];
   readonly held: boolean;
+  /** Why the message was held on arrival (a plugin's quarantine), until it is released. */
+  readonly holdReason?: string;
   readonly jobs: readonly (MessageRecord['jobs'][number] & { readonly nextHop?: NextHop })[];
   readonly timeline: readonly TimelineEvent[];
 }

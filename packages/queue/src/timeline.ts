@@ -19,6 +19,8 @@ export interface ReceivedEvent {
   readonly sessionId?: string;
   /** A notice (bounce, delay DSN) this MTA generated. */
   readonly isBounce?: boolean;
+  /** Held on arrival (a plugin's quarantine), with the plugin's reason. */
+  readonly hold?: string;
 }
 
 /** One plugin hook's verdict at intake (from the plugin host's hook events). */
@@ -115,6 +117,7 @@ export function receivedEvent(message: IncomingMessage): ReceivedEvent {
     ...(source.user === undefined ? {} : { user: source.user }),
     ...(source.sessionId === undefined ? {} : { sessionId: source.sessionId }),
     ...(message.isBounce ? { isBounce: true } : {}),
+    ...(message.hold === undefined ? {} : { hold: message.hold }),
   };
 }
 

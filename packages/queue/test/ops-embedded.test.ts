@@ -46,7 +46,8 @@ describe('EmbeddedQueue operations: store specifics', () => {
     // Make it a store as version 1 wrote it.
     const raw = new Database(file);
     raw.exec(`DROP TABLE timeline_events; DROP TABLE timelines; DROP TABLE destinations;
-      ALTER TABLE jobs DROP COLUMN next_hop; PRAGMA user_version = 1;`);
+      ALTER TABLE jobs DROP COLUMN next_hop; ALTER TABLE messages DROP COLUMN hold_reason;
+      PRAGMA user_version = 1;`);
     raw.close();
 
     const upgraded = open(file);

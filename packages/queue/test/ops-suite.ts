@@ -228,6 +228,29 @@ export function describeQueueOperations(name: string, open: () => Promise<Operab
       expect(await q.hold(id)).toBe(0); // finished: nothing left to hold
     });
 
+    it('queues a quarantined message held, with its reason, until an operator releases it', async () => {
+      const q = await open();
+      const { deliver, calls } = scriptedDeliver();
+      await q.startWorker(deliver, fast);
+      const id = await q.enqueue(
+        message('alice@src.test', ['bob@x.test'], 'Quarantine', { hold: 'spam score 12.5' }),
+      );
+      await sleep(1200);
+      expect(calls).toHaveLength(0);
+      expect(await q.details(id)).toMatchObject({
+        held: true,
+        holdReason: 'spam score 12.5',
+        jobs: [{ state: 'held' }],
+      });
+      expect((await q.details(id))?.timeline[0]).toMatchObject({ type: 'received', hold: 'spam score 12.5' });
+      expect((await q.listJobs({ state: 'held' })).jobs).toEqual([
+        expect.objectContaining({ queueId: id, holdReason: 'spam score 12.5' }),
+      ]);
+      expect((await q.summary()).totals).toMatchObject({ held: 1, total: 1 });
+      expect(await q.release(id)).toBe(1);
+      await waitFor(() => calls.length === 1, 5000);
+    });
+
     it('lets an attempt in flight finish when held, then keeps the job held', async () => {
       const q = await open();
       let finish: () => void = () => {};

@@ -52,6 +52,7 @@ interface JobListRow {
   message_id: string | null;
   size: number;
   next_hop: string | null;
+  hold_reason: string | null;
 }
 
 export interface EmbeddedOperationsDeps {
@@ -212,6 +213,7 @@ export class EmbeddedOperations {
           size: number;
           source: string | null;
           is_bounce: number;
+          hold_reason: string | null;
           head: Buffer;
         }
       | undefined;
@@ -229,6 +231,7 @@ export class EmbeddedOperations {
       isBounce: message.is_bounce === 1,
       headers: headerPairs(headerBlockOf(message.head)),
       held,
+      ...(held && message.hold_reason !== null ? { holdReason: message.hold_reason } : {}),
       jobs: rows.map((r) => ({
         id: r.id,
         domain: r.domain,
@@ -382,6 +385,7 @@ function queuedJob(row: JobListRow): QueuedJob {
     createdAt: row.created_at,
     ...(row.message_id === null ? {} : { messageId: row.message_id }),
     size: row.size,
+    ...(row.hold_reason === null ? {} : { holdReason: row.hold_reason }),
   };
 }
 
@@ -409,7 +413,7 @@ function finishedDetails(queueId: string, timeline: readonly TimelineEvent[]): M
 }
 
 const LIST_COLUMNS = `j.id, j.queue_id, j.domain, j.recipients, j.attempts, j.next_attempt_at, j.state,
-  j.next_hop, m.envelope, m.created_at, m.message_id, m.size`;
+  j.next_hop, m.envelope, m.created_at, m.message_id, m.size, m.hold_reason`;
 
 function prepare(db: Database.Database) {
   return {
@@ -444,7 +448,7 @@ function prepare(db: Database.Database) {
        ORDER BY j.id LIMIT @batch`,
     ),
     message: db.prepare(
-      `SELECT envelope, created_at, message_id, size, source, is_bounce, substr(body, 1, ?) AS head
+      `SELECT envelope, created_at, message_id, size, source, is_bounce, hold_reason, substr(body, 1, ?) AS head
        FROM messages WHERE queue_id = ?`,
     ),
     messageExists: db.prepare('SELECT 1 FROM messages WHERE queue_id = ?'),

@@ -91,6 +91,7 @@ interface PreparedMessage {
   readonly isBounce: number;
   readonly jobs: readonly { id: string; domain: string; recipients: string }[];
   readonly timeline: readonly TimelineEvent[];
+  readonly holdReason: string | null;
 }
 
 interface WorkerState {
@@ -241,9 +242,18 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       m.messageId,
       m.source,
       m.isBounce,
+      m.holdReason,
     );
     for (const job of m.jobs) {
-      this.#sql.insertJob.run(job.id, m.queueId, job.domain, job.recipients, m.createdAt, m.createdAt);
+      this.#sql.insertJob.run(
+        job.id,
+        m.queueId,
+        job.domain,
+        job.recipients,
+        m.createdAt,
+        m.holdReason === null ? 'scheduled' : 'held',
+        m.createdAt,
+      );
     }
     this.#ops.startTimeline(m.queueId, m.messageId ?? undefined, m.timeline);
   }
@@ -526,7 +536,10 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const changes = this.#db.transaction(() => {
       const released =
         this.#sql.release.run(now, queueId).changes + this.#sql.unholdActive.run(now, queueId).changes;
-      if (released > 0) this.#ops.record(queueId, 'release');
+      if (released > 0) {
+        this.#ops.record(queueId, 'release');
+        this.#sql.clearHoldReason.run(queueId);
+      }
       return released;
     })();
     this.#wake();
@@ -675,6 +688,7 @@ function prepareMessage(message: IncomingMessage): PreparedMessage {
       recipients: JSON.stringify(job.recipients),
     })),
     timeline: initialTimeline(message),
+    holdReason: message.hold ?? null,
   };
 }
 
@@ -688,12 +702,12 @@ const JOB_COLUMNS = `j.id, j.queue_id, j.domain, j.recipients, j.attempts, j.nex
 function prepare(db: Database.Database) {
   return {
     insertMessage: db.prepare(
-      `INSERT INTO messages (queue_id, envelope, body, size, created_at, message_id, source, is_bounce)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO messages (queue_id, envelope, body, size, created_at, message_id, source, is_bounce, hold_reason)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     insertJob: db.prepare(
       `INSERT INTO jobs (id, queue_id, domain, recipients, next_attempt_at, state, updated_at)
-       VALUES (?, ?, ?, ?, ?, 'scheduled', ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ),
     recoverActive: db.prepare(
       `UPDATE jobs SET state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END,
@@ -745,6 +759,7 @@ function prepare(db: Database.Database) {
       `UPDATE jobs SET hold_requested = 0, updated_at = ?
        WHERE queue_id = ? AND state = 'active' AND hold_requested = 1`,
     ),
+    clearHoldReason: db.prepare('UPDATE messages SET hold_reason = NULL WHERE queue_id = ?'),
     retryNow: db.prepare(
       `UPDATE jobs SET next_attempt_at = ?, updated_at = ?
        WHERE queue_id = ? AND state = 'scheduled'`,

@@ -45,6 +45,7 @@ CREATE INDEX jobs_queue_id ON jobs (queue_id);
 // foreign key to messages) until `expires_at`, set when the message is finished.
 const SCHEMA_2 = `
 ALTER TABLE jobs ADD COLUMN next_hop TEXT;  -- an operator's reroute of this job (NextHop JSON)
+ALTER TABLE messages ADD COLUMN hold_reason TEXT;  -- quarantined on arrival by a queue hook, until released
 
 CREATE TABLE timelines (
   queue_id    TEXT PRIMARY KEY,

@@ -159,7 +159,9 @@ export class RedisOperations {
     const queueIds = [...new Set(ids.map((id) => id.slice(0, id.indexOf('@'))))];
     const pipeline = this.#client.pipeline();
     for (const id of ids) pipeline.hget(bullJobKey(this.#d.prefix, this.#d.queueName, id), 'data');
-    for (const q of queueIds) pipeline.hmget(this.#d.messageKeys(q).meta, 'messageId', 'size', 'held');
+    for (const q of queueIds) {
+      pipeline.hmget(this.#d.messageKeys(q).meta, 'messageId', 'size', 'held', 'holdReason');
+    }
     const values = results<unknown[]>(await pipeline.exec());
     const metas = new Map(queueIds.map((q, i) => [q, values[ids.length + i] as (string | null)[]] as const));
     return ids.map((id, i) => {
@@ -167,7 +169,7 @@ export class RedisOperations {
       const meta = metas.get(id.slice(0, id.indexOf('@')));
       if (raw === null || meta === undefined || meta[1] === null) return undefined;
       const data = JSON.parse(raw) as JobData;
-      const [messageId, size, held] = meta;
+      const [messageId, size, held, holdReason] = meta;
       return {
         queueId: data.queueId,
         jobId: id,
@@ -180,6 +182,7 @@ export class RedisOperations {
         createdAt: data.createdAt,
         ...(messageId === null || messageId === undefined ? {} : { messageId }),
         size: Number(size),
+        ...(holdReason === null || holdReason === undefined ? {} : { holdReason }),
       };
     });
   }
@@ -230,6 +233,7 @@ export class RedisOperations {
       isBounce: meta.isBounce === '1',
       headers: headerPairs(headerBlockOf(prefix)),
       held,
+      ...(held && meta.holdReason !== undefined ? { holdReason: meta.holdReason } : {}),
       jobs,
       timeline,
     };
@@ -268,7 +272,7 @@ export class RedisOperations {
     const ids = await this.#jobIds(queueId);
     if (ids === undefined) return 0;
     const multi = opsMulti(this.#client);
-    multi.hdel(this.#d.messageKeys(queueId).meta, 'held');
+    multi.hdel(this.#d.messageKeys(queueId).meta, 'held', 'holdReason');
     multi.ternAppendTimeline(this.keys.timeline(queueId), JSON.stringify(operatorEvent('release')));
     if (ids.length > 0) multi.srem(this.keys.held, ...ids);
     await exec(multi);

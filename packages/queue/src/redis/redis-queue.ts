@@ -177,6 +177,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       isBounce: message.isBounce ? '1' : '0',
       ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
       ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
+      // Quarantined by a queue hook: held from the start, as an operator's hold would.
+      ...(message.hold === undefined ? {} : { held: '1', holdReason: message.hold }),
     });
     multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
     // Operator indexes and the timeline land in the same transaction as the message.
@@ -189,6 +191,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     for (const job of jobs) {
       multi.zadd(ops.jobs, 0, job.id).zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
     }
+    if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
     for (const job of jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
       void new BullJob(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
