@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { hostname as osHostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import type { NextHop, Plugin } from '@tern/plugin-api';
 import type { Duration } from '@tern/queue';
 import { createJiti } from 'jiti';
@@ -352,14 +353,31 @@ export function readConfigFile(config: ResolvedConfig, path: string, field: stri
   }
 }
 
+let loads = 0;
+
+/**
+ * Imports a config module as the file is now: a SIGHUP reload must not get the module cached at
+ * start-up. Node caches ES modules by URL (a query makes a new one); TypeScript goes through jiti
+ * without its caches.
+ */
+async function importFresh(path: string): Promise<unknown> {
+  if (path.endsWith('.json')) return JSON.parse(readFileSync(path, 'utf8'));
+  if (/\.[cm]?ts$/.test(path)) {
+    const jiti = createJiti(import.meta.url, { moduleCache: false, fsCache: false, interopDefault: true });
+    return jiti.import(path, { default: true });
+  }
+  loads += 1;
+  const module = (await import(`${pathToFileURL(path).href}?load=${loads}`)) as { default?: unknown };
+  return module.default;
+}
+
 /** Loads a config file (.ts, .mts, .js, .mjs or .json) and validates it. */
 export async function loadConfig(file: string): Promise<ResolvedConfig> {
   const path = resolve(file);
   if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`]);
   let loaded: unknown;
   try {
-    const jiti = createJiti(import.meta.url, { moduleCache: false, interopDefault: true });
-    loaded = await jiti.import(path, { default: true });
+    loaded = await importFresh(path);
   } catch (error) {
     throw new ConfigError(file, [`cannot load: ${(error as Error).message.split('\n')[0]}`]);
   }

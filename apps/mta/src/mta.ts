@@ -23,9 +23,26 @@ export interface RunningMta {
   readonly plugins: PluginHost;
   /** The admin API and dashboard (`http://host:port`), when config.admin is set. */
   readonly adminUrl: string | undefined;
+  /**
+   * Applies a new config without dropping connections (SIGHUP): plugins and their options, listener
+   * limits and policies, routes and delivery limits. Open sessions and deliveries finish with what
+   * they started with. What needs a restart (ports, certificates, the queue, new or removed
+   * listeners) is listed, not applied.
+   */
+  reload(next: ResolvedConfig): Promise<ReloadResult>;
   /** Stops accepting, lets open transactions finish (up to `timeoutMs`), stops delivery, closes the queue. */
   close(timeoutMs?: number): Promise<void>;
 }
+
+export interface ReloadResult {
+  /** Plugin names now running. */
+  readonly plugins: readonly string[];
+  /** Changes that were not applied, each saying what to do. */
+  readonly needsRestart: readonly string[];
+}
+
+/** How long replaced plugins and delivery connections stay alive for sessions that still use them. */
+const RELOAD_GRACE_MS = 60_000;
 
 export interface StartOptions {
   /** Run the delivery worker in this process (default true). */
@@ -135,15 +152,21 @@ export async function startMta(
   // and its internal plugin comes first in each host (intake tracing, operator reroutes).
   const ops = new OpsRuntime(config, logger);
   const hostOptions = { logger, onHookEvent: ops.onHookEvent };
-  const plugins = new PluginHost([ops.plugin, ...config.plugins], hostOptions);
-  // Listener-level plugin lists replace the global one; each gets its own host (own ordering).
-  const listenerHosts = config.listeners.map((l) =>
-    l.plugins ? new PluginHost([ops.plugin, ...(l.plugins as Plugin[])], hostOptions) : plugins,
-  );
+  const hostsFor = (c: ResolvedConfig): { plugins: PluginHost; listenerHosts: PluginHost[] } => {
+    const global = new PluginHost([ops.plugin, ...c.plugins], hostOptions);
+    // Listener-level plugin lists replace the global one; each gets its own host (own ordering).
+    const listenerHosts = c.listeners.map((l) =>
+      l.plugins ? new PluginHost([ops.plugin, ...(l.plugins as Plugin[])], hostOptions) : global,
+    );
+    return { plugins: global, listenerHosts };
+  };
+  const initial = hostsFor(config);
+  let plugins = initial.plugins;
   await plugins.runObserve('init', {});
 
   const queue = await openQueue(config, logger);
   let deliverer: Deliverer | undefined;
+  let current = config;
   const listeners: Listener[] = [];
   try {
     await ops.start({
@@ -154,18 +177,22 @@ export async function startMta(
     if (options.worker !== false) {
       deliverer = createDeliverer(delivererOptions(config, hostname, plugins, logger));
       const retry = config.queue?.retry;
-      await queue.startWorker(ops.deliver(deliverer.deliver), {
-        plugins,
-        hostname,
-        logger,
-        ...(config.delivery?.concurrency !== undefined ? { concurrency: config.delivery.concurrency } : {}),
-        ...(retry ? { retry } : {}),
-      });
+      // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place.
+      await queue.startWorker(
+        ops.deliver((job, message) => (deliverer as Deliverer).deliver(job, message)),
+        {
+          plugins,
+          hostname,
+          logger,
+          ...(config.delivery?.concurrency !== undefined ? { concurrency: config.delivery.concurrency } : {}),
+          ...(retry ? { retry } : {}),
+        },
+      );
     }
     const users = config.users ? await FileUserStore.open(configPath(config, config.users.file)) : undefined;
     for (const [i] of config.listeners.entries()) {
       const listener = createListener(listenerOptions(config, i, hostname), {
-        plugins: listenerHosts[i]!,
+        plugins: initial.listenerHosts[i]!,
         sink: ops.sink(queue),
         logger,
         ...(users ? { users } : {}),
@@ -191,8 +218,51 @@ export async function startMta(
     hostname,
     listeners: running,
     queue,
-    plugins,
     adminUrl: ops.admin?.url,
+    get plugins() {
+      return plugins;
+    },
+    async reload(next) {
+      const needsRestart: string[] = [];
+      const hosts = hostsFor(next);
+      await hosts.plugins.runObserve('init', {});
+      const names = next.listeners.map((l) => l.name ?? `${l.kind}-${listenerPort(l)}`);
+      for (const listener of listeners) {
+        const index = names.indexOf(listener.name);
+        if (index === -1) {
+          needsRestart.push(`listener ${listener.name}: removed from the config; restart to stop it`);
+          continue;
+        }
+        const result = listener.reconfigure(
+          listenerOptions(next, index, hostname),
+          hosts.listenerHosts[index],
+        );
+        for (const field of result.needsRestart)
+          needsRestart.push(`listener ${listener.name}: ${field} changed; restart to apply`);
+      }
+      for (const name of names.filter((n) => !listeners.some((l) => l.name === n))) {
+        needsRestart.push(`listener ${name}: new in the config; restart to start it`);
+      }
+      for (const key of ['queue', 'users', 'hostname'] as const) {
+        if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
+          needsRestart.push(`${key} changed; restart to apply`);
+      }
+      const replaced = { plugins, deliverer };
+      if (deliverer) deliverer = createDeliverer(delivererOptions(next, hostname, hosts.plugins, logger));
+      plugins = hosts.plugins;
+      current = next;
+      // Sessions and deliveries that began before the reload still use these for a while.
+      setTimeout(() => {
+        void replaced.deliverer?.close();
+        void replaced.plugins.runObserve('shutdown', {});
+      }, RELOAD_GRACE_MS).unref();
+      const result = {
+        plugins: plugins.plugins.map((p) => p.name).filter((n) => n !== ops.plugin.name),
+        needsRestart,
+      };
+      logger.info(result, 'config reloaded');
+      return result;
+    },
     async close(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
       await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
       await ops.close();

@@ -22,7 +22,12 @@ const running = new Set<TernProcess>();
 /** Writes `config` (listeners get a free port when they have none) and starts tern on it. */
 export async function startTern(
   config: Record<string, unknown> & { listeners?: Record<string, unknown>[] },
-  options: { args?: string[]; dir?: string } = {},
+  options: {
+    args?: string[];
+    dir?: string;
+    /** Run this config file instead of writing `config`. */
+    configFile?: string;
+  } = {},
 ): Promise<TernProcess> {
   const dir = options.dir ?? mkdtempSync(join(import.meta.dirname, '.tmp-tern-'));
   const port = await freePort();
@@ -33,14 +38,11 @@ export async function startTern(
     ...config,
     listeners: listeners.map((l, i) => ({ host: '127.0.0.1', port: i === 0 ? port : 0, ...l })),
   };
-  writeFileSync(join(dir, 'tern.config.json'), JSON.stringify(full, null, 2));
-  const child = spawn(
-    process.execPath,
-    [cli, 'start', '--config', join(dir, 'tern.config.json'), ...(options.args ?? [])],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+  const configFile = options.configFile ?? join(dir, 'tern.config.json');
+  if (!options.configFile) writeFileSync(configFile, JSON.stringify(full, null, 2));
+  const child = spawn(process.execPath, [cli, 'start', '--config', configFile, ...(options.args ?? [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout?.on('data', (c) => {
     output += c;

@@ -7,7 +7,12 @@ import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
 import { type HostResolver, systemResolver } from './dns.js';
-import { type ListenerOptions, type ResolvedListenerOptions, resolveListenerOptions } from './options.js';
+import {
+  type ListenerOptions,
+  type ListenerTls,
+  type ResolvedListenerOptions,
+  resolveListenerOptions,
+} from './options.js';
 import { CoreReplies, replyError } from './replies.js';
 import { type ListenerRuntime, SmtpSession } from './session.js';
 import type { MessageSink } from './sink.js';
@@ -44,11 +49,22 @@ export interface Listener {
   /** Open SMTP connections. */
   readonly connections: number;
   listen(): Promise<ListenerAddress>;
+  /**
+   * Applies new options and plugins to connections accepted from now on; open sessions finish with
+   * what they started with. Host, port, kind and certificates need a restart: they are returned
+   * (by field name) and left as they were.
+   */
+  reconfigure(options: ListenerOptions, plugins?: PluginHost): { readonly needsRestart: readonly string[] };
   /** Stops accepting, lets open transactions finish (graceful), then closes; resolves when every connection is gone. */
   close(options?: CloseOptions): Promise<void>;
 }
 
 /** Creates a listener; throws ListenerConfigError for bad options. Nothing binds until `listen()`. */
+function sameSni(a: ListenerTls['sni'], b: ListenerTls['sni']): boolean {
+  const keys = new Set([...Object.keys(a ?? {}), ...Object.keys(b ?? {})]);
+  return [...keys].every((k) => a?.[k]?.key === b?.[k]?.key && a?.[k]?.cert === b?.[k]?.cert);
+}
+
 export function createListener(options: ListenerOptions, deps: ListenerDeps): Listener {
   assertCompatible();
   return new SmtpListener(resolveListenerOptions(options, deps.logger), deps);
@@ -109,8 +125,8 @@ class TernSmtpServer extends SMTPServer {
 }
 
 class SmtpListener implements Listener, ListenerRuntime {
-  readonly options: ResolvedListenerOptions;
-  readonly plugins: PluginHost;
+  options: ResolvedListenerOptions;
+  plugins: PluginHost;
   readonly sink: MessageSink;
   readonly users: UserStore | undefined;
   readonly resolver: HostResolver;
@@ -172,6 +188,28 @@ class SmtpListener implements Listener, ListenerRuntime {
         resolve(this.#address);
       });
     });
+  }
+
+  reconfigure(options: ListenerOptions, plugins?: PluginHost): { readonly needsRestart: readonly string[] } {
+    const next = resolveListenerOptions(options, this.log);
+    const old = this.options;
+    const needsRestart = (['name', 'kind', 'host', 'port'] as const).filter(
+      (k) => next[k] !== old[k],
+    ) as string[];
+    if (
+      next.tls?.key !== old.tls?.key ||
+      next.tls?.cert !== old.tls?.cert ||
+      !sameSni(next.tls?.sni, old.tls?.sni)
+    ) {
+      needsRestart.push('tls');
+    }
+    // What cannot change in place keeps its old value; everything else applies to new sessions.
+    this.options = { ...next, name: old.name, kind: old.kind, host: old.host, port: old.port, tls: old.tls };
+    if (plugins) this.plugins = plugins;
+    // smtp-server reads its options object on each use (SIZE, recipients, timeouts, XCLIENT).
+    Object.assign(this.#server.options, this.#serverOptions());
+    this.log.info({ needsRestart }, 'reconfigured');
+    return { needsRestart };
   }
 
   close(options: CloseOptions = {}): Promise<void> {

@@ -98,12 +98,16 @@ export class SmtpSession {
   #started = false;
   #released = false;
   #holdGreeting = false;
+  readonly #plugins: PluginHost;
   #greetingHeld = false;
   readonly #observing = new Set<Promise<void>>();
 
   constructor(runtime: ListenerRuntime, connection: SMTPConnection, limitKey: string) {
     this.#runtime = runtime;
+    // A session keeps the options and plugins it started with: a reload applies to new connections,
+    // so no session sees two plugin lists (or two sets of per-plugin state) in its lifetime.
     this.#options = runtime.options;
+    this.#plugins = runtime.plugins;
     this.connection = connection;
     this.id = connection.id;
     this.limitKey = limitKey;
@@ -329,7 +333,7 @@ export class SmtpSession {
     this.#runtime.released(this);
     if (this.#started) {
       // close hooks come after this session's queued hooks, so a plugin can rely on the order.
-      const plugins = this.#runtime.plugins;
+      const plugins = this.#plugins;
       const closing = Promise.allSettled([...this.#observing]).then(() =>
         plugins.runObserve('close', { session: this.info }, this.scope),
       );
@@ -372,7 +376,7 @@ export class SmtpSession {
       if (!headers.has('message-id')) headers.append('Message-ID', `<${randomUUID()}@${o.hostname}>`);
       if (!headers.has('date')) headers.append('Date', rfc5322Date(now));
     }
-    const plugins = this.#runtime.plugins;
+    const plugins = this.#plugins;
     const base = { session: this.info, transaction };
     try {
       await plugins.runTransform('headers', { ...base, headers }, this.scope);
@@ -444,7 +448,7 @@ export class SmtpSession {
   // ---- helpers --------------------------------------------------------------------------------
 
   async #verdict<K extends VerdictHook>(hook: K, input: HookInput<K>): Promise<Verdict> {
-    return (await this.#runtime.plugins.runVerdict(hook, input, this.scope)).verdict;
+    return (await this.#plugins.runVerdict(hook, input, this.scope)).verdict;
   }
 
   /** Answers a refused smtp-server callback; a disconnect verdict closes after the reply is written. */

@@ -1,4 +1,5 @@
-// tern start: load and validate the config, start the MTA, stop cleanly on SIGTERM/SIGINT.
+// tern start: load and validate the config, start the MTA, reload on SIGHUP, stop cleanly on
+// SIGTERM/SIGINT.
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { type StartOptions, startMta } from '../mta.js';
@@ -42,6 +43,22 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
       },
     );
   };
+  // SIGHUP: read the config again and apply what can change live; a bad config changes nothing.
+  let reloading = Promise.resolve();
+  process.on('SIGHUP', () => {
+    reloading = reloading.then(async () => {
+      try {
+        const next = await loadConfig(file);
+        const result = await mta.reload(next);
+        for (const note of result.needsRestart) logger.warn(`reload: ${note}`);
+      } catch (error) {
+        logger.error(
+          { err: error },
+          `reload refused, still running the previous config: ${(error as Error).message}`,
+        );
+      }
+    });
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   // Keep running: the listeners hold the event loop open.
