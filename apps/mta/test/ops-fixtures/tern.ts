@@ -19,6 +19,7 @@ export interface OpsTern {
   readonly configFile: string;
   output(): string;
   /** Calls the admin API with the token; the body (parsed JSON, or text for /metrics) and status. */
+  // biome-ignore lint/suspicious/noExplicitAny: API answers of many shapes, checked by the tests' matchers
   api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
   stop(): Promise<void>;
 }
@@ -52,9 +53,13 @@ export async function startOpsTern(
     configFile,
     `export default { ...${JSON.stringify(full, null, 2)}, plugins: ${options.plugins ?? '[]'} };\n`,
   );
-  const child: ChildProcess = spawn(process.execPath, [cli, 'start', '--config', configFile, ...(options.args ?? [])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [cli, 'start', '--config', configFile, ...(options.args ?? [])],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   child.stdout?.on('data', (c) => {
     output += c;
@@ -109,7 +114,9 @@ export async function stopAllOpsTern(): Promise<void> {
 }
 
 /** Runs the `tern` command to its end without blocking this event loop (sinks keep answering). */
-export function tern(args: readonly string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export function tern(
+  args: readonly string[],
+): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
