@@ -66,7 +66,7 @@ describe('admin API: access and errors', () => {
   it('needs the token, names what is wrong, and serves /metrics and the page without it', async () => {
     const bare = await fetch(`${mta.url}/api/queue/summary`);
     expect(bare.status).toBe(401);
-    expect((await bare.json()).error).toMatch(/token/);
+    expect(((await bare.json()) as { error: string }).error).toMatch(/token/);
     const wrong = await fetch(`${mta.url}/api/queue/summary`, { headers: { authorization: 'Bearer nope' } });
     expect(wrong.status).toBe(401);
 
