@@ -76,6 +76,8 @@ const listener = z.strictObject({
   allowInsecureAuth: z.boolean().optional(),
   reverseLookup: z.boolean().optional(),
   authFailureDelayMs: z.number().int().nonnegative().optional(),
+  /** Wait before the banner to catch early talkers (default 100 ms on mx, 0 on submission/smtps and for trusted networks). */
+  greetingDelayMs: z.number().int().min(0).max(60_000).optional(),
   bareLineEndings: z.enum(['reject', 'normalize']).optional(),
   proxy: z.boolean().optional(),
   xclient: z.boolean().optional(),

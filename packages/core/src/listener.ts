@@ -76,6 +76,8 @@ const CONNECTION_METHODS = [
   'send',
   'close',
   'init',
+  '_setListeners',
+  'connectionReady',
   '_createParser',
   '_onCommand',
   '_resetSession',
@@ -296,7 +298,14 @@ class SmtpListener implements Listener, ListenerRuntime {
     const session = new SmtpSession(this, connection, address);
     this.#sessions.set(session.id, session);
     this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
-    connection.init();
+    // smtp-server's init() waits a fixed 100 ms before the banner to catch clients that talk
+    // first. That caps a client opening one connection per message at 10 messages a second, so
+    // the wait is ours to set: greetingDelayMs, and none for trusted networks (our own apps).
+    const delay = this.options.trustedNetworks.contains(address) ? 0 : this.options.greetingDelayMs;
+    connection._setListeners(() => {
+      if (delay === 0) connection.connectionReady();
+      else setTimeout(() => connection.connectionReady(), delay).unref();
+    });
   }
 
   #serverOptions(): SMTPServerOptions {

@@ -88,6 +88,11 @@ export interface ListenerOptions {
   readonly reverseLookup?: boolean;
   /** Delay before answering the first failed AUTH, in ms; each further failure doubles it (default 1000). */
   readonly authFailureDelayMs?: number;
+  /**
+   * Wait before the banner, in ms: a client that talks before it is an early talker (a spam bot)
+   * and is refused. Default 100 on mx listeners, 0 on submission and smtps; always 0 for trusted networks.
+   */
+  readonly greetingDelayMs?: number;
   readonly limits?: Partial<Omit<ListenerLimits, 'timeouts'>> & {
     readonly timeouts?: Partial<ListenerTimeouts>;
   };
@@ -105,9 +110,9 @@ export const LISTENER_DEFAULTS = {
   allowInsecureAuth: false,
   authFailureDelayMs: 1000,
   byKind: {
-    mx: { requireTls: false, requireAuth: false, auth: false },
-    submission: { requireTls: true, requireAuth: true, auth: true },
-    smtps: { requireTls: true, requireAuth: true, auth: true },
+    mx: { requireTls: false, requireAuth: false, auth: false, greetingDelayMs: 100 },
+    submission: { requireTls: true, requireAuth: true, auth: true, greetingDelayMs: 0 },
+    smtps: { requireTls: true, requireAuth: true, auth: true, greetingDelayMs: 0 },
   },
   limits: {
     maxMessageSize: 25 * MIB,
@@ -124,7 +129,10 @@ export const LISTENER_DEFAULTS = {
     timeouts: { socket: 5 * 60_000, data: 10 * 60_000, enqueue: 30_000, dns: 5_000 },
   },
 } as const satisfies {
-  byKind: Record<ListenerKind, { requireTls: boolean; requireAuth: boolean; auth: boolean }>;
+  byKind: Record<
+    ListenerKind,
+    { requireTls: boolean; requireAuth: boolean; auth: boolean; greetingDelayMs: number }
+  >;
   limits: ListenerLimits;
   [key: string]: unknown;
 };
@@ -152,6 +160,7 @@ export interface ResolvedListenerOptions {
   readonly xclient: boolean;
   readonly reverseLookup: boolean;
   readonly authFailureDelayMs: number;
+  readonly greetingDelayMs: number;
   readonly limits: ListenerLimits;
 }
 
@@ -227,6 +236,10 @@ export function resolveListenerOptions(options: ListenerOptions, logger?: Logger
   if (!Number.isFinite(authFailureDelayMs) || authFailureDelayMs < 0) {
     fail('authFailureDelayMs', 'must be a number of milliseconds, 0 or more');
   }
+  const greetingDelayMs = options.greetingDelayMs ?? byKind.greetingDelayMs;
+  if (!Number.isFinite(greetingDelayMs) || greetingDelayMs < 0 || greetingDelayMs > 60_000) {
+    fail('greetingDelayMs', 'must be a number of milliseconds from 0 to 60000');
+  }
   const policy = options.bareLineEndings ?? LISTENER_DEFAULTS.bareLineEndings;
   if (policy !== 'reject' && policy !== 'normalize')
     fail('bareLineEndings', "must be 'reject' or 'normalize'");
@@ -249,6 +262,7 @@ export function resolveListenerOptions(options: ListenerOptions, logger?: Logger
     xclient: options.xclient ?? LISTENER_DEFAULTS.xclient,
     reverseLookup: options.reverseLookup ?? LISTENER_DEFAULTS.reverseLookup,
     authFailureDelayMs,
+    greetingDelayMs,
     limits: { ...limits, maxRecipients: Math.max(limits.maxRecipients, MIN_RECIPIENTS) },
   };
 }
