@@ -15,7 +15,6 @@ import {
   OperationInputError,
   type QueueBackend,
   type QueueOperations,
-  type QueueSummary,
 } from '@tern/queue';
 import { z } from 'zod';
 import { nextHop as nextHopSchema } from '../config.js';
@@ -35,7 +34,6 @@ export interface AdminServerOptions {
   readonly metrics: TernMetrics;
   readonly activity: ActivityLog;
   readonly recorder: IntakeRecorder;
-  readonly summary?: () => Promise<QueueSummary>;
   readonly logger: Logger;
 }
 
@@ -146,7 +144,8 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     const ops = requireOperations(operations, options.queue);
     if (resource === 'queue') {
       if (method !== 'GET') throw methodNotAllowed(method, path);
-      if (id === 'summary' && action === undefined) return send(res, 200, await summaryOf(ops, options));
+      // Fresh, not the metrics' cached copy: an operator checks the effect of an action here.
+      if (id === 'summary' && action === undefined) return send(res, 200, await ops.summary());
       if (id === 'history' && action === undefined)
         return send(res, 200, { samples: options.activity.history() });
       if (id === undefined) return send(res, 200, await ops.listJobs(filterOf(url)));
@@ -268,10 +267,6 @@ function requireOperations(ops: QueueOperations | undefined, queue: QueueBackend
     );
   }
   return ops;
-}
-
-async function summaryOf(ops: QueueOperations, options: AdminServerOptions): Promise<QueueSummary> {
-  return options.summary ? options.summary() : ops.summary();
 }
 
 /** A queue id, or the queue id of the one message with this Message-ID. */

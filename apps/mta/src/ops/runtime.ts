@@ -136,7 +136,6 @@ export class OpsRuntime {
       activity: this.activity,
       recorder: this.recorder,
       logger: this.#log,
-      ...(summary ? { summary } : {}),
     });
   }
 
