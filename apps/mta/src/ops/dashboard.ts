@@ -21,7 +21,8 @@ export const DASHBOARD_HTML = `<!doctype html>
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
   table { width: 100%; border-collapse: collapse; font-size: 13px; }
   th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
-  th { color: var(--muted); font-weight: 600; }
+  th { color: var(--muted); font-weight: 600; white-space: nowrap; }
+  td.nowrap { white-space: nowrap; overflow-wrap: normal; }
   td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
   .empty { color: var(--muted); font-style: italic; }
   .bad { color: var(--bad); } .warn { color: var(--warn); } .good { color: var(--good); }
@@ -61,7 +62,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     <ol class="timeline" id="timeline"></ol>
   </section>
   <section>
-    <h2>Recent deliveries</h2>
+    <h2>Recent deliveries and deferrals</h2>
     <table id="deliveries"><thead><tr><th>when</th><th>queue id</th><th>recipients</th><th>reply</th><th>server</th></tr></thead><tbody></tbody></table>
   </section>
   <section>
@@ -80,12 +81,17 @@ export const DASHBOARD_HTML = `<!doctype html>
   var REFRESH_MS = 5000;
   var COLORS = ["#1f6feb", "#c62828", "#2e7d32", "#b26a00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e", "#37474f", "#9e9d24"];
   var token = sessionStorage.getItem("tern-token") || "";
-  var hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.get("token")) {
+  // A token in the fragment (#token=...) is taken once and removed from the address bar.
+  function tokenFromHash() {
+    var hash = new URLSearchParams(location.hash.slice(1));
+    if (!hash.get("token")) return false;
     token = hash.get("token");
     sessionStorage.setItem("tern-token", token);
     history.replaceState(null, "", location.pathname);
+    return true;
   }
+  tokenFromHash();
+  window.addEventListener("hashchange", function () { if (tokenFromHash()) refresh(); });
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -199,15 +205,15 @@ export const DASHBOARD_HTML = `<!doctype html>
 
   function drawActivity(activity) {
     fill("deliveries", activity.deliveries.map(function (a) {
-      return [el("td", {}, [time(a.at)]), el("td", {}, [lookupLink(a.queueId)]), el("td", {}, [a.recipients.join(", ")]),
+      return [el("td", { class: "nowrap" }, [time(a.at)]), el("td", {}, [lookupLink(a.queueId)]), el("td", {}, [a.recipients.join(", ")]),
         el("td", { class: a.kind === "delivered" ? "good" : "warn" }, [reply(a)]), el("td", {}, [a.remoteMta || a.hop || ""])];
     }), 5);
     fill("bounces", activity.bounces.map(function (a) {
-      return [el("td", {}, [time(a.at)]), el("td", {}, [lookupLink(a.queueId)]), el("td", {}, [a.recipients.join(", ")]),
+      return [el("td", { class: "nowrap" }, [time(a.at)]), el("td", {}, [lookupLink(a.queueId)]), el("td", {}, [a.recipients.join(", ")]),
         el("td", { class: "bad" }, [reply(a)]), el("td", {}, [a.reason || ""])];
     }), 5);
     fill("rejections", activity.rejections.map(function (r) {
-      return [el("td", {}, [time(r.at)]), el("td", {}, [(r.remoteAddress || "") + (r.helo ? " (" + r.helo + ")" : "") + (r.listener ? " on " + r.listener : "")]),
+      return [el("td", { class: "nowrap" }, [time(r.at)]), el("td", {}, [(r.remoteAddress || "") + (r.helo ? " (" + r.helo + ")" : "") + (r.listener ? " on " + r.listener : "")]),
         el("td", {}, [r.sender === undefined ? "" : "<" + r.sender + ">"]), el("td", {}, [r.recipient || ""]),
         el("td", {}, [r.plugin + " / " + r.hook]), el("td", { class: "bad" }, [r.code ? reply(r) : r.outcome])];
     }), 6);
