@@ -105,7 +105,6 @@ describe('dashboard', () => {
 
     // A fresh load with the token in the fragment (it never reaches the server's logs).
     await page.goto('about:blank');
-    await page.evaluate(() => sessionStorage.clear()).catch(() => {});
     await page.goto(`${mta.url}/#token=${mta.token}`);
     expect(page.url()).toBe(`${mta.url}/`);
     await waitFor(async () => (await text('#summary tbody')).includes('slow.test'), 10_000);
