@@ -118,7 +118,8 @@ describe('dashboard', () => {
     const totalLine = page.locator('#depth-chart polyline[data-series="total"]');
     expect((await totalLine.getAttribute('points'))?.split(' ').length).toBeGreaterThan(1);
     expect(await page.locator('#depth-chart polyline[data-series="slow.test"]').count()).toBe(1);
-    expect(await text('#depth-legend')).toMatch(/slow\.test \(4\)/);
+    // Samples read a summary up to a second old; the page reloads its data every 5 s.
+    await waitFor(async () => /slow\.test \(4\)/.test(await text('#depth-legend')), 12_000);
 
     await waitFor(async () => (await text('#bounces tbody')).includes(bounced.queueId), 10_000);
     expect(await text('#deliveries tbody')).toContain(delivered.queueId);

@@ -53,6 +53,7 @@ export * from './embedded/index.js';
 export { QueueUnavailableError } from './errors.js';
 export {
   DEFAULT_LIST_LIMIT,
+  describeHop,
   isQueueId,
   MAX_LIST_LIMIT,
   normalizeMessageId,

@@ -1,14 +1,17 @@
 // Shared by every backend's operator operations: filters, Message-ID and queue id forms, the
-// header view, and the bounce an operator sends with "bounce now".
-import { type Envelope, Headers, type SmtpReply, unfoldValue } from '@tern/plugin-api';
+// header view, the bounce an operator sends with "bounce now", and the views both backends build.
+import { type Envelope, Headers, type NextHop, type SmtpReply, unfoldValue } from '@tern/plugin-api';
 import type {
   BounceNowOptions,
+  DestinationCounts,
   IncomingMessage,
+  MessageDetails,
   QueuedJob,
   QueueFilter,
   RecipientState,
 } from './contract.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
+import type { ReceivedEvent, TimelineEvent } from './timeline.js';
 
 export const DEFAULT_LIST_LIMIT = 100;
 export const MAX_LIST_LIMIT = 1000;
@@ -136,4 +139,55 @@ export function operatorBounce(
     },
     { reportingMta: options.reportingMta, now },
   );
+}
+
+/** A next hop in words, for timelines, listings and the dashboard. */
+export function describeHop(hop: NextHop): string {
+  switch (hop.type) {
+    case 'mx':
+      return `via the MX of ${hop.domain}`;
+    case 'smtp':
+      return `via SMTP ${hop.host}:${hop.port ?? 25}`;
+    case 'lmtp':
+      return `via LMTP ${hop.path ?? `${hop.host ?? '127.0.0.1'}:${hop.port ?? 24}`}`;
+    case 'maildir':
+      return `to Maildir ${hop.path}`;
+  }
+}
+
+/** The totals row of a summary. */
+export function sumCounts(rows: readonly DestinationCounts[]): DestinationCounts {
+  const totals = { total: 0, scheduled: 0, active: 0, held: 0, deferred: 0 };
+  for (const row of rows) {
+    totals.total += row.total;
+    totals.scheduled += row.scheduled;
+    totals.active += row.active;
+    totals.held += row.held;
+    totals.deferred += row.deferred;
+  }
+  return totals;
+}
+
+/** A finished message (delivered, bounced or deleted): what its timeline still tells. */
+export function finishedDetails(queueId: string, timeline: readonly TimelineEvent[]): MessageDetails {
+  const received = timeline.find((e): e is ReceivedEvent => e.type === 'received');
+  return {
+    queueId,
+    state: 'finished',
+    ...(received
+      ? {
+          envelope: {
+            mailFrom: received.mailFrom,
+            recipients: received.recipients.map((address) => ({ address })),
+          },
+          createdAt: received.at,
+          size: received.size,
+          ...(received.messageId === undefined ? {} : { messageId: received.messageId }),
+          ...(received.isBounce ? { isBounce: true } : {}),
+        }
+      : {}),
+    held: false,
+    jobs: [],
+    timeline,
+  };
 }

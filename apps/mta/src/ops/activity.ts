@@ -2,7 +2,7 @@
 // bounced hooks of this process's worker) and queue depth over time (sampled from the summary).
 // They are this process's view only; the queue itself (and every timeline) is shared.
 import type { NextHop, RecipientResult } from '@tern/plugin-api';
-import type { QueueSummary } from '@tern/queue';
+import { describeHop, type QueueSummary } from '@tern/queue';
 
 export interface DeliveryActivity {
   readonly at: number;
@@ -66,7 +66,7 @@ export class ActivityLog {
         enhanced: reply.enhanced,
         text: reply.text.slice(0, 300),
         ...(extra.remoteMta ? { remoteMta: extra.remoteMta } : {}),
-        ...(extra.hop ? { hop: hopName(extra.hop) } : {}),
+        ...(extra.hop ? { hop: describeHop(extra.hop) } : {}),
         ...(extra.reason ? { reason: extra.reason } : {}),
       });
     }
@@ -101,18 +101,5 @@ export class ActivityLog {
   /** Oldest first. */
   history(): DepthSample[] {
     return [...this.#samples];
-  }
-}
-
-function hopName(hop: NextHop): string {
-  switch (hop.type) {
-    case 'mx':
-      return `mx:${hop.domain}`;
-    case 'smtp':
-      return `smtp:${hop.host}:${hop.port ?? 25}`;
-    case 'lmtp':
-      return `lmtp:${hop.path ?? `${hop.host ?? '127.0.0.1'}:${hop.port ?? 24}`}`;
-    case 'maildir':
-      return 'maildir';
   }
 }

@@ -4,13 +4,14 @@
 // or a filter for bulk actions, whose progress goes to stderr.
 import { parseArgs } from 'node:util';
 import type { NextHop } from '@tern/plugin-api';
-import type {
-  DestinationSummary,
-  MessageDetails,
-  QueuedJob,
-  QueuePage,
-  QueueSummary,
-  TimelineEvent,
+import {
+  type DestinationSummary,
+  describeHop,
+  type MessageDetails,
+  type QueuedJob,
+  type QueuePage,
+  type QueueSummary,
+  type TimelineEvent,
 } from '@tern/queue';
 import { AdminApiError, AdminClient, adminTarget, UsageProblem } from './admin-client.js';
 
@@ -164,7 +165,10 @@ async function run(
       hop,
     });
     if (values.json) json(result);
-    else out(`${values.destination}: ${hop === null ? 'reroute cleared' : `every job goes ${hopText(hop)}`}`);
+    else
+      out(
+        `${values.destination}: ${hop === null ? 'reroute cleared' : `every job goes ${describeHop(hop)}`}`,
+      );
     return 0;
   }
   const body = bodyOf(action, values);
@@ -297,19 +301,6 @@ function positiveInt(text: string, name: string): number {
   return value;
 }
 
-function hopText(hop: NextHop): string {
-  switch (hop.type) {
-    case 'mx':
-      return `via the MX of ${hop.domain}`;
-    case 'smtp':
-      return `via SMTP ${hop.host}:${hop.port ?? 25}`;
-    case 'lmtp':
-      return `via LMTP ${hop.path ?? `${hop.host ?? '127.0.0.1'}:${hop.port ?? 24}`}`;
-    case 'maildir':
-      return `to Maildir ${hop.path}`;
-  }
-}
-
 function iso(ms: number | undefined): string {
   return ms === undefined ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
@@ -339,7 +330,7 @@ export function formatSummary(summary: QueueSummary): string {
   const note = (d: DestinationSummary): string =>
     [
       d.suspendedUntil ? `suspended until ${iso(d.suspendedUntil)}` : '',
-      d.nextHop ? `rerouted ${hopText(d.nextHop)}` : '',
+      d.nextHop ? `rerouted ${describeHop(d.nextHop)}` : '',
     ]
       .filter(Boolean)
       .join('; ');
@@ -397,7 +388,7 @@ export function formatDetails(m: MessageDetails): string {
   for (const job of m.jobs) {
     const next =
       job.nextAttemptAt !== undefined && job.state === 'scheduled' ? `, next ${iso(job.nextAttemptAt)}` : '';
-    const hop = job.nextHop ? `, rerouted ${hopText(job.nextHop)}` : '';
+    const hop = job.nextHop ? `, rerouted ${describeHop(job.nextHop)}` : '';
     lines.push(`  ${job.domain}: ${job.state}, ${job.attempts} attempt(s)${next}${hop}`);
     for (const r of job.recipients) {
       const reply = r.lastReply ? `  ${r.lastReply.code} ${r.lastReply.enhanced} ${r.lastReply.text}` : '';
@@ -419,7 +410,7 @@ export function describeEvent(event: TimelineEvent): string {
       const results = event.recipients
         .map((r) => `${r.address} ${r.result} (${r.code} ${r.enhanced} ${r.text})`)
         .join('; ');
-      const via = event.remoteMta ? ` via ${event.remoteMta}` : event.hop ? ` ${hopText(event.hop)}` : '';
+      const via = event.remoteMta ? ` via ${event.remoteMta}` : event.hop ? ` ${describeHop(event.hop)}` : '';
       const next = event.nextAttemptAt ? `; next attempt ${iso(event.nextAttemptAt)}` : '';
       const notices = event.notices.length > 0 ? `; notice ${event.notices.join(', ')}` : '';
       return `attempt ${event.attempt} to ${event.domain}${via}: ${results}${next}${notices}`;

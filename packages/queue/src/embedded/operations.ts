@@ -19,18 +19,20 @@ import type {
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import {
   checkFilter,
+  describeHop,
+  finishedDetails,
   headerPairs,
   listLimit,
   matchesFilter,
   normalizeMessageId,
   OperationInputError,
   operatorBounce,
+  sumCounts,
 } from '../operations.js';
 import {
   type OperatorAction,
   type OperatorEvent,
   parseTimelineEvent,
-  type ReceivedEvent,
   type TimelineEvent,
 } from '../timeline.js';
 
@@ -159,15 +161,7 @@ export class EmbeddedOperations {
     const destinations = [...byDomain.values()].sort(
       (a, b) => b.total - a.total || a.domain.localeCompare(b.domain),
     );
-    const totals = { total: 0, scheduled: 0, active: 0, held: 0, deferred: 0 };
-    for (const d of destinations) {
-      totals.total += d.total;
-      totals.scheduled += d.scheduled;
-      totals.active += d.active;
-      totals.held += d.held;
-      totals.deferred += d.deferred;
-    }
-    return { at: now, totals, destinations };
+    return { at: now, totals: sumCounts(destinations), destinations };
   }
 
   async listJobs(filter: QueueFilter = {}): Promise<QueuePage> {
@@ -319,7 +313,7 @@ export class EmbeddedOperations {
       if (changes > 0) {
         this.record(queueId, 'reroute', {
           ...(wanted === null ? {} : { domain: wanted }),
-          detail: hop === null ? 'reroute cleared' : JSON.stringify(hop),
+          detail: hop === null ? 'reroute cleared' : describeHop(hop),
         });
       }
       return changes;
@@ -386,29 +380,6 @@ function queuedJob(row: JobListRow): QueuedJob {
     ...(row.message_id === null ? {} : { messageId: row.message_id }),
     size: row.size,
     ...(row.hold_reason === null ? {} : { holdReason: row.hold_reason }),
-  };
-}
-
-function finishedDetails(queueId: string, timeline: readonly TimelineEvent[]): MessageDetails {
-  const received = timeline.find((e): e is ReceivedEvent => e.type === 'received');
-  return {
-    queueId,
-    state: 'finished',
-    ...(received
-      ? {
-          envelope: {
-            mailFrom: received.mailFrom,
-            recipients: received.recipients.map((address) => ({ address })),
-          },
-          createdAt: received.at,
-          size: received.size,
-          ...(received.messageId === undefined ? {} : { messageId: received.messageId }),
-          ...(received.isBounce ? { isBounce: true } : {}),
-        }
-      : {}),
-    held: false,
-    jobs: [],
-    timeline,
   };
 }
 

@@ -498,24 +498,14 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   }
 
   async inspect(queueId: string): Promise<MessageRecord | null> {
-    const message = this.#sql.message.get(queueId) as
-      | { envelope: string; created_at: number; message_id: string | null }
-      | undefined;
-    if (!message) return null;
-    const jobs = this.#sql.jobsOf.all(queueId) as JobRow[];
+    const details = await this.#ops.details(queueId);
+    if (details === null || details.state === 'finished' || details.envelope === undefined) return null;
     return {
       queueId,
-      envelope: JSON.parse(message.envelope),
-      createdAt: message.created_at,
-      ...(message.message_id === null ? {} : { messageId: message.message_id }),
-      jobs: jobs.map((j) => ({
-        id: j.id,
-        domain: j.domain,
-        state: j.state,
-        attempts: j.attempts,
-        ...(j.state === 'done' ? {} : { nextAttemptAt: j.next_attempt_at }),
-        recipients: JSON.parse(j.recipients) as RecipientState[],
-      })),
+      envelope: details.envelope,
+      createdAt: details.createdAt ?? 0,
+      ...(details.messageId === undefined ? {} : { messageId: details.messageId }),
+      jobs: details.jobs.map(({ nextHop: _hop, ...job }) => job),
     };
   }
 
@@ -741,11 +731,6 @@ function prepare(db: Database.Database) {
     deleteMessage: db.prepare('DELETE FROM messages WHERE queue_id = ?'),
     body: db.prepare('SELECT body FROM messages WHERE queue_id = ?'),
     head: db.prepare('SELECT substr(body, 1, ?) AS head FROM messages WHERE queue_id = ?'),
-    message: db.prepare('SELECT envelope, created_at, message_id FROM messages WHERE queue_id = ?'),
-    jobsOf: db.prepare(
-      `SELECT ${JOB_COLUMNS} FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
-       WHERE j.queue_id = ? ORDER BY j.id`,
-    ),
     hold: db.prepare(
       "UPDATE jobs SET state = 'held', updated_at = ? WHERE queue_id = ? AND state = 'scheduled'",
     ),

@@ -6,7 +6,6 @@ import type { Job, Queue } from 'bullmq';
 import type {
   BounceNowOptions,
   BounceNowResult,
-  DestinationCounts,
   DestinationSummary,
   IncomingMessage,
   MessageDetails,
@@ -19,6 +18,8 @@ import type {
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import {
   checkFilter,
+  describeHop,
+  finishedDetails,
   headerPairs,
   listLimit,
   matchesFilter,
@@ -26,12 +27,12 @@ import {
   OperationInputError,
   operatorBounce,
   queueIdTime,
+  sumCounts,
 } from '../operations.js';
 import {
   type OperatorAction,
   type OperatorEvent,
   parseTimelineEvent,
-  type ReceivedEvent,
   type TimelineEvent,
 } from '../timeline.js';
 import { bullActiveKey, bullJobKey, type JobData } from './job-data.js';
@@ -499,19 +500,6 @@ function operatorEvent(action: OperatorAction, extra: Partial<OperatorEvent> = {
   return { type: 'operator', at: Date.now(), action, ...extra };
 }
 
-function describeHop(hop: NextHop): string {
-  switch (hop.type) {
-    case 'mx':
-      return `via the MX of ${hop.domain}`;
-    case 'smtp':
-      return `via SMTP ${hop.host}:${hop.port ?? 25}`;
-    case 'lmtp':
-      return `via LMTP ${hop.path ?? `${hop.host ?? '127.0.0.1'}:${hop.port ?? 24}`}`;
-    case 'maildir':
-      return `to Maildir ${hop.path}`;
-  }
-}
-
 function jobState(state: string, held: boolean): MessageDetails['jobs'][number]['state'] {
   if (state === 'active') return 'active';
   if (state === 'completed') return 'done';
@@ -520,46 +508,10 @@ function jobState(state: string, held: boolean): MessageDetails['jobs'][number][
   return 'scheduled';
 }
 
-/** A finished message: what its timeline still tells. */
-function finishedDetails(queueId: string, timeline: readonly TimelineEvent[]): MessageDetails {
-  const received = timeline.find((e): e is ReceivedEvent => e.type === 'received');
-  return {
-    queueId,
-    state: 'finished',
-    ...(received
-      ? {
-          envelope: {
-            mailFrom: received.mailFrom,
-            recipients: received.recipients.map((address) => ({ address })),
-          },
-          createdAt: received.at,
-          size: received.size,
-          ...(received.messageId === undefined ? {} : { messageId: received.messageId }),
-          ...(received.isBounce ? { isBounce: true } : {}),
-        }
-      : {}),
-    held: false,
-    jobs: [],
-    timeline,
-  };
-}
-
 function countBy<T>(items: readonly T[], key: (item: T) => string): Map<string, number> {
   const counts = new Map<string, number>();
   for (const item of items) counts.set(key(item), (counts.get(key(item)) ?? 0) + 1);
   return counts;
-}
-
-function sumCounts(rows: readonly DestinationCounts[]): DestinationCounts {
-  const totals = { total: 0, scheduled: 0, active: 0, held: 0, deferred: 0 };
-  for (const row of rows) {
-    totals.total += row.total;
-    totals.scheduled += row.scheduled;
-    totals.active += row.active;
-    totals.held += row.held;
-    totals.deferred += row.deferred;
-  }
-  return totals;
 }
 
 /** Unwraps a pipeline's replies, throwing the first error. */
