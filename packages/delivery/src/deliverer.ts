@@ -104,7 +104,7 @@ type Targets =
   | { readonly ok: true; readonly targets: readonly SessionTarget[] }
   | { readonly ok: false; readonly result: AttemptResult; readonly reply: SmtpReply };
 
-const DEFAULT_POOL: PoolOptions = { idleMs: 5000, maxMessagesPerConnection: 100, maxIdlePerKey: 4 };
+const DEFAULT_POOL: PoolOptions = { idleMs: 5000, maxMessagesPerConnection: 100, maxIdlePerKey: 20 };
 
 /** Creates the outbound side: `deliver` for the queue worker, `close` for shut-down. */
 export function createDeliverer(options: DelivererOptions): Deliverer {

@@ -53,7 +53,7 @@ export interface EmbeddedQueueOptions {
    * this cap only bounds how long a wall-clock jump can delay mail.
    */
   readonly pollIntervalMs?: number;
-  /** Jobs towards one recipient domain in flight at once (default 10), so one slow domain cannot take every slot. */
+  /** Jobs towards one recipient domain in flight at once (default 20, as Postfix's default_destination_concurrency_limit), so one slow domain cannot take every slot. */
   readonly maxActivePerDomain?: number;
   /** How long a finished message's timeline stays retrievable (default 7 days). */
   readonly timelineRetentionMs?: number;
@@ -123,7 +123,7 @@ interface JobRow {
 
 const DEFAULT_CONCURRENCY = 20;
 const DEFAULT_POLL_MS = 5000;
-const DEFAULT_PER_DOMAIN = 10;
+const DEFAULT_PER_DOMAIN = 20;
 /** A lease outlives any sane attempt; it is informative for operators, since only restarts reclaim jobs. */
 const LEASE_MS = 30 * 60_000;
 
