@@ -1,6 +1,6 @@
 // Trace fields core adds to a message: the Received header (RFC 5321 §4.4, with-protocol types
 // from RFC 3848), and the Message-ID and Date a submission server supplies (RFC 6409 §8).
-import type { TlsInfo } from '@tern/plugin-api';
+import { rfc5322Date, type TlsInfo } from '@tern/plugin-api';
 
 export interface ReceivedFields {
   /** The HELO/EHLO argument (undefined when the client never gave one, which MAIL does not allow). */
@@ -56,16 +56,4 @@ function traceToken(value: string): string {
 
 function commentText(value: string): string {
   return value.replace(/[^\x20-\x7e]/g, '?').replace(/[()\\]/g, '\\$&');
-}
-
-const DAYS = ['Sun', 'Mon', 'Tue', 'Wed', 'Thu', 'Fri', 'Sat'];
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
-const pad = (n: number): string => String(n).padStart(2, '0');
-
-/** RFC 5322 §3.3 date-time in UTC, e.g. `Tue, 05 Mar 2030 14:07:09 +0000`. */
-export function rfc5322Date(date: Date): string {
-  return (
-    `${DAYS[date.getUTCDay()]}, ${pad(date.getUTCDate())} ${MONTHS[date.getUTCMonth()]} ${date.getUTCFullYear()} ` +
-    `${pad(date.getUTCHours())}:${pad(date.getUTCMinutes())}:${pad(date.getUTCSeconds())} +0000`
-  );
 }

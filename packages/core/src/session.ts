@@ -15,6 +15,7 @@ import {
   type Logger,
   MessageContent,
   type PluginHost,
+  rfc5322Date,
   type SessionInfo,
   type SmtpParams,
   type SmtpReply,
@@ -36,7 +37,7 @@ import { CommandStream, type CommandViolation } from './command-stream.js';
 import { confirmedHostname, type HostResolver } from './dns.js';
 import { readMessage } from './intake.js';
 import type { ResolvedListenerOptions } from './options.js';
-import { receivedValue, rfc5322Date } from './received.js';
+import { receivedValue } from './received.js';
 import { checkRecipient } from './relay.js';
 import { CoreReplies, hasEnhancedCode, queuedReply, replyError, serverErrorText } from './replies.js';
 import type { IncomingMessage, MessageSink } from './sink.js';

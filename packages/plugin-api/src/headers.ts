@@ -142,3 +142,8 @@ export function makeField(name: string, value: string): HeaderField {
   }
   return { name, key: name.toLowerCase(), raw: `${name}: ${toBytes(value)}` };
 }
+
+/** A date as RFC 5322 §3.3 writes it, in UTC: `Sat, 28 Nov 2026 17:27:25 +0000` (Date, Received, DSNs). */
+export function rfc5322Date(date: Date): string {
+  return date.toUTCString().replace(/GMT$/, '+0000');
+}

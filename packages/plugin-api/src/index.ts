@@ -8,7 +8,7 @@ export type {
 export { domainOf, splitAddress } from './envelope.js';
 export { HookFailure, PluginOptionError, PluginRegistrationError, TernError } from './errors.js';
 export type { HeaderField } from './headers.js';
-export { Headers, makeField, unfoldValue } from './headers.js';
+export { Headers, makeField, rfc5322Date, unfoldValue } from './headers.js';
 export type {
   AuthContext,
   Awaitable,

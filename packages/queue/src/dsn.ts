@@ -1,7 +1,7 @@
 // Shared by every backend: builds RFC 3464 delivery status notifications (bounces and delay
 // notices) as ordinary messages that go out through the same queue, from `<>`.
 import { randomBytes } from 'node:crypto';
-import { type Envelope, findHeaderEnd, type SmtpReply } from '@tern/plugin-api';
+import { type Envelope, findHeaderEnd, rfc5322Date, type SmtpReply } from '@tern/plugin-api';
 import type { IncomingMessage, RecipientState } from './contract.js';
 
 /** One recipient line group of a report. */
@@ -123,10 +123,6 @@ export function headerBlockOf(prefix: Buffer): Buffer {
 }
 
 /** RFC 5322 date-time in UTC (`Tue, 28 Nov 2023 17:03:00 +0000`). */
-export function rfc5322Date(date: Date): string {
-  return date.toUTCString().replace(/GMT$/, '+0000');
-}
-
 function part(contentType: string, body: string): string {
   return `Content-Type: ${contentType}\r\n\r\n${body}`;
 }

@@ -47,7 +47,6 @@ export {
   type DsnRecipient,
   HEADER_READ_LIMIT,
   headerBlockOf,
-  rfc5322Date,
 } from './dsn.js';
 export * from './embedded/index.js';
 export { QueueUnavailableError } from './errors.js';

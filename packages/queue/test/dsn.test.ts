@@ -1,5 +1,6 @@
+import { rfc5322Date } from '@tern/plugin-api';
 import { describe, expect, it } from 'vitest';
-import { buildDsn, headerBlockOf, rfc5322Date } from '../src/dsn.js';
+import { buildDsn, headerBlockOf } from '../src/dsn.js';
 import { parseReport } from './report-parser.js';
 
 const originalHeaders = Buffer.from(
