@@ -4,7 +4,7 @@
 import { resolve } from 'node:path';
 import { createListener, FileUserStore, type Listener, type ListenerOptions } from '@tern/core';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
-import { type Logger, type Plugin, PluginHost } from '@tern/plugin-api';
+import { type Logger, type NextHop, type Plugin, PluginHost } from '@tern/plugin-api';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
 import { configPath, listenerPort, type ResolvedConfig, readConfigFile, serverHostname } from './config.js';
 import { OpsRuntime } from './ops/runtime.js';
@@ -77,6 +77,13 @@ export function embeddedQueuePath(config: ResolvedConfig): string {
     : resolve(config.baseDir, '.tern-data/queue.db');
 }
 
+/** Relative Maildir folders and LMTP sockets in the config start at the config file's folder, as every other path does. */
+function withPaths(config: ResolvedConfig, hop: NextHop): NextHop {
+  if (hop.type === 'maildir') return { ...hop, path: configPath(config, hop.path) };
+  if (hop.type === 'lmtp' && hop.path !== undefined) return { ...hop, path: configPath(config, hop.path) };
+  return hop;
+}
+
 function delivererOptions(
   config: ResolvedConfig,
   hostname: string,
@@ -88,8 +95,22 @@ function delivererOptions(
     hostname,
     plugins,
     logger,
-    ...(d.routes ? { routes: d.routes } : {}),
-    ...(d.local ? { local: d.local } : {}),
+    ...(d.routes
+      ? {
+          routes: Object.fromEntries(Object.entries(d.routes).map(([k, hop]) => [k, withPaths(config, hop)])),
+        }
+      : {}),
+    ...(d.local
+      ? {
+          local: {
+            domains: d.local.domains,
+            lmtp:
+              d.local.lmtp.path !== undefined
+                ? { ...d.local.lmtp, path: configPath(config, d.local.lmtp.path) }
+                : d.local.lmtp,
+          },
+        }
+      : {}),
     ...(d.dns ? { dns: d.dns } : {}),
     ...(d.port !== undefined ? { port: d.port } : {}),
     ...(d.maxAddresses !== undefined ? { maxAddresses: d.maxAddresses } : {}),
