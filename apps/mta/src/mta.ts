@@ -216,6 +216,7 @@ export async function startMta(
         plugins: initial.listenerHosts[i]!,
         sink: ops.sink(queue),
         logger,
+        onReply: ops.onReply,
         ...(users ? { users } : {}),
       });
       listeners.push(listener);

@@ -413,6 +413,15 @@ describe('metrics', () => {
         /^tern_smtp_refusals_total\{listener="mx-\d+",plugin="gate",hook="rcptTo",outcome="reject",code="550"\} (\d+)/m,
       ),
     ).toBe(1);
+    // Every error reply, core's own included: the gate's 550 at RCPT is among them.
+    expect(
+      value(
+        new RegExp(
+          `^tern_smtp_error_replies_total\\{listener="${listener}",command="RCPT",code="550"\\} (\\d+)`,
+          'm',
+        ),
+      ),
+    ).toBe(1);
     expect(
       value(/^tern_hook_duration_seconds_count\{plugin="gate",hook="rcptTo"\} (\d+)/m),
     ).toBeGreaterThanOrEqual(10);

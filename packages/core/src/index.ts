@@ -7,6 +7,7 @@ export {
   type Listener,
   type ListenerAddress,
   type ListenerDeps,
+  type ReplyEvent,
 } from './listener.js';
 export {
   type BareLineEndingPolicy,

@@ -26,6 +26,17 @@ export interface ListenerDeps {
   readonly users?: UserStore;
   /** DNS for the client's host name (default: the system resolver). */
   readonly resolver?: HostResolver;
+  /** Called for every 4xx/5xx reply sent, whoever decided it (core or a plugin): for metrics. */
+  readonly onReply?: (event: ReplyEvent) => void;
+}
+
+/** One error reply sent to a client. */
+export interface ReplyEvent {
+  readonly listener: string;
+  readonly sessionId: string;
+  readonly code: number;
+  /** The command answered (`MAIL`, `RCPT`, `DATA`, ...), when smtp-server names it. */
+  readonly command: string | undefined;
 }
 
 export interface ListenerAddress {
@@ -133,6 +144,7 @@ class SmtpListener implements Listener, ListenerRuntime {
   readonly users: UserStore | undefined;
   readonly resolver: HostResolver;
   readonly log: Logger;
+  readonly onReply: ((event: ReplyEvent) => void) | undefined;
   closing = false;
   readonly #server: TernSmtpServer;
   readonly #sessions = new Map<string, SmtpSession>();
@@ -148,6 +160,7 @@ class SmtpListener implements Listener, ListenerRuntime {
     this.sink = deps.sink;
     this.users = deps.users;
     this.resolver = deps.resolver ?? systemResolver;
+    this.onReply = deps.onReply;
     this.log = deps.logger.child({ listener: options.name });
     this.#server = new TernSmtpServer(this.#serverOptions(), this);
     // Without an 'error' listener a client's TCP reset would crash the process.

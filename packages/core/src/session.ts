@@ -36,6 +36,7 @@ import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { CommandStream, type CommandViolation } from './command-stream.js';
 import { confirmedHostname, type HostResolver } from './dns.js';
 import { readMessage } from './intake.js';
+import type { ReplyEvent } from './listener.js';
 import type { ResolvedListenerOptions } from './options.js';
 import { receivedValue } from './received.js';
 import { checkRecipient } from './relay.js';
@@ -51,6 +52,7 @@ export interface ListenerRuntime {
   readonly users: UserStore | undefined;
   readonly resolver: HostResolver;
   readonly log: Logger;
+  readonly onReply: ((event: ReplyEvent) => void) | undefined;
   /** The listener is shutting down: idle sessions get 421 at their next command. */
   readonly closing: boolean;
   /** Keeps a background task (observe hooks) for close() to wait on. */
@@ -100,6 +102,7 @@ export class SmtpSession {
   #released = false;
   #holdGreeting = false;
   readonly #plugins: PluginHost;
+  #verb: string | undefined;
   #greetingHeld = false;
   readonly #observing = new Set<Promise<void>>();
 
@@ -548,6 +551,18 @@ export class SmtpSession {
         send(code, serverErrorText(code, data ?? '', enhanced), false);
       } else send(code, data, context);
       this.#countError(code, send);
+      if (code >= 400 && this.#runtime.onReply) {
+        try {
+          this.#runtime.onReply({
+            listener: this.#options.name,
+            sessionId: this.id,
+            code,
+            command: this.#verb,
+          });
+        } catch (error) {
+          this.#log.error({ err: error }, 'reply listener threw');
+        }
+      }
     };
 
     // 3. HELO/EHLO run the helo hooks before smtp-server answers.
@@ -613,6 +628,10 @@ export class SmtpSession {
     if (connection._upgrading || !connection._ready) {
       connection._onCommand(command, callback);
       return;
+    }
+    // The verb being answered, for reply events (AUTH continuation lines keep AUTH; never a password).
+    if (connection._nextHandler === false) {
+      this.#verb = command.toString('latin1').trim().split(/\s+/, 1)[0]?.toUpperCase().slice(0, 16);
     }
     const refusal = this.#commandRefusal(command, violation);
     if (refusal === undefined) {

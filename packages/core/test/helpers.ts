@@ -8,6 +8,7 @@ import {
   type HostResolver,
   InMemoryQueue,
   type Listener,
+  type ListenerDeps,
   type ListenerOptions,
   type MessageSink,
   type UserStore,
@@ -33,6 +34,7 @@ export interface HarnessOptions {
   readonly sink?: MessageSink;
   readonly hookTimeoutMs?: number;
   readonly resolver?: HostResolver;
+  readonly onReply?: ListenerDeps['onReply'];
 }
 
 /** A certificate for the default TLS pair in tests. */
@@ -70,6 +72,7 @@ export async function startListener(
       logger,
       ...(options.users ? { users: options.users } : {}),
       ...(options.resolver ? { resolver: options.resolver } : {}),
+      ...(options.onReply ? { onReply: options.onReply } : {}),
     },
   );
   const { port } = await listener.listen();

@@ -304,3 +304,21 @@ describe('a failing hook is a local error: 451 4.3.0, never 250, nothing interna
     expect(await sendMail(c)).toMatch(/^250 2\.0\.0 queued as /);
   });
 });
+
+describe('reply events', () => {
+  test('every 4xx/5xx reply is reported with listener, session and command', async () => {
+    const events: { code: number; command: string | undefined; listener: string }[] = [];
+    const { startListener: start } = await import('./helpers.js');
+    const h = await start({}, { onReply: (e) => events.push(e) });
+    const client = await h.connect();
+    await client.command('EHLO client.example');
+    expect(await client.command('RCPT TO:<a@local.test>')).toMatch(/^503 /);
+    expect(await client.command('MAIL FROM:<a@example.org>')).toMatch(/^250 /);
+    expect(await client.command('RCPT TO:<victim@elsewhere.example>')).toMatch(/^554 5\.7\.1/);
+    expect(events.map((e) => [e.code, e.command])).toEqual([
+      [503, 'RCPT'],
+      [554, 'RCPT'],
+    ]);
+    expect(events[0]?.listener).toBe('test');
+  });
+});

@@ -28,6 +28,7 @@ export class TernMetrics {
   readonly accepted: Counter<'listener'>;
   readonly enqueueFailures: Counter<'listener'>;
   readonly refusals: Counter<'listener' | 'plugin' | 'hook' | 'outcome' | 'code'>;
+  readonly errorReplies: Counter<'listener' | 'command' | 'code'>;
   readonly hookCalls: Counter<'plugin' | 'hook' | 'outcome'>;
   readonly hookDuration: Histogram<'plugin' | 'hook'>;
   readonly deliveries: Counter<'result'>;
@@ -74,6 +75,12 @@ export class TernMetrics {
       name: 'tern_smtp_refusals_total',
       help: 'Plugin verdicts that refused (reject, tempfail, disconnect) or failed (error, timeout), by listener, plugin, hook and reply code',
       labelNames: ['listener', 'plugin', 'hook', 'outcome', 'code'],
+      registers,
+    });
+    this.errorReplies = new Counter({
+      name: 'tern_smtp_error_replies_total',
+      help: 'Every 4xx/5xx reply sent, whoever decided it (core policy, limits or a plugin), by listener, command and code',
+      labelNames: ['listener', 'command', 'code'],
       registers,
     });
     this.hookCalls = new Counter({

@@ -3,6 +3,7 @@
 // applies an operator's reroute, metrics, and the admin server. mta.ts creates it before the
 // plugin hosts (it needs their hook events) and starts the admin server once the queue is open.
 
+import type { ReplyEvent } from '@tern/core';
 import { definePlugin, type HookEvent, type Logger, type NextHop, type Plugin } from '@tern/plugin-api';
 import type { Deliver, IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
@@ -67,6 +68,15 @@ export class OpsRuntime {
             : String(event.code),
       });
     }
+  };
+
+  /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
+  readonly onReply = (event: ReplyEvent): void => {
+    this.metrics?.errorReplies.inc({
+      listener: event.listener,
+      command: event.command ?? '',
+      code: String(event.code),
+    });
   };
 
   /** The queue as listeners see it: each message carries its session's verdicts into its timeline. */
