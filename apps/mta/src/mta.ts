@@ -6,7 +6,14 @@ import { createListener, FileUserStore, type Listener, type ListenerOptions } fr
 import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
 import { type Logger, type NextHop, type Plugin, PluginHost } from '@tern/plugin-api';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
-import { configPath, listenerPort, type ResolvedConfig, readConfigFile, serverHostname } from './config.js';
+import {
+  configPath,
+  listenerPort,
+  loadConfig,
+  type ResolvedConfig,
+  readConfigFile,
+  serverHostname,
+} from './config.js';
 import { OpsRuntime } from './ops/runtime.js';
 
 export interface RunningListener {
@@ -47,6 +54,8 @@ const RELOAD_GRACE_MS = 60_000;
 export interface StartOptions {
   /** Run the delivery worker in this process (default true). */
   readonly worker?: boolean;
+  /** The file the config came from: the admin API's reload reads it again. */
+  readonly configFile?: string;
 }
 
 /** Opens the configured queue backend: embedded (the default) or Redis. */
@@ -236,7 +245,7 @@ export async function startMta(
     host: l.address?.host ?? '',
     port: l.address?.port ?? 0,
   }));
-  return {
+  const mta: RunningMta = {
     hostname,
     listeners: running,
     queue,
@@ -293,4 +302,7 @@ export async function startMta(
       await plugins.runObserve('shutdown', {});
     },
   };
+  const { configFile } = options;
+  if (configFile) ops.reloader = async () => mta.reload(await loadConfig(configFile));
+  return mta;
 }

@@ -16,6 +16,7 @@ export default {
   trustedNetworks: [],
   listeners: [{ name: 'mx', kind: 'mx', host: '127.0.0.1', port: ${port}, limits: { maxMessageSize: ${size} } }],
   queue: { backend: 'embedded', path: 'queue.db' },
+  admin: { listen: '127.0.0.1:0', token: 'reload-test-token-0123456789' },
   delivery: { routes: { 'tern.test': { type: 'maildir', path: 'maildir' } } },
   plugins: [definePlugin({ name: 'gate', mailFrom: () => (${closed} ? reject(550, '5.7.1', 'Closed after reload') : undefined) })],
 };

@@ -8,7 +8,7 @@ import { OPS_PLUGIN_NAME } from '../ops/runtime.js';
 export async function runStart(file: string, options: StartOptions = {}): Promise<number> {
   const config = await loadConfig(file);
   const logger = createLogger(config.log?.level);
-  const mta = await startMta(config, logger, options);
+  const mta = await startMta(config, logger, { ...options, configFile: file });
 
   const queue = { backend: mta.queue.kind, location: mta.queue.location };
   const plugins = mta.plugins.plugins.map((p) => p.name).filter((name) => name !== OPS_PLUGIN_NAME);

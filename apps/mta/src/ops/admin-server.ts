@@ -35,6 +35,8 @@ export interface AdminServerOptions {
   readonly activity: ActivityLog;
   readonly recorder: IntakeRecorder;
   readonly logger: Logger;
+  /** Reads the config file again and applies it (as SIGHUP does); absent when tern has no config file. */
+  readonly reload?: () => Promise<unknown>;
 }
 
 export interface AdminServer {
@@ -128,6 +130,19 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
 
     if (resource === 'health' && id === undefined && method === 'GET') {
       return send(res, 200, { ok: true, queue: options.queue.kind });
+    }
+    if (resource === 'reload' && id === undefined) {
+      if (method !== 'POST') throw methodNotAllowed(method, path);
+      if (!options.reload) throw new HttpError(409, 'this tern was started without a config file to reload');
+      try {
+        return send(res, 200, await options.reload());
+      } catch (error) {
+        // A bad config changes nothing; say why, as `tern check-config` would.
+        throw new HttpError(
+          400,
+          `reload refused, still running the previous config: ${(error as Error).message}`,
+        );
+      }
     }
     if (resource === 'activity' && id === undefined && method === 'GET') {
       const limit = intParam(url, 'limit', 50, 200);

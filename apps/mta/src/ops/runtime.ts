@@ -70,6 +70,9 @@ export class OpsRuntime {
     }
   };
 
+  /** Set by startMta: reads the config file again and applies it (the admin API's POST /api/reload). */
+  reloader: (() => Promise<unknown>) | undefined;
+
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
   readonly onReply = (event: ReplyEvent): void => {
     this.metrics?.errorReplies.inc({
@@ -146,6 +149,10 @@ export class OpsRuntime {
       activity: this.activity,
       recorder: this.recorder,
       logger: this.#log,
+      reload: () => {
+        if (!this.reloader) throw new Error('no config file to reload');
+        return this.reloader();
+      },
     });
   }
 
