@@ -35,6 +35,7 @@ import {
   type SessionTarget,
   type SessionTimeouts,
   SmtpSession,
+  StaleConnection,
   type TlsSettings,
 } from './session.js';
 import { type Admission, admit, type DestinationLimit, type Throttle } from './throttle.js';
@@ -249,17 +250,16 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     return admit(throttle, `${kind}:${name}`, limit, waitMs);
   }
 
-  /** An idle session that still answers RSET, or a new one. */
+  /** An idle session still connected (its next transaction starts with RSET), or a new one. */
   async function sessionFor(target: SessionTarget, key: string, log: Logger): Promise<SmtpSession> {
     for (let idle = pool.take(key); idle; idle = pool.take(key)) {
-      try {
-        await idle.reset();
-        log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
-        return idle;
-      } catch (error) {
+      if (!idle.usable) {
         idle.close();
-        log.debug({ remoteMta: idle.remoteMta, err: error }, 'pooled connection was dead');
+        continue;
       }
+      idle.reuse();
+      log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
+      return idle;
     }
     return SmtpSession.open(target, settings);
   }
@@ -365,15 +365,28 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
             continue;
           }
           try {
-            const replies = await transact(
-              session,
-              job.envelope,
-              openRecipients,
-              wire,
-              needsUtf8,
-              needs8Bit,
-              log,
-            );
+            const send = (via: SmtpSession): Promise<SmtpReply[]> =>
+              transact(via, job.envelope, openRecipients, wire, needsUtf8, needs8Bit, log);
+            let replies: SmtpReply[];
+            try {
+              replies = await send(session);
+            } catch (error) {
+              if (!(error instanceof StaleConnection)) throw error;
+              // The pooled connection died while idle; the server took nothing: once more, fresh.
+              log.debug(
+                { remoteMta: session.remoteMta, reason: error.message },
+                'pooled connection was dead',
+              );
+              session.close();
+              try {
+                session = await SmtpSession.open(target, settings);
+              } catch (openError) {
+                if (!(openError instanceof SessionError)) throw openError;
+                problems.push(openError);
+                continue;
+              }
+              replies = await send(session);
+            }
             open.forEach((index, n) => {
               const reply = replies[n] ?? DeliveryReplies.noDataReply;
               settle([index], reply);

@@ -138,6 +138,14 @@ class ConnectionProblem extends Error {
   override readonly name = 'ConnectionProblem';
 }
 
+/**
+ * A pooled connection turned out dead (or confused) at the RSET that starts its reuse, before the
+ * server took any part of the transaction: the caller sends again on a fresh connection.
+ */
+export class StaleConnection extends Error {
+  override readonly name = 'StaleConnection';
+}
+
 interface Waiter {
   resolve(reply: WireReply): void;
   reject(error: Error): void;
@@ -226,6 +234,7 @@ export class SmtpSession {
   #secure = false;
   #tlsInfo: { protocol: string; cipher: string; authorized: boolean } | undefined;
   #broken = false;
+  #resetPending = false;
   #transactions = 0;
   /** The 421 that closed the channel, if one did: the reply for everything still open. */
   #closing: SmtpReply | undefined;
@@ -308,8 +317,15 @@ export class SmtpSession {
    * throws for remote failures: a connection lost midway gives 4.4.2 to every recipient still open.
    */
   async send(tx: Transaction): Promise<SmtpReply[]> {
-    this.#transactions++;
     const t = this.#settings.timeouts;
+    const resetFirst = this.#resetPending;
+    this.#resetPending = false;
+    if (resetFirst && !this.#capabilities.pipelining) {
+      await this.reset().catch((error: unknown) => {
+        throw new StaleConnection(message(error));
+      });
+    }
+    this.#transactions++;
     const replies: (SmtpReply | undefined)[] = tx.recipients.map(() => undefined);
     const accepted: number[] = [];
     try {
@@ -320,7 +336,19 @@ export class SmtpSession {
       let mailReply: WireReply;
       if (this.#capabilities.pipelining) {
         // RFC 2920: MAIL and every RCPT in one write; DATA waits until we know someone was accepted.
-        this.#write([mail, ...rcpts].map((line) => `${line}\r\n`).join(''));
+        const reset = resetFirst ? ['RSET'] : [];
+        this.#write([...reset, mail, ...rcpts].map((line) => `${line}\r\n`).join(''));
+        if (resetFirst) {
+          // Nothing of this transaction has been taken before the RSET is answered.
+          const rset = await this.#read(t.commandMs, 'RSET').catch((error: unknown) => {
+            this.#broken = true;
+            throw new StaleConnection(message(error));
+          });
+          if (rset.code !== 250) {
+            this.#broken = true;
+            throw new StaleConnection(`RSET answered ${rset.code} ${rset.lines.join(' ')}`);
+          }
+        }
         mailReply = await this.#read(t.commandMs, 'MAIL FROM');
         const rcptReplies: WireReply[] = [];
         for (const _ of rcpts) rcptReplies.push(await this.#read(t.commandMs, 'RCPT TO'));
@@ -359,11 +387,24 @@ export class SmtpSession {
       }
       return finish(replies);
     } catch (error) {
+      if (error instanceof StaleConnection) {
+        this.#socket.destroy();
+        throw error;
+      }
       this.#broken = true;
       this.#socket.destroy();
       const lost = this.#closing ?? DeliveryReplies.connectionLost(`${this.remoteMta}: ${message(error)}`);
       return replies.map((reply) => reply ?? lost);
     }
+  }
+
+  /**
+   * Marks a pooled session for its next transaction: it starts with RSET, which also proves the
+   * server is still there. With PIPELINING the RSET goes in the same write as MAIL and RCPT, so
+   * reuse costs no extra round trip; send() throws StaleConnection when the RSET fails.
+   */
+  reuse(): void {
+    this.#resetPending = true;
   }
 
   /** RSET before reusing the connection: also proves the server is still there. Throws when it is not. */

@@ -142,7 +142,35 @@ describe('connection reuse', () => {
     const text = tap.clientText(1);
     expect(text.match(/^EHLO /gm)).toHaveLength(1);
     expect(text).toMatch(/\r\n\.\r\nRSET\r\nMAIL FROM:<sender@origin\.test>\r\nRCPT TO:<b@x\.test>\r\n/);
+    // With PIPELINING, reuse costs no round trip: RSET travels in the write that carries MAIL and RCPT.
+    const reuseChunk = tap.chunks.find(
+      (c) => c.dir === 'c2s' && c.data.toString('latin1').includes('RCPT TO:<b@x.test>'),
+    );
+    expect(reuseChunk?.data.toString('latin1')).toBe(
+      'RSET\r\nMAIL FROM:<sender@origin.test>\r\nRCPT TO:<b@x.test>\r\n',
+    );
     expect(new Set(sink.messages.map((m) => m.sessionId)).size).toBe(1);
+  });
+
+  it('sends again on a fresh connection when a pooled one fails its RSET', async () => {
+    let refuseReset = false;
+    const sink = await startSmtpSink();
+    cleanups.push(() => sink.stop());
+    // The server answers the reuse RSET with 421, as one that timed the idle connection out would.
+    const tap = await startWireTap({
+      upstreamPort: sink.port,
+      rewriteServer: (text) =>
+        refuseReset ? text.replace(/^250 (2\.0\.0 )?Flushed\r\n/m, '421 4.4.2 Idle too long\r\n') : text,
+    });
+    cleanups.push(() => tap.stop());
+    const d = viaTap(tap, { pool: { idleMs: 60_000 } });
+    await d.deliver(makeJob(['a@x.test']), storedMessage(SIMPLE_MESSAGE));
+    refuseReset = true;
+    const report = await d.deliver(makeJob(['b@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    await sink.waitFor(2);
+    expect(tap.connections).toBe(2);
+    expect(sink.messages.map((m) => m.rcptTo)).toEqual([['a@x.test'], ['b@x.test']]);
   });
 
   it('opens a new connection once maxMessagesPerConnection is reached, and says QUIT', async () => {
