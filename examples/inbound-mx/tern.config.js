@@ -23,6 +23,10 @@ export default defineConfig({
   ],
   trustedNetworks: ['127.0.0.1/32'],
   queue: { backend: 'embedded', path: `${env.TERN_DATA ?? '.tern-data'}/queue.db` },
+  // The dashboard and admin API (quarantined mail is released there): TERN_ADMIN_TOKEN=$(openssl rand -hex 16)
+  ...(env.TERN_ADMIN_TOKEN
+    ? { admin: { listen: env.TERN_ADMIN_LISTEN ?? '127.0.0.1:8025', token: env.TERN_ADMIN_TOKEN } }
+    : {}),
   delivery: {
     local: { domains: ['example.org'], lmtp: { host: lmtpHost, port: Number(lmtpPort ?? 24) } },
   },
@@ -30,8 +34,23 @@ export default defineConfig({
     spamFilter({
       // DNSBLs refuse queries from big public resolvers: use a local caching resolver.
       dns: { servers: [env.TERN_DNS ?? '127.0.0.1:53'] },
-      dnsbl: { zones: [{ zone: env.TERN_DNSBL ?? 'zen.spamhaus.org', action: 'reject' }] },
-      actions: { tag: 5, quarantine: 10, reject: 15 },
+      dnsbl: {
+        zones: [
+          {
+            zone: env.TERN_DNSBL ?? 'zen.spamhaus.org',
+            action: 'reject',
+            // Spamhaus PBL: end-user address ranges that should not send directly. Not a reason to
+            // refuse on its own, but it weighs heavily.
+            codes: {
+              '127.0.0.10': { name: 'PBL', weight: 9, action: 'score' },
+              '127.0.0.11': { name: 'PBL', weight: 9, action: 'score' },
+            },
+          },
+        ],
+      },
+      // Score actions: tag from 5, hold for review from 10, ask to retry later from 12 (like
+      // rspamd's soft reject), refuse from 15.
+      actions: { tag: 5, quarantine: 10, tempfail: 12, reject: 15 },
       headers: { subjectPrefix: '[SPAM] ' },
     }),
   ],

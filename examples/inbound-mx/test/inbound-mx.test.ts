@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   freePort,
+  run,
   type SmtpSink,
   startDnsServer,
   startSmtpSink,
@@ -24,6 +25,11 @@ let dns: TestDns;
 let lmtp: SmtpSink;
 let tern: ChildProcess | undefined;
 let port: number;
+let adminUrl: string;
+const ADMIN_TOKEN = 'inbound-mx-test-token-0123456789';
+/** `tern queue ...` against this tern's admin API. */
+const operator = (args: string[]) =>
+  run(process.execPath, [cli, ...args, '--admin', adminUrl, '--token', ADMIN_TOKEN]);
 
 beforeAll(async () => {
   dns = await startDnsServer({
@@ -36,6 +42,13 @@ beforeAll(async () => {
     'bank.test': { TXT: ['v=spf1 ip4:198.51.100.1 -all'] },
     '_dmarc.bank.test': { TXT: ['v=DMARC1; p=reject'] },
     'client.sender.test': { A: ['203.0.113.10'] },
+    // 203.0.113.77 is on the PBL part of the list: scored, not refused.
+    '77.113.0.203.bl.test': { A: ['127.0.0.10'] },
+    // soft.test forbids every client (-all) but asks for no DMARC action; hold.test asks for quarantine.
+    'soft.test': { TXT: ['v=spf1 -all'] },
+    '_dmarc.soft.test': { TXT: ['v=DMARC1; p=none'] },
+    'hold.test': { TXT: ['v=spf1 ip4:198.51.100.1 -all'] },
+    '_dmarc.hold.test': { TXT: ['v=DMARC1; p=quarantine'] },
   });
   lmtp = await startSmtpSink({ lmtp: true, hostname: 'mailstore.example.org' });
   port = await freePort();
@@ -48,14 +61,17 @@ beforeAll(async () => {
       TERN_DNS: dns.server,
       TERN_DNSBL: 'bl.test',
       TERN_LMTP: `127.0.0.1:${lmtp.port}`,
+      TERN_ADMIN_TOKEN: ADMIN_TOKEN,
+      TERN_ADMIN_LISTEN: '127.0.0.1:0',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   tern.stderr?.on('data', (c) => {
     output += c;
   });
-  await waitFor(() => output.includes('listening:') || tern?.exitCode !== null, 20_000);
+  await waitFor(() => output.includes('dashboard:') || tern?.exitCode !== null, 20_000);
   if (tern.exitCode !== null) throw new Error(output);
+  adminUrl = /dashboard: (http:\/\/\S+?)\//.exec(output)?.[1] ?? '';
 });
 afterAll(async () => {
   tern?.kill('SIGKILL');
@@ -116,6 +132,38 @@ describe('inbound-mx example', () => {
     expect(message.headers).toMatch(/^X-Spam-Status: No/m);
     expect(message.headers).toMatch(/Subject: hello alice/);
     expect(message.headers).toMatch(/^Received: from client\.sender\.test \(\[203\.0\.113\.10\]\)/m);
+  });
+
+  test('a score from 5 tags: delivered with X-Spam-* headers and the subject prefix', async () => {
+    const sent = await send('203.0.113.10', 'news@soft.test', ['--h-Subject', 'LIMITED OFFER TODAY']);
+    expect(sent.output).toMatch(/<- {2}250 2\.0\.0 queued as/);
+    await waitFor(() => lmtp.messages.some((m) => m.headers.includes('LIMITED OFFER')), 15_000);
+    const message = lmtp.messages.find((m) => m.headers.includes('LIMITED OFFER'))!;
+    expect(message.headers).toMatch(/^Subject: \[SPAM\] LIMITED OFFER TODAY/m);
+    expect(message.headers).toMatch(/^X-Spam-Status: Yes, score=\d/m);
+    expect(message.headers).toMatch(/SPF_FAIL/);
+  });
+
+  test('a score from 10 (or a p=quarantine DMARC failure) holds the message until an operator releases it', async () => {
+    const sent = await send('203.0.113.10', 'ceo@hold.test', ['--h-Subject', 'held for review']);
+    const queueId = /queued as (\S+)/.exec(sent.output)?.[1];
+    expect(queueId).toBeDefined();
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(lmtp.messages.some((m) => m.headers.includes('held for review'))).toBe(false);
+    const inspected = await operator(['queue', 'inspect', queueId!]);
+    expect(inspected.output, inspected.output).toMatch(/held/i);
+    expect(inspected.output, inspected.output).toMatch(/dmarc policy quarantine for hold\.test/);
+    const released = await operator(['queue', 'release', queueId!]);
+    expect(released.status, released.output).toBe(0);
+    await waitFor(() => lmtp.messages.some((m) => m.headers.includes('held for review')), 15_000);
+    const message = lmtp.messages.find((m) => m.headers.includes('held for review'))!;
+    expect(message.headers).toMatch(/^X-Tern-Quarantine: dmarc policy quarantine for hold\.test/m);
+  });
+
+  test('a score from 12 asks the client to retry later with 451 4.7.1', async () => {
+    const sent = await send('203.0.113.77', 'news@soft.test');
+    expect(sent.output).toMatch(/<\*\* +451 4\.7\.1/);
+    expect(sent.output).not.toMatch(/queued as/);
   });
 
   test('nobody relays through it', async () => {

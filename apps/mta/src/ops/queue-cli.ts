@@ -372,6 +372,7 @@ export function formatDetails(m: MessageDetails): string {
   const lines = [
     `queue id:   ${m.queueId}`,
     `state:      ${m.state}${m.held ? ' (held)' : ''}`,
+    ...(m.holdReason ? [`held for:   ${m.holdReason}`] : []),
     ...(m.messageId ? [`message-id: ${m.messageId}`] : []),
     ...(m.envelope
       ? [
