@@ -1,24 +1,9 @@
-// Where intake hands a message over. Core does not depend on @tern/queue: the types below have the
-// same shape as its IncomingMessage and QueueBackend.enqueue, so apps/mta passes the real queue.
-import type { Envelope } from '@tern/plugin-api';
+// Where intake hands a message over: a sink that makes it durable (the queue, passed in by
+// apps/mta; core does not depend on @tern/queue) and the in-process one tests use.
+import type { AcceptedMessage } from '@tern/plugin-api';
 
-/** What intake hands to the sink after DATA (same shape as @tern/queue's IncomingMessage). */
-export interface IncomingMessage {
-  readonly envelope: Envelope;
-  /** The whole message (headers, empty line, body) as chunks, never joined by core. */
-  readonly chunks: readonly Buffer[];
-  readonly receivedAt: number;
-  readonly source?: {
-    readonly listener?: string;
-    readonly remoteAddress?: string;
-    readonly helo?: string;
-    readonly user?: string;
-    readonly sessionId?: string;
-  };
-  readonly messageId?: string;
-  /** A queue hook asked to hold (quarantine) the message: queue it, deliver nothing until released. */
-  readonly hold?: string;
-}
+/** What intake hands over after DATA (plugin-api's AcceptedMessage; the queue takes the same). */
+export type IncomingMessage = AcceptedMessage;
 
 /** The client gets 250 only after `enqueue` resolves with the queue id; a rejection or a timeout gives 451 4.3.0. */
 export interface MessageSink {

@@ -70,3 +70,26 @@ export type NextHop =
     }
   /** Local delivery into Maildir folders under `path` (one folder per recipient local part). */
   | { readonly type: 'maildir'; readonly path: string };
+
+/**
+ * What intake hands to the queue after DATA (core produces it, every queue backend takes it).
+ * Nothing is acknowledged with 250 before the queue has made it durable.
+ */
+export interface AcceptedMessage {
+  readonly envelope: Envelope;
+  /** The whole message (headers, empty line, body) as chunks, never joined by core. */
+  readonly chunks: readonly Buffer[];
+  readonly receivedAt: number;
+  /** Where it came from, for the timeline and bounces. */
+  readonly source?: {
+    readonly listener?: string;
+    readonly remoteAddress?: string;
+    readonly helo?: string;
+    readonly user?: string;
+    readonly sessionId?: string;
+  };
+  /** Message-ID header value, for lookups by operators. */
+  readonly messageId?: string;
+  /** A queue hook asked to hold (quarantine) the message: queue it held, deliver nothing until released. */
+  readonly hold?: string;
+}

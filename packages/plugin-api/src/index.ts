@@ -1,4 +1,5 @@
 export type {
+  AcceptedMessage,
   Envelope,
   EnvelopeRecipient,
   NextHop,

@@ -1,26 +1,23 @@
 // The queue contract: what intake hands over, what a delivery job is, what delivery reports
 // back, and what every backend (Redis/BullMQ, embedded SQLite) must do with it.
 import type { Readable } from 'node:stream';
-import type { Envelope, EnvelopeRecipient, Logger, NextHop, PluginHost, SmtpReply } from '@tern/plugin-api';
+import type {
+  AcceptedMessage,
+  Envelope,
+  EnvelopeRecipient,
+  Logger,
+  NextHop,
+  PluginHost,
+  SmtpReply,
+} from '@tern/plugin-api';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { TimelineEvent } from './timeline.js';
 
-/** What intake hands to the queue after DATA. Nothing is acknowledged (250) before `enqueue` resolves. */
-export interface IncomingMessage {
-  readonly envelope: Envelope;
-  /** The whole message (headers, empty line, body) as chunks; written without concatenating where possible. */
-  readonly chunks: readonly Buffer[];
-  readonly receivedAt: number;
-  /** Where it came from, for the timeline and bounces. */
-  readonly source?: {
-    readonly listener?: string;
-    readonly remoteAddress?: string;
-    readonly helo?: string;
-    readonly user?: string;
-    readonly sessionId?: string;
-  };
-  /** Message-ID header value, for lookups by operators. */
-  readonly messageId?: string;
+/**
+ * What the queue takes: what intake hands over (plugin-api's AcceptedMessage, which core builds),
+ * plus what only the queue's own producers set.
+ */
+export interface IncomingMessage extends AcceptedMessage {
   /** A notice (bounce, delay DSN) this MTA generated: its jobs get `isBounce`, so it is never bounced itself. */
   readonly isBounce?: boolean;
   /**
@@ -28,8 +25,6 @@ export interface IncomingMessage {
    * SMTP session), written in the same durable step as the message. Optional: added by apps/mta.
    */
   readonly timeline?: readonly TimelineEvent[];
-  /** A queue hook asked to hold (quarantine) the message: queue it held, deliver nothing until released. */
-  readonly hold?: string;
 }
 
 export type RecipientStatus = 'pending' | 'delivered' | 'failed';
