@@ -4,6 +4,7 @@
 import { resolve } from 'node:path';
 import { createListener, FileUserStore, type Listener, type ListenerOptions } from '@tern/core';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
+import { createLimiter, type Limiter } from '@tern/limiter';
 import { type Logger, type NextHop, type Plugin, PluginHost } from '@tern/plugin-api';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
 import {
@@ -98,12 +99,14 @@ function delivererOptions(
   hostname: string,
   plugins: PluginHost,
   logger: Logger,
+  throttle?: Limiter,
 ): DelivererOptions {
   const d = config.delivery ?? {};
   return {
     hostname,
     plugins,
     logger,
+    ...(throttle ? { throttle } : {}),
     ...(d.routes
       ? {
           routes: Object.fromEntries(Object.entries(d.routes).map(([k, hop]) => [k, withPaths(config, hop)])),
@@ -195,6 +198,20 @@ export async function startMta(
   await plugins.runObserve('init', {});
 
   const queue = await openQueue(config, logger);
+  // With a shared Redis queue, per-destination limits hold across every node: they are counted in
+  // the same Redis, by the limiter the rate-limit plugin uses.
+  const throttle =
+    config.queue?.backend === 'redis'
+      ? createLimiter({
+          redis: config.queue.url,
+          prefix: `${config.queue.prefix ?? 'tern'}:rl:`,
+          failMode: 'open',
+          logger: logger.child({ component: 'throttle' }),
+          ...(config.delivery?.limits?.leaseTtlMs !== undefined
+            ? { leaseTtlMs: config.delivery.limits.leaseTtlMs }
+            : {}),
+        })
+      : undefined;
   let deliverer: Deliverer | undefined;
   let current = config;
   const listeners: Listener[] = [];
@@ -205,7 +222,7 @@ export async function startMta(
       connections: () => Object.fromEntries(listeners.map((l) => [l.name, l.connections])),
     });
     if (options.worker !== false) {
-      deliverer = createDeliverer(delivererOptions(config, hostname, plugins, logger));
+      deliverer = createDeliverer(delivererOptions(config, hostname, plugins, logger, throttle));
       const retry = config.queue?.retry;
       // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place.
       await queue.startWorker(
@@ -235,6 +252,7 @@ export async function startMta(
     await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));
     await ops.close();
     await deliverer?.close();
+    await throttle?.close();
     await queue.close();
     throw error;
   }
@@ -279,7 +297,8 @@ export async function startMta(
           needsRestart.push(`${key} changed; restart to apply`);
       }
       const replaced = { plugins, deliverer };
-      if (deliverer) deliverer = createDeliverer(delivererOptions(next, hostname, hosts.plugins, logger));
+      if (deliverer)
+        deliverer = createDeliverer(delivererOptions(next, hostname, hosts.plugins, logger, throttle));
       plugins = hosts.plugins;
       current = next;
       // Sessions and deliveries that began before the reload still use these for a while.
@@ -299,6 +318,7 @@ export async function startMta(
       await ops.close();
       await queue.close();
       await deliverer?.close();
+      await throttle?.close();
       await plugins.runObserve('shutdown', {});
     },
   };

@@ -26,6 +26,8 @@ beforeAll(async () => {
     'mx.dest.test': { A: ['127.0.0.1'] },
     'sender.test': { MX: [{ exchange: 'mx.sender.test', priority: 10 }] },
     'mx.sender.test': { A: ['127.0.0.1'] },
+    'slow.test': { MX: [{ exchange: 'mx.slow.test', priority: 10 }] },
+    'mx.slow.test': { A: ['127.0.0.1'] },
   });
 });
 afterEach(async () => {
@@ -135,6 +137,30 @@ describe('Redis backend, real processes', () => {
     // Never a bounce of the bounce, nor a second one.
     await new Promise((r) => setTimeout(r, 1500));
     expect(to('writer@sender.test')).toHaveLength(1);
+  });
+
+  test('a per-destination rate limit holds across processes sharing the Redis queue', async () => {
+    const settings = {
+      ...config(),
+      delivery: {
+        dns: { servers: [dns.server] },
+        port: sink.port,
+        limits: { domains: { 'slow.test': { messageRate: { limit: 2, per: 60_000 } } }, waitMs: 100 },
+      },
+    };
+    const a = await startTern(settings);
+    const b = await startTern(settings);
+    const sent = await Promise.all([
+      send(a.port, 'bulk@sender.test', 'one@slow.test'),
+      send(a.port, 'bulk@sender.test', 'two@slow.test'),
+      send(b.port, 'bulk@sender.test', 'three@slow.test'),
+      send(b.port, 'bulk@sender.test', 'four@slow.test'),
+    ]);
+    expect(sent.filter((r) => queuedId(r.output)).length).toBe(4);
+    await waitFor(() => sink.messages.filter((m) => m.rcptTo[0]?.endsWith('@slow.test')).length >= 2, 10_000);
+    // Per process, each node would have sent its own two; shared, the cluster sends two in all.
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(sink.messages.filter((m) => m.rcptTo[0]?.endsWith('@slow.test'))).toHaveLength(2);
   });
 
   test('two processes share one queue; one survives the other being killed -9 mid-load', async () => {
