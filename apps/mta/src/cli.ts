@@ -126,7 +126,16 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write(`tern ${name}: ${(error as Error).message}\n`);
       return 78;
     }
-    process.stderr.write(`tern ${name}: ${(error as Error).stack ?? String(error)}\n`);
+    // An operator needs the cause, not our stack (TERN_DEBUG=1 shows it).
+    const text = process.env.TERN_DEBUG
+      ? ((error as Error).stack ?? String(error))
+      : String((error as Error).message ?? error);
+    const hint = /EADDRINUSE/.test(text)
+      ? ' (another process listens there: stop it or give this listener another port)'
+      : /EACCES/.test(text)
+        ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
+        : '';
+    process.stderr.write(`tern ${name}: ${text}${hint}\n`);
     return 1;
   }
 }

@@ -1,6 +1,9 @@
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { join, resolve } from 'node:path';
+import { run as runAsync } from '@tern/testkit';
 import { afterAll, describe, expect, test } from 'vitest';
 import { ConfigError, loadConfig, validateConfig } from '../src/config.js';
 
@@ -129,6 +132,28 @@ describe('tern check-config and tern start exit non-zero on a bad config', () =>
     const run = spawnSync(process.execPath, [cli, 'check-config', plugin], { encoding: 'utf8' });
     expect(run.status).toBe(78);
     expect(run.stderr).toMatch(/plugin dkim: option domains\.a\.test.*keyFile/);
+  });
+
+  test('a port already in use is named with the fix, without a stack trace', async () => {
+    const busy = createServer().listen(0, '127.0.0.1');
+    await once(busy, 'listening');
+    const port = (busy.address() as AddressInfo).port;
+    const file = join(dir, 'busy.config.json');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        listeners: [{ kind: 'mx', host: '127.0.0.1', port }],
+        localDomains: ['a.test'],
+        queue: { backend: 'embedded', path: join(dir, 'busy.db') },
+      }),
+    );
+    const run = await runAsync(process.execPath, [cli, 'start', '--config', file]);
+    busy.close();
+    expect(run.status).toBe(1);
+    expect(run.stderr).toContain(
+      `cannot listen on 127.0.0.1:${port}: EADDRINUSE (another process listens there`,
+    );
+    expect(run.stderr).not.toMatch(/\n\s+at /);
   });
 
   test('--help on each command, unknown commands exit 2', () => {
