@@ -2,6 +2,7 @@
 // process, which resolves MX records from a test DNS server and delivers to a real receiving
 // SMTP server; kills are SIGKILL.
 import { randomUUID } from 'node:crypto';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import {
   type SmtpSink,
   startDnsServer,
@@ -161,6 +162,41 @@ describe('Redis backend, real processes', () => {
     // Per process, each node would have sent its own two; shared, the cluster sends two in all.
     await new Promise((r) => setTimeout(r, 2500));
     expect(sink.messages.filter((m) => m.rcptTo[0]?.endsWith('@slow.test'))).toHaveLength(2);
+  });
+
+  test('a node killed -9 while its deliveries hang: another node takes its jobs over and delivers them', async () => {
+    // The MX answers nothing until `open`: the first node's attempts hang mid-connection, active.
+    let open = false;
+    const held: Socket[] = [];
+    const mx = createServer((client) => {
+      if (!open) {
+        held.push(client);
+        client.on('error', () => {});
+        return;
+      }
+      const upstream = connect(sink.port, '127.0.0.1');
+      upstream.on('error', () => client.destroy());
+      client.on('error', () => upstream.destroy());
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => mx.listen(0, '127.0.0.1', r));
+    const settings = {
+      ...config(),
+      delivery: { dns: { servers: [dns.server] }, port: (mx.address() as AddressInfo).port },
+    };
+    try {
+      const a = await startTern(settings);
+      for (let i = 0; i < 3; i++) await send(a.port, 'bulk@sender.test', `taken${i}@dest.test`);
+      await waitFor(() => held.length >= 1, 10_000);
+      const b = await startTern(settings);
+      await a.kill();
+      open = true;
+      await waitFor(() => [0, 1, 2].every((i) => to(`taken${i}@dest.test`).length > 0), 30_000);
+      expect(b.child.exitCode).toBeNull();
+    } finally {
+      for (const socket of held) socket.destroy();
+      mx.close();
+    }
   });
 
   test('two processes share one queue; one survives the other being killed -9 mid-load', async () => {
