@@ -1,10 +1,9 @@
 // The tern CLI's key and user commands, run as a user runs them (a real process).
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { FileUserStore } from '@tern/core';
-import { startDnsServer, type TestDns } from '@tern/testkit';
+import { run, startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 
 const cli = resolve(import.meta.dirname, '../dist/cli.js');
@@ -20,22 +19,7 @@ afterAll(async () => {
 });
 
 /** Runs tern without blocking this process: the test DNS server answers from this event loop. */
-function tern(
-  args: string[],
-  input = '',
-): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [cli, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (c) => {
-    stdout += c;
-  });
-  child.stderr.on('data', (c) => {
-    stderr += c;
-  });
-  child.stdin.end(input);
-  return new Promise((done) => child.once('close', (status) => done({ status, stdout, stderr })));
-}
+const tern = (args: string[], input = '') => run(process.execPath, [cli, ...args], { input });
 
 describe('tern user add', () => {
   test('stores a salted scrypt hash that the users file authenticator accepts', async () => {

@@ -8,12 +8,13 @@ import {
   startDnsServer,
   startRedis,
   startSmtpSink,
+  swaks,
   type TestDns,
   type TestRedis,
   waitFor,
 } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { queuedId, startTern, stopAllTern, swaks } from './tern-process.js';
+import { queuedId, startTern, stopAllTern } from './tern-process.js';
 
 let redis: TestRedis;
 let dns: TestDns;
@@ -58,7 +59,7 @@ function config(prefix = `t${randomUUID().slice(0, 8)}`): Record<string, unknown
 }
 
 const send = (port: number, from: string, to: string, body = 'hello') =>
-  swaks(['--server', `127.0.0.1:${port}`, '--from', from, '--to', to, '--body', body, '--h-Subject', 'e2e']);
+  swaks(port, ['--from', from, '--to', to, '--body', body, '--h-Subject', 'e2e']);
 
 const to = (address: string) => sink.messages.filter((m) => m.rcptTo.includes(address));
 
@@ -106,9 +107,7 @@ describe('Redis backend, real processes', () => {
       address === 'nobody@dest.test' ? { code: 550, message: '5.1.1 no such user here' } : undefined,
     );
     const tern = await startTern(config());
-    await swaks([
-      '--server',
-      `127.0.0.1:${tern.port}`,
+    await swaks(tern.port, [
       '--from',
       'writer@sender.test',
       '--to',

@@ -18,6 +18,8 @@ export interface TernProcess {
 }
 
 const running = new Set<TernProcess>();
+/** Every folder this file made, removed at the end even for processes a test killed itself. */
+const folders = new Set<string>();
 
 /** Writes `config` (listeners get a free port when they have none) and starts tern on it. */
 export async function startTern(
@@ -30,6 +32,7 @@ export async function startTern(
   } = {},
 ): Promise<TernProcess> {
   const dir = options.dir ?? mkdtempSync(join(import.meta.dirname, '.tmp-tern-'));
+  folders.add(dir);
   const port = await freePort();
   const listeners = config.listeners ?? [{ kind: 'mx' }];
   const full = {
@@ -79,28 +82,9 @@ export async function startTern(
 
 /** Kills every tern this file started and removes their folders. */
 export async function stopAllTern(): Promise<void> {
-  for (const proc of [...running]) {
-    await proc.kill();
-    rmSync(proc.dir, { recursive: true, force: true });
-  }
-}
-
-/** swaks, the independent SMTP client, run without blocking this process's event loop. */
-export function swaks(args: string[]): Promise<{ status: number | null; output: string }> {
-  const child = spawn('swaks', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (c) => {
-    output += c;
-  });
-  child.stderr.on('data', (c) => {
-    output += c;
-  });
-  return new Promise((done, fail) => {
-    child.once('error', (error) =>
-      fail(new Error(`swaks could not run (apt-get install swaks): ${error.message}`)),
-    );
-    child.once('close', (status) => done({ status, output }));
-  });
+  for (const proc of [...running]) await proc.kill();
+  for (const dir of folders) rmSync(dir, { recursive: true, force: true });
+  folders.clear();
 }
 
 /** The queue id from swaks' transcript of a `250 2.0.0 queued as <id>`, or undefined. */
