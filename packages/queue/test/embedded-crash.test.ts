@@ -47,7 +47,7 @@ describe('embedded queue: crashes', () => {
     }
     const { deliver, calls } = scriptedDeliver();
     await q.startWorker(deliver);
-    await waitFor(async () => (await q.list()).length === 0, 10_000);
+    await waitFor(async () => (await q.summary()).totals.total === 0, 10_000);
     const delivered = new Set(calls.map((c) => c.job.queueId));
     for (const id of acknowledged) expect(delivered.has(id)).toBe(true);
   });

@@ -94,7 +94,7 @@ describe('embedded queue: export and import', () => {
 
     // The source store is untouched: it still has the same work.
     const source = queueAt(path);
-    expect((await source.list()).filter((e) => e.state !== 'done')).toHaveLength(3);
+    expect((await source.summary()).totals.total).toBe(3);
   });
 
   it('imports into a Redis queue, where the mail is then delivered', async () => {
@@ -144,6 +144,6 @@ describe('embedded queue: export and import', () => {
 
     const rest = await importQueue(Readable.from([`${good('A')}\n`, `${good('C')}\n`]), target, { skip: 1 });
     expect([...rest.ids.keys()]).toEqual(['C']);
-    expect(await target.list()).toHaveLength(2);
+    expect((await target.summary()).totals.total).toBe(2);
   });
 });

@@ -2,7 +2,7 @@
 
 export type { ExportedMessage, ExportSummary, ImportOptions, ImportSummary } from './export.js';
 export { exportQueue, ImportError, importQueue } from './export.js';
-export type { EmbeddedQueueOptions, JobState, ListOptions, QueueListEntry } from './queue.js';
+export type { EmbeddedQueueOptions, JobState } from './queue.js';
 export { EmbeddedQueue, openEmbeddedQueue } from './queue.js';
 export type { StoreOwner } from './store.js';
 export { EmbeddedStoreLockedError, EmbeddedStoreOpenError, EmbeddedStoreSchemaError } from './store.js';

@@ -59,28 +59,6 @@ export interface EmbeddedQueueOptions {
   readonly timelineRetentionMs?: number;
 }
 
-/** One job as `list()` shows it to operators. */
-export interface QueueListEntry {
-  readonly queueId: string;
-  readonly jobId: string;
-  readonly domain: string;
-  readonly state: JobState;
-  readonly attempts: number;
-  readonly nextAttemptAt?: number;
-  readonly mailFrom: string;
-  readonly recipients: readonly RecipientState[];
-  readonly createdAt: number;
-  readonly messageId?: string;
-  readonly size: number;
-}
-
-export interface ListOptions {
-  readonly state?: JobState;
-  readonly domain?: string;
-  /** At most this many jobs (default 100), oldest message first. */
-  readonly limit?: number;
-}
-
 interface PreparedMessage {
   readonly queueId: string;
   readonly envelope: string;
@@ -615,31 +593,6 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   resume(domain: string): Promise<number> {
     return this.#ops.resume(domain);
   }
-
-  /** Jobs, oldest message first, filtered by state and recipient domain. */
-  async list(options: ListOptions = {}): Promise<QueueListEntry[]> {
-    const limit = options.limit ?? 100;
-    if (!Number.isInteger(limit) || limit < 1)
-      throw new RangeError(`list limit: ${limit} must be a whole number of at least 1`);
-    const rows = this.#sql.list.all({
-      state: options.state ?? null,
-      domain: options.domain?.toLowerCase() ?? null,
-      limit,
-    }) as (JobRow & { message_id: string | null; size: number })[];
-    return rows.map((r) => ({
-      queueId: r.queue_id,
-      jobId: r.id,
-      domain: r.domain,
-      state: r.state,
-      attempts: r.attempts,
-      ...(r.state === 'done' ? {} : { nextAttemptAt: r.next_attempt_at }),
-      mailFrom: (JSON.parse(r.envelope) as { mailFrom: string }).mailFrom,
-      recipients: JSON.parse(r.recipients) as RecipientState[],
-      createdAt: r.created_at,
-      ...(r.message_id === null ? {} : { messageId: r.message_id }),
-      size: r.size,
-    }));
-  }
 }
 
 function wholeNumber(value: number, field: string): number {
@@ -748,11 +701,6 @@ function prepare(db: Database.Database) {
     retryNow: db.prepare(
       `UPDATE jobs SET next_attempt_at = ?, updated_at = ?
        WHERE queue_id = ? AND state = 'scheduled'`,
-    ),
-    list: db.prepare(
-      `SELECT ${JOB_COLUMNS}, m.message_id, m.size FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
-       WHERE (@state IS NULL OR j.state = @state) AND (@domain IS NULL OR j.domain = @domain)
-       ORDER BY m.created_at, j.id LIMIT @limit`,
     ),
   };
 }
