@@ -629,9 +629,10 @@ export class SmtpSession {
       connection._onCommand(command, callback);
       return;
     }
-    // The verb being answered, for reply events (AUTH continuation lines keep AUTH; never a password).
+    // The verb being answered, read once per command line: the refusal checks use it, and so do
+    // reply events (an AUTH continuation line keeps AUTH, and is never read: it may be a password).
     if (connection._nextHandler === false) {
-      this.#verb = command.toString('latin1').trim().split(/\s+/, 1)[0]?.toUpperCase().slice(0, 16);
+      this.#verb = command.toString('latin1').trim().split(/\s+/, 1)[0]?.toUpperCase().slice(0, 16) ?? '';
     }
     const refusal = this.#commandRefusal(command, violation);
     if (refusal === undefined) {
@@ -649,7 +650,7 @@ export class SmtpSession {
     if (violation !== undefined) return VIOLATION_REPLIES[violation];
     if (this.#runtime.closing && !this.busy) return CoreReplies.shuttingDown;
     if (this.connection._nextHandler !== false) return undefined; // an AUTH continuation line
-    const name = command.toString('latin1').trim().split(/\s+/, 1)[0]?.toUpperCase() ?? '';
+    const name = this.#verb;
     if (name === 'AUTH') {
       if (!o.auth) return CoreReplies.authUnavailable;
       if (!this.connection.secure && !o.allowInsecureAuth) return CoreReplies.tlsRequired;
