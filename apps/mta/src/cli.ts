@@ -63,9 +63,10 @@ const commands: Record<string, Command> = {
     summary: 'generate DKIM keys and check their DNS records',
     usage:
       'tern dkim keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out FILE]\n' +
-      'tern dkim check --domain D --selector S --key FILE [--dns IP:PORT]\n\n' +
+      'tern dkim check --domain D --selector S (--config FILE | --key FILE) [--dns IP:PORT]\n\n' +
       '  keygen writes the private key (mode 0600) and prints the DNS TXT record to publish.\n' +
-      '  check looks the record up and says whether it matches the key.',
+      '  check looks the record up and says whether it matches the key the config signs with\n' +
+      '  (its dkim() plugin; DNS servers from delivery.dns unless --dns), or the key in FILE.',
     run: async (argv) => {
       const { runDkim } = await import('./commands/dkim.js');
       return runDkim(argv);

@@ -64,21 +64,47 @@ describe('relay-with-dkim example', () => {
         expect(gen.status, gen.output).toBe(0);
         const [, name, value] = /(\S+)\. IN TXT "(.+)"/.exec(gen.stdout) ?? [];
         dns.set(name!, { TXT: [value!] });
-        const check = await run(process.execPath, [
+      }
+      // Checked the way the README says: against the keys the example's config signs with.
+      for (const selector of ['rsa2026', 'ed2026']) {
+        const check = await run(
+          process.execPath,
+          [
+            cli,
+            'dkim',
+            'check',
+            '--config',
+            config,
+            '--domain',
+            'example.com',
+            '--selector',
+            selector,
+            '--dns',
+            dns.server,
+          ],
+          { env: { TERN_DKIM_KEYS: keys } },
+        );
+        expect(check.output).toContain(`${selector}._domainkey.example.com: ok, DNS publishes this key`);
+      }
+      const unknown = await run(
+        process.execPath,
+        [
           cli,
           'dkim',
           'check',
+          '--config',
+          config,
           '--domain',
           'example.com',
           '--selector',
-          selector,
-          '--key',
-          key,
+          'nope',
           '--dns',
           dns.server,
-        ]);
-        expect(check.output).toContain('ok, DNS publishes this key');
-      }
+        ],
+        { env: { TERN_DKIM_KEYS: keys } },
+      );
+      expect(unknown.status).toBe(2);
+      expect(unknown.stderr).toContain('no DKIM key for selector nope of example.com');
 
       const port = await freePort();
       let output = '';

@@ -36,6 +36,6 @@ export {
   loadDkimSettings,
   loadSigningKeys,
 } from './options.js';
-export { dkim } from './plugin.js';
+export { dkim, signingKeysOf } from './plugin.js';
 export type { AddedSignature, SignatureSettings } from './sign.js';
 export { bodyHash, signMessage } from './sign.js';

@@ -15,9 +15,17 @@ import { hasSignatureFrom, signMessage } from './sign.js';
  * The DKIM signing plugin. Validates the options and loads every key now, so a bad option or key
  * stops start-up with the field, the domain and the file named (PluginOptionError).
  */
+/** The keys each dkim() plugin signs with, so `tern dkim check --config` can check the configured ones. */
+const configuredKeys = new WeakMap<Plugin, readonly SigningKey[]>();
+
+/** The signing keys of a plugin made by dkim() (undefined for any other plugin). */
+export function signingKeysOf(plugin: Plugin): readonly SigningKey[] | undefined {
+  return configuredKeys.get(plugin);
+}
+
 export function dkim(options: DkimOptions): Plugin {
   const settings = loadDkimSettings(options);
-  return definePlugin({
+  const plugin = definePlugin({
     name: PLUGIN_NAME,
     // Plugin-level post and hook-level post: after every other queue transform, including other post plugins' normal hooks.
     enforce: 'post',
@@ -31,6 +39,8 @@ export function dkim(options: DkimOptions): Plugin {
       },
     },
   });
+  configuredKeys.set(plugin, settings.keys);
+  return plugin;
 }
 
 async function signQueued(ctx: QueueContext<unknown, unknown>, settings: DkimSettings): Promise<void> {

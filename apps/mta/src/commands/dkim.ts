@@ -1,6 +1,9 @@
 // tern dkim keygen / check: make a signing key and its DNS record; check DNS against a key.
+
+import type { KeyObject } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import { checkDnsRecord, type DkimKeyType, generateKey, writeKey } from '@tern/plugin-dkim';
+import { checkDnsRecord, type DkimKeyType, generateKey, signingKeysOf, writeKey } from '@tern/plugin-dkim';
+import { loadConfig } from '../config.js';
 
 export async function runDkim(argv: string[]): Promise<number> {
   const [action, ...rest] = argv;
@@ -13,6 +16,7 @@ export async function runDkim(argv: string[]): Promise<number> {
       bits: { type: 'string' },
       out: { type: 'string' },
       key: { type: 'string' },
+      config: { type: 'string', short: 'c' },
       dns: { type: 'string', multiple: true },
       overwrite: { type: 'boolean' },
     },
@@ -35,12 +39,17 @@ export async function runDkim(argv: string[]): Promise<number> {
     return 0;
   }
   if (action === 'check') {
-    if (!values.key) throw usage('dkim check needs --key FILE (the private key the signer uses)');
+    const key =
+      values.key ??
+      (values.config ? await configuredKey(values.config, values.domain, values.selector) : undefined);
+    if (!key) throw usage('dkim check needs --config FILE (the key tern signs with) or --key FILE');
+    const servers =
+      values.dns ?? (values.config ? (await loadConfig(values.config)).delivery?.dns?.servers : undefined);
     const result = await checkDnsRecord({
       domain: values.domain,
       selector: values.selector,
-      keyFile: values.key,
-      ...(values.dns ? { resolver: { servers: values.dns } } : {}),
+      ...(typeof key === 'string' ? { keyFile: key } : { key }),
+      ...(servers ? { resolver: { servers } } : {}),
     });
     if (result.ok) {
       process.stdout.write(
@@ -52,6 +61,20 @@ export async function runDkim(argv: string[]): Promise<number> {
     return 1;
   }
   throw usage('dkim takes keygen or check');
+}
+
+/** The private key a config's dkim() plugins sign `domain` with under `selector`. */
+async function configuredKey(file: string, domain: string, selector: string): Promise<KeyObject> {
+  const config = await loadConfig(file);
+  const plugins = [...config.plugins, ...config.listeners.flatMap((l) => l.plugins ?? [])];
+  const keys = plugins.flatMap((p) => signingKeysOf(p) ?? []);
+  const wanted = domain.toLowerCase();
+  const found = keys.find((k) => k.domain === wanted && k.selector === selector);
+  if (!found) {
+    const known = keys.map((k) => `${k.selector}._domainkey.${k.domain}`).join(', ') || 'none';
+    throw usage(`${file} has no DKIM key for selector ${selector} of ${domain} (configured: ${known})`);
+  }
+  return found.privateKey;
 }
 
 function usage(message: string): Error {
