@@ -3,8 +3,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { domainToASCII } from 'node:url';
 import type { ListenerKind, Logger } from '@tern/plugin-api';
-import { TernError } from '@tern/plugin-api';
-import { NetworkList } from './networks.js';
+import { NetworkList, TernError } from '@tern/plugin-api';
 
 export type BareLineEndingPolicy = 'reject' | 'normalize';
 

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { memoryLogger, rfc5322Date } from '@tern/plugin-api';
+import { memoryLogger, NetworkList, rfc5322Date } from '@tern/plugin-api';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   addUser,
@@ -17,7 +17,6 @@ import {
   verifyPassword,
 } from '../src/index.js';
 import { HeaderSplitter, LineEndingGuard, readMessage } from '../src/intake.js';
-import { NetworkList } from '../src/networks.js';
 import { receivedValue, withProtocol } from '../src/received.js';
 import { hasRoutingTrick } from '../src/relay.js';
 

@@ -56,6 +56,7 @@ export type { Logger, LogRecord } from './logger.js';
 export { memoryLogger, silentLogger } from './logger.js';
 export type { MessageView } from './message.js';
 export { findHeaderEnd, MessageContent } from './message.js';
+export { NetworkList, NetworkListError } from './networks.js';
 export type { StandardIssue, StandardSchemaV1 } from './options.js';
 export { issuePath, parseOptions } from './options.js';
 export type { SmtpReply } from './reply.js';

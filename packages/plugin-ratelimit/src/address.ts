@@ -1,6 +1,6 @@
 // Client addresses as rate-limit keys: IPv4 by address or /24, IPv6 by /64 (one customer's LAN
 // and the smallest block an abuser can not trivially rotate within), and CIDR allow-lists.
-import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 
 export interface ParsedIp {
   readonly family: 4 | 6;
@@ -95,28 +95,4 @@ export function parseCidr(text: string): { ip: ParsedIp; prefix: number } | unde
   if (!/^\d{1,3}$/.test(prefixText)) return undefined;
   const prefix = Number(prefixText);
   return prefix <= max ? { ip, prefix } : undefined;
-}
-
-/** A set of networks to test client addresses against. */
-export class NetworkList {
-  readonly #list = new BlockList();
-  readonly size: number;
-
-  /** `cidrs` must already be valid (see {@link parseCidr}). */
-  constructor(cidrs: readonly string[]) {
-    for (const cidr of cidrs) {
-      const parsed = parseCidr(cidr);
-      if (!parsed) throw new TypeError(`not a network: ${cidr}`);
-      const { ip, prefix } = parsed;
-      this.#list.addSubnet(formatIp(ip), prefix, ip.family === 4 ? 'ipv4' : 'ipv6');
-    }
-    this.size = cidrs.length;
-  }
-
-  has(address: string): boolean {
-    if (this.size === 0) return false;
-    const ip = parseIp(address);
-    if (!ip) return false;
-    return this.#list.check(formatIp(ip), ip.family === 4 ? 'ipv4' : 'ipv6');
-  }
 }

@@ -19,7 +19,8 @@ export {
   type SingleLeaseResult,
   type Throttle,
 } from '@tern/limiter';
-export { addressGroup, NetworkList, parseCidr } from './address.js';
+export { NetworkList } from '@tern/plugin-api';
+export { addressGroup, parseCidr } from './address.js';
 export { type Duration, durationMs, formatWait } from './duration.js';
 export {
   PLUGIN_NAME,

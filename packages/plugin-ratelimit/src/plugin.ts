@@ -8,6 +8,7 @@ import {
   disconnect,
   domainOf,
   type Logger,
+  NetworkList,
   type Plugin,
   parseOptions,
   reject,
@@ -17,7 +18,7 @@ import {
   tempfail,
   type Verdict,
 } from '@tern/plugin-api';
-import { addressGroup, NetworkList } from './address.js';
+import { addressGroup } from './address.js';
 import { formatWait } from './duration.js';
 import {
   optionsSchema,
@@ -66,7 +67,7 @@ const STORE_DOWN_TEXT = 'Temporary local problem, please try again later';
  */
 export function rateLimit(options: RateLimitOptions): Plugin<SessionState, undefined> {
   const config = parseOptions(PLUGIN_NAME, optionsSchema, options);
-  const exemptNetworks = new NetworkList(config.exemptNetworks);
+  const exemptNetworks = NetworkList.parse(config.exemptNetworks);
   const rules = config.rules;
   const byCount = (count: RuleCount, test: (r: ResolvedRule) => boolean = () => true): ResolvedRule[] =>
     rules.filter((r) => r.count === count && test(r));
@@ -95,7 +96,7 @@ export function rateLimit(options: RateLimitOptions): Plugin<SessionState, undef
 
   const applies = (rule: ResolvedRule, session: SessionInfo): boolean =>
     rule.listeners === undefined || rule.listeners.has(session.listener.name);
-  const networkExempt = (session: SessionInfo): boolean => exemptNetworks.has(session.remoteAddress);
+  const networkExempt = (session: SessionInfo): boolean => exemptNetworks.contains(session.remoteAddress);
   const exempt = (session: SessionInfo): boolean =>
     networkExempt(session) ||
     (session.user !== undefined && config.exemptUsers.has(session.user.toLowerCase()));

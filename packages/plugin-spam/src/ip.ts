@@ -1,5 +1,6 @@
 // Client address arithmetic: DNSBL query names, greylisting networks, allow-list matching.
-import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
+import { NetworkList } from '@tern/plugin-api';
 
 /**
  * The address as the checks compare it: IPv4-mapped IPv6 (`::ffff:192.0.2.1`, what a dual-stack
@@ -100,31 +101,8 @@ export function parseCidr(
   return { address, prefix, family };
 }
 
-/** A set of networks that answers "is this address inside one of them". */
-export class NetworkList {
-  readonly #list = new BlockList();
-  readonly size: number;
-
-  /** Throws TypeError on a malformed entry; callers validate options first. */
-  constructor(networks: readonly string[]) {
-    for (const network of networks) {
-      const cidr = parseCidr(network);
-      if (!cidr) throw new TypeError(`not a network: ${network}`);
-      this.#list.addSubnet(cidr.address, cidr.prefix, cidr.family);
-    }
-    this.size = networks.length;
-  }
-
-  has(ip: string): boolean {
-    const address = normalizeIp(ip);
-    if (isIPv4(address)) return this.#list.check(address, 'ipv4');
-    if (isIPv6(address)) return this.#list.check(address, 'ipv6');
-    return false;
-  }
-}
-
 // Addresses no public DNS list can say anything useful about: querying them only leaks local topology.
-const NOT_PUBLIC = new NetworkList([
+const NOT_PUBLIC = NetworkList.parse([
   '0.0.0.0/8',
   '10.0.0.0/8',
   '100.64.0.0/10',
@@ -140,5 +118,5 @@ const NOT_PUBLIC = new NetworkList([
 
 /** Loopback, private (RFC 1918, RFC 4193), CGNAT and link-local addresses. */
 export function isNonPublic(ip: string): boolean {
-  return NOT_PUBLIC.has(ip);
+  return NOT_PUBLIC.contains(ip);
 }

@@ -10,6 +10,7 @@ import {
   Headers,
   type Logger,
   type MessageView,
+  NetworkList,
   type Plugin,
   reject,
   type SessionInfo,
@@ -40,7 +41,7 @@ import { createResolver } from './dns.js';
 import { checkDnsLists, type DnsListHit, type DnsListResult, EMPTY_DNS_LIST_RESULT } from './dnslist.js';
 import { type GreylistStore, MemoryGreylistStore, RedisGreylistStore, tripletKey } from './greylist.js';
 import { checkHeaders, checkHelo, containsGtube } from './heuristics.js';
-import { NetworkList, normalizeIp } from './ip.js';
+import { normalizeIp } from './ip.js';
 import { PLUGIN_NAME, resolveOptions, type SpamOptions } from './options.js';
 import { type ScanRequest, type ScanResult, scanWithRspamd, scanWithSpamd } from './scanners.js';
 import { roundScore, type SpamSymbol, Weights } from './symbols.js';
@@ -85,7 +86,7 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       ? new RedisGreylistStore(greylist.redis)
       : new MemoryGreylistStore(greylist.maxEntries)
     : undefined;
-  const greyNetworks = new NetworkList(greylist?.allowNetworks ?? []);
+  const greyNetworks = NetworkList.parse(greylist?.allowNetworks ?? []);
   const greySenderDomains = (greylist?.allowSenderDomains ?? []).map((d) => d.toLowerCase());
 
   const onListener = (session: SessionInfo): boolean =>
@@ -184,7 +185,7 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       if (!greylist || !store) return;
       const sender = ctx.transaction.mailFrom;
       const senderDomain = domainOf(sender);
-      if (greyNetworks.has(ctx.session.remoteAddress)) return;
+      if (greyNetworks.contains(ctx.session.remoteAddress)) return;
       if (
         senderDomain &&
         greySenderDomains.some((d) => senderDomain === d || senderDomain.endsWith(`.${d}`))

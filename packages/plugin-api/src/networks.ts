@@ -1,4 +1,5 @@
-// Trusted networks as CIDR blocks (IPv4 and IPv6) over node:net's BlockList.
+// Sets of networks as CIDR blocks (IPv4 and IPv6) over node:net's BlockList: trusted networks in
+// core, exemptions and allow-lists in plugins. One implementation for all of them.
 import { BlockList, isIP } from 'node:net';
 
 /** A CIDR list that cannot be parsed; `index` is the position of the bad entry. */
@@ -38,9 +39,12 @@ export class NetworkList {
     return list;
   }
 
-  /** True when the address lies in one of the blocks. IPv4-mapped IPv6 (`::ffff:192.0.2.1`) counts as IPv4. */
+  /**
+   * True when the address lies in one of the blocks. IPv4-mapped IPv6 (`::ffff:192.0.2.1`, what a
+   * dual-stack socket reports for an IPv4 client) counts as IPv4; a zone index (`%eth0`) is ignored.
+   */
   contains(address: string): boolean {
-    const plain = address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+    const plain = address.replace(/%.*$/, '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
     const family = isIP(plain);
     if (family === 0) return false;
     return this.#blocks.check(plain, family === 4 ? 'ipv4' : 'ipv6');
