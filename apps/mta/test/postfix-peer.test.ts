@@ -49,8 +49,13 @@ describe('delivery to a standard receiving MTA', () => {
       'first line\n.a line that starts with a dot\n..two dots\nlast line',
     ]);
     expect(queuedId(sent.output)).toBeDefined();
-    await waitFor(() => readdirSync(dumps).length > 0, 15_000);
-    const dump = readFileSync(join(dumps, readdirSync(dumps)[0]!), 'latin1');
+    // smtp-sink creates the dump file before it has written it: wait for the end of the message.
+    let dump = '';
+    await waitFor(() => {
+      const [file] = readdirSync(dumps);
+      dump = file ? readFileSync(join(dumps, file), 'latin1') : '';
+      return dump.includes('last line');
+    }, 15_000);
     expect(dump).toMatch(/^X-Mail-Args: <app@sender\.test>/m);
     expect(dump).toMatch(/^X-Rcpt-Args: <someone@postfix\.test>/m);
     expect(dump).toMatch(/^X-Helo-Args: tern\.test$/m);
