@@ -57,6 +57,13 @@ export interface DeliveryJob {
   readonly delayNotified?: boolean;
   /** An operator's reroute: deliver through this hop instead of routing the domain. */
   readonly nextHop?: NextHop;
+  /** Bytes of the stored message (headers, empty line, body), when the backend knows them. */
+  readonly size?: number;
+  /**
+   * Whether a byte of the message has the high bit set (so it needs 8BITMIME onward), when known
+   * from intake; undefined means delivery must find out itself.
+   */
+  readonly eightBit?: boolean;
 }
 
 export type AttemptResult = 'delivered' | 'deferred' | 'failed';
