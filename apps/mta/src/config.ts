@@ -79,6 +79,8 @@ const listener = z.strictObject({
   /** Wait before the banner to catch early talkers (default 100 ms on mx, 0 on submission/smtps and for trusted networks). */
   greetingDelayMs: z.number().int().min(0).max(60_000).optional(),
   bareLineEndings: z.enum(['reject', 'normalize']).optional(),
+  /** Lines over 998 octets: refuse with 550 5.6.0 (default), or wrap body lines before any hook. */
+  longLines: z.enum(['reject', 'wrap']).optional(),
   proxy: z.boolean().optional(),
   xclient: z.boolean().optional(),
   limits,
@@ -222,6 +224,18 @@ const admin = z
   })
   .optional();
 
+// Where message bodies wait between the socket and the queue (one budget for every listener).
+const intake = z
+  .strictObject({
+    /** Folder for bodies that outgrow memory (default .tern-data/spool beside the config); false: never spool, refuse with 451 4.3.1 past the budget. */
+    spoolDir: z.union([z.string().min(1), z.literal(false)]).optional(),
+    /** Bytes one message's body may hold in memory before it goes to the spool folder (default 256 KiB). */
+    memoryPerMessage: z.number().int().positive().optional(),
+    /** Bytes all messages being received may hold in memory together (default 64 MiB). */
+    memoryBudget: z.number().int().positive().optional(),
+  })
+  .optional();
+
 export const configSchema = z.strictObject({
   /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
   hostname: z.string().min(1).optional(),
@@ -234,6 +248,7 @@ export const configSchema = z.strictObject({
   queue,
   delivery,
   plugins: z.array(pluginSchema).default([]),
+  intake,
   log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).optional(),
   /** How long SIGTERM waits for open transactions (ms). */
   shutdownTimeoutMs: duration.optional(),

@@ -2,7 +2,7 @@
 // delivery worker, then listeners (so nothing is accepted before it can be made durable).
 // Stop order is the reverse: listeners first (open transactions finish), then the worker.
 import { resolve } from 'node:path';
-import { createListener, FileUserStore, type Listener, type ListenerOptions } from '@tern/core';
+import { createListener, FileUserStore, IntakeSpool, type Listener, type ListenerOptions } from '@tern/core';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
 import { createLimiter, type Limiter } from '@tern/limiter';
 import { type Logger, type NextHop, type Plugin, PluginHost } from '@tern/plugin-api';
@@ -140,6 +140,22 @@ function delivererOptions(
   };
 }
 
+/** One spool for every listener of this process: they share its memory budget. */
+function intakeSpool(config: ResolvedConfig): IntakeSpool {
+  const given = config.intake ?? {};
+  const dir =
+    given.spoolDir === false
+      ? false
+      : given.spoolDir !== undefined
+        ? configPath(config, given.spoolDir)
+        : resolve(config.baseDir, '.tern-data/spool');
+  return new IntakeSpool({
+    dir,
+    ...(given.memoryPerMessage !== undefined ? { memoryPerMessage: given.memoryPerMessage } : {}),
+    ...(given.memoryBudget !== undefined ? { memoryBudget: given.memoryBudget } : {}),
+  });
+}
+
 function listenerOptions(config: ResolvedConfig, index: number, hostname: string): ListenerOptions {
   const l = config.listeners[index]!;
   const field = `config.listeners[${index}]`;
@@ -237,12 +253,14 @@ export async function startMta(
       );
     }
     const users = config.users ? await FileUserStore.open(configPath(config, config.users.file)) : undefined;
+    const spool = intakeSpool(config);
     for (const [i] of config.listeners.entries()) {
       const listener = createListener(listenerOptions(config, i, hostname), {
         plugins: initial.listenerHosts[i]!,
         sink: ops.sink(queue),
         logger,
         onReply: ops.onReply,
+        spool,
         ...(users ? { users } : {}),
       });
       listeners.push(listener);

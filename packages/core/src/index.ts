@@ -18,6 +18,7 @@ export {
   type ListenerOptions,
   type ListenerTimeouts,
   type ListenerTls,
+  type LongLinePolicy,
   MIN_RECIPIENTS,
   type ResolvedListenerOptions,
   resolveListenerOptions,
@@ -31,6 +32,15 @@ export {
   type InMemoryQueueOptions,
   type MessageSink,
 } from './sink.js';
+export {
+  BodyWriter,
+  IntakeSpool,
+  MemoryBudget,
+  SPOOL_DEFAULTS,
+  SpoolError,
+  type SpoolOptions,
+  type SpoolStats,
+} from './spool.js';
 export {
   addUser,
   DEFAULT_SCRYPT_PARAMS,

@@ -1,10 +1,12 @@
-// Reads the DATA stream once: size limit, bare CR / bare LF / NUL policy, header block split.
-// The body is kept as the chunks it arrived in (never concatenated); only the header block,
-// bounded by maxHeaderBytes, is joined to be parsed.
+// Reads the DATA stream once: size limit, bare CR / bare LF / NUL policy, the 998-octet line
+// limit, header block split. The body goes to the intake spool (memory, then a file) as it
+// arrives, never concatenated; only the header block, bounded by maxHeaderBytes, is joined.
+import { isAscii } from 'node:buffer';
 import type { Readable } from 'node:stream';
-import { Headers, type SmtpReply } from '@tern/plugin-api';
-import type { BareLineEndingPolicy } from './options.js';
+import { type ByteSource, Headers, type SmtpReply } from '@tern/plugin-api';
+import type { BareLineEndingPolicy, LongLinePolicy } from './options.js';
 import { CoreReplies } from './replies.js';
+import { type IntakeSpool, SpoolError } from './spool.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -124,93 +126,224 @@ export class HeaderSplitter {
     return chunk.subarray(bodyStart);
   }
 
-  /** The parsed header block (without the empty line). */
-  headers(): Headers {
+  /** The header block's bytes (without the empty line). */
+  block(): Buffer {
     const block = Buffer.concat(this.#parts, this.#size);
     const end = this.#found ? block.length - CRLF.length : block.length;
-    return Headers.parse(block.subarray(0, Math.max(0, end)));
+    return block.subarray(0, Math.max(0, end));
   }
+
+  /** The parsed header block (without the empty line). */
+  headers(): Headers {
+    return Headers.parse(this.block());
+  }
+}
+
+/** RFC 5322 §2.1.1: a line is at most 998 octets, CRLF excluded. */
+export const MAX_LINE_OCTETS = 998;
+
+/**
+ * Finds body lines longer than 998 octets (the chunks are CRLF-clean: the LineEndingGuard ran
+ * first). `reject` only reports; `wrap` breaks such lines with CRLF every 998 octets, so what is
+ * queued (and DKIM-signed) is what goes onward.
+ */
+export class LongLineGuard {
+  readonly policy: LongLinePolicy;
+  /** A line over the limit was seen. */
+  found = false;
+  /** Octets of the current line so far, a CR that ends it included. */
+  #column = 0;
+
+  constructor(policy: LongLinePolicy) {
+    this.policy = policy;
+  }
+
+  push(chunk: Buffer): Buffer {
+    const column = this.#scan(chunk);
+    if (column === -1) {
+      this.found = true;
+      if (this.policy === 'wrap') return this.#wrap(chunk);
+      return chunk;
+    }
+    this.#column = column;
+    return chunk;
+  }
+
+  /** The column after `chunk`, or -1 when a line in it is too long. Fast: native indexOf per line. */
+  #scan(chunk: Buffer): number {
+    let column = this.#column;
+    let from = 0;
+    for (let lf = chunk.indexOf(LF); lf !== -1; lf = chunk.indexOf(LF, from)) {
+      // The octets before the LF, less the CR that ends the line (it may be the last byte of the previous chunk).
+      const length = column + (lf - from) - (lf > 0 ? (chunk[lf - 1] === CR ? 1 : 0) : column > 0 ? 1 : 0);
+      if (length > MAX_LINE_OCTETS) return -1;
+      column = 0;
+      from = lf + 1;
+    }
+    column += chunk.length - from;
+    // 999 octets is one too many unless the 999th is the CR that ends the line.
+    if (column > MAX_LINE_OCTETS + 1) return -1;
+    if (column === MAX_LINE_OCTETS + 1 && chunk[chunk.length - 1] !== CR) return -1;
+    return column;
+  }
+
+  #wrap(chunk: Buffer): Buffer {
+    const out = Buffer.allocUnsafe(chunk.length + Math.ceil(chunk.length / MAX_LINE_OCTETS) * 2 + 2);
+    let o = 0;
+    let column = this.#column;
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number;
+      if (byte === LF) column = 0;
+      else {
+        // The CR that ends a line of exactly 998 octets stays on it; anything else starts a new line.
+        if (column >= MAX_LINE_OCTETS && byte !== CR) {
+          out[o++] = CR;
+          out[o++] = LF;
+          column = 0;
+        }
+        column++;
+      }
+      out[o++] = byte;
+    }
+    this.#column = column;
+    return Buffer.from(out.subarray(0, o));
+  }
+}
+
+/** True when a line of the header block is longer than 998 octets. */
+export function hasLongLine(block: Buffer): boolean {
+  let from = 0;
+  for (let lf = block.indexOf(LF); lf !== -1; lf = block.indexOf(LF, from)) {
+    const end = lf > from && block[lf - 1] === CR ? lf - 1 : lf;
+    if (end - from > MAX_LINE_OCTETS) return true;
+    from = lf + 1;
+  }
+  return block.length - from > MAX_LINE_OCTETS;
 }
 
 export interface MessageReadOptions {
   readonly bareLineEndings: BareLineEndingPolicy;
+  readonly longLines: LongLinePolicy;
   readonly maxMessageSize: number;
   readonly maxHeaderBytes: number;
+  /** Where the body waits (memory, then a file) until the queue has it. */
+  readonly spool: IntakeSpool;
 }
 
 export type MessageReadResult =
   | {
       readonly ok: true;
       readonly headers: Headers;
-      readonly body: Buffer[];
+      /** The body, in memory or in a spool file: valid until `release()`. */
+      readonly body: ByteSource;
       /** Bytes received (after dot-unstuffing, before normalization). */
       readonly size: number;
       /** Bare CR/LF or NUL were repaired (normalize policy). */
       readonly normalized: boolean;
+      /** Lines over 998 octets were wrapped (wrap policy). */
+      readonly wrapped: boolean;
+      /** A byte with the high bit set was seen (header block or body). */
+      readonly eightBit: boolean;
+      /** Frees the body's memory and spool file; call once the queue has it (or it was refused). */
+      release(): Promise<void>;
     }
   | { readonly ok: false; readonly reply: SmtpReply; readonly size: number };
 
 /**
  * Consumes the whole DATA stream (also after deciding to refuse, so the SMTP dialogue goes on)
- * and resolves with the message or the reply that refuses it. Rejects when the stream fails
- * (the client went away mid-message).
+ * and resolves with the message or the reply that refuses it. The body goes to the spool as it
+ * arrives; while a spool file write is pending the stream is not read (smtp-server then stops
+ * reading the socket), so memory stays bounded whatever the client sends. Rejects when the
+ * stream fails (the client went away mid-message).
  */
-export function readMessage(stream: Readable, options: MessageReadOptions): Promise<MessageReadResult> {
+export async function readMessage(stream: Readable, options: MessageReadOptions): Promise<MessageReadResult> {
   const guard = new LineEndingGuard(options.bareLineEndings);
+  const lines = new LongLineGuard(options.longLines);
   const splitter = new HeaderSplitter(options.maxHeaderBytes);
-  let body: Buffer[] = [];
+  const writer = options.spool.open();
   let size = 0;
+  let eightBit = false;
   let refusal: SmtpReply | undefined;
 
   const refuse = (reply: SmtpReply): void => {
     refusal = reply;
-    body = []; // let what was kept go while the rest drains
+    void writer.dispose(); // let what was kept go while the rest drains
   };
-  const keep = (chunks: Buffer[]): void => {
+  const keepBody = (chunk: Buffer): Promise<void> | undefined => {
+    const body = lines.push(chunk);
+    if (lines.found && lines.policy === 'reject') {
+      refuse(CoreReplies.lineTooLongInMessage);
+      return undefined;
+    }
+    if (!eightBit && !isAscii(body)) eightBit = true;
+    return writer.write(body);
+  };
+  const keep = async (chunks: Buffer[]): Promise<void> => {
     for (const chunk of chunks) {
       const rest = splitter.push(chunk);
-      if (splitter.tooBig) {
-        refuse(CoreReplies.headerTooBig);
-        return;
+      if (splitter.tooBig) return refuse(CoreReplies.headerTooBig);
+      const header = chunk.length - (rest?.length ?? 0);
+      if (header > 0 && !writer.hold(header)) return refuse(CoreReplies.insufficientStorage);
+      if (rest !== undefined && rest.length > 0) {
+        const pending = keepBody(rest);
+        if (pending) await pending;
+        if (refusal) return;
       }
-      if (rest !== undefined && rest.length > 0) body.push(rest);
     }
   };
-  const take = (chunk: Buffer): void => {
+  const take = (chunk: Buffer): Promise<void> | undefined => {
     size += chunk.length;
-    if (refusal) return;
-    if (size > options.maxMessageSize) refuse(CoreReplies.messageTooBig);
-    else {
-      const kept = guard.push(chunk);
-      if (guard.found && guard.policy === 'reject') refuse(CoreReplies.bareLineEnding);
-      else keep(kept);
+    if (refusal) return undefined;
+    if (size > options.maxMessageSize) {
+      refuse(CoreReplies.messageTooBig);
+      return undefined;
     }
+    const kept = guard.push(chunk);
+    if (guard.found && guard.policy === 'reject') {
+      refuse(CoreReplies.bareLineEnding);
+      return undefined;
+    }
+    return keep(kept);
   };
 
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const settle = (fn: () => void): void => {
-      if (settled) return;
-      settled = true;
-      fn();
-    };
-    // Flowing mode hands over the chunks as they were written; read() could join several.
-    stream.on('data', take);
-    stream.once('error', (error) => settle(() => reject(error)));
-    stream.once('close', () => {
-      if (!stream.readableEnded)
-        settle(() => reject(new Error('DATA stream closed before the end of the message')));
+  try {
+    for await (const chunk of stream) {
+      const pending = take(chunk as Buffer);
+      if (pending) await pending.catch(onSpoolError);
+    }
+    if (!refusal) {
+      const tail = guard.end();
+      if (guard.found && guard.policy === 'reject') refuse(CoreReplies.bareLineEnding);
+      else await keep(tail).catch(onSpoolError);
+    }
+    if (refusal) return { ok: false, reply: refusal, size };
+    const block = splitter.block();
+    if (hasLongLine(block)) {
+      await writer.dispose();
+      return { ok: false, reply: CoreReplies.lineTooLongInMessage, size };
+    }
+    const body = await writer.finish().catch((error: unknown) => {
+      onSpoolError(error);
+      return undefined;
     });
-    stream.once('end', () =>
-      settle(() => {
-        if (!refusal) {
-          const tail = guard.end();
-          if (guard.found && guard.policy === 'reject') refuse(CoreReplies.bareLineEnding);
-          else keep(tail);
-        }
-        if (refusal) return resolve({ ok: false, reply: refusal, size });
-        resolve({ ok: true, headers: splitter.headers(), body, size, normalized: guard.found });
-      }),
-    );
-  });
+    if (body === undefined) return { ok: false, reply: refusal ?? CoreReplies.insufficientStorage, size };
+    return {
+      ok: true,
+      headers: Headers.parse(block),
+      body,
+      size,
+      normalized: guard.found,
+      wrapped: lines.found,
+      eightBit: eightBit || !isAscii(block),
+      release: () => writer.dispose(),
+    };
+  } catch (error) {
+    await writer.dispose();
+    throw error;
+  }
+
+  function onSpoolError(error: unknown): void {
+    if (!(error instanceof SpoolError)) throw error;
+    refuse(CoreReplies.insufficientStorage);
+  }
 }

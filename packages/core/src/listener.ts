@@ -16,6 +16,7 @@ import {
 import { CoreReplies, replyError } from './replies.js';
 import { type ListenerRuntime, SmtpSession } from './session.js';
 import type { MessageSink } from './sink.js';
+import { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
 
 export interface ListenerDeps {
@@ -28,6 +29,19 @@ export interface ListenerDeps {
   readonly resolver?: HostResolver;
   /** Called for every 4xx/5xx reply sent, whoever decided it (core or a plugin): for metrics. */
   readonly onReply?: (event: ReplyEvent) => void;
+  /**
+   * Where message bodies wait until the queue has them. Give every listener of a process the
+   * same one, so they share its memory budget (default: one shared spool with default settings).
+   */
+  readonly spool?: IntakeSpool;
+}
+
+let sharedSpool: IntakeSpool | undefined;
+
+/** The spool of listeners created without one: one per process, so they still share a budget. */
+function defaultSpool(): IntakeSpool {
+  sharedSpool ??= new IntakeSpool();
+  return sharedSpool;
 }
 
 /** One error reply sent to a client. */
@@ -143,6 +157,7 @@ class SmtpListener implements Listener, ListenerRuntime {
   readonly sink: MessageSink;
   readonly users: UserStore | undefined;
   readonly resolver: HostResolver;
+  readonly spool: IntakeSpool;
   readonly log: Logger;
   readonly onReply: ((event: ReplyEvent) => void) | undefined;
   closing = false;
@@ -160,6 +175,7 @@ class SmtpListener implements Listener, ListenerRuntime {
     this.sink = deps.sink;
     this.users = deps.users;
     this.resolver = deps.resolver ?? systemResolver;
+    this.spool = deps.spool ?? defaultSpool();
     this.onReply = deps.onReply;
     this.log = deps.logger.child({ listener: options.name });
     this.#server = new TernSmtpServer(this.#serverOptions(), this);

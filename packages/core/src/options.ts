@@ -7,6 +7,13 @@ import { NetworkList, TernError } from '@tern/plugin-api';
 
 export type BareLineEndingPolicy = 'reject' | 'normalize';
 
+/**
+ * Lines over 998 octets in a message (RFC 5322 §2.1.1). `reject`: 550 5.6.0 at the end of DATA.
+ * `wrap`: body lines are broken with CRLF every 998 octets before any hook sees the message (so a
+ * DKIM signature covers what is relayed); header lines over the limit are refused either way.
+ */
+export type LongLinePolicy = 'reject' | 'wrap';
+
 /** A PEM key and certificate pair. */
 export interface KeyPair {
   readonly key: string;
@@ -79,6 +86,8 @@ export interface ListenerOptions {
   readonly allowInsecureAuth?: boolean;
   /** What to do with bare CR, bare LF and NUL (default reject). */
   readonly bareLineEndings?: BareLineEndingPolicy;
+  /** What to do with lines over 998 octets (default reject; see LongLinePolicy). */
+  readonly longLines?: LongLinePolicy;
   /** Expect a PROXY protocol v1 header from clients in trustedNetworks (default false). */
   readonly proxy?: boolean;
   /** Accept XCLIENT from clients in trustedNetworks (default false). */
@@ -103,6 +112,7 @@ const MIB = 1024 * 1024;
 export const LISTENER_DEFAULTS = {
   host: '0.0.0.0',
   bareLineEndings: 'reject',
+  longLines: 'reject',
   proxy: false,
   xclient: false,
   reverseLookup: true,
@@ -155,6 +165,7 @@ export interface ResolvedListenerOptions {
   readonly auth: boolean;
   readonly allowInsecureAuth: boolean;
   readonly bareLineEndings: BareLineEndingPolicy;
+  readonly longLines: LongLinePolicy;
   readonly proxy: boolean;
   readonly xclient: boolean;
   readonly reverseLookup: boolean;
@@ -242,6 +253,8 @@ export function resolveListenerOptions(options: ListenerOptions, logger?: Logger
   const policy = options.bareLineEndings ?? LISTENER_DEFAULTS.bareLineEndings;
   if (policy !== 'reject' && policy !== 'normalize')
     fail('bareLineEndings', "must be 'reject' or 'normalize'");
+  const longLines = options.longLines ?? LISTENER_DEFAULTS.longLines;
+  if (longLines !== 'reject' && longLines !== 'wrap') fail('longLines', "must be 'reject' or 'wrap'");
 
   return {
     name,
@@ -257,6 +270,7 @@ export function resolveListenerOptions(options: ListenerOptions, logger?: Logger
     auth: options.auth ?? byKind.auth,
     allowInsecureAuth: options.allowInsecureAuth ?? LISTENER_DEFAULTS.allowInsecureAuth,
     bareLineEndings: policy,
+    longLines,
     proxy: options.proxy ?? LISTENER_DEFAULTS.proxy,
     xclient: options.xclient ?? LISTENER_DEFAULTS.xclient,
     reverseLookup: options.reverseLookup ?? LISTENER_DEFAULTS.reverseLookup,

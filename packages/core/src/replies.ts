@@ -17,6 +17,12 @@ export const CoreReplies = {
   dataTimeout: smtpReply(421, '4.4.2', 'Timeout waiting for the end of DATA, closing connection'),
   localError421: smtpReply(421, '4.3.0', 'Local error, closing connection'),
   connectionLost: smtpReply(451, '4.4.2', 'Connection lost during DATA'),
+  lineTooLongInMessage: smtpReply(
+    550,
+    '5.6.0',
+    'Message has a line longer than 998 octets (RFC 5322 2.1.1); use a transfer encoding such as quoted-printable',
+  ),
+  insufficientStorage: smtpReply(451, '4.3.1', 'Insufficient system storage, please try again later'),
 } as const satisfies Record<string, SmtpReply>;
 
 /** The success reply after DATA, once the sink has made the message durable. */

@@ -9,6 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import {
+  type ByteSource,
   type Envelope,
   type EnvelopeRecipient,
   type HookInput,
@@ -42,6 +43,7 @@ import { receivedValue } from './received.js';
 import { checkRecipient } from './relay.js';
 import { CoreReplies, hasEnhancedCode, queuedReply, replyError, serverErrorText } from './replies.js';
 import type { IncomingMessage, MessageSink } from './sink.js';
+import type { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
 
 /** What a session needs from its listener. */
@@ -51,6 +53,8 @@ export interface ListenerRuntime {
   readonly sink: MessageSink;
   readonly users: UserStore | undefined;
   readonly resolver: HostResolver;
+  /** Where message bodies wait until the queue has them (shared by every listener of the process). */
+  readonly spool: IntakeSpool;
   readonly log: Logger;
   readonly onReply: ((event: ReplyEvent) => void) | undefined;
   /** The listener is shutting down: idle sessions get 421 at their next command. */
@@ -299,8 +303,10 @@ export class SmtpSession {
       try {
         read = await readMessage(stream, {
           bareLineEndings: o.bareLineEndings,
+          longLines: o.longLines,
           maxMessageSize: o.limits.maxMessageSize,
           maxHeaderBytes: o.limits.maxHeaderBytes,
+          spool: this.#runtime.spool,
         });
       } catch (error) {
         // The stream failed: the client went away mid-message. Nothing is queued.
@@ -309,7 +315,6 @@ export class SmtpSession {
       } finally {
         clearTimeout(timer);
       }
-      if (!transaction) return callback(replyError(CoreReplies.badSequence));
       if (!read.ok) {
         this.#log.info(
           { size: read.size, code: read.reply.code, enhanced: read.reply.enhanced },
@@ -317,13 +322,21 @@ export class SmtpSession {
         );
         return callback(replyError(read.reply));
       }
-      if (read.normalized) this.#log.info({ size: read.size }, 'bare CR, bare LF or NUL normalized');
       let reply: SmtpReply;
       try {
-        reply = await this.#accept(transaction, read.headers, read.body);
+        if (!transaction) {
+          reply = CoreReplies.badSequence;
+        } else {
+          if (read.normalized) this.#log.info({ size: read.size }, 'bare CR, bare LF or NUL normalized');
+          if (read.wrapped) this.#log.info({ size: read.size }, 'lines over 998 octets wrapped');
+          reply = await this.#accept(transaction, read.headers, read.body, read.eightBit);
+        }
       } catch (error) {
-        this.#log.error({ err: error, transaction: transaction.id }, 'intake failed');
+        this.#log.error({ err: error, transaction: transaction?.id }, 'intake failed');
         reply = CoreReplies.localError;
+      } finally {
+        // The queue has its own copy now (or the message was refused): free memory and spool file.
+        await read.release();
       }
       callback(reply.code >= 400 ? replyError(reply) : null, reply.code >= 400 ? undefined : wire(reply));
     } finally {
@@ -351,7 +364,8 @@ export class SmtpSession {
   async #accept(
     transaction: Mutable<TransactionInfo>,
     headers: MessageContent['headers'],
-    body: Buffer[],
+    body: ByteSource,
+    eightBit: boolean,
   ): Promise<SmtpReply> {
     const o = this.#options;
     const received = headers.count('received');
@@ -413,7 +427,8 @@ export class SmtpSession {
     }
     const incoming: IncomingMessage = {
       envelope,
-      chunks: message.toChunks(),
+      content: message.source(),
+      eightBit,
       receivedAt: now.getTime(),
       source: {
         listener: o.name,
@@ -436,7 +451,7 @@ export class SmtpSession {
       {
         queueId,
         transaction: transaction.id,
-        size: message.bodySize,
+        size: incoming.content.size,
         recipients: envelope.recipients.length,
       },
       'queued',

@@ -1,6 +1,6 @@
 // Where intake hands a message over: a sink that makes it durable (the queue, passed in by
 // apps/mta; core does not depend on @tern/queue) and the in-process one tests use.
-import type { AcceptedMessage } from '@tern/plugin-api';
+import { type AcceptedMessage, memorySource, readAll } from '@tern/plugin-api';
 
 /** What intake hands over after DATA (plugin-api's AcceptedMessage; the queue takes the same). */
 export type IncomingMessage = AcceptedMessage;
@@ -39,17 +39,22 @@ export class InMemoryQueue implements MessageSink {
     this.behaviour = options.behaviour ?? 'accept';
   }
 
-  enqueue(message: IncomingMessage): Promise<string> {
+  async enqueue(message: IncomingMessage): Promise<string> {
     this.attempts++;
-    if (this.behaviour === 'fail') return Promise.reject(new Error('InMemoryQueue: told to fail'));
+    if (this.behaviour === 'fail') throw new Error('InMemoryQueue: told to fail');
+    // The listener frees its spool once this settles: keep a copy that outlives it.
+    const kept: IncomingMessage =
+      message.content.chunks() === undefined
+        ? { ...message, content: memorySource([await readAll(message.content)]) }
+        : message;
     const record = (): string => {
       const queueId = `mem${String(this.#next++).padStart(6, '0')}`;
-      this.messages.push({ queueId, message });
+      this.messages.push({ queueId, message: kept });
       for (const wake of this.#waiters.splice(0)) wake();
       return queueId;
     };
     if (this.behaviour === 'hang') return new Promise((resolve) => this.#held.push(() => resolve(record())));
-    return Promise.resolve(record());
+    return record();
   }
 
   /** Lets every held (hanging) enqueue complete; returns how many there were. */
@@ -63,7 +68,7 @@ export class InMemoryQueue implements MessageSink {
   raw(index = 0): Buffer {
     const entry = this.messages[index];
     if (!entry) throw new Error(`InMemoryQueue: no message at index ${index} (have ${this.messages.length})`);
-    return Buffer.concat(entry.message.chunks);
+    return Buffer.concat(entry.message.content.chunks() ?? []);
   }
 
   /** Resolves once `count` messages are recorded; rejects after `timeoutMs`. */

@@ -1,5 +1,6 @@
 // The intake over real SMTP: bare CR / LF / NUL policy, size and recipient limits, the Received
-// header, loop detection and the header block limit.
+// header, loop detection, the header block limit and the 998-octet line limit.
+import { definePlugin } from '@tern/plugin-api';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeAll, ehlo, HOSTNAME, LOCAL_DOMAIN, message, sendMail, startListener } from './helpers.js';
 
@@ -39,6 +40,57 @@ describe('bare CR, bare LF and NUL in DATA', () => {
   });
 });
 
+describe('lines over 998 octets (RFC 5322 2.1.1)', () => {
+  const line = (n: number): string => `${'y'.repeat(n)}\r\n`;
+
+  test('refused with 550 5.6.0 by default, in the body or the header block; 998 is fine', async () => {
+    const h = await startListener();
+    const c = await h.connect();
+    await ehlo(c);
+    expect(await sendMail(c, { data: message('ok', line(998) + line(998)) })).toMatch(/^250 /);
+    for (const data of [
+      message('long body', line(999)),
+      message('long at end', `short\r\n${'z'.repeat(5000)}`),
+      `Subject: ${'h'.repeat(1000)}\r\n\r\nbody\r\n`,
+    ]) {
+      expect(await sendMail(c, { data })).toMatch(/^550 5\.6\.0 Message has a line longer than 998 octets/);
+    }
+    expect(h.queue.attempts).toBe(1);
+    expect(await sendMail(c)).toMatch(/^250 /); // the session goes on
+  });
+
+  test('wrap: body lines are broken every 998 octets before the hooks see them', async () => {
+    let seen = '';
+    const h = await startListener(
+      { longLines: 'wrap' },
+      {
+        plugins: [
+          definePlugin({
+            name: 'reader',
+            message: async (ctx) => {
+              for await (const chunk of ctx.message.body()) seen += (chunk as Buffer).toString('latin1');
+            },
+          }),
+        ],
+      },
+    );
+    const c = await h.connect();
+    await ehlo(c);
+    const long = 'a'.repeat(2500);
+    expect(await sendMail(c, { data: message('wrapped', `${long}\r\n${line(998)}`) })).toMatch(/^250 /);
+    // message() ends the body with one more CRLF.
+    const expected = `${'a'.repeat(998)}\r\n${'a'.repeat(998)}\r\n${'a'.repeat(504)}\r\n${line(998)}\r\n`;
+    expect(seen).toBe(expected);
+    const raw = h.queue.raw(0).toString('latin1');
+    expect(raw.endsWith(`\r\n\r\n${expected}`)).toBe(true);
+    expect(raw.split('\r\n').every((l) => l.length <= 998)).toBe(true);
+    // Header lines are not rewritten: one over the limit is refused even here.
+    expect(await sendMail(c, { data: `Subject: ${'h'.repeat(1000)}\r\n\r\nbody\r\n` })).toMatch(
+      /^550 5\.6\.0 /,
+    );
+  });
+});
+
 describe('message size', () => {
   test('SIZE is advertised; MAIL FROM SIZE= over it and an oversized message get 552 5.3.4; nothing is queued', async () => {
     const h = await startListener({ limits: { maxMessageSize: 2000 } });
@@ -52,7 +104,7 @@ describe('message size', () => {
       '552 5.3.4 Message size exceeds fixed maximum message size',
     );
     expect(h.queue.attempts).toBe(0);
-    const fits = message('fits', 'x'.repeat(1800));
+    const fits = message('fits', `${'x'.repeat(88)}\r\n`.repeat(20));
     expect(await sendMail(c, { data: fits })).toMatch(/^250 2\.0\.0 queued as /);
   });
 

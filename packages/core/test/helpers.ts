@@ -7,6 +7,7 @@ import {
   createListener,
   type HostResolver,
   InMemoryQueue,
+  type IntakeSpool,
   type Listener,
   type ListenerDeps,
   type ListenerOptions,
@@ -35,6 +36,7 @@ export interface HarnessOptions {
   readonly hookTimeoutMs?: number;
   readonly resolver?: HostResolver;
   readonly onReply?: ListenerDeps['onReply'];
+  readonly spool?: IntakeSpool;
 }
 
 /** A certificate for the default TLS pair in tests. */
@@ -73,6 +75,7 @@ export async function startListener(
       ...(options.users ? { users: options.users } : {}),
       ...(options.resolver ? { resolver: options.resolver } : {}),
       ...(options.onReply ? { onReply: options.onReply } : {}),
+      ...(options.spool ? { spool: options.spool } : {}),
     },
   );
   const { port } = await listener.listen();

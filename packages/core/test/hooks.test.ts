@@ -114,7 +114,7 @@ describe('the order of stages and plugin state', () => {
       `b@${LOCAL_DOMAIN}`,
       `archive@${LOCAL_DOMAIN}`,
     ]);
-    expect(Buffer.concat(first.chunks).toString()).toContain('\r\nX-Recorder: seen\r\n\r\n');
+    expect(h.queue.raw(0).toString()).toContain('\r\nX-Recorder: seen\r\n\r\n');
   });
 
   test('a refused MAIL FROM leaves no transaction; RSET starts fresh transaction state', async () => {

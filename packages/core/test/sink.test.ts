@@ -38,7 +38,7 @@ describe('250 only after the sink resolved', () => {
     expect(queue.messages).toHaveLength(1);
   });
 
-  test('the sink gets the envelope, the chunks, the source and the time', async () => {
+  test('the sink gets the envelope, the content, the source and the time', async () => {
     const h = await startListener();
     const c = await upToFinalDot(h);
     expect(await c.read()).toMatch(/^250 /);
@@ -54,7 +54,8 @@ describe('250 only after the sink resolved', () => {
       sessionId: expect.stringMatching(/^[0-9a-z]{16}$/),
     });
     expect(Math.abs(incoming.receivedAt - Date.now())).toBeLessThan(5000);
-    expect(incoming.chunks.length).toBeGreaterThanOrEqual(3);
+    expect(incoming.content.chunks()?.length).toBeGreaterThanOrEqual(3);
+    expect(incoming.eightBit).toBe(false);
   });
 });
 

@@ -250,7 +250,7 @@ describe('AUTH with the users file', () => {
     );
     const queued = h.queue.messages[0]!.message;
     expect(queued.source).toMatchObject({ user: 'alice', listener: 'test' });
-    const raw = Buffer.concat(queued.chunks).toString('latin1');
+    const raw = h.queue.raw(0).toString('latin1');
     expect(raw).toMatch(
       /^Received: from client\.example \(\[127\.0\.0\.1\]\)\r\n\t\(using TLSv1\.3 with cipher TLS_[A-Z0-9_]+\)\r\n\t\(authenticated as alice\)\r\n\tby mx\.tern\.test \(Tern\) with ESMTPSA id /,
     );

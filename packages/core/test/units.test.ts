@@ -4,19 +4,20 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { memoryLogger, NetworkList, rfc5322Date } from '@tern/plugin-api';
+import { memoryLogger, NetworkList, readAll, rfc5322Date } from '@tern/plugin-api';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   addUser,
   FileUserStore,
   hashPassword,
+  IntakeSpool,
   LISTENER_DEFAULTS,
   type ListenerOptions,
   parseUsersFile,
   resolveListenerOptions,
   verifyPassword,
 } from '../src/index.js';
-import { HeaderSplitter, LineEndingGuard, readMessage } from '../src/intake.js';
+import { HeaderSplitter, LineEndingGuard, LongLineGuard, readMessage } from '../src/intake.js';
 import { receivedValue, withProtocol } from '../src/received.js';
 import { hasRoutingTrick } from '../src/relay.js';
 
@@ -171,6 +172,17 @@ describe('users', () => {
   });
 });
 
+let spoolDirs: string[] = [];
+function spoolDir(): string {
+  const dir = join(tmpdir(), `tern-units-spool-${process.pid}-${spoolDirs.length}`);
+  spoolDirs.push(dir);
+  return dir;
+}
+afterAll(async () => {
+  await Promise.all(spoolDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  spoolDirs = [];
+});
+
 describe('intake across chunk boundaries', () => {
   const MESSAGES = [
     'Subject: a\r\nX-B: c\r\n\r\nbody\r\n..dot\r\n',
@@ -181,19 +193,25 @@ describe('intake across chunk boundaries', () => {
     'A: 1\r\n\r\nends with CR\r',
   ];
 
-  async function read(chunks: Buffer[], policy: 'reject' | 'normalize') {
+  // Every body spills to a file after 8 bytes in one spool, never in the other: both must agree.
+  const spools = [new IntakeSpool({ dir: false }), new IntakeSpool({ dir: spoolDir(), memoryPerMessage: 8 })];
+
+  async function read(chunks: Buffer[], policy: 'reject' | 'normalize', spool = spools[0]!) {
     const stream = new PassThrough();
     const result = readMessage(stream, {
       bareLineEndings: policy,
+      longLines: 'reject',
       maxMessageSize: 1 << 20,
       maxHeaderBytes: 1 << 16,
+      spool,
     });
     for (const chunk of chunks) stream.write(chunk);
     stream.end();
     const r = await result;
-    return r.ok
-      ? { headers: r.headers.toString(), body: Buffer.concat(r.body).toString('latin1') }
-      : r.reply.code;
+    if (!r.ok) return r.reply.code;
+    const body = (await readAll(r.body)).toString('latin1');
+    await r.release();
+    return { headers: r.headers.toString(), body };
   }
 
   for (const text of MESSAGES) {
@@ -201,13 +219,16 @@ describe('intake across chunk boundaries', () => {
       const whole = Buffer.from(text, 'latin1');
       for (const policy of ['reject', 'normalize'] as const) {
         const expected = await read([whole], policy);
-        for (let a = 0; a <= whole.length; a++) {
-          for (let b = a; b <= whole.length; b += 3) {
-            const parts = [whole.subarray(0, a), whole.subarray(a, b), whole.subarray(b)];
-            expect(await read(parts, policy)).toEqual(expected);
+        for (const spool of spools) {
+          for (let a = 0; a <= whole.length; a++) {
+            for (let b = a; b <= whole.length; b += 3) {
+              const parts = [whole.subarray(0, a), whole.subarray(a, b), whole.subarray(b)];
+              expect(await read(parts, policy, spool)).toEqual(expected);
+            }
           }
         }
       }
+      for (const spool of spools) expect(spool.stats().memoryBytes).toBe(0);
     });
   }
 
@@ -220,6 +241,36 @@ describe('intake across chunk boundaries', () => {
     const chunk = Buffer.from('a\r\nb\r\n');
     expect(clean.push(chunk)[0]).toBe(chunk); // clean chunks are passed on, not copied
     expect(clean.found).toBe(false);
+  });
+
+  test('the 998-octet line limit holds across every chunk split, in both policies', () => {
+    const run = (policy: 'reject' | 'wrap', parts: Buffer[]) => {
+      const guard = new LongLineGuard(policy);
+      const out = Buffer.concat(parts.map((p) => guard.push(p))).toString('latin1');
+      return { out, found: guard.found };
+    };
+    const lines = (...lengths: number[]) => Buffer.from(lengths.map((n) => `${'q'.repeat(n)}\r\n`).join(''));
+    const cases: [Buffer, boolean][] = [
+      [lines(10, 998, 0, 997), false],
+      [lines(999), true],
+      [lines(5, 1000, 3), true],
+      [lines(2500), true],
+      [Buffer.from(`${'q'.repeat(998)}\r`), false], // a final CR whose LF comes later
+    ];
+    for (const [whole, long] of cases) {
+      const wrapped = run('wrap', [whole]);
+      expect(run('reject', [whole]).found).toBe(long);
+      expect(wrapped.found).toBe(long);
+      expect(wrapped.out.split('\r\n').every((l) => l.replace(/\r$/, '').length <= 998)).toBe(true);
+      expect(wrapped.out.replaceAll('\r\n', '')).toBe(whole.toString('latin1').replaceAll('\r\n', ''));
+      for (let a = 0; a <= whole.length; a += 7) {
+        for (let b = a; b <= whole.length; b += 331) {
+          const parts = [whole.subarray(0, a), whole.subarray(a, b), whole.subarray(b)];
+          expect(run('reject', parts).found).toBe(long);
+          expect(run('wrap', parts).out).toBe(wrapped.out);
+        }
+      }
+    }
   });
 
   test('the header splitter stops at maxHeaderBytes', () => {

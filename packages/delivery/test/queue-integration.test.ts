@@ -2,6 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { memorySource } from '@tern/plugin-api';
 import { type DeliveryReport, openEmbeddedQueue } from '@tern/queue';
 import { type SmtpSink, startDnsServer, startSmtpSink, type TestDns, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -48,7 +49,7 @@ it('delivers what the embedded queue hands over and settles each recipient by it
         mailFrom: 'sender@origin.test',
         recipients: [{ address: 'alice@example.test' }, { address: 'gone@example.test' }],
       },
-      chunks: [Buffer.from(SIMPLE_MESSAGE)],
+      content: memorySource([Buffer.from(SIMPLE_MESSAGE)]),
       receivedAt: Date.now(),
     });
     const [msg] = await sink.waitFor(1);

@@ -1,4 +1,5 @@
 // Envelope vocabulary shared by intake, queue and delivery.
+import type { ByteSource } from './source.js';
 
 /** ESMTP parameters of MAIL FROM or RCPT TO, keys upper-cased (`SIZE`, `BODY`, `NOTIFY`, ...). */
 export type SmtpParams = Readonly<Record<string, string | true>>;
@@ -77,8 +78,13 @@ export type NextHop =
  */
 export interface AcceptedMessage {
   readonly envelope: Envelope;
-  /** The whole message (headers, empty line, body) as chunks, never joined by core. */
-  readonly chunks: readonly Buffer[];
+  /**
+   * The whole message (headers, empty line, body): in memory when small, partly spooled to disk
+   * when large. Read it as a stream; a queue must not join it into one buffer.
+   */
+  readonly content: ByteSource;
+  /** Some byte has the high bit set (needs 8BITMIME onward); undefined when intake did not look. */
+  readonly eightBit?: boolean;
   readonly receivedAt: number;
   /** Where it came from, for the timeline and bounces. */
   readonly source?: {

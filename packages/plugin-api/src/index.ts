@@ -71,6 +71,8 @@ export type {
   VerdictHook,
 } from './runner.js';
 export { DEFAULT_HOOK_TIMEOUT_MS, PluginHost, StateScope } from './runner.js';
+export type { ByteSource } from './source.js';
+export { joinSources, memorySource, readAll, SourceTooLargeError } from './source.js';
 export type { DataResult, TestSessionOptions } from './testing.js';
 export { PluginTestSession, testPlugins } from './testing.js';
 export type {

@@ -1,7 +1,8 @@
-// A message as the intake holds it: a parsed, changeable header block and the body as the
-// chunks it arrived in. The body is held once; every reader streams over the same chunks.
-import { Readable } from 'node:stream';
+// A message as the intake holds it: a parsed, changeable header block and the body, held once:
+// in memory as the chunks it arrived in, or (a large one) spooled to disk. Every reader streams.
+import type { Readable } from 'node:stream';
 import { Headers } from './headers.js';
+import { type ByteSource, joinSources, memorySource } from './source.js';
 
 /** What hooks see of a message. Streams are fresh on every call and never copy the body. */
 export interface MessageView {
@@ -18,13 +19,12 @@ const CRLF = Buffer.from('\r\n');
 
 export class MessageContent implements MessageView {
   readonly headers: Headers;
-  readonly #chunks: readonly Buffer[];
-  readonly bodySize: number;
+  readonly #body: ByteSource;
 
-  constructor(headers: Headers, bodyChunks: readonly Buffer[]) {
+  /** `body`: a source (possibly on disk), or in-memory chunks. */
+  constructor(headers: Headers, body: ByteSource | readonly Buffer[]) {
     this.headers = headers;
-    this.#chunks = bodyChunks;
-    this.bodySize = bodyChunks.reduce((n, c) => n + c.length, 0);
+    this.#body = isSource(body) ? body : memorySource(body);
   }
 
   /** Splits a complete message (CRLF line ends expected) at its first empty line. For tests and small messages. */
@@ -35,28 +35,44 @@ export class MessageContent implements MessageView {
     return new MessageContent(Headers.parse(buf.subarray(0, headerEnd)), [buf.subarray(bodyStart)]);
   }
 
-  /** The body chunks (not copied). */
-  bodyChunks(): readonly Buffer[] {
-    return this.#chunks;
+  get bodySize(): number {
+    return this.#body.size;
   }
 
-  /** Header block + empty line + body chunks, as a list of buffers to write or store without concatenating. */
-  toChunks(): Buffer[] {
-    return [this.headers.toBuffer(), CRLF, ...this.#chunks];
+  /** The body as a source. */
+  bodySource(): ByteSource {
+    return this.#body;
+  }
+
+  /** Header block (as it is now) + empty line + body, to store or send without joining. */
+  source(): ByteSource {
+    return joinSources([memorySource([this.headers.toBuffer(), CRLF]), this.#body]);
   }
 
   stream(): Readable {
-    return Readable.from(this.toChunks(), { objectMode: false });
+    return this.source().stream();
   }
 
   body(): Readable {
-    return Readable.from(this.#chunks, { objectMode: false });
+    return this.#body.stream();
   }
 
-  /** Concatenates the whole message: a copy, so only for small messages and tests. */
+  /** The whole message as chunks; throws when the body is on disk (use `stream()`). */
+  toChunks(): Buffer[] {
+    const chunks = this.source().chunks();
+    if (chunks === undefined)
+      throw new Error('MessageContent.toChunks: the body is spooled to disk; stream it');
+    return [...chunks];
+  }
+
+  /** Concatenates the whole message: a copy, so only for small in-memory messages and tests. */
   toBuffer(): Buffer {
     return Buffer.concat(this.toChunks());
   }
+}
+
+function isSource(body: ByteSource | readonly Buffer[]): body is ByteSource {
+  return !Array.isArray(body);
 }
 
 /** Finds the empty line that ends the header block: returns where it starts and where the body starts, or -1. */

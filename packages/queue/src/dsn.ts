@@ -1,7 +1,7 @@
 // Shared by every backend: builds RFC 3464 delivery status notifications (bounces and delay
 // notices) as ordinary messages that go out through the same queue, from `<>`.
 import { randomBytes } from 'node:crypto';
-import { type Envelope, findHeaderEnd, rfc5322Date, type SmtpReply } from '@tern/plugin-api';
+import { type Envelope, findHeaderEnd, memorySource, rfc5322Date, type SmtpReply } from '@tern/plugin-api';
 import type { IncomingMessage, RecipientState } from './contract.js';
 
 /** One recipient line group of a report. */
@@ -102,7 +102,7 @@ export function buildDsn(input: DsnInput, options: DsnOptions): IncomingMessage 
 
   return {
     envelope: { mailFrom: '', recipients: [{ address: input.to }] },
-    chunks: [Buffer.from(text, 'utf8')],
+    content: memorySource([Buffer.from(text, 'utf8')]),
     receivedAt: now.getTime(),
     messageId: `<${messageId}>`,
     isBounce: true,

@@ -109,7 +109,7 @@ export function receivedEvent(message: IncomingMessage): ReceivedEvent {
     at: message.receivedAt,
     mailFrom: message.envelope.mailFrom,
     recipients: message.envelope.recipients.map((r) => r.address),
-    size: message.chunks.reduce((n, c) => n + c.length, 0),
+    size: message.content.size,
     ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
     ...(source.listener === undefined ? {} : { listener: source.listener }),
     ...(source.remoteAddress === undefined ? {} : { remoteAddress: source.remoteAddress }),

@@ -116,7 +116,7 @@ describe('runDeliveryAttempt', () => {
     );
     expect(first.next?.delayNotified).toBe(true);
     expect(s.sent).toHaveLength(1);
-    const report = parseReport(Buffer.concat(s.sent[0]?.chunks ?? []));
+    const report = parseReport(Buffer.concat(s.sent[0]?.content.chunks() ?? []));
     expect(report.status[1]).toMatchObject({
       action: 'delayed',
       'final-recipient': 'rfc822; bob@x.test',

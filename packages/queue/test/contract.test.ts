@@ -54,7 +54,7 @@ describe.each(Object.keys(backends) as (keyof typeof backends)[])('QueueBackend 
     const q = await open();
     const message = testMessage('alice@src.test', ['bob@x.test', 'carol@y.test', 'dave@x.test']);
     const id = await q.enqueue(message);
-    expect((await q.readMessage(id))?.equals(Buffer.concat(message.chunks))).toBe(true);
+    expect((await q.readMessage(id))?.equals(Buffer.concat(message.content.chunks() ?? []))).toBe(true);
     const record = await q.inspect(id);
     expect(record?.queueId).toBe(id);
     expect(record?.envelope).toEqual(message.envelope);
@@ -68,7 +68,7 @@ describe.each(Object.keys(backends) as (keyof typeof backends)[])('QueueBackend 
       'bob@x.test,dave@x.test',
       'carol@y.test',
     ]);
-    expect(calls.every((c) => c.message.equals(Buffer.concat(message.chunks)))).toBe(true);
+    expect(calls.every((c) => c.message.equals(Buffer.concat(message.content.chunks() ?? [])))).toBe(true);
   });
 
   it('retries only the deferred recipient, on the schedule', async () => {

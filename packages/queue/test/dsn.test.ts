@@ -45,7 +45,7 @@ describe('buildDsn', () => {
     expect(dsn.isBounce).toBe(true);
     expect(dsn.envelope).toEqual({ mailFrom: '', recipients: [{ address: 'alice@src.test' }] });
 
-    const report = parseReport(Buffer.concat(dsn.chunks));
+    const report = parseReport(Buffer.concat(dsn.content.chunks() ?? []));
     expect(report.headers.get('to')).toBe('<alice@src.test>');
     expect(report.headers.get('from')).toBe('Mail Delivery System <MAILER-DAEMON@mx.tern.test>');
     expect(report.headers.get('auto-submitted')).toBe('auto-replied');
@@ -104,7 +104,7 @@ describe('buildDsn', () => {
       },
       { reportingMta: 'mx.tern.test' },
     );
-    const report = parseReport(Buffer.concat(dsn.chunks));
+    const report = parseReport(Buffer.concat(dsn.content.chunks() ?? []));
     expect(report.headers.get('subject')).toMatch(/Delayed/);
     expect(report.status[1]).toMatchObject({
       action: 'delayed',
@@ -152,7 +152,7 @@ describe('buildDsn', () => {
       },
       { reportingMta: 'h' },
     );
-    const report = parseReport(Buffer.concat(dsn.chunks));
+    const report = parseReport(Buffer.concat(dsn.content.chunks() ?? []));
     expect(report.status[1]?.action).toBe('failed');
     expect(report.status[1]?.['diagnostic-code']).toBe('smtp; 550 5.0.0 bad Action: delivered');
   });

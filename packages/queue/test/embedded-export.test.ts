@@ -46,7 +46,7 @@ async function storeWithWork(): Promise<{
   const bodies = new Map<string, Buffer>();
   const add = async (m: ReturnType<typeof testMessage>): Promise<string> => {
     const id = await q.enqueue({ ...m, messageId: '<x@origin.test>' });
-    bodies.set(id, Buffer.concat(m.chunks));
+    bodies.set(id, Buffer.concat(m.content.chunks() ?? []));
     return id;
   };
   const partial = await add(

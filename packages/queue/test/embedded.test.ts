@@ -52,7 +52,7 @@ describe('embedded queue: storage', () => {
     await q.close();
 
     const again = queueAt(path);
-    expect(await again.readMessage(id)).toEqual(Buffer.concat(message.chunks));
+    expect(await again.readMessage(id)).toEqual(Buffer.concat(message.content.chunks() ?? []));
     const record = await again.inspect(id);
     expect(record?.envelope).toEqual(message.envelope);
     expect(record?.messageId).toBe('<m1@origin.test>');
@@ -149,7 +149,7 @@ describe('embedded queue: delivery', () => {
     await q.startWorker(deliver, { concurrency: 2 });
     await waitFor(async () => (await q.inspect(id)) === null);
     expect(calls.map((c) => c.job.domain).sort()).toEqual(['one.test', 'two.test']);
-    expect(calls[0]?.message).toBe(Buffer.concat(message.chunks).toString());
+    expect(calls[0]?.message).toBe(Buffer.concat(message.content.chunks() ?? []).toString());
     expect(calls[0]?.job.attempts).toBe(0);
     expect(await q.readMessage(id)).toBeNull();
   });

@@ -2,7 +2,7 @@
 // outages, memory exhaustion, a worker killed mid-delivery, and several workers on one queue.
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { memoryLogger, PluginHost } from '@tern/plugin-api';
+import { memoryLogger, memorySource, PluginHost } from '@tern/plugin-api';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -64,7 +64,7 @@ describe('RedisQueue: delivery', () => {
     const message = testMessage('alice@src.test', ['bob@x.test', 'carol@y.test', 'dave@x.test']);
     const id = await q.enqueue(message);
 
-    expect((await q.readMessage(id))?.equals(Buffer.concat(message.chunks))).toBe(true);
+    expect((await q.readMessage(id))?.equals(Buffer.concat(message.content.chunks() ?? []))).toBe(true);
     const keys = redisKeys(q.prefix, id);
     expect(await admin.exists(keys.meta, keys.body, keys.jobs)).toBe(3);
     expect(await admin.smembers(keys.jobs)).toEqual(expect.arrayContaining([`${id}@x.test`, `${id}@y.test`]));
@@ -80,7 +80,7 @@ describe('RedisQueue: delivery', () => {
     const byDomain = Object.fromEntries(calls.map((c) => [c.job.domain, c]));
     expect(byDomain['x.test']?.job.recipients.map((r) => r.address)).toEqual(['bob@x.test', 'dave@x.test']);
     expect(byDomain['x.test']?.job.envelope.mailFrom).toBe('alice@src.test');
-    expect(byDomain['y.test']?.message.equals(Buffer.concat(message.chunks))).toBe(true);
+    expect(byDomain['y.test']?.message.equals(Buffer.concat(message.content.chunks() ?? []))).toBe(true);
 
     await waitFor(async () => (await q.readMessage(id)) === null, 5000);
     expect(await q.inspect(id)).toBeNull();
@@ -272,7 +272,7 @@ describe('RedisQueue: durability', () => {
   it('stores a large message in pieces and hands it to delivery unchanged', async () => {
     const q = await queue();
     const chunks = Array.from({ length: 80 }, (_, i) => randomBytes(64 * 1024 + i));
-    const message = { ...testMessage('alice@src.test', ['bob@x.test']), chunks };
+    const message = { ...testMessage('alice@src.test', ['bob@x.test']), content: memorySource(chunks) };
     const id = await q.enqueue(message);
     expect((await q.readMessage(id))?.equals(Buffer.concat(chunks))).toBe(true);
     const { deliver, calls } = recordingDeliver();

@@ -12,7 +12,7 @@ import {
 } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import { type Envelope, TernError } from '@tern/plugin-api';
+import { type Envelope, memorySource, TernError } from '@tern/plugin-api';
 import type { IncomingMessage, QueueBackend, RecipientState } from '../contract.js';
 import { closeStore, openStore } from './store.js';
 
@@ -185,7 +185,7 @@ export async function importQueue(
     try {
       queueId = await backend.enqueue({
         envelope: message.envelope,
-        chunks: [Buffer.from(message.body, 'base64')],
+        content: memorySource([Buffer.from(message.body, 'base64')]),
         receivedAt: message.receivedAt,
         ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
         ...(message.source === undefined ? {} : { source: message.source }),

@@ -2,7 +2,7 @@
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, readAll, silentLogger } from '@tern/plugin-api';
 import type Database from 'better-sqlite3';
 import {
   type AttemptOutcome,
@@ -161,9 +161,17 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
 
   enqueue(message: IncomingMessage): Promise<string> {
     if (this.#closed) return Promise.reject(this.#closedError());
+    const chunks = message.content.chunks();
+    // A body spooled to disk by intake is read in first (not bounded yet: the store keeps bodies whole).
+    if (chunks === undefined) return readAll(message.content).then((body) => this.#enqueue(message, body));
+    return this.#enqueue(message, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+  }
+
+  #enqueue(message: IncomingMessage, body: Buffer): Promise<string> {
+    if (this.#closed) return Promise.reject(this.#closedError());
     let prepared: PreparedMessage;
     try {
-      prepared = prepareMessage(message);
+      prepared = prepareMessage(message, body);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -613,14 +621,14 @@ function unavailable(location: string, error: unknown): QueueUnavailableError {
 }
 
 /** Validates and serialises a message and its jobs (one per recipient domain, as every backend plans them). */
-function prepareMessage(message: IncomingMessage): PreparedMessage {
+function prepareMessage(message: IncomingMessage, body: Buffer): PreparedMessage {
   if (message.envelope.recipients.length === 0)
     throw new TypeError('enqueue: the envelope has no recipients');
   const queueId = newQueueId(message.receivedAt);
   return {
     queueId,
     envelope: JSON.stringify(message.envelope),
-    body: message.chunks.length === 1 ? (message.chunks[0] as Buffer) : Buffer.concat(message.chunks),
+    body,
     createdAt: message.receivedAt,
     messageId: message.messageId ?? null,
     source: message.source === undefined ? null : JSON.stringify(message.source),

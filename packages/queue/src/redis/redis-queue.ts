@@ -2,7 +2,7 @@
 // Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
 // jobs to the living.
 
-import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, readAll, silentLogger } from '@tern/plugin-api';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
@@ -167,13 +167,15 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     } catch (error) {
       throw new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
     }
-    const [first = Buffer.alloc(0), ...rest] = message.chunks;
+    // A body spooled to disk by intake is read in first (not bounded yet: one MULTI carries it all).
+    const chunks = message.content.chunks() ?? [await readAll(message.content)];
+    const [first = Buffer.alloc(0), ...rest] = chunks;
     multi.set(keys.body, first);
     for (const chunk of rest) multi.append(keys.body, chunk);
     multi.hset(keys.meta, {
       envelope: JSON.stringify(message.envelope),
       createdAt: String(message.receivedAt),
-      size: String(message.chunks.reduce((n, c) => n + c.length, 0)),
+      size: String(message.content.size),
       isBounce: message.isBounce ? '1' : '0',
       ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
       ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),

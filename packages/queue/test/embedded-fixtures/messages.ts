@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Envelope } from '@tern/plugin-api';
+import { type Envelope, memorySource } from '@tern/plugin-api';
 import type { IncomingMessage } from '../../src/contract.js';
 
 export interface TestMessageOptions {
@@ -27,7 +27,7 @@ export function testMessage(options: TestMessageOptions = {}): IncomingMessage {
       ? 'Hello.\r\n'
       : `${'x'.repeat(76)}\r\n`.repeat(Math.ceil(options.bodySize / 78)).slice(0, options.bodySize),
   );
-  return { envelope, chunks: [head, body], receivedAt: options.receivedAt ?? Date.now() };
+  return { envelope, content: memorySource([head, body]), receivedAt: options.receivedAt ?? Date.now() };
 }
 
 /** A fresh directory for one test's store; `cleanup` removes it. */

@@ -1,6 +1,6 @@
 // Test parts for the Redis backend: messages, and a deliver function that records every call and
 // answers per recipient from a script, the way @tern/delivery would report real SMTP replies.
-import type { SmtpReply } from '@tern/plugin-api';
+import { memorySource, type SmtpReply } from '@tern/plugin-api';
 import type { Deliver, DeliveryJob, IncomingMessage, RecipientOutcome } from '../../src/contract.js';
 
 export const OK: SmtpReply = { code: 250, enhanced: '2.0.0', text: 'OK queued' };
@@ -17,7 +17,7 @@ export function testMessage(
   return {
     envelope: { mailFrom, recipients: recipients.map((address) => ({ address })) },
     // Several chunks, as intake hands them over.
-    chunks: [Buffer.from(headers), Buffer.from('\r\n'), Buffer.from(body)],
+    content: memorySource([Buffer.from(headers), Buffer.from('\r\n'), Buffer.from(body)]),
     receivedAt: Date.now(),
     messageId: `<${subject}@src.test>`,
   };
