@@ -9,6 +9,7 @@ import {
   type HookOptions,
   isVerdict,
   type Plugin,
+  type PluginHooks,
 } from '@tern/plugin-api';
 
 /** Each check's own state, by position: what the chain keeps inside the plugin's state. */
@@ -27,8 +28,7 @@ interface Step {
 
 const RANK = { pre: 0, normal: 1, post: 2 } as const;
 
-/** A hook spec the chain builds: `order` as its checks need it, one handler over all of them. */
-export interface ChainedHook {
+interface ChainedHook {
   readonly order?: 'pre' | 'post';
   readonly handler: Handler;
 }
@@ -72,10 +72,10 @@ export class CheckChain {
   }
 
   /**
-   * One hook spec per hook any check has. The chained hook runs as early as its earliest check
-   * asks ('pre' when one says 'pre'; 'post' only when all say 'post').
+   * One `{ order, handler }` per hook any check has. The chained hook runs as early as its
+   * earliest check asks ('pre' when one says 'pre'; 'post' only when all say 'post').
    */
-  hooks(): Partial<Record<HookName, ChainedHook>> {
+  hooks<S extends CheckStates, T extends CheckStates>(): PluginHooks<S, T> {
     const hooks: Partial<Record<HookName, ChainedHook>> = {};
     for (const [hook, steps] of this.#steps) {
       const orders = steps.map((s) => s.order);
@@ -83,7 +83,8 @@ export class CheckChain {
       const handler = (ctx: object): Promise<unknown> => this.#run(hook, steps, ctx);
       hooks[hook] = order ? { order, handler } : { handler };
     }
-    return hooks;
+    // Each handler returns what its checks' hooks return: the same hook, so the same result type.
+    return hooks as PluginHooks<S, T>;
   }
 
   async #run(hook: HookName, steps: readonly Step[], ctx: object): Promise<unknown> {

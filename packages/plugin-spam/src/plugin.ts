@@ -79,10 +79,11 @@ export function presetChecks(opts: ResolvedSpamOptions): Plugin[] {
  */
 export function spamFilter(options: SpamOptions = {}): SpamPlugin {
   const chain = new CheckChain(presetChecks(resolveOptions(options)));
-  const hooks = chain.hooks();
-  const message = hooks.message;
+  const hooks = chain.hooks<SpamSessionState, SpamTransactionState>();
+  // The score's message hook is always there, so the chain always has one: an object spec.
+  const message = hooks.message as Exclude<typeof hooks.message, ((...args: never[]) => unknown) | undefined>;
   return definePlugin<SpamSessionState, SpamTransactionState>({
-    ...(hooks as object),
+    ...hooks,
     name: PLUGIN_NAME,
     // DNS, scanners and DKIM keys have their own timeouts below this; the runner's is the backstop.
     timeout: 60_000,
@@ -91,15 +92,13 @@ export function spamFilter(options: SpamOptions = {}): SpamPlugin {
       session: () => chain.sessionStates(),
       transaction: () => ({ ...chain.transactionStates(), decision: undefined }),
     },
-    ...(message && {
-      message: {
-        ...message,
-        async handler(ctx) {
-          const verdict = await message.handler(ctx);
-          ctx.transactionState.decision = ctx.results.get(spamDecisionResult);
-          return verdict as never;
-        },
+    message: {
+      ...message,
+      async handler(ctx) {
+        const verdict = await message.handler(ctx);
+        ctx.transactionState.decision = ctx.results.get(spamDecisionResult);
+        return verdict;
       },
-    }),
+    },
   });
 }
