@@ -12,6 +12,7 @@ import {
   type HookHandler,
   type HookName,
   type Plugin,
+  type SessionContext,
 } from './hooks.js';
 import { type Logger, silentLogger } from './logger.js';
 import { Replies } from './reply.js';
@@ -26,10 +27,18 @@ export type VerdictHook = HooksOfKind<'verdict'>;
 export type TransformHook = HooksOfKind<'transform'>;
 export type ObserveHook = HooksOfKind<'observe'>;
 
-/** The context fields a caller provides; the runner adds log, hook name, the plugin's state and results. */
+/**
+ * The context fields a caller provides; the runner adds log, hook name, the plugin's state and, in
+ * an SMTP session, the results channel. (Delivery contexts have their own `results`, the
+ * per-recipient replies, which the caller provides.)
+ */
 export type HookInput<K extends HookName> = Omit<
   HookContexts[K],
-  'log' | 'hook' | 'sessionState' | 'transactionState' | 'results'
+  | 'log'
+  | 'hook'
+  | 'sessionState'
+  | 'transactionState'
+  | (HookContexts[K] extends SessionContext<unknown> ? 'results' : never)
 >;
 
 /** One finished hook call, for metrics and message timelines. */

@@ -5,11 +5,13 @@ import {
   type AnyResultKey,
   definePlugin,
   defineResult,
+  type HookInput,
   type MessageContext,
   type Plugin,
   PluginHost,
   PluginRegistrationError,
   type QueuedContext,
+  type RecipientResult,
   ResultError,
   type ResultKey,
   type Results,
@@ -338,6 +340,11 @@ describe('types', () => {
     expectTypeOf<MessageContext<unknown, unknown>['results']>().toEqualTypeOf<Results>();
     expectTypeOf<QueuedContext<unknown, unknown>['results']>().toEqualTypeOf<Results>();
     expectTypeOf<ReturnType<typeof testPlugins>['results']>().toEqualTypeOf<ResultsReader>();
+    // The runner adds the channel to session hooks; delivery hooks keep their per-recipient results.
+    expectTypeOf<HookInput<'message'>>().not.toHaveProperty('results');
+    expectTypeOf<HookInput<'queued'>>().not.toHaveProperty('results');
+    expectTypeOf<HookInput<'delivered'>['results']>().toEqualTypeOf<readonly RecipientResult[]>();
+    expectTypeOf<HookInput<'bounced'>['results']>().toEqualTypeOf<readonly RecipientResult[]>();
 
     definePlugin({
       name: 'typed',
