@@ -2,6 +2,11 @@
 // context, and later hooks of the same SMTP session read them, so checks compose instead of living
 // in one plugin. Haraka calls this `results`; here each result has a typed key, declared by the
 // plugin that publishes it and exported for the plugins that read it.
+//
+// Results live in memory for the SMTP session: every later hook of the session reads them, the
+// `queue` and `queued` hooks of a message included. They are not stored with the queued message:
+// a plugin that wants one on record writes it into the message (Authentication-Results, X-Spam-*),
+// into a hold reason, or into a timeline from its `queued` hook (`ctx.results.snapshot()`).
 import { TernError } from './errors.js';
 import { HOOK_SCOPES, type HookName } from './hooks.js';
 import type { Logger } from './logger.js';
