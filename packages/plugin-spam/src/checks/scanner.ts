@@ -1,15 +1,8 @@
 // What the two external scanner checks share: the envelope they send along and the plugin that
 // publishes one scan per message.
-import {
-  type AnyResultKey,
-  definePlugin,
-  type MessageContext,
-  type Plugin,
-  type ResultKey,
-} from '@tern/plugin-api';
+import { definePlugin, type MessageContext, type Plugin, type ResultKey } from '@tern/plugin-api';
 import { normalizeIp } from '../ip.js';
-import type { MessageBytes } from '../message-bytes.js';
-import { messageBytes } from '../message-bytes.js';
+import { type MessageBytes, messageBytes } from '../message-bytes.js';
 import type { ScanEnvelope, ScanResult } from '../scanners.js';
 import type { CheckScope } from '../schema.js';
 
@@ -37,10 +30,9 @@ export function scannerCheck(
   scope: CheckScope,
   scan: (message: MessageBytes, envelope: ScanEnvelope) => Promise<ScanResult>,
 ): Plugin {
-  const publishes: AnyResultKey[] = [key];
   return definePlugin({
     name,
-    publishes,
+    publishes: [key],
     message(ctx): void {
       if (scope.isExempt(ctx.session)) return;
       ctx.results.set(key, scan(messageBytes(ctx.message), scanEnvelope(ctx)));
