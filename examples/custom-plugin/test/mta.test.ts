@@ -1,37 +1,22 @@
 // The custom plugin inside a real tern process, judged by swaks (an independent SMTP client):
 // a listed sender gets 250, any other gets the plugin's 550 5.7.1.
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { freePort, swaks, waitFor } from '@tern/testkit';
+import { join } from 'node:path';
+import { freePort, swaks } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { startTern, type TernProcess } from './tern-process.js';
 
-const root = resolve(import.meta.dirname, '../../..');
 const dir = mkdtempSync(join(import.meta.dirname, '.tmp-'));
-let tern: ChildProcess;
+let tern: TernProcess | undefined;
 let port: number;
 
 beforeAll(async () => {
   port = await freePort();
-  let output = '';
-  tern = spawn(
-    process.execPath,
-    [
-      join(root, 'apps/mta/dist/cli.js'),
-      'start',
-      '--config',
-      resolve(import.meta.dirname, '../tern.config.js'),
-    ],
-    { env: { ...process.env, TERN_PORT: String(port), TERN_DATA: dir }, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  tern.stderr?.on('data', (c) => {
-    output += c;
-  });
-  await waitFor(() => output.includes('listening:') || tern.exitCode !== null, 20_000);
-  expect(output).toContain('plugins: only-known-senders');
+  tern = await startTern('tern.config.js', { TERN_PORT: String(port), TERN_DATA: dir });
+  expect(tern.output()).toContain('plugins: only-known-senders');
 });
 afterAll(() => {
-  tern?.kill('SIGKILL');
+  tern?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 

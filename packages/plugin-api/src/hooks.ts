@@ -5,6 +5,7 @@ import type { Headers } from './headers.js';
 import type { Logger } from './logger.js';
 import type { MessageView } from './message.js';
 import type { SmtpReply } from './reply.js';
+import type { AnyResultKey, Results } from './results.js';
 import type { Verdict } from './verdict.js';
 
 export type Awaitable<T> = T | Promise<T>;
@@ -63,6 +64,11 @@ export interface SessionContext<S> extends BaseContext {
   readonly session: SessionInfo;
   /** This plugin's per-connection state (from `state.session()`). */
   readonly sessionState: S;
+  /**
+   * Outcomes plugins publish for later hooks of this session (an SPF result, DNSBL hits, a
+   * score): read any key, set the keys this plugin lists in `publishes`. See results.ts.
+   */
+  readonly results: Results;
 }
 
 export interface TransactionContext<S, T> extends SessionContext<S> {
@@ -261,6 +267,31 @@ export const HOOK_KINDS = {
 
 export type HookKind = (typeof HOOK_KINDS)[HookName];
 
+/**
+ * What each hook runs inside: an SMTP session only (before MAIL FROM, or at its end), a mail
+ * transaction of a session, a delivery attempt, or the plugin's lifetime. Session and
+ * transaction hooks carry `results`; transaction results can be set in transaction hooks only.
+ */
+export const HOOK_SCOPES = {
+  connect: 'session',
+  helo: 'session',
+  auth: 'session',
+  close: 'session',
+  mailFrom: 'transaction',
+  rcptTo: 'transaction',
+  headers: 'transaction',
+  message: 'transaction',
+  queue: 'transaction',
+  queued: 'transaction',
+  route: 'delivery',
+  beforeSend: 'delivery',
+  delivered: 'delivery',
+  deferred: 'delivery',
+  bounced: 'delivery',
+  init: 'lifecycle',
+  shutdown: 'lifecycle',
+} as const satisfies Record<HookName, 'session' | 'transaction' | 'delivery' | 'lifecycle'>;
+
 export const HOOK_NAMES = Object.keys(HOOK_KINDS) as HookName[];
 
 export type HookHandler<K extends HookName, S = unknown, T = unknown> = (
@@ -288,6 +319,11 @@ export interface PluginMeta<S, T> {
   readonly timeout?: number;
   /** Factories for this plugin's own state, created lazily per connection and per transaction. */
   readonly state?: { readonly session?: () => S; readonly transaction?: () => T };
+  /**
+   * The result keys this plugin sets on `ctx.results` (from defineResult). Only it may set them;
+   * two plugins of one host declaring the same key is a registration error.
+   */
+  readonly publishes?: readonly AnyResultKey[];
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a plugin list holds plugins of any state types

@@ -51,7 +51,7 @@ export type {
   TransactionContext,
   TransactionInfo,
 } from './hooks.js';
-export { definePlugin, HOOK_KINDS, HOOK_NAMES } from './hooks.js';
+export { definePlugin, HOOK_KINDS, HOOK_NAMES, HOOK_SCOPES } from './hooks.js';
 export type { Logger, LogRecord } from './logger.js';
 export { memoryLogger, silentLogger } from './logger.js';
 export type { MessageView } from './message.js';
@@ -61,6 +61,16 @@ export type { StandardIssue, StandardSchemaV1 } from './options.js';
 export { issuePath, parseOptions } from './options.js';
 export type { SmtpReply } from './reply.js';
 export { formatReply, isValidReply, Replies, smtpReply } from './reply.js';
+export type {
+  AnyResultKey,
+  PublishedResult,
+  ResultKey,
+  ResultScope,
+  Results,
+  ResultsReader,
+  ResultValue,
+} from './results.js';
+export { defineResult, isResultKey, ResultError, ResultStore } from './results.js';
 export type {
   HookEvent,
   HookInput,

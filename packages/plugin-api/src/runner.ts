@@ -7,13 +7,16 @@ import {
   type DeferredAdvice,
   type HOOK_KINDS,
   HOOK_NAMES,
+  HOOK_SCOPES,
   type HookContexts,
   type HookHandler,
   type HookName,
   type Plugin,
+  type SessionContext,
 } from './hooks.js';
 import { type Logger, silentLogger } from './logger.js';
 import { Replies } from './reply.js';
+import { isResultKey, ResultStore, type Results } from './results.js';
 import { isVerdict, type Verdict } from './verdict.js';
 
 export const DEFAULT_HOOK_TIMEOUT_MS = 30_000;
@@ -24,10 +27,18 @@ export type VerdictHook = HooksOfKind<'verdict'>;
 export type TransformHook = HooksOfKind<'transform'>;
 export type ObserveHook = HooksOfKind<'observe'>;
 
-/** The context fields a caller provides; the runner adds log, hook name and the plugin's state. */
+/**
+ * The context fields a caller provides; the runner adds log, hook name, the plugin's state and, in
+ * an SMTP session, the results channel. (Delivery contexts have their own `results`, the
+ * per-recipient replies, which the caller provides.)
+ */
 export type HookInput<K extends HookName> = Omit<
   HookContexts[K],
-  'log' | 'hook' | 'sessionState' | 'transactionState'
+  | 'log'
+  | 'hook'
+  | 'sessionState'
+  | 'transactionState'
+  | (HookContexts[K] extends SessionContext<unknown> ? 'results' : never)
 >;
 
 /** One finished hook call, for metrics and message timelines. */
@@ -65,9 +76,11 @@ interface RegisteredHook {
   readonly log: Logger;
 }
 
-/** Per-connection plugin state. Core keeps one per SMTP session; delivery hooks have none. */
+/** Per-connection plugin state and results. Core keeps one per SMTP session; delivery hooks have none. */
 export class StateScope {
   readonly sessionId: string | undefined;
+  /** What plugins published on `ctx.results` in this session. */
+  readonly results = new ResultStore();
   readonly #session = new Map<number, unknown>();
   #transaction = new Map<number, unknown>();
 
@@ -75,9 +88,10 @@ export class StateScope {
     this.sessionId = sessionId;
   }
 
-  /** Forgets per-transaction state (at MAIL FROM, RSET and after DATA). */
+  /** Forgets per-transaction state and results (at MAIL FROM, RSET and after DATA). */
   resetTransaction(): void {
     this.#transaction = new Map();
+    this.results.resetTransaction();
   }
 
   sessionStateOf(index: number, plugin: Plugin): unknown {
@@ -122,6 +136,7 @@ export class PluginHost {
       }
       names.add(plugin.name);
     }
+    checkPublishers(plugins);
     this.plugins = plugins;
     this.#log = options.logger ?? silentLogger;
     this.#onEvent = options.onHookEvent;
@@ -255,6 +270,9 @@ export class PluginHost {
       hook,
       sessionState: scope?.sessionStateOf(entry.pluginIndex, entry.plugin),
       transactionState: scope?.transactionStateOf(entry.pluginIndex, entry.plugin),
+      ...(HOOK_SCOPES[hook] === 'session' || HOOK_SCOPES[hook] === 'transaction'
+        ? { results: resultsFor(scope, entry, hook) }
+        : {}),
     } as HookContexts[HookName];
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
@@ -322,6 +340,39 @@ export class PluginHost {
       });
     } catch (error) {
       this.#log.error({ err: error }, 'hook event listener threw');
+    }
+  }
+}
+
+/** A hook run without a session scope (a unit test) gets results that live for that call only. */
+function resultsFor(scope: StateScope | undefined, entry: RegisteredHook, hook: HookName): Results {
+  return (scope?.results ?? new ResultStore()).channel(entry.plugin, hook, entry.log);
+}
+
+/** Every `publishes` entry is a result key, and each key has one publisher in a host. */
+function checkPublishers(plugins: readonly Plugin[]): void {
+  const publishers = new Map<string, string>();
+  for (const [i, plugin] of plugins.entries()) {
+    const publishes: unknown = plugin.publishes;
+    if (publishes === undefined) continue;
+    if (!Array.isArray(publishes)) {
+      throw new PluginRegistrationError(
+        `plugins[${i}] (${plugin.name}): publishes must be a list of keys from defineResult()`,
+      );
+    }
+    for (const [j, key] of publishes.entries()) {
+      if (!isResultKey(key)) {
+        throw new PluginRegistrationError(
+          `plugins[${i}] (${plugin.name}): publishes[${j}] is not a key from defineResult()`,
+        );
+      }
+      const other = publishers.get(key.name);
+      if (other !== undefined && other !== plugin.name) {
+        throw new PluginRegistrationError(
+          `plugins[${i}] (${plugin.name}): result ${key.name} is already published by plugin ${other}; keep one of the two`,
+        );
+      }
+      publishers.set(key.name, plugin.name);
     }
   }
 }

@@ -6,6 +6,7 @@ import { domainOf } from './envelope.js';
 import type { ListenerInfo, Plugin, SessionInfo, TlsInfo, TransactionInfo } from './hooks.js';
 import { type LogRecord, memoryLogger } from './logger.js';
 import { MessageContent } from './message.js';
+import type { ResultsReader } from './results.js';
 import { PluginHost, StateScope } from './runner.js';
 import type { Verdict } from './verdict.js';
 
@@ -62,6 +63,11 @@ export class PluginTestSession {
     this.session = this.#info;
     this.#scope = new StateScope(id);
     this.#localDomains = new Set((options.localDomains ?? ['example.test']).map((d) => d.toLowerCase()));
+  }
+
+  /** What the plugins published on `ctx.results` so far, for the session and its open transaction. */
+  get results(): ResultsReader {
+    return this.#scope.results.reader();
   }
 
   async connect(): Promise<Verdict> {

@@ -31,10 +31,23 @@ export interface DkimSignatureOutcome {
   readonly result: DkimResultKind;
   readonly domain: string;
   readonly selector: string;
-  /** Whether the signing domain aligns with the From domain (DMARC). */
+  /** Whether the signing domain aligns (relaxed) with the From domain, as DMARC would count it. */
   readonly aligned: boolean;
   /** The RFC 8601 resinfo mailauth formatted for this signature. */
   readonly info: string;
+  /** The signature's id (its b= prefix), which DMARC reports for the aligned signature. */
+  readonly id?: string;
+  /** Bytes of body the signature does not cover (an l= tag); DMARC prefers whole-body signatures. */
+  readonly underSized?: number;
+}
+
+/** Every DKIM signature of a message verified, and the author (From) they were aligned against. */
+export interface DkimVerification {
+  /** The best result over all signatures (`none` when unsigned). */
+  readonly result: DkimResultKind;
+  readonly signatures: readonly DkimSignatureOutcome[];
+  /** The From addresses as the verifier read them, and how many From fields there were (DMARC needs one). */
+  readonly author: { readonly addresses: readonly string[]; readonly fields: number };
 }
 
 export interface DmarcOutcome {
@@ -117,20 +130,12 @@ async function runSpf(
   }
 }
 
-export interface DkimDmarcCheck {
+export interface DkimCheck {
+  /** The message as it arrived (header block before forged fields were removed). */
   readonly message: Readable;
   readonly sender: string;
   readonly resolver: MailauthResolver;
   readonly minBitLength: number;
-  /** The MAIL FROM SPF outcome, for DMARC's SPF alignment. */
-  readonly spf: SpfOutcome | undefined;
-  readonly dmarc: boolean;
-}
-
-export interface DkimDmarcOutcome {
-  readonly signatures: readonly DkimSignatureOutcome[];
-  readonly dkim: DkimResultKind;
-  readonly dmarc: DmarcOutcome | undefined;
 }
 
 const DKIM_RANK: Record<DkimResultKind, number> = {
@@ -143,36 +148,14 @@ const DKIM_RANK: Record<DkimResultKind, number> = {
   none: 0,
 };
 
-/** Verifies every DKIM signature, then evaluates DMARC with the SPF and DKIM results. */
-export async function checkDkimDmarc(check: DkimDmarcCheck): Promise<DkimDmarcOutcome> {
+/** Verifies every DKIM signature of a message. */
+export async function verifyDkim(check: DkimCheck): Promise<DkimVerification> {
   const verified = await dkimVerify(check.message, {
     resolver: check.resolver,
     minBitLength: check.minBitLength,
     ...(check.sender !== '' ? { sender: check.sender } : {}),
   });
   const results: DKIMResult[] = verified.results ?? [];
-  let dmarcOutcome: DmarcOutcome | undefined;
-  let alignedDomains = new Set<string>();
-  if (check.dmarc) {
-    const spfDomains = check.spf?.result === 'pass' && check.spf.domain ? [check.spf.domain] : [];
-    const dmarcResult: DMARCResult | false = await dmarc({
-      headerFrom: verified.headerFrom,
-      fromFields: verified.fromFields,
-      spfDomains,
-      dkimDomains: results
-        .filter((r) => r.status.result === 'pass' && r.signingDomain)
-        .map((r) => ({
-          domain: r.signingDomain as string,
-          aligned: r.status.aligned ?? false,
-          ...(r.id ? { id: r.id } : {}),
-          ...(r.status.underSized ? { underSized: r.status.underSized } : {}),
-        })),
-      resolver: check.resolver,
-    });
-    dmarcOutcome = toDmarcOutcome(dmarcResult);
-    const alignedDkim = dmarcResult ? dmarcResult.alignment?.dkim?.result : undefined;
-    if (alignedDkim) alignedDomains = new Set([alignedDkim.toLowerCase()]);
-  }
   const signatures = results.map((r): DkimSignatureOutcome => {
     // A body hash mismatch is a PERMFAIL (RFC 6376 §6.1.3) that RFC 8601 reports as fail; mailauth's
     // lenient mode says neutral for compatibility, but for us an altered body is a failed signature.
@@ -181,15 +164,48 @@ export async function checkDkimDmarc(check: DkimDmarcCheck): Promise<DkimDmarcOu
       result: bodyChanged ? 'fail' : toDkimKind(r.status.result),
       domain: r.signingDomain ?? '',
       selector: r.selector ?? '',
-      aligned: alignedDomains.has((r.signingDomain ?? '').toLowerCase()),
+      aligned: Boolean(r.status.aligned),
       info: bodyChanged ? r.info.replace(/^dkim=neutral/, 'dkim=fail') : r.info,
+      ...(r.id ? { id: r.id } : {}),
+      ...(r.status.underSized ? { underSized: r.status.underSized } : {}),
     };
   });
-  const dkim = signatures.reduce<DkimResultKind>(
+  const result = signatures.reduce<DkimResultKind>(
     (best, s) => (DKIM_RANK[s.result] > DKIM_RANK[best] ? s.result : best),
     'none',
   );
-  return { signatures, dkim, dmarc: dmarcOutcome };
+  return {
+    result,
+    signatures,
+    author: { addresses: verified.headerFrom ?? [], fields: verified.fromFields ?? 0 },
+  };
+}
+
+export interface DmarcCheck {
+  readonly dkim: DkimVerification;
+  /** The MAIL FROM SPF outcome, for DMARC's SPF alignment. */
+  readonly spf: SpfOutcome | undefined;
+  readonly resolver: MailauthResolver;
+}
+
+/** Evaluates DMARC (RFC 7489): SPF or DKIM passing aligned with the From domain, and its policy. */
+export async function evaluateDmarc(check: DmarcCheck): Promise<DmarcOutcome> {
+  const spfDomains = check.spf?.result === 'pass' && check.spf.domain ? [check.spf.domain] : [];
+  const result: DMARCResult | false = await dmarc({
+    headerFrom: [...check.dkim.author.addresses],
+    fromFields: check.dkim.author.fields,
+    spfDomains,
+    dkimDomains: check.dkim.signatures
+      .filter((s) => s.result === 'pass' && s.domain !== '')
+      .map((s) => ({
+        domain: s.domain,
+        aligned: s.aligned ? s.domain : false,
+        ...(s.id ? { id: s.id } : {}),
+        ...(s.underSized ? { underSized: s.underSized } : {}),
+      })),
+    resolver: check.resolver,
+  });
+  return toDmarcOutcome(result);
 }
 
 function toDkimKind(result: string): DkimResultKind {

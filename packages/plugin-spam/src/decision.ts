@@ -2,7 +2,7 @@
 // action (a DMARC policy, a scanner failing closed), and the headers that report the decision.
 import type { Headers } from '@tern/plugin-api';
 import type { DkimResultKind, DmarcOutcome, SpfOutcome } from './auth.js';
-import type { Thresholds } from './options.js';
+import type { Thresholds } from './checks/score.js';
 import type { ScanResult } from './scanners.js';
 import { roundScore, type SpamSymbol } from './symbols.js';
 
@@ -31,6 +31,8 @@ export interface SpamDecision {
   readonly action: SpamAction;
   /** Why this action: `score 16.2 >= reject 15` or `dmarc policy reject for example.com`. Internal. */
   readonly reason: string;
+  /** The check that forced the action above what the score earned, if one did. */
+  readonly forcedBy?: ForcedAction['source'];
   /** Every contribution, in the order the checks ran. */
   readonly symbols: readonly SpamSymbol[];
   readonly thresholds: Thresholds;

@@ -1,7 +1,7 @@
 // One DNS resolver per plugin instance, pointed at configurable servers, shared by the DNS list
 // lookups and by mailauth (SPF, DKIM keys, DMARC records).
 import { promises as dns } from 'node:dns';
-import type { ResolvedSpamOptions } from './options.js';
+import type { DnsOptions } from './schema.js';
 
 /** The resolver function mailauth takes: node's `resolve(name, rrtype)` shape. */
 export type MailauthResolver = (name: string, rrtype: string) => Promise<string[][] | string[]>;
@@ -11,7 +11,7 @@ export interface SpamResolver {
   readonly mailauth: MailauthResolver;
 }
 
-export function createResolver(options: ResolvedSpamOptions['dns']): SpamResolver {
+export function createResolver(options: DnsOptions): SpamResolver {
   const resolver = new dns.Resolver({ timeout: options.timeoutMs, tries: options.tries });
   if (options.servers) resolver.setServers(options.servers);
   const mailauth: MailauthResolver = (name, rrtype) =>

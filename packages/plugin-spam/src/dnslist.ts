@@ -3,9 +3,9 @@
 import type { promises as dns } from 'node:dns';
 import { isIPv6 } from 'node:net';
 import type { Logger } from '@tern/plugin-api';
+import type { DnsblZoneOptions, DnswlZoneOptions } from './checks/dns-lists.js';
 import { isNotFound } from './dns.js';
 import { isNonPublic, normalizeIp, reversedLabel } from './ip.js';
-import type { DnsblZoneOptions, DnswlZoneOptions } from './options.js';
 import type { SpamSymbol } from './symbols.js';
 
 export interface DnsListHit {
@@ -19,6 +19,8 @@ export interface DnsListHit {
 }
 
 export interface DnsListResult {
+  /** The client address that was looked up (after IPv4-mapped IPv6 became IPv4). */
+  readonly ip: string;
   readonly hits: readonly DnsListHit[];
   /** The first block list hit whose action is reject. */
   readonly rejectedBy: DnsListHit | undefined;
@@ -28,12 +30,10 @@ export interface DnsListResult {
   readonly failures: readonly { zone: string; reason: string }[];
 }
 
-export const EMPTY_DNS_LIST_RESULT: DnsListResult = Object.freeze({
-  hits: [],
-  rejectedBy: undefined,
-  allowListed: false,
-  failures: [],
-});
+/** No listing: nothing asked (a private address) or nothing configured. */
+export function unlisted(ip: string): DnsListResult {
+  return { ip, hits: [], rejectedBy: undefined, allowListed: false, failures: [] };
+}
 
 /** The symbol-name part of a zone: `zen.spamhaus.org` → `ZEN_SPAMHAUS_ORG`. */
 export function zoneSymbolName(zone: string): string {
@@ -63,12 +63,12 @@ export async function checkDnsLists(
   log: Logger,
 ): Promise<DnsListResult> {
   const address = normalizeIp(ip);
-  if (isNonPublic(address)) return EMPTY_DNS_LIST_RESULT;
+  if (isNonPublic(address)) return unlisted(address);
   let label: string;
   try {
     label = reversedLabel(address);
   } catch {
-    return EMPTY_DNS_LIST_RESULT;
+    return unlisted(address);
   }
   const v6 = isIPv6(address);
   const queries: ZoneQuery[] = [
@@ -98,6 +98,7 @@ export async function checkDnsLists(
   const order = queries.map((q) => q.zone.zone);
   hits.sort((a, b) => order.indexOf(a.zone) - order.indexOf(b.zone));
   return {
+    ip: address,
     hits,
     rejectedBy: hits.find((h) => h.list === 'block' && h.action === 'reject'),
     allowListed: hits.some((h) => h.list === 'allow'),

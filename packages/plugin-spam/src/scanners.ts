@@ -1,9 +1,14 @@
 // Clients for the external scanners: rspamd's HTTP protocol (/checkv2) and SpamAssassin's
-// SPAMC/SPAMD protocol. Each returns a score or says why it has none; never throws.
+// SPAMC/SPAMD protocol. The message streams to the scanner (its size is known up front); a message
+// over the scanner's maxBytes is not sent; a reply is capped in bytes and the whole exchange in
+// time. Each returns a score or says why it has none; never throws.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { connect, type Socket } from 'node:net';
-import type { RspamdOptions, SpamdOptions } from './options.js';
+import type { Readable } from 'node:stream';
+import type { RspamdOptions } from './checks/rspamd.js';
+import type { SpamdOptions } from './checks/spamd.js';
+import type { MessageBytes } from './message-bytes.js';
 
 export type ScanResult =
   | {
@@ -15,15 +20,18 @@ export type ScanResult =
       readonly action?: string;
       readonly symbols: readonly string[];
     }
-  /** Not sent, by configuration (too large). Never a failure. */
-  | { readonly status: 'skipped'; readonly reason: string }
+  /** Not sent, by configuration: the message is larger than the scanner's maxBytes. Never a failure. */
+  | {
+      readonly status: 'skipped';
+      readonly reason: 'too-big';
+      readonly size: number;
+      readonly maxBytes: number;
+    }
+  /** No answer, a broken or oversized answer, or a refused connection: the failure policy applies. */
   | { readonly status: 'failed'; readonly reason: string };
 
 /** What a scanner is told about the message besides its bytes. */
-export interface ScanRequest {
-  /** The whole message, as chunks (not concatenated). */
-  readonly chunks: readonly Buffer[];
-  readonly size: number;
+export interface ScanEnvelope {
   readonly ip: string;
   readonly helo: string | undefined;
   /** The return path; '' for the null sender. */
@@ -36,59 +44,132 @@ export interface ScanRequest {
   readonly logTag: string;
 }
 
+/** The limits every scanner client keeps. */
+interface ScanLimits {
+  readonly timeoutMs: number;
+  readonly maxBytes: number;
+  readonly maxReplyBytes: number;
+}
+
+function tooBig(message: MessageBytes, limits: ScanLimits): ScanResult | undefined {
+  return message.size > limits.maxBytes
+    ? { status: 'skipped', reason: 'too-big', size: message.size, maxBytes: limits.maxBytes }
+    : undefined;
+}
+
+const failed = (reason: string): ScanResult => ({ status: 'failed', reason });
+
+/**
+ * One exchange with a scanner under its deadline: `finish` settles it once, stops the timer and
+ * closes whatever `close` closes (the socket or request), so a late byte changes nothing.
+ */
+function exchange(
+  name: string,
+  limits: ScanLimits,
+  run: (finish: (result: ScanResult) => void) => { close(): void },
+): Promise<ScanResult> {
+  return new Promise<ScanResult>((resolve) => {
+    let settled = false;
+    let closer: { close(): void } | undefined;
+    const finish = (result: ScanResult): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      closer?.close();
+      resolve(result);
+    };
+    // One deadline for connecting, sending and the whole reply: a scanner that trickles its answer
+    // a byte at a time is as unavailable as one that never answers.
+    const timer = setTimeout(
+      () => finish(failed(`${name}: no answer within ${limits.timeoutMs} ms`)),
+      limits.timeoutMs,
+    );
+    closer = run(finish);
+    if (settled) closer.close();
+  });
+}
+
+/** Counts reply bytes against maxReplyBytes; says so (once) when they overflow. */
+function replyBudget(name: string, limits: ScanLimits): (chunk: Buffer) => ScanResult | undefined {
+  let size = 0;
+  return (chunk) => {
+    size += chunk.length;
+    return size > limits.maxReplyBytes
+      ? failed(`${name}: reply larger than maxReplyBytes ${limits.maxReplyBytes}`)
+      : undefined;
+  };
+}
+
+/** Streams the message into the scanner, ending (half-closing) when it is all written. */
+function send(
+  name: string,
+  source: Readable,
+  into: NodeJS.WritableStream,
+  finish: (r: ScanResult) => void,
+): void {
+  source.on('error', (error) => finish(failed(`${name}: reading the message failed: ${error.message}`)));
+  source.pipe(into);
+}
+
 /** Node sends header values as Latin-1; this makes UTF-8 text arrive as its UTF-8 bytes. */
 function headerValue(text: string): string {
   return Buffer.from(text.replace(/[\r\n]+/g, ' '), 'utf8').toString('latin1');
 }
 
 /** POSTs the message to rspamd's /checkv2 with the SMTP envelope in request headers. */
-export async function scanWithRspamd(options: RspamdOptions, scan: ScanRequest): Promise<ScanResult> {
-  if (options.maxBytes !== undefined && scan.size > options.maxBytes) {
-    return { status: 'skipped', reason: `message of ${scan.size} bytes over maxBytes ${options.maxBytes}` };
-  }
+export async function scanWithRspamd(
+  options: RspamdOptions,
+  message: MessageBytes,
+  envelope: ScanEnvelope,
+): Promise<ScanResult> {
+  const skipped = tooBig(message, options);
+  if (skipped) return skipped;
   const url = new URL(options.url);
   url.pathname = `${url.pathname.replace(/\/+$/, '')}/checkv2`;
   const headers: Record<string, string | string[]> = {
-    'Content-Length': String(scan.size),
-    IP: scan.ip,
-    From: headerValue(scan.mailFrom === '' ? '<>' : scan.mailFrom),
-    'MTA-Name': headerValue(scan.mta),
-    'Log-Tag': headerValue(scan.logTag),
+    'Content-Length': String(message.size),
+    IP: envelope.ip,
+    From: headerValue(envelope.mailFrom === '' ? '<>' : envelope.mailFrom),
+    'MTA-Name': headerValue(envelope.mta),
+    'Log-Tag': headerValue(envelope.logTag),
   };
-  if (scan.recipients.length > 0) headers.Rcpt = scan.recipients.map(headerValue);
-  if (scan.helo !== undefined) headers.Helo = headerValue(scan.helo);
-  if (scan.user !== undefined) headers.User = headerValue(scan.user);
+  if (envelope.recipients.length > 0) headers.Rcpt = envelope.recipients.map(headerValue);
+  if (envelope.helo !== undefined) headers.Helo = headerValue(envelope.helo);
+  if (envelope.user !== undefined) headers.User = headerValue(envelope.user);
   if (options.password !== undefined) headers.Password = headerValue(options.password);
   if (options.settingsId !== undefined) headers['Settings-ID'] = headerValue(options.settingsId);
 
-  return await new Promise<ScanResult>((resolve) => {
-    const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-    let settled = false;
-    const finish = (result: ScanResult): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      resolve(result);
-    };
-    const req = send(url, { method: 'POST', headers }, (res: IncomingMessage) => {
+  return await exchange('rspamd', options, (finish) => {
+    const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
+    const overflow = replyBudget('rspamd', options);
+    const source = message.stream();
+    const req = request(url, { method: 'POST', headers }, (res: IncomingMessage) => {
+      if (res.statusCode !== 200) {
+        finish(failed(`rspamd answered HTTP ${res.statusCode}`));
+        return;
+      }
+      const declared = Number(res.headers['content-length']);
+      if (declared > options.maxReplyBytes) {
+        finish(failed(`rspamd: reply of ${declared} bytes over maxReplyBytes ${options.maxReplyBytes}`));
+        return;
+      }
       const body: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => body.push(chunk));
-      res.on('error', (error) => finish({ status: 'failed', reason: `rspamd: ${error.message}` }));
-      res.on('end', () => {
-        if (res.statusCode !== 200) {
-          finish({ status: 'failed', reason: `rspamd answered HTTP ${res.statusCode}` });
-          return;
-        }
-        finish(parseRspamdReply(Buffer.concat(body).toString('utf8')));
+      res.on('data', (chunk: Buffer) => {
+        const over = overflow(chunk);
+        if (over) finish(over);
+        else body.push(chunk);
       });
+      res.on('error', (error) => finish(failed(`rspamd: ${error.message}`)));
+      res.on('end', () => finish(parseRspamdReply(Buffer.concat(body).toString('utf8'))));
     });
-    const timer = setTimeout(() => {
-      finish({ status: 'failed', reason: `rspamd: no answer within ${options.timeoutMs} ms` });
-      req.destroy();
-    }, options.timeoutMs);
-    req.on('error', (error) => finish({ status: 'failed', reason: `rspamd: ${error.message}` }));
-    for (const chunk of scan.chunks) req.write(chunk);
-    req.end();
+    req.on('error', (error) => finish(failed(`rspamd: ${error.message}`)));
+    send('rspamd', source, req, finish);
+    return {
+      close: () => {
+        source.destroy();
+        req.destroy();
+      },
+    };
   });
 }
 
@@ -116,51 +197,46 @@ export function parseRspamdReply(text: string): ScanResult {
 }
 
 /** Sends the message to spamd (`CHECK` or `SYMBOLS`, protocol SPAMC/1.5) and reads the verdict. */
-export async function scanWithSpamd(options: SpamdOptions, scan: ScanRequest): Promise<ScanResult> {
-  if (scan.size > options.maxBytes) {
-    return { status: 'skipped', reason: `message of ${scan.size} bytes over maxBytes ${options.maxBytes}` };
-  }
-  const head = [`${options.command} SPAMC/1.5`, `Content-length: ${scan.size}`];
+export async function scanWithSpamd(options: SpamdOptions, message: MessageBytes): Promise<ScanResult> {
+  const skipped = tooBig(message, options);
+  if (skipped) return skipped;
+  const head = [`${options.command} SPAMC/1.5`, `Content-length: ${message.size}`];
   if (options.user !== undefined) head.push(`User: ${options.user.replace(/[\r\n]+/g, ' ')}`);
 
-  return await new Promise<ScanResult>((resolve) => {
-    let settled = false;
+  return await exchange('spamd', options, (finish) => {
+    const overflow = replyBudget('spamd', options);
     const received: Buffer[] = [];
-    const finish = (result: ScanResult): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(result);
-    };
+    const source = message.stream();
     const socket: Socket =
       options.socketPath !== undefined
         ? connect({ path: options.socketPath })
         : connect({ host: options.host, port: options.port });
-    const timer = setTimeout(
-      () => finish({ status: 'failed', reason: `spamd: no answer within ${options.timeoutMs} ms` }),
-      options.timeoutMs,
-    );
     socket.on('connect', () => {
       socket.write(`${head.join('\r\n')}\r\n\r\n`);
-      for (const chunk of scan.chunks) socket.write(chunk);
-      // Half-close as spamc does: spamd reads Content-length bytes, the FIN only confirms the end.
-      socket.end();
+      // Then the message, and a half-close as spamc does: spamd reads Content-length bytes, the
+      // FIN only confirms the end.
+      send('spamd', source, socket, finish);
     });
     socket.on('data', (chunk: Buffer) => {
+      const over = overflow(chunk);
+      if (over) return finish(over);
       received.push(chunk);
       const reply = parseSpamdReply(Buffer.concat(received).toString('latin1'), false);
       if (reply) finish(reply);
     });
     socket.on('end', () => {
       finish(
-        parseSpamdReply(Buffer.concat(received).toString('latin1'), true) ?? {
-          status: 'failed',
-          reason: 'spamd: connection closed without a reply',
-        },
+        parseSpamdReply(Buffer.concat(received).toString('latin1'), true) ??
+          failed('spamd: connection closed without a reply'),
       );
     });
-    socket.on('error', (error) => finish({ status: 'failed', reason: `spamd: ${error.message}` }));
+    socket.on('error', (error) => finish(failed(`spamd: ${error.message}`)));
+    return {
+      close: () => {
+        source.destroy();
+        socket.destroy();
+      },
+    };
   });
 }
 

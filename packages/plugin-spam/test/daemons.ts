@@ -1,7 +1,8 @@
 // Real scanner daemons for the client tests: a private rspamd and a private spamd, each on a free
 // port with its own temp dir, started by the test and stopped by it. Plus a silent TCP peer (it
-// accepts and never answers) for the timeout tests: it stands in for a hung scanner, not for a
-// protocol.
+// accepts and never answers) for the timeout tests, and a hostile one (endless, trickled or
+// oversized replies, a reader that stops reading) for the limits: they stand in for broken or
+// malicious scanners, not for a protocol.
 import { type ChildProcess, spawn } from 'node:child_process';
 import {
   accessSync,
@@ -117,6 +118,18 @@ rspamd_config:register_symbol({
   end
 })
 rspamd_config:register_symbol({
+  name = 'TERN_TAIL',
+  score = 0.0,
+  group = 'tern',
+  callback = function(task)
+    -- The last bytes of the raw message: proves the whole message arrived, however long.
+    local content = tostring(task:get_content() or '')
+    if content:sub(-200):find('tern-tail-marker', 1, true) then
+      task:insert_result('TERN_TAIL', 1.0, tostring(#content))
+    end
+  end
+})
+rspamd_config:register_symbol({
   name = 'TERN_MARKER',
   score = 7.5,
   group = 'tern',
@@ -204,6 +217,9 @@ bayes_auto_learn 0
 body TERN_MARKER /tern-marker/
 describe TERN_MARKER Marker used by the Tern tests
 score TERN_MARKER 7.5
+full TERN_TAIL /tern-tail-marker\\s*$/
+describe TERN_TAIL The raw message ends with the tail marker: it arrived whole
+score TERN_TAIL 0.001
 `,
   );
   const port = await freePort();
@@ -237,6 +253,14 @@ function spamdPing(port: number): Promise<string> {
   });
 }
 
+/** Listens on a free port of 127.0.0.1 and says which. */
+async function listen(server: Server): Promise<number> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return address.port;
+}
+
 /** A TCP peer that accepts and reads but never answers: a hung scanner. */
 export async function startSilentPeer(): Promise<{
   port: number;
@@ -253,13 +277,154 @@ export async function startSilentPeer(): Promise<{
     socket.on('close', () => sockets.delete(socket));
     socket.resume();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no port');
   return {
-    port: address.port,
+    port: await listen(server),
     connections: () => count,
     stop: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** How a hostile scanner behaves once a request arrives. */
+export type Hostility =
+  /** Answers without end, as fast as the client reads (an HTTP chunked body, or SPAMD header lines). */
+  | 'endless'
+  /** Starts a valid-looking answer, then sends one byte every 50 ms for ever. */
+  | 'trickle'
+  /** rspamd only: announces a reply of 1 GiB in Content-Length, then sends nothing more. */
+  | 'huge-length'
+  /** Reads 64 KiB of the request, then stops reading (and never answers). */
+  | 'stall'
+  /** Reads the whole request (by its Content-Length) and answers correctly, keeping what it read. */
+  | 'record';
+
+export interface HostilePeer {
+  readonly port: number;
+  connections(): number;
+  /** Connections the client has closed (or that broke). */
+  closed(): number;
+  /** Bytes written to clients. */
+  sent(): number;
+  /** What each connection sent before the peer answered or stopped reading. */
+  requests(): Buffer[];
+  stop(): Promise<void>;
+}
+
+const RSPAMD_REPLY = JSON.stringify({
+  score: 1.5,
+  required_score: 15,
+  action: 'no action',
+  symbols: { TERN_FAKE: {} },
+});
+
+/**
+ * A fake scanner on real TCP that speaks just enough of rspamd's HTTP or spamd's SPAMC protocol to
+ * be hostile in one way. Everything it sends is written as the socket drains, so an endless
+ * answer is endless only for as long as the client keeps reading.
+ */
+export async function startHostilePeer(
+  protocol: 'rspamd' | 'spamd',
+  hostility: Hostility,
+): Promise<HostilePeer> {
+  const sockets = new Set<Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const requests: Buffer[] = [];
+  let connections = 0;
+  let closed = 0;
+  let sent = 0;
+  const write = (socket: Socket, data: string | Buffer): boolean => {
+    if (socket.destroyed) return false;
+    sent += Buffer.byteLength(data);
+    return socket.write(data);
+  };
+  const answerEndlessly = (socket: Socket): void => {
+    const filler =
+      protocol === 'rspamd' ? `4000\r\n${'x'.repeat(0x4000)}\r\n` : `X-Filler: ${'x'.repeat(1000)}\r\n`;
+    write(
+      socket,
+      protocol === 'rspamd'
+        ? 'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n'
+        : 'SPAMD/1.1 0 EX_OK\r\n',
+    );
+    const pump = (): void => {
+      while (!socket.destroyed && write(socket, filler)) {}
+    };
+    socket.on('drain', pump);
+    pump();
+  };
+  const answerByTheByte = (socket: Socket): void => {
+    const text =
+      protocol === 'rspamd'
+        ? `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n${'{'.repeat(100_000)}`
+        : `SPAMD/1.1 0 EX_OK\r\n${'X-Filler: x\r\n'.repeat(10_000)}`;
+    let i = 0;
+    const timer = setInterval(() => {
+      if (socket.destroyed || i >= text.length) return clearInterval(timer);
+      write(socket, text[i++] ?? '');
+    }, 50);
+    timers.add(timer);
+  };
+  const answerCorrectly = (socket: Socket): void => {
+    if (protocol === 'rspamd') {
+      write(
+        socket,
+        `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${RSPAMD_REPLY.length}\r\nConnection: close\r\n\r\n${RSPAMD_REPLY}`,
+      );
+    } else {
+      write(socket, 'SPAMD/1.1 0 EX_OK\r\nContent-length: 9\r\nSpam: False ; 1.5 / 5.0\r\n\r\nTERN_FAKE');
+    }
+    socket.end();
+  };
+
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      closed++;
+      sockets.delete(socket);
+    });
+    let request = Buffer.alloc(0);
+    let answered = false;
+    socket.on('data', (chunk: Buffer) => {
+      request = Buffer.concat([request, chunk]);
+      if (answered) return;
+      if (hostility === 'stall') {
+        if (request.length >= 64 * 1024) {
+          answered = true;
+          requests.push(request);
+          socket.pause();
+        }
+        return;
+      }
+      const headEnd = request.indexOf('\r\n\r\n');
+      if (headEnd === -1) return;
+      const length = Number(
+        /content-length: *(\d+)/i.exec(request.subarray(0, headEnd).toString('latin1'))?.[1] ?? 0,
+      );
+      if (hostility === 'record' && request.length < headEnd + 4 + length) return;
+      answered = true;
+      requests.push(request);
+      if (hostility === 'endless') answerEndlessly(socket);
+      else if (hostility === 'trickle') answerByTheByte(socket);
+      else if (hostility === 'huge-length')
+        write(
+          socket,
+          'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{',
+        );
+      else answerCorrectly(socket);
+    });
+  });
+  return {
+    port: await listen(server),
+    connections: () => connections,
+    closed: () => closed,
+    sent: () => sent,
+    requests: () => requests,
+    stop: async () => {
+      for (const timer of timers) clearInterval(timer);
       for (const socket of sockets) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },

@@ -1,11 +1,37 @@
 // The rspamd (/checkv2) and spamd (SPAMC/SPAMD) clients against real daemons started by the test,
-// and their timeouts against a silent TCP peer (accepts, never answers), failing open and closed.
-import { testPlugins } from '@tern/plugin-api';
+// their timeouts against a silent TCP peer (accepts, never answers), failing open and closed, and
+// their limits against a hostile one: endless, trickled and oversized replies, a scanner that stops
+// reading, and messages streamed byte for byte as announced.
+import { Readable } from 'node:stream';
+import { Headers, MessageContent, type MessageView, testPlugins } from '@tern/plugin-api';
 import { freePort, startDnsServer, type TestDns, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GTUBE, type SpamDecision, type SpamOptions, spamFilter } from '../src/index.js';
-import { parseSpamdReply } from '../src/scanners.js';
-import { type Daemon, startRspamd, startSilentPeer, startSpamd } from './daemons.js';
+import { rspamdOptionsSchema } from '../src/checks/rspamd.js';
+import { spamdOptionsSchema } from '../src/checks/spamd.js';
+import {
+  GTUBE,
+  rspamdResult,
+  type SpamDecision,
+  type SpamOptions,
+  spamdResult,
+  spamFilter,
+} from '../src/index.js';
+import { messageBytes } from '../src/message-bytes.js';
+import {
+  parseSpamdReply,
+  type ScanEnvelope,
+  type ScanResult,
+  scanWithRspamd,
+  scanWithSpamd,
+} from '../src/scanners.js';
+import {
+  type Daemon,
+  type Hostility,
+  startHostilePeer,
+  startRspamd,
+  startSilentPeer,
+  startSpamd,
+} from './daemons.js';
 import { makeMessage } from './helpers.js';
 
 let dns: TestDns;
@@ -24,6 +50,7 @@ afterAll(async () => {
 
 interface Outcome {
   decision: SpamDecision | undefined;
+  session: ReturnType<typeof testPlugins>;
   verdict: string;
   reply: string | undefined;
   logs: ReturnType<typeof testPlugins>['logs'];
@@ -60,6 +87,7 @@ async function scan(options: Partial<SpamOptions>, raw: string, user?: string): 
   const reply = 'reply' in result.verdict ? result.verdict.reply : undefined;
   return {
     decision,
+    session,
     verdict: result.verdict.kind,
     reply: reply ? `${reply.code} ${reply.enhanced} ${reply.text}` : undefined,
     logs: session.logs,
@@ -235,4 +263,199 @@ describe('SPAMD reply parsing', () => {
       symbols: [],
     });
   });
+});
+
+// ---- limits and streaming ---------------------------------------------------------------------
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const envelope: ScanEnvelope = {
+  ip: '198.51.100.23',
+  helo: 'sender.example.test',
+  mailFrom: 'alice@example.test',
+  recipients: ['bob@example.test'],
+  user: undefined,
+  mta: 'mx.tern.test',
+  logTag: 'limits',
+};
+
+/** Scans `message` with one client, straight, against a peer on `port`. */
+async function scanDirect(
+  protocol: 'rspamd' | 'spamd',
+  port: number,
+  message: MessageView,
+  limits: { timeoutMs?: number; maxBytes?: number; maxReplyBytes?: number } = {},
+): Promise<{ result: ScanResult; ms: number }> {
+  const started = Date.now();
+  const result =
+    protocol === 'rspamd'
+      ? await scanWithRspamd(
+          rspamdOptionsSchema.parse({ url: `http://127.0.0.1:${port}`, ...limits }),
+          messageBytes(message),
+          envelope,
+        )
+      : await scanWithSpamd(spamdOptionsSchema.parse({ port, ...limits }), messageBytes(message));
+  return { result, ms: Date.now() - started };
+}
+
+/** A message whose body of `size` bytes is made only as the reader pulls it. */
+function lazyMessage(size: number): { message: MessageView; produced: () => number } {
+  let produced = 0;
+  const chunk = Buffer.alloc(64 * KiB, 'a');
+  const body = (): Readable =>
+    Readable.from(
+      (function* () {
+        for (let n = 0; n < size; n += chunk.length) {
+          produced += chunk.length;
+          yield chunk;
+        }
+      })(),
+    );
+  const headers = Headers.parse('From: alice@example.test\r\nSubject: large\r\n');
+  const stream = (): Readable => {
+    throw new Error('the scanners stream the header block and body() themselves');
+  };
+  return { message: { headers, bodySize: size, body, stream }, produced: () => produced };
+}
+
+const peers: { stop(): Promise<void> }[] = [];
+async function hostile(protocol: 'rspamd' | 'spamd', hostility: Hostility) {
+  const peer = await startHostilePeer(protocol, hostility);
+  peers.push(peer);
+  return peer;
+}
+afterAll(async () => {
+  await Promise.all(peers.map((p) => p.stop()));
+});
+
+const small = (): MessageContent => MessageContent.parse(makeMessage());
+
+describe.each(['rspamd', 'spamd'] as const)('%s client against a hostile scanner (real TCP)', (protocol) => {
+  it('an endless reply fails at maxReplyBytes, long before the deadline, and the connection is closed', async () => {
+    const peer = await hostile(protocol, 'endless');
+    const { result, ms } = await scanDirect(protocol, peer.port, small(), {
+      timeoutMs: 20_000,
+      maxReplyBytes: 64 * KiB,
+    });
+    expect(result).toEqual({
+      status: 'failed',
+      reason: `${protocol}: reply larger than maxReplyBytes 65536`,
+    });
+    expect(ms).toBeLessThan(5000);
+    await waitFor(() => peer.closed() === 1, 5000);
+    // The peer writes only as the client reads: what it got out is socket buffers, not the 20 s of reply.
+    expect(peer.sent()).toBeLessThan(16 * MiB);
+  });
+
+  it('a reply trickled a byte at a time fails at the deadline', async () => {
+    const peer = await hostile(protocol, 'trickle');
+    const { result, ms } = await scanDirect(protocol, peer.port, small(), { timeoutMs: 600 });
+    expect(result).toEqual({ status: 'failed', reason: `${protocol}: no answer within 600 ms` });
+    expect(ms).toBeGreaterThanOrEqual(590);
+    expect(ms).toBeLessThan(5000);
+    expect(peer.sent()).toBeGreaterThan(3); // it did answer, slowly
+    await waitFor(() => peer.closed() === 1, 5000);
+  });
+
+  it('sends the header block, an empty line and the body, exactly as many bytes as announced', async () => {
+    const peer = await hostile(protocol, 'record');
+    const body = ['first chunk\r\n', 'x'.repeat(100_000), '\r\nlast line\r\n'].map((t) => Buffer.from(t));
+    const message = new MessageContent(
+      Headers.parse('From: alice@example.test\r\nSubject: chunks\r\n'),
+      body,
+    );
+    const { result } = await scanDirect(protocol, peer.port, message);
+    expect(result).toMatchObject({ status: 'scanned', score: 1.5, symbols: ['TERN_FAKE'] });
+    const request = peer.requests()[0] ?? Buffer.alloc(0);
+    const headEnd = request.indexOf('\r\n\r\n') + 4;
+    const announced = /content-length: *(\d+)/i.exec(request.subarray(0, headEnd).toString('latin1'))?.[1];
+    const expected = message.toBuffer();
+    expect(Number(announced)).toBe(expected.length);
+    expect(request.subarray(headEnd).equals(expected)).toBe(true);
+  });
+
+  it('reads the body only as fast as the scanner takes it (the message is streamed, not collected)', async () => {
+    const peer = await hostile(protocol, 'stall');
+    const { message, produced } = lazyMessage(64 * MiB);
+    const { result } = await scanDirect(protocol, peer.port, message, {
+      timeoutMs: 1500,
+      maxBytes: 128 * MiB,
+    });
+    expect(result).toEqual({ status: 'failed', reason: `${protocol}: no answer within 1500 ms` });
+    expect(peer.requests()[0]?.length).toBeGreaterThanOrEqual(64 * KiB);
+    // A client that gathered the message first would have made all 64 MiB before sending any.
+    expect(produced()).toBeLessThan(16 * MiB);
+  });
+});
+
+describe('scanner limits through the filter', () => {
+  it('rspamd: a reply announcing 1 GiB fails at once, without waiting for it', async () => {
+    const peer = await hostile('rspamd', 'huge-length');
+    const { result, ms } = await scanDirect('rspamd', peer.port, small(), { timeoutMs: 20_000 });
+    expect(result).toEqual({
+      status: 'failed',
+      reason: 'rspamd: reply of 1073741824 bytes over maxReplyBytes 1048576',
+    });
+    expect(ms).toBeLessThan(5000);
+  });
+
+  it('an oversized reply is a scanner failure under the failure policy: 451 when closed, SCANNER_UNAVAILABLE when open', async () => {
+    const peer = await hostile('spamd', 'endless');
+    const closed = await scan(
+      { spamd: { port: peer.port, failure: 'closed', maxReplyBytes: 4096 } },
+      makeMessage(),
+    );
+    expect([closed.verdict, closed.reply]).toEqual([
+      'tempfail',
+      '451 4.7.1 Message deferred, please try again later',
+    ]);
+    expect(closed.decision?.reason).toBe('spamd failed: spamd: reply larger than maxReplyBytes 4096');
+    const open = await scan({ spamd: { port: peer.port, maxReplyBytes: 4096 } }, makeMessage());
+    expect(open.verdict).toBe('continue');
+    expect(open.decision?.symbols).toEqual([
+      { name: 'SCANNER_UNAVAILABLE', score: 0, detail: 'spamd: spamd: reply larger than maxReplyBytes 4096' },
+    ]);
+  });
+
+  it('a message over maxBytes is not sent: published as skipped, too big, and decided without it', async () => {
+    const rspamdPeer = await hostile('rspamd', 'record');
+    const spamdPeer = await hostile('spamd', 'record');
+    const raw = makeMessage({ body: `${'y'.repeat(2000)}\r\n` });
+    const r = await scan(
+      {
+        rspamd: { url: `http://127.0.0.1:${rspamdPeer.port}`, maxBytes: 1000, failure: 'closed' },
+        spamd: { port: spamdPeer.port, maxBytes: 1000, failure: 'closed' },
+      },
+      raw,
+    );
+    expect(r.verdict).toBe('continue');
+    const size = Buffer.byteLength(raw);
+    const skipped = { status: 'skipped', reason: 'too-big', size, maxBytes: 1000 };
+    expect(r.session.results.get(rspamdResult)).toEqual(skipped);
+    expect(r.session.results.get(spamdResult)).toEqual(skipped);
+    expect(r.decision?.scanners).toEqual({ rspamd: skipped, spamd: skipped });
+    expect(r.logs.filter((l) => l.message === 'scanner skipped: message too big')).toHaveLength(2);
+    expect(rspamdPeer.connections() + spamdPeer.connections()).toBe(0);
+  });
+});
+
+describe('real daemons: a large message streams whole', () => {
+  it('rspamd and spamd both see the last line of a 600 KB message', async () => {
+    const raw = makeMessage({
+      body: `${'lorem ipsum dolor sit amet\r\n'.repeat(22_000)}tern-tail-marker\r\n`,
+    });
+    expect(raw.length).toBeGreaterThan(600_000);
+    const r = await scan(
+      {
+        rspamd: { url: `http://127.0.0.1:${rspamd.port}` },
+        spamd: { port: spamd.port, maxBytes: 1_000_000, timeoutMs: 30_000 },
+      },
+      raw,
+    );
+    const { rspamd: viaRspamd, spamd: viaSpamd } = r.decision?.scanners ?? {};
+    expect(viaRspamd?.status, rspamd.output()).toBe('scanned');
+    expect(viaSpamd?.status, spamd.output()).toBe('scanned');
+    expect(viaRspamd?.status === 'scanned' && viaRspamd.symbols).toContain('TERN_TAIL');
+    expect(viaSpamd?.status === 'scanned' && viaSpamd.symbols).toContain('TERN_TAIL');
+  }, 60_000);
 });
