@@ -179,8 +179,8 @@ export class SmtpSession {
     let expired: [SmtpReply, string, number] | undefined;
     if (parser.lineStartedAt !== undefined && now - parser.lineStartedAt >= limits.command) {
       expired = [CoreReplies.commandTimeout, 'command', limits.command];
-    } else if (!this.#greeted || parser.awaitingServer) {
-      return; // the client waits for us
+    } else if (!this.#greeted || (parser.awaitingServer && !connection._socket.writableNeedDrain)) {
+      return; // the client waits for us (unless it is the one not reading our replies)
     } else if (underStress && now - parser.lastActivityAt >= limits.socket) {
       expired = [CoreReplies.idleTimeout, 'idle', limits.socket];
     } else if (!parser.receivingMessage && now - this.info.startedAt >= limits.session) {

@@ -1,6 +1,7 @@
 // Deadlines over real TCP: a client that trickles bytes keeps resetting the idle timeout, so what
 // it owes (a command line, a PROXY header, a TLS handshake) and the whole session have deadlines
 // of their own, shorter while the listener is under stress (Postfix's overload mode).
+import { once } from 'node:events';
 import { connect as netConnect, type Socket } from 'node:net';
 import { waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, test } from 'vitest';
@@ -148,6 +149,21 @@ describe('the session deadline', () => {
     expect(reply).toBe(SESSION_TIMEOUT);
     expect(Date.now() - started).toBeGreaterThanOrEqual(500);
     await c.closed;
+  });
+
+  test('a client that pipelines commands and never reads the replies is closed at the deadline too', async () => {
+    const h = await startListener(withTimeouts({ session: 3000 }));
+    const socket = await rawConnect(h.port);
+    await once(socket, 'data'); // the banner
+    socket.pause(); // from now on never reads: replies pile up until the server waits for a drain
+    socket.write('EHLO client.example\r\n');
+    // About 12 MB of replies, more than the socket buffers hold: well before the deadline the
+    // server is only waiting for the client to read.
+    socket.write('HELP\r\n'.repeat(200_000));
+    // 3 s, then smtp-server's 5 s for a closed connection whose client keeps its side open.
+    await waitFor(() => h.listener.connections === 0, 15_000);
+    expect(h.logs.some((r) => r.message === 'deadline passed' && r.fields.deadline === 'session')).toBe(true);
+    socket.destroy();
   });
 
   test('a message being received when the session deadline passes is answered first', async () => {
