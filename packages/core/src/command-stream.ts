@@ -99,10 +99,15 @@ export class CommandStream extends SMTPStream {
     return super.startDataMode(maxBytes);
   }
 
+  /** The client was answered (a greeting, the end of a command): its idle time starts now. */
+  answered(): void {
+    this.lastActivityAt = Date.now();
+  }
+
   /** Called by smtp-server once the message has been answered. */
   override continue(): void {
     this.#inMessage = false;
-    this.lastActivityAt = Date.now();
+    this.answered();
     super.continue();
   }
 
@@ -140,7 +145,7 @@ export class CommandStream extends SMTPStream {
     let processed = 0;
     const resume = (): void => {
       this.#executing = false;
-      this.lastActivityAt = Date.now();
+      this.answered();
       readLine();
     };
 

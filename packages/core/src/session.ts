@@ -626,6 +626,7 @@ export class SmtpSession {
     const sendGreeting = connection._sendGreeting;
     connection._sendGreeting = () => {
       this.#greeted = true;
+      if (connection._parser instanceof CommandStream) connection._parser.answered();
       if (this.#holdGreeting) this.#greetingHeld = true;
       else sendGreeting.call(connection);
     };

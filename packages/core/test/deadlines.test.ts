@@ -167,7 +167,7 @@ describe('the session deadline', () => {
   });
 
   test('a message being received when the session deadline passes is answered first', async () => {
-    const h = await startListener(withTimeouts({ session: 300 }));
+    const h = await startListener(withTimeouts({ session: 1000 }));
     const c = await h.connect();
     await ehlo(c);
     await c.command('MAIL FROM:<a@example.org>');
@@ -175,7 +175,7 @@ describe('the session deadline', () => {
     expect(await c.command('DATA')).toMatch(/^354 /);
     const started = Date.now();
     c.send('Subject: slow\r\n\r\n');
-    while (Date.now() - started < 600) {
+    while (Date.now() - started < 1500) {
       c.send('a line of a slow message\r\n');
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
@@ -239,7 +239,7 @@ describe('under stress', () => {
     const gate = new Promise<void>((resolve) => {
       release = resolve;
     });
-    const h = await startListener(stressed({ stress: { socket: 200 } }), {
+    const h = await startListener(stressed({ stress: { socket: 300 } }), {
       plugins: [{ name: 'slow', mailFrom: () => gate }],
     });
     const waiting = await dialFrom(h.port, '127.0.0.2');
@@ -247,7 +247,7 @@ describe('under stress', () => {
     for (const c of [waiting, idle]) expect(await c.read()).toMatch(/^220 /);
     await waiting.command('EHLO client.example');
     const mail = waiting.command('MAIL FROM:<a@example.org>');
-    // The idle one is cut after 200 ms; the one waiting for the hook is not, and gets its answer.
+    // The idle one is cut after 300 ms; the one waiting for the hook is not, and gets its answer.
     expect(await within('the idle timeout', 5000, idle.read())).toBe(IDLE_TIMEOUT);
     release();
     expect(await mail).toMatch(/^250 /);
