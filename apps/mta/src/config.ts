@@ -44,12 +44,26 @@ const limits = z
     maxAuthFailures: z.number().int().positive().optional(),
     maxReceivedHeaders: z.number().int().positive().optional(),
     maxHeaderBytes: z.number().int().positive().optional(),
+    /** Share of maxConnections open at which the stress timeouts apply (default 0.8). */
+    stressThreshold: z.number().gt(0, 'a share above 0').max(1, 'a share of at most 1').optional(),
     timeouts: z
       .strictObject({
         socket: duration.optional(),
         data: duration.optional(),
         enqueue: duration.optional(),
         dns: duration.optional(),
+        /** One command line, PROXY header or TLS handshake, from its first byte (default 60 s). */
+        command: duration.optional(),
+        /** The longest connection (default 1 h). */
+        session: duration.optional(),
+        /** Shorter limits under stress (defaults: socket 10 s, command 10 s, session 5 min). */
+        stress: z
+          .strictObject({
+            socket: duration.optional(),
+            command: duration.optional(),
+            session: duration.optional(),
+          })
+          .optional(),
       })
       .optional(),
   })

@@ -26,8 +26,28 @@ describe('config validation names the field and the fix', () => {
     expect(config.trustedNetworks).toEqual(['127.0.0.1/32', '::1/128']);
   });
 
+  test('listener deadlines and stress limits are listener options', () => {
+    const timeouts = { command: 30_000, session: 600_000, stress: { socket: 5000, command: 5000 } };
+    const config = validateConfig(
+      { listeners: [{ kind: 'mx', limits: { stressThreshold: 0.5, timeouts } }], localDomains: ['a.test'] },
+      '/tmp',
+    );
+    expect(config.listeners[0]?.limits).toEqual({ stressThreshold: 0.5, timeouts });
+  });
+
   test.each([
     [{ listeners: [] }, 'config.listeners: at least one listener'],
+    [
+      { listeners: [{ kind: 'mx', limits: { stressThreshold: 80 } }], localDomains: ['a.test'] },
+      'config.listeners[0].limits.stressThreshold: a share of at most 1',
+    ],
+    [
+      {
+        listeners: [{ kind: 'mx', limits: { timeouts: { stress: { idle: 5 } } } }],
+        localDomains: ['a.test'],
+      },
+      'config.listeners[0].limits.timeouts.stress: unknown key "idle"',
+    ],
     [
       { listeners: [{ kind: 'mx', port: 70000 }], localDomains: ['a.test'] },
       'config.listeners[0].port: a port is 0 to 65535',

@@ -1,5 +1,6 @@
 // @tern/core: SMTP listeners over smtp-server, the stage adapter that runs plugin hooks, the relay
 // policy, AUTH, and the intake that hands each message to a sink (the queue).
+export { SMTP_VERBS, type SmtpVerb } from './command-stream.js';
 export { type HostResolver, systemResolver } from './dns.js';
 export {
   type CloseOptions,
@@ -7,6 +8,7 @@ export {
   type Listener,
   type ListenerAddress,
   type ListenerDeps,
+  type ReplyCommand,
   type ReplyEvent,
 } from './listener.js';
 export {
@@ -22,6 +24,7 @@ export {
   MIN_RECIPIENTS,
   type ResolvedListenerOptions,
   resolveListenerOptions,
+  type StressTimeouts,
 } from './options.js';
 export { CoreReplies } from './replies.js';
 export {

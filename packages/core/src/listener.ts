@@ -5,17 +5,20 @@ import type { TLSSocket } from 'node:tls';
 import type { ListenerKind, Logger, PluginHost, SmtpReply } from '@tern/plugin-api';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
-import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+import type { SmtpVerb } from './command-stream.js';
 import { type HostResolver, systemResolver } from './dns.js';
 import {
+  deadlinesOf,
   type ListenerOptions,
   type ListenerTls,
   type ResolvedListenerOptions,
   resolveListenerOptions,
+  stressLevel,
 } from './options.js';
 import { CoreReplies, replyError } from './replies.js';
 import { type ListenerRuntime, SmtpSession } from './session.js';
 import type { MessageSink } from './sink.js';
+import { missingSmtpServerInternals } from './smtp-server-internals.js';
 import { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
 
@@ -44,13 +47,19 @@ function defaultSpool(): IntakeSpool {
   return sharedSpool;
 }
 
+/**
+ * The command a reply answers: a known verb (an AUTH continuation line counts as AUTH), `OTHER`
+ * for any other word a client sent, `NONE` for replies to no command (a refused greeting, a
+ * timeout). A closed set, so it can label a metric whatever clients send.
+ */
+export type ReplyCommand = SmtpVerb | 'OTHER' | 'NONE';
+
 /** One error reply sent to a client. */
 export interface ReplyEvent {
   readonly listener: string;
   readonly sessionId: string;
   readonly code: number;
-  /** The command answered (`MAIL`, `RCPT`, `DATA`, ...), when smtp-server names it. */
-  readonly command: string | undefined;
+  readonly command: ReplyCommand;
 }
 
 export interface ListenerAddress {
@@ -73,6 +82,8 @@ export interface Listener {
   readonly address: ListenerAddress | undefined;
   /** Open SMTP connections. */
   readonly connections: number;
+  /** Open connections have reached `limits.stressThreshold` of maxConnections: the stress timeouts apply. */
+  readonly underStress: boolean;
   listen(): Promise<ListenerAddress>;
   /**
    * Applies new options and plugins to connections accepted from now on; open sessions finish with
@@ -95,41 +106,21 @@ export function createListener(options: ListenerOptions, deps: ListenerDeps): Li
   return new SmtpListener(resolveListenerOptions(options, deps.logger), deps);
 }
 
-// The smtp-server internals the session adapter relies on (checked against 3.21.6). A release that
-// renames one must fail at start-up, not silently lose a hardening.
-const CONNECTION_METHODS = [
-  'send',
-  'close',
-  'init',
-  '_setListeners',
-  'connectionReady',
-  '_createParser',
-  '_onCommand',
-  '_resetSession',
-  '_sendGreeting',
-  '_getEnhancedStatusCode',
-  '_whenWritable',
-  'handler_HELO',
-  'handler_EHLO',
-  'handler_XCLIENT',
-] as const;
+let compatible = false;
 
+/**
+ * The start-up check: an smtp-server release that renamed a private member the adapter relies on
+ * (see smtp-server-internals.ts) must fail here, not silently lose a hardening.
+ */
 function assertCompatible(): void {
-  const prototype = SMTPConnection.prototype as unknown as Record<string, unknown>;
-  const missing = CONNECTION_METHODS.filter((name) => typeof prototype[name] !== 'function');
-  const stream = SMTPStream.prototype as unknown as Record<string, unknown>;
-  if (typeof stream._write !== 'function' || typeof stream._flushData !== 'function')
-    missing.push('SMTPStream._write' as never);
-  if (
-    typeof (SMTPServer.prototype as unknown as Record<string, unknown>)._expectsProxyHeader !== 'function'
-  ) {
-    missing.push('SMTPServer._expectsProxyHeader' as never);
-  }
+  if (compatible) return;
+  const missing = missingSmtpServerInternals();
   if (missing.length > 0) {
     throw new Error(
-      `@tern/core: the installed smtp-server lacks ${missing.join(', ')}; this core was built against smtp-server 3.21`,
+      `@tern/core: the installed smtp-server lacks ${missing.join(', ')}; this core was built against smtp-server 3.21.6 (install exactly that version)`,
     );
   }
+  compatible = true;
 }
 
 /** smtp-server with our connection set-up and PROXY gating. */
@@ -168,6 +159,9 @@ class SmtpListener implements Listener, ListenerRuntime {
   #onEmpty: (() => void)[] = [];
   #address: ListenerAddress | undefined;
   #closed: Promise<void> | undefined;
+  /** The deadline clock: runs while connections are open (see #tick). */
+  #clock: NodeJS.Timeout | undefined;
+  #underStress = false;
 
   constructor(options: ResolvedListenerOptions, deps: ListenerDeps) {
     this.options = options;
@@ -183,6 +177,7 @@ class SmtpListener implements Listener, ListenerRuntime {
     this.#server.on('error', (error: Error & { code?: string }) => {
       this.log.debug({ err: error, code: error.code }, 'connection error');
     });
+    this.#server.server.on('connection', (socket: Socket) => this.#guardHandshake(socket));
   }
 
   get name(): string {
@@ -199,6 +194,10 @@ class SmtpListener implements Listener, ListenerRuntime {
 
   get connections(): number {
     return this.#sessions.size;
+  }
+
+  get underStress(): boolean {
+    return this.#sessions.size >= stressLevel(this.options.limits);
   }
 
   listen(): Promise<ListenerAddress> {
@@ -239,6 +238,7 @@ class SmtpListener implements Listener, ListenerRuntime {
     if (plugins) this.plugins = plugins;
     // smtp-server reads its options object on each use (SIZE, recipients, timeouts, XCLIENT).
     Object.assign(this.#server.options, this.#serverOptions());
+    if (this.#clock !== undefined) this.#startClock(); // the new deadlines may want a faster tick
     this.log.info({ needsRestart }, 'reconfigured');
     return { needsRestart };
   }
@@ -293,7 +293,11 @@ class SmtpListener implements Listener, ListenerRuntime {
 
   released(session: SmtpSession): void {
     this.#sessions.delete(session.id);
-    if (this.#sessions.size === 0) for (const wake of this.#onEmpty.splice(0)) wake();
+    if (this.#sessions.size === 0) {
+      clearInterval(this.#clock);
+      this.#clock = undefined;
+      for (const wake of this.#onEmpty.splice(0)) wake();
+    }
     const left = (this.#perAddress.get(session.limitKey) ?? 1) - 1;
     if (left <= 0) this.#perAddress.delete(session.limitKey);
     else this.#perAddress.set(session.limitKey, left);
@@ -322,11 +326,12 @@ class SmtpListener implements Listener, ListenerRuntime {
     }
     const connection = new SMTPConnection(server, socket, socketOptions);
     server.connections.add(connection);
-    connection.on('error', (error: Error) => server._onError(error));
-    connection.on('connect', (data) => server._onClientConnect(data));
+    connection.on('error', (error: Error) => server.emit('error', error));
+    connection.on('connect', (data) => server.emit('connect', data));
     const session = new SmtpSession(this, connection, address);
     this.#sessions.set(session.id, session);
     this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
+    if (this.#clock === undefined) this.#startClock();
     // smtp-server's init() waits a fixed 100 ms before the banner to catch clients that talk
     // first. That caps a client opening one connection per message at 10 messages a second, so
     // the wait is ours to set: greetingDelayMs, and none for trusted networks (our own apps).
@@ -335,6 +340,55 @@ class SmtpListener implements Listener, ListenerRuntime {
       if (delay === 0) connection.connectionReady();
       else setTimeout(() => connection.connectionReady(), delay).unref();
     });
+  }
+
+  /**
+   * Every connection's deadlines are checked on one clock per listener rather than with timers
+   * per connection: the stress state is read once per tick and applies to every session at once,
+   * open ones included, which is what makes the shorter limits bite when a flood begins.
+   */
+  #tick(): void {
+    const underStress = this.underStress;
+    if (underStress !== this.#underStress) {
+      this.#underStress = underStress;
+      const { maxConnections } = this.options.limits;
+      if (underStress) {
+        this.log.warn(
+          { connections: this.#sessions.size, maxConnections },
+          'under stress: shorter timeouts apply until connections fall below the threshold',
+        );
+      } else this.log.info({ connections: this.#sessions.size, maxConnections }, 'stress over');
+    }
+    const now = Date.now();
+    for (const session of this.#sessions.values()) session.checkDeadlines(now, underStress);
+  }
+
+  /** Ticks at a tenth of the shortest deadline, from 20 ms to 1 s: each is kept to within 10 %. */
+  #startClock(): void {
+    clearInterval(this.#clock);
+    const { command, session, stress } = this.options.limits.timeouts;
+    const shortest = Math.min(command, session, stress.socket, stress.command, stress.session);
+    const tickMs = Math.min(1000, Math.max(20, Math.floor(shortest / 10)));
+    this.#clock = setInterval(() => this.#tick(), tickMs).unref();
+  }
+
+  /**
+   * A socket that must first send a PROXY header or finish an implicit TLS handshake has no
+   * session yet; smtp-server only times it out when idle, which a trickling client never is. It
+   * gets the command deadline, from the moment it was accepted.
+   */
+  #guardHandshake(socket: Socket): void {
+    // smtp-server's own 'connection' listener ran first and registered the socket if it is guarded.
+    const pending = this.#server._pendingSockets;
+    if (!pending.has(socket)) return;
+    const limitMs = deadlinesOf(this.options.limits.timeouts, this.underStress).command;
+    const timer = setTimeout(() => {
+      const top = pending.get(socket); // the TLS socket once a handshake started: destroy from the top
+      if (!top) return;
+      this.log.info({ remote: socket.remoteAddress, limitMs }, 'no SMTP session in time: dropped');
+      top.destroy();
+    }, limitMs).unref();
+    socket.once('close', () => clearTimeout(timer));
   }
 
   #serverOptions(): SMTPServerOptions {
@@ -359,6 +413,8 @@ class SmtpListener implements Listener, ListenerRuntime {
           }
         : { hideSTARTTLS: true }),
       size: o.limits.maxMessageSize,
+      // Bounds the sockets still in a PROXY header or an implicit TLS handshake; sessions are counted by accept().
+      maxClients: o.limits.maxConnections,
       maxRecipients: o.limits.maxRecipients,
       maxCommandLength: o.limits.maxLineLength,
       socketTimeout: o.limits.timeouts.socket,

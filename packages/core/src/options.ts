@@ -36,6 +36,33 @@ export interface ListenerTimeouts {
   readonly enqueue: number;
   /** Time allowed for the reverse and forward lookups of a client address, in ms. */
   readonly dns: number;
+  /**
+   * Time allowed to receive one complete command line, from its first byte to its CRLF, in ms
+   * (Postfix's smtpd_per_record_deadline): every byte resets the idle timeout, so without it a client
+   * trickling a line byte by byte would keep its connection for ever. Also bounds a PROXY header,
+   * the TLS handshake of an smtps listener and the one after STARTTLS. Over it: 421 4.4.2 and close.
+   */
+  readonly command: number;
+  /**
+   * Longest a connection may stay open, however busy, in ms. Past it the client gets 421 4.4.2 and
+   * is closed at the first moment it is not sending or waiting for a message.
+   */
+  readonly session: number;
+  /**
+   * The shorter limits that apply while the listener is under stress (see `limits.stressThreshold`),
+   * as Postfix does in overload; each is used only when below its normal value.
+   */
+  readonly stress: StressTimeouts;
+}
+
+/** Timeouts of a listener under stress, in ms (Postfix: `smtpd_timeout = ${stress?{10}:{300}}s`). */
+export interface StressTimeouts {
+  /** Idle time allowed while the client owes us input. */
+  readonly socket: number;
+  /** Time allowed to receive one command line (or PROXY header, or TLS handshake). */
+  readonly command: number;
+  /** Longest a connection may stay open. */
+  readonly session: number;
 }
 
 export interface ListenerLimits {
@@ -57,6 +84,11 @@ export interface ListenerLimits {
   readonly maxReceivedHeaders: number;
   /** Size of the header block in bytes; larger gets 552 5.3.4. */
   readonly maxHeaderBytes: number;
+  /**
+   * Share of maxConnections (above 0, at most 1) open at which the listener is under stress and
+   * `timeouts.stress` apply to every connection on it, new and open.
+   */
+  readonly stressThreshold: number;
   readonly timeouts: ListenerTimeouts;
 }
 
@@ -102,7 +134,9 @@ export interface ListenerOptions {
    */
   readonly greetingDelayMs?: number;
   readonly limits?: Partial<Omit<ListenerLimits, 'timeouts'>> & {
-    readonly timeouts?: Partial<ListenerTimeouts>;
+    readonly timeouts?: Partial<Omit<ListenerTimeouts, 'stress'>> & {
+      readonly stress?: Partial<StressTimeouts>;
+    };
   };
 }
 
@@ -135,7 +169,18 @@ export const LISTENER_DEFAULTS = {
     maxAuthFailures: 5,
     maxReceivedHeaders: 100,
     maxHeaderBytes: MIB,
-    timeouts: { socket: 5 * 60_000, data: 10 * 60_000, enqueue: 30_000, dns: 5_000 },
+    stressThreshold: 0.8,
+    timeouts: {
+      socket: 5 * 60_000,
+      data: 10 * 60_000,
+      enqueue: 30_000,
+      dns: 5_000,
+      // A line is at most maxLineLength bytes, which any real client sends in one write.
+      command: 60_000,
+      // Long enough for a peer pushing a large batch over one connection; it then reconnects.
+      session: 60 * 60_000,
+      stress: { socket: 10_000, command: 10_000, session: 5 * 60_000 },
+    },
   },
 } as const satisfies {
   byKind: Record<
@@ -285,18 +330,28 @@ function resolveLimits(
   fail: (field: string, problem: string) => never,
 ): ListenerLimits {
   const defaults = LISTENER_DEFAULTS.limits;
-  const count = (key: Exclude<keyof ListenerLimits, 'timeouts'>): number => {
+  const count = (key: Exclude<keyof ListenerLimits, 'timeouts' | 'stressThreshold'>): number => {
     const value = given[key] ?? defaults[key];
     if (!Number.isInteger(value) || value < 1)
       fail(`limits.${key}`, `must be a positive integer, got ${String(value)}`);
     return value;
   };
-  const timeout = (key: keyof ListenerTimeouts): number => {
-    const value = given.timeouts?.[key] ?? defaults.timeouts[key];
+  const ms = (field: string, value: number): number => {
     if (!Number.isFinite(value) || value < 1)
-      fail(`limits.timeouts.${key}`, `must be a positive number of ms`);
+      fail(`limits.timeouts.${field}`, `must be a positive number of ms`);
     return value;
   };
+  const timeout = (key: Exclude<keyof ListenerTimeouts, 'stress'>): number =>
+    ms(key, given.timeouts?.[key] ?? defaults.timeouts[key]);
+  const stress = (key: keyof StressTimeouts): number =>
+    ms(`stress.${key}`, given.timeouts?.stress?.[key] ?? defaults.timeouts.stress[key]);
+  const stressThreshold = given.stressThreshold ?? defaults.stressThreshold;
+  if (!Number.isFinite(stressThreshold) || stressThreshold <= 0 || stressThreshold > 1) {
+    fail(
+      'limits.stressThreshold',
+      `must be a share of maxConnections above 0 and at most 1, got ${String(stressThreshold)}`,
+    );
+  }
   return {
     maxMessageSize: count('maxMessageSize'),
     maxRecipients: count('maxRecipients'),
@@ -307,11 +362,15 @@ function resolveLimits(
     maxAuthFailures: count('maxAuthFailures'),
     maxReceivedHeaders: count('maxReceivedHeaders'),
     maxHeaderBytes: count('maxHeaderBytes'),
+    stressThreshold,
     timeouts: {
       socket: timeout('socket'),
       data: timeout('data'),
       enqueue: timeout('enqueue'),
       dns: timeout('dns'),
+      command: timeout('command'),
+      session: timeout('session'),
+      stress: { socket: stress('socket'), command: stress('command'), session: stress('session') },
     },
   };
 }
@@ -336,4 +395,27 @@ function normalizeAddressLiteral(literal: string): string | undefined {
   const address = inner.slice(5);
   if (!isIPv6(address)) return undefined;
   return `[ipv6:${new URL(`http://[${address}]/`).hostname.slice(1, -1)}]`;
+}
+
+/** The time limits in force on a connection (see ListenerTimeouts), in ms. */
+export interface Deadlines {
+  readonly socket: number;
+  readonly command: number;
+  readonly session: number;
+}
+
+/** The normal deadlines, or under stress the shorter of each normal and stress pair. */
+export function deadlinesOf(timeouts: ListenerTimeouts, underStress: boolean): Deadlines {
+  const { socket, command, session, stress } = timeouts;
+  if (!underStress) return { socket, command, session };
+  return {
+    socket: Math.min(socket, stress.socket),
+    command: Math.min(command, stress.command),
+    session: Math.min(session, stress.session),
+  };
+}
+
+/** How many open connections put a listener under stress. */
+export function stressLevel(limits: ListenerLimits): number {
+  return Math.max(1, Math.ceil(limits.stressThreshold * limits.maxConnections));
 }

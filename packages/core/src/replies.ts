@@ -15,6 +15,13 @@ export const CoreReplies = {
   unknownParameter: smtpReply(555, '5.5.4', 'MAIL FROM/RCPT TO parameter not recognized'),
   headerTooBig: smtpReply(552, '5.3.4', 'Message header block exceeds fixed maximum size'),
   dataTimeout: smtpReply(421, '4.4.2', 'Timeout waiting for the end of DATA, closing connection'),
+  commandTimeout: smtpReply(
+    421,
+    '4.4.2',
+    'Timeout waiting for the end of the command line, closing connection',
+  ),
+  idleTimeout: smtpReply(421, '4.4.2', 'Timeout waiting for a command, closing connection'),
+  sessionTimeout: smtpReply(421, '4.4.2', 'Connection time limit reached, closing connection'),
   localError421: smtpReply(421, '4.3.0', 'Local error, closing connection'),
   connectionLost: smtpReply(451, '4.4.2', 'Connection lost during DATA'),
   lineTooLongInMessage: smtpReply(
@@ -44,6 +51,57 @@ export function replyError(reply: SmtpReply): ReplyError {
   error.responseCode = reply.code;
   error.reply = reply;
   return error;
+}
+
+// What smtp-server's reply writer (3.21.6) means by the contexts it passes with its error
+// replies, and its enhanced code for each error reply code otherwise (RFC 3463). Owned here so
+// the enhanced codes of every reply, core's and smtp-server's, are decided in one module.
+const SERVER_CONTEXT_CODES: Readonly<Record<string, string>> = {
+  NOT_AUTHORIZED: '5.7.0',
+  TOO_MANY_RECIPIENTS: '4.5.3',
+  MESSAGE_TOO_BIG: '5.3.4',
+  SENDER_SYNTAX_ERROR: '5.1.7',
+  MAILBOX_SYNTAX_ERROR: '5.1.3',
+};
+const SERVER_CODE_CODES: Readonly<Record<number, string>> = {
+  420: '4.4.2',
+  421: '4.4.2',
+  450: '4.2.1',
+  451: '4.3.0',
+  452: '4.2.2',
+  454: '4.7.0',
+  500: '5.5.2',
+  501: '5.5.4',
+  502: '5.5.1',
+  503: '5.5.1',
+  504: '5.5.4',
+  521: '5.3.2',
+  523: '5.3.4',
+  530: '5.7.0',
+  535: '5.7.8',
+  538: '5.7.0',
+  550: '5.1.1',
+  551: '5.1.6',
+  552: '5.2.2',
+  553: '5.1.3',
+  554: '5.6.0',
+  555: '5.5.4',
+  556: '5.1.10',
+  557: '5.7.1',
+  558: '5.2.3',
+};
+// smtp-server names the command as the context of some replies; HELO and EHLO replies carry no code.
+const UNCODED_CONTEXTS = new Set(['HELO', 'EHLO', 'LHLO']);
+
+/**
+ * The enhanced code for one of smtp-server's error replies, from the `context` it passed to its
+ * reply writer; empty when there is none, and serverErrorText falls back to the class. Its
+ * `false` ("no code", on HELO/EHLO syntax errors) is overruled: every error reply gets one.
+ */
+export function serverEnhancedCode(code: number, context: unknown): string {
+  if (typeof context !== 'string') return SERVER_CODE_CODES[code] ?? '';
+  if (UNCODED_CONTEXTS.has(context)) return '';
+  return SERVER_CONTEXT_CODES[context] ?? SERVER_CODE_CODES[code] ?? '';
 }
 
 const LEADING_ENHANCED = /^([245])\.\d{1,3}\.\d{1,3}(?: |$)/;

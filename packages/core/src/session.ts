@@ -4,8 +4,8 @@
 // smtp-server 3.21 has callbacks for connect, TLS, AUTH, MAIL, RCPT, DATA and close, but none for
 // HELO/EHLO, none that sees raw command lines, and a reply writer that adds its own enhanced codes.
 // So this adapter also replaces a few methods on its own SMTPConnection instance (never on the
-// prototype, which other servers in the process share); `assertCompatible` in listener.ts checks
-// at start-up that every method relied on still exists.
+// prototype, which other servers in the process share); smtp-server-internals.ts lists every
+// private member relied on, and `assertCompatible` in listener.ts checks them at start-up.
 import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import {
@@ -34,14 +34,21 @@ import type {
   SMTPServerSession,
 } from 'smtp-server';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { CommandStream, type CommandViolation } from './command-stream.js';
+import { CommandStream, type CommandViolation, verbOf } from './command-stream.js';
 import { confirmedHostname, type HostResolver } from './dns.js';
 import { readMessage } from './intake.js';
-import type { ReplyEvent } from './listener.js';
-import type { ResolvedListenerOptions } from './options.js';
+import type { ReplyCommand, ReplyEvent } from './listener.js';
+import { deadlinesOf, type ResolvedListenerOptions } from './options.js';
 import { receivedValue } from './received.js';
 import { checkRecipient } from './relay.js';
-import { CoreReplies, hasEnhancedCode, queuedReply, replyError, serverErrorText } from './replies.js';
+import {
+  CoreReplies,
+  hasEnhancedCode,
+  queuedReply,
+  replyError,
+  serverEnhancedCode,
+  serverErrorText,
+} from './replies.js';
 import type { IncomingMessage, MessageSink } from './sink.js';
 import type { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
@@ -106,8 +113,13 @@ export class SmtpSession {
   #released = false;
   #holdGreeting = false;
   readonly #plugins: PluginHost;
-  #verb: string | undefined;
+  /** The command the next reply answers; NONE before the first and for replies to no command. */
+  #verb: ReplyCommand = 'NONE';
   #greetingHeld = false;
+  /** The banner went out: from now on command lines are ours to judge. */
+  #greeted = false;
+  /** The last reply was 334: the next line is an AUTH continuation (a credential), not a command. */
+  #saslPending = false;
   readonly #observing = new Set<Promise<void>>();
 
   constructor(runtime: ListenerRuntime, connection: SMTPConnection, limitKey: string) {
@@ -148,6 +160,41 @@ export class SmtpSession {
     const connection = this.connection;
     if (!connection._closing && !connection._closed) connection.send(421, wire(CoreReplies.shuttingDown));
     if (force) setImmediate(() => connection._socket.destroy());
+  }
+
+  /**
+   * Closes the connection when one of its deadlines has passed; the listener's clock calls this.
+   * Only time the client owes us counts: a command line or TLS handshake under way, and (under
+   * stress, where smtp-server's idle timeout is too long) silence while no reply is pending. The
+   * session limit waits for a message being received or decided on to be answered.
+   */
+  checkDeadlines(now: number, underStress: boolean): void {
+    const connection = this.connection;
+    const parser = connection._parser;
+    if (connection._closing || connection._closed || !(parser instanceof CommandStream)) return;
+    const limits = deadlinesOf(this.#options.limits.timeouts, underStress);
+    if (connection._upgrading) {
+      // Nothing can be written in the middle of a handshake: the connection is just dropped.
+      if (now - parser.createdAt < limits.command) return;
+      this.#log.info({ deadline: 'tls-handshake', limitMs: limits.command, underStress }, 'deadline passed');
+      connection._socket.destroy();
+      return;
+    }
+    let expired: [SmtpReply, string, number] | undefined;
+    if (parser.lineStartedAt !== undefined && now - parser.lineStartedAt >= limits.command) {
+      expired = [CoreReplies.commandTimeout, 'command', limits.command];
+    } else if (!this.#greeted || (parser.awaitingServer && !connection._socket.writableNeedDrain)) {
+      return; // the client waits for us (unless it is the one not reading our replies)
+    } else if (underStress && now - parser.lastActivityAt >= limits.socket) {
+      expired = [CoreReplies.idleTimeout, 'idle', limits.socket];
+    } else if (!parser.receivingMessage && now - this.info.startedAt >= limits.session) {
+      expired = [CoreReplies.sessionTimeout, 'session', limits.session];
+    }
+    if (expired === undefined) return;
+    const [reply, deadline, limitMs] = expired;
+    this.#log.info({ deadline, limitMs, underStress }, 'deadline passed');
+    this.#verb = 'NONE';
+    connection.send(reply.code, wire(reply)); // smtp-server closes after any 421
   }
 
   // ---- smtp-server callbacks (dispatched here by the listener) -------------------------------
@@ -516,9 +563,7 @@ export class SmtpSession {
 
   /** XCLIENT is judged on the address that connected (after PROXY), never on one XCLIENT set. */
   #xclientAllowed(): boolean {
-    return (
-      this.#options.xclient && this.#options.trustedNetworks.contains(this.connection._originalRemoteAddress)
-    );
+    return this.#options.xclient && this.#options.trustedNetworks.contains(this.limitKey);
   }
 
   // smtp-server lets a session replace the server-wide disabledCommands; that also hides a command from EHLO.
@@ -559,12 +604,9 @@ export class SmtpSession {
     connection.send = (code, data, context) => {
       if (typeof data === 'string' && hasEnhancedCode(code, data)) send(code, data, false);
       else if (code >= 400 && !Array.isArray(data)) {
-        const enhanced = connection._getEnhancedStatusCode(
-          code,
-          typeof context === 'string' ? context : undefined,
-        );
-        send(code, serverErrorText(code, data ?? '', enhanced), false);
+        send(code, serverErrorText(code, data ?? '', serverEnhancedCode(code, context)), false);
       } else send(code, data, context);
+      this.#saslPending = code === 334;
       this.#countError(code, send);
       if (code >= 400 && this.#runtime.onReply) {
         try {
@@ -598,6 +640,8 @@ export class SmtpSession {
     // 5. XCLIENT: hold the new greeting until the connect hooks have judged the forwarded client.
     const sendGreeting = connection._sendGreeting;
     connection._sendGreeting = () => {
+      this.#greeted = true;
+      if (connection._parser instanceof CommandStream) connection._parser.answered();
       if (this.#holdGreeting) this.#greetingHeld = true;
       else sendGreeting.call(connection);
     };
@@ -640,23 +684,26 @@ export class SmtpSession {
     const violation = parser.violation;
     parser.violation = undefined;
     // Before the greeting and during a TLS handshake smtp-server answers (421) or drops the bytes itself.
-    if (connection._upgrading || !connection._ready) {
+    if (connection._upgrading || !this.#greeted) {
       connection._onCommand(command, callback);
       return;
     }
     // The verb being answered, read once per command line: the refusal checks use it, and so do
     // reply events (an AUTH continuation line keeps AUTH, and is never read: it may be a password).
-    if (connection._nextHandler === false) {
-      this.#verb = command.toString('latin1').trim().split(/\s+/, 1)[0]?.toUpperCase().slice(0, 16) ?? '';
+    if (!this.#saslPending) this.#verb = verbOf(command);
+    else if (violation !== undefined) {
+      // A broken continuation line ends the AUTH exchange: smtp-server gets the client's way of
+      // cancelling one (RFC 4954 §4, "*") and answers 501 itself.
+      connection._onCommand(Buffer.from('*'), callback);
+      return;
     }
     const refusal = this.#commandRefusal(command, violation);
     if (refusal === undefined) {
       connection._onCommand(command, callback);
       return;
     }
-    if (violation !== undefined) connection._nextHandler = false; // a broken line also ends an AUTH exchange
     connection.send(refusal.code, wire(refusal));
-    if (callback) setImmediate(() => connection._whenWritable(callback));
+    if (callback) setImmediate(() => whenWritable(connection._socket, callback));
   }
 
   /** Why a command line must not reach smtp-server, if it must not. Remembers RCPT lines for the relay policy. */
@@ -664,7 +711,7 @@ export class SmtpSession {
     const o = this.#options;
     if (violation !== undefined) return VIOLATION_REPLIES[violation];
     if (this.#runtime.closing && !this.busy) return CoreReplies.shuttingDown;
-    if (this.connection._nextHandler !== false) return undefined; // an AUTH continuation line
+    if (this.#saslPending) return undefined; // an AUTH continuation line
     const name = this.#verb;
     if (name === 'AUTH') {
       if (!o.auth) return CoreReplies.authUnavailable;
@@ -712,7 +759,7 @@ export class SmtpSession {
     this.#esmtp = false;
     const user = connection.session.user;
     this.info.user = typeof user === 'string' && user !== '' ? user : undefined;
-    const name = connection._xClient.get('NAME');
+    const name = connection.session.xClient?.get('NAME');
     // smtp-server validated NAME as a host name; the trusted proxy did the DNS work for it.
     this.#clientHostname = typeof name === 'string' && name !== '' ? name.toLowerCase() : undefined;
     if (this.#clientHostname === undefined && this.#options.reverseLookup) {
@@ -744,6 +791,12 @@ interface Refusal {
 function refusalOf(verdict: Verdict): Refusal | undefined {
   if (verdict.kind === 'continue' || verdict.kind === 'accept') return undefined;
   return { reply: verdict.reply, disconnect: verdict.kind === 'disconnect' };
+}
+
+/** Calls `next` once the socket has written out what it holds: a client that never reads cannot make replies pile up. */
+function whenWritable(socket: SMTPConnection['_socket'], next: () => void): void {
+  if (socket.writableNeedDrain && !socket.destroyed) socket.once('drain', next);
+  else next();
 }
 
 function tlsInfo(socket: unknown): TlsInfo | undefined {

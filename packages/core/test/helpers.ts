@@ -147,7 +147,7 @@ export function sleep(ms: number): Promise<void> {
  */
 export interface BoundClient {
   read(): Promise<string>;
-  send(bytes: string): void;
+  send(bytes: string | Buffer): void;
   command(line: string): Promise<string>;
   readonly closed: Promise<void>;
   close(): void;

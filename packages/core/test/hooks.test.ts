@@ -321,4 +321,22 @@ describe('reply events', () => {
     ]);
     expect(events[0]?.listener).toBe('test');
   });
+
+  test('the command is one of a closed set: unknown verbs are OTHER, replies to no command NONE', async () => {
+    const events: { code: number; command: string }[] = [];
+    const { startListener: start } = await import('./helpers.js');
+    const h = await start({ limits: { timeouts: { session: 300 } } }, { onReply: (e) => events.push(e) });
+    const client = await h.connect();
+    await client.command('EHLO client.example');
+    for (const verb of ['XYZZY', 'mail\u00e9', 'RCPT\tTO:<a@local.test>']) {
+      expect(await client.command(verb)).toMatch(/^5\d\d /);
+    }
+    expect(await client.read()).toMatch(/^421 4\.4\.2 /); // the session deadline: no command answered
+    expect(events.map((e) => [e.code, e.command])).toEqual([
+      [500, 'OTHER'],
+      [500, 'OTHER'],
+      [500, 'OTHER'],
+      [421, 'NONE'],
+    ]);
+  });
 });

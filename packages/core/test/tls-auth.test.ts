@@ -229,6 +229,21 @@ describe('AUTH with the users file', () => {
     expect(await c.command(plain('bob', 'battery staple'))).toBe('235 2.7.0 Authentication successful');
   });
 
+  test('a broken continuation line ends the exchange; the next line is a command again', async () => {
+    const h = await submission({ limits: { maxLineLength: 512 } });
+    const c = await secured(h);
+    await ehlo(c);
+    expect(await c.command('AUTH LOGIN')).toBe('334 VXNlcm5hbWU6');
+    expect(await c.command('x'.repeat(600))).toBe('501 5.5.4 Authentication aborted');
+    expect(await c.command('AUTH PLAIN')).toBe('334 ');
+    c.send(`${plain('alice', 'correct horse')}\n`); // bare LF
+    expect(await c.read()).toBe('501 5.5.4 Authentication aborted');
+    expect(await c.command('NOOP')).toMatch(/^250 /);
+    expect(await c.command(`AUTH PLAIN ${plain('alice', 'correct horse')}`)).toBe(
+      '235 2.7.0 Authentication successful',
+    );
+  });
+
   test('LOGIN: right and wrong password', async () => {
     const h = await submission();
     const c = await secured(h);

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { memoryLogger, NetworkList, readAll, rfc5322Date } from '@tern/plugin-api';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { verbOf } from '../src/command-stream.js';
 import {
   addUser,
   FileUserStore,
@@ -18,8 +20,10 @@ import {
   verifyPassword,
 } from '../src/index.js';
 import { HeaderSplitter, LineEndingGuard, LongLineGuard, readMessage } from '../src/intake.js';
+import { deadlinesOf, stressLevel } from '../src/options.js';
 import { receivedValue, withProtocol } from '../src/received.js';
 import { hasRoutingTrick } from '../src/relay.js';
+import { missingSmtpServerInternals } from '../src/smtp-server-internals.js';
 
 const base: ListenerOptions = { name: 'mx1', kind: 'mx', port: 25, hostname: 'mx.example.org' };
 
@@ -62,6 +66,26 @@ describe('resolveListenerOptions', () => {
       'listener mx1: limits.timeouts.data: must be a positive number of ms',
     ],
     [{ bareLineEndings: 'ignore' }, "listener mx1: bareLineEndings: must be 'reject' or 'normalize'"],
+    [
+      { limits: { timeouts: { command: 0 } } },
+      'listener mx1: limits.timeouts.command: must be a positive number of ms',
+    ],
+    [
+      { limits: { timeouts: { session: Number.NaN } } },
+      'listener mx1: limits.timeouts.session: must be a positive number of ms',
+    ],
+    [
+      { limits: { timeouts: { stress: { socket: -5 } } } },
+      'listener mx1: limits.timeouts.stress.socket: must be a positive number of ms',
+    ],
+    [
+      { limits: { stressThreshold: 0 } },
+      'listener mx1: limits.stressThreshold: must be a share of maxConnections above 0 and at most 1, got 0',
+    ],
+    [
+      { limits: { stressThreshold: 80 } },
+      'listener mx1: limits.stressThreshold: must be a share of maxConnections above 0 and at most 1, got 80',
+    ],
   ])('%j is refused naming the field', (patch, message) => {
     expect(() => resolveListenerOptions({ ...base, ...patch } as ListenerOptions)).toThrow(message);
   });
@@ -79,11 +103,66 @@ describe('resolveListenerOptions', () => {
     ]);
   });
 
+  test('deadlines: a minute per command line, an hour per session, Postfix-like 10 s limits under stress at 80 %', () => {
+    const { limits } = resolveListenerOptions(base);
+    expect(limits.timeouts).toMatchObject({
+      socket: 300_000,
+      command: 60_000,
+      session: 3_600_000,
+      stress: { socket: 10_000, command: 10_000, session: 300_000 },
+    });
+    expect(stressLevel(limits)).toBe(800);
+    expect(deadlinesOf(limits.timeouts, false)).toEqual({
+      socket: 300_000,
+      command: 60_000,
+      session: 3_600_000,
+    });
+    expect(deadlinesOf(limits.timeouts, true)).toEqual({ socket: 10_000, command: 10_000, session: 300_000 });
+    // A stress limit never lengthens a normal one.
+    const short = resolveListenerOptions({ ...base, limits: { timeouts: { socket: 5000 } } }).limits;
+    expect(deadlinesOf(short.timeouts, true).socket).toBe(5000);
+    expect(stressLevel({ ...limits, maxConnections: 3, stressThreshold: 0.1 })).toBe(1);
+  });
+
   test('maxRecipients under 100 is raised with a warning', () => {
     const records: Parameters<typeof memoryLogger>[0] = [];
     const o = resolveListenerOptions({ ...base, limits: { maxRecipients: 10 } }, memoryLogger(records));
     expect(o.limits.maxRecipients).toBe(100);
     expect(records[0]?.level).toBe('warn');
+  });
+});
+
+describe('command verbs', () => {
+  test.each([
+    ['MAIL FROM:<a@example.org>', 'MAIL'],
+    ['ehlo client.example', 'EHLO'],
+    ['XCLIENT ADDR=192.0.2.1', 'XCLIENT'],
+    // smtp-server upper-cases UTF-8: ſ (long s) becomes S, so this runs STARTTLS there.
+    ['ſtarttls', 'STARTTLS'],
+    ['NOOP\t', 'OTHER'],
+    [' MAIL FROM:<a@example.org>', 'OTHER'],
+    ['XYZZY', 'OTHER'],
+    [`${'A'.repeat(5000)} x`, 'OTHER'],
+    ['', 'OTHER'],
+  ])('%j is %s', (line, verb) => {
+    expect(verbOf(Buffer.from(line))).toBe(verb);
+  });
+});
+
+describe('smtp-server internals', () => {
+  test('the installed smtp-server has every private member core relies on', () => {
+    expect(missingSmtpServerInternals()).toEqual([]);
+  });
+
+  test('a missing one is named', () => {
+    const prototype = SMTPConnection.prototype as unknown as Record<string, unknown>;
+    const original = prototype._sendGreeting;
+    delete prototype._sendGreeting;
+    try {
+      expect(missingSmtpServerInternals()).toEqual(['SMTPConnection._sendGreeting']);
+    } finally {
+      prototype._sendGreeting = original;
+    }
   });
 });
 

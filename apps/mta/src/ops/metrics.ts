@@ -1,10 +1,78 @@
 // Prometheus metrics for one tern process (prom-client, its own registry). Counters come from
 // hook events and the ops plugin; queue depth and Redis latency are read when scraped, so a
 // scrape shows the shared queue as it is now, whichever node answers.
+//
+// Every label value comes from a closed set, so no client can grow the registry: commands are
+// core's closed ReplyCommand set, reply codes known codes or their class, destinations the
+// configured ones and the largest few, listener and plugin names the configured ones (capped all
+// the same, as a guard across reloads); hooks, outcomes, states and reasons are fixed unions.
+import { type ReplyCommand, type ReplyEvent, SMTP_VERBS } from '@tern/core';
+import type { HookEvent } from '@tern/plugin-api';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
-/** Destinations exported with their own label on a scrape; the rest are summed as "(other)". */
-const MAX_DOMAIN_SERIES = 100;
+/** Destinations exported with their own label besides the configured ones; the rest are summed as "(other)". */
+const MAX_DOMAIN_SERIES = 50;
+/** Distinct listener and plugin names kept as labels; past this (only after many reloads) they count as "other". */
+const MAX_NAMES = 100;
+const OTHER = 'other';
+
+const COMMANDS: ReadonlySet<string> = new Set<ReplyCommand>([...SMTP_VERBS, 'OTHER', 'NONE']);
+// Reply codes of RFC 5321 and its extensions (AUTH, STARTTLS, SIZE, ...); any other becomes its class.
+const REPLY_CODES: ReadonlySet<number> = new Set([
+  421, 450, 451, 452, 454, 455, 500, 501, 502, 503, 504, 521, 523, 530, 534, 535, 538, 550, 551, 552, 553,
+  554, 555, 556,
+]);
+
+/** A reply code as a label: a known code as itself, another 2xx-5xx code as its class (`4xx`), anything else `other`. */
+export function replyCodeLabel(code: number | undefined): string {
+  if (code === undefined || !Number.isInteger(code) || code < 200 || code > 599) return OTHER;
+  return REPLY_CODES.has(code) ? String(code) : `${String(code)[0]}xx`;
+}
+
+/** The command of a reply event as a label: core's closed set, and `OTHER` should anything else get through. */
+export function commandLabel(command: string): string {
+  return COMMANDS.has(command) ? command : 'OTHER';
+}
+
+/** Names from configuration: each keeps its own label until `max` are known, then `other`. */
+class NameLabels {
+  readonly #known = new Set<string>();
+  readonly #max: number;
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  label(name: string): string {
+    if (this.#known.has(name)) return name;
+    if (this.#known.size >= this.#max) return OTHER;
+    this.#known.add(name);
+    return name;
+  }
+}
+
+type DomainCounts = { domain: string } & Record<
+  'total' | 'scheduled' | 'active' | 'held' | 'deferred',
+  number
+>;
+
+/**
+ * The destinations that keep their own label: every configured one with jobs, then the largest
+ * others (ties by name, so the set does not churn between scrapes), at most `max` of them.
+ */
+export function labelledDestinations(
+  destinations: readonly DomainCounts[],
+  configured: ReadonlySet<string>,
+  max: number,
+): Set<string> {
+  const chosen = new Set(destinations.filter((d) => configured.has(d.domain)).map((d) => d.domain));
+  const largest = destinations
+    .filter((d) => !configured.has(d.domain))
+    .sort((a, b) => b.total - a.total || (a.domain < b.domain ? -1 : 1))
+    .slice(0, max);
+  for (const d of largest) chosen.add(d.domain);
+  return chosen;
+}
 
 export interface MetricSources {
   /** Open SMTP connections per listener. */
@@ -12,11 +80,10 @@ export interface MetricSources {
   /** The queue summary (absent when the backend has no operator operations). */
   readonly summary?: () => Promise<{
     totals: Record<'total' | 'scheduled' | 'active' | 'held' | 'deferred', number>;
-    destinations: readonly ({ domain: string } & Record<
-      'scheduled' | 'active' | 'held' | 'deferred',
-      number
-    >)[];
+    destinations: readonly DomainCounts[];
   }>;
+  /** Destination domains named in the configuration (routes, limits, local domains): always labelled. */
+  readonly destinations?: readonly string[];
   /** One Redis PING in ms (Redis backend only). */
   readonly redisPing?: () => Promise<number>;
 }
@@ -33,10 +100,13 @@ export class TernMetrics {
   readonly hookDuration: Histogram<'plugin' | 'hook'>;
   readonly deliveries: Counter<'result'>;
   readonly bounces: Counter<'reason'>;
+  readonly #listeners = new NameLabels(MAX_NAMES);
+  readonly #plugins = new NameLabels(MAX_NAMES);
 
   constructor(sources: MetricSources) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry, prefix: 'tern_process_' });
+    // prom-client's own names start with process_ and nodejs_: tern_process_cpu_seconds_total, not tern_process_process_…
+    collectDefaultMetrics({ register: this.registry, prefix: 'tern_' });
     this.connections = new Counter({
       name: 'tern_smtp_connections_total',
       help: 'SMTP connections accepted, by listener',
@@ -111,23 +181,25 @@ export class TernMetrics {
 
     const summary = sources.summary;
     if (summary) {
+      const configured = new Set(sources.destinations ?? []);
       new Gauge({
         name: 'tern_queue_jobs',
-        help: `Unfinished delivery jobs in the queue by destination domain and state (the ${MAX_DOMAIN_SERIES} largest destinations; the rest as "(other)")`,
+        help: `Unfinished delivery jobs in the queue by destination domain and state (configured destinations and the ${MAX_DOMAIN_SERIES} largest others; the rest as "(other)")`,
         labelNames: ['domain', 'state'],
         registers,
         async collect() {
           this.reset();
           const { destinations } = await summary();
+          const labelled = labelledDestinations(destinations, configured, MAX_DOMAIN_SERIES);
           const states = ['scheduled', 'active', 'held', 'deferred'] as const;
           const other = { scheduled: 0, active: 0, held: 0, deferred: 0 };
-          destinations.forEach((d, i) => {
+          for (const d of destinations) {
             for (const state of states) {
-              if (i < MAX_DOMAIN_SERIES) this.set({ domain: d.domain, state }, d[state]);
+              if (labelled.has(d.domain)) this.set({ domain: d.domain, state }, d[state]);
               else other[state] += d[state];
             }
-          });
-          if (destinations.length > MAX_DOMAIN_SERIES) {
+          }
+          if (labelled.size < destinations.length) {
             for (const state of states) this.set({ domain: '(other)', state }, other[state]);
           }
         },
@@ -161,6 +233,32 @@ export class TernMetrics {
         },
       });
     }
+  }
+
+  /** Counts one 4xx/5xx reply a listener sent (its onReply event). */
+  errorReply(event: ReplyEvent): void {
+    this.errorReplies.inc({
+      listener: this.#listeners.label(event.listener),
+      command: commandLabel(event.command),
+      code: replyCodeLabel(event.code),
+    });
+  }
+
+  /** Counts one plugin hook call and its latency; refusals and failures also by listener and reply code. */
+  hookCall(event: HookEvent, listener: string | undefined): void {
+    const plugin = this.#plugins.label(event.plugin);
+    this.hookCalls.inc({ plugin, hook: event.hook, outcome: event.outcome });
+    this.hookDuration.observe({ plugin, hook: event.hook }, event.durationMs / 1000);
+    if (!['reject', 'tempfail', 'disconnect', 'error', 'timeout'].includes(event.outcome)) return;
+    const failed = event.outcome === 'error' || event.outcome === 'timeout';
+    this.refusals.inc({
+      listener: listener === undefined ? '' : this.#listeners.label(listener),
+      plugin,
+      hook: event.hook,
+      outcome: event.outcome,
+      // A failed hook is answered 451 by the runner.
+      code: event.code === undefined ? (failed ? '451' : '') : replyCodeLabel(event.code),
+    });
   }
 
   /** The text exposition format. */

@@ -50,24 +50,7 @@ export class OpsRuntime {
   readonly onHookEvent = (event: HookEvent): void => {
     if (event.plugin === OPS_PLUGIN_NAME) return;
     this.recorder.record(event);
-    const metrics = this.metrics;
-    if (!metrics) return;
-    metrics.hookCalls.inc({ plugin: event.plugin, hook: event.hook, outcome: event.outcome });
-    metrics.hookDuration.observe({ plugin: event.plugin, hook: event.hook }, event.durationMs / 1000);
-    if (['reject', 'tempfail', 'disconnect', 'error', 'timeout'].includes(event.outcome)) {
-      metrics.refusals.inc({
-        listener: this.recorder.listenerOf(event.sessionId) ?? '',
-        plugin: event.plugin,
-        hook: event.hook,
-        outcome: event.outcome,
-        code:
-          event.code === undefined
-            ? event.outcome === 'error' || event.outcome === 'timeout'
-              ? '451'
-              : ''
-            : String(event.code),
-      });
-    }
+    this.metrics?.hookCall(event, this.recorder.listenerOf(event.sessionId));
   };
 
   /** Set by startMta: reads the config file again and applies it (the admin API's POST /api/reload). */
@@ -75,11 +58,7 @@ export class OpsRuntime {
 
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
   readonly onReply = (event: ReplyEvent): void => {
-    this.metrics?.errorReplies.inc({
-      listener: event.listener,
-      command: event.command ?? '',
-      code: String(event.code),
-    });
+    this.metrics?.errorReply(event);
   };
 
   /** The queue as listeners see it: each message carries its session's verdicts into its timeline. */
@@ -121,6 +100,7 @@ export class OpsRuntime {
     const ping = (queue as { ping?: () => Promise<number> }).ping;
     this.metrics = new TernMetrics({
       connections: options.connections,
+      destinations: configuredDestinations(this.#config),
       ...(summary ? { summary } : {}),
       ...(typeof ping === 'function' ? { redisPing: () => ping.call(queue) } : {}),
     });
@@ -187,8 +167,12 @@ export class OpsRuntime {
     return definePlugin({
       name: OPS_PLUGIN_NAME,
       enforce: 'pre',
+      // connect runs again after XCLIENT hands the session to the forwarded client: one connection still.
+      state: { session: () => ({ counted: false }) },
       connect(ctx) {
         recorder.opened(ctx.session.id, ctx.session.listener.name, ctx.session.remoteAddress);
+        if (ctx.sessionState.counted) return;
+        ctx.sessionState.counted = true;
         runtime.metrics?.connections.inc({ listener: ctx.session.listener.name });
       },
       helo(ctx) {
@@ -222,4 +206,15 @@ export class OpsRuntime {
       },
     });
   }
+}
+
+/** Destination domains the configuration names: routes, delivery limits and local domains. */
+function configuredDestinations(config: ResolvedConfig): string[] {
+  const delivery = config.delivery;
+  return [
+    ...Object.keys(delivery?.routes ?? {}),
+    ...Object.keys(delivery?.limits?.domains ?? {}),
+    ...(delivery?.local?.domains ?? []),
+    ...(config.localDomains ?? []),
+  ].filter((domain) => domain !== '*');
 }

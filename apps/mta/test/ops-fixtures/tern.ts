@@ -28,6 +28,8 @@ export interface OpsTernOptions {
   /** JavaScript source of an array of plugins (plain objects), put in the config as `plugins`. */
   readonly plugins?: string;
   readonly args?: readonly string[];
+  /** More options for the one mx listener (xclient, limits, ...). */
+  readonly listener?: Record<string, unknown>;
 }
 
 const started = new Set<OpsTern>();
@@ -44,7 +46,7 @@ export async function startOpsTern(
   const full = {
     hostname: 'tern.test',
     log: { level: 'info' },
-    listeners: [{ kind: 'mx', host: '127.0.0.1', port }],
+    listeners: [{ kind: 'mx', host: '127.0.0.1', port, ...options.listener }],
     admin: { listen: '127.0.0.1:0', tokenFile: 'admin.token', sampleIntervalMs: 200 },
     ...config,
   };

@@ -1,0 +1,83 @@
+// Every private member of smtp-server that core relies on, in one list, with the check that the
+// installed copy still has them. smtp-server has no API for what the adapter does (HELO hooks, our
+// own command parser, PROXY by CIDR, the greeting delay), so core is pinned to one version
+// (3.21.6) and this list is checked at start-up (listener.ts) and by the canary against the newest
+// 3.x (scripts/smtp-server-canary.mjs). What Tern could do itself it does (see replies.ts for
+// enhanced codes, session.ts for AUTH continuation tracking and socket drain): none of that is here.
+import { Socket } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPStream } from 'smtp-server/lib/smtp-stream.js';
+
+interface Internal {
+  /** `Class.member`, as reported when missing. */
+  readonly name: string;
+  /** A method on the prototype, or a field an instance has after construction. */
+  readonly kind: 'method' | 'field';
+  /** What core does with it. */
+  readonly use: string;
+}
+
+const method = (name: string, use: string): Internal => ({ name, kind: 'method', use });
+const field = (name: string, use: string): Internal => ({ name, kind: 'field', use });
+
+export const SMTP_SERVER_INTERNALS: readonly Internal[] = [
+  method('SMTPServer.connect', 'replaced: connection limits and our session before any byte is read'),
+  method('SMTPServer._expectsProxyHeader', 'replaced: PROXY only from trusted networks (CIDR blocks)'),
+  field('SMTPServer._pendingSockets', 'sockets still in a PROXY header or TLS handshake: deadline and close'),
+  field('SMTPServer.connections', 'the connection set connect() adds to'),
+  method('SMTPConnection._setListeners', 'init() without its fixed 100 ms wait: our greeting delay'),
+  method('SMTPConnection.connectionReady', 'starts the session after our greeting delay'),
+  method('SMTPConnection._createParser', 'replaced: our CommandStream, also after STARTTLS'),
+  method('SMTPConnection._onCommand', 'runs a command line once our checks passed'),
+  method('SMTPConnection._resetSession', 'wrapped: every reset ends our transaction too'),
+  method('SMTPConnection._sendGreeting', 'wrapped: held after XCLIENT until the connect hooks judged'),
+  method('SMTPConnection.handler_HELO', 'wrapped: helo hooks run before the reply'),
+  method('SMTPConnection.handler_EHLO', 'wrapped: helo hooks run before the reply'),
+  method('SMTPConnection.handler_XCLIENT', 'wrapped: the connect hooks judge the forwarded client'),
+  method('SMTPConnection.send', 'wrapped: one enhanced code per reply, error counting, reply events'),
+  method('SMTPConnection.close', 'closes after a disconnect verdict'),
+  field('SMTPConnection._parser', 'the current CommandStream, for its deadline times'),
+  field('SMTPConnection._socket', 'the current socket: TLS details, drain, forced close'),
+  field('SMTPConnection._upgrading', 'a STARTTLS handshake is running: no reply can be written'),
+  field('SMTPConnection._closing', 'no reply once the connection is closing'),
+  field('SMTPConnection._closed', 'no reply once the connection is closed'),
+  // Not underscored, but SMTPConnection itself is no public API.
+  field('SMTPConnection.id', 'the session id'),
+  field('SMTPConnection.session', 'user, xClient and disabledCommands of the session'),
+  field('SMTPConnection.secure', 'TLS is up'),
+  field('SMTPConnection.hostNameAppearsAs', 'the HELO name smtp-server accepted'),
+  field('SMTPConnection.remoteAddress', 'the client, after PROXY and XCLIENT'),
+  field('SMTPConnection.remotePort', 'the client, after PROXY and XCLIENT'),
+  field('SMTPConnection.localAddress', 'our end of the connection'),
+  field('SMTPConnection.localPort', 'our end of the connection'),
+  method('SMTPStream._write', 'replaced: command-line splitting (DATA mode is passed through)'),
+  method('SMTPStream._flushData', 'replaced: a line without CRLF never runs'),
+  method('SMTPStream.startDataMode', 'wrapped: a message is being received'),
+  method('SMTPStream.continue', 'wrapped: the message has been answered'),
+  field('SMTPStream._dataMode', 'DATA mode: bytes are message content'),
+  field('SMTPStream.isClosed', 'the parser was retired (close, STARTTLS)'),
+  method('SMTPStream.oncommand', 'set: where a complete command line goes'),
+];
+
+/** The names of SMTP_SERVER_INTERNALS the installed smtp-server lacks (empty when it has them all). */
+export function missingSmtpServerInternals(): string[] {
+  let instances: Record<string, object>;
+  try {
+    // Fields exist only on instances: build one of each, listening on nothing.
+    const server = new SMTPServer({ logger: false, disableReverseLookup: true, hideSTARTTLS: true });
+    instances = {
+      SMTPServer: server,
+      SMTPConnection: new SMTPConnection(server, new Socket(), {}),
+      SMTPStream: new SMTPStream({}),
+    };
+  } catch (error) {
+    return [`a constructor that works as in 3.21.6 (${(error as Error).message})`];
+  }
+  return SMTP_SERVER_INTERNALS.filter(({ name, kind }) => {
+    const [owner = '', member = ''] = name.split('.');
+    const instance = instances[owner] as Record<string, unknown> | undefined;
+    if (instance === undefined) return true;
+    return kind === 'method' ? typeof instance[member] !== 'function' : !(member in instance);
+  }).map(({ name }) => name);
+}
