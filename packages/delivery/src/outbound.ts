@@ -158,7 +158,8 @@ function headerEndFrom(buf: Buffer, from: number): { headerEnd: number; bodyStar
     const end = findHeaderEnd(buf);
     return end.headerEnd === -1 ? undefined : end;
   }
-  const crlf = buf.indexOf('\r\n\r\n', from - 3);
+  // (from >= 2 here, so from - 3 >= -1; a negative offset would count from the end: clamp it.)
+  const crlf = buf.indexOf('\r\n\r\n', Math.max(0, from - 3));
   const lf = buf.indexOf('\n\n', from - 1);
   if (crlf !== -1 && (lf === -1 || crlf < lf)) return { headerEnd: crlf + 2, bodyStart: crlf + 4 };
   if (lf !== -1) return { headerEnd: lf + 1, bodyStart: lf + 2 };

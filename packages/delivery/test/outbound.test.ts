@@ -1,7 +1,7 @@
 // The outbound message for beforeSend: the header block is read off the front of the stored stream,
 // however it is chunked, and split exactly where MessageContent.parse (the old, whole-message way)
 // splits it; what goes onward is the hook's header block followed by the stored body.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { MessageContent } from '@tern/plugin-api';
 import { describe, expect, it } from 'vitest';
 import { HeaderBlockTooLarge, prepareOutbound } from '../src/outbound.js';
@@ -55,6 +55,21 @@ describe('the header block read for beforeSend', () => {
       });
     }
   }
+
+  it('finds the empty line in a chunk that follows a first chunk of two bytes', async () => {
+    const parts = ['A:', '\r\n\r\nbody\r\n'];
+    const outbound = await prepareOutbound(
+      makeJob(['a@x.test']),
+      async () => Readable.from(parts.map((p) => Buffer.from(p))),
+      {
+        maxHeaderBytes: 1024,
+        beforeSend: async (view) => {
+          view.headers.append('X-Seen', 'yes');
+        },
+      },
+    );
+    expect(await text(await outbound.open())).toBe('A:\r\nX-Seen: yes\r\n\r\nbody\r\n');
+  });
 
   it('reads a header block of exactly the bound, and refuses one byte more', async () => {
     const block = `X-Pad: ${'p'.repeat(91)}\r\n\r\n`;
