@@ -1,13 +1,12 @@
 // The Deliver function of the queue contract: route a job, resolve its next hop to addresses, take
 // the destination's throttles, reuse or open a session, run one transaction, and report an outcome
 // per recipient. Remote failures are outcomes; only bugs throw, and even those become 4.3.0 here.
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { createLimiter } from '@tern/limiter';
 import {
   type Envelope,
   type EnvelopeRecipient,
   type Logger,
-  MessageContent,
   type NextHop,
   type PluginHost,
   type SmtpReply,
@@ -23,13 +22,22 @@ import type {
   RecipientState,
 } from '@tern/queue';
 import type { Redis } from 'ioredis';
-import { encodeData, hasEightBitBytes, isNonAscii, type WireMessage } from './encode.js';
+import { isNonAscii } from './encode.js';
 import { deliverToMaildir } from './maildir.js';
 import { type DnsOptions, MxResolver } from './mx.js';
+import {
+  DEFAULT_MAX_HEADER_BYTES,
+  HeaderBlockTooLarge,
+  type OpenMessage,
+  type OutboundMessage,
+  prepareOutbound,
+} from './outbound.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 import { classify, DeliveryReplies } from './reply.js';
 import {
+  DEFAULT_REPLY_LIMITS,
   DEFAULT_TIMEOUTS,
+  type ReplyLimits,
   SessionError,
   type SessionSettings,
   type SessionTarget,
@@ -92,6 +100,16 @@ export interface DelivererOptions {
   readonly plugins?: PluginHost;
   readonly logger?: Logger;
   readonly timeouts?: SessionTimeouts;
+  /**
+   * Bounds on one server reply: `maxLines` (default 100) and `maxBytes` (default 64 KiB). A server
+   * that sends more, or replies nobody asked for, is disconnected and the attempt deferred with 4.5.0.
+   */
+  readonly replyLimits?: ReplyLimits;
+  /**
+   * Largest header block read to run `beforeSend` hooks (default 1 MiB); only the header block is
+   * held, the body streams. A message whose header block is larger is deferred with 4.3.0.
+   */
+  readonly maxHeaderBytes?: number;
 }
 
 export interface Deliverer {
@@ -121,6 +139,14 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const limits = options.limits ?? {};
   checkLimits(limits);
   const waitMs = limits.waitMs ?? 2000;
+  const replyLimits = { ...DEFAULT_REPLY_LIMITS, ...options.replyLimits };
+  checkWhole(replyLimits.maxLines, 'delivery.replyLimits.maxLines');
+  checkWhole(replyLimits.maxBytes, 'delivery.replyLimits.maxBytes');
+  const maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
+  checkWhole(maxHeaderBytes, 'delivery.maxHeaderBytes');
+  const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+  checkWhole(timeouts.dataMinRate, 'delivery.timeouts.dataMinRate');
+  if (options.dns?.maxMxHosts !== undefined) checkWhole(options.dns.maxMxHosts, 'delivery.dns.maxMxHosts');
   const resolver = new MxResolver(options.dns);
   const pool = new ConnectionPool({ ...DEFAULT_POOL, ...options.pool });
   // Only a limiter we made is ours to close; an injected one may be serving others too.
@@ -136,7 +162,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const throttle: Throttle = options.throttle ?? ownLimiter!;
   const settings: SessionSettings = {
     heloName: options.hostname,
-    timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
+    timeouts,
+    replyLimits,
     tls: {
       ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
       ...(options.tls?.minVersion !== undefined ? { minVersion: options.tls.minVersion } : {}),
@@ -211,27 +238,47 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     return { ok: true, targets };
   }
 
-  /** Reads the stored message; runs `beforeSend` (header changes reach the wire) when a plugin has it. */
+  /**
+   * The message as it goes onward (streamed on demand), after `beforeSend` when a plugin has it; or,
+   * when it cannot be read or a hook failed, the reason logged and the deferral reply.
+   */
   async function prepare(
     job: DeliveryJob,
     hop: NextHop,
-    message: () => Promise<Readable>,
-  ): Promise<Buffer[]> {
-    const chunks: Buffer[] = [];
-    for await (const chunk of await message()) {
-      chunks.push(typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : (chunk as Buffer));
+    message: OpenMessage,
+    log: Logger,
+  ): Promise<{ ok: true; outbound: OutboundMessage } | { ok: false; reply: SmtpReply }> {
+    const plugins = options.plugins;
+    try {
+      const outbound = await prepareOutbound(job, message, {
+        maxHeaderBytes,
+        ...(plugins?.has('beforeSend')
+          ? {
+              beforeSend: async (view) => {
+                await plugins.runTransform('beforeSend', {
+                  queueId: job.queueId,
+                  envelope: copyEnvelope(job.envelope),
+                  attempt: job.attempts,
+                  hop,
+                  recipients: job.recipients,
+                  message: view,
+                });
+              },
+            }
+          : {}),
+      });
+      return { ok: true, outbound };
+    } catch (error) {
+      if (error instanceof HeaderBlockTooLarge) {
+        log.warn({ limit: error.limit }, error.message);
+        return {
+          ok: false,
+          reply: DeliveryReplies.localError(`header block larger than ${error.limit} bytes`),
+        };
+      }
+      log.error({ err: error }, 'message could not be read or the beforeSend hook failed; deferring');
+      return { ok: false, reply: DeliveryReplies.localError('message not available for sending') };
     }
-    if (!options.plugins?.has('beforeSend')) return chunks;
-    const view = MessageContent.parse(Buffer.concat(chunks));
-    await options.plugins.runTransform('beforeSend', {
-      queueId: job.queueId,
-      envelope: copyEnvelope(job.envelope),
-      attempt: job.attempts,
-      hop,
-      recipients: job.recipients,
-      message: view,
-    });
-    return view.toChunks();
   }
 
   function limitOf(kind: 'domain' | 'host', name: string): DestinationLimit | undefined {
@@ -320,22 +367,18 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       return report({ hop });
     }
 
-    let content: Buffer[];
-    try {
-      content = await prepare(job, hop, message);
-    } catch (error) {
-      log.error({ err: error }, 'message could not be read or the beforeSend hook failed; deferring');
-      settle(open, DeliveryReplies.localError('message not available for sending'), 'deferred');
+    const prepared = await prepare(job, hop, message, log);
+    if (!prepared.ok) {
+      settle(open, prepared.reply, 'deferred');
       return report({ hop });
     }
+    const outbound = prepared.outbound;
     const openRecipients = open.map((i) => job.recipients[i] as RecipientState);
     const recipients = openRecipients.map((r) => r.address);
     const needsUtf8 =
       job.envelope.smtputf8 === true || isNonAscii(mailFrom) || recipients.some((r) => isNonAscii(r));
     const needs8Bit =
-      job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || hasEightBitBytes(content);
-    const wire = encodeData(content);
-    content = [];
+      job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || outbound.eightBit;
 
     const domainAdmission = await admitTo('domain', job.domain.toLowerCase());
     if (!domainAdmission.ok) {
@@ -366,7 +409,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
           }
           try {
             const send = (via: SmtpSession): Promise<SmtpReply[]> =>
-              transact(via, job.envelope, openRecipients, wire, needsUtf8, needs8Bit, log);
+              transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit, log);
             let replies: SmtpReply[];
             try {
               replies = await send(session);
@@ -427,20 +470,20 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     outcomes: (RecipientOutcome | undefined)[],
     log: Logger,
   ): Promise<DeliveryReport> {
-    let content: Buffer[];
-    try {
-      content = await prepare(job, hop, message);
-    } catch (error) {
-      log.error({ err: error }, 'message could not be read or the beforeSend hook failed; deferring');
-      const reply = DeliveryReplies.localError('message not available for delivery');
-      for (const i of open)
-        outcomes[i] = { address: job.recipients[i]?.address ?? '', result: 'deferred', reply };
+    const prepared = await prepare(job, hop, message, log);
+    if (!prepared.ok) {
+      for (const i of open) {
+        outcomes[i] = {
+          address: job.recipients[i]?.address ?? '',
+          result: 'deferred',
+          reply: prepared.reply,
+        };
+      }
       return { recipients: outcomes as RecipientOutcome[], hop };
     }
     const recipients = open.map((i) => job.recipients[i] as RecipientState);
-    const local = await deliverToMaildir(hop.path, { ...job, recipients }, async () =>
-      Readable.from(content),
-    );
+    // Each mailbox file is written from a fresh stream of the message.
+    const local = await deliverToMaildir(hop.path, { ...job, recipients }, prepared.outbound.open);
     open.forEach((index, n) => {
       const outcome = local.recipients[n];
       if (outcome) outcomes[index] = outcome;
@@ -461,7 +504,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     session: SmtpSession,
     envelope: Envelope,
     recipients: readonly EnvelopeRecipient[],
-    wire: WireMessage,
+    outbound: OutboundMessage,
     needsUtf8: boolean,
     needs8Bit: boolean,
     log: Logger,
@@ -473,11 +516,11 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     if (needsUtf8 && !caps.smtpUtf8) return refuse(DeliveryReplies.needsSmtpUtf8(host));
     // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; we do not convert to 7-bit.
     if (needs8Bit && !caps.eightBitMime) return refuse(DeliveryReplies.needs8BitMime(host));
-    if (caps.size !== undefined && caps.size > 0 && wire.size > caps.size) {
-      return refuse(DeliveryReplies.tooBig(host, wire.size, caps.size));
+    if (caps.size !== undefined && caps.size > 0 && outbound.size > caps.size) {
+      return refuse(DeliveryReplies.tooBig(host, outbound.size, caps.size));
     }
     const mailParams: string[] = [];
-    if (caps.size !== undefined) mailParams.push(`SIZE=${wire.size}`);
+    if (caps.size !== undefined) mailParams.push(`SIZE=${outbound.size}`);
     if (needs8Bit) mailParams.push('BODY=8BITMIME');
     if (needsUtf8) mailParams.push('SMTPUTF8');
     // RFC 3461 §5.2: a relay passes DSN requests on to a next hop that supports DSN.
@@ -487,7 +530,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       mailFrom: envelope.mailFrom,
       mailParams,
       recipients: recipients.map((r) => ({ address: r.address, params: dsn ? dsn.rcpt(r) : [] })),
-      data: wire,
+      // Opened afresh by every transaction: a fallback MX or a retry after a stale connection reads it again.
+      message: outbound.open,
     });
   }
 
@@ -512,6 +556,17 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   };
 }
 
+function isWhole(value: unknown): boolean {
+  return Number.isSafeInteger(value) && (value as number) >= 1;
+}
+
+/** A count, size or rate option: a whole number of at least 1, else start-up stops naming the field. */
+function checkWhole(value: unknown, where: string): void {
+  if (!isWhole(value)) {
+    throw new TypeError(`${where}: expected a whole number of at least 1, got ${String(value)}`);
+  }
+}
+
 /**
  * The limiter counts in whole units of whole milliseconds; checked here so a bad limit stops
  * start-up with its field named instead of deferring every message to that destination.
@@ -519,14 +574,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 function checkLimits(limits: LimitOptions): void {
   const check = (limit: DestinationLimit | undefined, where: string): void => {
     if (limit === undefined) return;
-    const whole = (value: unknown): boolean => Number.isSafeInteger(value) && (value as number) >= 1;
-    if (limit.maxConnections !== undefined && !whole(limit.maxConnections)) {
-      throw new TypeError(
-        `${where}.maxConnections: expected a whole number of at least 1, got ${String(limit.maxConnections)}`,
-      );
-    }
+    if (limit.maxConnections !== undefined) checkWhole(limit.maxConnections, `${where}.maxConnections`);
     const rate = limit.messageRate;
-    if (rate !== undefined && (!whole(rate.limit) || !whole(rate.per))) {
+    if (rate !== undefined && (!isWhole(rate.limit) || !isWhole(rate.per))) {
       throw new TypeError(
         `${where}.messageRate: expected { limit, per } as whole numbers of at least 1 (per in ms), got ${JSON.stringify(rate)}`,
       );

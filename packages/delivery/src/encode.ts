@@ -1,6 +1,7 @@
 // The DATA payload as it goes on the wire (RFC 5321 §4.5.2): every line ending CRLF, a leading dot
 // doubled, and the terminating <CRLF>.<CRLF>. Stored messages are trusted to be CRLF already, but a
 // bare CR or LF that slipped through must never reach another server (smuggling), so both become CRLF.
+import { isAscii } from 'node:buffer';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -14,16 +15,37 @@ export interface WireMessage {
   readonly size: number;
 }
 
-/** Incremental encoder, so a message can be encoded chunk by chunk without holding a copy of it. */
+/**
+ * Incremental encoder, so a message can be encoded chunk by chunk without holding a copy of it. It
+ * also measures what it encodes: the same state machine serves a measuring pass (output dropped)
+ * and the sending pass, so the SIZE we declare is what we send.
+ */
 export class DataEncoder {
   #atLineStart = true;
   #pendingCR = false;
   #any = false;
+  #size = 0;
+  #stuffed = 0;
+  #eightBit = false;
+
+  /**
+   * Bytes of the message as sent, line ends counted as CRLF, without the doubled dots and the
+   * terminating `.` line: the value of SIZE= (RFC 1870 §3). Complete once end() was called.
+   */
+  get size(): number {
+    return this.#size - this.#stuffed;
+  }
+
+  /** True once a byte with the high bit set went through: the message needs 8BITMIME (RFC 6152). */
+  get eightBit(): boolean {
+    return this.#eightBit;
+  }
 
   /** Encodes one chunk of the message. */
   push(chunk: Buffer): Buffer {
     // Worst case every byte doubles (a line of dots or of bare LFs), plus a pending CR's LF.
     const out = Buffer.allocUnsafe(chunk.length * 2 + 2);
+    if (!this.#eightBit && !isAscii(chunk)) this.#eightBit = true;
     let o = 0;
     for (let i = 0; i < chunk.length; i++) {
       const byte = chunk[i] as number;
@@ -45,21 +67,30 @@ export class DataEncoder {
         this.#atLineStart = true;
         continue;
       }
-      if (this.#atLineStart && byte === DOT) out[o++] = DOT;
+      if (this.#atLineStart && byte === DOT) {
+        out[o++] = DOT;
+        this.#stuffed++;
+      }
       out[o++] = byte;
       this.#atLineStart = false;
     }
+    this.#size += o;
     return out.subarray(0, o);
   }
 
   /** Ends the last line (when the message does not end with one) and adds the terminator. */
   end(): Buffer {
-    if (this.#pendingCR || (this.#any && !this.#atLineStart)) return Buffer.from('\r\n.\r\n');
+    if (this.#pendingCR || (this.#any && !this.#atLineStart)) {
+      this.#pendingCR = false;
+      this.#atLineStart = true;
+      this.#size += 2;
+      return Buffer.from('\r\n.\r\n');
+    }
     return TERMINATOR;
   }
 }
 
-/** Encodes a whole message held as chunks. */
+/** Encodes a whole message held as chunks (small messages and tests: delivery streams through DataEncoder). */
 export function encodeData(message: readonly Buffer[]): WireMessage {
   const encoder = new DataEncoder();
   const chunks: Buffer[] = [];
@@ -79,10 +110,7 @@ export function encodeData(message: readonly Buffer[]): WireMessage {
 
 /** True when any byte has the high bit set: such a message needs 8BITMIME (RFC 6152). */
 export function hasEightBitBytes(message: readonly Buffer[]): boolean {
-  for (const chunk of message) {
-    for (let i = 0; i < chunk.length; i++) if ((chunk[i] as number) > 0x7f) return true;
-  }
-  return false;
+  return message.some((chunk) => !isAscii(chunk));
 }
 
 /** True when the string has any character outside US-ASCII: such an address needs SMTPUTF8 (RFC 6531). */

@@ -15,11 +15,14 @@ export {
   type MxResolution,
   MxResolver,
 } from './mx.js';
+export { DEFAULT_MAX_HEADER_BYTES, type OutboundMessage } from './outbound.js';
 export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
 export {
   type Capabilities,
+  DEFAULT_REPLY_LIMITS,
   DEFAULT_TIMEOUTS,
   parseCapabilities,
+  type ReplyLimits,
   SessionError,
   type SessionSettings,
   type SessionTarget,

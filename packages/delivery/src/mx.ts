@@ -31,6 +31,11 @@ export interface DnsOptions {
   /** Tries per query (default 2). */
   readonly tries?: number;
   readonly addressOrder?: AddressOrder;
+  /**
+   * MX hosts looked up per domain, best preference first (default 10): a domain publishing hundreds
+   * of MX records must not make us send hundreds of address queries, and at most `maxAddresses` are tried.
+   */
+  readonly maxMxHosts?: number;
 }
 
 /** Why a lookup gave nothing: NXDOMAIN and NODATA are answers; everything else may change later. */
@@ -46,12 +51,14 @@ type Lookup<T> = { readonly ok: true; readonly value: T } | LookupFailure;
 export class MxResolver {
   readonly #resolver: Resolver;
   readonly #order: AddressOrder;
+  readonly #maxMxHosts: number;
   readonly #random: () => number;
 
   constructor(options: DnsOptions = {}, random: () => number = Math.random) {
     this.#resolver = new Resolver({ timeout: options.timeoutMs ?? 5000, tries: options.tries ?? 2 });
     if (options.servers && options.servers.length > 0) this.#resolver.setServers([...options.servers]);
     this.#order = options.addressOrder ?? 'ipv4-first';
+    this.#maxMxHosts = options.maxMxHosts ?? 10;
     this.#random = random;
   }
 
@@ -84,7 +91,7 @@ export class MxResolver {
     // RFC 7505: a null MX means no mail at all. Mixed with real MX records it is a misconfiguration; the real ones win.
     if (real.length === 0) return failed(DeliveryReplies.nullMx(name));
 
-    const ordered = this.#sortByPreference(real);
+    const ordered = this.#sortByPreference(real).slice(0, this.#maxMxHosts);
     const looked = await Promise.all(
       ordered.map(async (r) => ({ record: r, addresses: await this.resolveAddresses(r.exchange) })),
     );

@@ -7,7 +7,7 @@ export interface PoolOptions {
   readonly idleMs: number;
   /** Transactions per connection before it is closed (default 100). */
   readonly maxMessagesPerConnection: number;
-  /** Idle sessions kept per address (default 4). */
+  /** Idle sessions kept per address (default 20, set by the deliverer). */
   readonly maxIdlePerKey: number;
 }
 

@@ -12,6 +12,16 @@ export interface WireReply {
 const ENHANCED_PREFIX = /^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)/;
 
 /**
+ * Characters of a server's text kept in a reply (as Postfix keeps `line_length_limit`, 2048): the
+ * reply goes into every recipient's state, the queue and DSNs, so a server's 64 KiB must not.
+ */
+export const MAX_REPLY_TEXT = 2048;
+
+function clip(text: string): string {
+  return text.length > MAX_REPLY_TEXT ? `${text.slice(0, MAX_REPLY_TEXT - 1)}…` : text;
+}
+
+/**
  * Turns a wire reply into an SmtpReply. The server's enhanced code is used when it gives one whose class
  * matches the basic code (RFC 3463); otherwise one is derived as `class.0.0`. Multi-line text is joined
  * with a space; a repeated enhanced code at the start of continuation lines is dropped.
@@ -33,7 +43,7 @@ export function toSmtpReply(wire: WireReply): SmtpReply {
     // Only 2xx, 4xx and 5xx are outcomes; anything else where an outcome was due is a protocol error.
     return unexpectedReply(wire);
   }
-  return smtpReply(wire.code, enhanced, text === '' ? '(no text)' : text);
+  return smtpReply(wire.code, enhanced, text === '' ? '(no text)' : clip(text));
 }
 
 /** The outcome a reply means for a recipient: 2xx delivered, 4xx deferred, 5xx failed. */
@@ -45,7 +55,11 @@ export function classify(reply: SmtpReply): AttemptResult {
 
 /** A reply with a code we cannot use as an outcome (1xx, 3xx where no 3xx is due): retry later. */
 export function unexpectedReply(wire: WireReply): SmtpReply {
-  return smtpReply(451, '4.5.0', `Unexpected reply from server: ${wire.code} ${wire.lines.join(' ')}`.trim());
+  return smtpReply(
+    451,
+    '4.5.0',
+    clip(`Unexpected reply from server: ${wire.code} ${wire.lines.join(' ')}`.trim()),
+  );
 }
 
 /** Replies delivery gives itself: no remote server answered, or a local rule decided. */
@@ -67,6 +81,12 @@ export const DeliveryReplies = {
   /** No address could be reached (refused, unreachable, timed out). */
   noConnection: (detail: string): SmtpReply =>
     smtpReply(451, '4.4.1', `No answer from any mail server: ${detail}`),
+  /**
+   * The server sent what we do not wait out (a reply too long or of too many lines, a reply nobody
+   * asked for): the connection was closed. Temporary: the next attempt may meet a sane server.
+   */
+  protocolViolation: (remoteMta: string, detail: string): SmtpReply =>
+    smtpReply(451, '4.5.0', `${remoteMta} broke the SMTP protocol: it sent ${detail}; connection closed`),
   /** The connection broke or timed out in the middle of a transaction. */
   connectionLost: (detail: string): SmtpReply =>
     smtpReply(451, '4.4.2', `Connection lost during the transaction: ${detail}`),

@@ -3,6 +3,7 @@
 // node:net and node:tls so every step (and every failure) maps to a reply delivery can report.
 
 import { isIP, connect as netConnect, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import {
   type ConnectionOptions,
   checkServerIdentity,
@@ -11,7 +12,7 @@ import {
   connect as tlsConnect,
 } from 'node:tls';
 import type { Logger, SmtpReply, TlsMode } from '@tern/plugin-api';
-import type { WireMessage } from './encode.js';
+import { DataEncoder } from './encode.js';
 import { DeliveryReplies, toSmtpReply, unexpectedReply, type WireReply } from './reply.js';
 
 /** RFC 5321 §4.5.3.2 timeouts, in milliseconds. */
@@ -26,7 +27,14 @@ export interface SessionTimeouts {
   readonly dataInitMs?: number;
   /** Each block of data waiting to be accepted by the socket (default 3 min). */
   readonly dataBlockMs?: number;
-  /** The reply after the final dot (default 10 min). */
+  /**
+   * The slowest a server may take the message, in bytes per second (default 4096): all waits for the
+   * socket together may last `dataBlockMs` plus one second per this many bytes sent, so a server
+   * that reads a little just often enough cannot hold a delivery for ever (a 25 MiB message gets
+   * about 1 h 45 min).
+   */
+  readonly dataMinRate?: number;
+  /** The reply after the final dot; for LMTP, every recipient's reply (default 10 min). */
   readonly dataEndMs?: number;
 }
 
@@ -36,8 +44,19 @@ export const DEFAULT_TIMEOUTS: Required<SessionTimeouts> = {
   commandMs: 300_000,
   dataInitMs: 120_000,
   dataBlockMs: 180_000,
+  dataMinRate: 4096,
   dataEndMs: 600_000,
 };
+
+/** Bounds on one reply from a server; beyond them the connection ends and the attempt defers with 4.5.0. */
+export interface ReplyLimits {
+  /** Lines in one reply (default 100; the EHLO replies of real servers have 10 to 20). */
+  readonly maxLines?: number;
+  /** Bytes in one reply, line ends included (default 64 KiB: 100 lines of RFC 5321's 512 octets, with room). */
+  readonly maxBytes?: number;
+}
+
+export const DEFAULT_REPLY_LIMITS: Required<ReplyLimits> = { maxLines: 100, maxBytes: 64 * 1024 };
 
 /** TLS settings shared by every connection; the mode comes from the next hop. */
 export interface TlsSettings {
@@ -64,6 +83,7 @@ export interface SessionSettings {
   /** Our name in EHLO/LHLO. */
   readonly heloName: string;
   readonly timeouts: Required<SessionTimeouts>;
+  readonly replyLimits: Required<ReplyLimits>;
   readonly tls: TlsSettings;
   /** Send AUTH over a connection without TLS (default false). */
   readonly allowInsecureAuth: boolean;
@@ -123,19 +143,33 @@ export interface TransactionRecipient {
   readonly params: readonly string[];
 }
 
-/** One mail transaction: the wire-ready envelope and data. */
+/** One mail transaction: the wire-ready envelope, and the message to stream after DATA. */
 export interface Transaction {
   /** Return path without brackets ('' for <>). */
   readonly mailFrom: string;
   /** MAIL FROM parameters such as `SIZE=123`, `BODY=8BITMIME`, `SMTPUTF8`. */
   readonly mailParams: readonly string[];
   readonly recipients: readonly TransactionRecipient[];
-  readonly data: WireMessage;
+  /**
+   * Opens the message as it goes onward, before dot-stuffing: called once per transaction, just
+   * before DATA, and streamed to the socket as the socket takes it.
+   */
+  readonly message: () => Promise<Readable>;
 }
 
 /** Raised inside the reader when the connection dies or a reply does not come in time. */
 class ConnectionProblem extends Error {
-  override readonly name = 'ConnectionProblem';
+  override readonly name: string = 'ConnectionProblem';
+}
+
+/** The server broke the protocol in a way we do not wait out: a reply too large, or one nobody asked for. */
+class ProtocolViolation extends ConnectionProblem {
+  override readonly name: string = 'ProtocolViolation';
+}
+
+/** Our own store failed while the message was being sent: the server must not get the final dot. */
+class MessageUnreadable extends Error {
+  override readonly name = 'MessageUnreadable';
 }
 
 /**
@@ -152,41 +186,94 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
-const MAX_LINE = 64 * 1024;
 const REPLY_LINE = /^(\d{3})([ -]?)(.*)$/;
+const EMPTY = Buffer.alloc(0);
 
-/** Splits the server's byte stream into replies; keeps replies that arrive early (pipelining) in order. */
+/**
+ * Splits the server's byte stream into replies and keeps replies that arrive early (pipelining) in
+ * order. Everything it holds is bounded: one reply by `limits`, replies read ahead by the replies
+ * owed (one per command sent, plus the greeting). A server that goes beyond that fails the reader,
+ * which closes the connection at once (`onFailure`), so a flood costs us one reply's worth of memory.
+ */
 class ReplyReader {
-  #pending: Buffer = Buffer.alloc(0);
+  readonly #limits: Required<ReplyLimits>;
+  readonly #onFailure: (error: Error) => void;
+  /** Bytes after the last complete line. */
+  #pending: Buffer = EMPTY;
+  /** Lines of the reply in progress, and their bytes on the wire. */
   #lines: string[] = [];
+  #replyBytes = 0;
   readonly #ready: WireReply[] = [];
   readonly #waiters: Waiter[] = [];
+  /** Replies the server still owes us: commands sent (and the greeting) not answered yet. */
+  #owed: number;
+  #closingNoticeSeen = false;
   #failure: Error | undefined;
 
+  constructor(limits: Required<ReplyLimits>, owed: number, onFailure: (error: Error) => void) {
+    this.#limits = limits;
+    this.#owed = owed;
+    this.#onFailure = onFailure;
+  }
+
+  /** `count` more replies are due (commands were sent). Call it before the server can answer them. */
+  expect(count: number): void {
+    this.#owed += count;
+  }
+
+  /** Nothing has arrived that was not read: no partial line, no reply in progress, none waiting. */
+  get idle(): boolean {
+    return this.#pending.length === 0 && this.#lines.length === 0 && this.#ready.length === 0;
+  }
+
   feed(chunk: Buffer): void {
+    if (this.#failure) return;
+    // A socket hands over at most 64 KiB at a time and #pending is bounded below: so is this copy.
     this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
     let lf = this.#pending.indexOf(0x0a);
     while (lf !== -1) {
       const end = lf > 0 && this.#pending[lf - 1] === 0x0d ? lf - 1 : lf;
       const line = this.#pending.subarray(0, end).toString('utf8');
       this.#pending = this.#pending.subarray(lf + 1);
-      this.#line(line);
+      this.#line(line, lf + 1);
       if (this.#failure) return;
       lf = this.#pending.indexOf(0x0a);
     }
-    if (this.#pending.length > MAX_LINE) this.fail(new ConnectionProblem('reply line too long'));
+    if (this.#replyBytes + this.#pending.length > this.#limits.maxBytes) {
+      this.#violation(`a reply of more than ${this.#limits.maxBytes} bytes`);
+    }
   }
 
-  #line(line: string): void {
+  #line(line: string, bytes: number): void {
     const match = REPLY_LINE.exec(line);
     if (!match) {
-      this.fail(new ConnectionProblem(`malformed reply line: ${JSON.stringify(line.slice(0, 100))}`));
+      this.#violation(`a malformed reply line ${JSON.stringify(line.slice(0, 100))}`);
       return;
     }
     this.#lines.push(match[3] ?? '');
+    this.#replyBytes += bytes;
+    if (this.#lines.length > this.#limits.maxLines) {
+      this.#violation(`a reply of more than ${this.#limits.maxLines} lines`);
+      return;
+    }
+    if (this.#replyBytes > this.#limits.maxBytes) {
+      this.#violation(`a reply of more than ${this.#limits.maxBytes} bytes`);
+      return;
+    }
     if (match[2] === '-') return;
     const reply: WireReply = { code: Number(match[1]), lines: this.#lines };
     this.#lines = [];
+    this.#replyBytes = 0;
+    if (this.#owed > 0) {
+      this.#owed--;
+    } else if (reply.code === 421 && !this.#closingNoticeSeen) {
+      // RFC 5321 §3.8: a server that must shut down may say 421 unasked, then close. It answers the next read.
+      this.#closingNoticeSeen = true;
+    } else {
+      const said = `${reply.code} ${reply.lines.join(' ')}`.slice(0, 100);
+      this.#violation(`a reply nobody asked for (${JSON.stringify(said)})`);
+      return;
+    }
     const waiter = this.#waiters.shift();
     if (waiter) {
       clearTimeout(waiter.timer);
@@ -196,30 +283,83 @@ class ReplyReader {
     }
   }
 
-  /** The next reply, waiting at most `timeoutMs`. */
-  next(timeoutMs: number, what: string): Promise<WireReply> {
+  /**
+   * The next reply, waiting at most `timeoutMs` from now: a deadline, which bytes trickling in do not
+   * move. `limitMs` is the limit to name when it passes (a deadline shared by several replies).
+   */
+  next(timeoutMs: number, what: string, limitMs = timeoutMs): Promise<WireReply> {
     const ready = this.#ready.shift();
     if (ready) return Promise.resolve(ready);
     if (this.#failure) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.fail(new ConnectionProblem(`timed out after ${timeoutMs} ms waiting for the reply to ${what}`));
-      }, timeoutMs);
+      const timer = setTimeout(
+        () => {
+          this.fail(new ConnectionProblem(`timed out after ${limitMs} ms waiting for the reply to ${what}`));
+        },
+        Math.max(0, timeoutMs),
+      );
       this.#waiters.push({ resolve, reject, timer });
     });
   }
 
-  /** The connection is gone: every waiting and future read fails with `error`. */
+  /** The connection is gone or must go: every waiting and future read fails with `error`. */
   fail(error: Error): void {
-    this.#failure ??= error;
+    if (this.#failure) return;
+    this.#failure = error;
+    this.#pending = EMPTY;
+    this.#lines = [];
     for (const waiter of this.#waiters.splice(0)) {
       clearTimeout(waiter.timer);
-      waiter.reject(this.#failure);
+      waiter.reject(error);
     }
+    this.#onFailure(error);
+  }
+
+  #violation(detail: string): void {
+    this.fail(new ProtocolViolation(detail));
   }
 
   get failure(): Error | undefined {
     return this.#failure;
+  }
+}
+
+/**
+ * How long sending the message may wait for the server to take it: each block at most `blockMs`,
+ * and all waits together at most `blockMs` plus one second per `minRate` bytes written, so a server
+ * that reads a little just often enough cannot hold a delivery for ever.
+ */
+class DataDeadline {
+  readonly #blockMs: number;
+  readonly #minRate: number;
+  #written = 0;
+  #waitedMs = 0;
+
+  constructor(blockMs: number, minRate: number) {
+    this.#blockMs = blockMs;
+    this.#minRate = minRate;
+  }
+
+  wrote(bytes: number): void {
+    this.#written += bytes;
+  }
+
+  waited(ms: number): void {
+    this.#waitedMs += ms;
+  }
+
+  /** How long the next wait may take, and what to say when it runs out. */
+  allowance(): { ms: number; reason: string } {
+    const left = this.#blockMs + (this.#written * 1000) / this.#minRate - this.#waitedMs;
+    if (left >= this.#blockMs) {
+      return { ms: this.#blockMs, reason: `timed out after ${this.#blockMs} ms sending data` };
+    }
+    return {
+      ms: Math.max(0, left),
+      reason: `the server took the message too slowly: ${this.#written} bytes in ${Math.round(
+        (this.#waitedMs + Math.max(0, left)) / 1000,
+      )} s of waiting, under the minimum of ${this.#minRate} bytes/s`,
+    };
   }
 }
 
@@ -229,7 +369,9 @@ export class SmtpSession {
   readonly #settings: SessionSettings;
   readonly #log: Logger;
   #socket: Socket | TLSSocket;
-  #reader = new ReplyReader();
+  #reader: ReplyReader;
+  /** Stops feeding the reader (before STARTTLS hands the socket to TLS). */
+  #unlisten: () => void;
   #capabilities: Capabilities = NO_CAPABILITIES;
   #secure = false;
   #tlsInfo: { protocol: string; cipher: string; authorized: boolean } | undefined;
@@ -246,7 +388,8 @@ export class SmtpSession {
     this.#settings = settings;
     this.#log = settings.logger;
     this.#socket = socket;
-    this.#listen(socket);
+    // The greeting is owed before we say anything.
+    [this.#reader, this.#unlisten] = this.#listen(socket, 1);
   }
 
   /**
@@ -275,12 +418,16 @@ export class SmtpSession {
       if (tls === 'opportunistic' || tls === 'require') await session.#startTls(tls);
       if (target.auth) await session.#authenticate(target.auth);
       return session;
-    } catch (error) {
+    } catch (thrown) {
+      // A violation closes the socket, so what the caller saw may only be the close it caused.
+      const error = session.#reader.failure instanceof ProtocolViolation ? session.#reader.failure : thrown;
       session.close();
       if (error instanceof SessionError) throw error;
-      throw new SessionError(DeliveryReplies.noConnection(`${describeTarget(target)}: ${message(error)}`), {
-        cause: error,
-      });
+      const reply =
+        error instanceof ProtocolViolation
+          ? DeliveryReplies.protocolViolation(remoteMtaOf(target), error.message)
+          : DeliveryReplies.noConnection(`${remoteMtaOf(target)}: ${message(error)}`);
+      throw new SessionError(reply, { cause: error });
     }
   }
 
@@ -337,7 +484,7 @@ export class SmtpSession {
       if (this.#capabilities.pipelining) {
         // RFC 2920: MAIL and every RCPT in one write; DATA waits until we know someone was accepted.
         const reset = resetFirst ? ['RSET'] : [];
-        this.#write([...reset, mail, ...rcpts].map((line) => `${line}\r\n`).join(''));
+        this.#sendCommands([...reset, mail, ...rcpts]);
         if (resetFirst) {
           // Nothing of this transaction has been taken before the RSET is answered.
           const rset = await this.#read(t.commandMs, 'RSET').catch((error: unknown) => {
@@ -350,8 +497,15 @@ export class SmtpSession {
           }
         }
         mailReply = await this.#read(t.commandMs, 'MAIL FROM');
+        // A 421 is noted as it is read: a server that closes after it leaves the later reads to fail,
+        // and the recipients must get its 421, not "connection lost".
+        this.#noteClosing(mailReply);
         const rcptReplies: WireReply[] = [];
-        for (const _ of rcpts) rcptReplies.push(await this.#read(t.commandMs, 'RCPT TO'));
+        for (const _ of rcpts) {
+          const reply = await this.#read(t.commandMs, 'RCPT TO');
+          this.#noteClosing(reply);
+          rcptReplies.push(reply);
+        }
         if (!isPositive(mailReply)) return this.#transactionFailed(replies, mailReply);
         for (const [i, reply] of rcptReplies.entries()) this.#recipientReply(replies, accepted, i, reply);
       } else {
@@ -364,18 +518,31 @@ export class SmtpSession {
       if (accepted.length === 0) return finish(replies);
       if (this.#closing) return replies.map((reply) => reply ?? (this.#closing as SmtpReply));
 
-      const dataReply = await this.#command('DATA', t.dataInitMs);
-      if (dataReply.code !== 354) {
-        this.#noteClosing(dataReply);
-        const reply = dataReply.code >= 400 ? toSmtpReply(dataReply) : unexpectedReply(dataReply);
-        for (const i of accepted) replies[i] = reply;
-        return finish(replies);
+      // Opened before DATA: a store that cannot give the message must not leave the server waiting at 354.
+      const source = await tx.message().catch((error: unknown) => {
+        throw new MessageUnreadable(message(error), { cause: error });
+      });
+      try {
+        const dataReply = await this.#command('DATA', t.dataInitMs);
+        if (dataReply.code !== 354) {
+          this.#noteClosing(dataReply);
+          const reply = dataReply.code >= 400 ? toSmtpReply(dataReply) : unexpectedReply(dataReply);
+          for (const i of accepted) replies[i] = reply;
+          return finish(replies);
+        }
+        // Owed from here on: a server that answers before the final dot has its reply kept, not refused.
+        this.#reader.expect(this.target.protocol === 'lmtp' ? accepted.length : 1);
+        await this.#sendData(source);
+      } finally {
+        source.destroy();
       }
-      for (const chunk of tx.data.chunks) await this.#writeData(chunk, t.dataBlockMs);
       // LMTP (RFC 2033 §4.2): one reply per accepted recipient, in RCPT order. SMTP: one for all.
       if (this.target.protocol === 'lmtp') {
+        // Every reply answers the one final dot: they share one deadline, or a server answering each
+        // just in time would hold us dataEndMs per recipient.
+        const deadline = Date.now() + t.dataEndMs;
         for (const i of accepted) {
-          const reply = await this.#read(t.dataEndMs, 'end of data');
+          const reply = await this.#read(deadline - Date.now(), 'end of data', t.dataEndMs);
           this.#noteClosing(reply);
           replies[i] = toSmtpReply(reply);
         }
@@ -393,9 +560,21 @@ export class SmtpSession {
       }
       this.#broken = true;
       this.#socket.destroy();
-      const lost = this.#closing ?? DeliveryReplies.connectionLost(`${this.remoteMta}: ${message(error)}`);
+      const lost = this.#closing ?? this.#lostReply(error);
       return replies.map((reply) => reply ?? lost);
     }
+  }
+
+  /** The reply for every recipient still open when a transaction breaks off. */
+  #lostReply(thrown: unknown): SmtpReply {
+    const error = this.#reader.failure instanceof ProtocolViolation ? this.#reader.failure : thrown;
+    if (error instanceof ProtocolViolation)
+      return DeliveryReplies.protocolViolation(this.remoteMta, error.message);
+    if (error instanceof MessageUnreadable) {
+      this.#log.error({ err: error.cause ?? error }, 'the stored message could not be read while sending it');
+      return DeliveryReplies.localError('message could not be read while sending');
+    }
+    return DeliveryReplies.connectionLost(`${this.remoteMta}: ${message(error)}`);
   }
 
   /**
@@ -427,7 +606,7 @@ export class SmtpSession {
     }
     this.#broken = true;
     try {
-      this.#write('QUIT\r\n');
+      this.#sendCommands(['QUIT']);
       await this.#reader.next(Math.min(this.#settings.timeouts.commandMs, 5000), 'QUIT');
     } catch {
       // The server may close before or instead of answering; either way we are done.
@@ -505,8 +684,10 @@ export class SmtpSession {
       this.#log.info({ host, code: reply.code }, 'STARTTLS refused; continuing in plain text');
       return;
     }
+    // Anything after the 220 came in plain text and would be taken as said under TLS (response injection).
+    if (!this.#reader.idle) throw new ProtocolViolation('more than its reply to STARTTLS before TLS began');
     const plain = this.#socket;
-    plain.removeAllListeners('data');
+    this.#unlisten();
     let secured: TLSSocket;
     try {
       secured = await upgrade(plain, this.target, this.#settings, mode === 'require');
@@ -521,8 +702,7 @@ export class SmtpSession {
     }
     // RFC 3207 §4.2: forget everything learned before TLS and say EHLO again.
     this.#socket = secured;
-    this.#reader = new ReplyReader();
-    this.#listen(secured);
+    [this.#reader, this.#unlisten] = this.#listen(secured, 0);
     this.#markSecure(secured);
     this.#capabilities = NO_CAPABILITIES;
     await this.#hello();
@@ -599,27 +779,38 @@ export class SmtpSession {
     };
   }
 
-  #listen(socket: Socket | TLSSocket): void {
-    const reader = this.#reader;
-    socket.on('data', (chunk: Buffer) => reader.feed(chunk));
-    socket.on('error', (error) => reader.fail(new ConnectionProblem(error.message)));
-    socket.on('close', () => reader.fail(new ConnectionProblem('connection closed by the server')));
+  /** A reader for `socket` that owes `owed` replies; a reader that fails closes the socket at once. */
+  #listen(socket: Socket | TLSSocket, owed: number): [ReplyReader, () => void] {
+    const reader = new ReplyReader(this.#settings.replyLimits, owed, () => socket.destroy());
+    const onData = (chunk: Buffer): void => reader.feed(chunk);
+    const onError = (error: Error): void => reader.fail(new ConnectionProblem(error.message));
+    const onClose = (): void => reader.fail(new ConnectionProblem('connection closed by the server'));
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    // Only the data stops: under TLS the plain socket still needs a listener for its errors.
+    return [reader, () => socket.removeListener('data', onData)];
   }
 
-  #write(text: string): void {
-    const line = this.#authenticating ? '(credentials)' : redact(text);
-    this.#log.debug({ host: this.target.hostname, line }, 'C:');
+  /** Writes command lines in one go; each owes us a reply from here on. */
+  #sendCommands(lines: readonly string[]): void {
+    const text = lines.map((line) => `${line}\r\n`).join('');
+    this.#log.debug(
+      { host: this.target.hostname, line: this.#authenticating ? '(credentials)' : redact(text) },
+      'C:',
+    );
+    this.#reader.expect(lines.length);
     this.#socket.write(text);
   }
 
   async #command(line: string, timeoutMs: number, what = line.split(' ')[0] ?? line): Promise<WireReply> {
-    this.#write(`${line}\r\n`);
+    this.#sendCommands([line]);
     return this.#read(timeoutMs, what);
   }
 
-  async #read(timeoutMs: number, what: string): Promise<WireReply> {
+  async #read(timeoutMs: number, what: string, limitMs = timeoutMs): Promise<WireReply> {
     try {
-      return await this.#reader.next(timeoutMs, what);
+      return await this.#reader.next(timeoutMs, what, limitMs);
     } catch (error) {
       // A late reply would desynchronise every later command: the connection is done.
       this.#broken = true;
@@ -628,21 +819,48 @@ export class SmtpSession {
     }
   }
 
-  async #writeData(chunk: Buffer, timeoutMs: number): Promise<void> {
+  /**
+   * Streams the message after the 354: dot-stuffed, line ends made CRLF, then the final dot; as fast
+   * as the socket takes it and no faster, so only a few blocks are ever held. A store that fails
+   * midway ends the connection before the final dot, so the server discards the part it got.
+   */
+  async #sendData(source: Readable): Promise<void> {
+    const t = this.#settings.timeouts;
+    const encoder = new DataEncoder();
+    const deadline = new DataDeadline(t.dataBlockMs, t.dataMinRate);
+    const chunks = source[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+    for (;;) {
+      let next: IteratorResult<Buffer | string>;
+      try {
+        next = await chunks.next();
+      } catch (error) {
+        throw new MessageUnreadable(message(error), { cause: error });
+      }
+      if (next.done) break;
+      const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
+      const encoded = encoder.push(chunk);
+      if (encoded.length > 0) await this.#writeData(encoded, deadline);
+    }
+    await this.#writeData(encoder.end(), deadline);
+  }
+
+  async #writeData(chunk: Buffer, deadline: DataDeadline): Promise<void> {
     if (this.#reader.failure) throw this.#reader.failure;
+    if (this.#socket.destroyed) throw new ConnectionProblem('connection closed while sending data');
+    deadline.wrote(chunk.length);
     if (this.#socket.write(chunk)) return;
     const socket = this.#socket;
+    const allowance = deadline.allowance();
+    const started = Date.now();
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => done(new ConnectionProblem(`timed out after ${timeoutMs} ms sending data`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => done(new ConnectionProblem(allowance.reason)), allowance.ms);
       const onClose = (): void => done(new ConnectionProblem('connection closed while sending data'));
       const onDrain = (): void => done();
       const done = (error?: Error): void => {
         clearTimeout(timer);
         socket.removeListener('drain', onDrain);
         socket.removeListener('close', onClose);
+        deadline.waited(Date.now() - started);
         if (error) reject(error);
         else resolve();
       };
@@ -656,10 +874,6 @@ export class SmtpSession {
 export function remoteMtaOf(target: SessionTarget): string {
   if (target.path !== undefined) return `${target.hostname}[${target.path}]`;
   return `${target.hostname}[${target.address ?? target.hostname}]:${target.port ?? 25}`;
-}
-
-function describeTarget(target: SessionTarget): string {
-  return remoteMtaOf(target);
 }
 
 function finish(replies: (SmtpReply | undefined)[]): SmtpReply[] {

@@ -292,7 +292,8 @@ describe('8BITMIME, SMTPUTF8 and SIZE', () => {
     const d = viaTap(tap);
     const small = await d.deliver(makeJob(['a@x.test']), storedMessage(SIMPLE_MESSAGE));
     expect(small.recipients[0]?.result).toBe('delivered');
-    expect((await sink.waitFor(1))[0]?.mailArgs.SIZE).toBe(String(SIMPLE_MESSAGE.length + 3));
+    // RFC 1870 §3: the message's bytes, without the doubled dots and the terminating `.` line.
+    expect((await sink.waitFor(1))[0]?.mailArgs.SIZE).toBe(String(SIMPLE_MESSAGE.length));
     const big = await d.deliver(
       makeJob(['b@x.test']),
       storedMessage(`${SIMPLE_MESSAGE}${'x'.repeat(300)}\r\n`),

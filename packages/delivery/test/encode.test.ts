@@ -46,6 +46,27 @@ describe('encodeData', () => {
   });
 });
 
+describe('what the encoder measures', () => {
+  it('counts SIZE as RFC 1870 does: line ends as CRLF, no doubled dots, no final dot line', () => {
+    const encoder = new DataEncoder();
+    encoder.push(Buffer.from('.a\nb\r', 'latin1'));
+    encoder.push(Buffer.from('\n.\r\nlast', 'latin1'));
+    expect(encoder.size).toBe('.a\r\nb\r\n.\r\nlast'.length);
+    encoder.end();
+    // The line end added to an unended last line is sent, so it counts; the terminator does not.
+    expect(encoder.size).toBe('.a\r\nb\r\n.\r\nlast\r\n'.length);
+  });
+
+  it('notes an 8-bit byte in any chunk', () => {
+    const encoder = new DataEncoder();
+    encoder.push(Buffer.from('plain\r\n'));
+    expect(encoder.eightBit).toBe(false);
+    encoder.push(Buffer.from('caf\u00e9\r\n', 'utf8'));
+    encoder.push(Buffer.from('plain again\r\n'));
+    expect(encoder.eightBit).toBe(true);
+  });
+});
+
 describe('8-bit and non-ASCII detection', () => {
   it('finds a high byte in any chunk', () => {
     expect(hasEightBitBytes([Buffer.from('plain'), Buffer.from('caf\u00e9', 'utf8')])).toBe(true);

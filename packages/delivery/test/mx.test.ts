@@ -32,6 +32,13 @@ beforeAll(async () => {
     'flaky.test': { MX: [{ exchange: 'mx.flaky.test', priority: 10 }] },
     'mx.flaky.test': { A: ['127.0.0.8'] },
     'broken.test': { MX: [{ exchange: 'mx.broken.test', priority: 10 }] },
+    // A hostile or broken zone: far more MX hosts than any attempt will try.
+    'many.test': {
+      MX: Array.from({ length: 60 }, (_, i) => ({ exchange: `mx${i}.many.test`, priority: 100 - i })),
+    },
+    ...Object.fromEntries(
+      Array.from({ length: 60 }, (_, i) => [`mx${i}.many.test`, { A: [`127.1.0.${i}`] }]),
+    ),
   });
   dns.servfail('broken.test');
   dns.servfail('mx.flaky.test');
@@ -142,6 +149,21 @@ describe('MxResolver against a DNS server', () => {
     } finally {
       silent.close();
     }
+  });
+
+  it('looks up addresses of the 10 most preferred MX hosts only, however many a domain publishes', async () => {
+    const before = dns.queries.length;
+    const result = await resolver().resolveMx('many.test');
+    if (!result.ok) throw new Error(`lookup failed: ${result.reply.text}`);
+    // Preference 41..50 are the best ten (mx59 … mx50).
+    expect(result.hosts.map((h) => h.preference)).toEqual([41, 42, 43, 44, 45, 46, 47, 48, 49, 50]);
+    const asked = new Set(
+      dns.queries
+        .slice(before)
+        .filter((q) => q.type === 'A' || q.type === 'AAAA')
+        .map((q) => q.name),
+    );
+    expect(asked.size).toBe(10);
   });
 
   it('takes an IP literal as its own address', async () => {

@@ -20,6 +20,15 @@ describe('toSmtpReply', () => {
     expect(toSmtpReply({ code: 250, lines: ['5.0.0 odd'] }).enhanced).toBe('2.0.0');
   });
 
+  it("keeps at most 2048 characters of a server's text", () => {
+    const lines = Array.from({ length: 60 }, (_, i) => `5.7.1 line ${i} ${'x'.repeat(500)}`);
+    const reply = toSmtpReply({ code: 550, lines });
+    expect(reply.text).toHaveLength(2048);
+    expect(reply.text.startsWith('line 0 xxx')).toBe(true);
+    expect(reply.text.endsWith('x…')).toBe(true);
+    expect(toSmtpReply({ code: 354, lines }).text).toHaveLength(2048);
+  });
+
   it('turns a code that is not an outcome into a temporary protocol error', () => {
     const reply = toSmtpReply({ code: 354, lines: ['go ahead'] });
     expect(reply.code).toBe(451);
