@@ -47,7 +47,7 @@ describe('the header block read for beforeSend', () => {
         const { seen, sent } = await throughHook(stored, chunkSize);
         expect(seen).toEqual({
           headers: whole.headers.toString(),
-          body: Buffer.concat(whole.bodyChunks()).toString('latin1'),
+          body: Buffer.concat(whole.bodySource().chunks() ?? []).toString('latin1'),
           bodySize: whole.bodySize,
           whole: whole.toBuffer().toString('latin1'),
         });
