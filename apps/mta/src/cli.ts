@@ -10,7 +10,7 @@ import {
   QUEUE_OPERATION_SPECS,
   QUEUE_OPERATIONS,
   type QueueOperationValues,
-} from './ops/queue-cli.js';
+} from './ops/queue-operations.js';
 
 /** What `start` returns: the listeners keep the process alive until a signal stops it. */
 const KEEP_RUNNING = -1;
