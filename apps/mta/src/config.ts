@@ -335,6 +335,7 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): string {
     const allowed = (issue.options as unknown[]).map((o) => JSON.stringify(o)).join(', ');
     return `${at}: ${JSON.stringify(valueAt(input, issue.path))} is not one of ${allowed}`;
   }
+  // A required field left out; fields with their own wording for this (listeners) start "missing".
   if (
     issue.code === 'invalid_type' &&
     valueAt(input, issue.path) === undefined &&
@@ -636,7 +637,7 @@ function loadFailure(file: string, path: string, source: string, error: unknown)
     stack,
   );
   if (frame) return new ConfigError(`${file}:${frame[1]}:${frame[2]}`, [], message.split('\n')[0] ?? message);
-  return new ConfigError(file, [`cannot load: ${message.split('\n')[0]}`]);
+  return new ConfigError(file, [message.split('\n')[0] ?? message], 'cannot load');
 }
 
 /** `line:column` of the first syntax error in a JS or TS source, by jiti's parser; undefined when it parses. */
@@ -670,16 +671,20 @@ export interface LoadOptions {
  */
 export async function loadConfig(file: string, options: LoadOptions = {}): Promise<ResolvedConfig> {
   const path = resolve(file);
-  if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`]);
+  if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`], 'cannot load');
   const timeoutMs = options.timeoutMs ?? configTimeoutMs();
   const source = readFileSync(path, 'utf8');
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       reject(
-        new ConfigError(file, [
-          `loading took longer than ${timeoutMs} ms and was given up: a top-level await in the config (or in a module it imports) never settled. Fix it, or allow more time with --config-timeout or TERN_CONFIG_TIMEOUT`,
-        ]),
+        new ConfigError(
+          file,
+          [
+            `loading took longer than ${timeoutMs} ms and was given up: a top-level await in the config (or in a module it imports) never settled. Fix it, or allow more time with --config-timeout or TERN_CONFIG_TIMEOUT`,
+          ],
+          'cannot load',
+        ),
       );
     }, timeoutMs);
   });

@@ -24,7 +24,6 @@ import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue }
 import {
   ConfigError,
   configPath,
-  type LoadOptions,
   listenerPort,
   loadConfig,
   type ResolvedConfig,
@@ -75,8 +74,6 @@ export interface StartOptions {
   readonly worker?: boolean;
   /** The file the config came from: the admin API's reload reads it again. */
   readonly configFile?: string;
-  /** How the admin API's reload loads that file (its deadline). */
-  readonly load?: LoadOptions;
 }
 
 /** Opens the configured queue backend: embedded (the default) or Redis. */
@@ -212,14 +209,18 @@ async function checkBuild(config: ResolvedConfig): Promise<void> {
   const problems: string[] = [];
   config.listeners.forEach((_, i) => {
     try {
-      resolveListenerOptions(listenerOptions(config, i, hostname));
+      const options = listenerOptions(config, i, hostname);
+      try {
+        resolveListenerOptions(options);
+      } catch (error) {
+        if (!(error instanceof ListenerConfigError)) throw error;
+        // "listener NAME: FIELD: problem", as a field of this config.
+        const problem = error.message.slice(`listener ${options.name}: ${error.field}: `.length);
+        problems.push(`config.listeners[${i}].${error.field}: ${problem}`);
+      }
     } catch (error) {
-      if (error instanceof ConfigError) problems.push(...error.problems);
-      else if (error instanceof ListenerConfigError)
-        problems.push(
-          `config.listeners[${i}].${error.field}: ${error.message.replace(/^listener .*?: .*?: /, '')}`,
-        );
-      else throw error;
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(...error.problems);
     }
   });
   try {
@@ -227,8 +228,9 @@ async function checkBuild(config: ResolvedConfig): Promise<void> {
     await deliverer.close();
   } catch (error) {
     if (error instanceof ConfigError) problems.push(...error.problems);
-    // The deliverer names its fields from `delivery.`, as the config does.
-    else if (error instanceof TypeError) problems.push(`config.${error.message.replace(/^config\./, '')}`);
+    // The deliverer names the option it refuses from `delivery.`, as the config does.
+    else if (error instanceof TypeError && error.message.startsWith('delivery.'))
+      problems.push(`config.${error.message}`);
     else throw error;
   }
   if (problems.length > 0) throw new ConfigError('config', problems);
@@ -409,6 +411,6 @@ export async function startMta(
     },
   };
   const { configFile } = options;
-  if (configFile) ops.reloader = async () => mta.reload(await loadConfig(configFile, options.load));
+  if (configFile) ops.reloader = async () => mta.reload(await loadConfig(configFile));
   return mta;
 }

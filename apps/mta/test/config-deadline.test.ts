@@ -32,7 +32,7 @@ describe('a config that never finishes loading', () => {
   ])('%s: given up with the cause and the fix', async (_, args, env) => {
     const result = await run(process.execPath, [cli, ...args], { env, timeoutMs: 20_000 });
     expect(result.stderr).toMatch(
-      /stuck\.config\.js: invalid config\n {2}- loading took longer than 1[05]00 ms and was given up: a top-level await in the config \(or in a module it imports\) never settled/,
+      /stuck\.config\.js: cannot load\n {2}- loading took longer than 1[05]00 ms and was given up: a top-level await in the config \(or in a module it imports\) never settled/,
     );
     expect(result.stderr).toContain('--config-timeout or TERN_CONFIG_TIMEOUT');
     expect(result.status).toBe(78);
