@@ -5,13 +5,13 @@
 // sources of this clone through jiti, so `npx tern` works right after `npm ci`.
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const app = dirname(dirname(fileURLToPath(import.meta.url)));
 const built = join(app, 'dist/cli.js');
 
 if (existsSync(built) && process.env.TERN_FROM_SOURCES !== '1') {
-  await import(built);
+  await import(pathToFileURL(built).href);
 } else {
   process.env.TERN_FROM_SOURCES = '1';
   // Workspace packages resolve to dist/ by default, which a fresh clone does not have yet: point
