@@ -18,8 +18,12 @@ const KEEP_RUNNING = -1;
 const EXIT_USAGE = 2;
 /** EX_CONFIG (sysexits.h): the config cannot run. */
 const EXIT_CONFIG = 78;
-/** After a command's verdict, how long to wait for the event loop to drain before exiting anyway. */
-const LINGER_MS = 2000;
+/**
+ * After a command's verdict, how long to wait for the event loop to drain before exiting anyway.
+ * Above the short timers clients end by themselves after closing (ioredis keeps its 2 s connect
+ * timeout running when a connection is closed before it was made), so only a real leak hits it.
+ */
+const LINGER_MS = 5000;
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
   version: string;
