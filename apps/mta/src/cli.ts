@@ -1,149 +1,363 @@
 #!/usr/bin/env node
-// The `tern` command: start the MTA, check a config, manage users, DKIM keys and the queue.
-import { parseArgs } from 'node:util';
-import { ConfigError } from './config.js';
-import { QUEUE_OPERATIONS_USAGE } from './ops/queue-cli.js';
+// The `tern` command: start the MTA, check a config, print and check its DNS records, manage
+// users, DKIM keys and the queue. Parsing, help and did-you-mean are commander's; each command's
+// work lives in commands/ and is loaded only when that command runs.
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import {
+  QUEUE_API_FLAGS,
+  QUEUE_FLAGS,
+  QUEUE_OPERATION_SPECS,
+  QUEUE_OPERATIONS,
+  type QueueOperationValues,
+} from './ops/queue-operations.js';
 
-interface Command {
-  readonly summary: string;
-  readonly usage: string;
-  readonly run: (argv: string[]) => Promise<number>;
-}
+/** What `start` returns: the listeners keep the process alive until a signal stops it. */
+const KEEP_RUNNING = -1;
+/** EX_USAGE-like: how the command was called is wrong. */
+const EXIT_USAGE = 2;
+/** EX_CONFIG (sysexits.h): the config cannot run. */
+const EXIT_CONFIG = 78;
+/**
+ * After a command's verdict, how long to wait for the event loop to drain before exiting anyway.
+ * Above the short timers clients end by themselves after closing (ioredis keeps its 2 s connect
+ * timeout running when a connection is closed before it was made), so only a real leak hits it.
+ */
+const LINGER_MS = 5000;
 
-const commands: Record<string, Command> = {
-  start: {
-    summary: 'start the MTA from a config file',
-    usage:
-      'tern start --config FILE [--no-worker]\n\n  Starts every listener and the delivery worker. SIGTERM or SIGINT stops accepting,\n  lets open transactions finish, then exits. --no-worker runs intake only: mail is\n  queued durably and another node (or a later start) delivers it.',
-    run: async (argv) => {
-      const { values } = parseArgs({
-        args: argv,
-        options: { config: { type: 'string', short: 'c' }, 'no-worker': { type: 'boolean' } },
-      });
-      if (!values.config) throw new UsageError('start needs --config FILE');
-      const { runStart } = await import('./commands/start.js');
-      return runStart(values.config, { worker: values['no-worker'] !== true });
-    },
-  },
-  'check-config': {
-    summary: 'validate a config file and exit (0 when valid)',
-    usage:
-      'tern check-config FILE\n\n  Loads and validates FILE; prints each problem with its field and the fix.',
-    run: async (argv) => {
-      const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
-      const file = positionals[0];
-      if (!file) throw new UsageError('check-config needs a FILE');
-      const { loadConfig } = await import('./config.js');
-      const config = await loadConfig(file);
-      process.stdout.write(
-        `${file}: valid (${config.listeners.length} listener(s), ${config.plugins.length} plugin(s))\n`,
-      );
-      return 0;
-    },
-  },
-  user: {
-    summary: 'manage users of the built-in users file (tern user add)',
-    usage:
-      'tern user add --file USERS_FILE USER [--password-stdin]\n\n  Adds USER (or changes its password) with a salted scrypt hash. The password is read from\n  standard input (one line) so it never shows in the process list or shell history.',
-    run: async (argv) => {
-      const { positionals, values } = parseArgs({
-        args: argv,
-        allowPositionals: true,
-        options: { file: { type: 'string', short: 'f' }, 'password-stdin': { type: 'boolean' } },
-      });
-      const [action, user] = positionals;
-      if (action !== 'add' || !user) throw new UsageError('usage: tern user add --file USERS_FILE USER');
-      if (!values.file)
-        throw new UsageError('user add needs --file USERS_FILE (the file config.users.file names)');
-      const { runUserAdd } = await import('./commands/user.js');
-      return runUserAdd(values.file, user);
-    },
-  },
-  dkim: {
-    summary: 'generate DKIM keys and check their DNS records',
-    usage:
-      'tern dkim keygen --domain D --selector S [--type rsa|ed25519] [--bits N] [--out FILE]\n' +
-      'tern dkim check --domain D --selector S (--config FILE | --key FILE) [--dns IP:PORT]\n\n' +
-      '  keygen writes the private key (mode 0600) and prints the DNS TXT record to publish.\n' +
-      '  check looks the record up and says whether it matches the key the config signs with\n' +
-      '  (its dkim() plugin; DNS servers from delivery.dns unless --dns), or the key in FILE.',
-    run: async (argv) => {
-      const { runDkim } = await import('./commands/dkim.js');
-      return runDkim(argv);
-    },
-  },
-  queue: {
-    summary: 'inspect and manage the queue (summary, list, inspect, hold, retry, bounce, ...), export/import',
-    // The operator commands' usage lives with them in ops/queue-cli.ts.
-    usage: `${QUEUE_OPERATIONS_USAGE}\n\ntern queue export --config FILE --out FILE.jsonl\ntern queue import --config FILE --in FILE.jsonl\n\n  Export writes every message with its pending recipients; import enqueues them into the\n  backend the config names. Stop tern (or drain it) before exporting an embedded store.`,
-    run: async (argv) => {
-      const { runQueue } = await import('./commands/queue.js');
-      return runQueue(argv);
-    },
-  },
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
+  version: string;
 };
 
-export class UsageError extends Error {}
+function integer(text: string): number {
+  if (!/^\d+$/.test(text)) throw new InvalidArgumentError('expected a whole number');
+  return Number(text);
+}
 
-function help(): string {
-  const width = Math.max(...Object.keys(commands).map((c) => c.length));
-  return [
-    'tern: a pluggable mail transfer agent',
-    '',
-    'usage: tern <command> [options]   (tern <command> --help for details)',
-    '',
-    ...Object.entries(commands).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
-    '',
-  ].join('\n');
+function duration(text: string): string {
+  if (!/^\d+(\.\d+)?(ms|s|m|h|d)?$/.test(text) || Number.parseFloat(text) <= 0) {
+    throw new InvalidArgumentError("expected a duration above 0: milliseconds, or '30s', '2m'");
+  }
+  return text;
+}
+
+/** For options given more than once (`--dns A --dns B`). */
+function repeated(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+const dnsOption = (): Option =>
+  new Option(
+    '--dns <server>',
+    "name server to ask, IP[:PORT] (repeatable; default: the config's delivery.dns, else the system's)",
+  ).argParser(repeated);
+
+/**
+ * Options a command cannot run without. Checked after commander has looked for unknown options
+ * (its own requiredOption is checked before, so `--conifg` would get "missing --config" instead
+ * of "did you mean --config?").
+ */
+const mandatory = new WeakSet<Option>();
+
+function required(flags: string, description: string): Option {
+  const option = new Option(flags, `${description} (required)`);
+  mandatory.add(option);
+  return option;
+}
+
+function checkMandatory(command: Command): void {
+  for (const option of command.options) {
+    if (mandatory.has(option) && command.getOptionValue(option.attributeName()) === undefined) {
+      command.error(`error: required option '${option.flags}' not specified`, {
+        code: 'commander.missingMandatoryOptionValue',
+      });
+    }
+  }
+}
+
+/** A command that only groups subcommands: called alone, it says which ones there are. */
+function group(parent: Command, name: string, summary: string): Command {
+  return parent
+    .command(name)
+    .summary(summary)
+    .description(summary)
+    .addHelpText('before', ({ error, command }) =>
+      error
+        ? `error: ${commandPath(command)} needs a subcommand: ${command.commands.map((c) => c.name()).join(', ')}\n`
+        : '',
+    );
+}
+
+function commandPath(command: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = command; c; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+/** Builds the `tern` program; each action stores its exit code through `done`. */
+function program(done: (code: number) => void): Command {
+  const tern = new Command('tern')
+    .description('tern: a pluggable mail transfer agent')
+    .version(version, '-V, --version', 'print the version')
+    .addOption(
+      new Option(
+        '--config-timeout <duration>',
+        "how long loading a config may take before it is given up: ms or '30s', '2m' (default 30s)",
+      )
+        .env('TERN_CONFIG_TIMEOUT')
+        .argParser(duration),
+    )
+    .showSuggestionAfterError()
+    .showHelpAfterError('(add --help for usage)')
+    .configureHelp({ showGlobalOptions: true })
+    .exitOverride()
+    .addHelpText('before', ({ error }) => (error ? 'error: tern needs a command\n' : ''))
+    .hook('preAction', (root, action) => {
+      checkMandatory(action);
+      // One deadline for every load in this process: commands, SIGHUP and API reloads (loadConfig).
+      const timeout = root.opts<{ configTimeout?: string }>().configTimeout;
+      if (timeout !== undefined) process.env.TERN_CONFIG_TIMEOUT = timeout;
+    });
+  const act =
+    <A extends unknown[]>(run: (...args: A) => Promise<number>) =>
+    async (...args: A): Promise<void> => {
+      done(await run(...args));
+    };
+
+  tern
+    .command('start')
+    .summary('start the MTA from a config file')
+    .description(
+      'Starts every listener and the delivery worker. SIGTERM or SIGINT stops accepting, lets open ' +
+        'transactions finish, then exits. SIGHUP reads the config again and applies what can change live.',
+    )
+    .addOption(required('-c, --config <file>', 'the config file (.ts, .mts, .js, .mjs or .json)'))
+    .option('--no-worker', 'intake only: queue mail durably; another node (or a later start) delivers it')
+    .action(
+      act(async (options: { config: string; worker: boolean }) => {
+        const { runStart } = await import('./commands/start.js');
+        return runStart(options.config, { worker: options.worker });
+      }),
+    );
+
+  tern
+    .command('check-config')
+    .summary('run every check tern start runs, without binding ports (exit 0 when valid)')
+    .description(
+      'Loads and validates FILE as tern start does: the schema, the files it names (keys, certificates, ' +
+        'users, admin token), listener and delivery options, and each plugin starting. Prints each ' +
+        'problem with its field and the fix, and exits 78 when there is one.',
+    )
+    .argument('<file>', 'the config file')
+    .action(
+      act(async (file: string) => {
+        const { runCheckConfig } = await import('./commands/check.js');
+        return runCheckConfig(file);
+      }),
+    );
+
+  tern
+    .command('dns')
+    .summary('print the DNS records to publish for a domain and check what DNS has now')
+    .description(
+      'Prints the records a domain needs for the mail this config sends and receives (MX from the mx ' +
+        'listeners receiving for it, SPF, DKIM for each selector the dkim() plugin signs it with, DMARC), ' +
+        'then looks each one up and says pass or fail. Exits 0 when every record passes, 1 otherwise.',
+    )
+    .argument('<domain>', 'the domain, e.g. example.com')
+    .addOption(required('-c, --config <file>', 'the config file'))
+    .addOption(dnsOption())
+    .action(
+      act(async (domain: string, options: { config: string; dns?: string[] }) => {
+        const { runDns } = await import('./commands/dns.js');
+        return runDns({ domain, config: options.config, dns: options.dns });
+      }),
+    );
+
+  const user = group(tern, 'user', 'manage users of the built-in users file');
+  user
+    .command('add')
+    .summary('add a user, or change its password')
+    .description(
+      'Adds USER to the users file (or changes its password) with a salted scrypt hash. The password ' +
+        'is read from standard input (one line), so it never shows in the process list or shell history.',
+    )
+    .argument('<user>', 'the user name')
+    .addOption(required('-f, --file <users-file>', 'the users file (the one config.users.file names)'))
+    .option('--password-stdin', 'read the password from standard input (always the case; for scripts)')
+    .action(
+      act(async (name: string, options: { file: string }) => {
+        const { runUserAdd } = await import('./commands/user.js');
+        return runUserAdd(options.file, name);
+      }),
+    );
+
+  const dkim = group(tern, 'dkim', 'generate DKIM keys and check their DNS records');
+  dkim
+    .command('keygen')
+    .summary('write a new signing key and print its DNS record')
+    .description(
+      'Writes the private key (mode 0600) and prints the TXT record to publish, in zone-file form.',
+    )
+    .addOption(required('--domain <domain>', 'the signing domain (d=)'))
+    .addOption(required('--selector <selector>', 'the selector (s=)'))
+    .addOption(new Option('--type <type>', 'the key type').choices(['rsa', 'ed25519']).default('rsa'))
+    .option('--bits <n>', 'RSA key size (default 2048)', integer)
+    .option('--out <file>', 'where to write the key (default SELECTOR.DOMAIN.TYPE.pem)')
+    .option('--overwrite', 'replace the key file if it exists')
+    .action(
+      act(
+        async (options: {
+          domain: string;
+          selector: string;
+          type: 'rsa' | 'ed25519';
+          bits?: number;
+          out?: string;
+          overwrite?: boolean;
+        }) => {
+          const { runDkimKeygen } = await import('./commands/dkim.js');
+          return runDkimKeygen(options);
+        },
+      ),
+    );
+  dkim
+    .command('check')
+    .summary('check that DNS publishes the key tern signs with')
+    .description(
+      "Looks up SELECTOR._domainkey.DOMAIN and says whether it publishes the key the config's dkim() " +
+        'plugin signs with (or the key in --key FILE).',
+    )
+    .addOption(required('--domain <domain>', 'the signing domain (d=)'))
+    .addOption(required('--selector <selector>', 'the selector (s=)'))
+    .option('-c, --config <file>', 'check the key this config signs with')
+    .option('--key <file>', 'check the key in this PEM file')
+    .addOption(dnsOption())
+    .action(
+      act(
+        async (options: {
+          domain: string;
+          selector: string;
+          config?: string;
+          key?: string;
+          dns?: string[];
+        }) => {
+          const { runDkimCheck } = await import('./commands/dkim.js');
+          return runDkimCheck(options);
+        },
+      ),
+    );
+
+  const queue = group(tern, 'queue', 'inspect and manage the queue; move it between backends');
+  queue.addHelpText(
+    'after',
+    '\nThe operations talk to the admin API of a running tern: --admin URL with --token T or\n' +
+      '--token-file F, or --config FILE for its admin section (else TERN_ADMIN_URL, TERN_ADMIN_TOKEN).\n' +
+      'Bulk actions take a FILTER (--state, --domain, --sender, --recipient) or --all, and report\n' +
+      'their progress on stderr.',
+  );
+  for (const name of QUEUE_OPERATIONS) {
+    const spec = QUEUE_OPERATION_SPECS[name];
+    const operation = queue.command(name).summary(spec.summary).description(spec.summary);
+    if (spec.args) operation.argument(spec.args);
+    for (const flag of [...spec.flags, ...QUEUE_API_FLAGS]) {
+      operation.option(QUEUE_FLAGS[flag].flags, QUEUE_FLAGS[flag].help);
+    }
+    operation.action(
+      act(async () => {
+        const operands = operation.processedArgs.flat().filter((a): a is string => typeof a === 'string');
+        const { runQueueOperation } = await import('./ops/queue-cli.js');
+        return runQueueOperation(name, operation.opts<QueueOperationValues>(), operands);
+      }),
+    );
+  }
+  queue
+    .command('export')
+    .summary("write the embedded store's unfinished mail to a JSONL file (stop tern first)")
+    .addOption(required('-c, --config <file>', 'the config whose embedded store to read'))
+    .addOption(required('--out <file>', 'the JSONL file to write'))
+    .action(
+      act(async (options: { config: string; out: string }) => {
+        const { runQueueExport } = await import('./commands/queue.js');
+        return runQueueExport(options.config, options.out);
+      }),
+    );
+  queue
+    .command('import')
+    .summary('enqueue the mail of an export into the backend the config names')
+    .addOption(required('-c, --config <file>', 'the config whose queue to fill'))
+    .addOption(required('--in <file>', 'the JSONL file tern queue export wrote'))
+    .action(
+      act(async (options: { config: string; in: string }) => {
+        const { runQueueImport } = await import('./commands/queue.js');
+        return runQueueImport(options.config, options.in);
+      }),
+    );
+  return tern;
+}
+
+/** The exit code for a failure, after saying what went wrong and how to fix it. */
+function report(error: unknown, command: string): number {
+  const code = (error as { code?: unknown }).code;
+  const name = (error as { name?: unknown }).name;
+  if (error instanceof CommanderError) {
+    // commander has already printed the message (and the help, when one was asked for).
+    return error.exitCode === 0 ? 0 : EXIT_USAGE;
+  }
+  if (name === 'ConfigError') {
+    process.stderr.write(`${(error as Error).message}\n`);
+    return EXIT_CONFIG;
+  }
+  if (code === 'TERN_ERR_PLUGIN_OPTION' || code === 'TERN_ERR_PLUGIN_INIT') {
+    process.stderr.write(`${command}: ${(error as Error).message}\n`);
+    return EXIT_CONFIG;
+  }
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+    process.stderr.write(`${command}: ${(error as Error).message}\n(${command} --help shows the usage)\n`);
+    return EXIT_USAGE;
+  }
+  // An operator needs the cause, not our stack (TERN_DEBUG=1 shows it).
+  const text = process.env.TERN_DEBUG
+    ? ((error as Error).stack ?? String(error))
+    : String((error as Error).message ?? error);
+  const hint = /EADDRINUSE/.test(text)
+    ? ' (another process listens there: stop it or give this listener another port)'
+    : /EACCES/.test(text)
+      ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
+      : '';
+  process.stderr.write(`${command}: ${text}${hint}\n`);
+  return 1;
 }
 
 async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    process.stdout.write(help());
-    return name ? 0 : 2;
-  }
-  const command = commands[name];
-  if (!command) {
-    process.stderr.write(`tern: unknown command ${name}\n\n${help()}`);
-    return 2;
-  }
-  if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${command.usage}\n`);
-    return 0;
-  }
+  let exitCode = 0;
+  let running = 'tern';
+  const tern = program((code) => {
+    exitCode = code;
+  });
+  tern.hook('preAction', (_root, action) => {
+    running = commandPath(action);
+  });
   try {
-    return await command.run(rest);
+    await tern.parseAsync(argv, { from: 'user' });
+    return exitCode;
   } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`${error.message}\n`);
-      return 78; // EX_CONFIG
-    }
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      process.stderr.write(`tern ${name}: ${(error as Error).message}\n\n${command.usage}\n`);
-      return 2;
-    }
-    if ((error as { code?: string }).code === 'TERN_ERR_PLUGIN_OPTION') {
-      process.stderr.write(`tern ${name}: ${(error as Error).message}\n`);
-      return 78;
-    }
-    // An operator needs the cause, not our stack (TERN_DEBUG=1 shows it).
-    const text = process.env.TERN_DEBUG
-      ? ((error as Error).stack ?? String(error))
-      : String((error as Error).message ?? error);
-    const hint = /EADDRINUSE/.test(text)
-      ? ' (another process listens there: stop it or give this listener another port)'
-      : /EACCES/.test(text)
-        ? ' (ports below 1024 need root or CAP_NET_BIND_SERVICE)'
-        : '';
-    process.stderr.write(`tern ${name}: ${text}${hint}\n`);
-    return 1;
+    return report(error, running);
   }
 }
 
 main(process.argv.slice(2)).then(
   (code) => {
-    if (code !== -1) process.exitCode = code;
+    if (code === KEEP_RUNNING) return;
+    process.exitCode = code;
+    // Every command closes what it opened, so the process ends by itself here. Something a config
+    // made may still hold the event loop (a plugin that opens a connection and has no shutdown
+    // hook): the verdict is printed and the work done, so exit anyway rather than hang.
+    setTimeout(() => {
+      process.stderr.write(
+        'tern: exiting although something the config started is still open (a connection or a timer that nothing closes)\n',
+      );
+      process.exit(code);
+    }, LINGER_MS).unref();
   },
   (error: unknown) => {
     process.stderr.write(`tern: ${String(error)}\n`);

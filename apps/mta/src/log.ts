@@ -12,3 +12,24 @@ export function createLogger(
     formatters: { level: (label) => ({ level: label }) },
   }) as unknown as Logger;
 }
+
+/**
+ * For commands that run once (check-config): plugin warnings as `warning: ...` lines on stderr,
+ * where a person reads them; errors are left to the command, which reports its own.
+ */
+export function warningLogger(bindings: Record<string, unknown> = {}): Logger {
+  const warn = (a: string | Record<string, unknown>, b?: string): void => {
+    const fields = typeof a === 'string' ? bindings : { ...bindings, ...a };
+    const message = typeof a === 'string' ? a : (b ?? '');
+    const plugin = typeof fields.plugin === 'string' ? `plugin ${fields.plugin}: ` : '';
+    process.stderr.write(`warning: ${plugin}${message}\n`);
+  };
+  const ignore = (): void => {};
+  return {
+    debug: ignore,
+    info: ignore,
+    warn,
+    error: ignore,
+    child: (more) => warningLogger({ ...bindings, ...more }),
+  };
+}

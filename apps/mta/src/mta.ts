@@ -2,20 +2,38 @@
 // delivery worker, then listeners (so nothing is accepted before it can be made durable).
 // Stop order is the reverse: listeners first (open transactions finish), then the worker.
 import { resolve } from 'node:path';
-import { createListener, FileUserStore, IntakeSpool, type Listener, type ListenerOptions } from '@tern/core';
+import {
+  createListener,
+  FileUserStore,
+  IntakeSpool,
+  type Listener,
+  ListenerConfigError,
+  type ListenerOptions,
+  resolveListenerOptions,
+} from '@tern/core';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
 import { createLimiter, type Limiter } from '@tern/limiter';
-import { type Logger, type NextHop, type Plugin, PluginHost } from '@tern/plugin-api';
+import {
+  type HostOptions,
+  type Logger,
+  type NextHop,
+  type Plugin,
+  PluginHost,
+  silentLogger,
+} from '@tern/plugin-api';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
 import {
+  ConfigError,
   configPath,
   listenerPort,
   loadConfig,
   type ResolvedConfig,
   readConfigFile,
+  readKeyPair,
   serverHostname,
 } from './config.js';
 import { OpsRuntime } from './ops/runtime.js';
+import { initPlugins, pluginInstances, shutdownPlugins } from './plugins.js';
 
 export interface RunningListener {
   readonly name: string;
@@ -170,17 +188,13 @@ function listenerOptions(config: ResolvedConfig, index: number, hostname: string
     ...(tls
       ? {
           tls: {
-            key: readConfigFile(config, tls.key, `${field}.tls.key`),
-            cert: readConfigFile(config, tls.cert, `${field}.tls.cert`),
+            ...readKeyPair(config, tls, `${field}.tls`),
             ...(tls.sni
               ? {
                   sni: Object.fromEntries(
                     Object.entries(tls.sni).map(([name, pair]) => [
                       name,
-                      {
-                        key: readConfigFile(config, pair.key, `${field}.tls.sni.${name}.key`),
-                        cert: readConfigFile(config, pair.cert, `${field}.tls.sni.${name}.cert`),
-                      },
+                      readKeyPair(config, pair, `${field}.tls.sni.${name}`),
                     ]),
                   ),
                 }
@@ -191,16 +205,76 @@ function listenerOptions(config: ResolvedConfig, index: number, hostname: string
   } as ListenerOptions;
 }
 
+/**
+ * Builds what start builds from a config before it opens the queue or binds a port, and throws
+ * ConfigError with every problem: each listener's options as core resolves them, the delivery
+ * options as the deliverer takes them. (loadConfig has checked the schema and the files.) A
+ * refused config has its plugins shut down: they were made when its file was read, never started,
+ * and may hold connections.
+ */
+export async function preflight(config: ResolvedConfig, hostOptions: HostOptions = {}): Promise<void> {
+  try {
+    await checkBuild(config);
+  } catch (error) {
+    await shutdownPlugins(pluginInstances(config), hostOptions);
+    throw error;
+  }
+}
+
+async function checkBuild(config: ResolvedConfig): Promise<void> {
+  const hostname = serverHostname(config);
+  const problems: string[] = [];
+  config.listeners.forEach((_, i) => {
+    try {
+      const options = listenerOptions(config, i, hostname);
+      try {
+        resolveListenerOptions(options);
+      } catch (error) {
+        if (!(error instanceof ListenerConfigError)) throw error;
+        // "listener NAME: FIELD: problem", as a field of this config.
+        const problem = error.message.slice(`listener ${options.name}: ${error.field}: `.length);
+        problems.push(`config.listeners[${i}].${error.field}: ${problem}`);
+      }
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      problems.push(...error.problems);
+    }
+  });
+  try {
+    const deliverer = createDeliverer(delivererOptions(config, hostname, new PluginHost([]), silentLogger));
+    await deliverer.close();
+  } catch (error) {
+    if (error instanceof ConfigError) problems.push(...error.problems);
+    // The deliverer names the option it refuses from `delivery.`, as the config does.
+    else if (error instanceof TypeError && error.message.startsWith('delivery.'))
+      problems.push(`config.${error.message}`);
+    else throw error;
+  }
+  if (problems.length > 0) throw new ConfigError('config', problems);
+}
+
+/**
+ * `tern check-config`: every check `tern start` makes without opening the queue or binding a port:
+ * preflight, then each plugin's init (and shutdown, so what it opened is closed again).
+ */
+export async function checkMta(config: ResolvedConfig, logger: Logger): Promise<void> {
+  await preflight(config, { logger });
+  const plugins = pluginInstances(config);
+  await initPlugins(plugins, { logger });
+  await shutdownPlugins(plugins, { logger });
+}
+
 export async function startMta(
   config: ResolvedConfig,
   logger: Logger,
   options: StartOptions = {},
 ): Promise<RunningMta> {
   const hostname = serverHostname(config);
+  await preflight(config, { logger });
   // The operations side (src/ops): every host reports its hook calls to it (timelines, metrics),
   // and its internal plugin comes first in each host (intake tracing, operator reroutes).
   const ops = new OpsRuntime(config, logger);
-  const hostOptions = { logger, onHookEvent: ops.onHookEvent };
+  const hostOptions: HostOptions = { logger, onHookEvent: ops.onHookEvent };
   const hostsFor = (c: ResolvedConfig): { plugins: PluginHost; listenerHosts: PluginHost[] } => {
     const global = new PluginHost([ops.plugin, ...c.plugins], hostOptions);
     // Listener-level plugin lists replace the global one; each gets its own host (own ordering).
@@ -211,9 +285,16 @@ export async function startMta(
   };
   const initial = hostsFor(config);
   let plugins = initial.plugins;
-  await plugins.runObserve('init', {});
+  // Before the queue opens: a plugin that cannot start stops start-up (PluginInitError).
+  await initPlugins(pluginInstances(config), hostOptions);
 
-  const queue = await openQueue(config, logger);
+  let queue: QueueBackend;
+  try {
+    queue = await openQueue(config, logger);
+  } catch (error) {
+    await shutdownPlugins(pluginInstances(config), hostOptions);
+    throw error;
+  }
   // With a shared Redis queue, per-destination limits hold across every node: they are counted in
   // the same Redis, by the limiter the rate-limit plugin uses.
   const throttle =
@@ -272,6 +353,7 @@ export async function startMta(
     await deliverer?.close();
     await throttle?.close();
     await queue.close();
+    await shutdownPlugins(pluginInstances(config), hostOptions);
     throw error;
   }
 
@@ -291,8 +373,15 @@ export async function startMta(
     },
     async reload(next) {
       const needsRestart: string[] = [];
-      const hosts = hostsFor(next);
-      await hosts.plugins.runObserve('init', {});
+      await preflight(next, hostOptions);
+      let hosts: ReturnType<typeof hostsFor>;
+      try {
+        hosts = hostsFor(next);
+      } catch (error) {
+        await shutdownPlugins(pluginInstances(next), hostOptions);
+        throw error;
+      }
+      await initPlugins(pluginInstances(next), hostOptions);
       const names = next.listeners.map((l) => l.name ?? `${l.kind}-${listenerPort(l)}`);
       for (const listener of listeners) {
         const index = names.indexOf(listener.name);
@@ -314,7 +403,7 @@ export async function startMta(
         if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
           needsRestart.push(`${key} changed; restart to apply`);
       }
-      const replaced = { plugins, deliverer };
+      const replaced = { config: current, deliverer };
       if (deliverer)
         deliverer = createDeliverer(delivererOptions(next, hostname, hosts.plugins, logger, throttle));
       plugins = hosts.plugins;
@@ -322,7 +411,7 @@ export async function startMta(
       // Sessions and deliveries that began before the reload still use these for a while.
       setTimeout(() => {
         void replaced.deliverer?.close();
-        void replaced.plugins.runObserve('shutdown', {});
+        void shutdownPlugins(pluginInstances(replaced.config), hostOptions);
       }, RELOAD_GRACE_MS).unref();
       const result = {
         plugins: plugins.plugins.map((p) => p.name).filter((n) => n !== ops.plugin.name),
@@ -337,7 +426,7 @@ export async function startMta(
       await queue.close();
       await deliverer?.close();
       await throttle?.close();
-      await plugins.runObserve('shutdown', {});
+      await shutdownPlugins(pluginInstances(current), hostOptions);
     },
   };
   const { configFile } = options;

@@ -37,29 +37,39 @@ describe('tern user add', () => {
   });
 });
 
+/** The one zone-file TXT line keygen prints: its owner name, its strings, and their joined value. */
+function txtRecord(stdout: string): { name: string; strings: string[]; value: string } {
+  const line = /^(\S+)\. IN TXT (.+)$/.exec(stdout.trim());
+  if (!line) throw new Error(`not a zone-file TXT line: ${stdout}`);
+  const strings = [...(line[2] as string).matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((m) => m[1] as string);
+  return { name: line[1] as string, strings, value: strings.join('') };
+}
+
+/** tern dkim keygen for example.test. */
+const keygen = (selector: string, out: string, type = 'rsa') =>
+  tern(['dkim', 'keygen', '--domain', 'example.test', '--selector', selector, '--type', type, '--out', out]);
+
 describe('tern dkim keygen and check', () => {
+  test('keygen prints a 2048-bit RSA record as strings of at most 255 characters, as zone files need', async () => {
+    const gen = await keygen('long', join(dir, 'long.pem'));
+    expect(gen.status, gen.stderr).toBe(0);
+    const record = txtRecord(gen.stdout);
+    expect(record.strings.length).toBeGreaterThan(1);
+    for (const string of record.strings) expect(string.length).toBeLessThanOrEqual(255);
+    expect(record.value).toMatch(/^v=DKIM1; k=rsa; p=[A-Za-z0-9+/]{300,}={0,2}$/);
+  });
+
   test.each([
     'rsa',
     'ed25519',
   ])('%s: keygen, publish in DNS, check matches; another key does not', async (type) => {
     const key = join(dir, `${type}.pem`);
-    const gen = await tern([
-      'dkim',
-      'keygen',
-      '--domain',
-      'example.test',
-      '--selector',
-      type,
-      '--type',
-      type,
-      '--out',
-      key,
-    ]);
+    const gen = await keygen(type, key, type);
     expect(gen.status).toBe(0);
     expect(statSync(key).mode & 0o777).toBe(0o600);
-    const record = /^(\S+)\. IN TXT "(.+)"$/.exec(gen.stdout.trim());
-    expect(record?.[1]).toBe(`${type}._domainkey.example.test`);
-    dns.set(record![1]!, { TXT: [record![2]!] });
+    const record = txtRecord(gen.stdout);
+    expect(record.name).toBe(`${type}._domainkey.example.test`);
+    dns.set(record.name, { TXT: [record.value] });
     const check = await tern([
       'dkim',
       'check',
@@ -76,18 +86,7 @@ describe('tern dkim keygen and check', () => {
     expect(check.status).toBe(0);
 
     const other = join(dir, `${type}-other.pem`);
-    await tern([
-      'dkim',
-      'keygen',
-      '--domain',
-      'example.test',
-      '--selector',
-      'x',
-      '--type',
-      type,
-      '--out',
-      other,
-    ]);
+    await keygen('x', other, type);
     const mismatch = await tern([
       'dkim',
       'check',

@@ -74,7 +74,7 @@ describe('config validation names the field and the fix', () => {
     ],
     [
       { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], trustedNetworks: ['10.0.0.0/x'] },
-      'config.trustedNetworks[0]: a network in CIDR form',
+      'config.trustedNetworks[0]: prefix length must be 0 to 32: "10.0.0.0/x" (write a network in CIDR form',
     ],
     [
       {
@@ -174,16 +174,5 @@ describe('tern check-config and tern start exit non-zero on a bad config', () =>
       `cannot listen on 127.0.0.1:${port}: EADDRINUSE (another process listens there`,
     );
     expect(run.stderr).not.toMatch(/\n\s+at /);
-  });
-
-  test('--help on each command, unknown commands exit 2', () => {
-    for (const command of ['start', 'check-config', 'user', 'dkim', 'queue']) {
-      const run = spawnSync(process.execPath, [cli, command, '--help'], { encoding: 'utf8' });
-      expect(run.status, command).toBe(0);
-      expect(run.stdout, command).toContain(`tern ${command}`);
-    }
-    const unknown = spawnSync(process.execPath, [cli, 'frobnicate'], { encoding: 'utf8' });
-    expect(unknown.status).toBe(2);
-    expect(unknown.stderr).toContain('unknown command frobnicate');
   });
 });

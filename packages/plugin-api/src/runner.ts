@@ -249,12 +249,30 @@ export class PluginHost {
 
   /** Runs an observe hook: all at once; failures are logged and never change anything. */
   async runObserve<K extends ObserveHook>(hook: K, input: HookInput<K>, scope?: StateScope): Promise<void> {
-    await Promise.all(
+    await this.#observe(hook, input, scope);
+  }
+
+  /**
+   * Runs `init` or `shutdown` as an observe hook and returns the failures (also logged): the app
+   * stops start-up when a plugin's init fails.
+   */
+  async runLifecycle(hook: 'init' | 'shutdown'): Promise<HookFailure[]> {
+    return this.#observe(hook, {});
+  }
+
+  async #observe<K extends ObserveHook>(
+    hook: K,
+    input: HookInput<K>,
+    scope?: StateScope,
+  ): Promise<HookFailure[]> {
+    const calls = await Promise.all(
       (this.#hooks.get(hook) ?? []).map(async (entry) => {
         const call = await this.#call(entry, hook, input, scope);
         if (!call.failure) this.#emit(entry, hook, call.ms, 'ok', scope);
+        return call.failure;
       }),
     );
+    return calls.filter((failure) => failure !== undefined);
   }
 
   /** Calls one hook with its context, under its timeout. A failure is logged and comes back as a value. */

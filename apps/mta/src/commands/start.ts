@@ -44,6 +44,8 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
     );
   };
   // SIGHUP: read the config again and apply what can change live; a bad config changes nothing.
+  // Reloads run one at a time; loading has a deadline (loadConfig), so a config whose top-level
+  // await never settles is refused and the next SIGHUP is still heard.
   let reloading = Promise.resolve();
   process.on('SIGHUP', () => {
     reloading = reloading.then(async () => {

@@ -1,7 +1,7 @@
 // A small client of the admin API for the `tern queue` commands: where the API is, its token,
 // and JSON requests whose errors carry the API's own message.
 import { readFileSync } from 'node:fs';
-import { loadConfig, readConfigFile } from '../config.js';
+import { adminToken, withConfig } from '../config.js';
 
 /** The API refused a request; `message` is the API's own explanation. */
 export class AdminApiError extends Error {
@@ -36,13 +36,17 @@ export async function adminTarget(options: AdminTargetOptions): Promise<AdminTar
   let url = options.admin;
   let token =
     options.token ?? (options.tokenFile ? readFileSync(options.tokenFile, 'utf8').trim() : undefined);
-  if (options.config && (url === undefined || token === undefined)) {
-    const config = await loadConfig(options.config);
-    if (!config.admin) throw new UsageProblem(`${options.config} has no admin section: the admin API is off`);
-    url ??= `http://${config.admin.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:')}`;
-    token ??=
-      config.admin.token ??
-      readConfigFile(config, config.admin.tokenFile as string, 'config.admin.tokenFile').trim();
+  const file = options.config;
+  if (file && (url === undefined || token === undefined)) {
+    const fromConfig = await withConfig(file, async (config) => {
+      if (!config.admin) throw new UsageProblem(`${file} has no admin section: the admin API is off`);
+      return {
+        url: `http://${config.admin.listen.replace(/^0\.0\.0\.0:/, '127.0.0.1:').replace(/^\[::\]:/, '[::1]:')}`,
+        token: adminToken(config),
+      };
+    });
+    url ??= fromConfig.url;
+    token ??= fromConfig.token;
   }
   url ??= process.env.TERN_ADMIN_URL ?? DEFAULT_URL;
   token ??= process.env.TERN_ADMIN_TOKEN;

@@ -2,7 +2,6 @@
 // operator's commands, over the admin API of a running tern (so they work the same on either
 // backend and from any machine that can reach the API). Actions take queue ids or Message-IDs,
 // or a filter for bulk actions, whose progress goes to stderr.
-import { parseArgs } from 'node:util';
 import type { NextHop } from '@tern/plugin-api';
 import {
   type DestinationSummary,
@@ -14,80 +13,26 @@ import {
   type TimelineEvent,
 } from '@tern/queue';
 import { AdminApiError, AdminClient, adminTarget, UsageProblem } from './admin-client.js';
+import type { QueueOperationName, QueueOperationValues } from './queue-operations.js';
 
-export const QUEUE_OPERATIONS = [
-  'summary',
-  'list',
-  'inspect',
-  'retry',
-  'hold',
-  'release',
-  'delete',
-  'bounce',
-  'reroute',
-  'suspend',
-  'resume',
-] as const;
+type Values = QueueOperationValues;
 
-export type QueueOperationName = (typeof QUEUE_OPERATIONS)[number];
-
-export const QUEUE_OPERATIONS_USAGE = `tern queue summary                         counts by destination and state
-tern queue list [FILTER] [--limit N|--all]  unfinished jobs, oldest first
-tern queue inspect ID                       one message: envelope, headers, jobs, timeline
-tern queue retry|hold|release|delete ID...  act on messages (queue ids or Message-IDs)
-tern queue retry|hold|release|delete FILTER act on every message the filter lists (progress on stderr)
-tern queue bounce ID...|FILTER [--reason TEXT]  bounce to the sender now and remove
-tern queue reroute ID...|FILTER --to HOP [--domain D]  deliver through HOP (none: clear)
-tern queue reroute --destination D --to HOP every job of domain D, now and later
-tern queue suspend DOMAIN --for 2h | --until 2030-01-01T00:00:00Z
-tern queue resume DOMAIN
-
-  FILTER: --state scheduled|deferred|active|held --domain D --sender TEXT --recipient TEXT
-  (bulk actions need a filter, or --all for the whole queue)
-  HOP: smtp:HOST[:PORT]  mx:DOMAIN  lmtp:HOST[:PORT]  lmtp:/PATH  maildir:/PATH  none  or JSON
-  API:  --admin URL --token T | --token-file F | --config FILE (its admin section)
-        (or TERN_ADMIN_URL / TERN_ADMIN_TOKEN; default URL http://127.0.0.1:8025)
-  --json prints the API's JSON instead of text`;
-
-const options = {
-  admin: { type: 'string' },
-  token: { type: 'string' },
-  'token-file': { type: 'string' },
-  config: { type: 'string', short: 'c' },
-  json: { type: 'boolean' },
-  state: { type: 'string' },
-  domain: { type: 'string' },
-  sender: { type: 'string' },
-  recipient: { type: 'string' },
-  limit: { type: 'string' },
-  all: { type: 'boolean' },
-  reason: { type: 'string' },
-  to: { type: 'string' },
-  destination: { type: 'string' },
-  for: { type: 'string' },
-  until: { type: 'string' },
-} as const;
-
-type Values = ReturnType<
-  typeof parseArgs<{ args: string[]; options: typeof options; allowPositionals: true }>
->['values'];
-
-export function isQueueOperation(name: string | undefined): name is QueueOperationName {
-  return (QUEUE_OPERATIONS as readonly string[]).includes(name ?? '');
-}
-
-export async function runQueueOperation(action: QueueOperationName, argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options, allowPositionals: true });
+/** Runs one operation against the admin API; `ids` are its operands (ids, or the domain). */
+export async function runQueueOperation(
+  action: QueueOperationName,
+  values: QueueOperationValues,
+  ids: readonly string[],
+): Promise<number> {
   const client = new AdminClient(
     await adminTarget({
       admin: values.admin,
       token: values.token,
-      tokenFile: values['token-file'],
+      tokenFile: values.tokenFile,
       config: values.config,
     }),
   );
   try {
-    return await run(action, client, values, positionals);
+    return await run(action, client, values, [...ids]);
   } catch (error) {
     if (error instanceof AdminApiError) {
       process.stderr.write(`tern queue ${action}: ${error.message}\n`);

@@ -8,7 +8,7 @@ import { definePlugin, type HookEvent, type Logger, type NextHop, type Plugin } 
 import type { Deliver, IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ResolvedConfig } from '../config.js';
-import { readConfigFile } from '../config.js';
+import { adminToken } from '../config.js';
 import { ActivityLog } from './activity.js';
 import { type AdminServer, startAdminServer } from './admin-server.js';
 import { IntakeRecorder } from './intake-recorder.js';
@@ -117,8 +117,7 @@ export class OpsRuntime {
       this.#sampler = setInterval(sample, admin.sampleIntervalMs ?? DEFAULT_SAMPLE_MS);
       this.#sampler.unref();
     }
-    const token =
-      admin.token ?? readConfigFile(this.#config, admin.tokenFile as string, 'config.admin.tokenFile').trim();
+    const token = adminToken(this.#config);
     this.admin = await startAdminServer({
       listen: admin.listen,
       token,

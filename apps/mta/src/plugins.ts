@@ -1,0 +1,71 @@
+// The lifecycle of a config's plugins: `init` and `shutdown` run once per plugin object, whether it
+// sits in the global list or in a listener's own list. A plugin whose init fails stops start-up:
+// a plugin that could not start would otherwise answer 451 to every message it sees.
+import { type HookFailure, type HostOptions, type Plugin, PluginHost, TernError } from '@tern/plugin-api';
+
+/** One or more plugins' init hook threw or timed out; the message names each plugin and its cause. */
+export class PluginInitError extends TernError {
+  readonly plugins: readonly string[];
+  constructor(failures: readonly HookFailure[]) {
+    // "plugin x: hook init threw" or "... timed out after N ms", then the plugin's own reason.
+    const lines = failures.map((f) => {
+      const cause = f.cause instanceof Error ? f.cause.message : f.cause;
+      return `${f.message.replace(': hook init ', ': init ')}${cause === undefined ? '' : `: ${String(cause)}`}`;
+    });
+    super(
+      'TERN_ERR_PLUGIN_INIT',
+      `${lines.join('\n')}\n(fix what the plugin needs, such as its options or a service it connects to, or remove it from the config)`,
+    );
+    this.plugins = failures.map((f) => f.plugin);
+  }
+}
+
+/**
+ * Every distinct plugin object in a config: the global list, then the listeners' own lists. Takes
+ * the config as loaded, before validation, so a config that fails validation can still have the
+ * plugins its file made (Redis clients, timers) shut down.
+ */
+export function pluginInstances(config: unknown): Plugin[] {
+  const isPlugin = (value: unknown): value is Plugin =>
+    typeof value === 'object' && value !== null && typeof (value as { name?: unknown }).name === 'string';
+  const lists: unknown[] = [];
+  if (typeof config === 'object' && config !== null) {
+    const { plugins, listeners } = config as { plugins?: unknown; listeners?: unknown };
+    lists.push(plugins);
+    if (Array.isArray(listeners)) {
+      for (const listener of listeners) lists.push((listener as { plugins?: unknown } | null)?.plugins);
+    }
+  }
+  const found = new Set<Plugin>();
+  for (const list of lists) {
+    if (!Array.isArray(list)) continue;
+    for (const plugin of list) if (isPlugin(plugin)) found.add(plugin);
+  }
+  return [...found];
+}
+
+/**
+ * Runs `hook` on each plugin through the hook runner (its timeouts and logging). One host per
+ * plugin: two instances of one plugin (a global and a listener's) may share a name.
+ */
+async function runLifecycle(
+  plugins: readonly Plugin[],
+  hook: 'init' | 'shutdown',
+  options: HostOptions,
+): Promise<HookFailure[]> {
+  const failures = await Promise.all(plugins.map((p) => new PluginHost([p], options).runLifecycle(hook)));
+  return failures.flat();
+}
+
+/** Runs every plugin's init; when one fails, shuts them all down again and throws PluginInitError. */
+export async function initPlugins(plugins: readonly Plugin[], options: HostOptions): Promise<void> {
+  const failures = await runLifecycle(plugins, 'init', options);
+  if (failures.length === 0) return;
+  await shutdownPlugins(plugins, options);
+  throw new PluginInitError(failures);
+}
+
+/** Runs every plugin's shutdown (closing what it opened); a failure is logged and the others still run. */
+export async function shutdownPlugins(plugins: readonly Plugin[], options: HostOptions): Promise<void> {
+  await runLifecycle(plugins, 'shutdown', options);
+}
