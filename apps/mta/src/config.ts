@@ -220,7 +220,23 @@ const delivery = z
         }),
       })
       .optional(),
-    dns: z.strictObject({ servers: z.array(dnsServer).min(1), timeoutMs: duration.optional() }).optional(),
+    dns: z
+      .strictObject({
+        servers: z.array(dnsServer).min(1),
+        timeoutMs: duration.optional(),
+        /** MX hosts of one domain looked up, most preferred first (default 10). */
+        maxMxHosts: z.number().int().positive().optional(),
+      })
+      .optional(),
+    /** What a next hop's reply may be before the connection is dropped as hostile (default 100 lines, 64 KiB). */
+    replyLimits: z
+      .strictObject({
+        maxLines: z.number().int().positive().optional(),
+        maxBytes: z.number().int().positive().optional(),
+      })
+      .optional(),
+    /** Largest header block read from a stored message for beforeSend hooks (default 1 MiB). */
+    maxHeaderBytes: z.number().int().positive().optional(),
     /** The SMTP port MX hosts are reached on (25; tests use others). */
     port: port.optional(),
     /** Jobs this process delivers at once (default 20). */
@@ -251,6 +267,8 @@ const delivery = z
         dataInitMs: duration.optional(),
         dataBlockMs: duration.optional(),
         dataEndMs: duration.optional(),
+        /** Bytes per second a next hop must take DATA at, on top of dataBlockMs (default 4096). */
+        dataMinRate: z.number().int().positive().optional(),
       })
       .optional(),
   })

@@ -144,6 +144,8 @@ function delivererOptions(
     ...(d.dns ? { dns: d.dns } : {}),
     ...(d.port !== undefined ? { port: d.port } : {}),
     ...(d.maxAddresses !== undefined ? { maxAddresses: d.maxAddresses } : {}),
+    ...(d.replyLimits ? { replyLimits: d.replyLimits } : {}),
+    ...(d.maxHeaderBytes !== undefined ? { maxHeaderBytes: d.maxHeaderBytes } : {}),
     ...(d.limits ? { limits: d.limits } : {}),
     ...(d.timeouts ? { timeouts: d.timeouts } : {}),
     ...(d.tls

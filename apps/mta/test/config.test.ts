@@ -35,6 +35,36 @@ describe('config validation names the field and the fix', () => {
     expect(config.listeners[0]?.limits).toEqual({ stressThreshold: 0.5, timeouts });
   });
 
+  test('intake spool, long lines and the hostile-peer limits of delivery are config keys', () => {
+    const config = validateConfig(
+      {
+        listeners: [{ kind: 'mx', longLines: 'wrap' }],
+        localDomains: ['a.test'],
+        intake: { spoolDir: false, memoryBudget: 32 << 20, memoryPerMessage: 1 << 20 },
+        delivery: {
+          dns: { servers: ['127.0.0.1'], maxMxHosts: 3 },
+          replyLimits: { maxLines: 50, maxBytes: 16_384 },
+          maxHeaderBytes: 65_536,
+          timeouts: { dataMinRate: 1024 },
+        },
+      },
+      '/tmp',
+    );
+    expect(config.listeners[0]?.longLines).toBe('wrap');
+    expect(config.intake).toEqual({ spoolDir: false, memoryBudget: 32 << 20, memoryPerMessage: 1 << 20 });
+    expect(config.delivery?.replyLimits).toEqual({ maxLines: 50, maxBytes: 16_384 });
+    expect(
+      problems({ listeners: [{ kind: 'mx', longLines: 'fold' }], localDomains: ['a.test'] }).join('\n'),
+    ).toMatch(/config\.listeners\[0\]\.longLines: .*reject.*wrap/);
+    expect(
+      problems({
+        listeners: [{ kind: 'mx' }],
+        localDomains: ['a.test'],
+        delivery: { replyLimits: { maxLines: 0 } },
+      }).join('\n'),
+    ).toMatch(/config\.delivery\.replyLimits\.maxLines/);
+  });
+
   test.each([
     [{ listeners: [] }, 'config.listeners: at least one listener'],
     [
