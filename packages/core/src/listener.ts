@@ -62,6 +62,8 @@ export interface ReplyEvent {
   readonly sessionId: string;
   readonly code: number;
   readonly command: ReplyCommand;
+  /** The reply's first line after the code, enhanced code first (`5.7.1 Relay access denied`), at most 200 characters. */
+  readonly text?: string;
 }
 
 export interface ListenerAddress {
