@@ -276,7 +276,10 @@ describe('per-recipient log lines', () => {
       attemptSettings({ logger }, () => 1000),
     );
     expect(
-      lines(logger.records, 'bounced').map((f) => [f.recipient, f.notice === 'none' ? f.noticeSkipped : 'sent']),
+      lines(logger.records, 'bounced').map((f) => [
+        f.recipient,
+        f.notice === 'none' ? f.noticeSkipped : 'sent',
+      ]),
     ).toEqual([
       ['bob@x.test', 'not requested (NOTIFY)'],
       ['dave@x.test', 'sent'],
