@@ -1,5 +1,6 @@
 // The small parts of the operations side on their own: the admin config section, next hops as
 // operators type them, and the intake recorder's limits (a hostile client cannot grow memory).
+import type { ReplyEvent } from '@tern/core';
 import type { HookEvent } from '@tern/plugin-api';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../src/config.js';
@@ -90,6 +91,48 @@ describe('IntakeRecorder', () => {
     ]);
     r.closed('s1');
     expect(r.take('s1')).toEqual([]);
+  });
+
+  it("lists core's own refusals beside plugin refusals, each reply once", () => {
+    const r = new IntakeRecorder();
+    const reply = (code: number, command: ReplyEvent['command'], text?: string): ReplyEvent => ({
+      listener: 'mx',
+      sessionId: 's1',
+      code,
+      command,
+      ...(text === undefined ? {} : { text }),
+    });
+    r.opened('s1', 'mx', '192.0.2.1');
+    r.helo('s1', 'client.test');
+    r.mailFrom('s1', 'a@x.test');
+    r.rcptTo('s1', 'spam@local.test');
+    r.record({ ...event('s1', 'rcptTo', 'reject'), code: 550, enhanced: '5.7.1', text: 'No spam' });
+    r.reply(reply(550, 'RCPT', '5.7.1 No spam'));
+    r.reply(reply(554, 'RCPT', '5.7.1 Relay access denied'));
+    // A failed hook has no code of its own: its reply gives it.
+    r.record(event('s1', 'message', 'timeout'));
+    r.reply(reply(451, 'DATA', '4.3.0 Local error in processing'));
+    // An observe hook that fails answers nobody: the next reply is core's own.
+    r.record(event('s1', 'queued', 'error'));
+    r.reply(reply(500, 'OTHER', '5.5.2 command not recognized'));
+    const listed = r.rejections().reverse();
+    expect(listed.map((x) => [x.by, x.plugin ?? '', x.command, x.code, x.enhanced, x.text])).toEqual([
+      ['plugin', 'p', 'RCPT', 550, '5.7.1', 'No spam'],
+      ['core', '', 'RCPT', 554, '5.7.1', 'Relay access denied'],
+      ['plugin', 'p', 'DATA', 451, '4.3.0', 'Local error in processing'],
+      ['plugin', 'p', undefined, undefined, undefined, undefined],
+      ['core', '', 'OTHER', 500, '5.5.2', 'command not recognized'],
+    ]);
+    // Core refused the RCPT before any plugin saw it: the last recipient given is not the one refused.
+    expect(listed[1]).toMatchObject({
+      outcome: 'reject',
+      remoteAddress: '192.0.2.1',
+      helo: 'client.test',
+      sender: 'a@x.test',
+      listener: 'mx',
+    });
+    expect(listed[1]).not.toHaveProperty('recipient');
+    expect(listed[4]).not.toHaveProperty('sender');
   });
 
   it('bounds events per session, sessions and refusals', () => {

@@ -8,7 +8,9 @@ import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp
 import type { SmtpVerb } from './command-stream.js';
 import { type HostResolver, systemResolver } from './dns.js';
 import {
+  DUAL_STACK_WILDCARD,
   deadlinesOf,
+  IPV4_WILDCARD,
   type ListenerOptions,
   type ListenerTls,
   type ResolvedListenerOptions,
@@ -60,6 +62,8 @@ export interface ReplyEvent {
   readonly sessionId: string;
   readonly code: number;
   readonly command: ReplyCommand;
+  /** The reply's first line after the code, enhanced code first (`5.7.1 Relay access denied`), at most 200 characters. */
+  readonly text?: string;
 }
 
 export interface ListenerAddress {
@@ -200,22 +204,30 @@ class SmtpListener implements Listener, ListenerRuntime {
     return this.#sessions.size >= stressLevel(this.options.limits);
   }
 
-  listen(): Promise<ListenerAddress> {
+  async listen(): Promise<ListenerAddress> {
     const { host, port, name } = this.options;
+    try {
+      this.#address = await bindWithFallback(host, (at) => this.#bind(at, port), this.log);
+    } catch (error) {
+      const { code, message } = error as NodeJS.ErrnoException;
+      throw new Error(`listener ${name}: cannot listen on ${host}:${port}: ${code ?? message}`);
+    }
+    this.log.info(
+      { host: this.#address.host, port: this.#address.port, kind: this.options.kind },
+      'listening',
+    );
+    return this.#address;
+  }
+
+  /** One try to bind; a failed try leaves the server free to try again. */
+  #bind(host: string, port: number): Promise<ListenerAddress> {
     return new Promise((resolve, reject) => {
       const net = this.#server.server;
-      const onError = (error: NodeJS.ErrnoException): void => {
-        reject(
-          new Error(`listener ${name}: cannot listen on ${host}:${port}: ${error.code ?? error.message}`),
-        );
-      };
-      net.once('error', onError);
+      net.once('error', reject);
       this.#server.listen(port, host, () => {
-        net.removeListener('error', onError);
+        net.removeListener('error', reject);
         const bound = net.address();
-        this.#address = { host, port: typeof bound === 'object' && bound ? bound.port : port };
-        this.log.info({ host, port: this.#address.port, kind: this.options.kind }, 'listening');
-        resolve(this.#address);
+        resolve({ host, port: typeof bound === 'object' && bound ? bound.port : port });
       });
     });
   }
@@ -475,6 +487,31 @@ class SmtpListener implements Listener, ListenerRuntime {
       this.log.error({ err: error }, 'session callback failed');
       failed();
     });
+  }
+}
+
+/** What binding `::` fails with on a machine without IPv6 (a kernel without it, or none configured). */
+const NO_IPV6 = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL', 'EPROTONOSUPPORT']);
+
+/**
+ * Binds with `bind`. The dual-stack wildcard `::` falls back to IPv4's `0.0.0.0`, with a warning,
+ * when the machine has no IPv6; any other failure (a port in use, say) is the caller's to report.
+ */
+export async function bindWithFallback<T>(
+  host: string,
+  bind: (host: string) => Promise<T>,
+  log: Logger,
+): Promise<T> {
+  try {
+    return await bind(host);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (host !== DUAL_STACK_WILDCARD || code === undefined || !NO_IPV6.has(code)) throw error;
+    log.warn(
+      { host, fallback: IPV4_WILDCARD, code },
+      `no IPv6 on this machine (${code}): listening on IPv4 only (${IPV4_WILDCARD})`,
+    );
+    return bind(IPV4_WILDCARD);
   }
 }
 

@@ -97,7 +97,10 @@ export interface ListenerOptions {
   readonly name: string;
   /** mx: port 25 from the Internet; submission: port 587 with STARTTLS and AUTH; smtps: port 465, TLS from the first byte. */
   readonly kind: ListenerKind;
-  /** Address to bind (default 0.0.0.0). */
+  /**
+   * Address to bind (default `::`: every IPv6 and IPv4 address, dual-stack; on a machine without
+   * IPv6, `::` falls back to `0.0.0.0` with a warning).
+   */
   readonly host?: string;
   /** Port to bind; 0 picks a free one. */
   readonly port: number;
@@ -142,9 +145,14 @@ export interface ListenerOptions {
 
 const MIB = 1024 * 1024;
 
+/** Every address, IPv6 and IPv4 (IPv4 clients appear as `::ffff:a.b.c.d`, which intake normalises). */
+export const DUAL_STACK_WILDCARD = '::';
+/** Every IPv4 address: where `::` binds instead on a machine without IPv6. */
+export const IPV4_WILDCARD = '0.0.0.0';
+
 /** Every default of a listener, in one place. Kind-dependent ones are under `byKind`. */
 export const LISTENER_DEFAULTS = {
-  host: '0.0.0.0',
+  host: DUAL_STACK_WILDCARD,
   bareLineEndings: 'reject',
   longLines: 'reject',
   proxy: false,

@@ -82,6 +82,8 @@ const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
 const ALWAYS_DISABLED = ['WIZ', 'SHELL', 'KILL', 'XFORWARD'];
 // Longest wait after failed AUTH attempts, whatever maxAuthFailures is.
 const MAX_AUTH_DELAY_MS = 60_000;
+/** Characters of a reply passed to onReply listeners (a reply may quote what the client sent). */
+const MAX_REPLY_EVENT_TEXT = 200;
 
 const VIOLATION_REPLIES: Record<CommandViolation, SmtpReply> = {
   'bare-lf': CoreReplies.bareLineEndingCommand,
@@ -602,19 +604,23 @@ export class SmtpSession {
     // 2. Every reply: exactly one enhanced code; error replies are counted towards maxErrors.
     const send = connection.send.bind(connection);
     connection.send = (code, data, context) => {
+      let sent = data;
       if (typeof data === 'string' && hasEnhancedCode(code, data)) send(code, data, false);
       else if (code >= 400 && !Array.isArray(data)) {
-        send(code, serverErrorText(code, data ?? '', serverEnhancedCode(code, context)), false);
+        sent = serverErrorText(code, data ?? '', serverEnhancedCode(code, context));
+        send(code, sent, false);
       } else send(code, data, context);
       this.#saslPending = code === 334;
       this.#countError(code, send);
       if (code >= 400 && this.#runtime.onReply) {
+        const line = (Array.isArray(sent) ? sent[0] : sent) ?? '';
         try {
           this.#runtime.onReply({
             listener: this.#options.name,
             sessionId: this.id,
             code,
             command: this.#verb,
+            text: line.length > MAX_REPLY_EVENT_TEXT ? `${line.slice(0, MAX_REPLY_EVENT_TEXT)}…` : line,
           });
         } catch (error) {
           this.#log.error({ err: error }, 'reply listener threw');

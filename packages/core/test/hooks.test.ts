@@ -322,6 +322,29 @@ describe('reply events', () => {
     expect(events[0]?.listener).toBe('test');
   });
 
+  test("each reply event carries the reply's text, enhanced code first, at most 200 characters", async () => {
+    const events: { code: number; text?: string }[] = [];
+    const { startListener: start } = await import('./helpers.js');
+    const wordy = {
+      name: 'wordy',
+      rcptTo: () => ({
+        kind: 'reject' as const,
+        reply: { code: 550, enhanced: '5.7.1', text: 'x'.repeat(600) },
+      }),
+    };
+    const h = await start({}, { onReply: (e) => events.push(e), plugins: [wordy] });
+    const client = await h.connect();
+    await client.command('EHLO client.example');
+    await client.command('MAIL FROM:<a@example.org>');
+    const denied = await client.command('RCPT TO:<victim@elsewhere.example>');
+    expect(denied).toMatch(/^554 5\.7\.1 /);
+    expect(await client.command('RCPT TO:<user@local.test>')).toMatch(/^550 5\.7\.1 x{600}$/);
+    expect(events).toEqual([
+      expect.objectContaining({ code: 554, text: denied.slice(4) }),
+      expect.objectContaining({ code: 550, text: `5.7.1 ${'x'.repeat(194)}…` }),
+    ]);
+  });
+
   test('the command is one of a closed set: unknown verbs are OTHER, replies to no command NONE', async () => {
     const events: { code: number; command: string }[] = [];
     const { startListener: start } = await import('./helpers.js');

@@ -34,7 +34,7 @@ describe('resolveListenerOptions', () => {
       false,
       false,
       false,
-      '0.0.0.0',
+      '::',
       'reject',
     ]);
     expect(mx.limits).toEqual(LISTENER_DEFAULTS.limits);

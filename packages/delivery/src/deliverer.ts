@@ -317,6 +317,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     log: Logger,
   ): Promise<DeliveryReport> {
     const outcomes: (RecipientOutcome | undefined)[] = job.recipients.map(() => undefined);
+    const spent = new AttemptClock();
     const report = (extra: Partial<DeliveryReport> = {}): DeliveryReport => ({
       recipients: outcomes.map(
         (o, i) =>
@@ -326,6 +327,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
             reply: DeliveryReplies.localError('no outcome'),
           },
       ),
+      ...spent.report(),
       ...extra,
     });
     const settle = (
@@ -360,7 +362,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       return report();
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log);
-    const targets = await targetsOf(hop);
+    const targets = await spent.connecting(() => targetsOf(hop));
     if (!targets.ok) {
       settle(open, targets.reply, targets.result);
       log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
@@ -397,7 +399,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
           const key = poolKey(target);
           let session: SmtpSession;
           try {
-            session = await sessionFor(target, key, log);
+            session = await spent.connecting(() => sessionFor(target, key, log));
           } catch (error) {
             if (!(error instanceof SessionError)) throw error;
             problems.push(error);
@@ -409,7 +411,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
           }
           try {
             const send = (via: SmtpSession): Promise<SmtpReply[]> =>
-              transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit, log);
+              spent.transferring(() =>
+                transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit, log),
+              );
             let replies: SmtpReply[];
             try {
               replies = await send(session);
@@ -422,7 +426,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
               );
               session.close();
               try {
-                session = await SmtpSession.open(target, settings);
+                session = await spent.connecting(() => SmtpSession.open(target, settings));
               } catch (openError) {
                 if (!(openError instanceof SessionError)) throw openError;
                 problems.push(openError);
@@ -442,7 +446,12 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
               },
               'delivery attempt finished',
             );
-            return report({ hop, remoteMta: session.remoteMta });
+            const tls = session.tlsInfo;
+            return report({
+              hop,
+              remoteMta: session.remoteMta,
+              ...(tls ? { tls: { protocol: tls.protocol, cipher: tls.cipher } } : {}),
+            });
           } finally {
             await pool.give(key, session);
           }
@@ -483,7 +492,10 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     }
     const recipients = open.map((i) => job.recipients[i] as RecipientState);
     // Each mailbox file is written from a fresh stream of the message.
-    const local = await deliverToMaildir(hop.path, { ...job, recipients }, prepared.outbound.open);
+    const spent = new AttemptClock();
+    const local = await spent.transferring(() =>
+      deliverToMaildir(hop.path, { ...job, recipients }, prepared.outbound.open),
+    );
     open.forEach((index, n) => {
       const outcome = local.recipients[n];
       if (outcome) outcomes[index] = outcome;
@@ -496,6 +508,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       recipients: outcomes as RecipientOutcome[],
       hop,
       ...(local.remoteMta ? { remoteMta: local.remoteMta } : {}),
+      ...spent.report(),
     };
   }
 
@@ -554,6 +567,33 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       await ownLimiter?.close();
     },
   };
+}
+
+/** Where one attempt's time went, for the report: session set-up (DNS included) and transactions. */
+class AttemptClock {
+  readonly #spent = { connectMs: 0, transferMs: 0 };
+
+  connecting<T>(run: () => Promise<T>): Promise<T> {
+    return this.#time('connectMs', run);
+  }
+
+  transferring<T>(run: () => Promise<T>): Promise<T> {
+    return this.#time('transferMs', run);
+  }
+
+  report(): { connectMs: number; transferMs: number } {
+    const ms = (value: number): number => Math.round(value * 10) / 10;
+    return { connectMs: ms(this.#spent.connectMs), transferMs: ms(this.#spent.transferMs) };
+  }
+
+  async #time<T>(part: 'connectMs' | 'transferMs', run: () => Promise<T>): Promise<T> {
+    const start = performance.now();
+    try {
+      return await run();
+    } finally {
+      this.#spent[part] += performance.now() - start;
+    }
+  }
 }
 
 function isWhole(value: unknown): boolean {

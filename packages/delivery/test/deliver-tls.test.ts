@@ -80,6 +80,43 @@ describe('STARTTLS', () => {
     expect((await s.waitFor(1))[0]?.secure).toBe(false);
   });
 
+  it('reports the TLS protocol and cipher, the server used, and where the time went', async () => {
+    const s = await sink({ tls: cert });
+    // A server slow to greet: its 300 ms belong to session set-up, not to the transfer.
+    const slow = await startWireTap({
+      upstreamPort: s.port,
+      host: '127.0.0.2',
+      port: 0,
+      greetingDelayMs: 300,
+    });
+    cleanups.push(() => slow.stop());
+    dns.set('mx.secure.test', { A: ['127.0.0.2'] });
+    cleanups.push(async () => dns.set('mx.secure.test', { A: ['127.0.0.1'] }));
+    const d = make(slow.port);
+    const report = await d.deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect(report.remoteMta).toBe(`mx.secure.test[127.0.0.2]:${slow.port}`);
+    expect(report.tls).toEqual({ protocol: 'TLSv1.3', cipher: expect.stringMatching(/^TLS_/) });
+    expect(report.connectMs).toBeGreaterThanOrEqual(300);
+    expect(report.transferMs).toBeGreaterThan(0);
+    expect(report.transferMs).toBeLessThan(300);
+
+    // The pooled connection carries the next message: no greeting to wait for this time.
+    const again = await d.deliver(makeJob(['b@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(slow.connections).toBe(1);
+    expect(again.tls).toEqual(report.tls);
+    expect(again.connectMs).toBeLessThan(300);
+  });
+
+  it('reports no TLS for a plain-text session', async () => {
+    const s = await sink({});
+    const report = await make(s.port).deliver(makeJob(['a@secure.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect(report.remoteMta).toBe(`mx.secure.test[127.0.0.1]:${s.port}`);
+    expect(report).not.toHaveProperty('tls');
+    expect(report.transferMs).toBeGreaterThan(0);
+  });
+
   it("never starts TLS with mode 'none'", async () => {
     const s = await sink({ tls: cert });
     const d = make(s.port, { tls: { mode: 'none' } });

@@ -25,6 +25,7 @@ import {
 } from './decide.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
 import { RetrySchedule } from './retry.js';
+import { clip } from './timeline.js';
 
 /** What a backend lends the attempt: its stored message and its own enqueue (for bounces). */
 export interface AttemptStore {
@@ -121,8 +122,9 @@ export async function runDeliveryAttempt(
   const hookBase = { queueId: job.queueId, envelope: job.envelope, attempt: job.attempts };
   const plugins = settings.plugins;
 
+  const line = recipientLine(job, report, started, now);
   if (decision.delivered.length > 0) {
-    log.info({ recipients: decision.delivered.map((d) => d.recipient.address) }, 'delivered');
+    for (const d of decision.delivered) log.info(line(d), 'delivered');
     await plugins?.runObserve('delivered', {
       ...hookBase,
       hop: report.hop ?? { type: 'mx', domain: job.domain },
@@ -140,10 +142,7 @@ export async function runDeliveryAttempt(
     });
     // A plugin may move the retry, but not into a hot loop.
     if (advice?.retryAt instanceof Date) retryAt = settings.schedule.clamp(advice.retryAt, now);
-    log.info(
-      { recipients: decision.deferred.map((d) => d.recipient.address), retryAt: retryAt.toISOString() },
-      'deferred',
-    );
+    for (const d of decision.deferred) log.info({ ...line(d), retryAt: retryAt.toISOString() }, 'deferred');
   }
 
   const notices: string[] = [];
@@ -153,22 +152,44 @@ export async function runDeliveryAttempt(
     if (group.length === 0) continue;
     const advice = await plugins?.runAdvise('bounced', { ...hookBase, results: group.map(result), reason });
     const notify = group.filter((f) => f.notify);
-    const fields = { recipients: group.map((f) => f.recipient.address), reason };
+    // One `bounced` line per recipient, naming the notice that tells the sender, or why none does.
+    const bounced = (f: FailedRecipient, notice: Record<string, string>): void =>
+      log.info({ ...line(f), reason, ...notice }, 'bounced');
     if (job.isBounce) {
-      log.warn(fields, 'a bounce we generated could not be delivered; dropped');
+      // A notice of ours that cannot be delivered is dropped (never bounced: that is how loops start).
+      log.warn(
+        { recipients: group.map((f) => f.recipient.address), reason },
+        'a bounce we generated could not be delivered; dropped',
+      );
+      for (const f of group) bounced(f, { notice: 'none', noticeSkipped: 'a bounce we generated' });
       continue;
     }
-    if (decision.notifyTo === undefined || notify.length === 0 || advice?.suppress) {
-      log.info({ ...fields, suppressed: advice?.suppress === true }, 'failed; no bounce sent');
+    const notifyTo = decision.notifyTo;
+    const skipped =
+      notifyTo === undefined
+        ? 'null sender'
+        : advice?.suppress
+          ? 'suppressed by a plugin'
+          : notify.length === 0
+            ? NOT_REQUESTED
+            : undefined;
+    if (notifyTo === undefined || skipped !== undefined) {
+      for (const f of group) bounced(f, { notice: 'none', noticeSkipped: skipped ?? NOT_REQUESTED });
       continue;
     }
-    const to = advice?.redirectTo ?? decision.notifyTo;
+    const to = advice?.redirectTo ?? notifyTo;
     try {
-      notices.push(await sendNotice(job, 'bounce', to, notify.map(failedLine), store, settings, started));
-      log.info({ ...fields, to }, 'bounced');
+      const notice = await sendNotice(job, 'bounce', to, notify.map(failedLine), store, settings, started);
+      notices.push(notice);
+      for (const f of group) {
+        bounced(f, f.notify ? { notice, bounceTo: to } : { notice: 'none', noticeSkipped: NOT_REQUESTED });
+      }
     } catch (error) {
       // Without its bounce, a failure would be silent: keep these recipients and decide again later.
-      log.error({ err: error, ...fields }, 'could not enqueue the bounce; keeping the recipients for later');
+      log.error(
+        { err: error, recipients: group.map((f) => f.recipient.address), reason },
+        'could not enqueue the bounce; keeping the recipients for later',
+      );
       for (const f of group) unbounced.push({ ...f.recipient, status: 'pending' });
     }
   }
@@ -194,6 +215,55 @@ export async function runDeliveryAttempt(
     report,
     startedAt: started,
   };
+}
+
+/** Why a failed recipient's sender gets no bounce when its NOTIFY (RFC 3461) did not ask for one. */
+const NOT_REQUESTED = 'not requested (NOTIFY)';
+
+/**
+ * The fields of a per-recipient `delivered`, `deferred` or `bounced` line: what Postfix puts on its
+ * line, under the names the rest of the log uses. `delay` is seconds since the message was received;
+ * `delays` is Postfix's a/b/c/d in seconds: waiting in the queue before this attempt, this attempt
+ * before connecting (routing, hooks, limits), session set-up (DNS, connect, greeting, TLS, AUTH),
+ * and the transaction.
+ */
+function recipientLine(
+  job: DeliveryJob,
+  report: DeliveryReport,
+  started: number,
+  ended: number,
+): (settled: SettledRecipient) => Record<string, unknown> {
+  const connect = durationOf(report.connectMs);
+  const transfer = durationOf(report.transferMs);
+  const shared = {
+    attempt: job.attempts + 1,
+    remoteMta: report.remoteMta ?? 'none',
+    tls: report.tls?.protocol ?? 'none',
+    ...(report.tls === undefined ? {} : { tlsCipher: report.tls.cipher }),
+    delay: Number(postfixSeconds(ended - job.createdAt)),
+    delays: [started - job.createdAt, ended - started - connect - transfer, connect, transfer]
+      .map(postfixSeconds)
+      .join('/'),
+  };
+  return (settled) => ({
+    recipient: settled.recipient.address,
+    ...shared,
+    code: settled.reply.code,
+    enhanced: settled.reply.enhanced,
+    text: clip(settled.reply.text),
+  });
+}
+
+/** A duration a deliverer reported, or 0 when it reported none (or nonsense). */
+function durationOf(ms: number | undefined): number {
+  return ms !== undefined && Number.isFinite(ms) && ms > 0 ? ms : 0;
+}
+
+/** Milliseconds as Postfix writes seconds in `delay=` and `delays=`: two decimals below 1 s, one below 10 s, then whole. */
+function postfixSeconds(ms: number): string {
+  const s = Math.max(0, ms) / 1000;
+  if (s >= 10) return String(Math.round(s));
+  return String(Number(s.toFixed(s >= 1 ? 1 : 2)));
 }
 
 function result(settled: SettledRecipient): RecipientResult {

@@ -75,12 +75,24 @@ export interface RecipientOutcome {
   readonly reply: SmtpReply;
 }
 
-/** What delivery reports for one attempt of one job. */
+/**
+ * What delivery reports for one attempt of one job. Only `recipients` is required: the rest is what
+ * a deliverer knows of the attempt, for the delivery log lines, DSNs and the timeline.
+ */
 export interface DeliveryReport {
   readonly recipients: readonly RecipientOutcome[];
   readonly hop?: NextHop;
-  /** `name[address]:port` of the server that answered, for DSN Remote-MTA and the timeline. */
+  /** `name[address]:port` of the server that answered (the address used), for DSN Remote-MTA, logs and the timeline. */
   readonly remoteMta?: string;
+  /** The TLS protocol and cipher of the session that carried the transaction; absent for plain text. */
+  readonly tls?: { readonly protocol: string; readonly cipher: string };
+  /**
+   * Time spent setting up the session, in ms: DNS lookups, TCP connect, greeting, EHLO, STARTTLS,
+   * AUTH, over every address tried (Postfix's `delays` c). Near 0 when a pooled connection was reused.
+   */
+  readonly connectMs?: number;
+  /** Time spent in the transaction, in ms: MAIL FROM to the reply after the final dot (Postfix's `delays` d). */
+  readonly transferMs?: number;
 }
 
 /**

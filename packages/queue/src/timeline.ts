@@ -97,7 +97,8 @@ export const DEFAULT_TIMELINE_RETENTION_MS = 7 * 24 * 3600_000;
 // Remote servers' texts are not ours to trust with unlimited space.
 const MAX_TEXT = 500;
 
-function clip(text: string): string {
+/** A remote server's text as we keep it (timeline, log lines): at most MAX_TEXT characters. */
+export function clip(text: string): string {
   return text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}…` : text;
 }
 

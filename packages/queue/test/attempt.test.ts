@@ -169,3 +169,122 @@ describe('runDeliveryAttempt', () => {
     expect(out.next?.at).toEqual(new Date(11_000));
   });
 });
+
+describe('per-recipient log lines', () => {
+  /** A clock that reads each of `times` once, then stays at the last. */
+  function clock(...times: number[]): () => number {
+    let i = 0;
+    return () => times[Math.min(i++, times.length - 1)] as number;
+  }
+
+  const lines = (records: ReturnType<typeof memoryLogger>['records'], message: string) =>
+    records.filter((r) => r.message === message).map((r) => r.fields);
+
+  it('logs one delivered line per recipient with relay, TLS, Postfix delays, DSN code and reply', async () => {
+    const logger = memoryLogger();
+    const deliver: Deliver = async (j) => ({
+      recipients: j.recipients.map((r) => ({ address: r.address, result: 'delivered', reply: ok })),
+      hop: { type: 'mx', domain: 'x.test' },
+      remoteMta: 'mx.x.test[192.0.2.25]:25',
+      tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' },
+      connectMs: 1500,
+      transferMs: 250,
+    });
+    // Received at 0, this attempt from 60 s to 62 s: 250 ms of it neither connecting nor sending.
+    await runDeliveryAttempt(job(), deliver, store(), attemptSettings({ logger }, clock(60_000, 62_000)));
+    const delivered = lines(logger.records, 'delivered');
+    expect(delivered).toEqual([
+      {
+        queueId: 'Q1',
+        jobId: 'Q1@x.test',
+        domain: 'x.test',
+        recipient: 'bob@x.test',
+        attempt: 1,
+        remoteMta: 'mx.x.test[192.0.2.25]:25',
+        tls: 'TLSv1.3',
+        tlsCipher: 'TLS_AES_256_GCM_SHA384',
+        delay: 62,
+        delays: '60/0.25/1.5/0.25',
+        code: 250,
+        enhanced: '2.0.0',
+        text: 'OK',
+      },
+      expect.objectContaining({ recipient: 'dave@x.test', delays: '60/0.25/1.5/0.25' }),
+    ]);
+  });
+
+  it('logs deferred and bounced recipients one per line, with the retry time and the notice sent', async () => {
+    const logger = memoryLogger();
+    const s = store();
+    await runDeliveryAttempt(
+      job({ attempts: 2, createdAt: 1000 }),
+      replies({ 'bob@x.test': unknown, 'dave@x.test': busy }),
+      s,
+      attemptSettings({ logger, retry: { intervals: ['30s'] } }, clock(1234, 1300)),
+    );
+    // A deliverer that says nothing of the connection: no relay, no TLS, no set-up or transfer time.
+    expect(lines(logger.records, 'deferred')).toEqual([
+      expect.objectContaining({
+        recipient: 'dave@x.test',
+        attempt: 3,
+        remoteMta: 'none',
+        tls: 'none',
+        delay: 0.3,
+        delays: '0.23/0.07/0/0',
+        code: 451,
+        enhanced: '4.7.1',
+        text: 'Try later',
+        retryAt: new Date(31_300).toISOString(),
+      }),
+    ]);
+    expect(lines(logger.records, 'bounced')).toEqual([
+      expect.objectContaining({
+        recipient: 'bob@x.test',
+        code: 550,
+        enhanced: '5.1.1',
+        text: 'No such user',
+        reason: 'permanent',
+        notice: 'N1',
+        bounceTo: 'alice@src.test',
+      }),
+    ]);
+    expect(lines(logger.records, 'deferred')[0]).not.toHaveProperty('tlsCipher');
+  });
+
+  it('says why a bounced recipient got no notice', async () => {
+    const logger = memoryLogger();
+    const quiet = job({
+      envelope: {
+        mailFrom: 'alice@src.test',
+        recipients: [{ address: 'bob@x.test', notify: ['NEVER'] }, { address: 'dave@x.test' }],
+      },
+      recipients: [
+        { address: 'bob@x.test', status: 'pending', notify: ['NEVER'] },
+        { address: 'dave@x.test', status: 'pending' },
+      ],
+    });
+    await runDeliveryAttempt(
+      quiet,
+      replies({ 'bob@x.test': unknown, 'dave@x.test': unknown }),
+      store(),
+      attemptSettings({ logger }, () => 1000),
+    );
+    await runDeliveryAttempt(
+      job({ envelope: { mailFrom: '', recipients: [{ address: 'bob@x.test' }] } }),
+      replies({ 'bob@x.test': unknown, 'dave@x.test': unknown }),
+      store(),
+      attemptSettings({ logger }, () => 1000),
+    );
+    expect(
+      lines(logger.records, 'bounced').map((f) => [
+        f.recipient,
+        f.notice === 'none' ? f.noticeSkipped : 'sent',
+      ]),
+    ).toEqual([
+      ['bob@x.test', 'not requested (NOTIFY)'],
+      ['dave@x.test', 'sent'],
+      ['bob@x.test', 'null sender'],
+      ['dave@x.test', 'null sender'],
+    ]);
+  });
+});

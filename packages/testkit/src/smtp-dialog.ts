@@ -8,6 +8,8 @@ export interface SmtpDialogOptions {
   host?: string;
   /** Implicit TLS (port 465 style); certificates are not verified. */
   tls?: boolean;
+  /** The address to connect from, e.g. 127.0.0.2 for a client outside the trusted networks. */
+  localAddress?: string;
 }
 
 /** A raw SMTP client connection. */
@@ -40,7 +42,7 @@ interface Waiter {
 /** Opens a raw SMTP connection to `port` and resolves once connected (the banner is left to read()). */
 export async function smtpDialog(port: number, opts: SmtpDialogOptions = {}): Promise<RawSmtp> {
   const host = opts.host ?? '127.0.0.1';
-  let socket: Socket | TLSSocket = await open(port, host, opts.tls === true);
+  let socket: Socket | TLSSocket = await open(port, host, opts.tls === true, opts.localAddress);
 
   const transcript: string[] = [];
   const replies: string[] = [];
@@ -147,11 +149,17 @@ export async function smtpDialog(port: number, opts: SmtpDialogOptions = {}): Pr
   };
 }
 
-function open(port: number, host: string, implicitTls: boolean): Promise<Socket | TLSSocket> {
+function open(
+  port: number,
+  host: string,
+  implicitTls: boolean,
+  localAddress: string | undefined,
+): Promise<Socket | TLSSocket> {
   return new Promise((resolve, reject) => {
+    const from = localAddress === undefined ? {} : { localAddress };
     const socket = implicitTls
-      ? connectTls({ port, host, rejectUnauthorized: false })
-      : connectTcp({ port, host });
+      ? connectTls({ port, host, rejectUnauthorized: false, ...from })
+      : connectTcp({ port, host, ...from });
     const fail = (error: Error): void =>
       reject(new Error(`smtpDialog: cannot connect to ${host}:${port}: ${error.message}`));
     socket.once('error', fail);

@@ -129,7 +129,8 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     if (extra !== undefined) throw notFound(path);
 
     if (resource === 'health' && id === undefined && method === 'GET') {
-      return send(res, 200, { ok: true, queue: options.queue.kind });
+      const store = await storeHealth(options.queue);
+      return send(res, 200, { ok: true, queue: options.queue.kind, ...(store ? { store } : {}) });
     }
     if (resource === 'reload' && id === undefined) {
       if (method !== 'POST') throw methodNotAllowed(method, path);
@@ -265,6 +266,46 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         server.close(() => resolve());
         server.closeAllConnections();
       }),
+  };
+}
+
+/** Whether the queue's store takes writes, as the dashboard shows it. */
+export interface StoreHealth {
+  readonly writable: boolean;
+  /** Since when it has been in this state (ms since epoch), when the backend knows. */
+  readonly since?: number;
+  /** The last error the store gave, when there was one. */
+  readonly lastError?: string;
+}
+
+/**
+ * QUEUE-HEALTH: the store's health, when the backend offers `health()` (feature-detected: a
+ * backend without it shows nothing). Read loosely (`writable` or `ok`; `since` as ms, Date or ISO
+ * text; `lastError` as text or an Error) so the dashboard needs no change when the contract lands.
+ */
+export async function storeHealth(queue: QueueBackend): Promise<StoreHealth | undefined> {
+  const health = (queue as { health?: unknown }).health;
+  if (typeof health !== 'function') return undefined;
+  let value: Record<string, unknown>;
+  try {
+    value = ((await health.call(queue)) ?? {}) as Record<string, unknown>;
+  } catch (error) {
+    return { writable: false, lastError: `the health check failed: ${(error as Error).message}` };
+  }
+  const since = value.since instanceof Date ? value.since.getTime() : Date.parse(String(value.since ?? ''));
+  const rawError = value.lastError;
+  const lastError =
+    rawError instanceof Error
+      ? rawError.message
+      : typeof rawError === 'object' && rawError !== null && 'message' in rawError
+        ? String(rawError.message)
+        : rawError === undefined || rawError === null
+          ? undefined
+          : String(rawError);
+  return {
+    writable: value.writable === true || (value.writable === undefined && value.ok === true),
+    ...(typeof value.since === 'number' ? { since: value.since } : Number.isFinite(since) ? { since } : {}),
+    ...(lastError === undefined ? {} : { lastError: lastError.slice(0, 500) }),
   };
 }
 

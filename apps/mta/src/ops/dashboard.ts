@@ -2,6 +2,11 @@
 // admin server serves at /. It asks for the API token, then polls the JSON API. Every value from
 // the queue is put in the page as text (textContent), never as HTML: subjects and addresses are
 // written by strangers.
+//
+// Layout: the summary first (queue counts, the store's health, depth over time), then one panel at
+// a time under tabs whose labels carry their counts, so bounces and refusals are one click from the
+// top at any size. `#id=<queue id or Message-ID>` opens a message's timeline (every queue id on the
+// page links there); `#token=...` hands the page its token once.
 export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en">
 <head>
@@ -12,32 +17,50 @@ export const DASHBOARD_HTML = `<!doctype html>
   :root { --fg: #1d2733; --muted: #5b6b7c; --line: #d6dde5; --bg: #f6f8fa; --accent: #1f6feb; --bad: #c62828; --warn: #b26a00; --good: #2e7d32; }
   * { box-sizing: border-box; }
   body { margin: 0; font: 14px/1.4 system-ui, sans-serif; color: var(--fg); background: var(--bg); }
-  header { display: flex; gap: 1rem; align-items: center; padding: .6rem 1rem; background: #fff; border-bottom: 1px solid var(--line); }
+  header { display: flex; gap: 1rem; align-items: baseline; padding: .6rem 1rem; background: #fff; border-bottom: 1px solid var(--line); }
   header h1 { font-size: 1.1rem; margin: 0; }
+  #backend { color: var(--muted); }
   #status { color: var(--muted); margin-left: auto; }
-  main { display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr)); gap: 1rem; padding: 1rem; }
+  main { padding: 1rem; display: flex; flex-direction: column; gap: 1rem; max-width: 1600px; margin: 0 auto; }
   section { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: .8rem 1rem; min-width: 0; }
-  section.wide { grid-column: 1 / -1; }
   h2 { font-size: 1rem; margin: 0 0 .6rem; }
-  table { width: 100%; border-collapse: collapse; font-size: 13px; }
-  th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
-  th { color: var(--muted); font-weight: 600; white-space: nowrap; }
-  td.nowrap { white-space: nowrap; overflow-wrap: normal; }
+  #summary-section { display: grid; grid-template-columns: minmax(0, 5fr) minmax(0, 7fr); gap: 1rem; }
+  @media (max-width: 900px) { #summary-section { grid-template-columns: minmax(0, 1fr); } }
+  .tiles { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: .5rem; align-content: start; }
+  .tile { border: 1px solid var(--line); border-radius: 6px; padding: .4rem .6rem; min-width: 0; }
+  .tile b { display: block; font-size: 1.4rem; font-weight: 600; font-variant-numeric: tabular-nums; }
+  .tile span { color: var(--muted); font-size: 12px; }
+  .tile.store { grid-column: 1 / -1; }
+  .tile.store b { font-size: 1rem; }
+  .tile.store.down { border-color: var(--bad); background: #fdecea; }
+  .tile.store span { display: block; overflow-wrap: anywhere; }
+  .tabs { display: flex; flex-wrap: wrap; gap: .25rem; border-bottom: 1px solid var(--line); margin: -.2rem 0 .8rem; }
+  .tabs button { background: none; color: var(--fg); border: none; border-bottom: 3px solid transparent; border-radius: 0; padding: .4rem .7rem; font-weight: 600; }
+  .tabs button[aria-selected="true"] { border-bottom-color: var(--accent); color: var(--accent); }
+  .count { display: inline-block; min-width: 1.4em; padding: 0 .35em; border-radius: 1em; background: var(--line); color: var(--fg); font-size: 12px; text-align: center; }
+  .count.bad { background: var(--bad); color: #fff; } .count.warn { background: var(--warn); color: #fff; }
+  table { width: 100%; table-layout: fixed; border-collapse: collapse; font-size: 13px; }
+  th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: break-word; }
+  th { color: var(--muted); font-weight: 600; }
   td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+  .w-time { width: 5.5rem; } .w-id { width: 11.5rem; } .w-num { width: 5.5rem; } .w-kind { width: 6rem; } .w-why { width: 6.5rem; }
+  .w-by { width: 9rem; } .w-client { width: 16%; } .w-addr { width: 17%; } .w-server { width: 20%; }
+  a.qid, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
   .empty { color: var(--muted); font-style: italic; }
   .bad { color: var(--bad); } .warn { color: var(--warn); } .good { color: var(--good); }
-  form { display: flex; gap: .5rem; margin-bottom: .6rem; }
-  input { flex: 1; padding: .35rem .5rem; border: 1px solid var(--line); border-radius: 4px; font: inherit; }
   button { padding: .35rem .8rem; border: 1px solid var(--accent); background: var(--accent); color: #fff; border-radius: 4px; font: inherit; cursor: pointer; }
+  button.more { padding: 0 .35rem; margin-left: .25rem; font-size: 11px; background: #fff; color: var(--accent); }
+  form { display: flex; gap: .5rem; margin-bottom: .6rem; }
+  input { flex: 1; padding: .35rem .5rem; border: 1px solid var(--line); border-radius: 4px; font: inherit; min-width: 0; }
   ol.timeline { list-style: none; margin: 0; padding: 0; }
-  ol.timeline li { padding: .3rem 0 .3rem .8rem; border-left: 3px solid var(--line); margin-left: .3rem; }
+  ol.timeline li { padding: .3rem 0 .3rem .8rem; border-left: 3px solid var(--line); margin-left: .3rem; overflow-wrap: break-word; }
   ol.timeline li.attempt { border-color: var(--accent); } ol.timeline li.operator { border-color: var(--warn); }
   ol.timeline li.refused { border-color: var(--bad); }
   .when { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: .5rem; }
-  svg { width: 100%; height: 220px; display: block; }
+  svg { width: 100%; height: 150px; display: block; }
   .legend span { display: inline-block; margin-right: .8rem; font-size: 12px; }
   .legend i { display: inline-block; width: .8rem; height: .8rem; margin-right: .25rem; vertical-align: -2px; }
-  dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem .8rem; margin: 0 0 .6rem; }
+  dl { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: .15rem .8rem; margin: 0 0 .6rem; }
   dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; }
   #token-dialog { position: fixed; inset: 0; background: rgba(0,0,0,.35); display: none; align-items: center; justify-content: center; }
   #token-dialog form { background: #fff; padding: 1rem; border-radius: 6px; width: min(420px, 90vw); flex-direction: column; }
@@ -46,32 +69,51 @@ export const DASHBOARD_HTML = `<!doctype html>
 <body>
 <header><h1>tern</h1><span id="backend"></span><span id="status">connecting…</span></header>
 <main>
-  <section class="wide">
-    <h2>Queue depth over time</h2>
-    <svg id="depth-chart" viewBox="0 0 800 220" preserveAspectRatio="none" role="img" aria-label="queue depth over time"></svg>
-    <div class="legend" id="depth-legend"></div>
+  <section id="summary-section" aria-label="summary">
+    <div>
+      <h2>Queue</h2>
+      <div class="tiles">
+        <!-- QUEUE-HEALTH: the store's health from GET /api/health ("store"), shown only when the queue backend offers health(). -->
+        <div class="tile store" id="store-health" hidden><b id="store-state"></b><span id="store-detail"></span></div>
+        <div class="tile"><b id="tile-total">–</b><span>jobs queued</span></div>
+        <div class="tile"><b id="tile-scheduled">–</b><span>scheduled</span></div>
+        <div class="tile"><b id="tile-deferred">–</b><span>deferred (failed before)</span></div>
+        <div class="tile"><b id="tile-held">–</b><span>held</span></div>
+        <div class="tile"><b id="tile-active">–</b><span>being delivered</span></div>
+        <div class="tile"><b id="tile-destinations">–</b><span>destinations</span></div>
+      </div>
+    </div>
+    <div>
+      <h2>Queue depth over time</h2>
+      <svg id="depth-chart" viewBox="0 0 800 150" preserveAspectRatio="none" role="img" aria-label="queue depth over time"></svg>
+      <div class="legend" id="depth-legend"></div>
+    </div>
   </section>
-  <section>
-    <h2>Destinations</h2>
-    <table id="summary"><thead><tr><th>domain</th><th class="num">total</th><th class="num">scheduled</th><th class="num">active</th><th class="num">held</th><th class="num">deferred</th><th>oldest</th><th>note</th></tr></thead><tbody></tbody></table>
-  </section>
-  <section>
-    <h2>Where is my message?</h2>
-    <form id="lookup-form"><input id="lookup-id" placeholder="queue id or Message-ID" autocomplete="off"><button>Show</button></form>
-    <div id="message"></div>
-    <ol class="timeline" id="timeline"></ol>
-  </section>
-  <section>
-    <h2>Recent deliveries and deferrals</h2>
-    <table id="deliveries"><thead><tr><th>when</th><th>queue id</th><th>recipients</th><th>reply</th><th>server</th></tr></thead><tbody></tbody></table>
-  </section>
-  <section>
-    <h2>Recent bounces</h2>
-    <table id="bounces"><thead><tr><th>when</th><th>queue id</th><th>recipients</th><th>reply</th><th>why</th></tr></thead><tbody></tbody></table>
-  </section>
-  <section class="wide">
-    <h2>Recent refusals (why was it rejected?)</h2>
-    <table id="rejections"><thead><tr><th>when</th><th>client</th><th>sender</th><th>recipient</th><th>plugin / hook</th><th>reply</th></tr></thead><tbody></tbody></table>
+  <section id="panels">
+    <div class="tabs" role="tablist" id="tabs">
+      <button type="button" role="tab" id="tab-deliveries" aria-controls="panel-deliveries" aria-selected="true">Deliveries and deferrals <span class="count" id="count-deliveries"></span></button>
+      <button type="button" role="tab" id="tab-bounces" aria-controls="panel-bounces" aria-selected="false">Bounces <span class="count" id="count-bounces"></span></button>
+      <button type="button" role="tab" id="tab-refusals" aria-controls="panel-refusals" aria-selected="false">Refusals <span class="count" id="count-refusals"></span></button>
+      <button type="button" role="tab" id="tab-destinations" aria-controls="panel-destinations" aria-selected="false">Destinations <span class="count" id="count-destinations"></span></button>
+      <button type="button" role="tab" id="tab-message" aria-controls="panel-message" aria-selected="false">Where is my message?</button>
+    </div>
+    <div role="tabpanel" id="panel-deliveries" aria-labelledby="tab-deliveries">
+      <table id="deliveries"><thead><tr><th class="w-time">when</th><th class="w-id">queue id</th><th class="w-addr">recipients</th><th class="w-kind">result</th><th>reply</th><th class="w-server">server</th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-bounces" aria-labelledby="tab-bounces" hidden>
+      <table id="bounces"><thead><tr><th class="w-time">when</th><th class="w-id">queue id</th><th class="w-addr">recipients</th><th>reply</th><th class="w-why">why</th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-refusals" aria-labelledby="tab-refusals" hidden>
+      <table id="rejections"><thead><tr><th class="w-time">when</th><th class="w-client">client</th><th class="w-addr">sender</th><th class="w-addr">recipient</th><th class="w-by">refused by</th><th>reply</th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-destinations" aria-labelledby="tab-destinations" hidden>
+      <table id="summary"><thead><tr><th>domain</th><th class="num w-num">total</th><th class="num w-num">scheduled</th><th class="num w-num">active</th><th class="num w-num">held</th><th class="num w-num">deferred</th><th class="w-num">oldest</th><th>note</th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-message" aria-labelledby="tab-message" hidden>
+      <form id="lookup-form"><input id="lookup-id" placeholder="queue id or Message-ID" autocomplete="off"><button>Show</button></form>
+      <div id="message"></div>
+      <ol class="timeline" id="timeline"></ol>
+    </div>
   </section>
 </main>
 <div id="token-dialog"><form id="token-form"><label for="token-input">Admin API token (config.admin)</label><input id="token-input" type="password" autocomplete="off"><button>Use token</button></form></div>
@@ -79,19 +121,35 @@ export const DASHBOARD_HTML = `<!doctype html>
 "use strict";
 (function () {
   var REFRESH_MS = 5000;
+  /** Characters of a remote reply or timeline line shown before its "more" button. */
+  var CLIP = 160;
   var COLORS = ["#1f6feb", "#c62828", "#2e7d32", "#b26a00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e", "#37474f", "#9e9d24"];
   var token = sessionStorage.getItem("tern-token") || "";
-  // A token in the fragment (#token=...) is taken once and removed from the address bar.
-  function tokenFromHash() {
+  // Texts the operator expanded: they stay open when the tables are drawn again.
+  var expanded = new Set();
+  var pendingId = null;
+
+  /**
+   * Reads the fragment: a token (#token=...) is taken once and removed from the address bar; an
+   * id (#id=...) names the message to open.
+   */
+  function readHash() {
     var hash = new URLSearchParams(location.hash.slice(1));
-    if (!hash.get("token")) return false;
-    token = hash.get("token");
-    sessionStorage.setItem("tern-token", token);
-    history.replaceState(null, "", location.pathname);
-    return true;
+    var given = hash.get("token");
+    var id = hash.get("id");
+    if (given) {
+      token = given;
+      sessionStorage.setItem("tern-token", token);
+      history.replaceState(null, "", location.pathname + (id ? "#id=" + encodeURIComponent(id) : ""));
+    }
+    return { token: Boolean(given), id: id };
   }
-  tokenFromHash();
-  window.addEventListener("hashchange", function () { if (tokenFromHash()) refresh(); });
+  pendingId = readHash().id;
+  window.addEventListener("hashchange", function () {
+    var hash = readHash();
+    if (hash.id) pendingId = hash.id;
+    if (hash.token) refresh(); else openPending();
+  });
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -106,8 +164,8 @@ export const DASHBOARD_HTML = `<!doctype html>
     Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
     return node;
   }
-  function time(ms) { return ms ? new Date(ms).toLocaleTimeString() : ""; }
-  function dateTime(ms) { return ms ? new Date(ms).toLocaleString() : ""; }
+  function time(ms) { return ms ? new Date(ms).toLocaleTimeString([], { hour12: false }) : ""; }
+  function dateTime(ms) { return ms ? new Date(ms).toLocaleString([], { hour12: false }) : ""; }
   function age(ms) {
     if (!ms) return "";
     var s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -118,6 +176,27 @@ export const DASHBOARD_HTML = `<!doctype html>
   }
   function reply(r) { return r.code ? r.code + " " + (r.enhanced || "") + " " + (r.text || "") : ""; }
   function status(text, cls) { var s = document.getElementById("status"); s.textContent = text; s.className = cls || ""; }
+
+  /** Text, cut at CLIP characters with a button that shows the rest (and back). */
+  function clipped(text) {
+    text = String(text);
+    if (text.length <= CLIP) return document.createTextNode(text);
+    var shown = el("span", { class: "clip-text" }, []);
+    var more = el("button", { type: "button", class: "more" }, []);
+    function draw() {
+      var open = expanded.has(text);
+      shown.textContent = open ? text : text.slice(0, CLIP) + "…";
+      more.textContent = open ? "less" : "more";
+      more.setAttribute("aria-expanded", String(open));
+    }
+    more.addEventListener("click", function () {
+      if (expanded.has(text)) expanded.delete(text); else expanded.add(text);
+      draw();
+    });
+    draw();
+    return el("span", { class: "clip" }, [shown, more]);
+  }
+
   function fill(table, rows, columns) {
     var body = document.querySelector("#" + table + " tbody");
     body.replaceChildren();
@@ -125,6 +204,11 @@ export const DASHBOARD_HTML = `<!doctype html>
       body.appendChild(el("tr", {}, [el("td", { colspan: String(columns), class: "empty" }, ["nothing yet"])]));
     }
     rows.forEach(function (cells) { body.appendChild(el("tr", {}, cells)); });
+  }
+  function count(id, n, cls) {
+    var badge = document.getElementById("count-" + id);
+    badge.textContent = String(n);
+    badge.className = "count" + (n > 0 && cls ? " " + cls : "");
   }
 
   function api(path, init) {
@@ -149,7 +233,44 @@ export const DASHBOARD_HTML = `<!doctype html>
     refresh();
   });
 
+  function selectTab(name) {
+    document.querySelectorAll("#tabs [role=tab]").forEach(function (tab) {
+      var on = tab.id === "tab-" + name;
+      tab.setAttribute("aria-selected", String(on));
+      document.getElementById(tab.getAttribute("aria-controls")).hidden = !on;
+    });
+  }
+  document.querySelectorAll("#tabs [role=tab]").forEach(function (tab) {
+    tab.addEventListener("click", function () { selectTab(tab.id.slice(4)); });
+  });
+
+  function drawTiles(summary) {
+    var t = summary.totals;
+    ["total", "scheduled", "deferred", "held", "active"].forEach(function (k) {
+      document.getElementById("tile-" + k).textContent = String(t[k]);
+    });
+    document.getElementById("tile-deferred").className = t.deferred ? "bad" : "";
+    document.getElementById("tile-held").className = t.held ? "warn" : "";
+    document.getElementById("tile-destinations").textContent = String(summary.destinations.length);
+  }
+
+  /** QUEUE-HEALTH: the store tile, drawn only when /api/health carries the backend's health. */
+  function drawStore(store) {
+    var tile = document.getElementById("store-health");
+    tile.hidden = !store;
+    if (!store) return;
+    tile.className = "tile store" + (store.writable ? "" : " down");
+    var state = document.getElementById("store-state");
+    state.textContent = store.writable ? "store writable" : "store NOT writable";
+    state.className = store.writable ? "good" : "bad";
+    var detail = document.getElementById("store-detail");
+    detail.replaceChildren();
+    if (store.since) detail.appendChild(document.createTextNode("since " + dateTime(store.since)));
+    if (store.lastError) detail.appendChild(document.createTextNode((store.since ? "; " : "") + "last error: " + store.lastError));
+  }
+
   function drawSummary(summary) {
+    count("destinations", summary.destinations.length);
     fill("summary", summary.destinations.map(function (d) {
       var note = [];
       if (d.suspendedUntil) note.push("suspended until " + dateTime(d.suspendedUntil));
@@ -158,7 +279,7 @@ export const DASHBOARD_HTML = `<!doctype html>
         el("td", {}, [d.domain]), el("td", { class: "num" }, [d.total]), el("td", { class: "num" }, [d.scheduled]),
         el("td", { class: "num" }, [d.active]), el("td", { class: "num" + (d.held ? " warn" : "") }, [d.held]),
         el("td", { class: "num" + (d.deferred ? " bad" : "") }, [d.deferred]), el("td", {}, [age(d.oldestCreatedAt)]),
-        el("td", { class: note.length ? "warn" : "" }, [note.join("; ")])
+        el("td", { class: note.length ? "warn" : "" }, [clipped(note.join("; "))])
       ];
     }), 8);
   }
@@ -168,7 +289,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     var legend = document.getElementById("depth-legend");
     chart.replaceChildren();
     legend.replaceChildren();
-    var W = 800, H = 220, PAD = 24;
+    var W = 800, H = 150, PAD = 20;
     if (samples.length === 0) {
       var t = svg("text", { x: String(W / 2), y: String(H / 2), "text-anchor": "middle", fill: "#5b6b7c" });
       t.textContent = "no samples yet";
@@ -188,10 +309,10 @@ export const DASHBOARD_HTML = `<!doctype html>
     function x(i) { return PAD + ((samples[i].at - t0) / span) * (W - 2 * PAD); }
     function y(v) { return H - PAD - (v / max) * (H - 2 * PAD); }
     chart.appendChild(svg("line", { x1: String(PAD), y1: String(H - PAD), x2: String(W - PAD), y2: String(H - PAD), stroke: "#d6dde5" }));
-    var top = svg("text", { x: "2", y: String(PAD - 8), fill: "#5b6b7c", "font-size": "11" });
+    var top = svg("text", { x: "2", y: String(PAD - 6), fill: "#5b6b7c", "font-size": "11" });
     top.textContent = String(max) + " jobs";
     chart.appendChild(top);
-    var label = svg("text", { x: String(W - PAD), y: String(H - 6), fill: "#5b6b7c", "font-size": "11", "text-anchor": "end" });
+    var label = svg("text", { x: String(W - PAD), y: String(H - 4), fill: "#5b6b7c", "font-size": "11", "text-anchor": "end" });
     label.textContent = time(t0) + " – " + time(t1);
     chart.appendChild(label);
     Object.keys(series).forEach(function (name, n) {
@@ -204,24 +325,39 @@ export const DASHBOARD_HTML = `<!doctype html>
   }
 
   function drawActivity(activity) {
+    var deferrals = activity.deliveries.filter(function (a) { return a.kind !== "delivered"; }).length;
+    count("deliveries", activity.deliveries.length, deferrals ? "warn" : "");
+    count("bounces", activity.bounces.length, "bad");
+    count("refusals", activity.rejections.length, "warn");
     fill("deliveries", activity.deliveries.map(function (a) {
-      return [el("td", { class: "nowrap" }, [time(a.at)]), el("td", {}, [lookupLink(a.queueId)]), el("td", {}, [a.recipients.join(", ")]),
-        el("td", { class: a.kind === "delivered" ? "good" : "warn" }, [reply(a)]), el("td", {}, [a.remoteMta || a.hop || ""])];
-    }), 5);
+      var good = a.kind === "delivered";
+      return [el("td", {}, [time(a.at)]), el("td", {}, [messageLink(a.queueId)]), el("td", {}, [clipped(a.recipients.join(", "))]),
+        el("td", { class: good ? "good" : "warn" }, [a.kind]), el("td", { class: good ? "good" : "warn" }, [clipped(reply(a))]),
+        el("td", { class: "mono" }, [a.remoteMta || a.hop || ""])];
+    }), 6);
     fill("bounces", activity.bounces.map(function (a) {
-      return [el("td", { class: "nowrap" }, [time(a.at)]), el("td", {}, [lookupLink(a.queueId)]), el("td", {}, [a.recipients.join(", ")]),
-        el("td", { class: "bad" }, [reply(a)]), el("td", {}, [a.reason || ""])];
+      return [el("td", {}, [time(a.at)]), el("td", {}, [messageLink(a.queueId)]), el("td", {}, [clipped(a.recipients.join(", "))]),
+        el("td", { class: "bad" }, [clipped(reply(a))]), el("td", {}, [a.reason || ""])];
     }), 5);
     fill("rejections", activity.rejections.map(function (r) {
-      return [el("td", { class: "nowrap" }, [time(r.at)]), el("td", {}, [(r.remoteAddress || "") + (r.helo ? " (" + r.helo + ")" : "") + (r.listener ? " on " + r.listener : "")]),
+      var by = r.by === "core" ? "core (" + (r.command || "") + ")" : r.plugin + " / " + r.hook;
+      return [el("td", {}, [time(r.at)]), el("td", {}, [(r.remoteAddress || "") + (r.helo ? " (" + r.helo + ")" : "") + (r.listener ? " on " + r.listener : "")]),
         el("td", {}, [r.sender === undefined ? "" : "<" + r.sender + ">"]), el("td", {}, [r.recipient || ""]),
-        el("td", {}, [r.plugin + " / " + r.hook]), el("td", { class: "bad" }, [r.code ? reply(r) : r.outcome])];
+        el("td", {}, [by]), el("td", { class: "bad" }, [clipped(r.code ? reply(r) : r.outcome)])];
     }), 6);
   }
 
-  function lookupLink(queueId) {
-    var a = el("a", { href: "#" }, [queueId]);
-    a.addEventListener("click", function (event) { event.preventDefault(); document.getElementById("lookup-id").value = queueId; lookup(); });
+  /** A queue id that opens the message's timeline (#id=...). */
+  function messageLink(queueId) {
+    var href = "#id=" + encodeURIComponent(queueId);
+    var a = el("a", { href: href, class: "qid" }, [queueId]);
+    // The same fragment again fires no hashchange: open it here.
+    a.addEventListener("click", function (event) {
+      if (location.hash !== href) return;
+      event.preventDefault();
+      pendingId = queueId;
+      openPending();
+    });
     return a;
   }
 
@@ -237,14 +373,21 @@ export const DASHBOARD_HTML = `<!doctype html>
       case "attempt":
         return "attempt " + event.attempt + " to " + event.domain + (event.remoteMta ? " via " + event.remoteMta : "") + ": " +
           event.recipients.map(function (r) { return r.address + " " + r.result + " (" + r.code + " " + r.enhanced + " " + r.text + ")"; }).join("; ") +
-          (event.nextAttemptAt ? "; next attempt " + dateTime(event.nextAttemptAt) : "") +
-          (event.notices.length ? "; notice " + event.notices.join(", ") : "");
+          (event.nextAttemptAt ? "; next attempt " + dateTime(event.nextAttemptAt) : "");
       case "operator":
-        return "operator: " + event.action + (event.domain ? " " + event.domain : "") + (event.detail ? " (" + event.detail + ")" : "") +
-          (event.notice ? "; bounce " + event.notice : "");
+        return "operator: " + event.action + (event.domain ? " " + event.domain : "") + (event.detail ? " (" + event.detail + ")" : "");
       default:
         return JSON.stringify(event);
     }
+  }
+
+  /** The queue ids of the notices an event sent (bounces, delay notices), as links. */
+  function notices(event) {
+    var ids = event.type === "attempt" ? event.notices : event.type === "operator" && event.notice ? [event.notice] : [];
+    if (!ids.length) return [];
+    var parts = ["; notice "];
+    ids.forEach(function (id, i) { if (i) parts.push(", "); parts.push(messageLink(id)); });
+    return parts;
   }
 
   function showMessage(m) {
@@ -261,34 +404,53 @@ export const DASHBOARD_HTML = `<!doctype html>
     var subject = (m.headers || []).filter(function (h) { return h[0].toLowerCase() === "subject"; })[0];
     if (subject) facts.push(["subject", subject[1]]);
     var dl = el("dl", { id: "message-facts" }, []);
-    facts.forEach(function (f) { dl.appendChild(el("dt", {}, [f[0]])); dl.appendChild(el("dd", {}, [f[1]])); });
+    facts.forEach(function (f) { dl.appendChild(el("dt", {}, [f[0]])); dl.appendChild(el("dd", {}, [clipped(f[1])])); });
     box.appendChild(dl);
     m.timeline.forEach(function (event) {
       var refused = event.type === "hook" && ["reject", "tempfail", "disconnect", "error", "timeout"].indexOf(event.outcome) >= 0;
-      list.appendChild(el("li", { class: event.type + (refused ? " refused" : ""), "data-type": event.type }, [
-        el("span", { class: "when" }, [time(event.at)]), describe(event)
-      ]));
+      list.appendChild(el("li", { class: event.type + (refused ? " refused" : ""), "data-type": event.type },
+        [el("span", { class: "when" }, [time(event.at)]), clipped(describe(event))].concat(notices(event))));
     });
   }
 
-  function lookup() {
-    var id = document.getElementById("lookup-id").value.trim();
-    if (!id) return;
+  function lookup(id) {
     api("/api/messages/" + encodeURIComponent(id)).then(showMessage, function (error) {
       document.getElementById("timeline").replaceChildren();
       document.getElementById("message").replaceChildren(el("p", { class: "bad", id: "lookup-error" }, [error.message]));
     });
   }
-  document.getElementById("lookup-form").addEventListener("submit", function (event) { event.preventDefault(); lookup(); });
+
+  /** Opens the message a #id= fragment named, once there is a token to ask with. */
+  function openPending() {
+    if (!pendingId || !token) return;
+    var id = pendingId;
+    pendingId = null;
+    document.getElementById("lookup-id").value = id;
+    selectTab("message");
+    document.getElementById("panels").scrollIntoView({ block: "start" });
+    lookup(id);
+  }
+  document.getElementById("lookup-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var id = document.getElementById("lookup-id").value.trim();
+    if (!id) return;
+    // Through the fragment, so the address bar names the message (a link to share, back to return).
+    var href = "#id=" + encodeURIComponent(id);
+    pendingId = id;
+    if (location.hash === href) openPending(); else location.hash = href;
+  });
 
   function refresh() {
     if (!token) { askToken(); return; }
     Promise.all([api("/api/health"), api("/api/queue/summary"), api("/api/queue/history"), api("/api/activity")]).then(function (r) {
       document.getElementById("backend").textContent = r[0].queue + " queue, " + r[1].totals.total + " job(s)";
+      drawStore(r[0].store);
+      drawTiles(r[1]);
       drawSummary(r[1]);
       drawHistory(r[2].samples);
       drawActivity(r[3]);
       status("updated " + time(Date.now()), "good");
+      openPending();
     }, function (error) { status(error.message, "bad"); });
   }
   refresh();

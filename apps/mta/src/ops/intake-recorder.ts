@@ -1,10 +1,15 @@
 // Keeps what happened in each SMTP session (every plugin verdict, with who the client was) in
 // memory until its message is queued, when the events go into the message's stored timeline.
-// Refusals are also kept in a short list, so "why was it rejected?" has an answer without grep.
-import type { HookEvent } from '@tern/plugin-api';
+// Refusals (a plugin's, or core's own: relay denied, limits, syntax) are also kept in a short list,
+// so "why was it rejected?" has an answer without grep.
+import type { ReplyEvent } from '@tern/core';
+import { HOOK_KINDS, type HookEvent, type HookName } from '@tern/plugin-api';
 import type { HookVerdictEvent } from '@tern/queue';
 
-/** One refusal by a plugin, with what is known of the client at that moment. */
+/**
+ * One refusal, with what is known of the client at that moment: a plugin's verdict (with its plugin
+ * and hook), or a 4xx/5xx reply core decided on its own (`by: 'core'`), as /metrics counts them.
+ */
 export interface Rejection {
   readonly at: number;
   readonly sessionId: string;
@@ -12,15 +17,22 @@ export interface Rejection {
   readonly remoteAddress?: string;
   readonly helo?: string;
   readonly sender?: string;
-  /** The recipient being refused (rcptTo) or the last one given. */
+  /** The recipient being refused (a plugin's rcptTo) or the last one given; absent for core's refusals. */
   readonly recipient?: string;
-  readonly plugin: string;
-  readonly hook: string;
+  readonly by: 'plugin' | 'core';
+  /** The plugin and hook that refused (`by: 'plugin'`). */
+  readonly plugin?: string;
+  readonly hook?: string;
+  /** `reject`, `tempfail`, `disconnect`, `error` or `timeout`; core's replies are `reject` (5xx) or `tempfail` (4xx). */
   readonly outcome: string;
+  /** The command refused, as /metrics labels it (`RCPT`, `MAIL`, `OTHER`, `NONE`, ...), once the reply was sent. */
+  readonly command?: string;
   readonly code?: number;
   readonly enhanced?: string;
   readonly text?: string;
 }
+
+type MutableRejection = { -readonly [K in keyof Rejection]: Rejection[K] };
 
 interface SessionTrace {
   listener?: string;
@@ -32,10 +44,20 @@ interface SessionTrace {
   session: HookVerdictEvent[];
   /** From MAIL FROM on: this transaction only. */
   transaction: HookVerdictEvent[];
+  /** A plugin's refusal whose reply to the client has not gone out yet (so it is not listed twice). */
+  awaitingReply?: MutableRejection;
   lastSeen: number;
 }
 
 const SESSION_HOOKS = new Set(['connect', 'helo', 'auth']);
+/** Hooks whose refusal is answered to the client: the verdict hooks, and intake's transforms (a failure is 451). */
+const ANSWERED_HOOKS: ReadonlySet<string> = new Set(
+  (Object.keys(HOOK_KINDS) as HookName[]).filter(
+    (hook) => HOOK_KINDS[hook] === 'verdict' || hook === 'headers' || hook === 'queue',
+  ),
+);
+/** An enhanced status code at the start of a reply line (RFC 3463). */
+const ENHANCED = /^([245]\.\d{1,3}\.\d{1,3}) (.*)$/s;
 const REFUSALS = new Set(['reject', 'tempfail', 'disconnect', 'error', 'timeout']);
 
 export interface IntakeRecorderOptions {
@@ -109,24 +131,52 @@ export class IntakeRecorder {
     };
     const list = SESSION_HOOKS.has(event.hook) ? trace.session : trace.transaction;
     if (list.length < this.#maxEvents) list.push(entry);
-    if (REFUSALS.has(event.outcome)) {
-      this.#rejections.push({
-        at,
-        sessionId: event.sessionId,
-        ...(trace.listener === undefined ? {} : { listener: trace.listener }),
-        ...(trace.remoteAddress === undefined ? {} : { remoteAddress: trace.remoteAddress }),
-        ...(trace.helo === undefined ? {} : { helo: trace.helo }),
-        ...(trace.sender === undefined ? {} : { sender: trace.sender }),
-        ...(trace.recipient === undefined ? {} : { recipient: trace.recipient }),
-        plugin: event.plugin,
-        hook: event.hook,
-        outcome: event.outcome,
-        ...(event.code === undefined ? {} : { code: event.code }),
-        ...(event.enhanced === undefined ? {} : { enhanced: event.enhanced }),
-        ...(event.text === undefined ? {} : { text: event.text }),
-      });
-      if (this.#rejections.length > this.#maxRejections) this.#rejections.shift();
+    if (!REFUSALS.has(event.outcome)) return;
+    const rejection: MutableRejection = {
+      ...this.#client(at, event.sessionId, trace),
+      ...(trace.sender === undefined ? {} : { sender: trace.sender }),
+      ...(trace.recipient === undefined ? {} : { recipient: trace.recipient }),
+      by: 'plugin',
+      plugin: event.plugin,
+      hook: event.hook,
+      outcome: event.outcome,
+      ...(event.code === undefined ? {} : { code: event.code }),
+      ...(event.enhanced === undefined ? {} : { enhanced: event.enhanced }),
+      ...(event.text === undefined ? {} : { text: event.text }),
+    };
+    this.#keep(rejection);
+    trace.awaitingReply = ANSWERED_HOOKS.has(event.hook) ? rejection : undefined;
+  }
+
+  /**
+   * Records one 4xx/5xx reply a listener sent (its onReply event). The reply to a plugin's refusal
+   * completes that refusal (the command, and the code a failed hook got); any other is core's own.
+   */
+  reply(event: ReplyEvent, at: number = Date.now()): void {
+    const trace = this.#trace(event.sessionId);
+    trace.listener ??= event.listener;
+    const pending = trace.awaitingReply;
+    trace.awaitingReply = undefined;
+    const said = ENHANCED.exec(event.text ?? '');
+    if (pending) {
+      pending.command = event.command;
+      if (pending.code === undefined) {
+        pending.code = event.code;
+        if (said) [, pending.enhanced, pending.text] = said;
+      }
+      return;
     }
+    // Only a recipient or sender of this very command is certain; a core refusal may precede both.
+    const inTransaction = event.command === 'RCPT' || event.command === 'DATA' || event.command === 'BDAT';
+    this.#keep({
+      ...this.#client(at, event.sessionId, trace),
+      ...(inTransaction && trace.sender !== undefined ? { sender: trace.sender } : {}),
+      by: 'core',
+      outcome: event.code >= 500 ? 'reject' : 'tempfail',
+      command: event.command,
+      code: event.code,
+      ...(said ? { enhanced: said[1], text: said[2] } : event.text ? { text: event.text } : {}),
+    });
   }
 
   /** The events to store with a message queued in this session; the transaction's are handed over once. */
@@ -146,6 +196,26 @@ export class IntakeRecorder {
 
   get sessions(): number {
     return this.#sessions.size;
+  }
+
+  /** When, which session, and who the client was. */
+  #client(
+    at: number,
+    sessionId: string,
+    trace: SessionTrace,
+  ): Pick<Rejection, 'at' | 'sessionId' | 'listener' | 'remoteAddress' | 'helo'> {
+    return {
+      at,
+      sessionId,
+      ...(trace.listener === undefined ? {} : { listener: trace.listener }),
+      ...(trace.remoteAddress === undefined ? {} : { remoteAddress: trace.remoteAddress }),
+      ...(trace.helo === undefined ? {} : { helo: trace.helo }),
+    };
+  }
+
+  #keep(rejection: MutableRejection): void {
+    this.#rejections.push(rejection);
+    if (this.#rejections.length > this.#maxRejections) this.#rejections.shift();
   }
 
   #trace(sessionId: string): SessionTrace {

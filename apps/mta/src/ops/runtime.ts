@@ -58,6 +58,7 @@ export class OpsRuntime {
 
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
   readonly onReply = (event: ReplyEvent): void => {
+    this.recorder.reply(event);
     this.metrics?.errorReply(event);
   };
 

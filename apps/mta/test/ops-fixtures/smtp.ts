@@ -44,3 +44,22 @@ export async function sendMail(
     smtp.close();
   }
 }
+
+/** Says MAIL FROM and RCPT TO for each recipient, from `localAddress`, and returns the RCPT replies (no DATA). */
+export async function tryRecipients(
+  port: number,
+  message: { from: string; to: readonly string[]; localAddress: string },
+): Promise<string[]> {
+  const smtp = await smtpDialog(port, { localAddress: message.localAddress });
+  try {
+    await smtp.read();
+    await smtp.command('EHLO stranger.test');
+    await smtp.command(`MAIL FROM:<${message.from}>`);
+    const replies: string[] = [];
+    for (const to of message.to) replies.push(await smtp.command(`RCPT TO:<${to}>`));
+    await smtp.command('QUIT').catch(() => '');
+    return replies;
+  } finally {
+    smtp.close();
+  }
+}
