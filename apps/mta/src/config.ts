@@ -114,7 +114,8 @@ const pluginSchema = z.custom<Plugin>(
 const listener = z.strictObject({
   name: z.string().min(1).optional(),
   kind: z.enum(['mx', 'submission', 'smtps'], 'one of mx (port 25), submission (587) or smtps (465)'),
-  host: listenHost.default('0.0.0.0'),
+  /** Address to bind (default :: — IPv4 and IPv6 — or 0.0.0.0 where the machine has no IPv6). */
+  host: listenHost.optional(),
   port: port.optional(),
   hostname: z.string().min(1).optional(),
   tls: tlsFiles.optional(),
@@ -440,7 +441,8 @@ function checkSemantics(config: ResolvedConfig): string[] {
   const seen = new Map<string, number>();
   config.listeners.forEach((l, i) => {
     const at = `config.listeners[${i}]`;
-    const key = `${l.host}:${listenerPort(l)}`;
+    const host = l.host ?? '::';
+    const key = `${host.includes(':') ? `[${host}]` : host}:${listenerPort(l)}`;
     const other = seen.get(key);
     if (other !== undefined && listenerPort(l) !== 0) {
       problems.push(
@@ -595,12 +597,12 @@ function readUsersFile(config: ResolvedConfig): void {
 async function checkHosts(config: ResolvedConfig, source: string): Promise<void> {
   const problems = await Promise.all(
     config.listeners.map(async (l, i) => {
-      if (isIP(l.host) !== 0) return undefined;
+      if (l.host === undefined || isIP(l.host) !== 0) return undefined;
       try {
         await lookup(l.host);
         return undefined;
       } catch (error) {
-        return `config.listeners[${i}].host: cannot resolve ${l.host} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): use an IP address of this machine, or 0.0.0.0 for all`;
+        return `config.listeners[${i}].host: cannot resolve ${l.host} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}): use an IP address of this machine, or leave host out to listen on all (::)`;
       }
     }),
   );

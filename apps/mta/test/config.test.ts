@@ -22,7 +22,7 @@ describe('config validation names the field and the fix', () => {
   test('a minimal MX config is valid and gets defaults', () => {
     const config = validateConfig({ listeners: [{ kind: 'mx' }], localDomains: ['Example.COM'] }, '/tmp');
     expect(config.localDomains).toEqual(['example.com']);
-    expect(config.listeners[0]?.host).toBe('0.0.0.0');
+    expect(config.listeners[0]?.host).toBeUndefined(); // core binds :: (dual-stack)
     expect(config.trustedNetworks).toEqual(['127.0.0.1/32', '::1/128']);
   });
 
@@ -122,7 +122,7 @@ describe('config validation names the field and the fix', () => {
         ],
         localDomains: ['a.test'],
       },
-      'config.listeners[1].port: 0.0.0.0:2525 is already used by listeners[0]',
+      'config.listeners[1].port: [::]:2525 is already used by listeners[0]',
     ],
   ])('%j', (input, expected) => {
     expect(problems(input).join('\n')).toContain(expected);

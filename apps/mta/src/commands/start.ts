@@ -18,7 +18,10 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
   );
   const lines = [
     `tern ${mta.hostname}: started`,
-    ...mta.listeners.map((l) => `  listening: ${l.name} (${l.kind}) on ${l.host}:${l.port}`),
+    ...mta.listeners.map(
+      (l) =>
+        `  listening: ${l.name} (${l.kind}) on ${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`,
+    ),
     `  queue: ${queue.backend} at ${queue.location}${options.worker === false ? ' (intake only: no delivery worker)' : ''}`,
     `  plugins: ${plugins.length > 0 ? plugins.join(', ') : '(none)'}`,
     mta.adminUrl
