@@ -372,6 +372,27 @@ describe('RedisQueue: durability', () => {
   });
 });
 
+describe('RedisQueue: large bodies', () => {
+  it('leaves nothing to deliver when killed between the slices and the commit; the upload expires', async () => {
+    const prefix = `t${randomBytes(4).toString('hex')}`;
+    const child = spawnScript('upload-child.ts', [redis.url, prefix]);
+    children.push(child);
+    await child.line(/^stalled$/);
+    await child.kill();
+    const keys = await admin.keys(`${prefix}:*`);
+    // Only the upload (and the queue's own bookkeeping), no message, no job.
+    expect(keys.filter((k) => k.startsWith(`${prefix}:msg:`))).toEqual([
+      expect.stringMatching(/^t[0-9a-f]+:msg:[0-9A-Z]+:upload$/),
+    ]);
+    const upload = keys.find((k) => k.endsWith(':upload')) as string;
+    expect(await admin.strlen(upload)).toBeGreaterThan(0);
+    const ttl = await admin.pttl(upload);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(10 * 60_000);
+    expect(await admin.exists(`${prefix}:delivery:wait`)).toBe(0);
+  });
+});
+
 describe('RedisQueue: several workers', () => {
   it('runs a job again on another node when its worker is killed mid-delivery', async () => {
     const q = await queue();
