@@ -51,16 +51,24 @@ export function fileSource(path: string, size: number): ByteSource {
 }
 
 /**
- * A spooled message of `size` bytes whose stream gives `before` bytes, calls `stalled` and then
- * never goes on: the enqueue hangs between its slices and its commit until the process is killed.
+ * A spooled message of `size` bytes whose stream gives `before` bytes, calls `stalled` once they
+ * are written, and goes on with the rest only when `resume` settles (never, by default): the
+ * enqueue waits between its slices and its commit, for a crash or a full disk to come.
  */
-export function stallingSource(size: number, before: number, stalled: () => void): ByteSource {
+export function stallingSource(
+  size: number,
+  before: number,
+  stalled: () => void,
+  resume: Promise<void> = new Promise(() => {}),
+): ByteSource {
   async function* bytes(): AsyncGenerator<Buffer> {
     const chunk = Buffer.alloc(64 * 1024, 'x');
-    for (let given = 0; given < before; given += chunk.length) yield chunk;
+    let given = 0;
+    for (; given < before; given += chunk.length) yield chunk;
     // Once what was read is written (the writes follow in the same turn of the event loop).
     setImmediate(stalled);
-    await new Promise(() => {});
+    await resume;
+    for (; given < size; given += chunk.length) yield chunk.subarray(0, Math.min(chunk.length, size - given));
   }
   return { size, stream: () => Readable.from(bytes(), { objectMode: false }), chunks: () => undefined };
 }

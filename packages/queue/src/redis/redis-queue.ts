@@ -2,6 +2,7 @@
 // Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
 // jobs to the living.
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { type ByteSource, type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
@@ -76,6 +77,7 @@ const UPLOAD_WINDOW = 4;
 /** A body being written expires this long after its last slice: a node that died mid-write leaves nothing. */
 const UPLOAD_TTL_MS = 10 * 60_000;
 const DEFAULT_PROBE_MS = 5000;
+const DEFAULT_LOCK_MS = 30_000;
 
 /**
  * Key names under the prefix; exported for the README and for tests that look inside. Every key
@@ -109,6 +111,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly #retentionSeconds: number;
   readonly #options: RedisQueueOptions;
   readonly #timeoutMs: number;
+  readonly #lockMs: number;
+  readonly #probeMs: number;
   readonly #log: Logger;
   readonly #health: HealthMonitor;
   #worker: Worker | undefined;
@@ -127,6 +131,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#retentionSeconds = Math.ceil((options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS) / 1000);
     this.#opsKeys = opsKeys(this.prefix);
     this.#timeoutMs = options.enqueueTimeoutMs ?? 10_000;
+    this.#lockMs = options.lockDurationMs ?? DEFAULT_LOCK_MS;
+    this.#probeMs = options.probeIntervalMs ?? DEFAULT_PROBE_MS;
     this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
     const url = options.url ?? 'redis://127.0.0.1:6379';
     this.location = redactUrl(url);
@@ -150,8 +156,9 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       // memory (noeviction) or refusing writes after a failed save (MISCONF).
       probe: async () => {
         await this.#client.set(this.#opsKeys.probe, String(Date.now()), 'PX', 60_000);
+        await this.#loadScripts();
       },
-      maxProbeIntervalMs: options.probeIntervalMs ?? DEFAULT_PROBE_MS,
+      maxProbeIntervalMs: this.#probeMs,
       hint: redisHint,
     });
     this.#client.on('close', () => {
@@ -312,6 +319,23 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   /**
+   * Loads the Lua scripts of this connection (BullMQ's and ours) that Redis does not have.
+   * ioredis sends a script's body only the first time a connection uses it and EVALSHA after
+   * that, even when that first EVAL was refused (out of memory) or the scripts were flushed; in
+   * the enqueue MULTI nothing resends it, so every enqueue would fail with NOSCRIPT from then on.
+   */
+  async #loadScripts(): Promise<void> {
+    const scripts = Object.values(
+      (this.#client as unknown as { scriptsSet: Record<string, { sha: string; lua: string }> }).scriptsSet,
+    );
+    if (scripts.length === 0) return;
+    const loaded = (await this.#client.script('EXISTS', ...scripts.map((s) => s.sha))) as number[];
+    await Promise.all(
+      scripts.filter((_, i) => loaded[i] !== 1).map((script) => this.#client.script('LOAD', script.lua)),
+    );
+  }
+
+  /**
    * What intake answers 451 for. Unless the message itself could not be read, Redis is
    * unwritable from now until a probe write works.
    */
@@ -336,7 +360,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       connection: client,
       prefix: this.prefix,
       concurrency: options.concurrency ?? 20,
-      lockDuration: this.#options.lockDurationMs ?? 30_000,
+      lockDuration: this.#lockMs,
       stalledInterval: this.#options.stalledIntervalMs ?? 30_000,
       // A job whose worker died goes back to waiting every time: never to "failed".
       maxStalledCount: LAST_RESORT_ATTEMPTS,
@@ -403,26 +427,33 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     };
 
     let next: { data: JobData; at: number; event: TimelineEvent | undefined };
+    // Writes that record the attempt wait out a Redis that refuses writes for as long as the lock
+    // on the job lasts (its renewals fail meanwhile too).
+    let until = 0;
+    const record = <T>(write: () => Promise<T>): Promise<T> => this.#whileRefused(write, until);
     try {
       const outcome = await runDeliveryAttempt(deliveryJob, deliver, store, settings);
       const event = attemptEvent(deliveryJob, outcome, settings.now());
+      until = Date.now() + this.#lockMs / 2;
       if (outcome.next === undefined) {
-        await client.ternFinishJob(
-          keys.jobs,
-          keys.meta,
-          keys.body,
-          ops.jobs,
-          ops.domain(data.domain),
-          ops.retried(data.domain),
-          ops.held,
-          ops.domains,
-          ops.timeline(data.queueId),
-          // Some key must stand in when there is no Message-ID; the script only expires what exists.
-          ops.messageId(gate.messageId === undefined ? '' : normalizeMessageId(gate.messageId)),
-          id,
-          data.domain,
-          JSON.stringify(event),
-          this.#retentionSeconds,
+        await record(() =>
+          client.ternFinishJob(
+            keys.jobs,
+            keys.meta,
+            keys.body,
+            ops.jobs,
+            ops.domain(data.domain),
+            ops.retried(data.domain),
+            ops.held,
+            ops.domains,
+            ops.timeline(data.queueId),
+            // Some key must stand in when there is no Message-ID; the script only expires what exists.
+            ops.messageId(gate.messageId === undefined ? '' : normalizeMessageId(gate.messageId)),
+            id,
+            data.domain,
+            JSON.stringify(event),
+            this.#retentionSeconds,
+          ),
         );
         return { delivered: outcome.decision.delivered.length, failed: outcome.decision.failed.length };
       }
@@ -443,20 +474,42 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       const at = settings.now() + settings.schedule.delayAfter(data.attempts + 1);
       this.#log.error({ err: error, jobId: id }, 'delivery step failed; deferring the job');
       next = { at, event: undefined, data: { ...data, attempts: data.attempts + 1, nextAttemptAt: at } };
+      until = Date.now() + this.#lockMs / 2;
     }
+    const { data: nextData, at, event } = next;
     // Data first: if we die between the two, the replay already knows who is done.
-    await Promise.all([
-      job.updateData(next.data),
-      client.ternRecordRetry(
-        ops.domain(data.domain),
-        ops.retried(data.domain),
-        ops.timeline(data.queueId),
-        id,
-        next.event === undefined ? '' : JSON.stringify(next.event),
-      ),
-    ]);
-    await job.moveToDelayed(next.at, token);
+    await record(() =>
+      Promise.all([
+        job.updateData(nextData),
+        client.ternRecordRetry(
+          ops.domain(data.domain),
+          ops.retried(data.domain),
+          ops.timeline(data.queueId),
+          id,
+          event === undefined ? '' : JSON.stringify(event),
+        ),
+      ]),
+    );
+    await record(() => job.moveToDelayed(at, token));
     throw new DelayedError();
+  }
+
+  /**
+   * Runs a write again and again while Redis refuses writes (disk full, out of memory), until
+   * `until`: the attempt is then recorded as soon as Redis takes writes again, instead of through
+   * BullMQ's last-resort retry a minute later. Past `until`, or for any other error, the error goes
+   * on and the job runs again once its lock expires (at-least-once).
+   */
+  async #whileRefused<T>(write: () => Promise<T>, until: number): Promise<T> {
+    for (let wait = 100; ; wait = Math.min(wait * 2, this.#probeMs)) {
+      try {
+        return await write();
+      } catch (error) {
+        if (!refusesWrites(error) || Date.now() + wait > until) throw error;
+        this.#health.failed(error);
+        await sleep(wait);
+      }
+    }
   }
 
   async readMessage(queueId: string): Promise<Buffer | null> {
