@@ -505,27 +505,33 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    * runs twice in this process nor ends silently. A write that fails for another reason (a bug)
    * defers the job instead; if even that fails, the next reclaim schedules it again.
    */
-  #record(row: JobRow, write: () => void, worker: WorkerState, log: Logger, retry = true): void {
+  #record(row: JobRow, write: () => void, worker: WorkerState, log: Logger): void {
+    let defer: () => void;
     try {
       write();
       this.#leased.delete(row.id);
+      return;
     } catch (error) {
-      if (isStoreFailure(error)) {
-        this.#unwritten.set(row.id, write);
-        this.#health.failed(error);
-        log.warn({ err: error }, 'the attempt is recorded once the store can write again; the job waits');
-        return;
-      }
-      if (retry) {
-        this.#record(row, this.#deferral(row, worker, error, log), worker, log, false);
-        return;
-      }
-      log.error(
-        { err: error },
-        'could not reschedule the job either; it is scheduled again by the next reclaim',
-      );
+      if (this.#keepUnwritten(row.id, write, error, log)) return;
+      defer = this.#deferral(row, worker, error, log);
+    }
+    try {
+      defer();
+      this.#leased.delete(row.id);
+    } catch (again) {
+      if (this.#keepUnwritten(row.id, defer, again, log)) return;
+      log.error({ err: again }, 'could not defer the job either; the next reclaim schedules it again');
       this.#leased.delete(row.id);
     }
+  }
+
+  /** Keeps a write the store refused, for the probe to do once it can; false for other errors. */
+  #keepUnwritten(jobId: string, write: () => void, error: unknown, log: Logger): boolean {
+    if (!isStoreFailure(error)) return false;
+    this.#unwritten.set(jobId, write);
+    this.#health.failed(error);
+    log.warn({ err: error }, 'the attempt is recorded once the store can write again; the job waits');
+    return true;
   }
 
   /**
@@ -554,7 +560,16 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #probe(): void {
     if (this.#closed) throw new Error('the queue is closed');
     for (const [jobId, write] of this.#unwritten) {
-      write();
+      try {
+        write();
+      } catch (error) {
+        if (isStoreFailure(error)) throw error;
+        // Not the store's fault, so it never will work: the reclaim below schedules the job again.
+        this.#log.error(
+          { err: error, jobId },
+          'could not record an attempt kept for later; the job runs again',
+        );
+      }
       this.#unwritten.delete(jobId);
       this.#leased.delete(jobId);
       this.#wake();
