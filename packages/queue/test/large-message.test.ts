@@ -99,16 +99,16 @@ describe.each(Object.keys(backends) as (keyof typeof backends)[])('large message
     expect(delivered?.job.size).toBe(big.size);
     expect(delivered?.job.eightBit).toBe(true);
     console.info(
-      `${kind}, 50 MiB enqueued and delivered: peak held rss +${(peak.rss / MIB).toFixed(1)} MiB, ` +
-        `arrayBuffers +${(peak.arrayBuffers / MIB).toFixed(1)} MiB`,
+      `${kind}, 50 MiB enqueued and delivered: peak held in buffers +${(peak.arrayBuffers / MIB).toFixed(1)} MiB, ` +
+        `rss +${(peak.rss / MIB).toFixed(1)} MiB (after collections)`,
     );
-    // Before: the whole body was held on enqueue (readAll) and again on delivery (one BLOB/GET).
-    // Now a few slices at a time: the file stream's buffer, a slice (Redis: five for its window
-    // of four, and ioredis' reply buffer pool). Buffers freed just before a sample may still be
-    // counted (V8 sweeps them in the background). The process's size also takes in what SQLite
-    // and malloc keep once touched, whatever the message.
-    expect(peak.arrayBuffers).toBeLessThan(16 * MIB);
-    expect(peak.rss).toBeLessThan(25 * MIB);
+    // Before: the whole body was held on enqueue (readAll) and again on delivery (one BLOB/GET),
+    // each a Buffer counted here. Now a few slices at a time: the file stream's buffer, a slice
+    // (Redis: five for its window of four, plus ioredis' reply buffer pool, one per process, which
+    // grows with the square root of the bytes read in a row and is cut back when idle). The
+    // process's size is only printed: SQLite's page cache (16 MB as better-sqlite3 builds it)
+    // fills with body pages, and malloc keeps what it had, whatever the message size.
+    expect(peak.arrayBuffers).toBeLessThan((kind === 'redis' ? 24 : 8) * MIB);
   }, 120_000);
 
   it('takes twenty 25 MiB messages at once while delivering them, within half the process budget', async () => {
