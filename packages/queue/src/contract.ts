@@ -130,6 +130,20 @@ export interface MessageRecord {
   }[];
 }
 
+/** Whether a backend's store takes writes: for a log line per change, a metric, readiness and the dashboard. */
+export interface QueueHealth {
+  /**
+   * New mail can be made durable and attempts recorded. False from the first write the store
+   * refused (disk full, I/O error, Redis unreachable or out of memory) until a probe write works.
+   */
+  readonly writable: boolean;
+  /** Since when (ms since epoch) the store has been in this state. */
+  readonly since: number;
+  /** The last write error, kept after recovery so operators see what happened (absent if none yet). */
+  readonly lastError?: string;
+  readonly lastErrorAt?: number;
+}
+
 /** Every backend implements this; one contract test suite runs against each. */
 export interface QueueBackend {
   readonly kind: 'redis' | 'embedded';
@@ -144,8 +158,17 @@ export interface QueueBackend {
   startWorker(deliver: Deliver, options?: WorkerOptions): Promise<void>;
   /** Stops taking jobs, waits for running attempts, closes connections. */
   close(): Promise<void>;
-  /** The stored message (null once every recipient is done and the body is removed). */
+  /**
+   * The stored message as one buffer (null once every recipient is done and the body is
+   * removed). For operators and tests: delivery streams with `openMessage`.
+   */
   readMessage(queueId: string): Promise<Buffer | null>;
+  /** The stored message as a stream read from the store in slices, or null when it is gone. */
+  openMessage(queueId: string): Promise<Readable | null>;
+  /** Whether the store takes writes now, since when, and its last write error. */
+  health(): QueueHealth;
+  /** Calls `listener` once at each change of `health()`; returns the function that stops it. */
+  onHealthChange(listener: (health: QueueHealth) => void): () => void;
   /** A message's envelope and jobs, or null when unknown or finished. */
   inspect(queueId: string): Promise<MessageRecord | null>;
 }

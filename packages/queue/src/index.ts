@@ -7,6 +7,7 @@ export {
   LOCAL_ERROR_REPLY,
   runDeliveryAttempt,
 } from './attempt.js';
+export { BODY_SLICE_BYTES, INLINE_BODY_LIMIT } from './body.js';
 export type {
   AttemptResult,
   BounceNowOptions,
@@ -23,6 +24,7 @@ export type {
   QueueBackend,
   QueuedJob,
   QueueFilter,
+  QueueHealth,
   QueueOperations,
   QueuePage,
   QueueSummary,

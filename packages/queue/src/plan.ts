@@ -35,5 +35,7 @@ export function planJobs(queueId: string, message: IncomingMessage): DeliveryJob
     attempts: 0,
     createdAt: message.receivedAt,
     isBounce: message.isBounce === true,
+    size: message.content.size,
+    ...(message.eightBit === undefined ? {} : { eightBit: message.eightBit }),
   }));
 }

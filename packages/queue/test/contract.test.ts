@@ -71,6 +71,28 @@ describe.each(Object.keys(backends) as (keyof typeof backends)[])('QueueBackend 
     expect(calls.every((c) => c.message.equals(Buffer.concat(message.content.chunks() ?? [])))).toBe(true);
   });
 
+  it('streams a stored message, reports a writable store, and passes intake facts to delivery', async () => {
+    const q = await open();
+    const before = Date.now();
+    expect(q.health()).toMatchObject({ writable: true });
+    expect(q.health().since).toBeLessThanOrEqual(before);
+    const stop = q.onHealthChange(() => {});
+    expect(typeof stop).toBe('function');
+    stop();
+
+    const message = { ...testMessage('alice@src.test', ['bob@x.test']), eightBit: true };
+    const id = await q.enqueue(message);
+    const chunks: Buffer[] = [];
+    for await (const chunk of (await q.openMessage(id)) ?? []) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(Buffer.concat(message.content.chunks() ?? []))).toBe(true);
+
+    const { deliver, calls } = recordingDeliver();
+    await q.startWorker(deliver, worker);
+    await waitFor(() => calls.length === 1, 5000);
+    expect(calls[0]?.job).toMatchObject({ size: message.content.size, eightBit: true });
+    await waitFor(async () => (await q.openMessage(id)) === null, 5000);
+  });
+
   it('retries only the deferred recipient, on the schedule', async () => {
     const q = await open();
     const { deliver, calls } = recordingDeliver((address, attempt) =>

@@ -2,6 +2,7 @@
 // right after it acknowledged mail, or in the middle of a delivery, or while it holds the store.
 import { memoryLogger } from '@tern/plugin-api';
 import { waitFor } from '@tern/testkit';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EmbeddedQueue, EmbeddedStoreLockedError, openEmbeddedQueue } from '../src/embedded/index.js';
 import { scriptedDeliver } from './embedded-fixtures/deliver.js';
@@ -73,6 +74,31 @@ describe('embedded queue: crashes', () => {
     await q.startWorker(deliver);
     await waitFor(async () => (await q.inspect(id)) === null);
     expect(calls.map((c) => c.job.queueId)).toEqual([id]);
+  });
+
+  it('leaves nothing visible when killed between the slices of a large body and its commit, and nothing behind after reopen', async () => {
+    const path = store();
+    const writer = child(['upload', path]);
+    await writer.line(/^stalled$/);
+    await writer.kill();
+
+    // The slices written before the kill are on disk, and no message owns them.
+    const raw = new Database(path);
+    const count = (table: string): number =>
+      (raw.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+    expect(count('body_parts')).toBe(32); // 8 MiB in 256 KiB slices
+    expect(count('messages') + count('jobs')).toBe(0);
+    raw.close();
+
+    const logger = memoryLogger();
+    const q = openEmbeddedQueue({ path, logger });
+    queues.push(q);
+    expect((await q.summary()).totals.total).toBe(0);
+    expect(logger.records.some((r) => r.fields.parts === 32)).toBe(true);
+    await q.close();
+    const after = new Database(path, { readonly: true });
+    expect((after.prepare('SELECT count(*) AS n FROM body_parts').get() as { n: number }).n).toBe(0);
+    after.close();
   });
 
   it('refuses a second process, naming the store and the holder, and opens once the holder is killed', async () => {

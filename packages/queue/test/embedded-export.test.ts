@@ -1,8 +1,10 @@
 // Moving mail out of an embedded store: export to JSON lines, import into another embedded
 // store and into a real Redis queue; only recipients still pending travel.
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { memorySource } from '@tern/plugin-api';
 import { startRedis, waitFor } from '@tern/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -114,6 +116,29 @@ describe('embedded queue: export and import', () => {
     expect(calls.find((c) => c.job.queueId === id)?.job.recipients.map((r) => r.address)).toEqual([
       'wait@one.test',
     ]);
+  });
+
+  it('moves a message stored in slices, streaming its body out and in', async () => {
+    const path = paths.next();
+    const q = openEmbeddedQueue({ path });
+    // Above the inline limit, and not a multiple of 3 (base64 carries bytes between slices).
+    const body = randomBytes(3 * 1024 * 1024 + 1);
+    const id = await q.enqueue({ ...testMessage(), content: memorySource([body]), eightBit: true });
+    await q.close();
+
+    const file = join(paths.next(), '..', 'large.jsonl');
+    expect(await exportQueue(path, file)).toMatchObject({ messages: 1, bytes: body.length });
+    const line = JSON.parse(readFileSync(file, 'utf8')) as ExportedMessage;
+    expect(line.queueId).toBe(id);
+    expect(Buffer.from(line.body, 'base64').equals(body)).toBe(true);
+
+    const target = queueAt(paths.next());
+    const { ids } = await importQueue(file, target);
+    const { deliver, calls } = scriptedDeliver();
+    expect((await target.readMessage(ids.get(id) as string))?.equals(body)).toBe(true);
+    await target.startWorker(deliver);
+    await waitFor(() => calls.length === 1);
+    expect(calls[0]?.job).toMatchObject({ size: body.length, eightBit: true });
   });
 
   it('refuses to export a store that is in use', async () => {

@@ -131,6 +131,33 @@ describe('embedded queue: storage', () => {
     expect(() => openEmbeddedQueue({ path: newer })).toThrow(/newer Tern/);
   });
 
+  it('upgrades a version 2 store in place: its inline bodies stay, large ones are sliced from then on', async () => {
+    const path = store();
+    const old = testMessage({ subject: 'before the upgrade' });
+    const q = queueAt(path);
+    const oldId = await q.enqueue(old);
+    await q.close();
+    // Make it a store as version 2 wrote it.
+    const raw = new Database(path);
+    raw.exec(`DROP TRIGGER messages_delete_parts; DROP TABLE body_parts; DROP TABLE store_probe;
+      ALTER TABLE messages DROP COLUMN parts; ALTER TABLE messages DROP COLUMN eight_bit;
+      PRAGMA user_version = 2;`);
+    raw.close();
+
+    const upgraded = queueAt(path);
+    expect(await upgraded.readMessage(oldId)).toEqual(Buffer.concat(old.content.chunks() ?? []));
+    const large = testMessage({ bodySize: 2 * 1024 * 1024 });
+    const largeId = await upgraded.enqueue(large);
+    expect((await upgraded.readMessage(largeId))?.equals(Buffer.concat(large.content.chunks() ?? []))).toBe(
+      true,
+    );
+    const { deliver, calls } = scriptedDeliver();
+    await upgraded.startWorker(deliver);
+    await waitFor(async () => (await upgraded.summary()).totals.total === 0);
+    expect(calls.map((c) => c.job.queueId).sort()).toEqual([oldId, largeId].sort());
+    expect(calls.find((c) => c.job.queueId === oldId)?.message).toContain('Subject: before the upgrade');
+  });
+
   it('refuses a file that is not SQLite at all, naming it, without touching it', () => {
     const path = store();
     const content = 'not a database\n'.repeat(100);

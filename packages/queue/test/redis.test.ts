@@ -372,6 +372,82 @@ describe('RedisQueue: durability', () => {
   });
 });
 
+describe('RedisQueue: health', () => {
+  /** Health changes of `q`, as the app would log them. */
+  function watch(q: RedisQueue): boolean[] {
+    const changes: boolean[] = [];
+    q.onHealthChange((health) => changes.push(health.writable));
+    return changes;
+  }
+
+  it('says Redis cannot take writes while it is out of memory, once, and when it can again', async () => {
+    // A fresh queue whose first enqueue meets the OOM: BullMQ's script was never loaded.
+    const logger = memoryLogger();
+    const q = await queue({ probeIntervalMs: 200, logger });
+    const changes = watch(q);
+    expect(q.health().writable).toBe(true);
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      for (let i = 0; i < 3; i++) {
+        await expect(q.enqueue(testMessage('alice@src.test', ['bob@x.test']))).rejects.toBeInstanceOf(
+          QueueUnavailableError,
+        );
+      }
+      expect(q.health()).toMatchObject({ writable: false, lastError: expect.stringMatching(/^OOM/) });
+      // The probe keeps failing meanwhile; still one change, one log line.
+      await waitFor(() =>
+        logger.records.some((r) => r.level === 'error' && /maxmemory/.test(r.message ?? '')),
+      );
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    await waitFor(() => q.health().writable, 5000);
+    expect(changes).toEqual([false, true]);
+    expect(logger.records.filter((r) => /cannot write/.test(r.message ?? ''))).toHaveLength(1);
+    await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+  });
+
+  it('says so while Redis is down, and when it is back', async () => {
+    const own = await startRedis();
+    try {
+      const q = await openRedisQueue({ url: own.url, prefix: 'health', probeIntervalMs: 200 });
+      opened.push(q);
+      const changes = watch(q);
+      await own.kill();
+      // The lost connection alone says it, before any enqueue fails.
+      await waitFor(() => !q.health().writable, 5000);
+      expect(q.health().lastError).toMatch(/lost/);
+      await own.restart();
+      await waitFor(() => q.health().writable, 10_000);
+      expect(changes).toEqual([false, true]);
+      await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+describe('RedisQueue: large bodies', () => {
+  it('leaves nothing to deliver when killed between the slices and the commit; the upload expires', async () => {
+    const prefix = `t${randomBytes(4).toString('hex')}`;
+    const child = spawnScript('upload-child.ts', [redis.url, prefix]);
+    children.push(child);
+    await child.line(/^stalled$/);
+    await child.kill();
+    const keys = await admin.keys(`${prefix}:*`);
+    // Only the upload (and the queue's own bookkeeping), no message, no job.
+    expect(keys.filter((k) => k.startsWith(`${prefix}:msg:`))).toEqual([
+      expect.stringMatching(/^t[0-9a-f]+:msg:[0-9A-Z]+:upload$/),
+    ]);
+    const upload = keys.find((k) => k.endsWith(':upload')) as string;
+    expect(await admin.strlen(upload)).toBeGreaterThan(0);
+    const ttl = await admin.pttl(upload);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(10 * 60_000);
+    expect(await admin.exists(`${prefix}:delivery:wait`)).toBe(0);
+  });
+});
+
 describe('RedisQueue: several workers', () => {
   it('runs a job again on another node when its worker is killed mid-delivery', async () => {
     const q = await queue();

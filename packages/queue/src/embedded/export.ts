@@ -11,9 +11,10 @@ import {
   rmSync,
 } from 'node:fs';
 import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { type Envelope, memorySource, TernError } from '@tern/plugin-api';
 import type { IncomingMessage, QueueBackend, RecipientState } from '../contract.js';
+import { StoredBodies } from './bodies.js';
 import { closeStore, openStore } from './store.js';
 
 /** One line of an export file. */
@@ -29,11 +30,13 @@ export interface ExportedMessage {
   readonly messageId?: string;
   readonly source?: IncomingMessage['source'];
   readonly isBounce?: boolean;
+  /** Some byte has the high bit set, as intake found (absent when it did not say). */
+  readonly eightBit?: boolean;
   /** An operator held at least one of its jobs. */
   readonly held: boolean;
   /** The most attempts any of its jobs had made (informative: the new backend starts again at 0). */
   readonly attempts: number;
-  /** The whole message, base64. */
+  /** The whole message, base64 (last in the line: the exporter streams it there slice by slice). */
   readonly body: string;
 }
 
@@ -60,8 +63,9 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
       .pluck()
       .all() as string[];
     const message = db.prepare(
-      'SELECT envelope, body, created_at, message_id, source, is_bounce FROM messages WHERE queue_id = ?',
+      'SELECT envelope, created_at, message_id, source, is_bounce, eight_bit FROM messages WHERE queue_id = ?',
     );
+    const bodies = new StoredBodies(db);
     const jobs = db.prepare(
       "SELECT recipients, state, attempts FROM jobs WHERE queue_id = ? AND state != 'done'",
     );
@@ -72,11 +76,11 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
         const m = message.get(queueId) as
           | {
               envelope: string;
-              body: Buffer;
               created_at: number;
               message_id: string | null;
               source: string | null;
               is_bounce: number;
+              eight_bit: number | null;
             }
           | undefined;
         const open = jobs.all(queueId) as { recipients: string; state: string; attempts: number }[];
@@ -87,7 +91,7 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
             .map(({ status, lastReply, remoteMta, ...r }) => r),
         );
         if (pending.length === 0) continue;
-        const line: ExportedMessage = {
+        const line: Omit<ExportedMessage, 'body'> = {
           version: 1,
           queueId,
           envelope: { ...(JSON.parse(m.envelope) as Envelope), recipients: pending },
@@ -95,14 +99,16 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
           ...(m.message_id === null ? {} : { messageId: m.message_id }),
           ...(m.source === null ? {} : { source: JSON.parse(m.source) }),
           ...(m.is_bounce === 1 ? { isBounce: true } : {}),
+          ...(m.eight_bit === null ? {} : { eightBit: m.eight_bit === 1 }),
           held: open.some((j) => j.state === 'held'),
           attempts: Math.max(...open.map((j) => j.attempts)),
-          body: m.body.toString('base64'),
         };
-        if (!out.write(`${JSON.stringify(line)}\n`)) await once(out, 'drain');
+        // The body goes last, encoded as it is read: one slice of a large message in memory at a time.
+        await write(out, `${JSON.stringify(line).slice(0, -1)},"body":"`);
+        bytes += await writeBase64(out, bodies.open(queueId));
+        await write(out, '"}\n');
         messages++;
         recipients += pending.length;
-        bytes += m.body.length;
       }
     } finally {
       out.end();
@@ -123,6 +129,25 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
     closeStore(db);
   }
   return { messages, recipients, bytes };
+}
+
+async function write(out: Writable, text: string | Buffer): Promise<void> {
+  if (!out.write(text)) await once(out, 'drain');
+}
+
+/** Writes the stream as base64, carrying up to two bytes between chunks; returns the bytes read. */
+async function writeBase64(out: Writable, body: Readable | null): Promise<number> {
+  let carry = Buffer.alloc(0);
+  let bytes = 0;
+  for await (const chunk of body ?? []) {
+    const data = carry.length === 0 ? (chunk as Buffer) : Buffer.concat([carry, chunk as Buffer]);
+    bytes += (chunk as Buffer).length;
+    const whole = data.length - (data.length % 3);
+    await write(out, data.subarray(0, whole).toString('base64'));
+    carry = Buffer.from(data.subarray(whole));
+  }
+  if (carry.length > 0) await write(out, carry.toString('base64'));
+  return bytes;
 }
 
 export interface ImportOptions {
@@ -190,6 +215,7 @@ export async function importQueue(
         ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
         ...(message.source === undefined ? {} : { source: message.source }),
         ...(message.isBounce ? { isBounce: true } : {}),
+        ...(typeof message.eightBit === 'boolean' ? { eightBit: message.eightBit } : {}),
       });
     } catch (error) {
       throw new ImportError(

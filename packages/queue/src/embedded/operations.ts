@@ -35,6 +35,7 @@ import {
   parseTimelineEvent,
   type TimelineEvent,
 } from '../timeline.js';
+import type { StoredBodies } from './bodies.js';
 
 interface Destination {
   suspendedUntil?: number;
@@ -64,6 +65,8 @@ export interface EmbeddedOperationsDeps {
   readonly wake: () => void;
   /** How long a finished message's timeline is kept (ms). */
   readonly retentionMs: number;
+  /** The store's message bodies (for header blocks). */
+  readonly bodies: StoredBodies;
 }
 
 /** Rows read per step while listing with filters the SQL cannot apply (sender, recipient). */
@@ -199,7 +202,7 @@ export class EmbeddedOperations {
   async details(queueId: string): Promise<MessageDetails | null> {
     this.prune();
     const timeline = this.#timeline(queueId);
-    const message = this.#sql.message.get(HEADER_READ_LIMIT, queueId) as
+    const message = this.#sql.message.get(queueId) as
       | {
           envelope: string;
           created_at: number;
@@ -208,7 +211,6 @@ export class EmbeddedOperations {
           source: string | null;
           is_bounce: number;
           hold_reason: string | null;
-          head: Buffer;
         }
       | undefined;
     if (!message) return timeline.length === 0 ? null : finishedDetails(queueId, timeline);
@@ -223,7 +225,7 @@ export class EmbeddedOperations {
       ...(message.message_id === null ? {} : { messageId: message.message_id }),
       ...(message.source === null ? {} : { source: JSON.parse(message.source) }),
       isBounce: message.is_bounce === 1,
-      headers: headerPairs(headerBlockOf(message.head)),
+      headers: headerPairs(this.#headerBlock(queueId)),
       held,
       ...(held && message.hold_reason !== null ? { holdReason: message.hold_reason } : {}),
       jobs: rows.map((r) => ({
@@ -262,6 +264,11 @@ export class EmbeddedOperations {
   }
 
   /** Jobs of a message by state (undefined when the message is unknown). */
+  /** A stored message's header block, read from its first bytes only. */
+  #headerBlock(queueId: string): Buffer {
+    return headerBlockOf(this.#d.bodies.head(queueId, HEADER_READ_LIMIT) ?? Buffer.alloc(0));
+  }
+
   jobStates(queueId: string): string[] | undefined {
     if (this.#sql.messageExists.get(queueId) === undefined) return undefined;
     return (this.#sql.jobStates.all(queueId) as { state: string }[]).map((r) => r.state);
@@ -273,8 +280,8 @@ export class EmbeddedOperations {
     options: BounceNowOptions,
     remove: (event: OperatorEvent) => boolean,
   ): Promise<BounceNowResult> {
-    const message = this.#sql.message.get(HEADER_READ_LIMIT, queueId) as
-      | { envelope: string; created_at: number; is_bounce: number; head: Buffer }
+    const message = this.#sql.message.get(queueId) as
+      | { envelope: string; created_at: number; is_bounce: number }
       | undefined;
     if (!message) return { ok: false, reason: 'unknown' };
     const pending = (this.#sql.jobsOf.all(queueId) as JobListRow[])
@@ -286,7 +293,7 @@ export class EmbeddedOperations {
         envelope: JSON.parse(message.envelope),
         createdAt: message.created_at,
         isBounce: message.is_bounce === 1,
-        headers: headerBlockOf(message.head),
+        headers: this.#headerBlock(queueId),
       },
       pending,
       options,
@@ -419,7 +426,7 @@ function prepare(db: Database.Database) {
        ORDER BY j.id LIMIT @batch`,
     ),
     message: db.prepare(
-      `SELECT envelope, created_at, message_id, size, source, is_bounce, hold_reason, substr(body, 1, ?) AS head
+      `SELECT envelope, created_at, message_id, size, source, is_bounce, hold_reason
        FROM messages WHERE queue_id = ?`,
     ),
     messageExists: db.prepare('SELECT 1 FROM messages WHERE queue_id = ?'),

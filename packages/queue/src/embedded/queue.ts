@@ -1,8 +1,10 @@
 // The embedded queue backend: messages and delivery jobs in one SQLite file, used by one
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
-import { type Logger, type NextHop, readAll, silentLogger } from '@tern/plugin-api';
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Readable } from 'node:stream';
+import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type Database from 'better-sqlite3';
 import {
   type AttemptOutcome,
@@ -10,6 +12,7 @@ import {
   attemptSettings,
   runDeliveryAttempt,
 } from '../attempt.js';
+import { inlineChunks, slicesOf } from '../body.js';
 import type {
   BounceNowOptions,
   BounceNowResult,
@@ -20,6 +23,7 @@ import type {
   MessageRecord,
   QueueBackend,
   QueueFilter,
+  QueueHealth,
   QueueOperations,
   QueuePage,
   QueueSummary,
@@ -28,6 +32,7 @@ import type {
 } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
+import { HealthMonitor } from '../health.js';
 import { newQueueId, planJobs } from '../plan.js';
 import {
   attemptEvent,
@@ -36,9 +41,10 @@ import {
   type OperatorEvent,
   type TimelineEvent,
 } from '../timeline.js';
+import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedOperations } from './operations.js';
-import { closeStore, openStore } from './store.js';
+import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
 
@@ -50,7 +56,8 @@ export interface EmbeddedQueueOptions {
   /**
    * Longest an idle worker sleeps before it looks for due jobs again (default 5000 ms). Enqueues,
    * releases and finished attempts wake it at once and it sleeps exactly until the next due job;
-   * this cap only bounds how long a wall-clock jump can delay mail.
+   * this cap only bounds how long a wall-clock jump can delay mail. Also the longest wait between
+   * two write probes while the store cannot write.
    */
   readonly pollIntervalMs?: number;
   /** Jobs towards one recipient domain in flight at once (default 20, as Postfix's default_destination_concurrency_limit), so one slow domain cannot take every slot. */
@@ -62,7 +69,11 @@ export interface EmbeddedQueueOptions {
 interface PreparedMessage {
   readonly queueId: string;
   readonly envelope: string;
+  /** The whole message, or empty when it was written in `parts` slices before. */
   readonly body: Buffer;
+  readonly parts: number;
+  readonly size: number;
+  readonly eightBit: number | null;
   readonly createdAt: number;
   readonly messageId: string | null;
   readonly source: string | null;
@@ -97,13 +108,27 @@ interface JobRow {
   envelope: string;
   created_at: number;
   is_bounce: number;
+  size: number;
+  eight_bit: number | null;
 }
 
 const DEFAULT_CONCURRENCY = 20;
 const DEFAULT_POLL_MS = 5000;
 const DEFAULT_PER_DOMAIN = 20;
-/** A lease outlives any sane attempt; it is informative for operators, since only restarts reclaim jobs. */
+/**
+ * A lease outlives any sane attempt. Informative for operators: only this process uses the store,
+ * so it knows which of its 'active' jobs it still holds and takes back the others (see #reclaim).
+ */
 const LEASE_MS = 30 * 60_000;
+/** How often the worker looks for 'active' jobs that no attempt of this process holds. */
+const RECLAIM_EVERY_MS = 60_000;
+/**
+ * After the store could not write, it counts as writable again only with this much free space on
+ * its file system (and room for the largest message refused for lack of space meanwhile), so a
+ * disk with a few pages free does not flap between the two states with every message.
+ */
+const MIN_FREE_BYTES = 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 
 /** Opens (or creates) the embedded queue at `options.path`; fails when another process holds it. */
 export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue {
@@ -128,6 +153,17 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly #sql: ReturnType<typeof prepare>;
   readonly #due: DueJobs;
   readonly #ops: EmbeddedOperations;
+  readonly #bodies: StoredBodies;
+  readonly #health: HealthMonitor;
+  /** Queue ids whose body slices are being written now (their parts are not orphans). */
+  readonly #uploads = new Map<string, Promise<unknown>>();
+  /** Jobs this process holds 'active': in an attempt, or waiting for the attempt's outcome to be written. */
+  readonly #leased = new Set<string>();
+  /** Outcomes of finished attempts the store could not write yet, by job id: written by the probe. */
+  readonly #unwritten = new Map<string, () => void>();
+  #reclaimedAt = 0;
+  /** The largest message refused for lack of space since the store became unwritable. */
+  #refusedBytes = 0;
 
   constructor(options: EmbeddedQueueOptions) {
     this.#pollMs = wholeNumber(options.pollIntervalMs ?? DEFAULT_POLL_MS, 'pollIntervalMs');
@@ -135,52 +171,122 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
     this.#db = openStore(options.path);
     this.location = this.#db.name;
-    let recovered: Database.RunResult;
     try {
       this.#sql = prepare(this.#db);
       this.#due = new DueJobs(this.#db);
+      this.#bodies = new StoredBodies(this.#db);
       this.#ops = new EmbeddedOperations(this.#db, {
         enqueue: (message) => this.enqueue(message),
         wake: () => this.#wake(),
         retentionMs: options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS,
+        bodies: this.#bodies,
       });
       // Only one process may open the store, so a job still 'active' belongs to a process that
-      // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss).
-      recovered = this.#sql.recoverActive.run(Date.now());
+      // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss). Body slices
+      // without a message are from an enqueue that never committed: never acknowledged.
+      this.#reclaim('jobs interrupted by a previous stop or crash were scheduled again');
     } catch (error) {
       closeStore(this.#db);
       throw error;
     }
-    if (recovered.changes > 0) {
-      this.#log.warn(
-        { jobs: recovered.changes, path: this.location },
-        'jobs interrupted by a previous stop or crash were scheduled again',
-      );
-    }
+    this.#health = new HealthMonitor({
+      name: `embedded queue ${this.location}`,
+      logger: this.#log,
+      probe: () => this.#probe(),
+      maxProbeIntervalMs: this.#pollMs,
+      hint: (error) =>
+        isOutOfSpace(error)
+          ? `free space on the file system of ${dirname(this.location)}`
+          : 'check the file system and its permissions',
+    });
   }
 
   enqueue(message: IncomingMessage): Promise<string> {
     if (this.#closed) return Promise.reject(this.#closedError());
-    const chunks = message.content.chunks();
-    // A body spooled to disk by intake is read in first (not bounded yet: the store keeps bodies whole).
-    if (chunks === undefined) return readAll(message.content).then((body) => this.#enqueue(message, body));
-    return this.#enqueue(message, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
-  }
-
-  #enqueue(message: IncomingMessage, body: Buffer): Promise<string> {
-    if (this.#closed) return Promise.reject(this.#closedError());
+    const chunks = inlineChunks(message.content);
+    if (chunks === undefined) return this.#enqueueSliced(message);
+    // The fast path: body, envelope and jobs in one transaction shared with concurrent enqueues.
+    const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, message.content.size);
     let prepared: PreparedMessage;
     try {
-      prepared = prepareMessage(message, body);
+      prepared = prepareMessage(message, body, 0, body.length);
     } catch (error) {
       return Promise.reject(error);
     }
-    // Group commit: enqueues that arrive in the same turn of the event loop share one
-    // transaction and so one fsync. Each promise still resolves only after that commit.
+    return this.#commit(prepared);
+  }
+
+  /**
+   * A message too large to hold (or spooled to disk by intake): its body goes into `body_parts`
+   * slice by slice as it streams, each slice in a transaction without fsync, then the message and
+   * its jobs are committed like any other, with an fsync. The WAL is one append-only file, so that
+   * fsync makes the slices' earlier frames durable too; and any checkpoint that moved them into the
+   * database file synced it (synchronous=NORMAL syncs the WAL before a checkpoint and the database
+   * after it). Until that commit the slices belong to no message: a crash leaves orphans that the
+   * next open removes, never a message without its body.
+   */
+  async #enqueueSliced(message: IncomingMessage): Promise<string> {
+    if (this.#closing) throw this.#closedError();
+    if (!this.#health.writable) {
+      // Fail fast instead of reading the whole body into a store that refused the last write.
+      this.#refusedBytes = Math.max(this.#refusedBytes, message.content.size);
+      throw unavailable(this.location, new Error(`the store cannot write: ${this.#health.get().lastError}`));
+    }
+    const prepared = prepareMessage(message, EMPTY, 0, message.content.size);
+    const queueId = prepared.queueId;
+    const upload = (async (): Promise<number> => {
+      let parts = 0;
+      try {
+        // One slice buffer, reused: SQLite binds a copy of it.
+        for await (const slice of slicesOf(message.content, 1)) {
+          this.#bookkeeping(() => this.#bodies.writePart(queueId, parts, slice));
+          parts++;
+        }
+      } catch (error) {
+        this.#dropParts(queueId);
+        throw this.#writeFailed(error, message.content.size);
+      }
+      return parts;
+    })();
+    this.#uploads.set(queueId, upload);
+    try {
+      const parts = await upload;
+      return await this.#commit({ ...prepared, parts }).catch((error: unknown) => {
+        this.#dropParts(queueId);
+        throw error;
+      });
+    } finally {
+      this.#uploads.delete(queueId);
+    }
+  }
+
+  /** Removes a failed enqueue's slices now if the store lets us; the next reclaim does otherwise. */
+  #dropParts(queueId: string): void {
+    try {
+      this.#bookkeeping(() => this.#bodies.removeParts(queueId));
+    } catch {}
+  }
+
+  /**
+   * Group commit: enqueues that arrive in the same turn of the event loop share one transaction
+   * and so one fsync. Each promise still resolves only after that commit.
+   */
+  #commit(prepared: PreparedMessage): Promise<string> {
+    if (this.#closed) return Promise.reject(this.#closedError());
     return new Promise((resolve, reject) => {
       this.#pending.push({ message: prepared, resolve, reject });
       if (this.#pending.length === 1) setImmediate(() => this.#flush());
     });
+  }
+
+  /** A write of an enqueue failed: what intake answers 451 for; a failure of the store also makes it unwritable. */
+  #writeFailed(error: unknown, size: number): QueueUnavailableError {
+    if (error instanceof QueueUnavailableError) return error;
+    if (isStoreFailure(error)) {
+      if (isOutOfSpace(error)) this.#refusedBytes = Math.max(this.#refusedBytes, size);
+      this.#health.failed(error);
+    }
+    return unavailable(this.location, error);
   }
 
   #flush(): void {
@@ -198,7 +304,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       for (const p of batch) p.resolve(p.message.queueId);
     } catch (error) {
       if (batch.length === 1) {
-        batch[0]?.reject(unavailable(this.location, error));
+        const p = batch[0] as PendingEnqueue;
+        p.reject(this.#writeFailed(error, p.message.size));
       } else {
         // One bad message must not cost the others their place: retry each on its own.
         for (const p of batch) {
@@ -206,7 +313,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
             this.#db.transaction(() => this.#insert(p.message))();
             p.resolve(p.message.queueId);
           } catch (single) {
-            p.reject(unavailable(this.location, single));
+            p.reject(this.#writeFailed(single, p.message.size));
           }
         }
       }
@@ -223,7 +330,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       m.queueId,
       m.envelope,
       m.body,
-      m.body.length,
+      m.size,
+      m.parts,
+      m.eightBit,
       m.createdAt,
       m.messageId,
       m.source,
@@ -272,6 +381,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     let leased: JobRow[];
     try {
       this.#ops.prune(now);
+      if (now - this.#reclaimedAt >= RECLAIM_EVERY_MS)
+        this.#reclaim('jobs no attempt held were scheduled again');
       // A suspended destination has no room: its jobs stay scheduled, attempts untouched.
       pick = this.#due.pick(now, free, (domain) =>
         this.#ops.suspendedUntil(domain, now) === undefined
@@ -281,7 +392,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       leased = this.#lease(now, pick.jobs);
     } catch (error) {
       // The store failed (disk full, I/O error): keep the worker alive and look again later.
-      this.#log.error({ err: error }, 'could not read or lease due jobs; trying again');
+      if (isStoreFailure(error)) this.#health.failed(error);
+      else this.#log.error({ err: error }, 'could not read or lease due jobs; trying again');
       this.#timer = setTimeout(() => this.#pump(), this.#pollMs);
       return;
     }
@@ -316,8 +428,10 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       return rows;
     });
     // Counted only once committed, so a failed transaction cannot leak a domain's slots.
-    for (const row of leased)
+    for (const row of leased) {
+      this.#leased.add(row.id);
       this.#activeByDomain.set(row.domain, (this.#activeByDomain.get(row.domain) ?? 0) + 1);
+    }
     return leased;
   }
 
@@ -330,6 +444,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   /** One attempt of one leased job, start to finish. Never rejects: every failure is logged and rescheduled. */
   async #attempt(row: JobRow, worker: WorkerState): Promise<void> {
     const log = this.#log.child({ queueId: row.queue_id, jobId: row.id, domain: row.domain });
+    let record: () => void;
     try {
       const stored = JSON.parse(row.recipients) as RecipientState[];
       const envelope = JSON.parse(row.envelope) as DeliveryJob['envelope'];
@@ -348,45 +463,128 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         createdAt: row.created_at,
         isBounce: row.is_bounce === 1,
         delayNotified: row.delay_notified === 1,
+        size: row.size,
+        ...(row.eight_bit === null ? {} : { eightBit: row.eight_bit === 1 }),
       };
       const outcome = await runDeliveryAttempt(
         job,
         worker.deliver,
         {
-          openMessage: async () => Readable.from([this.#body(job.queueId)]),
-          readHeaders: async () => headerBlockOf(this.#head(job.queueId)),
+          openMessage: async () => this.#stored(job.queueId, this.#bodies.open(job.queueId)),
+          readHeaders: async () =>
+            headerBlockOf(this.#stored(job.queueId, this.#bodies.head(job.queueId, HEADER_READ_LIMIT))),
           enqueue: (notice) => this.enqueue(notice),
         },
         worker.settings,
       );
-      this.#persist(job, stored, outcome);
+      record = () => this.#persist(job, stored, outcome);
     } catch (error) {
       // A fault of ours, not a delivery result: defer the whole job on the schedule, as Redis does.
-      const at = Date.now() + worker.settings.schedule.delayAfter(row.attempts + 1);
-      log.error(
-        { err: error, retryAt: new Date(at).toISOString() },
-        'delivery step failed; deferring the job',
-      );
-      try {
-        this.#sql.unlease.run(at, Date.now(), row.id, this.#owner);
-      } catch (again) {
-        // Left 'active': the next start of this store schedules it again.
-        log.error({ err: again }, 'could not reschedule the job either; it runs again after a restart');
-      }
+      record = this.#deferral(row, worker, error, log);
+    }
+    this.#record(row, record, worker, log);
+  }
+
+  #stored<T>(queueId: string, value: T | null): T {
+    if (value === null) throw new Error(`message ${queueId} is no longer in the queue`);
+    return value;
+  }
+
+  /** The write that defers a whole job on the schedule after a fault of ours (not a delivery result). */
+  #deferral(row: JobRow, worker: WorkerState, error: unknown, log: Logger): () => void {
+    const at = Date.now() + worker.settings.schedule.delayAfter(row.attempts + 1);
+    log.error({ err: error, retryAt: new Date(at).toISOString() }, 'delivery step failed; deferring the job');
+    return () => {
+      this.#bookkeeping(() => this.#sql.unlease.run(at, Date.now(), row.id, this.#owner));
+    };
+  }
+
+  /**
+   * Writes what an attempt left to write. When the store cannot write (disk full), the write is
+   * kept and done by the health probe once it can: the job stays leased meanwhile, so it neither
+   * runs twice in this process nor ends silently. A write that fails for another reason (a bug)
+   * defers the job instead; if even that fails, the next reclaim schedules it again.
+   */
+  #record(row: JobRow, write: () => void, worker: WorkerState, log: Logger): void {
+    let defer: () => void;
+    try {
+      write();
+      this.#leased.delete(row.id);
+      return;
+    } catch (error) {
+      if (this.#keepUnwritten(row.id, write, error, log)) return;
+      defer = this.#deferral(row, worker, error, log);
+    }
+    try {
+      defer();
+      this.#leased.delete(row.id);
+    } catch (again) {
+      if (this.#keepUnwritten(row.id, defer, again, log)) return;
+      log.error({ err: again }, 'could not defer the job either; the next reclaim schedules it again');
+      this.#leased.delete(row.id);
     }
   }
 
-  /** The first bytes of a message, enough for its header block, without reading a large body. */
-  #head(queueId: string): Buffer {
-    const row = this.#sql.head.get(HEADER_READ_LIMIT, queueId) as { head: Buffer } | undefined;
-    if (!row) throw new Error(`message ${queueId} is no longer in the queue`);
-    return row.head;
+  /** Keeps a write the store refused, for the probe to do once it can; false for other errors. */
+  #keepUnwritten(jobId: string, write: () => void, error: unknown, log: Logger): boolean {
+    if (!isStoreFailure(error)) return false;
+    this.#unwritten.set(jobId, write);
+    this.#health.failed(error);
+    log.warn({ err: error }, 'the attempt is recorded once the store can write again; the job waits');
+    return true;
   }
 
-  #body(queueId: string): Buffer {
-    const row = this.#sql.body.get(queueId) as { body: Buffer } | undefined;
-    if (!row) throw new Error(`message ${queueId} is no longer in the queue`);
-    return row.body;
+  /**
+   * Schedules again every 'active' job that no attempt of this process holds (only this process
+   * uses the store: at open, that is every one) and removes body slices no message owns.
+   */
+  #reclaim(reason: string): void {
+    const now = Date.now();
+    this.#reclaimedAt = now;
+    const { jobs, parts } = this.#bookkeeping(() => {
+      let jobs = 0;
+      for (const { id } of this.#sql.activeJobs.all() as { id: string }[]) {
+        if (!this.#leased.has(id)) jobs += this.#sql.reclaim.run(now, id).changes;
+      }
+      return { jobs, parts: this.#bodies.removeOrphans(new Set(this.#uploads.keys())) };
+    });
+    if (jobs > 0) this.#log.warn({ jobs, path: this.location }, reason);
+    if (parts > 0)
+      this.#log.info({ parts, path: this.location }, 'removed body slices of enqueues that never committed');
+  }
+
+  /**
+   * While the store cannot write: writes the outcomes kept meanwhile, then a probe row, and checks
+   * the file system has room again. Throws while any of it fails; the monitor tries again later.
+   */
+  #probe(): void {
+    if (this.#closed) throw new Error('the queue is closed');
+    for (const [jobId, write] of this.#unwritten) {
+      try {
+        write();
+      } catch (error) {
+        if (isStoreFailure(error)) throw error;
+        // Not the store's fault, so it never will work: the reclaim below schedules the job again.
+        this.#log.error(
+          { err: error, jobId },
+          'could not record an attempt kept for later; the job runs again',
+        );
+      }
+      this.#unwritten.delete(jobId);
+      this.#leased.delete(jobId);
+      this.#wake();
+    }
+    this.#bookkeeping(() => this.#sql.probe.run(Date.now()));
+    const free = freeBytes(dirname(this.location));
+    const wanted = Math.max(MIN_FREE_BYTES, this.#refusedBytes);
+    if (free !== undefined && free < wanted) {
+      throw new Error(
+        `${free} bytes free on the file system of ${dirname(this.location)}, fewer than the ${wanted} wanted to take mail again`,
+      );
+    }
+    this.#refusedBytes = 0;
+    this.#reclaim('jobs no attempt held were scheduled again');
+    this.#wake();
   }
 
   /** Writes one attempt's outcome, and removes the message once none of its jobs is left, atomically. */
@@ -457,8 +655,17 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         clearTimeout(this.#timer);
         // Enqueues already accepted in this turn are committed, not dropped.
         this.#flush();
-        await Promise.allSettled([...this.#running]);
+        await Promise.allSettled([...this.#running, ...this.#uploads.values()]);
         this.#flush();
+        // Outcomes the store could not write stay unwritten: their jobs are 'active' and run
+        // again after the next open (a duplicate, never a loss).
+        if (this.#unwritten.size > 0) {
+          this.#log.warn(
+            { jobs: this.#unwritten.size },
+            'closing with attempts the store could not record; those jobs run again after the next start',
+          );
+        }
+        this.#health.close();
         this.#closed = true;
         closeStore(this.#db);
       })();
@@ -479,8 +686,19 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   }
 
   async readMessage(queueId: string): Promise<Buffer | null> {
-    const row = this.#sql.body.get(queueId) as { body: Buffer } | undefined;
-    return row ? row.body : null;
+    return this.#bodies.read(queueId);
+  }
+
+  async openMessage(queueId: string): Promise<Readable | null> {
+    return this.#bodies.open(queueId);
+  }
+
+  health(): QueueHealth {
+    return this.#health.get();
+  }
+
+  onHealthChange(listener: (health: QueueHealth) => void): () => void {
+    return this.#health.onChange(listener);
   }
 
   async inspect(queueId: string): Promise<MessageRecord | null> {
@@ -620,8 +838,26 @@ function unavailable(location: string, error: unknown): QueueUnavailableError {
   );
 }
 
-/** Validates and serialises a message and its jobs (one per recipient domain, as every backend plans them). */
-function prepareMessage(message: IncomingMessage, body: Buffer): PreparedMessage {
+/** Bytes free for this process on the file system holding `dir`; undefined when it cannot be told. */
+function freeBytes(dir: string): number | undefined {
+  try {
+    const stats = statfsSync(dir);
+    return stats.bavail * stats.bsize;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Validates and serialises a message and its jobs (one per recipient domain, as every backend
+ * plans them). `body` is the whole message, or empty when it is written in `parts` slices.
+ */
+function prepareMessage(
+  message: IncomingMessage,
+  body: Buffer,
+  parts: number,
+  size: number,
+): PreparedMessage {
   if (message.envelope.recipients.length === 0)
     throw new TypeError('enqueue: the envelope has no recipients');
   const queueId = newQueueId(message.receivedAt);
@@ -629,6 +865,9 @@ function prepareMessage(message: IncomingMessage, body: Buffer): PreparedMessage
     queueId,
     envelope: JSON.stringify(message.envelope),
     body,
+    parts,
+    size,
+    eightBit: message.eightBit === undefined ? null : message.eightBit ? 1 : 0,
     createdAt: message.receivedAt,
     messageId: message.messageId ?? null,
     source: message.source === undefined ? null : JSON.stringify(message.source),
@@ -648,23 +887,26 @@ function operatorEvent(action: OperatorEvent['action'], extra: Partial<OperatorE
 }
 
 const JOB_COLUMNS = `j.id, j.queue_id, j.domain, j.recipients, j.attempts, j.next_attempt_at, j.state,
-  j.delay_notified, j.next_hop, m.envelope, m.created_at, m.is_bounce`;
+  j.delay_notified, j.next_hop, m.envelope, m.created_at, m.is_bounce, m.size, m.eight_bit`;
+
+/** Where an 'active' job goes when it is taken back: held if an operator asked meanwhile, else scheduled. */
+const RECLAIMED = `state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END,
+  hold_requested = 0, lease_owner = NULL, lease_until = NULL`;
 
 function prepare(db: Database.Database) {
   return {
     insertMessage: db.prepare(
-      `INSERT INTO messages (queue_id, envelope, body, size, created_at, message_id, source, is_bounce, hold_reason)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO messages (queue_id, envelope, body, size, parts, eight_bit, created_at, message_id, source,
+         is_bounce, hold_reason)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     insertJob: db.prepare(
       `INSERT INTO jobs (id, queue_id, domain, recipients, next_attempt_at, state, updated_at)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ),
-    recoverActive: db.prepare(
-      `UPDATE jobs SET state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END,
-         hold_requested = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?
-       WHERE state = 'active'`,
-    ),
+    activeJobs: db.prepare("SELECT id FROM jobs WHERE state = 'active'"),
+    reclaim: db.prepare(`UPDATE jobs SET ${RECLAIMED}, updated_at = ? WHERE id = ? AND state = 'active'`),
+    probe: db.prepare('INSERT OR REPLACE INTO store_probe (id, at) VALUES (1, ?)'),
     jobRow: db.prepare(
       `SELECT ${JOB_COLUMNS} FROM jobs j JOIN messages m ON m.queue_id = j.queue_id WHERE j.id = ?`,
     ),
@@ -673,8 +915,7 @@ function prepare(db: Database.Database) {
        WHERE id = ? AND state = 'scheduled'`,
     ),
     unlease: db.prepare(
-      `UPDATE jobs SET state = CASE hold_requested WHEN 1 THEN 'held' ELSE 'scheduled' END, attempts = attempts + 1,
-         hold_requested = 0, next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
+      `UPDATE jobs SET ${RECLAIMED}, attempts = attempts + 1, next_attempt_at = ?, updated_at = ?
        WHERE id = ? AND lease_owner = ? AND state = 'active'`,
     ),
     jobState: db.prepare('SELECT state, lease_owner, hold_requested FROM jobs WHERE id = ?'),
@@ -690,8 +931,6 @@ function prepare(db: Database.Database) {
     ),
     openJobs: db.prepare("SELECT count(*) AS n FROM jobs WHERE queue_id = ? AND state != 'done'"),
     deleteMessage: db.prepare('DELETE FROM messages WHERE queue_id = ?'),
-    body: db.prepare('SELECT body FROM messages WHERE queue_id = ?'),
-    head: db.prepare('SELECT substr(body, 1, ?) AS head FROM messages WHERE queue_id = ?'),
     hold: db.prepare(
       "UPDATE jobs SET state = 'held', updated_at = ? WHERE queue_id = ? AND state = 'scheduled'",
     ),

@@ -7,7 +7,7 @@ import { TernError } from '@tern/plugin-api';
 import Database from 'better-sqlite3';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE messages (
@@ -66,6 +66,33 @@ CREATE TABLE destinations (
   domain           TEXT PRIMARY KEY,
   suspended_until  INTEGER,               -- no delivery to this domain before then
   next_hop         TEXT                   -- an operator's reroute of every job of this domain
+) STRICT;
+`;
+
+// Version 3: bodies too large to hold in memory are stored in slices (`body_parts`), written in
+// transactions of their own before the one that makes the message and its jobs visible. A crash
+// between leaves parts without a message: the queue removes them when it opens the store.
+const SCHEMA_3 = `
+ALTER TABLE messages ADD COLUMN parts INTEGER NOT NULL DEFAULT 0;  -- >0: body in body_parts, messages.body empty
+ALTER TABLE messages ADD COLUMN eight_bit INTEGER;  -- 1: some byte has the high bit set; NULL: intake did not say
+
+CREATE TABLE body_parts (
+  queue_id  TEXT NOT NULL,    -- no foreign key: parts are written before their message row
+  seq       INTEGER NOT NULL, -- 0, 1, ...: the order of the slices
+  data      BLOB NOT NULL,
+  PRIMARY KEY (queue_id, seq)
+) STRICT;
+
+-- One place removes a message's parts, whichever path deletes the message.
+CREATE TRIGGER messages_delete_parts AFTER DELETE ON messages WHEN old.parts > 0
+BEGIN
+  DELETE FROM body_parts WHERE queue_id = old.queue_id;
+END;
+
+-- One row the queue rewrites to find out whether the store takes writes again after a failure.
+CREATE TABLE store_probe (
+  id  INTEGER PRIMARY KEY CHECK (id = 1),
+  at  INTEGER NOT NULL
 ) STRICT;
 `;
 
@@ -130,6 +157,28 @@ function readOwner(path: string): StoreOwner | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** SQLite result codes that mean a statement of ours is wrong, not that the store cannot write. */
+const STATEMENT_FAULTS = new Set(['SQLITE_ERROR', 'SQLITE_CONSTRAINT', 'SQLITE_MISMATCH', 'SQLITE_RANGE']);
+
+/**
+ * The store refused a write for a reason of its own (full disk, I/O error, read-only file, lost
+ * lock...), as opposed to a bug in a statement: the write can work again later as it is.
+ */
+export function isStoreFailure(error: unknown): boolean {
+  if (!(error instanceof Database.SqliteError)) return false;
+  return !STATEMENT_FAULTS.has(primaryCode(error.code) ?? error.code);
+}
+
+/** The store refused a write for lack of space on its file system. */
+export function isOutOfSpace(error: unknown): boolean {
+  return error instanceof Database.SqliteError && primaryCode(error.code) === 'SQLITE_FULL';
+}
+
+/** `SQLITE_IOERR_WRITE` → `SQLITE_IOERR`: extended codes add a suffix to the primary one. */
+function primaryCode(code: string): string | undefined {
+  return /^SQLITE_[A-Z]+/.exec(code)?.[0];
 }
 
 function isBusy(error: unknown): boolean {
@@ -202,9 +251,10 @@ export function closeStore(db: Database.Database): void {
 function migrate(db: Database.Database, file: string): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version === SCHEMA_VERSION) return;
-  if (version === 1) {
-    // A store from before timelines: its queued mail stays as it is, with no timeline.
-    db.exec(SCHEMA_2);
+  if (version === 1 || version === 2) {
+    // An older store: its queued mail stays as it is (no timeline before 2, bodies inline before 3).
+    if (version === 1) db.exec(SCHEMA_2);
+    db.exec(SCHEMA_3);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
     return;
   }
@@ -222,5 +272,6 @@ function migrate(db: Database.Database, file: string): void {
   }
   db.exec(SCHEMA);
   db.exec(SCHEMA_2);
+  db.exec(SCHEMA_3);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }

@@ -2,9 +2,7 @@
 // at once never holds each of them whole in memory.
 import { Readable } from 'node:stream';
 import type { Redis } from 'ioredis';
-
-/** Bytes fetched per GETRANGE. */
-export const BODY_SLICE_BYTES = 256 * 1024;
+import { BODY_SLICE_BYTES } from '../body.js';
 
 /** A stream over the string at `key`; it errors when the key does not exist. */
 export function bodyStream(client: Redis, key: string, sliceBytes = BODY_SLICE_BYTES): Readable {

@@ -1,4 +1,4 @@
-export { BODY_SLICE_BYTES, bodyStream } from './body-stream.js';
+export { bodyStream } from './body-stream.js';
 export { type OpsKeys, opsKeys } from './ops-keys.js';
 export { openRedisQueue, RedisQueue, type RedisQueueOptions, redisKeys } from './redis-queue.js';
 export { checkRedisSafety } from './safety.js';

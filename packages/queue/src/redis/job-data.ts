@@ -10,6 +10,10 @@ export interface JobData {
   attempts: number;
   createdAt: number;
   isBounce: boolean;
+  /** Bytes of the stored message (absent in jobs enqueued before it was recorded). */
+  size?: number;
+  /** Whether a byte of the message has the high bit set, as intake found. */
+  eightBit?: boolean;
   delayNotified?: boolean;
   /** When the next attempt is due (ms), for inspect(); unset before the first attempt. */
   nextAttemptAt?: number;

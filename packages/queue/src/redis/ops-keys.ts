@@ -1,5 +1,6 @@
-// The Redis keys and Lua scripts behind operator operations and timelines. Everything lives under
-// `<prefix>:ops:` so message keys (`<prefix>:msg:*`) still vanish when a message is finished.
+// The Redis keys and Lua scripts behind operator operations and timelines (and the script that
+// writes large bodies). Everything lives under `<prefix>:ops:` so message keys
+// (`<prefix>:msg:*`) still vanish when a message is finished.
 import type { ChainableCommander, Redis } from 'ioredis';
 
 /** Key names under `<prefix>:ops:`; exported for the README and for tests that look inside. */
@@ -14,6 +15,8 @@ export interface OpsKeys {
   readonly suspended: string;
   /** hash: domain -> NextHop JSON (an operator's reroute of a whole destination). */
   readonly routes: string;
+  /** string with a TTL: rewritten by the health probe to find out whether Redis takes writes again. */
+  readonly probe: string;
   /** zset: the unfinished job ids of one domain. */
   domain(domain: string): string;
   /** set: job ids of one domain that failed at least once. */
@@ -32,6 +35,7 @@ export function opsKeys(prefix: string): OpsKeys {
     held: `${base}:held`,
     suspended: `${base}:suspended`,
     routes: `${base}:routes`,
+    probe: `${base}:probe`,
     domain: (domain) => `${base}:dom:${domain}`,
     retried: (domain) => `${base}:retried:${domain}`,
     timeline: (queueId) => `${base}:timeline:${queueId}`,
@@ -85,6 +89,15 @@ const PRUNE_DOMAIN_LUA = `
 if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[1], ARGV[1]) end
 return 0`;
 
+// Appends a slice to a body being written, and keeps it alive for another TTL. Refuses when the
+// upload is gone (expired, or its first SET failed), so an APPEND never makes a key without a TTL.
+// KEYS: upload   ARGV: slice, TTL ms
+const APPEND_UPLOAD_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return redis.error_reply('ERR the message upload is gone') end
+redis.call('APPEND', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0`;
+
 export type OpsRedis = Redis & {
   /** 10 keys, then job id, domain, event JSON, retention seconds (see FINISH_JOB_LUA). */
   ternFinishJob(...keysThenArgs: (string | number)[]): Promise<number>;
@@ -97,6 +110,7 @@ export type OpsRedis = Redis & {
   ): Promise<number>;
   ternAppendTimeline(timeline: string, ...events: string[]): Promise<number>;
   ternPruneDomain(domains: string, domainKey: string, domain: string): Promise<number>;
+  ternAppendUpload(upload: string, slice: Buffer, ttlMs: number): Promise<number>;
 };
 
 /** A MULTI on an OpsRedis connection: the scripts can be queued in it like any command. */
@@ -115,5 +129,6 @@ export function defineOpsCommands(client: Redis): OpsRedis {
   client.defineCommand('ternRecordRetry', { numberOfKeys: 3, lua: RECORD_RETRY_LUA });
   client.defineCommand('ternAppendTimeline', { numberOfKeys: 1, lua: APPEND_TIMELINE_LUA });
   client.defineCommand('ternPruneDomain', { numberOfKeys: 2, lua: PRUNE_DOMAIN_LUA });
+  client.defineCommand('ternAppendUpload', { numberOfKeys: 1, lua: APPEND_UPLOAD_LUA });
   return client as OpsRedis;
 }

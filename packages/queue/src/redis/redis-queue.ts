@@ -1,11 +1,13 @@
 // The Redis backend: message bodies and envelopes in plain Redis keys, delivery jobs in BullMQ.
 // Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
 // jobs to the living.
-
-import { type Logger, type NextHop, readAll, silentLogger } from '@tern/plugin-api';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type ByteSource, type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
+import { inlineChunks, MessageSourceError, slicesOf } from '../body.js';
 import type {
   BounceNowOptions,
   BounceNowResult,
@@ -16,6 +18,7 @@ import type {
   MessageRecord,
   QueueBackend,
   QueueFilter,
+  QueueHealth,
   QueueOperations,
   QueuePage,
   QueueSummary,
@@ -23,6 +26,7 @@ import type {
 } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
+import { HealthMonitor } from '../health.js';
 import { normalizeMessageId } from '../operations.js';
 import { newQueueId, planJobs } from '../plan.js';
 import {
@@ -54,6 +58,8 @@ export interface RedisQueueOptions {
   readonly stalledIntervalMs?: number;
   /** How long a finished message's timeline stays retrievable (default 7 days). */
   readonly timelineRetentionMs?: number;
+  /** Longest wait between two write probes while Redis cannot take writes (default 5000 ms). */
+  readonly probeIntervalMs?: number;
   readonly logger?: Logger;
 }
 
@@ -66,11 +72,24 @@ const LAST_RESORT_BACKOFF_MS = 60_000;
  * only bounds how often a held job is looked at.
  */
 const HOLD_PARK_MS = 3600_000;
+/** Slices of a large body sent to Redis before the oldest must be confirmed: bounds memory per enqueue. */
+const UPLOAD_WINDOW = 4;
+/** A body being written expires this long after its last slice: a node that died mid-write leaves nothing. */
+const UPLOAD_TTL_MS = 10 * 60_000;
+const DEFAULT_PROBE_MS = 5000;
+const DEFAULT_LOCK_MS = 30_000;
 
-/** Key names under the prefix; exported for the README and for tests that look inside. */
-export function redisKeys(prefix: string, queueId: string): { meta: string; body: string; jobs: string } {
+/**
+ * Key names under the prefix; exported for the README and for tests that look inside. Every key
+ * of one message starts with `<prefix>:msg:<id>`, so a later Redis Cluster version can wrap the id
+ * in a hash tag (`<prefix>:msg:{<id>}`) and keep a message's keys, its upload included, in one slot.
+ */
+export function redisKeys(
+  prefix: string,
+  queueId: string,
+): { meta: string; body: string; jobs: string; upload: string } {
   const base = `${prefix}:msg:${queueId}`;
-  return { meta: base, body: `${base}:body`, jobs: `${base}:jobs` };
+  return { meta: base, body: `${base}:body`, jobs: `${base}:jobs`, upload: `${base}:upload` };
 }
 
 /**
@@ -92,9 +111,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly #retentionSeconds: number;
   readonly #options: RedisQueueOptions;
   readonly #timeoutMs: number;
+  readonly #lockMs: number;
+  readonly #probeMs: number;
   readonly #log: Logger;
+  readonly #health: HealthMonitor;
   #worker: Worker | undefined;
   #workerClient: OpsRedis | undefined;
+  #closing = false;
 
   constructor(options: RedisQueueOptions = {}) {
     this.#options = options;
@@ -108,6 +131,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#retentionSeconds = Math.ceil((options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS) / 1000);
     this.#opsKeys = opsKeys(this.prefix);
     this.#timeoutMs = options.enqueueTimeoutMs ?? 10_000;
+    this.#lockMs = options.lockDurationMs ?? DEFAULT_LOCK_MS;
+    this.#probeMs = options.probeIntervalMs ?? DEFAULT_PROBE_MS;
     this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
     const url = options.url ?? 'redis://127.0.0.1:6379';
     this.location = redactUrl(url);
@@ -124,6 +149,23 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       }),
     );
     this.#client.on('error', (error) => this.#log.debug({ err: error }, 'redis connection error'));
+    this.#health = new HealthMonitor({
+      name: `redis queue ${this.location}`,
+      logger: this.#log,
+      // A real write, on the connection enqueue uses: refused while Redis is unreachable, out of
+      // memory (noeviction) or refusing writes after a failed save (MISCONF).
+      probe: async () => {
+        await this.#client.set(this.#opsKeys.probe, String(Date.now()), 'PX', 60_000);
+        await this.#loadScripts();
+      },
+      maxProbeIntervalMs: this.#probeMs,
+      hint: redisHint,
+    });
+    this.#client.on('close', () => {
+      if (!this.#closing)
+        this.#health.failed(new Error(`the connection to Redis at ${this.location} is lost`));
+    });
+    this.#client.on('ready', () => this.#health.probeSoon());
     this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
     this.#ops = new RedisOperations({
@@ -156,26 +198,45 @@ export class RedisQueue implements QueueBackend, QueueOperations {
 
     // One MULTI, one round trip: body, envelope, job set and the BullMQ jobs land together or
     // not at all (a command refused at queueing time, OOM included, aborts the whole EXEC).
-    let multi: ReturnType<Redis['multi']>;
+    let client: Redis;
     try {
-      const client = (await withTimeout(
+      client = (await withTimeout(
         this.#queue.client,
         this.#timeoutMs,
         'Redis is not ready',
       )) as unknown as Redis;
-      multi = client.multi();
     } catch (error) {
-      throw new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
+      throw this.#unavailable(error);
     }
-    // A body spooled to disk by intake is read in first (not bounded yet: one MULTI carries it all).
-    const chunks = message.content.chunks() ?? [await readAll(message.content)];
-    const [first = Buffer.alloc(0), ...rest] = chunks;
-    multi.set(keys.body, first);
-    for (const chunk of rest) multi.append(keys.body, chunk);
+    // A message too large to hold (or spooled to disk by intake) is written in slices first, to
+    // a key of its own that expires unless the MULTI below renames it into place.
+    const chunks = inlineChunks(message.content);
+    if (chunks === undefined) {
+      if (!this.#health.writable) {
+        // Fail fast instead of streaming the whole body into a Redis that refused the last write.
+        throw this.#unavailable(new Error(`Redis cannot take writes: ${this.#health.get().lastError}`));
+      }
+      try {
+        await this.#upload(keys.upload, message.content);
+      } catch (error) {
+        this.#client.del(keys.upload).catch(() => {});
+        throw this.#unavailable(error);
+      }
+    }
+    const multi = client.multi();
+    if (chunks === undefined) {
+      // RENAME keeps the upload's TTL: PERSIST drops it in the same transaction.
+      multi.rename(keys.upload, keys.body).persist(keys.body);
+    } else {
+      const [first = Buffer.alloc(0), ...rest] = chunks;
+      multi.set(keys.body, first);
+      for (const chunk of rest) multi.append(keys.body, chunk);
+    }
     multi.hset(keys.meta, {
       envelope: JSON.stringify(message.envelope),
       createdAt: String(message.receivedAt),
       size: String(message.content.size),
+      ...(message.eightBit === undefined ? {} : { eightBit: message.eightBit ? '1' : '0' }),
       isBounce: message.isBounce ? '1' : '0',
       ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
       ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
@@ -214,16 +275,75 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       // gone). This DEL goes out on the same connection right behind it, so Redis runs it after: the
       // message is withdrawn, and a worker drops its jobs when it finds the message gone. The
       // client's retry after our 451 is then the only copy (or, if a worker was quicker, a duplicate).
-      this.#client.del(keys.jobs, keys.meta, keys.body, timeline).catch(() => {});
+      this.#client.del(keys.jobs, keys.meta, keys.body, keys.upload, timeline).catch(() => {});
       const ids = jobs.map((j) => j.id);
       this.#client.zrem(ops.jobs, ...ids).catch(() => {});
       for (const job of jobs) {
         this.#client.zrem(ops.domain(job.domain), job.id).catch(() => {});
         this.#client.ternPruneDomain(ops.domains, ops.domain(job.domain), job.domain).catch(() => {});
       }
-      throw new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
+      throw this.#unavailable(error);
     }
     return queueId;
+  }
+
+  /**
+   * Writes `content` to `key` in slices as it streams: a SET with a TTL, then APPENDs that each
+   * renew it, at most UPLOAD_WINDOW slices unconfirmed at a time so memory stays bounded whatever
+   * the size. Rejects on the first refused write.
+   */
+  async #upload(key: string, content: ByteSource): Promise<void> {
+    const window: Promise<unknown>[] = [];
+    let failure: { error: unknown } | undefined;
+    let size = 0;
+    // A slice is refilled UPLOAD_WINDOW + 1 slices later: by then the command that carried it has
+    // been answered (so written), since at most UPLOAD_WINDOW are unanswered.
+    for await (const slice of slicesOf(content, UPLOAD_WINDOW + 1)) {
+      if (size === 0) {
+        // Awaited: the APPENDs that follow must find the key (and its TTL) in place.
+        await this.#client.set(key, slice, 'PX', UPLOAD_TTL_MS);
+      } else {
+        window.push(
+          this.#client.ternAppendUpload(key, slice, UPLOAD_TTL_MS).catch((error: unknown) => {
+            failure ??= { error };
+          }),
+        );
+        if (window.length >= UPLOAD_WINDOW) await window.shift();
+      }
+      size += slice.length;
+      if (failure) break;
+    }
+    await Promise.all(window);
+    if (failure) throw failure.error;
+    if (size === 0) await this.#client.set(key, '', 'PX', UPLOAD_TTL_MS);
+  }
+
+  /**
+   * Loads the Lua scripts of this connection (BullMQ's and ours) that Redis does not have.
+   * ioredis sends a script's body only the first time a connection uses it and EVALSHA after
+   * that, even when that first EVAL was refused (out of memory) or the scripts were flushed; in
+   * the enqueue MULTI nothing resends it, so every enqueue would fail with NOSCRIPT from then on.
+   */
+  async #loadScripts(): Promise<void> {
+    const scripts = Object.values(
+      (this.#client as unknown as { scriptsSet: Record<string, { sha: string; lua: string }> }).scriptsSet,
+    );
+    if (scripts.length === 0) return;
+    const loaded = (await this.#client.script('EXISTS', ...scripts.map((s) => s.sha))) as number[];
+    await Promise.all(
+      scripts.filter((_, i) => loaded[i] !== 1).map((script) => this.#client.script('LOAD', script.lua)),
+    );
+  }
+
+  /**
+   * What intake answers 451 for. Unless the message itself could not be read, Redis is
+   * unwritable from now until a probe write works.
+   */
+  #unavailable(error: unknown): QueueUnavailableError {
+    // An aborted MULTI says only EXECABORT; the command that was refused (OOM...) says why.
+    const previous = (error as { previousErrors?: unknown[] } | null)?.previousErrors?.[0];
+    if (!(error instanceof MessageSourceError)) this.#health.failed(previous ?? error);
+    return new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
   }
 
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
@@ -240,16 +360,20 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       connection: client,
       prefix: this.prefix,
       concurrency: options.concurrency ?? 20,
-      lockDuration: this.#options.lockDurationMs ?? 30_000,
+      lockDuration: this.#lockMs,
       stalledInterval: this.#options.stalledIntervalMs ?? 30_000,
       // A job whose worker died goes back to waiting every time: never to "failed".
       maxStalledCount: LAST_RESORT_ATTEMPTS,
       autorun: false,
     });
-    worker.on('error', (error) => this.#log.error({ err: error }, 'delivery worker error'));
-    worker.on('failed', (job, error) =>
-      this.#log.error({ err: error, jobId: job?.id }, 'a delivery job failed in BullMQ; it will be retried'),
-    );
+    worker.on('error', (error) => {
+      if (refusesWrites(error)) this.#health.failed(error);
+      this.#log.error({ err: error }, 'delivery worker error');
+    });
+    worker.on('failed', (job, error) => {
+      if (refusesWrites(error)) this.#health.failed(error);
+      this.#log.error({ err: error, jobId: job?.id }, 'a delivery job failed in BullMQ; it will be retried');
+    });
     this.#worker = worker;
     void worker.run().catch((error) => this.#log.error({ err: error }, 'delivery worker stopped'));
     await worker.waitUntilReady();
@@ -290,6 +414,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       attempts: data.attempts,
       createdAt: data.createdAt,
       isBounce: data.isBounce,
+      ...(data.size === undefined ? {} : { size: data.size }),
+      ...(data.eightBit === undefined ? {} : { eightBit: data.eightBit }),
       ...(data.delayNotified === undefined ? {} : { delayNotified: data.delayNotified }),
       ...(gate.nextHop === undefined ? {} : { nextHop: gate.nextHop }),
     };
@@ -301,26 +427,33 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     };
 
     let next: { data: JobData; at: number; event: TimelineEvent | undefined };
+    // Writes that record the attempt wait out a Redis that refuses writes for as long as the lock
+    // on the job lasts (its renewals fail meanwhile too).
+    let until = 0;
+    const record = <T>(write: () => Promise<T>): Promise<T> => this.#whileRefused(write, until);
     try {
       const outcome = await runDeliveryAttempt(deliveryJob, deliver, store, settings);
       const event = attemptEvent(deliveryJob, outcome, settings.now());
+      until = Date.now() + this.#lockMs / 2;
       if (outcome.next === undefined) {
-        await client.ternFinishJob(
-          keys.jobs,
-          keys.meta,
-          keys.body,
-          ops.jobs,
-          ops.domain(data.domain),
-          ops.retried(data.domain),
-          ops.held,
-          ops.domains,
-          ops.timeline(data.queueId),
-          // Some key must stand in when there is no Message-ID; the script only expires what exists.
-          ops.messageId(gate.messageId === undefined ? '' : normalizeMessageId(gate.messageId)),
-          id,
-          data.domain,
-          JSON.stringify(event),
-          this.#retentionSeconds,
+        await record(() =>
+          client.ternFinishJob(
+            keys.jobs,
+            keys.meta,
+            keys.body,
+            ops.jobs,
+            ops.domain(data.domain),
+            ops.retried(data.domain),
+            ops.held,
+            ops.domains,
+            ops.timeline(data.queueId),
+            // Some key must stand in when there is no Message-ID; the script only expires what exists.
+            ops.messageId(gate.messageId === undefined ? '' : normalizeMessageId(gate.messageId)),
+            id,
+            data.domain,
+            JSON.stringify(event),
+            this.#retentionSeconds,
+          ),
         );
         return { delivered: outcome.decision.delivered.length, failed: outcome.decision.failed.length };
       }
@@ -341,24 +474,59 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       const at = settings.now() + settings.schedule.delayAfter(data.attempts + 1);
       this.#log.error({ err: error, jobId: id }, 'delivery step failed; deferring the job');
       next = { at, event: undefined, data: { ...data, attempts: data.attempts + 1, nextAttemptAt: at } };
+      until = Date.now() + this.#lockMs / 2;
     }
+    const { data: nextData, at, event } = next;
     // Data first: if we die between the two, the replay already knows who is done.
-    await Promise.all([
-      job.updateData(next.data),
-      client.ternRecordRetry(
-        ops.domain(data.domain),
-        ops.retried(data.domain),
-        ops.timeline(data.queueId),
-        id,
-        next.event === undefined ? '' : JSON.stringify(next.event),
-      ),
-    ]);
-    await job.moveToDelayed(next.at, token);
+    await record(() =>
+      Promise.all([
+        job.updateData(nextData),
+        client.ternRecordRetry(
+          ops.domain(data.domain),
+          ops.retried(data.domain),
+          ops.timeline(data.queueId),
+          id,
+          event === undefined ? '' : JSON.stringify(event),
+        ),
+      ]),
+    );
+    await record(() => job.moveToDelayed(at, token));
     throw new DelayedError();
+  }
+
+  /**
+   * Runs a write again and again while Redis refuses writes (disk full, out of memory), until
+   * `until`: the attempt is then recorded as soon as Redis takes writes again, instead of through
+   * BullMQ's last-resort retry a minute later. Past `until`, or for any other error, the error goes
+   * on and the job runs again once its lock expires (at-least-once).
+   */
+  async #whileRefused<T>(write: () => Promise<T>, until: number): Promise<T> {
+    for (let wait = 100; ; wait = Math.min(wait * 2, this.#probeMs)) {
+      try {
+        return await write();
+      } catch (error) {
+        if (!refusesWrites(error) || Date.now() + wait > until) throw error;
+        this.#health.failed(error);
+        await sleep(wait);
+      }
+    }
   }
 
   async readMessage(queueId: string): Promise<Buffer | null> {
     return this.#client.getBuffer(redisKeys(this.prefix, queueId).body);
+  }
+
+  async openMessage(queueId: string): Promise<Readable | null> {
+    const key = redisKeys(this.prefix, queueId).body;
+    return (await this.#client.exists(key)) === 1 ? bodyStream(this.#client, key) : null;
+  }
+
+  health(): QueueHealth {
+    return this.#health.get();
+  }
+
+  onHealthChange(listener: (health: QueueHealth) => void): () => void {
+    return this.#health.onChange(listener);
   }
 
   async inspect(queueId: string): Promise<MessageRecord | null> {
@@ -439,6 +607,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   async close(): Promise<void> {
+    this.#closing = true;
+    this.#health.close();
     await this.#worker?.close();
     await this.#queue.close();
     await Promise.all([quit(this.#client), this.#workerClient ? quit(this.#workerClient) : undefined]);
@@ -466,7 +636,25 @@ function toJobData(job: DeliveryJob): JobData {
     attempts: job.attempts,
     createdAt: job.createdAt,
     isBounce: job.isBounce,
+    ...(job.size === undefined ? {} : { size: job.size }),
+    ...(job.eightBit === undefined ? {} : { eightBit: job.eightBit }),
   };
+}
+
+/** Redis answered but refuses writes: out of memory, a failed save, a replica. */
+function refusesWrites(error: unknown): boolean {
+  return /^(OOM|MISCONF|READONLY|NOREPLICAS)\b/.test((error as Error)?.message ?? '');
+}
+
+/** What an operator should do about a Redis write error, for the log line. */
+function redisHint(error: unknown): string | undefined {
+  const message = (error as Error)?.message ?? '';
+  if (message.includes('OOM'))
+    return 'Redis reached maxmemory: raise it or free memory (keep maxmemory-policy noeviction)';
+  if (message.includes('MISCONF'))
+    return 'Redis cannot save to disk and refuses writes: check its disk and its log';
+  if (message.includes('READONLY')) return 'this Redis is a replica: point the queue at the primary';
+  return 'check that Redis runs and is reachable';
 }
 
 function jobOptions(): JobsOptions {

@@ -4,7 +4,9 @@
 //   hold <path>         open the store and keep it
 //   hang <path>         start a worker whose delivery never finishes; print `delivering <queueId>`
 //   open <path>         try to open the store; print `opened` or `refused <error message>`, exit
+//   upload <path>       enqueue a 64 MiB spooled message whose body stops after 8 MiB; print `stalled`
 import { openEmbeddedQueue } from '../../src/embedded/index.js';
+import { bigIncoming, MIB, stallingSource } from '../body-fixtures.js';
 import { testMessage } from './messages.js';
 
 const [mode, path, count] = process.argv.slice(2);
@@ -32,6 +34,8 @@ if (mode === 'enqueue') {
     say(`queued ${id}`);
   }
   say('done');
+} else if (mode === 'upload') {
+  void queue.enqueue(bigIncoming(stallingSource(64 * MIB, 8 * MIB, () => say('stalled'))));
 } else if (mode === 'hold') {
   say(`ready ${process.pid}`);
 } else if (mode === 'hang') {
