@@ -55,7 +55,7 @@ function verifyPkix(socket: TLSSocket, names: readonly string[]): TlsVerdict {
   if (!socket.authorized) {
     // node gives the OpenSSL code as a string here, whatever its type says.
     const code = String(socket.authorizationError ?? 'UNKNOWN');
-    const known = PKIX_ERRORS[code];
+    const known = pkixFailure(code);
     return {
       ok: false,
       failure: known?.[0] ?? 'validation-failure',
@@ -91,6 +91,11 @@ const PKIX_ERRORS: Readonly<Record<string, readonly [TlsFailureType, string]>> =
   CERT_REVOKED: [NOT_TRUSTED, 'certificate revoked'],
   INVALID_CA: [NOT_TRUSTED, 'invalid CA certificate'],
 };
+
+/** The TLS-RPT result type and words for an OpenSSL verification code, when it is one. */
+export function pkixFailure(code: string): readonly [TlsFailureType, string] | undefined {
+  return Object.hasOwn(PKIX_ERRORS, code) ? PKIX_ERRORS[code] : undefined;
+}
 
 /**
  * True when `cert` names `name`: exactly (a wildcard only as the whole left-most label, RFC 6125

@@ -75,12 +75,48 @@ export interface RecipientOutcome {
   readonly reply: SmtpReply;
 }
 
+/**
+ * Outbound TLS policy levels (as Postfix's smtp_tls_security_level): `none` never TLS; `may`
+ * opportunistic; `encrypt` TLS required, not authenticated; `verify` TLS with a certificate that chains
+ * to a trusted CA and names the MX host; `secure` the same, naming the recipient domain; `dane` DANE
+ * where the MX host has secure TLSA records, else as `mta-sts`; `dane-only` DANE or nothing;
+ * `mta-sts` the domain's MTA-STS policy where it has one, else `may`.
+ */
+export type TlsPolicyLevel = 'none' | 'may' | 'encrypt' | 'verify' | 'secure' | 'dane' | 'dane-only' | 'mta-sts';
+
+/** What a policy level became for the host used: `dane` and the MTA-STS modes only where they applied. */
+export type AppliedTlsPolicy =
+  | 'none'
+  | 'may'
+  | 'encrypt'
+  | 'verify'
+  | 'secure'
+  | 'dane'
+  | 'mta-sts-enforce'
+  | 'mta-sts-testing';
+
+/** How TLS went for one attempt, for timelines and logs. */
+export interface DeliveryTls {
+  /** The level configured for the destination (policy table, next hop or default). */
+  readonly policy: TlsPolicyLevel;
+  /** What it became for the host the attempt ended with. */
+  readonly applied: AppliedTlsPolicy;
+  /** The connection ran under TLS. */
+  readonly tls: boolean;
+  /** The server was authenticated (PKIX or DANE). */
+  readonly validated: boolean;
+  /** Why it was not validated, why no server was used, or what the validation does not prove. */
+  readonly reason?: string;
+}
+
 /** What delivery reports for one attempt of one job. */
 export interface DeliveryReport {
   readonly recipients: readonly RecipientOutcome[];
   readonly hop?: NextHop;
   /** `name[address]:port` of the server that answered, for DSN Remote-MTA and the timeline. */
   readonly remoteMta?: string;
+  /** The outbound TLS policy and its outcome (SMTP hops; absent for LMTP and maildir). */
+  readonly tls?: DeliveryTls;
 }
 
 /**
