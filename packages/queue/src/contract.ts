@@ -82,7 +82,15 @@ export interface RecipientOutcome {
  * where the MX host has secure TLSA records, else as `mta-sts`; `dane-only` DANE or nothing;
  * `mta-sts` the domain's MTA-STS policy where it has one, else `may`.
  */
-export type TlsPolicyLevel = 'none' | 'may' | 'encrypt' | 'verify' | 'secure' | 'dane' | 'dane-only' | 'mta-sts';
+export type TlsPolicyLevel =
+  | 'none'
+  | 'may'
+  | 'encrypt'
+  | 'verify'
+  | 'secure'
+  | 'dane'
+  | 'dane-only'
+  | 'mta-sts';
 
 /** What a policy level became for the host used: `dane` and the MTA-STS modes only where they applied. */
 export type AppliedTlsPolicy =
