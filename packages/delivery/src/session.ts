@@ -1023,6 +1023,9 @@ function tlsOptions(target: SessionTarget, settings: SessionSettings): Connectio
     // The server is checked once the handshake is done (tls-check.ts), against the name we looked up
     // or TLSA records: one place decides, and every outcome can be reported, including the failures.
     rejectUnauthorized: false,
+    // Names are checked there too (against the policy's names, which need not be the SNI name), so
+    // node's own identity check must not mark a sound chain as unauthorized.
+    checkServerIdentity: () => undefined,
     ...(settings.tls.ca !== undefined
       ? { ca: settings.tls.ca as string | Buffer | (string | Buffer)[] }
       : {}),
