@@ -296,6 +296,34 @@ describe('policy fetch', () => {
   });
 });
 
+describe('policy table levels', () => {
+  it('secure: verified TLS naming the recipient domain or a name below it', async () => {
+    dns.set('plain.test', { MX: [{ exchange: 'mx.plain.test', priority: 10 }] });
+    dns.set('mx.plain.test', { A: ['127.0.0.1'] });
+    const ok = await deliverTo('plain.test', make({ tlsPolicy: { 'plain.test': 'secure' } }));
+    expect(ok.report.recipients[0]?.result).toBe('delivered');
+    expect(ok.report.tls).toEqual({ policy: 'secure', applied: 'secure', tls: true, validated: true });
+    const wrong = await deliverTo(
+      'plain.test',
+      make({ tlsPolicy: { 'plain.test': { level: 'verify', match: ['mx.somewhere-else.test'] } } }),
+    );
+    expect(wrong.report.recipients[0]).toMatchObject({ result: 'deferred', reply: { enhanced: '4.7.5' } });
+    expect(wrong.received).toHaveLength(0);
+  });
+
+  it('encrypt: TLS required, the certificate not checked; none: plain text', async () => {
+    dns.set('plain.test', { MX: [{ exchange: 'mx.plain.test', priority: 10 }] });
+    dns.set('mx.plain.test', { A: ['127.0.0.2'] });
+    const encrypted = await deliverTo('plain.test', make({ tlsPolicy: { 'plain.test': 'encrypt' } }));
+    expect(encrypted.report.recipients[0]?.result).toBe('delivered');
+    expect(encrypted.received[0]?.secure).toBe(true);
+    expect(encrypted.report.tls).toMatchObject({ applied: 'encrypt', tls: true, validated: false });
+    const clear = await deliverTo('plain.test', make({ tlsPolicy: { 'plain.test': 'none' } }));
+    expect(clear.received[0]?.secure).toBe(false);
+    expect(clear.report.tls).toMatchObject({ policy: 'none', applied: 'none', tls: false });
+  });
+});
+
 describe('with the queue', () => {
   it('bounces at expiry with the reason the policy kept the mail back', async () => {
     stsDomain('bounce.test', '127.0.0.1');
