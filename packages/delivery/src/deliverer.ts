@@ -24,7 +24,8 @@ import type {
 import type { Redis } from 'ioredis';
 import { isNonAscii } from './encode.js';
 import { deliverToMaildir } from './maildir.js';
-import { type DnsOptions, MxResolver } from './mx.js';
+import { MtaSts, type MtaStsOptions } from './mta-sts.js';
+import { type DnsOptions, type MxHost, MxResolver } from './mx.js';
 import {
   DEFAULT_MAX_HEADER_BYTES,
   HeaderBlockTooLarge,
@@ -32,6 +33,7 @@ import {
   type OutboundMessage,
   prepareOutbound,
 } from './outbound.js';
+import { MemoryPolicyStore, type PolicyStore } from './policy-store.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 import { classify, DeliveryReplies } from './reply.js';
 import {
@@ -47,6 +49,17 @@ import {
   type TlsSettings,
 } from './session.js';
 import { type Admission, admit, type DestinationLimit, type Throttle } from './throttle.js';
+import {
+  type DeliveryTls,
+  levelOfTlsMode,
+  type TargetPolicy,
+  TLS_POLICY_LEVELS,
+  type TlsPlan,
+  TlsPolicy,
+  type TlsPolicyLevel,
+  type TlsPolicyTable,
+} from './tls-policy.js';
+import type { TlsPolicyOutcome, TlsReportSink } from './tls-report.js';
 
 /** Per-destination limits. A job takes its domain's limit first, then the limit of each host it connects to. */
 export interface LimitOptions {
@@ -78,12 +91,30 @@ export interface DelivererOptions {
   readonly dns?: DnsOptions;
   /** SMTP port for MX hosts and for smtp hops without a port (default 25). */
   readonly port?: number;
-  /** TLS mode for MX and smtp hops that name none (default 'opportunistic'), CAs and versions. */
+  /**
+   * TLS mode for MX and smtp hops that name none, CAs and versions. Without a mode the default policy
+   * level is `dane` with `dns.dnssec`, else `mta-sts`; a mode stands for a level (`opportunistic` is
+   * `may`, `require` is `verify`, `none` is `none`).
+   */
   readonly tls?: TlsSettings & {
     readonly mode?: TlsMode;
     /** Send AUTH over a connection without TLS (default false). */
     readonly allowInsecureAuth?: boolean;
   };
+  /**
+   * TLS policy per recipient domain (`example.com`, `.example.com` for every domain below) or fixed
+   * next hop (`[relay.example.net]`, `[relay.example.net]:587`): a level or `{ level, match }`. It
+   * wins over a hop's own `tls` and over `tls.mode`.
+   */
+  readonly tlsPolicy?: TlsPolicyTable;
+  /**
+   * MTA-STS (RFC 8461), on by default: `store` caches policies (default: this process's memory; give
+   * the queue's store so every node shares it and restarts keep it), `port` (443), `timeoutMs` (20 s),
+   * `maxBytes` (64 KiB). `false` turns it off.
+   */
+  readonly mtaSts?: false | (MtaStsOptions & { readonly store?: PolicyStore });
+  /** Receives every TLS policy outcome per connection, for TLS-RPT (RFC 8460) reports. */
+  readonly tlsReports?: TlsReportSink;
   /** Addresses tried per attempt, over all MX hosts, before deferring (default 5). */
   readonly maxAddresses?: number;
   readonly pool?: Partial<PoolOptions>;
@@ -118,9 +149,15 @@ export interface Deliverer {
   close(): Promise<void>;
 }
 
-/** A resolved list of addresses to try, or an outcome for every recipient. */
+/** One address to try, with the TLS policy that applies to it (none for LMTP). */
+interface AttemptTarget {
+  readonly target: SessionTarget;
+  readonly policy?: TargetPolicy;
+}
+
+/** A resolved list of addresses to try (with the TLS plan for SMTP), or an outcome for every recipient. */
 type Targets =
-  | { readonly ok: true; readonly targets: readonly SessionTarget[] }
+  | { readonly ok: true; readonly targets: readonly AttemptTarget[]; readonly plan?: TlsPlan }
   | { readonly ok: false; readonly result: AttemptResult; readonly reply: SmtpReply };
 
 const DEFAULT_POOL: PoolOptions = { idleMs: 5000, maxMessagesPerConnection: 100, maxIdlePerKey: 20 };
@@ -134,7 +171,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   }
   const logger = options.logger ?? silentLogger;
   const port = options.port ?? 25;
-  const defaultTls: TlsMode = options.tls?.mode ?? 'opportunistic';
+  checkTlsPolicy(options);
   const maxAddresses = options.maxAddresses ?? 5;
   const limits = options.limits ?? {};
   checkLimits(limits);
@@ -148,6 +185,24 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   checkWhole(timeouts.dataMinRate, 'delivery.timeouts.dataMinRate');
   if (options.dns?.maxMxHosts !== undefined) checkWhole(options.dns.maxMxHosts, 'delivery.dns.maxMxHosts');
   const resolver = new MxResolver(options.dns);
+  const defaultLevel: TlsPolicyLevel =
+    levelOfTlsMode(options.tls?.mode) ?? (options.dns?.dnssec === true ? 'dane' : 'mta-sts');
+  const mtaStsOptions = options.mtaSts === false ? undefined : (options.mtaSts ?? {});
+  const tlsPolicy = new TlsPolicy({
+    ...(options.tlsPolicy ? { table: options.tlsPolicy } : {}),
+    defaultLevel,
+    resolver,
+    ...(mtaStsOptions
+      ? {
+          mtaSts: new MtaSts(resolver, mtaStsOptions.store ?? new MemoryPolicyStore(), {
+            ...mtaStsOptions,
+            ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+            logger: logger.child({ component: 'mta-sts' }),
+          }),
+        }
+      : {}),
+  });
+  const tlsReports = options.tlsReports;
   const pool = new ConnectionPool({ ...DEFAULT_POOL, ...options.pool });
   // Only a limiter we made is ours to close; an injected one may be serving others too.
   const ownLimiter =
@@ -196,23 +251,25 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     return { type: 'mx', domain };
   }
 
-  async function targetsOf(hop: Exclude<NextHop, { type: 'maildir' }>): Promise<Targets> {
+  async function targetsOf(hop: Exclude<NextHop, { type: 'maildir' }>, domain: string): Promise<Targets> {
     if (hop.type === 'mx') {
       const mx = await resolver.resolveMx(hop.domain);
       if (!mx.ok) return mx;
-      const tls = hop.tls ?? defaultTls;
-      const targets = mx.hosts.flatMap((host) =>
-        host.addresses.map(
-          (address): SessionTarget => ({ protocol: 'smtp', hostname: host.name, address, port, tls }),
-        ),
-      );
-      return { ok: true, targets };
+      const plan = await tlsPolicy.plan({ hop, domain, hosts: mx.hosts, mxSecure: mx.secure, port });
+      return { ok: true, targets: plan.targets, plan };
     }
     if (hop.type === 'lmtp' && hop.path !== undefined) {
       return {
         ok: true,
         targets: [
-          { protocol: 'lmtp', hostname: hop.host ?? 'localhost', path: hop.path, tls: hop.tls ?? 'none' },
+          {
+            target: {
+              protocol: 'lmtp',
+              hostname: hop.host ?? 'localhost',
+              path: hop.path,
+              tls: hop.tls ?? 'none',
+            },
+          },
         ],
       };
     }
@@ -222,20 +279,107 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       // A configured host that does not resolve is a configuration or DNS problem: keep the mail.
       return { ok: false, result: 'deferred', reply: DeliveryReplies.dnsTemporary(host, addresses.code) };
     }
-    const targets = addresses.value.map(
-      (address): SessionTarget =>
-        hop.type === 'lmtp'
-          ? { protocol: 'lmtp', hostname: host, address, port: hop.port ?? 24, tls: hop.tls ?? 'none' }
-          : {
-              protocol: 'smtp',
-              hostname: host,
-              address,
-              port: hop.port ?? port,
-              tls: hop.tls ?? defaultTls,
-              ...(hop.auth ? { auth: hop.auth } : {}),
-            },
-    );
-    return { ok: true, targets };
+    if (hop.type === 'lmtp') {
+      const targets = addresses.value.map(
+        (address): AttemptTarget => ({
+          target: { protocol: 'lmtp', hostname: host, address, port: hop.port ?? 24, tls: hop.tls ?? 'none' },
+        }),
+      );
+      return { ok: true, targets };
+    }
+    const fixed: MxHost = {
+      name: host.toLowerCase(),
+      preference: 0,
+      addresses: addresses.value,
+      implicit: false,
+      addressesSecure: addresses.secure,
+    };
+    const plan = await tlsPolicy.plan({
+      hop,
+      domain,
+      hosts: [fixed],
+      mxSecure: false,
+      port: hop.port ?? port,
+      ...(hop.auth ? { auth: hop.auth } : {}),
+    });
+    return { ok: true, targets: plan.targets, plan };
+  }
+
+  /** Hands an outcome to the TLS report sink; a sink that throws must not cost a delivery. */
+  function recordTls(
+    domain: string,
+    outcome: Omit<TlsPolicyOutcome, 'at' | 'policyDomain'>,
+    log: Logger,
+  ): void {
+    if (!tlsReports) return;
+    try {
+      tlsReports.record({ at: Date.now(), policyDomain: domain, ...outcome });
+    } catch (error) {
+      log.warn({ err: error }, 'TLS report sink failed');
+    }
+  }
+
+  /**
+   * How TLS went on a connection (or its failed set-up), for the report, and the outcome TLS-RPT
+   * counts (undefined under policy `none`, where no TLS was wanted).
+   */
+  function tlsResult(
+    level: TlsPolicyLevel,
+    planned: AttemptTarget,
+    session: SmtpSession | undefined,
+    error: SessionError | undefined,
+  ): { summary: DeliveryTls; outcome?: Omit<TlsPolicyOutcome, 'at' | 'policyDomain'> } {
+    const policy = planned.policy as TargetPolicy;
+    const target = planned.target;
+    const base = {
+      policyType: policy.policyType,
+      policyStrings: policy.policyStrings,
+      ...(policy.mxHosts ? { mxHosts: policy.mxHosts } : {}),
+      receivingMxHostname: target.hostname,
+      ...(target.address !== undefined ? { receivingIp: target.address } : {}),
+      ...(session?.localAddress ? { sendingMtaIp: session.localAddress } : {}),
+    };
+    const summary = (tls: boolean, validated: boolean, reason?: string): DeliveryTls => ({
+      policy: level,
+      applied: policy.applied,
+      tls,
+      validated,
+      ...(reason !== undefined ? { reason } : {}),
+    });
+    if (error) {
+      const reason = error.reply.text;
+      return {
+        summary: summary(false, false, reason),
+        ...(error.tlsFailure ? { outcome: { ...base, result: error.tlsFailure, detail: reason } } : {}),
+      };
+    }
+    const live = session as SmtpSession;
+    const verdict = live.tlsVerdict;
+    if (policy.applied === 'none') return { summary: summary(false, false, 'TLS policy none') };
+    if (!verdict) {
+      if (!live.secure) {
+        const reason = `${target.hostname} does not offer STARTTLS (or refused it): sent in plain text`;
+        return {
+          summary: summary(false, false, reason),
+          outcome: { ...base, result: 'starttls-not-supported', detail: reason },
+        };
+      }
+      return {
+        summary: summary(true, false, 'opportunistic TLS: certificate not checked'),
+        outcome: { ...base, result: 'success' },
+      };
+    }
+    if (!verdict.ok) {
+      return {
+        summary: summary(live.secure, false, verdict.detail),
+        outcome: { ...base, result: verdict.failure, detail: verdict.detail },
+      };
+    }
+    const reason = verdict.authenticated ? policy.note : verdict.detail;
+    return {
+      summary: summary(true, verdict.authenticated, reason),
+      outcome: { ...base, result: 'success', ...(reason ? { detail: reason } : {}) },
+    };
   }
 
   /**
@@ -298,7 +442,11 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   }
 
   /** An idle session still connected (its next transaction starts with RSET), or a new one. */
-  async function sessionFor(target: SessionTarget, key: string, log: Logger): Promise<SmtpSession> {
+  async function sessionFor(
+    target: SessionTarget,
+    key: string,
+    log: Logger,
+  ): Promise<{ session: SmtpSession; fresh: boolean }> {
     for (let idle = pool.take(key); idle; idle = pool.take(key)) {
       if (!idle.usable) {
         idle.close();
@@ -306,9 +454,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       }
       idle.reuse();
       log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
-      return idle;
+      return { session: idle, fresh: false };
     }
-    return SmtpSession.open(target, settings);
+    return { session: await SmtpSession.open(target, settings), fresh: true };
   }
 
   async function attempt(
@@ -362,11 +510,28 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       return report();
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log);
-    const targets = await spent.connecting(() => targetsOf(hop));
+    const domain = job.domain.toLowerCase();
+    const targets = await spent.connecting(() => targetsOf(hop, domain));
     if (!targets.ok) {
       settle(open, targets.reply, targets.result);
       log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
       return report({ hop });
+    }
+    const plan = targets.plan;
+    for (const outcome of plan?.outcomes ?? []) recordTls(domain, outcome, log);
+    for (const skip of plan?.skipped ?? []) {
+      recordTls(domain, skip.outcome, log);
+      log.info({ host: skip.host, code: skip.reply.code, enhanced: skip.reply.enhanced }, skip.reply.text);
+    }
+    const firstSkip = plan?.skipped[0];
+    if (plan && firstSkip && plan.targets.length === 0) {
+      // Every host was ruled out by the TLS policy: never a plain-text fallback, the mail waits.
+      settle(open, firstSkip.reply, 'deferred');
+      const applied = firstSkip.outcome.policyType === 'sts' ? 'mta-sts-enforce' : 'dane';
+      return report({
+        hop,
+        tls: { policy: plan.level, applied, tls: false, validated: false, reason: firstSkip.reply.text },
+      });
     }
 
     const prepared = await prepare(job, hop, message, log);
@@ -382,14 +547,28 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     const needs8Bit =
       job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || outbound.eightBit;
 
-    const domainAdmission = await admitTo('domain', job.domain.toLowerCase());
+    const domainAdmission = await admitTo('domain', domain);
     if (!domainAdmission.ok) {
       settle(open, DeliveryReplies.throttled(domainAdmission.key), 'deferred');
       return report({ hop });
     }
     try {
       const problems: SessionError[] = [];
-      for (const target of targets.targets.slice(0, maxAddresses)) {
+      let lastTls: DeliveryTls | undefined;
+      /** The report's TLS part, and the TLS-RPT outcome of a new connection (not of a reused one). */
+      const noteTls = (
+        planned: AttemptTarget,
+        session?: SmtpSession,
+        error?: SessionError,
+        fresh = true,
+      ): void => {
+        if (!plan || !planned.policy) return;
+        const { summary, outcome } = tlsResult(plan.level, planned, session, error);
+        lastTls = summary;
+        if (outcome && fresh) recordTls(domain, outcome, log);
+      };
+      for (const planned of targets.targets.slice(0, maxAddresses)) {
+        const target = planned.target;
         const hostAdmission = await admitTo('host', target.hostname);
         if (!hostAdmission.ok) {
           settle(open, DeliveryReplies.throttled(hostAdmission.key), 'deferred');
@@ -398,10 +577,12 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         try {
           const key = poolKey(target);
           let session: SmtpSession;
+          let fresh: boolean;
           try {
-            session = await spent.connecting(() => sessionFor(target, key, log));
+            ({ session, fresh } = await spent.connecting(() => sessionFor(target, key, log)));
           } catch (error) {
             if (!(error instanceof SessionError)) throw error;
+            noteTls(planned, undefined, error);
             problems.push(error);
             log.info(
               { host: target.hostname, address: target.address ?? target.path, reason: error.message },
@@ -427,13 +608,16 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
               session.close();
               try {
                 session = await spent.connecting(() => SmtpSession.open(target, settings));
+                fresh = true;
               } catch (openError) {
                 if (!(openError instanceof SessionError)) throw openError;
+                noteTls(planned, undefined, openError);
                 problems.push(openError);
                 continue;
               }
               replies = await send(session);
             }
+            noteTls(planned, session, undefined, fresh);
             open.forEach((index, n) => {
               const reply = replies[n] ?? DeliveryReplies.noDataReply;
               settle([index], reply);
@@ -442,16 +626,17 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
               {
                 remoteMta: session.remoteMta,
                 secure: session.secure,
+                ...(lastTls ? { tls: lastTls } : {}),
                 results: open.map((i) => ({ address: outcomes[i]?.address, code: outcomes[i]?.reply.code })),
               },
               'delivery attempt finished',
             );
-            const tls = session.tlsInfo;
-            return report({
-              hop,
-              remoteMta: session.remoteMta,
-              ...(tls ? { tls: { protocol: tls.protocol, cipher: tls.cipher } } : {}),
-            });
+            // The policy outcome, and the protocol and cipher of the session that carried the mail (for logs).
+            const info = session.tlsInfo;
+            const tls: DeliveryTls | undefined = lastTls
+              ? { ...lastTls, ...(info ? { protocol: info.protocol, cipher: info.cipher } : {}) }
+              : undefined;
+            return report({ hop, remoteMta: session.remoteMta, ...(tls ? { tls } : {}) });
           } finally {
             await pool.give(key, session);
           }
@@ -462,9 +647,17 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       // Every address failed before a transaction: permanent only when every server refused us with 5xx.
       const last = problems.at(-1);
       const temporary = problems.filter((p) => !p.permanent).at(-1);
-      if (last && problems.every((p) => p.permanent)) settle(open, last.reply, 'failed');
-      else settle(open, temporary?.reply ?? DeliveryReplies.noConnection('no address to try'), 'deferred');
-      return report({ hop });
+      // A host the TLS policy ruled out counts as one that could not be used: its reason is kept.
+      const ruledOut = plan?.skipped[0]?.reply;
+      if (last && problems.every((p) => p.permanent) && !ruledOut) settle(open, last.reply, 'failed');
+      else {
+        settle(
+          open,
+          temporary?.reply ?? ruledOut ?? DeliveryReplies.noConnection('no address to try'),
+          'deferred',
+        );
+      }
+      return report({ hop, ...(lastTls ? { tls: lastTls } : {}) });
     } finally {
       await domainAdmission.release();
     }
@@ -672,7 +865,21 @@ function sendable(address: string): boolean {
   return !/[\r\n\0<>]/.test(address);
 }
 
+/** Sessions are shared only between targets that ask the same of the connection, TLS check included. */
 function poolKey(target: SessionTarget): string {
+  const check = target.check;
+  const checkKey =
+    check === undefined
+      ? ''
+      : check.kind === 'encrypt'
+        ? 'encrypt'
+        : `${check.kind}:${check.names.join(',')}:${
+            check.kind === 'dane'
+              ? check.records
+                  .map((r) => `${r.usage}${r.selector}${r.matchingType}${r.data.toString('hex')}`)
+                  .join(',')
+              : ''
+          }`;
   return [
     target.protocol,
     target.hostname,
@@ -680,6 +887,25 @@ function poolKey(target: SessionTarget): string {
     target.port ?? '',
     target.path ?? '',
     target.tls,
+    checkKey,
     target.auth?.user ?? '',
   ].join('|');
+}
+
+/** The policy table names known levels, and `dane-only` has the validating resolver it needs. */
+function checkTlsPolicy(options: DelivererOptions): void {
+  for (const [key, value] of Object.entries(options.tlsPolicy ?? {})) {
+    const where = `delivery.tlsPolicy[${JSON.stringify(key)}]`;
+    const level = typeof value === 'string' ? value : value?.level;
+    if (!TLS_POLICY_LEVELS.includes(level as TlsPolicyLevel)) {
+      throw new TypeError(
+        `${where}: expected one of ${TLS_POLICY_LEVELS.join(', ')}, got ${JSON.stringify(level)}`,
+      );
+    }
+    if (level === 'dane-only' && options.dns?.dnssec !== true) {
+      throw new TypeError(
+        `${where}: dane-only needs DNSSEC: set delivery.dns.dnssec: true with a validating resolver in dns.servers`,
+      );
+    }
+  }
 }

@@ -1,8 +1,10 @@
-// MX resolution per RFC 5321 §5.1 and RFC 7505 (null MX), on node's c-ares resolver so tests and
-// operators can point it at particular servers (with ports).
+// MX resolution per RFC 5321 §5.1 and RFC 7505 (null MX). On node's c-ares resolver by default (tests
+// and operators can point it at particular servers, with ports); through validating resolvers whose
+// AD bit is trusted when `dns.dnssec` is set, so DANE (RFC 7672 §2.2) knows which answers were secure.
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { SmtpReply } from '@tern/plugin-api';
+import { DnsClient, type RecordType } from './dns-client.js';
 import { DeliveryReplies } from './reply.js';
 
 /** One mail exchanger of a domain, with the addresses it resolved to (in the order to try them). */
@@ -13,11 +15,16 @@ export interface MxHost {
   readonly addresses: readonly string[];
   /** True when the domain has no MX and its own A/AAAA records stand in (RFC 5321 §5.1). */
   readonly implicit: boolean;
+  /** The address records were DNSSEC-validated (only ever true with `dns.dnssec`). */
+  readonly addressesSecure: boolean;
 }
 
-/** What a lookup gave: hosts to try in order, or a reply that ends this attempt for every recipient. */
+/**
+ * What a lookup gave: hosts to try in order, or a reply that ends this attempt for every recipient.
+ * `secure`: the MX RRset (or, for an implicit MX, the proof that there is none) was DNSSEC-validated.
+ */
 export type MxResolution =
-  | { readonly ok: true; readonly hosts: readonly MxHost[] }
+  | { readonly ok: true; readonly hosts: readonly MxHost[]; readonly secure: boolean }
   | { readonly ok: false; readonly result: 'failed' | 'deferred'; readonly reply: SmtpReply };
 
 /** Which address families to use and which first. IPv4 first by default: IPv6 senders often lack PTR/SPF set-up. */
@@ -36,6 +43,12 @@ export interface DnsOptions {
    * of MX records must not make us send hundreds of address queries, and at most `maxAddresses` are tried.
    */
   readonly maxMxHosts?: number;
+  /**
+   * The servers are DNSSEC-validating resolvers and their AD bit is trusted (default false): every
+   * lookup then goes through Tern's own DNS client, and DANE becomes possible. Use a resolver on this
+   * machine (loopback): the AD bit of a resolver across a network proves nothing.
+   */
+  readonly dnssec?: boolean;
 }
 
 /** Why a lookup gave nothing: NXDOMAIN and NODATA are answers; everything else may change later. */
@@ -43,29 +56,64 @@ export interface LookupFailure {
   readonly ok: false;
   readonly kind: 'nxdomain' | 'nodata' | 'temporary';
   readonly code: string;
+  /** NXDOMAIN or NODATA proven by DNSSEC. */
+  readonly secure?: boolean;
 }
 
-type Lookup<T> = { readonly ok: true; readonly value: T } | LookupFailure;
+/** A lookup's result; `secure` is true only for an answer a validating resolver vouched for. */
+export type Lookup<T> = { readonly ok: true; readonly value: T; readonly secure: boolean } | LookupFailure;
+
+interface MxRecord {
+  readonly exchange: string;
+  readonly priority: number;
+}
+
+/** Where records come from: node's resolver (never secure) or a validating one. */
+interface RecordSource {
+  mx(name: string): Promise<Lookup<MxRecord[]>>;
+  addresses(name: string, family: 4 | 6): Promise<Lookup<string[]>>;
+  /** TXT records, each one's strings joined. */
+  txt(name: string): Promise<Lookup<string[]>>;
+}
 
 /** Resolves destinations: MX lists for domains and addresses for host names. */
 export class MxResolver {
-  readonly #resolver: Resolver;
+  readonly #source: RecordSource;
   readonly #order: AddressOrder;
   readonly #maxMxHosts: number;
   readonly #random: () => number;
+  /** The validating client when `dns.dnssec` is set (DANE's TLSA lookups use it too). */
+  readonly validating: DnsClient | undefined;
 
   constructor(options: DnsOptions = {}, random: () => number = Math.random) {
-    this.#resolver = new Resolver({ timeout: options.timeoutMs ?? 5000, tries: options.tries ?? 2 });
-    if (options.servers && options.servers.length > 0) this.#resolver.setServers([...options.servers]);
+    const resolver = new Resolver({ timeout: options.timeoutMs ?? 5000, tries: options.tries ?? 2 });
+    if (options.servers && options.servers.length > 0) resolver.setServers([...options.servers]);
+    if (options.dnssec === true) {
+      this.validating = new DnsClient({
+        // Without configured servers, the system's (which the operator must make a local validator).
+        servers: options.servers && options.servers.length > 0 ? options.servers : resolver.getServers(),
+        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+        ...(options.tries !== undefined ? { tries: options.tries } : {}),
+      });
+      this.#source = validatingSource(this.validating);
+    } else {
+      this.validating = undefined;
+      this.#source = caresSource(resolver);
+    }
     this.#order = options.addressOrder ?? 'ipv4-first';
     this.#maxMxHosts = options.maxMxHosts ?? 10;
     this.#random = random;
   }
 
+  /** TXT records of `name` (each record's strings joined), e.g. `_mta-sts.<domain>`. */
+  resolveTxt(name: string): Promise<Lookup<string[]>> {
+    return this.#source.txt(name.toLowerCase().replace(/\.$/, ''));
+  }
+
   /** The mail exchangers of `domain` in the order to try them. */
   async resolveMx(domain: string): Promise<MxResolution> {
     const name = domain.toLowerCase().replace(/\.$/, '');
-    const mx = await this.#query(() => this.#resolver.resolveMx(name));
+    const mx = await this.#source.mx(name);
     if (!mx.ok) {
       if (mx.kind === 'temporary') return deferred(DeliveryReplies.dnsTemporary(name, mx.code));
       if (mx.kind === 'nxdomain') return failed(DeliveryReplies.noSuchDomain(name));
@@ -80,7 +128,14 @@ export class MxResolver {
             : DeliveryReplies.noMailHost(name),
         );
       }
-      return { ok: true, hosts: [{ name, preference: 0, addresses: addresses.value, implicit: true }] };
+      const host = {
+        name,
+        preference: 0,
+        addresses: addresses.value,
+        implicit: true,
+        addressesSecure: addresses.secure,
+      };
+      return { ok: true, hosts: [host], secure: mx.secure === true };
     }
 
     const records = mx.value.map((r) => ({
@@ -104,37 +159,44 @@ export class MxResolver {
           preference: record.priority,
           addresses: addresses.value,
           implicit: false,
+          addressesSecure: addresses.secure,
         });
       } else if (addresses.kind === 'temporary') {
         temporary ??= { name: record.exchange, code: addresses.code };
       }
     }
-    if (hosts.length > 0) return { ok: true, hosts };
+    if (hosts.length > 0) return { ok: true, hosts, secure: mx.secure };
     if (temporary) return deferred(DeliveryReplies.dnsTemporary(temporary.name, temporary.code));
     return failed(DeliveryReplies.mxHostsWithoutAddress(name));
   }
 
-  /** A/AAAA addresses of a host in the configured family order; an IP literal is its own address. */
+  /**
+   * A/AAAA addresses of a host, the families interleaved from the preferred one (as RFC 8305 §4 does),
+   * so a host with several addresses of a broken family still gets one of the other within
+   * `maxAddresses`. An IP literal is its own address. `secure` only when every family asked was.
+   */
   async resolveAddresses(host: string): Promise<Lookup<string[]>> {
     const bare = host.replace(/^\[|\]$/g, '');
-    if (isIP(bare) !== 0) return { ok: true, value: [bare] };
+    if (isIP(bare) !== 0) return { ok: true, value: [bare], secure: false };
     const want4 = this.#order !== 'ipv6-only';
     const want6 = this.#order !== 'ipv4-only';
     const [v4, v6] = await Promise.all([
-      want4 ? this.#query(() => this.#resolver.resolve4(host)) : undefined,
-      want6 ? this.#query(() => this.#resolver.resolve6(host)) : undefined,
+      want4 ? this.#source.addresses(host, 4) : undefined,
+      want6 ? this.#source.addresses(host, 6) : undefined,
     ]);
     const four = v4?.ok ? v4.value : [];
     const six = v6?.ok ? v6.value : [];
-    const value =
-      this.#order === 'ipv6-first' || this.#order === 'ipv6-only' ? [...six, ...four] : [...four, ...six];
-    if (value.length > 0) return { ok: true, value };
+    const sixFirst = this.#order === 'ipv6-first' || this.#order === 'ipv6-only';
+    const value = sixFirst ? interleave(six, four) : interleave(four, six);
+    // A family that answered NXDOMAIN/NODATA counts by the security of that proof.
+    const secure = [v4, v6].every((r) => r === undefined || r.secure === true);
+    if (value.length > 0) return { ok: true, value, secure };
     const failures = [v4, v6].filter((r): r is LookupFailure => r !== undefined && !r.ok);
     const temporary = failures.find((f) => f.kind === 'temporary');
     if (temporary) return temporary;
     const nxdomain = failures.find((f) => f.kind === 'nxdomain');
-    if (nxdomain && failures.every((f) => f.kind === 'nxdomain')) return nxdomain;
-    return { ok: false, kind: 'nodata', code: 'ENODATA' };
+    if (nxdomain && failures.every((f) => f.kind === 'nxdomain')) return { ...nxdomain, secure };
+    return { ok: false, kind: 'nodata', code: 'ENODATA', secure };
   }
 
   /** Ascending preference; equal preferences in random order to spread load (RFC 5321 §5.1). */
@@ -147,18 +209,6 @@ export class MxResolver {
     // Array.prototype.sort is stable: the shuffle decides the order among equals.
     return shuffled.sort((a, b) => a.priority - b.priority);
   }
-
-  async #query<T>(run: () => Promise<T>): Promise<Lookup<T>> {
-    try {
-      return { ok: true, value: await run() };
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
-      if (code === 'ENOTFOUND') return { ok: false, kind: 'nxdomain', code };
-      if (code === 'ENODATA') return { ok: false, kind: 'nodata', code };
-      // SERVFAIL, timeouts, refused, unreachable servers: the answer may differ later.
-      return { ok: false, kind: 'temporary', code };
-    }
-  }
 }
 
 function failed(reply: SmtpReply): MxResolution {
@@ -167,4 +217,67 @@ function failed(reply: SmtpReply): MxResolution {
 
 function deferred(reply: SmtpReply): MxResolution {
   return { ok: false, result: 'deferred', reply };
+}
+
+function interleave(first: readonly string[], second: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < Math.max(first.length, second.length); i++) {
+    if (i < first.length) out.push(first[i] as string);
+    if (i < second.length) out.push(second[i] as string);
+  }
+  return out;
+}
+
+function caresSource(resolver: Resolver): RecordSource {
+  return {
+    mx: (name) => caresQuery(() => resolver.resolveMx(name)),
+    addresses: (name, family) =>
+      caresQuery(() => (family === 4 ? resolver.resolve4(name) : resolver.resolve6(name))),
+    txt: async (name) => {
+      const found = await caresQuery(() => resolver.resolveTxt(name));
+      return found.ok ? { ...found, value: found.value.map((chunks) => chunks.join('')) } : found;
+    },
+  };
+}
+
+async function caresQuery<T>(run: () => Promise<T>): Promise<Lookup<T>> {
+  try {
+    return { ok: true, value: await run(), secure: false };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'EUNKNOWN';
+    if (code === 'ENOTFOUND') return { ok: false, kind: 'nxdomain', code };
+    if (code === 'ENODATA') return { ok: false, kind: 'nodata', code };
+    // SERVFAIL, timeouts, refused, unreachable servers: the answer may differ later.
+    return { ok: false, kind: 'temporary', code };
+  }
+}
+
+function validatingSource(client: DnsClient): RecordSource {
+  async function ask<T>(name: string, type: RecordType, map: (data: unknown) => T): Promise<Lookup<T[]>> {
+    const answer = await client.query(name, type);
+    switch (answer.kind) {
+      case 'records':
+        return { ok: true, value: answer.records.map((r) => map(r.data)), secure: answer.secure };
+      case 'nxdomain':
+        return { ok: false, kind: 'nxdomain', code: 'ENOTFOUND', secure: answer.secure };
+      case 'nodata':
+        return { ok: false, kind: 'nodata', code: 'ENODATA', secure: answer.secure };
+      default:
+        return { ok: false, kind: 'temporary', code: answer.code };
+    }
+  }
+  return {
+    mx: (name) =>
+      ask(name, 'MX', (data) => {
+        const mx = data as { exchange: string; preference: number };
+        return { exchange: mx.exchange, priority: mx.preference };
+      }),
+    addresses: (name, family) => ask(name, family === 4 ? 'A' : 'AAAA', String),
+    txt: (name) =>
+      ask(name, 'TXT', (data) =>
+        (Array.isArray(data) ? data : [data])
+          .map((chunk) => Buffer.from(chunk as Buffer).toString('utf8'))
+          .join(''),
+      ),
+  };
 }

@@ -4,16 +4,11 @@
 
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import {
-  type ConnectionOptions,
-  checkServerIdentity,
-  type SecureVersion,
-  type TLSSocket,
-  connect as tlsConnect,
-} from 'node:tls';
+import { type ConnectionOptions, type SecureVersion, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { Logger, SmtpReply, TlsMode } from '@tern/plugin-api';
 import { DataEncoder } from './encode.js';
 import { DeliveryReplies, toSmtpReply, unexpectedReply, type WireReply } from './reply.js';
+import { type TlsCheck, type TlsFailureType, type TlsVerdict, verifyPeer } from './tls-check.js';
 
 /** RFC 5321 §4.5.3.2 timeouts, in milliseconds. */
 export interface SessionTimeouts {
@@ -76,6 +71,12 @@ export interface SessionTarget {
   /** A UNIX socket (LMTP). */
   readonly path?: string;
   readonly tls: TlsMode;
+  /**
+   * What the server must prove once TLS is up. Enforced under `require` and `implicit` (default there:
+   * a PKIX chain naming `hostname`); under `opportunistic` only checked and reported (`tlsVerdict`),
+   * e.g. for an MTA-STS policy in testing mode.
+   */
+  readonly check?: TlsCheck;
   readonly auth?: { readonly user: string; readonly pass: string };
 }
 
@@ -124,16 +125,19 @@ export class SessionError extends Error {
   readonly reply: SmtpReply;
   readonly permanent: boolean;
   readonly retryPlain: boolean;
+  /** Set when TLS was the problem: what TLS-RPT calls it. */
+  readonly tlsFailure: TlsFailureType | undefined;
 
   constructor(
     reply: SmtpReply,
-    options: { permanent?: boolean; retryPlain?: boolean; cause?: unknown } = {},
+    options: { permanent?: boolean; retryPlain?: boolean; tlsFailure?: TlsFailureType; cause?: unknown } = {},
   ) {
     super(`${reply.code} ${reply.enhanced} ${reply.text}`, { cause: options.cause });
     this.name = 'SessionError';
     this.reply = reply;
     this.permanent = options.permanent === true;
     this.retryPlain = options.retryPlain === true;
+    this.tlsFailure = options.tlsFailure;
   }
 }
 
@@ -375,6 +379,8 @@ export class SmtpSession {
   #capabilities: Capabilities = NO_CAPABILITIES;
   #secure = false;
   #tlsInfo: { protocol: string; cipher: string; authorized: boolean } | undefined;
+  /** The outcome of `target.check` (or of TLS not happening), when there was one. */
+  #tlsVerdict: TlsVerdict | undefined;
   #broken = false;
   #resetPending = false;
   #transactions = 0;
@@ -405,7 +411,11 @@ export class SmtpSession {
         { host: target.hostname, address: target.address ?? target.path, err: error.cause },
         'opportunistic STARTTLS handshake failed; retrying in plain text',
       );
-      return await SmtpSession.#open(target, settings, 'none');
+      const plain = await SmtpSession.#open(target, settings, 'none');
+      if (target.check) {
+        plain.#tlsVerdict = { ok: false, failure: 'validation-failure', detail: error.reply.text };
+      }
+      return plain;
     }
   }
 
@@ -413,7 +423,7 @@ export class SmtpSession {
     const socket = await connectSocket(target, settings, tls);
     const session = new SmtpSession(target, settings, socket);
     try {
-      if (tls === 'implicit') session.#markSecure(socket as TLSSocket);
+      if (tls === 'implicit') session.#secured(socket as TLSSocket, true);
       await session.#greet();
       if (tls === 'opportunistic' || tls === 'require') await session.#startTls(tls);
       if (target.auth) await session.#authenticate(target.auth);
@@ -442,6 +452,16 @@ export class SmtpSession {
 
   get tlsInfo(): { protocol: string; cipher: string; authorized: boolean } | undefined {
     return this.#tlsInfo;
+  }
+
+  /** How the server fared against `target.check` (undefined when nothing was to be checked). */
+  get tlsVerdict(): TlsVerdict | undefined {
+    return this.#tlsVerdict;
+  }
+
+  /** The local address the connection left from (TLS-RPT's sending-mta-ip). */
+  get localAddress(): string | undefined {
+    return this.#socket.localAddress;
   }
 
   /** `name[address]:port`, as DSNs name the Remote-MTA. */
@@ -670,18 +690,28 @@ export class SmtpSession {
 
   async #startTls(mode: 'opportunistic' | 'require'): Promise<void> {
     const host = this.target.hostname;
+    const noTls = (detail: string): void => {
+      if (this.target.check) this.#tlsVerdict = { ok: false, failure: 'starttls-not-supported', detail };
+    };
     if (!this.#capabilities.startTls) {
-      if (mode === 'require') throw new SessionError(DeliveryReplies.tlsUnavailable(host));
+      if (mode === 'require') {
+        throw new SessionError(DeliveryReplies.tlsUnavailable(host), {
+          tlsFailure: 'starttls-not-supported',
+        });
+      }
+      noTls(`${host} does not offer STARTTLS`);
       return;
     }
     const reply = await this.#command('STARTTLS', this.#settings.timeouts.commandMs);
     if (reply.code !== 220) {
+      const said = `STARTTLS answered ${reply.code} ${reply.lines.join(' ')}`;
       if (mode === 'require') {
-        throw new SessionError(
-          DeliveryReplies.tlsFailed(host, `STARTTLS answered ${reply.code} ${reply.lines.join(' ')}`),
-        );
+        throw new SessionError(DeliveryReplies.tlsFailed(host, said), {
+          tlsFailure: 'starttls-not-supported',
+        });
       }
       this.#log.info({ host, code: reply.code }, 'STARTTLS refused; continuing in plain text');
+      noTls(said);
       return;
     }
     // Anything after the 220 came in plain text and would be taken as said under TLS (response injection).
@@ -690,22 +720,39 @@ export class SmtpSession {
     this.#unlisten();
     let secured: TLSSocket;
     try {
-      secured = await upgrade(plain, this.target, this.#settings, mode === 'require');
+      secured = await upgrade(plain, this.target, this.#settings);
     } catch (error) {
       plain.destroy();
-      if (mode === 'require')
-        throw new SessionError(DeliveryReplies.tlsFailed(host, message(error)), { cause: error });
       throw new SessionError(DeliveryReplies.tlsFailed(host, message(error)), {
-        retryPlain: true,
+        retryPlain: mode !== 'require',
+        tlsFailure: 'validation-failure',
         cause: error,
       });
     }
     // RFC 3207 §4.2: forget everything learned before TLS and say EHLO again.
     this.#socket = secured;
     [this.#reader, this.#unlisten] = this.#listen(secured, 0);
-    this.#markSecure(secured);
+    this.#secured(secured, mode === 'require');
     this.#capabilities = NO_CAPABILITIES;
     await this.#hello();
+  }
+
+  /**
+   * TLS is up: checks the server against `target.check` before anything else is said. A mandatory
+   * check that fails ends the session (nothing of the mail has been sent); an optional one is reported.
+   */
+  #secured(socket: TLSSocket, mandatory: boolean): void {
+    this.#markSecure(socket);
+    const check =
+      this.target.check ?? (mandatory ? { kind: 'pkix', names: [this.target.hostname] } : undefined);
+    if (!check) return;
+    const verdict = verifyPeer(socket, check);
+    this.#tlsVerdict = verdict;
+    if (verdict.ok || !mandatory) return;
+    socket.destroy();
+    throw new SessionError(DeliveryReplies.tlsFailed(this.target.hostname, verdict.detail), {
+      tlsFailure: verdict.failure,
+    });
   }
 
   async #authenticate(auth: { user: string; pass: string }): Promise<void> {
@@ -933,7 +980,7 @@ function connectSocket(
     if (tls === 'implicit') {
       socket = tlsConnect({
         ...(target.path !== undefined ? { path: target.path } : { host: target.address, port: target.port }),
-        ...tlsOptions(target, settings, true),
+        ...tlsOptions(target, settings),
       });
     } else if (target.path !== undefined) {
       socket = netConnect({ path: target.path });
@@ -968,14 +1015,17 @@ function connectSocket(
   });
 }
 
-function tlsOptions(target: SessionTarget, settings: SessionSettings, verify: boolean): ConnectionOptions {
+function tlsOptions(target: SessionTarget, settings: SessionSettings): ConnectionOptions {
   const name = target.hostname;
   return {
-    // SNI must be a host name, never an address (RFC 6066 §3).
+    // SNI must be a host name, never an address (RFC 6066 §3); DANE needs it too (RFC 7672 §8.1).
     ...(isIP(name) === 0 ? { servername: name } : {}),
-    rejectUnauthorized: verify,
-    // Verify against the name we looked up (the MX or smarthost name), not the address we connected to.
-    checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
+    // The server is checked once the handshake is done (tls-check.ts), against the name we looked up
+    // or TLSA records: one place decides, and every outcome can be reported, including the failures.
+    rejectUnauthorized: false,
+    // Names are checked there too (against the policy's names, which need not be the SNI name), so
+    // node's own identity check must not mark a sound chain as unauthorized.
+    checkServerIdentity: () => undefined,
     ...(settings.tls.ca !== undefined
       ? { ca: settings.tls.ca as string | Buffer | (string | Buffer)[] }
       : {}),
@@ -984,15 +1034,10 @@ function tlsOptions(target: SessionTarget, settings: SessionSettings, verify: bo
   };
 }
 
-function upgrade(
-  plain: Socket,
-  target: SessionTarget,
-  settings: SessionSettings,
-  verify: boolean,
-): Promise<TLSSocket> {
+function upgrade(plain: Socket, target: SessionTarget, settings: SessionSettings): Promise<TLSSocket> {
   const timeoutMs = settings.timeouts.commandMs;
   return new Promise((resolve, reject) => {
-    const secured = tlsConnect({ socket: plain, ...tlsOptions(target, settings, verify) });
+    const secured = tlsConnect({ socket: plain, ...tlsOptions(target, settings) });
     const timer = setTimeout(() => {
       secured.destroy();
       reject(new Error(`TLS handshake timed out after ${timeoutMs} ms`));

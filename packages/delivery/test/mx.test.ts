@@ -15,6 +15,7 @@ beforeAll(async () => {
     },
     'primary.two.test': { A: ['127.0.0.2'], AAAA: ['::1'] },
     'backup.two.test': { A: ['127.0.0.3'] },
+    'multi.test': { A: ['127.0.0.11', '127.0.0.12', '127.0.0.13'], AAAA: ['::1', '::2'] },
     'equal.test': {
       MX: [
         { exchange: 'a.equal.test', priority: 10 },
@@ -62,9 +63,36 @@ describe('MxResolver against a DNS server', () => {
     expect(result).toEqual({
       ok: true,
       hosts: [
-        { name: 'primary.two.test', preference: 10, addresses: ['127.0.0.2', '::1'], implicit: false },
-        { name: 'backup.two.test', preference: 20, addresses: ['127.0.0.3'], implicit: false },
+        {
+          name: 'primary.two.test',
+          preference: 10,
+          addresses: ['127.0.0.2', '::1'],
+          implicit: false,
+          addressesSecure: false,
+        },
+        {
+          name: 'backup.two.test',
+          preference: 20,
+          addresses: ['127.0.0.3'],
+          implicit: false,
+          addressesSecure: false,
+        },
       ],
+      // node's resolver cannot tell: without dns.dnssec nothing is secure.
+      secure: false,
+    });
+  });
+
+  it('interleaves the families, so a few addresses of a broken family do not hide the other', async () => {
+    const found = await resolver().resolveAddresses('multi.test');
+    expect(found).toMatchObject({
+      ok: true,
+      value: ['127.0.0.11', '::1', '127.0.0.12', '::2', '127.0.0.13'],
+    });
+    const v6first = await resolver('ipv6-first').resolveAddresses('multi.test');
+    expect(v6first).toMatchObject({
+      ok: true,
+      value: ['::1', '127.0.0.11', '::2', '127.0.0.12', '127.0.0.13'],
     });
   });
 
@@ -87,7 +115,16 @@ describe('MxResolver against a DNS server', () => {
   it('uses the A/AAAA records of the domain itself when it has no MX (implicit MX)', async () => {
     expect(await resolver().resolveMx('implicit.test')).toEqual({
       ok: true,
-      hosts: [{ name: 'implicit.test', preference: 0, addresses: ['127.0.0.7', '::1'], implicit: true }],
+      hosts: [
+        {
+          name: 'implicit.test',
+          preference: 0,
+          addresses: ['127.0.0.7', '::1'],
+          implicit: true,
+          addressesSecure: false,
+        },
+      ],
+      secure: false,
     });
   });
 
@@ -167,6 +204,10 @@ describe('MxResolver against a DNS server', () => {
   });
 
   it('takes an IP literal as its own address', async () => {
-    expect(await resolver().resolveAddresses('[127.0.0.9]')).toEqual({ ok: true, value: ['127.0.0.9'] });
+    expect(await resolver().resolveAddresses('[127.0.0.9]')).toEqual({
+      ok: true,
+      value: ['127.0.0.9'],
+      secure: false,
+    });
   });
 });

@@ -239,7 +239,10 @@ function recipientLine(
     attempt: job.attempts + 1,
     remoteMta: report.remoteMta ?? 'none',
     tls: report.tls?.protocol ?? 'none',
-    ...(report.tls === undefined ? {} : { tlsCipher: report.tls.cipher }),
+    ...(report.tls?.cipher === undefined ? {} : { tlsCipher: report.tls.cipher }),
+    ...(report.tls === undefined
+      ? {}
+      : { tlsPolicy: report.tls.applied, tlsValidated: report.tls.validated }),
     delay: Number(postfixSeconds(ended - job.createdAt)),
     delays: [started - job.createdAt, ended - started - connect - transfer, connect, transfer]
       .map(postfixSeconds)

@@ -76,6 +76,51 @@ export interface RecipientOutcome {
 }
 
 /**
+ * Outbound TLS policy levels (as Postfix's smtp_tls_security_level): `none` never TLS; `may`
+ * opportunistic; `encrypt` TLS required, not authenticated; `verify` TLS with a certificate that chains
+ * to a trusted CA and names the MX host; `secure` the same, naming the recipient domain; `dane` DANE
+ * where the MX host has secure TLSA records, else as `mta-sts`; `dane-only` DANE or nothing;
+ * `mta-sts` the domain's MTA-STS policy where it has one, else `may`.
+ */
+export type TlsPolicyLevel =
+  | 'none'
+  | 'may'
+  | 'encrypt'
+  | 'verify'
+  | 'secure'
+  | 'dane'
+  | 'dane-only'
+  | 'mta-sts';
+
+/** What a policy level became for the host used: `dane` and the MTA-STS modes only where they applied. */
+export type AppliedTlsPolicy =
+  | 'none'
+  | 'may'
+  | 'encrypt'
+  | 'verify'
+  | 'secure'
+  | 'dane'
+  | 'mta-sts-enforce'
+  | 'mta-sts-testing';
+
+/** How TLS went for one attempt, for timelines and logs. */
+export interface DeliveryTls {
+  /** The level configured for the destination (policy table, next hop or default). */
+  readonly policy: TlsPolicyLevel;
+  /** What it became for the host the attempt ended with. */
+  readonly applied: AppliedTlsPolicy;
+  /** The connection ran under TLS. */
+  readonly tls: boolean;
+  /** The server was authenticated (PKIX or DANE). */
+  readonly validated: boolean;
+  /** Why it was not validated, why no server was used, or what the validation does not prove. */
+  readonly reason?: string;
+  /** The TLS protocol and cipher of the session that carried the transaction. */
+  readonly protocol?: string;
+  readonly cipher?: string;
+}
+
+/**
  * What delivery reports for one attempt of one job. Only `recipients` is required: the rest is what
  * a deliverer knows of the attempt, for the delivery log lines, DSNs and the timeline.
  */
@@ -84,8 +129,8 @@ export interface DeliveryReport {
   readonly hop?: NextHop;
   /** `name[address]:port` of the server that answered (the address used), for DSN Remote-MTA, logs and the timeline. */
   readonly remoteMta?: string;
-  /** The TLS protocol and cipher of the session that carried the transaction; absent for plain text. */
-  readonly tls?: { readonly protocol: string; readonly cipher: string };
+  /** The outbound TLS policy and its outcome, with the session's protocol and cipher (SMTP hops; absent for LMTP and maildir). */
+  readonly tls?: DeliveryTls;
   /**
    * Time spent setting up the session, in ms: DNS lookups, TCP connect, greeting, EHLO, STARTTLS,
    * AUTH, over every address tried (Postfix's `delays` c). Near 0 when a pooled connection was reused.

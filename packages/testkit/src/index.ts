@@ -1,5 +1,12 @@
 // @tern/testkit: the real parts other packages' tests run against.
-export { makeCertificate, type TestCertificate } from './certificate.js';
+export {
+  type IssuedCertificate,
+  type IssueOptions,
+  makeCertificate,
+  makeCertificateAuthority,
+  type TestCertificate,
+  type TestCertificateAuthority,
+} from './certificate.js';
 export {
   type DnsQuery,
   type DnsRecordSet,
@@ -8,7 +15,24 @@ export {
   startDnsServer,
   type TestDns,
 } from './dns.js';
+export {
+  dnssecAvailable,
+  startSignedZones,
+  startValidatingResolver,
+  type TestAuthority,
+  type TestResolver,
+  type TestZone,
+  type TlsaRecordData,
+  type ZoneRecordSet,
+} from './dnssec.js';
 export { fuzzRounds, fuzzSeeds, mutate, Random, split } from './fuzz.js';
+export {
+  type MtaStsServer,
+  type MtaStsServerOptions,
+  type PolicyRequest,
+  type PolicyResponse,
+  startMtaStsServer,
+} from './policy-server.js';
 export { freePort } from './port.js';
 export { redisAvailable, startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
 export { type RunOptions, type RunResult, run, swaks } from './run.js';

@@ -1,10 +1,9 @@
 // A private redis-server per test suite: its own port and temp dir, so tests never touch a shared Redis.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { join } from 'node:path';
+import { type Daemon, findBinary, startDaemon } from './daemon.js';
 import { freePort } from './port.js';
 
 /** Options for {@link startRedis}; each maps to the redis-server option of the same name. */
@@ -33,10 +32,6 @@ export interface TestRedis {
 }
 
 const NOT_FOUND = "redis-server not found: install Debian's redis-server (apt-get install redis-server)";
-const START_TIMEOUT_MS = 10_000;
-
-const running = new Set<ChildProcess>();
-let exitHookInstalled = false;
 
 /** True when a `redis-server` binary can be found (TERN_REDIS_SERVER, PATH, or the Debian location). */
 export function redisAvailable(): boolean {
@@ -44,25 +39,7 @@ export function redisAvailable(): boolean {
 }
 
 function findRedisServer(): string | undefined {
-  const override = process.env.TERN_REDIS_SERVER;
-  const candidates = override
-    ? [override]
-    : [
-        ...(process.env.PATH ?? '')
-          .split(delimiter)
-          .filter(Boolean)
-          .map((dir) => join(dir, 'redis-server')),
-        '/usr/bin/redis-server',
-        '/usr/sbin/redis-server',
-        '/usr/local/bin/redis-server',
-      ];
-  for (const candidate of candidates) {
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {}
-  }
-  return undefined;
+  return findBinary('redis-server', process.env.TERN_REDIS_SERVER);
 }
 
 /**
@@ -72,12 +49,11 @@ function findRedisServer(): string | undefined {
 export async function startRedis(opts: TestRedisOptions = {}): Promise<TestRedis> {
   const binary = findRedisServer();
   if (binary === undefined) throw new Error(NOT_FOUND);
-  installExitHook();
 
   const dir = mkdtempSync(join(tmpdir(), 'tern-redis-'));
   const host = '127.0.0.1';
   let port = 0;
-  let child: ChildProcess | undefined;
+  let child: Daemon | undefined;
 
   const launch = async (): Promise<void> => {
     child = await spawnRedis(binary, port, dir, opts);
@@ -106,16 +82,16 @@ export async function startRedis(opts: TestRedisOptions = {}): Promise<TestRedis
     port,
     dir,
     async stop(): Promise<void> {
-      if (child) await terminate(child, 'SIGTERM');
+      await child?.stop('SIGTERM');
       child = undefined;
       rmSync(dir, { recursive: true, force: true });
     },
     async kill(): Promise<void> {
-      if (child) await terminate(child, 'SIGKILL');
+      await child?.stop('SIGKILL');
       child = undefined;
     },
     async restart(): Promise<void> {
-      if (child) await terminate(child, 'SIGTERM');
+      await child?.stop('SIGTERM');
       child = undefined;
       await launch();
     },
@@ -127,7 +103,7 @@ async function spawnRedis(
   port: number,
   dir: string,
   opts: TestRedisOptions,
-): Promise<ChildProcess> {
+): Promise<Daemon> {
   const args = [
     '--port',
     String(port),
@@ -149,41 +125,13 @@ async function spawnRedis(
   if (opts.maxmemoryPolicy !== undefined) args.push('--maxmemory-policy', opts.maxmemoryPolicy);
   if (opts.password !== undefined) args.push('--requirepass', opts.password);
 
-  const child = spawn(binary, args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  running.add(child);
-  let output = '';
-  const collect = (chunk: Buffer): void => {
-    // Only the tail matters for an error message.
-    output = (output + chunk.toString('utf8')).slice(-4000);
-  };
-  child.stdout?.on('data', collect);
-  child.stderr?.on('data', collect);
-
-  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  let spawnError: Error | undefined;
-  child.once('error', (error) => {
-    spawnError = error;
+  return startDaemon({
+    name: 'redis-server',
+    binary,
+    args,
+    cwd: dir,
+    ready: () => ping(port, opts.password),
   });
-  child.once('exit', (code, signal) => {
-    exited = { code, signal };
-    running.delete(child);
-  });
-
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (spawnError) throw new Error(`redis-server failed to start: ${spawnError.message}`);
-    if (exited) {
-      throw new Error(
-        `redis-server exited during start-up (code ${exited.code}, signal ${exited.signal}): ${output.trim()}`,
-      );
-    }
-    if (await ping(port, opts.password)) return child;
-    await sleep(20);
-  }
-  await terminate(child, 'SIGKILL');
-  throw new Error(
-    `redis-server on port ${port} did not answer PING within ${START_TIMEOUT_MS} ms: ${output.trim()}`,
-  );
 }
 
 /** One RESP round trip: true when the server at `port` answers PONG (after AUTH when a password is set). */
@@ -212,25 +160,4 @@ function ping(port: number, password: string | undefined): Promise<boolean> {
 
 function encodeCommand(parts: string[]): string {
   return `*${parts.length}\r\n${parts.map((part) => `$${Buffer.byteLength(part)}\r\n${part}\r\n`).join('')}`;
-}
-
-function terminate(child: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const escalate = setTimeout(() => child.kill('SIGKILL'), 5000);
-    child.once('exit', () => {
-      clearTimeout(escalate);
-      resolve();
-    });
-    child.kill(signal);
-  });
-}
-
-// A test run that dies before its afterAll must not leave redis-servers behind.
-function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once('exit', () => {
-    for (const child of running) child.kill('SIGKILL');
-  });
 }

@@ -43,6 +43,10 @@ export interface SmtpSinkOptions {
   hide8BITMIME?: boolean;
   hideSMTPUTF8?: boolean;
   hidePIPELINING?: boolean;
+  /** Address to listen on (default 127.0.0.1): another loopback address such as 127.0.0.2 or ::1. */
+  host?: string;
+  /** Port to listen on (default: any free one). Several sinks may share a port on different addresses. */
+  port?: number;
 }
 
 /** One message the sink received. */
@@ -77,7 +81,7 @@ export interface SinkMessage {
 
 /** A running sink. */
 export interface SmtpSink {
-  host: '127.0.0.1';
+  host: string;
   port: number;
   /** Messages accepted for at least one recipient, in arrival order. */
   messages: SinkMessage[];
@@ -91,7 +95,7 @@ export interface SmtpSink {
   stop(): Promise<void>;
 }
 
-/** Starts a receiving SMTP (or LMTP) server on a free port of 127.0.0.1. */
+/** Starts a receiving SMTP (or LMTP) server on a free port of 127.0.0.1 (or where `host`/`port` say). */
 export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSink> {
   let rcptReply = opts.rcptReply;
   let dataReply = opts.dataReply;
@@ -186,10 +190,11 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
     socket.once('close', () => sockets.delete(socket));
   });
 
+  const listenHost = opts.host ?? '127.0.0.1';
   const port = await new Promise<number>((resolve, reject) => {
     const onError = (error: Error): void => reject(error);
     server.server.once('error', onError);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(opts.port ?? 0, listenHost, () => {
       server.server.removeListener('error', onError);
       const address = server.server.address();
       if (address === null || typeof address === 'string') reject(new Error('startSmtpSink: no TCP address'));
@@ -198,7 +203,7 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
   });
 
   return {
-    host: '127.0.0.1',
+    host: listenHost,
     port,
     messages,
     get connections(): number {
