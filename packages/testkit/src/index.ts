@@ -8,7 +8,18 @@ export {
   startDnsServer,
   type TestDns,
 } from './dns.js';
-export { fuzzRounds, fuzzSeeds, mutate, Random, split } from './fuzz.js';
+export {
+  FuzzDeadlineExceeded,
+  type FuzzMessageOptions,
+  fuzzMessage,
+  fuzzRounds,
+  fuzzSeeds,
+  mutate,
+  Random,
+  retainedMemory,
+  split,
+  withinDeadline,
+} from './fuzz.js';
 export { freePort } from './port.js';
 export { redisAvailable, startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
 export { type RunOptions, type RunResult, run, swaks } from './run.js';
