@@ -221,6 +221,11 @@ class ReplyReader {
     this.#owed += count;
   }
 
+  /** Complete replies that arrived and were not read yet. */
+  get unread(): readonly WireReply[] {
+    return this.#ready;
+  }
+
   /** Nothing has arrived that was not read: no partial line, no reply in progress, none waiting. */
   get idle(): boolean {
     return this.#pending.length === 0 && this.#lines.length === 0 && this.#ready.length === 0;
@@ -535,6 +540,13 @@ export class SmtpSession {
         await this.#sendData(source);
       } finally {
         source.destroy();
+      }
+      // A reply that came before our final dot answers something else (a command the server thinks
+      // it saw, or nothing): a 2xx taken for the message's answer could report delivered what the
+      // server never took whole. A refusal that early stands (a server may stop reading and say so).
+      if (this.#reader.unread.some(isPositive)) {
+        this.#reader.fail(new ProtocolViolation('a positive reply before the end of the message'));
+        throw this.#reader.failure;
       }
       // LMTP (RFC 2033 §4.2): one reply per accepted recipient, in RCPT order. SMTP: one for all.
       if (this.target.protocol === 'lmtp') {
