@@ -7,6 +7,7 @@
 // Reproduce a failure with TERN_FUZZ_SEED=<seed>; run longer with TERN_FUZZ_ROUNDS=<factor>.
 import { type LogRecord, MessageContent, type Plugin, testPlugins } from '@tern/plugin-api';
 import {
+  asIntakeHandsIt,
   fuzzMessage,
   fuzzRounds,
   fuzzSeeds,
@@ -62,11 +63,6 @@ const signers: Plugin[] = (
     expiresIn: 3600,
   }),
 );
-
-/** Bare CR and LF made CRLF, as the intake does by policy before any queue hook sees a message. */
-function asIntakeHandsIt(raw: Buffer): Buffer {
-  return Buffer.from(raw.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n'), 'latin1');
-}
 
 interface Signed {
   readonly raw: Buffer;

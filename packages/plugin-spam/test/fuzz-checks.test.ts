@@ -9,6 +9,7 @@
 // TERN_FUZZ_SEED=<seed>; run longer with TERN_FUZZ_ROUNDS=<factor>.
 import { Headers, type LogRecord, testPlugins } from '@tern/plugin-api';
 import {
+  asIntakeHandsIt,
   fuzzMessage,
   fuzzRounds,
   fuzzSeeds,
@@ -235,8 +236,15 @@ const SENDERS = [
 ];
 const ADDRESSES = ['192.0.2.1', '203.0.113.9', '::1', '2001:db8::1', '::ffff:192.0.2.1'];
 
-/** A message to judge: fuzzed, sometimes with a real signature, sometimes mutated after signing. */
+/**
+ * A message to judge as the intake hands it over: fuzzed, sometimes with a real signature, sometimes
+ * mutated after signing.
+ */
 function candidate(random: Random): Buffer {
+  return asIntakeHandsIt(fuzzed(random));
+}
+
+function fuzzed(random: Random): Buffer {
   if (!random.chance(0.35)) return fuzzMessage(random, { domains: DOMAINS, selector: 'sel' });
   const clean = fuzzMessage(random, { domains: ['example.test'], selector: 'sel', mutation: 0 })
     .toString('latin1')
@@ -282,6 +290,26 @@ async function judge(
     // What the checks wrote reads back as the same fields: nothing smuggled in through a value.
     const reparsed = Headers.parse(message.headers.toBuffer());
     expect(reparsed.size, `${where}: fields written`).toBe(message.headers.size);
+    // No line made longer than RFC 5322's 998 octets (a next hop may refuse the message for it).
+    const longest = (block: Buffer): number =>
+      Math.max(
+        0,
+        ...block
+          .toString('latin1')
+          .split('\r\n')
+          .map((l) => l.length),
+      );
+    const head = raw.subarray(0, Math.max(0, raw.indexOf('\r\n\r\n')));
+    if (longest(head) <= 998) {
+      const line = message.headers
+        .toString()
+        .split('\r\n')
+        .find((l) => l.length > 998);
+      expect(
+        line?.slice(0, 200),
+        `${where}: a header line of ${line?.length} octets written`,
+      ).toBeUndefined();
+    }
     // Ours on top, well formed; no other field claims to be ours (forged ones are removed).
     const results = message.headers.getAll('Authentication-Results');
     const ours = results.filter((v) => {

@@ -192,6 +192,21 @@ export async function withinDeadline<T>(work: Promise<T>, ms: number, what: stri
   }
 }
 
+/**
+ * A message as core's intake hands it to queue hooks under its `normalize` policy (LineEndingGuard):
+ * bare CR and bare LF made CRLF, NUL dropped. Under `reject` such a message never gets that far, so
+ * hooks never see those bytes; suites that fuzz the hooks feed them this form.
+ */
+export function asIntakeHandsIt(raw: Buffer): Buffer {
+  return Buffer.from(
+    raw
+      .toString('latin1')
+      .replace(/\0/g, '')
+      .replace(/\r\n|\r|\n/g, '\r\n'),
+    'latin1',
+  );
+}
+
 /** Domains and a selector a message from {@link fuzzMessage} refers to (From, DKIM-Signature d= and s=). */
 export interface FuzzMessageOptions {
   /** Author domains, e.g. ones the test DNS server or a signer knows (default `example.test`). */
@@ -325,6 +340,7 @@ function subject(random: Random): string | Buffer {
     () => '=?utf-8*en?Q?=ZZ=?=',
     () => `=?utf-8?B?${b64('x'.repeat(random.int(100, 4000)))}?=`,
     () => `folded\r\n subject\r\n\tover lines`,
+    () => Array.from({ length: random.int(20, 400) }, () => random.text(random.int(1, 60))).join('\r\n '),
     () => Buffer.from([0xc3, 0x28, 0x20, 0xff, 0xfe, 0x00, 0x41]),
     () => 'é€😀',
     () => 'x'.repeat(random.int(1000, 20_000)),

@@ -9,6 +9,7 @@ export {
   type TestDns,
 } from './dns.js';
 export {
+  asIntakeHandsIt,
   FuzzDeadlineExceeded,
   type FuzzMessageOptions,
   fuzzMessage,
