@@ -431,7 +431,12 @@ const wireLines = (bytes: readonly Buffer[]): string[] =>
     .map((l) => l.replace(/\r$/, ''));
 
 /** Checks one job's report against what the server really did. */
-function checkReport(report: DeliveryReport, recipients: readonly string[], lane: Lane, where: string): void {
+function checkReport(
+  report: DeliveryReport,
+  recipients: readonly string[],
+  lane: Pick<Lane, 'log' | 'open' | 'protocol'>,
+  where: string,
+): void {
   const log = lane.log;
   // Exactly one outcome per recipient, in order, well formed.
   expect(
@@ -509,6 +514,58 @@ function liveHandles(): Map<string, number> {
 function noMoreThan(now: Map<string, number>, baseline: Map<string, number>): boolean {
   return [...now].every(([kind, n]) => n <= (baseline.get(kind) ?? 0));
 }
+
+test('the report checks catch what they are for', () => {
+  const bytes = (...lines: string[]): Buffer[] => lines.map((l) => Buffer.from(`${l}\r\n`));
+  const outcome = (code: number, enhanced: string, result: 'delivered' | 'deferred' | 'failed') => ({
+    address: 'a@x.test',
+    result,
+    reply: { code, enhanced, text: 'x' },
+  });
+  const lane = (log: Partial<ServerLog>) => ({
+    protocol: 'smtp' as const,
+    open: new Set<Buffer[]>(),
+    log: { ...newLog(), ...log },
+  });
+  const tx = (t: Partial<ServerTransaction>): ServerTransaction => ({
+    rcpts: ['a@x.test'],
+    dataEnded: true,
+    afterDot: [],
+    whileReceiving: [],
+    ...t,
+  });
+  const check = (report: DeliveryReport, l: ReturnType<typeof lane>): void =>
+    checkReport(report, ['a@x.test'], l, 'self-check');
+  // What passes: a bounce the server said, a delivery it confirmed after a whole message.
+  check({ recipients: [outcome(550, '5.1.1', 'failed')] }, lane({ written: bytes('550 5.1.1 no') }));
+  check(
+    { recipients: [outcome(250, '2.0.0', 'delivered')] },
+    lane({ transactions: [tx({ afterDot: bytes('250 2.0.0 ok') })] }),
+  );
+  // What must not.
+  expect(() => check({ recipients: [] }, lane({}))).toThrow();
+  expect(() =>
+    check({ recipients: [outcome(550, '5.1.1', 'failed')] }, lane({ written: bytes('451 4.3.0 later') })),
+  ).toThrow(/a 5xx the server never sent/);
+  expect(() =>
+    check({ recipients: [outcome(550, '5.1.1', 'failed')] }, lane({ written: bytes('5501 glued') })),
+  ).toThrow(/a 5xx the server never sent/);
+  expect(() =>
+    check(
+      { recipients: [outcome(250, '2.0.0', 'delivered')] },
+      lane({ transactions: [tx({ dataEnded: false, afterDot: bytes('250 2.0.0 ok') })] }),
+    ),
+  ).toThrow(/delivered without a 2xx/);
+  expect(() =>
+    check(
+      { recipients: [outcome(250, '2.0.0', 'delivered')] },
+      lane({ transactions: [tx({ afterDot: bytes('451 4.3.0 no') })] }),
+    ),
+  ).toThrow(/delivered without a 2xx/);
+  expect(() =>
+    check({ recipients: [outcome(451, '5.0.0', 'deferred')] }, lane({ written: bytes('451 5.0.0 x') })),
+  ).toThrow();
+});
 
 describe.each(SEEDS)('a hostile next hop, seed %i', (seed) => {
   test(`${JOBS} deliveries to mutated SMTP and LMTP servers`, async () => {
