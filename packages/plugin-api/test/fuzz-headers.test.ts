@@ -9,8 +9,8 @@ import { describe, expect, test } from 'vitest';
 import { findHeaderEnd, Headers, MessageContent, makeField } from '../src/index.js';
 
 const SEEDS = fuzzSeeds([1, 2, 3]);
-const MESSAGES = fuzzRounds(400);
-const BATCH = 100;
+const MESSAGES = fuzzRounds(240);
+const BATCH = 80;
 /** Parsing and editing one header block, however hostile, must take less than this. */
 const CALL_BOUND_MS = 1000;
 
