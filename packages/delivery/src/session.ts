@@ -186,7 +186,8 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
-const REPLY_LINE = /^(\d{3})([ -]?)(.*)$/;
+// RFC 5321 §4.2: the code, then SP or "-" and the text, or the line end. `5501 text` is no 550.
+const REPLY_LINE = /^(\d{3})(?:([ -])(.*))?$/;
 const EMPTY = Buffer.alloc(0);
 
 /**

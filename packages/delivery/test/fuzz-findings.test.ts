@@ -60,3 +60,42 @@ describe('a reply that comes before the final dot', () => {
     expect(report.recipients[0]).toMatchObject({ result: 'delivered' });
   });
 });
+
+describe('a reply line with no space or hyphen after its code', () => {
+  // Found by the glued-code move of fuzz-next-hop (seed 1): `2501 Delivered` was read as a 250 and
+  // `5501 No such user` as a 550. RFC 5321 §4.2 puts SP or "-" (or the line end) after the code; a
+  // line without is malformed, and a malformed line must not become a bounce or a delivery.
+  const glued = async (rcptReply: string, dataReply = '250 2.0.0 Ok') => {
+    const server = await serveScripted(async (conn) => {
+      conn.write('220 glued.test ESMTP\r\n');
+      for (let line = await conn.line(); line !== undefined; line = await conn.line()) {
+        if (/^RCPT/i.test(line)) conn.write(`${rcptReply}\r\n`);
+        else if (/^DATA/i.test(line)) {
+          conn.write('354 go ahead\r\n');
+          await conn.readData();
+          conn.write(`${dataReply}\r\n`);
+        } else conn.write('250 2.0.0 Ok\r\n');
+      }
+    });
+    const report = await delivererFor(server).deliver(makeJob(['a@x.test']), storedMessage(SIMPLE_MESSAGE));
+    return report.recipients[0];
+  };
+
+  it('is a protocol violation, not a bounce', async () => {
+    expect(await glued('5501 No such user')).toMatchObject({
+      result: 'deferred',
+      reply: { code: 451, enhanced: '4.5.0' },
+    });
+  });
+
+  it('is a protocol violation, not a delivery', async () => {
+    expect(await glued('250 2.1.5 Ok', '250OK')).toMatchObject({
+      result: 'deferred',
+      reply: { code: 451, enhanced: '4.5.0' },
+    });
+  });
+
+  it('a code alone on its line is still a reply', async () => {
+    expect(await glued('250', '250')).toMatchObject({ result: 'delivered', reply: { code: 250 } });
+  });
+});

@@ -215,7 +215,7 @@ async function hostile(first: ServerConnection, lane: Lane, random: Random): Pro
     }
     if (!random.chance(hostility)) return write(text);
     const bytes = Buffer.from(text, 'latin1');
-    switch (random.int(0, 15)) {
+    switch (random.int(0, 16)) {
       case 0:
         return write(mutate(random, bytes));
       case 1: // a wrong code, of any class
@@ -271,6 +271,10 @@ async function hostile(first: ServerConnection, lane: Lane, random: Random): Pro
         return write(`${text}${reply(random.pick([250, 421, 550]), '2.0.0 unasked')}`);
       case 14: // too many lines, each short
         return write(`${text.slice(0, 3)}-x\r\n`.repeat(random.int(90, 300)) + text);
+      case 15: // no separator after the code: `5501 text`, `250OK`
+        return write(
+          text.replace(/^(\d{3})[ -]/gm, (_, code: string) => `${code}${random.pick(['1', 'x', '', '\t'])}`),
+        );
       default: // random bytes
         return write(random.bytes(random.int(1, 200)));
     }
