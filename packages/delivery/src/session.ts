@@ -190,7 +190,8 @@ interface Waiter {
   timer: NodeJS.Timeout;
 }
 
-const REPLY_LINE = /^(\d{3})([ -]?)(.*)$/;
+// RFC 5321 §4.2: the code, then SP or "-" and the text, or the line end. `5501 text` is no 550.
+const REPLY_LINE = /^(\d{3})(?:([ -])(.*))?$/;
 const EMPTY = Buffer.alloc(0);
 
 /**
@@ -223,6 +224,11 @@ class ReplyReader {
   /** `count` more replies are due (commands were sent). Call it before the server can answer them. */
   expect(count: number): void {
     this.#owed += count;
+  }
+
+  /** Complete replies that arrived and were not read yet. */
+  get unread(): readonly WireReply[] {
+    return this.#ready;
   }
 
   /** Nothing has arrived that was not read: no partial line, no reply in progress, none waiting. */
@@ -555,6 +561,13 @@ export class SmtpSession {
         await this.#sendData(source);
       } finally {
         source.destroy();
+      }
+      // A reply that came before our final dot answers something else (a command the server thinks
+      // it saw, or nothing): a 2xx taken for the message's answer could report delivered what the
+      // server never took whole. A refusal that early stands (a server may stop reading and say so).
+      if (this.#reader.unread.some(isPositive)) {
+        this.#reader.fail(new ProtocolViolation('a positive reply before the end of the message'));
+        throw this.#reader.failure;
       }
       // LMTP (RFC 2033 §4.2): one reply per accepted recipient, in RCPT order. SMTP: one for all.
       if (this.target.protocol === 'lmtp') {

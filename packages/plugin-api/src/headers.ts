@@ -91,9 +91,14 @@ export class Headers {
     return this.#fields.reduce((n, f) => (f.key === key ? n + 1 : n), 0);
   }
 
-  /** Adds a field at the top, where trace fields (Received) and signatures belong. */
+  /**
+   * Adds a field at the top, where trace fields (Received) and signatures belong: above every field,
+   * but below folded lines that open the block (kept as entries of their own by parse), which would
+   * otherwise read as a continuation of the new field and let a sender add to it.
+   */
   prepend(name: string, value: string): void {
-    this.#fields.unshift(makeField(name, value));
+    const top = this.#fields.findIndex((f) => !f.raw.startsWith(' ') && !f.raw.startsWith('\t'));
+    this.#fields.splice(top === -1 ? this.#fields.length : top, 0, makeField(name, value));
   }
 
   /** Adds a field at the bottom. */

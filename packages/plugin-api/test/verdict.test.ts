@@ -39,6 +39,19 @@ describe('headers', () => {
       h.toBuffer().equals(Buffer.from('Subject: caf\u00e9 \u2615\r\nX-Note: na\u00efve\r\n', 'utf8')),
     ).toBe(true);
   });
+  // Found by fuzz-checks (plugin-spam): a block opening with a folded line, which has no field to
+  // belong to, made it a continuation of the field prepended above it: a sender could append text of
+  // its choice to our Authentication-Results (or Received, or DKIM-Signature).
+  test('prepend goes below a folded line that opens the block, so that line joins no field of ours', () => {
+    const h = Headers.parse(' ; dkim=pass header.d=bank.example\r\nSubject: hi\r\n');
+    h.prepend('Authentication-Results', 'mx.tern.test; dkim=none');
+    const reparsed = Headers.parse(h.toBuffer());
+    expect(reparsed.size).toBe(h.size);
+    expect(reparsed.get('Authentication-Results')).toBe('mx.tern.test; dkim=none');
+    expect(h.toString()).toBe(
+      ' ; dkim=pass header.d=bank.example\r\nAuthentication-Results: mx.tern.test; dkim=none\r\nSubject: hi\r\n',
+    );
+  });
   test('refuse header injection', () => {
     expect(() => makeField('X-A', 'x\r\nBcc: evil@x')).toThrow(/line break/);
     expect(() => makeField('X-A', 'x\nBcc: evil@x')).toThrow(/line break/);

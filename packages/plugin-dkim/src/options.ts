@@ -95,7 +95,8 @@ const CANONICALIZATIONS: readonly Canonicalization[] = [
   'simple/simple',
 ];
 const ALGORITHMS: readonly DkimAlgorithm[] = ['rsa-sha256', 'ed25519-sha256'];
-const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
+/** An RFC 5322 field name: printable US-ASCII but the colon (ftext). */
+export const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
 // RFC 6376 §3.1: a selector is a sub-domain. Underscores are accepted because DNS carries them and some
 // providers hand them out.
 const SELECTOR = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/i;

@@ -5,6 +5,7 @@ import { authorDomain } from './author.js';
 import {
   type DkimOptions,
   type DkimSettings,
+  FIELD_NAME,
   loadDkimSettings,
   PLUGIN_NAME,
   type SigningKey,
@@ -47,6 +48,15 @@ async function signQueued(ctx: QueueContext<unknown, unknown>, settings: DkimSet
   const { session } = ctx;
   if (!settings.signUntrusted && !session.trusted && session.user === undefined) {
     ctx.log.debug('not signed: the client neither authenticated nor came from a trusted network');
+    return;
+  }
+  // Verifiers read a line that is neither a field nor a fold in different ways (mailauth as part
+  // of the field above, dkimpy not at all, Postfix as the start of the body), so no signature over
+  // such a block verifies everywhere: better none than one that fails.
+  const stray = ctx.message.headers.fields().find((f) => !FIELD_NAME.test(f.name));
+  if (stray) {
+    const line = stray.raw.split('\r\n')[0]?.slice(0, 80) ?? '';
+    ctx.log.warn(`not signed: the header block has a line that is not a field: ${JSON.stringify(line)}`);
     return;
   }
   const domain = authorDomain(ctx.message.headers);

@@ -5,6 +5,7 @@ import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Canonicalization, type DkimOptions, dkim, generateKey } from '../src/index.js';
 import {
+  CRLF,
   type DkimpyResult,
   dkimpyPython,
   message,
@@ -283,6 +284,31 @@ describe('in the queue stage', () => {
     expect(valid(await verifyWithDkimpy(twice, dns))).toEqual([true, true]);
     const thrice = (await sendThrough(plugin, twice)).raw;
     expect(signaturesOf(thrice)).toHaveLength(2);
+  });
+
+  // Found by fuzz-sign: mailauth reads a line that is not a field as part of the field above it,
+  // dkimpy refuses the message, and we read it as a line of its own; a signature over such a
+  // block verified nowhere. It is left unsigned, with a warning naming the line.
+  test.each([
+    ['a line without a colon', 'A line without a colon'],
+    ['an empty field name', ': empty name'],
+    ['a space in the field name', 'Bad Name: value'],
+    ['a continuation with no field before it', ' continuation'],
+  ])('a header block with %s is not signed, with a warning', async (_, line) => {
+    const lines = message().split(CRLF);
+    lines.splice(line.startsWith(' ') ? 0 : 1, 0, line);
+    const { raw, logs } = await sendThrough(rsaOnly(), lines.join(CRLF));
+    expect(signaturesOf(raw)).toEqual([]);
+    expect(logs.filter((r) => r.level === 'warn').map((r) => r.message)).toEqual([
+      expect.stringContaining(
+        `not signed: the header block has a line that is not a field: ${JSON.stringify(line)}`,
+      ),
+    ]);
+    // The same message with the line made a field of its own is signed, and verifies.
+    lines.splice(line.startsWith(' ') ? 0 : 1, 1, 'X-Fixed: value');
+    const fixed = (await sendThrough(rsaOnly(), lines.join(CRLF))).raw;
+    expect(valid(await verifyWithDkimpy(fixed, dns))).toEqual([true]);
+    expect(await verifyWithMailauth(fixed, dns)).toMatchObject([{ result: 'pass' }]);
   });
 
   test("another signer's signature (other d=) does not stop ours", async () => {

@@ -5,6 +5,7 @@ import json
 import sys
 
 import dkim
+import dns.exception
 import dns.resolver
 
 
@@ -21,7 +22,9 @@ def main():
         lookups.append(name.rstrip('.'))
         try:
             answer = resolver.resolve(name, 'TXT', lifetime=timeout)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        except dns.exception.DNSException:
+            # No such record, or a name that is not one (a garbage d= or s= of someone else's
+            # signature): no key, and that signature fails, not the whole run.
             return None
         # A record longer than 255 bytes comes as several character-strings of one TXT record.
         return b''.join(next(iter(answer)).strings)

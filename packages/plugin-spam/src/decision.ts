@@ -141,8 +141,19 @@ export function applyDecisionHeaders(headers: Headers, decision: SpamDecision, p
     const subject = headers.get('subject');
     if (subject === undefined) headers.append('Subject', policy.subjectPrefix.trimEnd());
     else if (!subject.startsWith(policy.subjectPrefix))
-      headers.set('Subject', `${policy.subjectPrefix}${subject}`);
+      headers.set('Subject', `${policy.subjectPrefix}${foldedValue(headers, 'subject')}`);
   }
+}
+
+/**
+ * The value of the first field `name` as written, folds kept (as UTF-8 text): a long value folded
+ * over lines of legal length must not become one line past RFC 5322's 998 octets when rewritten.
+ */
+function foldedValue(headers: Headers, name: string): string {
+  const raw = headers.fields().find((f) => f.key === name)?.raw ?? '';
+  return Buffer.from(raw.slice(raw.indexOf(':') + 1), 'latin1')
+    .toString('utf8')
+    .replace(/^[ \t]+/, '');
 }
 
 function foldList(head: string, tests: string): string {

@@ -19,7 +19,7 @@ afterAll(async () => {
 const thresholds = { tag: 5, quarantine: 10, tempfail: 12, reject: 15 };
 
 /** A message without Date whose MISSING_DATE weight is `score`: the only symbol, so the score is exact. */
-async function scored(score: number, extra: Partial<SpamOptions> = {}) {
+async function scored(score: number, extra: Partial<SpamOptions> = {}, subject = 'Hello') {
   const decisions: SpamDecision[] = [];
   const { plugin, states } = captureStates(
     spamFilter({
@@ -38,7 +38,7 @@ async function scored(score: number, extra: Partial<SpamOptions> = {}) {
   await session.helo('mail.example.test');
   await session.mailFrom('alice@example.test');
   await session.rcptTo('bob@example.test');
-  const result = await session.data(makeMessage({ date: null, subject: 'Hello' }));
+  const result = await session.data(makeMessage({ date: null, subject }));
   return { result, headers: result.message.headers, decisions, states, logs: session.logs };
 }
 
@@ -72,6 +72,23 @@ describe('actions by score', () => {
     );
     expect(headers.get('subject')).toBe('[SPAM] Hello');
     expect(headers.has('x-tern-quarantine')).toBe(false);
+  });
+
+  // Found by fuzz-checks: the prefix was put before the unfolded subject, so a long subject folded
+  // over lines of legal length became one line past RFC 5322's 998 octets, which a next hop may refuse.
+  it('keeps the folding of the subject it prefixes', async () => {
+    const folded = Array.from({ length: 40 }, (_, i) => `word${i}-${'x'.repeat(40)}`).join('\r\n ');
+    const { headers } = await scored(6, { headers: { subjectPrefix: '[SPAM] ' } }, folded);
+    expect(headers.toString()).toContain(`Subject: [SPAM] ${folded}\r\n`);
+    expect(headers.get('subject')).toBe(`[SPAM] ${folded.replace(/\r\n/g, '')}`);
+    expect(
+      Math.max(
+        ...headers
+          .toString()
+          .split('\r\n')
+          .map((line) => line.length),
+      ),
+    ).toBeLessThanOrEqual(998);
   });
 
   it('quarantines at the quarantine threshold: the hold mark plus the tag headers', async () => {

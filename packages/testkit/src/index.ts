@@ -25,7 +25,19 @@ export {
   type TlsaRecordData,
   type ZoneRecordSet,
 } from './dnssec.js';
-export { fuzzRounds, fuzzSeeds, mutate, Random, split } from './fuzz.js';
+export {
+  asIntakeHandsIt,
+  FuzzDeadlineExceeded,
+  type FuzzMessageOptions,
+  fuzzMessage,
+  fuzzRounds,
+  fuzzSeeds,
+  mutate,
+  Random,
+  retainedMemory,
+  split,
+  withinDeadline,
+} from './fuzz.js';
 export {
   type MtaStsServer,
   type MtaStsServerOptions,
