@@ -193,6 +193,8 @@ const queue = z
       enqueueTimeoutMs: duration.optional(),
       stalledIntervalMs: duration.optional(),
       lockDurationMs: duration.optional(),
+      /** Longest wait between two write probes while Redis refuses writes (default 5000 ms). */
+      probeIntervalMs: duration.optional(),
       retry,
     }),
   ])

@@ -89,6 +89,7 @@ export async function openQueue(config: ResolvedConfig, logger: Logger): Promise
       ...(queue.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: queue.enqueueTimeoutMs } : {}),
       ...(queue.stalledIntervalMs !== undefined ? { stalledIntervalMs: queue.stalledIntervalMs } : {}),
       ...(queue.lockDurationMs !== undefined ? { lockDurationMs: queue.lockDurationMs } : {}),
+      ...(queue.probeIntervalMs !== undefined ? { probeIntervalMs: queue.probeIntervalMs } : {}),
     });
     for (const warning of await redis.checkSafety())
       logger.warn({ redis: redis.location }, `unsafe Redis: ${warning}`);
@@ -312,6 +313,7 @@ export async function startMta(
         })
       : undefined;
   let deliverer: Deliverer | undefined;
+  const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
   try {
@@ -319,6 +321,11 @@ export async function startMta(
       queue,
       hostname,
       connections: () => Object.fromEntries(listeners.map((l) => [l.name, l.connections])),
+      spool: () => spool.stats(),
+      listening: () => ({
+        expected: config.listeners.length,
+        bound: listeners.filter((l) => l.address !== undefined).map((l) => l.name),
+      }),
     });
     if (options.worker !== false) {
       deliverer = createDeliverer(delivererOptions(config, hostname, plugins, logger, throttle));
@@ -336,7 +343,6 @@ export async function startMta(
       );
     }
     const users = config.users ? await FileUserStore.open(configPath(config, config.users.file)) : undefined;
-    const spool = intakeSpool(config);
     for (const [i] of config.listeners.entries()) {
       const listener = createListener(listenerOptions(config, i, hostname), {
         plugins: initial.listenerHosts[i]!,

@@ -14,6 +14,7 @@ import {
   type MessageDetails,
   OperationInputError,
   type QueueBackend,
+  type QueueHealth,
   type QueueOperations,
 } from '@tern/queue';
 import { z } from 'zod';
@@ -37,6 +38,8 @@ export interface AdminServerOptions {
   readonly logger: Logger;
   /** Reads the config file again and applies it (as SIGHUP does); absent when tern has no config file. */
   readonly reload?: () => Promise<unknown>;
+  /** Listeners expected and bound, for `/readyz` (absent: listeners are not judged). */
+  readonly listening?: () => Listening;
 }
 
 export interface AdminServer {
@@ -121,6 +124,12 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       res.end(body);
       return;
     }
+    // Probes for load balancers and orchestrators: no token, nothing but a verdict.
+    if (method === 'GET' && path === '/healthz') return send(res, 200, { ok: true });
+    if (method === 'GET' && path === '/readyz') {
+      const { ready, problems } = readiness(options.queue, options.listening?.());
+      return send(res, ready ? 200 : 503, { ready, ...(ready ? {} : { problems }) });
+    }
     if (!path.startsWith('/api/')) throw new HttpError(404, `no such page: ${path}`);
     if (!authorized(req)) throw unauthorized();
 
@@ -129,8 +138,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     if (extra !== undefined) throw notFound(path);
 
     if (resource === 'health' && id === undefined && method === 'GET') {
-      const store = await storeHealth(options.queue);
-      return send(res, 200, { ok: true, queue: options.queue.kind, ...(store ? { store } : {}) });
+      return send(res, 200, { ok: true, queue: options.queue.kind, store: storeHealth(options.queue) });
     }
     if (resource === 'reload' && id === undefined) {
       if (method !== 'POST') throw methodNotAllowed(method, path);
@@ -269,44 +277,37 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
   };
 }
 
-/** Whether the queue's store takes writes, as the dashboard shows it. */
-export interface StoreHealth {
-  readonly writable: boolean;
-  /** Since when it has been in this state (ms since epoch), when the backend knows. */
-  readonly since?: number;
-  /** The last error the store gave, when there was one. */
-  readonly lastError?: string;
+/** How many listeners this process should have, and which are bound. */
+export interface Listening {
+  readonly expected: number;
+  readonly bound: readonly string[];
+}
+
+/** The store's health as the API and the dashboard show it (the backend's, its error clipped). */
+export function storeHealth(queue: QueueBackend): QueueHealth {
+  const health = queue.health();
+  return health.lastError === undefined ? health : { ...health, lastError: health.lastError.slice(0, 500) };
 }
 
 /**
- * QUEUE-HEALTH: the store's health, when the backend offers `health()` (feature-detected: a
- * backend without it shows nothing). Read loosely (`writable` or `ok`; `since` as ms, Date or ISO
- * text; `lastError` as text or an Error) so the dashboard needs no change when the contract lands.
+ * Ready for traffic: the store takes writes and every listener is bound. A load balancer or an
+ * orchestrator takes this node out while it is not (`/readyz` answers 503 with the reasons).
  */
-export async function storeHealth(queue: QueueBackend): Promise<StoreHealth | undefined> {
-  const health = (queue as { health?: unknown }).health;
-  if (typeof health !== 'function') return undefined;
-  let value: Record<string, unknown>;
-  try {
-    value = ((await health.call(queue)) ?? {}) as Record<string, unknown>;
-  } catch (error) {
-    return { writable: false, lastError: `the health check failed: ${(error as Error).message}` };
+export function readiness(
+  queue: QueueBackend,
+  listening: Listening | undefined,
+): { ready: boolean; problems: string[] } {
+  const problems: string[] = [];
+  const store = queue.health();
+  if (!store.writable) {
+    problems.push(
+      `the ${queue.kind} queue store cannot write since ${new Date(store.since).toISOString()}${store.lastError ? `: ${store.lastError.slice(0, 200)}` : ''}`,
+    );
   }
-  const since = value.since instanceof Date ? value.since.getTime() : Date.parse(String(value.since ?? ''));
-  const rawError = value.lastError;
-  const lastError =
-    rawError instanceof Error
-      ? rawError.message
-      : typeof rawError === 'object' && rawError !== null && 'message' in rawError
-        ? String(rawError.message)
-        : rawError === undefined || rawError === null
-          ? undefined
-          : String(rawError);
-  return {
-    writable: value.writable === true || (value.writable === undefined && value.ok === true),
-    ...(typeof value.since === 'number' ? { since: value.since } : Number.isFinite(since) ? { since } : {}),
-    ...(lastError === undefined ? {} : { lastError: lastError.slice(0, 500) }),
-  };
+  if (listening && listening.bound.length < listening.expected) {
+    problems.push(`${listening.bound.length} of ${listening.expected} listener(s) bound`);
+  }
+  return { ready: problems.length === 0, problems };
 }
 
 function parseListen(listen: string): { host: string; port: number } {

@@ -6,8 +6,9 @@
 // core's closed ReplyCommand set, reply codes known codes or their class, destinations the
 // configured ones and the largest few, listener and plugin names the configured ones (capped all
 // the same, as a guard across reloads); hooks, outcomes, states and reasons are fixed unions.
-import { type ReplyCommand, type ReplyEvent, SMTP_VERBS } from '@tern/core';
+import { type ReplyCommand, type ReplyEvent, SMTP_VERBS, type SpoolStats } from '@tern/core';
 import type { HookEvent } from '@tern/plugin-api';
+import type { QueueHealth } from '@tern/queue';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Destinations exported with their own label besides the configured ones; the rest are summed as "(other)". */
@@ -86,6 +87,10 @@ export interface MetricSources {
   readonly destinations?: readonly string[];
   /** One Redis PING in ms (Redis backend only). */
   readonly redisPing?: () => Promise<number>;
+  /** Whether the queue's store takes writes. */
+  readonly health?: () => QueueHealth;
+  /** The intake spool: bodies in memory and on disk. */
+  readonly spool?: () => SpoolStats;
 }
 
 export class TernMetrics {
@@ -217,6 +222,67 @@ export class TernMetrics {
           }
         },
       });
+    }
+    const health = sources.health;
+    if (health) {
+      new Gauge({
+        name: 'tern_queue_store_writable',
+        help: 'Whether the queue store takes writes (1) or refuses them (0: disk full, I/O error, Redis down or out of memory; new mail gets 451)',
+        registers,
+        collect() {
+          this.set(health().writable ? 1 : 0);
+        },
+      });
+    }
+    const spool = sources.spool;
+    if (spool) {
+      const gauge = (name: string, help: string, read: (s: SpoolStats) => number): void => {
+        new Gauge({
+          name,
+          help,
+          registers,
+          collect() {
+            this.set(read(spool()));
+          },
+        });
+      };
+      gauge(
+        'tern_intake_memory_bytes',
+        'Bytes of messages being received held in memory',
+        (s) => s.memoryBytes,
+      );
+      gauge(
+        'tern_intake_memory_budget_bytes',
+        'The intake memory budget (intake.memoryBudget)',
+        (s) => s.memoryBudget,
+      );
+      gauge(
+        'tern_intake_spooled_messages',
+        'Messages being received whose body is in a spool file now',
+        (s) => s.spooledMessages,
+      );
+      // Counts the spool keeps, read when scraped (set, not incremented, here).
+      const count = (name: string, help: string, read: (s: SpoolStats) => number): void => {
+        new Counter({
+          name,
+          help,
+          registers,
+          collect() {
+            this.reset();
+            this.inc(read(spool()));
+          },
+        });
+      };
+      count(
+        'tern_intake_spilled_total',
+        'Messages whose body went to a spool file, since start',
+        (s) => s.spilledTotal,
+      );
+      count(
+        'tern_intake_spool_refused_total',
+        'Messages refused with 451 4.3.1 because their body fit neither in memory nor on disk, since start',
+        (s) => s.refusedTotal,
+      );
     }
     const ping = sources.redisPing;
     if (ping) {

@@ -3,14 +3,14 @@
 // applies an operator's reroute, metrics, and the admin server. mta.ts creates it before the
 // plugin hosts (it needs their hook events) and starts the admin server once the queue is open.
 
-import type { ReplyEvent } from '@tern/core';
+import type { ReplyEvent, SpoolStats } from '@tern/core';
 import { definePlugin, type HookEvent, type Logger, type NextHop, type Plugin } from '@tern/plugin-api';
 import type { Deliver, IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ResolvedConfig } from '../config.js';
 import { adminToken } from '../config.js';
 import { ActivityLog } from './activity.js';
-import { type AdminServer, startAdminServer } from './admin-server.js';
+import { type AdminServer, type Listening, startAdminServer } from './admin-server.js';
 import { IntakeRecorder } from './intake-recorder.js';
 import { TernMetrics } from './metrics.js';
 
@@ -26,6 +26,10 @@ export interface OpsStartOptions {
   readonly hostname: string;
   /** Open connections per listener name. */
   readonly connections: () => Readonly<Record<string, number>>;
+  /** The intake spool's memory and file use (metrics). */
+  readonly spool?: () => SpoolStats;
+  /** How many listeners this process should have, and the names of those bound (readiness). */
+  readonly listening?: () => Listening;
 }
 
 export class OpsRuntime {
@@ -101,6 +105,8 @@ export class OpsRuntime {
     const ping = (queue as { ping?: () => Promise<number> }).ping;
     this.metrics = new TernMetrics({
       connections: options.connections,
+      health: () => queue.health(),
+      ...(options.spool ? { spool: options.spool } : {}),
       destinations: configuredDestinations(this.#config),
       ...(summary ? { summary } : {}),
       ...(typeof ping === 'function' ? { redisPing: () => ping.call(queue) } : {}),
@@ -129,6 +135,7 @@ export class OpsRuntime {
       activity: this.activity,
       recorder: this.recorder,
       logger: this.#log,
+      ...(options.listening ? { listening: options.listening } : {}),
       reload: () => {
         if (!this.reloader) throw new Error('no config file to reload');
         return this.reloader();
