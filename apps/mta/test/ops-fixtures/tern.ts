@@ -17,6 +17,8 @@ export interface OpsTern {
   readonly url: string;
   readonly token: string;
   readonly configFile: string;
+  /** The tern process's id (for /proc readings). */
+  readonly pid: number;
   output(): string;
   /** Calls the admin API with the token; the body (parsed JSON, or text for /metrics) and status. */
   // biome-ignore lint/suspicious/noExplicitAny: API answers of many shapes, checked by the tests' matchers
@@ -82,6 +84,7 @@ export async function startOpsTern(
     url,
     token,
     configFile,
+    pid: child.pid as number,
     output: () => output,
     async api(method, path, body) {
       const response = await fetch(`${url}${path}`, {
