@@ -3,7 +3,7 @@
 // pass; `beforeSend` hooks get the header block (read alone, bounded) and a view whose body streams
 // from the store, and their header block goes onward in front of the stored body.
 import { Readable } from 'node:stream';
-import { findHeaderEnd, Headers, type MessageView } from '@tern/plugin-api';
+import { findHeaderEnd, Headers, type MessageView, readStream } from '@tern/plugin-api';
 import type { DeliveryJob } from '@tern/queue';
 import { DataEncoder } from './encode.js';
 
@@ -85,6 +85,7 @@ export async function prepareOutbound(
     stream: () =>
       Readable.from(joined(blockOf(headers), storedFrom(message, bodyStart)), { objectMode: false }),
     body: () => Readable.from(storedFrom(message, bodyStart), { objectMode: false }),
+    buffer: (maxBytes) => readStream(view.stream(), maxBytes),
   };
   await options.beforeSend(view);
   const block = blockOf(headers);

@@ -82,7 +82,7 @@ export type {
 } from './runner.js';
 export { DEFAULT_HOOK_TIMEOUT_MS, PluginHost, StateScope } from './runner.js';
 export type { ByteSource } from './source.js';
-export { joinSources, memorySource, readAll, SourceTooLargeError } from './source.js';
+export { joinSources, memorySource, readAll, readStream, SourceTooLargeError } from './source.js';
 export type { DataResult, TestSessionOptions } from './testing.js';
 export { PluginTestSession, testPlugins } from './testing.js';
 export type {

@@ -2,7 +2,7 @@
 // in memory as the chunks it arrived in, or (a large one) spooled to disk. Every reader streams.
 import type { Readable } from 'node:stream';
 import { Headers } from './headers.js';
-import { type ByteSource, joinSources, memorySource } from './source.js';
+import { type ByteSource, joinSources, memorySource, readAll } from './source.js';
 
 /** What hooks see of a message. Streams are fresh on every call and never copy the body. */
 export interface MessageView {
@@ -13,6 +13,13 @@ export interface MessageView {
   stream(): Readable;
   /** The body only. */
   body(): Readable;
+  /**
+   * The whole message (current headers, empty line, body) in one buffer, for the rare hook that
+   * cannot work on a stream. It must say how much it is prepared to hold: above `maxBytes` this
+   * throws SourceTooLargeError (the hook fails; intake answers 451), so a 50 MiB message never
+   * lands in memory by accident. Prefer `stream()`/`body()`.
+   */
+  buffer(maxBytes: number): Promise<Buffer>;
 }
 
 const CRLF = Buffer.from('\r\n');
@@ -55,6 +62,10 @@ export class MessageContent implements MessageView {
 
   body(): Readable {
     return this.#body.stream();
+  }
+
+  buffer(maxBytes: number): Promise<Buffer> {
+    return readAll(this.source(), maxBytes);
   }
 
   /** The whole message as chunks; throws when the body is on disk (use `stream()`). */

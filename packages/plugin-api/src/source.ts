@@ -67,9 +67,14 @@ export async function readAll(source: ByteSource, limit = Number.POSITIVE_INFINI
   if (source.size > limit) throw new SourceTooLargeError(source.size, limit);
   const held = source.chunks();
   if (held !== undefined) return held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, source.size);
+  return readStream(source.stream(), limit);
+}
+
+/** Every byte of a stream in one buffer; throws SourceTooLargeError (and stops reading) above `limit`. */
+export async function readStream(stream: Readable, limit = Number.POSITIVE_INFINITY): Promise<Buffer> {
   const parts: Buffer[] = [];
   let size = 0;
-  for await (const chunk of source.stream()) {
+  for await (const chunk of stream) {
     const buffer = asBuffer(chunk);
     size += buffer.length;
     if (size > limit) throw new SourceTooLargeError(size, limit);

@@ -81,6 +81,9 @@ function viewOver(headers: string, body: () => Readable): MessageView {
     stream: () => {
       throw new Error('the signer must read the body only');
     },
+    buffer: () => {
+      throw new Error('the signer must read the body as a stream');
+    },
   };
 }
 

@@ -315,7 +315,10 @@ function lazyMessage(size: number): { message: MessageView; produced: () => numb
   const stream = (): Readable => {
     throw new Error('the scanners stream the header block and body() themselves');
   };
-  return { message: { headers, bodySize: size, body, stream }, produced: () => produced };
+  const buffer = (): Promise<Buffer> => {
+    throw new Error('the scanners never hold the whole message');
+  };
+  return { message: { headers, bodySize: size, body, stream, buffer }, produced: () => produced };
 }
 
 const peers: { stop(): Promise<void> }[] = [];
