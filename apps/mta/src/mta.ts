@@ -13,14 +13,8 @@ import {
 } from '@tern/core';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
 import { createLimiter, type Limiter } from '@tern/limiter';
-import {
-  type HostOptions,
-  type Logger,
-  type NextHop,
-  type Plugin,
-  PluginHost,
-  silentLogger,
-} from '@tern/plugin-api';
+import { type Logger, type NextHop, type Plugin, silentLogger } from '@tern/plugin-api';
+import { type HostOptions, PluginHost } from '@tern/plugin-api/host';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
 import {
   ConfigError,

@@ -1,7 +1,8 @@
 // The lifecycle of a config's plugins: `init` and `shutdown` run once per plugin object, whether it
 // sits in the global list or in a listener's own list. A plugin whose init fails stops start-up:
 // a plugin that could not start would otherwise answer 451 to every message it sees.
-import { type HookFailure, type HostOptions, type Plugin, PluginHost, TernError } from '@tern/plugin-api';
+import { type HookFailure, type Plugin, TernError } from '@tern/plugin-api';
+import { type HostOptions, PluginHost } from '@tern/plugin-api/host';
 
 /** One or more plugins' init hook threw or timed out; the message names each plugin and its cause. */
 export class PluginInitError extends TernError {

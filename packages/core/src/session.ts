@@ -9,23 +9,25 @@
 import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import {
-  type ByteSource,
   type Envelope,
   type EnvelopeRecipient,
-  type HookInput,
   type Logger,
-  MessageContent,
-  type PluginHost,
   rfc5322Date,
   type SessionInfo,
   type SmtpParams,
   type SmtpReply,
-  StateScope,
   type TlsInfo,
   type TransactionInfo,
   type Verdict,
-  type VerdictHook,
 } from '@tern/plugin-api';
+import {
+  type ByteSource,
+  type HookInput,
+  MessageContent,
+  type PluginHost,
+  StateScope,
+  type VerdictHook,
+} from '@tern/plugin-api/host';
 import type {
   SMTPServerAddress,
   SMTPServerAuthentication,

@@ -8,11 +8,11 @@ import {
   type EnvelopeRecipient,
   type Logger,
   type NextHop,
-  type PluginHost,
   type SmtpReply,
   silentLogger,
   type TlsMode,
 } from '@tern/plugin-api';
+import type { PluginHost } from '@tern/plugin-api/host';
 import type {
   AttemptResult,
   Deliver,

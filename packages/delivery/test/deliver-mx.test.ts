@@ -1,5 +1,6 @@
 // Routing and MX delivery end to end: a real DNS server, real SMTP sinks on loopback addresses.
-import { memoryLogger, PluginHost } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { type SmtpSink, startDnsServer, startSmtpSink, type TestDns } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDeliverer, type Deliverer } from '../src/index.js';

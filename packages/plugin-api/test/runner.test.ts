@@ -1,18 +1,15 @@
 import { describe, expect, expectTypeOf, test } from 'vitest';
+import { type HookEvent, PluginHost, StateScope } from '../src/host.js';
 import {
   accept,
   definePlugin,
   Headers,
-  type HookEvent,
-  memoryLogger,
   type Plugin,
-  PluginHost,
   PluginRegistrationError,
   reject,
-  StateScope,
   tempfail,
-  testPlugins,
 } from '../src/index.js';
+import { memoryLogger, testPlugins } from '../src/testing/index.js';
 
 const session = {
   id: 's1',

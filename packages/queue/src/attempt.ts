@@ -2,13 +2,8 @@
 // hooks, bounces, delay notices). Backends only fetch the job and persist the AttemptOutcome.
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
-import {
-  type Logger,
-  type PluginHost,
-  type RecipientResult,
-  type SmtpReply,
-  silentLogger,
-} from '@tern/plugin-api';
+import { type Logger, type RecipientResult, type SmtpReply, silentLogger } from '@tern/plugin-api';
+import type { PluginHost } from '@tern/plugin-api/host';
 import type {
   Deliver,
   DeliveryJob,

@@ -1,15 +1,8 @@
 // The queue contract: what intake hands over, what a delivery job is, what delivery reports
 // back, and what every backend (Redis/BullMQ, embedded SQLite) must do with it.
 import type { Readable } from 'node:stream';
-import type {
-  AcceptedMessage,
-  Envelope,
-  EnvelopeRecipient,
-  Logger,
-  NextHop,
-  PluginHost,
-  SmtpReply,
-} from '@tern/plugin-api';
+import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@tern/plugin-api';
+import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { TimelineEvent } from './timeline.js';
 

@@ -1,7 +1,9 @@
 // The shared attempt step with an in-memory store: hooks, notices, and what happens when a
 // notice cannot be enqueued. The backends' own tests run the same step against real storage.
 import { Readable } from 'node:stream';
-import { memoryLogger, PluginHost, type SmtpReply } from '@tern/plugin-api';
+import type { SmtpReply } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { describe, expect, it } from 'vitest';
 import { type AttemptStore, attemptSettings, LOCAL_ERROR_REPLY, runDeliveryAttempt } from '../src/attempt.js';
 import type { Deliver, DeliveryJob, IncomingMessage } from '../src/contract.js';

@@ -1,6 +1,6 @@
 // The embedded backend against real crashes: a second node process is killed with SIGKILL
 // right after it acknowledged mail, or in the middle of a delivery, or while it holds the store.
-import { memoryLogger } from '@tern/plugin-api';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { waitFor } from '@tern/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EmbeddedQueue, EmbeddedStoreLockedError, openEmbeddedQueue } from '../src/embedded/index.js';

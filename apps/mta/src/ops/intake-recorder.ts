@@ -1,7 +1,7 @@
 // Keeps what happened in each SMTP session (every plugin verdict, with who the client was) in
 // memory until its message is queued, when the events go into the message's stored timeline.
 // Refusals are also kept in a short list, so "why was it rejected?" has an answer without grep.
-import type { HookEvent } from '@tern/plugin-api';
+import type { HookEvent } from '@tern/plugin-api/host';
 import type { HookVerdictEvent } from '@tern/queue';
 
 /** One refusal by a plugin, with what is known of the client at that moment. */

@@ -4,7 +4,8 @@
 // plugin hosts (it needs their hook events) and starts the admin server once the queue is open.
 
 import type { ReplyEvent } from '@tern/core';
-import { definePlugin, type HookEvent, type Logger, type NextHop, type Plugin } from '@tern/plugin-api';
+import { definePlugin, type Logger, type NextHop, type Plugin } from '@tern/plugin-api';
+import type { HookEvent } from '@tern/plugin-api/host';
 import type { Deliver, IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ResolvedConfig } from '../config.js';

@@ -2,7 +2,8 @@
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { type Logger, type NextHop, readAll, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import { readAll } from '@tern/plugin-api/host';
 import type Database from 'better-sqlite3';
 import {
   type AttemptOutcome,

@@ -2,7 +2,8 @@
 // Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
 // jobs to the living.
 
-import { type Logger, type NextHop, readAll, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import { readAll } from '@tern/plugin-api/host';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
