@@ -96,7 +96,7 @@ export interface DelivererOptions {
   readonly throttle?: Throttle;
   /** Shares limits across nodes (the caller owns and closes the client). */
   readonly redis?: Redis;
-  /** Runs the `route` and `beforeSend` hooks. */
+  /** Runs the `route` and `beforeSend` hooks, unless the worker gives an attempt its own host. */
   readonly plugins?: PluginHost;
   readonly logger?: Logger;
   readonly timeouts?: SessionTimeouts;
@@ -175,11 +175,15 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const routes = new Map(Object.entries(options.routes ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
   const localDomains = new Set((options.local?.domains ?? []).map((d) => d.toLowerCase()));
 
-  /** Routing order: route hook, static route for the domain, local (LMTP) domains, '*', MX. */
-  async function chooseNextHop(job: DeliveryJob): Promise<NextHop> {
+  /**
+   * Routing order: an operator's reroute of the job, route hook, static route for the domain,
+   * local (LMTP) domains, '*', MX.
+   */
+  async function chooseNextHop(job: DeliveryJob, plugins: PluginHost | undefined): Promise<NextHop> {
+    if (job.nextHop) return job.nextHop;
     const domain = job.domain.toLowerCase();
-    if (options.plugins?.has('route')) {
-      const hop = await options.plugins.runRoute({
+    if (plugins?.has('route')) {
+      const hop = await plugins.runRoute({
         queueId: job.queueId,
         envelope: copyEnvelope(job.envelope),
         attempt: job.attempts,
@@ -247,8 +251,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     hop: NextHop,
     message: OpenMessage,
     log: Logger,
+    plugins: PluginHost | undefined,
   ): Promise<{ ok: true; outbound: OutboundMessage } | { ok: false; reply: SmtpReply }> {
-    const plugins = options.plugins;
     try {
       const outbound = await prepareOutbound(job, message, {
         maxHeaderBytes,
@@ -315,6 +319,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     job: DeliveryJob,
     message: () => Promise<Readable>,
     log: Logger,
+    plugins: PluginHost | undefined,
   ): Promise<DeliveryReport> {
     const outcomes: (RecipientOutcome | undefined)[] = job.recipients.map(() => undefined);
     const report = (extra: Partial<DeliveryReport> = {}): DeliveryReport => ({
@@ -353,13 +358,13 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 
     let hop: NextHop;
     try {
-      hop = await chooseNextHop(job);
+      hop = await chooseNextHop(job, plugins);
     } catch (error) {
       log.error({ err: error }, 'route hook failed; deferring');
       settle(open, DeliveryReplies.localError('routing failed'), 'deferred');
       return report();
     }
-    if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log);
+    if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const targets = await targetsOf(hop);
     if (!targets.ok) {
       settle(open, targets.reply, targets.result);
@@ -367,7 +372,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       return report({ hop });
     }
 
-    const prepared = await prepare(job, hop, message, log);
+    const prepared = await prepare(job, hop, message, log, plugins);
     if (!prepared.ok) {
       settle(open, prepared.reply, 'deferred');
       return report({ hop });
@@ -469,8 +474,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     message: () => Promise<Readable>,
     outcomes: (RecipientOutcome | undefined)[],
     log: Logger,
+    plugins: PluginHost | undefined,
   ): Promise<DeliveryReport> {
-    const prepared = await prepare(job, hop, message, log);
+    const prepared = await prepare(job, hop, message, log, plugins);
     if (!prepared.ok) {
       for (const i of open) {
         outcomes[i] = {
@@ -535,10 +541,10 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     });
   }
 
-  const deliver: Deliver = async (job, message) => {
+  const deliver: Deliver = async (job, message, given) => {
     const log = logger.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
     try {
-      return await attempt(job, message, log);
+      return await attempt(job, message, log, given?.plugins ?? options.plugins);
     } catch (error) {
       log.error({ err: error }, 'delivery attempt failed inside Tern; deferring every recipient');
       const reply = DeliveryReplies.localError('delivery attempt failed');

@@ -36,7 +36,7 @@ export interface AttemptSettings {
   readonly schedule: RetrySchedule;
   readonly hostname: string;
   readonly logger: Logger;
-  readonly plugins: PluginHost | undefined;
+  readonly plugins: PluginHost | (() => PluginHost) | undefined;
   readonly now: () => number;
 }
 
@@ -93,11 +93,28 @@ export async function runDeliveryAttempt(
   store: AttemptStore,
   settings: AttemptSettings,
 ): Promise<AttemptOutcome> {
+  // One host for the whole attempt, held until it ends: a reload meanwhile changes the next one.
+  const plugins = typeof settings.plugins === 'function' ? settings.plugins() : settings.plugins;
+  const release = plugins?.retain();
+  try {
+    return await attemptWith(job, deliver, store, settings, plugins);
+  } finally {
+    release?.();
+  }
+}
+
+async function attemptWith(
+  job: DeliveryJob,
+  deliver: Deliver,
+  store: AttemptStore,
+  settings: AttemptSettings,
+  plugins: PluginHost | undefined,
+): Promise<AttemptOutcome> {
   const log = settings.logger.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
   const started = settings.now();
   let report: DeliveryReport;
   try {
-    report = await deliver(job, () => store.openMessage());
+    report = await deliver(job, () => store.openMessage(), plugins ? { plugins } : {});
     if (!report || !Array.isArray(report.recipients))
       throw new TypeError('deliver returned no recipients list');
   } catch (error) {
@@ -114,7 +131,6 @@ export async function runDeliveryAttempt(
   const now = settings.now();
   const decision = decideAttempt(job, report, settings.schedule, now);
   const hookBase = { queueId: job.queueId, envelope: job.envelope, attempt: job.attempts };
-  const plugins = settings.plugins;
 
   if (decision.delivered.length > 0) {
     log.info({ recipients: decision.delivered.map((d) => d.recipient.address) }, 'delivered');

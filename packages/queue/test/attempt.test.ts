@@ -171,3 +171,63 @@ describe('runDeliveryAttempt', () => {
     expect(out.next?.at).toEqual(new Date(11_000));
   });
 });
+
+describe('the plugin host of an attempt', () => {
+  it('asks for the host at the start of each attempt and gives deliver the one its hooks run on', async () => {
+    const seen: string[] = [];
+    const hostOf = (name: string): PluginHost =>
+      new PluginHost([{ name, delivered: () => void seen.push(`delivered by ${name}`) }]);
+    let current = hostOf('first');
+    const given: (PluginHost | undefined)[] = [];
+    const deliver: Deliver = async (j, message, attempt) => {
+      given.push(attempt?.plugins);
+      return replies({})(j, message);
+    };
+    const settings = attemptSettings({ plugins: () => current }, () => 1000);
+    const before = current;
+    await runDeliveryAttempt(job(), deliver, store(), settings);
+    current = hostOf('second'); // a reload
+    await runDeliveryAttempt(job(), deliver, store(), settings);
+    expect(seen).toEqual(['delivered by first', 'delivered by second']);
+    expect(given).toEqual([before, current]);
+  });
+
+  it('keeps the host it started with to its end, and retains it until then', async () => {
+    const seen: string[] = [];
+    const old = new PluginHost([{ name: 'old', deferred: () => void seen.push('old') }]);
+    const replaced = new PluginHost([{ name: 'new', deferred: () => void seen.push('new') }]);
+    let current = old;
+    let midway: () => void = () => {};
+    const reached = new Promise<void>((resolve) => {
+      midway = resolve;
+    });
+    let finish: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const deliver: Deliver = async (j, message) => {
+      midway();
+      await gate;
+      return replies({ 'bob@x.test': busy, 'dave@x.test': busy })(j, message);
+    };
+    const running = runDeliveryAttempt(
+      job(),
+      deliver,
+      store(),
+      attemptSettings({ plugins: () => current }, () => 1000),
+    );
+    await reached;
+    current = replaced;
+    expect(old.idle).toBe(false);
+    let drained = false;
+    const idle = old.whenIdle().then(() => {
+      drained = true;
+    });
+    finish();
+    await running;
+    await idle;
+    expect(drained).toBe(true);
+    expect(seen).toEqual(['old']);
+    expect(old.idle).toBe(true);
+  });
+});
