@@ -5,20 +5,8 @@ import { PluginHost, StateScope } from '../src/host.js';
 import { HookFailure, type Plugin, type PluginMeta, PluginRegistrationError, reject } from '../src/index.js';
 import type { PLUGIN_META_KEYS } from '../src/registration.js';
 import { type LogRecord, memoryLogger } from '../src/testing/index.js';
+import { session } from './fixtures.js';
 
-const session = {
-  id: 's1',
-  listener: { name: 'mx', kind: 'mx' as const, hostname: 'mx.test', port: 25 },
-  remoteAddress: '192.0.2.9',
-  remotePort: 1234,
-  localAddress: '127.0.0.1',
-  localPort: 25,
-  trusted: false,
-  startedAt: 0,
-  helo: undefined,
-  tls: undefined,
-  user: undefined,
-};
 const transaction = { id: 't1', mailFrom: 'a@example.org', mailParams: {}, recipients: [] };
 const delivery = { queueId: 'Q1', envelope: { mailFrom: 'a@example.org', recipients: [] }, attempt: 0 };
 

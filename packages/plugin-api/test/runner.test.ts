@@ -10,20 +10,7 @@ import {
   tempfail,
 } from '../src/index.js';
 import { memoryLogger, testPlugins } from '../src/testing/index.js';
-
-const session = {
-  id: 's1',
-  listener: { name: 'mx', kind: 'mx' as const, hostname: 'mx.test', port: 25 },
-  remoteAddress: '192.0.2.9',
-  remotePort: 1234,
-  localAddress: '127.0.0.1',
-  localPort: 25,
-  trusted: false,
-  startedAt: 0,
-  helo: undefined,
-  tls: undefined,
-  user: undefined,
-};
+import { session } from './fixtures.js';
 
 function recorder(name: string, seen: string[], extra: Partial<Plugin> = {}): Plugin {
   return { name, connect: () => void seen.push(name), ...extra };
