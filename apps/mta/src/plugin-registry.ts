@@ -85,10 +85,11 @@ export class PluginRegistry {
       );
     }
     const failures = await runLifecycle(fresh, 'init', this.#hostOptions);
-    if (failures.length > 0) {
+    // Closed while these started (tern stopping during a reload): nobody would shut them down.
+    if (failures.length > 0 || this.#closed) {
       await runLifecycle(fresh, 'shutdown', this.#hostOptions);
       for (const p of fresh) this.#stopped.add(p);
-      throw new PluginInitError(failures);
+      throw failures.length > 0 ? new PluginInitError(failures) : new Error('the plugin registry is closed');
     }
     for (const p of generation.instances) this.#holders.set(p, (this.#holders.get(p) ?? 0) + 1);
     this.#live.add(generation);

@@ -107,6 +107,30 @@ describe('one owner for every plugin instance', () => {
     await r.close();
   });
 
+  test('a config still starting when the registry closes is shut down, not left running', async () => {
+    const trace: string[] = [];
+    let started: () => void = () => {};
+    const starting = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let finish: () => void = () => {};
+    const slow = traced('slow', trace, {
+      init: () =>
+        new Promise<void>((resolve) => {
+          finish = resolve;
+          started();
+        }),
+    });
+    const r = registry();
+    await r.activate(await r.prepare({ plugins: [traced('running', trace)], listeners: [] }));
+    const reloading = r.prepare({ plugins: [slow], listeners: [] });
+    await starting;
+    await r.close();
+    finish();
+    await expect(reloading).rejects.toThrow('the plugin registry is closed');
+    expect(trace).toEqual(['init running', 'shutdown running', 'shutdown slow']);
+  });
+
   test('abort fires the signal of hooks running on the current and the draining hosts', async () => {
     const reasons: unknown[] = [];
     const waiting = (name: string): Plugin =>
