@@ -307,7 +307,11 @@ function report(error: unknown, command: string): number {
     process.stderr.write(`${(error as Error).message}\n`);
     return EXIT_CONFIG;
   }
-  if (code === 'TERN_ERR_PLUGIN_OPTION' || code === 'TERN_ERR_PLUGIN_INIT') {
+  if (
+    code === 'TERN_ERR_PLUGIN_OPTION' ||
+    code === 'TERN_ERR_PLUGIN_INIT' ||
+    code === 'TERN_ERR_PLUGIN_REGISTRATION'
+  ) {
     process.stderr.write(`${command}: ${(error as Error).message}\n`);
     return EXIT_CONFIG;
   }

@@ -1,6 +1,7 @@
 // Wiring: one running MTA from a validated config. Start order: plugins' init, the queue, the
 // delivery worker, then listeners (so nothing is accepted before it can be made durable).
-// Stop order is the reverse: listeners first (open transactions finish), then the worker.
+// Stop order is the reverse: listeners first (open transactions finish), then the worker, then
+// the plugins' shutdown. The plugin registry owns every plugin instance and host throughout.
 import { resolve } from 'node:path';
 import {
   createListener,
@@ -13,14 +14,8 @@ import {
 } from '@tern/core';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
 import { createLimiter, type Limiter } from '@tern/limiter';
-import {
-  type HostOptions,
-  type Logger,
-  type NextHop,
-  type Plugin,
-  PluginHost,
-  silentLogger,
-} from '@tern/plugin-api';
+import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import type { HostOptions, PluginHost } from '@tern/plugin-api/host';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
 import {
   ConfigError,
@@ -33,7 +28,8 @@ import {
   serverHostname,
 } from './config.js';
 import { OpsRuntime } from './ops/runtime.js';
-import { initPlugins, pluginInstances, shutdownPlugins } from './plugins.js';
+import { PluginRegistry } from './plugin-registry.js';
+import { pluginInstances, shutdownPlugins } from './plugins.js';
 
 export interface RunningListener {
   readonly name: string;
@@ -46,14 +42,16 @@ export interface RunningMta {
   readonly hostname: string;
   readonly listeners: readonly RunningListener[];
   readonly queue: QueueBackend;
+  /** The current global plugin host (the delivery worker's). */
   readonly plugins: PluginHost;
   /** The admin API and dashboard (`http://host:port`), when config.admin is set. */
   readonly adminUrl: string | undefined;
   /**
    * Applies a new config without dropping connections (SIGHUP): plugins and their options, listener
-   * limits and policies, routes and delivery limits. Open sessions and deliveries finish with what
-   * they started with. What needs a restart (ports, certificates, the queue, new or removed
-   * listeners) is listed, not applied.
+   * limits and policies, routes and delivery limits. Open sessions and delivery attempts finish with
+   * the plugins they started with; replaced plugins are shut down once nothing uses them. What
+   * needs a restart (ports, certificates, the queue, new or removed listeners) is listed, not
+   * applied. Reloads run one at a time.
    */
   reload(next: ResolvedConfig): Promise<ReloadResult>;
   /** Stops accepting, lets open transactions finish (up to `timeoutMs`), stops delivery, closes the queue. */
@@ -66,9 +64,6 @@ export interface ReloadResult {
   /** Changes that were not applied, each saying what to do. */
   readonly needsRestart: readonly string[];
 }
-
-/** How long replaced plugins and delivery connections stay alive for sessions that still use them. */
-const RELOAD_GRACE_MS = 60_000;
 
 export interface StartOptions {
   /** Run the delivery worker in this process (default true). */
@@ -113,17 +108,16 @@ function withPaths(config: ResolvedConfig, hop: NextHop): NextHop {
   return hop;
 }
 
+/** The deliverer's options; its plugin host comes with each attempt, from the worker. */
 function delivererOptions(
   config: ResolvedConfig,
   hostname: string,
-  plugins: PluginHost,
   logger: Logger,
   throttle?: Limiter,
 ): DelivererOptions {
   const d = config.delivery ?? {};
   return {
     hostname,
-    plugins,
     logger,
     ...(throttle ? { throttle } : {}),
     ...(d.routes
@@ -244,7 +238,7 @@ async function checkBuild(config: ResolvedConfig): Promise<void> {
     }
   });
   try {
-    const deliverer = createDeliverer(delivererOptions(config, hostname, new PluginHost([]), silentLogger));
+    const deliverer = createDeliverer(delivererOptions(config, hostname, silentLogger));
     await deliverer.close();
   } catch (error) {
     if (error instanceof ConfigError) problems.push(...error.problems);
@@ -258,13 +252,14 @@ async function checkBuild(config: ResolvedConfig): Promise<void> {
 
 /**
  * `tern check-config`: every check `tern start` makes without opening the queue or binding a port:
- * preflight, then each plugin's init (and shutdown, so what it opened is closed again).
+ * preflight, then the plugin hosts (unknown hooks) and each plugin's init (and shutdown, so what it
+ * opened is closed again).
  */
 export async function checkMta(config: ResolvedConfig, logger: Logger): Promise<void> {
   await preflight(config, { logger });
-  const plugins = pluginInstances(config);
-  await initPlugins(plugins, { logger });
-  await shutdownPlugins(plugins, { logger });
+  const registry = new PluginRegistry({ hostOptions: { logger } });
+  await registry.prepare(config);
+  await registry.close();
 }
 
 export async function startMta(
@@ -275,27 +270,19 @@ export async function startMta(
   const hostname = serverHostname(config);
   await preflight(config, { logger });
   // The operations side (src/ops): every host reports its hook calls to it (timelines, metrics),
-  // and its internal plugin comes first in each host (intake tracing, operator reroutes).
+  // and its internal plugin comes first in each host (intake tracing, delivery activity).
   const ops = new OpsRuntime(config, logger);
   const hostOptions: HostOptions = { logger, onHookEvent: ops.onHookEvent };
-  const hostsFor = (c: ResolvedConfig): { plugins: PluginHost; listenerHosts: PluginHost[] } => {
-    const global = new PluginHost([ops.plugin, ...c.plugins], hostOptions);
-    // Listener-level plugin lists replace the global one; each gets its own host (own ordering).
-    const listenerHosts = c.listeners.map((l) =>
-      l.plugins ? new PluginHost([ops.plugin, ...(l.plugins as Plugin[])], hostOptions) : global,
-    );
-    return { plugins: global, listenerHosts };
-  };
-  const initial = hostsFor(config);
-  let plugins = initial.plugins;
+  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin] });
   // Before the queue opens: a plugin that cannot start stops start-up (PluginInitError).
-  await initPlugins(pluginInstances(config), hostOptions);
+  const initial = await registry.prepare(config);
+  void registry.activate(initial);
 
   let queue: QueueBackend;
   try {
     queue = await openQueue(config, logger);
   } catch (error) {
-    await shutdownPlugins(pluginInstances(config), hostOptions);
+    await registry.close();
     throw error;
   }
   // With a shared Redis queue, per-destination limits hold across every node: they are counted in
@@ -328,13 +315,14 @@ export async function startMta(
       }),
     });
     if (options.worker !== false) {
-      deliverer = createDeliverer(delivererOptions(config, hostname, plugins, logger, throttle));
+      deliverer = createDeliverer(delivererOptions(config, hostname, logger, throttle));
       const retry = config.queue?.retry;
-      // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place.
+      // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place;
+      // the worker asks the registry for the plugin host of each attempt.
       await queue.startWorker(
-        ops.deliver((job, message) => (deliverer as Deliverer).deliver(job, message)),
+        (job, message, attempt) => (deliverer as Deliverer).deliver(job, message, attempt),
         {
-          plugins,
+          plugins: registry.deliveryHost,
           hostname,
           logger,
           ...(config.delivery?.concurrency !== undefined ? { concurrency: config.delivery.concurrency } : {}),
@@ -345,7 +333,7 @@ export async function startMta(
     const users = config.users ? await FileUserStore.open(configPath(config, config.users.file)) : undefined;
     for (const [i] of config.listeners.entries()) {
       const listener = createListener(listenerOptions(config, i, hostname), {
-        plugins: initial.listenerHosts[i]!,
+        plugins: initial.listeners[i] as PluginHost,
         sink: ops.sink(queue),
         logger,
         onReply: ops.onReply,
@@ -361,8 +349,53 @@ export async function startMta(
     await deliverer?.close();
     await throttle?.close();
     await queue.close();
-    await shutdownPlugins(pluginInstances(config), hostOptions);
+    await registry.close();
     throw error;
+  }
+
+  async function reload(next: ResolvedConfig): Promise<ReloadResult> {
+    const needsRestart: string[] = [];
+    await preflight(next, hostOptions);
+    const generation = await registry.prepare(next);
+    let nextDeliverer: Deliverer | undefined;
+    try {
+      if (deliverer) nextDeliverer = createDeliverer(delivererOptions(next, hostname, logger, throttle));
+      const names = next.listeners.map((l) => l.name ?? `${l.kind}-${listenerPort(l)}`);
+      for (const listener of listeners) {
+        const index = names.indexOf(listener.name);
+        if (index === -1) {
+          needsRestart.push(`listener ${listener.name}: removed from the config; restart to stop it`);
+          continue;
+        }
+        const options = listenerOptions(next, index, hostname);
+        const result = listener.reconfigure(options, generation.listeners[index]);
+        for (const field of result.needsRestart)
+          needsRestart.push(`listener ${listener.name}: ${field} changed; restart to apply`);
+      }
+      for (const name of names.filter((n) => !listeners.some((l) => l.name === n))) {
+        needsRestart.push(`listener ${name}: new in the config; restart to start it`);
+      }
+    } catch (error) {
+      await nextDeliverer?.close();
+      await registry.abandon(generation);
+      throw error;
+    }
+    for (const key of ['queue', 'users', 'hostname'] as const) {
+      if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
+        needsRestart.push(`${key} changed; restart to apply`);
+    }
+    const replaced = deliverer;
+    deliverer = nextDeliverer;
+    current = next;
+    // Sessions and delivery attempts that began before now keep the old hosts: the old plugins are
+    // shut down, and the old deliverer's connections closed, once the last of them has ended.
+    void registry.activate(generation).then(() => replaced?.close());
+    const result = {
+      plugins: generation.global.plugins.map((p) => p.name).filter((n) => n !== ops.plugin.name),
+      needsRestart,
+    };
+    logger.info(result, 'config reloaded');
+    return result;
   }
 
   const running = listeners.map((l, i) => ({
@@ -371,70 +404,29 @@ export async function startMta(
     host: l.address?.host ?? '',
     port: l.address?.port ?? 0,
   }));
+  let reloading: Promise<unknown> = Promise.resolve();
   const mta: RunningMta = {
     hostname,
     listeners: running,
     queue,
     adminUrl: ops.admin?.url,
     get plugins() {
-      return plugins;
+      return registry.current.global;
     },
-    async reload(next) {
-      const needsRestart: string[] = [];
-      await preflight(next, hostOptions);
-      let hosts: ReturnType<typeof hostsFor>;
-      try {
-        hosts = hostsFor(next);
-      } catch (error) {
-        await shutdownPlugins(pluginInstances(next), hostOptions);
-        throw error;
-      }
-      await initPlugins(pluginInstances(next), hostOptions);
-      const names = next.listeners.map((l) => l.name ?? `${l.kind}-${listenerPort(l)}`);
-      for (const listener of listeners) {
-        const index = names.indexOf(listener.name);
-        if (index === -1) {
-          needsRestart.push(`listener ${listener.name}: removed from the config; restart to stop it`);
-          continue;
-        }
-        const result = listener.reconfigure(
-          listenerOptions(next, index, hostname),
-          hosts.listenerHosts[index],
-        );
-        for (const field of result.needsRestart)
-          needsRestart.push(`listener ${listener.name}: ${field} changed; restart to apply`);
-      }
-      for (const name of names.filter((n) => !listeners.some((l) => l.name === n))) {
-        needsRestart.push(`listener ${name}: new in the config; restart to start it`);
-      }
-      for (const key of ['queue', 'users', 'hostname'] as const) {
-        if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
-          needsRestart.push(`${key} changed; restart to apply`);
-      }
-      const replaced = { config: current, deliverer };
-      if (deliverer)
-        deliverer = createDeliverer(delivererOptions(next, hostname, hosts.plugins, logger, throttle));
-      plugins = hosts.plugins;
-      current = next;
-      // Sessions and deliveries that began before the reload still use these for a while.
-      setTimeout(() => {
-        void replaced.deliverer?.close();
-        void shutdownPlugins(pluginInstances(replaced.config), hostOptions);
-      }, RELOAD_GRACE_MS).unref();
-      const result = {
-        plugins: plugins.plugins.map((p) => p.name).filter((n) => n !== ops.plugin.name),
-        needsRestart,
-      };
-      logger.info(result, 'config reloaded');
-      return result;
+    reload(next) {
+      const applied = reloading.then(() => reload(next));
+      reloading = applied.catch(() => {});
+      return applied;
     },
     async close(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
       await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
+      // A hook still running (a delivery attempt's) is told to stop: its ctx.signal fires.
+      registry.abort();
       await ops.close();
       await queue.close();
       await deliverer?.close();
       await throttle?.close();
-      await shutdownPlugins(pluginInstances(current), hostOptions);
+      await registry.close();
     },
   };
   const { configFile } = options;

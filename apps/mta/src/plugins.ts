@@ -1,7 +1,9 @@
-// The lifecycle of a config's plugins: `init` and `shutdown` run once per plugin object, whether it
-// sits in the global list or in a listener's own list. A plugin whose init fails stops start-up:
-// a plugin that could not start would otherwise answer 451 to every message it sees.
-import { type HookFailure, type HostOptions, type Plugin, PluginHost, TernError } from '@tern/plugin-api';
+// A config's plugin instances and their lifecycle hooks. The registry (plugin-registry.ts) decides
+// when each instance starts and stops; this module finds the instances a config holds and runs
+// their init or shutdown through the hook runner. A plugin whose init fails stops start-up: a
+// plugin that could not start would otherwise answer 451 to every message it sees.
+import { type HookFailure, type Plugin, TernError } from '@tern/plugin-api';
+import { type HostOptions, PluginHost } from '@tern/plugin-api/host';
 
 /** One or more plugins' init hook threw or timed out; the message names each plugin and its cause. */
 export class PluginInitError extends TernError {
@@ -45,27 +47,40 @@ export function pluginInstances(config: unknown): Plugin[] {
 }
 
 /**
+ * Instances a running registry has started and not yet shut down (see plugin-registry.ts): only it
+ * shuts them down, even when a refused config that holds them too is discarded.
+ */
+const started = new WeakSet<Plugin>();
+
+/**
  * Runs `hook` on each plugin through the hook runner (its timeouts and logging). One host per
  * plugin: two instances of one plugin (a global and a listener's) may share a name.
  */
-async function runLifecycle(
+export async function runLifecycle(
   plugins: readonly Plugin[],
   hook: 'init' | 'shutdown',
   options: HostOptions,
 ): Promise<HookFailure[]> {
-  const failures = await Promise.all(plugins.map((p) => new PluginHost([p], options).runLifecycle(hook)));
+  const failures = await Promise.all(
+    plugins.map(async (p) => {
+      const failed = await new PluginHost([p], options).runLifecycle(hook);
+      if (hook === 'init') started.add(p);
+      else started.delete(p);
+      return failed;
+    }),
+  );
   return failures.flat();
 }
 
-/** Runs every plugin's init; when one fails, shuts them all down again and throws PluginInitError. */
-export async function initPlugins(plugins: readonly Plugin[], options: HostOptions): Promise<void> {
-  const failures = await runLifecycle(plugins, 'init', options);
-  if (failures.length === 0) return;
-  await shutdownPlugins(plugins, options);
-  throw new PluginInitError(failures);
-}
-
-/** Runs every plugin's shutdown (closing what it opened); a failure is logged and the others still run. */
+/**
+ * Shuts down the plugins of a config that was never started (refused, or only read by a
+ * command), closing what their factories opened. Instances a running registry started are left
+ * to it: a cached module can hand the same instance to the running config and a refused one.
+ */
 export async function shutdownPlugins(plugins: readonly Plugin[], options: HostOptions): Promise<void> {
-  await runLifecycle(plugins, 'shutdown', options);
+  await runLifecycle(
+    plugins.filter((p) => !started.has(p)),
+    'shutdown',
+    options,
+  );
 }

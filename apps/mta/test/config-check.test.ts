@@ -224,6 +224,22 @@ const broken = definePlugin({ name: 'reputation', init() { throw new Error('cann
     ]);
   });
 
+  test('a JavaScript plugin with an unknown hook is refused at load, with the hook it meant', async () => {
+    writeFileSync(trace, '');
+    const typo = "const greeter = { name: 'greeter', mailfrom() {} };\n";
+    const file = config(`${lifecycle}${typo}${mx(", plugins: [traced('fine')]", ', plugins: [greeter]')}`);
+    for (const command of [
+      ['check-config', file],
+      ['start', '--config', file],
+    ]) {
+      const result = await tern(command);
+      expect(result.stderr).toContain('plugin greeter: unknown hook "mailfrom"; did you mean "mailFrom"?');
+      expect(result.status).toBe(78);
+    }
+    // Nothing started; what the config's factories made is closed once per refusal.
+    expect(readFileSync(trace, 'utf8')).toBe('shutdown fine\nshutdown fine\n');
+  });
+
   test.each([
     ['in the global list', mx(', plugins: [broken]')],
     ['in a listener list', mx('', ', plugins: [broken]')],

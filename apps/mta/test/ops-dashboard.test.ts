@@ -6,7 +6,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memoryLogger } from '@tern/plugin-api';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { openEmbeddedQueue, type QueueBackend, type QueueHealth } from '@tern/queue';
 import { type SmtpSink, startSmtpSink, waitFor } from '@tern/testkit';
 import { type Browser, chromium, type Page } from 'playwright-core';

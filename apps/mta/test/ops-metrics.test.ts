@@ -3,7 +3,7 @@
 // their own, then thousands of hostile sessions against a real tern process.
 import { randomBytes } from 'node:crypto';
 import type { ReplyEvent } from '@tern/core';
-import type { HookEvent } from '@tern/plugin-api';
+import type { HookEvent } from '@tern/plugin-api/host';
 import { smtpDialog, waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { labelledDestinations, replyCodeLabel, TernMetrics } from '../src/ops/metrics.js';

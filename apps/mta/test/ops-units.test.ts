@@ -1,7 +1,7 @@
 // The small parts of the operations side on their own: the admin config section, next hops as
 // operators type them, and the intake recorder's limits (a hostile client cannot grow memory).
 import type { ReplyEvent } from '@tern/core';
-import type { HookEvent } from '@tern/plugin-api';
+import type { HookEvent } from '@tern/plugin-api/host';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, validateConfig } from '../src/config.js';
 import { IntakeRecorder } from '../src/ops/intake-recorder.js';

@@ -5,7 +5,7 @@
 // a DKIM-signed message passes DMARC from a host SPF does not list.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { testPlugins } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { dkim, generateKey } from '@tern/plugin-dkim';
 import { freePort, startDnsServer, swaks, type TestDns, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';

@@ -1,4 +1,5 @@
-import { accept, definePlugin, PluginOptionError, reject, testPlugins } from '@tern/plugin-api';
+import { accept, definePlugin, PluginOptionError, reject } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { describe, expect, test } from 'vitest';
 import { onlyKnownSenders } from '../src/index.js';
 

@@ -1,7 +1,8 @@
 // strict-dmarc with the spam filter, driven by the plugin test kit against the test DNS server:
 // a p=reject failure is refused (the filter alone only tags it), a forwarder's is let through,
 // passing mail is untouched, and the config order does not matter.
-import { type Plugin, PluginOptionError, testPlugins } from '@tern/plugin-api';
+import { type Plugin, PluginOptionError } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { spamFilter } from '@tern/plugin-spam';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';

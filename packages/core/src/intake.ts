@@ -3,7 +3,8 @@
 // arrives, never concatenated; only the header block, bounded by maxHeaderBytes, is joined.
 import { isAscii } from 'node:buffer';
 import type { Readable } from 'node:stream';
-import { type ByteSource, Headers, type SmtpReply } from '@tern/plugin-api';
+import { Headers, type SmtpReply } from '@tern/plugin-api';
+import type { ByteSource } from '@tern/plugin-api/host';
 import type { BareLineEndingPolicy, LongLinePolicy } from './options.js';
 import { CoreReplies } from './replies.js';
 import { type IntakeSpool, SpoolError } from './spool.js';

@@ -2,7 +2,8 @@
 // PROXY gating, graceful shutdown, and one SmtpSession per connection.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { ListenerKind, Logger, PluginHost, SmtpReply } from '@tern/plugin-api';
+import type { ListenerKind, Logger, SmtpReply } from '@tern/plugin-api';
+import type { PluginHost } from '@tern/plugin-api/host';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { SmtpVerb } from './command-stream.js';

@@ -1,6 +1,7 @@
 // Core's SMTP replies and the bridge to smtp-server's reply writer: every error reply leaves with
 // exactly one RFC 3463 enhanced status code and a text that says nothing about our internals.
-import { Replies, type SmtpReply, smtpReply } from '@tern/plugin-api';
+import { type SmtpReply, smtpReply } from '@tern/plugin-api';
+import { Replies } from '@tern/plugin-api/host';
 
 /** Replies core gives on top of the shared ones in @tern/plugin-api. */
 export const CoreReplies = {

@@ -9,23 +9,25 @@
 import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import {
-  type ByteSource,
   type Envelope,
   type EnvelopeRecipient,
-  type HookInput,
   type Logger,
-  MessageContent,
-  type PluginHost,
   rfc5322Date,
   type SessionInfo,
   type SmtpParams,
   type SmtpReply,
-  StateScope,
   type TlsInfo,
   type TransactionInfo,
   type Verdict,
-  type VerdictHook,
 } from '@tern/plugin-api';
+import {
+  type ByteSource,
+  type HookInput,
+  MessageContent,
+  type PluginHost,
+  StateScope,
+  type VerdictHook,
+} from '@tern/plugin-api/host';
 import type {
   SMTPServerAddress,
   SMTPServerAuthentication,
@@ -123,6 +125,10 @@ export class SmtpSession {
   /** The last reply was 334: the next line is an AUTH continuation (a credential), not a command. */
   #saslPending = false;
   readonly #observing = new Set<Promise<void>>();
+  /** The message being taken in (DATA to its reply), for close to wait on. */
+  #intake: Promise<unknown> = Promise.resolve();
+  /** Gives back this session's hold on its plugin host: after its last hook (see onClose). */
+  readonly #releaseHost: () => void;
 
   constructor(runtime: ListenerRuntime, connection: SMTPConnection, limitKey: string) {
     this.#runtime = runtime;
@@ -130,6 +136,8 @@ export class SmtpSession {
     // so no session sees two plugin lists (or two sets of per-plugin state) in its lifetime.
     this.#options = runtime.options;
     this.#plugins = runtime.plugins;
+    // Held for the session's lifetime: plugins replaced by a reload are shut down only after it.
+    this.#releaseHost = this.#plugins.retain();
     this.connection = connection;
     this.id = connection.id;
     this.limitKey = limitKey;
@@ -378,7 +386,9 @@ export class SmtpSession {
         } else {
           if (read.normalized) this.#log.info({ size: read.size }, 'bare CR, bare LF or NUL normalized');
           if (read.wrapped) this.#log.info({ size: read.size }, 'lines over 998 octets wrapped');
-          reply = await this.#accept(transaction, read.headers, read.body, read.eightBit);
+          const accepting = this.#accept(transaction, read.headers, read.body, read.eightBit);
+          this.#intake = accepting.catch(() => {});
+          reply = await accepting;
         }
       } catch (error) {
         this.#log.error({ err: error, transaction: transaction?.id }, 'intake failed');
@@ -397,14 +407,18 @@ export class SmtpSession {
     if (this.#released) return;
     this.#released = true;
     this.#runtime.released(this);
+    // Hooks still deciding something for this client are aborted (their ctx.signal fires).
+    this.scope.end();
+    let closing: Promise<unknown> = Promise.resolve();
     if (this.#started) {
-      // close hooks come after this session's queued hooks, so a plugin can rely on the order.
+      // close hooks come after this session's message and queued hooks, so a plugin can rely on the order.
       const plugins = this.#plugins;
-      const closing = Promise.allSettled([...this.#observing]).then(() =>
-        plugins.runObserve('close', { session: this.info }, this.scope),
-      );
+      closing = this.#intake
+        .then(() => Promise.allSettled([...this.#observing]))
+        .then(() => plugins.runObserve('close', { session: this.info }, this.scope));
       this.#runtime.track(closing);
     }
+    closing.then(this.#releaseHost, this.#releaseHost);
     this.#log.info({ errors: this.#errors, transactions: this.#transactions }, 'closed');
   }
 

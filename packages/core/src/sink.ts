@@ -1,6 +1,6 @@
 // Where intake hands a message over: a sink that makes it durable (the queue, passed in by
 // apps/mta; core does not depend on @tern/queue) and the in-process one tests use.
-import { type AcceptedMessage, memorySource, readAll } from '@tern/plugin-api';
+import { type AcceptedMessage, memorySource, readAll } from '@tern/plugin-api/host';
 
 /** What intake hands over after DATA (plugin-api's AcceptedMessage; the queue takes the same). */
 export type IncomingMessage = AcceptedMessage;

@@ -5,7 +5,8 @@ import { createReadStream, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { type FileHandle, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type ByteSource, memorySource, TernError } from '@tern/plugin-api';
+import { TernError } from '@tern/plugin-api';
+import { type ByteSource, memorySource } from '@tern/plugin-api/host';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;

@@ -1,7 +1,9 @@
 // Shared set-up for core's end-to-end tests: a real listener on 127.0.0.1, a recording sink, and
 // raw SMTP clients from the test kit.
 import { connect as netConnect } from 'node:net';
-import { type LogRecord, memoryLogger, type Plugin, PluginHost } from '@tern/plugin-api';
+import type { Plugin } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import { makeCertificate, type RawSmtp, smtpDialog } from '@tern/testkit';
 import {
   createListener,

@@ -227,13 +227,16 @@ describe('verdicts become replies with exactly one enhanced code', () => {
 
 describe('a failing hook is a local error: 451 4.3.0, never 250, nothing internal in the reply', () => {
   const SECRET = 'db password hunter2 at /srv/tern/secret.js:12';
-  type Failure = 'throw' | 'hang' | 'bad return';
+  type Failure = 'throw' | 'hang' | 'bad return' | 'reject with a 2xx code';
   const failing = (stage: HookName, how: Failure): Plugin => ({
     name: `failing-${stage}`,
     timeout: 100,
     [stage]: () => {
       if (how === 'throw') throw new Error(SECRET);
       if (how === 'hang') return new Promise(() => {});
+      if (how === 'reject with a 2xx code') {
+        return { kind: 'reject', reply: { code: 250, enhanced: '2.0.0', text: 'fine' } };
+      }
       return { kind: 'maybe' };
     },
   });
@@ -269,9 +272,9 @@ describe('a failing hook is a local error: 451 4.3.0, never 250, nothing interna
 
   const cases: [string, Failure][] = [];
   for (const stage of Object.keys(drive)) {
-    for (const how of ['throw', 'hang', 'bad return'] as Failure[]) {
-      // transform hooks have no return value to get wrong
-      if (how === 'bad return' && (stage === 'headers' || stage === 'queue')) continue;
+    for (const how of ['throw', 'hang', 'bad return', 'reject with a 2xx code'] as Failure[]) {
+      // transform hooks return nothing: any value is a bad return
+      if (how === 'reject with a 2xx code' && (stage === 'headers' || stage === 'queue')) continue;
       cases.push([stage, how]);
     }
   }
@@ -282,7 +285,15 @@ describe('a failing hook is a local error: 451 4.3.0, never 250, nothing interna
     expect(reply).toBe(LOCAL_ERROR);
     expect(h.queue.attempts).toBe(0);
     // the runner logged who failed, with the cause, for the operator
-    expect(h.logs.some((r) => r.level === 'error' && r.fields.plugin === `failing-${stage}`)).toBe(true);
+    expect(
+      h.logs.some(
+        (r) =>
+          r.level === 'error' &&
+          r.fields.plugin === `failing-${stage}` &&
+          r.fields.hook === stage &&
+          r.message?.startsWith(`plugin failing-${stage}: hook ${stage} `),
+      ),
+    ).toBe(true);
   });
 
   test('an observe hook that fails changes nothing', async () => {
@@ -302,6 +313,96 @@ describe('a failing hook is a local error: 451 4.3.0, never 250, nothing interna
     const c = await ehloed(h);
     expect(await sendMail(c)).toMatch(/^250 2\.0\.0 queued as /);
     expect(await sendMail(c)).toMatch(/^250 2\.0\.0 queued as /);
+  });
+});
+
+describe('abort signals and the hold a session keeps on its plugin host', () => {
+  test('a hook deciding for a client that goes away is aborted; queued and close hooks are not', async () => {
+    const reasons: unknown[] = [];
+    let started = false;
+    let closeSignal: AbortSignal | undefined;
+    const h = await startListener(
+      {},
+      {
+        plugins: [
+          {
+            name: 'slow-lookup',
+            rcptTo: (ctx) =>
+              new Promise((_, fail) => {
+                started = true;
+                ctx.signal.addEventListener('abort', () => {
+                  reasons.push(ctx.signal.reason);
+                  fail(ctx.signal.reason);
+                });
+              }),
+            close: (ctx) => {
+              closeSignal = ctx.signal;
+            },
+          },
+        ],
+      },
+    );
+    const c = await h.connect();
+    await ehlo(c);
+    await c.command('MAIL FROM:<a@example.org>');
+    c.send(`RCPT TO:<user@${LOCAL_DOMAIN}>\r\n`);
+    await waitFor(() => started);
+    c.close();
+    await waitFor(() => reasons.length === 1 && closeSignal !== undefined);
+    expect(reasons[0]).toMatchObject({ name: 'AbortError', message: 'the SMTP session closed' });
+    expect(closeSignal?.aborted).toBe(false);
+  });
+
+  test('a hook past its timeout is aborted with a reason naming plugin, hook and timeout', async () => {
+    const reasons: unknown[] = [];
+    const h = await startListener(
+      {},
+      {
+        plugins: [
+          {
+            name: 'stuck',
+            timeout: 100,
+            mailFrom: (ctx) =>
+              new Promise(() => {
+                ctx.signal.addEventListener('abort', () => reasons.push(ctx.signal.reason));
+              }),
+          },
+        ],
+      },
+    );
+    const c = await h.connect();
+    await ehlo(c);
+    expect(await c.command('MAIL FROM:<a@example.org>')).toBe(LOCAL_ERROR);
+    expect(reasons).toHaveLength(1);
+    expect(reasons[0]).toMatchObject({
+      name: 'TimeoutError',
+      message: 'plugin stuck: hook mailFrom timed out after 100 ms',
+    });
+  });
+
+  test('the session holds its host until its close hooks have run', async () => {
+    const order: string[] = [];
+    const h = await startListener(
+      {},
+      {
+        plugins: [
+          {
+            name: 'slow-close',
+            close: async () => {
+              await sleep(50);
+              order.push('close hook done');
+            },
+          },
+        ],
+      },
+    );
+    const c = await h.connect();
+    await ehlo(c);
+    expect(h.host.idle).toBe(false);
+    const idle = h.host.whenIdle().then(() => order.push('host idle'));
+    c.close();
+    await idle;
+    expect(order).toEqual(['close hook done', 'host idle']);
   });
 });
 

@@ -1,6 +1,6 @@
 // Where a listener binds: by default the dual-stack wildcard, so IPv4 and IPv6 clients both reach
 // it; on a machine without IPv6 the IPv4 wildcard instead, said in the log.
-import { memoryLogger } from '@tern/plugin-api';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { smtpDialog } from '@tern/testkit';
 import { afterAll, describe, expect, test } from 'vitest';
 import { bindWithFallback } from '../src/listener.js';

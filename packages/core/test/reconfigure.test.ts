@@ -1,6 +1,8 @@
 // Live reconfiguration (tern's SIGHUP): new connections get the new plugins and limits, open
 // sessions finish with what they started with, and what needs a restart is reported, not applied.
-import { memoryLogger, PluginHost, reject } from '@tern/plugin-api';
+import { reject } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { afterEach, describe, expect, test } from 'vitest';
 import { closeAll, ehlo, HOSTNAME, LOCAL_DOMAIN, startListener } from './helpers.js';
 

@@ -8,11 +8,11 @@ import {
   type EnvelopeRecipient,
   type Logger,
   type NextHop,
-  type PluginHost,
   type SmtpReply,
   silentLogger,
   type TlsMode,
 } from '@tern/plugin-api';
+import type { PluginHost } from '@tern/plugin-api/host';
 import type {
   AttemptResult,
   Deliver,
@@ -127,7 +127,7 @@ export interface DelivererOptions {
   readonly throttle?: Throttle;
   /** Shares limits across nodes (the caller owns and closes the client). */
   readonly redis?: Redis;
-  /** Runs the `route` and `beforeSend` hooks. */
+  /** Runs the `route` and `beforeSend` hooks, unless the worker gives an attempt its own host. */
   readonly plugins?: PluginHost;
   readonly logger?: Logger;
   readonly timeouts?: SessionTimeouts;
@@ -230,11 +230,15 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const routes = new Map(Object.entries(options.routes ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
   const localDomains = new Set((options.local?.domains ?? []).map((d) => d.toLowerCase()));
 
-  /** Routing order: route hook, static route for the domain, local (LMTP) domains, '*', MX. */
-  async function chooseNextHop(job: DeliveryJob): Promise<NextHop> {
+  /**
+   * Routing order: an operator's reroute of the job, route hook, static route for the domain,
+   * local (LMTP) domains, '*', MX.
+   */
+  async function chooseNextHop(job: DeliveryJob, plugins: PluginHost | undefined): Promise<NextHop> {
+    if (job.nextHop) return job.nextHop;
     const domain = job.domain.toLowerCase();
-    if (options.plugins?.has('route')) {
-      const hop = await options.plugins.runRoute({
+    if (plugins?.has('route')) {
+      const hop = await plugins.runRoute({
         queueId: job.queueId,
         envelope: copyEnvelope(job.envelope),
         attempt: job.attempts,
@@ -391,8 +395,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     hop: NextHop,
     message: OpenMessage,
     log: Logger,
+    plugins: PluginHost | undefined,
   ): Promise<{ ok: true; outbound: OutboundMessage } | { ok: false; reply: SmtpReply }> {
-    const plugins = options.plugins;
     try {
       const outbound = await prepareOutbound(job, message, {
         maxHeaderBytes,
@@ -463,6 +467,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     job: DeliveryJob,
     message: () => Promise<Readable>,
     log: Logger,
+    plugins: PluginHost | undefined,
   ): Promise<DeliveryReport> {
     const outcomes: (RecipientOutcome | undefined)[] = job.recipients.map(() => undefined);
     const spent = new AttemptClock();
@@ -503,13 +508,13 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 
     let hop: NextHop;
     try {
-      hop = await chooseNextHop(job);
+      hop = await chooseNextHop(job, plugins);
     } catch (error) {
       log.error({ err: error }, 'route hook failed; deferring');
       settle(open, DeliveryReplies.localError('routing failed'), 'deferred');
       return report();
     }
-    if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log);
+    if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const domain = job.domain.toLowerCase();
     const targets = await spent.connecting(() => targetsOf(hop, domain));
     if (!targets.ok) {
@@ -534,7 +539,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       });
     }
 
-    const prepared = await prepare(job, hop, message, log);
+    const prepared = await prepare(job, hop, message, log, plugins);
     if (!prepared.ok) {
       settle(open, prepared.reply, 'deferred');
       return report({ hop });
@@ -671,8 +676,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     message: () => Promise<Readable>,
     outcomes: (RecipientOutcome | undefined)[],
     log: Logger,
+    plugins: PluginHost | undefined,
   ): Promise<DeliveryReport> {
-    const prepared = await prepare(job, hop, message, log);
+    const prepared = await prepare(job, hop, message, log, plugins);
     if (!prepared.ok) {
       for (const i of open) {
         outcomes[i] = {
@@ -741,10 +747,10 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     });
   }
 
-  const deliver: Deliver = async (job, message) => {
+  const deliver: Deliver = async (job, message, given) => {
     const log = logger.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
     try {
-      return await attempt(job, message, log);
+      return await attempt(job, message, log, given?.plugins ?? options.plugins);
     } catch (error) {
       log.error({ err: error }, 'delivery attempt failed inside Tern; deferring every recipient');
       const reply = DeliveryReplies.localError('delivery attempt failed');

@@ -3,7 +3,8 @@
 // pass; `beforeSend` hooks get the header block (read alone, bounded) and a view whose body streams
 // from the store, and their header block goes onward in front of the stored body.
 import { Readable } from 'node:stream';
-import { findHeaderEnd, Headers, type MessageView, readStream } from '@tern/plugin-api';
+import { Headers, type MessageView } from '@tern/plugin-api';
+import { findHeaderEnd, readStream } from '@tern/plugin-api/host';
 import type { DeliveryJob } from '@tern/queue';
 import { DataEncoder } from './encode.js';
 

@@ -1,5 +1,7 @@
 // Routing and MX delivery end to end: a real DNS server, real SMTP sinks on loopback addresses.
-import { memoryLogger, PluginHost } from '@tern/plugin-api';
+import type { NextHop } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import { type SmtpSink, startDnsServer, startSmtpSink, type TestDns } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDeliverer, type Deliverer } from '../src/index.js';
@@ -301,6 +303,59 @@ describe('routing', () => {
       reply: { code: 451, enhanced: '4.3.0' },
     });
     expect(report.recipients[0]?.reply.text).not.toContain('boom');
+  });
+
+  it('defers with 4.3.0 when a route hook names a hop that is not one, naming plugin and hook', async () => {
+    const records: LogRecord[] = [];
+    const plugins = new PluginHost([{ name: 'half-router', route: () => ({ type: 'smtp' }) as NextHop }], {
+      logger: memoryLogger(records),
+    });
+    const d = make({ plugins });
+    const report = await d.deliver(makeJob(['a@example.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({
+      result: 'deferred',
+      reply: { code: 451, enhanced: '4.3.0' },
+    });
+    expect(sink.messages).toHaveLength(0);
+    expect(records.find((r) => r.level === 'error')).toMatchObject({
+      message: 'plugin half-router: hook route returned something it may not: an smtp hop needs a host',
+      fields: { plugin: 'half-router', hook: 'route' },
+    });
+  });
+
+  it('sends a job an operator rerouted to its hop, before route hooks and static routes', async () => {
+    const other = await startSmtpSink();
+    stops.push(() => other.stop());
+    const seen: string[] = [];
+    const plugins = new PluginHost([{ name: 'router', route: (ctx) => void seen.push(ctx.domain) }]);
+    const d = make({ plugins, routes: { 'example.test': { type: 'smtp', host: '127.0.0.9', port: 1 } } });
+    const hop: NextHop = { type: 'smtp', host: '127.0.0.1', port: other.port };
+    const report = await d.deliver(
+      { ...makeJob(['a@example.test']), nextHop: hop },
+      storedMessage(SIMPLE_MESSAGE),
+    );
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect(report.hop).toEqual(hop);
+    expect(other.messages).toHaveLength(1);
+    expect(seen).toEqual([]);
+  });
+
+  it("runs the attempt's own plugin host, not the one it was made with", async () => {
+    const seen: string[] = [];
+    const stamp = (name: string): PluginHost =>
+      new PluginHost([
+        {
+          name,
+          route: () => void seen.push(`route ${name}`),
+          beforeSend: () => void seen.push(`beforeSend ${name}`),
+        },
+      ]);
+    const d = make({ plugins: stamp('made-with') });
+    const report = await d.deliver(makeJob(['a@example.test']), storedMessage(SIMPLE_MESSAGE), {
+      plugins: stamp('attempt'),
+    });
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect(seen).toEqual(['route attempt', 'beforeSend attempt']);
   });
 
   it('runs beforeSend so header changes reach the wire', async () => {

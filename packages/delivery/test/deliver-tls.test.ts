@@ -1,5 +1,5 @@
 // STARTTLS, implicit-TLS-free policies and AUTH end to end against real sinks with self-signed certificates.
-import { memoryLogger } from '@tern/plugin-api';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { makeCertificate, type SmtpSink, startDnsServer, startSmtpSink, type TestDns } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '../src/index.js';

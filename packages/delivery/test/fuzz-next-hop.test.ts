@@ -8,7 +8,8 @@
 // memory bounded; and after each batch the same deliverer still delivers to a well-behaved sink.
 // Reproduce a failure with TERN_FUZZ_SEED=<seed>; run longer with TERN_FUZZ_ROUNDS=<factor>.
 import { TLSSocket } from 'node:tls';
-import { type LogRecord, memoryLogger, type NextHop, type TlsMode } from '@tern/plugin-api';
+import type { NextHop, TlsMode } from '@tern/plugin-api';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import type { DeliveryReport } from '@tern/queue';
 import {
   fuzzRounds,

@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memorySource } from '@tern/plugin-api';
+import { memorySource } from '@tern/plugin-api/host';
 import { openEmbeddedQueue } from '@tern/queue';
 import {
   type MtaStsServer,

@@ -2,7 +2,7 @@
 // however it is chunked, and split exactly where MessageContent.parse (the old, whole-message way)
 // splits it; what goes onward is the hook's header block followed by the stored body.
 import { Readable } from 'node:stream';
-import { MessageContent } from '@tern/plugin-api';
+import { MessageContent } from '@tern/plugin-api/host';
 import { describe, expect, it } from 'vitest';
 import { HeaderBlockTooLarge, prepareOutbound } from '../src/outbound.js';
 import { makeJob, storedMessage } from './helpers/jobs.js';

@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { memorySource } from '@tern/plugin-api';
+import { memorySource } from '@tern/plugin-api/host';
 import { type DeliveryReport, openEmbeddedQueue } from '@tern/queue';
 import { type SmtpSink, startDnsServer, startSmtpSink, type TestDns, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, expect, it } from 'vitest';

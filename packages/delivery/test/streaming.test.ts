@@ -6,7 +6,7 @@ import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { PluginHost } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
 import type { DeliveryJob } from '@tern/queue';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { createDeliverer } from '../src/index.js';

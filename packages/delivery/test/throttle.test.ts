@@ -1,7 +1,8 @@
 // Per-destination limits: in-process and shared through a private redis-server by several deliverers,
 // counted by @tern/limiter (the same limiter the inbound rate-limit plugin uses).
 import { createLimiter, type Limiter, type LimiterOptions } from '@tern/limiter';
-import { type LogRecord, memoryLogger, silentLogger } from '@tern/plugin-api';
+import { silentLogger } from '@tern/plugin-api';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import {
   type SmtpSink,
   startDnsServer,

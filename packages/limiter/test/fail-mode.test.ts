@@ -1,7 +1,7 @@
 // Redis killed mid-test: fail-open allows, fail-closed refuses; either way the outage is logged
 // once, its end once, and limits hold again afterwards. (What the SMTP plugin answers while failing
 // closed is tested in @tern/plugin-ratelimit.)
-import type { LogRecord } from '@tern/plugin-api';
+import type { LogRecord } from '@tern/plugin-api/testing';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { closeAll, redisLimiter, uniquePrefix } from './helpers.js';

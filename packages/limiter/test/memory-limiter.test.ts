@@ -1,5 +1,5 @@
 // The in-process limiter on a clock the test moves, so every boundary is checked to the millisecond.
-import { memoryLogger } from '@tern/plugin-api';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { afterEach, describe, expect, test } from 'vitest';
 import { createLimiter, type Limiter } from '../src/index.js';
 

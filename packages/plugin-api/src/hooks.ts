@@ -54,10 +54,18 @@ export interface TransactionInfo {
   readonly recipients: readonly EnvelopeRecipient[];
 }
 
-/** The fields every hook gets. `state` is this plugin's own, typed by the plugin. */
+/** The fields every hook gets. */
 export interface BaseContext {
+  /** This plugin's logger, bound to the plugin and hook names (pino's API). */
   readonly log: Logger;
   readonly hook: HookName;
+  /**
+   * Fires when the hook should stop: its timeout passed (the reason is a `TimeoutError` naming
+   * plugin, hook and timeout), the SMTP client went away while the hook was deciding something for
+   * it, or the process is shutting down. Pass it on to what the hook waits for (`fetch(url, {
+   * signal })`, DNS, timers); once it fires the runner no longer waits for the hook's answer.
+   */
+  readonly signal: AbortSignal;
 }
 
 export interface SessionContext<S> extends BaseContext {
@@ -324,6 +332,11 @@ export interface PluginMeta<S, T> {
    * two plugins of one host declaring the same key is a registration error.
    */
   readonly publishes?: readonly AnyResultKey[];
+  /**
+   * The plugin's own: what it offers other plugins or tools (Rollup's `api`). Tern never reads it.
+   * Any other key that is not a hook is refused when the plugin is registered.
+   */
+  readonly api?: unknown;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: a plugin list holds plugins of any state types

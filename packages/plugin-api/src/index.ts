@@ -1,15 +1,11 @@
-export type {
-  AcceptedMessage,
-  Envelope,
-  EnvelopeRecipient,
-  NextHop,
-  SmtpParams,
-  TlsMode,
-} from './envelope.js';
+// @tern/plugin-api for plugin authors: declare a plugin, its hooks and what they return, and the
+// shared vocabulary they work with. The runner lives in `@tern/plugin-api/host` (core and the app
+// use it), the test kit in `@tern/plugin-api/testing`.
+export type { Envelope, EnvelopeRecipient, NextHop, SmtpParams, TlsMode } from './envelope.js';
 export { domainOf, splitAddress } from './envelope.js';
 export { HookFailure, PluginOptionError, PluginRegistrationError, TernError } from './errors.js';
 export type { HeaderField } from './headers.js';
-export { Headers, makeField, rfc5322Date, unfoldValue } from './headers.js';
+export { Headers, rfc5322Date, unfoldValue } from './headers.js';
 export type {
   AuthContext,
   Awaitable,
@@ -52,15 +48,15 @@ export type {
   TransactionInfo,
 } from './hooks.js';
 export { definePlugin, HOOK_KINDS, HOOK_NAMES, HOOK_SCOPES } from './hooks.js';
-export type { Logger, LogRecord } from './logger.js';
-export { memoryLogger, silentLogger } from './logger.js';
+export type { Logger } from './logger.js';
+export { silentLogger } from './logger.js';
 export type { MessageView } from './message.js';
-export { findHeaderEnd, MessageContent } from './message.js';
 export { NetworkList, NetworkListError } from './networks.js';
 export type { StandardIssue, StandardSchemaV1 } from './options.js';
 export { issuePath, parseOptions } from './options.js';
+export { PLUGIN_META_KEYS } from './registration.js';
 export type { SmtpReply } from './reply.js';
-export { formatReply, isValidReply, Replies, smtpReply } from './reply.js';
+export { formatReply, isValidReply, smtpReply } from './reply.js';
 export type {
   AnyResultKey,
   PublishedResult,
@@ -70,21 +66,8 @@ export type {
   ResultsReader,
   ResultValue,
 } from './results.js';
-export { defineResult, isResultKey, ResultError, ResultStore } from './results.js';
-export type {
-  HookEvent,
-  HookInput,
-  HostOptions,
-  ObserveHook,
-  StageOutcome,
-  TransformHook,
-  VerdictHook,
-} from './runner.js';
-export { DEFAULT_HOOK_TIMEOUT_MS, PluginHost, StateScope } from './runner.js';
-export type { ByteSource } from './source.js';
-export { joinSources, memorySource, readAll, readStream, SourceTooLargeError } from './source.js';
-export type { DataResult, TestSessionOptions } from './testing.js';
-export { PluginTestSession, testPlugins } from './testing.js';
+export { defineResult, ResultError } from './results.js';
+export { SourceTooLargeError } from './source.js';
 export type {
   AcceptVerdict,
   ContinueVerdict,

@@ -11,13 +11,22 @@ import {
   type HookContexts,
   type HookHandler,
   type HookName,
+  type HookOptions,
   type Plugin,
   type SessionContext,
 } from './hooks.js';
 import { type Logger, silentLogger } from './logger.js';
+import { checkPluginShape } from './registration.js';
 import { Replies } from './reply.js';
 import { isResultKey, ResultStore, type Results } from './results.js';
-import { isVerdict, type Verdict } from './verdict.js';
+import {
+  bouncedAdviceProblem,
+  deferredAdviceProblem,
+  describe,
+  nextHopProblem,
+  verdictProblem,
+} from './returns.js';
+import type { Verdict } from './verdict.js';
 
 export const DEFAULT_HOOK_TIMEOUT_MS = 30_000;
 
@@ -28,14 +37,15 @@ export type TransformHook = HooksOfKind<'transform'>;
 export type ObserveHook = HooksOfKind<'observe'>;
 
 /**
- * The context fields a caller provides; the runner adds log, hook name, the plugin's state and, in
- * an SMTP session, the results channel. (Delivery contexts have their own `results`, the
+ * The context fields a caller provides; the runner adds log, hook name, the abort signal, the
+ * plugin's state and, in an SMTP session, the results channel. (Delivery contexts have their own `results`, the
  * per-recipient replies, which the caller provides.)
  */
 export type HookInput<K extends HookName> = Omit<
   HookContexts[K],
   | 'log'
   | 'hook'
+  | 'signal'
   | 'sessionState'
   | 'transactionState'
   | (HookContexts[K] extends SessionContext<unknown> ? 'results' : never)
@@ -76,16 +86,33 @@ interface RegisteredHook {
   readonly log: Logger;
 }
 
-/** Per-connection plugin state and results. Core keeps one per SMTP session; delivery hooks have none. */
+/**
+ * Per-connection plugin state, results and abort signal. Core keeps one per SMTP session; delivery
+ * hooks have none.
+ */
 export class StateScope {
   readonly sessionId: string | undefined;
   /** What plugins published on `ctx.results` in this session. */
   readonly results = new ResultStore();
   readonly #session = new Map<number, unknown>();
   #transaction = new Map<number, unknown>();
+  readonly #ended = new AbortController();
 
   constructor(sessionId?: string) {
     this.sessionId = sessionId;
+  }
+
+  /** Fires when the session ends (`end`): hooks still deciding something for its client are aborted. */
+  get signal(): AbortSignal {
+    return this.#ended.signal;
+  }
+
+  /**
+   * The connection is gone: aborts the hooks that answer its client (connect to queue) with
+   * `reason`. The `queued` and `close` hooks, which run after the client has its answer, are not.
+   */
+  end(reason: unknown = new DOMException('the SMTP session closed', 'AbortError')): void {
+    this.#ended.abort(reason);
   }
 
   /** Forgets per-transaction state and results (at MAIL FROM, RSET and after DATA). */
@@ -109,6 +136,64 @@ function lazily(map: Map<number, unknown>, index: number, make: (() => unknown) 
   return map.get(index);
 }
 
+/** Hooks whose outcome a connected client waits for: the end of its session aborts them. */
+const ANSWERS_CLIENT: ReadonlySet<HookName> = new Set<HookName>([
+  'connect',
+  'helo',
+  'auth',
+  'mailFrom',
+  'rcptTo',
+  'headers',
+  'message',
+  'queue',
+]);
+
+/**
+ * One hook call's AbortSignal, made only when the hook reads `ctx.signal` (most never do). It fires
+ * at the call's timeout, and follows the outer signals (the session's end, the host's abort) while
+ * the call runs.
+ */
+class CallSignal {
+  readonly #outer: readonly AbortSignal[];
+  #controller: AbortController | undefined;
+  #aborted: { reason: unknown } | undefined;
+  #unlink: (() => void)[] = [];
+  #finished = false;
+
+  constructor(outer: readonly AbortSignal[]) {
+    this.#outer = outer;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller) return this.#controller.signal;
+    const controller = new AbortController();
+    this.#controller = controller;
+    const fired = this.#aborted ?? this.#outer.find((s) => s.aborted);
+    if (fired) {
+      controller.abort(fired.reason);
+    } else if (!this.#finished) {
+      for (const outer of this.#outer) {
+        const follow = (): void => this.abort(outer.reason);
+        outer.addEventListener('abort', follow, { once: true });
+        this.#unlink.push(() => outer.removeEventListener('abort', follow));
+      }
+    }
+    return controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = { reason };
+    this.#controller?.abort(reason);
+  }
+
+  /** The call is over (or given up on): stop following the outer signals. */
+  finish(): void {
+    this.#finished = true;
+    for (const unlink of this.#unlink.splice(0)) unlink();
+  }
+}
+
 const RANK = { pre: 0, normal: 1, post: 2 } as const;
 const TIMED_OUT = Symbol('timeout');
 
@@ -117,6 +202,12 @@ export class PluginHost {
   readonly #hooks = new Map<HookName, RegisteredHook[]>();
   readonly #log: Logger;
   readonly #onEvent: ((event: HookEvent) => void) | undefined;
+  /** Aborted by `abort()`: the process is shutting down. */
+  readonly #closing = new AbortController();
+  /** Users (sessions, delivery attempts) that retain this host, and hook calls running now. */
+  #users = 0;
+  #calls = 0;
+  #idleWaiters: (() => void)[] = [];
 
   constructor(plugins: readonly Plugin[], options: HostOptions = {}) {
     const names = new Set<string>();
@@ -135,6 +226,7 @@ export class PluginHost {
         );
       }
       names.add(plugin.name);
+      checkPluginShape(plugin);
     }
     checkPublishers(plugins);
     this.plugins = plugins;
@@ -147,19 +239,15 @@ export class PluginHost {
       plugins.forEach((plugin, pluginIndex) => {
         const spec = plugin[hook] as unknown;
         if (spec === undefined) return;
-        const handler = typeof spec === 'function' ? spec : (spec as { handler?: unknown }).handler;
-        if (typeof handler !== 'function') {
-          throw new PluginRegistrationError(
-            `plugin ${plugin.name}: hook ${hook} must be a function or { handler }`,
-          );
-        }
-        const options =
-          typeof spec === 'function' ? {} : (spec as { order?: 'pre' | 'post'; timeout?: number });
+        // checkPluginShape made sure of the shape.
+        const options = (typeof spec === 'function' ? { handler: spec } : spec) as HookOptions & {
+          handler: HookHandler<HookName>;
+        };
         const rank = RANK[plugin.enforce ?? 'normal'] * 3 + RANK[options.order ?? 'normal'];
         registered.push({
           plugin,
           pluginIndex,
-          handler: handler as HookHandler<HookName>,
+          handler: options.handler,
           timeoutMs: options.timeout ?? plugin.timeout ?? defaultTimeout,
           log: this.#log.child({ plugin: plugin.name, hook }),
           rank,
@@ -181,6 +269,40 @@ export class PluginHost {
     return (this.#hooks.get(hook) ?? []).map((h) => h.plugin.name);
   }
 
+  /**
+   * Marks this host in use by one user (an SMTP session, a delivery attempt) until the returned
+   * function is called. A registry replacing this host shuts its plugins down only once it is idle.
+   */
+  retain(): () => void {
+    this.#users += 1;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#users -= 1;
+      this.#wakeIfIdle();
+    };
+  }
+
+  /** Nothing retains this host and no hook of it is running. */
+  get idle(): boolean {
+    return this.#users === 0 && this.#calls === 0;
+  }
+
+  /** Resolves once the host is idle (at once when it is). */
+  whenIdle(): Promise<void> {
+    if (this.idle) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Aborts every hook running now or later with `reason` (their `ctx.signal` fires): the process
+   * is shutting down. `init` and `shutdown` are not aborted: shutdown still has to run.
+   */
+  abort(reason: unknown = new DOMException('tern is shutting down', 'AbortError')): void {
+    this.#closing.abort(reason);
+  }
+
   /** Runs a verdict hook: in order, until a verdict other than continue. Never throws. */
   async runVerdict<K extends VerdictHook>(
     hook: K,
@@ -194,19 +316,22 @@ export class PluginHost {
         this.#emit(entry, hook, call.ms, 'continue', scope);
         continue;
       }
-      if (!isVerdict(call.value)) {
-        const failure = new HookFailure(entry.plugin.name, hook, 'returned something that is not a verdict');
-        this.#fail(entry, hook, failure, 'error', call.ms, scope);
+      const problem = verdictProblem(call.value);
+      if (problem !== undefined) {
+        this.#invalid(entry, hook, call.ms, problem, scope);
         return { verdict: localErrorVerdict, plugin: entry.plugin.name, failed: true };
       }
-      const verdict = call.value;
+      const verdict = call.value as Verdict;
       this.#emit(entry, hook, call.ms, verdict.kind, scope, verdict);
       if (verdict.kind !== 'continue') return { verdict, plugin: entry.plugin.name };
     }
     return { verdict: { kind: 'continue' } };
   }
 
-  /** Runs a transform hook: each in order over the same context. Throws HookFailure when one fails. */
+  /**
+   * Runs a transform hook: each in order over the same context, which it changes in place.
+   * Throws HookFailure when one fails or returns something (a transform cannot decide).
+   */
   async runTransform<K extends TransformHook>(
     hook: K,
     input: HookInput<K>,
@@ -215,39 +340,69 @@ export class PluginHost {
     for (const entry of this.#hooks.get(hook) ?? []) {
       const call = await this.#call(entry, hook, input, scope);
       if (call.failure) throw call.failure;
+      if (call.value !== undefined) {
+        throw this.#invalid(
+          entry,
+          hook,
+          call.ms,
+          `${describe(call.value)}; a ${hook} hook changes the context in place and returns nothing`,
+          scope,
+        );
+      }
       this.#emit(entry, hook, call.ms, 'ok', scope);
     }
   }
 
-  /** Runs the route hook: the first plugin that names a next hop wins. Throws HookFailure when one fails. */
+  /**
+   * Runs the route hook: the first plugin that names a next hop wins. Throws HookFailure when one
+   * fails or names a next hop that is not one.
+   */
   async runRoute(input: HookInput<'route'>): Promise<NextHop | undefined> {
     for (const entry of this.#hooks.get('route') ?? []) {
       const call = await this.#call(entry, 'route', input, undefined);
       if (call.failure) throw call.failure;
+      if (call.value === undefined) {
+        this.#emit(entry, 'route', call.ms, 'ok');
+        continue;
+      }
+      const problem = nextHopProblem(call.value);
+      if (problem !== undefined) throw this.#invalid(entry, 'route', call.ms, problem);
       this.#emit(entry, 'route', call.ms, 'ok');
-      if (call.value !== undefined) return call.value as NextHop;
+      return call.value as NextHop;
     }
     return undefined;
   }
 
-  /** Runs an advise hook (deferred, bounced): later advice overrides earlier; a failing hook is logged and skipped. */
+  /**
+   * Runs an advise hook (deferred, bounced): later advice overrides earlier. A hook that fails or
+   * gives advice of the wrong shape is logged and its advice left out: what the retry schedule and
+   * the bounce rules decided stands.
+   */
   async runAdvise(hook: 'deferred', input: HookInput<'deferred'>): Promise<DeferredAdvice>;
   async runAdvise(hook: 'bounced', input: HookInput<'bounced'>): Promise<BouncedAdvice>;
   async runAdvise(
     hook: 'deferred' | 'bounced',
     input: HookInput<'deferred'> | HookInput<'bounced'>,
   ): Promise<DeferredAdvice | BouncedAdvice> {
+    const check = hook === 'deferred' ? deferredAdviceProblem : bouncedAdviceProblem;
     let advice: DeferredAdvice & BouncedAdvice = {};
     for (const entry of this.#hooks.get(hook) ?? []) {
       const call = await this.#call(entry, hook, input, undefined);
       if (call.failure) continue;
+      if (call.value !== undefined) {
+        const problem = check(call.value);
+        if (problem !== undefined) {
+          this.#invalid(entry, hook, call.ms, problem);
+          continue;
+        }
+        advice = { ...advice, ...(call.value as object) };
+      }
       this.#emit(entry, hook, call.ms, 'ok');
-      if (call.value !== undefined) advice = { ...advice, ...(call.value as object) };
     }
     return advice;
   }
 
-  /** Runs an observe hook: all at once; failures are logged and never change anything. */
+  /** Runs an observe hook: all at once; what they return and their failures never change anything. */
   async runObserve<K extends ObserveHook>(hook: K, input: HookInput<K>, scope?: StateScope): Promise<void> {
     await this.#observe(hook, input, scope);
   }
@@ -275,23 +430,34 @@ export class PluginHost {
     return calls.filter((failure) => failure !== undefined);
   }
 
-  /** Calls one hook with its context, under its timeout. A failure is logged and comes back as a value. */
+  /**
+   * Calls one hook with its context, under its timeout; at the timeout its signal is aborted and
+   * the call given up. A failure is logged and comes back as a value.
+   */
   async #call(
     entry: RegisteredHook,
     hook: HookName,
     input: object,
     scope: StateScope | undefined,
   ): Promise<CallResult> {
+    const outer: AbortSignal[] = [];
+    if (hook !== 'init' && hook !== 'shutdown') outer.push(this.#closing.signal);
+    if (scope && ANSWERS_CLIENT.has(hook)) outer.push(scope.signal);
+    const abort = new CallSignal(outer);
     const ctx = {
       ...input,
       log: entry.log,
       hook,
+      get signal(): AbortSignal {
+        return abort.signal;
+      },
       sessionState: scope?.sessionStateOf(entry.pluginIndex, entry.plugin),
       transactionState: scope?.transactionStateOf(entry.pluginIndex, entry.plugin),
       ...(HOOK_SCOPES[hook] === 'session' || HOOK_SCOPES[hook] === 'transaction'
         ? { results: resultsFor(scope, entry, hook) }
         : {}),
     } as HookContexts[HookName];
+    this.#calls += 1;
     const started = performance.now();
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -301,7 +467,9 @@ export class PluginHost {
       const value = await Promise.race([Promise.resolve().then(() => entry.handler(ctx)), timeout]);
       const ms = performance.now() - started;
       if (value === TIMED_OUT) {
-        const failure = new HookFailure(entry.plugin.name, hook, `timed out after ${entry.timeoutMs} ms`);
+        const reason = `timed out after ${entry.timeoutMs} ms`;
+        abort.abort(new DOMException(`plugin ${entry.plugin.name}: hook ${hook} ${reason}`, 'TimeoutError'));
+        const failure = new HookFailure(entry.plugin.name, hook, reason);
         this.#fail(entry, hook, failure, 'timeout', ms, scope);
         return { failure, ms };
       }
@@ -313,7 +481,28 @@ export class PluginHost {
       return { failure, ms };
     } finally {
       clearTimeout(timer);
+      abort.finish();
+      this.#calls -= 1;
+      this.#wakeIfIdle();
     }
+  }
+
+  #wakeIfIdle(): void {
+    if (!this.idle || this.#idleWaiters.length === 0) return;
+    for (const wake of this.#idleWaiters.splice(0)) wake();
+  }
+
+  /** A hook returned something it may not: logged as a failure like a throw; returned for callers that throw it. */
+  #invalid(
+    entry: RegisteredHook,
+    hook: HookName,
+    ms: number,
+    problem: string,
+    scope?: StateScope,
+  ): HookFailure {
+    const failure = new HookFailure(entry.plugin.name, hook, `returned something it may not: ${problem}`);
+    this.#fail(entry, hook, failure, 'error', ms, scope);
+    return failure;
   }
 
   #fail(

@@ -6,7 +6,8 @@
 // bounded. Reproduce a failure with TERN_FUZZ_SEED=<seed>; run longer with TERN_FUZZ_ROUNDS.
 import { fuzzMessage, fuzzRounds, fuzzSeeds, mutate, Random, retainedMemory } from '@tern/testkit';
 import { describe, expect, test } from 'vitest';
-import { findHeaderEnd, Headers, MessageContent, makeField } from '../src/index.js';
+import { findHeaderEnd, MessageContent, makeField } from '../src/host.js';
+import { Headers } from '../src/index.js';
 
 const SEEDS = fuzzSeeds([1, 2, 3]);
 const MESSAGES = fuzzRounds(240);

@@ -1,14 +1,13 @@
 // The results channel: typed keys, session and transaction scope, one publisher per key, pending
 // values, and what the queue and queued hooks of a message still read after the next MAIL FROM.
 import { describe, expect, expectTypeOf, test } from 'vitest';
+import { type HookInput, PluginHost, StateScope } from '../src/host.js';
 import {
   type AnyResultKey,
   definePlugin,
   defineResult,
-  type HookInput,
   type MessageContext,
   type Plugin,
-  PluginHost,
   PluginRegistrationError,
   type QueuedContext,
   type RecipientResult,
@@ -17,9 +16,8 @@ import {
   type Results,
   type ResultsReader,
   type ResultValue,
-  StateScope,
-  testPlugins,
 } from '../src/index.js';
+import { testPlugins } from '../src/testing/index.js';
 
 interface HeloCheck {
   readonly name: string;

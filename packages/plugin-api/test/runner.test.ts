@@ -1,32 +1,16 @@
 import { describe, expect, expectTypeOf, test } from 'vitest';
+import { type HookEvent, PluginHost, StateScope } from '../src/host.js';
 import {
   accept,
   definePlugin,
   Headers,
-  type HookEvent,
-  memoryLogger,
   type Plugin,
-  PluginHost,
   PluginRegistrationError,
   reject,
-  StateScope,
   tempfail,
-  testPlugins,
 } from '../src/index.js';
-
-const session = {
-  id: 's1',
-  listener: { name: 'mx', kind: 'mx' as const, hostname: 'mx.test', port: 25 },
-  remoteAddress: '192.0.2.9',
-  remotePort: 1234,
-  localAddress: '127.0.0.1',
-  localPort: 25,
-  trusted: false,
-  startedAt: 0,
-  helo: undefined,
-  tls: undefined,
-  user: undefined,
-};
+import { memoryLogger, testPlugins } from '../src/testing/index.js';
+import { session } from './fixtures.js';
 
 function recorder(name: string, seen: string[], extra: Partial<Plugin> = {}): Plugin {
   return { name, connect: () => void seen.push(name), ...extra };

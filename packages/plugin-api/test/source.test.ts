@@ -2,15 +2,9 @@
 // only by code that says how much it will hold.
 import { Readable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
-import {
-  definePlugin,
-  joinSources,
-  MessageContent,
-  memorySource,
-  readAll,
-  SourceTooLargeError,
-} from '../src/index.js';
-import { testPlugins } from '../src/testing.js';
+import { joinSources, MessageContent, memorySource, readAll } from '../src/host.js';
+import { definePlugin, SourceTooLargeError } from '../src/index.js';
+import { testPlugins } from '../src/testing/index.js';
 
 const fileLike = (bytes: Buffer) => ({
   size: bytes.length,

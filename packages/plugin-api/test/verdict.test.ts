@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
-import { disconnect, Headers, makeField, parseOptions, reject, smtpReply, tempfail } from '../src/index.js';
+import { makeField } from '../src/headers.js';
+import { disconnect, Headers, parseOptions, reject, smtpReply, tempfail } from '../src/index.js';
 
 describe('verdict helpers', () => {
   test('carry code, enhanced code and text', () => {

@@ -5,7 +5,9 @@
 // within a bound, what is added is a well-formed signature, memory stays bounded; and a sample of
 // each batch is verified by dkimpy and mailauth, which must accept every signature we made.
 // Reproduce a failure with TERN_FUZZ_SEED=<seed>; run longer with TERN_FUZZ_ROUNDS=<factor>.
-import { type LogRecord, MessageContent, type Plugin, testPlugins } from '@tern/plugin-api';
+import type { Plugin } from '@tern/plugin-api';
+import { MessageContent } from '@tern/plugin-api/host';
+import { type LogRecord, testPlugins } from '@tern/plugin-api/testing';
 import {
   asIntakeHandsIt,
   fuzzMessage,

@@ -4,7 +4,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { type Plugin, type TestSessionOptions, testPlugins } from '@tern/plugin-api';
+import type { Plugin } from '@tern/plugin-api';
+import { type TestSessionOptions, testPlugins } from '@tern/plugin-api/testing';
 import type { TestDns } from '@tern/testkit';
 
 const here = dirname(fileURLToPath(import.meta.url));

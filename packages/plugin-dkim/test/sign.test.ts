@@ -1,6 +1,7 @@
 // Signatures made through the queue stage and checked by verifiers we did not write: dkimpy
 // (Debian's python3-dkim) and mailauth, both fetching the public keys from a real DNS server.
-import { definePlugin, type Plugin, testPlugins } from '@tern/plugin-api';
+import { definePlugin, type Plugin } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type Canonicalization, type DkimOptions, dkim, generateKey } from '../src/index.js';

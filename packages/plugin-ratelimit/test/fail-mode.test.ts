@@ -1,7 +1,7 @@
 // Redis killed mid-test under the plugin: fail-closed answers 451 4.3.0 / 421 4.3.0, the outage is
 // logged once, its end once. (The limiter's own fail modes are tested in @tern/limiter.)
-import type { LogRecord } from '@tern/plugin-api';
-import { testPlugins } from '@tern/plugin-api';
+import type { LogRecord } from '@tern/plugin-api/testing';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { afterEach, beforeEach, expect, test } from 'vitest';
 import { rateLimit } from '../src/index.js';

@@ -1,6 +1,6 @@
 // Shared parts of this package's tests: limiters on a private Redis, closed after each test.
 import { randomUUID } from 'node:crypto';
-import { type LogRecord, memoryLogger } from '@tern/plugin-api';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import { Redis } from 'ioredis';
 import { createLimiter, type FailMode, type Limiter, type LimiterOptions } from '../src/index.js';
 

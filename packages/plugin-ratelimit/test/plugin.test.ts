@@ -1,5 +1,6 @@
 // The rateLimit plugin driven through the plugin test kit, over a limiter on a private Redis.
-import { type LogRecord, type Plugin, PluginOptionError, reject, testPlugins } from '@tern/plugin-api';
+import { type Plugin, PluginOptionError, reject } from '@tern/plugin-api';
+import { type LogRecord, testPlugins } from '@tern/plugin-api/testing';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { formatWait } from '../src/duration.js';

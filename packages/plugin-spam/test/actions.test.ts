@@ -1,6 +1,7 @@
 // Score thresholds to actions, the headers each action writes, the per-message record (log line,
 // transaction state, onDecision), exemptions, and option validation.
-import { PluginOptionError, testPlugins } from '@tern/plugin-api';
+import { PluginOptionError } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SpamDecision, type SpamOptions, spamFilter } from '../src/index.js';

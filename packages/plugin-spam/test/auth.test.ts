@@ -1,6 +1,6 @@
 // SPF, DKIM and DMARC through mailauth against the test DNS server, and the Authentication-Results
 // header they produce. Signatures come from the test's own node:crypto signer (helpers.ts).
-import { testPlugins } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SpamDecision, type SpamOptions, spamFilter } from '../src/index.js';

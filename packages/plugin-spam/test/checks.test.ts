@@ -4,12 +4,12 @@
 import {
   definePlugin,
   type Plugin,
-  PluginHost,
   PluginOptionError,
   PluginRegistrationError,
   reject,
-  testPlugins,
 } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { CheckChain } from '../src/chain.js';

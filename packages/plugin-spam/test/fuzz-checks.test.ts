@@ -7,7 +7,9 @@
 // checks write is well formed (an Authentication-Results that parses as RFC 8601, no field smuggled
 // in a value), forged results are gone, memory stays bounded. Reproduce a failure with
 // TERN_FUZZ_SEED=<seed>; run longer with TERN_FUZZ_ROUNDS=<factor>.
-import { Headers, type LogRecord, MessageContent, testPlugins } from '@tern/plugin-api';
+import { Headers } from '@tern/plugin-api';
+import { MessageContent } from '@tern/plugin-api/host';
+import { type LogRecord, testPlugins } from '@tern/plugin-api/testing';
 import {
   asIntakeHandsIt,
   fuzzMessage,

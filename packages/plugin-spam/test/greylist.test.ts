@@ -4,7 +4,8 @@
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { testPlugins, type Verdict } from '@tern/plugin-api';
+import type { Verdict } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { freePort, startDnsServer, startRedis, type TestDns, type TestRedis } from '@tern/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';

@@ -1,7 +1,7 @@
 // Header and content heuristics, GTUBE policy, and the removal of incoming fields that claim to
 // be ours (RFC 8601 §5).
 import { Readable } from 'node:stream';
-import { testPlugins } from '@tern/plugin-api';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAddressList } from '../src/address.js';

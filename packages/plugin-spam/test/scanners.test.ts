@@ -3,7 +3,9 @@
 // their limits against a hostile one: endless, trickled and oversized replies, a scanner that stops
 // reading, and messages streamed byte for byte as announced.
 import { Readable } from 'node:stream';
-import { Headers, MessageContent, type MessageView, testPlugins } from '@tern/plugin-api';
+import { Headers, type MessageView } from '@tern/plugin-api';
+import { MessageContent } from '@tern/plugin-api/host';
+import { testPlugins } from '@tern/plugin-api/testing';
 import { freePort, startDnsServer, type TestDns, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rspamdOptionsSchema } from '../src/checks/rspamd.js';

@@ -2,13 +2,8 @@
 // hooks, bounces, delay notices). Backends only fetch the job and persist the AttemptOutcome.
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
-import {
-  type Logger,
-  type PluginHost,
-  type RecipientResult,
-  type SmtpReply,
-  silentLogger,
-} from '@tern/plugin-api';
+import { type Logger, type RecipientResult, type SmtpReply, silentLogger } from '@tern/plugin-api';
+import type { PluginHost } from '@tern/plugin-api/host';
 import type {
   Deliver,
   DeliveryJob,
@@ -42,7 +37,7 @@ export interface AttemptSettings {
   readonly schedule: RetrySchedule;
   readonly hostname: string;
   readonly logger: Logger;
-  readonly plugins: PluginHost | undefined;
+  readonly plugins: PluginHost | (() => PluginHost) | undefined;
   readonly now: () => number;
 }
 
@@ -99,11 +94,28 @@ export async function runDeliveryAttempt(
   store: AttemptStore,
   settings: AttemptSettings,
 ): Promise<AttemptOutcome> {
+  // One host for the whole attempt, held until it ends: a reload meanwhile changes the next one.
+  const plugins = typeof settings.plugins === 'function' ? settings.plugins() : settings.plugins;
+  const release = plugins?.retain();
+  try {
+    return await attemptWith(job, deliver, store, settings, plugins);
+  } finally {
+    release?.();
+  }
+}
+
+async function attemptWith(
+  job: DeliveryJob,
+  deliver: Deliver,
+  store: AttemptStore,
+  settings: AttemptSettings,
+  plugins: PluginHost | undefined,
+): Promise<AttemptOutcome> {
   const log = settings.logger.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
   const started = settings.now();
   let report: DeliveryReport;
   try {
-    report = await deliver(job, () => store.openMessage());
+    report = await deliver(job, () => store.openMessage(), plugins ? { plugins } : {});
     if (!report || !Array.isArray(report.recipients))
       throw new TypeError('deliver returned no recipients list');
   } catch (error) {
@@ -120,7 +132,6 @@ export async function runDeliveryAttempt(
   const now = settings.now();
   const decision = decideAttempt(job, report, settings.schedule, now);
   const hookBase = { queueId: job.queueId, envelope: job.envelope, attempt: job.attempts };
-  const plugins = settings.plugins;
 
   const line = recipientLine(job, report, started, now);
   if (decision.delivered.length > 0) {

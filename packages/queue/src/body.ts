@@ -1,7 +1,7 @@
 // Shared by every backend: which messages are stored in one write with their jobs, and how the
 // others are cut into slices on their way into the store, so a 50 MiB message is never whole in
 // memory (each backend decides where the slices go).
-import type { ByteSource } from '@tern/plugin-api';
+import type { ByteSource } from '@tern/plugin-api/host';
 
 /** Bytes per slice written to a store and read back for delivery. */
 export const BODY_SLICE_BYTES = 256 * 1024;

@@ -1,15 +1,8 @@
 // The queue contract: what intake hands over, what a delivery job is, what delivery reports
 // back, and what every backend (Redis/BullMQ, embedded SQLite) must do with it.
 import type { Readable } from 'node:stream';
-import type {
-  AcceptedMessage,
-  Envelope,
-  EnvelopeRecipient,
-  Logger,
-  NextHop,
-  PluginHost,
-  SmtpReply,
-} from '@tern/plugin-api';
+import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@tern/plugin-api';
+import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { TimelineEvent } from './timeline.js';
 
@@ -140,18 +133,35 @@ export interface DeliveryReport {
   readonly transferMs?: number;
 }
 
+/** What the worker hands one delivery attempt besides the job. */
+export interface DeliveryAttempt {
+  /**
+   * The plugin host of this attempt: its route and beforeSend hooks run here, as its delivered,
+   * deferred and bounced hooks do, so one attempt never mixes the plugins of two configs.
+   */
+  readonly plugins?: PluginHost;
+}
+
 /**
  * The delivery function the queue calls for each due job (implemented by @tern/delivery).
  * `message()` opens the stored message as a stream. It must not throw for remote failures
  * (those are outcomes); a throw is treated as a temporary failure of every recipient.
  */
-export type Deliver = (job: DeliveryJob, message: () => Promise<Readable>) => Promise<DeliveryReport>;
+export type Deliver = (
+  job: DeliveryJob,
+  message: () => Promise<Readable>,
+  attempt?: DeliveryAttempt,
+) => Promise<DeliveryReport>;
 
 export interface WorkerOptions {
   /** Jobs delivered at once by this process (default 20). */
   readonly concurrency?: number;
-  /** Hooks for deferred/bounced advice and delivered/observe events. */
-  readonly plugins?: PluginHost;
+  /**
+   * Hooks for route, beforeSend, deferred/bounced advice and delivered events. A function is asked
+   * at the start of each attempt (a reload swaps hosts); the attempt retains the host it got until
+   * it ends, so a replaced host's plugins are shut down only after its last attempt.
+   */
+  readonly plugins?: PluginHost | (() => PluginHost);
   /** When to retry deferred recipients and when to give up (default: see RetrySchedule). */
   readonly retry?: RetrySchedule | RetryScheduleOptions;
   /** This MTA's host name, for the Reporting-MTA of bounces (default: os.hostname()). */

@@ -1,7 +1,8 @@
 // Shared by every backend: builds RFC 3464 delivery status notifications (bounces and delay
 // notices) as ordinary messages that go out through the same queue, from `<>`.
 import { randomBytes } from 'node:crypto';
-import { type Envelope, findHeaderEnd, memorySource, rfc5322Date, type SmtpReply } from '@tern/plugin-api';
+import { type Envelope, rfc5322Date, type SmtpReply } from '@tern/plugin-api';
+import { findHeaderEnd, memorySource } from '@tern/plugin-api/host';
 import type { IncomingMessage, RecipientState } from './contract.js';
 
 /** One recipient line group of a report. */

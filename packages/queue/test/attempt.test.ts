@@ -1,7 +1,9 @@
 // The shared attempt step with an in-memory store: hooks, notices, and what happens when a
 // notice cannot be enqueued. The backends' own tests run the same step against real storage.
 import { Readable } from 'node:stream';
-import { memoryLogger, PluginHost, type SmtpReply } from '@tern/plugin-api';
+import type { SmtpReply } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { describe, expect, it } from 'vitest';
 import { type AttemptStore, attemptSettings, LOCAL_ERROR_REPLY, runDeliveryAttempt } from '../src/attempt.js';
 import type { Deliver, DeliveryJob, IncomingMessage } from '../src/contract.js';
@@ -295,5 +297,65 @@ describe('per-recipient log lines', () => {
       ['bob@x.test', 'null sender'],
       ['dave@x.test', 'null sender'],
     ]);
+  });
+});
+
+describe('the plugin host of an attempt', () => {
+  it('asks for the host at the start of each attempt and gives deliver the one its hooks run on', async () => {
+    const seen: string[] = [];
+    const hostOf = (name: string): PluginHost =>
+      new PluginHost([{ name, delivered: () => void seen.push(`delivered by ${name}`) }]);
+    let current = hostOf('first');
+    const given: (PluginHost | undefined)[] = [];
+    const deliver: Deliver = async (j, message, attempt) => {
+      given.push(attempt?.plugins);
+      return replies({})(j, message);
+    };
+    const settings = attemptSettings({ plugins: () => current }, () => 1000);
+    const before = current;
+    await runDeliveryAttempt(job(), deliver, store(), settings);
+    current = hostOf('second'); // a reload
+    await runDeliveryAttempt(job(), deliver, store(), settings);
+    expect(seen).toEqual(['delivered by first', 'delivered by second']);
+    expect(given).toEqual([before, current]);
+  });
+
+  it('keeps the host it started with to its end, and retains it until then', async () => {
+    const seen: string[] = [];
+    const old = new PluginHost([{ name: 'old', deferred: () => void seen.push('old') }]);
+    const replaced = new PluginHost([{ name: 'new', deferred: () => void seen.push('new') }]);
+    let current = old;
+    let midway: () => void = () => {};
+    const reached = new Promise<void>((resolve) => {
+      midway = resolve;
+    });
+    let finish: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const deliver: Deliver = async (j, message) => {
+      midway();
+      await gate;
+      return replies({ 'bob@x.test': busy, 'dave@x.test': busy })(j, message);
+    };
+    const running = runDeliveryAttempt(
+      job(),
+      deliver,
+      store(),
+      attemptSettings({ plugins: () => current }, () => 1000),
+    );
+    await reached;
+    current = replaced;
+    expect(old.idle).toBe(false);
+    let drained = false;
+    const idle = old.whenIdle().then(() => {
+      drained = true;
+    });
+    finish();
+    await running;
+    await idle;
+    expect(drained).toBe(true);
+    expect(seen).toEqual(['old']);
+    expect(old.idle).toBe(true);
   });
 });

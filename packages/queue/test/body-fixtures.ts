@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { ByteSource, Envelope } from '@tern/plugin-api';
+import type { Envelope } from '@tern/plugin-api';
+import type { ByteSource } from '@tern/plugin-api/host';
 import type { Deliver, DeliveryJob, IncomingMessage } from '../src/contract.js';
 
 export const MIB = 1024 * 1024;

@@ -1,6 +1,6 @@
 // The embedded backend against real crashes: a second node process is killed with SIGKILL
 // right after it acknowledged mail, or in the middle of a delivery, or while it holds the store.
-import { memoryLogger } from '@tern/plugin-api';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { waitFor } from '@tern/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';

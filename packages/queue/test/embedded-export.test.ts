@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { memorySource } from '@tern/plugin-api';
+import { memorySource } from '@tern/plugin-api/host';
 import { startRedis, waitFor } from '@tern/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import {

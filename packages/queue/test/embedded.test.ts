@@ -2,7 +2,9 @@
 // partial results, holds, per-domain limits and exclusive use within one process.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { definePlugin, type LogRecord, memoryLogger, PluginHost } from '@tern/plugin-api';
+import { definePlugin } from '@tern/plugin-api';
+import { PluginHost } from '@tern/plugin-api/host';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import { waitFor } from '@tern/testkit';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';

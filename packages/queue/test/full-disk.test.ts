@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmdirSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type LogRecord, memoryLogger } from '@tern/plugin-api';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import { type SmtpSink, startRedis, startSmtpSink, waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { QueueBackend } from '../src/contract.js';

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { type ByteSource, memorySource } from '@tern/plugin-api';
+import { type ByteSource, memorySource } from '@tern/plugin-api/host';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import Database from 'better-sqlite3';
 import { Redis } from 'ioredis';

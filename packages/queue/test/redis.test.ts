@@ -2,7 +2,8 @@
 // outages, memory exhaustion, a worker killed mid-delivery, and several workers on one queue.
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { memoryLogger, memorySource, PluginHost } from '@tern/plugin-api';
+import { memorySource, PluginHost } from '@tern/plugin-api/host';
+import { memoryLogger } from '@tern/plugin-api/testing';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';

@@ -3,7 +3,8 @@
 // Refusals (a plugin's, or core's own: relay denied, limits, syntax) are also kept in a short list,
 // so "why was it rejected?" has an answer without grep.
 import type { ReplyEvent } from '@tern/core';
-import { HOOK_KINDS, type HookEvent, type HookName } from '@tern/plugin-api';
+import { HOOK_KINDS, type HookName } from '@tern/plugin-api';
+import type { HookEvent } from '@tern/plugin-api/host';
 import type { HookVerdictEvent } from '@tern/queue';
 
 /**

@@ -7,7 +7,7 @@
 // configured ones and the largest few, listener and plugin names the configured ones (capped all
 // the same, as a guard across reloads); hooks, outcomes, states and reasons are fixed unions.
 import { type ReplyCommand, type ReplyEvent, SMTP_VERBS, type SpoolStats } from '@tern/core';
-import type { HookEvent } from '@tern/plugin-api';
+import type { HookEvent } from '@tern/plugin-api/host';
 import type { QueueHealth } from '@tern/queue';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 

@@ -1,11 +1,13 @@
 // The operations side of one running tern: an internal plugin that watches intake and delivery,
-// the sink wrapper that stores each message's intake verdicts with it, the deliver wrapper that
-// applies an operator's reroute, metrics, and the admin server. mta.ts creates it before the
-// plugin hosts (it needs their hook events) and starts the admin server once the queue is open.
+// the sink wrapper that stores each message's intake verdicts with it, metrics, and the admin
+// server. mta.ts creates it before the plugin hosts (it needs their hook events) and starts the
+// admin server once the queue is open. (An operator's reroute travels on the job: the deliverer
+// honours `job.nextHop`.)
 
 import type { ReplyEvent, SpoolStats } from '@tern/core';
-import { definePlugin, type HookEvent, type Logger, type NextHop, type Plugin } from '@tern/plugin-api';
-import type { Deliver, IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
+import { definePlugin, type Logger, type Plugin } from '@tern/plugin-api';
+import type { HookEvent } from '@tern/plugin-api/host';
+import type { IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ResolvedConfig } from '../config.js';
 import { adminToken } from '../config.js';
@@ -40,8 +42,6 @@ export class OpsRuntime {
   admin: AdminServer | undefined;
   readonly #config: ResolvedConfig;
   readonly #log: Logger;
-  /** Operator hops for the jobs being delivered right now, by job id (read by the route hook). */
-  readonly #hops = new Map<string, NextHop>();
   #sampler: NodeJS.Timeout | undefined;
 
   constructor(config: ResolvedConfig, logger: Logger) {
@@ -81,19 +81,6 @@ export class OpsRuntime {
           throw error;
         }
       },
-    };
-  }
-
-  /** Delivery that honours an operator's reroute: the job's hop reaches the route hook of the ops plugin. */
-  deliver(deliver: Deliver): Deliver {
-    return async (job, message) => {
-      if (job.nextHop === undefined) return deliver(job, message);
-      this.#hops.set(job.id, job.nextHop);
-      try {
-        return await deliver(job, message);
-      } finally {
-        this.#hops.delete(job.id);
-      }
     };
   }
 
@@ -167,10 +154,8 @@ export class OpsRuntime {
   #makePlugin(): Plugin {
     const recorder = this.recorder;
     const activity = this.activity;
-    const hops = this.#hops;
     const runtime = this;
-    // `pre` so its connect and mailFrom hooks run before any plugin's verdict is recorded, and its
-    // route hook before any other plugin's route: an operator's reroute wins.
+    // `pre` so its connect and mailFrom hooks run before any plugin's verdict is recorded.
     return definePlugin({
       name: OPS_PLUGIN_NAME,
       enforce: 'pre',
@@ -194,9 +179,6 @@ export class OpsRuntime {
       },
       close(ctx) {
         recorder.closed(ctx.session.id);
-      },
-      route(ctx) {
-        return hops.get(`${ctx.queueId}@${ctx.domain}`);
       },
       delivered(ctx) {
         activity.delivery('delivered', ctx.queueId, ctx.results, { remoteMta: ctx.remoteMta, hop: ctx.hop });

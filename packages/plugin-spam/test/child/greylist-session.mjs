@@ -8,11 +8,15 @@ import { createJiti } from 'jiti';
 
 // jiti has its own resolver, which ignores --conditions: point it at the sources Node resolves
 // under the tern-source condition, so this runs without a build, like the vitest suites.
+const source = (entry) => fileURLToPath(import.meta.resolve(entry));
 const jiti = createJiti(import.meta.url, {
-  alias: { '@tern/plugin-api': fileURLToPath(import.meta.resolve('@tern/plugin-api')) },
+  alias: {
+    '@tern/plugin-api/testing': source('@tern/plugin-api/testing'),
+    '@tern/plugin-api': source('@tern/plugin-api'),
+  },
 });
 const { spamFilter } = await jiti.import('../../src/index.ts');
-const { testPlugins } = await jiti.import('@tern/plugin-api');
+const { testPlugins } = await jiti.import('@tern/plugin-api/testing');
 
 const [redis, delaySeconds] = process.argv.slice(2);
 const plugin = spamFilter({

@@ -12,7 +12,8 @@ import {
 } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { type Envelope, memorySource, TernError } from '@tern/plugin-api';
+import { type Envelope, TernError } from '@tern/plugin-api';
+import { memorySource } from '@tern/plugin-api/host';
 import type { IncomingMessage, QueueBackend, RecipientState } from '../contract.js';
 import { StoredBodies } from './bodies.js';
 import { closeStore, openStore } from './store.js';

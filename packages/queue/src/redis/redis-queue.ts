@@ -3,7 +3,8 @@
 // jobs to the living.
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type ByteSource, type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import type { ByteSource } from '@tern/plugin-api/host';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';

@@ -2,7 +2,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Envelope, memorySource } from '@tern/plugin-api';
+import type { Envelope } from '@tern/plugin-api';
+import { memorySource } from '@tern/plugin-api/host';
 import type { IncomingMessage } from '../../src/contract.js';
 
 export interface TestMessageOptions {

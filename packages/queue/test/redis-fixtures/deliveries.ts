@@ -1,6 +1,7 @@
 // Test parts for the Redis backend: messages, and a deliver function that records every call and
 // answers per recipient from a script, the way @tern/delivery would report real SMTP replies.
-import { memorySource, type SmtpReply } from '@tern/plugin-api';
+import type { SmtpReply } from '@tern/plugin-api';
+import { memorySource } from '@tern/plugin-api/host';
 import type { Deliver, DeliveryJob, IncomingMessage, RecipientOutcome } from '../../src/contract.js';
 
 export const OK: SmtpReply = { code: 250, enhanced: '2.0.0', text: 'OK queued' };

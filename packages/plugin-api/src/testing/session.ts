@@ -1,27 +1,32 @@
-// The plugin test kit: drives plugins through the SMTP stages without a socket, with the same
-// runner core uses, so a plugin's tests exercise the real ordering, timeouts and state.
+// The intake side of the test kit: drives plugins through the SMTP stages of one connection
+// without a socket, with the runner core uses, so a plugin's tests exercise the real ordering,
+// timeouts, checks, state and results.
 import { randomUUID } from 'node:crypto';
-import type { Envelope, EnvelopeRecipient, SmtpParams } from './envelope.js';
-import { domainOf } from './envelope.js';
-import type { ListenerInfo, Plugin, SessionInfo, TlsInfo, TransactionInfo } from './hooks.js';
-import { type LogRecord, memoryLogger } from './logger.js';
-import { MessageContent } from './message.js';
-import type { ResultsReader } from './results.js';
-import { PluginHost, StateScope } from './runner.js';
-import type { Verdict } from './verdict.js';
+import type { Envelope, EnvelopeRecipient, SmtpParams } from '../envelope.js';
+import { domainOf } from '../envelope.js';
+import { HookFailure } from '../errors.js';
+import type { ListenerInfo, Plugin, SessionInfo, TlsInfo, TransactionInfo } from '../hooks.js';
+import { MessageContent } from '../message.js';
+import { Replies } from '../reply.js';
+import type { ResultsReader } from '../results.js';
+import { type HookInput, StateScope } from '../runner.js';
+import type { Verdict } from '../verdict.js';
+import { PluginTestHost, type TestHostOptions, testQueueId } from './base.js';
 
-export interface TestSessionOptions {
+export interface TestSessionOptions extends TestHostOptions {
   readonly remoteAddress?: string;
   readonly listener?: Partial<ListenerInfo>;
   readonly trusted?: boolean;
   readonly tls?: TlsInfo;
   /** Domains treated as local for `isLocalDomain` in rcptTo (default: `example.test`). */
   readonly localDomains?: readonly string[];
-  readonly defaultTimeoutMs?: number;
 }
 
 export interface DataResult {
-  /** The message stage's verdict (continue when every plugin let it through). */
+  /**
+   * The message stage's verdict (continue when every plugin let it through), or the 451 4.3.0
+   * tempfail core answers when a headers or queue hook failed or queue hooks removed every recipient.
+   */
   readonly verdict: Verdict;
   /** The message after the headers and queue transforms. */
   readonly message: MessageContent;
@@ -30,22 +35,20 @@ export interface DataResult {
   readonly held: string | undefined;
 }
 
+/** What core answers when a hook failed: never a detail of the failure. */
+const localError: Verdict = { kind: 'tempfail', reply: Replies.localError };
+
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
-export class PluginTestSession {
-  readonly host: PluginHost;
-  readonly logs: LogRecord[] = [];
+export class PluginTestSession extends PluginTestHost {
   readonly session: SessionInfo;
   readonly #info: Mutable<SessionInfo>;
   readonly #scope: StateScope;
   readonly #localDomains: Set<string>;
   #transaction: Mutable<TransactionInfo> | undefined;
 
-  constructor(plugins: readonly Plugin[], options: TestSessionOptions = {}) {
-    this.host = new PluginHost(plugins, {
-      logger: memoryLogger(this.logs),
-      ...(options.defaultTimeoutMs !== undefined ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}),
-    });
+  constructor(plugins: Plugin | readonly Plugin[], options: TestSessionOptions = {}) {
+    super(plugins, options);
     const id = randomUUID();
     this.#info = {
       id,
@@ -125,25 +128,45 @@ export class PluginTestSession {
     return outcome.verdict;
   }
 
-  /** Runs headers (transform), message (verdict) and, unless refused, queue (transform). */
+  /**
+   * Runs headers (transform), message (verdict) and, unless refused, queue (transform), as core
+   * does after DATA: a failing transform answers 451 4.3.0 (tempfail) as it would in Tern, and
+   * `failures()` says which plugin and hook.
+   */
   async data(raw: string | Buffer): Promise<DataResult> {
     const transaction = this.#requireTransaction('data');
     const message = MessageContent.parse(raw);
     const base = { session: this.session, transaction };
-    await this.host.runTransform('headers', { ...base, headers: message.headers }, this.#scope);
-    const { verdict } = await this.host.runVerdict('message', { ...base, message }, this.#scope);
     const envelope: Envelope = { mailFrom: transaction.mailFrom, recipients: [...transaction.recipients] };
     let held: string | undefined;
-    if (verdict.kind === 'continue' || verdict.kind === 'accept') {
-      const hold = (reason: string): void => {
-        held = reason;
-      };
-      await this.host.runTransform('queue', { ...base, message, envelope, hold }, this.#scope);
-    }
-    return { verdict, message, envelope, held };
+    const result = (verdict: Verdict): DataResult => ({ verdict, message, envelope, held });
+    if (!(await this.#transforms('headers', { ...base, headers: message.headers })))
+      return result(localError);
+    const { verdict } = await this.host.runVerdict('message', { ...base, message }, this.#scope);
+    if (verdict.kind !== 'continue' && verdict.kind !== 'accept') return result(verdict);
+    const hold = (reason: string): void => {
+      held = reason;
+    };
+    if (!(await this.#transforms('queue', { ...base, message, envelope, hold }))) return result(localError);
+    return result(envelope.recipients.length === 0 ? localError : verdict);
   }
 
-  async queued(queueId: string, envelope?: Envelope): Promise<void> {
+  /** Runs a transform stage; false when a hook failed (the runner has logged it). */
+  async #transforms<K extends 'headers' | 'queue'>(hook: K, input: HookInput<K>): Promise<boolean> {
+    try {
+      await this.host.runTransform(hook, input, this.#scope);
+      return true;
+    } catch (error) {
+      if (error instanceof HookFailure) return false;
+      throw error;
+    }
+  }
+
+  /**
+   * Runs the queued hooks, as after the queue made the message durable and the client got its 250
+   * (`queueId` defaults to a new one in the queue's format), and ends the transaction.
+   */
+  async queued(queueId: string = testQueueId(), envelope?: Envelope): Promise<void> {
     const transaction = this.#requireTransaction('queued');
     await this.host.runObserve(
       'queued',
@@ -159,7 +182,12 @@ export class PluginTestSession {
     this.#scope.resetTransaction();
   }
 
+  /**
+   * The client goes away: hooks still deciding something for it are aborted (their `ctx.signal`
+   * fires), then the close hooks run.
+   */
   async close(): Promise<void> {
+    this.#scope.end();
     await this.host.runObserve('close', { session: this.session }, this.#scope);
   }
 
@@ -174,5 +202,5 @@ export function testPlugins(
   plugins: Plugin | readonly Plugin[],
   options?: TestSessionOptions,
 ): PluginTestSession {
-  return new PluginTestSession(Array.isArray(plugins) ? plugins : [plugins as Plugin], options);
+  return new PluginTestSession(plugins, options);
 }
