@@ -37,7 +37,8 @@ describe('the READMEs, word by word', () => {
         ...(await anotherPort()),
         rules: [
           { match: /^npm ci$/, done: 'the suite runs after npm ci; the copy has its node_modules' },
-          { match: /^npm start$/, background: /listening: mx/ },
+          // npm start builds every package first.
+          { match: /^npm start$/, background: /listening: mx/, readyMs: 240_000 },
           { match: /^ls /, retry: true },
         ],
       });

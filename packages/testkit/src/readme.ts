@@ -178,6 +178,8 @@ export interface ReadmeRule {
    * once its output matches this. Stopped by `stop()`.
    */
   readonly background?: RegExp;
+  /** How long a background server may take to be ready (default 120 s; `npm start` builds first). */
+  readonly readyMs?: number;
   /** What the reader types when the command asks (a password), written to its standard input. */
   readonly input?: string;
   /** The exit status the README says the command ends with (default 0). */
@@ -286,7 +288,7 @@ export async function followReadme(options: FollowReadmeOptions): Promise<Follow
         if (server.exited()) throw new Error(`${server.command} stopped early:\n${server.output()}`);
       }
       if (rule.background) {
-        servers.push(await startServer(ran, cwd, env, rule.background, where));
+        servers.push(await startServer(ran, cwd, env, rule.background, rule.readyMs ?? 120_000, where));
         continue;
       }
       const deadline = Date.now() + (rule.retryMs ?? 30_000);
@@ -470,6 +472,7 @@ async function startServer(
   cwd: string,
   env: Record<string, string>,
   ready: RegExp,
+  readyMs: number,
   where: string,
 ): Promise<RunningServer> {
   // Its own process group, so stopping it stops what it started (npm → turbo → node, npx → node).
@@ -490,12 +493,12 @@ async function startServer(
     exited = true;
   });
   const server: RunningServer = { command, child, output: () => output, exited: () => exited };
-  const deadline = Date.now() + 120_000;
+  const deadline = Date.now() + readyMs;
   while (!ready.test(output)) {
     if (exited || Date.now() > deadline) {
       await stopServer(server);
       throw new Error(
-        `${where}\n${exited ? `exited ${child.exitCode}` : 'not ready after 120 s'} (waiting for ${ready}):\n${output}`,
+        `${where}\n${exited ? `exited ${child.exitCode}` : `not ready after ${readyMs} ms`} (waiting for ${ready}):\n${output}`,
       );
     }
     await sleep(50);
