@@ -64,8 +64,10 @@ describe('the READMEs, word by word', () => {
         ],
       });
       const [message] = alicesMail(trial.root);
-      expect(message).toMatch(/^Delivered-To: alice@example\.test/m);
-      expect(message).toMatch(/^Received: from .*\n?\s*by mx\.example\.test \(Tern\)/m);
+      // "The message starts with the Return-Path:, Delivered-To: and Received: lines tern added."
+      expect(message).toMatch(
+        /^Return-Path: <you@example\.net>\r?\nDelivered-To: alice@example\.test\r?\nReceived: from .*\r?\n\s*by mx\.example\.test \(Tern\)/,
+      );
       expect(trial.step(/^cat /).output).toBe(message);
       expect(trial.step(/bob@elsewhere/).output).toMatch(/<\*\* +554 5\.7\.1 Relay access denied/);
     },
