@@ -1,5 +1,6 @@
 // An MTA that uses the custom plugin: an MX for example.test where unauthenticated clients may
-// only use the listed envelope senders. TERN_PORT and TERN_DATA let the example's test run it.
+// only use the listed envelope senders, on 127.0.0.1:2527 (port 25 in production needs root or
+// CAP_NET_BIND_SERVICE). TERN_PORT and TERN_DATA let the example's tests run it.
 
 import { onlyKnownSenders } from '@tern/example-custom-plugin';
 import { defineConfig } from '@tern/mta';

@@ -1,7 +1,7 @@
 // An inbound MX for example.org: anyone may send mail for it (nobody may relay), spam is filtered
 // (DNSBL, SPF, DKIM, DMARC, heuristics, by score), and accepted mail goes to a mailbox server over
-// LMTP (Dovecot, Cyrus: 127.0.0.1:24 by default). TERN_* variables let the example's test run it
-// in isolation against its own DNS and LMTP servers.
+// LMTP (Dovecot, Cyrus: 127.0.0.1:24 by default, TERN_LMTP=host:port for another). TERN_PORT,
+// TERN_DATA, TERN_DNS and TERN_DNSBL let the example's tests run it in isolation.
 import { defineConfig } from '@tern/mta';
 import { spamFilter } from '@tern/plugin-spam';
 
@@ -15,7 +15,10 @@ export default defineConfig({
     {
       name: 'mx',
       kind: 'mx',
-      port: Number(env.TERN_PORT ?? 25),
+      // Production: leave `host` out (every address: the Internet must reach an MX) and make the
+      // port 25, which needs root or CAP_NET_BIND_SERVICE (README.md, "In production").
+      host: '127.0.0.1',
+      port: Number(env.TERN_PORT ?? 2528),
       // A proxy (or swaks --xclient-addr for trying the filter) on this machine may say who the
       // real client is; nobody else may.
       xclient: true,
@@ -32,8 +35,10 @@ export default defineConfig({
   },
   plugins: [
     spamFilter({
-      // DNSBLs refuse queries from big public resolvers: use a local caching resolver.
-      dns: { servers: [env.TERN_DNS ?? '127.0.0.1:53'] },
+      // This machine's resolver (/etc/resolv.conf) unless TERN_DNS=ip:port names another. Public
+      // DNSBLs refuse queries from big public resolvers (their answers are logged and ignored): in
+      // production run a local caching resolver and name it here, e.g. dns: { servers: ['127.0.0.1'] }.
+      ...(env.TERN_DNS ? { dns: { servers: [env.TERN_DNS] } } : {}),
       dnsbl: {
         zones: [
           {

@@ -46,6 +46,20 @@ export {
   startMtaStsServer,
 } from './policy-server.js';
 export { freePort } from './port.js';
+export {
+  cloneForReadme,
+  type FollowedReadme,
+  type FollowReadmeOptions,
+  followReadme,
+  followReadmeInClone,
+  type ReadmeClone,
+  type ReadmeCommand,
+  type ReadmeRule,
+  type ReadmeServer,
+  type ReadmeStep,
+  type ReadmeTrial,
+  readmeCommands,
+} from './readme.js';
 export { redisAvailable, startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
 export { type RunOptions, type RunResult, run, swaks } from './run.js';
 export { type RawSmtp, type SmtpDialogOptions, smtpDialog } from './smtp-dialog.js';
