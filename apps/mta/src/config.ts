@@ -170,7 +170,7 @@ const retry = z
     intervals: z.array(span).min(1).optional(),
     /** Give up (bounce) after this long (default 5d). */
     maxAge: span.optional(),
-    /** Send a delay notice after this long (default: never). */
+    /** Delay notices: after this long (default 4h) to recipients with NOTIFY=DELAY; set, also to those without NOTIFY. */
     delayNoticeAfter: span.optional(),
     /** Shortest wait between two attempts (default 1s). */
     minInterval: span.optional(),

@@ -438,7 +438,8 @@ class SmtpListener implements Listener, ListenerRuntime {
       disabledCommands: ['WIZ', 'SHELL', 'KILL', 'XFORWARD', ...(tls ? [] : ['STARTTLS'])],
       hideENHANCEDSTATUSCODES: false,
       hideDSN: false,
-      hideREQUIRETLS: true,
+      // Offered on TLS sessions only (smtp-server's rule): the message then keeps the flag (RFC 8689).
+      hideREQUIRETLS: false,
       useXClient: o.xclient,
       useXForward: false,
       // The session does its own forward-confirmed lookup with a timeout and a resolver we can point at a test DNS.

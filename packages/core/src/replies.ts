@@ -33,6 +33,11 @@ export const CoreReplies = {
   insufficientStorage: smtpReply(451, '4.3.1', 'Insufficient system storage, please try again later'),
 } as const satisfies Record<string, SmtpReply>;
 
+/** A DSN parameter (ENVID, ORCPT) that is malformed or too long (RFC 3461 §4): a syntax error in a parameter. */
+export function badDsnParameterReply(problem: string): SmtpReply {
+  return smtpReply(501, '5.5.4', problem);
+}
+
 /** The success reply after DATA, once the sink has made the message durable. */
 export function queuedReply(queueId: string): SmtpReply {
   return smtpReply(250, '2.0.0', `queued as ${queueId}`);

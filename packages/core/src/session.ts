@@ -11,7 +11,9 @@ import type { TLSSocket } from 'node:tls';
 import {
   type Envelope,
   type EnvelopeRecipient,
+  envidProblem,
   type Logger,
+  orcptProblem,
   rfc5322Date,
   type SessionInfo,
   type SmtpParams,
@@ -44,6 +46,7 @@ import { deadlinesOf, type ResolvedListenerOptions } from './options.js';
 import { receivedValue } from './received.js';
 import { checkRecipient } from './relay.js';
 import {
+  badDsnParameterReply,
   CoreReplies,
   hasEnhancedCode,
   queuedReply,
@@ -78,7 +81,7 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
 // ESMTP parameters we advertise (SIZE, 8BITMIME, SMTPUTF8, DSN) plus AUTH= (RFC 4954 §5). Anything
 // else is refused 555 instead of being silently ignored as smtp-server would.
-const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH']);
+const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH', 'REQUIRETLS']);
 const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
 // Commands smtp-server implements that a production MTA must not answer (sendmail jokes, XFORWARD).
 const ALWAYS_DISABLED = ['WIZ', 'SHELL', 'KILL', 'XFORWARD'];
@@ -289,6 +292,8 @@ export class SmtpSession {
     if (Object.keys(params).some((key) => !MAIL_PARAMS.has(key))) {
       return callback(replyError(CoreReplies.unknownParameter));
     }
+    const envidError = typeof params.ENVID === 'string' ? envidProblem(params.ENVID) : undefined;
+    if (envidError !== undefined) return callback(replyError(badDsnParameterReply(envidError)));
     this.#endTransaction();
     const verdict = await this.#verdict('mailFrom', { session: this.info, address: address.address, params });
     const refusal = refusalOf(verdict);
@@ -320,6 +325,8 @@ export class SmtpSession {
     if (Object.keys(params).some((key) => !RCPT_PARAMS.has(key))) {
       return callback(replyError(CoreReplies.unknownParameter));
     }
+    const orcptError = typeof params.ORCPT === 'string' ? orcptProblem(params.ORCPT) : undefined;
+    if (orcptError !== undefined) return callback(replyError(badDsnParameterReply(orcptError)));
     const recipient: EnvelopeRecipient = {
       address: decision.address,
       ...(address.dsn?.notify ? { notify: address.dsn.notify as EnvelopeRecipient['notify'] } : {}),
@@ -488,6 +495,9 @@ export class SmtpSession {
       );
       return CoreReplies.localError;
     }
+    // RFC 8689 §3: read once the queue hooks are done with the headers; REQUIRETLS wins over it.
+    if (!envelope.requireTls && tlsRequiredNo(message.headers.get('TLS-Required')))
+      envelope.tlsRequiredNo = true;
     const incoming: IncomingMessage = {
       envelope,
       content: message.source(),
@@ -841,7 +851,14 @@ function toEnvelope(transaction: TransactionInfo): Envelope {
     envelope.body = params.BODY.toUpperCase() === '8BITMIME' ? '8BITMIME' : '7BIT';
   if (typeof params.ENVID === 'string') envelope.envid = params.ENVID;
   if (typeof params.RET === 'string') envelope.ret = params.RET.toUpperCase() === 'HDRS' ? 'HDRS' : 'FULL';
+  // smtp-server takes REQUIRETLS only on a TLS session (530 otherwise), where we offer it.
+  if (params.REQUIRETLS === true) envelope.requireTls = true;
   return envelope;
+}
+
+/** A `TLS-Required: No` header field (RFC 8689 §3): the only value it defines, compared case-insensitively. */
+function tlsRequiredNo(value: string | undefined): boolean {
+  return value !== undefined && value.trim().toLowerCase() === 'no';
 }
 
 /** The sink's queue id, or a rejection when it fails, hangs past `timeoutMs` or answers nonsense. */

@@ -6,10 +6,15 @@ import { createLimiter } from '@tern/limiter';
 import {
   type Envelope,
   type EnvelopeRecipient,
+  encodeXtext,
+  envidProblem,
   type Logger,
   type NextHop,
+  orcptParameter,
+  orcptProblem,
   type SmtpReply,
   silentLogger,
+  splitOrcpt,
   type TlsMode,
 } from '@tern/plugin-api';
 import type { PluginHost } from '@tern/plugin-api/host';
@@ -157,7 +162,13 @@ interface AttemptTarget {
 
 /** A resolved list of addresses to try (with the TLS plan for SMTP), or an outcome for every recipient. */
 type Targets =
-  | { readonly ok: true; readonly targets: readonly AttemptTarget[]; readonly plan?: TlsPlan }
+  | {
+      readonly ok: true;
+      readonly targets: readonly AttemptTarget[];
+      readonly plan?: TlsPlan;
+      /** MX delivery: the MX RRset was DNSSEC-validated. */
+      readonly mxSecure?: boolean;
+    }
   | { readonly ok: false; readonly result: AttemptResult; readonly reply: SmtpReply };
 
 const DEFAULT_POOL: PoolOptions = { idleMs: 5000, maxMessagesPerConnection: 100, maxIdlePerKey: 20 };
@@ -255,12 +266,25 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     return { type: 'mx', domain };
   }
 
-  async function targetsOf(hop: Exclude<NextHop, { type: 'maildir' }>, domain: string): Promise<Targets> {
+  async function targetsOf(
+    hop: Exclude<NextHop, { type: 'maildir' }>,
+    domain: string,
+    envelope: Envelope,
+  ): Promise<Targets> {
+    // RFC 8689 §3: `TLS-Required: No` sets the recipient's policies aside; REQUIRETLS overrides it.
+    const ignoreRecipientPolicy = envelope.tlsRequiredNo === true && envelope.requireTls !== true;
     if (hop.type === 'mx') {
       const mx = await resolver.resolveMx(hop.domain);
       if (!mx.ok) return mx;
-      const plan = await tlsPolicy.plan({ hop, domain, hosts: mx.hosts, mxSecure: mx.secure, port });
-      return { ok: true, targets: plan.targets, plan };
+      const plan = await tlsPolicy.plan({
+        hop,
+        domain,
+        hosts: mx.hosts,
+        mxSecure: mx.secure,
+        port,
+        ignoreRecipientPolicy,
+      });
+      return { ok: true, targets: plan.targets, plan, mxSecure: mx.secure };
     }
     if (hop.type === 'lmtp' && hop.path !== undefined) {
       return {
@@ -305,6 +329,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       mxSecure: false,
       port: hop.port ?? port,
       ...(hop.auth ? { auth: hop.auth } : {}),
+      ignoreRecipientPolicy,
     });
     return { ok: true, targets: plan.targets, plan };
   }
@@ -516,7 +541,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const domain = job.domain.toLowerCase();
-    const targets = await spent.connecting(() => targetsOf(hop, domain));
+    const targets = await spent.connecting(() => targetsOf(hop, domain, job.envelope));
     if (!targets.ok) {
       settle(open, targets.reply, targets.result);
       log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
@@ -537,6 +562,20 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         hop,
         tls: { policy: plan.level, applied, tls: false, validated: false, reason: firstSkip.reply.text },
       });
+    }
+
+    // RFC 8689 §4.2.1: a REQUIRETLS message only to hosts whose TLS a policy authenticates.
+    const strictTls = requiresTls(job.envelope);
+    const usable = strictTls
+      ? targets.targets.filter((t) => t.policy === undefined || authenticatesByPolicy(t.policy, hop, targets))
+      : targets.targets;
+    if (usable.length === 0) {
+      // A policy host ruled out may come back (DNS, policy fetch); no policy at all will not.
+      const skipped = plan?.skipped[0];
+      if (skipped) settle(open, skipped.reply, 'deferred');
+      else settle(open, DeliveryReplies.requireTlsNoPolicy(domain), 'failed');
+      log.info({ hop, requireTls: true }, 'REQUIRETLS: no host whose TLS a policy authenticates');
+      return report({ hop });
     }
 
     const prepared = await prepare(job, hop, message, log, plugins);
@@ -572,7 +611,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         lastTls = summary;
         if (outcome && fresh) recordTls(domain, outcome, log);
       };
-      for (const planned of targets.targets.slice(0, maxAddresses)) {
+      for (const planned of usable.slice(0, maxAddresses)) {
         const target = planned.target;
         const hostAdmission = await admitTo('host', target.hostname);
         if (!hostAdmission.ok) {
@@ -596,13 +635,13 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
             continue;
           }
           try {
-            const send = (via: SmtpSession): Promise<SmtpReply[]> =>
+            const send = (via: SmtpSession): Promise<Transacted> =>
               spent.transferring(() =>
-                transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit, log),
+                transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit),
               );
-            let replies: SmtpReply[];
+            let transacted: Transacted;
             try {
-              replies = await send(session);
+              transacted = await send(session);
             } catch (error) {
               if (!(error instanceof StaleConnection)) throw error;
               // The pooled connection died while idle; the server took nothing: once more, fresh.
@@ -620,8 +659,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
                 problems.push(openError);
                 continue;
               }
-              replies = await send(session);
+              transacted = await send(session);
             }
+            const replies = transacted.replies;
             noteTls(planned, session, undefined, fresh);
             open.forEach((index, n) => {
               const reply = replies[n] ?? DeliveryReplies.noDataReply;
@@ -641,7 +681,12 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
             const tls: DeliveryTls | undefined = lastTls
               ? { ...lastTls, ...(info ? { protocol: info.protocol, cipher: info.cipher } : {}) }
               : undefined;
-            return report({ hop, remoteMta: session.remoteMta, ...(tls ? { tls } : {}) });
+            return report({
+              hop,
+              remoteMta: session.remoteMta,
+              ...(tls ? { tls } : {}),
+              successNotice: transacted.successNotice,
+            });
           } finally {
             await pool.give(key, session);
           }
@@ -708,6 +753,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       hop,
       ...(local.remoteMta ? { remoteMta: local.remoteMta } : {}),
       ...spent.report(),
+      successNotice: 'delivered',
     };
   }
 
@@ -719,11 +765,20 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     outbound: OutboundMessage,
     needsUtf8: boolean,
     needs8Bit: boolean,
-    log: Logger,
-  ): Promise<SmtpReply[]> {
+  ): Promise<Transacted> {
     const caps = session.capabilities;
     const host = session.target.hostname;
-    const refuse = (reply: SmtpReply): SmtpReply[] => recipients.map(() => reply);
+    const lmtp = session.target.protocol === 'lmtp';
+    const refuse = (reply: SmtpReply): Transacted => ({ replies: recipients.map(() => reply) });
+    // RFC 8689 §4.2.1: authenticated TLS and REQUIRETLS offered, checked again on the live session.
+    if (requiresTls(envelope) && !lmtp) {
+      const verdict = session.tlsVerdict;
+      if (!session.secure || !verdict?.ok || !verdict.authenticated) {
+        const detail = !session.secure ? 'no TLS' : (verdict?.detail ?? 'certificate not checked');
+        return refuse(DeliveryReplies.requireTlsNotValidated(host, detail));
+      }
+      if (!caps.requireTls) return refuse(DeliveryReplies.requireTlsNotOffered(host));
+    }
     // RFC 6531 §3.2: without SMTPUTF8 on the server, such mail must not be sent (no downgrade here).
     if (needsUtf8 && !caps.smtpUtf8) return refuse(DeliveryReplies.needsSmtpUtf8(host));
     // RFC 6152 §3: 8-bit data only to servers that offer 8BITMIME; we do not convert to 7-bit.
@@ -735,16 +790,20 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     if (caps.size !== undefined) mailParams.push(`SIZE=${outbound.size}`);
     if (needs8Bit) mailParams.push('BODY=8BITMIME');
     if (needsUtf8) mailParams.push('SMTPUTF8');
-    // RFC 3461 §5.2: a relay passes DSN requests on to a next hop that supports DSN.
-    const dsn = caps.dsn ? dsnParameters(envelope, log) : undefined;
+    // RFC 8689 §5: a notice about a REQUIRETLS message keeps the flag where the next hop takes it.
+    if (envelope.requireTls === true && caps.requireTls && session.secure) mailParams.push('REQUIRETLS');
+    // RFC 3461 §5.2: a relay passes DSN requests on to a next hop that supports DSN. LMTP is the last
+    // hop: we report delivery ourselves, so its server is not asked to.
+    const dsn = caps.dsn && !lmtp ? dsnParameters(envelope) : undefined;
     if (dsn) mailParams.push(...dsn.mail);
-    return session.send({
+    const replies = await session.send({
       mailFrom: envelope.mailFrom,
       mailParams,
       recipients: recipients.map((r) => ({ address: r.address, params: dsn ? dsn.rcpt(r) : [] })),
       // Opened afresh by every transaction: a fallback MX or a retry after a stale connection reads it again.
       message: outbound.open,
     });
+    return { replies, successNotice: lmtp ? 'delivered' : dsn ? 'next-hop' : 'relayed' };
   }
 
   const deliver: Deliver = async (job, message, given) => {
@@ -766,6 +825,44 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       await ownLimiter?.close();
     },
   };
+}
+
+/** The replies of one transaction, per recipient, and who reports success onward (DeliveryReport.successNotice). */
+interface Transacted {
+  readonly replies: SmtpReply[];
+  readonly successNotice?: DeliveryReport['successNotice'];
+}
+
+/**
+ * REQUIRETLS binds (RFC 8689 §4.2.1). For a notice from `<>` it does not (§5: the flag must not get
+ * a bounce discarded); such a notice still carries REQUIRETLS to a hop that takes it.
+ */
+function requiresTls(envelope: Envelope): boolean {
+  return envelope.requireTls === true && envelope.mailFrom !== '';
+}
+
+/**
+ * Whether a host's policy authenticates the next hop as RFC 8689 §4.2.1 asks: DANE (with a
+ * DNSSEC-validated MX answer), MTA-STS, `secure` (the certificate names the recipient domain), or
+ * `verify` for a fixed relay the operator named (no MX answer to forge).
+ */
+function authenticatesByPolicy(
+  policy: TargetPolicy,
+  hop: NextHop,
+  targets: Extract<Targets, { ok: true }>,
+): boolean {
+  switch (policy.applied) {
+    case 'dane':
+      return hop.type !== 'mx' || targets.mxSecure === true;
+    case 'mta-sts-enforce':
+    case 'mta-sts-testing':
+    case 'secure':
+      return true;
+    case 'verify':
+      return hop.type === 'smtp';
+    default:
+      return false;
+  }
 }
 
 /** Where one attempt's time went, for the report: session set-up (DNS included) and transactions. */
@@ -835,32 +932,24 @@ function copyEnvelope(envelope: Envelope): Envelope {
   return { ...envelope, recipients: envelope.recipients.map((r) => ({ ...r })) };
 }
 
-// xtext (RFC 3461 §4): printable ASCII but '+' and '=', or '+' and two upper-case hex digits.
-const XTEXT = /^(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+$/;
-const ADDR_TYPE = /^[A-Za-z0-9-]+$/;
+const NOTIFY_VALUES: ReadonlySet<string> = new Set(['SUCCESS', 'FAILURE', 'DELAY', 'NEVER']);
 
-/** DSN parameters as intake stored them (ENVID and ORCPT still xtext); malformed ones are dropped, not sent. */
-function dsnParameters(
-  envelope: Envelope,
-  log: Logger,
-): { mail: string[]; rcpt: (r: EnvelopeRecipient) => string[] } {
+/**
+ * DSN parameters for the next hop, xtext-encoded again (envelopes hold them decoded). One that would
+ * be malformed on the wire (a hook or a stored message may hold anything) is left out, not sent.
+ */
+function dsnParameters(envelope: Envelope): { mail: string[]; rcpt: (r: EnvelopeRecipient) => string[] } {
   const mail: string[] = [];
-  if (envelope.ret) mail.push(`RET=${envelope.ret}`);
-  if (envelope.envid !== undefined) {
-    if (XTEXT.test(envelope.envid)) mail.push(`ENVID=${envelope.envid}`);
-    else log.warn({ envid: envelope.envid }, 'ENVID is not xtext; not passed on');
+  if (envelope.ret === 'FULL' || envelope.ret === 'HDRS') mail.push(`RET=${envelope.ret}`);
+  if (envelope.envid !== undefined && envidProblem(envelope.envid) === undefined) {
+    mail.push(`ENVID=${encodeXtext(envelope.envid)}`);
   }
   const rcpt = (r: EnvelopeRecipient): string[] => {
     const params: string[] = [];
-    if (r.notify && r.notify.length > 0) params.push(`NOTIFY=${r.notify.join(',')}`);
-    if (r.orcpt !== undefined) {
-      const semi = r.orcpt.indexOf(';');
-      if (semi > 0 && ADDR_TYPE.test(r.orcpt.slice(0, semi)) && XTEXT.test(r.orcpt.slice(semi + 1))) {
-        params.push(`ORCPT=${r.orcpt}`);
-      } else {
-        log.warn({ orcpt: r.orcpt }, 'ORCPT is not addr-type;xtext; not passed on');
-      }
-    }
+    const notify = (r.notify ?? []).filter((n) => NOTIFY_VALUES.has(n));
+    if (notify.length > 0) params.push(`NOTIFY=${notify.join(',')}`);
+    const orcpt = r.orcpt === undefined || orcptProblem(r.orcpt) ? undefined : splitOrcpt(r.orcpt);
+    if (orcpt) params.push(orcptParameter(orcpt));
     return params;
   };
   return { mail, rcpt };

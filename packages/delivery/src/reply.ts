@@ -108,6 +108,17 @@ export const DeliveryReplies = {
     smtpReply(554, '5.6.7', `Message needs SMTPUTF8 but ${host} does not support it`),
   tooBig: (host: string, size: number, limit: number): SmtpReply =>
     smtpReply(552, '5.3.4', `Message size ${size} exceeds the limit of ${host} (${limit} bytes)`),
+  /** RFC 8689 §4.2.1: a REQUIRETLS message goes only where the next hop's TLS can be authenticated by policy. */
+  requireTlsNoPolicy: (domain: string): SmtpReply =>
+    smtpReply(
+      550,
+      '5.7.10',
+      `REQUIRETLS needed: ${domain} has no MTA-STS or DANE policy that authenticates its mail servers`,
+    ),
+  requireTlsNotValidated: (host: string, detail: string): SmtpReply =>
+    smtpReply(550, '5.7.10', `REQUIRETLS needed: TLS with ${host} was not validated (${detail})`),
+  requireTlsNotOffered: (host: string): SmtpReply =>
+    smtpReply(550, '5.7.10', `REQUIRETLS needed: ${host} does not offer REQUIRETLS`),
   badRecipient: (address: string): SmtpReply =>
     smtpReply(553, '5.1.3', `Recipient address cannot be sent in SMTP: ${JSON.stringify(address)}`),
   badSender: (address: string): SmtpReply =>

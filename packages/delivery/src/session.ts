@@ -100,6 +100,8 @@ export interface Capabilities {
   readonly smtpUtf8: boolean;
   /** DSN (RFC 3461): NOTIFY, ORCPT, RET and ENVID may be passed on. */
   readonly dsn: boolean;
+  /** REQUIRETLS (RFC 8689): the server keeps the REQUIRETLS flag onward. */
+  readonly requireTls: boolean;
   /** SIZE limit; 0 means SIZE offered without a limit; undefined means not offered. */
   readonly size: number | undefined;
   readonly auth: readonly string[];
@@ -112,6 +114,7 @@ const NO_CAPABILITIES: Capabilities = {
   eightBitMime: false,
   smtpUtf8: false,
   dsn: false,
+  requireTls: false,
   size: undefined,
   auth: [],
 };
@@ -967,6 +970,9 @@ export function parseCapabilities(lines: readonly string[]): Capabilities {
         break;
       case 'DSN':
         caps.dsn = true;
+        break;
+      case 'REQUIRETLS':
+        caps.requireTls = true;
         break;
       case 'SIZE': {
         const limit = Number(args[0] ?? '0');

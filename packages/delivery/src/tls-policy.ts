@@ -78,6 +78,9 @@ export interface TlsPlan {
   readonly outcomes: readonly Omit<TlsPolicyOutcome, 'at' | 'policyDomain'>[];
 }
 
+/** Levels that follow the recipient domain's own policy (DANE, MTA-STS): what `TLS-Required: No` sets aside. */
+const RECIPIENT_POLICY_LEVELS: ReadonlySet<TlsPolicyLevel> = new Set(['dane', 'dane-only', 'mta-sts']);
+
 /** Replies for deferrals the policy itself decides: temporary, so a fixed DNS or policy lets the mail go. */
 export const TlsPolicyReplies = {
   tlsaLookupFailed: (host: string, code: string): SmtpReply =>
@@ -149,10 +152,16 @@ export class TlsPolicy {
     readonly mxSecure: boolean;
     readonly port: number;
     readonly auth?: { readonly user: string; readonly pass: string };
+    /**
+     * The message says `TLS-Required: No` (RFC 8689 §3): the recipient's DANE and MTA-STS policies
+     * are not applied (their levels become `may`); a level the operator set otherwise stays.
+     */
+    readonly ignoreRecipientPolicy?: boolean;
   }): Promise<TlsPlan> {
     const { hop, domain, hosts, port } = input;
     const entry = this.entryFor(hop, domain) ?? levelOfMode(hop.tls) ?? { level: this.#options.defaultLevel };
-    const level = entry.level;
+    const level: TlsPolicyLevel =
+      input.ignoreRecipientPolicy === true && RECIPIENT_POLICY_LEVELS.has(entry.level) ? 'may' : entry.level;
     const implicit = hop.tls === 'implicit';
     const nexthop = hop.type === 'mx' ? domain.toLowerCase() : hop.host.toLowerCase();
     const targets: PlannedTarget[] = [];

@@ -305,7 +305,8 @@ describe('8BITMIME, SMTPUTF8 and SIZE', () => {
 
 describe('DSN parameters (RFC 3461)', () => {
   const dsnJob = () => {
-    const job = makeJob(['a@x.test', 'b@x.test'], { ret: 'HDRS', envid: 'QUEUE+2B42' });
+    // Envelopes hold ENVID and ORCPT decoded (as intake got them from smtp-server); on the wire they are xtext.
+    const job = makeJob(['a@x.test', 'b@x.test'], { ret: 'HDRS', envid: 'QUEUE+42' });
     return {
       ...job,
       recipients: [
@@ -313,9 +314,9 @@ describe('DSN parameters (RFC 3461)', () => {
           address: 'a@x.test',
           status: 'pending' as const,
           notify: ['SUCCESS', 'FAILURE'] as const,
-          orcpt: 'rfc822;a+2Bx@x.test',
+          orcpt: 'rfc822;a+x@x.test',
         },
-        { address: 'b@x.test', status: 'pending' as const, orcpt: 'rfc822;bad value' },
+        { address: 'b@x.test', status: 'pending' as const, orcpt: 'no address type' },
       ],
     };
   };

@@ -9,7 +9,7 @@ export interface EnvelopeRecipient {
   readonly address: string;
   /** DSN NOTIFY (RFC 3461), when the client asked. */
   readonly notify?: readonly ('SUCCESS' | 'FAILURE' | 'DELAY' | 'NEVER')[];
-  /** DSN ORCPT, when the client gave it. */
+  /** DSN ORCPT (RFC 3461 §4.2) as `addr-type;address`, the xtext decoded, when the client gave one. */
   readonly orcpt?: string;
 }
 
@@ -21,9 +21,19 @@ export interface Envelope {
   smtputf8?: boolean;
   /** Declared body type (RFC 6152). */
   body?: '7BIT' | '8BITMIME' | 'BINARYMIME';
-  /** DSN envelope id and RET (RFC 3461). */
+  /** DSN envelope id (RFC 3461 §4.4), the xtext decoded, and RET. */
   envid?: string;
   ret?: 'FULL' | 'HDRS';
+  /**
+   * `MAIL FROM:<...> REQUIRETLS` (RFC 8689): relay only over TLS validated by MTA-STS or DANE, to
+   * hops that offer REQUIRETLS, else bounce. It overrides a `TLS-Required: No` header.
+   */
+  requireTls?: boolean;
+  /**
+   * The message carries `TLS-Required: No` (RFC 8689 §3), read at intake: relay it even where the
+   * recipient's MTA-STS or DANE policy cannot be met (TLS is still tried). Never set with `requireTls`.
+   */
+  tlsRequiredNo?: boolean;
 }
 
 /** Splits `local@domain` at the last @. The domain comes back lower-cased; '' for the null sender. */

@@ -1,6 +1,17 @@
 // @tern/plugin-api for plugin authors: declare a plugin, its hooks and what they return, and the
 // shared vocabulary they work with. The runner lives in `@tern/plugin-api/host` (core and the app
 // use it), the test kit in `@tern/plugin-api/testing`.
+
+export {
+  encodeXtext,
+  envidProblem,
+  MAX_ENVID_LENGTH,
+  MAX_ORCPT_LENGTH,
+  orcptForNotice,
+  orcptParameter,
+  orcptProblem,
+  splitOrcpt,
+} from './dsn-params.js';
 export type { Envelope, EnvelopeRecipient, NextHop, SmtpParams, TlsMode } from './envelope.js';
 export { domainOf, splitAddress } from './envelope.js';
 export { HookFailure, PluginOptionError, PluginRegistrationError, TernError } from './errors.js';

@@ -3,7 +3,7 @@
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { type Logger, type RecipientResult, type SmtpReply, silentLogger } from '@tern/plugin-api';
-import type { PluginHost } from '@tern/plugin-api/host';
+import { type PluginHost, readStream, SourceTooLargeError } from '@tern/plugin-api/host';
 import type {
   Deliver,
   DeliveryJob,
@@ -18,7 +18,7 @@ import {
   type FailedRecipient,
   type SettledRecipient,
 } from './decide.js';
-import { buildDsn, type DsnRecipient } from './dsn.js';
+import { buildDsn, type DsnRecipient, RETURN_FULL_LIMIT, returnsFullMessage } from './dsn.js';
 import { RetrySchedule } from './retry.js';
 import { clip } from './timeline.js';
 
@@ -144,6 +144,20 @@ async function attemptWith(
     });
   }
 
+  const notices: string[] = [];
+  if (decision.successNotice.length > 0 && decision.notifyTo !== undefined) {
+    const action = decision.successAction;
+    const lines = decision.successNotice.map((d): DsnRecipient => ({ ...d, action }));
+    try {
+      const notice = await sendNotice(job, 'success', decision.notifyTo, lines, store, settings, started);
+      notices.push(notice);
+      log.info({ notice, action, recipients: lines.map((l) => l.recipient.address) }, 'success notice sent');
+    } catch (error) {
+      // The recipients are delivered either way; only the report the sender asked for is lost.
+      log.error({ err: error }, 'could not enqueue the success notice (NOTIFY=SUCCESS); none will be sent');
+    }
+  }
+
   let retryAt = decision.retryAt;
   if (retryAt !== undefined) {
     const advice = await plugins?.runAdvise('deferred', {
@@ -156,7 +170,6 @@ async function attemptWith(
     for (const d of decision.deferred) log.info({ ...line(d), retryAt: retryAt.toISOString() }, 'deferred');
   }
 
-  const notices: string[] = [];
   const unbounced: RecipientState[] = [];
   for (const reason of ['permanent', 'expired'] as const) {
     const group = decision.failed.filter((f) => f.reason === reason);
@@ -290,7 +303,7 @@ function failedLine(f: FailedRecipient): DsnRecipient {
 
 async function sendNotice(
   job: DeliveryJob,
-  kind: 'bounce' | 'delay',
+  kind: 'bounce' | 'delay' | 'success',
   to: string,
   recipients: readonly DsnRecipient[],
   store: AttemptStore,
@@ -308,8 +321,28 @@ async function sendNotice(
       willRetryUntil: settings.schedule.expiresAt(job.createdAt),
       recipients,
       originalHeaders: await store.readHeaders(),
+      ...(kind === 'bounce' && returnsFullMessage(job.envelope)
+        ? await wholeMessage(job, store, settings.logger)
+        : {}),
     },
     { reportingMta: settings.hostname, now: new Date(settings.now()) },
   );
   return store.enqueue(notice);
+}
+
+/** The message a RET=FULL bounce returns, when it is small enough; otherwise the bounce carries headers only. */
+async function wholeMessage(
+  job: DeliveryJob,
+  store: AttemptStore,
+  logger: Logger,
+): Promise<{ originalMessage?: Buffer }> {
+  if (job.size !== undefined && job.size > RETURN_FULL_LIMIT) return {};
+  try {
+    return { originalMessage: await readStream(await store.openMessage(), RETURN_FULL_LIMIT) };
+  } catch (error) {
+    if (!(error instanceof SourceTooLargeError)) {
+      logger.warn({ err: error, queueId: job.queueId }, 'could not read the message for a RET=FULL bounce');
+    }
+    return {};
+  }
 }

@@ -131,6 +131,14 @@ export interface DeliveryReport {
   readonly connectMs?: number;
   /** Time spent in the transaction, in ms: MAIL FROM to the reply after the final dot (Postfix's `delays` d). */
   readonly transferMs?: number;
+  /**
+   * Who tells senders that asked (NOTIFY=SUCCESS, RFC 3461 §5.2) of the recipients delivered in this
+   * attempt: `delivered` the message reached its mailbox (LMTP, maildir), so our notice says
+   * delivered; `relayed` the next hop did not offer DSN, so our notice says relayed; `next-hop` the
+   * next hop took the DSN request with the message and reports itself (no notice from us).
+   * Absent: `relayed`, the most a deliverer that does not say can claim.
+   */
+  readonly successNotice?: 'delivered' | 'relayed' | 'next-hop';
 }
 
 /** What the worker hands one delivery attempt besides the job. */

@@ -27,6 +27,12 @@ export interface AttemptDecision {
   readonly retryAt: Date | undefined;
   /** Deferred recipients to name in a delay notice now (empty: send none). */
   readonly delayNotice: readonly SettledRecipient[];
+  /**
+   * Delivered recipients that asked for a success notice (NOTIFY=SUCCESS) we must send: `delivered`
+   * into a mailbox, `relayed` to a hop without DSN. Empty when the next hop reports itself.
+   */
+  readonly successNotice: readonly SettledRecipient[];
+  readonly successAction: 'delivered' | 'relayed';
   /** Where bounces and delay notices go: the return path, or undefined when they must not be sent. */
   readonly notifyTo: string | undefined;
   /** Nothing is left to deliver in this job. */
@@ -89,14 +95,26 @@ export function decideAttempt(
     failed,
     deferred,
     retryAt,
-    delayNotice: noticeDue ? deferred.filter((d) => wants(d.recipient, 'DELAY')) : [],
+    delayNotice: noticeDue ? deferred.filter((d) => wantsDelayNotice(d.recipient, schedule)) : [],
+    // RFC 3461 §5.2.2: a next hop that took the DSN request reports success itself.
+    successNotice:
+      notifyTo !== undefined && report.successNotice !== 'next-hop'
+        ? delivered.filter((d) => d.recipient.notify?.includes('SUCCESS') === true)
+        : [],
+    successAction: report.successNotice === 'delivered' ? 'delivered' : 'relayed',
     notifyTo,
     done: deferred.length === 0,
   };
 }
 
-/** RFC 3461 NOTIFY: without the parameter, failures are reported and delays may be; NEVER silences both. */
-function wants(recipient: RecipientState, kind: 'FAILURE' | 'DELAY'): boolean {
+/** RFC 3461 §4.1 NOTIFY: without the parameter, failures are reported; NEVER silences every notice. */
+function wants(recipient: RecipientState, kind: 'FAILURE'): boolean {
   if (recipient.notify === undefined || recipient.notify.length === 0) return true;
   return recipient.notify.includes(kind);
+}
+
+/** NOTIFY with DELAY asks for one; without NOTIFY, one is sent only where the operator configured it. */
+function wantsDelayNotice(recipient: RecipientState, schedule: RetrySchedule): boolean {
+  if (recipient.notify === undefined || recipient.notify.length === 0) return schedule.delayNoticeUnrequested;
+  return recipient.notify.includes('DELAY');
 }

@@ -14,7 +14,11 @@ export interface RetryScheduleOptions {
   readonly exponential?: { readonly initial: Duration; readonly factor?: number; readonly max: Duration };
   /** How long after acceptance a message is given up and bounced as expired (default 5 days). */
   readonly maxAge?: Duration;
-  /** Send senders a "still trying" notice once a message has waited this long (default: never). */
+  /**
+   * When a still-deferred message gets its one "still trying" notice (Postfix's delay_warning_time):
+   * to recipients whose NOTIFY asked for DELAY (RFC 3461) after this long (default 4h); set here, also
+   * to recipients that gave no NOTIFY. NOTIFY=NEVER or without DELAY never get one.
+   */
   readonly delayNoticeAfter?: Duration;
   /**
    * The shortest wait between two attempts of one job, whatever the intervals or a plugin say
@@ -38,6 +42,8 @@ export const DEFAULT_RETRY_INTERVALS: readonly number[] = [
   4 * HOUR,
 ];
 export const DEFAULT_MAX_AGE_MS = 5 * DAY;
+/** When a recipient that asked for delay notices (NOTIFY=DELAY) gets one, unless configured. */
+export const DEFAULT_DELAY_NOTICE_AFTER_MS = 4 * HOUR;
 /** No schedule may go below this, so even a test configuration cannot hot-loop. */
 export const MIN_RETRY_INTERVAL_MS = SECOND;
 
@@ -62,7 +68,9 @@ export function durationMs(value: Duration, field = 'duration'): number {
 export class RetrySchedule {
   readonly maxAgeMs: number;
   readonly minIntervalMs: number;
-  readonly delayNoticeAfterMs: number | undefined;
+  readonly delayNoticeAfterMs: number;
+  /** Recipients without NOTIFY get delay notices too (delayNoticeAfter was configured). */
+  readonly delayNoticeUnrequested: boolean;
   readonly #intervals: readonly number[] | undefined;
   readonly #exponential: { initial: number; factor: number; max: number } | undefined;
 
@@ -74,9 +82,10 @@ export class RetrySchedule {
     this.maxAgeMs =
       options.maxAge === undefined ? DEFAULT_MAX_AGE_MS : durationMs(options.maxAge, 'retry.maxAge');
     if (this.maxAgeMs <= 0) throw new RangeError('retry.maxAge: must be longer than 0');
+    this.delayNoticeUnrequested = options.delayNoticeAfter !== undefined;
     this.delayNoticeAfterMs =
       options.delayNoticeAfter === undefined
-        ? undefined
+        ? DEFAULT_DELAY_NOTICE_AFTER_MS
         : durationMs(options.delayNoticeAfter, 'retry.delayNoticeAfter');
 
     if (options.exponential) {
@@ -141,7 +150,7 @@ export class RetrySchedule {
 
   /** Whether a message accepted at `createdAt` has waited long enough for a delay notice. */
   delayNoticeDue(createdAt: number | Date, now: number | Date = Date.now()): boolean {
-    return this.delayNoticeAfterMs !== undefined && toMs(now) - toMs(createdAt) >= this.delayNoticeAfterMs;
+    return toMs(now) - toMs(createdAt) >= this.delayNoticeAfterMs;
   }
 }
 

@@ -156,4 +156,52 @@ describe('decideAttempt', () => {
     );
     expect(again.delayNotice).toEqual([]);
   });
+
+  it('sends delay notices by default only to recipients that asked (NOTIFY=DELAY), never for NEVER', () => {
+    const plain = new RetrySchedule({ intervals: ['10s'], maxAge: '10h' });
+    const j: DeliveryJob = {
+      ...job({}, ['a@x.test', 'b@x.test', 'c@x.test', 'd@x.test']),
+      recipients: [
+        { address: 'a@x.test', status: 'pending', notify: ['DELAY'] },
+        { address: 'b@x.test', status: 'pending', notify: ['NEVER'] },
+        { address: 'c@x.test', status: 'pending' },
+        { address: 'd@x.test', status: 'pending', notify: ['FAILURE'] },
+      ],
+    };
+    const deferAll = report(
+      ['a@x.test', 'deferred', busy],
+      ['b@x.test', 'deferred', busy],
+      ['c@x.test', 'deferred', busy],
+      ['d@x.test', 'deferred', busy],
+    );
+    const HOUR = 3_600_000;
+    expect(decideAttempt(j, deferAll, plain, 4 * HOUR - 1).delayNotice).toEqual([]);
+    const due = decideAttempt(j, deferAll, plain, 4 * HOUR);
+    expect(due.delayNotice.map((r) => r.recipient.address)).toEqual(['a@x.test']);
+    // Configured: recipients without NOTIFY get one too; NEVER and FAILURE-only still do not.
+    const configured = decideAttempt(j, deferAll, schedule, 30_000);
+    expect(configured.delayNotice.map((r) => r.recipient.address)).toEqual(['a@x.test', 'c@x.test']);
+  });
+
+  it('asks for success notices where NOTIFY has SUCCESS, unless the next hop reports itself', () => {
+    const j: DeliveryJob = {
+      ...job(),
+      recipients: [
+        { address: 'a@x.test', status: 'pending', notify: ['SUCCESS'] },
+        { address: 'b@x.test', status: 'pending', notify: ['FAILURE'] },
+      ],
+    };
+    const both = report(['a@x.test', 'delivered', ok], ['b@x.test', 'delivered', ok]);
+    const relayed = decideAttempt(j, both, schedule, 1000);
+    expect(relayed.successNotice.map((r) => r.recipient.address)).toEqual(['a@x.test']);
+    expect(relayed.successAction).toBe('relayed');
+    const local = decideAttempt(j, { ...both, successNotice: 'delivered' }, schedule, 1000);
+    expect(local.successAction).toBe('delivered');
+    expect(decideAttempt(j, { ...both, successNotice: 'next-hop' }, schedule, 1000).successNotice).toEqual(
+      [],
+    );
+    // Never to <>, never about our own notices.
+    const fromNull = decideAttempt({ ...j, envelope: { ...j.envelope, mailFrom: '' } }, both, schedule, 1000);
+    expect(fromNull.successNotice).toEqual([]);
+  });
 });

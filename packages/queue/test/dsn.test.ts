@@ -1,6 +1,6 @@
 import { rfc5322Date } from '@tern/plugin-api';
 import { describe, expect, it } from 'vitest';
-import { buildDsn, headerBlockOf } from '../src/dsn.js';
+import { buildDsn, type DsnInput, headerBlockOf, returnsFullMessage } from '../src/dsn.js';
 import { parseReport } from './report-parser.js';
 
 const originalHeaders = Buffer.from(
@@ -160,5 +160,75 @@ describe('buildDsn', () => {
   it('finds the header block of a stored message', () => {
     expect(headerBlockOf(Buffer.from('A: 1\r\nB: 2\r\n\r\nbody')).toString()).toBe('A: 1\r\nB: 2\r\n');
     expect(headerBlockOf(Buffer.from('A: 1\r\nB: 2')).toString()).toBe('A: 1\r\nB: 2');
+  });
+
+  const failedBob: DsnInput['recipients'][number] = {
+    action: 'failed',
+    reason: 'permanent',
+    reply: { code: 550, enhanced: '5.1.1', text: 'No such user' },
+    recipient: { address: 'bob@x.test', status: 'failed' },
+  };
+  const original = Buffer.from(`${originalHeaders.toString()}\r\nCaf\xe9 at noon\r\n`, 'latin1');
+  /** A bounce about bob to alice, with `changes` on top. */
+  const notice = (changes: Partial<DsnInput>, envelope: Partial<DsnInput['envelope']> = {}) =>
+    buildDsn(
+      {
+        kind: 'bounce',
+        to: 'alice@src.test',
+        queueId: 'Q',
+        envelope: { mailFrom: 'alice@src.test', recipients: [], ...envelope },
+        arrivalDate: arrival,
+        lastAttemptAt: attempted,
+        recipients: [failedBob],
+        originalHeaders,
+        ...changes,
+      },
+      { reportingMta: 'h' },
+    );
+
+  it('returns the whole message as message/rfc822 when given (RET=FULL), bytes unchanged', () => {
+    const dsn = notice({ originalMessage: original }, { ret: 'FULL' });
+    const raw = Buffer.concat(dsn.content.chunks() ?? []);
+    const report = parseReport(raw);
+    expect(report.parts[2]?.headers.get('content-type')).toBe('message/rfc822');
+    expect(raw.includes(original)).toBe(true);
+  });
+
+  it('returns headers only for REQUIRETLS messages, and asks REQUIRETLS of the notice (RFC 8689 section 5)', () => {
+    expect(returnsFullMessage({ mailFrom: 'a@b', recipients: [], ret: 'FULL' })).toBe(true);
+    expect(returnsFullMessage({ mailFrom: 'a@b', recipients: [], ret: 'FULL', requireTls: true })).toBe(
+      false,
+    );
+    expect(returnsFullMessage({ mailFrom: 'a@b', recipients: [] })).toBe(false);
+    const dsn = notice({}, { requireTls: true });
+    expect(dsn.envelope).toEqual({
+      mailFrom: '',
+      recipients: [{ address: 'alice@src.test' }],
+      requireTls: true,
+    });
+  });
+
+  it('builds a success notice: delivered or relayed, 2.x.x, ENVID and ORCPT as the client meant them', () => {
+    const dsn = notice(
+      {
+        kind: 'success',
+        recipients: [
+          {
+            action: 'relayed',
+            reply: { code: 250, enhanced: '2.6.0', text: 'queued' },
+            recipient: { address: 'bob@x.test', status: 'delivered', orcpt: 'rfc822;b+ob@x.test' },
+          },
+        ],
+      },
+      { envid: 'id+1 two' },
+    );
+    const report = parseReport(Buffer.concat(dsn.content.chunks() ?? []));
+    expect(report.headers.get('subject')).toBe('Successful Mail Delivery Report');
+    expect(report.status[0]?.['original-envelope-id']).toBe('id+1 two');
+    expect(report.status[1]).toMatchObject({
+      'original-recipient': 'rfc822; b+ob@x.test',
+      action: 'relayed',
+      status: '2.6.0',
+    });
   });
 });

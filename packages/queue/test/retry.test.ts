@@ -21,7 +21,9 @@ describe('RetrySchedule', () => {
     ]);
     expect(schedule.maxAgeMs).toBe(5 * 24 * HOUR);
     expect(DEFAULT_MAX_AGE_MS).toBe(5 * 24 * HOUR);
-    expect(schedule.delayNoticeAfterMs).toBeUndefined();
+    // Delay notices after 4h, to recipients that asked with NOTIFY=DELAY only.
+    expect(schedule.delayNoticeAfterMs).toBe(4 * HOUR);
+    expect(schedule.delayNoticeUnrequested).toBe(false);
   });
 
   it('schedules from now and counts the lifetime from acceptance', () => {
@@ -62,10 +64,12 @@ describe('RetrySchedule', () => {
   });
 
   it('tells when a delay notice is due', () => {
-    const schedule = new RetrySchedule({ delayNoticeAfter: '4h' });
-    expect(schedule.delayNoticeDue(0, 3 * HOUR)).toBe(false);
-    expect(schedule.delayNoticeDue(0, 4 * HOUR)).toBe(true);
-    expect(new RetrySchedule().delayNoticeDue(0, 100 * HOUR)).toBe(false);
+    const schedule = new RetrySchedule({ delayNoticeAfter: '2h' });
+    expect(schedule.delayNoticeDue(0, 1 * HOUR)).toBe(false);
+    expect(schedule.delayNoticeDue(0, 2 * HOUR)).toBe(true);
+    expect(schedule.delayNoticeUnrequested).toBe(true);
+    expect(new RetrySchedule().delayNoticeDue(0, 3 * HOUR)).toBe(false);
+    expect(new RetrySchedule().delayNoticeDue(0, 4 * HOUR)).toBe(true);
   });
 
   it('names the field of a bad value', () => {

@@ -43,6 +43,10 @@ export interface SmtpSinkOptions {
   hide8BITMIME?: boolean;
   hideSMTPUTF8?: boolean;
   hidePIPELINING?: boolean;
+  /** Offer DSN (RFC 3461) and take NOTIFY, ORCPT, RET and ENVID (default off, as in smtp-server). */
+  offerDSN?: boolean;
+  /** Offer REQUIRETLS (RFC 8689) on TLS sessions and take it on MAIL FROM (default off, as in smtp-server). */
+  offerREQUIRETLS?: boolean;
   /** Address to listen on (default 127.0.0.1): another loopback address such as 127.0.0.2 or ::1. */
   host?: string;
   /** Port to listen on (default: any free one). Several sinks may share a port on different addresses. */
@@ -73,6 +77,8 @@ export interface SinkMessage {
   helo: string;
   /** MAIL FROM parameters (keys upper case), e.g. { BODY: '8BITMIME', SMTPUTF8: true }. */
   mailArgs: Record<string, string | true>;
+  /** RCPT TO parameters per accepted recipient, in RCPT order (keys upper case), e.g. { NOTIFY: 'SUCCESS' }. */
+  rcptArgs: Record<string, string | true>[];
   /** smtp-server's session id (one per connection). */
   sessionId: string;
   /** Date.now() when DATA ended. */
@@ -125,6 +131,8 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
     hide8BITMIME: opts.hide8BITMIME === true,
     hideSMTPUTF8: opts.hideSMTPUTF8 === true,
     hidePIPELINING: opts.hidePIPELINING === true,
+    hideDSN: opts.offerDSN !== true,
+    hideREQUIRETLS: opts.offerREQUIRETLS !== true,
     ...(tls ? { key: tls.key, cert: tls.cert } : {}),
     ...(opts.size === undefined ? {} : { size: opts.size, rejectOversized: true }),
     onAuth(auth, _session, callback) {
@@ -266,6 +274,7 @@ function toSinkMessage(raw: Buffer, session: SMTPServerSession): SinkMessage {
     secure: session.secure,
     helo: session.hostNameAppearsAs || '',
     mailArgs: mailFrom ? mailFrom.args || {} : {},
+    rcptArgs: session.envelope.rcptTo.map((rcpt) => rcpt.args || {}),
     sessionId: session.id,
     receivedAt: Date.now(),
   };
