@@ -2,7 +2,16 @@
 // header, loop detection, the header block limit and the 998-octet line limit.
 import { definePlugin } from '@tern/plugin-api';
 import { afterAll, describe, expect, test } from 'vitest';
-import { closeAll, ehlo, HOSTNAME, LOCAL_DOMAIN, message, sendMail, startListener } from './helpers.js';
+import {
+  closeAll,
+  ehlo,
+  HOSTNAME,
+  LOCAL_DOMAIN,
+  message,
+  sendMail,
+  startListener,
+  testTls,
+} from './helpers.js';
 
 afterAll(closeAll);
 
@@ -267,6 +276,57 @@ describe('message shapes', () => {
       listener: 'test',
       remoteAddress: '127.0.0.1',
       helo: 'client.example',
+    });
+  });
+
+  test('REQUIRETLS (TLS only) and a TLS-Required: No header reach the envelope; REQUIRETLS wins', async () => {
+    const h = await startListener({ tls: testTls() });
+    const c = await h.connect();
+    expect(await ehlo(c)).not.toMatch(/REQUIRETLS/);
+    expect(await c.command('MAIL FROM:<a@example.org> REQUIRETLS')).toMatch(/^530 5\.7\.0 /);
+    expect(await c.command('STARTTLS')).toMatch(/^220 /);
+    await c.startTls();
+    expect(await ehlo(c)).toMatch(/^250[- ]REQUIRETLS$/m);
+    const send = async (mailParams: string, headers: string): Promise<void> => {
+      expect(await c.command(`MAIL FROM:<a@example.org>${mailParams}`)).toMatch(/^250 /);
+      expect(await c.command(`RCPT TO:<u@${LOCAL_DOMAIN}>`)).toMatch(/^250 /);
+      expect(await c.command('DATA')).toMatch(/^354 /);
+      c.send(`${headers}${message()}.\r\n`);
+      expect(await c.read()).toMatch(/^250 /);
+    };
+    await send(' REQUIRETLS', 'TLS-Required: No\r\n');
+    await send('', 'TLS-Required:  no \r\n');
+    await send('', 'TLS-Required: Yes\r\n');
+    const envelopes = h.queue.messages.map((m) => m.message.envelope);
+    expect(envelopes.map((e) => [e.requireTls, e.tlsRequiredNo])).toEqual([
+      [true, undefined],
+      [undefined, true],
+      [undefined, undefined],
+    ]);
+  });
+
+  test('ENVID and ORCPT out of bounds or malformed get 501 5.5.4 and change nothing', async () => {
+    const h = await startListener();
+    const c = await h.connect();
+    await ehlo(c);
+    expect(await c.command(`MAIL FROM:<a@example.org> ENVID=${'e'.repeat(101)}`)).toMatch(
+      /^501 5\.5\.4 ENVID/,
+    );
+    expect(await c.command(`RCPT TO:<u@${LOCAL_DOMAIN}>`)).toMatch(/^503 /);
+    expect(await c.command('MAIL FROM:<a@example.org> ENVID=e+2B')).toMatch(/^250 /);
+    expect(await c.command(`RCPT TO:<u@${LOCAL_DOMAIN}> ORCPT=u@${LOCAL_DOMAIN}`)).toMatch(
+      /^501 5\.5\.4 /,
+    );
+    expect(await c.command(`RCPT TO:<u@${LOCAL_DOMAIN}> NOTIFY=NEVER,DELAY`)).toMatch(/^501 5\.5\.4 /);
+    expect(
+      await c.command(`RCPT TO:<u@${LOCAL_DOMAIN}> NOTIFY=DELAY ORCPT=rfc822;u+2Bx@${LOCAL_DOMAIN}`),
+    ).toMatch(/^250 /);
+    expect(await c.command('DATA')).toMatch(/^354 /);
+    c.send(`${message()}.\r\n`);
+    expect(await c.read()).toMatch(/^250 /);
+    expect(h.queue.messages[0]?.message.envelope).toMatchObject({
+      envid: 'e+',
+      recipients: [{ address: `u@${LOCAL_DOMAIN}`, notify: ['DELAY'], orcpt: `rfc822;u+x@${LOCAL_DOMAIN}` }],
     });
   });
 });

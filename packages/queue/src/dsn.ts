@@ -225,7 +225,11 @@ function humanText(input: DsnInput, host: string): string {
             `This is the mail system at host ${host}.`,
             '',
             'Your message was delivered to the recipients below, as you asked to be told.',
-            '"relayed" means it went on to a system that does not send such reports: you may hear nothing more.',
+            ...(input.recipients.some((r) => r.action === 'relayed')
+              ? [
+                  '"relayed": it went on to a system that does not send such reports, so you may hear nothing more.',
+                ]
+              : []),
           ]
         : [
             `This is the mail system at host ${host}.`,
