@@ -63,7 +63,7 @@ export interface AttemptEvent {
   readonly recipients: readonly AttemptRecipient[];
   /** When the deferred recipients are tried again. */
   readonly nextAttemptAt?: number;
-  /** Queue ids of the bounces and delay notices this attempt sent. */
+  /** Queue ids of the notices this attempt sent: bounces, delay and success notices. */
   readonly notices: readonly string[];
 }
 
