@@ -71,7 +71,14 @@ function policy(mx: string): string {
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tern-dsn-'));
-  const names = ['mx.sts.test', 'mx.nopolicy.test', 'mx.norequire.test', 'mx.badcert.test'];
+  const names = [
+    'mx.sts.test',
+    'mx.nopolicy.test',
+    'mx.norequire.test',
+    'mx.badcert.test',
+    'mx1.mixed.test',
+    'mx2.mixed.test',
+  ];
   const refuse = (address: string) =>
     address.startsWith('gone')
       ? { code: 550, message: '5.1.1 No such user' }
@@ -92,7 +99,9 @@ beforeAll(async () => {
   badCert = await startSmtpSink({ ...tlsSink, host: '127.0.0.5', tls: pairOf(otherCa.issue(names)) });
   lmtp = await startSmtpSink({ lmtp: true, offerDSN: true });
   policies = await startMtaStsServer({
-    tls: pairOf(ca.issue(['mta-sts.sts.test', 'mta-sts.norequire.test', 'mta-sts.badcert.test'])),
+    tls: pairOf(
+      ca.issue(['mta-sts.sts.test', 'mta-sts.norequire.test', 'mta-sts.badcert.test', 'mta-sts.mixed.test']),
+    ),
   });
   dns = await startDnsServer({});
   const mx = (domain: string, address: string): void => {
@@ -113,6 +122,18 @@ beforeAll(async () => {
     dns.set(`mta-sts.${domain}`, { A: ['127.0.0.1'] });
     policies.set(domain, policy(`mx.${domain}`));
   }
+  // mixed.test: the preferred MX lacks REQUIRETLS, the second has it.
+  dns.set('mixed.test', {
+    MX: [
+      { exchange: 'mx1.mixed.test', priority: 10 },
+      { exchange: 'mx2.mixed.test', priority: 20 },
+    ],
+  });
+  dns.set('mx1.mixed.test', { A: ['127.0.0.4'] });
+  dns.set('mx2.mixed.test', { A: ['127.0.0.3'] });
+  dns.set('_mta-sts.mixed.test', { TXT: ['v=STSv1; id=1;'] });
+  dns.set('mta-sts.mixed.test', { A: ['127.0.0.1'] });
+  policies.set('mixed.test', policy('*.mixed.test'));
 
   redis = await startRedis({ appendonly: true, appendfsync: 'always', maxmemoryPolicy: 'noeviction' });
 }, 60_000);
@@ -473,6 +494,22 @@ describe.each(['embedded', 'redis'] as const)('on the %s queue', (backend) => {
       expect(msg?.mailArgs.REQUIRETLS).toBe(true);
       await settled(queueId, from);
       expect(reports.get(queueId)?.[0]?.tls).toMatchObject({ applied: 'mta-sts-enforce', validated: true });
+      expect(noticesTo(from)).toEqual([]);
+    });
+
+    it('passes over an MX host without REQUIRETLS for the next one that offers it', async () => {
+      const from = 'rtls-mixed@origin.test';
+      const queueId = await submit({
+        from,
+        tls: true,
+        mailParams: 'REQUIRETLS',
+        rcpts: ['<jo@mixed.test>'],
+        subject: 'requiretls second mx',
+      });
+      await waitFor(() => received(secure, 'requiretls second mx').length === 1, 20_000);
+      expect(received(secure, 'requiretls second mx')[0]?.mailArgs.REQUIRETLS).toBe(true);
+      await settled(queueId, from);
+      expect(received(noRequire, 'requiretls second mx')).toEqual([]);
       expect(noticesTo(from)).toEqual([]);
     });
 

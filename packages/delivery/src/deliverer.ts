@@ -661,8 +661,13 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
               }
               transacted = await send(session);
             }
-            const replies = transacted.replies;
             noteTls(planned, session, undefined, fresh);
+            if (transacted.passOver) {
+              problems.push(new SessionError(transacted.passOver, { permanent: true }));
+              log.info({ remoteMta: session.remoteMta, reason: transacted.passOver.text }, 'next address');
+              continue;
+            }
+            const replies = transacted.replies;
             open.forEach((index, n) => {
               const reply = replies[n] ?? DeliveryReplies.noDataReply;
               settle([index], reply);
@@ -770,14 +775,15 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     const host = session.target.hostname;
     const lmtp = session.target.protocol === 'lmtp';
     const refuse = (reply: SmtpReply): Transacted => ({ replies: recipients.map(() => reply) });
-    // RFC 8689 §4.2.1: authenticated TLS and REQUIRETLS offered, checked again on the live session.
+    // RFC 8689 §4.2.1: authenticated TLS and REQUIRETLS offered, checked on the live session; a host
+    // that falls short is passed over for the next one, like a host that refused us.
     if (requiresTls(envelope) && !lmtp) {
       const verdict = session.tlsVerdict;
       if (!session.secure || !verdict?.ok || !verdict.authenticated) {
         const detail = !session.secure ? 'no TLS' : (verdict?.detail ?? 'certificate not checked');
-        return refuse(DeliveryReplies.requireTlsNotValidated(host, detail));
+        return { replies: [], passOver: DeliveryReplies.requireTlsNotValidated(host, detail) };
       }
-      if (!caps.requireTls) return refuse(DeliveryReplies.requireTlsNotOffered(host));
+      if (!caps.requireTls) return { replies: [], passOver: DeliveryReplies.requireTlsNotOffered(host) };
     }
     // RFC 6531 §3.2: without SMTPUTF8 on the server, such mail must not be sent (no downgrade here).
     if (needsUtf8 && !caps.smtpUtf8) return refuse(DeliveryReplies.needsSmtpUtf8(host));
@@ -831,6 +837,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 interface Transacted {
   readonly replies: SmtpReply[];
   readonly successNotice?: DeliveryReport['successNotice'];
+  /** Nothing was sent: this host cannot take the message (REQUIRETLS); try the next one. */
+  readonly passOver?: SmtpReply;
 }
 
 /**
