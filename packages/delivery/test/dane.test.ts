@@ -2,6 +2,7 @@
 // unbound the deliverer trusts, receiving sinks with matching and mismatching certificates, and an
 // attacker in the middle who strips STARTTLS. Every downgrade defers; nothing goes out in clear.
 import { createHash, X509Certificate } from 'node:crypto';
+import type { Envelope } from '@tern/plugin-api';
 import {
   makeCertificate,
   makeCertificateAuthority,
@@ -54,7 +55,8 @@ function mxWith(label: string, address: { A?: string[]; AAAA?: string[] }, tlsa?
 }
 
 beforeAll(async () => {
-  eeSink = await startSmtpSink({ tls: ee });
+  // REQUIRETLS is offered, but only a REQUIRETLS message uses it.
+  eeSink = await startSmtpSink({ tls: ee, offerREQUIRETLS: true });
   port = eeSink.port;
   taSink = await startSmtpSink({ tls: { key: taLeaf.key, cert: taLeaf.chain }, host: '127.0.0.2', port });
   v6Sink = await startSmtpSink({ tls: ee, host: '::1', port });
@@ -138,11 +140,15 @@ function make(extra: Partial<DelivererOptions> = {}): { deliverer: Deliverer; re
   return { deliverer, reports };
 }
 
-async function deliverTo(domain: string, extra: Partial<DelivererOptions> = {}) {
+async function deliverTo(
+  domain: string,
+  extra: Partial<DelivererOptions> = {},
+  envelope: Partial<Envelope> = {},
+) {
   const { deliverer, reports } = make(extra);
   const subject = `dane ${domain} ${Math.random()}`;
   const message = SIMPLE_MESSAGE.replace('Subject: test', `Subject: ${subject}`);
-  const report = await deliverer.deliver(makeJob([`rcpt@${domain}`]), storedMessage(message));
+  const report = await deliverer.deliver(makeJob([`rcpt@${domain}`], envelope), storedMessage(message));
   const received = [eeSink, taSink, v6Sink]
     .flatMap((s) => s.messages)
     .filter((m) => m.headers.includes(subject));
@@ -298,5 +304,31 @@ describe('IPv6', () => {
     expect(report.tls).toMatchObject({ applied: 'dane', validated: true });
     expect(received.map((m) => m.sessionId).length).toBe(1);
     expect(v6Sink.messages.some((m) => m.headers.includes('mx') || m.secure)).toBe(true);
+  });
+});
+
+describe('REQUIRETLS over DANE (RFC 8689 section 4.2.1)', () => {
+  it('delivers a REQUIRETLS message to a DANE-authenticated host under a signed MX answer, flag passed on', async () => {
+    const { report, received } = await deliverTo('ok.dane.test', {}, { requireTls: true });
+    expect(report.recipients[0]?.result).toBe('delivered');
+    expect(report.tls).toMatchObject({ applied: 'dane', validated: true });
+    expect(received[0]?.mailArgs.REQUIRETLS).toBe(true);
+  });
+
+  it('fails it with 5.7.10 when the MX answer is unsigned, though the MX host itself has DANE', async () => {
+    const { report, received } = await deliverTo('hosted.insecure.test', {}, { requireTls: true });
+    expect(report.recipients[0]).toMatchObject({
+      result: 'failed',
+      reply: { code: 550, enhanced: '5.7.10' },
+    });
+    expect(received).toHaveLength(0);
+    // The same host takes a message without REQUIRETLS.
+    expect((await deliverTo('hosted.insecure.test')).report.recipients[0]?.result).toBe('delivered');
+  });
+
+  it('fails it with 5.7.10 when the host has no TLSA records and the domain no MTA-STS policy', async () => {
+    const { report, received } = await deliverTo('notlsa.dane.test', {}, { requireTls: true });
+    expect(report.recipients[0]).toMatchObject({ result: 'failed', reply: { enhanced: '5.7.10' } });
+    expect(received).toHaveLength(0);
   });
 });
