@@ -196,6 +196,9 @@ describe('large messages on Redis', () => {
     const q = (await open('redis')) as RedisQueue;
     const watcher = new Redis(redis.url);
     try {
+      // Subscribe only once the ready check is done: a SUBSCRIBE queued before it turns the
+      // connection into subscriber mode, the ready check's INFO is refused and no event arrives.
+      if (watcher.status !== 'ready') await new Promise((resolve) => watcher.once('ready', resolve));
       // Watch keyspace events for the upload key's TTL being set and the rename.
       await admin.config('SET', 'notify-keyspace-events', 'Eg$');
       const events: string[] = [];
