@@ -80,10 +80,27 @@ export {
 } from './tls-policy.js';
 export {
   aggregateTlsReport,
+  buildTlsReport,
+  failureDetailOf,
   MemoryTlsReportSink,
+  reportPolicyOf,
+  StoreTlsReportSink,
+  type StoreTlsReportSinkOptions,
+  type TlsFailureDetail,
   type TlsPolicyOutcome,
   type TlsPolicyType,
+  type TlsReport,
   type TlsReportPolicy,
+  type TlsReportPolicyId,
   type TlsReportSink,
   type TlsResultType,
+  utcDay,
 } from './tls-report.js';
+export {
+  type PreparedTlsReport,
+  parseTlsRptRecord,
+  type TlsReportDelivery,
+  TlsReportSender,
+  type TlsReportSenderOptions,
+  type TlsRptRecord,
+} from './tls-report-send.js';
