@@ -112,7 +112,13 @@ export interface DelivererOptions {
    * the queue's store so every node shares it and restarts keep it), `port` (443), `timeoutMs` (20 s),
    * `maxBytes` (64 KiB). `false` turns it off.
    */
-  readonly mtaSts?: false | (MtaStsOptions & { readonly store?: PolicyStore });
+  readonly mtaSts?:
+    | false
+    | (MtaStsOptions & {
+        readonly store?: PolicyStore;
+        /** CAs trusted for policy hosts (default: `tls.ca`, else Node's bundled roots). */
+        readonly ca?: string | Buffer | readonly (string | Buffer)[];
+      });
   /** Receives every TLS policy outcome per connection, for TLS-RPT (RFC 8460) reports. */
   readonly tlsReports?: TlsReportSink;
   /** Addresses tried per attempt, over all MX hosts, before deferring (default 5). */
@@ -196,7 +202,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       ? {
           mtaSts: new MtaSts(resolver, mtaStsOptions.store ?? new MemoryPolicyStore(), {
             ...mtaStsOptions,
-            ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+            ...(mtaStsOptions.ca === undefined && options.tls?.ca !== undefined
+              ? { ca: options.tls.ca }
+              : {}),
             logger: logger.child({ component: 'mta-sts' }),
           }),
         }
