@@ -955,3 +955,9 @@ export async function withConfig<T>(
 export function serverHostname(config: ResolvedConfig): string {
   return config.hostname ?? osHostname();
 }
+
+/** The name servers delivery asks: `delivery.dns.servers`, or the validating resolvers of `dnssec: [...]`. */
+export function deliveryDnsServers(config: ResolvedConfig): readonly string[] | undefined {
+  const dns = config.delivery?.dns;
+  return dns?.servers ?? (Array.isArray(dns?.dnssec) ? dns.dnssec : undefined);
+}

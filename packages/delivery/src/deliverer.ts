@@ -51,7 +51,7 @@ import {
 import { type Admission, admit, type DestinationLimit, type Throttle } from './throttle.js';
 import {
   type DeliveryTls,
-  levelOfTlsMode,
+  defaultTlsLevel,
   type TargetPolicy,
   TLS_POLICY_LEVELS,
   type TlsPlan,
@@ -191,8 +191,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   checkWhole(timeouts.dataMinRate, 'delivery.timeouts.dataMinRate');
   if (options.dns?.maxMxHosts !== undefined) checkWhole(options.dns.maxMxHosts, 'delivery.dns.maxMxHosts');
   const resolver = new MxResolver(options.dns);
-  const defaultLevel: TlsPolicyLevel =
-    levelOfTlsMode(options.tls?.mode) ?? (options.dns?.dnssec === true ? 'dane' : 'mta-sts');
+  const defaultLevel = defaultTlsLevel(options.tls?.mode, options.dns?.dnssec === true);
   const mtaStsOptions = options.mtaSts === false ? undefined : (options.mtaSts ?? {});
   const tlsPolicy = new TlsPolicy({
     ...(options.tlsPolicy ? { table: options.tlsPolicy } : {}),

@@ -73,10 +73,12 @@ export { matchesName, type TlsCheck, type TlsFailureType, type TlsVerdict } from
 export {
   type AppliedTlsPolicy,
   type DeliveryTls,
+  defaultTlsLevel,
   TLS_POLICY_LEVELS,
   type TlsPolicyEntry,
   type TlsPolicyLevel,
   type TlsPolicyTable,
+  tlsPolicyFor,
 } from './tls-policy.js';
 export {
   aggregateTlsReport,
