@@ -35,9 +35,11 @@ export class EmbeddedTlsStore implements TlsStore {
       this.#db.prepare('DELETE FROM kv_cache WHERE key = ?').run(key);
       return;
     }
-    this.#db
-      .prepare('INSERT OR REPLACE INTO kv_cache (key, value, expires_at) VALUES (?, ?, ?)')
-      .run(key, JSON.stringify(value), this.#now() + ttlMs);
+    this.#relaxed(() => {
+      this.#db
+        .prepare('INSERT OR REPLACE INTO kv_cache (key, value, expires_at) VALUES (?, ?, ?)')
+        .run(key, JSON.stringify(value), this.#now() + ttlMs);
+    });
     this.#prune();
   }
 
@@ -59,7 +61,7 @@ export class EmbeddedTlsStore implements TlsStore {
   async countTlsOutcome(count: TlsOutcomeCount): Promise<void> {
     checkDay(count.day);
     const { day, domain, policy, detail } = count;
-    this.#db.transaction(() => {
+    this.#relaxed(() => {
       this.#db
         .prepare(
           `INSERT INTO tls_report_counts (day, domain, policy, successes, failures) VALUES (?, ?, ?, ?, ?)
@@ -81,8 +83,22 @@ export class EmbeddedTlsStore implements TlsStore {
       this.#db
         .prepare('INSERT INTO tls_report_details (day, domain, policy, detail, count) VALUES (?, ?, ?, ?, 1)')
         .run(day, domain, policy, detail);
-    })();
+    });
     this.#prune();
+  }
+
+  /**
+   * A write without its own fsync, as the queue's bookkeeping: a counter or a cached policy lost
+   * to a power cut costs a report line or a fetch, never mail, and the next enqueue's fsync makes
+   * it durable anyway (the WAL is append-only).
+   */
+  #relaxed(write: () => void): void {
+    this.#db.pragma('synchronous = NORMAL');
+    try {
+      this.#db.transaction(write)();
+    } finally {
+      this.#db.pragma('synchronous = FULL');
+    }
   }
 
   async tlsCounts(day: string, domain: string): Promise<TlsDayCounts> {
