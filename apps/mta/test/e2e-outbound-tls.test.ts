@@ -15,12 +15,12 @@ import {
   startDnsServer,
   startMtaStsServer,
   startSmtpSink,
-  swaks,
   type TestDns,
   waitFor,
 } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { queuedId, startTern, stopAllTern, type TernProcess } from './tern-process.js';
+import { attemptsOf, sendThrough } from './outbound-tls-helpers.js';
+import { startTern, stopAllTern, type TernProcess } from './tern-process.js';
 
 const cli = resolve(import.meta.dirname, '../dist/cli.js');
 const ca = makeCertificateAuthority('Outbound TLS e2e CA');
@@ -91,26 +91,8 @@ afterAll(async () => {
   await Promise.all([good?.stop(), attacker?.stop(), policies?.stop(), dns?.stop()]);
 });
 
-interface AttemptEvent {
-  type: 'attempt';
-  recipients: { address: string; result: string; code: number; text: string }[];
-  tls?: { policy: string; applied: string; tls: boolean; validated: boolean; reason?: string };
-}
-
-async function attempts(queueId: string): Promise<AttemptEvent[]> {
-  const response = await fetch(`${adminUrl}/api/messages/${queueId}`, {
-    headers: { authorization: `Bearer ${TOKEN}` },
-  });
-  const body = (await response.json()) as { timeline?: { type: string }[] };
-  return (body.timeline ?? []).filter((e): e is AttemptEvent => e.type === 'attempt');
-}
-
-async function send(to: string): Promise<string> {
-  const sent = await swaks(tern.port, ['--from', 'sender@tern.test', '--to', to, '--h-Subject', `to ${to}`]);
-  const id = queuedId(sent.output);
-  expect(id, sent.output).toBeDefined();
-  return id as string;
-}
+const attempts = (queueId: string) => attemptsOf(adminUrl, TOKEN, queueId);
+const send = (to: string) => sendThrough(tern, to);
 
 describe('MTA-STS enforce through tern start', () => {
   test('a server with a valid certificate receives the message over validated TLS', async () => {
