@@ -274,7 +274,14 @@ export class TlsReportSender {
   /** Sends what is due now (the schedule's step; tests call it directly). */
   async sendDue(): Promise<TlsReportDelivery[]> {
     const done: TlsReportDelivery[] = [];
-    for (const day of this.dueDays()) done.push(...(await this.sendDay(day)));
+    const days = this.dueDays();
+    for (const day of days) done.push(...(await this.sendDay(day)));
+    const count = (status: TlsReportDelivery['status']): number =>
+      done.filter((d) => d.status === status).length;
+    this.#log.debug(
+      { days, sent: count('sent'), failed: count('failed'), elsewhere: count('claimed-elsewhere') },
+      'TLS reports checked',
+    );
     return done;
   }
 
