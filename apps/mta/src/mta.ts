@@ -16,10 +16,8 @@ import {
   createDeliverer,
   type Deliverer,
   type DelivererOptions,
-  type DnsOptions,
-  MxResolver,
   StoreTlsReportSink,
-  TlsReportSender,
+  type TlsReportSender,
   type TlsReportSink,
 } from '@tern/delivery';
 import { createLimiter, type Limiter } from '@tern/limiter';
@@ -43,6 +41,7 @@ import {
   serverHostname,
 } from './config.js';
 import { OpsRuntime } from './ops/runtime.js';
+import { dnsOptions, tlsReportSender } from './outbound-tls.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 
@@ -129,19 +128,6 @@ interface OutboundTlsState {
   readonly tlsReports?: TlsReportSink | undefined;
 }
 
-/** `delivery.dns` as the deliverer takes it: `dnssec: [...]` names the validating resolvers. */
-function dnsOptions(config: ResolvedConfig): DnsOptions | undefined {
-  const dns = config.delivery?.dns;
-  if (!dns) return undefined;
-  const { dnssec, servers, ...rest } = dns;
-  const resolvers = Array.isArray(dnssec) ? dnssec : servers;
-  return {
-    ...rest,
-    ...(resolvers ? { servers: resolvers } : {}),
-    ...(dnssec !== undefined && dnssec !== false ? { dnssec: true } : {}),
-  };
-}
-
 /** `delivery.mtaSts` as the deliverer takes it: on unless turned off, caching in the queue's store. */
 function mtaStsOptions(config: ResolvedConfig, store: TlsStore | undefined): DelivererOptions['mtaSts'] {
   const given = config.delivery?.mtaSts;
@@ -222,32 +208,6 @@ function outboundTlsState(config: ResolvedConfig, queue: QueueBackend, logger: L
         }
       : {}),
   };
-}
-
-/** The TLS-RPT sender of `delivery.tlsReports` (unset when reports are off), with the config's DNS and CAs. */
-export function tlsReportSender(
-  config: ResolvedConfig,
-  hostname: string,
-  queue: QueueBackend,
-  logger: Logger,
-): TlsReportSender | undefined {
-  const reports = config.delivery?.tlsReports;
-  if (!reports || reports.enabled === false || !queue.tlsStore) return undefined;
-  return new TlsReportSender({
-    store: queue.tlsStore,
-    resolver: new MxResolver(dnsOptions(config)),
-    enqueue: (message) => queue.enqueue(message),
-    hostname,
-    organizationName: reports.organizationName,
-    contactInfo: reports.contactInfo,
-    logger: logger.child({ component: 'tls-report' }),
-    ...(reports.from !== undefined ? { from: reports.from } : {}),
-    ...(reports.sendAt !== undefined ? { sendAt: reports.sendAt } : {}),
-    ...(reports.checkIntervalMs !== undefined ? { checkIntervalMs: reports.checkIntervalMs } : {}),
-    ...(reports.ca !== undefined
-      ? { ca: readConfigFile(config, reports.ca, 'config.delivery.tlsReports.ca') }
-      : {}),
-  });
 }
 
 /** Starts the daily TLS-RPT schedule on a node that delivers (every such node runs it; claims pick one sender). */
