@@ -99,13 +99,13 @@ CREATE TABLE store_probe (
 // Version 4: outbound TLS state shared by restarts (EmbeddedTlsStore): cached MTA-STS policies and
 // report claims with their expiry, and the TLS-RPT (RFC 8460) counters per policy domain and day.
 const SCHEMA_4 = `
-CREATE TABLE kv_cache (
+CREATE TABLE IF NOT EXISTS kv_cache (
   key         TEXT PRIMARY KEY,
   value       TEXT NOT NULL,              -- JSON
   expires_at  INTEGER NOT NULL            -- ms since epoch; an expired row is never read
 ) STRICT;
 
-CREATE TABLE tls_report_counts (
+CREATE TABLE IF NOT EXISTS tls_report_counts (
   day        TEXT NOT NULL,               -- UTC YYYY-MM-DD
   domain     TEXT NOT NULL,               -- the policy domain
   policy     TEXT NOT NULL,               -- the RFC 8460 policy object as JSON
@@ -114,7 +114,7 @@ CREATE TABLE tls_report_counts (
   PRIMARY KEY (day, domain, policy)
 ) STRICT;
 
-CREATE TABLE tls_report_details (
+CREATE TABLE IF NOT EXISTS tls_report_details (
   day     TEXT NOT NULL,
   domain  TEXT NOT NULL,
   policy  TEXT NOT NULL,
