@@ -127,6 +127,14 @@ describe('MTA-STS enforce through tern start', () => {
       validated: false,
     });
     expect(first?.tls?.reason).toMatch(/STARTTLS/i);
+    // tern queue inspect shows the policy and why nothing was sent.
+    const inspect = await run(process.execPath, [cli, 'queue', 'inspect', id, '--config', configFile], {
+      timeoutMs: 30_000,
+    });
+    expect(inspect.status, inspect.stderr).toBe(0);
+    expect(inspect.stdout).toMatch(
+      /attempt 1 to stripped\.test .*user@stripped\.test deferred .*; TLS policy mta-sts as mta-sts-enforce: no TLS: .*STARTTLS/,
+    );
     // The attacker was connected to, and got no message.
     expect(attacker.connections).toBeGreaterThan(0);
     expect(attacker.messages).toEqual([]);
