@@ -174,6 +174,28 @@ function program(done: (code: number) => void): Command {
       }),
     );
 
+  const tlsReport = group(tern, 'tls-report', 'inspect the TLS-RPT (RFC 8460) reports tern sends');
+  tlsReport
+    .command('show')
+    .summary('print the TLS report of a domain as the daily run would send it')
+    .description(
+      'Builds the report for DOMAIN from the outcomes counted in the queue (the JSON on stdout) and says ' +
+        "where it would go (the domain's _smtp._tls rua) on stderr. With the embedded queue, run it while " +
+        'tern is stopped; with Redis, at any time.',
+    )
+    .argument('<domain>', 'the policy domain, e.g. example.com')
+    .addOption(required('-c, --config <file>', 'the config file'))
+    .option(
+      '--date <day>',
+      'YYYY-MM-DD (UTC), today or yesterday (default: yesterday, the day the next run sends)',
+    )
+    .action(
+      act(async (domain: string, options: { config: string; date?: string }) => {
+        const { runTlsReportShow } = await import('./commands/tls-report.js');
+        return runTlsReportShow({ domain, config: options.config, date: options.date });
+      }),
+    );
+
   const user = group(tern, 'user', 'manage users of the built-in users file');
   user
     .command('add')

@@ -9,6 +9,7 @@ import { hostname as osHostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseUsersFile } from '@tern/core';
+import { TLS_POLICY_LEVELS, type TlsPolicyLevel } from '@tern/delivery';
 import { NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
 import { type Duration, durationMs } from '@tern/queue';
 import { createJiti } from 'jiti';
@@ -200,6 +201,141 @@ const queue = z
   ])
   .optional();
 
+// ---- Outbound TLS and reporting (issue 13): MTA-STS, DANE, the TLS policy table, TLS-RPT. ----
+// Kept together so the keys can move as one block: `delivery` spreads `outboundTlsKeys`, the DNS
+// block takes `dnssec`, and the top level takes `publish` (what `tern dns` prints for our domains).
+
+/** `delivery.dns.dnssec`: true (the `servers` validate) or the validating resolvers themselves. */
+const dnssec = z.union([z.boolean(), z.array(dnsServer).min(1)], {
+  error: () =>
+    "true when delivery.dns.servers are DNSSEC-validating resolvers, or their addresses, e.g. dnssec: ['127.0.0.1:53'] (a local unbound)",
+});
+
+const tlsPolicyLevel = z.enum(TLS_POLICY_LEVELS as [TlsPolicyLevel, ...TlsPolicyLevel[]], {
+  error: (issue) =>
+    `${JSON.stringify(issue.input)} is not a TLS policy level: use one of ${TLS_POLICY_LEVELS.join(', ')}`,
+});
+const tlsPolicyKey =
+  /^(\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[a-z0-9.:-]+\](:\d{1,5})?)$/i;
+
+const outboundTlsKeys = {
+  /**
+   * TLS per recipient domain (`example.com`), every domain below one (`.example.com`) or fixed next
+   * hop (`[relay.example.net]`, `[relay.example.net]:587`): a level, or `{ level, match }` with the
+   * certificate names `verify`/`secure` accept (`hostname`, `nexthop`, `dot-nexthop` or names).
+   */
+  tlsPolicy: z
+    .record(
+      z
+        .string()
+        .regex(
+          tlsPolicyKey,
+          "a domain ('example.com', '.example.com') or a next hop ('[relay.example.net]:587')",
+        ),
+      z.union(
+        [
+          tlsPolicyLevel,
+          z.strictObject({ level: tlsPolicyLevel, match: z.array(z.string().min(1)).min(1).optional() }),
+        ],
+        {
+          error: (issue) => {
+            const input = issue.input as { level?: unknown } | string | undefined;
+            const level = typeof input === 'object' && input !== null ? input.level : input;
+            const levels = TLS_POLICY_LEVELS.join(', ');
+            return typeof level === 'string' && !TLS_POLICY_LEVELS.includes(level as TlsPolicyLevel)
+              ? `${JSON.stringify(level)} is not a TLS policy level: use one of ${levels}`
+              : `a level (${levels}) or { level, match: ['hostname'] } with the certificate names to accept`;
+          },
+        },
+      ),
+    )
+    .optional(),
+  /** MTA-STS (RFC 8461), on by default; policies are cached in the queue's store. */
+  mtaSts: z
+    .union([
+      z.literal(false),
+      z.strictObject({
+        enabled: z.boolean().optional(),
+        /** A PEM file of CAs trusted for policy hosts (default: Node's bundled roots; tests use their own CA). */
+        ca: z.string().min(1).optional(),
+        /** HTTPS port of mta-sts.<domain> (443; tests use others). */
+        port: port.optional(),
+        /** The whole policy fetch (default 20 000 ms). */
+        timeoutMs: duration.optional(),
+        /** Largest policy accepted (default 65 536 bytes). */
+        maxBytes: z
+          .number()
+          .int()
+          .positive()
+          .max(1024 * 1024, 'at most 1 MiB')
+          .optional(),
+      }),
+    ])
+    .optional(),
+  /** TLS-RPT (RFC 8460): count every policy outcome and send each domain's daily report to its rua. */
+  tlsReports: z
+    .strictObject({
+      enabled: z.boolean().optional(),
+      /** organization-name in the reports, e.g. 'Example Inc.'. */
+      organizationName: z.string().min(1, "the name of your organisation, e.g. 'Example Inc.'"),
+      /** contact-info in the reports: an address or URL for questions about them. */
+      contactInfo: z.string().min(1, "an address or URL, e.g. 'mailto:postmaster@example.com'"),
+      /** From address and return path of mailed reports (default noreply-smtp-tls-reporting@<hostname>). */
+      from: z.email('an email address, e.g. tls-reports@example.com').optional(),
+      /** UTC time from which the previous day's reports go out (default '01:00'). */
+      sendAt: z
+        .string()
+        .regex(/^([01]\d|2[0-3]):[0-5]\d$/, "a UTC time of day as HH:MM, e.g. '01:00'")
+        .optional(),
+      /** How often the schedule looks for reports due (default 600 000 ms). */
+      checkIntervalMs: duration.optional(),
+      /** Distinct failure detail rows kept per policy domain and day (default 100). */
+      maxFailureDetails: z.number().int().positive().max(10_000).optional(),
+      /** A PEM file of CAs trusted for https: report URIs (default: Node's bundled roots). */
+      ca: z.string().min(1).optional(),
+    })
+    .optional(),
+};
+
+/** What `tern dns` prints for the domains this config receives, besides MX, SPF, DKIM and DMARC. */
+const publish = z
+  .strictObject({
+    /** Our MTA-STS policy (RFC 8461): `_mta-sts` TXT and the file at https://mta-sts.<domain>/.well-known/mta-sts.txt. */
+    mtaSts: z
+      .strictObject({
+        mode: z.enum(['enforce', 'testing', 'none']),
+        /** Seconds senders may cache the policy (default 604 800, a week). */
+        maxAge: z
+          .number()
+          .int()
+          .positive()
+          .max(31_557_600, 'at most 31 557 600 seconds (RFC 8461)')
+          .optional(),
+        /** MX patterns (default: the host names of the mx listeners receiving for the domain). */
+        mx: z
+          .array(z.string().regex(/^(\*\.)?[a-z0-9.-]+$/i, "a host name or '*.example.com'"))
+          .min(1)
+          .optional(),
+      })
+      .optional(),
+    /** Where senders send TLS reports about our domains (RFC 8460 §3): mailto: or https: URIs. */
+    tlsRpt: z
+      .strictObject({
+        rua: z
+          .array(
+            z
+              .string()
+              .regex(
+                /^(mailto:[^@\s,;]+@[^@\s,;]+|https:\/\/[^\s,;]+)$/i,
+                'a mailto: or https: URI without , or ;',
+              ),
+          )
+          .min(1),
+      })
+      .optional(),
+  })
+  .optional();
+
 const destinationLimit = z.strictObject({
   /** Deliveries in flight at once towards this destination. */
   maxConnections: z.number().int().positive().optional(),
@@ -225,7 +361,9 @@ const delivery = z
       .optional(),
     dns: z
       .strictObject({
-        servers: z.array(dnsServer).min(1),
+        servers: z.array(dnsServer).min(1).optional(),
+        /** DNSSEC for DANE (RFC 7672): only answers a validating resolver vouched for (AD bit) are secure. */
+        dnssec: dnssec.optional(),
         timeoutMs: duration.optional(),
         /** MX hosts of one domain looked up, most preferred first (default 10). */
         maxMxHosts: z.number().int().positive().optional(),
@@ -244,6 +382,7 @@ const delivery = z
     port: port.optional(),
     /** Jobs this process delivers at once (default 20). */
     concurrency: z.number().int().positive().optional(),
+    ...outboundTlsKeys,
     tls: z
       .strictObject({
         mode: tlsMode.optional(),
@@ -331,6 +470,7 @@ export const configSchema = z.strictObject({
   /** How long SIGTERM waits for open transactions (ms). */
   shutdownTimeoutMs: duration.optional(),
   admin,
+  publish,
 });
 
 /** The config as written (defaults optional). */
@@ -379,6 +519,10 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): string {
   const at = fieldPath(issue.path);
   if (issue.code === 'unrecognized_keys') {
     return `${at}: unknown key ${issue.keys.map((k) => JSON.stringify(k)).join(', ')}: remove it or check its spelling`;
+  }
+  // A record key that is refused (a policy table's): say why, in the key's own words.
+  if (issue.code === 'invalid_key' && issue.issues[0]) {
+    return `${at}: not a valid key: ${issue.issues[0].message}`;
   }
   // A mistyped member of a union (`type: 'smpt'`): name what was written and every allowed value.
   if (issue.code === 'invalid_union' && 'options' in issue && Array.isArray(issue.options)) {
@@ -482,6 +626,31 @@ function checkSemantics(config: ResolvedConfig): string[] {
   if (config.users) collect(problems, () => readUsersFile(config));
   const ca = config.delivery?.tls?.ca;
   if (ca !== undefined) collect(problems, () => readCertificates(config, ca, 'config.delivery.tls.ca'));
+  problems.push(...checkOutboundTls(config));
+  return problems;
+}
+
+/** The outbound TLS block: files it names, and settings that only make sense together. */
+function checkOutboundTls(config: ResolvedConfig): string[] {
+  const problems: string[] = [];
+  const d = config.delivery;
+  const dns = d?.dns;
+  if (dns && Array.isArray(dns.dnssec) && dns.servers) {
+    problems.push(
+      'config.delivery.dns.dnssec: the validating resolvers are listed here and in servers: list them once, either as dnssec: [...] or as servers: [...] with dnssec: true',
+    );
+  }
+  if (dns && dns.dnssec === true && !dns.servers) {
+    problems.push(
+      "config.delivery.dns.dnssec: true trusts the AD bit of the servers in delivery.dns.servers, and there are none: list your validating resolver, e.g. dnssec: ['127.0.0.1:53']",
+    );
+  }
+  const mtaStsCa = d?.mtaSts ? d.mtaSts.ca : undefined;
+  if (mtaStsCa !== undefined)
+    collect(problems, () => readCertificates(config, mtaStsCa, 'config.delivery.mtaSts.ca'));
+  const reportCa = d?.tlsReports?.ca;
+  if (reportCa !== undefined)
+    collect(problems, () => readCertificates(config, reportCa, 'config.delivery.tlsReports.ca'));
   return problems;
 }
 
@@ -785,4 +954,10 @@ export async function withConfig<T>(
 /** Our host name: the config's, or the machine's. */
 export function serverHostname(config: ResolvedConfig): string {
   return config.hostname ?? osHostname();
+}
+
+/** The name servers delivery asks: `delivery.dns.servers`, or the validating resolvers of `dnssec: [...]`. */
+export function deliveryDnsServers(config: ResolvedConfig): readonly string[] | undefined {
+  const dns = config.delivery?.dns;
+  return dns?.servers ?? (Array.isArray(dns?.dnssec) ? dns.dnssec : undefined);
 }

@@ -12,11 +12,24 @@ import {
   type ListenerOptions,
   resolveListenerOptions,
 } from '@tern/core';
-import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/delivery';
+import {
+  createDeliverer,
+  type Deliverer,
+  type DelivererOptions,
+  StoreTlsReportSink,
+  type TlsReportSender,
+  type TlsReportSink,
+} from '@tern/delivery';
 import { createLimiter, type Limiter } from '@tern/limiter';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type { HostOptions, PluginHost } from '@tern/plugin-api/host';
-import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
+import {
+  openEmbeddedQueue,
+  openRedisQueue,
+  type QueueBackend,
+  type RedisQueue,
+  type TlsStore,
+} from '@tern/queue';
 import {
   ConfigError,
   configPath,
@@ -28,6 +41,7 @@ import {
   serverHostname,
 } from './config.js';
 import { OpsRuntime } from './ops/runtime.js';
+import { dnsOptions, tlsReportSender } from './outbound-tls.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 
@@ -108,18 +122,41 @@ function withPaths(config: ResolvedConfig, hop: NextHop): NextHop {
   return hop;
 }
 
+/** What the queue lends delivery: the shared store of MTA-STS policies, and the TLS-RPT sink over it. */
+interface OutboundTlsState {
+  readonly store?: TlsStore | undefined;
+  readonly tlsReports?: TlsReportSink | undefined;
+}
+
+/** `delivery.mtaSts` as the deliverer takes it: on unless turned off, caching in the queue's store. */
+function mtaStsOptions(config: ResolvedConfig, store: TlsStore | undefined): DelivererOptions['mtaSts'] {
+  const given = config.delivery?.mtaSts;
+  if (given === false || given?.enabled === false) return false;
+  const { enabled: _enabled, ca, ...limits } = given ?? {};
+  return {
+    ...limits,
+    ...(store ? { store } : {}),
+    ...(ca !== undefined ? { ca: readConfigFile(config, ca, 'config.delivery.mtaSts.ca') } : {}),
+  };
+}
+
 /** The deliverer's options; its plugin host comes with each attempt, from the worker. */
 function delivererOptions(
   config: ResolvedConfig,
   hostname: string,
   logger: Logger,
   throttle?: Limiter,
+  tls: OutboundTlsState = {},
 ): DelivererOptions {
   const d = config.delivery ?? {};
+  const dns = dnsOptions(config);
   return {
     hostname,
     logger,
     ...(throttle ? { throttle } : {}),
+    ...(d.tlsPolicy ? { tlsPolicy: d.tlsPolicy } : {}),
+    mtaSts: mtaStsOptions(config, tls.store),
+    ...(tls.tlsReports ? { tlsReports: tls.tlsReports } : {}),
     ...(d.routes
       ? {
           routes: Object.fromEntries(Object.entries(d.routes).map(([k, hop]) => [k, withPaths(config, hop)])),
@@ -136,7 +173,7 @@ function delivererOptions(
           },
         }
       : {}),
-    ...(d.dns ? { dns: d.dns } : {}),
+    ...(dns ? { dns } : {}),
     ...(d.port !== undefined ? { port: d.port } : {}),
     ...(d.maxAddresses !== undefined ? { maxAddresses: d.maxAddresses } : {}),
     ...(d.replyLimits ? { replyLimits: d.replyLimits } : {}),
@@ -153,6 +190,36 @@ function delivererOptions(
         }
       : {}),
   };
+}
+
+/** The queue's TLS store for MTA-STS policies, and a TLS-RPT sink counting into it when reports are on. */
+function outboundTlsState(config: ResolvedConfig, queue: QueueBackend, logger: Logger): OutboundTlsState {
+  const reports = config.delivery?.tlsReports;
+  const store = queue.tlsStore;
+  const on = reports !== undefined && reports.enabled !== false && store !== undefined;
+  return {
+    store,
+    ...(on
+      ? {
+          tlsReports: new StoreTlsReportSink(store, {
+            logger: logger.child({ component: 'tls-report' }),
+            ...(reports.maxFailureDetails !== undefined ? { maxDetails: reports.maxFailureDetails } : {}),
+          }),
+        }
+      : {}),
+  };
+}
+
+/** Starts the daily TLS-RPT schedule on a node that delivers (every such node runs it; claims pick one sender). */
+function startTlsReports(
+  config: ResolvedConfig,
+  hostname: string,
+  queue: QueueBackend,
+  logger: Logger,
+): TlsReportSender | undefined {
+  const sender = tlsReportSender(config, hostname, queue, logger);
+  sender?.start();
+  return sender;
 }
 
 /** One spool for every listener of this process: they share its memory budget. */
@@ -300,6 +367,8 @@ export async function startMta(
         })
       : undefined;
   let deliverer: Deliverer | undefined;
+  let tlsReportSender: TlsReportSender | undefined;
+  const outboundTls = outboundTlsState(config, queue, logger);
   const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
@@ -315,7 +384,8 @@ export async function startMta(
       }),
     });
     if (options.worker !== false) {
-      deliverer = createDeliverer(delivererOptions(config, hostname, logger, throttle));
+      deliverer = createDeliverer(delivererOptions(config, hostname, logger, throttle, outboundTls));
+      tlsReportSender = startTlsReports(config, hostname, queue, logger);
       const retry = config.queue?.retry;
       // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place;
       // the worker asks the registry for the plugin host of each attempt.
@@ -346,6 +416,7 @@ export async function startMta(
   } catch (error) {
     await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));
     await ops.close();
+    await tlsReportSender?.close();
     await deliverer?.close();
     await throttle?.close();
     await queue.close();
@@ -359,7 +430,8 @@ export async function startMta(
     const generation = await registry.prepare(next);
     let nextDeliverer: Deliverer | undefined;
     try {
-      if (deliverer) nextDeliverer = createDeliverer(delivererOptions(next, hostname, logger, throttle));
+      if (deliverer)
+        nextDeliverer = createDeliverer(delivererOptions(next, hostname, logger, throttle, outboundTls));
       const names = next.listeners.map((l) => l.name ?? `${l.kind}-${listenerPort(l)}`);
       for (const listener of listeners) {
         const index = names.indexOf(listener.name);
@@ -380,6 +452,8 @@ export async function startMta(
       await registry.abandon(generation);
       throw error;
     }
+    if (JSON.stringify(next.delivery?.tlsReports) !== JSON.stringify(current.delivery?.tlsReports))
+      needsRestart.push('delivery.tlsReports changed; restart to apply');
     for (const key of ['queue', 'users', 'hostname'] as const) {
       if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
         needsRestart.push(`${key} changed; restart to apply`);
@@ -423,6 +497,7 @@ export async function startMta(
       // A hook still running (a delivery attempt's) is told to stop: its ctx.signal fires.
       registry.abort();
       await ops.close();
+      await tlsReportSender?.close();
       await queue.close();
       await deliverer?.close();
       await throttle?.close();

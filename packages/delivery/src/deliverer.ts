@@ -56,7 +56,7 @@ import {
 import { type Admission, admit, type DestinationLimit, type Throttle } from './throttle.js';
 import {
   type DeliveryTls,
-  levelOfTlsMode,
+  defaultTlsLevel,
   type TargetPolicy,
   TLS_POLICY_LEVELS,
   type TlsPlan,
@@ -117,7 +117,13 @@ export interface DelivererOptions {
    * the queue's store so every node shares it and restarts keep it), `port` (443), `timeoutMs` (20 s),
    * `maxBytes` (64 KiB). `false` turns it off.
    */
-  readonly mtaSts?: false | (MtaStsOptions & { readonly store?: PolicyStore });
+  readonly mtaSts?:
+    | false
+    | (MtaStsOptions & {
+        readonly store?: PolicyStore;
+        /** CAs trusted for policy hosts (default: `tls.ca`, else Node's bundled roots). */
+        readonly ca?: string | Buffer | readonly (string | Buffer)[];
+      });
   /** Receives every TLS policy outcome per connection, for TLS-RPT (RFC 8460) reports. */
   readonly tlsReports?: TlsReportSink;
   /** Addresses tried per attempt, over all MX hosts, before deferring (default 5). */
@@ -196,8 +202,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   checkWhole(timeouts.dataMinRate, 'delivery.timeouts.dataMinRate');
   if (options.dns?.maxMxHosts !== undefined) checkWhole(options.dns.maxMxHosts, 'delivery.dns.maxMxHosts');
   const resolver = new MxResolver(options.dns);
-  const defaultLevel: TlsPolicyLevel =
-    levelOfTlsMode(options.tls?.mode) ?? (options.dns?.dnssec === true ? 'dane' : 'mta-sts');
+  const defaultLevel = defaultTlsLevel(options.tls?.mode, options.dns?.dnssec === true);
   const mtaStsOptions = options.mtaSts === false ? undefined : (options.mtaSts ?? {});
   const tlsPolicy = new TlsPolicy({
     ...(options.tlsPolicy ? { table: options.tlsPolicy } : {}),
@@ -207,7 +212,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       ? {
           mtaSts: new MtaSts(resolver, mtaStsOptions.store ?? new MemoryPolicyStore(), {
             ...mtaStsOptions,
-            ...(options.tls?.ca !== undefined ? { ca: options.tls.ca } : {}),
+            ...(mtaStsOptions.ca === undefined && options.tls?.ca !== undefined
+              ? { ca: options.tls.ca }
+              : {}),
             logger: logger.child({ component: 'mta-sts' }),
           }),
         }

@@ -73,17 +73,36 @@ export { matchesName, type TlsCheck, type TlsFailureType, type TlsVerdict } from
 export {
   type AppliedTlsPolicy,
   type DeliveryTls,
+  defaultTlsLevel,
   TLS_POLICY_LEVELS,
   type TlsPolicyEntry,
   type TlsPolicyLevel,
   type TlsPolicyTable,
+  tlsPolicyFor,
 } from './tls-policy.js';
 export {
   aggregateTlsReport,
+  buildTlsReport,
+  failureDetailOf,
   MemoryTlsReportSink,
+  reportPolicyOf,
+  StoreTlsReportSink,
+  type StoreTlsReportSinkOptions,
+  type TlsFailureDetail,
   type TlsPolicyOutcome,
   type TlsPolicyType,
+  type TlsReport,
   type TlsReportPolicy,
+  type TlsReportPolicyId,
   type TlsReportSink,
   type TlsResultType,
+  utcDay,
 } from './tls-report.js';
+export {
+  type PreparedTlsReport,
+  parseTlsRptRecord,
+  type TlsReportDelivery,
+  TlsReportSender,
+  type TlsReportSenderOptions,
+  type TlsRptRecord,
+} from './tls-report-send.js';

@@ -2,14 +2,9 @@
 // shares one cache and a restart keeps it (RFC 8461 §5.1: a cached policy protects the next delivery);
 // MemoryPolicyStore is the one-process default and the reference for the behaviour.
 
-/** A value that survives JSON.stringify/JSON.parse unchanged. */
-export type JsonValue =
-  | null
-  | boolean
-  | number
-  | string
-  | readonly JsonValue[]
-  | { readonly [key: string]: JsonValue };
+import type { JsonValue } from '@tern/queue';
+
+export type { JsonValue };
 
 /**
  * A small key/value store with expiry. Keys are short ASCII strings such as `mta-sts:example.com`;

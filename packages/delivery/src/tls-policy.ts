@@ -108,6 +108,58 @@ export interface TlsPolicyOptions {
   readonly mtaSts?: MtaSts;
 }
 
+/** A table's entries with lower-case keys and levels as entries. */
+function normalizeTable(table: TlsPolicyTable | undefined): Map<string, TlsPolicyEntry> {
+  return new Map(
+    Object.entries(table ?? {}).map(([key, value]) => [
+      key.toLowerCase(),
+      typeof value === 'string' ? { level: value } : value,
+    ]),
+  );
+}
+
+function tableEntry(
+  table: ReadonlyMap<string, TlsPolicyEntry>,
+  hop: NextHop,
+  domain: string,
+): TlsPolicyEntry | undefined {
+  if (hop.type === 'smtp') {
+    const host = hop.host.toLowerCase();
+    const byHop = table.get(`[${host}]:${hop.port ?? 25}`) ?? table.get(`[${host}]`);
+    if (byHop) return byHop;
+  }
+  const name = domain.toLowerCase();
+  const exact = table.get(name);
+  if (exact) return exact;
+  const labels = name.split('.');
+  for (let i = 1; i < labels.length; i++) {
+    const entry = table.get(`.${labels.slice(i).join('.')}`);
+    if (entry) return entry;
+  }
+  return undefined;
+}
+
+/** The level when neither the table nor the hop names one: `tls.mode`'s, else DANE with DNSSEC, else MTA-STS. */
+export function defaultTlsLevel(mode: TlsMode | undefined, dnssec: boolean): TlsPolicyLevel {
+  return levelOfMode(mode)?.level ?? (dnssec ? 'dane' : 'mta-sts');
+}
+
+/**
+ * Which entry applies to mail for `domain` over its MX hosts, and where it comes from: the table's
+ * key, or the default (for `tern dns` and operators; the plan itself applies it the same way).
+ */
+export function tlsPolicyFor(
+  table: TlsPolicyTable | undefined,
+  domain: string,
+  defaultLevel: TlsPolicyLevel,
+): TlsPolicyEntry & { readonly from: string } {
+  const entries = normalizeTable(table);
+  const entry = tableEntry(entries, { type: 'mx', domain }, domain);
+  if (!entry) return { level: defaultLevel, from: 'the default' };
+  const key = [...entries.entries()].find(([, e]) => e === entry)?.[0] ?? domain;
+  return { ...entry, from: `delivery.tlsPolicy[${JSON.stringify(key)}]` };
+}
+
 /** Plans the TLS of each connection of an attempt. */
 export class TlsPolicy {
   readonly #table: ReadonlyMap<string, TlsPolicyEntry>;
@@ -115,30 +167,12 @@ export class TlsPolicy {
 
   constructor(options: TlsPolicyOptions) {
     this.#options = options;
-    this.#table = new Map(
-      Object.entries(options.table ?? {}).map(([key, value]) => [
-        key.toLowerCase(),
-        typeof value === 'string' ? { level: value } : value,
-      ]),
-    );
+    this.#table = normalizeTable(options.table);
   }
 
   /** The entry for a hop: `[host]:port`, `[host]`, then the recipient domain, then its parents as `.parent`. */
   entryFor(hop: NextHop, domain: string): TlsPolicyEntry | undefined {
-    if (hop.type === 'smtp') {
-      const host = hop.host.toLowerCase();
-      const byHop = this.#table.get(`[${host}]:${hop.port ?? 25}`) ?? this.#table.get(`[${host}]`);
-      if (byHop) return byHop;
-    }
-    const name = domain.toLowerCase();
-    const exact = this.#table.get(name);
-    if (exact) return exact;
-    const labels = name.split('.');
-    for (let i = 1; i < labels.length; i++) {
-      const entry = this.#table.get(`.${labels.slice(i).join('.')}`);
-      if (entry) return entry;
-    }
-    return undefined;
+    return tableEntry(this.#table, hop, domain);
   }
 
   /**
@@ -376,9 +410,4 @@ function matchNames(match: readonly string[], hostname: string, nexthop: string)
     if (name === 'dot-nexthop') return `.${nexthop}`;
     return name.toLowerCase();
   });
-}
-
-/** The level a `tls.mode` option stands for, when one is configured. */
-export function levelOfTlsMode(mode: TlsMode | undefined): TlsPolicyLevel | undefined {
-  return levelOfMode(mode)?.level;
 }

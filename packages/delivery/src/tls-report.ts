@@ -1,6 +1,9 @@
 // Every outbound TLS policy outcome, one per connection attempt (a "session" in RFC 8460 terms), in
 // the shape TLS-RPT aggregates: which policy applied to which domain and MX, and success or the
-// failure's result type. A sink receives them; building and sending the daily report comes later.
+// failure's result type. A sink receives them: in memory, or counted in the queue's store per
+// policy domain and day (every node's outcomes in one place), from which the daily report is built.
+import type { Logger } from '@tern/plugin-api';
+import type { TlsDayCounts, TlsStore } from '@tern/queue';
 import type { TlsFailureType } from './tls-check.js';
 
 /** TLS-RPT result types (RFC 8460 §4.3): `success` or a failure. */
@@ -63,26 +66,62 @@ export class MemoryTlsReportSink implements TlsReportSink {
   }
 }
 
+/** RFC 8460 §4.4 `policy`: what a report's counts are grouped by. */
+export interface TlsReportPolicyId {
+  readonly 'policy-type': TlsPolicyType;
+  readonly 'policy-string': readonly string[];
+  readonly 'policy-domain': string;
+  readonly 'mx-host'?: readonly string[];
+}
+
+/** RFC 8460 §4.4 `failure-details` entry. */
+export interface TlsFailureDetail {
+  readonly 'result-type': TlsFailureType;
+  readonly 'sending-mta-ip'?: string;
+  readonly 'receiving-mx-hostname'?: string;
+  readonly 'receiving-ip'?: string;
+  readonly 'failed-session-count': number;
+  readonly 'additional-information'?: string;
+}
+
 /** One entry of a TLS-RPT report's `policies` (RFC 8460 §4.4), field names as the JSON has them. */
 export interface TlsReportPolicy {
-  readonly policy: {
-    readonly 'policy-type': TlsPolicyType;
-    readonly 'policy-string': readonly string[];
-    readonly 'policy-domain': string;
-    readonly 'mx-host'?: readonly string[];
-  };
+  readonly policy: TlsReportPolicyId;
   readonly summary: {
     readonly 'total-successful-session-count': number;
     readonly 'total-failure-session-count': number;
   };
-  readonly 'failure-details': readonly {
-    readonly 'result-type': TlsFailureType;
-    readonly 'sending-mta-ip'?: string;
-    readonly 'receiving-mx-hostname'?: string;
-    readonly 'receiving-ip'?: string;
-    readonly 'failed-session-count': number;
-    readonly 'additional-information'?: string;
-  }[];
+  readonly 'failure-details': readonly TlsFailureDetail[];
+}
+
+/** The longest additional-information kept: a server's words are not ours to store unbounded. */
+const MAX_INFORMATION = 300;
+
+/** The policy an outcome is counted under, as the report names it. */
+export function reportPolicyOf(outcome: TlsPolicyOutcome): TlsReportPolicyId {
+  return {
+    'policy-type': outcome.policyType,
+    'policy-string': outcome.policyStrings,
+    'policy-domain': outcome.policyDomain,
+    ...(outcome.mxHosts ? { 'mx-host': outcome.mxHosts } : {}),
+  };
+}
+
+/** A failed outcome's failure-details entry, without its count. */
+export function failureDetailOf(outcome: TlsPolicyOutcome): Omit<TlsFailureDetail, 'failed-session-count'> {
+  const info = outcome.detail;
+  return {
+    'result-type': outcome.result as TlsFailureType,
+    ...(outcome.sendingMtaIp ? { 'sending-mta-ip': outcome.sendingMtaIp } : {}),
+    ...(outcome.receivingMxHostname ? { 'receiving-mx-hostname': outcome.receivingMxHostname } : {}),
+    ...(outcome.receivingIp ? { 'receiving-ip': outcome.receivingIp } : {}),
+    ...(info
+      ? {
+          'additional-information':
+            info.length > MAX_INFORMATION ? `${info.slice(0, MAX_INFORMATION)}…` : info,
+        }
+      : {}),
+  };
 }
 
 /** Groups outcomes by policy, counts sessions, and groups failures by result type and endpoints. */
@@ -114,24 +153,130 @@ export function aggregateTlsReport(outcomes: readonly TlsPolicyOutcome[]): TlsRe
       else failures.set(key, { outcome, count: 1 });
     }
     return {
-      policy: {
-        'policy-type': first.policyType,
-        'policy-string': first.policyStrings,
-        'policy-domain': first.policyDomain,
-        ...(first.mxHosts ? { 'mx-host': first.mxHosts } : {}),
-      },
+      policy: reportPolicyOf(first),
       summary: {
         'total-successful-session-count': successes,
         'total-failure-session-count': list.length - successes,
       },
       'failure-details': [...failures.values()].map(({ outcome, count }) => ({
-        'result-type': outcome.result as TlsFailureType,
-        ...(outcome.sendingMtaIp ? { 'sending-mta-ip': outcome.sendingMtaIp } : {}),
-        ...(outcome.receivingMxHostname ? { 'receiving-mx-hostname': outcome.receivingMxHostname } : {}),
-        ...(outcome.receivingIp ? { 'receiving-ip': outcome.receivingIp } : {}),
+        ...failureDetailOf(outcome),
         'failed-session-count': count,
-        ...(outcome.detail ? { 'additional-information': outcome.detail } : {}),
       })),
     };
   });
+}
+
+/** The UTC day of a time, `YYYY-MM-DD`: TLS-RPT reports cover whole UTC days. */
+export function utcDay(at: number): string {
+  return new Date(at).toISOString().slice(0, 10);
+}
+
+export interface StoreTlsReportSinkOptions {
+  /** Distinct failure detail rows kept per policy domain and day (default 100); further failures are only counted. */
+  readonly maxDetails?: number;
+  /** Outcomes being written at once (default 1000); past it they are dropped, with a warning. */
+  readonly maxPending?: number;
+  readonly logger?: Logger;
+}
+
+/**
+ * Counts outcomes in the queue's store, per policy domain and UTC day: every node's in one place,
+ * kept across restarts. Recording never waits and never throws: a write that fails is logged.
+ */
+export class StoreTlsReportSink implements TlsReportSink {
+  readonly #store: Pick<TlsStore, 'countTlsOutcome'>;
+  readonly #maxDetails: number;
+  readonly #maxPending: number;
+  readonly #log: Logger | undefined;
+  readonly #pending = new Set<Promise<void>>();
+  #dropped = 0;
+
+  constructor(store: Pick<TlsStore, 'countTlsOutcome'>, options: StoreTlsReportSinkOptions = {}) {
+    this.#store = store;
+    this.#maxDetails = options.maxDetails ?? 100;
+    this.#maxPending = options.maxPending ?? 1000;
+    this.#log = options.logger;
+  }
+
+  record(outcome: TlsPolicyOutcome): void {
+    if (this.#pending.size >= this.#maxPending) {
+      if (this.#dropped++ % 1000 === 0)
+        this.#log?.warn({ dropped: this.#dropped }, 'TLS report store is behind; outcomes dropped');
+      return;
+    }
+    const write = this.#store
+      .countTlsOutcome({
+        day: utcDay(outcome.at),
+        domain: outcome.policyDomain.toLowerCase(),
+        policy: JSON.stringify(reportPolicyOf(outcome)),
+        success: outcome.result === 'success',
+        ...(outcome.result === 'success' ? {} : { detail: JSON.stringify(failureDetailOf(outcome)) }),
+        maxDetails: this.#maxDetails,
+      })
+      .catch((error: unknown) => this.#log?.warn({ err: error }, 'TLS report outcome not recorded'))
+      .finally(() => this.#pending.delete(write));
+    this.#pending.add(write);
+  }
+
+  /** Resolves once every outcome recorded so far is written (or has failed). */
+  async flush(): Promise<void> {
+    await Promise.allSettled([...this.#pending]);
+  }
+}
+
+/** An RFC 8460 §4.4 report. */
+export interface TlsReport {
+  readonly 'organization-name': string;
+  readonly 'date-range': { readonly 'start-datetime': string; readonly 'end-datetime': string };
+  readonly 'contact-info': string;
+  readonly 'report-id': string;
+  readonly policies: readonly TlsReportPolicy[];
+}
+
+/** Builds one policy domain's report for one UTC day from the store's counters. */
+export function buildTlsReport(input: {
+  readonly day: string;
+  readonly counts: TlsDayCounts;
+  readonly organizationName: string;
+  readonly contactInfo: string;
+  readonly reportId: string;
+}): TlsReport {
+  const policies: TlsReportPolicy[] = [];
+  for (const entry of input.counts.policies) {
+    const policy = parseJson<TlsReportPolicyId>(entry.policy);
+    if (!policy) continue;
+    const details: TlsFailureDetail[] = [];
+    for (const row of entry.details) {
+      const detail = parseJson<Omit<TlsFailureDetail, 'failed-session-count'>>(row.detail);
+      if (detail) details.push({ ...detail, 'failed-session-count': row.count });
+    }
+    policies.push({
+      policy,
+      summary: {
+        'total-successful-session-count': entry.successes,
+        'total-failure-session-count': entry.failures,
+      },
+      'failure-details': details,
+    });
+  }
+  return {
+    'organization-name': input.organizationName,
+    'date-range': {
+      'start-datetime': `${input.day}T00:00:00Z`,
+      'end-datetime': `${input.day}T23:59:59Z`,
+    },
+    'contact-info': input.contactInfo,
+    'report-id': input.reportId,
+    policies,
+  };
+}
+
+/** A stored row that does not parse (damaged, or from a newer Tern) is left out, not fatal. */
+function parseJson<T>(text: string): T | undefined {
+  try {
+    const value = JSON.parse(text) as unknown;
+    return typeof value === 'object' && value !== null ? (value as T) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -2,19 +2,23 @@
 // server whose certificate chains to a test CA the deliverer trusts, receiving sinks with trusted,
 // untrusted and expired certificates, an attacker stripping STARTTLS, and the real embedded queue
 // bouncing a message that an enforce policy kept from going out.
+
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memorySource } from '@tern/plugin-api/host';
-import { openEmbeddedQueue } from '@tern/queue';
+import { openEmbeddedQueue, openRedisQueue, type RedisQueue } from '@tern/queue';
 import {
   type MtaStsServer,
   makeCertificateAuthority,
   type SmtpSink,
   startDnsServer,
   startMtaStsServer,
+  startRedis,
   startSmtpSink,
   type TestDns,
+  type TestRedis,
   waitFor,
 } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,13 +28,26 @@ import {
   type DelivererOptions,
   MemoryPolicyStore,
   MemoryTlsReportSink,
+  type PolicyStore,
 } from '../src/index.js';
 import { makeJob, SIMPLE_MESSAGE, storedMessage } from './helpers/jobs.js';
 import { startWireTap, type WireTap } from './helpers/wire-tap.js';
 
 const ca = makeCertificateAuthority('Web PKI test CA');
 const otherCa = makeCertificateAuthority('A CA nobody trusts');
-const DOMAINS = ['sts', 'evil', 'untrusted', 'expired', 'stripped', 'testing', 'cache', 'shared', 'bounce'];
+const DOMAINS = [
+  'sts',
+  'evil',
+  'untrusted',
+  'expired',
+  'stripped',
+  'testing',
+  'cache',
+  'shared',
+  'shared-embedded',
+  'shared-redis',
+  'bounce',
+];
 
 let dns: TestDns;
 let policies: MtaStsServer;
@@ -41,6 +58,10 @@ let untrusted: SmtpSink;
 let expired: SmtpSink;
 let stripper: WireTap;
 const deliverers: Deliverer[] = [];
+/** For the shared-cache tests: a Redis, a folder for embedded stores, and what they opened. */
+let redis: TestRedis;
+const tmp = mkdtempSync(join(tmpdir(), 'tern-mta-sts-shared-'));
+const closers: (() => Promise<void>)[] = [];
 
 function policy(mode: 'enforce' | 'testing' | 'none', mx: string[], maxAge = 86400): string {
   return ['version: STSv1', `mode: ${mode}`, ...mx.map((m) => `mx: ${m}`), `max_age: ${maxAge}`, ''].join(
@@ -57,6 +78,7 @@ function stsDomain(domain: string, address: string, id = '1'): void {
 }
 
 beforeAll(async () => {
+  redis = await startRedis({ maxmemoryPolicy: 'noeviction' });
   const mxNames = [
     ...DOMAINS.map((d) => `mx.${d}.test`),
     'mx.plain.test',
@@ -106,6 +128,9 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const d of deliverers) await d.close();
+  for (const close of closers) await close();
+  await redis?.stop();
+  rmSync(tmp, { recursive: true, force: true });
   await Promise.all([good?.stop(), untrusted?.stop(), expired?.stop(), stripper?.stop(), policies?.stop()]);
   await dns?.stop();
 });
@@ -281,15 +306,58 @@ describe('policy fetch', () => {
     expect((await deliverTo('cache.test', via)).report.recipients[0]?.result).toBe('deferred');
   });
 
-  it('shares cached policies through the PolicyStore (as every node sharing the queue store would)', async () => {
-    stsDomain('shared.test', '127.0.0.1', 's1');
-    policies.set('shared.test', policy('enforce', ['mx.shared.test']));
-    const store = new MemoryPolicyStore();
-    const fetches = (): number => policies.requests.filter((r) => r.host === 'mta-sts.shared.test').length;
-    await deliverTo('shared.test', make({ mtaSts: { port: policies.port, store } }));
+  /** Two nodes' stores over one cache: this process's memory, the embedded store reopened (a restart), two Redis connections. */
+  const sharedStores: [string, () => Promise<[PolicyStore, () => Promise<PolicyStore>]>][] = [
+    [
+      'shared',
+      async () => {
+        const store = new MemoryPolicyStore();
+        return [store, async () => store];
+      },
+    ],
+    [
+      'shared-embedded',
+      async () => {
+        const path = join(tmp, 'queue.db');
+        const first = openEmbeddedQueue({ path });
+        return [
+          first.tlsStore,
+          async () => {
+            await first.close();
+            const restarted = openEmbeddedQueue({ path });
+            closers.push(() => restarted.close());
+            return restarted.tlsStore;
+          },
+        ];
+      },
+    ],
+    [
+      'shared-redis',
+      async () => {
+        const prefix = `t${randomBytes(4).toString('hex')}`;
+        const [one, two] = await Promise.all([1, 2].map(() => openRedisQueue({ url: redis.url, prefix })));
+        closers.push(
+          () => (one as RedisQueue).close(),
+          () => (two as RedisQueue).close(),
+        );
+        return [(one as RedisQueue).tlsStore, async () => (two as RedisQueue).tlsStore];
+      },
+    ],
+  ];
+
+  it.each(
+    sharedStores,
+  )('shares cached policies through the store (%s): another node, or the next start, uses them', async (label, stores) => {
+    const domain = `${label}.test`;
+    stsDomain(domain, '127.0.0.1', 's1');
+    policies.set(domain, policy('enforce', [`mx.${domain}`]));
+    const [store, other] = await stores();
+    const fetches = (): number => policies.requests.filter((r) => r.host === `mta-sts.${domain}`).length;
+    await deliverTo(domain, make({ mtaSts: { port: policies.port, store } }));
     expect(fetches()).toBe(1);
-    policies.set('shared.test', { body: '', status: 500 });
-    const second = await deliverTo('shared.test', make({ mtaSts: { port: policies.port, store } }));
+    // The policy host is down now: the other node enforces the cached policy without asking it.
+    policies.set(domain, { body: '', status: 500 });
+    const second = await deliverTo(domain, make({ mtaSts: { port: policies.port, store: await other() } }));
     expect(fetches()).toBe(1);
     expect(second.report.tls).toMatchObject({ applied: 'mta-sts-enforce', validated: true });
   });

@@ -5,6 +5,7 @@ import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@t
 import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { TimelineEvent } from './timeline.js';
+import type { TlsStore } from './tls-store.js';
 
 /**
  * What the queue takes: what intake hands over (plugin-api's AcceptedMessage, which core builds),
@@ -234,6 +235,8 @@ export interface QueueBackend {
   onHealthChange(listener: (health: QueueHealth) => void): () => void;
   /** A message's envelope and jobs, or null when unknown or finished. */
   inspect(queueId: string): Promise<MessageRecord | null>;
+  /** Outbound TLS state every node shares: MTA-STS policies, TLS-RPT counters, report claims. */
+  readonly tlsStore?: TlsStore;
 }
 
 // ---- Operator operations ------------------------------------------------------------------------

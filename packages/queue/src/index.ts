@@ -85,3 +85,12 @@ export {
   redactHop,
   type TimelineEvent,
 } from './timeline.js';
+export {
+  checkDay,
+  dayBefore,
+  type JsonValue,
+  TLS_COUNTS_RETENTION_DAYS,
+  type TlsDayCounts,
+  type TlsOutcomeCount,
+  type TlsStore,
+} from './tls-store.js';

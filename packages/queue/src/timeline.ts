@@ -2,7 +2,7 @@
 // operators' actions) and how those records are made, so both backends store the same thing.
 import type { NextHop } from '@tern/plugin-api';
 import type { AttemptOutcome } from './attempt.js';
-import type { DeliveryJob, IncomingMessage } from './contract.js';
+import type { DeliveryJob, DeliveryTls, IncomingMessage } from './contract.js';
 
 /** The message was made durable: who sent it, from where, to whom. */
 export interface ReceivedEvent {
@@ -60,6 +60,8 @@ export interface AttemptEvent {
   readonly hop?: NextHop;
   /** `name[address]:port` of the server that answered. */
   readonly remoteMta?: string;
+  /** Which TLS policy applied, whether the server was validated, and why not (SMTP hops). */
+  readonly tls?: DeliveryTls;
   readonly recipients: readonly AttemptRecipient[];
   /** When the deferred recipients are tried again. */
   readonly nextAttemptAt?: number;
@@ -156,6 +158,9 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
     durationMs: Math.max(0, now - outcome.startedAt),
     ...(report.hop === undefined ? {} : { hop: redactHop(report.hop) }),
     ...(report.remoteMta === undefined ? {} : { remoteMta: report.remoteMta }),
+    ...(report.tls === undefined
+      ? {}
+      : { tls: { ...report.tls, ...(report.tls.reason ? { reason: clip(report.tls.reason) } : {}) } }),
     recipients: [
       ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d.reply)),
       ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d.reply)),

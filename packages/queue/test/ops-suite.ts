@@ -41,7 +41,12 @@ function scriptedDeliver(script: (address: string, attempt: number) => SmtpReply
       return { address: r.address, result, reply };
     });
     const hop: NextHop = job.nextHop ?? { type: 'mx', domain: job.domain };
-    return { recipients, hop, remoteMta: `mx.${job.domain}[192.0.2.25]:25` };
+    return {
+      recipients,
+      hop,
+      remoteMta: `mx.${job.domain}[192.0.2.25]:25`,
+      tls: { policy: 'mta-sts', applied: 'mta-sts-enforce', tls: true, validated: true, protocol: 'TLSv1.3' },
+    };
   };
   return { deliver, calls };
 }
@@ -181,6 +186,14 @@ export function describeQueueOperations(name: string, open: () => Promise<Operab
         domain: 'x.test',
         hop: { type: 'mx', domain: 'x.test' },
         remoteMta: 'mx.x.test[192.0.2.25]:25',
+        // Which TLS policy applied and whether the server was validated.
+        tls: {
+          policy: 'mta-sts',
+          applied: 'mta-sts-enforce',
+          tls: true,
+          validated: true,
+          protocol: 'TLSv1.3',
+        },
       });
       expect(first?.recipients).toEqual(
         expect.arrayContaining([

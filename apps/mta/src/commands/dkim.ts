@@ -2,7 +2,7 @@
 
 import type { KeyObject } from 'node:crypto';
 import { checkDnsRecord, type DkimKeyType, generateKey, signingKeysOf, writeKey } from '@tern/plugin-dkim';
-import { type ResolvedConfig, withConfig } from '../config.js';
+import { deliveryDnsServers, type ResolvedConfig, withConfig } from '../config.js';
 import { UsageProblem } from '../ops/admin-client.js';
 import { pluginInstances } from '../plugins.js';
 import { txtStrings, zoneLine } from './zone.js';
@@ -46,7 +46,7 @@ export async function runDkimCheck(options: DkimCheckOptions): Promise<number> {
   }
   return withConfig(file, async (config) => {
     const key = configuredKey(config, file, domain, selector);
-    return check(options, key, options.dns ?? config.delivery?.dns?.servers);
+    return check(options, key, options.dns ?? deliveryDnsServers(config));
   });
 }
 

@@ -1,7 +1,7 @@
 // The DNS records a domain needs for the mail a config sends and receives, each checked against
-// what DNS has now. One RecordKind per kind of record, in RECORD_KINDS: MTA-STS (`_mta-sts` TXT
-// and its policy) and TLS-RPT (`_smtp._tls` TXT) join the list the same way once they are
-// configurable.
+// what DNS has now. One RecordKind per kind of record, in RECORD_KINDS; MTA-STS (`_mta-sts` TXT
+// and its policy file) and TLS-RPT (`_smtp._tls` TXT) when the config's `publish` asks for them.
+import { createHash } from 'node:crypto';
 import type { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { checkDnsRecord, dnsNameFor, dnsRecordFor, signingKeysOf } from '@tern/plugin-dkim';
@@ -36,6 +36,8 @@ export interface RecordReport {
   readonly status: RecordStatus;
   /** What DNS has, and what to do when it is not a pass. */
   readonly detail: string;
+  /** A file to serve besides the record (MTA-STS's policy), printed as comments. */
+  readonly file?: { readonly url: string; readonly contentType: string; readonly body: string };
 }
 
 export interface RecordKind {
@@ -260,5 +262,101 @@ export const dmarcRecord: RecordKind = {
   },
 };
 
+/** Our MTA-STS policy for a domain we receive (RFC 8461 §3.2), and its id: a digest, so it changes with the policy. */
+export function mtaStsPolicy(
+  config: ResolvedConfig,
+  domain: string,
+): { text: string; id: string } | undefined {
+  const wanted = config.publish?.mtaSts;
+  if (!wanted) return undefined;
+  const mx = wanted.mx ?? receivingHosts(config, domain);
+  if (mx.length === 0) return undefined;
+  const text = [
+    'version: STSv1',
+    `mode: ${wanted.mode}`,
+    ...mx.map((host) => `mx: ${host.toLowerCase()}`),
+    `max_age: ${wanted.maxAge ?? 604_800}`,
+    '',
+  ].join('\r\n');
+  return { text, id: createHash('sha256').update(text).digest('hex').slice(0, 20) };
+}
+
+export const mtaStsRecords: RecordKind = {
+  kind: 'MTA-STS',
+  async check(ctx) {
+    const policy = mtaStsPolicy(ctx.config, ctx.domain);
+    if (!policy) return [];
+    const name = `_mta-sts.${ctx.domain}`;
+    const url = `https://mta-sts.${ctx.domain}/.well-known/mta-sts.txt`;
+    const serve = `; serve the policy below at ${url} first (a certificate for mta-sts.${ctx.domain}), then publish the record`;
+    const report = (status: RecordStatus, detail: string): RecordReport[] => [
+      {
+        kind: 'MTA-STS',
+        name,
+        type: 'TXT',
+        publish: [txtStrings(`v=STSv1; id=${policy.id}`)],
+        status,
+        detail: status === 'pass' ? detail : `${detail}${serve}`,
+        file: { url, contentType: 'text/plain', body: policy.text },
+      },
+    ];
+    const answer = await txtRecords(ctx, name);
+    if ('error' in answer) return report('fail', answer.error);
+    const records = 'found' in answer ? answer.found.filter((r) => /^v=STSv1;/.test(r)) : [];
+    if (records.length === 0) return report('missing', `no MTA-STS record (v=STSv1) at ${name}`);
+    if (records.length > 1)
+      return report(
+        'fail',
+        `${records.length} MTA-STS records at ${name}: senders ignore them all; keep one`,
+      );
+    const id = /(?:^|;)\s*id=([A-Za-z0-9]{1,32})\s*(;|$)/.exec(records[0] as string)?.[1];
+    if (id !== policy.id) {
+      return report(
+        'fail',
+        `"${records[0]}" has ${id ? `id=${id}` : 'no valid id'}, not the id of this policy: senders keep their cached policy until the id changes`,
+      );
+    }
+    return report('pass', `"${records[0]}" (serve the policy below at ${url})`);
+  },
+};
+
+export const tlsRptRecord: RecordKind = {
+  kind: 'TLS-RPT',
+  async check(ctx) {
+    const rua = ctx.config.publish?.tlsRpt?.rua;
+    if (!rua || receivingHosts(ctx.config, ctx.domain).length === 0) return [];
+    const name = `_smtp._tls.${ctx.domain}`;
+    const record = `v=TLSRPTv1; rua=${rua.join(',')}`;
+    const report = (status: RecordStatus, detail: string): RecordReport[] => [
+      { kind: 'TLS-RPT', name, type: 'TXT', publish: [txtStrings(record)], status, detail },
+    ];
+    const answer = await txtRecords(ctx, name);
+    if ('error' in answer) return report('fail', answer.error);
+    const records = 'found' in answer ? answer.found.filter((r) => /^v=TLSRPTv1\s*;/.test(r)) : [];
+    if (records.length === 0) return report('missing', `no TLS-RPT record (v=TLSRPTv1) at ${name}`);
+    if (records.length > 1)
+      return report(
+        'fail',
+        `${records.length} TLS-RPT records at ${name}: senders ignore them all; keep one`,
+      );
+    const found =
+      /(?:^|;)\s*rua=([^;]*)/
+        .exec(records[0] as string)?.[1]
+        ?.split(',')
+        .map((u) => u.trim()) ?? [];
+    const absent = rua.filter((uri) => !found.includes(uri));
+    if (absent.length > 0)
+      return report('fail', `"${records[0]}" does not send reports to ${absent.join(', ')}`);
+    return report('pass', `"${records[0]}"`);
+  },
+};
+
 /** Every kind of record `tern dns` prints and checks, in the order it prints them. */
-export const RECORD_KINDS: readonly RecordKind[] = [mxRecords, spfRecord, dkimRecords, dmarcRecord];
+export const RECORD_KINDS: readonly RecordKind[] = [
+  mxRecords,
+  spfRecord,
+  dkimRecords,
+  dmarcRecord,
+  mtaStsRecords,
+  tlsRptRecord,
+];

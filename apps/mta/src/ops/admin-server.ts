@@ -40,6 +40,8 @@ export interface AdminServerOptions {
   readonly reload?: () => Promise<unknown>;
   /** Listeners expected and bound, for `/readyz` (absent: listeners are not judged). */
   readonly listening?: () => Listening;
+  /** A domain's TLS-RPT report for a UTC day as the daily run would send it (absent: reports are off). */
+  readonly tlsReport?: (domain: string, day: string) => Promise<unknown>;
 }
 
 export interface AdminServer {
@@ -163,6 +165,16 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         bounces: options.activity.recent(limit, new Set<DeliveryActivity['kind']>(['bounced'])),
         rejections: options.recorder.rejections(limit),
       });
+    }
+
+    if (resource === 'tls-reports' && id !== undefined && action === undefined) {
+      if (method !== 'GET') throw methodNotAllowed(method, path);
+      if (!options.tlsReport)
+        throw new HttpError(409, 'TLS reports are off: set delivery.tlsReports in the config');
+      if (!/^[a-z0-9.-]+$/i.test(id)) throw new HttpError(400, `${id} is not a domain like example.com`);
+      const day = url.searchParams.get('date') ?? '';
+      if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new HttpError(400, 'date: give a UTC day as YYYY-MM-DD');
+      return send(res, 200, await options.tlsReport(id.toLowerCase(), day));
     }
 
     const ops = requireOperations(operations, options.queue);

@@ -346,6 +346,14 @@ export function formatDetails(m: MessageDetails): string {
   return lines.join('\n');
 }
 
+/** Which TLS policy applied to an attempt, and whether the server was validated (and why not). */
+function describeTls(tls: Extract<TimelineEvent, { type: 'attempt' }>['tls']): string {
+  if (!tls) return '';
+  const applied = tls.applied === tls.policy ? tls.policy : `${tls.policy} as ${tls.applied}`;
+  const state = tls.validated ? 'validated' : tls.tls ? 'TLS, not validated' : 'no TLS';
+  return `; TLS policy ${applied}: ${state}${tls.protocol ? ` (${tls.protocol})` : ''}${tls.reason ? `: ${tls.reason}` : ''}`;
+}
+
 export function describeEvent(event: TimelineEvent): string {
   switch (event.type) {
     case 'received':
@@ -359,7 +367,7 @@ export function describeEvent(event: TimelineEvent): string {
       const via = event.remoteMta ? ` via ${event.remoteMta}` : event.hop ? ` ${describeHop(event.hop)}` : '';
       const next = event.nextAttemptAt ? `; next attempt ${iso(event.nextAttemptAt)}` : '';
       const notices = event.notices.length > 0 ? `; notice ${event.notices.join(', ')}` : '';
-      return `attempt ${event.attempt} to ${event.domain}${via}: ${results}${next}${notices}`;
+      return `attempt ${event.attempt} to ${event.domain}${via}: ${results}${describeTls(event.tls)}${next}${notices}`;
     }
     case 'operator':
       return `operator ${event.action}${event.domain ? ` ${event.domain}` : ''}${event.detail ? ` (${event.detail})` : ''}${event.notice ? `; bounce ${event.notice}` : ''}`;

@@ -11,6 +11,7 @@ import type { IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ResolvedConfig } from '../config.js';
 import { adminToken } from '../config.js';
+import { type TlsReportView, tlsReportSender, tlsReportView } from '../outbound-tls.js';
 import { ActivityLog } from './activity.js';
 import { type AdminServer, type Listening, startAdminServer } from './admin-server.js';
 import { IntakeRecorder } from './intake-recorder.js';
@@ -123,6 +124,7 @@ export class OpsRuntime {
       recorder: this.recorder,
       logger: this.#log,
       ...(options.listening ? { listening: options.listening } : {}),
+      ...tlsReportRoute(this.#config, options.hostname, queue, this.#log),
       reload: () => {
         if (!this.reloader) throw new Error('no config file to reload');
         return this.reloader();
@@ -206,4 +208,15 @@ function configuredDestinations(config: ResolvedConfig): string[] {
     ...(delivery?.local?.domains ?? []),
     ...(config.localDomains ?? []),
   ].filter((domain) => domain !== '*');
+}
+
+/** The admin API's view of TLS-RPT reports, when `delivery.tlsReports` is on (the store is locked to this process). */
+function tlsReportRoute(
+  config: ResolvedConfig,
+  hostname: string,
+  queue: QueueBackend,
+  logger: Logger,
+): { tlsReport?: (domain: string, day: string) => Promise<TlsReportView> } {
+  const sender = tlsReportSender(config, hostname, queue, logger);
+  return sender ? { tlsReport: async (domain, day) => tlsReportView(await sender.prepare(domain, day)) } : {};
 }

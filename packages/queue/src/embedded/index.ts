@@ -6,3 +6,4 @@ export type { EmbeddedQueueOptions, JobState } from './queue.js';
 export { EmbeddedQueue, openEmbeddedQueue } from './queue.js';
 export type { StoreOwner } from './store.js';
 export { EmbeddedStoreLockedError, EmbeddedStoreOpenError, EmbeddedStoreSchemaError } from './store.js';
+export { EmbeddedTlsStore } from './tls-store.js';

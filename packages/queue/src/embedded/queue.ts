@@ -41,10 +41,12 @@ import {
   type OperatorEvent,
   type TimelineEvent,
 } from '../timeline.js';
+import type { TlsStore } from '../tls-store.js';
 import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedOperations } from './operations.js';
 import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
+import { EmbeddedTlsStore } from './tls-store.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
 
@@ -155,6 +157,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly #ops: EmbeddedOperations;
   readonly #bodies: StoredBodies;
   readonly #health: HealthMonitor;
+  /** MTA-STS policies, TLS-RPT counters and report claims, in this store (schema 4). */
+  readonly tlsStore: TlsStore;
   /** Queue ids whose body slices are being written now (their parts are not orphans). */
   readonly #uploads = new Map<string, Promise<unknown>>();
   /** Jobs this process holds 'active': in an attempt, or waiting for the attempt's outcome to be written. */
@@ -175,6 +179,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#sql = prepare(this.#db);
       this.#due = new DueJobs(this.#db);
       this.#bodies = new StoredBodies(this.#db);
+      this.tlsStore = new EmbeddedTlsStore(this.#db);
       this.#ops = new EmbeddedOperations(this.#db, {
         enqueue: (message) => this.enqueue(message),
         wake: () => this.#wake(),

@@ -7,7 +7,7 @@ import { TernError } from '@tern/plugin-api';
 import Database from 'better-sqlite3';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE messages (
@@ -93,6 +93,34 @@ END;
 CREATE TABLE store_probe (
   id  INTEGER PRIMARY KEY CHECK (id = 1),
   at  INTEGER NOT NULL
+) STRICT;
+`;
+
+// Version 4: outbound TLS state shared by restarts (EmbeddedTlsStore): cached MTA-STS policies and
+// report claims with their expiry, and the TLS-RPT (RFC 8460) counters per policy domain and day.
+const SCHEMA_4 = `
+CREATE TABLE IF NOT EXISTS kv_cache (
+  key         TEXT PRIMARY KEY,
+  value       TEXT NOT NULL,              -- JSON
+  expires_at  INTEGER NOT NULL            -- ms since epoch; an expired row is never read
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS tls_report_counts (
+  day        TEXT NOT NULL,               -- UTC YYYY-MM-DD
+  domain     TEXT NOT NULL,               -- the policy domain
+  policy     TEXT NOT NULL,               -- the RFC 8460 policy object as JSON
+  successes  INTEGER NOT NULL,
+  failures   INTEGER NOT NULL,
+  PRIMARY KEY (day, domain, policy)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS tls_report_details (
+  day     TEXT NOT NULL,
+  domain  TEXT NOT NULL,
+  policy  TEXT NOT NULL,
+  detail  TEXT NOT NULL,                  -- one failure-details entry without its count, as JSON
+  count   INTEGER NOT NULL,
+  PRIMARY KEY (day, domain, policy, detail)
 ) STRICT;
 `;
 
@@ -251,10 +279,11 @@ export function closeStore(db: Database.Database): void {
 function migrate(db: Database.Database, file: string): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version === SCHEMA_VERSION) return;
-  if (version === 1 || version === 2) {
+  if (version >= 1 && version <= 3) {
     // An older store: its queued mail stays as it is (no timeline before 2, bodies inline before 3).
     if (version === 1) db.exec(SCHEMA_2);
-    db.exec(SCHEMA_3);
+    if (version <= 2) db.exec(SCHEMA_3);
+    db.exec(SCHEMA_4);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
     return;
   }
@@ -273,5 +302,6 @@ function migrate(db: Database.Database, file: string): void {
   db.exec(SCHEMA);
   db.exec(SCHEMA_2);
   db.exec(SCHEMA_3);
+  db.exec(SCHEMA_4);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }

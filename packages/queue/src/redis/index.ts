@@ -2,3 +2,4 @@ export { bodyStream } from './body-stream.js';
 export { type OpsKeys, opsKeys } from './ops-keys.js';
 export { openRedisQueue, RedisQueue, type RedisQueueOptions, redisKeys } from './redis-queue.js';
 export { checkRedisSafety } from './safety.js';
+export { RedisTlsStore, tlsKeys } from './tls-store.js';

@@ -36,11 +36,13 @@ import {
   initialTimeline,
   type TimelineEvent,
 } from '../timeline.js';
+import type { TlsStore } from '../tls-store.js';
 import { bodyStream } from './body-stream.js';
 import type { JobData } from './job-data.js';
 import { RedisOperations, readJobGate } from './operations.js';
 import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
 import { checkRedisSafety } from './safety.js';
+import { RedisTlsStore } from './tls-store.js';
 
 export interface RedisQueueOptions {
   /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`). */
@@ -116,6 +118,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly #probeMs: number;
   readonly #log: Logger;
   readonly #health: HealthMonitor;
+  /** MTA-STS policies, TLS-RPT counters and report claims, under `<prefix>:tls:`. */
+  readonly tlsStore: TlsStore;
   #worker: Worker | undefined;
   #workerClient: OpsRedis | undefined;
   #closing = false;
@@ -169,6 +173,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#client.on('ready', () => this.#health.probeSoon());
     this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
+    this.tlsStore = new RedisTlsStore(this.#client, this.prefix);
     this.#ops = new RedisOperations({
       client: this.#client,
       queue: this.#queue,
