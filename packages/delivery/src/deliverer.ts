@@ -18,6 +18,7 @@ import type {
   Deliver,
   DeliveryJob,
   DeliveryReport,
+  LimitWait,
   RecipientOutcome,
   RecipientState,
 } from '@tern/queue';
@@ -69,7 +70,11 @@ export interface LimitOptions {
   readonly domains?: Readonly<Record<string, DestinationLimit>>;
   /** By MX or smarthost name; a key starting with '.' matches every name ending in it. */
   readonly hosts?: Readonly<Record<string, DestinationLimit>>;
-  /** How long a job waits for a slot or rate token before it is deferred with 4.7.0 (default 2000 ms). */
+  /**
+   * How long a job may wait inside a worker for a slot or rate token (default 0). Past it, the job is
+   * reported with a 4.7.0 placeholder and `wait`: the queue puts it back as it was and lets its
+   * domain through at the limit's pace; waiting for a limit is never an attempt.
+   */
   readonly waitMs?: number;
   /** With `redis`: a slot of a node that died comes back after this long (default 60 000 ms; live ones renew). */
   readonly leaseTtlMs?: number;
@@ -175,7 +180,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const maxAddresses = options.maxAddresses ?? 5;
   const limits = options.limits ?? {};
   checkLimits(limits);
-  const waitMs = limits.waitMs ?? 2000;
+  const waitMs = limits.waitMs ?? 0;
   const replyLimits = { ...DEFAULT_REPLY_LIMITS, ...options.replyLimits };
   checkWhole(replyLimits.maxLines, 'delivery.replyLimits.maxLines');
   checkWhole(replyLimits.maxBytes, 'delivery.replyLimits.maxBytes');
@@ -516,155 +521,166 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const domain = job.domain.toLowerCase();
-    const targets = await spent.connecting(() => targetsOf(hop, domain));
-    if (!targets.ok) {
-      settle(open, targets.reply, targets.result);
-      log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
-      return report({ hop });
-    }
-    const plan = targets.plan;
-    for (const outcome of plan?.outcomes ?? []) recordTls(domain, outcome, log);
-    for (const skip of plan?.skipped ?? []) {
-      recordTls(domain, skip.outcome, log);
-      log.info({ host: skip.host, code: skip.reply.code, enhanced: skip.reply.enhanced }, skip.reply.text);
-    }
-    const firstSkip = plan?.skipped[0];
-    if (plan && firstSkip && plan.targets.length === 0) {
-      // Every host was ruled out by the TLS policy: never a plain-text fallback, the mail waits.
-      settle(open, firstSkip.reply, 'deferred');
-      const applied = firstSkip.outcome.policyType === 'sts' ? 'mta-sts-enforce' : 'dane';
-      return report({
-        hop,
-        tls: { policy: plan.level, applied, tls: false, validated: false, reason: firstSkip.reply.text },
-      });
-    }
-
-    const prepared = await prepare(job, hop, message, log, plugins);
-    if (!prepared.ok) {
-      settle(open, prepared.reply, 'deferred');
-      return report({ hop });
-    }
-    const outbound = prepared.outbound;
-    const openRecipients = open.map((i) => job.recipients[i] as RecipientState);
-    const recipients = openRecipients.map((r) => r.address);
-    const needsUtf8 =
-      job.envelope.smtputf8 === true || isNonAscii(mailFrom) || recipients.some((r) => isNonAscii(r));
-    const needs8Bit =
-      job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || outbound.eightBit;
-
+    // The domain's limit first, before DNS and reading the message: a job that must wait costs little.
     const domainAdmission = await admitTo('domain', domain);
     if (!domainAdmission.ok) {
       settle(open, DeliveryReplies.throttled(domainAdmission.key), 'deferred');
-      return report({ hop });
+      return report({ hop, wait: limitWait(domainAdmission) });
     }
     try {
-      const problems: SessionError[] = [];
-      let lastTls: DeliveryTls | undefined;
-      /** The report's TLS part, and the TLS-RPT outcome of a new connection (not of a reused one). */
-      const noteTls = (
-        planned: AttemptTarget,
-        session?: SmtpSession,
-        error?: SessionError,
-        fresh = true,
-      ): void => {
-        if (!plan || !planned.policy) return;
-        const { summary, outcome } = tlsResult(plan.level, planned, session, error);
-        lastTls = summary;
-        if (outcome && fresh) recordTls(domain, outcome, log);
-      };
-      for (const planned of targets.targets.slice(0, maxAddresses)) {
-        const target = planned.target;
-        const hostAdmission = await admitTo('host', target.hostname);
-        if (!hostAdmission.ok) {
-          settle(open, DeliveryReplies.throttled(hostAdmission.key), 'deferred');
-          return report({ hop });
-        }
-        try {
-          const key = poolKey(target);
-          let session: SmtpSession;
-          let fresh: boolean;
-          try {
-            ({ session, fresh } = await spent.connecting(() => sessionFor(target, key, log)));
-          } catch (error) {
-            if (!(error instanceof SessionError)) throw error;
-            noteTls(planned, undefined, error);
-            problems.push(error);
-            log.info(
-              { host: target.hostname, address: target.address ?? target.path, reason: error.message },
-              'next address',
-            );
-            continue;
-          }
-          try {
-            const send = (via: SmtpSession): Promise<SmtpReply[]> =>
-              spent.transferring(() =>
-                transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit, log),
-              );
-            let replies: SmtpReply[];
-            try {
-              replies = await send(session);
-            } catch (error) {
-              if (!(error instanceof StaleConnection)) throw error;
-              // The pooled connection died while idle; the server took nothing: once more, fresh.
-              log.debug(
-                { remoteMta: session.remoteMta, reason: error.message },
-                'pooled connection was dead',
-              );
-              session.close();
-              try {
-                session = await spent.connecting(() => SmtpSession.open(target, settings));
-                fresh = true;
-              } catch (openError) {
-                if (!(openError instanceof SessionError)) throw openError;
-                noteTls(planned, undefined, openError);
-                problems.push(openError);
-                continue;
-              }
-              replies = await send(session);
-            }
-            noteTls(planned, session, undefined, fresh);
-            open.forEach((index, n) => {
-              const reply = replies[n] ?? DeliveryReplies.noDataReply;
-              settle([index], reply);
-            });
-            log.info(
-              {
-                remoteMta: session.remoteMta,
-                secure: session.secure,
-                ...(lastTls ? { tls: lastTls } : {}),
-                results: open.map((i) => ({ address: outcomes[i]?.address, code: outcomes[i]?.reply.code })),
-              },
-              'delivery attempt finished',
-            );
-            // The policy outcome, and the protocol and cipher of the session that carried the mail (for logs).
-            const info = session.tlsInfo;
-            const tls: DeliveryTls | undefined = lastTls
-              ? { ...lastTls, ...(info ? { protocol: info.protocol, cipher: info.cipher } : {}) }
-              : undefined;
-            return report({ hop, remoteMta: session.remoteMta, ...(tls ? { tls } : {}) });
-          } finally {
-            await pool.give(key, session);
-          }
-        } finally {
-          await hostAdmission.release();
-        }
-      }
-      // Every address failed before a transaction: permanent only when every server refused us with 5xx.
-      const last = problems.at(-1);
-      const temporary = problems.filter((p) => !p.permanent).at(-1);
-      // A host the TLS policy ruled out counts as one that could not be used: its reason is kept.
-      const ruledOut = plan?.skipped[0]?.reply;
-      if (last && problems.every((p) => p.permanent) && !ruledOut) settle(open, last.reply, 'failed');
-      else {
-        settle(
-          open,
-          temporary?.reply ?? ruledOut ?? DeliveryReplies.noConnection('no address to try'),
-          'deferred',
-        );
-      }
-      return report({ hop, ...(lastTls ? { tls: lastTls } : {}) });
+      return await admitted(hop);
     } finally {
       await domainAdmission.release();
+    }
+
+    /** The rest of the attempt, under the domain's limit. */
+    async function admitted(hop: Exclude<NextHop, { type: 'maildir' }>): Promise<DeliveryReport> {
+      const targets = await spent.connecting(() => targetsOf(hop, domain));
+      if (!targets.ok) {
+        settle(open, targets.reply, targets.result);
+        log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
+        return report({ hop });
+      }
+      const plan = targets.plan;
+      for (const outcome of plan?.outcomes ?? []) recordTls(domain, outcome, log);
+      for (const skip of plan?.skipped ?? []) {
+        recordTls(domain, skip.outcome, log);
+        log.info({ host: skip.host, code: skip.reply.code, enhanced: skip.reply.enhanced }, skip.reply.text);
+      }
+      const firstSkip = plan?.skipped[0];
+      if (plan && firstSkip && plan.targets.length === 0) {
+        // Every host was ruled out by the TLS policy: never a plain-text fallback, the mail waits.
+        settle(open, firstSkip.reply, 'deferred');
+        const applied = firstSkip.outcome.policyType === 'sts' ? 'mta-sts-enforce' : 'dane';
+        return report({
+          hop,
+          tls: { policy: plan.level, applied, tls: false, validated: false, reason: firstSkip.reply.text },
+        });
+      }
+
+      const prepared = await prepare(job, hop, message, log, plugins);
+      if (!prepared.ok) {
+        settle(open, prepared.reply, 'deferred');
+        return report({ hop });
+      }
+      const outbound = prepared.outbound;
+      const openRecipients = open.map((i) => job.recipients[i] as RecipientState);
+      const recipients = openRecipients.map((r) => r.address);
+      const needsUtf8 =
+        job.envelope.smtputf8 === true || isNonAscii(mailFrom) || recipients.some((r) => isNonAscii(r));
+      const needs8Bit =
+        job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || outbound.eightBit;
+
+      {
+        const problems: SessionError[] = [];
+        let lastTls: DeliveryTls | undefined;
+        /** The report's TLS part, and the TLS-RPT outcome of a new connection (not of a reused one). */
+        const noteTls = (
+          planned: AttemptTarget,
+          session?: SmtpSession,
+          error?: SessionError,
+          fresh = true,
+        ): void => {
+          if (!plan || !planned.policy) return;
+          const { summary, outcome } = tlsResult(plan.level, planned, session, error);
+          lastTls = summary;
+          if (outcome && fresh) recordTls(domain, outcome, log);
+        };
+        for (const planned of targets.targets.slice(0, maxAddresses)) {
+          const target = planned.target;
+          const hostAdmission = await admitTo('host', target.hostname);
+          if (!hostAdmission.ok) {
+            settle(open, DeliveryReplies.throttled(hostAdmission.key), 'deferred');
+            return report({ hop, wait: limitWait(hostAdmission) });
+          }
+          try {
+            const key = poolKey(target);
+            let session: SmtpSession;
+            let fresh: boolean;
+            try {
+              ({ session, fresh } = await spent.connecting(() => sessionFor(target, key, log)));
+            } catch (error) {
+              if (!(error instanceof SessionError)) throw error;
+              noteTls(planned, undefined, error);
+              problems.push(error);
+              log.info(
+                { host: target.hostname, address: target.address ?? target.path, reason: error.message },
+                'next address',
+              );
+              continue;
+            }
+            try {
+              const send = (via: SmtpSession): Promise<SmtpReply[]> =>
+                spent.transferring(() =>
+                  transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit, log),
+                );
+              let replies: SmtpReply[];
+              try {
+                replies = await send(session);
+              } catch (error) {
+                if (!(error instanceof StaleConnection)) throw error;
+                // The pooled connection died while idle; the server took nothing: once more, fresh.
+                log.debug(
+                  { remoteMta: session.remoteMta, reason: error.message },
+                  'pooled connection was dead',
+                );
+                session.close();
+                try {
+                  session = await spent.connecting(() => SmtpSession.open(target, settings));
+                  fresh = true;
+                } catch (openError) {
+                  if (!(openError instanceof SessionError)) throw openError;
+                  noteTls(planned, undefined, openError);
+                  problems.push(openError);
+                  continue;
+                }
+                replies = await send(session);
+              }
+              noteTls(planned, session, undefined, fresh);
+              open.forEach((index, n) => {
+                const reply = replies[n] ?? DeliveryReplies.noDataReply;
+                settle([index], reply);
+              });
+              log.info(
+                {
+                  remoteMta: session.remoteMta,
+                  secure: session.secure,
+                  ...(lastTls ? { tls: lastTls } : {}),
+                  results: open.map((i) => ({
+                    address: outcomes[i]?.address,
+                    code: outcomes[i]?.reply.code,
+                  })),
+                },
+                'delivery attempt finished',
+              );
+              // The policy outcome, and the protocol and cipher of the session that carried the mail (for logs).
+              const info = session.tlsInfo;
+              const tls: DeliveryTls | undefined = lastTls
+                ? { ...lastTls, ...(info ? { protocol: info.protocol, cipher: info.cipher } : {}) }
+                : undefined;
+              return report({ hop, remoteMta: session.remoteMta, ...(tls ? { tls } : {}) });
+            } finally {
+              await pool.give(key, session);
+            }
+          } finally {
+            await hostAdmission.release();
+          }
+        }
+        // Every address failed before a transaction: permanent only when every server refused us with 5xx.
+        const last = problems.at(-1);
+        const temporary = problems.filter((p) => !p.permanent).at(-1);
+        // A host the TLS policy ruled out counts as one that could not be used: its reason is kept.
+        const ruledOut = plan?.skipped[0]?.reply;
+        if (last && problems.every((p) => p.permanent) && !ruledOut) settle(open, last.reply, 'failed');
+        else {
+          settle(
+            open,
+            temporary?.reply ?? ruledOut ?? DeliveryReplies.noConnection('no address to try'),
+            'deferred',
+          );
+        }
+        return report({ hop, ...(lastTls ? { tls: lastTls } : {}) });
+      }
     }
   }
 
@@ -828,6 +844,16 @@ function checkLimits(limits: LimitOptions): void {
   for (const [name, limit] of Object.entries(limits.hosts ?? {})) {
     check(limit, `delivery.limits.hosts[${JSON.stringify(name)}]`);
   }
+}
+
+/** What the queue needs of a refusal to keep the job waiting (the key, when, and the limit's pace). */
+function limitWait(refusal: Extract<Admission, { ok: false }>): LimitWait {
+  return {
+    key: refusal.key,
+    retryAfterMs: refusal.retryAfterMs,
+    spacingMs: refusal.spacingMs,
+    burst: refusal.burst,
+  };
 }
 
 /** Hooks get their own copy: a hook changing it must not change the job the queue holds. */

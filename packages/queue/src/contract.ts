@@ -131,6 +131,28 @@ export interface DeliveryReport {
   readonly connectMs?: number;
   /** Time spent in the transaction, in ms: MAIL FROM to the reply after the final dot (Postfix's `delays` d). */
   readonly transferMs?: number;
+  /**
+   * Set when a limit of ours refused the job before any connection: the queue then ignores the
+   * recipients' outcomes (deferred placeholders) and waits for the limit instead of counting an attempt.
+   */
+  readonly wait?: LimitWait;
+}
+
+/**
+ * A limit of ours refused the job before any connection was made: not an attempt. The queue puts the
+ * job back, unchanged, and lets jobs of its domain through again at the limit's pace (KumoMTA
+ * re-inserts a throttled message into its scheduled queue "with a delay based on the acceptance
+ * rate of the throttle"), so a backlog drains at the limit instead of going to the retry schedule.
+ */
+export interface LimitWait {
+  /** The limit that refused, e.g. `domain:example.com` (for logs). */
+  readonly key: string;
+  /** How long until the limit has room again (ms, at least 0). */
+  readonly retryAfterMs: number;
+  /** The limit's pace: ms between two jobs it admits (0: it frees room in bursts, as a concurrency limit does). */
+  readonly spacingMs: number;
+  /** How many jobs it admits back to back once open. */
+  readonly burst: number;
 }
 
 /** What the worker hands one delivery attempt besides the job. */

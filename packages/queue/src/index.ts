@@ -19,6 +19,7 @@ export type {
   DestinationSummary,
   IncomingMessage,
   JobStateFilter,
+  LimitWait,
   MessageDetails,
   MessageRecord,
   QueueBackend,
@@ -62,6 +63,7 @@ export {
   operatorBounceReply,
   queueIdTime,
 } from './operations.js';
+export { DEFAULT_PACE_QUIET_MS, DestinationPacer } from './pacing.js';
 export { jobIdOf, newQueueId, planJobs } from './plan.js';
 export * from './redis/index.js';
 export {
