@@ -320,7 +320,11 @@ export async function startMta(
       // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place;
       // the worker asks the registry for the plugin host of each attempt.
       await queue.startWorker(
-        (job, message, attempt) => (deliverer as Deliverer).deliver(job, message, attempt),
+        async (job, message, attempt) => {
+          const report = await (deliverer as Deliverer).deliver(job, message, attempt);
+          if (report.wait !== undefined) ops.limitWait(report.wait.key);
+          return report;
+        },
         {
           plugins: registry.deliveryHost,
           hostname,

@@ -105,6 +105,7 @@ export class TernMetrics {
   readonly hookDuration: Histogram<'plugin' | 'hook'>;
   readonly deliveries: Counter<'result'>;
   readonly bounces: Counter<'reason'>;
+  readonly limitWaits: Counter<'limit'>;
   readonly #listeners = new NameLabels(MAX_NAMES);
   readonly #plugins = new NameLabels(MAX_NAMES);
 
@@ -175,6 +176,12 @@ export class TernMetrics {
       name: 'tern_delivery_recipients_total',
       help: 'Recipient results of delivery attempts in this process: delivered, deferred or failed',
       labelNames: ['result'],
+      registers,
+    });
+    this.limitWaits = new Counter({
+      name: 'tern_delivery_limit_waits_total',
+      help: 'Jobs a local limit refused before any connection, put back to wait (not attempts), by kind of limit',
+      labelNames: ['limit'],
       registers,
     });
     this.bounces = new Counter({

@@ -22,6 +22,8 @@ export const OPS_PLUGIN_NAME = 'tern-ops';
 /** A summary is read at most this often, however many scrapes and dashboards ask. */
 const SUMMARY_CACHE_MS = 1000;
 const DEFAULT_SAMPLE_MS = 15_000;
+/** The kinds of limit a wait is counted under (the deliverer's key prefixes); anything else is `other`. */
+const LIMIT_KINDS = new Set(['domain', 'host', 'provider', 'source']);
 
 export interface OpsStartOptions {
   readonly queue: QueueBackend;
@@ -59,6 +61,12 @@ export class OpsRuntime {
 
   /** Set by startMta: reads the config file again and applies it (the admin API's POST /api/reload). */
   reloader: (() => Promise<unknown>) | undefined;
+
+  /** For the delivery worker: a job a local limit refused, counted by the kind of limit (a closed set). */
+  limitWait(key: string): void {
+    const kind = key.slice(0, key.indexOf(':'));
+    this.metrics?.limitWaits.inc({ limit: LIMIT_KINDS.has(kind) ? kind : 'other' });
+  }
 
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
   readonly onReply = (event: ReplyEvent): void => {
