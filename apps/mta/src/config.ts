@@ -207,6 +207,52 @@ const destinationLimit = z.strictObject({
   messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }).optional(),
 });
 
+const replyCode = z
+  .number()
+  .int()
+  .min(200, 'an SMTP reply code (200-599)')
+  .max(599, 'an SMTP reply code (200-599)');
+
+/** A back-off rule: what a destination answers, and what to do about it for a while. */
+const backoffRule = z.strictObject({
+  name: z.string().min(1, 'name the rule (timelines and `tern queue shaping` show it)'),
+  match: z
+    .strictObject({
+      codes: z.array(replyCode).min(1).optional(),
+      enhanced: z
+        .string()
+        .regex(/^[245](\.\d{1,3}){0,2}\.?$/, "an enhanced code like '4.7.28' or a prefix like '5.7.'")
+        .optional(),
+      text: z
+        .string()
+        .min(1)
+        .refine((text) => {
+          try {
+            new RegExp(text, 'i');
+            return true;
+          } catch {
+            return false;
+          }
+        }, 'a regular expression (matched case-insensitively against the reply text)')
+        .optional(),
+    })
+    .refine((m) => m.codes !== undefined || m.enhanced !== undefined || m.text !== undefined, {
+      message: 'give at least one of codes, enhanced or text',
+    }),
+  destinations: z.array(z.string().min(1)).min(1).optional(),
+  action: z.discriminatedUnion('kind', [
+    z.strictObject({ kind: z.literal('suspend') }),
+    z.strictObject({
+      kind: z.literal('rate'),
+      messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }),
+    }),
+    z.strictObject({ kind: z.literal('connections'), maxConnections: z.number().int().positive() }),
+    z.strictObject({ kind: z.literal('pool'), pool: z.string().min(1, 'the egress pool to move to') }),
+  ]),
+  /** How long the action lasts after the last matching reply (the quiet period). */
+  durationMs: duration,
+});
+
 const delivery = z
   .strictObject({
     /** Static routes by recipient domain; '*' routes everything else (a smarthost). */
@@ -258,8 +304,25 @@ const delivery = z
         default: destinationLimit.optional(),
         domains: z.record(z.string(), destinationLimit).optional(),
         hosts: z.record(z.string(), destinationLimit).optional(),
-        waitMs: duration.optional(),
+        waitMs: z.number().int().nonnegative('a duration in milliseconds, 0 or more').optional(),
         leaseTtlMs: duration.optional(),
+      })
+      .optional(),
+    /** Automatic back-off on what destinations answer, and the circuit breaker. */
+    shaping: z
+      .strictObject({
+        /** Tried before the shipped rules; the first a reply matches acts. */
+        rules: z.array(backoffRule).optional(),
+        /** The shipped rules for Gmail, Microsoft, Yahoo and common replies (default true). */
+        defaultRules: z.boolean().optional(),
+        circuitBreaker: z
+          .strictObject({
+            /** Consecutive attempts that reach no server before the destination is suspended (default 5). */
+            failures: z.number().int().positive().optional(),
+            /** How long it stays suspended (default 300 000 ms). */
+            suspendMs: duration.optional(),
+          })
+          .optional(),
       })
       .optional(),
     timeouts: z

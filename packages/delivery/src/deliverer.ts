@@ -21,8 +21,11 @@ import type {
   LimitWait,
   RecipientOutcome,
   RecipientState,
+  ShapingNote,
 } from '@tern/queue';
 import type { Redis } from 'ioredis';
+import { type ActiveBackoff, Backoff, type BackoffRule, type CircuitBreakerOptions } from './backoff.js';
+import { DEFAULT_BACKOFF_RULES } from './default-rules.js';
 import { isNonAscii } from './encode.js';
 import { deliverToMaildir } from './maildir.js';
 import { MtaSts, type MtaStsOptions } from './mta-sts.js';
@@ -80,6 +83,15 @@ export interface LimitOptions {
   readonly leaseTtlMs?: number;
 }
 
+/** Automatic back-off: rules on what destinations answer, and the circuit breaker. */
+export interface ShapingOptions {
+  /** Tried before the shipped rules; the first rule a reply matches acts. */
+  readonly rules?: readonly BackoffRule[];
+  /** The shipped rules for Gmail, Microsoft, Yahoo and common replies (default true). */
+  readonly defaultRules?: boolean;
+  readonly circuitBreaker?: CircuitBreakerOptions;
+}
+
 export interface LocalDelivery {
   /** Domains delivered over LMTP (lower case). */
   readonly domains: readonly string[];
@@ -124,6 +136,7 @@ export interface DelivererOptions {
   readonly maxAddresses?: number;
   readonly pool?: Partial<PoolOptions>;
   readonly limits?: LimitOptions;
+  readonly shaping?: ShapingOptions;
   /**
    * Where limits are counted, e.g. a limiter from @tern/limiter shared with the rate-limit plugin
    * (the caller closes it). Default: a limiter of our own over `redis` when given, else in this
@@ -150,6 +163,8 @@ export interface DelivererOptions {
 
 export interface Deliverer {
   readonly deliver: Deliver;
+  /** The back-off actions in force now (for the admin API, the dashboard and `tern shaping`). */
+  backoffs(): ActiveBackoff[];
   /** Quits idle connections. In-flight deliveries finish; their connections close afterwards. */
   close(): Promise<void>;
 }
@@ -220,6 +235,13 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         })
       : undefined;
   const throttle: Throttle = options.throttle ?? ownLimiter!;
+  const backoff = new Backoff(
+    [
+      ...(options.shaping?.rules ?? []),
+      ...(options.shaping?.defaultRules === false ? [] : DEFAULT_BACKOFF_RULES),
+    ],
+    options.shaping?.circuitBreaker,
+  );
   const settings: SessionSettings = {
     heloName: options.hostname,
     timeouts,
@@ -444,6 +466,56 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     return undefined;
   }
 
+  /**
+   * Everything a job must pass before DNS and reading the message: a suspension in force, the
+   * domain's limit, and the lowered limits back-off rules put on (source, destination). Either all
+   * are held, or none and the wait for the one that refused.
+   */
+  async function admitDestination(
+    source: string,
+    domain: string,
+    destination: string,
+    notes: ShapingNote[],
+  ): Promise<{ ok: true; release(): Promise<void> } | { ok: false; reply: SmtpReply; wait: LimitWait }> {
+    const now = Date.now();
+    const inForce = backoff.active(source, destination, now);
+    const stop = inForce.find((a) => a.action === 'suspend' || a.action === 'circuit');
+    if (stop) {
+      notes.push(shapingNote(stop, 'waiting'));
+      return {
+        ok: false,
+        reply: DeliveryReplies.suspended(destination, stop.rule),
+        wait: { key: `backoff:${destination}`, retryAfterMs: stop.until - now, spacingMs: 0, burst: 1 },
+      };
+    }
+    const steps: { key: string; limit: DestinationLimit; action?: ActiveBackoff }[] = [];
+    const own = limitOf('domain', domain);
+    if (own) steps.push({ key: `domain:${domain}`, limit: own });
+    for (const action of inForce) {
+      if (action.limit) {
+        steps.push({
+          key: `backoff:${action.source}|${action.destination}|${action.action}`,
+          limit: action.limit,
+          action,
+        });
+      }
+    }
+    const held: (() => Promise<void>)[] = [];
+    const release = async (): Promise<void> => {
+      for (const r of held.splice(0).reverse()) await r();
+    };
+    for (const step of steps) {
+      const admission = await admit(throttle, step.key, step.limit, waitMs);
+      if (!admission.ok) {
+        await release();
+        if (step.action) notes.push(shapingNote(step.action, 'waiting'));
+        return { ok: false, reply: DeliveryReplies.throttled(admission.key), wait: limitWait(admission) };
+      }
+      held.push(admission.release);
+    }
+    return { ok: true, release };
+  }
+
   async function admitTo(kind: 'domain' | 'host', name: string): Promise<Admission> {
     const limit = limitOf(kind, name);
     if (!limit) return { ok: true, release: async () => {} };
@@ -475,6 +547,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     plugins: PluginHost | undefined,
   ): Promise<DeliveryReport> {
     const outcomes: (RecipientOutcome | undefined)[] = job.recipients.map(() => undefined);
+    const notes: ShapingNote[] = [];
     const spent = new AttemptClock();
     const report = (extra: Partial<DeliveryReport> = {}): DeliveryReport => ({
       recipients: outcomes.map(
@@ -486,6 +559,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
           },
       ),
       ...spent.report(),
+      ...(notes.length > 0 ? { shaping: notes } : {}),
       ...extra,
     });
     const settle = (
@@ -521,16 +595,35 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const domain = job.domain.toLowerCase();
-    // The domain's limit first, before DNS and reading the message: a job that must wait costs little.
-    const domainAdmission = await admitTo('domain', domain);
-    if (!domainAdmission.ok) {
-      settle(open, DeliveryReplies.throttled(domainAdmission.key), 'deferred');
-      return report({ hop, wait: limitWait(domainAdmission) });
+    const source = DEFAULT_SOURCE;
+    const destination = domain;
+    // The destination's limits first, before DNS and reading the message: a job that must wait costs little.
+    const gate = await admitDestination(source, domain, destination, notes);
+    if (!gate.ok) {
+      settle(open, gate.reply, 'deferred');
+      return report({ hop, wait: gate.wait });
     }
     try {
       return await admitted(hop);
     } finally {
-      await domainAdmission.release();
+      await gate.release();
+    }
+
+    /** What the destination answered: back-off rules it sets off go into the report and the log. */
+    function observe(replies: readonly SmtpReply[]): void {
+      for (const action of backoff.observe(source, destination, replies, Date.now())) {
+        log.warn(
+          {
+            rule: action.rule,
+            action: action.action,
+            source,
+            destination,
+            until: new Date(action.until).toISOString(),
+          },
+          'back-off rule in force',
+        );
+        notes.push(shapingNote(action, 'triggered'));
+      }
     }
 
     /** The rest of the attempt, under the domain's limit. */
@@ -603,6 +696,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
               if (!(error instanceof SessionError)) throw error;
               noteTls(planned, undefined, error);
               problems.push(error);
+              if (error.remote) observe([error.remote]);
               log.info(
                 { host: target.hostname, address: target.address ?? target.path, reason: error.message },
                 'next address',
@@ -632,11 +726,14 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
                   if (!(openError instanceof SessionError)) throw openError;
                   noteTls(planned, undefined, openError);
                   problems.push(openError);
+                  if (openError.remote) observe([openError.remote]);
                   continue;
                 }
                 replies = await send(session);
               }
               noteTls(planned, session, undefined, fresh);
+              backoff.connected(destination);
+              observe(replies);
               open.forEach((index, n) => {
                 const reply = replies[n] ?? DeliveryReplies.noDataReply;
                 settle([index], reply);
@@ -668,6 +765,19 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         }
         // Every address failed before a transaction: permanent only when every server refused us with 5xx.
         const last = problems.at(-1);
+        // No server answered at all (refused, unreachable, timed out): the circuit breaker counts it.
+        if (last && problems.every((p) => p.remote === undefined && p.tlsFailure === undefined)) {
+          const tripped = backoff.connectionFailed(destination, last.reply, Date.now());
+          if (tripped) {
+            log.warn(
+              { destination, until: new Date(tripped.until).toISOString() },
+              tripped.detail ?? 'circuit open',
+            );
+            notes.push(shapingNote(tripped, 'triggered'));
+          }
+        } else if (problems.some((p) => p.remote !== undefined)) {
+          backoff.connected(destination);
+        }
         const temporary = problems.filter((p) => !p.permanent).at(-1);
         // A host the TLS policy ruled out counts as one that could not be used: its reason is kept.
         const ruledOut = plan?.skipped[0]?.reply;
@@ -776,6 +886,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 
   return {
     deliver,
+    backoffs: () => backoff.snapshot(Date.now()),
     close: async () => {
       await pool.close();
       // Stops lease renewal and gives back what is still held; the caller's Redis stays open.
@@ -844,6 +955,23 @@ function checkLimits(limits: LimitOptions): void {
   for (const [name, limit] of Object.entries(limits.hosts ?? {})) {
     check(limit, `delivery.limits.hosts[${JSON.stringify(name)}]`);
   }
+}
+
+/** The source name used while no egress pools are configured. */
+export const DEFAULT_SOURCE = 'default';
+
+/** A back-off action as the timeline records it. */
+function shapingNote(action: ActiveBackoff, cause: ShapingNote['cause']): ShapingNote {
+  return {
+    cause,
+    rule: action.rule,
+    action: action.action,
+    source: action.source,
+    destination: action.destination,
+    until: action.until,
+    ...(action.detail === undefined ? {} : { detail: action.detail }),
+    reply: action.reply,
+  };
 }
 
 /** What the queue needs of a refusal to keep the job waiting (the key, when, and the limit's pace). */

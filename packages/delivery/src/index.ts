@@ -1,6 +1,16 @@
 // @tern/delivery: the outbound side of Tern (routing, MX, SMTP/LMTP client, pooling, throttles).
 
 export {
+  type ActiveBackoff,
+  BACKOFF_ACTIONS,
+  Backoff,
+  type BackoffAction,
+  type BackoffActionKind,
+  type BackoffRule,
+  type CircuitBreakerOptions,
+  compileRules,
+} from './backoff.js';
+export {
   isUsable,
   lookupTlsa,
   type TlsaLookup,
@@ -12,9 +22,12 @@ export {
   createDeliverer,
   type Deliverer,
   type DelivererOptions,
+  DEFAULT_SOURCE,
   type LimitOptions,
   type LocalDelivery,
+  type ShapingOptions,
 } from './deliverer.js';
+export { DEFAULT_BACKOFF_RULES } from './default-rules.js';
 export {
   type AnswerRecord,
   type DnsAnswer,

@@ -127,10 +127,18 @@ export class SessionError extends Error {
   readonly retryPlain: boolean;
   /** Set when TLS was the problem: what TLS-RPT calls it. */
   readonly tlsFailure: TlsFailureType | undefined;
+  /** The server's own reply, when it refused us while setting up (back-off rules match on it). */
+  readonly remote: SmtpReply | undefined;
 
   constructor(
     reply: SmtpReply,
-    options: { permanent?: boolean; retryPlain?: boolean; tlsFailure?: TlsFailureType; cause?: unknown } = {},
+    options: {
+      permanent?: boolean;
+      retryPlain?: boolean;
+      tlsFailure?: TlsFailureType;
+      cause?: unknown;
+      remote?: SmtpReply;
+    } = {},
   ) {
     super(`${reply.code} ${reply.enhanced} ${reply.text}`, { cause: options.cause });
     this.name = 'SessionError';
@@ -138,6 +146,7 @@ export class SessionError extends Error {
     this.permanent = options.permanent === true;
     this.retryPlain = options.retryPlain === true;
     this.tlsFailure = options.tlsFailure;
+    this.remote = options.remote;
   }
 }
 
@@ -820,14 +829,16 @@ export class SmtpSession {
   /** A refusal while setting up: 5xx is permanent for this host, anything else temporary. */
   #setupError(wire: WireReply, stage: string): SessionError {
     const remote = `${wire.code} ${wire.lines.join(' ')}`;
+    const reply = toSmtpReply(wire);
     if (wire.code >= 500 && wire.code < 600) {
-      const reply = toSmtpReply(wire);
       return new SessionError(
         { ...reply, text: `${this.remoteMta} said at ${stage}: ${reply.text}` },
-        { permanent: true },
+        { permanent: true, remote: reply },
       );
     }
-    return new SessionError(DeliveryReplies.noConnection(`${this.remoteMta} said at ${stage}: ${remote}`));
+    return new SessionError(DeliveryReplies.noConnection(`${this.remoteMta} said at ${stage}: ${remote}`), {
+      remote: reply,
+    });
   }
 
   #markSecure(socket: TLSSocket): void {

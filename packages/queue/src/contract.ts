@@ -136,6 +136,10 @@ export interface DeliveryReport {
    * recipients' outcomes (deferred placeholders) and waits for the limit instead of counting an attempt.
    */
   readonly wait?: LimitWait;
+  /** Traffic-shaping actions this attempt set off or waited for (for the timeline). */
+  readonly shaping?: readonly ShapingNote[];
+  /** The egress source the connection was made from, when egress pools are configured. */
+  readonly source?: string;
 }
 
 /**
@@ -153,6 +157,27 @@ export interface LimitWait {
   readonly spacingMs: number;
   /** How many jobs it admits back to back once open. */
   readonly burst: number;
+}
+
+/**
+ * A traffic-shaping action that concerned this job: a back-off rule its reply set off, or one in
+ * force that made it wait. Goes into the message's timeline.
+ */
+export interface ShapingNote {
+  /** `triggered`: this job's reply set the action off (or extended it); `waiting`: the job waits for it. */
+  readonly cause: 'triggered' | 'waiting';
+  readonly rule: string;
+  /** suspend, rate, connections, pool or circuit. */
+  readonly action: string;
+  /** The egress source (`default` without pools; `*` for every source). */
+  readonly source: string;
+  /** The recipient domain or provider the action is on. */
+  readonly destination: string;
+  /** When the action ends unless extended (ms since epoch). */
+  readonly until: number;
+  readonly detail?: string;
+  /** The reply that set it off. */
+  readonly reply?: SmtpReply;
 }
 
 /** What the worker hands one delivery attempt besides the job. */

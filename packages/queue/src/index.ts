@@ -32,6 +32,7 @@ export type {
   RecipientOutcome,
   RecipientState,
   RecipientStatus,
+  ShapingNote,
   WorkerOptions,
 } from './contract.js';
 // Operator operations and message timelines (added for the admin API; see contract.ts).
@@ -85,5 +86,7 @@ export {
   type OperatorEvent,
   type ReceivedEvent,
   redactHop,
+  type ShapingEvent,
+  shapingEvents,
   type TimelineEvent,
 } from './timeline.js';

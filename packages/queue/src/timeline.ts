@@ -2,7 +2,7 @@
 // operators' actions) and how those records are made, so both backends store the same thing.
 import type { NextHop } from '@tern/plugin-api';
 import type { AttemptOutcome } from './attempt.js';
-import type { DeliveryJob, IncomingMessage } from './contract.js';
+import type { DeliveryJob, DeliveryReport, IncomingMessage, ShapingNote } from './contract.js';
 
 /** The message was made durable: who sent it, from where, to whom. */
 export interface ReceivedEvent {
@@ -89,7 +89,19 @@ export interface OperatorEvent {
   readonly notice?: string;
 }
 
-export type TimelineEvent = ReceivedEvent | HookVerdictEvent | AttemptEvent | OperatorEvent;
+/** A traffic-shaping action concerned the message: its reply set one off, or it waited for one. */
+export interface ShapingEvent extends Omit<ShapingNote, 'reply'> {
+  readonly type: 'shaping';
+  readonly at: number;
+  readonly jobId: string;
+  readonly domain: string;
+  /** The reply that set the action off. */
+  readonly code?: number;
+  readonly enhanced?: string;
+  readonly text?: string;
+}
+
+export type TimelineEvent = ReceivedEvent | HookVerdictEvent | AttemptEvent | OperatorEvent | ShapingEvent;
 
 /** How long a finished message's timeline stays retrievable (default 7 days). */
 export const DEFAULT_TIMELINE_RETENTION_MS = 7 * 24 * 3600_000;
@@ -166,6 +178,26 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
     ...(outcome.next === undefined ? {} : { nextAttemptAt: outcome.next.at.getTime() }),
     notices: outcome.notices,
   };
+}
+
+/** The timeline records of the shaping actions a report carries (none for most attempts). */
+export function shapingEvents(job: DeliveryJob, report: DeliveryReport, now: number): ShapingEvent[] {
+  return (report.shaping ?? []).map((note) => ({
+    type: 'shaping',
+    at: now,
+    jobId: job.id,
+    domain: job.domain,
+    cause: note.cause,
+    rule: note.rule,
+    action: note.action,
+    source: note.source,
+    destination: note.destination,
+    until: note.until,
+    ...(note.detail === undefined ? {} : { detail: note.detail }),
+    ...(note.reply === undefined
+      ? {}
+      : { code: note.reply.code, enhanced: note.reply.enhanced, text: clip(note.reply.text) }),
+  }));
 }
 
 /** Parses a stored event; a record that is not one (a newer Tern's, a damaged one) is skipped by callers. */

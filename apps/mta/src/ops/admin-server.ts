@@ -40,6 +40,8 @@ export interface AdminServerOptions {
   readonly reload?: () => Promise<unknown>;
   /** Listeners expected and bound, for `/readyz` (absent: listeners are not judged). */
   readonly listening?: () => Listening;
+  /** The traffic shaping in force: back-off actions, egress sources and their warm-up. */
+  readonly shaping?: () => unknown;
 }
 
 export interface AdminServer {
@@ -152,6 +154,9 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
           `reload refused, still running the previous config: ${(error as Error).message}`,
         );
       }
+    }
+    if (resource === 'shaping' && id === undefined && method === 'GET') {
+      return send(res, 200, options.shaping?.() ?? { backoffs: [] });
     }
     if (resource === 'activity' && id === undefined && method === 'GET') {
       const limit = intParam(url, 'limit', 50, 200);

@@ -106,6 +106,7 @@ export class TernMetrics {
   readonly deliveries: Counter<'result'>;
   readonly bounces: Counter<'reason'>;
   readonly limitWaits: Counter<'limit'>;
+  readonly shapingActions: Counter<'action' | 'cause'>;
   readonly #listeners = new NameLabels(MAX_NAMES);
   readonly #plugins = new NameLabels(MAX_NAMES);
 
@@ -182,6 +183,12 @@ export class TernMetrics {
       name: 'tern_delivery_limit_waits_total',
       help: 'Jobs a local limit refused before any connection, put back to wait (not attempts), by kind of limit',
       labelNames: ['limit'],
+      registers,
+    });
+    this.shapingActions = new Counter({
+      name: 'tern_shaping_actions_total',
+      help: 'Traffic-shaping actions: set off (or extended) by a reply, or waited for by a job; by action',
+      labelNames: ['action', 'cause'],
       registers,
     });
     this.bounces = new Counter({

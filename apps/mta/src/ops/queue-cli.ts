@@ -1,7 +1,8 @@
-// `tern queue summary|list|inspect|retry|hold|release|delete|bounce|reroute|suspend|resume`: the
+// `tern queue summary|list|inspect|retry|hold|release|delete|bounce|reroute|suspend|resume|shaping`: the
 // operator's commands, over the admin API of a running tern (so they work the same on either
 // backend and from any machine that can reach the API). Actions take queue ids or Message-IDs,
 // or a filter for bulk actions, whose progress goes to stderr.
+import type { ActiveBackoff } from '@tern/delivery';
 import type { NextHop } from '@tern/plugin-api';
 import {
   type DestinationSummary,
@@ -74,6 +75,12 @@ async function run(
       const details = await client.get<MessageDetails>(`/api/messages/${encodeURIComponent(id)}`);
       if (values.json) json(details);
       else out(formatDetails(details));
+      return 0;
+    }
+    case 'shaping': {
+      const shaping = await client.get<{ backoffs: ActiveBackoff[] }>('/api/shaping');
+      if (values.json) json(shaping);
+      else out(formatShaping(shaping.backoffs));
       return 0;
     }
     case 'suspend':
@@ -346,6 +353,17 @@ export function formatDetails(m: MessageDetails): string {
   return lines.join('\n');
 }
 
+/** The back-off actions in force, one line each. */
+function formatShaping(backoffs: readonly ActiveBackoff[]): string {
+  if (backoffs.length === 0) return 'no back-off action in force';
+  return backoffs
+    .map(
+      (b) =>
+        `${b.source}→${b.destination}  ${b.action}${b.detail ? ` (${b.detail})` : ''}  rule ${b.rule}  until ${iso(b.until)}  after ${b.reply.code} ${b.reply.enhanced} ${b.reply.text}`,
+    )
+    .join('\n');
+}
+
 export function describeEvent(event: TimelineEvent): string {
   switch (event.type) {
     case 'received':
@@ -361,6 +379,8 @@ export function describeEvent(event: TimelineEvent): string {
       const notices = event.notices.length > 0 ? `; notice ${event.notices.join(', ')}` : '';
       return `attempt ${event.attempt} to ${event.domain}${via}: ${results}${next}${notices}`;
     }
+    case 'shaping':
+      return `shaping ${event.cause === 'triggered' ? 'set off' : 'waiting for'} ${event.rule} (${event.action}${event.detail ? `: ${event.detail}` : ''}) on ${event.source}→${event.destination} until ${iso(event.until)}${event.code ? `; reply ${event.code} ${event.enhanced ?? ''} ${event.text ?? ''}`.trimEnd() : ''}`;
     case 'operator':
       return `operator ${event.action}${event.domain ? ` ${event.domain}` : ''}${event.detail ? ` (${event.detail})` : ''}${event.notice ? `; bounce ${event.notice}` : ''}`;
   }

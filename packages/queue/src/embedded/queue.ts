@@ -40,6 +40,7 @@ import {
   DEFAULT_TIMELINE_RETENTION_MS,
   initialTimeline,
   type OperatorEvent,
+  shapingEvents,
   type TimelineEvent,
 } from '../timeline.js';
 import { StoredBodies } from './bodies.js';
@@ -491,8 +492,12 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       else {
         // Not an attempt: the job goes back as it was, due as before, and its domain is paced.
         this.#pacer.refused(row.domain, waiting, Date.now());
+        const events = shapingEvents(job, outcome.report, Date.now());
         record = () => {
-          this.#bookkeeping(() => this.#sql.putBack.run(Date.now(), row.id, this.#owner));
+          this.#bookkeeping(() => {
+            this.#ops.appendEvents(job.queueId, events);
+            this.#sql.putBack.run(Date.now(), row.id, this.#owner);
+          });
         };
       }
     } catch (error) {
@@ -618,7 +623,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const event = attemptEvent(job, outcome, now);
     this.#bookkeeping(() => {
       // Recorded even when an operator removed the job meanwhile: the attempt did happen.
-      this.#ops.appendEvents(job.queueId, [event]);
+      this.#ops.appendEvents(job.queueId, [event, ...shapingEvents(job, outcome.report, now)]);
       const current = this.#sql.jobState.get(job.id) as
         | { state: JobState; lease_owner: string | null; hold_requested: number }
         | undefined;

@@ -35,6 +35,7 @@ import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
   initialTimeline,
+  shapingEvents,
   type TimelineEvent,
 } from '../timeline.js';
 import { bodyStream } from './body-stream.js';
@@ -445,6 +446,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     let parkAt: number | undefined;
     try {
       const outcome = await runDeliveryAttempt(deliveryJob, deliver, store, settings);
+      // Before the attempt is recorded, so a finished message's timeline expires with them.
+      const shaping = shapingEvents(deliveryJob, outcome.report, settings.now());
+      if (shaping.length > 0) {
+        await this.#ops
+          .appendTimeline(data.queueId, shaping)
+          .catch((error: unknown) => this.#log.warn({ err: error, jobId: id }, 'could not record shaping events'));
+      }
       if (outcome.waiting !== undefined) {
         // Not an attempt: back to the delayed set as it was, at its slot of the limit's pace.
         const now = settings.now();
