@@ -213,6 +213,61 @@ const replyCode = z
   .min(200, 'an SMTP reply code (200-599)')
   .max(599, 'an SMTP reply code (200-599)');
 
+/** Source addresses with their EHLO names, in weighted pools; messages pick a pool by domain. */
+const egress = z
+  .strictObject({
+    sources: z.record(
+      z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a source name: letters, digits, . _ -'),
+      z.strictObject({
+        /** The local address to connect from (it must be configured on this machine). */
+        address: z
+          .string()
+          .refine((a) => isIP(a) !== 0, 'an IPv4 or IPv6 address of this machine')
+          .optional(),
+        /** Our name in EHLO from this address (should match its PTR record). */
+        ehlo: z
+          .string()
+          .regex(/^[A-Za-z0-9.-]+$/, 'a host name')
+          .optional(),
+      }),
+    ),
+    pools: z.record(
+      z.string().min(1),
+      z.strictObject({ sources: z.record(z.string(), z.number().int().positive('a weight of at least 1')) }),
+    ),
+    select: z
+      .array(
+        z.strictObject({
+          pool: z.string().min(1),
+          domains: z.array(z.string().min(1)).min(1).optional(),
+          senderDomains: z.array(z.string().min(1)).min(1).optional(),
+        }),
+      )
+      .optional(),
+    defaultPool: z.string().min(1).optional(),
+  })
+  .superRefine((e, ctx) => {
+    for (const [name, pool] of Object.entries(e.pools)) {
+      for (const source of Object.keys(pool.sources)) {
+        if (e.sources[source] === undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['pools', name, 'sources', source],
+            message: `no source named ${source}: add it under delivery.egress.sources or remove it here`,
+          });
+        }
+      }
+    }
+    const pools = new Set(Object.keys(e.pools));
+    const check = (pool: string | undefined, path: (string | number)[]): void => {
+      if (pool !== undefined && !pools.has(pool)) {
+        ctx.addIssue({ code: 'custom', path, message: `no pool named ${pool} in delivery.egress.pools` });
+      }
+    };
+    check(e.defaultPool, ['defaultPool']);
+    e.select?.forEach((s, i) => check(s.pool, ['select', i, 'pool']));
+  });
+
 /** A back-off rule: what a destination answers, and what to do about it for a while. */
 const backoffRule = z.strictObject({
   name: z.string().min(1, 'name the rule (timelines and `tern queue shaping` show it)'),
@@ -305,9 +360,17 @@ const delivery = z
         domains: z.record(z.string(), destinationLimit).optional(),
         hosts: z.record(z.string(), destinationLimit).optional(),
         waitMs: z.number().int().nonnegative('a duration in milliseconds, 0 or more').optional(),
+        /** Limits on each (egress source, destination) pair: `default`, or by destination. */
+        perSource: z
+          .strictObject({
+            default: destinationLimit.optional(),
+            destinations: z.record(z.string(), destinationLimit).optional(),
+          })
+          .optional(),
         leaseTtlMs: duration.optional(),
       })
       .optional(),
+    egress: egress.optional(),
     /** Automatic back-off on what destinations answer, and the circuit breaker. */
     shaping: z
       .strictObject({

@@ -143,6 +143,7 @@ function delivererOptions(
     ...(d.maxHeaderBytes !== undefined ? { maxHeaderBytes: d.maxHeaderBytes } : {}),
     ...(d.limits ? { limits: d.limits } : {}),
     ...(d.shaping ? { shaping: d.shaping } : {}),
+    ...(d.egress ? { egress: d.egress } : {}),
     ...(d.timeouts ? { timeouts: d.timeouts } : {}),
     ...(d.tls
       ? {

@@ -1,7 +1,7 @@
 // Traffic shaping through a real tern process: a destination that answers "421 4.7.28 rate
 // limited" sets off a back-off rule configured under delivery.shaping; the admin API, `tern queue
 // shaping`, /metrics and the message's timeline all show it. A bad rule stops start-up naming it.
-import { startSmtpSink } from '@tern/testkit';
+import { startSmtpSink, waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { validateConfig } from '../src/config.js';
 import { sendMail } from './ops-fixtures/smtp.js';
@@ -82,6 +82,53 @@ describe('delivery.shaping', () => {
     } finally {
       await sink.stop();
     }
+  });
+
+  it("sends from the egress source the message's pool names, with its EHLO name", async () => {
+    const sink = await startSmtpSink();
+    try {
+      const mta = await startOpsTern({
+        localDomains: ['news.test', 'plain.test'],
+        delivery: {
+          routes: {
+            'news.test': { type: 'smtp', host: '127.0.0.1', port: sink.port, tls: 'none' },
+            'plain.test': { type: 'smtp', host: '127.0.0.1', port: sink.port, tls: 'none' },
+          },
+          egress: {
+            sources: {
+              a: { address: '127.0.0.4', ehlo: 'a.out.test' },
+              b: { address: '127.0.0.5', ehlo: 'b.out.test' },
+            },
+            pools: { default: { sources: { a: 1 } }, newsletters: { sources: { b: 1 } } },
+            select: [{ pool: 'newsletters', domains: ['news.test'] }],
+          },
+        },
+      });
+      await sendMail(mta.port, { from: 'a@src.test', to: ['x@news.test'], subject: 'News' });
+      await sendMail(mta.port, { from: 'a@src.test', to: ['y@plain.test'], subject: 'Plain' });
+      await waitFor(() => sink.messages.length >= 2, 15_000);
+      const seen = Object.fromEntries(
+        sink.messages.map((m) => [m.rcptTo[0], `${m.remoteAddress} ${m.helo}`]),
+      );
+      expect(seen).toEqual({ 'x@news.test': '127.0.0.5 b.out.test', 'y@plain.test': '127.0.0.4 a.out.test' });
+    } finally {
+      await sink.stop();
+    }
+  });
+
+  it('refuses a pool of unknown sources at start-up, naming the field', () => {
+    expect(() =>
+      validateConfig(
+        {
+          hostname: 'tern.test',
+          listeners: [{ kind: 'mx', port: 25 }],
+          delivery: {
+            egress: { sources: { a: { address: '127.0.0.4' } }, pools: { default: { sources: { z: 1 } } } },
+          },
+        },
+        '/tmp',
+      ),
+    ).toThrow(/delivery\.egress\.pools\.default\.sources\.z.*no source named z/s);
   });
 
   it('refuses a bad rule at start-up, naming the field and the fix', () => {

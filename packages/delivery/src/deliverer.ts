@@ -1,6 +1,7 @@
 // The Deliver function of the queue contract: route a job, resolve its next hop to addresses, take
 // the destination's throttles, reuse or open a session, run one transaction, and report an outcome
 // per recipient. Remote failures are outcomes; only bugs throw, and even those become 4.3.0 here.
+import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import { createLimiter } from '@tern/limiter';
 import {
@@ -26,6 +27,7 @@ import type {
 import type { Redis } from 'ioredis';
 import { type ActiveBackoff, Backoff, type BackoffRule, type CircuitBreakerOptions } from './backoff.js';
 import { DEFAULT_BACKOFF_RULES } from './default-rules.js';
+import { Egress, type EgressOptions } from './egress.js';
 import { isNonAscii } from './encode.js';
 import { deliverToMaildir } from './maildir.js';
 import { MtaSts, type MtaStsOptions } from './mta-sts.js';
@@ -79,6 +81,14 @@ export interface LimitOptions {
    * domain through at the limit's pace; waiting for a limit is never an attempt.
    */
   readonly waitMs?: number;
+  /**
+   * Limits on each (egress source, destination) pair, e.g. 5 connections from every address to
+   * every destination: `default` for each pair, `destinations` by recipient domain or provider.
+   */
+  readonly perSource?: {
+    readonly default?: DestinationLimit;
+    readonly destinations?: Readonly<Record<string, DestinationLimit>>;
+  };
   /** With `redis`: a slot of a node that died comes back after this long (default 60 000 ms; live ones renew). */
   readonly leaseTtlMs?: number;
 }
@@ -137,6 +147,8 @@ export interface DelivererOptions {
   readonly pool?: Partial<PoolOptions>;
   readonly limits?: LimitOptions;
   readonly shaping?: ShapingOptions;
+  /** Source addresses (with their EHLO names) in weighted pools; without it, the system picks the address. */
+  readonly egress?: EgressOptions;
   /**
    * Where limits are counted, e.g. a limiter from @tern/limiter shared with the rate-limit plugin
    * (the caller closes it). Default: a limiter of our own over `redis` when given, else in this
@@ -235,6 +247,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         })
       : undefined;
   const throttle: Throttle = options.throttle ?? ownLimiter!;
+  const egress = options.egress === undefined ? undefined : new Egress(options.egress);
   const backoff = new Backoff(
     [
       ...(options.shaping?.rules ?? []),
@@ -242,6 +255,13 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     ],
     options.shaping?.circuitBreaker,
   );
+  // A rule that moves traffic to another pool must name one that exists.
+  (options.shaping?.rules ?? []).forEach((rule, i) => {
+    if (rule.action?.kind !== 'pool') return;
+    const where = `delivery.shaping.rules[${i}].action.pool`;
+    if (!egress) throw new TypeError(`${where}: moving to a pool needs delivery.egress with that pool`);
+    egress.checkPool(rule.action.pool, where);
+  });
   const settings: SessionSettings = {
     heloName: options.hostname,
     timeouts,
@@ -467,6 +487,43 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   }
 
   /**
+   * The egress source of a job: from its pool (by recipient and sender domain), by weight, leaving
+   * out sources a back-off rule suspended for this destination. A `pool` action on a source of the
+   * pool moves the destination's traffic to the pool it names. When no source is left, the job
+   * waits for the first to come back.
+   */
+  function chooseSource(
+    job: DeliveryJob,
+    domain: string,
+    destination: string,
+    notes: ShapingNote[],
+  ): { ok: true; source: string; pool?: string } | { ok: false; reply: SmtpReply; wait: LimitWait } {
+    if (!egress) return { ok: true, source: DEFAULT_SOURCE };
+    const now = Date.now();
+    let pool = egress.poolFor(domain, job.envelope.mailFrom);
+    const inForce = (pool: string): ActiveBackoff[] =>
+      egress
+        .members(pool)
+        .flatMap(([name]) => backoff.active(name, destination, now).filter((a) => a.source === name));
+    for (let moves = 0; moves < 3; moves++) {
+      const move = inForce(pool).find((a) => a.action === 'pool' && a.pool !== undefined && a.pool !== pool);
+      if (move?.pool === undefined) break;
+      notes.push(shapingNote(move, 'applied'));
+      pool = move.pool;
+    }
+    const held = inForce(pool).filter((a) => a.action === 'suspend');
+    const source = egress.pick(pool, (name) => !held.some((a) => a.source === name));
+    if (source !== undefined) return { ok: true, source, pool };
+    const first = held.reduce((a, b) => (b.until < a.until ? b : a), held[0] as ActiveBackoff);
+    notes.push(shapingNote(first, 'waiting'));
+    return {
+      ok: false,
+      reply: DeliveryReplies.suspended(`${destination} from pool ${pool}`, first.rule),
+      wait: { key: `backoff:${destination}`, retryAfterMs: first.until - now, spacingMs: 0, burst: 1 },
+    };
+  }
+
+  /**
    * Everything a job must pass before DNS and reading the message: a suspension in force, the
    * domain's limit, and the lowered limits back-off rules put on (source, destination). Either all
    * are held, or none and the wait for the one that refused.
@@ -491,6 +548,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     const steps: { key: string; limit: DestinationLimit; action?: ActiveBackoff }[] = [];
     const own = limitOf('domain', domain);
     if (own) steps.push({ key: `domain:${domain}`, limit: own });
+    const perSource = limits.perSource?.destinations?.[destination] ?? limits.perSource?.default;
+    if (perSource) steps.push({ key: `source:${source}|${destination}`, limit: perSource });
     for (const action of inForce) {
       if (action.limit) {
         steps.push({
@@ -548,6 +607,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   ): Promise<DeliveryReport> {
     const outcomes: (RecipientOutcome | undefined)[] = job.recipients.map(() => undefined);
     const notes: ShapingNote[] = [];
+    let sourceOf: string | undefined;
     const spent = new AttemptClock();
     const report = (extra: Partial<DeliveryReport> = {}): DeliveryReport => ({
       recipients: outcomes.map(
@@ -560,6 +620,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       ),
       ...spent.report(),
       ...(notes.length > 0 ? { shaping: notes } : {}),
+      ...(egress && sourceOf !== undefined ? { source: sourceOf } : {}),
       ...extra,
     });
     const settle = (
@@ -595,8 +656,15 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const domain = job.domain.toLowerCase();
-    const source = DEFAULT_SOURCE;
     const destination = domain;
+    const chosen = chooseSource(job, domain, destination, notes);
+    if (!chosen.ok) {
+      settle(open, chosen.reply, 'deferred');
+      return report({ hop, wait: chosen.wait });
+    }
+    const source = chosen.source;
+    sourceOf = source;
+    const bind = bindTo(egress?.source(source));
     // The destination's limits first, before DNS and reading the message: a job that must wait costs little.
     const gate = await admitDestination(source, domain, destination, notes);
     if (!gate.ok) {
@@ -679,7 +747,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
           lastTls = summary;
           if (outcome && fresh) recordTls(domain, outcome, log);
         };
-        for (const planned of targets.targets.slice(0, maxAddresses)) {
+        for (const planned of bind(targets.targets).slice(0, maxAddresses)) {
           const target = planned.target;
           const hostAdmission = await admitTo('host', target.hostname);
           if (!hostAdmission.ok) {
@@ -957,6 +1025,41 @@ function checkLimits(limits: LimitOptions): void {
   }
 }
 
+/**
+ * Puts the egress source on every target it can reach: its address to connect from (only targets
+ * of the same address family) and its EHLO name. LMTP over a UNIX socket stays as it is.
+ */
+function bindTo(
+  source: { readonly address?: string; readonly ehlo?: string } | undefined,
+): (targets: readonly AttemptTarget[]) => AttemptTarget[] {
+  return (targets) => {
+    if (source === undefined) return [...targets];
+    const out: AttemptTarget[] = [];
+    for (const planned of targets) {
+      const target = planned.target;
+      if (target.path !== undefined) {
+        out.push(planned);
+        continue;
+      }
+      if (
+        source.address !== undefined &&
+        target.address !== undefined &&
+        isIP(source.address) !== isIP(target.address)
+      )
+        continue;
+      out.push({
+        ...planned,
+        target: {
+          ...target,
+          ...(source.address === undefined ? {} : { localAddress: source.address }),
+          ...(source.ehlo === undefined ? {} : { heloName: source.ehlo }),
+        },
+      });
+    }
+    return out;
+  };
+}
+
 /** The source name used while no egress pools are configured. */
 export const DEFAULT_SOURCE = 'default';
 
@@ -1049,6 +1152,8 @@ function poolKey(target: SessionTarget): string {
     target.tls,
     checkKey,
     target.auth?.user ?? '',
+    target.localAddress ?? '',
+    target.heloName ?? '',
   ].join('|');
 }
 

@@ -18,16 +18,16 @@ export {
   tlsaText,
   verifyDane,
 } from './dane.js';
+export { DEFAULT_BACKOFF_RULES } from './default-rules.js';
 export {
   createDeliverer,
+  DEFAULT_SOURCE,
   type Deliverer,
   type DelivererOptions,
-  DEFAULT_SOURCE,
   type LimitOptions,
   type LocalDelivery,
   type ShapingOptions,
 } from './deliverer.js';
-export { DEFAULT_BACKOFF_RULES } from './default-rules.js';
 export {
   type AnswerRecord,
   type DnsAnswer,
@@ -35,6 +35,13 @@ export {
   type DnsClientOptions,
   type RecordType,
 } from './dns-client.js';
+export {
+  Egress,
+  type EgressOptions,
+  type EgressPool,
+  type EgressSelector,
+  type EgressSource,
+} from './egress.js';
 export { DataEncoder, encodeData, hasEightBitBytes, isNonAscii, type WireMessage } from './encode.js';
 export {
   type MtaStsLookup,

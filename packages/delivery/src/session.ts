@@ -78,6 +78,9 @@ export interface SessionTarget {
    */
   readonly check?: TlsCheck;
   readonly auth?: { readonly user: string; readonly pass: string };
+  /** The egress source: the local address to connect from, and our name in EHLO from there. */
+  readonly localAddress?: string;
+  readonly heloName?: string;
 }
 
 export interface SessionSettings {
@@ -697,7 +700,7 @@ export class SmtpSession {
   /** EHLO (LHLO for LMTP), falling back to HELO when a plain SMTP server does not know EHLO. */
   async #hello(): Promise<void> {
     const t = this.#settings.timeouts;
-    const name = this.#settings.heloName;
+    const name = this.target.heloName ?? this.#settings.heloName;
     const lmtp = this.target.protocol === 'lmtp';
     const reply = await this.#command(`${lmtp ? 'LHLO' : 'EHLO'} ${name}`, t.commandMs);
     if (reply.code === 250) {
@@ -992,6 +995,11 @@ export function parseCapabilities(lines: readonly string[]): Capabilities {
   return caps;
 }
 
+/** Binds the connection to the egress source's address, when the target has one. */
+function localOf(target: SessionTarget): { localAddress?: string } {
+  return target.localAddress === undefined ? {} : { localAddress: target.localAddress };
+}
+
 function connectSocket(
   target: SessionTarget,
   settings: SessionSettings,
@@ -1003,13 +1011,15 @@ function connectSocket(
     const readyEvent = tls === 'implicit' ? 'secureConnect' : 'connect';
     if (tls === 'implicit') {
       socket = tlsConnect({
-        ...(target.path !== undefined ? { path: target.path } : { host: target.address, port: target.port }),
+        ...(target.path !== undefined
+          ? { path: target.path }
+          : { host: target.address, port: target.port, ...localOf(target) }),
         ...tlsOptions(target, settings),
       });
     } else if (target.path !== undefined) {
       socket = netConnect({ path: target.path });
     } else {
-      socket = netConnect({ host: target.address, port: target.port ?? 25 });
+      socket = netConnect({ host: target.address, port: target.port ?? 25, ...localOf(target) });
     }
     const timer = setTimeout(() => {
       socket.destroy();

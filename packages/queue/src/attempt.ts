@@ -288,6 +288,7 @@ function recipientLine(
   const shared = {
     attempt: job.attempts + 1,
     remoteMta: report.remoteMta ?? 'none',
+    ...(report.source === undefined ? {} : { source: report.source }),
     tls: report.tls?.protocol ?? 'none',
     ...(report.tls?.cipher === undefined ? {} : { tlsCipher: report.tls.cipher }),
     ...(report.tls === undefined

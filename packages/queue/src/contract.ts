@@ -164,8 +164,11 @@ export interface LimitWait {
  * force that made it wait. Goes into the message's timeline.
  */
 export interface ShapingNote {
-  /** `triggered`: this job's reply set the action off (or extended it); `waiting`: the job waits for it. */
-  readonly cause: 'triggered' | 'waiting';
+  /**
+   * `triggered`: this job's reply set the action off (or extended it); `waiting`: the job waits for
+   * it; `applied`: the job went another way for it (another egress pool).
+   */
+  readonly cause: 'triggered' | 'waiting' | 'applied';
   readonly rule: string;
   /** suspend, rate, connections, pool or circuit. */
   readonly action: string;

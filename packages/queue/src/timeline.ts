@@ -60,6 +60,8 @@ export interface AttemptEvent {
   readonly hop?: NextHop;
   /** `name[address]:port` of the server that answered. */
   readonly remoteMta?: string;
+  /** The egress source the connection was made from (with egress pools configured). */
+  readonly source?: string;
   readonly recipients: readonly AttemptRecipient[];
   /** When the deferred recipients are tried again. */
   readonly nextAttemptAt?: number;
@@ -168,6 +170,7 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
     durationMs: Math.max(0, now - outcome.startedAt),
     ...(report.hop === undefined ? {} : { hop: redactHop(report.hop) }),
     ...(report.remoteMta === undefined ? {} : { remoteMta: report.remoteMta }),
+    ...(report.source === undefined ? {} : { source: report.source }),
     recipients: [
       ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d.reply)),
       ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d.reply)),

@@ -71,6 +71,8 @@ export interface SinkMessage {
   user?: string;
   /** The name the client gave with EHLO/HELO/LHLO. */
   helo: string;
+  /** The client's address as this server saw it (the sender's source address). */
+  remoteAddress: string;
   /** MAIL FROM parameters (keys upper case), e.g. { BODY: '8BITMIME', SMTPUTF8: true }. */
   mailArgs: Record<string, string | true>;
   /** smtp-server's session id (one per connection). */
@@ -265,6 +267,7 @@ function toSinkMessage(raw: Buffer, session: SMTPServerSession): SinkMessage {
     body: raw.subarray(bodyStart),
     secure: session.secure,
     helo: session.hostNameAppearsAs || '',
+    remoteAddress: (session.remoteAddress || '').replace(/^::ffff:/, ''),
     mailArgs: mailFrom ? mailFrom.args || {} : {},
     sessionId: session.id,
     receivedAt: Date.now(),

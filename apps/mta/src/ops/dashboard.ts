@@ -388,7 +388,7 @@ export const DASHBOARD_HTML = `<!doctype html>
           event.recipients.map(function (r) { return r.address + " " + r.result + " (" + r.code + " " + r.enhanced + " " + r.text + ")"; }).join("; ") +
           (event.nextAttemptAt ? "; next attempt " + dateTime(event.nextAttemptAt) : "");
       case "shaping":
-        return "shaping: " + (event.cause === "triggered" ? "set off " : "waiting for ") + event.rule + " (" + event.action +
+        return "shaping: " + ({ triggered: "set off ", waiting: "waiting for ", applied: "went around " }[event.cause] || "") + event.rule + " (" + event.action +
           (event.detail ? ": " + event.detail : "") + ") on " + event.source + " → " + event.destination + " until " + dateTime(event.until) +
           (event.code ? "; reply " + event.code + " " + (event.enhanced || "") + " " + (event.text || "") : "");
       case "operator":

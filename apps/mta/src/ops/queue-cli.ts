@@ -353,6 +353,8 @@ export function formatDetails(m: MessageDetails): string {
   return lines.join('\n');
 }
 
+const SHAPING_CAUSES = { triggered: 'set off', waiting: 'waiting for', applied: 'went around' } as const;
+
 /** The back-off actions in force, one line each. */
 function formatShaping(backoffs: readonly ActiveBackoff[]): string {
   if (backoffs.length === 0) return 'no back-off action in force';
@@ -380,7 +382,7 @@ export function describeEvent(event: TimelineEvent): string {
       return `attempt ${event.attempt} to ${event.domain}${via}: ${results}${next}${notices}`;
     }
     case 'shaping':
-      return `shaping ${event.cause === 'triggered' ? 'set off' : 'waiting for'} ${event.rule} (${event.action}${event.detail ? `: ${event.detail}` : ''}) on ${event.source}→${event.destination} until ${iso(event.until)}${event.code ? `; reply ${event.code} ${event.enhanced ?? ''} ${event.text ?? ''}`.trimEnd() : ''}`;
+      return `shaping ${SHAPING_CAUSES[event.cause]} ${event.rule} (${event.action}${event.detail ? `: ${event.detail}` : ''}) on ${event.source}→${event.destination} until ${iso(event.until)}${event.code ? `; reply ${event.code} ${event.enhanced ?? ''} ${event.text ?? ''}`.trimEnd() : ''}`;
     case 'operator':
       return `operator ${event.action}${event.domain ? ` ${event.domain}` : ''}${event.detail ? ` (${event.detail})` : ''}${event.notice ? `; bounce ${event.notice}` : ''}`;
   }

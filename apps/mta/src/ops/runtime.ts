@@ -74,7 +74,7 @@ export class OpsRuntime {
   shapingAction(action: string, cause: string): void {
     this.metrics?.shapingActions.inc({
       action: SHAPING_ACTIONS.has(action) ? action : 'other',
-      cause: cause === 'triggered' ? 'triggered' : 'waiting',
+      cause: cause === 'triggered' || cause === 'applied' ? cause : 'waiting',
     });
   }
 

@@ -451,7 +451,9 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       if (shaping.length > 0) {
         await this.#ops
           .appendTimeline(data.queueId, shaping)
-          .catch((error: unknown) => this.#log.warn({ err: error, jobId: id }, 'could not record shaping events'));
+          .catch((error: unknown) =>
+            this.#log.warn({ err: error, jobId: id }, 'could not record shaping events'),
+          );
       }
       if (outcome.waiting !== undefined) {
         // Not an attempt: back to the delayed set as it was, at its slot of the limit's pace.
