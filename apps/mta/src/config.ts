@@ -359,6 +359,8 @@ const delivery = z
         default: destinationLimit.optional(),
         domains: z.record(z.string(), destinationLimit).optional(),
         hosts: z.record(z.string(), destinationLimit).optional(),
+        /** By provider (delivery.providers): one budget for every domain the provider hosts. */
+        providers: z.record(z.string(), destinationLimit).optional(),
         waitMs: z.number().int().nonnegative('a duration in milliseconds, 0 or more').optional(),
         /** Limits on each (egress source, destination) pair: `default`, or by destination. */
         perSource: z
@@ -371,6 +373,24 @@ const delivery = z
       })
       .optional(),
     egress: egress.optional(),
+    /**
+     * Provider grouping: domains whose most preferred MX host ends in a provider's suffix share its
+     * limits and back-off state. Over the shipped google, microsoft, yahoo and apple; false: off.
+     */
+    providers: z
+      .union([
+        z.literal(false),
+        z.record(
+          z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'a provider name: lower-case letters, digits, _ -'),
+          z
+            .strictObject({
+              mx: z.array(z.string().min(1)).optional(),
+              domains: z.array(z.string().min(1)).optional(),
+            })
+            .refine((p) => (p.mx?.length ?? 0) + (p.domains?.length ?? 0) > 0, 'give mx suffixes or domains'),
+        ),
+      ])
+      .optional(),
     /** Automatic back-off on what destinations answer, and the circuit breaker. */
     shaping: z
       .strictObject({

@@ -144,6 +144,7 @@ function delivererOptions(
     ...(d.limits ? { limits: d.limits } : {}),
     ...(d.shaping ? { shaping: d.shaping } : {}),
     ...(d.egress ? { egress: d.egress } : {}),
+    ...(d.providers !== undefined ? { providers: d.providers } : {}),
     ...(d.timeouts ? { timeouts: d.timeouts } : {}),
     ...(d.tls
       ? {

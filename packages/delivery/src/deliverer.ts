@@ -41,6 +41,7 @@ import {
 } from './outbound.js';
 import { MemoryPolicyStore, type PolicyStore } from './policy-store.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
+import { type ProviderDefinition, Providers } from './providers.js';
 import { classify, DeliveryReplies } from './reply.js';
 import {
   DEFAULT_REPLY_LIMITS,
@@ -75,6 +76,8 @@ export interface LimitOptions {
   readonly domains?: Readonly<Record<string, DestinationLimit>>;
   /** By MX or smarthost name; a key starting with '.' matches every name ending in it. */
   readonly hosts?: Readonly<Record<string, DestinationLimit>>;
+  /** By provider (see `providers`): one budget shared by every domain the provider hosts. */
+  readonly providers?: Readonly<Record<string, DestinationLimit>>;
   /**
    * How long a job may wait inside a worker for a slot or rate token (default 0). Past it, the job is
    * reported with a 4.7.0 placeholder and `wait`: the queue puts it back as it was and lets its
@@ -147,6 +150,12 @@ export interface DelivererOptions {
   readonly pool?: Partial<PoolOptions>;
   readonly limits?: LimitOptions;
   readonly shaping?: ShapingOptions;
+  /**
+   * Provider grouping: domains whose most preferred MX host ends in a provider's suffix (or that it
+   * lists) share its limits and back-off state. Entries over the shipped ones (google, microsoft,
+   * yahoo, apple); `false` turns grouping off.
+   */
+  readonly providers?: false | Readonly<Record<string, ProviderDefinition>>;
   /** Source addresses (with their EHLO names) in weighted pools; without it, the system picks the address. */
   readonly egress?: EgressOptions;
   /**
@@ -248,6 +257,14 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       : undefined;
   const throttle: Throttle = options.throttle ?? ownLimiter!;
   const egress = options.egress === undefined ? undefined : new Egress(options.egress);
+  const providers = new Providers(options.providers, (domain) => resolver.mxNames(domain));
+  for (const name of Object.keys(limits.providers ?? {})) {
+    if (!providers.names().includes(name)) {
+      throw new TypeError(
+        `delivery.limits.providers.${name}: no provider named ${name} (known: ${providers.names().join(', ') || 'none'}); define it under delivery.providers`,
+      );
+    }
+  }
   const backoff = new Backoff(
     [
       ...(options.shaping?.rules ?? []),
@@ -548,6 +565,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     const steps: { key: string; limit: DestinationLimit; action?: ActiveBackoff }[] = [];
     const own = limitOf('domain', domain);
     if (own) steps.push({ key: `domain:${domain}`, limit: own });
+    const shared = destination === domain ? undefined : limits.providers?.[destination];
+    if (shared) steps.push({ key: `provider:${destination}`, limit: shared });
     const perSource = limits.perSource?.destinations?.[destination] ?? limits.perSource?.default;
     if (perSource) steps.push({ key: `source:${source}|${destination}`, limit: perSource });
     for (const action of inForce) {
@@ -656,7 +675,9 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const domain = job.domain.toLowerCase();
-    const destination = domain;
+    // The provider the domain's MX hosts belong to, if any: its limits and back-off state are shared.
+    const provider = hop.type === 'mx' ? await spent.connecting(() => providers.of(domain)) : undefined;
+    const destination = provider ?? domain;
     const chosen = chooseSource(job, domain, destination, notes);
     if (!chosen.ok) {
       settle(open, chosen.reply, 'deferred');
@@ -1022,6 +1043,13 @@ function checkLimits(limits: LimitOptions): void {
   }
   for (const [name, limit] of Object.entries(limits.hosts ?? {})) {
     check(limit, `delivery.limits.hosts[${JSON.stringify(name)}]`);
+  }
+  for (const [name, limit] of Object.entries(limits.providers ?? {})) {
+    check(limit, `delivery.limits.providers[${JSON.stringify(name)}]`);
+  }
+  check(limits.perSource?.default, 'delivery.limits.perSource.default');
+  for (const [name, limit] of Object.entries(limits.perSource?.destinations ?? {})) {
+    check(limit, `delivery.limits.perSource.destinations[${JSON.stringify(name)}]`);
   }
 }
 

@@ -64,6 +64,7 @@ export {
 } from './mx.js';
 export { DEFAULT_MAX_HEADER_BYTES, type OutboundMessage } from './outbound.js';
 export { type JsonValue, MemoryPolicyStore, type PolicyStore } from './policy-store.js';
+export { DEFAULT_PROVIDERS, type ProviderDefinition, Providers } from './providers.js';
 export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
 export {
   type Capabilities,
