@@ -229,6 +229,19 @@ const egress = z
           .string()
           .regex(/^[A-Za-z0-9.-]+$/, 'a host name')
           .optional(),
+        /** A new address: daily caps per destination (provider or domain), rising day by day from `since`. */
+        warmup: z
+          .strictObject({
+            since: z
+              .string()
+              .regex(/^\d{4}-\d{2}-\d{2}$/, 'the first day as YYYY-MM-DD (UTC)')
+              .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)), 'a real date, YYYY-MM-DD'),
+            caps: z
+              .array(z.number().int().positive())
+              .min(1, 'daily caps for day 1, 2, ... like [50, 100, 500]'),
+            destinations: z.record(z.string(), z.array(z.number().int().positive()).min(1)).optional(),
+          })
+          .optional(),
       }),
     ),
     pools: z.record(

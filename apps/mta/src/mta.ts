@@ -320,7 +320,7 @@ export async function startMta(
     if (options.worker !== false) {
       deliverer = createDeliverer(delivererOptions(config, hostname, logger, throttle));
       // The deliverer as it is now: a reload replaces it, and its back-off state with it.
-      ops.shaping = () => ({ backoffs: deliverer?.backoffs() ?? [] });
+      ops.shaping = () => ({ backoffs: deliverer?.backoffs() ?? [], warmup: deliverer?.warmup() ?? [] });
       const retry = config.queue?.retry;
       // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place;
       // the worker asks the registry for the plugin host of each attempt.

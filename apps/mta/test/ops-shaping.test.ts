@@ -96,7 +96,11 @@ describe('delivery.shaping', () => {
           },
           egress: {
             sources: {
-              a: { address: '127.0.0.4', ehlo: 'a.out.test' },
+              a: {
+                address: '127.0.0.4',
+                ehlo: 'a.out.test',
+                warmup: { since: new Date().toISOString().slice(0, 10), caps: [5, 50] },
+              },
               b: { address: '127.0.0.5', ehlo: 'b.out.test' },
             },
             pools: { default: { sources: { a: 1 } }, newsletters: { sources: { b: 1 } } },
@@ -111,6 +115,13 @@ describe('delivery.shaping', () => {
         sink.messages.map((m) => [m.rcptTo[0], `${m.remoteAddress} ${m.helo}`]),
       );
       expect(seen).toEqual({ 'x@news.test': '127.0.0.5 b.out.test', 'y@plain.test': '127.0.0.4 a.out.test' });
+      // The warming source's day, cap and use, in the API and the CLI.
+      const shaping = (await mta.api('GET', '/api/shaping')).body;
+      expect(shaping.warmup).toEqual([
+        { source: 'a', day: 1, warmed: false, cap: 5, use: [{ destination: 'plain.test', used: 1, cap: 5 }] },
+      ]);
+      const cli = await tern(['queue', 'shaping', '--admin', mta.url, '--token', mta.token]);
+      expect(cli.stdout).toContain('source a: day 1, cap 5/day per destination; plain.test 1/5');
     } finally {
       await sink.stop();
     }

@@ -67,6 +67,7 @@ import {
   type TlsPolicyTable,
 } from './tls-policy.js';
 import type { TlsPolicyOutcome, TlsReportSink } from './tls-report.js';
+import { Warmup, type WarmupStatus } from './warmup.js';
 
 /** Per-destination limits. A job takes its domain's limit first, then the limit of each host it connects to. */
 export interface LimitOptions {
@@ -186,6 +187,8 @@ export interface Deliverer {
   readonly deliver: Deliver;
   /** The back-off actions in force now (for the admin API, the dashboard and `tern shaping`). */
   backoffs(): ActiveBackoff[];
+  /** Each warming source's day, today's cap and use (empty without warm-up schedules). */
+  warmup(): WarmupStatus[];
   /** Quits idle connections. In-flight deliveries finish; their connections close afterwards. */
   close(): Promise<void>;
 }
@@ -258,6 +261,13 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const throttle: Throttle = options.throttle ?? ownLimiter!;
   const egress = options.egress === undefined ? undefined : new Egress(options.egress);
   const providers = new Providers(options.providers, (domain) => resolver.mxNames(domain));
+  const warmup = new Warmup(
+    Object.fromEntries(
+      Object.entries(egress?.sources() ?? {}).map(([name, source]) => [name, source.warmup]),
+    ),
+    throttle,
+    'delivery.egress.sources',
+  );
   for (const name of Object.keys(limits.providers ?? {})) {
     if (!providers.names().includes(name)) {
       throw new TypeError(
@@ -509,12 +519,12 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
    * pool moves the destination's traffic to the pool it names. When no source is left, the job
    * waits for the first to come back.
    */
-  function chooseSource(
+  async function chooseSource(
     job: DeliveryJob,
     domain: string,
     destination: string,
     notes: ShapingNote[],
-  ): { ok: true; source: string; pool?: string } | { ok: false; reply: SmtpReply; wait: LimitWait } {
+  ): Promise<{ ok: true; source: string; pool?: string } | { ok: false; reply: SmtpReply; wait: LimitWait }> {
     if (!egress) return { ok: true, source: DEFAULT_SOURCE };
     const now = Date.now();
     let pool = egress.poolFor(domain, job.envelope.mailFrom);
@@ -529,8 +539,27 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
       pool = move.pool;
     }
     const held = inForce(pool).filter((a) => a.action === 'suspend');
-    const source = egress.pick(pool, (name) => !held.some((a) => a.source === name));
-    if (source !== undefined) return { ok: true, source, pool };
+    // A warming source over today's cap is left out too: its share spills to the others.
+    const capped = new Set<string>();
+    for (;;) {
+      const source = egress.pick(pool, (name) => !held.some((a) => a.source === name) && !capped.has(name));
+      if (source === undefined) break;
+      if (await warmup.take(source, destination, now)) return { ok: true, source, pool };
+      capped.add(source);
+    }
+    if (held.length === 0) {
+      // Every source is warming and used its cap for today: wait for tomorrow's.
+      return {
+        ok: false,
+        reply: DeliveryReplies.throttled(`warmup:${pool}|${destination}`),
+        wait: {
+          key: `warmup:${destination}`,
+          retryAfterMs: warmup.untilTomorrow(now),
+          spacingMs: 0,
+          burst: 1,
+        },
+      };
+    }
     const first = held.reduce((a, b) => (b.until < a.until ? b : a), held[0] as ActiveBackoff);
     notes.push(shapingNote(first, 'waiting'));
     return {
@@ -678,7 +707,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     // The provider the domain's MX hosts belong to, if any: its limits and back-off state are shared.
     const provider = hop.type === 'mx' ? await spent.connecting(() => providers.of(domain)) : undefined;
     const destination = provider ?? domain;
-    const chosen = chooseSource(job, domain, destination, notes);
+    const chosen = await chooseSource(job, domain, destination, notes);
     if (!chosen.ok) {
       settle(open, chosen.reply, 'deferred');
       return report({ hop, wait: chosen.wait });
@@ -976,6 +1005,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   return {
     deliver,
     backoffs: () => backoff.snapshot(Date.now()),
+    warmup: () => warmup.status(Date.now()),
     close: async () => {
       await pool.close();
       // Stops lease renewal and gives back what is still held; the caller's Redis stays open.

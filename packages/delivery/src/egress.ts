@@ -3,12 +3,15 @@
 // domain (its route) or sender domain, as KumoMTA's egress pools do.
 import { isIP } from 'node:net';
 import { domainOf } from '@tern/plugin-api';
+import type { WarmupSchedule } from './warmup.js';
 
 export interface EgressSource {
   /** The local IPv4 or IPv6 address to connect from (default: the system's choice). */
   readonly address?: string;
   /** Our name in EHLO from this source (default: delivery's host name). Should match the address's PTR. */
   readonly ehlo?: string;
+  /** A new address: daily caps per destination rising over its first days; over the cap spills to the pool's other sources. */
+  readonly warmup?: WarmupSchedule;
 }
 
 export interface EgressPool {
@@ -132,6 +135,11 @@ export class Egress {
   /** Every source name, for the dashboard. */
   sourceNames(): string[] {
     return Object.keys(this.#options.sources);
+  }
+
+  /** Every source with its settings (warm-up schedules). */
+  sources(): Readonly<Record<string, EgressSource>> {
+    return this.#options.sources;
   }
 
   /** A source of `pool` by weight among those `usable` lets through (undefined when none is). */

@@ -108,3 +108,4 @@ export {
   type TlsReportSink,
   type TlsResultType,
 } from './tls-report.js';
+export { checkWarmup, Warmup, type WarmupSchedule, type WarmupStatus } from './warmup.js';

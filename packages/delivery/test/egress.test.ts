@@ -172,3 +172,57 @@ describe('egress sources and pools', () => {
     ).toThrow('delivery.egress.sources.bad.address: expected an IPv4 or IPv6 address, got "127.0.0.300"');
   });
 });
+
+describe('warm-up', () => {
+  const today = new Date().toISOString().slice(0, 10);
+  const daysAgo = (n: number): string => new Date(Date.now() - n * 86_400_000).toISOString().slice(0, 10);
+
+  it('holds a new source to its daily cap per destination and spills the rest to warmed sources', async () => {
+    const d = make({
+      sources: {
+        two: { ...SOURCES.two, warmup: { since: today, caps: [3, 10], destinations: { 'vip.test': [1] } } },
+        three: SOURCES.three as EgressOptions['sources'][string],
+      },
+      pools: { default: { sources: { two: 1000, three: 1 } }, solo: { sources: { two: 1 } } },
+      select: [{ pool: 'solo', domains: ['vip.test'] }],
+    });
+    const from: Record<string, number> = {};
+    for (let i = 0; i < 8; i++) {
+      const { address } = await send(d, `w${i}@dest.test`);
+      from[address] = (from[address] ?? 0) + 1;
+    }
+    // Day 1: at most three from the new address, the rest from the warmed one.
+    expect(from['127.0.0.2']).toBeLessThanOrEqual(3);
+    expect(from['127.0.0.3']).toBeGreaterThanOrEqual(5);
+    // A pool with only the warming source: past its cap for vip.test (1 a day), mail waits for tomorrow.
+    expect((await send(d, 'v1@vip.test')).address).toBe('127.0.0.2');
+    const waiting = await d.deliver(makeJob(['v2@vip.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(waiting.wait?.key).toBe('warmup:vip.test');
+    expect(waiting.wait?.retryAfterMs).toBeLessThanOrEqual(86_400_000);
+    expect(d.warmup()).toEqual([
+      {
+        source: 'two',
+        day: 1,
+        warmed: false,
+        cap: 3,
+        use: expect.arrayContaining([
+          { destination: 'dest.test', used: from['127.0.0.2'], cap: 3 },
+          { destination: 'vip.test', used: 1, cap: 1 },
+        ]),
+      },
+    ]);
+  });
+
+  it('raises the cap day by day and ends warmed', () => {
+    const at = (since: string) =>
+      make({
+        sources: { two: { ...SOURCES.two, warmup: { since, caps: [1, 2, 5] } } },
+        pools: { default: { sources: { two: 1 } } },
+      }).warmup()[0];
+    expect(at(daysAgo(2))).toMatchObject({ day: 3, cap: 5, warmed: false });
+    expect(at(daysAgo(10))).toMatchObject({ day: 11, warmed: true });
+    expect(() => at('2026-13-01')).toThrow(
+      'delivery.egress.sources.two.warmup.since: expected the first day as YYYY-MM-DD',
+    );
+  });
+});

@@ -111,6 +111,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <table id="summary"><thead><tr><th>domain</th><th class="num w-num">total</th><th class="num w-num">scheduled</th><th class="num w-num">active</th><th class="num w-num">held</th><th class="num w-num">deferred</th><th class="w-num">oldest</th><th>note</th></tr></thead><tbody></tbody></table>
     </div>
     <div role="tabpanel" id="panel-shaping" aria-labelledby="tab-shaping" hidden>
+      <table id="warmup"><thead><tr><th class="w-addr">source</th><th class="w-num">day</th><th class="w-kind">cap per destination</th><th>use today</th></tr></thead><tbody></tbody></table>
       <table id="backoffs"><thead><tr><th class="w-addr">source → destination</th><th class="w-kind">action</th><th class="w-by">rule</th><th class="w-time">until</th><th>after the reply</th></tr></thead><tbody></tbody></table>
     </div>
     <div role="tabpanel" id="panel-message" aria-labelledby="tab-message" hidden>
@@ -353,6 +354,10 @@ export const DASHBOARD_HTML = `<!doctype html>
 
   function drawShaping(shaping) {
     var backoffs = shaping.backoffs || [];
+    fill("warmup", (shaping.warmup || []).map(function (w) {
+      return [el("td", {}, [w.source]), el("td", { class: "num" }, [String(w.day)]), el("td", {}, [w.warmed ? "warmed" : String(w.cap) + " a day"]),
+        el("td", {}, [w.use.map(function (u) { return u.destination + " " + u.used + (u.cap === undefined ? "" : "/" + u.cap); }).join(", ")])];
+    }), 4);
     count("shaping", backoffs.length, "warn");
     fill("backoffs", backoffs.map(function (b) {
       return [el("td", {}, [b.source + " → " + b.destination]), el("td", { class: "warn" }, [b.action + (b.detail ? " (" + b.detail + ")" : "")]),

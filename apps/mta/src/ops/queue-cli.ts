@@ -2,7 +2,7 @@
 // operator's commands, over the admin API of a running tern (so they work the same on either
 // backend and from any machine that can reach the API). Actions take queue ids or Message-IDs,
 // or a filter for bulk actions, whose progress goes to stderr.
-import type { ActiveBackoff } from '@tern/delivery';
+import type { ActiveBackoff, WarmupStatus } from '@tern/delivery';
 import type { NextHop } from '@tern/plugin-api';
 import {
   type DestinationSummary,
@@ -78,9 +78,11 @@ async function run(
       return 0;
     }
     case 'shaping': {
-      const shaping = await client.get<{ backoffs: ActiveBackoff[] }>('/api/shaping');
+      const shaping = await client.get<{ backoffs: ActiveBackoff[]; warmup?: WarmupStatus[] }>(
+        '/api/shaping',
+      );
       if (values.json) json(shaping);
-      else out(formatShaping(shaping.backoffs));
+      else out(formatShaping(shaping.backoffs, shaping.warmup ?? []));
       return 0;
     }
     case 'suspend':
@@ -355,15 +357,21 @@ export function formatDetails(m: MessageDetails): string {
 
 const SHAPING_CAUSES = { triggered: 'set off', waiting: 'waiting for', applied: 'went around' } as const;
 
-/** The back-off actions in force, one line each. */
-function formatShaping(backoffs: readonly ActiveBackoff[]): string {
-  if (backoffs.length === 0) return 'no back-off action in force';
-  return backoffs
-    .map(
-      (b) =>
-        `${b.source}→${b.destination}  ${b.action}${b.detail ? ` (${b.detail})` : ''}  rule ${b.rule}  until ${iso(b.until)}  after ${b.reply.code} ${b.reply.enhanced} ${b.reply.text}`,
-    )
-    .join('\n');
+/** Each warming source's day, cap and use today, then the back-off actions in force. */
+function formatShaping(backoffs: readonly ActiveBackoff[], warmup: readonly WarmupStatus[]): string {
+  const lines = warmup.map((w) => {
+    const use = w.use
+      .map((u) => `; ${u.destination} ${u.used}${u.cap === undefined ? '' : `/${u.cap}`}`)
+      .join('');
+    return `source ${w.source}: day ${w.day}, ${w.warmed ? 'warmed' : `cap ${w.cap}/day per destination`}${use}`;
+  });
+  if (backoffs.length === 0) lines.push('no back-off action in force');
+  for (const b of backoffs) {
+    lines.push(
+      `${b.source}→${b.destination}  ${b.action}${b.detail ? ` (${b.detail})` : ''}  rule ${b.rule}  until ${iso(b.until)}  after ${b.reply.code} ${b.reply.enhanced} ${b.reply.text}`,
+    );
+  }
+  return lines.join('\n');
 }
 
 export function describeEvent(event: TimelineEvent): string {

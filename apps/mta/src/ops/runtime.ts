@@ -24,7 +24,7 @@ export const OPS_PLUGIN_NAME = 'tern-ops';
 const SUMMARY_CACHE_MS = 1000;
 const DEFAULT_SAMPLE_MS = 15_000;
 /** The kinds of limit a wait is counted under (the deliverer's key prefixes); anything else is `other`. */
-const LIMIT_KINDS = new Set(['domain', 'host', 'provider', 'source', 'backoff']);
+const LIMIT_KINDS = new Set(['domain', 'host', 'provider', 'source', 'backoff', 'warmup']);
 const SHAPING_ACTIONS = new Set<string>(BACKOFF_ACTIONS);
 
 export interface OpsStartOptions {
