@@ -254,10 +254,17 @@ const egress = z
           pool: z.string().min(1),
           domains: z.array(z.string().min(1)).min(1).optional(),
           senderDomains: z.array(z.string().min(1)).min(1).optional(),
+          /** Values of the tag header (tagHeader) a sending application sets. */
+          tags: z.array(z.string().min(1)).min(1).optional(),
         }),
       )
       .optional(),
     defaultPool: z.string().min(1).optional(),
+    /** The header `select[].tags` match (default X-Tern-Tag). */
+    tagHeader: z
+      .string()
+      .regex(/^[\x21-\x39\x3b-\x7e]+$/, 'a header field name')
+      .optional(),
   })
   .superRefine((e, ctx) => {
     for (const [name, pool] of Object.entries(e.pools)) {

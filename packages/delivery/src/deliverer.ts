@@ -38,6 +38,7 @@ import {
   type OpenMessage,
   type OutboundMessage,
   prepareOutbound,
+  readHeaderField,
 } from './outbound.js';
 import { MemoryPolicyStore, type PolicyStore } from './policy-store.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
@@ -521,13 +522,20 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
    */
   async function chooseSource(
     job: DeliveryJob,
+    message: OpenMessage,
     domain: string,
     destination: string,
     notes: ShapingNote[],
   ): Promise<{ ok: true; source: string; pool?: string } | { ok: false; reply: SmtpReply; wait: LimitWait }> {
     if (!egress) return { ok: true, source: DEFAULT_SOURCE };
     const now = Date.now();
-    let pool = egress.poolFor(domain, job.envelope.mailFrom);
+    // The tag header is read (its header block only) when some selector asks for tags.
+    const tagHeader = egress.tagHeader;
+    const tag =
+      tagHeader === undefined
+        ? undefined
+        : await readHeaderField(message, tagHeader, maxHeaderBytes).catch(() => undefined);
+    let pool = egress.poolFor(domain, job.envelope.mailFrom, tag);
     const inForce = (pool: string): ActiveBackoff[] =>
       egress
         .members(pool)
@@ -707,7 +715,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     // The provider the domain's MX hosts belong to, if any: its limits and back-off state are shared.
     const provider = hop.type === 'mx' ? await spent.connecting(() => providers.of(domain)) : undefined;
     const destination = provider ?? domain;
-    const chosen = await chooseSource(job, domain, destination, notes);
+    const chosen = await chooseSource(job, message, domain, destination, notes);
     if (!chosen.ok) {
       settle(open, chosen.reply, 'deferred');
       return report({ hop, wait: chosen.wait });

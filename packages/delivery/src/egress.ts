@@ -26,6 +26,8 @@ export interface EgressSelector {
   readonly domains?: readonly string[];
   /** Sender (return path) domains (a leading dot matches every domain below). */
   readonly senderDomains?: readonly string[];
+  /** Values of the message's tag header (`tagHeader`, default `X-Tern-Tag`), as a sending application sets it. */
+  readonly tags?: readonly string[];
 }
 
 export interface EgressOptions {
@@ -34,6 +36,8 @@ export interface EgressOptions {
   readonly select?: readonly EgressSelector[];
   /** The pool of a message no selector matched (default: the pool named `default`, else the first). */
   readonly defaultPool?: string;
+  /** The header whose value `select[].tags` match (default `X-Tern-Tag`). */
+  readonly tagHeader?: string;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
@@ -111,11 +115,29 @@ export class Egress {
     }
   }
 
-  /** The pool a job uses: by its recipient domain and its sender's domain. */
-  poolFor(recipientDomain: string, mailFrom: string): string {
+  /** The header a message's tag is read from, when some selector matches tags (else undefined: not read). */
+  get tagHeader(): string | undefined {
+    return (this.#options.select ?? []).some((s) => s.tags !== undefined)
+      ? (this.#options.tagHeader ?? 'X-Tern-Tag')
+      : undefined;
+  }
+
+  /** The pool a job uses: by its recipient domain, its sender's domain and its tag. */
+  poolFor(recipientDomain: string, mailFrom: string, tag?: string): string {
     const sender = domainOf(mailFrom);
+    const t = tag?.toLowerCase();
     for (const selector of this.#options.select ?? []) {
-      if (selector.domains === undefined && selector.senderDomains === undefined) continue;
+      if (
+        selector.domains === undefined &&
+        selector.senderDomains === undefined &&
+        selector.tags === undefined
+      )
+        continue;
+      if (
+        selector.tags !== undefined &&
+        (t === undefined || !selector.tags.some((x) => x.toLowerCase() === t))
+      )
+        continue;
       if (matchesDomain(recipientDomain, selector.domains) && matchesDomain(sender, selector.senderDomains)) {
         return selector.pool;
       }

@@ -106,6 +106,20 @@ describe('egress sources and pools', () => {
     }
   });
 
+  it("picks the pool by the message's tag header", async () => {
+    const d = make({
+      sources: SOURCES,
+      pools: { default: { sources: { two: 1 } }, bulk: { sources: { three: 1 } } },
+      select: [{ pool: 'bulk', tags: ['Newsletter'] }],
+    });
+    const tagged = `X-Tern-Tag: newsletter\r\n${SIMPLE_MESSAGE}`;
+    const before = sink.messages.length;
+    const report = await d.deliver(makeJob(['t1@dest.test']), storedMessage(tagged));
+    expect(report.source).toBe('three');
+    expect(sink.messages[before]?.remoteAddress).toBe('127.0.0.3');
+    expect((await send(d, 't2@dest.test')).address).toBe('127.0.0.2');
+  });
+
   it('limits each (source, destination) pair on its own', async () => {
     const d = make(
       { sources: SOURCES, pools: { default: { sources: { two: 1, three: 1 } } } },
