@@ -6,19 +6,37 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memorySource } from '@tern/plugin-api/host';
-import { type EmbeddedQueue, openEmbeddedQueue, type ShapingEvent } from '@tern/queue';
-import { freePort, type SmtpSink, startDnsServer, startSmtpSink, type TestDns, waitFor } from '@tern/testkit';
+import {
+  openEmbeddedQueue,
+  openRedisQueue,
+  type QueueBackend,
+  type QueueOperations,
+  type ShapingEvent,
+} from '@tern/queue';
+import {
+  freePort,
+  type SmtpSink,
+  startDnsServer,
+  startRedis,
+  startSmtpSink,
+  type TestDns,
+  type TestRedis,
+  waitFor,
+} from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type BackoffRule, createDeliverer, type Deliverer, type DelivererOptions } from '../src/index.js';
 import { SIMPLE_MESSAGE } from './helpers/jobs.js';
 import { startWireTap } from './helpers/wire-tap.js';
 
 let dns: TestDns;
+let redis: TestRedis;
 let dir: string;
+type Queue = QueueBackend & QueueOperations;
 const cleanups: (() => Promise<void> | void)[] = [];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'tern-backoff-'));
+  redis = await startRedis();
   dns = await startDnsServer({
     'blocked.test': { MX: [{ exchange: 'mx.blocked.test', priority: 10 }] },
     'mx.blocked.test': { A: ['127.0.0.1'] },
@@ -43,7 +61,7 @@ afterEach(async () => {
 });
 
 afterAll(async () => {
-  await dns.stop();
+  await Promise.all([dns.stop(), redis.stop()]);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -53,8 +71,12 @@ let queues = 0;
 async function setUp(
   port: number,
   extra: Partial<DelivererOptions>,
-): Promise<{ queue: EmbeddedQueue; deliverer: Deliverer; send: (to: string) => Promise<string> }> {
-  const queue = openEmbeddedQueue({ path: join(dir, `q${queues++}.db`), pollIntervalMs: 100 });
+  backend: 'embedded' | 'redis' = 'embedded',
+): Promise<{ queue: Queue; deliverer: Deliverer; send: (to: string) => Promise<string> }> {
+  const queue: Queue =
+    backend === 'redis'
+      ? await openRedisQueue({ url: redis.url, prefix: `backoff${queues++}` })
+      : openEmbeddedQueue({ path: join(dir, `q${queues++}.db`), pollIntervalMs: 100 });
   const deliverer = createDeliverer({
     hostname: 'out.tern.test',
     port,
@@ -79,12 +101,12 @@ async function setUp(
   return { queue, deliverer, send };
 }
 
-async function shapingOf(queue: EmbeddedQueue, queueId: string): Promise<ShapingEvent[]> {
+async function shapingOf(queue: Queue, queueId: string): Promise<ShapingEvent[]> {
   const details = await queue.details(queueId);
   return (details?.timeline ?? []).filter((e): e is ShapingEvent => e.type === 'shaping');
 }
 
-async function attemptsOf(queue: EmbeddedQueue, queueId: string): Promise<number> {
+async function attemptsOf(queue: Queue, queueId: string): Promise<number> {
   const details = await queue.details(queueId);
   return (details?.timeline ?? []).filter((e) => e.type === 'attempt').length;
 }
@@ -96,25 +118,32 @@ async function sink(options: Parameters<typeof startSmtpSink>[0] = {}): Promise<
 }
 
 describe('back-off rules', () => {
-  it('suspends a destination that answers "554 5.7.1 blocked", and resumes after the quiet period', async () => {
+  it.each([
+    'embedded',
+    'redis',
+  ] as const)('suspends a destination that answers "554 5.7.1 blocked", and resumes after the quiet period (%s)', async (backend) => {
     let blocked = true;
     const server = await sink({
       rcptReply: () =>
         blocked ? { code: 554, message: '5.7.1 Service unavailable; client host blocked' } : undefined,
     });
-    const { queue, deliverer, send } = await setUp(server.port, {
-      shaping: {
-        defaultRules: false,
-        rules: [
-          {
-            name: 'blocked',
-            match: { codes: [554], enhanced: '5.7.1', text: 'blocked' },
-            action: { kind: 'suspend' },
-            durationMs: 1500,
-          },
-        ],
+    const { queue, deliverer, send } = await setUp(
+      server.port,
+      {
+        shaping: {
+          defaultRules: false,
+          rules: [
+            {
+              name: 'blocked',
+              match: { codes: [554], enhanced: '5.7.1', text: 'blocked' },
+              action: { kind: 'suspend' },
+              durationMs: 1500,
+            },
+          ],
+        },
       },
-    });
+      backend,
+    );
     const first = await send('a@blocked.test');
     // The block is a real failure for the first message: bounced, and the rule in force.
     await waitFor(async () => (await queue.details(first))?.state === 'finished', 10_000);
