@@ -562,7 +562,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         reply: DeliveryReplies.throttled(`warmup:${pool}|${destination}`),
         wait: {
           key: `warmup:${destination}`,
-          retryAfterMs: warmup.untilTomorrow(now),
+          retryAfterMs: poolWait(warmup.untilTomorrow(now)),
           spacingMs: 0,
           burst: 1,
         },
@@ -573,7 +573,12 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     return {
       ok: false,
       reply: DeliveryReplies.suspended(`${destination} from pool ${pool}`, first.rule),
-      wait: { key: `backoff:${destination}`, retryAfterMs: first.until - now, spacingMs: 0, burst: 1 },
+      wait: {
+        key: `backoff:${destination}`,
+        retryAfterMs: poolWait(first.until - now),
+        spacingMs: 0,
+        burst: 1,
+      },
     };
   }
 
@@ -1124,6 +1129,17 @@ function bindTo(
     }
     return out;
   };
+}
+
+/**
+ * The queue paces waits by recipient domain, not by pool: a wait only one pool's jobs have (its
+ * sources capped or suspended) is looked at again within a minute, so the domain's jobs in other
+ * pools are held back for no longer than that.
+ */
+const POOL_WAIT_MS = 60_000;
+
+function poolWait(ms: number): number {
+  return Math.min(Math.max(0, ms), POOL_WAIT_MS);
 }
 
 /** The source name used while no egress pools are configured. */

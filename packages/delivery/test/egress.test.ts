@@ -212,7 +212,8 @@ describe('warm-up', () => {
     expect((await send(d, 'v1@vip.test')).address).toBe('127.0.0.2');
     const waiting = await d.deliver(makeJob(['v2@vip.test']), storedMessage(SIMPLE_MESSAGE));
     expect(waiting.wait?.key).toBe('warmup:vip.test');
-    expect(waiting.wait?.retryAfterMs).toBeLessThanOrEqual(86_400_000);
+    // Looked at again within a minute (the queue paces by domain; other pools must not wait a day).
+    expect(waiting.wait?.retryAfterMs).toBeLessThanOrEqual(60_000);
     expect(d.warmup()).toEqual([
       {
         source: 'two',
