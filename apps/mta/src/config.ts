@@ -285,7 +285,9 @@ const egress = z
       }
     };
     check(e.defaultPool, ['defaultPool']);
-    e.select?.forEach((s, i) => check(s.pool, ['select', i, 'pool']));
+    e.select?.forEach((s, i) => {
+      check(s.pool, ['select', i, 'pool']);
+    });
   });
 
 /** A back-off rule: what a destination answers, and what to do about it for a while. */

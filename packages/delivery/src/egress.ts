@@ -101,9 +101,9 @@ export class Egress {
     this.#defaultPool =
       options.defaultPool ?? (options.pools.default ? 'default' : (pools[0] as [string, EgressPool])[0]);
     this.checkPool(this.#defaultPool, `${where}.defaultPool`);
-    (options.select ?? []).forEach((selector, i) =>
-      this.checkPool(selector.pool, `${where}.select[${i}].pool`),
-    );
+    for (const [i, selector] of (options.select ?? []).entries()) {
+      this.checkPool(selector.pool, `${where}.select[${i}].pool`);
+    }
   }
 
   /** Throws naming `where` when `pool` is not configured. */
