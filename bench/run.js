@@ -3,140 +3,38 @@
 // queue backend, with 1 and 20 concurrent client sessions and 2 KiB messages.
 // Prints messages per second and tern's CPU milliseconds per message. Not a test: nothing fails
 // on a slow figure. Needs Debian's postfix package (smtp-source, smtp-sink) and redis-server.
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { cpuMs, requireTools, smtpSource, startSink, startTern, testkit } from './lib.js';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const testkit = await import(join(root, 'packages/testkit/dist/index.js'));
 const messages = Number(process.env.BENCH_MESSAGES ?? 3000);
 const only = process.env.BENCH_BACKENDS?.split(',') ?? ['embedded', 'redis'];
 const sessionCounts = [1, 20];
-const CLK_TCK = 100;
 
-for (const tool of ['smtp-source', 'smtp-sink', 'redis-server']) {
-  if (spawnSync('sh', ['-c', `command -v ${tool} || test -x /usr/sbin/${tool}`]).status !== 0) {
-    console.error(`bench: ${tool} not found: apt-get install postfix redis-server`);
-    process.exit(2);
-  }
-}
+requireTools(['smtp-source', 'smtp-sink', 'redis-server']);
 
-/** utime + stime of a process, in ms. */
-function cpuMs(pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
-}
-
-function waitPort(port, timeoutMs = 20_000) {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve();
-      });
-      socket.once('error', () => {
-        socket.destroy();
-        if (Date.now() - started > timeoutMs) reject(new Error(`port ${port} did not open`));
-        else setTimeout(attempt, 50);
-      });
-    };
-    attempt();
-  });
-}
-
-/** Postfix's smtp-sink, counting delivered messages from its -c counters. */
-async function startSink() {
-  const port = await testkit.freePort();
-  const child = spawn('smtp-sink', ['-u', 'nobody', '-c', `127.0.0.1:${port}`, '1000'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let received = 0;
-  child.stdout.on('data', (chunk) => {
-    const all = [...chunk.toString().matchAll(/mesg=(\d+)/g)];
-    if (all.length > 0) received = Number(all.at(-1)[1]);
-  });
-  await waitPort(port);
-  return {
-    port,
-    get received() {
-      return received;
+/** A tern process delivering bench.test to the sink. */
+function startBenchTern(backend, sinkPort, redisUrl) {
+  return startTern({
+    hostname: 'bench.tern.test',
+    localDomains: ['bench.test'],
+    trustedNetworks: [],
+    queue:
+      backend === 'redis'
+        ? { backend: 'redis', url: redisUrl }
+        : (dir) => ({ backend: 'embedded', path: join(dir, 'queue.db') }),
+    delivery: {
+      routes: { 'bench.test': { type: 'smtp', host: '127.0.0.1', port: sinkPort, tls: 'none' } },
+      concurrency: 50,
     },
-    stop: () => child.kill('SIGKILL'),
-  };
-}
-
-async function startTern(backend, sinkPort, redisUrl) {
-  const dir = mkdtempSync(join(tmpdir(), 'tern-bench-'));
-  const port = await testkit.freePort();
-  const queue =
-    backend === 'redis'
-      ? { backend: 'redis', url: redisUrl }
-      : { backend: 'embedded', path: join(dir, 'queue.db') };
-  writeFileSync(
-    join(dir, 'tern.config.json'),
-    JSON.stringify({
-      hostname: 'bench.tern.test',
-      listeners: [{ kind: 'mx', host: '127.0.0.1', port }],
-      localDomains: ['bench.test'],
-      trustedNetworks: [],
-      queue,
-      delivery: {
-        routes: { 'bench.test': { type: 'smtp', host: '127.0.0.1', port: sinkPort, tls: 'none' } },
-        concurrency: 50,
-      },
-      log: { level: 'warn' },
-    }),
-  );
-  const child = spawn(
-    process.execPath,
-    [join(root, 'apps/mta/dist/cli.js'), 'start', '--config', join(dir, 'tern.config.json')],
-    {
-      stdio: ['ignore', 'ignore', 'inherit'],
-    },
-  );
-  await waitPort(port);
-  return {
-    port,
-    pid: child.pid,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.once('exit', r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-/** Postfix's smtp-source, run without blocking this process (it reads smtp-sink's counters meanwhile). */
-function smtpSource(port, sessions, count) {
-  const args = ['-d', '-s', String(sessions), '-m', String(count), '-l', '2048'];
-  const child = spawn(
-    'smtp-source',
-    [...args, '-f', 'bench@load.test', '-t', 'rcpt@bench.test', `127.0.0.1:${port}`],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  let stderr = '';
-  child.stderr.on('data', (c) => {
-    stderr += c;
+    log: { level: 'warn' },
   });
-  return new Promise((resolve, reject) =>
-    child.once('exit', (code) =>
-      code === 0 ? resolve() : reject(new Error(`smtp-source failed: ${stderr}`)),
-    ),
-  );
 }
 
 /** One measurement: `processes` tern processes (sharing the queue), the load split between them. */
 async function runOnce(backend, sessions, redisUrl, processes = 1) {
   const sink = await startSink();
   const terns = [];
-  for (let i = 0; i < processes; i++) terns.push(await startTern(backend, sink.port, redisUrl));
+  for (let i = 0; i < processes; i++) terns.push(await startBenchTern(backend, sink.port, redisUrl));
   // Warm up: JIT, connection pools, SQLite pages.
   await Promise.all(terns.map((t) => smtpSource(t.port, 2, 100)));
   await testkit.waitFor(() => sink.received >= 100 * processes, 30_000);

@@ -343,6 +343,129 @@ const destinationLimit = z.strictObject({
   messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }).optional(),
 });
 
+const replyCode = z
+  .number()
+  .int()
+  .min(200, 'an SMTP reply code (200-599)')
+  .max(599, 'an SMTP reply code (200-599)');
+
+/** Source addresses with their EHLO names, in weighted pools; messages pick a pool by domain. */
+const egress = z
+  .strictObject({
+    sources: z.record(
+      z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a source name: letters, digits, . _ -'),
+      z.strictObject({
+        /** The local address to connect from (it must be configured on this machine). */
+        address: z
+          .string()
+          .refine((a) => isIP(a) !== 0, 'an IPv4 or IPv6 address of this machine')
+          .optional(),
+        /** Our name in EHLO from this address (should match its PTR record). */
+        ehlo: z
+          .string()
+          .regex(/^[A-Za-z0-9.-]+$/, 'a host name')
+          .optional(),
+        /** A new address: daily caps per destination (provider or domain), rising day by day from `since`. */
+        warmup: z
+          .strictObject({
+            since: z
+              .string()
+              .regex(/^\d{4}-\d{2}-\d{2}$/, 'the first day as YYYY-MM-DD (UTC)')
+              .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)), 'a real date, YYYY-MM-DD'),
+            caps: z
+              .array(z.number().int().positive())
+              .min(1, 'daily caps for day 1, 2, ... like [50, 100, 500]'),
+            destinations: z.record(z.string(), z.array(z.number().int().positive()).min(1)).optional(),
+          })
+          .optional(),
+      }),
+    ),
+    pools: z.record(
+      z.string().min(1),
+      z.strictObject({ sources: z.record(z.string(), z.number().int().positive('a weight of at least 1')) }),
+    ),
+    select: z
+      .array(
+        z.strictObject({
+          pool: z.string().min(1),
+          domains: z.array(z.string().min(1)).min(1).optional(),
+          senderDomains: z.array(z.string().min(1)).min(1).optional(),
+          /** Values of the tag header (tagHeader) a sending application sets. */
+          tags: z.array(z.string().min(1)).min(1).optional(),
+        }),
+      )
+      .optional(),
+    defaultPool: z.string().min(1).optional(),
+    /** The header `select[].tags` match (default X-Tern-Tag). */
+    tagHeader: z
+      .string()
+      .regex(/^[\x21-\x39\x3b-\x7e]+$/, 'a header field name')
+      .optional(),
+  })
+  .superRefine((e, ctx) => {
+    for (const [name, pool] of Object.entries(e.pools)) {
+      for (const source of Object.keys(pool.sources)) {
+        if (e.sources[source] === undefined) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['pools', name, 'sources', source],
+            message: `no source named ${source}: add it under delivery.egress.sources or remove it here`,
+          });
+        }
+      }
+    }
+    const pools = new Set(Object.keys(e.pools));
+    const check = (pool: string | undefined, path: (string | number)[]): void => {
+      if (pool !== undefined && !pools.has(pool)) {
+        ctx.addIssue({ code: 'custom', path, message: `no pool named ${pool} in delivery.egress.pools` });
+      }
+    };
+    check(e.defaultPool, ['defaultPool']);
+    e.select?.forEach((s, i) => {
+      check(s.pool, ['select', i, 'pool']);
+    });
+  });
+
+/** A back-off rule: what a destination answers, and what to do about it for a while. */
+const backoffRule = z.strictObject({
+  name: z.string().min(1, 'name the rule (timelines and `tern queue shaping` show it)'),
+  match: z
+    .strictObject({
+      codes: z.array(replyCode).min(1).optional(),
+      enhanced: z
+        .string()
+        .regex(/^[245](\.\d{1,3}){0,2}\.?$/, "an enhanced code like '4.7.28' or a prefix like '5.7.'")
+        .optional(),
+      text: z
+        .string()
+        .min(1)
+        .refine((text) => {
+          try {
+            new RegExp(text, 'i');
+            return true;
+          } catch {
+            return false;
+          }
+        }, 'a regular expression (matched case-insensitively against the reply text)')
+        .optional(),
+    })
+    .refine((m) => m.codes !== undefined || m.enhanced !== undefined || m.text !== undefined, {
+      message: 'give at least one of codes, enhanced or text',
+    }),
+  destinations: z.array(z.string().min(1)).min(1).optional(),
+  action: z.discriminatedUnion('kind', [
+    z.strictObject({ kind: z.literal('suspend') }),
+    z.strictObject({
+      kind: z.literal('rate'),
+      messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }),
+    }),
+    z.strictObject({ kind: z.literal('connections'), maxConnections: z.number().int().positive() }),
+    z.strictObject({ kind: z.literal('pool'), pool: z.string().min(1, 'the egress pool to move to') }),
+  ]),
+  /** How long the action lasts after the last matching reply (the quiet period). */
+  durationMs: duration,
+});
+
 const delivery = z
   .strictObject({
     /** Static routes by recipient domain; '*' routes everything else (a smarthost). */
@@ -397,8 +520,53 @@ const delivery = z
         default: destinationLimit.optional(),
         domains: z.record(z.string(), destinationLimit).optional(),
         hosts: z.record(z.string(), destinationLimit).optional(),
-        waitMs: duration.optional(),
+        /** By provider (delivery.providers): one budget for every domain the provider hosts. */
+        providers: z.record(z.string(), destinationLimit).optional(),
+        waitMs: z.number().int().nonnegative('a duration in milliseconds, 0 or more').optional(),
+        /** Limits on each (egress source, destination) pair: `default`, or by destination. */
+        perSource: z
+          .strictObject({
+            default: destinationLimit.optional(),
+            destinations: z.record(z.string(), destinationLimit).optional(),
+          })
+          .optional(),
         leaseTtlMs: duration.optional(),
+      })
+      .optional(),
+    egress: egress.optional(),
+    /**
+     * Provider grouping: domains whose most preferred MX host ends in a provider's suffix share its
+     * limits and back-off state. Over the shipped google, microsoft, yahoo and apple; false: off.
+     */
+    providers: z
+      .union([
+        z.literal(false),
+        z.record(
+          z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'a provider name: lower-case letters, digits, _ -'),
+          z
+            .strictObject({
+              mx: z.array(z.string().min(1)).optional(),
+              domains: z.array(z.string().min(1)).optional(),
+            })
+            .refine((p) => (p.mx?.length ?? 0) + (p.domains?.length ?? 0) > 0, 'give mx suffixes or domains'),
+        ),
+      ])
+      .optional(),
+    /** Automatic back-off on what destinations answer, and the circuit breaker. */
+    shaping: z
+      .strictObject({
+        /** Tried before the shipped rules; the first a reply matches acts. */
+        rules: z.array(backoffRule).optional(),
+        /** The shipped rules for Gmail, Microsoft, Yahoo and common replies (default true). */
+        defaultRules: z.boolean().optional(),
+        circuitBreaker: z
+          .strictObject({
+            /** Consecutive attempts that reach no server before the destination is suspended (default 5). */
+            failures: z.number().int().positive().optional(),
+            /** How long it stays suspended (default 300 000 ms). */
+            suspendMs: duration.optional(),
+          })
+          .optional(),
       })
       .optional(),
     timeouts: z

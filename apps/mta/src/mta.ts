@@ -179,6 +179,9 @@ function delivererOptions(
     ...(d.replyLimits ? { replyLimits: d.replyLimits } : {}),
     ...(d.maxHeaderBytes !== undefined ? { maxHeaderBytes: d.maxHeaderBytes } : {}),
     ...(d.limits ? { limits: d.limits } : {}),
+    ...(d.shaping ? { shaping: d.shaping } : {}),
+    ...(d.egress ? { egress: d.egress } : {}),
+    ...(d.providers !== undefined ? { providers: d.providers } : {}),
     ...(d.timeouts ? { timeouts: d.timeouts } : {}),
     ...(d.tls
       ? {
@@ -386,11 +389,18 @@ export async function startMta(
     if (options.worker !== false) {
       deliverer = createDeliverer(delivererOptions(config, hostname, logger, throttle, outboundTls));
       tlsReportSender = startTlsReports(config, hostname, queue, logger);
+      // The deliverer as it is now: a reload replaces it, and its back-off state with it.
+      ops.shaping = () => ({ backoffs: deliverer?.backoffs() ?? [], warmup: deliverer?.warmup() ?? [] });
       const retry = config.queue?.retry;
       // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place;
       // the worker asks the registry for the plugin host of each attempt.
       await queue.startWorker(
-        (job, message, attempt) => (deliverer as Deliverer).deliver(job, message, attempt),
+        async (job, message, attempt) => {
+          const report = await (deliverer as Deliverer).deliver(job, message, attempt);
+          if (report.wait !== undefined) ops.limitWait(report.wait.key);
+          for (const note of report.shaping ?? []) ops.shapingAction(note.action, note.cause);
+          return report;
+        },
         {
           plugins: registry.deliveryHost,
           hostname,

@@ -1,6 +1,7 @@
 // The Deliver function of the queue contract: route a job, resolve its next hop to addresses, take
 // the destination's throttles, reuse or open a session, run one transaction, and report an outcome
 // per recipient. Remote failures are outcomes; only bugs throw, and even those become 4.3.0 here.
+import { isIP } from 'node:net';
 import type { Readable } from 'node:stream';
 import { createLimiter } from '@tern/limiter';
 import {
@@ -23,10 +24,15 @@ import type {
   Deliver,
   DeliveryJob,
   DeliveryReport,
+  LimitWait,
   RecipientOutcome,
   RecipientState,
+  ShapingNote,
 } from '@tern/queue';
 import type { Redis } from 'ioredis';
+import { type ActiveBackoff, Backoff, type BackoffRule, type CircuitBreakerOptions } from './backoff.js';
+import { DEFAULT_BACKOFF_RULES } from './default-rules.js';
+import { Egress, type EgressOptions } from './egress.js';
 import { isNonAscii } from './encode.js';
 import { deliverToMaildir } from './maildir.js';
 import { MtaSts, type MtaStsOptions } from './mta-sts.js';
@@ -37,9 +43,11 @@ import {
   type OpenMessage,
   type OutboundMessage,
   prepareOutbound,
+  readHeaderField,
 } from './outbound.js';
 import { MemoryPolicyStore, type PolicyStore } from './policy-store.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
+import { type ProviderDefinition, Providers } from './providers.js';
 import { classify, DeliveryReplies } from './reply.js';
 import {
   DEFAULT_REPLY_LIMITS,
@@ -65,6 +73,7 @@ import {
   type TlsPolicyTable,
 } from './tls-policy.js';
 import type { TlsPolicyOutcome, TlsReportSink } from './tls-report.js';
+import { Warmup, type WarmupStatus } from './warmup.js';
 
 /** Per-destination limits. A job takes its domain's limit first, then the limit of each host it connects to. */
 export interface LimitOptions {
@@ -74,10 +83,33 @@ export interface LimitOptions {
   readonly domains?: Readonly<Record<string, DestinationLimit>>;
   /** By MX or smarthost name; a key starting with '.' matches every name ending in it. */
   readonly hosts?: Readonly<Record<string, DestinationLimit>>;
-  /** How long a job waits for a slot or rate token before it is deferred with 4.7.0 (default 2000 ms). */
+  /** By provider (see `providers`): one budget shared by every domain the provider hosts. */
+  readonly providers?: Readonly<Record<string, DestinationLimit>>;
+  /**
+   * How long a job may wait inside a worker for a slot or rate token (default 0). Past it, the job is
+   * reported with a 4.7.0 placeholder and `wait`: the queue puts it back as it was and lets its
+   * domain through at the limit's pace; waiting for a limit is never an attempt.
+   */
   readonly waitMs?: number;
+  /**
+   * Limits on each (egress source, destination) pair, e.g. 5 connections from every address to
+   * every destination: `default` for each pair, `destinations` by recipient domain or provider.
+   */
+  readonly perSource?: {
+    readonly default?: DestinationLimit;
+    readonly destinations?: Readonly<Record<string, DestinationLimit>>;
+  };
   /** With `redis`: a slot of a node that died comes back after this long (default 60 000 ms; live ones renew). */
   readonly leaseTtlMs?: number;
+}
+
+/** Automatic back-off: rules on what destinations answer, and the circuit breaker. */
+export interface ShapingOptions {
+  /** Tried before the shipped rules; the first rule a reply matches acts. */
+  readonly rules?: readonly BackoffRule[];
+  /** The shipped rules for Gmail, Microsoft, Yahoo and common replies (default true). */
+  readonly defaultRules?: boolean;
+  readonly circuitBreaker?: CircuitBreakerOptions;
 }
 
 export interface LocalDelivery {
@@ -130,6 +162,15 @@ export interface DelivererOptions {
   readonly maxAddresses?: number;
   readonly pool?: Partial<PoolOptions>;
   readonly limits?: LimitOptions;
+  readonly shaping?: ShapingOptions;
+  /**
+   * Provider grouping: domains whose most preferred MX host ends in a provider's suffix (or that it
+   * lists) share its limits and back-off state. Entries over the shipped ones (google, microsoft,
+   * yahoo, apple); `false` turns grouping off.
+   */
+  readonly providers?: false | Readonly<Record<string, ProviderDefinition>>;
+  /** Source addresses (with their EHLO names) in weighted pools; without it, the system picks the address. */
+  readonly egress?: EgressOptions;
   /**
    * Where limits are counted, e.g. a limiter from @tern/limiter shared with the rate-limit plugin
    * (the caller closes it). Default: a limiter of our own over `redis` when given, else in this
@@ -156,6 +197,10 @@ export interface DelivererOptions {
 
 export interface Deliverer {
   readonly deliver: Deliver;
+  /** The back-off actions in force now (for the admin API, the dashboard and `tern shaping`). */
+  backoffs(): ActiveBackoff[];
+  /** Each warming source's day, today's cap and use (empty without warm-up schedules). */
+  warmup(): WarmupStatus[];
   /** Quits idle connections. In-flight deliveries finish; their connections close afterwards. */
   close(): Promise<void>;
 }
@@ -192,7 +237,7 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   const maxAddresses = options.maxAddresses ?? 5;
   const limits = options.limits ?? {};
   checkLimits(limits);
-  const waitMs = limits.waitMs ?? 2000;
+  const waitMs = limits.waitMs ?? 0;
   const replyLimits = { ...DEFAULT_REPLY_LIMITS, ...options.replyLimits };
   checkWhole(replyLimits.maxLines, 'delivery.replyLimits.maxLines');
   checkWhole(replyLimits.maxBytes, 'delivery.replyLimits.maxBytes');
@@ -233,6 +278,36 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
         })
       : undefined;
   const throttle: Throttle = options.throttle ?? ownLimiter!;
+  const egress = options.egress === undefined ? undefined : new Egress(options.egress);
+  const providers = new Providers(options.providers, (domain) => resolver.mxNames(domain));
+  const warmup = new Warmup(
+    Object.fromEntries(
+      Object.entries(egress?.sources() ?? {}).map(([name, source]) => [name, source.warmup]),
+    ),
+    throttle,
+    'delivery.egress.sources',
+  );
+  for (const name of Object.keys(limits.providers ?? {})) {
+    if (!providers.names().includes(name)) {
+      throw new TypeError(
+        `delivery.limits.providers.${name}: no provider named ${name} (known: ${providers.names().join(', ') || 'none'}); define it under delivery.providers`,
+      );
+    }
+  }
+  const backoff = new Backoff(
+    [
+      ...(options.shaping?.rules ?? []),
+      ...(options.shaping?.defaultRules === false ? [] : DEFAULT_BACKOFF_RULES),
+    ],
+    options.shaping?.circuitBreaker,
+  );
+  // A rule that moves traffic to another pool must name one that exists.
+  (options.shaping?.rules ?? []).forEach((rule, i) => {
+    if (rule.action?.kind !== 'pool') return;
+    const where = `delivery.shaping.rules[${i}].action.pool`;
+    if (!egress) throw new TypeError(`${where}: moving to a pool needs delivery.egress with that pool`);
+    egress.checkPool(rule.action.pool, where);
+  });
   const settings: SessionSettings = {
     heloName: options.hostname,
     timeouts,
@@ -471,6 +546,128 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     return undefined;
   }
 
+  /**
+   * The egress source of a job: from its pool (by recipient and sender domain), by weight, leaving
+   * out sources a back-off rule suspended for this destination. A `pool` action on a source of the
+   * pool moves the destination's traffic to the pool it names. When no source is left, the job
+   * waits for the first to come back.
+   */
+  async function chooseSource(
+    job: DeliveryJob,
+    message: OpenMessage,
+    domain: string,
+    destination: string,
+    notes: ShapingNote[],
+  ): Promise<{ ok: true; source: string; pool?: string } | { ok: false; reply: SmtpReply; wait: LimitWait }> {
+    if (!egress) return { ok: true, source: DEFAULT_SOURCE };
+    const now = Date.now();
+    // The tag header is read (its header block only) when some selector asks for tags.
+    const tagHeader = egress.tagHeader;
+    const tag =
+      tagHeader === undefined
+        ? undefined
+        : await readHeaderField(message, tagHeader, maxHeaderBytes).catch(() => undefined);
+    let pool = egress.poolFor(domain, job.envelope.mailFrom, tag);
+    const inForce = (pool: string): ActiveBackoff[] =>
+      egress
+        .members(pool)
+        .flatMap(([name]) => backoff.active(name, destination, now).filter((a) => a.source === name));
+    for (let moves = 0; moves < 3; moves++) {
+      const move = inForce(pool).find((a) => a.action === 'pool' && a.pool !== undefined && a.pool !== pool);
+      if (move?.pool === undefined) break;
+      notes.push(shapingNote(move, 'applied'));
+      pool = move.pool;
+    }
+    const held = inForce(pool).filter((a) => a.action === 'suspend');
+    // A warming source over today's cap is left out too: its share spills to the others.
+    const capped = new Set<string>();
+    for (;;) {
+      const source = egress.pick(pool, (name) => !held.some((a) => a.source === name) && !capped.has(name));
+      if (source === undefined) break;
+      if (await warmup.take(source, destination, now)) return { ok: true, source, pool };
+      capped.add(source);
+    }
+    if (held.length === 0) {
+      // Every source is warming and used its cap for today: wait for tomorrow's.
+      return {
+        ok: false,
+        reply: DeliveryReplies.throttled(`warmup:${pool}|${destination}`),
+        wait: {
+          key: `warmup:${destination}`,
+          retryAfterMs: poolWait(warmup.untilTomorrow(now)),
+          spacingMs: 0,
+          burst: 1,
+        },
+      };
+    }
+    const first = held.reduce((a, b) => (b.until < a.until ? b : a), held[0] as ActiveBackoff);
+    notes.push(shapingNote(first, 'waiting'));
+    return {
+      ok: false,
+      reply: DeliveryReplies.suspended(`${destination} from pool ${pool}`, first.rule),
+      wait: {
+        key: `backoff:${destination}`,
+        retryAfterMs: poolWait(first.until - now),
+        spacingMs: 0,
+        burst: 1,
+      },
+    };
+  }
+
+  /**
+   * Everything a job must pass before DNS and reading the message: a suspension in force, the
+   * domain's limit, and the lowered limits back-off rules put on (source, destination). Either all
+   * are held, or none and the wait for the one that refused.
+   */
+  async function admitDestination(
+    source: string,
+    domain: string,
+    destination: string,
+    notes: ShapingNote[],
+  ): Promise<{ ok: true; release(): Promise<void> } | { ok: false; reply: SmtpReply; wait: LimitWait }> {
+    const now = Date.now();
+    const inForce = backoff.active(source, destination, now);
+    const stop = inForce.find((a) => a.action === 'suspend' || a.action === 'circuit');
+    if (stop) {
+      notes.push(shapingNote(stop, 'waiting'));
+      return {
+        ok: false,
+        reply: DeliveryReplies.suspended(destination, stop.rule),
+        wait: { key: `backoff:${destination}`, retryAfterMs: stop.until - now, spacingMs: 0, burst: 1 },
+      };
+    }
+    const steps: { key: string; limit: DestinationLimit; action?: ActiveBackoff }[] = [];
+    const own = limitOf('domain', domain);
+    if (own) steps.push({ key: `domain:${domain}`, limit: own });
+    const shared = destination === domain ? undefined : limits.providers?.[destination];
+    if (shared) steps.push({ key: `provider:${destination}`, limit: shared });
+    const perSource = limits.perSource?.destinations?.[destination] ?? limits.perSource?.default;
+    if (perSource) steps.push({ key: `source:${source}|${destination}`, limit: perSource });
+    for (const action of inForce) {
+      if (action.limit) {
+        steps.push({
+          key: `backoff:${action.source}|${action.destination}|${action.action}`,
+          limit: action.limit,
+          action,
+        });
+      }
+    }
+    const held: (() => Promise<void>)[] = [];
+    const release = async (): Promise<void> => {
+      for (const r of held.splice(0).reverse()) await r();
+    };
+    for (const step of steps) {
+      const admission = await admit(throttle, step.key, step.limit, waitMs);
+      if (!admission.ok) {
+        await release();
+        if (step.action) notes.push(shapingNote(step.action, 'waiting'));
+        return { ok: false, reply: DeliveryReplies.throttled(admission.key), wait: limitWait(admission) };
+      }
+      held.push(admission.release);
+    }
+    return { ok: true, release };
+  }
+
   async function admitTo(kind: 'domain' | 'host', name: string): Promise<Admission> {
     const limit = limitOf(kind, name);
     if (!limit) return { ok: true, release: async () => {} };
@@ -502,6 +699,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     plugins: PluginHost | undefined,
   ): Promise<DeliveryReport> {
     const outcomes: (RecipientOutcome | undefined)[] = job.recipients.map(() => undefined);
+    const notes: ShapingNote[] = [];
+    let sourceOf: string | undefined;
     const spent = new AttemptClock();
     const report = (extra: Partial<DeliveryReport> = {}): DeliveryReport => ({
       recipients: outcomes.map(
@@ -513,6 +712,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
           },
       ),
       ...spent.report(),
+      ...(notes.length > 0 ? { shaping: notes } : {}),
+      ...(egress && sourceOf !== undefined ? { source: sourceOf } : {}),
       ...extra,
     });
     const settle = (
@@ -548,180 +749,238 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
     }
     if (hop.type === 'maildir') return deliverLocally(job, hop, open, message, outcomes, log, plugins);
     const domain = job.domain.toLowerCase();
-    const targets = await spent.connecting(() => targetsOf(hop, domain, job.envelope));
-    if (!targets.ok) {
-      settle(open, targets.reply, targets.result);
-      log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
-      return report({ hop });
+    // The provider the domain's MX hosts belong to, if any: its limits and back-off state are shared.
+    const provider = hop.type === 'mx' ? await spent.connecting(() => providers.of(domain)) : undefined;
+    const destination = provider ?? domain;
+    const chosen = await chooseSource(job, message, domain, destination, notes);
+    if (!chosen.ok) {
+      settle(open, chosen.reply, 'deferred');
+      return report({ hop, wait: chosen.wait });
     }
-    const plan = targets.plan;
-    for (const outcome of plan?.outcomes ?? []) recordTls(domain, outcome, log);
-    for (const skip of plan?.skipped ?? []) {
-      recordTls(domain, skip.outcome, log);
-      log.info({ host: skip.host, code: skip.reply.code, enhanced: skip.reply.enhanced }, skip.reply.text);
-    }
-    const firstSkip = plan?.skipped[0];
-    if (plan && firstSkip && plan.targets.length === 0) {
-      // Every host was ruled out by the TLS policy: never a plain-text fallback, the mail waits.
-      settle(open, firstSkip.reply, 'deferred');
-      const applied = firstSkip.outcome.policyType === 'sts' ? 'mta-sts-enforce' : 'dane';
-      return report({
-        hop,
-        tls: { policy: plan.level, applied, tls: false, validated: false, reason: firstSkip.reply.text },
-      });
-    }
-
-    // RFC 8689 §4.2.1: a REQUIRETLS message only to hosts whose TLS a policy authenticates.
-    const strictTls = requiresTls(job.envelope);
-    const usable = strictTls
-      ? targets.targets.filter((t) => t.policy === undefined || authenticatesByPolicy(t.policy, hop, targets))
-      : targets.targets;
-    if (usable.length === 0) {
-      // A policy host ruled out may come back (DNS, policy fetch); no policy at all will not.
-      const skipped = plan?.skipped[0];
-      if (skipped) settle(open, skipped.reply, 'deferred');
-      else settle(open, DeliveryReplies.requireTlsNoPolicy(domain), 'failed');
-      log.info({ hop, requireTls: true }, 'REQUIRETLS: no host whose TLS a policy authenticates');
-      return report({ hop });
-    }
-
-    const prepared = await prepare(job, hop, message, log, plugins);
-    if (!prepared.ok) {
-      settle(open, prepared.reply, 'deferred');
-      return report({ hop });
-    }
-    const outbound = prepared.outbound;
-    const openRecipients = open.map((i) => job.recipients[i] as RecipientState);
-    const recipients = openRecipients.map((r) => r.address);
-    const needsUtf8 =
-      job.envelope.smtputf8 === true || isNonAscii(mailFrom) || recipients.some((r) => isNonAscii(r));
-    const needs8Bit =
-      job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || outbound.eightBit;
-
-    const domainAdmission = await admitTo('domain', domain);
-    if (!domainAdmission.ok) {
-      settle(open, DeliveryReplies.throttled(domainAdmission.key), 'deferred');
-      return report({ hop });
+    const source = chosen.source;
+    sourceOf = source;
+    const bind = bindTo(egress?.source(source));
+    // The destination's limits first, before DNS and reading the message: a job that must wait costs little.
+    const gate = await admitDestination(source, domain, destination, notes);
+    if (!gate.ok) {
+      settle(open, gate.reply, 'deferred');
+      return report({ hop, wait: gate.wait });
     }
     try {
-      const problems: SessionError[] = [];
-      let lastTls: DeliveryTls | undefined;
-      /** The report's TLS part, and the TLS-RPT outcome of a new connection (not of a reused one). */
-      const noteTls = (
-        planned: AttemptTarget,
-        session?: SmtpSession,
-        error?: SessionError,
-        fresh = true,
-      ): void => {
-        if (!plan || !planned.policy) return;
-        const { summary, outcome } = tlsResult(plan.level, planned, session, error);
-        lastTls = summary;
-        if (outcome && fresh) recordTls(domain, outcome, log);
-      };
-      for (const planned of usable.slice(0, maxAddresses)) {
-        const target = planned.target;
-        const hostAdmission = await admitTo('host', target.hostname);
-        if (!hostAdmission.ok) {
-          settle(open, DeliveryReplies.throttled(hostAdmission.key), 'deferred');
-          return report({ hop });
-        }
-        try {
-          const key = poolKey(target);
-          let session: SmtpSession;
-          let fresh: boolean;
-          try {
-            ({ session, fresh } = await spent.connecting(() => sessionFor(target, key, log)));
-          } catch (error) {
-            if (!(error instanceof SessionError)) throw error;
-            noteTls(planned, undefined, error);
-            problems.push(error);
-            log.info(
-              { host: target.hostname, address: target.address ?? target.path, reason: error.message },
-              'next address',
-            );
-            continue;
+      return await admitted(hop);
+    } finally {
+      await gate.release();
+    }
+
+    /** What the destination answered: back-off rules it sets off go into the report and the log. */
+    function observe(replies: readonly SmtpReply[]): void {
+      for (const action of backoff.observe(source, destination, replies, Date.now())) {
+        log.warn(
+          {
+            rule: action.rule,
+            action: action.action,
+            source,
+            destination,
+            until: new Date(action.until).toISOString(),
+          },
+          'back-off rule in force',
+        );
+        notes.push(shapingNote(action, 'triggered'));
+      }
+    }
+
+    /** The rest of the attempt, under the domain's limit. */
+    async function admitted(hop: Exclude<NextHop, { type: 'maildir' }>): Promise<DeliveryReport> {
+      const targets = await spent.connecting(() => targetsOf(hop, domain, job.envelope));
+      if (!targets.ok) {
+        settle(open, targets.reply, targets.result);
+        log.info({ hop, code: targets.reply.code, enhanced: targets.reply.enhanced }, targets.reply.text);
+        return report({ hop });
+      }
+      const plan = targets.plan;
+      for (const outcome of plan?.outcomes ?? []) recordTls(domain, outcome, log);
+      for (const skip of plan?.skipped ?? []) {
+        recordTls(domain, skip.outcome, log);
+        log.info({ host: skip.host, code: skip.reply.code, enhanced: skip.reply.enhanced }, skip.reply.text);
+      }
+      const firstSkip = plan?.skipped[0];
+      if (plan && firstSkip && plan.targets.length === 0) {
+        // Every host was ruled out by the TLS policy: never a plain-text fallback, the mail waits.
+        settle(open, firstSkip.reply, 'deferred');
+        const applied = firstSkip.outcome.policyType === 'sts' ? 'mta-sts-enforce' : 'dane';
+        return report({
+          hop,
+          tls: { policy: plan.level, applied, tls: false, validated: false, reason: firstSkip.reply.text },
+        });
+      }
+
+      // RFC 8689 §4.2.1: a REQUIRETLS message only to hosts whose TLS a policy authenticates.
+      const strictTls = requiresTls(job.envelope);
+      const usable = strictTls
+        ? targets.targets.filter(
+            (t) => t.policy === undefined || authenticatesByPolicy(t.policy, hop, targets),
+          )
+        : targets.targets;
+      if (usable.length === 0) {
+        // A policy host ruled out may come back (DNS, policy fetch); no policy at all will not.
+        const skipped = plan?.skipped[0];
+        if (skipped) settle(open, skipped.reply, 'deferred');
+        else settle(open, DeliveryReplies.requireTlsNoPolicy(domain), 'failed');
+        log.info({ hop, requireTls: true }, 'REQUIRETLS: no host whose TLS a policy authenticates');
+        return report({ hop });
+      }
+
+      const prepared = await prepare(job, hop, message, log, plugins);
+      if (!prepared.ok) {
+        settle(open, prepared.reply, 'deferred');
+        return report({ hop });
+      }
+      const outbound = prepared.outbound;
+      const openRecipients = open.map((i) => job.recipients[i] as RecipientState);
+      const recipients = openRecipients.map((r) => r.address);
+      const needsUtf8 =
+        job.envelope.smtputf8 === true || isNonAscii(mailFrom) || recipients.some((r) => isNonAscii(r));
+      const needs8Bit =
+        job.envelope.body === '8BITMIME' || job.envelope.body === 'BINARYMIME' || outbound.eightBit;
+
+      {
+        const problems: SessionError[] = [];
+        let lastTls: DeliveryTls | undefined;
+        /** The report's TLS part, and the TLS-RPT outcome of a new connection (not of a reused one). */
+        const noteTls = (
+          planned: AttemptTarget,
+          session?: SmtpSession,
+          error?: SessionError,
+          fresh = true,
+        ): void => {
+          if (!plan || !planned.policy) return;
+          const { summary, outcome } = tlsResult(plan.level, planned, session, error);
+          lastTls = summary;
+          if (outcome && fresh) recordTls(domain, outcome, log);
+        };
+        for (const planned of bind(usable).slice(0, maxAddresses)) {
+          const target = planned.target;
+          const hostAdmission = await admitTo('host', target.hostname);
+          if (!hostAdmission.ok) {
+            settle(open, DeliveryReplies.throttled(hostAdmission.key), 'deferred');
+            return report({ hop, wait: limitWait(hostAdmission) });
           }
           try {
-            const send = (via: SmtpSession): Promise<Transacted> =>
-              spent.transferring(() =>
-                transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit),
-              );
-            let transacted: Transacted;
+            const key = poolKey(target);
+            let session: SmtpSession;
+            let fresh: boolean;
             try {
-              transacted = await send(session);
+              ({ session, fresh } = await spent.connecting(() => sessionFor(target, key, log)));
             } catch (error) {
-              if (!(error instanceof StaleConnection)) throw error;
-              // The pooled connection died while idle; the server took nothing: once more, fresh.
-              log.debug(
-                { remoteMta: session.remoteMta, reason: error.message },
-                'pooled connection was dead',
+              if (!(error instanceof SessionError)) throw error;
+              noteTls(planned, undefined, error);
+              problems.push(error);
+              if (error.remote) observe([error.remote]);
+              log.info(
+                { host: target.hostname, address: target.address ?? target.path, reason: error.message },
+                'next address',
               );
-              session.close();
-              try {
-                session = await spent.connecting(() => SmtpSession.open(target, settings));
-                fresh = true;
-              } catch (openError) {
-                if (!(openError instanceof SessionError)) throw openError;
-                noteTls(planned, undefined, openError);
-                problems.push(openError);
-                continue;
-              }
-              transacted = await send(session);
-            }
-            noteTls(planned, session, undefined, fresh);
-            if (transacted.passOver) {
-              problems.push(new SessionError(transacted.passOver, { permanent: true }));
-              log.info({ remoteMta: session.remoteMta, reason: transacted.passOver.text }, 'next address');
               continue;
             }
-            const replies = transacted.replies;
-            open.forEach((index, n) => {
-              const reply = replies[n] ?? DeliveryReplies.noDataReply;
-              settle([index], reply);
-            });
-            log.info(
-              {
+            try {
+              const send = (via: SmtpSession): Promise<Transacted> =>
+                spent.transferring(() =>
+                  transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit),
+                );
+              let transacted: Transacted;
+              try {
+                transacted = await send(session);
+              } catch (error) {
+                if (!(error instanceof StaleConnection)) throw error;
+                // The pooled connection died while idle; the server took nothing: once more, fresh.
+                log.debug(
+                  { remoteMta: session.remoteMta, reason: error.message },
+                  'pooled connection was dead',
+                );
+                session.close();
+                try {
+                  session = await spent.connecting(() => SmtpSession.open(target, settings));
+                  fresh = true;
+                } catch (openError) {
+                  if (!(openError instanceof SessionError)) throw openError;
+                  noteTls(planned, undefined, openError);
+                  problems.push(openError);
+                  if (openError.remote) observe([openError.remote]);
+                  continue;
+                }
+                transacted = await send(session);
+              }
+              noteTls(planned, session, undefined, fresh);
+              backoff.connected(destination);
+              if (transacted.passOver) {
+                problems.push(new SessionError(transacted.passOver, { permanent: true }));
+                log.info({ remoteMta: session.remoteMta, reason: transacted.passOver.text }, 'next address');
+                continue;
+              }
+              const replies = transacted.replies;
+              observe(replies);
+              open.forEach((index, n) => {
+                const reply = replies[n] ?? DeliveryReplies.noDataReply;
+                settle([index], reply);
+              });
+              log.info(
+                {
+                  remoteMta: session.remoteMta,
+                  secure: session.secure,
+                  ...(lastTls ? { tls: lastTls } : {}),
+                  results: open.map((i) => ({
+                    address: outcomes[i]?.address,
+                    code: outcomes[i]?.reply.code,
+                  })),
+                },
+                'delivery attempt finished',
+              );
+              // The policy outcome, and the protocol and cipher of the session that carried the mail (for logs).
+              const info = session.tlsInfo;
+              const tls: DeliveryTls | undefined = lastTls
+                ? { ...lastTls, ...(info ? { protocol: info.protocol, cipher: info.cipher } : {}) }
+                : undefined;
+              return report({
+                hop,
                 remoteMta: session.remoteMta,
-                secure: session.secure,
-                ...(lastTls ? { tls: lastTls } : {}),
-                results: open.map((i) => ({ address: outcomes[i]?.address, code: outcomes[i]?.reply.code })),
-              },
-              'delivery attempt finished',
-            );
-            // The policy outcome, and the protocol and cipher of the session that carried the mail (for logs).
-            const info = session.tlsInfo;
-            const tls: DeliveryTls | undefined = lastTls
-              ? { ...lastTls, ...(info ? { protocol: info.protocol, cipher: info.cipher } : {}) }
-              : undefined;
-            return report({
-              hop,
-              remoteMta: session.remoteMta,
-              ...(tls ? { tls } : {}),
-              successNotice: transacted.successNotice,
-            });
+                ...(tls ? { tls } : {}),
+                successNotice: transacted.successNotice,
+              });
+            } finally {
+              await pool.give(key, session);
+            }
           } finally {
-            await pool.give(key, session);
+            await hostAdmission.release();
           }
-        } finally {
-          await hostAdmission.release();
         }
+        // Every address failed before a transaction: permanent only when every server refused us with 5xx.
+        const last = problems.at(-1);
+        // No server answered at all (refused, unreachable, timed out): the circuit breaker counts it.
+        if (last && problems.every((p) => p.remote === undefined && p.tlsFailure === undefined)) {
+          const tripped = backoff.connectionFailed(destination, last.reply, Date.now());
+          if (tripped) {
+            log.warn(
+              { destination, until: new Date(tripped.until).toISOString() },
+              tripped.detail ?? 'circuit open',
+            );
+            notes.push(shapingNote(tripped, 'triggered'));
+          }
+        } else if (problems.some((p) => p.remote !== undefined)) {
+          backoff.connected(destination);
+        }
+        const temporary = problems.filter((p) => !p.permanent).at(-1);
+        // A host the TLS policy ruled out counts as one that could not be used: its reason is kept.
+        const ruledOut = plan?.skipped[0]?.reply;
+        if (last && problems.every((p) => p.permanent) && !ruledOut) settle(open, last.reply, 'failed');
+        else {
+          settle(
+            open,
+            temporary?.reply ?? ruledOut ?? DeliveryReplies.noConnection('no address to try'),
+            'deferred',
+          );
+        }
+        return report({ hop, ...(lastTls ? { tls: lastTls } : {}) });
       }
-      // Every address failed before a transaction: permanent only when every server refused us with 5xx.
-      const last = problems.at(-1);
-      const temporary = problems.filter((p) => !p.permanent).at(-1);
-      // A host the TLS policy ruled out counts as one that could not be used: its reason is kept.
-      const ruledOut = plan?.skipped[0]?.reply;
-      if (last && problems.every((p) => p.permanent) && !ruledOut) settle(open, last.reply, 'failed');
-      else {
-        settle(
-          open,
-          temporary?.reply ?? ruledOut ?? DeliveryReplies.noConnection('no address to try'),
-          'deferred',
-        );
-      }
-      return report({ hop, ...(lastTls ? { tls: lastTls } : {}) });
-    } finally {
-      await domainAdmission.release();
     }
   }
 
@@ -832,6 +1091,8 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
 
   return {
     deliver,
+    backoffs: () => backoff.snapshot(Date.now()),
+    warmup: () => warmup.status(Date.now()),
     close: async () => {
       await pool.close();
       // Stops lease renewal and gives back what is still held; the caller's Redis stays open.
@@ -940,6 +1201,86 @@ function checkLimits(limits: LimitOptions): void {
   for (const [name, limit] of Object.entries(limits.hosts ?? {})) {
     check(limit, `delivery.limits.hosts[${JSON.stringify(name)}]`);
   }
+  for (const [name, limit] of Object.entries(limits.providers ?? {})) {
+    check(limit, `delivery.limits.providers[${JSON.stringify(name)}]`);
+  }
+  check(limits.perSource?.default, 'delivery.limits.perSource.default');
+  for (const [name, limit] of Object.entries(limits.perSource?.destinations ?? {})) {
+    check(limit, `delivery.limits.perSource.destinations[${JSON.stringify(name)}]`);
+  }
+}
+
+/**
+ * Puts the egress source on every target it can reach: its address to connect from (only targets
+ * of the same address family) and its EHLO name. LMTP over a UNIX socket stays as it is.
+ */
+function bindTo(
+  source: { readonly address?: string; readonly ehlo?: string } | undefined,
+): (targets: readonly AttemptTarget[]) => AttemptTarget[] {
+  return (targets) => {
+    if (source === undefined) return [...targets];
+    const out: AttemptTarget[] = [];
+    for (const planned of targets) {
+      const target = planned.target;
+      if (target.path !== undefined) {
+        out.push(planned);
+        continue;
+      }
+      if (
+        source.address !== undefined &&
+        target.address !== undefined &&
+        isIP(source.address) !== isIP(target.address)
+      )
+        continue;
+      out.push({
+        ...planned,
+        target: {
+          ...target,
+          ...(source.address === undefined ? {} : { localAddress: source.address }),
+          ...(source.ehlo === undefined ? {} : { heloName: source.ehlo }),
+        },
+      });
+    }
+    return out;
+  };
+}
+
+/**
+ * The queue paces waits by recipient domain, not by pool: a wait only one pool's jobs have (its
+ * sources capped or suspended) is looked at again within a minute, so the domain's jobs in other
+ * pools are held back for no longer than that.
+ */
+const POOL_WAIT_MS = 60_000;
+
+function poolWait(ms: number): number {
+  return Math.min(Math.max(0, ms), POOL_WAIT_MS);
+}
+
+/** The source name used while no egress pools are configured. */
+export const DEFAULT_SOURCE = 'default';
+
+/** A back-off action as the timeline records it. */
+function shapingNote(action: ActiveBackoff, cause: ShapingNote['cause']): ShapingNote {
+  return {
+    cause,
+    rule: action.rule,
+    action: action.action,
+    source: action.source,
+    destination: action.destination,
+    until: action.until,
+    ...(action.detail === undefined ? {} : { detail: action.detail }),
+    reply: action.reply,
+  };
+}
+
+/** What the queue needs of a refusal to keep the job waiting (the key, when, and the limit's pace). */
+function limitWait(refusal: Extract<Admission, { ok: false }>): LimitWait {
+  return {
+    key: refusal.key,
+    retryAfterMs: refusal.retryAfterMs,
+    spacingMs: refusal.spacingMs,
+    burst: refusal.burst,
+  };
 }
 
 /** Hooks get their own copy: a hook changing it must not change the job the queue holds. */
@@ -999,6 +1340,8 @@ function poolKey(target: SessionTarget): string {
     target.tls,
     checkKey,
     target.auth?.user ?? '',
+    target.localAddress ?? '',
+    target.heloName ?? '',
   ].join('|');
 }
 

@@ -1,6 +1,16 @@
 // @tern/delivery: the outbound side of Tern (routing, MX, SMTP/LMTP client, pooling, throttles).
 
 export {
+  type ActiveBackoff,
+  BACKOFF_ACTIONS,
+  Backoff,
+  type BackoffAction,
+  type BackoffActionKind,
+  type BackoffRule,
+  type CircuitBreakerOptions,
+  compileRules,
+} from './backoff.js';
+export {
   isUsable,
   lookupTlsa,
   type TlsaLookup,
@@ -8,12 +18,15 @@ export {
   tlsaText,
   verifyDane,
 } from './dane.js';
+export { DEFAULT_BACKOFF_RULES } from './default-rules.js';
 export {
   createDeliverer,
+  DEFAULT_SOURCE,
   type Deliverer,
   type DelivererOptions,
   type LimitOptions,
   type LocalDelivery,
+  type ShapingOptions,
 } from './deliverer.js';
 export {
   type AnswerRecord,
@@ -22,6 +35,13 @@ export {
   type DnsClientOptions,
   type RecordType,
 } from './dns-client.js';
+export {
+  Egress,
+  type EgressOptions,
+  type EgressPool,
+  type EgressSelector,
+  type EgressSource,
+} from './egress.js';
 export { DataEncoder, encodeData, hasEightBitBytes, isNonAscii, type WireMessage } from './encode.js';
 export {
   type MtaStsLookup,
@@ -44,6 +64,7 @@ export {
 } from './mx.js';
 export { DEFAULT_MAX_HEADER_BYTES, type OutboundMessage } from './outbound.js';
 export { type JsonValue, MemoryPolicyStore, type PolicyStore } from './policy-store.js';
+export { DEFAULT_PROVIDERS, type ProviderDefinition, Providers } from './providers.js';
 export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
 export {
   type Capabilities,
@@ -106,3 +127,4 @@ export {
   type TlsReportSenderOptions,
   type TlsRptRecord,
 } from './tls-report-send.js';
+export { checkWarmup, Warmup, type WarmupSchedule, type WarmupStatus } from './warmup.js';

@@ -110,6 +110,19 @@ export class MxResolver {
     return this.#source.txt(name.toLowerCase().replace(/\.$/, ''));
   }
 
+  /**
+   * The MX host names of `domain`, most preferred first (no address lookups): for grouping domains
+   * by provider. Undefined when the lookup failed or there is no MX.
+   */
+  async mxNames(domain: string): Promise<string[] | undefined> {
+    const mx = await this.#source.mx(domain.toLowerCase().replace(/\.$/, ''));
+    if (!mx.ok) return undefined;
+    return [...mx.value]
+      .sort((a, b) => a.priority - b.priority)
+      .map((r) => r.exchange.toLowerCase().replace(/\.$/, ''))
+      .filter((name) => name !== '');
+  }
+
   /** The mail exchangers of `domain` in the order to try them. */
   async resolveMx(domain: string): Promise<MxResolution> {
     const name = domain.toLowerCase().replace(/\.$/, '');

@@ -103,6 +103,24 @@ interface Measured {
   readonly eightBit: boolean;
 }
 
+/** One header field's value (unfolded, trimmed) from the stored message, reading only its header block. */
+export async function readHeaderField(
+  message: OpenMessage,
+  name: string,
+  maxBytes: number,
+): Promise<string | undefined> {
+  const stream = await message();
+  try {
+    const head = await readHeaderBlock(
+      stream[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>,
+      maxBytes,
+    );
+    return head.headers.get(name)?.trim();
+  } finally {
+    stream.destroy();
+  }
+}
+
 interface HeaderBlock {
   readonly headers: Headers;
   /** Offset of the body in the stored message (after the empty line). */

@@ -123,6 +123,9 @@ export const DeliveryReplies = {
     smtpReply(553, '5.1.3', `Recipient address cannot be sent in SMTP: ${JSON.stringify(address)}`),
   badSender: (address: string): SmtpReply =>
     smtpReply(553, '5.1.7', `Sender address cannot be sent in SMTP: ${JSON.stringify(address)}`),
+  /** A back-off rule (or the circuit breaker) suspended the destination for a while. */
+  suspended: (destination: string, rule: string): SmtpReply =>
+    smtpReply(451, '4.7.0', `Delivery to ${destination} is suspended for a while (${rule}), will retry`),
   /** A per-destination concurrency or rate limit held the job longer than allowed. */
   throttled: (key: string): SmtpReply =>
     smtpReply(451, '4.7.0', `Delivery to ${key} is throttled by a local limit, will retry`),

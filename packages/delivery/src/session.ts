@@ -78,6 +78,9 @@ export interface SessionTarget {
    */
   readonly check?: TlsCheck;
   readonly auth?: { readonly user: string; readonly pass: string };
+  /** The egress source: the local address to connect from, and our name in EHLO from there. */
+  readonly localAddress?: string;
+  readonly heloName?: string;
 }
 
 export interface SessionSettings {
@@ -130,10 +133,18 @@ export class SessionError extends Error {
   readonly retryPlain: boolean;
   /** Set when TLS was the problem: what TLS-RPT calls it. */
   readonly tlsFailure: TlsFailureType | undefined;
+  /** The server's own reply, when it refused us while setting up (back-off rules match on it). */
+  readonly remote: SmtpReply | undefined;
 
   constructor(
     reply: SmtpReply,
-    options: { permanent?: boolean; retryPlain?: boolean; tlsFailure?: TlsFailureType; cause?: unknown } = {},
+    options: {
+      permanent?: boolean;
+      retryPlain?: boolean;
+      tlsFailure?: TlsFailureType;
+      cause?: unknown;
+      remote?: SmtpReply;
+    } = {},
   ) {
     super(`${reply.code} ${reply.enhanced} ${reply.text}`, { cause: options.cause });
     this.name = 'SessionError';
@@ -141,6 +152,7 @@ export class SessionError extends Error {
     this.permanent = options.permanent === true;
     this.retryPlain = options.retryPlain === true;
     this.tlsFailure = options.tlsFailure;
+    this.remote = options.remote;
   }
 }
 
@@ -691,7 +703,7 @@ export class SmtpSession {
   /** EHLO (LHLO for LMTP), falling back to HELO when a plain SMTP server does not know EHLO. */
   async #hello(): Promise<void> {
     const t = this.#settings.timeouts;
-    const name = this.#settings.heloName;
+    const name = this.target.heloName ?? this.#settings.heloName;
     const lmtp = this.target.protocol === 'lmtp';
     const reply = await this.#command(`${lmtp ? 'LHLO' : 'EHLO'} ${name}`, t.commandMs);
     if (reply.code === 250) {
@@ -823,14 +835,16 @@ export class SmtpSession {
   /** A refusal while setting up: 5xx is permanent for this host, anything else temporary. */
   #setupError(wire: WireReply, stage: string): SessionError {
     const remote = `${wire.code} ${wire.lines.join(' ')}`;
+    const reply = toSmtpReply(wire);
     if (wire.code >= 500 && wire.code < 600) {
-      const reply = toSmtpReply(wire);
       return new SessionError(
         { ...reply, text: `${this.remoteMta} said at ${stage}: ${reply.text}` },
-        { permanent: true },
+        { permanent: true, remote: reply },
       );
     }
-    return new SessionError(DeliveryReplies.noConnection(`${this.remoteMta} said at ${stage}: ${remote}`));
+    return new SessionError(DeliveryReplies.noConnection(`${this.remoteMta} said at ${stage}: ${remote}`), {
+      remote: reply,
+    });
   }
 
   #markSecure(socket: TLSSocket): void {
@@ -987,6 +1001,11 @@ export function parseCapabilities(lines: readonly string[]): Capabilities {
   return caps;
 }
 
+/** Binds the connection to the egress source's address, when the target has one. */
+function localOf(target: SessionTarget): { localAddress?: string } {
+  return target.localAddress === undefined ? {} : { localAddress: target.localAddress };
+}
+
 function connectSocket(
   target: SessionTarget,
   settings: SessionSettings,
@@ -998,13 +1017,15 @@ function connectSocket(
     const readyEvent = tls === 'implicit' ? 'secureConnect' : 'connect';
     if (tls === 'implicit') {
       socket = tlsConnect({
-        ...(target.path !== undefined ? { path: target.path } : { host: target.address, port: target.port }),
+        ...(target.path !== undefined
+          ? { path: target.path }
+          : { host: target.address, port: target.port, ...localOf(target) }),
         ...tlsOptions(target, settings),
       });
     } else if (target.path !== undefined) {
       socket = netConnect({ path: target.path });
     } else {
-      socket = netConnect({ host: target.address, port: target.port ?? 25 });
+      socket = netConnect({ host: target.address, port: target.port ?? 25, ...localOf(target) });
     }
     const timer = setTimeout(() => {
       socket.destroy();

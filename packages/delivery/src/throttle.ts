@@ -40,17 +40,32 @@ export interface DestinationLimit {
   readonly messageRate?: ThrottleRate;
 }
 
-/** Either a held slot (possibly none needed) or the key whose limit held us too long. */
+/**
+ * Either a held slot (possibly none needed), or the key whose limit held us too long with when it
+ * has room again and its pace: the queue keeps the job waiting on that, not as an attempt.
+ */
 export type Admission =
   | { readonly ok: true; release(): Promise<void> }
-  | { readonly ok: false; readonly key: string };
+  | {
+      readonly ok: false;
+      readonly key: string;
+      readonly retryAfterMs: number;
+      readonly spacingMs: number;
+      readonly burst: number;
+    };
+
+/**
+ * A concurrency limit says no "until" (a slot frees when a delivery ends): look again after this
+ * long, letting jobs through at `maxConnections` per this window meanwhile.
+ */
+export const CONNECTION_RETRY_MS = 100;
 
 const NOTHING_HELD = async (): Promise<void> => {};
 
 /**
- * Waits up to `waitMs` for a slot under `conn:<key>` and a rate unit under `msg:<key>`. Polls the slot
- * with a growing back-off (25 ms to 250 ms) and sleeps as long as the rate asks. Gives up early when the
- * rate's wait would pass the deadline, giving back any slot taken.
+ * Waits up to `waitMs` (0: not at all) for a slot under `conn:<key>` and a rate unit under
+ * `msg:<key>`. Polls the slot with a growing back-off (25 ms to 250 ms) and sleeps as long as the
+ * rate asks. Gives up early when the rate's wait would pass the deadline, giving back any slot taken.
  */
 export async function admit(
   throttle: Throttle,
@@ -69,18 +84,30 @@ export async function admit(
         break;
       }
       const left = deadline - Date.now();
-      if (left <= 0) return { ok: false, key };
+      if (left <= 0) {
+        const slots = limit.maxConnections;
+        return {
+          ok: false,
+          key,
+          retryAfterMs: CONNECTION_RETRY_MS,
+          spacingMs: Math.ceil(CONNECTION_RETRY_MS / slots),
+          burst: slots,
+        };
+      }
       await sleep(Math.min(backoff, left));
       backoff = Math.min(backoff * 2, 250);
     }
   }
-  if (limit.messageRate !== undefined) {
+  const rate = limit.messageRate;
+  if (rate !== undefined) {
     for (;;) {
-      const result = await throttle.take(`msg:${key}`, limit.messageRate);
+      const result = await throttle.take(`msg:${key}`, rate);
       if (result.allowed) break;
       if (Date.now() + result.retryAfterMs > deadline) {
         await release();
-        return { ok: false, key };
+        // A store that refuses without a wait (fail-closed) still gets a pause, not a hot loop.
+        const retryAfterMs = Math.max(10, result.retryAfterMs);
+        return { ok: false, key, retryAfterMs, spacingMs: rate.per / rate.limit, burst: rate.limit };
       }
       // A refusal without a wait (a store in fail-closed mode) must not become a busy loop.
       await sleep(Math.max(10, result.retryAfterMs));

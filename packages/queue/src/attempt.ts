@@ -9,6 +9,7 @@ import type {
   DeliveryJob,
   DeliveryReport,
   IncomingMessage,
+  LimitWait,
   RecipientState,
   WorkerOptions,
 } from './contract.js';
@@ -73,6 +74,13 @@ export interface AttemptOutcome {
   /** What delivery reported (hop, remote MTA), and when the attempt started: for the message's timeline. */
   readonly report: DeliveryReport;
   readonly startedAt: number;
+  /**
+   * Set when a limit of ours refused the job before any connection: no attempt was made. Then
+   * `decision` is empty and `next` is the job as it was (attempts, delay notice and recipients
+   * untouched) at the time the limit has room; the backend puts it back without recording an
+   * attempt and paces its domain.
+   */
+  readonly waiting?: LimitWait;
 }
 
 /** Stands in for every recipient when `deliver` throws: a bug or an outage is a temporary failure, never a loss. */
@@ -130,6 +138,34 @@ async function attemptWith(
   }
 
   const now = settings.now();
+  // Waiting for a limit is not an attempt; but a message that waited past its lifetime is
+  // decided like any other, so a destination that never has room still ends in a bounce.
+  if (report.wait !== undefined && now < settings.schedule.expiresAt(job.createdAt).getTime()) {
+    log.debug({ limit: report.wait.key, retryAfterMs: report.wait.retryAfterMs }, 'waiting for a limit');
+    return {
+      decision: {
+        delivered: [],
+        failed: [],
+        deferred: [],
+        retryAt: undefined,
+        delayNotice: [],
+        successNotice: [],
+        successAction: 'relayed',
+        notifyTo: undefined,
+        done: false,
+      },
+      next: {
+        recipients: job.recipients,
+        at: new Date(now + waitMs(report.wait.retryAfterMs)),
+        attempts: job.attempts,
+        delayNotified: job.delayNotified === true,
+      },
+      notices: [],
+      report,
+      startedAt: started,
+      waiting: report.wait,
+    };
+  }
   const decision = decideAttempt(job, report, settings.schedule, now);
   const hookBase = { queueId: job.queueId, envelope: job.envelope, attempt: job.attempts };
 
@@ -241,6 +277,11 @@ async function attemptWith(
   };
 }
 
+/** A limit's wait as a time to add: a limit that can never pass (Infinity) is looked at again in a minute. */
+function waitMs(retryAfterMs: number): number {
+  return Number.isFinite(retryAfterMs) ? Math.max(0, retryAfterMs) : 60_000;
+}
+
 /** Why a failed recipient's sender gets no bounce when its NOTIFY (RFC 3461) did not ask for one. */
 const NOT_REQUESTED = 'not requested (NOTIFY)';
 
@@ -262,6 +303,7 @@ function recipientLine(
   const shared = {
     attempt: job.attempts + 1,
     remoteMta: report.remoteMta ?? 'none',
+    ...(report.source === undefined ? {} : { source: report.source }),
     tls: report.tls?.protocol ?? 'none',
     ...(report.tls?.cipher === undefined ? {} : { tlsCipher: report.tls.cipher }),
     ...(report.tls === undefined

@@ -140,6 +140,56 @@ export interface DeliveryReport {
    * Absent: `relayed`, the most a deliverer that does not say can claim.
    */
   readonly successNotice?: 'delivered' | 'relayed' | 'next-hop';
+  /**
+   * Set when a limit of ours refused the job before any connection: the queue then ignores the
+   * recipients' outcomes (deferred placeholders) and waits for the limit instead of counting an attempt.
+   */
+  readonly wait?: LimitWait;
+  /** Traffic-shaping actions this attempt set off or waited for (for the timeline). */
+  readonly shaping?: readonly ShapingNote[];
+  /** The egress source the connection was made from, when egress pools are configured. */
+  readonly source?: string;
+}
+
+/**
+ * A limit of ours refused the job before any connection was made: not an attempt. The queue puts the
+ * job back, unchanged, and lets jobs of its domain through again at the limit's pace (KumoMTA
+ * re-inserts a throttled message into its scheduled queue "with a delay based on the acceptance
+ * rate of the throttle"), so a backlog drains at the limit instead of going to the retry schedule.
+ */
+export interface LimitWait {
+  /** The limit that refused, e.g. `domain:example.com` (for logs). */
+  readonly key: string;
+  /** How long until the limit has room again (ms, at least 0). */
+  readonly retryAfterMs: number;
+  /** The limit's pace: ms between two jobs it admits (0: it frees room in bursts, as a concurrency limit does). */
+  readonly spacingMs: number;
+  /** How many jobs it admits back to back once open. */
+  readonly burst: number;
+}
+
+/**
+ * A traffic-shaping action that concerned this job: a back-off rule its reply set off, or one in
+ * force that made it wait. Goes into the message's timeline.
+ */
+export interface ShapingNote {
+  /**
+   * `triggered`: this job's reply set the action off (or extended it); `waiting`: the job waits for
+   * it; `applied`: the job went another way for it (another egress pool).
+   */
+  readonly cause: 'triggered' | 'waiting' | 'applied';
+  readonly rule: string;
+  /** suspend, rate, connections, pool or circuit. */
+  readonly action: string;
+  /** The egress source (`default` without pools; `*` for every source). */
+  readonly source: string;
+  /** The recipient domain or provider the action is on. */
+  readonly destination: string;
+  /** When the action ends unless extended (ms since epoch). */
+  readonly until: number;
+  readonly detail?: string;
+  /** The reply that set it off. */
+  readonly reply?: SmtpReply;
 }
 
 /** What the worker hands one delivery attempt besides the job. */

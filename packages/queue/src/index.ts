@@ -19,6 +19,7 @@ export type {
   DestinationSummary,
   IncomingMessage,
   JobStateFilter,
+  LimitWait,
   MessageDetails,
   MessageRecord,
   QueueBackend,
@@ -31,6 +32,7 @@ export type {
   RecipientOutcome,
   RecipientState,
   RecipientStatus,
+  ShapingNote,
   WorkerOptions,
 } from './contract.js';
 // Operator operations and message timelines (added for the admin API; see contract.ts).
@@ -62,6 +64,7 @@ export {
   operatorBounceReply,
   queueIdTime,
 } from './operations.js';
+export { DEFAULT_PACE_QUIET_MS, DestinationPacer } from './pacing.js';
 export { jobIdOf, newQueueId, planJobs } from './plan.js';
 export * from './redis/index.js';
 export {
@@ -83,6 +86,8 @@ export {
   type OperatorEvent,
   type ReceivedEvent,
   redactHop,
+  type ShapingEvent,
+  shapingEvents,
   type TimelineEvent,
 } from './timeline.js';
 export {

@@ -2,7 +2,7 @@
 // operators' actions) and how those records are made, so both backends store the same thing.
 import type { NextHop } from '@tern/plugin-api';
 import type { AttemptOutcome } from './attempt.js';
-import type { DeliveryJob, DeliveryTls, IncomingMessage } from './contract.js';
+import type { DeliveryJob, DeliveryReport, DeliveryTls, IncomingMessage, ShapingNote } from './contract.js';
 
 /** The message was made durable: who sent it, from where, to whom. */
 export interface ReceivedEvent {
@@ -62,6 +62,8 @@ export interface AttemptEvent {
   readonly remoteMta?: string;
   /** Which TLS policy applied, whether the server was validated, and why not (SMTP hops). */
   readonly tls?: DeliveryTls;
+  /** The egress source the connection was made from (with egress pools configured). */
+  readonly source?: string;
   readonly recipients: readonly AttemptRecipient[];
   /** When the deferred recipients are tried again. */
   readonly nextAttemptAt?: number;
@@ -91,7 +93,19 @@ export interface OperatorEvent {
   readonly notice?: string;
 }
 
-export type TimelineEvent = ReceivedEvent | HookVerdictEvent | AttemptEvent | OperatorEvent;
+/** A traffic-shaping action concerned the message: its reply set one off, or it waited for one. */
+export interface ShapingEvent extends Omit<ShapingNote, 'reply'> {
+  readonly type: 'shaping';
+  readonly at: number;
+  readonly jobId: string;
+  readonly domain: string;
+  /** The reply that set the action off. */
+  readonly code?: number;
+  readonly enhanced?: string;
+  readonly text?: string;
+}
+
+export type TimelineEvent = ReceivedEvent | HookVerdictEvent | AttemptEvent | OperatorEvent | ShapingEvent;
 
 /** How long a finished message's timeline stays retrievable (default 7 days). */
 export const DEFAULT_TIMELINE_RETENTION_MS = 7 * 24 * 3600_000;
@@ -161,6 +175,7 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
     ...(report.tls === undefined
       ? {}
       : { tls: { ...report.tls, ...(report.tls.reason ? { reason: clip(report.tls.reason) } : {}) } }),
+    ...(report.source === undefined ? {} : { source: report.source }),
     recipients: [
       ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d.reply)),
       ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d.reply)),
@@ -171,6 +186,26 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
     ...(outcome.next === undefined ? {} : { nextAttemptAt: outcome.next.at.getTime() }),
     notices: outcome.notices,
   };
+}
+
+/** The timeline records of the shaping actions a report carries (none for most attempts). */
+export function shapingEvents(job: DeliveryJob, report: DeliveryReport, now: number): ShapingEvent[] {
+  return (report.shaping ?? []).map((note) => ({
+    type: 'shaping',
+    at: now,
+    jobId: job.id,
+    domain: job.domain,
+    cause: note.cause,
+    rule: note.rule,
+    action: note.action,
+    source: note.source,
+    destination: note.destination,
+    until: note.until,
+    ...(note.detail === undefined ? {} : { detail: note.detail }),
+    ...(note.reply === undefined
+      ? {}
+      : { code: note.reply.code, enhanced: note.reply.enhanced, text: clip(note.reply.text) }),
+  }));
 }
 
 /** Parses a stored event; a record that is not one (a newer Tern's, a damaged one) is skipped by callers. */

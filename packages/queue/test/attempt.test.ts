@@ -359,3 +359,57 @@ describe('the plugin host of an attempt', () => {
     expect(old.idle).toBe(true);
   });
 });
+
+describe('a job a limit refused', () => {
+  const throttled: SmtpReply = { code: 451, enhanced: '4.7.0', text: 'throttled by a local limit' };
+  const wait: Deliver = async (j) => ({
+    recipients: j.recipients.map((r) => ({ address: r.address, result: 'deferred', reply: throttled })),
+    wait: { key: 'domain:x.test', retryAfterMs: 400, spacingMs: 100, burst: 10 },
+  });
+
+  it('is not an attempt: attempts, recipients and delay notice stay as they were, no hook runs', async () => {
+    const host = new PluginHost([
+      {
+        name: 'watch',
+        deferred: () => {
+          throw new Error('the deferred hook must not run for a wait');
+        },
+      },
+    ]);
+    const s = store();
+    const out = await runDeliveryAttempt(
+      job({ attempts: 3, delayNotified: false, createdAt: 0 }),
+      wait,
+      s,
+      attemptSettings(
+        { plugins: host, retry: { intervals: ['1m'], delayNoticeAfter: '1h' } },
+        () => 2 * HOUR,
+      ),
+    );
+    expect(out.waiting?.key).toBe('domain:x.test');
+    expect(out.next?.attempts).toBe(3);
+    expect(out.next?.delayNotified).toBe(false);
+    expect(out.next?.recipients.map((r) => [r.status, r.lastReply])).toEqual([
+      ['pending', undefined],
+      ['pending', undefined],
+    ]);
+    expect(out.next?.at).toEqual(new Date(2 * HOUR + 400));
+    expect(out.decision.deferred).toEqual([]);
+    // No delay notice although one is due: nothing was attempted.
+    expect(s.sent).toEqual([]);
+  });
+
+  it('past the message lifetime is decided like any attempt: expired and bounced', async () => {
+    const s = store();
+    const out = await runDeliveryAttempt(
+      job({ createdAt: 0 }),
+      wait,
+      s,
+      attemptSettings({ retry: { intervals: ['1m'], maxAge: '1h' } }, () => 2 * HOUR),
+    );
+    expect(out.waiting).toBeUndefined();
+    expect(out.next).toBeUndefined();
+    expect(out.decision.failed.map((f) => f.reason)).toEqual(['expired', 'expired']);
+    expect(s.sent[0]?.isBounce).toBe(true);
+  });
+});

@@ -75,6 +75,8 @@ export interface SinkMessage {
   user?: string;
   /** The name the client gave with EHLO/HELO/LHLO. */
   helo: string;
+  /** The client's address as this server saw it (the sender's source address). */
+  remoteAddress: string;
   /** MAIL FROM parameters (keys upper case), e.g. { BODY: '8BITMIME', SMTPUTF8: true }. */
   mailArgs: Record<string, string | true>;
   /** RCPT TO parameters per accepted recipient, in RCPT order (keys upper case), e.g. { NOTIFY: 'SUCCESS' }. */
@@ -273,6 +275,7 @@ function toSinkMessage(raw: Buffer, session: SMTPServerSession): SinkMessage {
     body: raw.subarray(bodyStart),
     secure: session.secure,
     helo: session.hostNameAppearsAs || '',
+    remoteAddress: (session.remoteAddress || '').replace(/^::ffff:/, ''),
     mailArgs: mailFrom ? mailFrom.args || {} : {},
     rcptArgs: session.envelope.rcptTo.map((rcpt) => rcpt.args || {}),
     sessionId: session.id,

@@ -42,6 +42,8 @@ export interface AdminServerOptions {
   readonly listening?: () => Listening;
   /** A domain's TLS-RPT report for a UTC day as the daily run would send it (absent: reports are off). */
   readonly tlsReport?: (domain: string, day: string) => Promise<unknown>;
+  /** The traffic shaping in force: back-off actions, egress sources and their warm-up. */
+  readonly shaping?: () => unknown;
 }
 
 export interface AdminServer {
@@ -154,6 +156,9 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
           `reload refused, still running the previous config: ${(error as Error).message}`,
         );
       }
+    }
+    if (resource === 'shaping' && id === undefined && method === 'GET') {
+      return send(res, 200, options.shaping?.() ?? { backoffs: [] });
     }
     if (resource === 'activity' && id === undefined && method === 'GET') {
       const limit = intParam(url, 'limit', 50, 200);

@@ -95,6 +95,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <button type="button" role="tab" id="tab-bounces" aria-controls="panel-bounces" aria-selected="false">Bounces <span class="count" id="count-bounces"></span></button>
       <button type="button" role="tab" id="tab-refusals" aria-controls="panel-refusals" aria-selected="false">Refusals <span class="count" id="count-refusals"></span></button>
       <button type="button" role="tab" id="tab-destinations" aria-controls="panel-destinations" aria-selected="false">Destinations <span class="count" id="count-destinations"></span></button>
+      <button type="button" role="tab" id="tab-shaping" aria-controls="panel-shaping" aria-selected="false">Traffic shaping <span class="count" id="count-shaping"></span></button>
       <button type="button" role="tab" id="tab-message" aria-controls="panel-message" aria-selected="false">Where is my message?</button>
     </div>
     <div role="tabpanel" id="panel-deliveries" aria-labelledby="tab-deliveries">
@@ -108,6 +109,10 @@ export const DASHBOARD_HTML = `<!doctype html>
     </div>
     <div role="tabpanel" id="panel-destinations" aria-labelledby="tab-destinations" hidden>
       <table id="summary"><thead><tr><th>domain</th><th class="num w-num">total</th><th class="num w-num">scheduled</th><th class="num w-num">active</th><th class="num w-num">held</th><th class="num w-num">deferred</th><th class="w-num">oldest</th><th>note</th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-shaping" aria-labelledby="tab-shaping" hidden>
+      <table id="warmup"><thead><tr><th class="w-addr">source</th><th class="w-num">day</th><th class="w-kind">cap per destination</th><th>use today</th></tr></thead><tbody></tbody></table>
+      <table id="backoffs"><thead><tr><th class="w-addr">source → destination</th><th class="w-kind">action</th><th class="w-by">rule</th><th class="w-time">until</th><th>after the reply</th></tr></thead><tbody></tbody></table>
     </div>
     <div role="tabpanel" id="panel-message" aria-labelledby="tab-message" hidden>
       <form id="lookup-form"><input id="lookup-id" placeholder="queue id or Message-ID" autocomplete="off"><button>Show</button></form>
@@ -347,6 +352,19 @@ export const DASHBOARD_HTML = `<!doctype html>
     }), 6);
   }
 
+  function drawShaping(shaping) {
+    var backoffs = shaping.backoffs || [];
+    fill("warmup", (shaping.warmup || []).map(function (w) {
+      return [el("td", {}, [w.source]), el("td", { class: "num" }, [String(w.day)]), el("td", {}, [w.warmed ? "warmed" : String(w.cap) + " a day"]),
+        el("td", {}, [w.use.map(function (u) { return u.destination + " " + u.used + (u.cap === undefined ? "" : "/" + u.cap); }).join(", ")])];
+    }), 4);
+    count("shaping", backoffs.length, "warn");
+    fill("backoffs", backoffs.map(function (b) {
+      return [el("td", {}, [b.source + " → " + b.destination]), el("td", { class: "warn" }, [b.action + (b.detail ? " (" + b.detail + ")" : "")]),
+        el("td", {}, [b.rule]), el("td", {}, [dateTime(b.until)]), el("td", {}, [clipped(reply(b.reply))])];
+    }), 5);
+  }
+
   /** A queue id that opens the message's timeline (#id=...). */
   function messageLink(queueId) {
     var href = "#id=" + encodeURIComponent(queueId);
@@ -374,6 +392,10 @@ export const DASHBOARD_HTML = `<!doctype html>
         return "attempt " + event.attempt + " to " + event.domain + (event.remoteMta ? " via " + event.remoteMta : "") + ": " +
           event.recipients.map(function (r) { return r.address + " " + r.result + " (" + r.code + " " + r.enhanced + " " + r.text + ")"; }).join("; ") +
           (event.nextAttemptAt ? "; next attempt " + dateTime(event.nextAttemptAt) : "");
+      case "shaping":
+        return "shaping: " + ({ triggered: "set off ", waiting: "waiting for ", applied: "went around " }[event.cause] || "") + event.rule + " (" + event.action +
+          (event.detail ? ": " + event.detail : "") + ") on " + event.source + " → " + event.destination + " until " + dateTime(event.until) +
+          (event.code ? "; reply " + event.code + " " + (event.enhanced || "") + " " + (event.text || "") : "");
       case "operator":
         return "operator: " + event.action + (event.domain ? " " + event.domain : "") + (event.detail ? " (" + event.detail + ")" : "");
       default:
@@ -442,13 +464,14 @@ export const DASHBOARD_HTML = `<!doctype html>
 
   function refresh() {
     if (!token) { askToken(); return; }
-    Promise.all([api("/api/health"), api("/api/queue/summary"), api("/api/queue/history"), api("/api/activity")]).then(function (r) {
+    Promise.all([api("/api/health"), api("/api/queue/summary"), api("/api/queue/history"), api("/api/activity"), api("/api/shaping")]).then(function (r) {
       document.getElementById("backend").textContent = r[0].queue + " queue, " + r[1].totals.total + " job(s)";
       drawStore(r[0].store);
       drawTiles(r[1]);
       drawSummary(r[1]);
       drawHistory(r[2].samples);
       drawActivity(r[3]);
+      drawShaping(r[4]);
       status("updated " + time(Date.now()), "good");
       openPending();
     }, function (error) { status(error.message, "bad"); });

@@ -105,6 +105,8 @@ export class TernMetrics {
   readonly hookDuration: Histogram<'plugin' | 'hook'>;
   readonly deliveries: Counter<'result'>;
   readonly bounces: Counter<'reason'>;
+  readonly limitWaits: Counter<'limit'>;
+  readonly shapingActions: Counter<'action' | 'cause'>;
   readonly #listeners = new NameLabels(MAX_NAMES);
   readonly #plugins = new NameLabels(MAX_NAMES);
 
@@ -175,6 +177,18 @@ export class TernMetrics {
       name: 'tern_delivery_recipients_total',
       help: 'Recipient results of delivery attempts in this process: delivered, deferred or failed',
       labelNames: ['result'],
+      registers,
+    });
+    this.limitWaits = new Counter({
+      name: 'tern_delivery_limit_waits_total',
+      help: 'Jobs a local limit refused before any connection, put back to wait (not attempts), by kind of limit',
+      labelNames: ['limit'],
+      registers,
+    });
+    this.shapingActions = new Counter({
+      name: 'tern_shaping_actions_total',
+      help: 'Traffic-shaping actions: set off (or extended) by a reply, or waited for by a job; by action',
+      labelNames: ['action', 'cause'],
       registers,
     });
     this.bounces = new Counter({

@@ -1,7 +1,8 @@
-// `tern queue summary|list|inspect|retry|hold|release|delete|bounce|reroute|suspend|resume`: the
+// `tern queue summary|list|inspect|retry|hold|release|delete|bounce|reroute|suspend|resume|shaping`: the
 // operator's commands, over the admin API of a running tern (so they work the same on either
 // backend and from any machine that can reach the API). Actions take queue ids or Message-IDs,
 // or a filter for bulk actions, whose progress goes to stderr.
+import type { ActiveBackoff, WarmupStatus } from '@tern/delivery';
 import type { NextHop } from '@tern/plugin-api';
 import {
   type DestinationSummary,
@@ -74,6 +75,14 @@ async function run(
       const details = await client.get<MessageDetails>(`/api/messages/${encodeURIComponent(id)}`);
       if (values.json) json(details);
       else out(formatDetails(details));
+      return 0;
+    }
+    case 'shaping': {
+      const shaping = await client.get<{ backoffs: ActiveBackoff[]; warmup?: WarmupStatus[] }>(
+        '/api/shaping',
+      );
+      if (values.json) json(shaping);
+      else out(formatShaping(shaping.backoffs, shaping.warmup ?? []));
       return 0;
     }
     case 'suspend':
@@ -354,6 +363,25 @@ function describeTls(tls: Extract<TimelineEvent, { type: 'attempt' }>['tls']): s
   return `; TLS policy ${applied}: ${state}${tls.protocol ? ` (${tls.protocol})` : ''}${tls.reason ? `: ${tls.reason}` : ''}`;
 }
 
+const SHAPING_CAUSES = { triggered: 'set off', waiting: 'waiting for', applied: 'went around' } as const;
+
+/** Each warming source's day, cap and use today, then the back-off actions in force. */
+function formatShaping(backoffs: readonly ActiveBackoff[], warmup: readonly WarmupStatus[]): string {
+  const lines = warmup.map((w) => {
+    const use = w.use
+      .map((u) => `; ${u.destination} ${u.used}${u.cap === undefined ? '' : `/${u.cap}`}`)
+      .join('');
+    return `source ${w.source}: day ${w.day}, ${w.warmed ? 'warmed' : `cap ${w.cap}/day per destination`}${use}`;
+  });
+  if (backoffs.length === 0) lines.push('no back-off action in force');
+  for (const b of backoffs) {
+    lines.push(
+      `${b.source}→${b.destination}  ${b.action}${b.detail ? ` (${b.detail})` : ''}  rule ${b.rule}  until ${iso(b.until)}  after ${b.reply.code} ${b.reply.enhanced} ${b.reply.text}`,
+    );
+  }
+  return lines.join('\n');
+}
+
 export function describeEvent(event: TimelineEvent): string {
   switch (event.type) {
     case 'received':
@@ -369,6 +397,8 @@ export function describeEvent(event: TimelineEvent): string {
       const notices = event.notices.length > 0 ? `; notice ${event.notices.join(', ')}` : '';
       return `attempt ${event.attempt} to ${event.domain}${via}: ${results}${describeTls(event.tls)}${next}${notices}`;
     }
+    case 'shaping':
+      return `shaping ${SHAPING_CAUSES[event.cause]} ${event.rule} (${event.action}${event.detail ? `: ${event.detail}` : ''}) on ${event.source}→${event.destination} until ${iso(event.until)}${event.code ? `; reply ${event.code} ${event.enhanced ?? ''} ${event.text ?? ''}`.trimEnd() : ''}`;
     case 'operator':
       return `operator ${event.action}${event.domain ? ` ${event.domain}` : ''}${event.detail ? ` (${event.detail})` : ''}${event.notice ? `; bounce ${event.notice}` : ''}`;
   }

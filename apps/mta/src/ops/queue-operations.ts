@@ -13,6 +13,7 @@ export const QUEUE_OPERATIONS = [
   'reroute',
   'suspend',
   'resume',
+  'shaping',
 ] as const;
 
 export type QueueOperationName = (typeof QUEUE_OPERATIONS)[number];
@@ -67,6 +68,11 @@ export const QUEUE_OPERATION_SPECS: Readonly<
     flags: ['for', 'until'],
   },
   resume: { args: '<domain>', summary: 'resume deliveries to DOMAIN', flags: [] },
+  shaping: {
+    args: '',
+    summary: 'traffic shaping in force: back-off actions by source and destination',
+    flags: [],
+  },
 };
 
 /** Flags every operation takes: where the admin API is, and how to print. */

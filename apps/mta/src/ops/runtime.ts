@@ -5,6 +5,7 @@
 // honours `job.nextHop`.)
 
 import type { ReplyEvent, SpoolStats } from '@tern/core';
+import { BACKOFF_ACTIONS } from '@tern/delivery';
 import { definePlugin, type Logger, type Plugin } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
 import type { IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
@@ -23,6 +24,9 @@ export const OPS_PLUGIN_NAME = 'tern-ops';
 /** A summary is read at most this often, however many scrapes and dashboards ask. */
 const SUMMARY_CACHE_MS = 1000;
 const DEFAULT_SAMPLE_MS = 15_000;
+/** The kinds of limit a wait is counted under (the deliverer's key prefixes); anything else is `other`. */
+const LIMIT_KINDS = new Set(['domain', 'host', 'provider', 'source', 'backoff', 'warmup']);
+const SHAPING_ACTIONS = new Set<string>(BACKOFF_ACTIONS);
 
 export interface OpsStartOptions {
   readonly queue: QueueBackend;
@@ -60,6 +64,23 @@ export class OpsRuntime {
 
   /** Set by startMta: reads the config file again and applies it (the admin API's POST /api/reload). */
   reloader: (() => Promise<unknown>) | undefined;
+
+  /** For the delivery worker: a job a local limit refused, counted by the kind of limit (a closed set). */
+  limitWait(key: string): void {
+    const kind = key.slice(0, key.indexOf(':'));
+    this.metrics?.limitWaits.inc({ limit: LIMIT_KINDS.has(kind) ? kind : 'other' });
+  }
+
+  /** For the delivery worker: a back-off action a reply set off or a job waited for (closed label sets). */
+  shapingAction(action: string, cause: string): void {
+    this.metrics?.shapingActions.inc({
+      action: SHAPING_ACTIONS.has(action) ? action : 'other',
+      cause: cause === 'triggered' || cause === 'applied' ? cause : 'waiting',
+    });
+  }
+
+  /** Set by startMta: the traffic shaping in force (back-off actions, egress sources), for the admin API. */
+  shaping: (() => unknown) | undefined;
 
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
   readonly onReply = (event: ReplyEvent): void => {
@@ -125,6 +146,7 @@ export class OpsRuntime {
       logger: this.#log,
       ...(options.listening ? { listening: options.listening } : {}),
       ...tlsReportRoute(this.#config, options.hostname, queue, this.#log),
+      shaping: () => this.shaping?.() ?? { backoffs: [] },
       reload: () => {
         if (!this.reloader) throw new Error('no config file to reload');
         return this.reloader();

@@ -33,12 +33,14 @@ import type {
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
+import { DestinationPacer } from '../pacing.js';
 import { newQueueId, planJobs } from '../plan.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
   initialTimeline,
   type OperatorEvent,
+  shapingEvents,
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
@@ -151,6 +153,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #worker: WorkerState | undefined;
   readonly #running = new Set<Promise<void>>();
   readonly #activeByDomain = new Map<string, number>();
+  /** Domains whose limit refused a job lately: their jobs start at the limit's pace, the others as before. */
+  readonly #pacer = new DestinationPacer();
   #timer: NodeJS.Timeout | undefined;
   readonly #sql: ReturnType<typeof prepare>;
   readonly #due: DueJobs;
@@ -389,12 +393,14 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       if (now - this.#reclaimedAt >= RECLAIM_EVERY_MS)
         this.#reclaim('jobs no attempt held were scheduled again');
       // A suspended destination has no room: its jobs stay scheduled, attempts untouched.
+      // A domain waiting for its limit has only the room its pace gives.
       pick = this.#due.pick(now, free, (domain) =>
         this.#ops.suspendedUntil(domain, now) === undefined
-          ? this.#perDomain - (this.#activeByDomain.get(domain) ?? 0)
+          ? Math.min(this.#perDomain - (this.#activeByDomain.get(domain) ?? 0), this.#pacer.room(domain, now))
           : 0,
       );
       leased = this.#lease(now, pick.jobs);
+      for (const row of leased) this.#pacer.started(row.domain, 1, now);
     } catch (error) {
       // The store failed (disk full, I/O error): keep the worker alive and look again later.
       if (isStoreFailure(error)) this.#health.failed(error);
@@ -412,8 +418,12 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     }
     if (this.#running.size >= worker.concurrency) return;
     // Jobs due now but not taken wait for a slot of their domain: a finishing attempt pumps.
-    const wait =
-      pick.nextDueAt === undefined ? this.#pollMs : Math.min(Math.max(pick.nextDueAt - now, 0), this.#pollMs);
+    const opens = this.#pacer.nextOpening(now);
+    const nextAt =
+      pick.nextDueAt === undefined || (opens !== undefined && opens < pick.nextDueAt)
+        ? opens
+        : pick.nextDueAt;
+    const wait = nextAt === undefined ? this.#pollMs : Math.min(Math.max(nextAt - now, 0), this.#pollMs);
     this.#timer = setTimeout(() => this.#pump(), wait);
   }
 
@@ -482,7 +492,19 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         },
         worker.settings,
       );
-      record = () => this.#persist(job, stored, outcome);
+      const waiting = outcome.waiting;
+      if (waiting === undefined) record = () => this.#persist(job, stored, outcome);
+      else {
+        // Not an attempt: the job goes back as it was, due as before, and its domain is paced.
+        this.#pacer.refused(row.domain, waiting, Date.now());
+        const events = shapingEvents(job, outcome.report, Date.now());
+        record = () => {
+          this.#bookkeeping(() => {
+            this.#ops.appendEvents(job.queueId, events);
+            this.#sql.putBack.run(Date.now(), row.id, this.#owner);
+          });
+        };
+      }
     } catch (error) {
       // A fault of ours, not a delivery result: defer the whole job on the schedule, as Redis does.
       record = this.#deferral(row, worker, error, log);
@@ -606,7 +628,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const event = attemptEvent(job, outcome, now);
     this.#bookkeeping(() => {
       // Recorded even when an operator removed the job meanwhile: the attempt did happen.
-      this.#ops.appendEvents(job.queueId, [event]);
+      this.#ops.appendEvents(job.queueId, [event, ...shapingEvents(job, outcome.report, now)]);
       const current = this.#sql.jobState.get(job.id) as
         | { state: JobState; lease_owner: string | null; hold_requested: number }
         | undefined;
@@ -922,6 +944,10 @@ function prepare(db: Database.Database) {
     unlease: db.prepare(
       `UPDATE jobs SET ${RECLAIMED}, attempts = attempts + 1, next_attempt_at = ?, updated_at = ?
        WHERE id = ? AND lease_owner = ? AND state = 'active'`,
+    ),
+    // A job a limit refused: back as it was (attempts and next attempt untouched).
+    putBack: db.prepare(
+      `UPDATE jobs SET ${RECLAIMED}, updated_at = ? WHERE id = ? AND lease_owner = ? AND state = 'active'`,
     ),
     jobState: db.prepare('SELECT state, lease_owner, hold_requested FROM jobs WHERE id = ?'),
     finish: db.prepare(

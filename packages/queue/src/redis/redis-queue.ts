@@ -29,11 +29,13 @@ import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
 import { normalizeMessageId } from '../operations.js';
+import { DestinationPacer } from '../pacing.js';
 import { newQueueId, planJobs } from '../plan.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
   initialTimeline,
+  shapingEvents,
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
@@ -121,6 +123,11 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   /** MTA-STS policies, TLS-RPT counters and report claims, under `<prefix>:tls:`. */
   readonly tlsStore: TlsStore;
   #worker: Worker | undefined;
+  /**
+   * Domains whose limit refused a job lately: their jobs go to the delayed set, each to its own slot
+   * at the limit's pace, instead of taking worker slots (the limiter in Redis stays the authority).
+   */
+  readonly #pacer = new DestinationPacer();
   #workerClient: OpsRedis | undefined;
   #closing = false;
 
@@ -411,6 +418,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       throw new DelayedError();
     }
 
+    // Its domain waits for a limit: to its slot in the delayed set, as it is (not an attempt).
+    const slot = this.#pacer.reserve(data.domain, settings.now());
+    if (slot !== undefined) return this.#park(job, token, slot);
+
     const deliveryJob: DeliveryJob = {
       id,
       queueId: data.queueId,
@@ -437,8 +448,25 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     // on the job lasts (its renewals fail meanwhile too).
     let until = 0;
     const record = <T>(write: () => Promise<T>): Promise<T> => this.#whileRefused(write, until);
+    let parkAt: number | undefined;
     try {
       const outcome = await runDeliveryAttempt(deliveryJob, deliver, store, settings);
+      // Before the attempt is recorded, so a finished message's timeline expires with them.
+      const shaping = shapingEvents(deliveryJob, outcome.report, settings.now());
+      if (shaping.length > 0) {
+        await this.#ops
+          .appendTimeline(data.queueId, shaping)
+          .catch((error: unknown) =>
+            this.#log.warn({ err: error, jobId: id }, 'could not record shaping events'),
+          );
+      }
+      if (outcome.waiting !== undefined) {
+        // Not an attempt: back to the delayed set as it was, at its slot of the limit's pace.
+        const now = settings.now();
+        this.#pacer.refused(data.domain, outcome.waiting, now);
+        parkAt = this.#pacer.reserve(data.domain, now) ?? now;
+        throw new DelayedError();
+      }
       const event = attemptEvent(deliveryJob, outcome, settings.now());
       until = Date.now() + this.#lockMs / 2;
       if (outcome.next === undefined) {
@@ -476,6 +504,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         },
       };
     } catch (error) {
+      if (parkAt !== undefined) return this.#park(job, token, parkAt);
       // Not a delivery result but a fault of ours: defer the whole job on the schedule.
       const at = settings.now() + settings.schedule.delayAfter(data.attempts + 1);
       this.#log.error({ err: error, jobId: id }, 'delivery step failed; deferring the job');
@@ -497,6 +526,12 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       ]),
     );
     await record(() => job.moveToDelayed(at, token));
+    throw new DelayedError();
+  }
+
+  /** Puts a job back in the delayed set until `at` without recording an attempt (BullMQ's DelayedError). */
+  async #park(job: Job, token: string | undefined, at: number): Promise<never> {
+    await job.moveToDelayed(at, token);
     throw new DelayedError();
   }
 
