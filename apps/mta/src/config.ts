@@ -1,66 +1,33 @@
 // The tern config: its schema (with defaults), `defineConfig` for typed config files, loading
 // TS or JS (ESM) config files under a deadline, and errors that name the field and the fix.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { Resolver } from 'node:dns';
 import { lookup } from 'node:dns/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseUsersFile } from '@tern/core';
-import { NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
-import { type Duration, durationMs } from '@tern/queue';
+import { hostnameSchema, intakeSchema, LISTENER_DEFAULTS, listenerShape, parseUsersFile } from '@tern/core';
+import { deliveryShape, deliveryTlsShape } from '@tern/delivery';
+import {
+  domainSchema,
+  durationSchema,
+  issuePath,
+  type ListenerKind,
+  networkSchema,
+  type Plugin,
+  parseDuration,
+  withTimeout,
+} from '@tern/plugin-api';
+import { embeddedQueueShape, redisQueueShape, retrySchema, workerShape } from '@tern/queue';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 
-const port = z.number().int('a port is a whole number').min(0).max(65535, 'a port is 0 to 65535');
-const domain = z
-  .string()
-  .min(1)
-  .regex(
-    /^[a-z0-9.-]+$|^\[[0-9a-f.:]+\]$/i,
-    'a domain name like example.com (or an address literal like [192.0.2.1])',
-  )
-  .transform((d) => d.toLowerCase());
-// Parsed by the NetworkList the listeners use, so what passes here also passes at start.
-const cidr = z.string().superRefine((value, ctx) => {
-  try {
-    NetworkList.parse([value]);
-  } catch (error) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${(error as Error).message} (write a network in CIDR form, like 10.0.0.0/8, 192.0.2.7 or ::1/128)`,
-    });
-  }
-});
-/** What `net.Server#listen` binds: an address, or a name that resolves to one (checked by loadConfig). */
-const listenHost = z
-  .string()
-  .refine(
-    (host) => isIP(host) !== 0 || (!/^[\d.]+$/.test(host) && /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(host)),
-    {
-      error: (issue) =>
-        `${JSON.stringify(issue.input)} is not an IP address or host name: use an address of this machine, 0.0.0.0 (every IPv4 address) or :: (every address)`,
-    },
-  );
-// Checked by node's own resolver, which tern's DNS lookups use: what passes here works at start.
-const dnsServer = z.string().refine(
-  (server) => {
-    try {
-      new Resolver().setServers([server]);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  {
-    error: (issue) =>
-      `${JSON.stringify(issue.input)} is not a name server address: give an IP address, with a port if not 53: '192.0.2.53', '127.0.0.1:5353', '[2001:db8::53]:53'`,
-  },
-);
-const duration = z.number().int().positive('a duration in milliseconds, above 0');
+// The config schema is composed from the packages' own option schemas (core: listeners and intake;
+// delivery: routes, DNS, limits, timeouts; queue: backends, retry, the worker): each rule and each
+// default lives beside the code it configures. What is only the app's is here: files (TLS, users,
+// tokens), plugins and the admin API.
 
 const tlsFiles = z.strictObject({
   key: z.string().min(1, 'the path of a PEM private key'),
@@ -69,42 +36,6 @@ const tlsFiles = z.strictObject({
   sni: z.record(z.string(), z.strictObject({ key: z.string(), cert: z.string() })).optional(),
 });
 
-const limits = z
-  .strictObject({
-    maxMessageSize: z.number().int().positive().optional(),
-    maxRecipients: z.number().int().positive().optional(),
-    maxLineLength: z.number().int().positive().optional(),
-    maxConnections: z.number().int().positive().optional(),
-    maxConnectionsPerIp: z.number().int().positive().optional(),
-    maxErrors: z.number().int().positive().optional(),
-    maxAuthFailures: z.number().int().positive().optional(),
-    maxReceivedHeaders: z.number().int().positive().optional(),
-    maxHeaderBytes: z.number().int().positive().optional(),
-    /** Share of maxConnections open at which the stress timeouts apply (default 0.8). */
-    stressThreshold: z.number().gt(0, 'a share above 0').max(1, 'a share of at most 1').optional(),
-    timeouts: z
-      .strictObject({
-        socket: duration.optional(),
-        data: duration.optional(),
-        enqueue: duration.optional(),
-        dns: duration.optional(),
-        /** One command line, PROXY header or TLS handshake, from its first byte (default 60 s). */
-        command: duration.optional(),
-        /** The longest connection (default 1 h). */
-        session: duration.optional(),
-        /** Shorter limits under stress (defaults: socket 10 s, command 10 s, session 5 min). */
-        stress: z
-          .strictObject({
-            socket: duration.optional(),
-            command: duration.optional(),
-            session: duration.optional(),
-          })
-          .optional(),
-      })
-      .optional(),
-  })
-  .optional();
-
 const pluginSchema = z.custom<Plugin>(
   (value) =>
     typeof value === 'object' && value !== null && typeof (value as { name?: unknown }).name === 'string',
@@ -112,170 +43,43 @@ const pluginSchema = z.custom<Plugin>(
 );
 
 const listener = z.strictObject({
+  ...listenerShape,
   name: z.string().min(1).optional(),
-  kind: z.enum(['mx', 'submission', 'smtps'], 'one of mx (port 25), submission (587) or smtps (465)'),
-  /** Address to bind (default :: — IPv4 and IPv6 — or 0.0.0.0 where the machine has no IPv6). */
-  host: listenHost.optional(),
-  port: port.optional(),
-  hostname: z.string().min(1).optional(),
   tls: tlsFiles.optional(),
-  localDomains: z.array(domain).optional(),
-  trustedNetworks: z.array(cidr).optional(),
-  requireTls: z.boolean().optional(),
-  requireAuth: z.boolean().optional(),
-  auth: z.boolean().optional(),
-  allowInsecureAuth: z.boolean().optional(),
-  reverseLookup: z.boolean().optional(),
-  authFailureDelayMs: z.number().int().nonnegative().optional(),
-  /** Wait before the banner to catch early talkers (default 100 ms on mx, 0 on submission/smtps and for trusted networks). */
-  greetingDelayMs: z.number().int().min(0).max(60_000).optional(),
-  bareLineEndings: z.enum(['reject', 'normalize']).optional(),
-  /** Lines over 998 octets: refuse with 550 5.6.0 (default), or wrap body lines before any hook. */
-  longLines: z.enum(['reject', 'wrap']).optional(),
-  proxy: z.boolean().optional(),
-  xclient: z.boolean().optional(),
-  limits,
   /** Plugins for this listener only, replacing the global list. */
   plugins: z.array(pluginSchema).optional(),
 });
 
-const tlsMode = z.enum(['opportunistic', 'require', 'none', 'implicit']);
-/** Exported for the admin API, whose reroute takes the same next hops as routes do. */
-export const nextHop: z.ZodType<NextHop> = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('mx'), domain, tls: tlsMode.optional() }),
-  z.strictObject({
-    type: z.literal('smtp'),
-    host: z.string().min(1),
-    port: port.optional(),
-    tls: tlsMode.optional(),
-    auth: z.strictObject({ user: z.string(), pass: z.string() }).optional(),
-  }),
-  z.strictObject({
-    type: z.literal('lmtp'),
-    host: z.string().optional(),
-    port: port.optional(),
-    path: z.string().optional(),
-    tls: tlsMode.optional(),
-  }),
-  z.strictObject({ type: z.literal('maildir'), path: z.string().min(1) }),
-]) as z.ZodType<NextHop>;
-
-const span = z.union(
-  [z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h|d)$/)],
-  "milliseconds, or a string like '30s', '5m', '4h', '5d'",
-) as z.ZodType<Duration>;
-const retry = z
-  .strictObject({
-    /** Waits after the 1st, 2nd, ... failed attempt; the last repeats (default 5m, 10m, 20m, 40m, 1h, 2h, 4h). */
-    intervals: z.array(span).min(1).optional(),
-    /** Give up (bounce) after this long (default 5d). */
-    maxAge: span.optional(),
-    /** Send a delay notice after this long (default: never). */
-    delayNoticeAfter: span.optional(),
-    /** Shortest wait between two attempts (default 1s). */
-    minInterval: span.optional(),
-  })
-  .optional();
+const retry = retrySchema.optional();
 
 const queue = z
   .discriminatedUnion('backend', [
     z.strictObject({
       backend: z.literal('embedded'),
       /** The SQLite file (default .tern-data/queue.db beside the config). */
-      path: z.string().min(1).optional(),
+      ...embeddedQueueShape,
+      path: embeddedQueueShape.path.optional(),
       retry,
     }),
-    z.strictObject({
-      backend: z.literal('redis'),
-      url: z.string().regex(/^rediss?:\/\//, 'a Redis URL like redis://127.0.0.1:6379'),
-      prefix: z.string().min(1).optional(),
-      queueName: z.string().min(1).optional(),
-      enqueueTimeoutMs: duration.optional(),
-      stalledIntervalMs: duration.optional(),
-      lockDurationMs: duration.optional(),
-      /** Longest wait between two write probes while Redis refuses writes (default 5000 ms). */
-      probeIntervalMs: duration.optional(),
-      retry,
-    }),
+    z.strictObject({ backend: z.literal('redis'), ...redisQueueShape, retry }),
   ])
   .optional();
 
-const destinationLimit = z.strictObject({
-  /** Deliveries in flight at once towards this destination. */
-  maxConnections: z.number().int().positive().optional(),
-  /** Messages per window, e.g. { limit: 10, per: 1000 } for 10 a second. */
-  messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }).optional(),
-});
-
 const delivery = z
   .strictObject({
-    /** Static routes by recipient domain; '*' routes everything else (a smarthost). */
-    routes: z.record(z.string(), nextHop).optional(),
-    /** Local domains delivered to a mailbox server over LMTP. */
-    local: z
-      .strictObject({
-        domains: z.array(domain).min(1),
-        lmtp: z.strictObject({
-          host: z.string().optional(),
-          port: port.optional(),
-          path: z.string().optional(),
-          tls: tlsMode.optional(),
-        }),
-      })
-      .optional(),
-    dns: z
-      .strictObject({
-        servers: z.array(dnsServer).min(1),
-        timeoutMs: duration.optional(),
-        /** MX hosts of one domain looked up, most preferred first (default 10). */
-        maxMxHosts: z.number().int().positive().optional(),
-      })
-      .optional(),
-    /** What a next hop's reply may be before the connection is dropped as hostile (default 100 lines, 64 KiB). */
-    replyLimits: z
-      .strictObject({
-        maxLines: z.number().int().positive().optional(),
-        maxBytes: z.number().int().positive().optional(),
-      })
-      .optional(),
-    /** Largest header block read from a stored message for beforeSend hooks (default 1 MiB). */
-    maxHeaderBytes: z.number().int().positive().optional(),
-    /** The SMTP port MX hosts are reached on (25; tests use others). */
-    port: port.optional(),
-    /** Jobs this process delivers at once (default 20). */
-    concurrency: z.number().int().positive().optional(),
+    ...deliveryShape,
+    ...workerShape,
     tls: z
       .strictObject({
-        mode: tlsMode.optional(),
+        ...deliveryTlsShape,
         /** A PEM file of CAs trusted for `require` (default: Node's bundled roots). */
         ca: z.string().optional(),
-        allowInsecureAuth: z.boolean().optional(),
-      })
-      .optional(),
-    maxAddresses: z.number().int().positive().optional(),
-    limits: z
-      .strictObject({
-        default: destinationLimit.optional(),
-        domains: z.record(z.string(), destinationLimit).optional(),
-        hosts: z.record(z.string(), destinationLimit).optional(),
-        waitMs: duration.optional(),
-        leaseTtlMs: duration.optional(),
-      })
-      .optional(),
-    timeouts: z
-      .strictObject({
-        connectMs: duration.optional(),
-        greetingMs: duration.optional(),
-        commandMs: duration.optional(),
-        dataInitMs: duration.optional(),
-        dataBlockMs: duration.optional(),
-        dataEndMs: duration.optional(),
-        /** Bytes per second a next hop must take DATA at, on top of dataBlockMs (default 4096). */
-        dataMinRate: z.number().int().positive().optional(),
       })
       .optional(),
   })
   .optional();
+
+const positiveMs = durationSchema({ positive: true });
 
 // The admin HTTP API (operator actions, /metrics, the dashboard); see src/ops/. Off unless set.
 const admin = z
@@ -291,25 +95,13 @@ const admin = z
     /** Require the token on /metrics too (default false: Prometheus scrapes without one). */
     metricsAuth: z.boolean().optional(),
     /** How often the dashboard's queue-depth history is sampled (default 15 000 ms). */
-    sampleIntervalMs: duration.optional(),
-  })
-  .optional();
-
-// Where message bodies wait between the socket and the queue (one budget for every listener).
-const intake = z
-  .strictObject({
-    /** Folder for bodies that outgrow memory (default .tern-data/spool beside the config); false: never spool, refuse with 451 4.3.1 past the budget. */
-    spoolDir: z.union([z.string().min(1), z.literal(false)]).optional(),
-    /** Bytes one message's body may hold in memory before it goes to the spool folder (default 256 KiB). */
-    memoryPerMessage: z.number().int().positive().optional(),
-    /** Bytes all messages being received may hold in memory together (default 64 MiB). */
-    memoryBudget: z.number().int().positive().optional(),
+    sampleIntervalMs: positiveMs.optional(),
   })
   .optional();
 
 export const configSchema = z.strictObject({
   /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
-  hostname: z.string().min(1).optional(),
+  hostname: hostnameSchema.optional(),
   listeners: z
     .array(listener, {
       error: (issue) =>
@@ -319,17 +111,18 @@ export const configSchema = z.strictObject({
     })
     .min(1, 'at least one listener, e.g. { kind: "mx", port: 25 }'),
   /** Domains this server receives mail for. */
-  localDomains: z.array(domain).default([]),
+  localDomains: z.array(domainSchema()).default([]),
   /** Networks that may relay without AUTH. */
-  trustedNetworks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
+  trustedNetworks: z.array(networkSchema()).default(['127.0.0.1/32', '::1/128']),
   users: z.strictObject({ file: z.string().min(1) }).optional(),
   queue,
   delivery,
   plugins: z.array(pluginSchema).default([]),
-  intake,
+  /** Where message bodies wait between the socket and the queue (one budget for every listener). */
+  intake: intakeSchema.optional(),
   log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).optional(),
-  /** How long SIGTERM waits for open transactions (ms). */
-  shutdownTimeoutMs: duration.optional(),
+  /** How long SIGTERM waits for open transactions. */
+  shutdownTimeoutMs: positiveMs.optional(),
   admin,
 });
 
@@ -358,15 +151,7 @@ export class ConfigError extends Error {
 
 /** `config.listeners[0].tls`, `config.delivery.routes["*"]`: a field as the config file spells it. */
 function fieldPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>(
-    (acc, key) =>
-      typeof key === 'number'
-        ? `${acc}[${key}]`
-        : /^[a-z_$][\w$]*$/i.test(String(key))
-          ? `${acc}.${String(key)}`
-          : `${acc}[${JSON.stringify(String(key))}]`,
-    'config',
-  );
+  return issuePath(path, 'config');
 }
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
@@ -416,11 +201,9 @@ export function validateConfig(input: unknown, baseDir: string, source = 'config
   return config;
 }
 
-const DEFAULT_PORTS = { mx: 25, submission: 587, smtps: 465 } as const;
-
 /** A listener's port: its own, or the standard one of its kind. */
-export function listenerPort(l: { kind: keyof typeof DEFAULT_PORTS; port?: number | undefined }): number {
-  return l.port ?? DEFAULT_PORTS[l.kind];
+export function listenerPort(l: { kind: ListenerKind; port?: number | undefined }): number {
+  return l.port ?? LISTENER_DEFAULTS.byKind[l.kind].port;
 }
 
 /** Resolves a path in the config against the config file's folder. */
@@ -619,10 +402,8 @@ export const DEFAULT_CONFIG_TIMEOUT_MS = 30_000;
 export function configTimeoutMs(): number {
   const text = process.env.TERN_CONFIG_TIMEOUT;
   if (text === undefined || text === '') return DEFAULT_CONFIG_TIMEOUT_MS;
-  try {
-    const ms = durationMs((/^\d+$/.test(text) ? Number(text) : text) as Duration, 'TERN_CONFIG_TIMEOUT');
-    if (ms > 0) return ms;
-  } catch {}
+  const ms = parseDuration(text, { positive: true, digitsAreMs: true });
+  if (ms !== undefined) return ms;
   throw new ConfigError('TERN_CONFIG_TIMEOUT', [
     `${JSON.stringify(text)} is not a duration above 0: use milliseconds or '30s', '2m'`,
   ]);
@@ -725,28 +506,20 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`], 'cannot load');
   const timeoutMs = options.timeoutMs ?? configTimeoutMs();
   const source = readFileSync(path, 'utf8');
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      reject(
-        new ConfigError(
-          file,
-          [
-            `loading took longer than ${timeoutMs} ms and was given up: a top-level await in the config (or in a module it imports) never settled. Fix it, or allow more time with --config-timeout or TERN_CONFIG_TIMEOUT`,
-          ],
-          'cannot load',
-        ),
-      );
-    }, timeoutMs);
-  });
+  const gaveUp = (): ConfigError =>
+    new ConfigError(
+      file,
+      [
+        `loading took longer than ${timeoutMs} ms and was given up: a top-level await in the config (or in a module it imports) never settled. Fix it, or allow more time with --config-timeout or TERN_CONFIG_TIMEOUT`,
+      ],
+      'cannot load',
+    );
   let module: { default?: unknown };
   try {
-    module = await Promise.race([importFresh(path, source), deadline]);
+    module = await withTimeout(importFresh(path, source), timeoutMs, gaveUp);
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     throw loadFailure(file, path, source, error);
-  } finally {
-    clearTimeout(timer);
   }
   const loaded = module?.default;
   if (loaded === undefined) {

@@ -46,6 +46,15 @@ export { DEFAULT_MAX_HEADER_BYTES, type OutboundMessage } from './outbound.js';
 export { type JsonValue, MemoryPolicyStore, type PolicyStore } from './policy-store.js';
 export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
 export {
+  deliveryOptionsSchema,
+  deliveryShape,
+  deliveryTlsShape,
+  destinationLimitSchema,
+  dnsServerSchema,
+  nextHopSchema,
+  tlsModeSchema,
+} from './schema.js';
+export {
   type Capabilities,
   DEFAULT_REPLY_LIMITS,
   DEFAULT_TIMEOUTS,

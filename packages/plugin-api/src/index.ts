@@ -1,6 +1,10 @@
 // @tern/plugin-api for plugin authors: declare a plugin, its hooks and what they return, and the
 // shared vocabulary they work with. The runner lives in `@tern/plugin-api/host` (core and the app
 // use it), the test kit in `@tern/plugin-api/testing`.
+
+export { domainSchema, normalizeDomain } from './domain.js';
+export type { Duration, DurationRules } from './duration.js';
+export { DURATION_HINT, durationMs, durationSchema, formatWait, parseDuration } from './duration.js';
 export type { Envelope, EnvelopeRecipient, NextHop, SmtpParams, TlsMode } from './envelope.js';
 export { domainOf, splitAddress } from './envelope.js';
 export { HookFailure, PluginOptionError, PluginRegistrationError, TernError } from './errors.js';
@@ -48,12 +52,22 @@ export type {
   TransactionInfo,
 } from './hooks.js';
 export { definePlugin, HOOK_KINDS, HOOK_NAMES, HOOK_SCOPES } from './hooks.js';
+export type { Cidr, ParsedIp } from './ip.js';
+export { formatIp, networkOf, normalizeIp, parseCidr, parseIp, reversedLabel } from './ip.js';
 export type { Logger } from './logger.js';
 export { silentLogger } from './logger.js';
 export type { MessageView } from './message.js';
-export { NetworkList, NetworkListError } from './networks.js';
+export { NetworkList, NetworkListError, networkSchema } from './networks.js';
 export type { StandardIssue, StandardSchemaV1 } from './options.js';
-export { issuePath, parseOptions } from './options.js';
+export {
+  choiceSchema,
+  issuePath,
+  numberSchema,
+  parseOptions,
+  parseWith,
+  portSchema,
+  wholeNumberSchema,
+} from './options.js';
 export { PLUGIN_META_KEYS } from './registration.js';
 export type { SmtpReply } from './reply.js';
 export { formatReply, isValidReply, smtpReply } from './reply.js';
@@ -68,6 +82,8 @@ export type {
 } from './results.js';
 export { defineResult, ResultError } from './results.js';
 export { SourceTooLargeError } from './source.js';
+export type { DeadlineOptions } from './timeout.js';
+export { TIMED_OUT, TimeoutError, within, withTimeout } from './timeout.js';
 export type {
   AcceptVerdict,
   ContinueVerdict,

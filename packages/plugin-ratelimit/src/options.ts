@@ -2,10 +2,15 @@
 // is called so a bad rule stops start-up with its field named (`rules[2].per`).
 
 import type { FailMode, Limiter } from '@tern/limiter';
-import { isValidReply, type StandardIssue, type StandardSchemaV1 } from '@tern/plugin-api';
+import {
+  type Duration,
+  isValidReply,
+  parseCidr,
+  parseDuration,
+  type StandardIssue,
+  type StandardSchemaV1,
+} from '@tern/plugin-api';
 import type { Redis } from 'ioredis';
-import { parseCidr } from './address.js';
-import { type Duration, durationMs } from './duration.js';
 
 export const PLUGIN_NAME = 'ratelimit';
 
@@ -240,7 +245,7 @@ function resolveRule(input: unknown, index: number, issues: Issues): ResolvedRul
   }
   let periodMs: number | undefined;
   if (input.per !== undefined) {
-    periodMs = durationMs(input.per);
+    periodMs = parseDuration(input.per, { positive: true, whole: true });
     if (periodMs === undefined) {
       issues.add(
         [...path, 'per'],

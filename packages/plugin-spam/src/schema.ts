@@ -1,9 +1,8 @@
 // What every check's options share: zod building blocks, the DNS resolver settings and where a
 // check runs (listeners, exemptions), with the one rule that turns the latter into yes or no.
 import { isIP } from 'node:net';
-import type { SessionInfo } from '@tern/plugin-api';
+import { parseCidr, type SessionInfo } from '@tern/plugin-api';
 import { z } from 'zod';
-import { parseCidr } from './ip.js';
 
 const HOSTNAME =
   /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i;
