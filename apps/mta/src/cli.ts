@@ -204,7 +204,10 @@ function program(done: (code: number) => void): Command {
     .addOption(required('--selector <selector>', 'the selector (s=)'))
     .addOption(new Option('--type <type>', 'the key type').choices(['rsa', 'ed25519']).default('rsa'))
     .option('--bits <n>', 'RSA key size (default 2048)', integer)
-    .option('--out <file>', 'where to write the key (default SELECTOR.DOMAIN.TYPE.pem)')
+    .option(
+      '--out <path>',
+      'the key file to write, or a folder for SELECTOR.DOMAIN.TYPE.pem (made when missing; default: that name here)',
+    )
     .option('--overwrite', 'replace the key file if it exists')
     .action(
       act(

@@ -19,6 +19,7 @@ import {
   parseDuration,
   withTimeout,
 } from '@tern/plugin-api';
+import { withConfigDir } from '@tern/plugin-api/host';
 import { embeddedQueueShape, redisQueueShape, retrySchema, workerShape } from '@tern/queue';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
@@ -516,7 +517,12 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
     );
   let module: { default?: unknown };
   try {
-    module = await withTimeout(importFresh(path, source), timeoutMs, gaveUp);
+    // Plugins made by the config resolve relative paths in their options from its folder.
+    module = await withTimeout(
+      withConfigDir(dirname(path), () => importFresh(path, source)),
+      timeoutMs,
+      gaveUp,
+    );
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     throw loadFailure(file, path, source, error);

@@ -50,7 +50,6 @@ export {
   deliveryShape,
   deliveryTlsShape,
   destinationLimitSchema,
-  dnsServerSchema,
   nextHopSchema,
   tlsModeSchema,
 } from './schema.js';

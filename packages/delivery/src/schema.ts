@@ -1,9 +1,9 @@
 // The rules of the deliverer's plain options (what a config file can say), as zod (Standard Schema)
 // schemas: createDeliverer checks its options with them, and the app composes them into the config
 // schema, so each rule is written once. Defaults stay beside the code that applies them.
-import { Resolver } from 'node:dns';
 import {
   choiceSchema,
+  dnsServerSchema,
   domainSchema,
   durationSchema,
   type NextHop,
@@ -19,22 +19,6 @@ const port = portSchema();
 export const tlsModeSchema = choiceSchema(
   ['opportunistic', 'require', 'none', 'implicit'],
   "one of 'opportunistic', 'require', 'none' or 'implicit'",
-);
-
-/** A name server as node's resolver takes it: an IP address, with a port if not 53. */
-export const dnsServerSchema = z.string().refine(
-  (server) => {
-    try {
-      new Resolver().setServers([server]);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  {
-    error: (issue) =>
-      `${JSON.stringify(issue.input)} is not a name server address: give an IP address, with a port if not 53: '192.0.2.53', '127.0.0.1:5353', '[2001:db8::53]:53'`,
-  },
 );
 
 const lmtpShape = {
@@ -79,7 +63,7 @@ export const deliveryShape = {
     .optional(),
   dns: z
     .strictObject({
-      servers: z.array(dnsServerSchema).min(1).optional(),
+      servers: z.array(dnsServerSchema()).min(1).optional(),
       timeoutMs: timeout.optional(),
       tries: count.optional(),
       addressOrder: choiceSchema(

@@ -57,7 +57,7 @@ export { formatIp, networkOf, normalizeIp, parseCidr, parseIp, reversedLabel } f
 export type { Logger } from './logger.js';
 export { silentLogger } from './logger.js';
 export type { MessageView } from './message.js';
-export { NetworkList, NetworkListError, networkSchema } from './networks.js';
+export { dnsServerSchema, NetworkList, NetworkListError, networkSchema } from './networks.js';
 export type { StandardIssue, StandardSchemaV1 } from './options.js';
 export {
   choiceSchema,
@@ -68,6 +68,7 @@ export {
   portSchema,
   wholeNumberSchema,
 } from './options.js';
+export { resolveConfigPath } from './paths.js';
 export { PLUGIN_META_KEYS } from './registration.js';
 export type { SmtpReply } from './reply.js';
 export { formatReply, isValidReply, smtpReply } from './reply.js';

@@ -1,5 +1,6 @@
 // Sets of networks as CIDR blocks (IPv4 and IPv6) over node:net's BlockList: trusted networks in
 // core, exemptions and allow-lists in plugins. One implementation for all of them.
+import { Resolver } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { normalizeIp } from './ip.js';
@@ -72,4 +73,22 @@ export function networkSchema(): z.ZodType<string, string> {
       });
     }
   });
+}
+
+/** A name server as node's resolver takes it: an IP address, with a port if not 53. */
+export function dnsServerSchema(): z.ZodType<string, string> {
+  return z.string().refine(
+    (server) => {
+      try {
+        new Resolver().setServers([server]);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    {
+      error: (issue) =>
+        `${JSON.stringify(issue.input)} is not a name server address: give an IP address, with a port if not 53: '192.0.2.53', '127.0.0.1:5353', '[2001:db8::53]:53'`,
+    },
+  );
 }

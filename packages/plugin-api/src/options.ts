@@ -64,11 +64,14 @@ export function parseWith<O>(
 ): O {
   const result = schema['~standard'].validate(input);
   if (result instanceof Promise) throw new TypeError('option schemas must validate synchronously');
-  if (result.issues) {
-    const first = result.issues[0];
-    return fail(issuePath(first?.path, root), first?.message ?? 'invalid');
+  const first = result.issues?.[0] as (StandardIssue & { code?: unknown; keys?: unknown }) | undefined;
+  if (result.issues === undefined) return result.value;
+  // zod's strict objects report an unknown key on the object holding it: name the key itself.
+  if (first?.code === 'unrecognized_keys' && Array.isArray(first.keys) && first.keys.length > 0) {
+    const path = [...(first.path ?? []), String(first.keys[0])];
+    return fail(issuePath(path, root), 'unknown option: remove it or check its spelling');
   }
-  return result.value;
+  return fail(issuePath(first?.path, root), first?.message ?? 'invalid');
 }
 
 /** A value as an error message shows it: strings quoted, everything else as written. */

@@ -239,7 +239,7 @@ describe('option validation', () => {
     [{ spamd: { port: 70000 } }, 'spamd.port'],
     [{ dns: { servers: ['resolver.example'] } }, 'dns.servers[0]'],
     [{ replies: { reject: 'two\r\nlines' } }, 'replies.reject'],
-    [{ spamassassin: {} }, '(options)'],
+    [{ spamassassin: {} }, 'spamassassin'],
   ];
 
   it.each(bad)('%j fails naming %s', (options, field) => {

@@ -5,7 +5,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { nextHopSchema } from '@tern/delivery';
-import { durationSchema, type Logger, type NextHop } from '@tern/plugin-api';
+import { durationMs, type Logger, type NextHop } from '@tern/plugin-api';
 import {
   isQueueId,
   isQueueOperations,
@@ -69,7 +69,7 @@ const rerouteBody = z.strictObject({
 const destinationRerouteBody = z.strictObject({ hop: z.union([nextHopSchema, z.null()]) });
 const suspendBody = z.union([
   z.strictObject({
-    for: durationSchema({ positive: true }),
+    for: z.union([z.number(), z.string()]),
   }),
   z.strictObject({ until: z.union([z.number(), z.string()]) }),
 ]);
@@ -403,7 +403,7 @@ function intParam(url: URL, name: string, fallback: number, max: number): number
 }
 
 function untilOf(body: z.infer<typeof suspendBody>): number {
-  if ('for' in body) return Date.now() + body.for;
+  if ('for' in body) return Date.now() + durationMs(body.for, 'for', { positive: true });
   const until = typeof body.until === 'number' ? body.until : Date.parse(body.until);
   if (!Number.isFinite(until))
     throw new HttpError(400, `until: ${String(body.until)} is not a date (ISO 8601 or ms)`);
