@@ -27,16 +27,12 @@ const keyShape = {
   selector: z
     .string({ error: 'expected a selector such as s2026: DNS labels of letters, digits and hyphens' })
     .regex(SELECTOR, 'expected a selector such as s2026: DNS labels of letters, digits and hyphens'),
-  /** PEM text of the private key; or `keyFile`. */
   key: z
     .string({ error: 'expected PEM text (-----BEGIN PRIVATE KEY-----...)' })
     .refine((pem) => pem.trim() !== '', 'expected PEM text (-----BEGIN PRIVATE KEY-----...)')
     .optional(),
-  /** A PEM file; a relative path starts at the config file's folder. */
   keyFile: z.string({ error: 'expected a file path' }).min(1, 'expected a file path').optional(),
-  /** Checked against the key's type; taken from it when left out. */
   algorithm: choiceSchema(['rsa-sha256', 'ed25519-sha256'], 'rsa-sha256 or ed25519-sha256').optional(),
-  /** Default true. A key with `active: false` stays configured (and checkable) but does not sign. */
   active: z.boolean({ error: 'expected true or false' }).optional(),
 };
 
@@ -49,7 +45,6 @@ const keyEntry = z.strictObject(keyShape, { error: KEY_ENTRY }).refine(oneKeySou
 const fallbackEntry = z
   .strictObject(
     {
-      /** The relay's own domain, used as d= when the From domain has no key. */
       domain: signingDomain,
       ...keyShape,
     },
@@ -85,10 +80,10 @@ function headerList(): z.ZodArray<z.ZodType<string, string>> {
   );
 }
 
+// The shape of DkimOptions (options.ts documents each option), plus the rules between them.
 export const dkimOptionsSchema = z
   .strictObject(
     {
-      /** Domain → its key, or its keys (rotation, or RSA and Ed25519 side by side for dual signing). */
       domains: z
         .record(z.string(), oneOrMore(keyEntry), {
           error: 'expected { "example.com": { selector, keyFile } }',
@@ -104,31 +99,21 @@ export const dkimOptionsSchema = z
           }
         })
         .optional(),
-      /** Sign as this domain when the From domain has no key. */
       fallback: oneOrMore(fallbackEntry).optional(),
-      /** header/body, default 'relaxed/relaxed' (survives the refolding some relays do). */
       canonicalization: choiceSchema(
         ['relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple'],
         "one of 'relaxed/relaxed', 'relaxed/simple', 'simple/relaxed', 'simple/simple'",
       ).optional(),
-      /** Fields to sign when present. Must include From. */
       headers: headerList()
         .refine((list) => list.some((h) => h.toLowerCase() === 'from'), 'must include From (RFC 6376 §5.4)')
         .optional(),
-      /** Fields signed once more than they occur (RFC 6376 §8.15), so a field added later breaks the signature. */
       oversign: headerList().optional(),
-      /** Seconds from signing until the signature expires (x=). No x= when left out. */
       expiresIn: z
         .number({ error: 'expected a whole number of seconds above 0, such as 604800 (a week)' })
         .int('expected a whole number of seconds above 0, such as 604800 (a week)')
         .positive('expected a whole number of seconds above 0, such as 604800 (a week)')
         .optional(),
-      /** Sign mail from sub.example.com with example.com's key when sub.example.com has none. Default false. */
       matchParentDomain: z.boolean({ error: 'expected true or false' }).optional(),
-      /**
-       * Also sign mail from clients that neither authenticated nor come from a trusted network. Default
-       * false: signing whatever arrives at the MX would lend our domains' signatures to forged mail.
-       */
       signUntrusted: z.boolean({ error: 'expected true or false' }).optional(),
     },
     { error: 'expected an object: dkim({ domains: { "example.com": { selector, keyFile } } })' },

@@ -14,24 +14,24 @@ import {
   runDeliveryAttempt,
 } from '../attempt.js';
 import { inlineChunks, slicesOf } from '../body.js';
-import {
-  type BounceNowOptions,
-  type BounceNowResult,
-  DEFAULT_WORKER_CONCURRENCY,
-  type Deliver,
-  type DeliveryJob,
-  type IncomingMessage,
-  type MessageDetails,
-  type MessageRecord,
-  type QueueBackend,
-  type QueueFilter,
-  type QueueHealth,
-  type QueueOperations,
-  type QueuePage,
-  type QueueSummary,
-  type RecipientState,
-  type WorkerOptions,
+import type {
+  BounceNowOptions,
+  BounceNowResult,
+  Deliver,
+  DeliveryJob,
+  IncomingMessage,
+  MessageDetails,
+  MessageRecord,
+  QueueBackend,
+  QueueFilter,
+  QueueHealth,
+  QueueOperations,
+  QueuePage,
+  QueueSummary,
+  RecipientState,
+  WorkerOptions,
 } from '../contract.js';
+import { DEFAULT_WORKER_CONCURRENCY } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';

@@ -10,23 +10,23 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
 import { inlineChunks, MessageSourceError, slicesOf } from '../body.js';
-import {
-  type BounceNowOptions,
-  type BounceNowResult,
-  DEFAULT_WORKER_CONCURRENCY,
-  type Deliver,
-  type DeliveryJob,
-  type IncomingMessage,
-  type MessageDetails,
-  type MessageRecord,
-  type QueueBackend,
-  type QueueFilter,
-  type QueueHealth,
-  type QueueOperations,
-  type QueuePage,
-  type QueueSummary,
-  type WorkerOptions,
+import type {
+  BounceNowOptions,
+  BounceNowResult,
+  Deliver,
+  DeliveryJob,
+  IncomingMessage,
+  MessageDetails,
+  MessageRecord,
+  QueueBackend,
+  QueueFilter,
+  QueueHealth,
+  QueueOperations,
+  QueuePage,
+  QueueSummary,
+  WorkerOptions,
 } from '../contract.js';
+import { DEFAULT_WORKER_CONCURRENCY } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
