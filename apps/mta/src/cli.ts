@@ -3,6 +3,7 @@
 // users, DKIM keys and the queue. Parsing, help and did-you-mean are commander's; each command's
 // work lives in commands/ and is loaded only when that command runs.
 import { readFileSync } from 'node:fs';
+import { parseDuration } from '@tern/plugin-api';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import {
   QUEUE_API_FLAGS,
@@ -35,7 +36,7 @@ function integer(text: string): number {
 }
 
 function duration(text: string): string {
-  if (!/^\d+(\.\d+)?(ms|s|m|h|d)?$/.test(text) || Number.parseFloat(text) <= 0) {
+  if (parseDuration(text, { positive: true, digitsAreMs: true }) === undefined) {
     throw new InvalidArgumentError("expected a duration above 0: milliseconds, or '30s', '2m'");
   }
   return text;
@@ -225,7 +226,10 @@ function program(done: (code: number) => void): Command {
     .addOption(required('--selector <selector>', 'the selector (s=)'))
     .addOption(new Option('--type <type>', 'the key type').choices(['rsa', 'ed25519']).default('rsa'))
     .option('--bits <n>', 'RSA key size (default 2048)', integer)
-    .option('--out <file>', 'where to write the key (default SELECTOR.DOMAIN.TYPE.pem)')
+    .option(
+      '--out <path>',
+      'the key file to write, or a folder for SELECTOR.DOMAIN.TYPE.pem (made when missing; default: that name here)',
+    )
     .option('--overwrite', 'replace the key file if it exists')
     .action(
       act(

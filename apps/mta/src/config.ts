@@ -1,67 +1,42 @@
 // The tern config: its schema (with defaults), `defineConfig` for typed config files, loading
 // TS or JS (ESM) config files under a deadline, and errors that name the field and the fix.
 import { createPrivateKey, X509Certificate } from 'node:crypto';
-import { Resolver } from 'node:dns';
 import { lookup } from 'node:dns/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { parseUsersFile } from '@tern/core';
-import { TLS_POLICY_LEVELS, type TlsPolicyLevel } from '@tern/delivery';
-import { NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
-import { type Duration, durationMs } from '@tern/queue';
+import { hostnameSchema, intakeSchema, LISTENER_DEFAULTS, listenerShape, parseUsersFile } from '@tern/core';
+import {
+  deliveryDnsShape,
+  deliveryShape,
+  deliveryTlsShape,
+  TLS_POLICY_LEVELS,
+  type TlsPolicyLevel,
+} from '@tern/delivery';
+import {
+  dnsServerSchema,
+  domainSchema,
+  durationSchema,
+  issuePath,
+  type ListenerKind,
+  networkSchema,
+  type Plugin,
+  parseDuration,
+  portSchema,
+  withTimeout,
+} from '@tern/plugin-api';
+import { withConfigDir } from '@tern/plugin-api/host';
+import { embeddedQueueShape, redisQueueShape, retrySchema, workerShape } from '@tern/queue';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 
-const port = z.number().int('a port is a whole number').min(0).max(65535, 'a port is 0 to 65535');
-const domain = z
-  .string()
-  .min(1)
-  .regex(
-    /^[a-z0-9.-]+$|^\[[0-9a-f.:]+\]$/i,
-    'a domain name like example.com (or an address literal like [192.0.2.1])',
-  )
-  .transform((d) => d.toLowerCase());
-// Parsed by the NetworkList the listeners use, so what passes here also passes at start.
-const cidr = z.string().superRefine((value, ctx) => {
-  try {
-    NetworkList.parse([value]);
-  } catch (error) {
-    ctx.addIssue({
-      code: 'custom',
-      message: `${(error as Error).message} (write a network in CIDR form, like 10.0.0.0/8, 192.0.2.7 or ::1/128)`,
-    });
-  }
-});
-/** What `net.Server#listen` binds: an address, or a name that resolves to one (checked by loadConfig). */
-const listenHost = z
-  .string()
-  .refine(
-    (host) => isIP(host) !== 0 || (!/^[\d.]+$/.test(host) && /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(host)),
-    {
-      error: (issue) =>
-        `${JSON.stringify(issue.input)} is not an IP address or host name: use an address of this machine, 0.0.0.0 (every IPv4 address) or :: (every address)`,
-    },
-  );
-// Checked by node's own resolver, which tern's DNS lookups use: what passes here works at start.
-const dnsServer = z.string().refine(
-  (server) => {
-    try {
-      new Resolver().setServers([server]);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  {
-    error: (issue) =>
-      `${JSON.stringify(issue.input)} is not a name server address: give an IP address, with a port if not 53: '192.0.2.53', '127.0.0.1:5353', '[2001:db8::53]:53'`,
-  },
-);
-const duration = z.number().int().positive('a duration in milliseconds, above 0');
+// The config schema is composed from the packages' own option schemas (core: listeners and intake;
+// delivery: routes, DNS, limits, timeouts; queue: backends, retry, the worker): each rule and each
+// default lives beside the code it configures. What is only the app's is here: files (TLS, users,
+// tokens), plugins and the admin API.
 
 const tlsFiles = z.strictObject({
   key: z.string().min(1, 'the path of a PEM private key'),
@@ -70,42 +45,6 @@ const tlsFiles = z.strictObject({
   sni: z.record(z.string(), z.strictObject({ key: z.string(), cert: z.string() })).optional(),
 });
 
-const limits = z
-  .strictObject({
-    maxMessageSize: z.number().int().positive().optional(),
-    maxRecipients: z.number().int().positive().optional(),
-    maxLineLength: z.number().int().positive().optional(),
-    maxConnections: z.number().int().positive().optional(),
-    maxConnectionsPerIp: z.number().int().positive().optional(),
-    maxErrors: z.number().int().positive().optional(),
-    maxAuthFailures: z.number().int().positive().optional(),
-    maxReceivedHeaders: z.number().int().positive().optional(),
-    maxHeaderBytes: z.number().int().positive().optional(),
-    /** Share of maxConnections open at which the stress timeouts apply (default 0.8). */
-    stressThreshold: z.number().gt(0, 'a share above 0').max(1, 'a share of at most 1').optional(),
-    timeouts: z
-      .strictObject({
-        socket: duration.optional(),
-        data: duration.optional(),
-        enqueue: duration.optional(),
-        dns: duration.optional(),
-        /** One command line, PROXY header or TLS handshake, from its first byte (default 60 s). */
-        command: duration.optional(),
-        /** The longest connection (default 1 h). */
-        session: duration.optional(),
-        /** Shorter limits under stress (defaults: socket 10 s, command 10 s, session 5 min). */
-        stress: z
-          .strictObject({
-            socket: duration.optional(),
-            command: duration.optional(),
-            session: duration.optional(),
-          })
-          .optional(),
-      })
-      .optional(),
-  })
-  .optional();
-
 const pluginSchema = z.custom<Plugin>(
   (value) =>
     typeof value === 'object' && value !== null && typeof (value as { name?: unknown }).name === 'string',
@@ -113,100 +52,36 @@ const pluginSchema = z.custom<Plugin>(
 );
 
 const listener = z.strictObject({
+  ...listenerShape,
   name: z.string().min(1).optional(),
-  kind: z.enum(['mx', 'submission', 'smtps'], 'one of mx (port 25), submission (587) or smtps (465)'),
-  /** Address to bind (default :: — IPv4 and IPv6 — or 0.0.0.0 where the machine has no IPv6). */
-  host: listenHost.optional(),
-  port: port.optional(),
-  hostname: z.string().min(1).optional(),
   tls: tlsFiles.optional(),
-  localDomains: z.array(domain).optional(),
-  trustedNetworks: z.array(cidr).optional(),
-  requireTls: z.boolean().optional(),
-  requireAuth: z.boolean().optional(),
-  auth: z.boolean().optional(),
-  allowInsecureAuth: z.boolean().optional(),
-  reverseLookup: z.boolean().optional(),
-  authFailureDelayMs: z.number().int().nonnegative().optional(),
-  /** Wait before the banner to catch early talkers (default 100 ms on mx, 0 on submission/smtps and for trusted networks). */
-  greetingDelayMs: z.number().int().min(0).max(60_000).optional(),
-  bareLineEndings: z.enum(['reject', 'normalize']).optional(),
-  /** Lines over 998 octets: refuse with 550 5.6.0 (default), or wrap body lines before any hook. */
-  longLines: z.enum(['reject', 'wrap']).optional(),
-  proxy: z.boolean().optional(),
-  xclient: z.boolean().optional(),
-  limits,
   /** Plugins for this listener only, replacing the global list. */
   plugins: z.array(pluginSchema).optional(),
 });
 
-const tlsMode = z.enum(['opportunistic', 'require', 'none', 'implicit']);
-/** Exported for the admin API, whose reroute takes the same next hops as routes do. */
-export const nextHop: z.ZodType<NextHop> = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('mx'), domain, tls: tlsMode.optional() }),
-  z.strictObject({
-    type: z.literal('smtp'),
-    host: z.string().min(1),
-    port: port.optional(),
-    tls: tlsMode.optional(),
-    auth: z.strictObject({ user: z.string(), pass: z.string() }).optional(),
-  }),
-  z.strictObject({
-    type: z.literal('lmtp'),
-    host: z.string().optional(),
-    port: port.optional(),
-    path: z.string().optional(),
-    tls: tlsMode.optional(),
-  }),
-  z.strictObject({ type: z.literal('maildir'), path: z.string().min(1) }),
-]) as z.ZodType<NextHop>;
-
-const span = z.union(
-  [z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h|d)$/)],
-  "milliseconds, or a string like '30s', '5m', '4h', '5d'",
-) as z.ZodType<Duration>;
-const retry = z
-  .strictObject({
-    /** Waits after the 1st, 2nd, ... failed attempt; the last repeats (default 5m, 10m, 20m, 40m, 1h, 2h, 4h). */
-    intervals: z.array(span).min(1).optional(),
-    /** Give up (bounce) after this long (default 5d). */
-    maxAge: span.optional(),
-    /** Delay notices: after this long (default 4h) to recipients with NOTIFY=DELAY; set, also to those without NOTIFY. */
-    delayNoticeAfter: span.optional(),
-    /** Shortest wait between two attempts (default 1s). */
-    minInterval: span.optional(),
-  })
-  .optional();
+const retry = retrySchema.optional();
 
 const queue = z
   .discriminatedUnion('backend', [
     z.strictObject({
       backend: z.literal('embedded'),
       /** The SQLite file (default .tern-data/queue.db beside the config). */
-      path: z.string().min(1).optional(),
+      ...embeddedQueueShape,
+      path: embeddedQueueShape.path.optional(),
       retry,
     }),
-    z.strictObject({
-      backend: z.literal('redis'),
-      url: z.string().regex(/^rediss?:\/\//, 'a Redis URL like redis://127.0.0.1:6379'),
-      prefix: z.string().min(1).optional(),
-      queueName: z.string().min(1).optional(),
-      enqueueTimeoutMs: duration.optional(),
-      stalledIntervalMs: duration.optional(),
-      lockDurationMs: duration.optional(),
-      /** Longest wait between two write probes while Redis refuses writes (default 5000 ms). */
-      probeIntervalMs: duration.optional(),
-      retry,
-    }),
+    z.strictObject({ backend: z.literal('redis'), ...redisQueueShape, retry }),
   ])
   .optional();
+
+const positiveMs = durationSchema({ positive: true });
 
 // ---- Outbound TLS and reporting (issue 13): MTA-STS, DANE, the TLS policy table, TLS-RPT. ----
 // Kept together so the keys can move as one block: `delivery` spreads `outboundTlsKeys`, the DNS
 // block takes `dnssec`, and the top level takes `publish` (what `tern dns` prints for our domains).
 
 /** `delivery.dns.dnssec`: true (the `servers` validate) or the validating resolvers themselves. */
-const dnssec = z.union([z.boolean(), z.array(dnsServer).min(1)], {
+const dnssec = z.union([z.boolean(), z.array(dnsServerSchema()).min(1)], {
   error: () =>
     "true when delivery.dns.servers are DNSSEC-validating resolvers, or their addresses, e.g. dnssec: ['127.0.0.1:53'] (a local unbound)",
 });
@@ -259,9 +134,9 @@ const outboundTlsKeys = {
         /** A PEM file of CAs trusted for policy hosts (default: Node's bundled roots; tests use their own CA). */
         ca: z.string().min(1).optional(),
         /** HTTPS port of mta-sts.<domain> (443; tests use others). */
-        port: port.optional(),
+        port: portSchema().optional(),
         /** The whole policy fetch (default 20 000 ms). */
-        timeoutMs: duration.optional(),
+        timeoutMs: positiveMs.optional(),
         /** Largest policy accepted (default 65 536 bytes). */
         maxBytes: z
           .number()
@@ -288,7 +163,7 @@ const outboundTlsKeys = {
         .regex(/^([01]\d|2[0-3]):[0-5]\d$/, "a UTC time of day as HH:MM, e.g. '01:00'")
         .optional(),
       /** How often the schedule looks for reports due (default 600 000 ms). */
-      checkIntervalMs: duration.optional(),
+      checkIntervalMs: positiveMs.optional(),
       /** Distinct failure detail rows kept per policy domain and day (default 100). */
       maxFailureDetails: z.number().int().positive().max(10_000).optional(),
       /** A PEM file of CAs trusted for https: report URIs (default: Node's bundled roots). */
@@ -336,249 +211,23 @@ const publish = z
   })
   .optional();
 
-const destinationLimit = z.strictObject({
-  /** Deliveries in flight at once towards this destination. */
-  maxConnections: z.number().int().positive().optional(),
-  /** Messages per window, e.g. { limit: 10, per: 1000 } for 10 a second. */
-  messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }).optional(),
-});
-
-const replyCode = z
-  .number()
-  .int()
-  .min(200, 'an SMTP reply code (200-599)')
-  .max(599, 'an SMTP reply code (200-599)');
-
-/** Source addresses with their EHLO names, in weighted pools; messages pick a pool by domain. */
-const egress = z
-  .strictObject({
-    sources: z.record(
-      z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a source name: letters, digits, . _ -'),
-      z.strictObject({
-        /** The local address to connect from (it must be configured on this machine). */
-        address: z
-          .string()
-          .refine((a) => isIP(a) !== 0, 'an IPv4 or IPv6 address of this machine')
-          .optional(),
-        /** Our name in EHLO from this address (should match its PTR record). */
-        ehlo: z
-          .string()
-          .regex(/^[A-Za-z0-9.-]+$/, 'a host name')
-          .optional(),
-        /** A new address: daily caps per destination (provider or domain), rising day by day from `since`. */
-        warmup: z
-          .strictObject({
-            since: z
-              .string()
-              .regex(/^\d{4}-\d{2}-\d{2}$/, 'the first day as YYYY-MM-DD (UTC)')
-              .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)), 'a real date, YYYY-MM-DD'),
-            caps: z
-              .array(z.number().int().positive())
-              .min(1, 'daily caps for day 1, 2, ... like [50, 100, 500]'),
-            destinations: z.record(z.string(), z.array(z.number().int().positive()).min(1)).optional(),
-          })
-          .optional(),
-      }),
-    ),
-    pools: z.record(
-      z.string().min(1),
-      z.strictObject({ sources: z.record(z.string(), z.number().int().positive('a weight of at least 1')) }),
-    ),
-    select: z
-      .array(
-        z.strictObject({
-          pool: z.string().min(1),
-          domains: z.array(z.string().min(1)).min(1).optional(),
-          senderDomains: z.array(z.string().min(1)).min(1).optional(),
-          /** Values of the tag header (tagHeader) a sending application sets. */
-          tags: z.array(z.string().min(1)).min(1).optional(),
-        }),
-      )
-      .optional(),
-    defaultPool: z.string().min(1).optional(),
-    /** The header `select[].tags` match (default X-Tern-Tag). */
-    tagHeader: z
-      .string()
-      .regex(/^[\x21-\x39\x3b-\x7e]+$/, 'a header field name')
-      .optional(),
-  })
-  .superRefine((e, ctx) => {
-    for (const [name, pool] of Object.entries(e.pools)) {
-      for (const source of Object.keys(pool.sources)) {
-        if (e.sources[source] === undefined) {
-          ctx.addIssue({
-            code: 'custom',
-            path: ['pools', name, 'sources', source],
-            message: `no source named ${source}: add it under delivery.egress.sources or remove it here`,
-          });
-        }
-      }
-    }
-    const pools = new Set(Object.keys(e.pools));
-    const check = (pool: string | undefined, path: (string | number)[]): void => {
-      if (pool !== undefined && !pools.has(pool)) {
-        ctx.addIssue({ code: 'custom', path, message: `no pool named ${pool} in delivery.egress.pools` });
-      }
-    };
-    check(e.defaultPool, ['defaultPool']);
-    e.select?.forEach((s, i) => {
-      check(s.pool, ['select', i, 'pool']);
-    });
-  });
-
-/** A back-off rule: what a destination answers, and what to do about it for a while. */
-const backoffRule = z.strictObject({
-  name: z.string().min(1, 'name the rule (timelines and `tern queue shaping` show it)'),
-  match: z
-    .strictObject({
-      codes: z.array(replyCode).min(1).optional(),
-      enhanced: z
-        .string()
-        .regex(/^[245](\.\d{1,3}){0,2}\.?$/, "an enhanced code like '4.7.28' or a prefix like '5.7.'")
-        .optional(),
-      text: z
-        .string()
-        .min(1)
-        .refine((text) => {
-          try {
-            new RegExp(text, 'i');
-            return true;
-          } catch {
-            return false;
-          }
-        }, 'a regular expression (matched case-insensitively against the reply text)')
-        .optional(),
-    })
-    .refine((m) => m.codes !== undefined || m.enhanced !== undefined || m.text !== undefined, {
-      message: 'give at least one of codes, enhanced or text',
-    }),
-  destinations: z.array(z.string().min(1)).min(1).optional(),
-  action: z.discriminatedUnion('kind', [
-    z.strictObject({ kind: z.literal('suspend') }),
-    z.strictObject({
-      kind: z.literal('rate'),
-      messageRate: z.strictObject({ limit: z.number().int().positive(), per: duration }),
-    }),
-    z.strictObject({ kind: z.literal('connections'), maxConnections: z.number().int().positive() }),
-    z.strictObject({ kind: z.literal('pool'), pool: z.string().min(1, 'the egress pool to move to') }),
-  ]),
-  /** How long the action lasts after the last matching reply (the quiet period). */
-  durationMs: duration,
-});
-
 const delivery = z
   .strictObject({
-    /** Static routes by recipient domain; '*' routes everything else (a smarthost). */
-    routes: z.record(z.string(), nextHop).optional(),
-    /** Local domains delivered to a mailbox server over LMTP. */
-    local: z
-      .strictObject({
-        domains: z.array(domain).min(1),
-        lmtp: z.strictObject({
-          host: z.string().optional(),
-          port: port.optional(),
-          path: z.string().optional(),
-          tls: tlsMode.optional(),
-        }),
-      })
-      .optional(),
+    ...deliveryShape,
+    ...workerShape,
+    ...outboundTlsKeys,
     dns: z
       .strictObject({
-        servers: z.array(dnsServer).min(1).optional(),
+        ...deliveryDnsShape,
         /** DNSSEC for DANE (RFC 7672): only answers a validating resolver vouched for (AD bit) are secure. */
         dnssec: dnssec.optional(),
-        timeoutMs: duration.optional(),
-        /** MX hosts of one domain looked up, most preferred first (default 10). */
-        maxMxHosts: z.number().int().positive().optional(),
       })
       .optional(),
-    /** What a next hop's reply may be before the connection is dropped as hostile (default 100 lines, 64 KiB). */
-    replyLimits: z
-      .strictObject({
-        maxLines: z.number().int().positive().optional(),
-        maxBytes: z.number().int().positive().optional(),
-      })
-      .optional(),
-    /** Largest header block read from a stored message for beforeSend hooks (default 1 MiB). */
-    maxHeaderBytes: z.number().int().positive().optional(),
-    /** The SMTP port MX hosts are reached on (25; tests use others). */
-    port: port.optional(),
-    /** Jobs this process delivers at once (default 20). */
-    concurrency: z.number().int().positive().optional(),
-    ...outboundTlsKeys,
     tls: z
       .strictObject({
-        mode: tlsMode.optional(),
+        ...deliveryTlsShape,
         /** A PEM file of CAs trusted for `require` (default: Node's bundled roots). */
         ca: z.string().optional(),
-        allowInsecureAuth: z.boolean().optional(),
-      })
-      .optional(),
-    maxAddresses: z.number().int().positive().optional(),
-    limits: z
-      .strictObject({
-        default: destinationLimit.optional(),
-        domains: z.record(z.string(), destinationLimit).optional(),
-        hosts: z.record(z.string(), destinationLimit).optional(),
-        /** By provider (delivery.providers): one budget for every domain the provider hosts. */
-        providers: z.record(z.string(), destinationLimit).optional(),
-        waitMs: z.number().int().nonnegative('a duration in milliseconds, 0 or more').optional(),
-        /** Limits on each (egress source, destination) pair: `default`, or by destination. */
-        perSource: z
-          .strictObject({
-            default: destinationLimit.optional(),
-            destinations: z.record(z.string(), destinationLimit).optional(),
-          })
-          .optional(),
-        leaseTtlMs: duration.optional(),
-      })
-      .optional(),
-    egress: egress.optional(),
-    /**
-     * Provider grouping: domains whose most preferred MX host ends in a provider's suffix share its
-     * limits and back-off state. Over the shipped google, microsoft, yahoo and apple; false: off.
-     */
-    providers: z
-      .union([
-        z.literal(false),
-        z.record(
-          z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'a provider name: lower-case letters, digits, _ -'),
-          z
-            .strictObject({
-              mx: z.array(z.string().min(1)).optional(),
-              domains: z.array(z.string().min(1)).optional(),
-            })
-            .refine((p) => (p.mx?.length ?? 0) + (p.domains?.length ?? 0) > 0, 'give mx suffixes or domains'),
-        ),
-      ])
-      .optional(),
-    /** Automatic back-off on what destinations answer, and the circuit breaker. */
-    shaping: z
-      .strictObject({
-        /** Tried before the shipped rules; the first a reply matches acts. */
-        rules: z.array(backoffRule).optional(),
-        /** The shipped rules for Gmail, Microsoft, Yahoo and common replies (default true). */
-        defaultRules: z.boolean().optional(),
-        circuitBreaker: z
-          .strictObject({
-            /** Consecutive attempts that reach no server before the destination is suspended (default 5). */
-            failures: z.number().int().positive().optional(),
-            /** How long it stays suspended (default 300 000 ms). */
-            suspendMs: duration.optional(),
-          })
-          .optional(),
-      })
-      .optional(),
-    timeouts: z
-      .strictObject({
-        connectMs: duration.optional(),
-        greetingMs: duration.optional(),
-        commandMs: duration.optional(),
-        dataInitMs: duration.optional(),
-        dataBlockMs: duration.optional(),
-        dataEndMs: duration.optional(),
-        /** Bytes per second a next hop must take DATA at, on top of dataBlockMs (default 4096). */
-        dataMinRate: z.number().int().positive().optional(),
       })
       .optional(),
   })
@@ -598,25 +247,13 @@ const admin = z
     /** Require the token on /metrics too (default false: Prometheus scrapes without one). */
     metricsAuth: z.boolean().optional(),
     /** How often the dashboard's queue-depth history is sampled (default 15 000 ms). */
-    sampleIntervalMs: duration.optional(),
-  })
-  .optional();
-
-// Where message bodies wait between the socket and the queue (one budget for every listener).
-const intake = z
-  .strictObject({
-    /** Folder for bodies that outgrow memory (default .tern-data/spool beside the config); false: never spool, refuse with 451 4.3.1 past the budget. */
-    spoolDir: z.union([z.string().min(1), z.literal(false)]).optional(),
-    /** Bytes one message's body may hold in memory before it goes to the spool folder (default 256 KiB). */
-    memoryPerMessage: z.number().int().positive().optional(),
-    /** Bytes all messages being received may hold in memory together (default 64 MiB). */
-    memoryBudget: z.number().int().positive().optional(),
+    sampleIntervalMs: positiveMs.optional(),
   })
   .optional();
 
 export const configSchema = z.strictObject({
   /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
-  hostname: z.string().min(1).optional(),
+  hostname: hostnameSchema.optional(),
   listeners: z
     .array(listener, {
       error: (issue) =>
@@ -626,17 +263,18 @@ export const configSchema = z.strictObject({
     })
     .min(1, 'at least one listener, e.g. { kind: "mx", port: 25 }'),
   /** Domains this server receives mail for. */
-  localDomains: z.array(domain).default([]),
+  localDomains: z.array(domainSchema()).default([]),
   /** Networks that may relay without AUTH. */
-  trustedNetworks: z.array(cidr).default(['127.0.0.1/32', '::1/128']),
+  trustedNetworks: z.array(networkSchema()).default(['127.0.0.1/32', '::1/128']),
   users: z.strictObject({ file: z.string().min(1) }).optional(),
   queue,
   delivery,
   plugins: z.array(pluginSchema).default([]),
-  intake,
+  /** Where message bodies wait between the socket and the queue (one budget for every listener). */
+  intake: intakeSchema.optional(),
   log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).optional(),
-  /** How long SIGTERM waits for open transactions (ms). */
-  shutdownTimeoutMs: duration.optional(),
+  /** How long SIGTERM waits for open transactions. */
+  shutdownTimeoutMs: positiveMs.optional(),
   admin,
   publish,
 });
@@ -666,15 +304,7 @@ export class ConfigError extends Error {
 
 /** `config.listeners[0].tls`, `config.delivery.routes["*"]`: a field as the config file spells it. */
 function fieldPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>(
-    (acc, key) =>
-      typeof key === 'number'
-        ? `${acc}[${key}]`
-        : /^[a-z_$][\w$]*$/i.test(String(key))
-          ? `${acc}.${String(key)}`
-          : `${acc}[${JSON.stringify(String(key))}]`,
-    'config',
-  );
+  return issuePath(path, 'config');
 }
 
 function valueAt(input: unknown, path: readonly PropertyKey[]): unknown {
@@ -728,11 +358,9 @@ export function validateConfig(input: unknown, baseDir: string, source = 'config
   return config;
 }
 
-const DEFAULT_PORTS = { mx: 25, submission: 587, smtps: 465 } as const;
-
 /** A listener's port: its own, or the standard one of its kind. */
-export function listenerPort(l: { kind: keyof typeof DEFAULT_PORTS; port?: number | undefined }): number {
-  return l.port ?? DEFAULT_PORTS[l.kind];
+export function listenerPort(l: { kind: ListenerKind; port?: number | undefined }): number {
+  return l.port ?? LISTENER_DEFAULTS.byKind[l.kind].port;
 }
 
 /** Resolves a path in the config against the config file's folder. */
@@ -956,10 +584,8 @@ export const DEFAULT_CONFIG_TIMEOUT_MS = 30_000;
 export function configTimeoutMs(): number {
   const text = process.env.TERN_CONFIG_TIMEOUT;
   if (text === undefined || text === '') return DEFAULT_CONFIG_TIMEOUT_MS;
-  try {
-    const ms = durationMs((/^\d+$/.test(text) ? Number(text) : text) as Duration, 'TERN_CONFIG_TIMEOUT');
-    if (ms > 0) return ms;
-  } catch {}
+  const ms = parseDuration(text, { positive: true, digitsAreMs: true });
+  if (ms !== undefined) return ms;
   throw new ConfigError('TERN_CONFIG_TIMEOUT', [
     `${JSON.stringify(text)} is not a duration above 0: use milliseconds or '30s', '2m'`,
   ]);
@@ -1062,28 +688,25 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`], 'cannot load');
   const timeoutMs = options.timeoutMs ?? configTimeoutMs();
   const source = readFileSync(path, 'utf8');
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      reject(
-        new ConfigError(
-          file,
-          [
-            `loading took longer than ${timeoutMs} ms and was given up: a top-level await in the config (or in a module it imports) never settled. Fix it, or allow more time with --config-timeout or TERN_CONFIG_TIMEOUT`,
-          ],
-          'cannot load',
-        ),
-      );
-    }, timeoutMs);
-  });
+  const gaveUp = (): ConfigError =>
+    new ConfigError(
+      file,
+      [
+        `loading took longer than ${timeoutMs} ms and was given up: a top-level await in the config (or in a module it imports) never settled. Fix it, or allow more time with --config-timeout or TERN_CONFIG_TIMEOUT`,
+      ],
+      'cannot load',
+    );
   let module: { default?: unknown };
   try {
-    module = await Promise.race([importFresh(path, source), deadline]);
+    // Plugins made by the config resolve relative paths in their options from its folder.
+    module = await withTimeout(
+      withConfigDir(dirname(path), () => importFresh(path, source)),
+      timeoutMs,
+      gaveUp,
+    );
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     throw loadFailure(file, path, source, error);
-  } finally {
-    clearTimeout(timer);
   }
   const loaded = module?.default;
   if (loaded === undefined) {

@@ -28,6 +28,7 @@ import {
   openRedisQueue,
   type QueueBackend,
   type RedisQueue,
+  type RedisQueueOptions,
   type TlsStore,
 } from '@tern/queue';
 import {
@@ -88,23 +89,15 @@ export interface StartOptions {
 
 /** Opens the configured queue backend: embedded (the default) or Redis. */
 export async function openQueue(config: ResolvedConfig, logger: Logger): Promise<QueueBackend> {
-  const queue = config.queue ?? { backend: 'embedded' as const };
-  if (queue.backend === 'redis') {
-    const redis: RedisQueue = await openRedisQueue({
-      url: queue.url,
-      logger,
-      ...(queue.prefix !== undefined ? { prefix: queue.prefix } : {}),
-      ...(queue.queueName !== undefined ? { queueName: queue.queueName } : {}),
-      ...(queue.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: queue.enqueueTimeoutMs } : {}),
-      ...(queue.stalledIntervalMs !== undefined ? { stalledIntervalMs: queue.stalledIntervalMs } : {}),
-      ...(queue.lockDurationMs !== undefined ? { lockDurationMs: queue.lockDurationMs } : {}),
-      ...(queue.probeIntervalMs !== undefined ? { probeIntervalMs: queue.probeIntervalMs } : {}),
-    });
+  // The backend's own options, as queue's schema checked them in the config.
+  const { backend, retry: _retry, ...options } = config.queue ?? { backend: 'embedded' as const };
+  if (backend === 'redis') {
+    const redis: RedisQueue = await openRedisQueue({ ...(options as RedisQueueOptions), logger });
     for (const warning of await redis.checkSafety())
       logger.warn({ redis: redis.location }, `unsafe Redis: ${warning}`);
     return redis;
   }
-  return openEmbeddedQueue({ path: embeddedQueuePath(config), logger });
+  return openEmbeddedQueue({ ...options, path: embeddedQueuePath(config), logger });
 }
 
 /** The embedded store's file: the config's, or `.tern-data/queue.db` beside the config file. */
@@ -502,8 +495,10 @@ export async function startMta(
       reloading = applied.catch(() => {});
       return applied;
     },
-    async close(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
-      await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
+    async close(timeoutMs = config.shutdownTimeoutMs) {
+      // Without a timeout of our own, the listener's default applies.
+      const wait = timeoutMs === undefined ? {} : { timeoutMs };
+      await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, ...wait })));
       // A hook still running (a delivery attempt's) is told to stop: its ctx.signal fires.
       registry.abort();
       await ops.close();

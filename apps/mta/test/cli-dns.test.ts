@@ -1,6 +1,6 @@
 // tern dns DOMAIN --config FILE against the testkit DNS server: a zone with some records right,
 // some wrong and some missing gets a pass or a fail for each; publishing what tern prints fixes it.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { run, startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -24,9 +24,12 @@ function records(stdout: string): [string, string, string][] {
     });
 }
 
-/** The TXT record tern dkim keygen printed, joined. */
+/**
+ * The TXT record tern dkim keygen printed, joined. The key goes to keys/SELECTOR.example.test.TYPE.pem
+ * beside the config: keygen makes the keys folder, which does not exist before the first key.
+ */
 async function keygen(selector: string, type = 'rsa'): Promise<string> {
-  const out = join(dir, `${selector}.pem`);
+  const out = `${join(dir, 'keys')}/`;
   const gen = await tern([
     'dkim',
     'keygen',
@@ -40,6 +43,7 @@ async function keygen(selector: string, type = 'rsa'): Promise<string> {
     out,
   ]);
   expect(gen.status, gen.stderr).toBe(0);
+  expect(existsSync(join(dir, 'keys', `${selector}.example.test.${type}.pem`))).toBe(true);
   return records(gen.stdout)[0]?.[2] as string;
 }
 
@@ -51,6 +55,7 @@ beforeAll(async () => {
   published.wrong = await keygen('wrong', 'ed25519');
   published.absent = await keygen('absent');
   published.stranger = await keygen('stranger', 'ed25519');
+  // Key files relative to the config's folder, while tern runs from another one (the test's).
   file = join(dir, 'tern.config.js');
   writeFileSync(
     file,
@@ -65,9 +70,9 @@ export default {
     dkim({
       domains: {
         'example.test': [
-          { selector: 'good', keyFile: '${join(dir, 'good.pem')}' },
-          { selector: 'wrong', keyFile: '${join(dir, 'wrong.pem')}' },
-          { selector: 'absent', keyFile: '${join(dir, 'absent.pem')}' },
+          { selector: 'good', keyFile: 'keys/good.example.test.rsa.pem' },
+          { selector: 'wrong', keyFile: './keys/wrong.example.test.ed25519.pem' },
+          { selector: 'absent', keyFile: 'keys/absent.example.test.rsa.pem' },
         ],
       },
     }),

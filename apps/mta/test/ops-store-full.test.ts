@@ -80,7 +80,8 @@ describe.skipIf(!root)('a full disk under the embedded store', () => {
     writeFileSync(filler, '');
     rmSync(filler);
     await waitFor(async () => (await probe('/readyz')).status === 200, 30_000);
-    expect(tern.output()).toMatch(/can write again after \d+ s/);
+    // The log line comes from the process's own output stream: wait for it rather than race it.
+    await waitFor(() => /can write again after \d+ s/.test(tern.output()), 10_000);
     expect(await writableMetric()).toBe('1');
     expect((await send('after')).stdout).toMatch(/<- +250 2\.0\.0 queued as/);
     await waitFor(() => sink.messages.some((m) => m.raw.toString().includes('Subject: after')), 20_000);

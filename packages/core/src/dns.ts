@@ -2,6 +2,7 @@
 // the client's address (forward-confirmed), because anyone can publish any PTR for their own IP.
 import { promises as dns } from 'node:dns';
 import { isIPv6 } from 'node:net';
+import { formatIp, parseIp, TIMED_OUT, within } from '@tern/plugin-api';
 
 /** The DNS questions core asks; node's `dns.promises.Resolver` fits. */
 export interface HostResolver {
@@ -24,7 +25,10 @@ function isHostname(name: string): boolean {
 }
 
 function sameAddress(a: string, b: string): boolean {
-  const canonical = (ip: string): string => (isIPv6(ip) ? new URL(`http://[${ip}]/`).hostname : ip);
+  const canonical = (ip: string): string => {
+    const parsed = parseIp(ip);
+    return parsed ? formatIp(parsed) : ip;
+  };
   return canonical(a) === canonical(b);
 }
 
@@ -34,10 +38,6 @@ export async function confirmedHostname(
   ip: string,
   timeoutMs: number,
 ): Promise<string | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => {
-    timer = setTimeout(resolve, timeoutMs, undefined);
-  });
   const lookup = async (): Promise<string | undefined> => {
     const names = await resolver.reverse(ip);
     // A few names at most: a client must not make us chase an unbounded PTR set.
@@ -50,9 +50,9 @@ export async function confirmedHostname(
     }
     return undefined;
   };
-  try {
-    return await Promise.race([lookup().catch(() => undefined), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  const name = await within(
+    lookup().catch(() => undefined),
+    timeoutMs,
+  );
+  return name === TIMED_OUT ? undefined : name;
 }

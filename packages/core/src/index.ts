@@ -28,6 +28,15 @@ export {
 } from './options.js';
 export { CoreReplies } from './replies.js';
 export {
+  hostnameSchema,
+  intakeSchema,
+  listenerKindSchema,
+  listenerLimitsSchema,
+  listenerSchema,
+  listenerShape,
+  listenHostSchema,
+} from './schema.js';
+export {
   type IncomingMessage,
   InMemoryQueue,
   type InMemoryQueueBehaviour,

@@ -2,7 +2,7 @@
 // PROXY gating, graceful shutdown, and one SmtpSession per connection.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import type { ListenerKind, Logger, SmtpReply } from '@tern/plugin-api';
+import { type ListenerKind, type Logger, normalizeIp, type SmtpReply, within } from '@tern/plugin-api';
 import type { PluginHost } from '@tern/plugin-api/host';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
@@ -283,14 +283,8 @@ class SmtpListener implements Listener, ListenerRuntime {
     // smtp-server reports a closed connection one tick after its socket closed; wait for every
     // session to be released so its close hooks are tracked before we wait for the hooks.
     if (this.#sessions.size > 0) {
-      let giveUp: NodeJS.Timeout | undefined;
-      await Promise.race([
-        new Promise<void>((resolve) => this.#onEmpty.push(resolve)),
-        new Promise<void>((resolve) => {
-          giveUp = setTimeout(resolve, 5000); // never hang a shutdown on a session smtp-server lost
-        }),
-      ]);
-      clearTimeout(giveUp);
+      // Never hang a shutdown on a session smtp-server lost.
+      await within(new Promise<void>((resolve) => this.#onEmpty.push(resolve)), 5000);
     }
     clearTimeout(deadline);
     await Promise.allSettled([...this.#tasks]);
@@ -324,7 +318,7 @@ class SmtpListener implements Listener, ListenerRuntime {
 
   /** Replaces SMTPServer.connect (3.21.6 body plus limits and our adapter). */
   accept(server: TernSmtpServer, socket: Socket | TLSSocket, socketOptions: SMTPConnectionOptions): void {
-    const address = normalizeAddress(socketOptions.remoteAddress ?? socket.remoteAddress ?? '');
+    const address = normalizeIp(socketOptions.remoteAddress ?? socket.remoteAddress ?? '');
     const limits = this.options.limits;
     const refusal: SmtpReply | undefined = this.closing
       ? CoreReplies.shuttingDown
@@ -515,10 +509,6 @@ export async function bindWithFallback<T>(
     );
     return bind(IPV4_WILDCARD);
   }
-}
-
-function normalizeAddress(address: string): string {
-  return address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '').toLowerCase();
 }
 
 /** Answers a connection we will not serve and drops it, without creating an SMTP session. */

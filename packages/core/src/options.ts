@@ -1,9 +1,8 @@
 // Listener configuration: the typed options, every default in one place, and the validation that
 // turns a bad value into an error naming the listener and the field.
-import { isIPv4, isIPv6 } from 'node:net';
-import { domainToASCII } from 'node:url';
-import type { ListenerKind, Logger } from '@tern/plugin-api';
-import { NetworkList, TernError } from '@tern/plugin-api';
+import { type ListenerKind, type Logger, NetworkList, parseWith, TernError } from '@tern/plugin-api';
+import type { z } from 'zod';
+import { type listenerLimitsSchema, listenerSchema } from './schema.js';
 
 export type BareLineEndingPolicy = 'reject' | 'normalize';
 
@@ -102,8 +101,8 @@ export interface ListenerOptions {
    * IPv6, `::` falls back to `0.0.0.0` with a warning).
    */
   readonly host?: string;
-  /** Port to bind; 0 picks a free one. */
-  readonly port: number;
+  /** Port to bind (default by kind: 25, 587, 465); 0 picks a free one. */
+  readonly port?: number;
   /** The name in the banner, the EHLO reply and Received headers. */
   readonly hostname: string;
   readonly tls?: ListenerTls;
@@ -161,9 +160,9 @@ export const LISTENER_DEFAULTS = {
   allowInsecureAuth: false,
   authFailureDelayMs: 1000,
   byKind: {
-    mx: { requireTls: false, requireAuth: false, auth: false, greetingDelayMs: 100 },
-    submission: { requireTls: true, requireAuth: true, auth: true, greetingDelayMs: 0 },
-    smtps: { requireTls: true, requireAuth: true, auth: true, greetingDelayMs: 0 },
+    mx: { port: 25, requireTls: false, requireAuth: false, auth: false, greetingDelayMs: 100 },
+    submission: { port: 587, requireTls: true, requireAuth: true, auth: true, greetingDelayMs: 0 },
+    smtps: { port: 465, requireTls: true, requireAuth: true, auth: true, greetingDelayMs: 0 },
   },
   limits: {
     maxMessageSize: 25 * MIB,
@@ -193,7 +192,7 @@ export const LISTENER_DEFAULTS = {
 } as const satisfies {
   byKind: Record<
     ListenerKind,
-    { requireTls: boolean; requireAuth: boolean; auth: boolean; greetingDelayMs: number }
+    { port: number; requireTls: boolean; requireAuth: boolean; auth: boolean; greetingDelayMs: number }
   >;
   limits: ListenerLimits;
   [key: string]: unknown;
@@ -236,10 +235,6 @@ export class ListenerConfigError extends TernError {
   }
 }
 
-const KINDS: readonly ListenerKind[] = ['mx', 'submission', 'smtps'];
-const HOSTNAME =
-  /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i;
-
 /** Fills in defaults and validates; throws ListenerConfigError. Warns (does not fail) when a limit is raised to its legal minimum. */
 export function resolveListenerOptions(options: ListenerOptions, logger?: Logger): ResolvedListenerOptions {
   const name = typeof options.name === 'string' && options.name !== '' ? options.name : '(unnamed)';
@@ -247,15 +242,9 @@ export function resolveListenerOptions(options: ListenerOptions, logger?: Logger
     throw new ListenerConfigError(name, field, problem);
   };
   if (name === '(unnamed)') fail('name', 'must be a non-empty string');
-  if (!KINDS.includes(options.kind))
-    fail('kind', `must be one of ${KINDS.join(', ')}, got ${String(options.kind)}`);
-  if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
-    fail('port', `must be an integer from 0 to 65535, got ${String(options.port)}`);
-  }
-  if (typeof options.hostname !== 'string' || !HOSTNAME.test(options.hostname)) {
-    fail('hostname', `must be a fully qualified host name, got ${JSON.stringify(options.hostname)}`);
-  }
-  const byKind = LISTENER_DEFAULTS.byKind[options.kind];
+  const given = parseWith(listenerSchema, options, fail, '');
+  if (given.hostname === undefined) fail('hostname', 'must be a fully qualified host name, got undefined');
+  const byKind = LISTENER_DEFAULTS.byKind[given.kind];
   const tls = options.tls;
   if (tls !== undefined) {
     if (typeof tls.key !== 'string' || !tls.key.includes('PRIVATE KEY'))
@@ -268,141 +257,55 @@ export function resolveListenerOptions(options: ListenerOptions, logger?: Logger
       }
     }
   }
-  if (options.kind === 'smtps' && tls === undefined)
+  if (given.kind === 'smtps' && tls === undefined)
     fail('tls', 'an smtps listener needs a key and certificate');
-  const requireTls = options.requireTls ?? byKind.requireTls;
+  const requireTls = given.requireTls ?? byKind.requireTls;
   if (requireTls && tls === undefined) fail('tls', 'requireTls is set, so a key and certificate are needed');
 
-  const localDomains = new Set<string>();
-  for (const [i, domain] of (options.localDomains ?? []).entries()) {
-    const normal = normalizeDomain(domain);
-    if (normal === undefined)
-      fail(`localDomains[${i}]`, `not a domain or address literal: ${JSON.stringify(domain)}`);
-    else localDomains.add(normal);
-  }
-  let trustedNetworks: NetworkList;
-  try {
-    trustedNetworks = NetworkList.parse(options.trustedNetworks ?? []);
-  } catch (error) {
-    const { index, message } = error as { index?: number; message: string };
-    return fail(`trustedNetworks[${index ?? 0}]`, message);
-  }
-
-  const limits = resolveLimits(options.limits ?? {}, fail);
+  const limits = resolveLimits(given.limits ?? {});
   if (limits.maxRecipients < MIN_RECIPIENTS) {
     logger?.warn(
       { listener: name, configured: limits.maxRecipients, used: MIN_RECIPIENTS },
       `listener ${name}: limits.maxRecipients raised to ${MIN_RECIPIENTS} (RFC 5321 4.5.3.1.8 requires at least 100)`,
     );
   }
-  const authFailureDelayMs = options.authFailureDelayMs ?? LISTENER_DEFAULTS.authFailureDelayMs;
-  if (!Number.isFinite(authFailureDelayMs) || authFailureDelayMs < 0) {
-    fail('authFailureDelayMs', 'must be a number of milliseconds, 0 or more');
-  }
-  const greetingDelayMs = options.greetingDelayMs ?? byKind.greetingDelayMs;
-  if (!Number.isFinite(greetingDelayMs) || greetingDelayMs < 0 || greetingDelayMs > 60_000) {
-    fail('greetingDelayMs', 'must be a number of milliseconds from 0 to 60000');
-  }
-  const policy = options.bareLineEndings ?? LISTENER_DEFAULTS.bareLineEndings;
-  if (policy !== 'reject' && policy !== 'normalize')
-    fail('bareLineEndings', "must be 'reject' or 'normalize'");
-  const longLines = options.longLines ?? LISTENER_DEFAULTS.longLines;
-  if (longLines !== 'reject' && longLines !== 'wrap') fail('longLines', "must be 'reject' or 'wrap'");
-
   return {
     name,
-    kind: options.kind,
-    host: options.host ?? LISTENER_DEFAULTS.host,
-    port: options.port,
-    hostname: options.hostname.toLowerCase(),
+    kind: given.kind,
+    host: given.host ?? LISTENER_DEFAULTS.host,
+    port: given.port ?? byKind.port,
+    hostname: given.hostname as string,
     tls,
-    localDomains,
-    trustedNetworks,
+    localDomains: new Set(given.localDomains ?? []),
+    trustedNetworks: NetworkList.parse(given.trustedNetworks ?? []),
     requireTls,
-    requireAuth: options.requireAuth ?? byKind.requireAuth,
-    auth: options.auth ?? byKind.auth,
-    allowInsecureAuth: options.allowInsecureAuth ?? LISTENER_DEFAULTS.allowInsecureAuth,
-    bareLineEndings: policy,
-    longLines,
-    proxy: options.proxy ?? LISTENER_DEFAULTS.proxy,
-    xclient: options.xclient ?? LISTENER_DEFAULTS.xclient,
-    reverseLookup: options.reverseLookup ?? LISTENER_DEFAULTS.reverseLookup,
-    authFailureDelayMs,
-    greetingDelayMs,
+    requireAuth: given.requireAuth ?? byKind.requireAuth,
+    auth: given.auth ?? byKind.auth,
+    allowInsecureAuth: given.allowInsecureAuth ?? LISTENER_DEFAULTS.allowInsecureAuth,
+    bareLineEndings: given.bareLineEndings ?? LISTENER_DEFAULTS.bareLineEndings,
+    longLines: given.longLines ?? LISTENER_DEFAULTS.longLines,
+    proxy: given.proxy ?? LISTENER_DEFAULTS.proxy,
+    xclient: given.xclient ?? LISTENER_DEFAULTS.xclient,
+    reverseLookup: given.reverseLookup ?? LISTENER_DEFAULTS.reverseLookup,
+    authFailureDelayMs: given.authFailureDelayMs ?? LISTENER_DEFAULTS.authFailureDelayMs,
+    greetingDelayMs: given.greetingDelayMs ?? byKind.greetingDelayMs,
     limits: { ...limits, maxRecipients: Math.max(limits.maxRecipients, MIN_RECIPIENTS) },
   };
 }
 
-function resolveLimits(
-  given: NonNullable<ListenerOptions['limits']>,
-  fail: (field: string, problem: string) => never,
-): ListenerLimits {
+/** The limits with every default filled in; `given` has passed listenerLimitsSchema. */
+function resolveLimits(given: z.output<typeof listenerLimitsSchema>): ListenerLimits {
   const defaults = LISTENER_DEFAULTS.limits;
-  const count = (key: Exclude<keyof ListenerLimits, 'timeouts' | 'stressThreshold'>): number => {
-    const value = given[key] ?? defaults[key];
-    if (!Number.isInteger(value) || value < 1)
-      fail(`limits.${key}`, `must be a positive integer, got ${String(value)}`);
-    return value;
-  };
-  const ms = (field: string, value: number): number => {
-    if (!Number.isFinite(value) || value < 1)
-      fail(`limits.timeouts.${field}`, `must be a positive number of ms`);
-    return value;
-  };
-  const timeout = (key: Exclude<keyof ListenerTimeouts, 'stress'>): number =>
-    ms(key, given.timeouts?.[key] ?? defaults.timeouts[key]);
-  const stress = (key: keyof StressTimeouts): number =>
-    ms(`stress.${key}`, given.timeouts?.stress?.[key] ?? defaults.timeouts.stress[key]);
-  const stressThreshold = given.stressThreshold ?? defaults.stressThreshold;
-  if (!Number.isFinite(stressThreshold) || stressThreshold <= 0 || stressThreshold > 1) {
-    fail(
-      'limits.stressThreshold',
-      `must be a share of maxConnections above 0 and at most 1, got ${String(stressThreshold)}`,
-    );
-  }
+  const { timeouts = {}, ...counts } = given;
   return {
-    maxMessageSize: count('maxMessageSize'),
-    maxRecipients: count('maxRecipients'),
-    maxLineLength: count('maxLineLength'),
-    maxConnections: count('maxConnections'),
-    maxConnectionsPerIp: count('maxConnectionsPerIp'),
-    maxErrors: count('maxErrors'),
-    maxAuthFailures: count('maxAuthFailures'),
-    maxReceivedHeaders: count('maxReceivedHeaders'),
-    maxHeaderBytes: count('maxHeaderBytes'),
-    stressThreshold,
+    ...defaults,
+    ...counts,
     timeouts: {
-      socket: timeout('socket'),
-      data: timeout('data'),
-      enqueue: timeout('enqueue'),
-      dns: timeout('dns'),
-      command: timeout('command'),
-      session: timeout('session'),
-      stress: { socket: stress('socket'), command: stress('command'), session: stress('session') },
+      ...defaults.timeouts,
+      ...timeouts,
+      stress: { ...defaults.timeouts.stress, ...timeouts.stress },
     },
-  };
-}
-
-/**
- * The form domains are compared in: lower case, IDNA A-labels (smtp-server hands over U-labels
- * for punycode input, so both sides go through the same conversion), address literals kept as
- * written but lower-cased. Undefined when it is neither a domain nor an address literal.
- */
-export function normalizeDomain(domain: string): string | undefined {
-  if (typeof domain !== 'string' || domain === '') return undefined;
-  if (domain.startsWith('[') && domain.endsWith(']')) return normalizeAddressLiteral(domain);
-  const ascii = domainToASCII(domain.toLowerCase());
-  return ascii === '' ? undefined : ascii;
-}
-
-/** `[192.0.2.1]` or `[IPv6:2001:db8::1]` in one canonical lower-case form, so `[IPv6:0::1]` equals `[ipv6:::1]`. */
-function normalizeAddressLiteral(literal: string): string | undefined {
-  const inner = literal.slice(1, -1);
-  if (isIPv4(inner)) return `[${inner}]`;
-  if (!/^ipv6:/i.test(inner)) return undefined;
-  const address = inner.slice(5);
-  if (!isIPv6(address)) return undefined;
-  return `[ipv6:${new URL(`http://[${address}]/`).hostname.slice(1, -1)}]`;
+  } as ListenerLimits;
 }
 
 /** The time limits in force on a connection (see ListenerTimeouts), in ms. */

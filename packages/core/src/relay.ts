@@ -16,8 +16,7 @@
 //      otherwise 554 5.7.1 Relay access denied.
 //   6. Only then do the rcptTo hooks run (with isLocalDomain and mayRelay), and they can only
 //      refuse more: a plugin can never turn a relay denial into an acceptance.
-import { type SmtpReply, splitAddress } from '@tern/plugin-api';
-import { normalizeDomain } from './options.js';
+import { normalizeDomain, type SmtpReply, splitAddress } from '@tern/plugin-api';
 import { CoreReplies } from './replies.js';
 
 export interface RecipientQuery {

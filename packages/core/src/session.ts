@@ -21,6 +21,7 @@ import {
   type TlsInfo,
   type TransactionInfo,
   type Verdict,
+  withTimeout,
 } from '@tern/plugin-api';
 import {
   type ByteSource,
@@ -867,17 +868,9 @@ async function enqueueWithin(
   message: IncomingMessage,
   timeoutMs: number,
 ): Promise<string> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`enqueue did not finish within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    const queueId = await Promise.race([Promise.resolve().then(() => sink.enqueue(message)), timeout]);
-    if (typeof queueId !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(queueId)) {
-      throw new Error(`enqueue resolved with an unusable queue id: ${JSON.stringify(queueId)}`);
-    }
-    return queueId;
-  } finally {
-    clearTimeout(timer);
+  const queueId = await withTimeout(() => sink.enqueue(message), timeoutMs, 'enqueue did not finish');
+  if (typeof queueId !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(queueId)) {
+    throw new Error(`enqueue resolved with an unusable queue id: ${JSON.stringify(queueId)}`);
   }
+  return queueId;
 }

@@ -50,8 +50,11 @@ describe('resolveListenerOptions', () => {
       { hostname: 'not a host' },
       'listener mx1: hostname: must be a fully qualified host name, got "not a host"',
     ],
-    [{ port: 70000 }, 'listener mx1: port: must be an integer from 0 to 65535, got 70000'],
-    [{ kind: 'lmtp' }, 'listener mx1: kind: must be one of mx, submission, smtps, got lmtp'],
+    [{ port: 70000 }, 'listener mx1: port: must be a port from 0 to 65535, got 70000'],
+    [
+      { kind: 'lmtp' },
+      `listener mx1: kind: must be one of 'mx' (port 25), 'submission' (587) or 'smtps' (465), got "lmtp"`,
+    ],
     [{ kind: 'smtps' }, 'listener mx1: tls: an smtps listener needs a key and certificate'],
     [
       { trustedNetworks: ['10.0.0.0/8', '10.0.0.0/33'] },
@@ -62,23 +65,26 @@ describe('resolveListenerOptions', () => {
       { localDomains: ['[999.1.1.1]'] },
       'listener mx1: localDomains[0]: not a domain or address literal: "[999.1.1.1]"',
     ],
-    [{ limits: { maxErrors: 0 } }, 'listener mx1: limits.maxErrors: must be a positive integer, got 0'],
+    [
+      { limits: { maxErrors: 0 } },
+      'listener mx1: limits.maxErrors: must be a whole number of at least 1, got 0',
+    ],
     [
       { limits: { timeouts: { data: -1 } } },
-      'listener mx1: limits.timeouts.data: must be a positive number of ms',
+      "listener mx1: limits.timeouts.data: -1 is not a duration above 0: milliseconds, or a string like '30s', '5m', '4h', '5d'",
     ],
     [{ bareLineEndings: 'ignore' }, "listener mx1: bareLineEndings: must be 'reject' or 'normalize'"],
     [
       { limits: { timeouts: { command: 0 } } },
-      'listener mx1: limits.timeouts.command: must be a positive number of ms',
+      "listener mx1: limits.timeouts.command: 0 is not a duration above 0: milliseconds, or a string like '30s', '5m', '4h', '5d'",
     ],
     [
       { limits: { timeouts: { session: Number.NaN } } },
-      'listener mx1: limits.timeouts.session: must be a positive number of ms',
+      'listener mx1: limits.timeouts.session: NaN is not a duration above 0',
     ],
     [
-      { limits: { timeouts: { stress: { socket: -5 } } } },
-      'listener mx1: limits.timeouts.stress.socket: must be a positive number of ms',
+      { limits: { timeouts: { stress: { socket: '5 fortnights' } } } },
+      'listener mx1: limits.timeouts.stress.socket: "5 fortnights" is not a duration above 0',
     ],
     [
       { limits: { stressThreshold: 0 } },

@@ -13,6 +13,7 @@ import {
   type NextHop,
   orcptParameter,
   orcptProblem,
+  parseWith,
   type SmtpReply,
   silentLogger,
   splitOrcpt,
@@ -49,6 +50,7 @@ import { MemoryPolicyStore, type PolicyStore } from './policy-store.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 import { type ProviderDefinition, Providers } from './providers.js';
 import { classify, DeliveryReplies } from './reply.js';
+import { deliveryOptionsSchema } from './schema.js';
 import {
   DEFAULT_REPLY_LIMITS,
   DEFAULT_TIMEOUTS,
@@ -225,7 +227,8 @@ type Targets =
 const DEFAULT_POOL: PoolOptions = { idleMs: 5000, maxMessagesPerConnection: 100, maxIdlePerKey: 20 };
 
 /** Creates the outbound side: `deliver` for the queue worker, `close` for shut-down. */
-export function createDeliverer(options: DelivererOptions): Deliverer {
+export function createDeliverer(given: DelivererOptions): Deliverer {
+  const options = checkOptions(given);
   if (typeof options.hostname !== 'string' || !/^[A-Za-z0-9.\-[\]:]+$/.test(options.hostname)) {
     throw new TypeError(
       `delivery.hostname: expected our host name for EHLO (letters, digits, dots, hyphens), got ${JSON.stringify(options.hostname)}`,
@@ -236,16 +239,10 @@ export function createDeliverer(options: DelivererOptions): Deliverer {
   checkTlsPolicy(options);
   const maxAddresses = options.maxAddresses ?? 5;
   const limits = options.limits ?? {};
-  checkLimits(limits);
   const waitMs = limits.waitMs ?? 0;
   const replyLimits = { ...DEFAULT_REPLY_LIMITS, ...options.replyLimits };
-  checkWhole(replyLimits.maxLines, 'delivery.replyLimits.maxLines');
-  checkWhole(replyLimits.maxBytes, 'delivery.replyLimits.maxBytes');
   const maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
-  checkWhole(maxHeaderBytes, 'delivery.maxHeaderBytes');
   const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-  checkWhole(timeouts.dataMinRate, 'delivery.timeouts.dataMinRate');
-  if (options.dns?.maxMxHosts !== undefined) checkWhole(options.dns.maxMxHosts, 'delivery.dns.maxMxHosts');
   const resolver = new MxResolver(options.dns);
   const defaultLevel = defaultTlsLevel(options.tls?.mode, options.dns?.dnssec === true);
   const mtaStsOptions = options.mtaSts === false ? undefined : (options.mtaSts ?? {});
@@ -1168,48 +1165,11 @@ class AttemptClock {
   }
 }
 
-function isWhole(value: unknown): boolean {
-  return Number.isSafeInteger(value) && (value as number) >= 1;
-}
-
-/** A count, size or rate option: a whole number of at least 1, else start-up stops naming the field. */
-function checkWhole(value: unknown, where: string): void {
-  if (!isWhole(value)) {
-    throw new TypeError(`${where}: expected a whole number of at least 1, got ${String(value)}`);
-  }
-}
-
 /**
- * The limiter counts in whole units of whole milliseconds; checked here so a bad limit stops
- * start-up with its field named instead of deferring every message to that destination.
+ * The options with their plain part checked against deliveryOptionsSchema (durations read into
+ * ms, domains normalised); a bad one is a TypeError naming the field from `delivery.`, as the
+ * config does.
  */
-function checkLimits(limits: LimitOptions): void {
-  const check = (limit: DestinationLimit | undefined, where: string): void => {
-    if (limit === undefined) return;
-    if (limit.maxConnections !== undefined) checkWhole(limit.maxConnections, `${where}.maxConnections`);
-    const rate = limit.messageRate;
-    if (rate !== undefined && (!isWhole(rate.limit) || !isWhole(rate.per))) {
-      throw new TypeError(
-        `${where}.messageRate: expected { limit, per } as whole numbers of at least 1 (per in ms), got ${JSON.stringify(rate)}`,
-      );
-    }
-  };
-  check(limits.default, 'delivery.limits.default');
-  for (const [name, limit] of Object.entries(limits.domains ?? {})) {
-    check(limit, `delivery.limits.domains[${JSON.stringify(name)}]`);
-  }
-  for (const [name, limit] of Object.entries(limits.hosts ?? {})) {
-    check(limit, `delivery.limits.hosts[${JSON.stringify(name)}]`);
-  }
-  for (const [name, limit] of Object.entries(limits.providers ?? {})) {
-    check(limit, `delivery.limits.providers[${JSON.stringify(name)}]`);
-  }
-  check(limits.perSource?.default, 'delivery.limits.perSource.default');
-  for (const [name, limit] of Object.entries(limits.perSource?.destinations ?? {})) {
-    check(limit, `delivery.limits.perSource.destinations[${JSON.stringify(name)}]`);
-  }
-}
-
 /**
  * Puts the egress source on every target it can reach: its address to connect from (only targets
  * of the same address family) and its EHLO name. LMTP over a UNIX socket stays as it is.
@@ -1281,6 +1241,18 @@ function limitWait(refusal: Extract<Admission, { ok: false }>): LimitWait {
     spacingMs: refusal.spacingMs,
     burst: refusal.burst,
   };
+}
+
+function checkOptions(options: DelivererOptions): DelivererOptions {
+  const checked = parseWith(
+    deliveryOptionsSchema,
+    options,
+    (field, problem) => {
+      throw new TypeError(`${field}: ${problem}`);
+    },
+    'delivery',
+  );
+  return { ...options, ...(checked as Partial<DelivererOptions>) };
 }
 
 /** Hooks get their own copy: a hook changing it must not change the job the queue holds. */

@@ -67,6 +67,17 @@ export { type JsonValue, MemoryPolicyStore, type PolicyStore } from './policy-st
 export { DEFAULT_PROVIDERS, type ProviderDefinition, Providers } from './providers.js';
 export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
 export {
+  backoffRuleSchema,
+  deliveryDnsShape,
+  deliveryOptionsSchema,
+  deliveryShape,
+  deliveryTlsShape,
+  destinationLimitSchema,
+  egressSchema,
+  nextHopSchema,
+  tlsModeSchema,
+} from './schema.js';
+export {
   type Capabilities,
   DEFAULT_REPLY_LIMITS,
   DEFAULT_TIMEOUTS,

@@ -227,7 +227,7 @@ describe('the bounds as options', () => {
   it('refuses a bound that is not a whole number of at least 1, naming the field', () => {
     const base = { hostname: 'out.tern.test' };
     expect(() => createDeliverer({ ...base, replyLimits: { maxLines: 0 } })).toThrow(
-      /^delivery\.replyLimits\.maxLines: expected a whole number of at least 1, got 0$/,
+      /^delivery\.replyLimits\.maxLines: must be a whole number of at least 1, got 0$/,
     );
     expect(() => createDeliverer({ ...base, replyLimits: { maxBytes: 1.5 } })).toThrow(
       /replyLimits\.maxBytes/,

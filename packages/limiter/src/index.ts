@@ -1,7 +1,6 @@
 // @tern/limiter: GCRA rates and concurrency leases, cluster-wide in Redis (one Lua script per
 // decision) or in process, with a fail mode for when Redis cannot be asked. The inbound rate-limit
 // plugin and the outbound per-destination throttles both use it.
-export { type Duration, durationMs, formatWait } from './duration.js';
 export {
   createLimiter,
   DEFAULT_LEASE_TTL_MS,

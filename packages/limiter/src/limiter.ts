@@ -3,9 +3,8 @@
 // One implementation for inbound limits (@tern/plugin-ratelimit) and outbound throttles
 // (@tern/delivery), so both count the same way and share one set of Lua scripts.
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '@tern/plugin-api';
+import { type Duration, type Logger, parseDuration, withTimeout } from '@tern/plugin-api';
 import type { Redis } from 'ioredis';
-import { type Duration, durationMs } from './duration.js';
 import { MemoryStore } from './memory-store.js';
 import { RedisStore } from './redis-store.js';
 import type { LimiterStore, StoreRateItem } from './store.js';
@@ -290,7 +289,7 @@ class StoreLimiter implements Limiter {
   #rateItem(request: RateRequest, index: number): StoreRateItem {
     const where = `requests[${index}]`;
     checkLimit(request.rate.limit, `${where}.rate.limit`);
-    const periodMs = durationMs(request.rate.per);
+    const periodMs = parseDuration(request.rate.per, { positive: true, whole: true });
     if (periodMs === undefined) {
       throw new TypeError(`${where}.rate.per: not a duration: ${String(request.rate.per)} (use e.g. '1h')`);
     }
@@ -309,14 +308,7 @@ class StoreLimiter implements Limiter {
   }
 
   #call<T>(promise: Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`no answer from the rate-limit store within ${this.#timeoutMs} ms`)),
-        this.#timeoutMs,
-      );
-    });
-    return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+    return withTimeout(promise, this.#timeoutMs, 'no answer from the rate-limit store');
   }
 
   /** Logs the start of an outage once; later failures of the same outage are only counted. */

@@ -1,6 +1,6 @@
 // The Redis backend: each decision is one EVALSHA (EVAL when the server lost its script cache,
 // after a restart or SCRIPT FLUSH). Keys and arithmetic are in redis-scripts.ts.
-import { setTimeout as sleep } from 'node:timers/promises';
+import { within } from '@tern/plugin-api';
 import { Redis } from 'ioredis';
 import { ACQUIRE_SCRIPT, type LuaScript, RATE_SCRIPT, RENEW_SCRIPT } from './redis-scripts.js';
 import type {
@@ -144,7 +144,7 @@ export class RedisStore implements LimiterStore {
       throw new StoreUnavailableError(`Redis connection is ${status}`);
     }
     if (status === 'wait') this.#redis.connect().catch(() => {});
-    await Promise.race([this.#firstReady, sleep(this.#connectWaitMs, undefined, { ref: false })]);
+    await within(this.#firstReady, this.#connectWaitMs, { unref: true });
     if (this.#redis.status !== 'ready') {
       this.#gaveUpWaiting = true;
       throw new StoreUnavailableError(

@@ -4,6 +4,7 @@
 export type { AcceptedMessage } from './envelope.js';
 export { makeField } from './headers.js';
 export { findHeaderEnd, MessageContent } from './message.js';
+export { withConfigDir } from './paths.js';
 export { Replies } from './reply.js';
 export { isResultKey, ResultStore } from './results.js';
 export type {

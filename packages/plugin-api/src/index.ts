@@ -2,6 +2,7 @@
 // shared vocabulary they work with. The runner lives in `@tern/plugin-api/host` (core and the app
 // use it), the test kit in `@tern/plugin-api/testing`.
 
+export { domainSchema, normalizeDomain } from './domain.js';
 export {
   encodeXtext,
   envidProblem,
@@ -12,6 +13,8 @@ export {
   orcptProblem,
   splitOrcpt,
 } from './dsn-params.js';
+export type { Duration, DurationRules } from './duration.js';
+export { DURATION_HINT, durationMs, durationSchema, formatWait, parseDuration } from './duration.js';
 export type { Envelope, EnvelopeRecipient, NextHop, SmtpParams, TlsMode } from './envelope.js';
 export { domainOf, splitAddress } from './envelope.js';
 export { HookFailure, PluginOptionError, PluginRegistrationError, TernError } from './errors.js';
@@ -59,12 +62,23 @@ export type {
   TransactionInfo,
 } from './hooks.js';
 export { definePlugin, HOOK_KINDS, HOOK_NAMES, HOOK_SCOPES } from './hooks.js';
+export type { Cidr, ParsedIp } from './ip.js';
+export { formatIp, networkOf, normalizeIp, parseCidr, parseIp, reversedLabel } from './ip.js';
 export type { Logger } from './logger.js';
 export { silentLogger } from './logger.js';
 export type { MessageView } from './message.js';
-export { NetworkList, NetworkListError } from './networks.js';
+export { dnsServerSchema, NetworkList, NetworkListError, networkSchema } from './networks.js';
 export type { StandardIssue, StandardSchemaV1 } from './options.js';
-export { issuePath, parseOptions } from './options.js';
+export {
+  choiceSchema,
+  issuePath,
+  numberSchema,
+  parseOptions,
+  parseWith,
+  portSchema,
+  wholeNumberSchema,
+} from './options.js';
+export { resolveConfigPath } from './paths.js';
 export { PLUGIN_META_KEYS } from './registration.js';
 export type { SmtpReply } from './reply.js';
 export { formatReply, isValidReply, smtpReply } from './reply.js';
@@ -79,6 +93,8 @@ export type {
 } from './results.js';
 export { defineResult, ResultError } from './results.js';
 export { SourceTooLargeError } from './source.js';
+export type { DeadlineOptions } from './timeout.js';
+export { TIMED_OUT, TimeoutError, within, withTimeout } from './timeout.js';
 export type {
   AcceptVerdict,
   ContinueVerdict,

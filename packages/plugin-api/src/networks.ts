@@ -1,6 +1,9 @@
 // Sets of networks as CIDR blocks (IPv4 and IPv6) over node:net's BlockList: trusted networks in
 // core, exemptions and allow-lists in plugins. One implementation for all of them.
+import { Resolver } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import { z } from 'zod';
+import { normalizeIp } from './ip.js';
 
 /** A CIDR list that cannot be parsed; `index` is the position of the bad entry. */
 export class NetworkListError extends Error {
@@ -44,7 +47,7 @@ export class NetworkList {
    * dual-stack socket reports for an IPv4 client) counts as IPv4; a zone index (`%eth0`) is ignored.
    */
   contains(address: string): boolean {
-    const plain = address.replace(/%.*$/, '').replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
+    const plain = normalizeIp(address);
     const family = isIP(plain);
     if (family === 0) return false;
     return this.#blocks.check(plain, family === 4 ? 'ipv4' : 'ipv6');
@@ -53,4 +56,39 @@ export class NetworkList {
   get size(): number {
     return this.entries.length;
   }
+}
+
+/**
+ * One network in CIDR form (`10.0.0.0/8`, `2001:db8::/32`, or a bare address), checked as
+ * NetworkList parses it, so what passes a schema also passes at start.
+ */
+export function networkSchema(): z.ZodType<string, string> {
+  return z.string().superRefine((value, ctx) => {
+    try {
+      NetworkList.parse([value]);
+    } catch (error) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `${(error as Error).message} (write a network in CIDR form, like 10.0.0.0/8, 192.0.2.7 or ::1/128)`,
+      });
+    }
+  });
+}
+
+/** A name server as node's resolver takes it: an IP address, with a port if not 53. */
+export function dnsServerSchema(): z.ZodType<string, string> {
+  return z.string().refine(
+    (server) => {
+      try {
+        new Resolver().setServers([server]);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    {
+      error: (issue) =>
+        `${JSON.stringify(issue.input)} is not a name server address: give an IP address, with a port if not 53: '192.0.2.53', '127.0.0.1:5353', '[2001:db8::53]:53'`,
+    },
+  );
 }

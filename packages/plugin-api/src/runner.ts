@@ -26,6 +26,7 @@ import {
   nextHopProblem,
   verdictProblem,
 } from './returns.js';
+import { TIMED_OUT, within } from './timeout.js';
 import type { Verdict } from './verdict.js';
 
 export const DEFAULT_HOOK_TIMEOUT_MS = 30_000;
@@ -195,7 +196,6 @@ class CallSignal {
 }
 
 const RANK = { pre: 0, normal: 1, post: 2 } as const;
-const TIMED_OUT = Symbol('timeout');
 
 export class PluginHost {
   readonly plugins: readonly Plugin[];
@@ -459,12 +459,8 @@ export class PluginHost {
     } as HookContexts[HookName];
     this.#calls += 1;
     const started = performance.now();
-    let timer: NodeJS.Timeout | undefined;
     try {
-      const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-        timer = setTimeout(resolve, entry.timeoutMs, TIMED_OUT);
-      });
-      const value = await Promise.race([Promise.resolve().then(() => entry.handler(ctx)), timeout]);
+      const value = await within(() => entry.handler(ctx), entry.timeoutMs);
       const ms = performance.now() - started;
       if (value === TIMED_OUT) {
         const reason = `timed out after ${entry.timeoutMs} ms`;
@@ -480,7 +476,6 @@ export class PluginHost {
       this.#fail(entry, hook, failure, 'error', ms, scope);
       return { failure, ms };
     } finally {
-      clearTimeout(timer);
       abort.finish();
       this.#calls -= 1;
       this.#wakeIfIdle();

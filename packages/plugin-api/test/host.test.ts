@@ -1,8 +1,16 @@
 // The runner's contract with plugins: unknown keys refused at registration, what hooks return
-// checked before use, abort signals, and the count of a host's users.
+// checked before use, abort signals, the count of a host's users, and where option paths start.
+import { resolve } from 'node:path';
 import { describe, expect, expectTypeOf, test } from 'vitest';
-import { PluginHost, StateScope } from '../src/host.js';
-import { HookFailure, type Plugin, type PluginMeta, PluginRegistrationError, reject } from '../src/index.js';
+import { PluginHost, StateScope, withConfigDir } from '../src/host.js';
+import {
+  HookFailure,
+  type Plugin,
+  type PluginMeta,
+  PluginRegistrationError,
+  reject,
+  resolveConfigPath,
+} from '../src/index.js';
 import type { PLUGIN_META_KEYS } from '../src/registration.js';
 import { type LogRecord, memoryLogger } from '../src/testing/index.js';
 import { session } from './fixtures.js';
@@ -311,5 +319,18 @@ describe('a host counts its users', () => {
     await running;
     await idle;
     expect(host.idle).toBe(true);
+  });
+});
+
+describe('paths in plugin options', () => {
+  test('start at the folder of the config being loaded, through awaits, else at the working directory', async () => {
+    expect(resolveConfigPath('/etc/tern/k.pem')).toBe('/etc/tern/k.pem');
+    expect(resolveConfigPath('k.pem')).toBe(resolve('k.pem'));
+    const seen = await withConfigDir('/srv/tern', async () => {
+      await new Promise((r) => setTimeout(r, 1));
+      return resolveConfigPath('keys/k.pem');
+    });
+    expect(seen).toBe('/srv/tern/keys/k.pem');
+    expect(resolveConfigPath('k.pem')).toBe(resolve('k.pem'));
   });
 });

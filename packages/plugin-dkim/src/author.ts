@@ -1,7 +1,7 @@
 // The RFC 5322 From domain, which picks the signing key: DMARC aligns d= with it, not with the
 // envelope sender.
 import type { Headers } from '@tern/plugin-api';
-import { domainName } from './options.js';
+import { domainName } from './schema.js';
 
 /**
  * The domain of the first mailbox of the topmost From field, lower case and in A-labels, or

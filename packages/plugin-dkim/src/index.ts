@@ -29,13 +29,8 @@ export type {
   DkimSettings,
   SigningKey,
 } from './options.js';
-export {
-  DEFAULT_HEADERS,
-  DEFAULT_OVERSIGN,
-  dkimOptionsSchema,
-  loadDkimSettings,
-  loadSigningKeys,
-} from './options.js';
+export { DEFAULT_HEADERS, DEFAULT_OVERSIGN, loadDkimSettings, loadSigningKeys } from './options.js';
 export { dkim, signingKeysOf } from './plugin.js';
+export { dkimOptionsSchema } from './schema.js';
 export type { AddedSignature, SignatureSettings } from './sign.js';
 export { bodyHash, signMessage } from './sign.js';

@@ -1,17 +1,11 @@
-// The dkim plugin's options: their shape (a Standard Schema, checked by parseOptions), their
-// defaults, and loading the keys they name, so every mistake stops start-up with the field named.
+// The dkim plugin's options: their types, their defaults, and loading the keys they name (the
+// schema that checks them is schema.ts), so every mistake stops start-up with the field named.
 import type { KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { domainToASCII } from 'node:url';
-import {
-  issuePath,
-  PluginOptionError,
-  parseOptions,
-  type StandardIssue,
-  type StandardSchemaV1,
-} from '@tern/plugin-api';
+import { issuePath, PluginOptionError, parseOptions, resolveConfigPath } from '@tern/plugin-api';
 import type { CanonicalizationMode } from './canonicalize.js';
 import { ALGORITHM_OF, checkKey, type DkimAlgorithm, parsePrivateKey } from './keys.js';
+import { dkimOptionsSchema, domainName } from './schema.js';
 
 export const PLUGIN_NAME = 'dkim';
 
@@ -21,6 +15,7 @@ export type Canonicalization = `${CanonicalizationMode}/${CanonicalizationMode}`
 export interface DkimKeyOptions {
   readonly selector: string;
   readonly key?: string;
+  /** A PEM file; a relative path starts at the folder of the config file. */
   readonly keyFile?: string;
   /** Checked against the key's type; taken from it when left out. */
   readonly algorithm?: DkimAlgorithm;
@@ -88,157 +83,6 @@ export const DEFAULT_HEADERS: readonly string[] = [
   'Feedback-ID',
 ];
 
-const CANONICALIZATIONS: readonly Canonicalization[] = [
-  'relaxed/relaxed',
-  'relaxed/simple',
-  'simple/relaxed',
-  'simple/simple',
-];
-const ALGORITHMS: readonly DkimAlgorithm[] = ['rsa-sha256', 'ed25519-sha256'];
-/** An RFC 5322 field name: printable US-ASCII but the colon (ftext). */
-export const FIELD_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
-// RFC 6376 §3.1: a selector is a sub-domain. Underscores are accepted because DNS carries them and some
-// providers hand them out.
-const SELECTOR = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/i;
-const KEY_FIELDS = new Set(['selector', 'key', 'keyFile', 'algorithm', 'active']);
-const FALLBACK_FIELDS = new Set([...KEY_FIELDS, 'domain']);
-const TOP_FIELDS = new Set([
-  'domains',
-  'fallback',
-  'canonicalization',
-  'headers',
-  'oversign',
-  'expiresIn',
-  'matchParentDomain',
-  'signUntrusted',
-]);
-
-type Path = (string | number)[];
-
-class Issues {
-  readonly list: StandardIssue[] = [];
-  add(path: Path, message: string): void {
-    this.list.push({ path, message });
-  }
-}
-
-const isRecord = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
-
-function unknownFields(value: Record<string, unknown>, known: Set<string>, path: Path, issues: Issues): void {
-  for (const field of Object.keys(value)) {
-    if (!known.has(field))
-      issues.add([...path, field], `unknown option (expected one of ${[...known].join(', ')})`);
-  }
-}
-
-function checkKeyEntry(value: unknown, path: Path, issues: Issues, fallback: boolean): void {
-  if (!isRecord(value)) {
-    issues.add(path, 'expected an object { selector, key | keyFile }');
-    return;
-  }
-  unknownFields(value, fallback ? FALLBACK_FIELDS : KEY_FIELDS, path, issues);
-  if (fallback && (typeof value.domain !== 'string' || domainName(value.domain) === undefined)) {
-    issues.add([...path, 'domain'], 'expected a domain name');
-  }
-  if (typeof value.selector !== 'string' || !SELECTOR.test(value.selector)) {
-    issues.add([...path, 'selector'], 'expected a selector: DNS labels of letters, digits and hyphens');
-  }
-  const hasKey = value.key !== undefined;
-  const hasFile = value.keyFile !== undefined;
-  if (hasKey === hasFile) issues.add(path, 'give either key (PEM text) or keyFile (a path), exactly one');
-  if (hasKey && (typeof value.key !== 'string' || value.key.trim() === '')) {
-    issues.add([...path, 'key'], 'expected PEM text');
-  }
-  if (hasFile && (typeof value.keyFile !== 'string' || value.keyFile === '')) {
-    issues.add([...path, 'keyFile'], 'expected a file path');
-  }
-  if (value.algorithm !== undefined && !ALGORITHMS.includes(value.algorithm as DkimAlgorithm)) {
-    issues.add([...path, 'algorithm'], `expected ${ALGORITHMS.join(' or ')}`);
-  }
-  if (value.active !== undefined && typeof value.active !== 'boolean') {
-    issues.add([...path, 'active'], 'expected true or false');
-  }
-}
-
-function checkFieldList(value: unknown, path: Path, issues: Issues): void {
-  if (!Array.isArray(value)) {
-    issues.add(path, 'expected a list of header field names');
-    return;
-  }
-  value.forEach((name, i) => {
-    if (typeof name !== 'string' || !FIELD_NAME.test(name))
-      issues.add([...path, i], 'expected a header field name');
-    // A signature over DKIM-Signature would tie our signatures to each other and to whatever came before.
-    else if (name.toLowerCase() === 'dkim-signature')
-      issues.add([...path, i], 'DKIM-Signature cannot be signed');
-  });
-}
-
-function validate(input: unknown): { value: DkimOptions } | { issues: StandardIssue[] } {
-  const issues = new Issues();
-  if (!isRecord(input)) return { issues: [{ message: 'expected an object' }] };
-  unknownFields(input, TOP_FIELDS, [], issues);
-  const { domains, fallback } = input;
-  if (domains !== undefined) {
-    if (!isRecord(domains)) issues.add(['domains'], 'expected { "example.com": { selector, keyFile } }');
-    else {
-      for (const [domain, entry] of Object.entries(domains)) {
-        if (domainName(domain) === undefined) issues.add(['domains', domain], 'not a domain name');
-        const entries = Array.isArray(entry) ? entry : [entry];
-        if (entries.length === 0) issues.add(['domains', domain], 'expected at least one key');
-        entries.forEach((e, i) => {
-          checkKeyEntry(
-            e,
-            Array.isArray(entry) ? ['domains', domain, i] : ['domains', domain],
-            issues,
-            false,
-          );
-        });
-      }
-    }
-  }
-  if (fallback !== undefined) {
-    const entries = Array.isArray(fallback) ? fallback : [fallback];
-    if (entries.length === 0) issues.add(['fallback'], 'expected at least one key');
-    entries.forEach((e, i) => {
-      checkKeyEntry(e, Array.isArray(fallback) ? ['fallback', i] : ['fallback'], issues, true);
-    });
-  }
-  if (domains === undefined && fallback === undefined) {
-    issues.add(['domains'], 'nothing to sign with: configure domains or a fallback');
-  }
-  if (
-    input.canonicalization !== undefined &&
-    !CANONICALIZATIONS.includes(input.canonicalization as Canonicalization)
-  ) {
-    issues.add(['canonicalization'], `expected one of ${CANONICALIZATIONS.join(', ')}`);
-  }
-  if (input.headers !== undefined) {
-    checkFieldList(input.headers, ['headers'], issues);
-    if (Array.isArray(input.headers) && !input.headers.some((h) => String(h).toLowerCase() === 'from')) {
-      issues.add(['headers'], 'must include From (RFC 6376 §5.4)');
-    }
-  }
-  if (input.oversign !== undefined) checkFieldList(input.oversign, ['oversign'], issues);
-  if (
-    input.expiresIn !== undefined &&
-    (typeof input.expiresIn !== 'number' || !Number.isInteger(input.expiresIn) || input.expiresIn <= 0)
-  ) {
-    issues.add(['expiresIn'], 'expected a whole number of seconds above 0');
-  }
-  for (const flag of ['matchParentDomain', 'signUntrusted'] as const) {
-    if (input[flag] !== undefined && typeof input[flag] !== 'boolean')
-      issues.add([flag], 'expected true or false');
-  }
-  return issues.list.length > 0 ? { issues: issues.list } : { value: input as DkimOptions };
-}
-
-/** The shape of the dkim options as a Standard Schema (the keys themselves are checked by loadSigningKeys). */
-export const dkimOptionsSchema: StandardSchemaV1<unknown, DkimOptions> = {
-  '~standard': { version: 1, vendor: 'tern-dkim', validate },
-};
-
 /** A key ready to sign: read, parsed and checked. */
 export interface SigningKey {
   /** The d= domain: lower case, A-labels. */
@@ -280,7 +124,7 @@ export interface DkimSettings {
  * wrong type, an algorithm that does not match its key, and selectors configured twice.
  */
 export function loadDkimSettings(input: unknown): DkimSettings {
-  const options = parseOptions(PLUGIN_NAME, dkimOptionsSchema, input);
+  const options = parseOptions(PLUGIN_NAME, dkimOptionsSchema, input) as DkimOptions;
   const warnings: string[] = [];
   const byDomain = new Map<string, SigningKey[]>();
   const keys: SigningKey[] = [];
@@ -291,8 +135,8 @@ export function loadDkimSettings(input: unknown): DkimSettings {
     if (byDomain.has(domain)) {
       throw new PluginOptionError(
         PLUGIN_NAME,
-        `domains.${configured}`,
-        `domain ${domain} is configured twice`,
+        issuePath(['domains', configured]),
+        `domain ${domain} is configured twice: merge its keys into one list`,
       );
     }
     const loaded = entries.map((e, i) =>
@@ -305,7 +149,7 @@ export function loadDkimSettings(input: unknown): DkimSettings {
     checkSelectorsUnique(loaded);
     if (!loaded.some((k) => k.active))
       warnings.push(
-        `domains.${configured}: no active key; mail from ${domain} is signed with the fallback key, if any`,
+        `${issuePath(['domains', configured])}: no active key; mail from ${domain} is signed with the fallback key, if any`,
       );
     byDomain.set(domain, loaded);
     keys.push(...loaded);
@@ -364,13 +208,15 @@ export function loadSigningKeys(options: DkimOptions): SigningKey[] {
 }
 
 function loadKey(domain: string, entry: DkimKeyOptions, field: string): SigningKey {
-  const source = entry.keyFile ?? 'inline';
-  const where = entry.keyFile === undefined ? `key of ${domain}` : `key file ${entry.keyFile} of ${domain}`;
+  const file = entry.keyFile === undefined ? undefined : resolveConfigPath(entry.keyFile);
+  // The file as written, and where that is when it was relative.
+  const shownFile = file === entry.keyFile ? file : `${entry.keyFile} (${file})`;
+  const where = file === undefined ? `key of ${domain}` : `key file ${shownFile} of ${domain}`;
   const keyField = entry.keyFile === undefined ? `${field}.key` : `${field}.keyFile`;
   let pem: string;
   if (entry.keyFile !== undefined) {
     try {
-      pem = readFileSync(entry.keyFile, 'utf8');
+      pem = readFileSync(file as string, 'utf8');
     } catch (error) {
       throw new PluginOptionError(PLUGIN_NAME, keyField, `cannot read ${where}: ${reason(error)}`);
     }
@@ -404,7 +250,7 @@ function loadKey(domain: string, entry: DkimKeyOptions, field: string): SigningK
     privateKey,
     bits: check.bits,
     active: entry.active ?? true,
-    source,
+    source: file ?? 'inline',
     field,
   };
 }
@@ -422,14 +268,6 @@ function checkSelectorsUnique(keys: readonly SigningKey[]): void {
     }
     seen.add(id);
   }
-}
-
-/** A domain as d= carries it (lower case, IDNs as A-labels), or undefined when it is not one. */
-export function domainName(text: string): string | undefined {
-  const ascii = domainToASCII(text.trim().replace(/\.$/, ''));
-  if (ascii === '' || !ascii.includes('.') || ascii.length > 253) return undefined;
-  if (!/^[a-z0-9._-]+$/.test(ascii)) return undefined;
-  return ascii;
 }
 
 function reason(error: unknown): string {

@@ -5,11 +5,11 @@ import { authorDomain } from './author.js';
 import {
   type DkimOptions,
   type DkimSettings,
-  FIELD_NAME,
   loadDkimSettings,
   PLUGIN_NAME,
   type SigningKey,
 } from './options.js';
+import { FIELD_NAME } from './schema.js';
 import { hasSignatureFrom, signMessage } from './sign.js';
 
 /**

@@ -1,10 +1,11 @@
 // Start-up errors: every bad option or key stops the factory with a PluginOptionError that names
 // the field, and for keys the domain and the file.
 import { generateKeyPairSync } from 'node:crypto';
-import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { PluginOptionError } from '@tern/plugin-api';
+import { withConfigDir } from '@tern/plugin-api/host';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { type DkimOptions, dkim, generateKey, loadSigningKeys } from '../src/index.js';
 
@@ -61,25 +62,25 @@ describe('option shape', () => {
     [
       'key and keyFile both',
       { domains: { 'example.com': { selector: 's', key: 'x', keyFile: '/x' } } },
-      'domains.example.com',
+      'domains["example.com"]',
       /exactly one/,
     ],
     [
       'neither key nor keyFile',
       { domains: { 'example.com': [{ selector: 's' }] } },
-      'domains.example.com[0]',
+      'domains["example.com"][0]',
       /exactly one/,
     ],
     [
       'bad selector',
       { domains: { 'example.com': { selector: 'a b', key: 'x' } } },
-      'domains.example.com.selector',
+      'domains["example.com"].selector',
       /selector/,
     ],
     [
       'bad algorithm',
       { domains: { 'example.com': { selector: 's', key: 'x', algorithm: 'rsa-sha1' } } },
-      'domains.example.com.algorithm',
+      'domains["example.com"].algorithm',
       /rsa-sha256 or ed25519-sha256/,
     ],
     [
@@ -101,7 +102,7 @@ describe('keys at start-up', () => {
   test('a missing key file names the field, the domain and the file', () => {
     const file = join(dir, 'missing.pem');
     const error = optionError({ domains: { 'example.com': { selector: 's1', keyFile: file } } });
-    expect(error.field).toBe('domains.example.com.keyFile');
+    expect(error.field).toBe('domains["example.com"].keyFile');
     expect(error.message).toContain(file);
     expect(error.message).toContain('example.com');
     expect(error.message).toMatch(/no such file/);
@@ -126,7 +127,7 @@ describe('keys at start-up', () => {
     const { publicKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
     await writeFile(file, publicKey.export({ type: 'spki', format: 'pem' }));
     const error = optionError({ domains: { 'example.org': [{ selector: 'a', keyFile: file }] } });
-    expect(error.field).toBe('domains.example.org[0].keyFile');
+    expect(error.field).toBe('domains["example.org"][0].keyFile');
     expect(error.message).toContain(`key file ${file} of example.org is not a usable PEM private key`);
   });
 
@@ -135,7 +136,7 @@ describe('keys at start-up', () => {
       .privateKey.export({ type: 'pkcs8', format: 'pem' })
       .toString();
     const error = optionError({ domains: { 'example.com': { selector: 's1', key: ec } } });
-    expect(error.field).toBe('domains.example.com.key');
+    expect(error.field).toBe('domains["example.com"].key');
     expect(error.message).toMatch(/a ec key cannot sign DKIM/);
   });
 
@@ -143,7 +144,7 @@ describe('keys at start-up', () => {
     const error = optionError({
       domains: { 'example.com': { selector: 's1', key: ed.privateKeyPem, algorithm: 'rsa-sha256' } },
     });
-    expect(error.field).toBe('domains.example.com.algorithm');
+    expect(error.field).toBe('domains["example.com"].algorithm');
     expect(error.message).toMatch(/rsa-sha256 does not match the ed25519 key of example.com/);
   });
 
@@ -164,7 +165,7 @@ describe('keys at start-up', () => {
         ],
       },
     });
-    expect(error.field).toBe('domains.example.com[1].selector');
+    expect(error.field).toBe('domains["example.com"][1].selector');
   });
 
   test('loadSigningKeys lists every key, active or not, for tern dkim check', async () => {
@@ -184,6 +185,20 @@ describe('keys at start-up', () => {
       ['example.com', 's2', 'ed25519-sha256', undefined, false, file],
       ['relay.example', 'r', 'rsa-sha256', 2048, true, 'inline'],
     ]);
+  });
+
+  test('a relative keyFile starts at the folder of the config being loaded', async () => {
+    const conf = join(dir, 'conf');
+    await mkdir(join(conf, 'keys'), { recursive: true });
+    await writeFile(join(conf, 'keys', 'k.pem'), rsa.privateKeyPem);
+    const options = { domains: { 'example.com': { selector: 's1', keyFile: 'keys/k.pem' } } };
+    const keys = withConfigDir(conf, () => loadSigningKeys(options));
+    expect(keys.map((k) => k.source)).toEqual([join(conf, 'keys', 'k.pem')]);
+    // With no config loading (a plugin's own test), the working directory; the error shows both forms.
+    const error = optionError(options);
+    expect(error.message).toContain(
+      `cannot read key file keys/k.pem (${resolve('keys/k.pem')}) of example.com`,
+    );
   });
 
   test('the plugin signs last: enforce post and a post queue hook', () => {

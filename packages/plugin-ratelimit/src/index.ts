@@ -19,9 +19,8 @@ export {
   type SingleLeaseResult,
   type Throttle,
 } from '@tern/limiter';
-export { NetworkList } from '@tern/plugin-api';
-export { addressGroup, parseCidr } from './address.js';
-export { type Duration, durationMs, formatWait } from './duration.js';
+export { NetworkList, parseCidr } from '@tern/plugin-api';
+export { addressGroup } from './address.js';
 export {
   PLUGIN_NAME,
   type RateLimitExemptions,

@@ -1,11 +1,19 @@
-// The rate-limit plugin's options: their shape, defaults and replies, validated when the factory
-// is called so a bad rule stops start-up with its field named (`rules[2].per`).
+// The rate-limit plugin's options: their zod (Standard Schema) schema, defaults and replies,
+// validated when the factory is called so a bad rule stops start-up with its field named
+// (`rules[2].per`) and the fix.
 
 import type { FailMode, Limiter } from '@tern/limiter';
-import { isValidReply, type StandardIssue, type StandardSchemaV1 } from '@tern/plugin-api';
+import {
+  choiceSchema,
+  type Duration,
+  isValidReply,
+  networkSchema,
+  numberSchema,
+  parseDuration,
+  wholeNumberSchema,
+} from '@tern/plugin-api';
 import type { Redis } from 'ioredis';
-import { parseCidr } from './address.js';
-import { type Duration, durationMs } from './duration.js';
+import { z } from 'zod';
 
 export const PLUGIN_NAME = 'ratelimit';
 
@@ -109,17 +117,9 @@ export interface ResolvedOptions {
   readonly exemptUsers: ReadonlySet<string>;
 }
 
-const KEYS: readonly RuleKey[] = [
-  'ip',
-  'subnet',
-  'user',
-  'sender',
-  'senderDomain',
-  'recipientDomain',
-  'listener',
-];
-const COUNTS: readonly RuleCount[] = ['connections', 'messages', 'recipients', 'bytes', 'authFailures'];
-const ACTIONS: readonly RuleAction[] = ['tempfail', 'reject', 'disconnect'];
+const KEYS = ['ip', 'subnet', 'user', 'sender', 'senderDomain', 'recipientDomain', 'listener'] as const;
+const COUNTS = ['connections', 'messages', 'recipients', 'bytes', 'authFailures'] as const;
+const ACTIONS = ['tempfail', 'reject', 'disconnect'] as const;
 
 /** Which keys are known when each count is taken. */
 const KEYS_FOR: Readonly<Record<RuleCount, readonly RuleKey[]>> = {
@@ -163,162 +163,113 @@ function defaultReply(count: RuleCount, action: RuleAction, concurrent: boolean)
   return { code, enhanced, text };
 }
 
-type Path = (string | number)[];
+const WINDOW = { positive: true, whole: true } as const;
 
-class Issues {
-  readonly list: StandardIssue[] = [];
-  add(path: Path, message: string): void {
-    this.list.push({ path, message });
-  }
-}
+const oneLine = z
+  .string()
+  .refine((text) => text.trim() !== '' && !/[\r\n]/.test(text), 'must be one non-empty line');
 
-const isObject = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
+const prefixLength = (max: number): z.ZodType<number, number> =>
+  numberSchema((n) => Number.isInteger(n) && n >= 0 && n <= max, `a whole number from 0 to ${max}`);
 
-function checkUnknown(
-  value: Record<string, unknown>,
-  known: readonly string[],
-  path: Path,
-  issues: Issues,
-): void {
-  for (const field of Object.keys(value)) {
-    if (!known.includes(field))
-      issues.add([...path, field], `unknown option (expected one of ${known.join(', ')})`);
-  }
-}
-
-function oneOf<T extends string>(
-  value: unknown,
-  allowed: readonly T[],
-  path: Path,
-  issues: Issues,
-): T | undefined {
-  if (typeof value === 'string' && (allowed as readonly string[]).includes(value)) return value as T;
-  issues.add(path, `must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(value)}`);
-  return undefined;
-}
-
-function stringList(value: unknown, path: Path, issues: Issues): string[] | undefined {
-  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string' || v === '')) {
-    issues.add(path, 'must be a list of non-empty strings');
-    return undefined;
-  }
-  return value as string[];
-}
-
-function prefixLength(value: unknown, fallback: number, max: number, path: Path, issues: Issues): number {
-  if (value === undefined) return fallback;
-  if (Number.isInteger(value) && (value as number) >= 0 && (value as number) <= max) return value as number;
-  issues.add(path, `must be a whole number from 0 to ${max}`);
-  return fallback;
-}
-
-function resolveRule(input: unknown, index: number, issues: Issues): ResolvedRule | undefined {
-  const path: Path = ['rules', index];
-  if (!isObject(input)) {
-    issues.add(path, 'must be an object like { key: "user", count: "messages", limit: 100, per: "1h" }');
-    return undefined;
-  }
-  checkUnknown(
-    input,
-    ['key', 'count', 'limit', 'per', 'listeners', 'action', 'reply', 'name', 'ipv4Prefix', 'ipv6Prefix'],
-    path,
-    issues,
-  );
-  const before = issues.list.length;
-  const count = oneOf(input.count, COUNTS, [...path, 'count'], issues);
-  const key = oneOf(input.key, KEYS, [...path, 'key'], issues);
-  if (count && key && !KEYS_FOR[count].includes(key)) {
-    issues.add(
-      [...path, 'key'],
-      `'${count}' can be counted by ${KEYS_FOR[count].join(', ')}, not by '${key}'`,
-    );
-  }
-  const limit = input.limit;
-  if (!Number.isSafeInteger(limit) || (limit as number) < 1) {
-    issues.add([...path, 'limit'], 'must be a whole number of at least 1');
-  }
-  let periodMs: number | undefined;
-  if (input.per !== undefined) {
-    periodMs = durationMs(input.per);
-    if (periodMs === undefined) {
-      issues.add(
-        [...path, 'per'],
-        `not a window: ${JSON.stringify(input.per)} (use e.g. '30s', '10m', '1h', '1d')`,
-      );
+const ruleSchema = z
+  .strictObject(
+    {
+      key: choiceSchema(KEYS, `one of ${KEYS.map((k) => `'${k}'`).join(', ')}`),
+      count: choiceSchema(COUNTS, `one of ${COUNTS.map((c) => `'${c}'`).join(', ')}`),
+      limit: wholeNumberSchema(1),
+      // Kept as written ({per} in replies); its milliseconds are checked below and resolved after.
+      per: z.union([z.string(), z.number()]).optional(),
+      listeners: z
+        .array(z.string().min(1, 'must be a listener name'))
+        .min(1, 'must name at least one listener (leave it out for all)')
+        .optional(),
+      action: choiceSchema(ACTIONS, `one of ${ACTIONS.map((a) => `'${a}'`).join(', ')}`).optional(),
+      reply: z
+        .strictObject(
+          {
+            code: z.number().int().optional(),
+            enhanced: z.string().optional(),
+            text: oneLine.optional(),
+          },
+          'must be an object { code, enhanced, text }',
+        )
+        .optional(),
+      name: z
+        .string()
+        .regex(/^[\w.@/-]{1,64}$/, 'must be 1 to 64 letters, digits or . _ - / @')
+        .optional(),
+      ipv4Prefix: prefixLength(32).optional(),
+      ipv6Prefix: prefixLength(128).optional(),
+    },
+    'must be an object like { key: "user", count: "messages", limit: 100, per: "1h" }',
+  )
+  .superRefine((rule, ctx) => {
+    if (!KEYS_FOR[rule.count].includes(rule.key)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['key'],
+        message: `'${rule.count}' can be counted by ${KEYS_FOR[rule.count].join(', ')}, not by '${rule.key}'`,
+      });
     }
-  } else if (count !== undefined && count !== 'connections') {
-    issues.add([...path, 'per'], `required for '${count}' (e.g. '1h')`);
-  }
-  let listeners: Set<string> | undefined;
-  if (input.listeners !== undefined) {
-    const names = stringList(input.listeners, [...path, 'listeners'], issues);
-    if (names?.length === 0)
-      issues.add([...path, 'listeners'], 'must name at least one listener (leave it out for all)');
-    if (names) listeners = new Set(names);
-  }
-  const action =
-    input.action === undefined
-      ? count && DEFAULT_ACTION[count]
-      : oneOf(input.action, ACTIONS, [...path, 'action'], issues);
-  if (count === 'connections' && action !== undefined && action !== 'disconnect') {
-    issues.add(
-      [...path, 'action'],
-      "connection limits answer at connect time, so the action must be 'disconnect'",
-    );
-  }
-  if (input.name !== undefined && (typeof input.name !== 'string' || !/^[\w.@/-]{1,64}$/.test(input.name))) {
-    issues.add([...path, 'name'], 'must be 1 to 64 letters, digits or . _ - / @');
-  }
-  const concurrent = count === 'connections' && periodMs === undefined;
-  const reply = {
-    ...(count && action ? defaultReply(count, action, concurrent) : { code: 0, enhanced: '', text: '' }),
-  };
-  if (input.reply !== undefined) {
-    const replyPath = [...path, 'reply'];
-    if (!isObject(input.reply)) issues.add(replyPath, 'must be an object { code, enhanced, text }');
-    else {
-      checkUnknown(input.reply, ['code', 'enhanced', 'text'], replyPath, issues);
-      if (input.reply.code !== undefined) reply.code = input.reply.code as number;
-      if (input.reply.enhanced !== undefined) reply.enhanced = input.reply.enhanced as string;
-      if (input.reply.text !== undefined) {
-        if (
-          typeof input.reply.text !== 'string' ||
-          input.reply.text.trim() === '' ||
-          /[\r\n]/.test(input.reply.text)
-        ) {
-          issues.add([...replyPath, 'text'], 'must be one non-empty line');
-        } else reply.text = input.reply.text;
-      }
-      const classOk =
-        action === 'tempfail'
-          ? reply.code >= 400 && reply.code < 500
-          : action === 'reject'
-            ? reply.code >= 500 && reply.code < 600
-            : reply.code >= 400 && reply.code < 600;
-      if (!isValidReply(reply.code, String(reply.enhanced)) || !classOk) {
-        issues.add(
-          replyPath,
-          `${reply.code} ${reply.enhanced} does not fit action '${action}' (tempfail: 4xx 4.x.x, reject: 5xx 5.x.x, disconnect: either)`,
-        );
-      }
+    if (rule.per !== undefined && parseDuration(rule.per, WINDOW) === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['per'],
+        message: `not a window: ${JSON.stringify(rule.per)} (use e.g. '30s', '10m', '1h', '1d')`,
+      });
+    } else if (rule.per === undefined && rule.count !== 'connections') {
+      ctx.addIssue({ code: 'custom', path: ['per'], message: `required for '${rule.count}' (e.g. '1h')` });
     }
-  }
-  const isSubnet = key === 'subnet';
-  const ipv4Prefix = prefixLength(input.ipv4Prefix, isSubnet ? 24 : 32, 32, [...path, 'ipv4Prefix'], issues);
-  const ipv6Prefix = prefixLength(input.ipv6Prefix, isSubnet ? 48 : 64, 128, [...path, 'ipv6Prefix'], issues);
-  if (issues.list.length > before || !count || !key || !action) return undefined;
+    const action = rule.action ?? DEFAULT_ACTION[rule.count];
+    if (rule.count === 'connections' && action !== 'disconnect') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['action'],
+        message: "connection limits answer at connect time, so the action must be 'disconnect'",
+      });
+    }
+    const { code, enhanced } = replyOf(rule, action);
+    const classOk =
+      action === 'tempfail'
+        ? code >= 400 && code < 500
+        : action === 'reject'
+          ? code >= 500 && code < 600
+          : code >= 400 && code < 600;
+    if (rule.reply !== undefined && (!isValidReply(code, String(enhanced)) || !classOk)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['reply'],
+        message: `${code} ${enhanced} does not fit action '${action}' (tempfail: 4xx 4.x.x, reject: 5xx 5.x.x, disconnect: either)`,
+      });
+    }
+  });
 
+type RuleInput = z.output<typeof ruleSchema>;
+
+function replyOf(rule: RuleInput, action: RuleAction): Required<RuleReply> {
+  const concurrent = rule.count === 'connections' && rule.per === undefined;
+  return { ...defaultReply(rule.count, action, concurrent), ...rule.reply };
+}
+
+/** A checked rule with its defaults applied. */
+function resolveRule(rule: RuleInput, index: number): ResolvedRule {
+  const action = rule.action ?? DEFAULT_ACTION[rule.count];
+  const isSubnet = rule.key === 'subnet';
+  const ipv4Prefix = rule.ipv4Prefix ?? (isSubnet ? 24 : 32);
+  const ipv6Prefix = rule.ipv6Prefix ?? (isSubnet ? 48 : 64);
+  const listeners = rule.listeners ? new Set(rule.listeners) : undefined;
   const listenerPart = listeners ? `@${[...listeners].sort().join(',')}` : '';
-  const prefixPart = key === 'ip' || key === 'subnet' ? `/${ipv4Prefix}/${ipv6Prefix}` : '';
+  const prefixPart = rule.key === 'ip' || rule.key === 'subnet' ? `/${ipv4Prefix}/${ipv6Prefix}` : '';
+  const reply = replyOf(rule, action);
   return {
     index,
-    id: (input.name as string | undefined) ?? `${count}/${key}${prefixPart}${listenerPart}`,
-    key,
-    count,
-    limit: limit as number,
-    periodMs,
-    per: input.per as Duration | undefined,
+    id: rule.name ?? `${rule.count}/${rule.key}${prefixPart}${listenerPart}`,
+    key: rule.key,
+    count: rule.count,
+    limit: rule.limit,
+    periodMs: rule.per === undefined ? undefined : parseDuration(rule.per, WINDOW),
+    per: rule.per,
     listeners,
     action,
     code: reply.code,
@@ -329,6 +280,9 @@ function resolveRule(input: unknown, index: number, issues: Issues): ResolvedRul
   };
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
+
 function looksLikeRedis(value: unknown): boolean {
   if (typeof value === 'string') return /^rediss?:\/\//.test(value);
   return isObject(value) && typeof value.evalsha === 'function' && typeof value.eval === 'function';
@@ -338,91 +292,82 @@ function looksLikeLimiter(value: unknown): value is Limiter {
   return isObject(value) && typeof value.checkAll === 'function' && typeof value.acquireAll === 'function';
 }
 
-function resolve(input: unknown): { value: ResolvedOptions } | { issues: StandardIssue[] } {
-  const issues = new Issues();
-  if (!isObject(input)) return { issues: [{ message: 'must be an object with a `rules` list' }] };
-  checkUnknown(input, ['rules', 'limiter', 'redis', 'failMode', 'prefix', 'exempt'], [], issues);
-
-  const rules: ResolvedRule[] = [];
-  if (!Array.isArray(input.rules)) issues.add(['rules'], 'must be a list of rules');
-  else {
-    const seen = new Map<string, number>();
-    input.rules.forEach((raw, i) => {
-      const rule = resolveRule(raw, i, issues);
-      if (!rule) return;
-      // Two rules with one id and window would read and write the same counters.
-      const counters = `${rule.id}|${rule.periodMs ?? 'concurrent'}`;
-      const other = seen.get(counters);
-      if (other !== undefined) {
-        issues.add(
-          ['rules', i, 'name'],
-          `would share counters with rules[${other}]; give one of them a distinct name`,
-        );
-      } else seen.set(counters, i);
-      rules.push(rule);
-    });
-  }
-
-  const limiter = input.limiter;
-  if (limiter !== undefined && !looksLikeLimiter(limiter)) {
-    issues.add(['limiter'], 'must be a limiter from createLimiter()');
-  }
-  if (input.redis !== undefined) {
-    if (!looksLikeRedis(input.redis))
-      issues.add(['redis'], 'must be a redis:// or rediss:// URL or an ioredis connection');
-    if (limiter !== undefined)
-      issues.add(['redis'], 'give `limiter` or `redis`, not both (the limiter has its own connection)');
-    if (input.failMode === undefined) {
-      issues.add(
-        ['failMode'],
-        "required with `redis`: 'open' (allow mail while Redis is down) or 'closed' (answer 451 4.3.0)",
-      );
-    }
-  }
-  let failMode: FailMode = 'open';
-  if (input.failMode !== undefined) {
-    failMode = oneOf(input.failMode, ['open', 'closed'] as const, ['failMode'], issues) ?? 'open';
-    if (limiter !== undefined)
-      issues.add(['failMode'], 'belongs to the limiter given in `limiter` (set it in createLimiter)');
-  }
-  if (input.prefix !== undefined && (typeof input.prefix !== 'string' || input.prefix === '')) {
-    issues.add(['prefix'], 'must be a non-empty string');
-  }
-
-  let exemptNetworks: string[] = [];
-  let exemptUsers: string[] = [];
-  if (input.exempt !== undefined) {
-    if (!isObject(input.exempt)) issues.add(['exempt'], 'must be an object { networks, users }');
-    else {
-      checkUnknown(input.exempt, ['networks', 'users'], ['exempt'], issues);
-      if (input.exempt.networks !== undefined) {
-        const networks = stringList(input.exempt.networks, ['exempt', 'networks'], issues) ?? [];
-        networks.forEach((cidr, i) => {
-          if (!parseCidr(cidr))
-            issues.add(['exempt', 'networks', i], `not an address or CIDR network: ${cidr}`);
-        });
-        exemptNetworks = networks;
-      }
-      if (input.exempt.users !== undefined)
-        exemptUsers = stringList(input.exempt.users, ['exempt', 'users'], issues) ?? [];
-    }
-  }
-
-  if (issues.list.length > 0) return { issues: issues.list };
-  return {
-    value: {
-      rules,
-      limiter: limiter as Limiter | undefined,
-      redis: input.redis as Redis | string | undefined,
-      failMode,
-      prefix: input.prefix as string | undefined,
-      exemptNetworks,
-      exemptUsers: new Set(exemptUsers.map((u) => u.toLowerCase())),
+/** The options as a zod (Standard Schema) schema, for parseOptions: checked, then resolved. */
+export const optionsSchema = z
+  .strictObject(
+    {
+      rules: z.array(ruleSchema, {
+        error: 'must be a list of rules, like [{ key: "ip", count: "connections", limit: 20 }]',
+      }),
+      limiter: z.custom<Limiter>(looksLikeLimiter, 'must be a limiter from createLimiter()').optional(),
+      redis: z
+        .custom<Redis | string>(
+          looksLikeRedis,
+          'must be a redis:// or rediss:// URL or an ioredis connection',
+        )
+        .optional(),
+      failMode: choiceSchema(['open', 'closed'], "'open' or 'closed'").optional(),
+      prefix: z.string().min(1, 'must be a non-empty string').optional(),
+      exempt: z
+        .strictObject(
+          {
+            /** Client networks no rule applies to (CIDR or bare addresses). */
+            networks: z.array(networkSchema()).optional(),
+            /** Authenticated users no message, recipient or byte rule applies to. */
+            users: z.array(z.string().min(1, 'must be a user name')).optional(),
+          },
+          'must be an object { networks, users }',
+        )
+        .optional(),
     },
-  };
-}
-
-/** The options as a Standard Schema, for parseOptions. */
-export const optionsSchema: StandardSchemaV1<unknown, ResolvedOptions> = {
-  '~standard': { version: 1, vendor: 'tern', validate: resolve },
-};
+    'must be an object with a `rules` list',
+  )
+  .superRefine((options, ctx) => {
+    // Two rules with one id and window would read and write the same counters.
+    const seen = new Map<string, number>();
+    options.rules.forEach((rule, i) => {
+      const resolved = resolveRule(rule, i);
+      const counters = `${resolved.id}|${resolved.periodMs ?? 'concurrent'}`;
+      const other = seen.get(counters);
+      if (other === undefined) seen.set(counters, i);
+      else
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rules', i, 'name'],
+          message: `would share counters with rules[${other}]; give one of them a distinct name`,
+        });
+    });
+    if (options.redis !== undefined && options.limiter !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['redis'],
+        message: 'give `limiter` or `redis`, not both (the limiter has its own connection)',
+      });
+    }
+    if (options.redis !== undefined && options.failMode === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['failMode'],
+        message:
+          "required with `redis`: 'open' (allow mail while Redis is down) or 'closed' (answer 451 4.3.0)",
+      });
+    }
+    if (options.failMode !== undefined && options.limiter !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['failMode'],
+        message: 'belongs to the limiter given in `limiter` (set it in createLimiter)',
+      });
+    }
+  })
+  .transform(
+    (options): ResolvedOptions => ({
+      rules: options.rules.map(resolveRule),
+      limiter: options.limiter,
+      redis: options.redis,
+      failMode: options.failMode ?? 'open',
+      prefix: options.prefix,
+      exemptNetworks: options.exempt?.networks ?? [],
+      exemptUsers: new Set((options.exempt?.users ?? []).map((u) => u.toLowerCase())),
+    }),
+  );

@@ -7,6 +7,7 @@ import {
   definePlugin,
   disconnect,
   domainOf,
+  formatWait,
   type Logger,
   NetworkList,
   type Plugin,
@@ -19,7 +20,6 @@ import {
   type Verdict,
 } from '@tern/plugin-api';
 import { addressGroup } from './address.js';
-import { formatWait } from './duration.js';
 import {
   optionsSchema,
   PLUGIN_NAME,

@@ -1,9 +1,8 @@
 // The rateLimit plugin driven through the plugin test kit, over a limiter on a private Redis.
-import { type Plugin, PluginOptionError, reject } from '@tern/plugin-api';
+import { formatWait, type Plugin, PluginOptionError, reject } from '@tern/plugin-api';
 import { type LogRecord, testPlugins } from '@tern/plugin-api/testing';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { formatWait } from '../src/duration.js';
 import { type Limiter, type RateLimitOptions, rateLimit } from '../src/index.js';
 import { adminConnection, closeAll, commandCalls, redisLimiter, uniquePrefix } from './helpers.js';
 

@@ -1,6 +1,5 @@
-import { NetworkList } from '@tern/plugin-api';
 import { describe, expect, test } from 'vitest';
-import { addressGroup, parseCidr, parseIp } from '../src/address.js';
+import { addressGroup } from '../src/address.js';
 
 describe('client address groups', () => {
   test('IPv4 by address and by /24', () => {
@@ -34,22 +33,7 @@ describe('client address groups', () => {
   });
 
   test('not an address', () => {
-    expect(parseIp('example.test')).toBeUndefined();
     expect(addressGroup('300.1.1.1', 24, 64)).toBeUndefined();
-    expect(parseCidr('10.0.0.0/33')).toBeUndefined();
-    expect(parseCidr('10.0.0.0/8/8')).toBeUndefined();
-    expect(parseCidr('2001:db8::/129')).toBeUndefined();
-  });
-
-  test('network lists match by CIDR, bare addresses and mapped IPv4', () => {
-    const list = NetworkList.parse(['10.0.0.0/8', '192.0.2.5', '2001:db8:aa::/48']);
-    expect(list.contains('10.200.1.1')).toBe(true);
-    expect(list.contains('::ffff:10.1.1.1')).toBe(true);
-    expect(list.contains('11.0.0.1')).toBe(false);
-    expect(list.contains('192.0.2.5')).toBe(true);
-    expect(list.contains('192.0.2.6')).toBe(false);
-    expect(list.contains('2001:db8:aa:ffff::1')).toBe(true);
-    expect(list.contains('2001:db8:ab::1')).toBe(false);
-    expect(NetworkList.parse([]).contains('10.0.0.1')).toBe(false);
+    expect(addressGroup('example.test', 24, 64)).toBeUndefined();
   });
 });

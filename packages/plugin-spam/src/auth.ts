@@ -2,6 +2,7 @@
 // DKIM (RFC 6376) verification and DMARC (RFC 7489) alignment and policy, with our resolver; and
 // the Authentication-Results header (RFC 8601) that reports them.
 import type { Readable } from 'node:stream';
+import { normalizeIp } from '@tern/plugin-api';
 import type { DKIMResult, DMARCResult } from 'mailauth';
 // Deep imports on purpose: mailauth's main module loads its BIMI code, which requires undici 8,
 // and undici 8 does not load on Node 20 (mailauth 7.1 declares node >= 22.19). SPF, DKIM and
@@ -10,7 +11,6 @@ import { dkimVerify } from 'mailauth/lib/dkim/verify.js';
 import { dmarc } from 'mailauth/lib/dmarc/index.js';
 import { spf } from 'mailauth/lib/spf/index.js';
 import type { MailauthResolver } from './dns.js';
-import { normalizeIp } from './ip.js';
 import type { SymbolName } from './symbols.js';
 
 export type SpfResultKind = 'pass' | 'fail' | 'softfail' | 'neutral' | 'none' | 'permerror' | 'temperror';

@@ -3,9 +3,9 @@
 import type { promises as dns } from 'node:dns';
 import { isIPv6 } from 'node:net';
 import type { Logger } from '@tern/plugin-api';
+import { NetworkList, normalizeIp, reversedLabel } from '@tern/plugin-api';
 import type { DnsblZoneOptions, DnswlZoneOptions } from './checks/dns-lists.js';
 import { isNotFound } from './dns.js';
-import { isNonPublic, normalizeIp, reversedLabel } from './ip.js';
 import type { SpamSymbol } from './symbols.js';
 
 export interface DnsListHit {
@@ -52,6 +52,26 @@ function isRefusalCode(code: string): boolean {
 interface ZoneQuery {
   readonly list: 'block' | 'allow';
   readonly zone: DnsblZoneOptions | DnswlZoneOptions;
+}
+
+// Addresses no public DNS list can say anything useful about: querying them only leaks local topology.
+const NOT_PUBLIC = NetworkList.parse([
+  '0.0.0.0/8',
+  '10.0.0.0/8',
+  '100.64.0.0/10',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '172.16.0.0/12',
+  '192.168.0.0/16',
+  '::/128',
+  '::1/128',
+  'fc00::/7',
+  'fe80::/10',
+]);
+
+/** Loopback, private (RFC 1918, RFC 4193), CGNAT and link-local addresses. */
+export function isNonPublic(ip: string): boolean {
+  return NOT_PUBLIC.contains(ip);
 }
 
 /** Asks every configured zone about `ip` at once. Never throws: failures are reported and skipped. */

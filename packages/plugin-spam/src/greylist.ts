@@ -2,8 +2,8 @@
 // 451 until it retries after the delay. Redis makes the decision atomic and shared by every tern
 // process; the in-process store is the single-node fallback.
 import { createHash } from 'node:crypto';
+import { networkOf } from '@tern/plugin-api';
 import { Redis } from 'ioredis';
-import { networkOf } from './ip.js';
 
 export type GreylistOutcome =
   /** First attempt: remembered, deferred. */
@@ -205,5 +205,7 @@ export function tripletKey(
   ipv4Prefix: number,
   ipv6Prefix: number,
 ): string {
-  return `${prefix}${networkOf(ip, ipv4Prefix, ipv6Prefix)}|${normalizeSender(sender)}|${recipient.toLowerCase()}`;
+  const network = networkOf(ip, ipv4Prefix, ipv6Prefix);
+  if (network === undefined) throw new TypeError(`not an IP address: ${ip}`);
+  return `${prefix}${network}|${normalizeSender(sender)}|${recipient.toLowerCase()}`;
 }

@@ -1,9 +1,7 @@
 // What every check's options share: zod building blocks, the DNS resolver settings and where a
 // check runs (listeners, exemptions), with the one rule that turns the latter into yes or no.
-import { isIP } from 'node:net';
-import type { SessionInfo } from '@tern/plugin-api';
+import { dnsServerSchema, durationSchema, networkSchema, type SessionInfo } from '@tern/plugin-api';
 import { z } from 'zod';
-import { parseCidr } from './ip.js';
 
 const HOSTNAME =
   /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*$/i;
@@ -11,28 +9,19 @@ export const hostname = z.string().regex(HOSTNAME, 'expected a DNS name such as 
 export const symbolPart = z.string().regex(/^[A-Z0-9_]{1,40}$/, 'expected upper-case letters, digits and _');
 export const weight = z.number().finite();
 export const positiveInt = z.number().int().positive();
-export const network = z
-  .string()
-  .refine((s) => parseCidr(s) !== undefined, 'expected an address or a CIDR network');
+export const network = networkSchema();
 export const replyText = z
   .string()
   .min(1)
   .max(400)
   .refine((s) => !/[\r\n]/.test(s), 'must be one line');
 
-const dnsServer = z
-  .string()
-  .refine(
-    (s) => isIP(s) !== 0 || /^\[[0-9a-f:.]+\]:\d+$/i.test(s) || /^\d+\.\d+\.\d+\.\d+:\d+$/.test(s),
-    "expected an address, '1.2.3.4:53' or '[::1]:53'",
-  );
-
 /** The resolver a check asks (DNS lists, SPF, DKIM keys, DMARC records). */
 export const dnsOptions = z
   .strictObject({
     /** Resolvers to ask; default: the system's. */
-    servers: z.array(dnsServer).min(1).optional(),
-    timeoutMs: positiveInt.default(2000),
+    servers: z.array(dnsServerSchema()).min(1).optional(),
+    timeoutMs: durationSchema({ positive: true }).default(2000),
     tries: positiveInt.max(10).default(2),
   })
   .prefault({});

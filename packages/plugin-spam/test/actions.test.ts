@@ -229,14 +229,17 @@ describe('option validation', () => {
     [{ scores: { MISSING_DATES: 1 } }, 'scores.MISSING_DATES'],
     [{ scores: { RSPAMD: 2 } }, 'scores.RSPAMD'],
     [{ dnsbl: { zones: [{ zone: 'not a zone' }] } }, 'dnsbl.zones[0].zone'],
-    [{ dnsbl: { zones: [{ zone: 'bl.test', codes: { '10.0.0.2': {} } }] } }, 'dnsbl.zones[0].codes.10.0.0.2'],
+    [
+      { dnsbl: { zones: [{ zone: 'bl.test', codes: { '10.0.0.2': {} } }] } },
+      'dnsbl.zones[0].codes["10.0.0.2"]',
+    ],
     [{ greylist: { allowNetworks: ['192.0.2.0/33'] } }, 'greylist.allowNetworks[0]'],
     [{ greylist: { redis: 'localhost:6379' } }, 'greylist.redis'],
     [{ rspamd: { url: 'ftp://x' } }, 'rspamd.url'],
     [{ spamd: { port: 70000 } }, 'spamd.port'],
     [{ dns: { servers: ['resolver.example'] } }, 'dns.servers[0]'],
     [{ replies: { reject: 'two\r\nlines' } }, 'replies.reject'],
-    [{ spamassassin: {} }, '(options)'],
+    [{ spamassassin: {} }, 'spamassassin'],
   ];
 
   it.each(bad)('%j fails naming %s', (options, field) => {

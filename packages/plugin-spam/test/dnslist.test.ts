@@ -1,10 +1,11 @@
 // DNSBL and DNSWL against the test DNS server. The query names are built with the testkit's
 // reverseName, independently of the plugin's own reversal.
+
+import { reversedLabel } from '@tern/plugin-api';
 import { testPlugins } from '@tern/plugin-api/testing';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type SpamDecision, type SpamOptions, spamFilter } from '../src/index.js';
-import { reversedLabel } from '../src/ip.js';
 import { listName, makeMessage } from './helpers.js';
 
 const LISTED_V4 = '203.0.113.66';

@@ -212,8 +212,11 @@ export type Deliver = (
   attempt?: DeliveryAttempt,
 ) => Promise<DeliveryReport>;
 
+/** Jobs one process delivers at once unless WorkerOptions.concurrency says otherwise. */
+export const DEFAULT_WORKER_CONCURRENCY = 20;
+
 export interface WorkerOptions {
-  /** Jobs delivered at once by this process (default 20). */
+  /** Jobs delivered at once by this process (default DEFAULT_WORKER_CONCURRENCY, 20). */
   readonly concurrency?: number;
   /**
    * Hooks for route, beforeSend, deferred/bounced advice and delivered events. A function is asked

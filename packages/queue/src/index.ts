@@ -36,7 +36,7 @@ export type {
   WorkerOptions,
 } from './contract.js';
 // Operator operations and message timelines (added for the admin API; see contract.ts).
-export { isQueueOperations } from './contract.js';
+export { DEFAULT_WORKER_CONCURRENCY, isQueueOperations } from './contract.js';
 export {
   type AttemptDecision,
   decideAttempt,
@@ -70,12 +70,17 @@ export * from './redis/index.js';
 export {
   DEFAULT_MAX_AGE_MS,
   DEFAULT_RETRY_INTERVALS,
-  type Duration,
-  durationMs,
   MIN_RETRY_INTERVAL_MS,
   RetrySchedule,
   type RetryScheduleOptions,
 } from './retry.js';
+export {
+  checkQueueOptions,
+  embeddedQueueShape,
+  redisQueueShape,
+  retrySchema,
+  workerShape,
+} from './schema.js';
 export {
   type AttemptEvent,
   type AttemptRecipient,

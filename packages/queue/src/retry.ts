@@ -1,8 +1,8 @@
 // Shared by every backend (Redis and embedded): when to try a deferred delivery again and when
 // to give up (RFC 5321 §4.5.4.1: retry on a schedule, never hot-loop, give up after days).
 
-/** A length of time: milliseconds, or a string such as `'90s'`, `'5m'`, `'4h'`, `'5d'`. */
-export type Duration = number | `${number}${'ms' | 's' | 'm' | 'h' | 'd'}`;
+import type { Duration } from '@tern/plugin-api';
+import { checkQueueOptions, retrySchema } from './schema.js';
 
 export interface RetryScheduleOptions {
   /**
@@ -47,23 +47,6 @@ export const DEFAULT_DELAY_NOTICE_AFTER_MS = 4 * HOUR;
 /** No schedule may go below this, so even a test configuration cannot hot-loop. */
 export const MIN_RETRY_INTERVAL_MS = SECOND;
 
-const UNITS: Record<string, number> = { ms: 1, s: SECOND, m: MINUTE, h: HOUR, d: DAY };
-
-/** Milliseconds of a {@link Duration}; throws a message naming `field` when it is not one. */
-export function durationMs(value: Duration, field = 'duration'): number {
-  if (typeof value === 'number') {
-    if (!Number.isFinite(value) || value < 0) throw new RangeError(`${field}: ${value} is not a duration`);
-    return value;
-  }
-  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(String(value).trim());
-  if (!match) {
-    throw new RangeError(
-      `${field}: ${JSON.stringify(value)} is not a duration; use ms or '30s', '5m', '4h', '5d'`,
-    );
-  }
-  return Number(match[1]) * (UNITS[match[2] as string] as number);
-}
-
 /** The retry policy for deferred recipients: how long to wait after each failed attempt, and when to give up. */
 export class RetrySchedule {
   readonly maxAgeMs: number;
@@ -75,33 +58,16 @@ export class RetrySchedule {
   readonly #exponential: { initial: number; factor: number; max: number } | undefined;
 
   constructor(options: RetryScheduleOptions = {}) {
-    this.minIntervalMs = Math.max(
-      MIN_RETRY_INTERVAL_MS,
-      options.minInterval === undefined ? 0 : durationMs(options.minInterval, 'retry.minInterval'),
-    );
-    this.maxAgeMs =
-      options.maxAge === undefined ? DEFAULT_MAX_AGE_MS : durationMs(options.maxAge, 'retry.maxAge');
-    if (this.maxAgeMs <= 0) throw new RangeError('retry.maxAge: must be longer than 0');
+    const checked = checkQueueOptions(retrySchema, options, 'retry');
+    this.minIntervalMs = Math.max(MIN_RETRY_INTERVAL_MS, checked.minInterval ?? 0);
+    this.maxAgeMs = checked.maxAge ?? DEFAULT_MAX_AGE_MS;
     this.delayNoticeUnrequested = options.delayNoticeAfter !== undefined;
-    this.delayNoticeAfterMs =
-      options.delayNoticeAfter === undefined
-        ? DEFAULT_DELAY_NOTICE_AFTER_MS
-        : durationMs(options.delayNoticeAfter, 'retry.delayNoticeAfter');
-
-    if (options.exponential) {
-      const { initial, factor = 2, max } = options.exponential;
-      if (!Number.isFinite(factor) || factor < 1) {
-        throw new RangeError(`retry.exponential.factor: ${factor} must be a number >= 1`);
-      }
-      this.#exponential = {
-        initial: durationMs(initial, 'retry.exponential.initial'),
-        factor,
-        max: durationMs(max, 'retry.exponential.max'),
-      };
+    this.delayNoticeAfterMs = checked.delayNoticeAfter ?? DEFAULT_DELAY_NOTICE_AFTER_MS;
+    if (checked.exponential) {
+      const { initial, factor = 2, max } = checked.exponential;
+      this.#exponential = { initial, factor, max };
     } else {
-      const list = options.intervals ?? DEFAULT_RETRY_INTERVALS;
-      if (list.length === 0) throw new RangeError('retry.intervals: give at least one interval');
-      this.#intervals = list.map((d, i) => durationMs(d, `retry.intervals[${i}]`));
+      this.#intervals = checked.intervals ?? DEFAULT_RETRY_INTERVALS;
     }
   }
 

@@ -112,7 +112,7 @@ describe('embedded queue: storage', () => {
   it('refuses bad options by name before touching the store', () => {
     const path = store();
     expect(() => openEmbeddedQueue({ path, maxActivePerDomain: 0 })).toThrow(
-      'queue.embedded.maxActivePerDomain: 0 must be a whole number of at least 1',
+      'queue.embedded.maxActivePerDomain: must be a whole number of at least 1, got 0',
     );
     expect(() => openEmbeddedQueue({ path, pollIntervalMs: 1.5 })).toThrow(/queue\.embedded\.pollIntervalMs/);
     expect(existsSync(path)).toBe(false);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_MAX_AGE_MS, durationMs, MIN_RETRY_INTERVAL_MS, RetrySchedule } from '../src/retry.js';
+import { DEFAULT_MAX_AGE_MS, MIN_RETRY_INTERVAL_MS, RetrySchedule } from '../src/retry.js';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -75,12 +75,10 @@ describe('RetrySchedule', () => {
   it('names the field of a bad value', () => {
     expect(() => new RetrySchedule({ intervals: [] })).toThrow(/retry\.intervals/);
     // biome-ignore lint/suspicious/noExplicitAny: a config file can hold anything
-    expect(() => new RetrySchedule({ intervals: ['5 minutes' as any] })).toThrow(/retry\.intervals\[0\]/);
+    expect(() => new RetrySchedule({ intervals: ['5 fortnights' as any] })).toThrow(/retry\.intervals\[0\]/);
     expect(() => new RetrySchedule({ maxAge: -1 })).toThrow(/retry\.maxAge/);
     expect(() => new RetrySchedule({ exponential: { initial: '1m', factor: 0.5, max: '1h' } })).toThrow(
       /factor/,
     );
-    expect(durationMs('1.5h')).toBe(1.5 * HOUR);
-    expect(durationMs('250ms')).toBe(250);
   });
 });

@@ -1,6 +1,8 @@
 // tern dkim keygen / check: make a signing key and its DNS record; check DNS against a key.
 
 import type { KeyObject } from 'node:crypto';
+import { mkdir, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { checkDnsRecord, type DkimKeyType, generateKey, signingKeysOf, writeKey } from '@tern/plugin-dkim';
 import { deliveryDnsServers, type ResolvedConfig, withConfig } from '../config.js';
 import { UsageProblem } from '../ops/admin-client.js';
@@ -23,11 +25,26 @@ export async function runDkimKeygen(options: KeygenOptions): Promise<number> {
     type: options.type,
     ...(options.bits !== undefined ? { bits: options.bits } : {}),
   });
-  const out = options.out ?? `${options.selector}.${options.domain}.${options.type}.pem`;
+  const out = await keyPath(options);
   await writeKey(out, key.privateKeyPem, { overwrite: options.overwrite === true });
   process.stderr.write(`private key written to ${out} (mode 0600); publish this TXT record:\n`);
   process.stdout.write(`${zoneLine(key.dnsName, 'TXT', txtStrings(key.txtRecord))}\n`);
   return 0;
+}
+
+/**
+ * Where keygen writes: `--out` as a file, or as a folder (one that exists, or written with a
+ * trailing slash) for the default name SELECTOR.DOMAIN.TYPE.pem. Missing folders are made, readable
+ * by the owner only, as the key is.
+ */
+async function keyPath(options: KeygenOptions): Promise<string> {
+  const name = `${options.selector}.${options.domain}.${options.type}.pem`;
+  const out = options.out;
+  if (out === undefined) return name;
+  const isFolder = /[\\/]$/.test(out) || (await stat(out).catch(() => undefined))?.isDirectory() === true;
+  const path = isFolder ? join(out, name) : out;
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  return path;
 }
 
 export interface DkimCheckOptions {

@@ -4,10 +4,9 @@
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger, NextHop } from '@tern/plugin-api';
+import { nextHopSchema } from '@tern/delivery';
+import { durationMs, type Logger, type NextHop } from '@tern/plugin-api';
 import {
-  type Duration,
-  durationMs,
   isQueueId,
   isQueueOperations,
   type JobStateFilter,
@@ -18,7 +17,6 @@ import {
   type QueueOperations,
 } from '@tern/queue';
 import { z } from 'zod';
-import { nextHop as nextHopSchema } from '../config.js';
 import type { ActivityLog, DeliveryActivity } from './activity.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import type { IntakeRecorder } from './intake-recorder.js';
@@ -75,7 +73,7 @@ const rerouteBody = z.strictObject({
 const destinationRerouteBody = z.strictObject({ hop: z.union([nextHopSchema, z.null()]) });
 const suspendBody = z.union([
   z.strictObject({
-    for: z.union([z.number().positive(), z.string()]),
+    for: z.union([z.number(), z.string()]),
   }),
   z.strictObject({ until: z.union([z.number(), z.string()]) }),
 ]);
@@ -422,7 +420,7 @@ function intParam(url: URL, name: string, fallback: number, max: number): number
 }
 
 function untilOf(body: z.infer<typeof suspendBody>): number {
-  if ('for' in body) return Date.now() + durationMs(body.for as Duration, 'for');
+  if ('for' in body) return Date.now() + durationMs(body.for, 'for', { positive: true });
   const until = typeof body.until === 'number' ? body.until : Date.parse(body.until);
   if (!Number.isFinite(until))
     throw new HttpError(400, `until: ${String(body.until)} is not a date (ISO 8601 or ms)`);

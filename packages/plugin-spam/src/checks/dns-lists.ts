@@ -4,6 +4,7 @@
 import {
   definePlugin,
   defineResult,
+  normalizeIp,
   type Plugin,
   parseOptions,
   reject,
@@ -13,7 +14,6 @@ import {
 import { z } from 'zod';
 import { createResolver } from '../dns.js';
 import { checkDnsLists, type DnsListHit, type DnsListResult, unlisted } from '../dnslist.js';
-import { normalizeIp } from '../ip.js';
 import { CheckScope, dnsOptions, hostname, scopeFields, symbolPart, weight } from '../schema.js';
 
 export const DNS_LISTS_CHECK = 'spam-dnslists';

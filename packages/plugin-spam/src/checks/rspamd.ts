@@ -1,6 +1,6 @@
 // The rspamd check: the message POSTed to rspamd's /checkv2, its score published for spamScore()
 // (which weighs it and applies the failure policy).
-import { defineResult, type Plugin, parseOptions } from '@tern/plugin-api';
+import { defineResult, durationSchema, type Plugin, parseOptions } from '@tern/plugin-api';
 import { z } from 'zod';
 import { type ScanResult, scanWithRspamd } from '../scanners.js';
 import { CheckScope, positiveInt, scopeFields } from '../schema.js';
@@ -20,7 +20,7 @@ export const rspamdFields = {
     })
     .default('http://127.0.0.1:11333'),
   /** One deadline for connecting, sending the message and reading the whole reply. */
-  timeoutMs: positiveInt.default(15_000),
+  timeoutMs: durationSchema({ positive: true }).default(15_000),
   password: z.string().optional(),
   settingsId: z.string().optional(),
   /** Larger messages are not sent (published as skipped, too-big). rspamd's own max_message is 50 MiB. */

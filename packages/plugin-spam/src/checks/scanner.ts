@@ -1,7 +1,12 @@
 // What the two external scanner checks share: the envelope they send along and the plugin that
 // publishes one scan per message.
-import { definePlugin, type MessageContext, type Plugin, type ResultKey } from '@tern/plugin-api';
-import { normalizeIp } from '../ip.js';
+import {
+  definePlugin,
+  type MessageContext,
+  normalizeIp,
+  type Plugin,
+  type ResultKey,
+} from '@tern/plugin-api';
 import { type MessageBytes, messageBytes } from '../message-bytes.js';
 import type { ScanEnvelope, ScanResult } from '../scanners.js';
 import type { CheckScope } from '../schema.js';

@@ -8,6 +8,7 @@ import {
   defineResult,
   type Logger,
   type MessageContext,
+  normalizeIp,
   type Plugin,
   parseOptions,
   reject,
@@ -24,7 +25,6 @@ import {
   type SpamDecision,
   symbolSummary,
 } from '../decision.js';
-import { normalizeIp } from '../ip.js';
 import type { ScanResult } from '../scanners.js';
 import { CheckScope, replyText, scopeFields, weight } from '../schema.js';
 import { roundScore, type SpamSymbol, SYMBOL_NAMES, type SymbolName, Weights } from '../symbols.js';

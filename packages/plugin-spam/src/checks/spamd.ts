@@ -1,6 +1,6 @@
 // The SpamAssassin check: the message sent to spamd (SPAMC/1.5), its score published for
 // spamScore() (which weighs it and applies the failure policy).
-import { defineResult, type Plugin, parseOptions } from '@tern/plugin-api';
+import { defineResult, durationSchema, type Plugin, parseOptions, portSchema } from '@tern/plugin-api';
 import { z } from 'zod';
 import { type ScanResult, scanWithSpamd } from '../scanners.js';
 import { CheckScope, positiveInt, scopeFields } from '../schema.js';
@@ -13,11 +13,11 @@ export const spamdResult = defineResult<ScanResult>('spam.spamd');
 
 export const spamdFields = {
   host: z.string().min(1).default('127.0.0.1'),
-  port: positiveInt.max(65535).default(783),
+  port: portSchema().default(783),
   /** A UNIX socket instead of host and port. */
   socketPath: z.string().min(1).optional(),
   /** One deadline for connecting, sending the message and reading the whole reply. */
-  timeoutMs: positiveInt.default(15_000),
+  timeoutMs: durationSchema({ positive: true }).default(15_000),
   /** The SpamAssassin user whose preferences apply (spamc -u). */
   user: z.string().min(1).optional(),
   /** SYMBOLS also returns the rule names; CHECK only the score. */

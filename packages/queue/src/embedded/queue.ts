@@ -6,6 +6,7 @@ import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type Database from 'better-sqlite3';
+import { z } from 'zod';
 import {
   type AttemptOutcome,
   type AttemptSettings,
@@ -30,11 +31,13 @@ import type {
   RecipientState,
   WorkerOptions,
 } from '../contract.js';
+import { DEFAULT_WORKER_CONCURRENCY } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
 import { DestinationPacer } from '../pacing.js';
 import { newQueueId, planJobs } from '../plan.js';
+import { checkQueueOptions, embeddedQueueShape, workerShape } from '../schema.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
@@ -116,7 +119,6 @@ interface JobRow {
   eight_bit: number | null;
 }
 
-const DEFAULT_CONCURRENCY = 20;
 const DEFAULT_POLL_MS = 5000;
 const DEFAULT_PER_DOMAIN = 20;
 /**
@@ -174,8 +176,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #refusedBytes = 0;
 
   constructor(options: EmbeddedQueueOptions) {
-    this.#pollMs = wholeNumber(options.pollIntervalMs ?? DEFAULT_POLL_MS, 'pollIntervalMs');
-    this.#perDomain = wholeNumber(options.maxActivePerDomain ?? DEFAULT_PER_DOMAIN, 'maxActivePerDomain');
+    const checked = checkQueueOptions(z.looseObject(embeddedQueueShape), options, 'queue.embedded');
+    this.#pollMs = checked.pollIntervalMs ?? DEFAULT_POLL_MS;
+    this.#perDomain = checked.maxActivePerDomain ?? DEFAULT_PER_DOMAIN;
     this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
     this.#db = openStore(options.path);
     this.location = this.#db.name;
@@ -365,10 +368,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
     if (this.#closed) throw new Error(`embedded queue ${this.location} is closed`);
     if (this.#worker) throw new Error(`embedded queue ${this.location}: the worker is already running`);
-    const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
-    if (!Number.isInteger(concurrency) || concurrency < 1) {
-      throw new RangeError(`worker concurrency: ${concurrency} must be a whole number of at least 1`);
-    }
+    const concurrency =
+      checkQueueOptions(z.looseObject(workerShape), options, 'worker').concurrency ??
+      DEFAULT_WORKER_CONCURRENCY;
     this.#worker = {
       deliver,
       concurrency,
@@ -846,13 +848,6 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   resume(domain: string): Promise<number> {
     return this.#ops.resume(domain);
   }
-}
-
-function wholeNumber(value: number, field: string): number {
-  if (!Number.isInteger(value) || value < 1) {
-    throw new RangeError(`queue.embedded.${field}: ${value} must be a whole number of at least 1`);
-  }
-  return value;
 }
 
 /** A store failure as intake sees it: 451 4.3.0 for the client, the SQLite error for the log. */

@@ -3,10 +3,11 @@
 // jobs to the living.
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import { type Logger, type NextHop, silentLogger, withTimeout } from '@tern/plugin-api';
 import type { ByteSource } from '@tern/plugin-api/host';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
+import { z } from 'zod';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
 import { inlineChunks, MessageSourceError, slicesOf } from '../body.js';
 import type {
@@ -25,12 +26,14 @@ import type {
   QueueSummary,
   WorkerOptions,
 } from '../contract.js';
+import { DEFAULT_WORKER_CONCURRENCY } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
 import { normalizeMessageId } from '../operations.js';
 import { DestinationPacer } from '../pacing.js';
 import { newQueueId, planJobs } from '../plan.js';
+import { checkQueueOptions, redisQueueShape, workerShape } from '../schema.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
@@ -132,14 +135,14 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   #closing = false;
 
   constructor(options: RedisQueueOptions = {}) {
-    this.#options = options;
+    const checked = checkQueueOptions(
+      z.looseObject({ ...redisQueueShape, url: redisQueueShape.url.optional() }),
+      options,
+      'queue.redis',
+    );
+    this.#options = { ...options, ...(checked as Partial<RedisQueueOptions>) };
     this.prefix = options.prefix ?? 'tern';
     this.queueName = options.queueName ?? 'delivery';
-    if (this.queueName.includes(':') || this.queueName === 'msg' || this.queueName === 'ops') {
-      throw new RangeError(
-        `queue.redis.queueName: ${JSON.stringify(this.queueName)} may not contain ':' or be 'msg' or 'ops'`,
-      );
-    }
     this.#retentionSeconds = Math.ceil((options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS) / 1000);
     this.#opsKeys = opsKeys(this.prefix);
     this.#timeoutMs = options.enqueueTimeoutMs ?? 10_000;
@@ -372,7 +375,9 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const worker = new Worker(this.queueName, (job, token) => this.#process(job, token, deliver, settings), {
       connection: client,
       prefix: this.prefix,
-      concurrency: options.concurrency ?? 20,
+      concurrency:
+        checkQueueOptions(z.looseObject(workerShape), options, 'worker').concurrency ??
+        DEFAULT_WORKER_CONCURRENCY,
       lockDuration: this.#lockMs,
       stalledInterval: this.#options.stalledIntervalMs ?? 30_000,
       // A job whose worker died goes back to waiting every time: never to "failed".
@@ -706,16 +711,6 @@ function jobOptions(): JobsOptions {
     attempts: LAST_RESORT_ATTEMPTS,
     backoff: { type: 'fixed', delay: LAST_RESORT_BACKOFF_MS },
   };
-}
-
-class TimeoutError extends Error {}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new TimeoutError(`${message} (${ms} ms)`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 async function quit(client: Redis): Promise<void> {
