@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { parseUsersFile } from '@tern/core';
 import { NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
 import { type Duration, durationMs } from '@tern/queue';
+import { redisConnectionSchema, redisUrlSchema } from '@tern/redis';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
@@ -185,18 +186,40 @@ const queue = z
       path: z.string().min(1).optional(),
       retry,
     }),
-    z.strictObject({
-      backend: z.literal('redis'),
-      url: z.string().regex(/^rediss?:\/\//, 'a Redis URL like redis://127.0.0.1:6379'),
-      prefix: z.string().min(1).optional(),
-      queueName: z.string().min(1).optional(),
-      enqueueTimeoutMs: duration.optional(),
-      stalledIntervalMs: duration.optional(),
-      lockDurationMs: duration.optional(),
-      /** Longest wait between two write probes while Redis refuses writes (default 5000 ms). */
-      probeIntervalMs: duration.optional(),
-      retry,
-    }),
+    z
+      .strictObject({
+        backend: z.literal('redis'),
+        /** One Redis server; or `redis` for Sentinel or a Cluster. */
+        url: redisUrlSchema.optional(),
+        /**
+         * Where Redis is: `{ url }`, `{ sentinels: [{ host, port }...], name }` or
+         * `{ cluster: [{ host, port }...] }`. Pass the same object to plugins' `redis` options.
+         */
+        redis: redisConnectionSchema.optional(),
+        /**
+         * Answer 250 only once this many replicas have the message (Redis WAIT), waiting at most
+         * timeoutMs; otherwise 451 4.3.0. See the README on what each setting promises.
+         */
+        replicaAck: z.strictObject({ replicas: z.number().int().min(1), timeoutMs: duration }).optional(),
+        prefix: z.string().min(1).optional(),
+        queueName: z.string().min(1).optional(),
+        enqueueTimeoutMs: duration.optional(),
+        stalledIntervalMs: duration.optional(),
+        lockDurationMs: duration.optional(),
+        /** Longest wait between two write probes while Redis refuses writes (default 5000 ms). */
+        probeIntervalMs: duration.optional(),
+        retry,
+      })
+      .superRefine((value, ctx) => {
+        if ((value.url === undefined) === (value.redis === undefined)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['url'],
+            message:
+              'give either url (one Redis server) or redis ({ sentinels, name } or { cluster }), exactly one',
+          });
+        }
+      }),
   ])
   .optional();
 

@@ -17,6 +17,7 @@ import { createLimiter, type Limiter } from '@tern/limiter';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type { HostOptions, PluginHost } from '@tern/plugin-api/host';
 import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
+import { isClusterConnection, keyBase, type RedisConnection } from '@tern/redis';
 import {
   ConfigError,
   configPath,
@@ -77,8 +78,9 @@ export async function openQueue(config: ResolvedConfig, logger: Logger): Promise
   const queue = config.queue ?? { backend: 'embedded' as const };
   if (queue.backend === 'redis') {
     const redis: RedisQueue = await openRedisQueue({
-      url: queue.url,
+      connection: redisConnection(queue),
       logger,
+      ...(queue.replicaAck !== undefined ? { replicaAck: queue.replicaAck } : {}),
       ...(queue.prefix !== undefined ? { prefix: queue.prefix } : {}),
       ...(queue.queueName !== undefined ? { queueName: queue.queueName } : {}),
       ...(queue.enqueueTimeoutMs !== undefined ? { enqueueTimeoutMs: queue.enqueueTimeoutMs } : {}),
@@ -91,6 +93,13 @@ export async function openQueue(config: ResolvedConfig, logger: Logger): Promise
     return redis;
   }
   return openEmbeddedQueue({ path: embeddedQueuePath(config), logger });
+}
+
+type RedisQueueConfig = Extract<NonNullable<ResolvedConfig['queue']>, { backend: 'redis' }>;
+
+/** Where the queue's Redis is (`url` or `redis`, the config allows exactly one). */
+export function redisConnection(queue: RedisQueueConfig): RedisConnection {
+  return queue.redis ?? { url: queue.url as string };
 }
 
 /** The embedded store's file: the config's, or `.tern-data/queue.db` beside the config file. */
@@ -290,8 +299,9 @@ export async function startMta(
   const throttle =
     config.queue?.backend === 'redis'
       ? createLimiter({
-          redis: config.queue.url,
-          prefix: `${config.queue.prefix ?? 'tern'}:rl:`,
+          redis: redisConnection(config.queue),
+          // Beside the queue's keys, in the same hash slot on a Cluster.
+          prefix: `${keyBase(config.queue.prefix ?? 'tern', isClusterConnection(redisConnection(config.queue)))}:rl:`,
           failMode: 'open',
           logger: logger.child({ component: 'throttle' }),
           ...(config.delivery?.limits?.leaseTtlMs !== undefined

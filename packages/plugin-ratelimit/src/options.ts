@@ -3,7 +3,7 @@
 
 import type { FailMode, Limiter } from '@tern/limiter';
 import { isValidReply, type StandardIssue, type StandardSchemaV1 } from '@tern/plugin-api';
-import type { Redis } from 'ioredis';
+import { type RedisClient, type RedisConnection, redisConnectionSchema } from '@tern/redis';
 import { parseCidr } from './address.js';
 import { type Duration, durationMs } from './duration.js';
 
@@ -71,7 +71,7 @@ export interface RateLimitOptions {
   /** A limiter from createLimiter (share one with @tern/delivery). */
   readonly limiter?: Limiter;
   /** Or a Redis URL / connection for a limiter of the plugin's own. Neither: in-process limits. */
-  readonly redis?: Redis | string;
+  readonly redis?: RedisClient | RedisConnection | string;
   /** Required with `redis`: allow (`open`) or refuse with 451 4.3.0 (`closed`) while it is down. */
   readonly failMode?: FailMode;
   /** Key prefix for the plugin's own limiter (default `tern:rl:`). */
@@ -102,7 +102,7 @@ export interface ResolvedRule {
 export interface ResolvedOptions {
   readonly rules: readonly ResolvedRule[];
   readonly limiter: Limiter | undefined;
-  readonly redis: Redis | string | undefined;
+  readonly redis: RedisClient | RedisConnection | string | undefined;
   readonly failMode: FailMode;
   readonly prefix: string | undefined;
   readonly exemptNetworks: readonly string[];
@@ -331,6 +331,7 @@ function resolveRule(input: unknown, index: number, issues: Issues): ResolvedRul
 
 function looksLikeRedis(value: unknown): boolean {
   if (typeof value === 'string') return /^rediss?:\/\//.test(value);
+  if (redisConnectionSchema.safeParse(value).success) return true;
   return isObject(value) && typeof value.evalsha === 'function' && typeof value.eval === 'function';
 }
 
@@ -369,7 +370,10 @@ function resolve(input: unknown): { value: ResolvedOptions } | { issues: Standar
   }
   if (input.redis !== undefined) {
     if (!looksLikeRedis(input.redis))
-      issues.add(['redis'], 'must be a redis:// or rediss:// URL or an ioredis connection');
+      issues.add(
+        ['redis'],
+        'must be a redis:// or rediss:// URL, { sentinels, name }, { cluster } or an ioredis connection',
+      );
     if (limiter !== undefined)
       issues.add(['redis'], 'give `limiter` or `redis`, not both (the limiter has its own connection)');
     if (input.failMode === undefined) {
@@ -413,7 +417,7 @@ function resolve(input: unknown): { value: ResolvedOptions } | { issues: Standar
     value: {
       rules,
       limiter: limiter as Limiter | undefined,
-      redis: input.redis as Redis | string | undefined,
+      redis: input.redis as RedisClient | RedisConnection | string | undefined,
       failMode,
       prefix: input.prefix as string | undefined,
       exemptNetworks,

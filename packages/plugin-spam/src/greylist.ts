@@ -2,7 +2,7 @@
 // 451 until it retries after the delay. Redis makes the decision atomic and shared by every tern
 // process; the in-process store is the single-node fallback.
 import { createHash } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { isRedisClient, openRedis, type RedisClient, type RedisConnection } from '@tern/redis';
 import { networkOf } from './ip.js';
 
 export type GreylistOutcome =
@@ -70,12 +70,12 @@ const CHECK_SHA = createHash('sha1').update(CHECK_SCRIPT).digest('hex');
 /** Greylisting triplets in Redis. Owns (and closes) the connection only when it opened it. */
 export class RedisGreylistStore implements GreylistStore {
   readonly shared = true;
-  readonly #client: Redis;
+  readonly #client: RedisClient;
   readonly #owned: boolean;
 
-  constructor(redis: string | Redis) {
-    if (typeof redis === 'string') {
-      this.#client = new Redis(redis, {
+  constructor(redis: RedisClient | RedisConnection | string) {
+    if (!isRedisClient(redis)) {
+      this.#client = openRedis(redis, {
         lazyConnect: true,
         // Greylisting fails open: a Redis outage must cost one quick error, not a stuck RCPT.
         maxRetriesPerRequest: 1,

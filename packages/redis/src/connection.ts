@@ -78,6 +78,11 @@ export function isClusterConnection(
   return typeof connection !== 'string' && 'cluster' in connection;
 }
 
+/** An ioredis client (to share) rather than a description of where Redis is. */
+export function isRedisClient(value: RedisClient | RedisConnection | string): value is RedisClient {
+  return typeof value === 'object' && typeof (value as { evalsha?: unknown }).evalsha === 'function';
+}
+
 export function isCluster(client: RedisClient): client is Cluster {
   return (client as Cluster).isCluster === true;
 }

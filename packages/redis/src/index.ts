@@ -5,6 +5,7 @@ export {
   describeRedis,
   isCluster,
   isClusterConnection,
+  isRedisClient,
   keyBase,
   openRedis,
   primaries,

@@ -5,8 +5,18 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type { ByteSource } from '@tern/plugin-api/host';
+import {
+  describeRedis,
+  isClusterConnection,
+  keyBase,
+  openRedis,
+  primaries,
+  type RedisClient,
+  type RedisConnection,
+  waitForReplicas,
+} from '@tern/redis';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
 import { inlineChunks, MessageSourceError, slicesOf } from '../body.js';
 import type {
@@ -43,12 +53,22 @@ import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-k
 import { checkRedisSafety } from './safety.js';
 
 export interface RedisQueueOptions {
-  /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`). */
+  /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`); or see `connection`. */
   readonly url?: string;
-  /** Extra ioredis options (TLS, sentinels, ...); the queue sets its own timeouts and retry policy over them. */
+  /** Where Redis is: a URL, Sentinels and a master name, or Cluster nodes (wins over `url`). */
+  readonly connection?: RedisConnection;
+  /** Extra ioredis options (TLS settings...); the queue sets its own timeouts and retry policy over them. */
   readonly redis?: RedisOptions;
-  /** Every key this queue writes starts with `<prefix>:` (default `tern`). */
+  /**
+   * Every key this queue writes starts with `<prefix>:` (default `tern`); on a Cluster with
+   * `{<prefix>}:`, so that all of them share one hash slot (see {@link keyBase}).
+   */
   readonly prefix?: string;
+  /**
+   * Before answering an enqueue, wait until this many replicas have the message (Redis WAIT),
+   * at most `timeoutMs`; fewer confirmations fail the enqueue (the client gets 451 and retries).
+   */
+  readonly replicaAck?: ReplicaAck;
   /** The BullMQ queue name (default `delivery`); nodes with the same prefix and name share one queue. */
   readonly queueName?: string;
   /** How long `enqueue` may take before it gives up and the client is told 451 (default 10 000 ms). */
@@ -62,6 +82,12 @@ export interface RedisQueueOptions {
   /** Longest wait between two write probes while Redis cannot take writes (default 5000 ms). */
   readonly probeIntervalMs?: number;
   readonly logger?: Logger;
+}
+
+/** See {@link RedisQueueOptions.replicaAck}. */
+export interface ReplicaAck {
+  readonly replicas: number;
+  readonly timeoutMs: number;
 }
 
 const JOB_NAME = 'deliver';
@@ -103,9 +129,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly kind = 'redis' as const;
   readonly location: string;
   readonly prefix: string;
+  /** The start of every key: the prefix, in a hash tag on a Cluster. */
+  readonly keyBase: string;
   readonly queueName: string;
   /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
   readonly #client: OpsRedis;
+  readonly #connection: RedisConnection | string;
+  readonly #replicaAck: ReplicaAck | undefined;
   readonly #queue: Queue;
   readonly #ops: RedisOperations;
   readonly #opsKeys: OpsKeys;
@@ -130,15 +160,25 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       );
     }
     this.#retentionSeconds = Math.ceil((options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS) / 1000);
-    this.#opsKeys = opsKeys(this.prefix);
+    this.#connection = options.connection ?? options.url ?? 'redis://127.0.0.1:6379';
+    this.keyBase = keyBase(this.prefix, isClusterConnection(this.#connection));
+    this.#replicaAck = options.replicaAck;
+    if (
+      this.#replicaAck !== undefined &&
+      this.#replicaAck.timeoutMs >= (options.enqueueTimeoutMs ?? 10_000)
+    ) {
+      throw new RangeError(
+        'queue.redis.replicaAck.timeoutMs: must be below enqueueTimeoutMs, or the enqueue gives up before WAIT answers',
+      );
+    }
+    this.#opsKeys = opsKeys(this.keyBase);
     this.#timeoutMs = options.enqueueTimeoutMs ?? 10_000;
     this.#lockMs = options.lockDurationMs ?? DEFAULT_LOCK_MS;
     this.#probeMs = options.probeIntervalMs ?? DEFAULT_PROBE_MS;
     this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
-    const url = options.url ?? 'redis://127.0.0.1:6379';
-    this.location = redactUrl(url);
+    this.location = describeRedis(this.#connection);
     this.#client = defineOpsCommands(
-      new Redis(url, {
+      openRedis(this.#connection, {
         ...options.redis,
         // An unreachable Redis must fail enqueue at once (451), not park it in ioredis' offline queue.
         enableOfflineQueue: false,
@@ -167,15 +207,15 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         this.#health.failed(new Error(`the connection to Redis at ${this.location} is lost`));
     });
     this.#client.on('ready', () => this.#health.probeSoon());
-    this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
+    this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.keyBase });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
     this.#ops = new RedisOperations({
       client: this.#client,
       queue: this.#queue,
-      prefix: this.prefix,
+      prefix: this.keyBase,
       queueName: this.queueName,
       retentionSeconds: this.#retentionSeconds,
-      messageKeys: (queueId) => redisKeys(this.prefix, queueId),
+      messageKeys: (queueId) => redisKeys(this.keyBase, queueId),
       enqueue: (message) => this.enqueue(message),
     });
   }
@@ -186,26 +226,27 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   /** Warnings about Redis settings that can lose mail (eviction, no AOF); log them at start-up. */
-  checkSafety(): Promise<string[]> {
-    return checkRedisSafety(this.#client);
+  async checkSafety(): Promise<string[]> {
+    const warnings = await Promise.all(primaries(this.#client).map((primary) => checkRedisSafety(primary)));
+    return [...new Set(warnings.flat())];
   }
 
   async enqueue(message: IncomingMessage): Promise<string> {
     if (message.envelope.recipients.length === 0)
       throw new TypeError('enqueue: the envelope has no recipients');
     const queueId = newQueueId(message.receivedAt);
-    const keys = redisKeys(this.prefix, queueId);
+    const keys = redisKeys(this.keyBase, queueId);
     const jobs = planJobs(queueId, message);
 
     // One MULTI, one round trip: body, envelope, job set and the BullMQ jobs land together or
     // not at all (a command refused at queueing time, OOM included, aborts the whole EXEC).
-    let client: Redis;
+    let client: RedisClient;
     try {
       client = (await withTimeout(
         this.#queue.client,
         this.#timeoutMs,
         'Redis is not ready',
-      )) as unknown as Redis;
+      )) as unknown as RedisClient;
     } catch (error) {
       throw this.#unavailable(error);
     }
@@ -271,6 +312,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       );
       const failure = results?.find(([error]) => error !== null)?.[0];
       if (results === null || failure) throw failure ?? new Error('transaction discarded');
+      if (this.#replicaAck !== undefined) await this.#awaitReplicas(client, keys.meta, this.#replicaAck);
     } catch (error) {
       // The MULTI may have landed (a script failed inside it) or may still land (Redis is slow, not
       // gone). This DEL goes out on the same connection right behind it, so Redis runs it after: the
@@ -286,6 +328,19 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       throw this.#unavailable(error);
     }
     return queueId;
+  }
+
+  /**
+   * WAIT on the connection (the Cluster node) that ran the MULTI: the message counts as durable
+   * only once `replicas` replicas have it, so a failover to one of them cannot lose it.
+   */
+  async #awaitReplicas(client: RedisClient, key: string, ack: ReplicaAck): Promise<void> {
+    const confirmed = await waitForReplicas(client, key, ack.replicas, ack.timeoutMs);
+    if (confirmed < ack.replicas) {
+      throw new ReplicaAckError(
+        `${confirmed} of ${ack.replicas} Redis replica(s) confirmed the message within ${ack.timeoutMs} ms`,
+      );
+    }
   }
 
   /**
@@ -330,10 +385,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       (this.#client as unknown as { scriptsSet: Record<string, { sha: string; lua: string }> }).scriptsSet,
     );
     if (scripts.length === 0) return;
-    const loaded = (await this.#client.script('EXISTS', ...scripts.map((s) => s.sha))) as number[];
-    await Promise.all(
-      scripts.filter((_, i) => loaded[i] !== 1).map((script) => this.#client.script('LOAD', script.lua)),
-    );
+    // On a Cluster, on every primary: a failover or a resharding may bring the queue's slot to any.
+    for (const primary of primaries(this.#client)) {
+      const loaded = (await primary.script('EXISTS', ...scripts.map((s) => s.sha))) as number[];
+      await Promise.all(
+        scripts.filter((_, i) => loaded[i] !== 1).map((script) => primary.script('LOAD', script.lua)),
+      );
+    }
   }
 
   /**
@@ -343,23 +401,26 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   #unavailable(error: unknown): QueueUnavailableError {
     // An aborted MULTI says only EXECABORT; the command that was refused (OOM...) says why.
     const previous = (error as { previousErrors?: unknown[] } | null)?.previousErrors?.[0];
-    if (!(error instanceof MessageSourceError)) this.#health.failed(previous ?? error);
+    // A missing replica confirmation says nothing about the primary taking writes.
+    if (!(error instanceof MessageSourceError) && !(error instanceof ReplicaAckError))
+      this.#health.failed(previous ?? error);
     return new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
   }
 
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
     if (this.#worker) throw new Error('startWorker: this queue already has a worker');
     const settings = attemptSettings({ ...options, logger: options.logger ?? this.#options.logger });
-    const url = this.#options.url ?? 'redis://127.0.0.1:6379';
     // The worker side waits out short Redis outages instead of failing: a job that cannot be
     // persisted stays locked, its lock expires and it runs again (at-least-once).
-    const client = defineOpsCommands(new Redis(url, { ...this.#options.redis, maxRetriesPerRequest: null }));
+    const client = defineOpsCommands(
+      openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null }),
+    );
     client.on('error', (error) => this.#log.debug({ err: error }, 'redis worker connection error'));
     this.#workerClient = client;
 
     const worker = new Worker(this.queueName, (job, token) => this.#process(job, token, deliver, settings), {
       connection: client,
-      prefix: this.prefix,
+      prefix: this.keyBase,
       concurrency: options.concurrency ?? 20,
       lockDuration: this.#lockMs,
       stalledInterval: this.#options.stalledIntervalMs ?? 30_000,
@@ -389,7 +450,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const client = this.#workerClient as OpsRedis;
     const data = job.data as JobData;
     const id = job.id as string;
-    const keys = redisKeys(this.prefix, data.queueId);
+    const keys = redisKeys(this.keyBase, data.queueId);
     const ops = this.#opsKeys;
     const gate = await readJobGate(client, ops, keys, id, data.domain);
     // A job replayed after its message was finished (or withdrawn) has nothing left to do.
@@ -514,11 +575,11 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   async readMessage(queueId: string): Promise<Buffer | null> {
-    return this.#client.getBuffer(redisKeys(this.prefix, queueId).body);
+    return this.#client.getBuffer(redisKeys(this.keyBase, queueId).body);
   }
 
   async openMessage(queueId: string): Promise<Readable | null> {
-    const key = redisKeys(this.prefix, queueId).body;
+    const key = redisKeys(this.keyBase, queueId).body;
     return (await this.#client.exists(key)) === 1 ? bodyStream(this.#client, key) : null;
   }
 
@@ -670,6 +731,11 @@ function jobOptions(): JobsOptions {
 
 class TimeoutError extends Error {}
 
+/** Too few replicas confirmed an enqueue in time (the message was withdrawn). */
+export class ReplicaAckError extends Error {
+  override readonly name = 'ReplicaAckError';
+}
+
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -678,21 +744,10 @@ function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promi
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-async function quit(client: Redis): Promise<void> {
+async function quit(client: RedisClient): Promise<void> {
   try {
     await client.quit();
   } catch {
     client.disconnect();
-  }
-}
-
-function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    parsed.password = '';
-    parsed.username = '';
-    return parsed.toString().replace(/\/$/, '');
-  } catch {
-    return 'redis (unparsable URL)';
   }
 }
