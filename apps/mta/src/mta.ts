@@ -57,6 +57,13 @@ export interface RunningMta {
   reload(next: ResolvedConfig): Promise<ReloadResult>;
   /** Stops accepting, lets open transactions finish (up to `timeoutMs`), stops delivery, closes the queue. */
   close(timeoutMs?: number): Promise<void>;
+  /**
+   * For rolling restarts: readiness turns false, the listeners close (new connections are
+   * refused, idle sessions get 421), open transactions and active deliveries finish (up to
+   * `timeoutMs`, then they are aborted and their jobs run again elsewhere), queued mail is left
+   * to the other nodes, and everything closes.
+   */
+  drain(timeoutMs?: number): Promise<void>;
 }
 
 export interface ReloadResult {
@@ -313,6 +320,7 @@ export async function startMta(
   const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
+  let draining = false;
   try {
     await ops.start({
       queue,
@@ -322,6 +330,7 @@ export async function startMta(
       listening: () => ({
         expected: config.listeners.length,
         bound: listeners.filter((l) => l.address !== undefined).map((l) => l.name),
+        draining,
       }),
     });
     if (options.worker !== false) {
@@ -427,6 +436,21 @@ export async function startMta(
       const applied = reloading.then(() => reload(next));
       reloading = applied.catch(() => {});
       return applied;
+    },
+    async drain(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
+      draining = true;
+      const deadline = setTimeout(() => registry.abort(), timeoutMs);
+      try {
+        await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
+        // The worker takes no new job and waits for its active ones; the queued stay for others.
+        await queue.close();
+      } finally {
+        clearTimeout(deadline);
+      }
+      await ops.close();
+      await deliverer?.close();
+      await throttle?.close();
+      await registry.close();
     },
     async close(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
       await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));

@@ -281,6 +281,8 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
 export interface Listening {
   readonly expected: number;
   readonly bound: readonly string[];
+  /** A drain for a rolling restart has begun: the node is on its way out. */
+  readonly draining?: boolean;
 }
 
 /** The store's health as the API and the dashboard show it (the backend's, its error clipped). */
@@ -304,6 +306,7 @@ export function readiness(
       `the ${queue.kind} queue store cannot write since ${new Date(store.since).toISOString()}${store.lastError ? `: ${store.lastError.slice(0, 200)}` : ''}`,
     );
   }
+  if (listening?.draining) problems.push('draining: no new mail; finishing active deliveries before exit');
   if (listening && listening.bound.length < listening.expected) {
     problems.push(`${listening.bound.length} of ${listening.expected} listener(s) bound`);
   }

@@ -73,9 +73,12 @@ export interface RedisQueueOptions {
   readonly queueName?: string;
   /** How long `enqueue` may take before it gives up and the client is told 451 (default 10 000 ms). */
   readonly enqueueTimeoutMs?: number;
-  /** How long a worker's lock on a running job lasts without renewal (default 30 000 ms; renewed at half). */
+  /**
+   * How long a worker's lock on a running job lasts without renewal (default 6000 ms; renewed
+   * every half of it). A node killed -9 holds its jobs this long at most, plus one stalled check.
+   */
   readonly lockDurationMs?: number;
-  /** How often workers look for jobs whose worker died (default 30 000 ms). */
+  /** How often workers look for jobs whose worker died (default 1000 ms). */
   readonly stalledIntervalMs?: number;
   /** How long a finished message's timeline stays retrievable (default 7 days). */
   readonly timelineRetentionMs?: number;
@@ -104,7 +107,13 @@ const UPLOAD_WINDOW = 4;
 /** A body being written expires this long after its last slice: a node that died mid-write leaves nothing. */
 const UPLOAD_TTL_MS = 10 * 60_000;
 const DEFAULT_PROBE_MS = 5000;
-const DEFAULT_LOCK_MS = 30_000;
+/**
+ * A dead node's jobs run again after at most lock + stalled interval (about 7 s). A live node
+ * renews every 3 s, so it would have to stall 6 s (event loop, or Redis unreachable that long)
+ * for its job to be run twice. Measured in apps/mta/test/e2e-fleet.test.ts; see the README.
+ */
+const DEFAULT_LOCK_MS = 6000;
+const DEFAULT_STALLED_MS = 1000;
 
 /**
  * Key names under the prefix; exported for the README and for tests that look inside. Every key
@@ -423,7 +432,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       prefix: this.keyBase,
       concurrency: options.concurrency ?? 20,
       lockDuration: this.#lockMs,
-      stalledInterval: this.#options.stalledIntervalMs ?? 30_000,
+      stalledInterval: this.#options.stalledIntervalMs ?? DEFAULT_STALLED_MS,
       // A job whose worker died goes back to waiting every time: never to "failed".
       maxStalledCount: LAST_RESORT_ATTEMPTS,
       autorun: false,
