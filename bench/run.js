@@ -1,6 +1,8 @@
 // npm run bench: accept rate and end-to-end rate of a real tern process, driven by Postfix's
 // smtp-source (an independent load generator) and delivering to Postfix's smtp-sink, for each
-// queue backend, with 1 and 20 concurrent client sessions and 2 KiB messages.
+// queue backend, with 1 and 20 concurrent client sessions and 2 KiB messages; then Redis with a
+// replica behind Sentinel, without and with replica acknowledgement (queue.replicaAck: WAIT).
+// BENCH_BACKENDS=embedded,redis,replica-ack picks some.
 // Prints messages per second and tern's CPU milliseconds per message. Not a test: nothing fails
 // on a slow figure. Needs Debian's postfix package (smtp-source, smtp-sink) and redis-server.
 import { spawn, spawnSync } from 'node:child_process';
@@ -13,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const testkit = await import(join(root, 'packages/testkit/dist/index.js'));
 const messages = Number(process.env.BENCH_MESSAGES ?? 3000);
-const only = process.env.BENCH_BACKENDS?.split(',') ?? ['embedded', 'redis'];
+const only = process.env.BENCH_BACKENDS?.split(',') ?? ['embedded', 'redis', 'replica-ack'];
 const sessionCounts = [1, 20];
 const CLK_TCK = 100;
 
@@ -70,13 +72,11 @@ async function startSink() {
   };
 }
 
-async function startTern(backend, sinkPort, redisUrl) {
+/** `queue` is the config's queue section; without it, the embedded store in a temp dir. */
+async function startTern(queueConfig, sinkPort) {
   const dir = mkdtempSync(join(tmpdir(), 'tern-bench-'));
   const port = await testkit.freePort();
-  const queue =
-    backend === 'redis'
-      ? { backend: 'redis', url: redisUrl }
-      : { backend: 'embedded', path: join(dir, 'queue.db') };
+  const queue = queueConfig ?? { backend: 'embedded', path: join(dir, 'queue.db') };
   writeFileSync(
     join(dir, 'tern.config.json'),
     JSON.stringify({
@@ -133,10 +133,10 @@ function smtpSource(port, sessions, count) {
 }
 
 /** One measurement: `processes` tern processes (sharing the queue), the load split between them. */
-async function runOnce(backend, sessions, redisUrl, processes = 1) {
+async function runOnce(backend, sessions, queue, processes = 1) {
   const sink = await startSink();
   const terns = [];
-  for (let i = 0; i < processes; i++) terns.push(await startTern(backend, sink.port, redisUrl));
+  for (let i = 0; i < processes; i++) terns.push(await startTern(queue, sink.port));
   // Warm up: JIT, connection pools, SQLite pages.
   await Promise.all(terns.map((t) => smtpSource(t.port, 2, 100)));
   await testkit.waitFor(() => sink.received >= 100 * processes, 30_000);
@@ -164,23 +164,42 @@ async function runOnce(backend, sessions, redisUrl, processes = 1) {
 }
 
 const rows = [];
+const durable = { appendonly: true, appendfsync: 'everysec', maxmemoryPolicy: 'noeviction' };
 let redis;
+let sentinel;
 try {
   for (const backend of only) {
-    if (backend === 'redis')
-      redis = await testkit.startRedis({
-        appendonly: true,
-        appendfsync: 'everysec',
-        maxmemoryPolicy: 'noeviction',
-      });
-    for (const sessions of sessionCounts) rows.push(await runOnce(backend, sessions, redis?.url));
-    // The Redis queue is shared: a second process on the same queue takes half the load.
-    if (backend === 'redis') rows.push(await runOnce(backend, 20, redis?.url, 2));
-    await redis?.stop();
-    redis = undefined;
+    if (backend === 'embedded') {
+      for (const sessions of sessionCounts) rows.push(await runOnce(backend, sessions, undefined));
+    } else if (backend === 'redis') {
+      redis = await testkit.startRedis(durable);
+      const queue = { backend: 'redis', url: redis.url };
+      for (const sessions of sessionCounts) rows.push(await runOnce(backend, sessions, queue));
+      // The Redis queue is shared: a second process on the same queue takes half the load.
+      rows.push(await runOnce(backend, 20, queue, 2));
+      await redis.stop();
+      redis = undefined;
+    } else if (backend === 'replica-ack') {
+      // A primary and a replica behind three Sentinels: what waiting for the replica costs.
+      sentinel = await testkit.startRedisSentinel({ redis: durable });
+      const redisConnection = { sentinels: sentinel.sentinels, name: sentinel.name };
+      for (const sessions of sessionCounts) {
+        rows.push(await runOnce('sentinel, no ack', sessions, { backend: 'redis', redis: redisConnection }));
+        rows.push(
+          await runOnce('sentinel, replicaAck 1', sessions, {
+            backend: 'redis',
+            redis: redisConnection,
+            replicaAck: { replicas: 1, timeoutMs: 1000 },
+          }),
+        );
+      }
+      await sentinel.stop();
+      sentinel = undefined;
+    }
   }
 } finally {
   await redis?.stop();
+  await sentinel?.stop();
 }
 
 const header = ['backend', 'sessions', 'accept msg/s', 'end-to-end msg/s', 'CPU ms/msg'];
