@@ -206,7 +206,7 @@ export interface TestRedisSentinel {
 /** Options for {@link startRedisSentinel}. */
 export interface TestRedisSentinelOptions {
   /** Data-server settings (AOF, fsync...); the replica gets the same. */
-  readonly redis?: Omit<TestRedisOptions, 'extraArgs' | 'port' | 'password'>;
+  readonly redis?: Omit<TestRedisOptions, 'port' | 'password'>;
   /** Sentinel's down-after-milliseconds (default 1000): how long a silent primary stays trusted. */
   readonly downAfterMs?: number;
 }
@@ -231,7 +231,7 @@ export async function startRedisSentinel(options: TestRedisSentinelOptions = {})
     started.push(primary);
     const replica = await startRedis({
       ...options.redis,
-      extraArgs: ['--replicaof', primary.host, String(primary.port)],
+      extraArgs: [...(options.redis?.extraArgs ?? []), '--replicaof', primary.host, String(primary.port)],
     });
     started.push(replica);
     await until(
