@@ -77,17 +77,18 @@ async function ternNode(index) {
   const node = { index, port, child: undefined };
   node.start = async () => {
     let output = '';
+    let started = false;
     const child = spawn(process.execPath, [join(root, 'apps/mta/dist/cli.js'), 'start', '--config', file], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    child.stdout.on('data', (c) => {
+    const collect = (c) => {
       output = (output + c).slice(-4000);
-    });
-    child.stderr.on('data', (c) => {
-      output = (output + c).slice(-4000);
-    });
+      started ||= output.includes('tern started');
+    };
+    child.stdout.on('data', collect);
+    child.stderr.on('data', collect);
     node.child = child;
-    await testkit.waitFor(() => output.includes('started') || child.exitCode !== null, 30_000);
+    await testkit.waitFor(() => started || child.exitCode !== null, 30_000);
     if (child.exitCode !== null) throw new Error(`tern node ${index} did not start:\n${output}`);
   };
   node.kill = async () => {
@@ -154,8 +155,8 @@ try {
     const { from, to, ms } = await redis.failover();
     say(`round ${round}: Redis primary :${from.port} killed -9, Sentinel promoted :${to.port} in ${ms} ms`);
     await sleep(roundSeconds * 100);
-    await victim.start();
     await from.restart();
+    await victim.start();
     say(`round ${round}: tern node ${victim.index} and Redis :${from.port} restarted`);
     // The old primary is a replica again once it has synchronised: the next failover can happen.
     await testkit.waitFor(async () => (await redis.replica()) === from && (await replicaUp(from)), 60_000);

@@ -2,7 +2,9 @@
 // failover is delivered after it, a 250 can wait for a replica (451 when none confirms), and on a
 // Cluster every key of the queue shares one hash slot.
 import { randomBytes } from 'node:crypto';
+import { type LogRecord, memoryLogger } from '@tern/plugin-api/testing';
 import {
+  startRedis,
   startRedisCluster,
   startRedisSentinel,
   type TestRedisCluster,
@@ -133,5 +135,38 @@ describe('RedisQueue on a Redis Cluster', () => {
     await waitFor(async () => (await q.readMessage(ids[9] as string)) === null, 10_000);
     expect(redisKeys(q.keyBase, 'x').meta).toBe(`{${q.prefix}}:msg:x`);
     expect((await q.summary()).totals.total).toBe(0);
+  }, 60_000);
+});
+
+describe('RedisQueue when the primary refuses writes for want of replicas (min-replicas-to-write)', () => {
+  it('stops fetching jobs instead of looping on NOREPLICAS, and delivers once writes work again', async () => {
+    const redis = await startRedis({ maxmemoryPolicy: 'noeviction' });
+    const admin = new Redis(redis.url);
+    try {
+      const records: LogRecord[] = [];
+      const q = await open({ url: redis.url, probeIntervalMs: 200, logger: memoryLogger(records) });
+      const id = await q.enqueue(testMessage('a@src.test', ['b@x.test'], 'noreplicas'));
+      await admin.config('SET', 'min-replicas-to-write', '1');
+      const { deliver, calls } = recordingDeliver();
+      await q.startWorker(deliver, fast);
+      await waitFor(() => !q.health().writable, 10_000);
+      const scripts = async (): Promise<number> =>
+        Number(/cmdstat_evalsha:calls=(\d+)/.exec(await admin.info('commandstats'))?.[1] ?? 0);
+      const before = await scripts();
+      // Several probe intervals pass (each probe fails again). BullMQ alone runs its fetch script
+      // again at once after each refusal: hundreds of calls in this time.
+      await waitFor(() => Date.now() - (q.health().since ?? 0) > 1500, 5000);
+      expect((await scripts()) - before).toBeLessThan(20);
+      expect(records.filter((r) => r.level === 'error').length).toBeLessThan(5);
+      expect(calls).toHaveLength(0);
+      await admin.config('SET', 'min-replicas-to-write', '0');
+      await waitFor(() => calls.length === 1, 15_000);
+      expect(calls[0]?.job.queueId).toBe(id);
+    } finally {
+      // Before the server goes: a queue closing against a dead Redis waits for it.
+      await Promise.all(opened.splice(0).map((q) => q.close()));
+      admin.disconnect();
+      await redis.stop();
+    }
   }, 60_000);
 });

@@ -438,8 +438,17 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       autorun: false,
     });
     worker.on('error', (error) => {
-      if (refusesWrites(error)) this.#health.failed(error);
+      if (refusesWrites(error)) {
+        this.#health.failed(error);
+        // BullMQ asks for the next job again at once after such a refusal: a hot loop that
+        // floods the log. Fetch nothing until a probe write works (the monitor said it once).
+        if (!worker.isPaused()) void worker.pause(true).catch(() => {});
+        return;
+      }
       this.#log.error({ err: error }, 'delivery worker error');
+    });
+    this.#health.onChange((health) => {
+      if (health.writable && worker.isPaused() && !this.#closing) worker.resume();
     });
     worker.on('failed', (job, error) => {
       if (refusesWrites(error)) this.#health.failed(error);
