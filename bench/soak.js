@@ -83,7 +83,8 @@ async function ternNode(index) {
     });
     const collect = (c) => {
       output = (output + c).slice(-4000);
-      started ||= output.includes('tern started');
+      // The banner on stderr (`tern <hostname>: started`), printed whatever the log level.
+      started ||= /: started\n/.test(output);
     };
     child.stdout.on('data', collect);
     child.stderr.on('data', collect);

@@ -442,7 +442,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         this.#health.failed(error);
         // BullMQ asks for the next job again at once after such a refusal: a hot loop that
         // floods the log. Fetch nothing until a probe write works (the monitor said it once).
-        if (!worker.isPaused()) void worker.pause(true).catch(() => {});
+        if (!worker.isPaused()) {
+          void worker
+            .pause(true)
+            // Writable again before the pause took effect: the monitor's signal has passed.
+            .then(() => this.#health.writable && !this.#closing && worker.resume())
+            .catch(() => {});
+        }
         return;
       }
       this.#log.error({ err: error }, 'delivery worker error');
