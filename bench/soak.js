@@ -89,6 +89,7 @@ async function ternNode(index) {
     child.stdout.on('data', collect);
     child.stderr.on('data', collect);
     node.child = child;
+    node.output = () => output;
     await testkit.waitFor(() => started || child.exitCode !== null, 30_000);
     if (child.exitCode !== null) throw new Error(`tern node ${index} did not start:\n${output}`);
   };
@@ -111,6 +112,8 @@ say(`tern nodes on ports ${nodes.map((n) => n.port).join(', ')}`);
 const acknowledged = new Map(); // Message-ID -> time of the 250
 let attempted = 0;
 let refused = 0;
+/** Why sessions got no 250: the reply (or swaks' complaint), digits and ports blanked, counted. */
+const refusals = new Map();
 let loading = true;
 let sequence = 0;
 async function loadLoop(loop) {
@@ -136,6 +139,14 @@ async function loadLoop(loop) {
     if (/<- {2}250 2\.0\.0 queued as/.test(result.output)) acknowledged.set(id, Date.now());
     else {
       refused++;
+      const reason = (
+        /<\*\* (.*)/.exec(result.output)?.[1] ??
+        /\*\*\* (.*)/.exec(result.output)?.[1] ??
+        'no reply'
+      )
+        .replace(/\d{3,}/g, 'N')
+        .slice(0, 80);
+      refusals.set(reason, (refusals.get(reason) ?? 0) + 1);
       // A refused or broken session: the client would retry later; so does this loop, after a pause.
       await sleep(100);
     }
@@ -216,9 +227,13 @@ const report = {
   lost,
   duplicated,
   longestDelayMs: longest,
+  refusals: Object.fromEntries([...refusals].sort((a, b) => b[1] - a[1])),
   ...(lostIds.length > 0 ? { lostIds } : {}),
 };
 
+if (process.env.SOAK_DEBUG === '1') {
+  for (const node of nodes) process.stderr.write(`---- node ${node.index}:\n${node.output?.() ?? ''}\n`);
+}
 for (const node of nodes) await node.kill();
 await redis.stop();
 await sink.stop();
@@ -234,7 +249,9 @@ soak: ${rounds} rounds (kill -9 a tern node, kill -9 the Redis primary, restart 
   lost                  ${lost}${lostIds.length ? ` (${lostIds.join(' ')})` : ''}
   duplicated            ${duplicated}
   delivered, not acked  ${report.deliveredUnacknowledged} (a 250 lost with its connection: the client resends, a duplicate)
-  longest delay         ${(longest / 1000).toFixed(1)} s`);
+  longest delay         ${(longest / 1000).toFixed(1)} s
+  why sessions got no 250:
+${[...refusals].map(([reason, count]) => `    ${String(count).padStart(5)}  ${reason}`).join('\n')}`);
 }
 process.exit(lost > 0 && replicaAck ? 1 : 0);
 
