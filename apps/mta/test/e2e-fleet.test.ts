@@ -4,7 +4,9 @@
 
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
 import {
   type SmtpSink,
   startDnsServer,
@@ -185,8 +187,16 @@ describe('drain for rolling restarts (SIGUSR2)', () => {
     stops.push(async () => admin.disconnect());
     sink.setDataDelay(3000);
     const settings = config({ url: redis.url });
-    const one = { ...ternConfig(settings), delivery: { ...(settings.delivery as object), concurrency: 1 } };
-    const a = await startTern(one);
+    const one = {
+      ...ternConfig(settings),
+      delivery: { ...(settings.delivery as object), concurrency: 1 },
+      admin: { listen: '127.0.0.1:0', tokenFile: 'admin.token' },
+    };
+    const dir = mkdtempSync(join(import.meta.dirname, '.tmp-tern-'));
+    writeFileSync(join(dir, 'admin.token'), `${randomUUID()}\n`, { mode: 0o600 });
+    const a = await startTern(one, { dir });
+    const adminUrl = /dashboard: (http:\/\/[^/\s]+)\//.exec(a.output())?.[1];
+    expect(adminUrl).toBeDefined();
     await send(a.port, 'active@dest.test', 'active');
     // Received by the MX, its 250 not yet given: A's one delivery slot is busy.
     await waitFor(() => delivered('active@dest.test') === 1, 10_000);
@@ -195,6 +205,12 @@ describe('drain for rolling restarts (SIGUSR2)', () => {
 
     const exited = once(a.child, 'exit');
     a.child.kill('SIGUSR2');
+    // While it finishes its delivery, the node tells load balancers it is on its way out.
+    await waitFor(async () => {
+      const response = await fetch(`${adminUrl}/readyz`).catch(() => undefined);
+      if (response?.status !== 503) return false;
+      return JSON.stringify(await response.json()).includes('draining');
+    }, 10_000);
     // The listener is closed: new connections are refused.
     await waitFor(
       () =>
