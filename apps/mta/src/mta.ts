@@ -64,6 +64,8 @@ export interface RunningMta {
    * to the other nodes, and everything closes.
    */
   drain(timeoutMs?: number): Promise<void>;
+  /** What the admin API's POST /api/drain calls: `tern start` drains and exits. */
+  onDrainRequest(handler: () => void): void;
 }
 
 export interface ReloadResult {
@@ -436,6 +438,9 @@ export async function startMta(
       const applied = reloading.then(() => reload(next));
       reloading = applied.catch(() => {});
       return applied;
+    },
+    onDrainRequest(handler) {
+      ops.drainer = handler;
     },
     async drain(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
       draining = true;

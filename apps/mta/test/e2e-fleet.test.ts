@@ -4,7 +4,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import {
@@ -228,9 +228,21 @@ describe('drain for rolling restarts (SIGUSR2)', () => {
     expect(code).toBe(0);
     expect(a.output()).toContain('draining');
     // A left the queued mail: B delivers it, and A's active delivery is not run again.
-    await startTern(ternConfig(settings));
+    const b = await startTern(one, { dir });
     await waitFor(() => delivered('queued1@dest.test') === 1 && delivered('queued2@dest.test') === 1, 30_000);
     await waitFor(async () => (await admin.zcard(`${settings.prefix}:ops:jobs`)) === 0, 30_000);
     expect(delivered('active@dest.test')).toBe(1);
+
+    // The same drain through the admin API (bearer token), for orchestrators without signals.
+    const bAdmin = /dashboard: (http:\/\/[^/\s]+)\//.exec(b.output())?.[1];
+    const bExited = once(b.child, 'exit');
+    const token = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
+    const response = await fetch(`${bAdmin}/api/drain`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    expect(response.status).toBe(202);
+    const [bCode] = await bExited;
+    expect(bCode).toBe(0);
   }, 90_000);
 });

@@ -74,6 +74,7 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
   process.on('SIGINT', () => stop('SIGINT'));
   // A drain for rolling restarts (systemctl reload-or-restart is not it: see deploy/tern.service).
   process.on('SIGUSR2', () => stop('SIGUSR2'));
+  mta.onDrainRequest(() => stop('SIGUSR2'));
   // Keep running: the listeners hold the event loop open.
   return -1;
 }

@@ -38,6 +38,8 @@ export interface AdminServerOptions {
   readonly logger: Logger;
   /** Reads the config file again and applies it (as SIGHUP does); absent when tern has no config file. */
   readonly reload?: () => Promise<unknown>;
+  /** Begins a drain (as SIGUSR2 does); false when whoever started tern handles no drain. */
+  readonly drain?: () => boolean;
   /** Listeners expected and bound, for `/readyz` (absent: listeners are not judged). */
   readonly listening?: () => Listening;
 }
@@ -152,6 +154,16 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
           `reload refused, still running the previous config: ${(error as Error).message}`,
         );
       }
+    }
+    if (resource === 'drain' && id === undefined) {
+      if (method !== 'POST') throw methodNotAllowed(method, path);
+      if (!options.drain?.()) {
+        throw new HttpError(409, 'this tern was not started by `tern start`: drain it yourself');
+      }
+      return send(res, 202, {
+        draining: true,
+        note: 'no new connections; active deliveries finish, queued mail stays for the other nodes; then tern exits 0',
+      });
     }
     if (resource === 'activity' && id === undefined && method === 'GET') {
       const limit = intParam(url, 'limit', 50, 200);
