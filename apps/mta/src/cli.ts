@@ -130,7 +130,8 @@ function program(done: (code: number) => void): Command {
     .summary('start the MTA from a config file')
     .description(
       'Starts every listener and the delivery worker. SIGTERM or SIGINT stops accepting, lets open ' +
-        'transactions finish, then exits. SIGHUP reads the config again and applies what can change live.',
+        'transactions finish, then exits. SIGHUP reads the config again and applies what can change live. ' +
+        'SIGUSR2 drains (rolling restarts): stop accepting, finish active deliveries, leave queued mail to the other nodes, exit 0.',
     )
     .addOption(required('-c, --config <file>', 'the config file (.ts, .mts, .js, .mjs or .json)'))
     .option('--no-worker', 'intake only: queue mail durably; another node (or a later start) delivers it')

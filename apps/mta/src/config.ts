@@ -29,6 +29,7 @@ import {
 } from '@tern/plugin-api';
 import { withConfigDir } from '@tern/plugin-api/host';
 import { embeddedQueueShape, redisQueueShape, retrySchema, workerShape } from '@tern/queue';
+import { redisConnectionSchema } from '@tern/redis';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
@@ -70,7 +71,29 @@ const queue = z
       path: embeddedQueueShape.path.optional(),
       retry,
     }),
-    z.strictObject({ backend: z.literal('redis'), ...redisQueueShape, retry }),
+    z
+      .strictObject({
+        backend: z.literal('redis'),
+        ...redisQueueShape,
+        /** One Redis server; or `redis` for Sentinel or a Cluster. */
+        url: redisQueueShape.url.optional(),
+        /**
+         * Where Redis is: `{ url }`, `{ sentinels: [{ host, port }...], name }` or
+         * `{ cluster: [{ host, port }...] }`. Pass the same object to plugins' `redis` options.
+         */
+        redis: redisConnectionSchema.optional(),
+        retry,
+      })
+      .superRefine((value, ctx) => {
+        if ((value.url === undefined) === (value.redis === undefined)) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['url'],
+            message:
+              'give either url (one Redis server) or redis ({ sentinels, name } or { cluster }), exactly one',
+          });
+        }
+      }),
   ])
   .optional();
 

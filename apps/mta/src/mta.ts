@@ -31,6 +31,7 @@ import {
   type RedisQueueOptions,
   type TlsStore,
 } from '@tern/queue';
+import { isClusterConnection, keyBase, type RedisConnection } from '@tern/redis';
 import {
   ConfigError,
   configPath,
@@ -71,6 +72,15 @@ export interface RunningMta {
   reload(next: ResolvedConfig): Promise<ReloadResult>;
   /** Stops accepting, lets open transactions finish (up to `timeoutMs`), stops delivery, closes the queue. */
   close(timeoutMs?: number): Promise<void>;
+  /**
+   * For rolling restarts: readiness turns false, the listeners close (new connections are
+   * refused, idle sessions get 421), open transactions and active deliveries finish (up to
+   * `timeoutMs`, then they are aborted and their jobs run again elsewhere), queued mail is left
+   * to the other nodes, and everything closes.
+   */
+  drain(timeoutMs?: number): Promise<void>;
+  /** What the admin API's POST /api/drain calls: `tern start` drains and exits. */
+  onDrainRequest(handler: () => void): void;
 }
 
 export interface ReloadResult {
@@ -92,12 +102,25 @@ export async function openQueue(config: ResolvedConfig, logger: Logger): Promise
   // The backend's own options, as queue's schema checked them in the config.
   const { backend, retry: _retry, ...options } = config.queue ?? { backend: 'embedded' as const };
   if (backend === 'redis') {
-    const redis: RedisQueue = await openRedisQueue({ ...(options as RedisQueueOptions), logger });
+    // `url` or `redis` (Sentinel, Cluster) in the config say where Redis is: the queue's `connection`.
+    const { url: _url, redis: _where, ...rest } = options as RedisQueueConfig;
+    const redis: RedisQueue = await openRedisQueue({
+      ...(rest as RedisQueueOptions),
+      connection: redisConnection(config.queue as RedisQueueConfig),
+      logger,
+    });
     for (const warning of await redis.checkSafety())
       logger.warn({ redis: redis.location }, `unsafe Redis: ${warning}`);
     return redis;
   }
   return openEmbeddedQueue({ ...options, path: embeddedQueuePath(config), logger });
+}
+
+type RedisQueueConfig = Extract<NonNullable<ResolvedConfig['queue']>, { backend: 'redis' }>;
+
+/** Where the queue's Redis is (`url` or `redis`, the config allows exactly one). */
+export function redisConnection(queue: RedisQueueConfig): RedisConnection {
+  return queue.redis ?? { url: queue.url as string };
 }
 
 /** The embedded store's file: the config's, or `.tern-data/queue.db` beside the config file. */
@@ -353,8 +376,9 @@ export async function startMta(
   const throttle =
     config.queue?.backend === 'redis'
       ? createLimiter({
-          redis: config.queue.url,
-          prefix: `${config.queue.prefix ?? 'tern'}:rl:`,
+          redis: redisConnection(config.queue),
+          // Beside the queue's keys, in the same hash slot on a Cluster.
+          prefix: `${keyBase(config.queue.prefix ?? 'tern', isClusterConnection(redisConnection(config.queue)))}:rl:`,
           failMode: 'open',
           logger: logger.child({ component: 'throttle' }),
           ...(config.delivery?.limits?.leaseTtlMs !== undefined
@@ -368,6 +392,7 @@ export async function startMta(
   const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
+  let draining = false;
   try {
     await ops.start({
       queue,
@@ -377,6 +402,7 @@ export async function startMta(
       listening: () => ({
         expected: config.listeners.length,
         bound: listeners.filter((l) => l.address !== undefined).map((l) => l.name),
+        draining,
       }),
     });
     if (options.worker !== false) {
@@ -494,6 +520,24 @@ export async function startMta(
       const applied = reloading.then(() => reload(next));
       reloading = applied.catch(() => {});
       return applied;
+    },
+    onDrainRequest(handler) {
+      ops.drainer = handler;
+    },
+    async drain(timeoutMs = config.shutdownTimeoutMs ?? 30_000) {
+      draining = true;
+      const deadline = setTimeout(() => registry.abort(), timeoutMs);
+      try {
+        await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
+        // The worker takes no new job and waits for its active ones; the queued stay for others.
+        await queue.close();
+      } finally {
+        clearTimeout(deadline);
+      }
+      await ops.close();
+      await deliverer?.close();
+      await throttle?.close();
+      await registry.close();
     },
     async close(timeoutMs = config.shutdownTimeoutMs) {
       // Without a timeout of our own, the listener's default applies.

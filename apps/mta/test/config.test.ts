@@ -116,6 +116,22 @@ describe('config validation names the field and the fix', () => {
     ],
     [
       {
+        listeners: [{ kind: 'mx' }],
+        localDomains: ['a.test'],
+        queue: { backend: 'redis', url: 'redis://a', redis: { cluster: [{ host: 'b', port: 7000 }] } },
+      },
+      'config.queue.url: give either url (one Redis server) or redis ({ sentinels, name } or { cluster }), exactly one',
+    ],
+    [
+      {
+        listeners: [{ kind: 'mx' }],
+        localDomains: ['a.test'],
+        queue: { backend: 'redis', redis: { sentinels: [{ host: 'a', port: 26379 }] } },
+      },
+      'config.queue.redis',
+    ],
+    [
+      {
         listeners: [
           { kind: 'mx', port: 2525 },
           { kind: 'mx', port: 2525 },

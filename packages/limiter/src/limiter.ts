@@ -4,7 +4,14 @@
 // (@tern/delivery), so both count the same way and share one set of Lua scripts.
 import { randomUUID } from 'node:crypto';
 import { type Duration, type Logger, parseDuration, withTimeout } from '@tern/plugin-api';
-import type { Redis } from 'ioredis';
+import {
+  isCluster,
+  isClusterConnection,
+  isRedisClient,
+  keyBase,
+  type RedisClient,
+  type RedisConnection,
+} from '@tern/redis';
 import { MemoryStore } from './memory-store.js';
 import { RedisStore } from './redis-store.js';
 import type { LimiterStore, StoreRateItem } from './store.js';
@@ -72,9 +79,12 @@ export type SingleLeaseResult =
 export type FailMode = 'open' | 'closed';
 
 export interface LimiterOptions {
-  /** A Redis URL or an ioredis connection: cluster-wide limits. Left out: in-process limits. */
-  readonly redis?: Redis | string | undefined;
-  /** Prefix of every Redis key (default `tern:rl:`). */
+  /**
+   * Where Redis is (a URL, Sentinels, Cluster nodes) or an ioredis client to share: cluster-wide
+   * limits. Left out: in-process limits.
+   */
+  readonly redis?: RedisClient | RedisConnection | string | undefined;
+  /** Prefix of every Redis key (default `tern:rl:`; on a Redis Cluster in a hash tag, `{tern:rl}:`). */
   readonly prefix?: string;
   /** What to answer when Redis cannot be asked: allow (`open`) or refuse (`closed`). */
   readonly failMode: FailMode;
@@ -130,8 +140,12 @@ export function createLimiter(options: LimiterOptions): Limiter {
     options.redis === undefined
       ? new MemoryStore(options.now)
       : new RedisStore(options.redis, { connectWaitMs: timeoutMs });
+  // One decision may touch several keys in one script: on a Cluster they must share a slot.
+  const cluster =
+    options.redis !== undefined &&
+    (isRedisClient(options.redis) ? isCluster(options.redis) : isClusterConnection(options.redis));
   return new StoreLimiter(store, {
-    prefix: options.prefix ?? DEFAULT_PREFIX,
+    prefix: keyBase(options.prefix ?? DEFAULT_PREFIX, cluster),
     failMode: options.failMode,
     logger: options.logger,
     timeoutMs,

@@ -1,7 +1,7 @@
 // The Redis backend: each decision is one EVALSHA (EVAL when the server lost its script cache,
 // after a restart or SCRIPT FLUSH). Keys and arithmetic are in redis-scripts.ts.
 import { within } from '@tern/plugin-api';
-import { Redis } from 'ioredis';
+import { isRedisClient, openRedis, type RedisClient, type RedisConnection } from '@tern/redis';
 import { ACQUIRE_SCRIPT, type LuaScript, RATE_SCRIPT, RENEW_SCRIPT } from './redis-scripts.js';
 import type {
   LimiterStore,
@@ -23,7 +23,7 @@ export interface RedisStoreOptions {
 
 export class RedisStore implements LimiterStore {
   readonly kind = 'redis';
-  readonly #redis: Redis;
+  readonly #redis: RedisClient;
   /** We made the connection, so we close it. A caller's connection stays theirs. */
   readonly #owned: boolean;
   readonly #connectWaitMs: number;
@@ -31,11 +31,11 @@ export class RedisStore implements LimiterStore {
   #firstReady: Promise<void>;
   #gaveUpWaiting = false;
 
-  constructor(redis: Redis | string, options: RedisStoreOptions) {
+  constructor(redis: RedisClient | RedisConnection | string, options: RedisStoreOptions) {
     this.#connectWaitMs = options.connectWaitMs;
-    if (typeof redis === 'string') {
+    if (!isRedisClient(redis)) {
       this.#owned = true;
-      this.#redis = new Redis(redis, {
+      this.#redis = openRedis(redis, {
         // Fail at once while disconnected instead of queueing: a queued check would answer late,
         // and replaying stale increments after a reconnect would count mail twice.
         enableOfflineQueue: false,
@@ -62,7 +62,7 @@ export class RedisStore implements LimiterStore {
   }
 
   /** The connection in use (tests and the admin API may want its status). */
-  get connection(): Redis {
+  get connection(): RedisClient {
     return this.#redis;
   }
 

@@ -12,7 +12,7 @@ import {
   parseDuration,
   wholeNumberSchema,
 } from '@tern/plugin-api';
-import type { Redis } from 'ioredis';
+import { type RedisClient, type RedisConnection, redisConnectionSchema } from '@tern/redis';
 import { z } from 'zod';
 
 export const PLUGIN_NAME = 'ratelimit';
@@ -79,7 +79,7 @@ export interface RateLimitOptions {
   /** A limiter from createLimiter (share one with @tern/delivery). */
   readonly limiter?: Limiter;
   /** Or a Redis URL / connection for a limiter of the plugin's own. Neither: in-process limits. */
-  readonly redis?: Redis | string;
+  readonly redis?: RedisClient | RedisConnection | string;
   /** Required with `redis`: allow (`open`) or refuse with 451 4.3.0 (`closed`) while it is down. */
   readonly failMode?: FailMode;
   /** Key prefix for the plugin's own limiter (default `tern:rl:`). */
@@ -110,7 +110,7 @@ export interface ResolvedRule {
 export interface ResolvedOptions {
   readonly rules: readonly ResolvedRule[];
   readonly limiter: Limiter | undefined;
-  readonly redis: Redis | string | undefined;
+  readonly redis: RedisClient | RedisConnection | string | undefined;
   readonly failMode: FailMode;
   readonly prefix: string | undefined;
   readonly exemptNetworks: readonly string[];
@@ -285,6 +285,7 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
 
 function looksLikeRedis(value: unknown): boolean {
   if (typeof value === 'string') return /^rediss?:\/\//.test(value);
+  if (redisConnectionSchema.safeParse(value).success) return true;
   return isObject(value) && typeof value.evalsha === 'function' && typeof value.eval === 'function';
 }
 
@@ -301,9 +302,9 @@ export const optionsSchema = z
       }),
       limiter: z.custom<Limiter>(looksLikeLimiter, 'must be a limiter from createLimiter()').optional(),
       redis: z
-        .custom<Redis | string>(
+        .custom<RedisClient | RedisConnection | string>(
           looksLikeRedis,
-          'must be a redis:// or rediss:// URL or an ioredis connection',
+          'must be a redis:// or rediss:// URL, { sentinels, name }, { cluster } or an ioredis connection',
         )
         .optional(),
       failMode: choiceSchema(['open', 'closed'], "'open' or 'closed'").optional(),

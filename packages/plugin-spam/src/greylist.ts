@@ -3,7 +3,7 @@
 // process; the in-process store is the single-node fallback.
 import { createHash } from 'node:crypto';
 import { networkOf } from '@tern/plugin-api';
-import { Redis } from 'ioredis';
+import { isRedisClient, openRedis, type RedisClient, type RedisConnection } from '@tern/redis';
 
 export type GreylistOutcome =
   /** First attempt: remembered, deferred. */
@@ -70,12 +70,12 @@ const CHECK_SHA = createHash('sha1').update(CHECK_SCRIPT).digest('hex');
 /** Greylisting triplets in Redis. Owns (and closes) the connection only when it opened it. */
 export class RedisGreylistStore implements GreylistStore {
   readonly shared = true;
-  readonly #client: Redis;
+  readonly #client: RedisClient;
   readonly #owned: boolean;
 
-  constructor(redis: string | Redis) {
-    if (typeof redis === 'string') {
-      this.#client = new Redis(redis, {
+  constructor(redis: RedisClient | RedisConnection | string) {
+    if (!isRedisClient(redis)) {
+      this.#client = openRedis(redis, {
         lazyConnect: true,
         // Greylisting fails open: a Redis outage must cost one quick error, not a stuck RCPT.
         maxRetriesPerRequest: 1,

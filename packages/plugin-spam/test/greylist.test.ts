@@ -160,6 +160,20 @@ describe('greylisting in Redis', () => {
     expect((await attempt(a)).kind).toBe('continue');
   });
 
+  it("takes the queue's connection description ({ url }, { sentinels, name }, { cluster }) as well as a URL", async () => {
+    const described = greylister({ redis: { url: redis.url } });
+    const plain = greylister();
+    expect((await attempt(described, { to: 'carol@example.test' })).kind).toBe('tempfail');
+    // One store: the other instance, on a URL, sees the triplet the first one wrote.
+    const keys = await inspect.keys('tern:greylist:*');
+    expect(keys).toHaveLength(1);
+    await attempt(plain, { to: 'carol@example.test' });
+    expect(await inspect.hget(keys[0] as string, 'attempts')).toBe('2');
+    expect(() => greylister({ redis: { sentinels: [{ host: '127.0.0.1', port: 1 }] } as never })).toThrow(
+      /redis/,
+    );
+  });
+
   it('is consistent with a separate node process', async () => {
     const child = await startChild(2);
     try {

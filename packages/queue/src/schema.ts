@@ -49,6 +49,11 @@ export const redisQueueShape = {
   lockDurationMs: timeout.optional(),
   probeIntervalMs: timeout.optional(),
   timelineRetentionMs: timeout.optional(),
+  /**
+   * Answer 250 only once this many replicas have the message (Redis WAIT), waiting at most
+   * timeoutMs; otherwise 451 4.3.0. See the README on what each setting promises.
+   */
+  replicaAck: z.strictObject({ replicas: count, timeoutMs: timeout }).optional(),
 };
 
 /** The delivery worker of either backend. */

@@ -60,7 +60,17 @@ export {
   type ReadmeTrial,
   readmeCommands,
 } from './readme.js';
-export { redisAvailable, startRedis, type TestRedis, type TestRedisOptions } from './redis.js';
+export {
+  redisAvailable,
+  startRedis,
+  startRedisCluster,
+  startRedisSentinel,
+  type TestRedis,
+  type TestRedisCluster,
+  type TestRedisOptions,
+  type TestRedisSentinel,
+  type TestRedisSentinelOptions,
+} from './redis.js';
 export { type RunOptions, type RunResult, run, swaks } from './run.js';
 export { type RawSmtp, type SmtpDialogOptions, smtpDialog } from './smtp-dialog.js';
 export {

@@ -34,6 +34,8 @@ export interface SmtpSinkOptions {
   hostname?: string;
   rcptReply?: RcptReplyFn;
   dataReply?: DataReplyFn;
+  /** Waits this long after a message arrived (it is recorded at once) before answering its DATA: a slow receiver. */
+  dataDelayMs?: number;
   /** Enables AUTH PLAIN/LOGIN against these username → password pairs (AUTH stays optional). */
   authUsers?: Record<string, string>;
   /** SIZE limit in bytes; bigger messages get 552. */
@@ -99,6 +101,8 @@ export interface SmtpSink {
   waitFor(count: number, timeoutMs?: number): Promise<SinkMessage[]>;
   setRcptReply(fn: RcptReplyFn | undefined): void;
   setDataReply(fn: DataReplyFn | undefined): void;
+  /** See {@link SmtpSinkOptions.dataDelayMs}. */
+  setDataDelay(ms: number): void;
   /** Closes the server and every open connection. */
   stop(): Promise<void>;
 }
@@ -107,6 +111,7 @@ export interface SmtpSink {
 export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSink> {
   let rcptReply = opts.rcptReply;
   let dataReply = opts.dataReply;
+  let dataDelayMs = opts.dataDelayMs ?? 0;
   const messages: SinkMessage[] = [];
   const arrivals = new EventEmitter();
   const sockets = new Set<Socket>();
@@ -150,7 +155,12 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
       const reply = rcptReply?.(address.address);
       callback(reply && reply.code >= 300 ? replyError(reply) : null);
     },
-    onData(stream, session, callback) {
+    onData(stream, session, reply) {
+      const delay = dataDelayMs;
+      const callback: typeof reply = (...args) => {
+        if (delay > 0) setTimeout(() => reply(...args), delay);
+        else reply(...args);
+      };
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.once('error', (error) => callback(error));
@@ -241,6 +251,9 @@ export async function startSmtpSink(opts: SmtpSinkOptions = {}): Promise<SmtpSin
     },
     setRcptReply(fn: RcptReplyFn | undefined): void {
       rcptReply = fn;
+    },
+    setDataDelay(ms: number): void {
+      dataDelayMs = ms;
     },
     setDataReply(fn: DataReplyFn | undefined): void {
       dataReply = fn;

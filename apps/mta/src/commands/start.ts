@@ -1,5 +1,5 @@
 // tern start: load and validate the config, start the MTA, reload on SIGHUP, stop cleanly on
-// SIGTERM/SIGINT.
+// SIGTERM/SIGINT, drain for a rolling restart on SIGUSR2.
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { type StartOptions, startMta } from '../mta.js';
@@ -34,8 +34,14 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, 'stopping: no new connections, finishing open transactions');
-    mta.close().then(
+    const drain = signal === 'SIGUSR2';
+    logger.info(
+      { signal },
+      drain
+        ? 'draining: no new connections, finishing open transactions and active deliveries; queued mail stays for the other nodes'
+        : 'stopping: no new connections, finishing open transactions',
+    );
+    (drain ? mta.drain() : mta.close()).then(
       () => {
         logger.info('stopped');
         process.exit(0);
@@ -66,6 +72,9 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
   });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A drain for rolling restarts (systemctl reload-or-restart is not it: see deploy/tern.service).
+  process.on('SIGUSR2', () => stop('SIGUSR2'));
+  mta.onDrainRequest(() => stop('SIGUSR2'));
   // Keep running: the listeners hold the event loop open.
   return -1;
 }

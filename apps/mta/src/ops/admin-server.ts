@@ -36,6 +36,8 @@ export interface AdminServerOptions {
   readonly logger: Logger;
   /** Reads the config file again and applies it (as SIGHUP does); absent when tern has no config file. */
   readonly reload?: () => Promise<unknown>;
+  /** Begins a drain (as SIGUSR2 does); false when whoever started tern handles no drain. */
+  readonly drain?: () => boolean;
   /** Listeners expected and bound, for `/readyz` (absent: listeners are not judged). */
   readonly listening?: () => Listening;
   /** A domain's TLS-RPT report for a UTC day as the daily run would send it (absent: reports are off). */
@@ -157,6 +159,16 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     }
     if (resource === 'shaping' && id === undefined && method === 'GET') {
       return send(res, 200, options.shaping?.() ?? { backoffs: [] });
+    }
+    if (resource === 'drain' && id === undefined) {
+      if (method !== 'POST') throw methodNotAllowed(method, path);
+      if (!options.drain?.()) {
+        throw new HttpError(409, 'this tern was not started by `tern start`: drain it yourself');
+      }
+      return send(res, 202, {
+        draining: true,
+        note: 'no new connections; active deliveries finish, queued mail stays for the other nodes; then tern exits 0',
+      });
     }
     if (resource === 'activity' && id === undefined && method === 'GET') {
       const limit = intParam(url, 'limit', 50, 200);
@@ -296,6 +308,8 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
 export interface Listening {
   readonly expected: number;
   readonly bound: readonly string[];
+  /** A drain for a rolling restart has begun: the node is on its way out. */
+  readonly draining?: boolean;
 }
 
 /** The store's health as the API and the dashboard show it (the backend's, its error clipped). */
@@ -319,6 +333,7 @@ export function readiness(
       `the ${queue.kind} queue store cannot write since ${new Date(store.since).toISOString()}${store.lastError ? `: ${store.lastError.slice(0, 200)}` : ''}`,
     );
   }
+  if (listening?.draining) problems.push('draining: no new mail; finishing active deliveries before exit');
   if (listening && listening.bound.length < listening.expected) {
     problems.push(`${listening.bound.length} of ${listening.expected} listener(s) bound`);
   }

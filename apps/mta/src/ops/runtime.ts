@@ -82,6 +82,9 @@ export class OpsRuntime {
   /** Set by startMta: the traffic shaping in force (back-off actions, egress sources), for the admin API. */
   shaping: (() => unknown) | undefined;
 
+  /** Set by `tern start`: begins a drain and exits when it is done (the admin API's POST /api/drain). */
+  drainer: (() => void) | undefined;
+
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
   readonly onReply = (event: ReplyEvent): void => {
     this.recorder.reply(event);
@@ -150,6 +153,11 @@ export class OpsRuntime {
       reload: () => {
         if (!this.reloader) throw new Error('no config file to reload');
         return this.reloader();
+      },
+      drain: () => {
+        if (!this.drainer) return false;
+        this.drainer();
+        return true;
       },
     });
   }

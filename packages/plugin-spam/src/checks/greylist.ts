@@ -10,7 +10,7 @@ import {
   tempfail,
   type Verdict,
 } from '@tern/plugin-api';
-import type { Redis } from 'ioredis';
+import { type RedisClient, redisConnectionSchema } from '@tern/redis';
 import { z } from 'zod';
 import {
   type GreylistOutcome,
@@ -38,15 +38,22 @@ export interface GreylistRecipientOutcome {
 /** Each recipient's greylisting outcome in this transaction, in RCPT order. */
 export const greylistResult = defineResult<readonly GreylistRecipientOutcome[]>('spam.greylist');
 
-const redisClient = z.custom<Redis>(
+const redisClient = z.custom<RedisClient>(
   (v) => typeof v === 'object' && v !== null && typeof (v as { evalsha?: unknown }).evalsha === 'function',
-  'expected a redis:// URL or an ioredis client',
+  'expected a redis:// URL, { sentinels, name }, { cluster } or an ioredis client',
 );
 
 export const greylistFields = {
-  /** Shared store: a redis:// URL or an ioredis client. Without it, one process's memory. */
+  /**
+   * Shared store: a redis:// URL, where Redis is (`{ sentinels, name }`, `{ cluster }`: the same
+   * object as the queue's `queue.redis`), or an ioredis client. Without it, one process's memory.
+   */
   redis: z
-    .union([z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'), redisClient])
+    .union([
+      z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'),
+      redisClient,
+      redisConnectionSchema,
+    ])
     .optional(),
   keyPrefix: z.string().min(1).default('tern:greylist:'),
   /** A new triplet is deferred until this many seconds passed since its first attempt. */

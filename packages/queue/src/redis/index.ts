@@ -1,5 +1,12 @@
 export { bodyStream } from './body-stream.js';
 export { type OpsKeys, opsKeys } from './ops-keys.js';
-export { openRedisQueue, RedisQueue, type RedisQueueOptions, redisKeys } from './redis-queue.js';
+export {
+  openRedisQueue,
+  RedisQueue,
+  type RedisQueueOptions,
+  type ReplicaAck,
+  ReplicaAckError,
+  redisKeys,
+} from './redis-queue.js';
 export { checkRedisSafety } from './safety.js';
 export { RedisTlsStore, tlsKeys } from './tls-store.js';

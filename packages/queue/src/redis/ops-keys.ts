@@ -1,7 +1,8 @@
 // The Redis keys and Lua scripts behind operator operations and timelines (and the script that
 // writes large bodies). Everything lives under `<prefix>:ops:` so message keys
 // (`<prefix>:msg:*`) still vanish when a message is finished.
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { RedisClient } from '@tern/redis';
+import type { ChainableCommander } from 'ioredis';
 
 /** Key names under `<prefix>:ops:`; exported for the README and for tests that look inside. */
 export interface OpsKeys {
@@ -98,7 +99,7 @@ redis.call('APPEND', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0`;
 
-export type OpsRedis = Redis & {
+export type OpsRedis = RedisClient & {
   /** 10 keys, then job id, domain, event JSON, retention seconds (see FINISH_JOB_LUA). */
   ternFinishJob(...keysThenArgs: (string | number)[]): Promise<number>;
   ternRecordRetry(
@@ -124,7 +125,7 @@ export function opsMulti(client: OpsRedis): OpsMulti {
 }
 
 /** Defines the scripts above as commands on a connection (each goes as EVALSHA, loaded once). */
-export function defineOpsCommands(client: Redis): OpsRedis {
+export function defineOpsCommands(client: RedisClient): OpsRedis {
   client.defineCommand('ternFinishJob', { numberOfKeys: 10, lua: FINISH_JOB_LUA });
   client.defineCommand('ternRecordRetry', { numberOfKeys: 3, lua: RECORD_RETRY_LUA });
   client.defineCommand('ternAppendTimeline', { numberOfKeys: 1, lua: APPEND_TIMELINE_LUA });

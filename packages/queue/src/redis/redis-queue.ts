@@ -5,8 +5,18 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, type NextHop, silentLogger, withTimeout } from '@tern/plugin-api';
 import type { ByteSource } from '@tern/plugin-api/host';
+import {
+  describeRedis,
+  isClusterConnection,
+  keyBase,
+  openRedis,
+  primaries,
+  type RedisClient,
+  type RedisConnection,
+  waitForReplicas,
+} from '@tern/redis';
 import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
 import { inlineChunks, MessageSourceError, slicesOf } from '../body.js';
@@ -50,25 +60,44 @@ import { checkRedisSafety } from './safety.js';
 import { RedisTlsStore } from './tls-store.js';
 
 export interface RedisQueueOptions {
-  /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`). */
+  /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`); or see `connection`. */
   readonly url?: string;
-  /** Extra ioredis options (TLS, sentinels, ...); the queue sets its own timeouts and retry policy over them. */
+  /** Where Redis is: a URL, Sentinels and a master name, or Cluster nodes (wins over `url`). */
+  readonly connection?: RedisConnection;
+  /** Extra ioredis options (TLS settings...); the queue sets its own timeouts and retry policy over them. */
   readonly redis?: RedisOptions;
-  /** Every key this queue writes starts with `<prefix>:` (default `tern`). */
+  /**
+   * Every key this queue writes starts with `<prefix>:` (default `tern`); on a Cluster with
+   * `{<prefix>}:`, so that all of them share one hash slot (see {@link keyBase}).
+   */
   readonly prefix?: string;
+  /**
+   * Before answering an enqueue, wait until this many replicas have the message (Redis WAIT),
+   * at most `timeoutMs`; fewer confirmations fail the enqueue (the client gets 451 and retries).
+   */
+  readonly replicaAck?: ReplicaAck;
   /** The BullMQ queue name (default `delivery`); nodes with the same prefix and name share one queue. */
   readonly queueName?: string;
   /** How long `enqueue` may take before it gives up and the client is told 451 (default 10 000 ms). */
   readonly enqueueTimeoutMs?: number;
-  /** How long a worker's lock on a running job lasts without renewal (default 30 000 ms; renewed at half). */
+  /**
+   * How long a worker's lock on a running job lasts without renewal (default 6000 ms; renewed
+   * every half of it). A node killed -9 holds its jobs this long at most, plus one stalled check.
+   */
   readonly lockDurationMs?: number;
-  /** How often workers look for jobs whose worker died (default 30 000 ms). */
+  /** How often workers look for jobs whose worker died (default 1000 ms). */
   readonly stalledIntervalMs?: number;
   /** How long a finished message's timeline stays retrievable (default 7 days). */
   readonly timelineRetentionMs?: number;
   /** Longest wait between two write probes while Redis cannot take writes (default 5000 ms). */
   readonly probeIntervalMs?: number;
   readonly logger?: Logger;
+}
+
+/** See {@link RedisQueueOptions.replicaAck}. */
+export interface ReplicaAck {
+  readonly replicas: number;
+  readonly timeoutMs: number;
 }
 
 const JOB_NAME = 'deliver';
@@ -85,7 +114,13 @@ const UPLOAD_WINDOW = 4;
 /** A body being written expires this long after its last slice: a node that died mid-write leaves nothing. */
 const UPLOAD_TTL_MS = 10 * 60_000;
 const DEFAULT_PROBE_MS = 5000;
-const DEFAULT_LOCK_MS = 30_000;
+/**
+ * A dead node's jobs run again after at most lock + stalled interval (about 7 s). A live node
+ * renews every 3 s, so it would have to stall 6 s (event loop, or Redis unreachable that long)
+ * for its job to be run twice. Measured in apps/mta/test/e2e-fleet.test.ts; see the README.
+ */
+const DEFAULT_LOCK_MS = 6000;
+const DEFAULT_STALLED_MS = 1000;
 
 /**
  * Key names under the prefix; exported for the README and for tests that look inside. Every key
@@ -110,9 +145,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly kind = 'redis' as const;
   readonly location: string;
   readonly prefix: string;
+  /** The start of every key: the prefix, in a hash tag on a Cluster. */
+  readonly keyBase: string;
   readonly queueName: string;
   /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
   readonly #client: OpsRedis;
+  readonly #connection: RedisConnection | string;
+  readonly #replicaAck: ReplicaAck | undefined;
   readonly #queue: Queue;
   readonly #ops: RedisOperations;
   readonly #opsKeys: OpsKeys;
@@ -144,15 +183,25 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.prefix = options.prefix ?? 'tern';
     this.queueName = options.queueName ?? 'delivery';
     this.#retentionSeconds = Math.ceil((options.timelineRetentionMs ?? DEFAULT_TIMELINE_RETENTION_MS) / 1000);
-    this.#opsKeys = opsKeys(this.prefix);
+    this.#connection = options.connection ?? options.url ?? 'redis://127.0.0.1:6379';
+    this.keyBase = keyBase(this.prefix, isClusterConnection(this.#connection));
+    this.#replicaAck = options.replicaAck;
+    if (
+      this.#replicaAck !== undefined &&
+      this.#replicaAck.timeoutMs >= (options.enqueueTimeoutMs ?? 10_000)
+    ) {
+      throw new RangeError(
+        'queue.redis.replicaAck.timeoutMs: must be below enqueueTimeoutMs, or the enqueue gives up before WAIT answers',
+      );
+    }
+    this.#opsKeys = opsKeys(this.keyBase);
     this.#timeoutMs = options.enqueueTimeoutMs ?? 10_000;
     this.#lockMs = options.lockDurationMs ?? DEFAULT_LOCK_MS;
     this.#probeMs = options.probeIntervalMs ?? DEFAULT_PROBE_MS;
     this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
-    const url = options.url ?? 'redis://127.0.0.1:6379';
-    this.location = redactUrl(url);
+    this.location = describeRedis(this.#connection);
     this.#client = defineOpsCommands(
-      new Redis(url, {
+      openRedis(this.#connection, {
         ...options.redis,
         // An unreachable Redis must fail enqueue at once (451), not park it in ioredis' offline queue.
         enableOfflineQueue: false,
@@ -181,16 +230,16 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         this.#health.failed(new Error(`the connection to Redis at ${this.location} is lost`));
     });
     this.#client.on('ready', () => this.#health.probeSoon());
-    this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
+    this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.keyBase });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
-    this.tlsStore = new RedisTlsStore(this.#client, this.prefix);
+    this.tlsStore = new RedisTlsStore(this.#client, this.keyBase);
     this.#ops = new RedisOperations({
       client: this.#client,
       queue: this.#queue,
-      prefix: this.prefix,
+      prefix: this.keyBase,
       queueName: this.queueName,
       retentionSeconds: this.#retentionSeconds,
-      messageKeys: (queueId) => redisKeys(this.prefix, queueId),
+      messageKeys: (queueId) => redisKeys(this.keyBase, queueId),
       enqueue: (message) => this.enqueue(message),
     });
   }
@@ -201,26 +250,27 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   /** Warnings about Redis settings that can lose mail (eviction, no AOF); log them at start-up. */
-  checkSafety(): Promise<string[]> {
-    return checkRedisSafety(this.#client);
+  async checkSafety(): Promise<string[]> {
+    const warnings = await Promise.all(primaries(this.#client).map((primary) => checkRedisSafety(primary)));
+    return [...new Set(warnings.flat())];
   }
 
   async enqueue(message: IncomingMessage): Promise<string> {
     if (message.envelope.recipients.length === 0)
       throw new TypeError('enqueue: the envelope has no recipients');
     const queueId = newQueueId(message.receivedAt);
-    const keys = redisKeys(this.prefix, queueId);
+    const keys = redisKeys(this.keyBase, queueId);
     const jobs = planJobs(queueId, message);
 
     // One MULTI, one round trip: body, envelope, job set and the BullMQ jobs land together or
     // not at all (a command refused at queueing time, OOM included, aborts the whole EXEC).
-    let client: Redis;
+    let client: RedisClient;
     try {
       client = (await withTimeout(
         this.#queue.client,
         this.#timeoutMs,
         'Redis is not ready',
-      )) as unknown as Redis;
+      )) as unknown as RedisClient;
     } catch (error) {
       throw this.#unavailable(error);
     }
@@ -286,6 +336,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       );
       const failure = results?.find(([error]) => error !== null)?.[0];
       if (results === null || failure) throw failure ?? new Error('transaction discarded');
+      if (this.#replicaAck !== undefined) await this.#awaitReplicas(client, keys.meta, this.#replicaAck);
     } catch (error) {
       // The MULTI may have landed (a script failed inside it) or may still land (Redis is slow, not
       // gone). This DEL goes out on the same connection right behind it, so Redis runs it after: the
@@ -301,6 +352,19 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       throw this.#unavailable(error);
     }
     return queueId;
+  }
+
+  /**
+   * WAIT on the connection (the Cluster node) that ran the MULTI: the message counts as durable
+   * only once `replicas` replicas have it, so a failover to one of them cannot lose it.
+   */
+  async #awaitReplicas(client: RedisClient, key: string, ack: ReplicaAck): Promise<void> {
+    const confirmed = await waitForReplicas(client, key, ack.replicas, ack.timeoutMs);
+    if (confirmed < ack.replicas) {
+      throw new ReplicaAckError(
+        `${confirmed} of ${ack.replicas} Redis replica(s) confirmed the message within ${ack.timeoutMs} ms`,
+      );
+    }
   }
 
   /**
@@ -345,10 +409,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       (this.#client as unknown as { scriptsSet: Record<string, { sha: string; lua: string }> }).scriptsSet,
     );
     if (scripts.length === 0) return;
-    const loaded = (await this.#client.script('EXISTS', ...scripts.map((s) => s.sha))) as number[];
-    await Promise.all(
-      scripts.filter((_, i) => loaded[i] !== 1).map((script) => this.#client.script('LOAD', script.lua)),
-    );
+    // On a Cluster, on every primary: a failover or a resharding may bring the queue's slot to any.
+    for (const primary of primaries(this.#client)) {
+      const loaded = (await primary.script('EXISTS', ...scripts.map((s) => s.sha))) as number[];
+      await Promise.all(
+        scripts.filter((_, i) => loaded[i] !== 1).map((script) => primary.script('LOAD', script.lua)),
+      );
+    }
   }
 
   /**
@@ -358,35 +425,53 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   #unavailable(error: unknown): QueueUnavailableError {
     // An aborted MULTI says only EXECABORT; the command that was refused (OOM...) says why.
     const previous = (error as { previousErrors?: unknown[] } | null)?.previousErrors?.[0];
-    if (!(error instanceof MessageSourceError)) this.#health.failed(previous ?? error);
+    // A missing replica confirmation says nothing about the primary taking writes.
+    if (!(error instanceof MessageSourceError) && !(error instanceof ReplicaAckError))
+      this.#health.failed(previous ?? error);
     return new QueueUnavailableError(`queue unavailable: ${(error as Error).message}`, { cause: error });
   }
 
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
     if (this.#worker) throw new Error('startWorker: this queue already has a worker');
     const settings = attemptSettings({ ...options, logger: options.logger ?? this.#options.logger });
-    const url = this.#options.url ?? 'redis://127.0.0.1:6379';
     // The worker side waits out short Redis outages instead of failing: a job that cannot be
     // persisted stays locked, its lock expires and it runs again (at-least-once).
-    const client = defineOpsCommands(new Redis(url, { ...this.#options.redis, maxRetriesPerRequest: null }));
+    const client = defineOpsCommands(
+      openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null }),
+    );
     client.on('error', (error) => this.#log.debug({ err: error }, 'redis worker connection error'));
     this.#workerClient = client;
 
     const worker = new Worker(this.queueName, (job, token) => this.#process(job, token, deliver, settings), {
       connection: client,
-      prefix: this.prefix,
+      prefix: this.keyBase,
       concurrency:
         checkQueueOptions(z.looseObject(workerShape), options, 'worker').concurrency ??
         DEFAULT_WORKER_CONCURRENCY,
       lockDuration: this.#lockMs,
-      stalledInterval: this.#options.stalledIntervalMs ?? 30_000,
+      stalledInterval: this.#options.stalledIntervalMs ?? DEFAULT_STALLED_MS,
       // A job whose worker died goes back to waiting every time: never to "failed".
       maxStalledCount: LAST_RESORT_ATTEMPTS,
       autorun: false,
     });
     worker.on('error', (error) => {
-      if (refusesWrites(error)) this.#health.failed(error);
+      if (refusesWrites(error)) {
+        this.#health.failed(error);
+        // BullMQ asks for the next job again at once after such a refusal: a hot loop that
+        // floods the log. Fetch nothing until a probe write works (the monitor said it once).
+        if (!worker.isPaused()) {
+          void worker
+            .pause(true)
+            // Writable again before the pause took effect: the monitor's signal has passed.
+            .then(() => this.#health.writable && !this.#closing && worker.resume())
+            .catch(() => {});
+        }
+        return;
+      }
       this.#log.error({ err: error }, 'delivery worker error');
+    });
+    this.#health.onChange((health) => {
+      if (health.writable && worker.isPaused() && !this.#closing) worker.resume();
     });
     worker.on('failed', (job, error) => {
       if (refusesWrites(error)) this.#health.failed(error);
@@ -406,7 +491,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const client = this.#workerClient as OpsRedis;
     const data = job.data as JobData;
     const id = job.id as string;
-    const keys = redisKeys(this.prefix, data.queueId);
+    const keys = redisKeys(this.keyBase, data.queueId);
     const ops = this.#opsKeys;
     const gate = await readJobGate(client, ops, keys, id, data.domain);
     // A job replayed after its message was finished (or withdrawn) has nothing left to do.
@@ -559,11 +644,11 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   async readMessage(queueId: string): Promise<Buffer | null> {
-    return this.#client.getBuffer(redisKeys(this.prefix, queueId).body);
+    return this.#client.getBuffer(redisKeys(this.keyBase, queueId).body);
   }
 
   async openMessage(queueId: string): Promise<Readable | null> {
-    const key = redisKeys(this.prefix, queueId).body;
+    const key = redisKeys(this.keyBase, queueId).body;
     return (await this.#client.exists(key)) === 1 ? bodyStream(this.#client, key) : null;
   }
 
@@ -713,21 +798,15 @@ function jobOptions(): JobsOptions {
   };
 }
 
-async function quit(client: Redis): Promise<void> {
+/** Too few replicas confirmed an enqueue in time (the message was withdrawn). */
+export class ReplicaAckError extends Error {
+  override readonly name = 'ReplicaAckError';
+}
+
+async function quit(client: RedisClient): Promise<void> {
   try {
     await client.quit();
   } catch {
     client.disconnect();
-  }
-}
-
-function redactUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    parsed.password = '';
-    parsed.username = '';
-    return parsed.toString().replace(/\/$/, '');
-  } catch {
-    return 'redis (unparsable URL)';
   }
 }

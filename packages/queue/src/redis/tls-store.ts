@@ -1,7 +1,7 @@
 // The Redis backend's TlsStore, under `<prefix>:tls:`: cached values and claims as strings with a
 // PX expiry (SET ... PX, SET ... NX PX), and per domain and day two hashes of counters plus the
 // day's set of domains, all expiring TLS_COUNTS_RETENTION_DAYS after the day.
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '@tern/redis';
 import {
   checkDay,
   type JsonValue,
@@ -53,10 +53,10 @@ return 0
 `;
 
 export class RedisTlsStore implements TlsStore {
-  readonly #client: Redis;
+  readonly #client: RedisClient;
   readonly #keys: ReturnType<typeof tlsKeys>;
 
-  constructor(client: Redis, prefix: string) {
+  constructor(client: RedisClient, prefix: string) {
     this.#client = client;
     this.#keys = tlsKeys(prefix);
   }
