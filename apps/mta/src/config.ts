@@ -10,7 +10,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseUsersFile } from '@tern/core';
 import { NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
-import { type Duration, durationMs } from '@tern/queue';
+import { BounceRuleError, checkBounceRules, type Duration, durationMs } from '@tern/queue';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
@@ -307,6 +307,27 @@ const intake = z
   })
   .optional();
 
+// Bounce classification (packages/queue/src/bounce-classifier.ts): the operator's rules, tried in
+// order before the shipped ones. Checked by the classifier itself, so what passes here works at start.
+const bounces = z
+  .strictObject({
+    /** Rules like { category: 'quota', code: '55x', enhanced: 'x.7.1', text: 'mailbox is full', name: 'my-isp' }. */
+    rules: z
+      .array(z.unknown())
+      .default([])
+      .superRefine((rules, ctx) => {
+        try {
+          checkBounceRules(rules);
+        } catch (error) {
+          if (!(error instanceof BounceRuleError)) throw error;
+          ctx.addIssue({ code: 'custom', path: [...error.path], message: error.problem });
+        }
+      }),
+    /** Try the shipped rules (providers, RFC 3463 codes, common texts) after these (default true). */
+    shippedRules: z.boolean().default(true),
+  })
+  .optional();
+
 export const configSchema = z.strictObject({
   /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
   hostname: z.string().min(1).optional(),
@@ -331,6 +352,7 @@ export const configSchema = z.strictObject({
   /** How long SIGTERM waits for open transactions (ms). */
   shutdownTimeoutMs: duration.optional(),
   admin,
+  bounces,
 });
 
 /** The config as written (defaults optional). */

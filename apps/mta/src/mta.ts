@@ -16,7 +16,14 @@ import { createDeliverer, type Deliverer, type DelivererOptions } from '@tern/de
 import { createLimiter, type Limiter } from '@tern/limiter';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type { HostOptions, PluginHost } from '@tern/plugin-api/host';
-import { openEmbeddedQueue, openRedisQueue, type QueueBackend, type RedisQueue } from '@tern/queue';
+import {
+  BounceClassifier,
+  type BounceRule,
+  openEmbeddedQueue,
+  openRedisQueue,
+  type QueueBackend,
+  type RedisQueue,
+} from '@tern/queue';
 import {
   ConfigError,
   configPath,
@@ -262,6 +269,14 @@ export async function checkMta(config: ResolvedConfig, logger: Logger): Promise<
   await registry.close();
 }
 
+/** The bounce classifier of a config: its `bounces.rules` before the shipped rules (validated already). */
+export function bounceClassifier(config: ResolvedConfig): BounceClassifier {
+  return new BounceClassifier({
+    rules: (config.bounces?.rules ?? []) as BounceRule[],
+    shippedRules: config.bounces?.shippedRules ?? true,
+  });
+}
+
 export async function startMta(
   config: ResolvedConfig,
   logger: Logger,
@@ -300,6 +315,7 @@ export async function startMta(
         })
       : undefined;
   let deliverer: Deliverer | undefined;
+  let classifier = bounceClassifier(config);
   const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
@@ -327,6 +343,7 @@ export async function startMta(
           logger,
           ...(config.delivery?.concurrency !== undefined ? { concurrency: config.delivery.concurrency } : {}),
           ...(retry ? { retry } : {}),
+          classifier: () => classifier,
         },
       );
     }
@@ -358,6 +375,7 @@ export async function startMta(
     await preflight(next, hostOptions);
     const generation = await registry.prepare(next);
     let nextDeliverer: Deliverer | undefined;
+    const nextClassifier = bounceClassifier(next);
     try {
       if (deliverer) nextDeliverer = createDeliverer(delivererOptions(next, hostname, logger, throttle));
       const names = next.listeners.map((l) => l.name ?? `${l.kind}-${listenerPort(l)}`);
@@ -386,6 +404,7 @@ export async function startMta(
     }
     const replaced = deliverer;
     deliverer = nextDeliverer;
+    classifier = nextClassifier;
     current = next;
     // Sessions and delivery attempts that began before now keep the old hosts: the old plugins are
     // shut down, and the old deliverer's connections closed, once the last of them has ended.

@@ -55,8 +55,8 @@ export { NetworkList, NetworkListError } from './networks.js';
 export type { StandardIssue, StandardSchemaV1 } from './options.js';
 export { issuePath, parseOptions } from './options.js';
 export { PLUGIN_META_KEYS } from './registration.js';
-export type { SmtpReply } from './reply.js';
-export { formatReply, isValidReply, smtpReply } from './reply.js';
+export type { BounceCategory, SmtpReply } from './reply.js';
+export { BOUNCE_CATEGORIES, formatReply, isBounceCategory, isValidReply, smtpReply } from './reply.js';
 export type {
   AnyResultKey,
   PublishedResult,

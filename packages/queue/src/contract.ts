@@ -3,6 +3,7 @@
 import type { Readable } from 'node:stream';
 import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@tern/plugin-api';
 import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
+import type { BounceClassifier } from './bounce-classifier.js';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { TimelineEvent } from './timeline.js';
 
@@ -167,6 +168,11 @@ export interface WorkerOptions {
   /** This MTA's host name, for the Reporting-MTA of bounces (default: os.hostname()). */
   readonly hostname?: string;
   readonly logger?: Logger;
+  /**
+   * Sorts failure replies into bounce categories (default: the shipped rules alone). A function is
+   * asked at each attempt, so a reload can swap the rules.
+   */
+  readonly classifier?: BounceClassifier | (() => BounceClassifier);
 }
 
 /** A message's state as operators and tests see it. */

@@ -8,6 +8,17 @@ export {
   runDeliveryAttempt,
 } from './attempt.js';
 export { BODY_SLICE_BYTES, INLINE_BODY_LIMIT } from './body.js';
+export {
+  type BounceClassification,
+  BounceClassifier,
+  type BounceClassifierOptions,
+  type BounceRule,
+  BounceRuleError,
+  checkBounceRules,
+  defaultBounceClassifier,
+  MAX_RULE_TEXT,
+  MAX_RULES,
+} from './bounce-classifier.js';
 export type {
   AttemptResult,
   BounceNowOptions,

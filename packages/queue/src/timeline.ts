@@ -1,8 +1,9 @@
 // Shared by every backend: what a message's timeline records (intake verdicts, delivery attempts,
 // operators' actions) and how those records are made, so both backends store the same thing.
-import type { NextHop } from '@tern/plugin-api';
+import type { BounceCategory, NextHop } from '@tern/plugin-api';
 import type { AttemptOutcome } from './attempt.js';
 import type { DeliveryJob, IncomingMessage } from './contract.js';
+import type { SettledRecipient } from './decide.js';
 
 /** The message was made durable: who sent it, from where, to whom. */
 export interface ReceivedEvent {
@@ -45,6 +46,8 @@ export interface AttemptRecipient {
   readonly code: number;
   readonly enhanced: string;
   readonly text: string;
+  /** Not delivered: why, as the bounce classifier sorted the reply. */
+  readonly category?: BounceCategory;
 }
 
 /** One delivery attempt of one job. */
@@ -139,13 +142,14 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
   const line = (
     address: string,
     result: AttemptRecipient['result'],
-    reply: { code: number; enhanced: string; text: string },
+    settled: SettledRecipient,
   ): AttemptRecipient => ({
     address,
     result,
-    code: reply.code,
-    enhanced: reply.enhanced,
-    text: clip(reply.text),
+    code: settled.reply.code,
+    enhanced: settled.reply.enhanced,
+    text: clip(settled.reply.text),
+    ...(settled.category === undefined ? {} : { category: settled.category }),
   });
   return {
     type: 'attempt',
@@ -157,10 +161,10 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
     ...(report.hop === undefined ? {} : { hop: redactHop(report.hop) }),
     ...(report.remoteMta === undefined ? {} : { remoteMta: report.remoteMta }),
     recipients: [
-      ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d.reply)),
-      ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d.reply)),
+      ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d)),
+      ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d)),
       ...decision.failed.map((f) =>
-        line(f.recipient.address, f.reason === 'expired' ? 'expired' : 'failed', f.reply),
+        line(f.recipient.address, f.reason === 'expired' ? 'expired' : 'failed', f),
       ),
     ],
     ...(outcome.next === undefined ? {} : { nextAttemptAt: outcome.next.at.getTime() }),

@@ -43,7 +43,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: break-word; }
   th { color: var(--muted); font-weight: 600; }
   td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-  .w-time { width: 5.5rem; } .w-id { width: 11.5rem; } .w-num { width: 5.5rem; } .w-kind { width: 6rem; } .w-why { width: 6.5rem; }
+  .w-time { width: 5.5rem; } .w-id { width: 11.5rem; } .w-num { width: 5.5rem; } .w-kind { width: 8rem; } .w-why { width: 9rem; }
   .w-by { width: 9rem; } .w-client { width: 16%; } .w-addr { width: 17%; } .w-server { width: 20%; }
   a.qid, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
   .empty { color: var(--muted); font-style: italic; }
@@ -332,12 +332,12 @@ export const DASHBOARD_HTML = `<!doctype html>
     fill("deliveries", activity.deliveries.map(function (a) {
       var good = a.kind === "delivered";
       return [el("td", {}, [time(a.at)]), el("td", {}, [messageLink(a.queueId)]), el("td", {}, [clipped(a.recipients.join(", "))]),
-        el("td", { class: good ? "good" : "warn" }, [a.kind]), el("td", { class: good ? "good" : "warn" }, [clipped(reply(a))]),
+        el("td", { class: good ? "good" : "warn" }, [a.kind + (a.category ? " (" + a.category + ")" : "")]), el("td", { class: good ? "good" : "warn" }, [clipped(reply(a))]),
         el("td", { class: "mono" }, [a.remoteMta || a.hop || ""])];
     }), 6);
     fill("bounces", activity.bounces.map(function (a) {
       return [el("td", {}, [time(a.at)]), el("td", {}, [messageLink(a.queueId)]), el("td", {}, [clipped(a.recipients.join(", "))]),
-        el("td", { class: "bad" }, [clipped(reply(a))]), el("td", {}, [a.reason || ""])];
+        el("td", { class: "bad" }, [clipped(reply(a))]), el("td", {}, [(a.reason || "") + (a.category ? ", " + a.category : "")])];
     }), 5);
     fill("rejections", activity.rejections.map(function (r) {
       var by = r.by === "core" ? "core (" + (r.command || "") + ")" : r.plugin + " / " + r.hook;
@@ -372,7 +372,7 @@ export const DASHBOARD_HTML = `<!doctype html>
           " (" + event.durationMs + " ms)";
       case "attempt":
         return "attempt " + event.attempt + " to " + event.domain + (event.remoteMta ? " via " + event.remoteMta : "") + ": " +
-          event.recipients.map(function (r) { return r.address + " " + r.result + " (" + r.code + " " + r.enhanced + " " + r.text + ")"; }).join("; ") +
+          event.recipients.map(function (r) { return r.address + " " + r.result + (r.category ? " [" + r.category + "]" : "") + " (" + r.code + " " + r.enhanced + " " + r.text + ")"; }).join("; ") +
           (event.nextAttemptAt ? "; next attempt " + dateTime(event.nextAttemptAt) : "");
       case "operator":
         return "operator: " + event.action + (event.domain ? " " + event.domain : "") + (event.detail ? " (" + event.detail + ")" : "");

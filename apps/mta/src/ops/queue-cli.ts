@@ -354,7 +354,10 @@ export function describeEvent(event: TimelineEvent): string {
       return `${event.plugin} ${event.hook}: ${event.outcome}${event.code ? ` ${event.code} ${event.enhanced ?? ''} ${event.text ?? ''}`.trimEnd() : ''} (${event.durationMs} ms)`;
     case 'attempt': {
       const results = event.recipients
-        .map((r) => `${r.address} ${r.result} (${r.code} ${r.enhanced} ${r.text})`)
+        .map(
+          (r) =>
+            `${r.address} ${r.result}${r.category ? ` [${r.category}]` : ''} (${r.code} ${r.enhanced} ${r.text})`,
+        )
         .join('; ');
       const via = event.remoteMta ? ` via ${event.remoteMta}` : event.hop ? ` ${describeHop(event.hop)}` : '';
       const next = event.nextAttemptAt ? `; next attempt ${iso(event.nextAttemptAt)}` : '';
