@@ -5,6 +5,7 @@ import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@t
 import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
 import type { BounceClassifier } from './bounce-classifier.js';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
+import type { SuppressionStore } from './suppression.js';
 import type { TimelineEvent } from './timeline.js';
 
 /**
@@ -232,6 +233,8 @@ export interface QueueBackend {
   onHealthChange(listener: (health: QueueHealth) => void): () => void;
   /** A message's envelope and jobs, or null when unknown or finished. */
   inspect(queueId: string): Promise<MessageRecord | null>;
+  /** The suppression list kept in the same store (both backends have one; test doubles may not). */
+  readonly suppressions?: SuppressionStore;
 }
 
 // ---- Operator operations ------------------------------------------------------------------------

@@ -85,6 +85,23 @@ export {
   type RetryScheduleOptions,
 } from './retry.js';
 export {
+  ANY_SENDER,
+  DEFAULT_SUPPRESSION_PAGE,
+  isActiveSuppression,
+  MAX_SUPPRESSION_PAGE,
+  MAX_SUPPRESSION_REASON,
+  SUPPRESSION_SOURCES,
+  type Suppression,
+  type SuppressionPage,
+  type SuppressionQuery,
+  type SuppressionSource,
+  type SuppressionStore,
+  suppressionAddress,
+  suppressionEntry,
+  suppressionScope,
+  suppressionScopes,
+} from './suppression.js';
+export {
   type AttemptEvent,
   type AttemptRecipient,
   attemptEvent,

@@ -34,6 +34,7 @@ import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
 import { newQueueId, planJobs } from '../plan.js';
+import type { SuppressionStore } from '../suppression.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
@@ -45,6 +46,7 @@ import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedOperations } from './operations.js';
 import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
+import { EmbeddedSuppressions } from './suppressions.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
 
@@ -138,6 +140,8 @@ export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue 
 export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly kind = 'embedded' as const;
   readonly location: string;
+  /** The suppression list, in the same store. */
+  readonly suppressions: SuppressionStore;
   readonly #db: Database.Database;
   readonly #log: Logger;
   readonly #pollMs: number;
@@ -175,6 +179,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#sql = prepare(this.#db);
       this.#due = new DueJobs(this.#db);
       this.#bodies = new StoredBodies(this.#db);
+      this.suppressions = new EmbeddedSuppressions(this.#db);
       this.#ops = new EmbeddedOperations(this.#db, {
         enqueue: (message) => this.enqueue(message),
         wake: () => this.#wake(),

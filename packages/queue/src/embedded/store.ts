@@ -7,7 +7,7 @@ import { TernError } from '@tern/plugin-api';
 import Database from 'better-sqlite3';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
-export const SCHEMA_VERSION = 3;
+export const SCHEMA_VERSION = 4;
 
 const SCHEMA = `
 CREATE TABLE messages (
@@ -94,6 +94,24 @@ CREATE TABLE store_probe (
   id  INTEGER PRIMARY KEY CHECK (id = 1),
   at  INTEGER NOT NULL
 ) STRICT;
+`;
+
+// Version 4: suppression lists (see ../suppression.ts), one row per scope and recipient.
+const SCHEMA_4 = `
+CREATE TABLE suppressions (
+  scope       TEXT NOT NULL,     -- a sender domain, or * for every sender
+  address     TEXT NOT NULL,     -- the recipient, lower-cased
+  source      TEXT NOT NULL,     -- bounce, complaint, manual, import
+  reason      TEXT NOT NULL,
+  category    TEXT,              -- bounces: the bounce category
+  created_at  INTEGER NOT NULL,
+  expires_at  INTEGER,           -- NULL: until removed
+  queue_id    TEXT,
+  PRIMARY KEY (scope, address)
+) STRICT;
+CREATE INDEX suppressions_address ON suppressions (address);
+CREATE INDEX suppressions_created ON suppressions (created_at);
+CREATE INDEX suppressions_expiry ON suppressions (expires_at) WHERE expires_at IS NOT NULL;
 `;
 
 /** Who holds a store, as written next to it for the error a second process gets. */
@@ -251,10 +269,12 @@ export function closeStore(db: Database.Database): void {
 function migrate(db: Database.Database, file: string): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version === SCHEMA_VERSION) return;
-  if (version === 1 || version === 2) {
-    // An older store: its queued mail stays as it is (no timeline before 2, bodies inline before 3).
-    if (version === 1) db.exec(SCHEMA_2);
-    db.exec(SCHEMA_3);
+  if (version >= 1 && version < SCHEMA_VERSION) {
+    // An older store: its queued mail stays as it is (no timeline before 2, bodies inline before 3,
+    // no suppression list before 4).
+    if (version < 2) db.exec(SCHEMA_2);
+    if (version < 3) db.exec(SCHEMA_3);
+    db.exec(SCHEMA_4);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
     return;
   }
@@ -273,5 +293,6 @@ function migrate(db: Database.Database, file: string): void {
   db.exec(SCHEMA);
   db.exec(SCHEMA_2);
   db.exec(SCHEMA_3);
+  db.exec(SCHEMA_4);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }

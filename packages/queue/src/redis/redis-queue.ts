@@ -30,6 +30,7 @@ import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
 import { normalizeMessageId } from '../operations.js';
 import { newQueueId, planJobs } from '../plan.js';
+import type { SuppressionStore } from '../suppression.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
@@ -41,6 +42,7 @@ import type { JobData } from './job-data.js';
 import { RedisOperations, readJobGate } from './operations.js';
 import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
 import { checkRedisSafety } from './safety.js';
+import { RedisSuppressions } from './suppressions.js';
 
 export interface RedisQueueOptions {
   /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`). */
@@ -104,6 +106,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly location: string;
   readonly prefix: string;
   readonly queueName: string;
+  /** The suppression list, shared by every node on this Redis and prefix. */
+  readonly suppressions: SuppressionStore;
   /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
   readonly #client: OpsRedis;
   readonly #queue: Queue;
@@ -167,6 +171,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         this.#health.failed(new Error(`the connection to Redis at ${this.location} is lost`));
     });
     this.#client.on('ready', () => this.#health.probeSoon());
+    this.suppressions = new RedisSuppressions(this.#client, this.prefix);
     this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
     this.#ops = new RedisOperations({
