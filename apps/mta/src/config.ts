@@ -9,7 +9,7 @@ import { hostname as osHostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseUsersFile } from '@tern/core';
-import { NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
+import { BOUNCE_CATEGORIES, NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
 import { BounceRuleError, checkBounceRules, type Duration, durationMs } from '@tern/queue';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
@@ -161,7 +161,10 @@ export const nextHop: z.ZodType<NextHop> = z.discriminatedUnion('type', [
 ]) as z.ZodType<NextHop>;
 
 const span = z.union(
-  [z.number().nonnegative(), z.string().regex(/^\d+(\.\d+)?(ms|s|m|h|d)$/)],
+  [
+    z.number().nonnegative(),
+    z.string().regex(/^\d+(\.\d+)?(ms|s|m|h|d)$/, "milliseconds, or a string like '30s', '5m', '4h', '5d'"),
+  ],
   "milliseconds, or a string like '30s', '5m', '4h', '5d'",
 ) as z.ZodType<Duration>;
 const retry = z
@@ -328,6 +331,18 @@ const bounces = z
   })
   .optional();
 
+// Suppression lists (src/suppression.ts): refused at RCPT when relayed, fed by hard bounces.
+const suppression = z
+  .strictObject({
+    /** Check relayed recipients at RCPT and add hard-bounced ones (default true). */
+    enabled: z.boolean().optional(),
+    /** Bounce categories that add a recipient to its sender domain's list (default bad-mailbox, inactive). */
+    categories: z.array(z.enum(BOUNCE_CATEGORIES)).optional(),
+    /** How long an entry from a bounce counts (default: until removed). */
+    expireAfter: span.optional(),
+  })
+  .optional();
+
 export const configSchema = z.strictObject({
   /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
   hostname: z.string().min(1).optional(),
@@ -353,6 +368,7 @@ export const configSchema = z.strictObject({
   shutdownTimeoutMs: duration.optional(),
   admin,
   bounces,
+  suppression,
 });
 
 /** The config as written (defaults optional). */

@@ -23,6 +23,7 @@ import {
   openRedisQueue,
   type QueueBackend,
   type RedisQueue,
+  type SuppressionStore,
 } from '@tern/queue';
 import {
   ConfigError,
@@ -34,9 +35,10 @@ import {
   readKeyPair,
   serverHostname,
 } from './config.js';
-import { OpsRuntime } from './ops/runtime.js';
+import { OPS_PLUGIN_NAME, OpsRuntime } from './ops/runtime.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
+import { SUPPRESSION_PLUGIN_NAME, suppressionPlugin, suppressionSettings } from './suppression.js';
 
 export interface RunningListener {
   readonly name: string;
@@ -269,6 +271,11 @@ export async function checkMta(config: ResolvedConfig, logger: Logger): Promise<
   await registry.close();
 }
 
+/** Tern's own plugins, in every host but not the operator's to list. */
+export function isInternalPlugin(name: string): boolean {
+  return name === OPS_PLUGIN_NAME || name === SUPPRESSION_PLUGIN_NAME;
+}
+
 /** The bounce classifier of a config: its `bounces.rules` before the shipped rules (validated already). */
 export function bounceClassifier(config: ResolvedConfig): BounceClassifier {
   return new BounceClassifier({
@@ -288,7 +295,15 @@ export async function startMta(
   // and its internal plugin comes first in each host (intake tracing, delivery activity).
   const ops = new OpsRuntime(config, logger);
   const hostOptions: HostOptions = { logger, onHookEvent: ops.onHookEvent };
-  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin] });
+  // The suppression list is in the queue's store, which opens after the plugin hosts are made.
+  let suppressions: SuppressionStore | undefined;
+  let suppressing = suppressionSettings(config);
+  const suppression = suppressionPlugin(
+    () => suppressions,
+    () => suppressing,
+    logger,
+  );
+  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin, suppression] });
   // Before the queue opens: a plugin that cannot start stops start-up (PluginInitError).
   const initial = await registry.prepare(config);
   void registry.activate(initial);
@@ -300,6 +315,7 @@ export async function startMta(
     await registry.close();
     throw error;
   }
+  suppressions = queue.suppressions;
   // With a shared Redis queue, per-destination limits hold across every node: they are counted in
   // the same Redis, by the limiter the rate-limit plugin uses.
   const throttle =
@@ -405,12 +421,13 @@ export async function startMta(
     const replaced = deliverer;
     deliverer = nextDeliverer;
     classifier = nextClassifier;
+    suppressing = suppressionSettings(next);
     current = next;
     // Sessions and delivery attempts that began before now keep the old hosts: the old plugins are
     // shut down, and the old deliverer's connections closed, once the last of them has ended.
     void registry.activate(generation).then(() => replaced?.close());
     const result = {
-      plugins: generation.global.plugins.map((p) => p.name).filter((n) => n !== ops.plugin.name),
+      plugins: generation.global.plugins.map((p) => p.name).filter((n) => !isInternalPlugin(n)),
       needsRestart,
     };
     logger.info(result, 'config reloaded');

@@ -141,6 +141,14 @@ describe('config validation names the field and the fix', () => {
       { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], bounces: { rules: [{ category: 'hard' }] } },
       'config.bounces.rules[0].category: one of bad-mailbox, inactive, quota',
     ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], suppression: { categories: ['hard'] } },
+      'config.suppression.categories[0]:',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], suppression: { expireAfter: 'a month' } },
+      "config.suppression.expireAfter: milliseconds, or a string like '30s'",
+    ],
   ])('%j', (input, expected) => {
     expect(problems(input).join('\n')).toContain(expected);
   });

@@ -12,7 +12,7 @@ import {
   type QueueSummary,
   type TimelineEvent,
 } from '@tern/queue';
-import { AdminApiError, AdminClient, adminTarget, UsageProblem } from './admin-client.js';
+import { AdminApiError, type AdminClient, UsageProblem, withAdminClient } from './admin-client.js';
 import type { QueueOperationName, QueueOperationValues } from './queue-operations.js';
 
 type Values = QueueOperationValues;
@@ -23,23 +23,7 @@ export async function runQueueOperation(
   values: QueueOperationValues,
   ids: readonly string[],
 ): Promise<number> {
-  const client = new AdminClient(
-    await adminTarget({
-      admin: values.admin,
-      token: values.token,
-      tokenFile: values.tokenFile,
-      config: values.config,
-    }),
-  );
-  try {
-    return await run(action, client, values, [...ids]);
-  } catch (error) {
-    if (error instanceof AdminApiError) {
-      process.stderr.write(`tern queue ${action}: ${error.message}\n`);
-      return 1;
-    }
-    throw error;
-  }
+  return withAdminClient(values, `tern queue ${action}`, (client) => run(action, client, values, [...ids]));
 }
 
 async function run(
