@@ -43,7 +43,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: break-word; }
   th { color: var(--muted); font-weight: 600; }
   td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-  .w-time { width: 5.5rem; } .w-id { width: 11.5rem; } .w-num { width: 5.5rem; } .w-kind { width: 8rem; } .w-why { width: 9rem; }
+  .w-time { width: 5.5rem; } .w-id { width: 11.5rem; } .w-num { width: 5.5rem; } .w-kind { width: 8rem; } .w-why { width: 9rem; } .w-since { width: 11rem; }
   .w-by { width: 9rem; } .w-client { width: 16%; } .w-addr { width: 17%; } .w-server { width: 20%; }
   a.qid, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
   .empty { color: var(--muted); font-style: italic; }
@@ -95,6 +95,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <button type="button" role="tab" id="tab-bounces" aria-controls="panel-bounces" aria-selected="false">Bounces <span class="count" id="count-bounces"></span></button>
       <button type="button" role="tab" id="tab-refusals" aria-controls="panel-refusals" aria-selected="false">Refusals <span class="count" id="count-refusals"></span></button>
       <button type="button" role="tab" id="tab-destinations" aria-controls="panel-destinations" aria-selected="false">Destinations <span class="count" id="count-destinations"></span></button>
+      <button type="button" role="tab" id="tab-suppressions" aria-controls="panel-suppressions" aria-selected="false">Suppressed <span class="count" id="count-suppressions"></span></button>
       <button type="button" role="tab" id="tab-message" aria-controls="panel-message" aria-selected="false">Where is my message?</button>
     </div>
     <div role="tabpanel" id="panel-deliveries" aria-labelledby="tab-deliveries">
@@ -108,6 +109,12 @@ export const DASHBOARD_HTML = `<!doctype html>
     </div>
     <div role="tabpanel" id="panel-destinations" aria-labelledby="tab-destinations" hidden>
       <table id="summary"><thead><tr><th>domain</th><th class="num w-num">total</th><th class="num w-num">scheduled</th><th class="num w-num">active</th><th class="num w-num">held</th><th class="num w-num">deferred</th><th class="w-num">oldest</th><th>note</th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-suppressions" aria-labelledby="tab-suppressions" hidden>
+      <form id="suppression-search"><input id="suppression-text" placeholder="search recipients" autocomplete="off"><button>Search</button></form>
+      <form id="suppression-add"><input id="suppression-address" placeholder="recipient to suppress" autocomplete="off"><input id="suppression-scope" placeholder="sender domain, or * for every sender" autocomplete="off"><input id="suppression-reason" placeholder="reason" autocomplete="off"><button>Suppress</button></form>
+      <p id="suppression-error" class="bad" hidden></p>
+      <table id="suppressions"><thead><tr><th class="w-by">scope</th><th class="w-addr">recipient</th><th class="w-why">why</th><th class="w-since">since</th><th>reason</th><th class="w-kind"></th></tr></thead><tbody></tbody></table>
     </div>
     <div role="tabpanel" id="panel-message" aria-labelledby="tab-message" hidden>
       <form id="lookup-form"><input id="lookup-id" placeholder="queue id or Message-ID" autocomplete="off"><button>Show</button></form>
@@ -440,8 +447,46 @@ export const DASHBOARD_HTML = `<!doctype html>
     if (location.hash === href) openPending(); else location.hash = href;
   });
 
+  // The suppression list: the newest entries (or those matching the search), each with a remove button.
+  var suppressionSearch = "";
+  function loadSuppressions() {
+    return api("/api/suppressions?limit=100" + (suppressionSearch ? "&search=" + encodeURIComponent(suppressionSearch) : "")).then(function (page) {
+      count("suppressions", page.total, "");
+      fill("suppressions", page.entries.map(function (e) {
+        var remove = el("button", { type: "button", class: "remove", "data-scope": e.scope, "data-address": e.address }, ["remove"]);
+        remove.addEventListener("click", function () {
+          api("/api/suppressions/" + encodeURIComponent(e.scope) + "/" + encodeURIComponent(e.address), { method: "DELETE" })
+            .then(loadSuppressions, suppressionError);
+        });
+        return [el("td", {}, [e.scope]), el("td", {}, [e.address]), el("td", {}, [e.source + (e.category ? ", " + e.category : "")]),
+          el("td", {}, [dateTime(e.createdAt) + (e.expiresAt ? " until " + dateTime(e.expiresAt) : "")]), el("td", {}, [clipped(e.reason)]), el("td", {}, [remove])];
+      }), 6);
+    });
+  }
+  function suppressionError(error) {
+    var p = document.getElementById("suppression-error");
+    p.textContent = error.message;
+    p.hidden = false;
+  }
+  document.getElementById("suppression-search").addEventListener("submit", function (event) {
+    event.preventDefault();
+    suppressionSearch = document.getElementById("suppression-text").value.trim();
+    loadSuppressions().catch(suppressionError);
+  });
+  document.getElementById("suppression-add").addEventListener("submit", function (event) {
+    event.preventDefault();
+    document.getElementById("suppression-error").hidden = true;
+    var entry = { address: document.getElementById("suppression-address").value.trim(), scope: document.getElementById("suppression-scope").value.trim() || "*" };
+    var reason = document.getElementById("suppression-reason").value.trim();
+    if (reason) entry.reason = reason;
+    api("/api/suppressions", { method: "POST", headers: { authorization: "Bearer " + token, "content-type": "application/json" }, body: JSON.stringify(entry) })
+      .then(function () { document.getElementById("suppression-address").value = ""; document.getElementById("suppression-reason").value = ""; return loadSuppressions(); })
+      .catch(suppressionError);
+  });
+
   function refresh() {
     if (!token) { askToken(); return; }
+    loadSuppressions().catch(function () { /* a backend without a list: the tab stays empty */ });
     Promise.all([api("/api/health"), api("/api/queue/summary"), api("/api/queue/history"), api("/api/activity")]).then(function (r) {
       document.getElementById("backend").textContent = r[0].queue + " queue, " + r[1].totals.total + " job(s)";
       drawStore(r[0].store);
