@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@tern/plugin-api';
 import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
 import type { BounceClassifier } from './bounce-classifier.js';
+import type { IdempotencyStore } from './idempotency.js';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { SuppressionStore } from './suppression.js';
 import type { TimelineEvent } from './timeline.js';
@@ -235,6 +236,8 @@ export interface QueueBackend {
   inspect(queueId: string): Promise<MessageRecord | null>;
   /** The suppression list kept in the same store (both backends have one; test doubles may not). */
   readonly suppressions?: SuppressionStore;
+  /** Idempotency keys of HTTP injection, in the same store (both backends; test doubles may not). */
+  readonly idempotency?: IdempotencyStore;
 }
 
 // ---- Operator operations ------------------------------------------------------------------------

@@ -1,14 +1,7 @@
 // The suppression list on both backends: the same behaviour through SuppressionStore, plus what
 // only one has (Redis: shared by every node; embedded: a version 3 store gains the table).
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startRedis, type TestRedis } from '@tern/testkit';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type EmbeddedQueue, openEmbeddedQueue } from '../src/embedded/index.js';
-import { openRedisQueue, type RedisQueue } from '../src/redis/redis-queue.js';
+import { describe, expect, it } from 'vitest';
 import {
   type Suppression,
   type SuppressionStore,
@@ -16,39 +9,9 @@ import {
   suppressionScopes,
 } from '../src/suppression.js';
 import { testMessage } from './redis-fixtures/deliveries.js';
+import { storeFixtures } from './store-fixtures.js';
 
-let redis: TestRedis;
-const dirs: string[] = [];
-const opened: (EmbeddedQueue | RedisQueue)[] = [];
-
-beforeAll(async () => {
-  redis = await startRedis({ maxmemoryPolicy: 'noeviction' });
-});
-afterEach(async () => {
-  await Promise.all(opened.splice(0).map((q) => q.close()));
-});
-afterAll(async () => {
-  await redis?.stop();
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
-
-function storePath(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'tern-sup-'));
-  dirs.push(dir);
-  return join(dir, 'queue.db');
-}
-
-function embedded(path = storePath()): EmbeddedQueue {
-  const q = openEmbeddedQueue({ path, pollIntervalMs: 200 });
-  opened.push(q);
-  return q;
-}
-
-async function onRedis(prefix = `s${randomBytes(4).toString('hex')}`): Promise<RedisQueue> {
-  const q = await openRedisQueue({ url: redis.url, prefix });
-  opened.push(q);
-  return q;
-}
+const { embedded, onRedis, storePath, closed } = storeFixtures();
 
 const now = Date.now();
 const entry = (fields: Partial<Suppression> & { address: string }): Suppression =>
@@ -161,16 +124,16 @@ describe('suppression list: backend specifics', () => {
     const q = embedded(path);
     const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'Before'));
     await q.close();
-    opened.pop();
+    closed();
     const raw = new Database(path);
-    raw.exec('DROP TABLE suppressions; PRAGMA user_version = 3;');
+    raw.exec('DROP TABLE suppressions; DROP TABLE idempotency_keys; PRAGMA user_version = 3;');
     raw.close();
 
     const upgraded = embedded(path);
     expect((await upgraded.details(id))?.envelope?.mailFrom).toBe('alice@src.test');
     await upgraded.suppressions.add([entry({ address: 'after@x.test' })]);
     await upgraded.close();
-    opened.pop();
+    closed();
     const again = embedded(path);
     expect(await again.suppressions.find('after@x.test', ['shop.test'])).toMatchObject({
       address: 'after@x.test',

@@ -33,6 +33,7 @@ import type {
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
+import type { IdempotencyStore } from '../idempotency.js';
 import { newQueueId, planJobs } from '../plan.js';
 import type { SuppressionStore } from '../suppression.js';
 import {
@@ -44,6 +45,7 @@ import {
 } from '../timeline.js';
 import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
+import { EmbeddedIdempotency } from './idempotency.js';
 import { EmbeddedOperations } from './operations.js';
 import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
 import { EmbeddedSuppressions } from './suppressions.js';
@@ -142,6 +144,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly location: string;
   /** The suppression list, in the same store. */
   readonly suppressions: SuppressionStore;
+  /** Idempotency keys of HTTP injection, in the same store. */
+  readonly idempotency: IdempotencyStore;
   readonly #db: Database.Database;
   readonly #log: Logger;
   readonly #pollMs: number;
@@ -180,6 +184,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#due = new DueJobs(this.#db);
       this.#bodies = new StoredBodies(this.#db);
       this.suppressions = new EmbeddedSuppressions(this.#db);
+      this.idempotency = new EmbeddedIdempotency(this.#db);
       this.#ops = new EmbeddedOperations(this.#db, {
         enqueue: (message) => this.enqueue(message),
         wake: () => this.#wake(),

@@ -96,7 +96,8 @@ CREATE TABLE store_probe (
 ) STRICT;
 `;
 
-// Version 4: suppression lists (see ../suppression.ts), one row per scope and recipient.
+// Version 4: suppression lists (see ../suppression.ts), one row per scope and recipient; and the
+// idempotency keys of HTTP injection (see ../idempotency.ts).
 const SCHEMA_4 = `
 CREATE TABLE suppressions (
   scope       TEXT NOT NULL,     -- a sender domain, or * for every sender
@@ -112,6 +113,14 @@ CREATE TABLE suppressions (
 CREATE INDEX suppressions_address ON suppressions (address);
 CREATE INDEX suppressions_created ON suppressions (created_at);
 CREATE INDEX suppressions_expiry ON suppressions (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE idempotency_keys (
+  key          TEXT PRIMARY KEY,
+  fingerprint  TEXT NOT NULL,      -- what the first request asked for
+  queue_id     TEXT,               -- NULL while that request is being handled
+  expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
 `;
 
 /** Who holds a store, as written next to it for the error a second process gets. */

@@ -28,6 +28,7 @@ import type {
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
+import type { IdempotencyStore } from '../idempotency.js';
 import { normalizeMessageId } from '../operations.js';
 import { newQueueId, planJobs } from '../plan.js';
 import type { SuppressionStore } from '../suppression.js';
@@ -38,6 +39,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import { bodyStream } from './body-stream.js';
+import { RedisIdempotency } from './idempotency.js';
 import type { JobData } from './job-data.js';
 import { RedisOperations, readJobGate } from './operations.js';
 import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
@@ -108,6 +110,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly queueName: string;
   /** The suppression list, shared by every node on this Redis and prefix. */
   readonly suppressions: SuppressionStore;
+  /** Idempotency keys of HTTP injection, shared the same way. */
+  readonly idempotency: IdempotencyStore;
   /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
   readonly #client: OpsRedis;
   readonly #queue: Queue;
@@ -172,6 +176,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     });
     this.#client.on('ready', () => this.#health.probeSoon());
     this.suppressions = new RedisSuppressions(this.#client, this.prefix);
+    this.idempotency = new RedisIdempotency(this.#client, this.prefix);
     this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.prefix });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
     this.#ops = new RedisOperations({
