@@ -194,6 +194,41 @@ function program(done: (code: number) => void): Command {
       }),
     );
 
+  const apikey = group(tern, 'apikey', 'manage the API keys of HTTP injection');
+  apikey
+    .command('add')
+    .summary('make a key for sender domains (or replace the one with this id); prints its token once')
+    .argument('<id>', 'the key id: letters, digits and dashes')
+    .addOption(required('-f, --file <keys-file>', 'the API keys file'))
+    .addOption(required('--domains <list>', 'sender domains the key may use, comma-separated, or *'))
+    .action(
+      act(async (id: string, options: { file: string; domains: string }) => {
+        const { runApiKeyAdd } = await import('./commands/apikey.js');
+        return runApiKeyAdd(options.file, id, options.domains);
+      }),
+    );
+  apikey
+    .command('list')
+    .summary('the keys and their sender domains (never their secrets)')
+    .addOption(required('-f, --file <keys-file>', 'the API keys file'))
+    .action(
+      act(async (options: { file: string }) => {
+        const { runApiKeyList } = await import('./commands/apikey.js');
+        return runApiKeyList(options.file);
+      }),
+    );
+  apikey
+    .command('remove')
+    .summary('remove a key: applications holding its token are refused at once')
+    .argument('<id>', 'the key id')
+    .addOption(required('-f, --file <keys-file>', 'the API keys file'))
+    .action(
+      act(async (id: string, options: { file: string }) => {
+        const { runApiKeyRemove } = await import('./commands/apikey.js');
+        return runApiKeyRemove(options.file, id);
+      }),
+    );
+
   const dkim = group(tern, 'dkim', 'generate DKIM keys and check their DNS records');
   dkim
     .command('keygen')

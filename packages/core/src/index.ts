@@ -27,6 +27,7 @@ export {
   type StressTimeouts,
 } from './options.js';
 export { CoreReplies } from './replies.js';
+export { rewriteLines, SecretChecker, WatchedFile } from './secret-file.js';
 export {
   type IncomingMessage,
   InMemoryQueue,
