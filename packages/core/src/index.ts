@@ -3,6 +3,7 @@
 export { type Acceptance, type AcceptInput, acceptMessage } from './accept.js';
 export { SMTP_VERBS, type SmtpVerb } from './command-stream.js';
 export { type HostResolver, systemResolver } from './dns.js';
+export { type MessageReadOptions, type MessageReadResult, readMessage } from './intake.js';
 export {
   type CloseOptions,
   createListener,
