@@ -11,6 +11,8 @@ import {
   QUEUE_OPERATION_SPECS,
   QUEUE_OPERATIONS,
   type QueueOperationValues,
+  SUPPRESSION_COMMANDS,
+  type SuppressionCommand,
 } from './ops/queue-operations.js';
 
 /** What `start` returns: the listeners keep the process alive until a signal stops it. */
@@ -216,6 +218,41 @@ function program(done: (code: number) => void): Command {
       }),
     );
 
+  const apikey = group(tern, 'apikey', 'manage the API keys of HTTP injection');
+  apikey
+    .command('add')
+    .summary('make a key for sender domains (or replace the one with this id); prints its token once')
+    .argument('<id>', 'the key id: letters, digits and dashes')
+    .addOption(required('-f, --file <keys-file>', 'the API keys file'))
+    .addOption(required('--domains <list>', 'sender domains the key may use, comma-separated, or *'))
+    .action(
+      act(async (id: string, options: { file: string; domains: string }) => {
+        const { runApiKeyAdd } = await import('./commands/apikey.js');
+        return runApiKeyAdd(options.file, id, options.domains);
+      }),
+    );
+  apikey
+    .command('list')
+    .summary('the keys and their sender domains (never their secrets)')
+    .addOption(required('-f, --file <keys-file>', 'the API keys file'))
+    .action(
+      act(async (options: { file: string }) => {
+        const { runApiKeyList } = await import('./commands/apikey.js');
+        return runApiKeyList(options.file);
+      }),
+    );
+  apikey
+    .command('remove')
+    .summary('remove a key: applications holding its token are refused at once')
+    .argument('<id>', 'the key id')
+    .addOption(required('-f, --file <keys-file>', 'the API keys file'))
+    .action(
+      act(async (id: string, options: { file: string }) => {
+        const { runApiKeyRemove } = await import('./commands/apikey.js');
+        return runApiKeyRemove(options.file, id);
+      }),
+    );
+
   const dkim = group(tern, 'dkim', 'generate DKIM keys and check their DNS records');
   dkim
     .command('keygen')
@@ -319,8 +356,72 @@ function program(done: (code: number) => void): Command {
         return runQueueImport(options.config, options.in);
       }),
     );
+  const suppression = group(
+    tern,
+    'suppression',
+    'recipients senders must not mail again: list, search, add, remove, import, export',
+  );
+  suppression.addHelpText(
+    'after',
+    '\nThe commands talk to the admin API of a running tern (as tern queue does): --admin URL with\n' +
+      '--token T or --token-file F, or --config FILE. --scope is a sender domain, or * (the default)\n' +
+      'for every sender. Files are CSV with the header scope,address,source,reason,category,created_at,\n' +
+      'expires_at (what export writes), JSON lines, or one address per line.',
+  );
+  const suppressionSpecs: Record<
+    SuppressionCommand,
+    { args: string; summary: string; flags: readonly (readonly [string, string])[] }
+  > = {
+    list: { args: '', summary: 'suppressed recipients, newest first', flags: [LIMIT, ALL] },
+    search: {
+      args: '<text>',
+      summary: 'suppressed recipients whose address contains TEXT',
+      flags: [LIMIT, ALL],
+    },
+    add: {
+      args: '<addresses...>',
+      summary: 'suppress recipients for --scope (default every sender)',
+      flags: [
+        ['--reason <text>', 'why, for the record'],
+        ['--expires-in <duration>', 'stop suppressing after this long, e.g. 30d'],
+        ['--until <date>', 'stop suppressing at this time, e.g. 2030-01-01T00:00:00Z'],
+      ],
+    },
+    remove: { args: '<addresses...>', summary: 'stop suppressing recipients for --scope', flags: [] },
+    import: {
+      args: '<file>',
+      summary: 'add the entries of a file (- for stdin); --scope for rows without one',
+      flags: [],
+    },
+    export: {
+      args: '',
+      summary: 'write every entry as CSV (or --format jsonl) to stdout or --out FILE',
+      flags: [
+        ['--out <file>', 'write to this file instead of stdout'],
+        ['--format <format>', 'csv (default) or jsonl'],
+      ],
+    },
+  };
+  for (const name of SUPPRESSION_COMMANDS) {
+    const spec = suppressionSpecs[name];
+    const command = suppression.command(name).summary(spec.summary).description(spec.summary);
+    if (spec.args) command.argument(spec.args);
+    command.option('--scope <domain>', 'the sender domain, or * for every sender');
+    for (const [flags, help] of spec.flags) command.option(flags, help);
+    for (const flag of QUEUE_API_FLAGS) command.option(QUEUE_FLAGS[flag].flags, QUEUE_FLAGS[flag].help);
+    command.action(
+      act(async () => {
+        const operands = command.processedArgs.flat().filter((a): a is string => typeof a === 'string');
+        const { runSuppressionCommand } = await import('./ops/suppression-cli.js');
+        return runSuppressionCommand(name, command.opts(), operands);
+      }),
+    );
+  }
   return tern;
 }
+
+const LIMIT = ['--limit <n>', 'show at most N entries (default 100)'] as const;
+const ALL = ['--all', 'show every entry'] as const;
 
 /** The exit code for a failure, after saying what went wrong and how to fix it. */
 function report(error: unknown, command: string): number {

@@ -16,6 +16,7 @@ import {
   type TlsPolicyLevel,
 } from '@tern/delivery';
 import {
+  BOUNCE_CATEGORIES,
   dnsServerSchema,
   domainSchema,
   durationSchema,
@@ -28,7 +29,14 @@ import {
   withTimeout,
 } from '@tern/plugin-api';
 import { withConfigDir } from '@tern/plugin-api/host';
-import { embeddedQueueShape, redisQueueShape, retrySchema, workerShape } from '@tern/queue';
+import {
+  BounceRuleError,
+  checkBounceRules,
+  embeddedQueueShape,
+  redisQueueShape,
+  retrySchema,
+  workerShape,
+} from '@tern/queue';
 import { redisConnectionSchema } from '@tern/redis';
 import { createJiti } from 'jiti';
 import { z } from 'zod';
@@ -274,6 +282,39 @@ const admin = z
   })
   .optional();
 
+// Bounce classification (packages/queue/src/bounce-classifier.ts): the operator's rules, tried in
+// order before the shipped ones. Checked by the classifier itself, so what passes here works at start.
+const bounces = z
+  .strictObject({
+    /** Rules like { category: 'quota', code: '55x', enhanced: 'x.7.1', text: 'mailbox is full', name: 'my-isp' }. */
+    rules: z
+      .array(z.unknown())
+      .default([])
+      .superRefine((rules, ctx) => {
+        try {
+          checkBounceRules(rules);
+        } catch (error) {
+          if (!(error instanceof BounceRuleError)) throw error;
+          ctx.addIssue({ code: 'custom', path: [...error.path], message: error.problem });
+        }
+      }),
+    /** Try the shipped rules (providers, RFC 3463 codes, common texts) after these (default true). */
+    shippedRules: z.boolean().default(true),
+  })
+  .optional();
+
+// Suppression lists (src/suppression.ts): refused at RCPT when relayed, fed by hard bounces.
+const suppression = z
+  .strictObject({
+    /** Check relayed recipients at RCPT and add hard-bounced ones (default true). */
+    enabled: z.boolean().optional(),
+    /** Bounce categories that add a recipient to its sender domain's list (default bad-mailbox, inactive). */
+    categories: z.array(z.enum(BOUNCE_CATEGORIES)).optional(),
+    /** How long an entry from a bounce counts (default: until removed). */
+    expireAfter: positiveMs.optional(),
+  })
+  .optional();
+
 export const configSchema = z.strictObject({
   /** Our name in banners, EHLO and Received headers (default: the machine's host name). */
   hostname: hostnameSchema.optional(),
@@ -300,6 +341,8 @@ export const configSchema = z.strictObject({
   shutdownTimeoutMs: positiveMs.optional(),
   admin,
   publish,
+  bounces,
+  suppression,
 });
 
 /** The config as written (defaults optional). */

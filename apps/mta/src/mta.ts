@@ -24,11 +24,14 @@ import { createLimiter, type Limiter } from '@tern/limiter';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type { HostOptions, PluginHost } from '@tern/plugin-api/host';
 import {
+  BounceClassifier,
+  type BounceRule,
   openEmbeddedQueue,
   openRedisQueue,
   type QueueBackend,
   type RedisQueue,
   type RedisQueueOptions,
+  type SuppressionStore,
   type TlsStore,
 } from '@tern/queue';
 import { isClusterConnection, keyBase, type RedisConnection } from '@tern/redis';
@@ -42,10 +45,11 @@ import {
   readKeyPair,
   serverHostname,
 } from './config.js';
-import { OpsRuntime } from './ops/runtime.js';
+import { OPS_PLUGIN_NAME, OpsRuntime } from './ops/runtime.js';
 import { dnsOptions, tlsReportSender } from './outbound-tls.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
+import { SUPPRESSION_PLUGIN_NAME, suppressionPlugin, suppressionSettings } from './suppression.js';
 
 export interface RunningListener {
   readonly name: string;
@@ -348,6 +352,19 @@ export async function checkMta(config: ResolvedConfig, logger: Logger): Promise<
   await registry.close();
 }
 
+/** Tern's own plugins, in every host but not the operator's to list. */
+export function isInternalPlugin(name: string): boolean {
+  return name === OPS_PLUGIN_NAME || name === SUPPRESSION_PLUGIN_NAME;
+}
+
+/** The bounce classifier of a config: its `bounces.rules` before the shipped rules (validated already). */
+export function bounceClassifier(config: ResolvedConfig): BounceClassifier {
+  return new BounceClassifier({
+    rules: (config.bounces?.rules ?? []) as BounceRule[],
+    shippedRules: config.bounces?.shippedRules ?? true,
+  });
+}
+
 export async function startMta(
   config: ResolvedConfig,
   logger: Logger,
@@ -359,7 +376,15 @@ export async function startMta(
   // and its internal plugin comes first in each host (intake tracing, delivery activity).
   const ops = new OpsRuntime(config, logger);
   const hostOptions: HostOptions = { logger, onHookEvent: ops.onHookEvent };
-  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin] });
+  // The suppression list is in the queue's store, which opens after the plugin hosts are made.
+  let suppressions: SuppressionStore | undefined;
+  let suppressing = suppressionSettings(config);
+  const suppression = suppressionPlugin(
+    () => suppressions,
+    () => suppressing,
+    logger,
+  );
+  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin, suppression] });
   // Before the queue opens: a plugin that cannot start stops start-up (PluginInitError).
   const initial = await registry.prepare(config);
   void registry.activate(initial);
@@ -371,6 +396,7 @@ export async function startMta(
     await registry.close();
     throw error;
   }
+  suppressions = queue.suppressions;
   // With a shared Redis queue, per-destination limits hold across every node: they are counted in
   // the same Redis, by the limiter the rate-limit plugin uses.
   const throttle =
@@ -389,6 +415,7 @@ export async function startMta(
   let deliverer: Deliverer | undefined;
   let tlsReportSender: TlsReportSender | undefined;
   const outboundTls = outboundTlsState(config, queue, logger);
+  let classifier = bounceClassifier(config);
   const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
@@ -426,6 +453,7 @@ export async function startMta(
           logger,
           ...(config.delivery?.concurrency !== undefined ? { concurrency: config.delivery.concurrency } : {}),
           ...(retry ? { retry } : {}),
+          classifier: () => classifier,
         },
       );
     }
@@ -458,6 +486,7 @@ export async function startMta(
     await preflight(next, hostOptions);
     const generation = await registry.prepare(next);
     let nextDeliverer: Deliverer | undefined;
+    const nextClassifier = bounceClassifier(next);
     try {
       if (deliverer)
         nextDeliverer = createDeliverer(delivererOptions(next, hostname, logger, throttle, outboundTls));
@@ -489,12 +518,14 @@ export async function startMta(
     }
     const replaced = deliverer;
     deliverer = nextDeliverer;
+    classifier = nextClassifier;
+    suppressing = suppressionSettings(next);
     current = next;
     // Sessions and delivery attempts that began before now keep the old hosts: the old plugins are
     // shut down, and the old deliverer's connections closed, once the last of them has ended.
     void registry.activate(generation).then(() => replaced?.close());
     const result = {
-      plugins: generation.global.plugins.map((p) => p.name).filter((n) => n !== ops.plugin.name),
+      plugins: generation.global.plugins.map((p) => p.name).filter((n) => !isInternalPlugin(n)),
       needsRestart,
     };
     logger.info(result, 'config reloaded');

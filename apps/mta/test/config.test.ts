@@ -140,6 +140,31 @@ describe('config validation names the field and the fix', () => {
       },
       'config.listeners[1].port: [::]:2525 is already used by listeners[0]',
     ],
+    [
+      {
+        listeners: [{ kind: 'mx' }],
+        localDomains: ['a.test'],
+        bounces: {
+          rules: [
+            { category: 'quota', code: 550 },
+            { category: 'quota', enhanced: '5.1' },
+          ],
+        },
+      },
+      'config.bounces.rules[1].enhanced: an enhanced code like 5.1.1, with x for any part',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], bounces: { rules: [{ category: 'hard' }] } },
+      'config.bounces.rules[0].category: one of bad-mailbox, inactive, quota',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], suppression: { categories: ['hard'] } },
+      'config.suppression.categories[0]:',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], suppression: { expireAfter: 'a month' } },
+      "config.suppression.expireAfter: milliseconds, or a string like '30s'",
+    ],
   ])('%j', (input, expected) => {
     expect(problems(input).join('\n')).toContain(expected);
   });

@@ -156,7 +156,12 @@ describe('where is my message, why was it rejected', () => {
       remoteMta: expect.stringContaining(`:${sink.port}`),
       recipients: expect.arrayContaining([
         expect.objectContaining({ address: 'bob@dest.test', result: 'delivered', code: 250 }),
-        expect.objectContaining({ address: 'slow@dest.test', result: 'deferred', code: 451 }),
+        expect.objectContaining({
+          address: 'slow@dest.test',
+          result: 'deferred',
+          code: 451,
+          category: 'transient',
+        }),
       ]),
     });
     expect(attempts[1]).toMatchObject({
@@ -181,7 +186,12 @@ describe('where is my message, why was it rejected', () => {
     expect(activity.deliveries).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ kind: 'delivered', queueId: sent.queueId, recipients: ['bob@dest.test'] }),
-        expect.objectContaining({ kind: 'deferred', queueId: sent.queueId, recipients: ['slow@dest.test'] }),
+        expect.objectContaining({
+          kind: 'deferred',
+          queueId: sent.queueId,
+          recipients: ['slow@dest.test'],
+          category: 'transient',
+        }),
       ]),
     );
 
@@ -190,7 +200,9 @@ describe('where is my message, why was it rejected', () => {
     expect(inspect.status).toBe(0);
     expect(inspect.stdout).toContain(`queue id:   ${sent.queueId}`);
     expect(inspect.stdout).toMatch(/gate rcptTo: reject 550 5\.7\.1 No spam here/);
-    expect(inspect.stdout).toMatch(/attempt 1 to dest\.test via .*slow@dest\.test deferred \(451 4\.2\.0/);
+    expect(inspect.stdout).toMatch(
+      /attempt 1 to dest\.test via .*slow@dest\.test deferred \[transient\] \(451 4\.2\.0/,
+    );
   });
 
   it('bounces a permanent failure and shows it among recent bounces', async () => {
@@ -209,6 +221,7 @@ describe('where is my message, why was it rejected', () => {
       recipients: ['ghost@dest.test'],
       code: 550,
       reason: 'permanent',
+      category: 'bad-mailbox',
     });
   });
 });
@@ -428,6 +441,10 @@ describe('metrics', () => {
     expect(value(/^tern_delivery_recipients_total\{result="delivered"\} (\d+)/m)).toBeGreaterThanOrEqual(6);
     expect(value(/^tern_delivery_recipients_total\{result="deferred"\} (\d+)/m)).toBeGreaterThanOrEqual(2);
     expect(value(/^tern_bounces_total\{reason="permanent"\} (\d+)/m)).toBe(1);
+    expect(value(/^tern_delivery_failures_total\{result="failed",category="bad-mailbox"\} (\d+)/m)).toBe(1);
+    expect(
+      value(/^tern_delivery_failures_total\{result="deferred",category="transient"\} (\d+)/m),
+    ).toBeGreaterThanOrEqual(2);
     expect(value(/^tern_queue_jobs\{domain="depth\.test",state="scheduled"\} (\d+)/m)).toBe(1);
     expect(value(/^tern_queue_jobs_total\{state="total"\} (\d+)/m)).toBe(1);
     expect(text).not.toContain('tern_redis_ping_seconds'); // embedded: no Redis to time

@@ -260,7 +260,7 @@ describe('dashboard', () => {
       await page.goto(`${mta.url}/`);
       await waitFor(async () => (await text('#bounces tbody')).includes(sent.wordy.queueId), 10_000);
       await screenshot(`${viewport.name}-deliveries`);
-      for (const tab of ['deliveries', 'bounces', 'refusals', 'destinations', 'message']) {
+      for (const tab of ['deliveries', 'bounces', 'refusals', 'destinations', 'suppressions', 'message']) {
         await page.click(`#tab-${tab}`);
         const layout = await page.evaluate((name) => {
           const panel = document.getElementById(`panel-${name}`);
@@ -331,6 +331,50 @@ describe('dashboard', () => {
     await notice.click();
     await waitFor(async () => (await text('#message-facts')).includes(noticeId), 5000);
     await screenshot('laptop-timeline');
+  });
+  it('lists suppressed recipients (the hard bounce among them), searches, adds and removes them', async () => {
+    await page.goto('about:blank');
+    await page.goto(`${mta.url}/`);
+    await page.click('#tab-suppressions');
+    // ghost@dest.test bounced 5.1.1 earlier: suppressed for alice's domain.
+    const ghost = page.locator('#suppressions tbody tr', { hasText: 'ghost@dest.test' });
+    await ghost.waitFor({ timeout: 10_000 });
+    expect((await ghost.locator('td').allTextContents()).slice(0, 3)).toEqual([
+      'src.test',
+      'ghost@dest.test',
+      'bounce, bad-mailbox',
+    ]);
+
+    await page.fill('#suppression-address', 'Added@Dest.test');
+    await page.fill('#suppression-reason', 'asked us by phone');
+    await page.click('#suppression-add button');
+    const added = page.locator('#suppressions tbody tr', { hasText: 'added@dest.test' });
+    await added.waitFor({ timeout: 5000 });
+    expect((await added.locator('td').allTextContents()).slice(0, 3)).toEqual([
+      '*',
+      'added@dest.test',
+      'manual',
+    ]);
+    expect((await mta.api('GET', '/api/suppressions/*/added@dest.test')).body).toMatchObject({
+      reason: 'asked us by phone',
+    });
+
+    await page.fill('#suppression-text', 'ghost');
+    await page.click('#suppression-search button');
+    await waitFor(async () => (await page.locator('#suppressions tbody tr').count()) === 1, 5000);
+    await page.fill('#suppression-text', '');
+    await page.click('#suppression-search button');
+    await added.waitFor({ timeout: 5000 });
+    await screenshot('laptop-suppressions');
+
+    await added.locator('button.remove').click();
+    await added.waitFor({ state: 'detached', timeout: 5000 });
+    expect((await mta.api('GET', '/api/suppressions/*/added@dest.test')).status).toBe(404);
+
+    await page.fill('#suppression-address', 'not an address');
+    await page.click('#suppression-add button');
+    await page.locator('#suppression-error').waitFor({ state: 'visible', timeout: 5000 });
+    expect(await text('#suppression-error')).toMatch(/address: "not an address" is not an email address/);
   });
 });
 

@@ -1,7 +1,9 @@
 // @tern/core: SMTP listeners over smtp-server, the stage adapter that runs plugin hooks, the relay
 // policy, AUTH, and the intake that hands each message to a sink (the queue).
+export { type Acceptance, type AcceptInput, acceptMessage } from './accept.js';
 export { SMTP_VERBS, type SmtpVerb } from './command-stream.js';
 export { type HostResolver, systemResolver } from './dns.js';
+export { type MessageReadOptions, type MessageReadResult, readMessage } from './intake.js';
 export {
   type CloseOptions,
   createListener,
@@ -36,6 +38,7 @@ export {
   listenerShape,
   listenHostSchema,
 } from './schema.js';
+export { rewriteLines, SecretChecker, WatchedFile } from './secret-file.js';
 export {
   type IncomingMessage,
   InMemoryQueue,

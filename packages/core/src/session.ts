@@ -1,12 +1,3 @@
-// The stage adapter for one SMTP connection: runs the plugin hooks at every stage with one
-// StateScope, applies the relay policy and the intake, and hands the message to the sink.
-//
-// smtp-server 3.21 has callbacks for connect, TLS, AUTH, MAIL, RCPT, DATA and close, but none for
-// HELO/EHLO, none that sees raw command lines, and a reply writer that adds its own enhanced codes.
-// So this adapter also replaces a few methods on its own SMTPConnection instance (never on the
-// prototype, which other servers in the process share); smtp-server-internals.ts lists every
-// private member relied on, and `assertCompatible` in listener.ts checks them at start-up.
-import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import {
   type Envelope,
@@ -14,19 +5,17 @@ import {
   envidProblem,
   type Logger,
   orcptProblem,
-  rfc5322Date,
   type SessionInfo,
   type SmtpParams,
   type SmtpReply,
   type TlsInfo,
   type TransactionInfo,
   type Verdict,
-  withTimeout,
 } from '@tern/plugin-api';
 import {
   type ByteSource,
   type HookInput,
-  MessageContent,
+  type MessageContent,
   type PluginHost,
   StateScope,
   type VerdictHook,
@@ -39,6 +28,7 @@ import type {
   SMTPServerSession,
 } from 'smtp-server';
 import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { acceptMessage, refusalOf } from './accept.js';
 import { CommandStream, type CommandViolation, verbOf } from './command-stream.js';
 import { confirmedHostname, type HostResolver } from './dns.js';
 import { readMessage } from './intake.js';
@@ -50,12 +40,11 @@ import {
   badDsnParameterReply,
   CoreReplies,
   hasEnhancedCode,
-  queuedReply,
   replyError,
   serverEnhancedCode,
   serverErrorText,
 } from './replies.js';
-import type { IncomingMessage, MessageSink } from './sink.js';
+import type { MessageSink } from './sink.js';
 import type { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
 
@@ -439,71 +428,34 @@ export class SmtpSession {
     eightBit: boolean,
   ): Promise<SmtpReply> {
     const o = this.#options;
-    const received = headers.count('received');
-    if (received > o.limits.maxReceivedHeaders) {
-      this.#log.info({ received }, 'mail loop suspected');
-      return CoreReplies.loopDetected;
-    }
-    const now = new Date();
-    headers.prepend(
-      'Received',
-      receivedValue({
-        helo: this.info.helo,
-        clientHostname: this.#clientHostname,
-        remoteAddress: this.info.remoteAddress,
-        hostname: o.hostname,
-        esmtp: this.#esmtp,
-        tls: this.info.tls,
-        user: this.info.user,
-        id: transaction.id,
-        recipient: transaction.recipients.length === 1 ? transaction.recipients[0]?.address : undefined,
-        date: now,
-      }),
-    );
-    // RFC 6409 §8.2–8.3: a submission server may add a missing Message-ID and Date.
-    if (o.kind !== 'mx' || this.info.user !== undefined) {
-      if (!headers.has('message-id')) headers.append('Message-ID', `<${randomUUID()}@${o.hostname}>`);
-      if (!headers.has('date')) headers.append('Date', rfc5322Date(now));
-    }
-    const plugins = this.#plugins;
-    const base = { session: this.info, transaction };
-    try {
-      await plugins.runTransform('headers', { ...base, headers }, this.scope);
-    } catch {
-      return CoreReplies.localError; // the runner logged the failing plugin and hook
-    }
-    const message = new MessageContent(headers, body);
-    const verdict = await this.#verdict('message', { ...base, message });
-    const refusal = refusalOf(verdict);
-    if (refusal) {
-      if (refusal.disconnect) setImmediate(() => this.connection.close());
-      return refusal.reply;
-    }
-    const envelope = toEnvelope(transaction);
-    let hold: string | undefined;
-    try {
-      const holdMessage = (reason: string): void => {
-        hold = reason;
-      };
-      await plugins.runTransform('queue', { ...base, message, envelope, hold: holdMessage }, this.scope);
-    } catch {
-      return CoreReplies.localError;
-    }
-    if (envelope.recipients.length === 0) {
-      this.#log.error(
-        { transaction: transaction.id },
-        'queue hooks removed every recipient; refusing the message',
-      );
-      return CoreReplies.localError;
-    }
-    // RFC 8689 §3: read once the queue hooks are done with the headers; REQUIRETLS wins over it.
-    if (!envelope.requireTls && tlsRequiredNo(message.headers.get('TLS-Required')))
-      envelope.tlsRequiredNo = true;
-    const incoming: IncomingMessage = {
-      envelope,
-      content: message.source(),
+    const result = await acceptMessage({
+      plugins: this.#plugins,
+      scope: this.scope,
+      session: this.info,
+      transaction,
+      envelope: toEnvelope(transaction),
+      headers,
+      body,
       eightBit,
-      receivedAt: now.getTime(),
+      received: (date) =>
+        receivedValue({
+          helo: this.info.helo,
+          clientHostname: this.#clientHostname,
+          remoteAddress: this.info.remoteAddress,
+          hostname: o.hostname,
+          esmtp: this.#esmtp,
+          tls: this.info.tls,
+          user: this.info.user,
+          id: transaction.id,
+          recipient: transaction.recipients.length === 1 ? transaction.recipients[0]?.address : undefined,
+          date,
+        }),
+      addMissingIds: o.kind !== 'mx' || this.info.user !== undefined,
+      hostname: o.hostname,
+      maxReceivedHeaders: o.limits.maxReceivedHeaders,
+      sink: this.#runtime.sink,
+      enqueueTimeoutMs: o.limits.timeouts.enqueue,
+      log: this.#log,
       source: {
         listener: o.name,
         remoteAddress: this.info.remoteAddress,
@@ -511,31 +463,15 @@ export class SmtpSession {
         ...(this.info.helo !== undefined ? { helo: this.info.helo } : {}),
         ...(this.info.user !== undefined ? { user: this.info.user } : {}),
       },
-      ...(headers.get('message-id') !== undefined ? { messageId: headers.get('message-id') as string } : {}),
-      ...(hold !== undefined ? { hold } : {}),
-    };
-    let queueId: string;
-    try {
-      queueId = await enqueueWithin(this.#runtime.sink, incoming, o.limits.timeouts.enqueue);
-    } catch (error) {
-      this.#log.error({ err: error, transaction: transaction.id }, 'enqueue failed; answering 451');
-      return CoreReplies.localError;
+    });
+    if (!result.queued) {
+      if (result.disconnect) setImmediate(() => this.connection.close());
+      return result.reply;
     }
-    this.#log.info(
-      {
-        queueId,
-        transaction: transaction.id,
-        size: incoming.content.size,
-        recipients: envelope.recipients.length,
-      },
-      'queued',
-    );
-    // Contexts are built now, before the reply lets the next MAIL FROM reset the transaction
-    // state; the hooks themselves run after the 250 is written.
-    const observing = plugins.runObserve('queued', { ...base, queueId, envelope }, this.scope);
+    const observing = result.observing;
     this.#observing.add(observing);
     this.#runtime.track(observing.finally(() => this.#observing.delete(observing)));
-    return queuedReply(queueId);
+    return result.reply;
   }
 
   // ---- helpers --------------------------------------------------------------------------------
@@ -813,16 +749,7 @@ export class SmtpSession {
   }
 }
 
-interface Refusal {
-  readonly reply: SmtpReply;
-  readonly disconnect: boolean;
-}
-
-/** The reply of a verdict that stops the stage, or undefined for continue and accept. */
-function refusalOf(verdict: Verdict): Refusal | undefined {
-  if (verdict.kind === 'continue' || verdict.kind === 'accept') return undefined;
-  return { reply: verdict.reply, disconnect: verdict.kind === 'disconnect' };
-}
+type Refusal = NonNullable<ReturnType<typeof refusalOf>>;
 
 /** Calls `next` once the socket has written out what it holds: a client that never reads cannot make replies pile up. */
 function whenWritable(socket: SMTPConnection['_socket'], next: () => void): void {
@@ -855,22 +782,4 @@ function toEnvelope(transaction: TransactionInfo): Envelope {
   // smtp-server takes REQUIRETLS only on a TLS session (530 otherwise), where we offer it.
   if (params.REQUIRETLS === true) envelope.requireTls = true;
   return envelope;
-}
-
-/** A `TLS-Required: No` header field (RFC 8689 §3): the only value it defines, compared case-insensitively. */
-function tlsRequiredNo(value: string | undefined): boolean {
-  return value !== undefined && value.trim().toLowerCase() === 'no';
-}
-
-/** The sink's queue id, or a rejection when it fails, hangs past `timeoutMs` or answers nonsense. */
-async function enqueueWithin(
-  sink: MessageSink,
-  message: IncomingMessage,
-  timeoutMs: number,
-): Promise<string> {
-  const queueId = await withTimeout(() => sink.enqueue(message), timeoutMs, 'enqueue did not finish');
-  if (typeof queueId !== 'string' || !/^[\x21-\x7e]{1,128}$/.test(queueId)) {
-    throw new Error(`enqueue resolved with an unusable queue id: ${JSON.stringify(queueId)}`);
-  }
-  return queueId;
 }

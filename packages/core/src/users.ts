@@ -1,9 +1,8 @@
 // The built-in user store: a users file of `name:scrypt$N$r$p$salt$hash` lines, salted scrypt from
 // node:crypto, constant-time comparison, and the same work for unknown users as for known ones.
 import { randomBytes, type ScryptOptions, scrypt, timingSafeEqual } from 'node:crypto';
-import { readFile, rename, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
 import { TernError } from '@tern/plugin-api';
+import { rewriteLines, SecretChecker, WatchedFile } from './secret-file.js';
 
 /** What the listener asks when no auth hook decided. */
 export interface UserStore {
@@ -112,49 +111,36 @@ export function parseUsersFile(text: string, file = 'users file'): Map<string, s
  * a restart). Unknown users cost one scrypt like known ones, so timing does not tell them apart.
  */
 export class FileUserStore implements UserStore {
-  readonly file: string;
-  #users = new Map<string, string>();
-  #version = '';
-  #decoy: Promise<string> | undefined;
+  readonly #users: WatchedFile<Map<string, string>>;
+  readonly #checker = new SecretChecker();
+  #last = new Map<string, string>();
 
   private constructor(file: string) {
-    this.file = file;
+    this.#users = new WatchedFile(file, parseUsersFile, (message) => new UsersFileError(message));
+  }
+
+  get file(): string {
+    return this.#users.file;
   }
 
   /** Loads the file now, so a missing or malformed file fails at start-up. */
   static async open(file: string): Promise<FileUserStore> {
     const store = new FileUserStore(file);
-    await store.#refresh();
+    store.#last = await store.#users.current();
     return store;
   }
 
   get size(): number {
-    return this.#users.size;
+    return this.#last.size;
   }
 
   async authenticate(username: string, password: string): Promise<boolean> {
     try {
-      await this.#refresh();
+      this.#last = await this.#users.current();
     } catch {
       // A file broken mid-edit keeps the last good user list rather than locking everyone out.
     }
-    const encoded = this.#users.get(username);
-    if (encoded === undefined) {
-      this.#decoy ??= hashPassword('decoy password for unknown users');
-      await verifyPassword(password, await this.#decoy);
-      return false;
-    }
-    return verifyPassword(password, encoded);
-  }
-
-  async #refresh(): Promise<void> {
-    const info = await stat(this.file).catch((error: NodeJS.ErrnoException) => {
-      throw new UsersFileError(`${this.file}: ${error.code === 'ENOENT' ? 'file not found' : error.message}`);
-    });
-    const version = `${info.mtimeMs}:${info.size}:${info.ino}`;
-    if (version === this.#version) return;
-    this.#users = parseUsersFile(await readFile(this.file, 'utf8'), this.file);
-    this.#version = version;
+    return this.#checker.verify(password, this.#last.get(username));
   }
 }
 
@@ -174,19 +160,13 @@ export async function addUser(
     );
   }
   if (password === '') throw new UsersFileError('the password must not be empty');
-  let text = '';
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
-  parseUsersFile(text, file); // refuse to rewrite a file we cannot read back
   const line = `${username}:${await hashPassword(password, params)}`;
-  const lines = text.split(/\r?\n/).filter((l, i, all) => !(i === all.length - 1 && l === ''));
-  const index = lines.findIndex((l) => l.trim().startsWith(`${username}:`));
-  if (index === -1) lines.push(line);
-  else lines[index] = line;
-  const temporary = join(dirname(file), `.${basename(file)}.${process.pid}.${Date.now()}.tmp`);
-  await writeFile(temporary, `${lines.join('\n')}\n`, { mode: 0o600 });
-  await rename(temporary, file);
+  await rewriteLines(
+    file,
+    (text) => parseUsersFile(text, file), // refuse to rewrite a file we cannot read back
+    (lines) => {
+      const index = lines.findIndex((l) => l.trim().startsWith(`${username}:`));
+      return index === -1 ? [...lines, line] : lines.map((l, i) => (i === index ? line : l));
+    },
+  );
 }

@@ -4,7 +4,7 @@ import type { Envelope, EnvelopeRecipient, NextHop, SmtpParams } from './envelop
 import type { Headers } from './headers.js';
 import type { Logger } from './logger.js';
 import type { MessageView } from './message.js';
-import type { SmtpReply } from './reply.js';
+import type { BounceCategory, SmtpReply } from './reply.js';
 import type { AnyResultKey, Results } from './results.js';
 import type { Verdict } from './verdict.js';
 
@@ -167,6 +167,8 @@ export interface BeforeSendContext extends DeliveryContext {
 export interface RecipientResult {
   readonly recipient: EnvelopeRecipient;
   readonly reply: SmtpReply;
+  /** Deferred and bounced results: why, as the bounce classifier sorted the reply. */
+  readonly category?: BounceCategory;
 }
 
 export interface DeliveredContext extends DeliveryContext {

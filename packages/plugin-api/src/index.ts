@@ -80,8 +80,8 @@ export {
 } from './options.js';
 export { resolveConfigPath } from './paths.js';
 export { PLUGIN_META_KEYS } from './registration.js';
-export type { SmtpReply } from './reply.js';
-export { formatReply, isValidReply, smtpReply } from './reply.js';
+export type { BounceCategory, SmtpReply } from './reply.js';
+export { BOUNCE_CATEGORIES, formatReply, isBounceCategory, isValidReply, smtpReply } from './reply.js';
 export type {
   AnyResultKey,
   PublishedResult,

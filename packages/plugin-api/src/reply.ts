@@ -32,6 +32,32 @@ export function formatReply(reply: SmtpReply): string {
   return `${reply.code} ${reply.enhanced} ${reply.text}`;
 }
 
+/**
+ * Why a recipient was not delivered, as a closed set every part of Tern speaks (log lines, timelines,
+ * metric labels, DSNs, webhooks, suppression rules). The bounce classifier in @tern/queue picks one
+ * from a failure reply; `transient` is a temporary failure without a known cause, `unknown` a
+ * permanent one.
+ */
+export const BOUNCE_CATEGORIES = [
+  'bad-mailbox',
+  'inactive',
+  'quota',
+  'dns',
+  'routing',
+  'policy',
+  'spam-block',
+  'content',
+  'transient',
+  'unknown',
+] as const;
+
+export type BounceCategory = (typeof BOUNCE_CATEGORIES)[number];
+
+/** Narrows a string (from a config, a stored record, a query) to a category. */
+export function isBounceCategory(value: unknown): value is BounceCategory {
+  return typeof value === 'string' && (BOUNCE_CATEGORIES as readonly string[]).includes(value);
+}
+
 /** Replies Tern itself gives; plugins build their own with the verdict helpers. */
 export const Replies = {
   ok: smtpReply(250, '2.0.0', 'OK'),

@@ -4,6 +4,7 @@ import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { type Logger, type RecipientResult, type SmtpReply, silentLogger } from '@tern/plugin-api';
 import { type PluginHost, readStream, SourceTooLargeError } from '@tern/plugin-api/host';
+import { type BounceClassifier, defaultBounceClassifier } from './bounce-classifier.js';
 import type {
   Deliver,
   DeliveryJob,
@@ -39,6 +40,7 @@ export interface AttemptSettings {
   readonly hostname: string;
   readonly logger: Logger;
   readonly plugins: PluginHost | (() => PluginHost) | undefined;
+  readonly classifier: () => BounceClassifier;
   readonly now: () => number;
 }
 
@@ -50,8 +52,15 @@ export function attemptSettings(options: WorkerOptions = {}, now: () => number =
     hostname: options.hostname ?? osHostname(),
     logger: options.logger ?? silentLogger,
     plugins: options.plugins,
+    classifier: classifierOf(options.classifier),
     now,
   };
+}
+
+function classifierOf(option: WorkerOptions['classifier']): () => BounceClassifier {
+  if (typeof option === 'function') return option;
+  const classifier = option ?? defaultBounceClassifier;
+  return () => classifier;
 }
 
 /** What the backend persists after an attempt. */
@@ -166,7 +175,7 @@ async function attemptWith(
       waiting: report.wait,
     };
   }
-  const decision = decideAttempt(job, report, settings.schedule, now);
+  const decision = decideAttempt(job, report, settings.schedule, now, settings.classifier());
   const hookBase = { queueId: job.queueId, envelope: job.envelope, attempt: job.attempts };
 
   const line = recipientLine(job, report, started, now);
@@ -319,6 +328,7 @@ function recipientLine(
     ...shared,
     code: settled.reply.code,
     enhanced: settled.reply.enhanced,
+    ...(settled.category === undefined ? {} : { category: settled.category }),
     text: clip(settled.reply.text),
   });
 }
@@ -336,11 +346,15 @@ function postfixSeconds(ms: number): string {
 }
 
 function result(settled: SettledRecipient): RecipientResult {
-  return { recipient: settled.recipient, reply: settled.reply };
+  return {
+    recipient: settled.recipient,
+    reply: settled.reply,
+    ...(settled.category === undefined ? {} : { category: settled.category }),
+  };
 }
 
 function failedLine(f: FailedRecipient): DsnRecipient {
-  return { recipient: f.recipient, reply: f.reply, reason: f.reason, action: 'failed' };
+  return { recipient: f.recipient, reply: f.reply, reason: f.reason, action: 'failed', category: f.category };
 }
 
 async function sendNotice(

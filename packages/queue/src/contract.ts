@@ -3,7 +3,10 @@
 import type { Readable } from 'node:stream';
 import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@tern/plugin-api';
 import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
+import type { BounceClassifier } from './bounce-classifier.js';
+import type { IdempotencyStore } from './idempotency.js';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
+import type { SuppressionStore } from './suppression.js';
 import type { TimelineEvent } from './timeline.js';
 import type { TlsStore } from './tls-store.js';
 
@@ -229,6 +232,11 @@ export interface WorkerOptions {
   /** This MTA's host name, for the Reporting-MTA of bounces (default: os.hostname()). */
   readonly hostname?: string;
   readonly logger?: Logger;
+  /**
+   * Sorts failure replies into bounce categories (default: the shipped rules alone). A function is
+   * asked at each attempt, so a reload can swap the rules.
+   */
+  readonly classifier?: BounceClassifier | (() => BounceClassifier);
 }
 
 /** A message's state as operators and tests see it. */
@@ -290,6 +298,10 @@ export interface QueueBackend {
   inspect(queueId: string): Promise<MessageRecord | null>;
   /** Outbound TLS state every node shares: MTA-STS policies, TLS-RPT counters, report claims. */
   readonly tlsStore?: TlsStore;
+  /** The suppression list kept in the same store (both backends have one; test doubles may not). */
+  readonly suppressions?: SuppressionStore;
+  /** Idempotency keys of HTTP injection, in the same store (both backends; test doubles may not). */
+  readonly idempotency?: IdempotencyStore;
 }
 
 // ---- Operator operations ------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // Shared by every backend: the pure decision after one delivery attempt. Which recipients are
 // done, which failed for good (and whether their sender hears of it), which retry and when.
-import type { SmtpReply } from '@tern/plugin-api';
+import type { BounceCategory, SmtpReply } from '@tern/plugin-api';
+import { type BounceClassifier, defaultBounceClassifier } from './bounce-classifier.js';
 import type { DeliveryJob, DeliveryReport, RecipientOutcome, RecipientState } from './contract.js';
 import type { RetrySchedule } from './retry.js';
 
@@ -8,9 +9,12 @@ import type { RetrySchedule } from './retry.js';
 export interface SettledRecipient {
   readonly recipient: RecipientState;
   readonly reply: SmtpReply;
+  /** Deferred and failed recipients: why, as the bounce classifier sorted the reply. */
+  readonly category?: BounceCategory;
 }
 
 export interface FailedRecipient extends SettledRecipient {
+  readonly category: BounceCategory;
   /** `permanent`: a 5xx; `expired`: still deferred when the message outlived the schedule. */
   readonly reason: 'permanent' | 'expired';
   /** Whether the sender gets a bounce for it (false for `<>`, our own bounces, and NOTIFY without FAILURE). */
@@ -48,13 +52,15 @@ export const MISSING_OUTCOME_REPLY: SmtpReply = {
 
 /**
  * Decides the fate of every recipient of `job` after the attempt that produced `report`.
- * `job.attempts` counts the attempts before this one.
+ * `job.attempts` counts the attempts before this one. Recipients not delivered get a category from
+ * `classifier` (an expired one keeps the category of its last temporary reply: the cause it met).
  */
 export function decideAttempt(
   job: DeliveryJob,
   report: DeliveryReport,
   schedule: RetrySchedule,
   now: number | Date = Date.now(),
+  classifier: BounceClassifier = defaultBounceClassifier,
 ): AttemptDecision {
   const outcomes = new Map<string, RecipientOutcome>();
   for (const outcome of report.recipients) outcomes.set(outcome.address.toLowerCase(), outcome);
@@ -78,9 +84,14 @@ export function decideAttempt(
     } else if (result === 'failed' || next === 'expired') {
       const reason = result === 'failed' ? 'permanent' : 'expired';
       const notify = notifyTo !== undefined && wants(recipient, 'FAILURE');
-      failed.push({ recipient: { ...base, status: 'failed' }, reply, reason, notify });
+      const category = classifier.classify(reply);
+      failed.push({ recipient: { ...base, status: 'failed' }, reply, category, reason, notify });
     } else {
-      deferred.push({ recipient: { ...base, status: 'pending' }, reply });
+      deferred.push({
+        recipient: { ...base, status: 'pending' },
+        reply,
+        category: classifier.classify(reply),
+      });
     }
   }
 

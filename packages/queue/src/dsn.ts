@@ -1,7 +1,13 @@
 // Shared by every backend: builds RFC 3464 delivery status notifications (bounces and delay
 // notices) as ordinary messages that go out through the same queue, from `<>`.
 import { randomBytes } from 'node:crypto';
-import { type Envelope, orcptForNotice, rfc5322Date, type SmtpReply } from '@tern/plugin-api';
+import {
+  type BounceCategory,
+  type Envelope,
+  orcptForNotice,
+  rfc5322Date,
+  type SmtpReply,
+} from '@tern/plugin-api';
 import { findHeaderEnd, memorySource } from '@tern/plugin-api/host';
 import type { IncomingMessage, RecipientState } from './contract.js';
 
@@ -14,6 +20,8 @@ export interface DsnRecipient {
   readonly reply?: SmtpReply;
   /** For failures: a 5xx (`permanent`) or the message outlived the retry schedule (`expired`). */
   readonly reason?: 'permanent' | 'expired';
+  /** Why, as the bounce classifier sorted the reply (an `X-Tern-Bounce-Category` field, RFC 3464 §2.4). */
+  readonly category?: BounceCategory;
 }
 
 /** What a notice reports on. */
@@ -91,6 +99,7 @@ export function buildDsn(input: DsnInput, options: DsnOptions): IncomingMessage 
     const mta = remoteMtaName(r.recipient.remoteMta);
     if (mta !== undefined) lines.push(`Remote-MTA: dns; ${mta}`);
     if (r.reply !== undefined) lines.push(`Diagnostic-Code: smtp; ${replyLine(r.reply)}`);
+    if (r.category !== undefined) lines.push(`X-Tern-Bounce-Category: ${r.category}`);
     lines.push(`Last-Attempt-Date: ${rfc5322Date(input.lastAttemptAt)}`);
     if (r.action === 'delayed' && input.willRetryUntil !== undefined) {
       lines.push(`Will-Retry-Until: ${rfc5322Date(input.willRetryUntil)}`);

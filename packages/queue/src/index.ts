@@ -8,6 +8,17 @@ export {
   runDeliveryAttempt,
 } from './attempt.js';
 export { BODY_SLICE_BYTES, INLINE_BODY_LIMIT } from './body.js';
+export {
+  type BounceClassification,
+  BounceClassifier,
+  type BounceClassifierOptions,
+  type BounceRule,
+  BounceRuleError,
+  checkBounceRules,
+  defaultBounceClassifier,
+  MAX_RULE_TEXT,
+  MAX_RULES,
+} from './bounce-classifier.js';
 export type {
   AttemptResult,
   BounceNowOptions,
@@ -54,6 +65,7 @@ export {
 } from './dsn.js';
 export * from './embedded/index.js';
 export { QueueUnavailableError } from './errors.js';
+export { type IdempotencyClaim, type IdempotencyStore, MAX_IDEMPOTENCY_KEY } from './idempotency.js';
 export {
   DEFAULT_LIST_LIMIT,
   describeHop,
@@ -81,6 +93,23 @@ export {
   retrySchema,
   workerShape,
 } from './schema.js';
+export {
+  ANY_SENDER,
+  DEFAULT_SUPPRESSION_PAGE,
+  isActiveSuppression,
+  MAX_SUPPRESSION_PAGE,
+  MAX_SUPPRESSION_REASON,
+  SUPPRESSION_SOURCES,
+  type Suppression,
+  type SuppressionPage,
+  type SuppressionQuery,
+  type SuppressionSource,
+  type SuppressionStore,
+  suppressionAddress,
+  suppressionEntry,
+  suppressionScope,
+  suppressionScopes,
+} from './suppression.js';
 export {
   type AttemptEvent,
   type AttemptRecipient,

@@ -1,8 +1,9 @@
 // Shared by every backend: what a message's timeline records (intake verdicts, delivery attempts,
 // operators' actions) and how those records are made, so both backends store the same thing.
-import type { NextHop } from '@tern/plugin-api';
+import type { BounceCategory, NextHop } from '@tern/plugin-api';
 import type { AttemptOutcome } from './attempt.js';
 import type { DeliveryJob, DeliveryReport, DeliveryTls, IncomingMessage, ShapingNote } from './contract.js';
+import type { SettledRecipient } from './decide.js';
 
 /** The message was made durable: who sent it, from where, to whom. */
 export interface ReceivedEvent {
@@ -45,6 +46,8 @@ export interface AttemptRecipient {
   readonly code: number;
   readonly enhanced: string;
   readonly text: string;
+  /** Not delivered: why, as the bounce classifier sorted the reply. */
+  readonly category?: BounceCategory;
 }
 
 /** One delivery attempt of one job. */
@@ -155,13 +158,14 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
   const line = (
     address: string,
     result: AttemptRecipient['result'],
-    reply: { code: number; enhanced: string; text: string },
+    settled: SettledRecipient,
   ): AttemptRecipient => ({
     address,
     result,
-    code: reply.code,
-    enhanced: reply.enhanced,
-    text: clip(reply.text),
+    code: settled.reply.code,
+    enhanced: settled.reply.enhanced,
+    text: clip(settled.reply.text),
+    ...(settled.category === undefined ? {} : { category: settled.category }),
   });
   return {
     type: 'attempt',
@@ -177,10 +181,10 @@ export function attemptEvent(job: DeliveryJob, outcome: AttemptOutcome, now: num
       : { tls: { ...report.tls, ...(report.tls.reason ? { reason: clip(report.tls.reason) } : {}) } }),
     ...(report.source === undefined ? {} : { source: report.source }),
     recipients: [
-      ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d.reply)),
-      ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d.reply)),
+      ...decision.delivered.map((d) => line(d.recipient.address, 'delivered', d)),
+      ...decision.deferred.map((d) => line(d.recipient.address, 'deferred', d)),
       ...decision.failed.map((f) =>
-        line(f.recipient.address, f.reason === 'expired' ? 'expired' : 'failed', f.reply),
+        line(f.recipient.address, f.reason === 'expired' ? 'expired' : 'failed', f),
       ),
     ],
     ...(outcome.next === undefined ? {} : { nextAttemptAt: outcome.next.at.getTime() }),

@@ -6,7 +6,9 @@ import { PluginHost } from '@tern/plugin-api/host';
 import { memoryLogger } from '@tern/plugin-api/testing';
 import { describe, expect, it } from 'vitest';
 import { type AttemptStore, attemptSettings, LOCAL_ERROR_REPLY, runDeliveryAttempt } from '../src/attempt.js';
+import { BounceClassifier } from '../src/bounce-classifier.js';
 import type { Deliver, DeliveryJob, IncomingMessage } from '../src/contract.js';
+import { attemptEvent } from '../src/timeline.js';
 import { parseReport } from './report-parser.js';
 
 const ok: SmtpReply = { code: 250, enhanced: '2.0.0', text: 'OK' };
@@ -134,6 +136,41 @@ describe('runDeliveryAttempt', () => {
     expect(s.sent).toHaveLength(1);
   });
 
+  it('sorts every recipient not delivered into a category: hooks, DSN and timeline get it', async () => {
+    const seen: Record<string, unknown[]> = {};
+    const plugins = new PluginHost([
+      {
+        name: 'watch',
+        deferred: (ctx) => {
+          seen.deferred = ctx.results.map((r) => r.category);
+        },
+        bounced: (ctx) => {
+          seen.bounced = ctx.results.map((r) => r.category);
+        },
+      },
+    ]);
+    const s = store();
+    // The operator's rule comes before the shipped ones, which would say `transient` for "Try later".
+    const classifier = new BounceClassifier({ rules: [{ category: 'spam-block', text: 'try later' }] });
+    const j = job();
+    const out = await runDeliveryAttempt(
+      j,
+      replies({ 'bob@x.test': unknown, 'dave@x.test': busy }),
+      s,
+      attemptSettings({ plugins, classifier }, () => 1000),
+    );
+    expect(seen).toEqual({ deferred: ['spam-block'], bounced: ['bad-mailbox'] });
+    const dsn = parseReport(Buffer.concat(s.sent[0]?.content.chunks() ?? []));
+    expect(dsn.status[1]).toMatchObject({
+      'final-recipient': 'rfc822; bob@x.test',
+      'x-tern-bounce-category': 'bad-mailbox',
+    });
+    expect(attemptEvent(j, out, 2000).recipients).toEqual([
+      expect.objectContaining({ address: 'dave@x.test', result: 'deferred', category: 'spam-block' }),
+      expect.objectContaining({ address: 'bob@x.test', result: 'failed', category: 'bad-mailbox' }),
+    ]);
+  });
+
   it('sends the bounce where a bounced hook redirects it', async () => {
     const s = store();
     const plugins = new PluginHost([
@@ -245,6 +282,7 @@ describe('per-recipient log lines', () => {
         code: 451,
         enhanced: '4.7.1',
         text: 'Try later',
+        category: 'transient',
         retryAt: new Date(31_300).toISOString(),
       }),
     ]);
@@ -254,6 +292,7 @@ describe('per-recipient log lines', () => {
         code: 550,
         enhanced: '5.1.1',
         text: 'No such user',
+        category: 'bad-mailbox',
         reason: 'permanent',
         notice: 'N1',
         bounceTo: 'alice@src.test',

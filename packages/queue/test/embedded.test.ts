@@ -141,7 +141,7 @@ describe('embedded queue: storage', () => {
     await q.close();
     // Make it a store as version 2 wrote it.
     const raw = new Database(path);
-    raw.exec(`DROP TRIGGER messages_delete_parts; DROP TABLE body_parts; DROP TABLE store_probe;
+    raw.exec(`DROP TABLE suppressions; DROP TABLE idempotency_keys; DROP TRIGGER messages_delete_parts; DROP TABLE body_parts; DROP TABLE store_probe;
       ALTER TABLE messages DROP COLUMN parts; ALTER TABLE messages DROP COLUMN eight_bit;
       PRAGMA user_version = 2;`);
     raw.close();

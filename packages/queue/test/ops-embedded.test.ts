@@ -45,7 +45,7 @@ describe('EmbeddedQueue operations: store specifics', () => {
     opened.pop();
     // Make it a store as version 1 wrote it.
     const raw = new Database(file);
-    raw.exec(`DROP TRIGGER messages_delete_parts; DROP TABLE body_parts; DROP TABLE store_probe;
+    raw.exec(`DROP TABLE suppressions; DROP TABLE idempotency_keys; DROP TRIGGER messages_delete_parts; DROP TABLE body_parts; DROP TABLE store_probe;
       ALTER TABLE messages DROP COLUMN parts; ALTER TABLE messages DROP COLUMN eight_bit;
       DROP TABLE timeline_events; DROP TABLE timelines; DROP TABLE destinations;
       ALTER TABLE jobs DROP COLUMN next_hop; ALTER TABLE messages DROP COLUMN hold_reason;

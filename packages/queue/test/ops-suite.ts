@@ -204,6 +204,7 @@ export function describeQueueOperations(name: string, open: () => Promise<Operab
             code: 451,
             enhanced: '4.7.1',
             text: 'Greylisted, try later',
+            category: 'transient',
           },
         ]),
       );
@@ -452,6 +453,7 @@ export function describeQueueOperations(name: string, open: () => Promise<Operab
           code: 550,
           enhanced: '5.1.1',
           text: 'No such user here',
+          category: 'bad-mailbox',
         },
       ]);
       expect(attempt?.notices).toHaveLength(1);

@@ -9,6 +9,7 @@ import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openEmbeddedQueue } from '../src/embedded/index.js';
+import { SCHEMA_VERSION } from '../src/embedded/store.js';
 import type { QueueBackend, TlsStore } from '../src/index.js';
 import { openRedisQueue } from '../src/redis/index.js';
 import { testMessage } from './redis-fixtures/deliveries.js';
@@ -159,7 +160,7 @@ describe('embedded store migration', () => {
     expect(await reopened.tlsStore.get('k')).toBe(1);
     await reopened.close();
     const check = new Database(path, { readonly: true });
-    expect(check.pragma('user_version', { simple: true })).toBe(4);
+    expect(check.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
     check.close();
   });
 });

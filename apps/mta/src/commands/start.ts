@@ -2,8 +2,7 @@
 // SIGTERM/SIGINT, drain for a rolling restart on SIGUSR2.
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { type StartOptions, startMta } from '../mta.js';
-import { OPS_PLUGIN_NAME } from '../ops/runtime.js';
+import { isInternalPlugin, type StartOptions, startMta } from '../mta.js';
 
 export async function runStart(file: string, options: StartOptions = {}): Promise<number> {
   const config = await loadConfig(file);
@@ -11,7 +10,7 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
   const mta = await startMta(config, logger, { ...options, configFile: file });
 
   const queue = { backend: mta.queue.kind, location: mta.queue.location };
-  const plugins = mta.plugins.plugins.map((p) => p.name).filter((name) => name !== OPS_PLUGIN_NAME);
+  const plugins = mta.plugins.plugins.map((p) => p.name).filter((name) => !isInternalPlugin(name));
   logger.info(
     { listeners: mta.listeners, queue, plugins, hostname: mta.hostname, admin: mta.adminUrl },
     'tern started',

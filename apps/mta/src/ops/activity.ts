@@ -1,7 +1,7 @@
 // In-memory views for the dashboard: recent delivery results (from the delivered, deferred and
 // bounced hooks of this process's worker) and queue depth over time (sampled from the summary).
 // They are this process's view only; the queue itself (and every timeline) is shared.
-import type { NextHop, RecipientResult } from '@tern/plugin-api';
+import type { BounceCategory, NextHop, RecipientResult } from '@tern/plugin-api';
 import { describeHop, type QueueSummary } from '@tern/queue';
 
 export interface DeliveryActivity {
@@ -16,6 +16,8 @@ export interface DeliveryActivity {
   readonly hop?: string;
   /** Bounces: why (a permanent reply, or the message expired). */
   readonly reason?: 'permanent' | 'expired';
+  /** Deferrals and bounces: the bounce classifier's category of the reply. */
+  readonly category?: BounceCategory;
 }
 
 export interface DepthSample {
@@ -52,11 +54,11 @@ export class ActivityLog {
   ): void {
     const byReply = new Map<string, RecipientResult[]>();
     for (const r of results) {
-      const key = `${r.reply.code} ${r.reply.enhanced} ${r.reply.text}`;
+      const key = `${r.category ?? ''} ${r.reply.code} ${r.reply.enhanced} ${r.reply.text}`;
       byReply.set(key, [...(byReply.get(key) ?? []), r]);
     }
     for (const group of byReply.values()) {
-      const reply = (group[0] as RecipientResult).reply;
+      const { reply, category } = group[0] as RecipientResult;
       this.#recent.push({
         at,
         kind,
@@ -68,6 +70,7 @@ export class ActivityLog {
         ...(extra.remoteMta ? { remoteMta: extra.remoteMta } : {}),
         ...(extra.hop ? { hop: describeHop(extra.hop) } : {}),
         ...(extra.reason ? { reason: extra.reason } : {}),
+        ...(category ? { category } : {}),
       });
     }
     while (this.#recent.length > this.#maxRecent) this.#recent.shift();

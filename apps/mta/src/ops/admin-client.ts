@@ -114,3 +114,31 @@ export class AdminClient {
     return parsed as T;
   }
 }
+
+/**
+ * Runs a command against the admin API the flags name; a refusal by the API is printed as
+ * `<label>: <the API's message>` and exits 1.
+ */
+export async function withAdminClient(
+  values: AdminTargetOptions,
+  label: string,
+  run: (client: AdminClient) => Promise<number>,
+): Promise<number> {
+  const client = new AdminClient(
+    await adminTarget({
+      admin: values.admin,
+      token: values.token,
+      tokenFile: values.tokenFile,
+      config: values.config,
+    }),
+  );
+  try {
+    return await run(client);
+  } catch (error) {
+    if (error instanceof AdminApiError) {
+      process.stderr.write(`${label}: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}

@@ -7,14 +7,19 @@ import type { AddressInfo } from 'node:net';
 import { nextHopSchema } from '@tern/delivery';
 import { durationMs, type Logger, type NextHop } from '@tern/plugin-api';
 import {
+  DEFAULT_SUPPRESSION_PAGE,
   isQueueId,
   isQueueOperations,
   type JobStateFilter,
+  MAX_SUPPRESSION_PAGE,
   type MessageDetails,
   OperationInputError,
   type QueueBackend,
   type QueueHealth,
   type QueueOperations,
+  suppressionAddress,
+  suppressionEntry,
+  suppressionScope,
 } from '@tern/queue';
 import { z } from 'zod';
 import type { ActivityLog, DeliveryActivity } from './activity.js';
@@ -191,6 +196,9 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       if (!/^\d{4}-\d{2}-\d{2}$/.test(day)) throw new HttpError(400, 'date: give a UTC day as YYYY-MM-DD');
       return send(res, 200, await options.tlsReport(id.toLowerCase(), day));
     }
+    if (resource === 'suppressions') {
+      return send(res, ...(await suppressionRoute(options.queue, req, url, method, path, id, action)));
+    }
 
     const ops = requireOperations(operations, options.queue);
     if (resource === 'queue') {
@@ -302,6 +310,73 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         server.closeAllConnections();
       }),
   };
+}
+
+/** Entries one POST may add (an import sends batches). */
+export const MAX_SUPPRESSION_BATCH = 1000;
+const SUPPRESSION_BODY_BYTES = 1024 * 1024;
+
+/**
+ * /api/suppressions: GET lists (scope, search, limit, cursor), POST adds one entry or
+ * `{ entries: [...] }`, GET or DELETE /api/suppressions/<scope>/<address> reads or removes one.
+ */
+async function suppressionRoute(
+  queue: QueueBackend,
+  req: IncomingMessage,
+  url: URL,
+  method: string,
+  path: string,
+  scopeSegment: string | undefined,
+  addressSegment: string | undefined,
+): Promise<[number, unknown]> {
+  const list = queue.suppressions;
+  if (list === undefined)
+    throw new HttpError(503, `the ${queue.kind} queue backend keeps no suppression list`);
+  if (scopeSegment === undefined) {
+    if (method === 'GET') {
+      const known = new Set(['scope', 'search', 'limit', 'cursor']);
+      for (const key of url.searchParams.keys()) {
+        if (!known.has(key))
+          throw new HttpError(400, `unknown parameter ${key}: use scope, search, limit or cursor`);
+      }
+      const scope = url.searchParams.get('scope');
+      const search = url.searchParams.get('search');
+      const cursor = url.searchParams.get('cursor');
+      const page = await list.list({
+        ...(scope === null ? {} : { scope: suppressionScope(scope) }),
+        ...(search === null ? {} : { search }),
+        ...(cursor === null ? {} : { cursor }),
+        limit: intParam(url, 'limit', DEFAULT_SUPPRESSION_PAGE, MAX_SUPPRESSION_PAGE),
+      });
+      return [200, { ...page, total: await list.count() }];
+    }
+    if (method !== 'POST') throw methodNotAllowed(method, path);
+    const body = await readJson(req, SUPPRESSION_BODY_BYTES);
+    const batch = typeof body === 'object' && body !== null && 'entries' in body;
+    const inputs = batch ? (body as { entries: unknown }).entries : [body];
+    if (!Array.isArray(inputs) || inputs.length === 0 || inputs.length > MAX_SUPPRESSION_BATCH) {
+      throw new HttpError(400, `entries: a list of 1 to ${MAX_SUPPRESSION_BATCH} entries`);
+    }
+    const now = Date.now();
+    const entries = inputs.map((input, i) =>
+      suppressionEntry(input, { source: 'manual', now }, batch ? `entries[${i}]` : ''),
+    );
+    return [201, { added: await list.add(entries), ...(batch ? {} : { entry: entries[0] }) }];
+  }
+  if (addressSegment === undefined) throw notFound(path);
+  const scope = suppressionScope(scopeSegment);
+  const address = suppressionAddress(addressSegment);
+  if (method === 'GET') {
+    const entry = await list.find(address, [scope]);
+    if (entry === undefined) throw new HttpError(404, `${address} is not suppressed for ${scope}`);
+    return [200, entry];
+  }
+  if (method === 'DELETE') {
+    if (!(await list.remove(scope, address)))
+      throw new HttpError(404, `${address} is not suppressed for ${scope}`);
+    return [200, { scope, address, removed: true }];
+  }
+  throw methodNotAllowed(method, path);
 }
 
 /** How many listeners this process should have, and which are bound. */
@@ -451,12 +526,12 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   throw new HttpError(400, `${where}${issue?.message ?? 'invalid body'}`);
 }
 
-async function readJson(req: IncomingMessage): Promise<unknown> {
+async function readJson(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<unknown> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new HttpError(413, `request body above ${MAX_BODY_BYTES} bytes`);
+    if (size > limit) throw new HttpError(413, `request body above ${limit} bytes`);
     chunks.push(chunk as Buffer);
   }
   const text = Buffer.concat(chunks).toString('utf8').trim();

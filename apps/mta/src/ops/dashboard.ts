@@ -43,7 +43,7 @@ export const DASHBOARD_HTML = `<!doctype html>
   th, td { text-align: left; padding: .25rem .4rem; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: break-word; }
   th { color: var(--muted); font-weight: 600; }
   td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-  .w-time { width: 5.5rem; } .w-id { width: 11.5rem; } .w-num { width: 5.5rem; } .w-kind { width: 6rem; } .w-why { width: 6.5rem; }
+  .w-time { width: 5.5rem; } .w-id { width: 11.5rem; } .w-num { width: 5.5rem; } .w-kind { width: 8rem; } .w-why { width: 9rem; } .w-since { width: 11rem; }
   .w-by { width: 9rem; } .w-client { width: 16%; } .w-addr { width: 17%; } .w-server { width: 20%; }
   a.qid, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
   .empty { color: var(--muted); font-style: italic; }
@@ -96,6 +96,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <button type="button" role="tab" id="tab-refusals" aria-controls="panel-refusals" aria-selected="false">Refusals <span class="count" id="count-refusals"></span></button>
       <button type="button" role="tab" id="tab-destinations" aria-controls="panel-destinations" aria-selected="false">Destinations <span class="count" id="count-destinations"></span></button>
       <button type="button" role="tab" id="tab-shaping" aria-controls="panel-shaping" aria-selected="false">Traffic shaping <span class="count" id="count-shaping"></span></button>
+      <button type="button" role="tab" id="tab-suppressions" aria-controls="panel-suppressions" aria-selected="false">Suppressed <span class="count" id="count-suppressions"></span></button>
       <button type="button" role="tab" id="tab-message" aria-controls="panel-message" aria-selected="false">Where is my message?</button>
     </div>
     <div role="tabpanel" id="panel-deliveries" aria-labelledby="tab-deliveries">
@@ -113,6 +114,12 @@ export const DASHBOARD_HTML = `<!doctype html>
     <div role="tabpanel" id="panel-shaping" aria-labelledby="tab-shaping" hidden>
       <table id="warmup"><thead><tr><th class="w-addr">source</th><th class="w-num">day</th><th class="w-kind">cap per destination</th><th>use today</th></tr></thead><tbody></tbody></table>
       <table id="backoffs"><thead><tr><th class="w-addr">source → destination</th><th class="w-kind">action</th><th class="w-by">rule</th><th class="w-time">until</th><th>after the reply</th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-suppressions" aria-labelledby="tab-suppressions" hidden>
+      <form id="suppression-search"><input id="suppression-text" placeholder="search recipients" autocomplete="off"><button>Search</button></form>
+      <form id="suppression-add"><input id="suppression-address" placeholder="recipient to suppress" autocomplete="off"><input id="suppression-scope" placeholder="sender domain, or * for every sender" autocomplete="off"><input id="suppression-reason" placeholder="reason" autocomplete="off"><button>Suppress</button></form>
+      <p id="suppression-error" class="bad" hidden></p>
+      <table id="suppressions"><thead><tr><th class="w-by">scope</th><th class="w-addr">recipient</th><th class="w-why">why</th><th class="w-since">since</th><th>reason</th><th class="w-kind"></th></tr></thead><tbody></tbody></table>
     </div>
     <div role="tabpanel" id="panel-message" aria-labelledby="tab-message" hidden>
       <form id="lookup-form"><input id="lookup-id" placeholder="queue id or Message-ID" autocomplete="off"><button>Show</button></form>
@@ -337,12 +344,12 @@ export const DASHBOARD_HTML = `<!doctype html>
     fill("deliveries", activity.deliveries.map(function (a) {
       var good = a.kind === "delivered";
       return [el("td", {}, [time(a.at)]), el("td", {}, [messageLink(a.queueId)]), el("td", {}, [clipped(a.recipients.join(", "))]),
-        el("td", { class: good ? "good" : "warn" }, [a.kind]), el("td", { class: good ? "good" : "warn" }, [clipped(reply(a))]),
+        el("td", { class: good ? "good" : "warn" }, [a.kind + (a.category ? " (" + a.category + ")" : "")]), el("td", { class: good ? "good" : "warn" }, [clipped(reply(a))]),
         el("td", { class: "mono" }, [a.remoteMta || a.hop || ""])];
     }), 6);
     fill("bounces", activity.bounces.map(function (a) {
       return [el("td", {}, [time(a.at)]), el("td", {}, [messageLink(a.queueId)]), el("td", {}, [clipped(a.recipients.join(", "))]),
-        el("td", { class: "bad" }, [clipped(reply(a))]), el("td", {}, [a.reason || ""])];
+        el("td", { class: "bad" }, [clipped(reply(a))]), el("td", {}, [(a.reason || "") + (a.category ? ", " + a.category : "")])];
     }), 5);
     fill("rejections", activity.rejections.map(function (r) {
       var by = r.by === "core" ? "core (" + (r.command || "") + ")" : r.plugin + " / " + r.hook;
@@ -390,7 +397,7 @@ export const DASHBOARD_HTML = `<!doctype html>
           " (" + event.durationMs + " ms)";
       case "attempt":
         return "attempt " + event.attempt + " to " + event.domain + (event.remoteMta ? " via " + event.remoteMta : "") + ": " +
-          event.recipients.map(function (r) { return r.address + " " + r.result + " (" + r.code + " " + r.enhanced + " " + r.text + ")"; }).join("; ") +
+          event.recipients.map(function (r) { return r.address + " " + r.result + (r.category ? " [" + r.category + "]" : "") + " (" + r.code + " " + r.enhanced + " " + r.text + ")"; }).join("; ") +
           (event.nextAttemptAt ? "; next attempt " + dateTime(event.nextAttemptAt) : "");
       case "shaping":
         return "shaping: " + ({ triggered: "set off ", waiting: "waiting for ", applied: "went around " }[event.cause] || "") + event.rule + " (" + event.action +
@@ -462,8 +469,46 @@ export const DASHBOARD_HTML = `<!doctype html>
     if (location.hash === href) openPending(); else location.hash = href;
   });
 
+  // The suppression list: the newest entries (or those matching the search), each with a remove button.
+  var suppressionSearch = "";
+  function loadSuppressions() {
+    return api("/api/suppressions?limit=100" + (suppressionSearch ? "&search=" + encodeURIComponent(suppressionSearch) : "")).then(function (page) {
+      count("suppressions", page.total, "");
+      fill("suppressions", page.entries.map(function (e) {
+        var remove = el("button", { type: "button", class: "remove", "data-scope": e.scope, "data-address": e.address }, ["remove"]);
+        remove.addEventListener("click", function () {
+          api("/api/suppressions/" + encodeURIComponent(e.scope) + "/" + encodeURIComponent(e.address), { method: "DELETE" })
+            .then(loadSuppressions, suppressionError);
+        });
+        return [el("td", {}, [e.scope]), el("td", {}, [e.address]), el("td", {}, [e.source + (e.category ? ", " + e.category : "")]),
+          el("td", {}, [dateTime(e.createdAt) + (e.expiresAt ? " until " + dateTime(e.expiresAt) : "")]), el("td", {}, [clipped(e.reason)]), el("td", {}, [remove])];
+      }), 6);
+    });
+  }
+  function suppressionError(error) {
+    var p = document.getElementById("suppression-error");
+    p.textContent = error.message;
+    p.hidden = false;
+  }
+  document.getElementById("suppression-search").addEventListener("submit", function (event) {
+    event.preventDefault();
+    suppressionSearch = document.getElementById("suppression-text").value.trim();
+    loadSuppressions().catch(suppressionError);
+  });
+  document.getElementById("suppression-add").addEventListener("submit", function (event) {
+    event.preventDefault();
+    document.getElementById("suppression-error").hidden = true;
+    var entry = { address: document.getElementById("suppression-address").value.trim(), scope: document.getElementById("suppression-scope").value.trim() || "*" };
+    var reason = document.getElementById("suppression-reason").value.trim();
+    if (reason) entry.reason = reason;
+    api("/api/suppressions", { method: "POST", headers: { authorization: "Bearer " + token, "content-type": "application/json" }, body: JSON.stringify(entry) })
+      .then(function () { document.getElementById("suppression-address").value = ""; document.getElementById("suppression-reason").value = ""; return loadSuppressions(); })
+      .catch(suppressionError);
+  });
+
   function refresh() {
     if (!token) { askToken(); return; }
+    loadSuppressions().catch(function () { /* a backend without a list: the tab stays empty */ });
     Promise.all([api("/api/health"), api("/api/queue/summary"), api("/api/queue/history"), api("/api/activity"), api("/api/shaping")]).then(function (r) {
       document.getElementById("backend").textContent = r[0].queue + " queue, " + r[1].totals.total + " job(s)";
       drawStore(r[0].store);

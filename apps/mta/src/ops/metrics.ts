@@ -7,6 +7,7 @@
 // configured ones and the largest few, listener and plugin names the configured ones (capped all
 // the same, as a guard across reloads); hooks, outcomes, states and reasons are fixed unions.
 import { type ReplyCommand, type ReplyEvent, SMTP_VERBS, type SpoolStats } from '@tern/core';
+import { isBounceCategory, type RecipientResult } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
 import type { QueueHealth } from '@tern/queue';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -107,6 +108,7 @@ export class TernMetrics {
   readonly bounces: Counter<'reason'>;
   readonly limitWaits: Counter<'limit'>;
   readonly shapingActions: Counter<'action' | 'cause'>;
+  readonly failures: Counter<'result' | 'category'>;
   readonly #listeners = new NameLabels(MAX_NAMES);
   readonly #plugins = new NameLabels(MAX_NAMES);
 
@@ -195,6 +197,12 @@ export class TernMetrics {
       name: 'tern_bounces_total',
       help: 'Recipients bounced by this process, by reason (permanent reply or expired)',
       labelNames: ['reason'],
+      registers,
+    });
+    this.failures = new Counter({
+      name: 'tern_delivery_failures_total',
+      help: 'Recipients deferred or failed by this process, by the bounce category of the reply',
+      labelNames: ['result', 'category'],
       registers,
     });
 
@@ -312,6 +320,13 @@ export class TernMetrics {
           }
         },
       });
+    }
+  }
+
+  /** Counts deferred or failed recipients by category (a closed set: a result without one is `unknown`). */
+  deliveryFailures(result: 'deferred' | 'failed', results: readonly RecipientResult[]): void {
+    for (const r of results) {
+      this.failures.inc({ result, category: isBounceCategory(r.category) ? r.category : 'unknown' });
     }
   }
 

@@ -13,7 +13,7 @@ import {
   type QueueSummary,
   type TimelineEvent,
 } from '@tern/queue';
-import { AdminApiError, AdminClient, adminTarget, UsageProblem } from './admin-client.js';
+import { AdminApiError, type AdminClient, UsageProblem, withAdminClient } from './admin-client.js';
 import type { QueueOperationName, QueueOperationValues } from './queue-operations.js';
 
 type Values = QueueOperationValues;
@@ -24,23 +24,7 @@ export async function runQueueOperation(
   values: QueueOperationValues,
   ids: readonly string[],
 ): Promise<number> {
-  const client = new AdminClient(
-    await adminTarget({
-      admin: values.admin,
-      token: values.token,
-      tokenFile: values.tokenFile,
-      config: values.config,
-    }),
-  );
-  try {
-    return await run(action, client, values, [...ids]);
-  } catch (error) {
-    if (error instanceof AdminApiError) {
-      process.stderr.write(`tern queue ${action}: ${error.message}\n`);
-      return 1;
-    }
-    throw error;
-  }
+  return withAdminClient(values, `tern queue ${action}`, (client) => run(action, client, values, [...ids]));
 }
 
 async function run(
@@ -390,7 +374,10 @@ export function describeEvent(event: TimelineEvent): string {
       return `${event.plugin} ${event.hook}: ${event.outcome}${event.code ? ` ${event.code} ${event.enhanced ?? ''} ${event.text ?? ''}`.trimEnd() : ''} (${event.durationMs} ms)`;
     case 'attempt': {
       const results = event.recipients
-        .map((r) => `${r.address} ${r.result} (${r.code} ${r.enhanced} ${r.text})`)
+        .map(
+          (r) =>
+            `${r.address} ${r.result}${r.category ? ` [${r.category}]` : ''} (${r.code} ${r.enhanced} ${r.text})`,
+        )
         .join('; ');
       const via = event.remoteMta ? ` via ${event.remoteMta}` : event.hop ? ` ${describeHop(event.hop)}` : '';
       const next = event.nextAttemptAt ? `; next attempt ${iso(event.nextAttemptAt)}` : '';

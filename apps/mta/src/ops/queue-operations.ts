@@ -119,3 +119,7 @@ export type QueueOperationValues = {
     ? string
     : boolean;
 };
+
+/** The `tern suppression` commands (run by suppression-cli.ts). */
+export const SUPPRESSION_COMMANDS = ['list', 'search', 'add', 'remove', 'import', 'export'] as const;
+export type SuppressionCommand = (typeof SUPPRESSION_COMMANDS)[number];

@@ -219,10 +219,12 @@ export class OpsRuntime {
       deferred(ctx) {
         activity.delivery('deferred', ctx.queueId, ctx.results);
         runtime.metrics?.deliveries.inc({ result: 'deferred' }, ctx.results.length);
+        runtime.metrics?.deliveryFailures('deferred', ctx.results);
       },
       bounced(ctx) {
         activity.delivery('bounced', ctx.queueId, ctx.results, { reason: ctx.reason });
         runtime.metrics?.deliveries.inc({ result: 'failed' }, ctx.results.length);
+        runtime.metrics?.deliveryFailures('failed', ctx.results);
         runtime.metrics?.bounces.inc({ reason: ctx.reason }, ctx.results.length);
       },
     });

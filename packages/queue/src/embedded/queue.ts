@@ -35,9 +35,11 @@ import { DEFAULT_WORKER_CONCURRENCY } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
+import type { IdempotencyStore } from '../idempotency.js';
 import { DestinationPacer } from '../pacing.js';
 import { newQueueId, planJobs } from '../plan.js';
 import { checkQueueOptions, embeddedQueueShape, workerShape } from '../schema.js';
+import type { SuppressionStore } from '../suppression.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
@@ -49,8 +51,10 @@ import {
 import type { TlsStore } from '../tls-store.js';
 import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
+import { EmbeddedIdempotency } from './idempotency.js';
 import { EmbeddedOperations } from './operations.js';
 import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
+import { EmbeddedSuppressions } from './suppressions.js';
 import { EmbeddedTlsStore } from './tls-store.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
@@ -144,6 +148,10 @@ export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue 
 export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly kind = 'embedded' as const;
   readonly location: string;
+  /** The suppression list, in the same store. */
+  readonly suppressions: SuppressionStore;
+  /** Idempotency keys of HTTP injection, in the same store. */
+  readonly idempotency: IdempotencyStore;
   readonly #db: Database.Database;
   readonly #log: Logger;
   readonly #pollMs: number;
@@ -187,6 +195,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#due = new DueJobs(this.#db);
       this.#bodies = new StoredBodies(this.#db);
       this.tlsStore = new EmbeddedTlsStore(this.#db);
+      this.suppressions = new EmbeddedSuppressions(this.#db);
+      this.idempotency = new EmbeddedIdempotency(this.#db);
       this.#ops = new EmbeddedOperations(this.#db, {
         enqueue: (message) => this.enqueue(message),
         wake: () => this.#wake(),

@@ -7,7 +7,7 @@ import { TernError } from '@tern/plugin-api';
 import Database from 'better-sqlite3';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
-export const SCHEMA_VERSION = 4;
+export const SCHEMA_VERSION = 5;
 
 const SCHEMA = `
 CREATE TABLE messages (
@@ -122,6 +122,33 @@ CREATE TABLE IF NOT EXISTS tls_report_details (
   count   INTEGER NOT NULL,
   PRIMARY KEY (day, domain, policy, detail)
 ) STRICT;
+`;
+
+// Version 5: suppression lists (see ../suppression.ts), one row per scope and recipient; and the
+// idempotency keys of HTTP injection (see ../idempotency.ts).
+const SCHEMA_5 = `
+CREATE TABLE IF NOT EXISTS suppressions (
+  scope       TEXT NOT NULL,     -- a sender domain, or * for every sender
+  address     TEXT NOT NULL,     -- the recipient, lower-cased
+  source      TEXT NOT NULL,     -- bounce, complaint, manual, import
+  reason      TEXT NOT NULL,
+  category    TEXT,              -- bounces: the bounce category
+  created_at  INTEGER NOT NULL,
+  expires_at  INTEGER,           -- NULL: until removed
+  queue_id    TEXT,
+  PRIMARY KEY (scope, address)
+) STRICT;
+CREATE INDEX IF NOT EXISTS suppressions_address ON suppressions (address);
+CREATE INDEX IF NOT EXISTS suppressions_created ON suppressions (created_at);
+CREATE INDEX IF NOT EXISTS suppressions_expiry ON suppressions (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+  key          TEXT PRIMARY KEY,
+  fingerprint  TEXT NOT NULL,      -- what the first request asked for
+  queue_id     TEXT,               -- NULL while that request is being handled
+  expires_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at);
 `;
 
 /** Who holds a store, as written next to it for the error a second process gets. */
@@ -279,11 +306,13 @@ export function closeStore(db: Database.Database): void {
 function migrate(db: Database.Database, file: string): void {
   const version = db.pragma('user_version', { simple: true }) as number;
   if (version === SCHEMA_VERSION) return;
-  if (version >= 1 && version <= 3) {
-    // An older store: its queued mail stays as it is (no timeline before 2, bodies inline before 3).
-    if (version === 1) db.exec(SCHEMA_2);
-    if (version <= 2) db.exec(SCHEMA_3);
-    db.exec(SCHEMA_4);
+  if (version >= 1 && version < SCHEMA_VERSION) {
+    // An older store: its queued mail stays as it is (no timeline before 2, bodies inline before 3,
+    // no TLS state before 4, no suppression list or idempotency keys before 5).
+    if (version < 2) db.exec(SCHEMA_2);
+    if (version < 3) db.exec(SCHEMA_3);
+    if (version < 4) db.exec(SCHEMA_4);
+    db.exec(SCHEMA_5);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
     return;
   }
@@ -303,5 +332,6 @@ function migrate(db: Database.Database, file: string): void {
   db.exec(SCHEMA_2);
   db.exec(SCHEMA_3);
   db.exec(SCHEMA_4);
+  db.exec(SCHEMA_5);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }

@@ -40,10 +40,12 @@ import { DEFAULT_WORKER_CONCURRENCY } from '../contract.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
+import type { IdempotencyStore } from '../idempotency.js';
 import { normalizeMessageId } from '../operations.js';
 import { DestinationPacer } from '../pacing.js';
 import { newQueueId, planJobs } from '../plan.js';
 import { checkQueueOptions, redisQueueShape, workerShape } from '../schema.js';
+import type { SuppressionStore } from '../suppression.js';
 import {
   attemptEvent,
   DEFAULT_TIMELINE_RETENTION_MS,
@@ -53,10 +55,12 @@ import {
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
 import { bodyStream } from './body-stream.js';
+import { RedisIdempotency } from './idempotency.js';
 import type { JobData } from './job-data.js';
 import { RedisOperations, readJobGate } from './operations.js';
 import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
 import { checkRedisSafety } from './safety.js';
+import { RedisSuppressions } from './suppressions.js';
 import { RedisTlsStore } from './tls-store.js';
 
 export interface RedisQueueOptions {
@@ -148,6 +152,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   /** The start of every key: the prefix, in a hash tag on a Cluster. */
   readonly keyBase: string;
   readonly queueName: string;
+  /** The suppression list, shared by every node on this Redis and prefix. */
+  readonly suppressions: SuppressionStore;
+  /** Idempotency keys of HTTP injection, shared the same way. */
+  readonly idempotency: IdempotencyStore;
   /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
   readonly #client: OpsRedis;
   readonly #connection: RedisConnection | string;
@@ -230,6 +238,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         this.#health.failed(new Error(`the connection to Redis at ${this.location} is lost`));
     });
     this.#client.on('ready', () => this.#health.probeSoon());
+    this.suppressions = new RedisSuppressions(this.#client, this.keyBase);
+    this.idempotency = new RedisIdempotency(this.#client, this.keyBase);
     this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.keyBase });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
     this.tlsStore = new RedisTlsStore(this.#client, this.keyBase);
