@@ -68,7 +68,9 @@ export const egressSchema = z
         /** The local address to connect from (it must be configured on this machine). */
         address: z
           .string()
-          .refine((a) => isIP(a) !== 0, 'an IPv4 or IPv6 address of this machine')
+          .refine((a) => isIP(a) !== 0, {
+            error: (issue) => `expected an IPv4 or IPv6 address, got ${JSON.stringify(issue.input)}`,
+          })
           .optional(),
         /** Our name in EHLO from this address (should match its PTR record). */
         ehlo: z
@@ -80,8 +82,11 @@ export const egressSchema = z
           .strictObject({
             since: z
               .string()
-              .regex(/^\d{4}-\d{2}-\d{2}$/, 'the first day as YYYY-MM-DD (UTC)')
-              .refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)), 'a real date, YYYY-MM-DD'),
+              .regex(/^\d{4}-\d{2}-\d{2}$/, 'expected the first day as YYYY-MM-DD (UTC)')
+              .refine(
+                (d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)),
+                'expected the first day as YYYY-MM-DD (UTC), a real date',
+              ),
             caps: z.array(count).min(1, 'daily caps for day 1, 2, ... like [50, 100, 500]'),
             destinations: z.record(z.string(), z.array(count).min(1)).optional(),
           })
@@ -116,8 +121,8 @@ export const egressSchema = z
         if (e.sources[source] === undefined) {
           ctx.addIssue({
             code: 'custom',
-            path: ['pools', name, 'sources', source],
-            message: `no source named ${source}: add it under delivery.egress.sources or remove it here`,
+            path: ['pools', name, 'sources'],
+            message: `no source named "${source}" in delivery.egress.sources: add it there or remove it here`,
           });
         }
       }
@@ -154,7 +159,7 @@ export const backoffRuleSchema = z.strictObject({
           } catch {
             return false;
           }
-        }, 'a regular expression (matched case-insensitively against the reply text)')
+        }, 'not a regular expression: give one, matched case-insensitively against the reply text')
         .optional(),
     })
     .refine((m) => m.codes !== undefined || m.enhanced !== undefined || m.text !== undefined, {
@@ -165,7 +170,10 @@ export const backoffRuleSchema = z.strictObject({
     z.strictObject({ kind: z.literal('suspend') }),
     z.strictObject({
       kind: z.literal('rate'),
-      messageRate: z.strictObject({ limit: count, per: durationSchema({ positive: true, whole: true }) }),
+      messageRate: z.strictObject(
+        { limit: count, per: durationSchema({ positive: true, whole: true }) },
+        { error: 'expected { limit, per }, e.g. { limit: 10, per: "1s" }' },
+      ),
     }),
     z.strictObject({ kind: z.literal('connections'), maxConnections: count }),
     z.strictObject({ kind: z.literal('pool'), pool: z.string().min(1, 'the egress pool to move to') }),
