@@ -42,6 +42,7 @@ export {
   MISSING_OUTCOME_REPLY,
   type SettledRecipient,
 } from './decide.js';
+export { QueueDriverMissingError } from './drivers.js';
 export {
   buildDsn,
   type DsnInput,

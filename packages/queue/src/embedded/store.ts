@@ -4,7 +4,8 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } f
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { TernError } from '@tern/plugin-api';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { driver } from '../drivers.js';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
 export const SCHEMA_VERSION = 3;
@@ -167,13 +168,13 @@ const STATEMENT_FAULTS = new Set(['SQLITE_ERROR', 'SQLITE_CONSTRAINT', 'SQLITE_M
  * lock...), as opposed to a bug in a statement: the write can work again later as it is.
  */
 export function isStoreFailure(error: unknown): boolean {
-  if (!(error instanceof Database.SqliteError)) return false;
+  if (!(error instanceof driver('better-sqlite3').SqliteError)) return false;
   return !STATEMENT_FAULTS.has(primaryCode(error.code) ?? error.code);
 }
 
 /** The store refused a write for lack of space on its file system. */
 export function isOutOfSpace(error: unknown): boolean {
-  return error instanceof Database.SqliteError && primaryCode(error.code) === 'SQLITE_FULL';
+  return error instanceof driver('better-sqlite3').SqliteError && primaryCode(error.code) === 'SQLITE_FULL';
 }
 
 /** `SQLITE_IOERR_WRITE` → `SQLITE_IOERR`: extended codes add a suffix to the primary one. */
@@ -202,9 +203,11 @@ export function openStore(path: string): Database.Database {
   closeSync(openSync(file, 'a', 0o600));
 
   // timeout 0: a store held by another process is refused at once, not after a wait.
+  // Loaded here, not at import: the embedded queue is the only user of the native addon.
+  const Sqlite = driver('better-sqlite3');
   let db: Database.Database;
   try {
-    db = new Database(file, { timeout: 0 });
+    db = new Sqlite(file, { timeout: 0 });
   } catch (error) {
     throw new EmbeddedStoreOpenError(file, error);
   }

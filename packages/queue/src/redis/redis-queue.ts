@@ -5,8 +5,8 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type { ByteSource } from '@tern/plugin-api/host';
-import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
-import { Redis, type RedisOptions } from 'ioredis';
+import type { Job, JobsOptions, Queue, Worker } from 'bullmq';
+import type { Redis, RedisOptions } from 'ioredis';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
 import { inlineChunks, MessageSourceError, slicesOf } from '../body.js';
 import type {
@@ -25,6 +25,7 @@ import type {
   QueueSummary,
   WorkerOptions,
 } from '../contract.js';
+import { driver } from '../drivers.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
@@ -137,6 +138,9 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
     const url = options.url ?? 'redis://127.0.0.1:6379';
     this.location = redactUrl(url);
+    // The drivers load here, not at import: an embedded-queue user never loads BullMQ.
+    const { Redis } = driver('ioredis');
+    const { Queue } = driver('bullmq');
     this.#client = defineOpsCommands(
       new Redis(url, {
         ...options.redis,
@@ -258,7 +262,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
     for (const job of jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
-      void new BullJob(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
+      void new (driver('bullmq').Job)(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
         .addJob(multi as never)
         .catch(() => {});
     }
@@ -353,6 +357,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const url = this.#options.url ?? 'redis://127.0.0.1:6379';
     // The worker side waits out short Redis outages instead of failing: a job that cannot be
     // persisted stays locked, its lock expires and it runs again (at-least-once).
+    const { Redis } = driver('ioredis');
+    const { Worker } = driver('bullmq');
     const client = defineOpsCommands(new Redis(url, { ...this.#options.redis, maxRetriesPerRequest: null }));
     client.on('error', (error) => this.#log.debug({ err: error }, 'redis worker connection error'));
     this.#workerClient = client;
@@ -403,7 +409,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       // A release or resume that ran while we parked found the job active and could not move it.
       const again = await readJobGate(client, ops, keys, id, data.domain);
       if (!again.held && again.suspendedUntil === undefined) await job.promote().catch(() => {});
-      throw new DelayedError();
+      throw new (driver('bullmq').DelayedError)();
     }
 
     const deliveryJob: DeliveryJob = {
@@ -492,7 +498,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       ]),
     );
     await record(() => job.moveToDelayed(at, token));
-    throw new DelayedError();
+    throw new (driver('bullmq').DelayedError)();
   }
 
   /**
