@@ -6,12 +6,12 @@ import { lookup } from 'node:dns/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseUsersFile } from '@tern/core';
 import { NetworkList, type NextHop, type Plugin } from '@tern/plugin-api';
 import { type Duration, durationMs } from '@tern/queue';
-import { createJiti } from 'jiti';
+import { createJiti, type TransformOptions, type TransformResult } from 'jiti';
 import { z } from 'zod';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 
@@ -638,22 +638,46 @@ let loads = 0;
  * start-up. Node caches ES modules by URL (a query makes a new one); TypeScript goes through jiti
  * without its caches. Resolves to the module's exports.
  */
-async function importFresh(path: string, source: string): Promise<{ default?: unknown }> {
+async function importFresh(
+  path: string,
+  source: string,
+  sources: Set<string> | undefined,
+): Promise<{ default?: unknown }> {
   if (path.endsWith('.json')) return { default: JSON.parse(source) };
+  const recording = sources ? { transform: recordingTransform(sources) } : {};
   if (fromSources) {
     // tern itself runs through jiti, which maps @tern/* to sources: the config must too, and must
     // share its module instances (jiti's module cache), so only the config file is evaluated anew.
-    const jiti = createJiti(import.meta.url, { fsCache: false, interopDefault: false });
+    const jiti = createJiti(import.meta.url, { fsCache: false, interopDefault: false, ...recording });
     return (await jiti.evalModule(source, { filename: path, async: true, forceTranspile: true })) as {
       default?: unknown;
     };
   }
   if (/\.[cm]?ts$/.test(path)) {
-    const jiti = createJiti(import.meta.url, { moduleCache: false, fsCache: false, interopDefault: false });
+    const jiti = createJiti(import.meta.url, {
+      moduleCache: false,
+      fsCache: false,
+      interopDefault: false,
+      ...recording,
+    });
     return jiti.import<{ default?: unknown }>(path);
   }
   loads += 1;
   return (await import(`${pathToFileURL(path).href}?load=${loads}`)) as { default?: unknown };
+}
+
+/**
+ * jiti's own transform, noting each file outside node_modules it compiles: the TypeScript (and
+ * ES module) sources a config imports, which `tern start --watch` watches. Node caches the modules
+ * a .js or .mjs config imports, so only the config file itself is read anew for those.
+ */
+function recordingTransform(sources: Set<string>): (options: TransformOptions) => TransformResult {
+  const compiler = createJiti(import.meta.url, { fsCache: false });
+  return (options) => {
+    const file = options.filename;
+    if (file !== undefined && !file.split(sep).includes('node_modules')) sources.add(resolve(file));
+    return { code: compiler.transform(options) };
+  };
 }
 
 /**
@@ -712,6 +736,11 @@ function escapeRegExp(text: string): string {
 export interface LoadOptions {
   /** Give up after this long (default: configTimeoutMs()): a top-level await that never settles. */
   readonly timeoutMs?: number;
+  /**
+   * Filled with the local files the config is made of, even when loading fails: the config file
+   * and the sources it imports outside node_modules (see recordingTransform). For --watch.
+   */
+  readonly sources?: Set<string>;
 }
 
 /**
@@ -724,6 +753,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   const path = resolve(file);
   if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`], 'cannot load');
   const timeoutMs = options.timeoutMs ?? configTimeoutMs();
+  options.sources?.add(path);
   const source = readFileSync(path, 'utf8');
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
@@ -741,7 +771,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   });
   let module: { default?: unknown };
   try {
-    module = await Promise.race([importFresh(path, source), deadline]);
+    module = await Promise.race([importFresh(path, source, options.sources), deadline]);
   } catch (error) {
     if (error instanceof ConfigError) throw error;
     throw loadFailure(file, path, source, error);
