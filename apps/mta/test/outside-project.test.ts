@@ -147,12 +147,13 @@ describe('a plugin project outside this repository', () => {
         '@tern/mta': tarballs['@tern/mta'],
         '@tern/plugin-api': tarballs['@tern/plugin-api'],
       },
-      devDependencies: { vitest: vitestVersion },
+      devDependencies: { vitest: vitestVersion, ...typeChecker() },
       overrides: tarballs,
       // npm 11 asks which install scripts may run: better-sqlite3 builds its native addon.
       allowScripts: { 'better-sqlite3': true },
     };
     writeFileSync(join(project, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+    writeFileSync(join(project, 'tsconfig.json'), TSCONFIG);
     writeFileSync(join(project, 'src/stamp.ts'), plugin);
     writeFileSync(join(project, 'test/stamp.test.ts'), pluginTest);
     // --prefer-offline: what npm's cache holds is used without asking the registry again.
@@ -174,6 +175,16 @@ describe('a plugin project outside this repository', () => {
     expect(existsSync(join(project, 'node_modules/bullmq'))).toBe(true);
     expect(existsSync(join(project, 'node_modules/better-sqlite3'))).toBe(true);
     expectNoEngineWarning(installOutput);
+  });
+
+  it('type-checks the plugin, its test and tern.config.ts against the published declarations', async () => {
+    writeFileSync(join(project, 'tern.config.ts'), ternConfig(2525, 2526));
+    const result = await run('npx', ['tsc', '-p', '.'], {
+      cwd: project,
+      baseEnv: projectEnv(),
+      timeoutMs: 180_000,
+    });
+    expect(result.status, result.output).toBe(0);
   });
 
   it("runs the plugin's own vitest test against the published test kit", async () => {
@@ -259,7 +270,17 @@ describe('a Redis-queue user of @tern/queue alone', () => {
         private: true,
         type: 'module',
         dependencies: { ...tarballs, bullmq: peers.bullmq, ioredis: peers.ioredis },
+        devDependencies: typeChecker(),
       };
+      writeFileSync(join(project, 'tsconfig.json'), TSCONFIG);
+      // Its types too: nothing in @tern/queue's declarations may need better-sqlite3's.
+      writeFileSync(
+        join(project, 'check.ts'),
+        `import { openRedisQueue, QueueDriverMissingError, type QueueBackend } from '@tern/queue';
+export const open: (url: string) => Promise<QueueBackend> = (url) => openRedisQueue({ url });
+export const missing: string = new QueueDriverMissingError('better-sqlite3', undefined).code;
+`,
+      );
       writeFileSync(join(project, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);
       writeFileSync(
         join(project, 'queue.mjs'),
@@ -278,17 +299,49 @@ try {
       expect(existsSync(join(project, 'node_modules/bullmq'))).toBe(true);
       expect(existsSync(join(project, 'node_modules/better-sqlite3'))).toBe(false);
 
+      const types = await run('npx', ['tsc', '-p', '.'], {
+        cwd: project,
+        baseEnv: projectEnv(),
+        timeoutMs: 180_000,
+      });
+      expect(types.status, types.output).toBe(0);
+
       redis = await startRedis();
       const result = await run('node', ['queue.mjs'], { cwd: project, env: { REDIS_URL: redis.url } });
       expect(result.status, result.output).toBe(0);
       expect(result.output).toContain('redis queue: redis true');
       expect(result.output).toContain(
-        "embedded queue: TERN_ERR_QUEUE_DRIVER_MISSING the embedded queue (queue: { type: 'embedded' }) needs the package better-sqlite3, which is not installed: run `npm install better-sqlite3@^12.6.2` in your project",
+        "embedded queue: TERN_ERR_QUEUE_DRIVER_MISSING the embedded queue (queue: { backend: 'embedded' }) needs the package better-sqlite3, which is not installed: run `npm install better-sqlite3@^12.6.2` in your project",
       );
     },
     INSTALL_TIMEOUT_MS,
   );
 });
+
+/** A TypeScript user's strict settings; skipLibCheck off, so every published declaration is checked. */
+const TSCONFIG = `${JSON.stringify(
+  {
+    compilerOptions: {
+      target: 'ES2022',
+      module: 'NodeNext',
+      moduleResolution: 'NodeNext',
+      strict: true,
+      noEmit: true,
+      allowImportingTsExtensions: true,
+      skipLibCheck: false,
+      types: ['node'],
+    },
+  },
+  null,
+  2,
+)}\n`;
+
+/** typescript and @types/node at the versions this repository uses (so npm's cache has them). */
+function typeChecker(): Record<string, string> {
+  const versionOf = (name: string): string =>
+    JSON.parse(readFileSync(join(root, 'node_modules', name, 'package.json'), 'utf8')).version;
+  return { typescript: versionOf('typescript'), '@types/node': versionOf('@types/node') };
+}
 
 /** `npm install` in `project` as its developer would run it; resolves with npm's output. */
 async function npmInstall(project: string): Promise<string> {

@@ -42,7 +42,6 @@ export {
   MISSING_OUTCOME_REPLY,
   type SettledRecipient,
 } from './decide.js';
-export { QueueDriverMissingError } from './drivers.js';
 export {
   buildDsn,
   type DsnInput,
@@ -52,7 +51,7 @@ export {
   headerBlockOf,
 } from './dsn.js';
 export * from './embedded/index.js';
-export { QueueUnavailableError } from './errors.js';
+export { type QueueDriver, QueueDriverMissingError, QueueUnavailableError } from './errors.js';
 export {
   DEFAULT_LIST_LIMIT,
   describeHop,

@@ -2,7 +2,7 @@
 // never loads BullMQ, and a missing driver is named with the command that installs it.
 import { createRequire } from 'node:module';
 import { afterAll, describe, expect, it } from 'vitest';
-import { QueueDriverMissingError } from '../src/drivers.js';
+import { QueueDriverMissingError } from '../src/errors.js';
 import { openEmbeddedQueue } from '../src/index.js';
 import { storePaths } from './embedded-fixtures/messages.js';
 
@@ -35,7 +35,7 @@ describe('queue drivers', () => {
     const error = new QueueDriverMissingError('bullmq', new Error("Cannot find module 'bullmq'"));
     expect(error.code).toBe('TERN_ERR_QUEUE_DRIVER_MISSING');
     expect(error.message).toBe(
-      "the Redis queue (queue: { type: 'redis' }) needs the package bullmq, which is not installed: run `npm install bullmq@^5.81.5` in your project",
+      "the Redis queue (queue: { backend: 'redis' }) needs the package bullmq, which is not installed: run `npm install bullmq@^5.81.5` in your project",
     );
   });
 });
