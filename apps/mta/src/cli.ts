@@ -137,10 +137,14 @@ function program(done: (code: number) => void): Command {
     )
     .addOption(required('-c, --config <file>', 'the config file (.ts, .mts, .js, .mjs or .json)'))
     .option('--no-worker', 'intake only: queue mail durably; another node (or a later start) delivers it')
+    .option(
+      '--watch',
+      'reload (as SIGHUP does) when the config file or a local file it imports changes: for development',
+    )
     .action(
-      act(async (options: { config: string; worker: boolean }) => {
+      act(async (options: { config: string; worker: boolean; watch?: boolean }) => {
         const { runStart } = await import('./commands/start.js');
-        return runStart(options.config, { worker: options.worker });
+        return runStart(options.config, { worker: options.worker, watch: options.watch === true });
       }),
     );
 

@@ -5,7 +5,7 @@ import { lookup } from 'node:dns/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { hostnameSchema, intakeSchema, LISTENER_DEFAULTS, listenerShape, parseUsersFile } from '@tern/core';
 import {
@@ -38,7 +38,7 @@ import {
   workerShape,
 } from '@tern/queue';
 import { redisConnectionSchema } from '@tern/redis';
-import { createJiti } from 'jiti';
+import { createJiti, type TransformOptions, type TransformResult } from 'jiti';
 import { z } from 'zod';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 
@@ -667,22 +667,46 @@ let loads = 0;
  * start-up. Node caches ES modules by URL (a query makes a new one); TypeScript goes through jiti
  * without its caches. Resolves to the module's exports.
  */
-async function importFresh(path: string, source: string): Promise<{ default?: unknown }> {
+async function importFresh(
+  path: string,
+  source: string,
+  sources: Set<string> | undefined,
+): Promise<{ default?: unknown }> {
   if (path.endsWith('.json')) return { default: JSON.parse(source) };
+  const recording = sources ? { transform: recordingTransform(sources) } : {};
   if (fromSources) {
     // tern itself runs through jiti, which maps @tern/* to sources: the config must too, and must
     // share its module instances (jiti's module cache), so only the config file is evaluated anew.
-    const jiti = createJiti(import.meta.url, { fsCache: false, interopDefault: false });
+    const jiti = createJiti(import.meta.url, { fsCache: false, interopDefault: false, ...recording });
     return (await jiti.evalModule(source, { filename: path, async: true, forceTranspile: true })) as {
       default?: unknown;
     };
   }
   if (/\.[cm]?ts$/.test(path)) {
-    const jiti = createJiti(import.meta.url, { moduleCache: false, fsCache: false, interopDefault: false });
+    const jiti = createJiti(import.meta.url, {
+      moduleCache: false,
+      fsCache: false,
+      interopDefault: false,
+      ...recording,
+    });
     return jiti.import<{ default?: unknown }>(path);
   }
   loads += 1;
   return (await import(`${pathToFileURL(path).href}?load=${loads}`)) as { default?: unknown };
+}
+
+/**
+ * jiti's own transform, noting each file outside node_modules it compiles: the TypeScript (and
+ * ES module) sources a config imports, which `tern start --watch` watches. Node caches the modules
+ * a .js or .mjs config imports, so only the config file itself is read anew for those.
+ */
+function recordingTransform(sources: Set<string>): (options: TransformOptions) => TransformResult {
+  const compiler = createJiti(import.meta.url, { fsCache: false });
+  return (options) => {
+    const file = options.filename;
+    if (file !== undefined && !file.split(sep).includes('node_modules')) sources.add(resolve(file));
+    return { code: compiler.transform(options) };
+  };
 }
 
 /**
@@ -741,6 +765,11 @@ function escapeRegExp(text: string): string {
 export interface LoadOptions {
   /** Give up after this long (default: configTimeoutMs()): a top-level await that never settles. */
   readonly timeoutMs?: number;
+  /**
+   * Filled with the local files the config is made of, even when loading fails: the config file
+   * and the sources it imports outside node_modules (see recordingTransform). For --watch.
+   */
+  readonly sources?: Set<string>;
 }
 
 /**
@@ -753,6 +782,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   const path = resolve(file);
   if (!existsSync(path)) throw new ConfigError(file, [`file not found: ${path}`], 'cannot load');
   const timeoutMs = options.timeoutMs ?? configTimeoutMs();
+  options.sources?.add(path);
   const source = readFileSync(path, 'utf8');
   const gaveUp = (): ConfigError =>
     new ConfigError(
@@ -766,7 +796,7 @@ export async function loadConfig(file: string, options: LoadOptions = {}): Promi
   try {
     // Plugins made by the config resolve relative paths in their options from its folder.
     module = await withTimeout(
-      withConfigDir(dirname(path), () => importFresh(path, source)),
+      withConfigDir(dirname(path), () => importFresh(path, source, options.sources)),
       timeoutMs,
       gaveUp,
     );

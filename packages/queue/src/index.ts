@@ -64,7 +64,7 @@ export {
   headerBlockOf,
 } from './dsn.js';
 export * from './embedded/index.js';
-export { QueueUnavailableError } from './errors.js';
+export { type QueueDriver, QueueDriverMissingError, QueueUnavailableError } from './errors.js';
 export { type IdempotencyClaim, type IdempotencyStore, MAX_IDEMPOTENCY_KEY } from './idempotency.js';
 export {
   DEFAULT_LIST_LIMIT,

@@ -39,6 +39,13 @@ export {
   withinDeadline,
 } from './fuzz.js';
 export {
+  type PackedPackage,
+  type PublicPackage,
+  packPublicPackages,
+  publicPackages,
+  tarballProblems,
+} from './packages.js';
+export {
   type MtaStsServer,
   type MtaStsServerOptions,
   type PolicyRequest,

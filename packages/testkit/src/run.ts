@@ -14,16 +14,21 @@ export interface RunResult {
 export interface RunOptions {
   /** Written to standard input, then closed. */
   readonly input?: string | Buffer;
-  /** Added to this process's environment. */
+  /** Added to `baseEnv`. */
   readonly env?: Record<string, string>;
+  /** The environment `env` is added to (default: this process's). */
+  readonly baseEnv?: NodeJS.ProcessEnv;
+  /** The working folder (default: this process's). */
+  readonly cwd?: string;
   readonly timeoutMs?: number;
 }
 
 /** Runs `command` to its end; rejects when it cannot start (for example, not installed). */
 export function run(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const child = spawn(command, args, {
-    env: { ...process.env, ...options.env },
+    env: { ...(options.baseEnv ?? process.env), ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],
+    ...(options.cwd !== undefined ? { cwd: options.cwd } : {}),
     ...(options.timeoutMs !== undefined ? { timeout: options.timeoutMs } : {}),
   });
   let stdout = '';

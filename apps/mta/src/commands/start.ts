@@ -1,13 +1,23 @@
-// tern start: load and validate the config, start the MTA, reload on SIGHUP, stop cleanly on
-// SIGTERM/SIGINT, drain for a rolling restart on SIGUSR2.
+// tern start: load and validate the config, start the MTA, reload on SIGHUP (and with --watch
+// when a config source changes), stop cleanly on SIGTERM/SIGINT, drain for a rolling restart on
+// SIGUSR2.
+import { type FSWatcher, watch } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { isInternalPlugin, type StartOptions, startMta } from '../mta.js';
 
-export async function runStart(file: string, options: StartOptions = {}): Promise<number> {
-  const config = await loadConfig(file);
+export interface RunStartOptions extends StartOptions {
+  /** Reload when the config file or a local file it imports changes. */
+  readonly watch?: boolean;
+}
+
+export async function runStart(file: string, options: RunStartOptions = {}): Promise<number> {
+  const sources = new Set<string>();
+  const config = await loadConfig(file, options.watch ? { sources } : {});
   const logger = createLogger(config.log?.level);
-  const mta = await startMta(config, logger, { ...options, configFile: file });
+  const { watch: watching, ...startOptions } = options;
+  const mta = await startMta(config, logger, { ...startOptions, configFile: file });
 
   const queue = { backend: mta.queue.kind, location: mta.queue.location };
   const plugins = mta.plugins.plugins.map((p) => p.name).filter((name) => !isInternalPlugin(name));
@@ -54,11 +64,15 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
   // SIGHUP: read the config again and apply what can change live; a bad config changes nothing.
   // Reloads run one at a time; loading has a deadline (loadConfig), so a config whose top-level
   // await never settles is refused and the next SIGHUP is still heard.
+  // --watch reloads the same way when a file the last load read changes, and then watches what
+  // that load read (a plugin may import a new file; a refused config is watched for its fix).
   let reloading = Promise.resolve();
-  process.on('SIGHUP', () => {
+  let watcher: SourceWatcher | undefined;
+  const reload = (): void => {
     reloading = reloading.then(async () => {
+      const read = new Set<string>();
       try {
-        const next = await loadConfig(file);
+        const next = await loadConfig(file, watching ? { sources: read } : {});
         const result = await mta.reload(next);
         for (const note of result.needsRestart) logger.warn(`reload: ${note}`);
       } catch (error) {
@@ -66,14 +80,83 @@ export async function runStart(file: string, options: StartOptions = {}): Promis
           { err: error },
           `reload refused, still running the previous config: ${(error as Error).message}`,
         );
+      } finally {
+        watcher?.watch(read);
       }
     });
+  };
+  process.on('SIGHUP', reload);
+  if (watching) {
+    watcher = new SourceWatcher((changed) => {
+      logger.info({ file: changed }, 'watch: a config source changed, reloading');
+      reload();
+    });
+    watcher.watch(sources);
+    logger.info({ files: [...sources] }, 'watch: reloading when one of these files changes');
+  }
+  process.on('SIGTERM', () => {
+    watcher?.close();
+    stop('SIGTERM');
   });
-  process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   // A drain for rolling restarts (systemctl reload-or-restart is not it: see deploy/tern.service).
   process.on('SIGUSR2', () => stop('SIGUSR2'));
   mta.onDrainRequest(() => stop('SIGUSR2'));
   // Keep running: the listeners hold the event loop open.
   return -1;
+}
+
+/** How long a burst of changes (an editor writes a file in several steps) is gathered into one. */
+const SETTLE_MS = 150;
+
+/**
+ * Watches a set of files through their folders, so a save that replaces the file (write to a
+ * temporary name, rename over) is seen as well as one that writes it in place. Calls `changed`
+ * once per burst of changes.
+ */
+class SourceWatcher {
+  readonly #changed: (file: string) => void;
+  #watchers: FSWatcher[] = [];
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(changed: (file: string) => void) {
+    this.#changed = changed;
+  }
+
+  /** Watches `files` from now on, instead of the files watched before. */
+  watch(files: ReadonlySet<string>): void {
+    if (files.size === 0) return;
+    this.#closeWatchers();
+    const byFolder = new Map<string, Set<string>>();
+    for (const file of files) {
+      const names = byFolder.get(dirname(file)) ?? new Set<string>();
+      names.add(basename(file));
+      byFolder.set(dirname(file), names);
+    }
+    for (const [folder, names] of byFolder) {
+      try {
+        const watcher = watch(folder, { persistent: false }, (_event, name) => {
+          if (name !== null && names.has(name)) this.#settle(join(folder, name));
+        });
+        watcher.on('error', () => {}); // a folder removed: the next reload watches what exists
+        this.#watchers.push(watcher);
+      } catch {
+        // A folder that is gone cannot change; the next reload watches what exists.
+      }
+    }
+  }
+
+  close(): void {
+    clearTimeout(this.#timer);
+    this.#closeWatchers();
+  }
+
+  #settle(file: string): void {
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#changed(file), SETTLE_MS);
+  }
+
+  #closeWatchers(): void {
+    for (const watcher of this.#watchers.splice(0)) watcher.close();
+  }
 }

@@ -4,7 +4,14 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } f
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { TernError } from '@tern/plugin-api';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { driver } from '../drivers.js';
+import {
+  EmbeddedStoreLockedError,
+  EmbeddedStoreOpenError,
+  EmbeddedStoreSchemaError,
+  type StoreOwner,
+} from './errors.js';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
 export const SCHEMA_VERSION = 5;
@@ -151,49 +158,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at);
 `;
 
-/** Who holds a store, as written next to it for the error a second process gets. */
-export interface StoreOwner {
-  readonly pid: number;
-  readonly host: string;
-  readonly startedAt: string;
-  readonly command: string;
-}
-
-/** A second process tried to open a store that a running process holds. */
-export class EmbeddedStoreLockedError extends TernError {
-  readonly path: string;
-  readonly owner: StoreOwner | undefined;
-  constructor(path: string, owner: StoreOwner | undefined, cause: unknown) {
-    const who = owner
-      ? `process ${owner.pid} on ${owner.host} (${owner.command}, since ${owner.startedAt})`
-      : 'another process';
-    super(
-      'TERN_ERR_QUEUE_STORE_LOCKED',
-      `embedded queue ${path} is in use by ${who}: only one process may use an embedded queue; ` +
-        'stop that process, or give this one its own queue path, or use the Redis backend to share a queue',
-      { cause },
-    );
-    this.path = path;
-    this.owner = owner;
-  }
-}
-
-/** The store file exists but is not one this version can use. */
-export class EmbeddedStoreSchemaError extends TernError {
-  constructor(path: string, problem: string) {
-    super('TERN_ERR_QUEUE_STORE_SCHEMA', `embedded queue ${path}: ${problem}`);
-  }
-}
-
-/** SQLite could not open or set up the file (not a database, unreadable, disk full...). */
-export class EmbeddedStoreOpenError extends TernError {
-  constructor(path: string, cause: unknown) {
-    super('TERN_ERR_QUEUE_STORE_OPEN', `embedded queue ${path}: ${(cause as Error)?.message ?? cause}`, {
-      cause,
-    });
-  }
-}
-
 /** The sidecar file that names the holder. Informative only: the lock itself is SQLite's. */
 export function ownerFileOf(path: string): string {
   return `${path}.owner`;
@@ -222,13 +186,13 @@ const STATEMENT_FAULTS = new Set(['SQLITE_ERROR', 'SQLITE_CONSTRAINT', 'SQLITE_M
  * lock...), as opposed to a bug in a statement: the write can work again later as it is.
  */
 export function isStoreFailure(error: unknown): boolean {
-  if (!(error instanceof Database.SqliteError)) return false;
+  if (!(error instanceof driver('better-sqlite3').SqliteError)) return false;
   return !STATEMENT_FAULTS.has(primaryCode(error.code) ?? error.code);
 }
 
 /** The store refused a write for lack of space on its file system. */
 export function isOutOfSpace(error: unknown): boolean {
-  return error instanceof Database.SqliteError && primaryCode(error.code) === 'SQLITE_FULL';
+  return error instanceof driver('better-sqlite3').SqliteError && primaryCode(error.code) === 'SQLITE_FULL';
 }
 
 /** `SQLITE_IOERR_WRITE` → `SQLITE_IOERR`: extended codes add a suffix to the primary one. */
@@ -257,9 +221,11 @@ export function openStore(path: string): Database.Database {
   closeSync(openSync(file, 'a', 0o600));
 
   // timeout 0: a store held by another process is refused at once, not after a wait.
+  // Loaded here, not at import: the embedded queue is the only user of the native addon.
+  const Sqlite = driver('better-sqlite3');
   let db: Database.Database;
   try {
-    db = new Database(file, { timeout: 0 });
+    db = new Sqlite(file, { timeout: 0 });
   } catch (error) {
     throw new EmbeddedStoreOpenError(file, error);
   }

@@ -15,7 +15,7 @@ import {
   type RedisConnection,
   waitForReplicas,
 } from '@tern/redis';
-import { Job as BullJob, DelayedError, type Job, type JobsOptions, Queue, Worker } from 'bullmq';
+import type { Job, JobsOptions, Queue, Worker } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
@@ -37,6 +37,7 @@ import type {
   WorkerOptions,
 } from '../contract.js';
 import { DEFAULT_WORKER_CONCURRENCY } from '../contract.js';
+import { driver } from '../drivers.js';
 import { HEADER_READ_LIMIT, headerBlockOf } from '../dsn.js';
 import { QueueUnavailableError } from '../errors.js';
 import { HealthMonitor } from '../health.js';
@@ -208,6 +209,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#probeMs = options.probeIntervalMs ?? DEFAULT_PROBE_MS;
     this.#log = (options.logger ?? silentLogger).child({ queue: 'redis' });
     this.location = describeRedis(this.#connection);
+    // The driver loads here, not at import: an embedded-queue user never loads BullMQ.
+    const { Queue } = driver('bullmq');
     this.#client = defineOpsCommands(
       openRedis(this.#connection, {
         ...options.redis,
@@ -333,7 +336,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
     for (const job of jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
-      void new BullJob(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
+      void new (driver('bullmq').Job)(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
         .addJob(multi as never)
         .catch(() => {});
     }
@@ -446,6 +449,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const settings = attemptSettings({ ...options, logger: options.logger ?? this.#options.logger });
     // The worker side waits out short Redis outages instead of failing: a job that cannot be
     // persisted stays locked, its lock expires and it runs again (at-least-once).
+    const { Worker } = driver('bullmq');
     const client = defineOpsCommands(
       openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null }),
     );
@@ -515,7 +519,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       // A release or resume that ran while we parked found the job active and could not move it.
       const again = await readJobGate(client, ops, keys, id, data.domain);
       if (!again.held && again.suspendedUntil === undefined) await job.promote().catch(() => {});
-      throw new DelayedError();
+      throw new (driver('bullmq').DelayedError)();
     }
 
     // Its domain waits for a limit: to its slot in the delayed set, as it is (not an attempt).
@@ -565,7 +569,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         const now = settings.now();
         this.#pacer.refused(data.domain, outcome.waiting, now);
         parkAt = this.#pacer.reserve(data.domain, now) ?? now;
-        throw new DelayedError();
+        throw new (driver('bullmq').DelayedError)();
       }
       const event = attemptEvent(deliveryJob, outcome, settings.now());
       until = Date.now() + this.#lockMs / 2;
@@ -626,13 +630,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       ]),
     );
     await record(() => job.moveToDelayed(at, token));
-    throw new DelayedError();
+    throw new (driver('bullmq').DelayedError)();
   }
 
   /** Puts a job back in the delayed set until `at` without recording an attempt (BullMQ's DelayedError). */
   async #park(job: Job, token: string | undefined, at: number): Promise<never> {
     await job.moveToDelayed(at, token);
-    throw new DelayedError();
+    throw new (driver('bullmq').DelayedError)();
   }
 
   /**
