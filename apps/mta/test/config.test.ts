@@ -163,7 +163,7 @@ describe('config validation names the field and the fix', () => {
     ],
     [
       { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], suppression: { expireAfter: 'a month' } },
-      "config.suppression.expireAfter: milliseconds, or a string like '30s'",
+      'config.suppression.expireAfter: "a month" is not a duration above 0',
     ],
   ])('%j', (input, expected) => {
     expect(problems(input).join('\n')).toContain(expected);

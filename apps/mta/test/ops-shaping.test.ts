@@ -139,7 +139,7 @@ describe('delivery.shaping', () => {
         },
         '/tmp',
       ),
-    ).toThrow(/delivery\.egress\.pools\.default\.sources\.z.*no source named z/s);
+    ).toThrow(/delivery\.egress\.pools\.default\.sources: no source named "z"/s);
   });
 
   it('refuses a bad rule at start-up, naming the field and the fix', () => {

@@ -259,7 +259,7 @@ describe('a Redis-queue user of @tern/queue alone', () => {
       const project = join(dir, 'redis-user');
       mkdirSync(project);
       const packed = packPublicPackages(root, dir).filter((p) =>
-        ['@tern/queue', '@tern/plugin-api'].includes(p.name),
+        ['@tern/queue', '@tern/plugin-api', '@tern/redis'].includes(p.name),
       );
       const tarballs = Object.fromEntries(packed.map((p) => [p.name, `file:../${basename(p.tarball)}`]));
       const peers = JSON.parse(

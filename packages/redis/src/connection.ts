@@ -1,12 +1,21 @@
 // One description of where Redis is (a URL, a primary found through Sentinel, or a Cluster) and
 // one function that opens an ioredis client for it. The queue, the limiters and greylisting all
 // take this description, so a fleet configures its Redis once.
+
+import { createRequire } from 'node:module';
 import calculateSlot from 'cluster-key-slot';
-import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { Cluster, Redis, RedisOptions } from 'ioredis';
 import { z } from 'zod';
 
 /** A client of any of the three shapes; Cluster and Redis share the command interface. */
 export type RedisClient = Redis | Cluster;
+
+// ioredis loads on the first connection, not at import: @tern/queue imports this package, and a
+// user of the embedded queue never loads a Redis client.
+const require = createRequire(import.meta.url);
+function ioredis(): typeof import('ioredis') {
+  return require('ioredis') as typeof import('ioredis');
+}
 
 export interface RedisNode {
   readonly host: string;
@@ -93,6 +102,7 @@ export function isCluster(client: RedisClient): client is Cluster {
  * answers READONLY (the old primary after a failover) makes the client reconnect and look again.
  */
 export function openRedis(connection: RedisConnection | string, options: RedisOptions = {}): RedisClient {
+  const { Cluster, Redis } = ioredis();
   const spec = connectionOf(connection);
   const reconnectOnError =
     options.reconnectOnError ?? ((error: Error) => error.message.startsWith('READONLY'));

@@ -6,4 +6,3 @@ export type { ExportedMessage, ExportSummary, ImportOptions, ImportSummary } fro
 export { exportQueue, ImportError, importQueue } from './export.js';
 export type { EmbeddedQueueOptions, JobState } from './queue.js';
 export { EmbeddedQueue, openEmbeddedQueue } from './queue.js';
-export { EmbeddedTlsStore } from './tls-store.js';
