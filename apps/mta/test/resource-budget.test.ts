@@ -11,8 +11,11 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import { type OpsTern, startOpsTern, stopAllOpsTern } from './ops-fixtures/tern.js';
 
 const MIB = 1024 * 1024;
-/** The ceiling the README states for this load with default intake and delivery settings. */
-const CEILING_MB = 450;
+/**
+ * The ceiling the README states for this load with default intake and delivery settings (Node 22+
+ * lets V8's young generation grow larger than Node 20 did; the README says how to cap it).
+ */
+const CEILING_MB = 512;
 const IDLE = 10_000;
 const BIG = 20;
 const BIG_SIZE = 25 * MIB;
