@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type Daemon, findBinary, startDaemon } from './daemon.js';
 import { freePort } from './port.js';
+import { waitFor } from './wait.js';
 
 /** Options for {@link startRedis}; each maps to the redis-server option of the same name. */
 export interface TestRedisOptions {
@@ -382,13 +382,9 @@ export async function startRedisCluster(
   }
 }
 
-async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check().catch(() => false)) return;
-    await sleep(50);
-  }
-  throw new Error(`redis test setup: condition not met within ${timeoutMs} ms`);
+/** Polls `check` (a failing check counts as not yet) until it holds: the kit's one wait loop. */
+function until(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+  return waitFor(() => check().catch(() => false), timeoutMs, 50);
 }
 
 function info(port: number, section: string): Promise<string> {
