@@ -18,6 +18,8 @@ export { DURATION_HINT, durationMs, durationSchema, formatWait, parseDuration } 
 export type { Envelope, EnvelopeRecipient, NextHop, SmtpParams, TlsMode } from './envelope.js';
 export { domainOf, splitAddress } from './envelope.js';
 export { HookFailure, PluginOptionError, PluginRegistrationError, TernError } from './errors.js';
+export type { PlatformEvent, PlatformEventSource, PlatformEventType } from './events.js';
+export { PLATFORM_EVENT_TYPES } from './events.js';
 export type { HeaderField } from './headers.js';
 export { Headers, rfc5322Date, unfoldValue } from './headers.js';
 export type {
