@@ -303,6 +303,14 @@ const bounces = z
   })
   .optional();
 
+// Mail Tern writes itself (DSNs, TLS reports) and the global plugins' queue hooks (src/notices.ts).
+const notices = z
+  .strictObject({
+    /** Run the global plugin list's queue hooks on generated notices, so DKIM signs them (default true). */
+    queueHooks: z.boolean().default(true),
+  })
+  .optional();
+
 // Suppression lists (src/suppression.ts): refused at RCPT when relayed, fed by hard bounces.
 const suppression = z
   .strictObject({
@@ -342,6 +350,7 @@ export const configSchema = z.strictObject({
   admin,
   publish,
   bounces,
+  notices,
   suppression,
 });
 

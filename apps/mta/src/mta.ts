@@ -26,6 +26,7 @@ import type { HostOptions, PluginHost } from '@tern/plugin-api/host';
 import {
   BounceClassifier,
   type BounceRule,
+  type IncomingMessage,
   openEmbeddedQueue,
   openRedisQueue,
   type QueueBackend,
@@ -45,6 +46,7 @@ import {
   readKeyPair,
   serverHostname,
 } from './config.js';
+import { noticeHooks } from './notices.js';
 import { OPS_PLUGIN_NAME, OpsRuntime } from './ops/runtime.js';
 import { dnsOptions, tlsReportSender } from './outbound-tls.js';
 import { PluginRegistry } from './plugin-registry.js';
@@ -239,8 +241,9 @@ function startTlsReports(
   hostname: string,
   queue: QueueBackend,
   logger: Logger,
+  prepare: ((message: IncomingMessage) => Promise<IncomingMessage>) | undefined,
 ): TlsReportSender | undefined {
-  const sender = tlsReportSender(config, hostname, queue, logger);
+  const sender = tlsReportSender(config, hostname, queue, logger, prepare);
   sender?.start();
   return sender;
 }
@@ -434,7 +437,12 @@ export async function startMta(
     });
     if (options.worker !== false) {
       deliverer = createDeliverer(delivererOptions(config, hostname, logger, throttle, outboundTls));
-      tlsReportSender = startTlsReports(config, hostname, queue, logger);
+      // Generated notices and reports go through the global plugins' queue hooks (DKIM signs them).
+      const prepareNotice =
+        config.notices?.queueHooks === false
+          ? undefined
+          : noticeHooks(registry.deliveryHost, hostname, logger.child({ component: 'notices' }));
+      tlsReportSender = startTlsReports(config, hostname, queue, logger, prepareNotice);
       // The deliverer as it is now: a reload replaces it, and its back-off state with it.
       ops.shaping = () => ({ backoffs: deliverer?.backoffs() ?? [], warmup: deliverer?.warmup() ?? [] });
       const retry = config.queue?.retry;
@@ -454,6 +462,7 @@ export async function startMta(
           ...(config.delivery?.concurrency !== undefined ? { concurrency: config.delivery.concurrency } : {}),
           ...(retry ? { retry } : {}),
           classifier: () => classifier,
+          ...(prepareNotice ? { prepareNotice } : {}),
         },
       );
     }

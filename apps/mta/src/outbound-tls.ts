@@ -3,7 +3,7 @@
 // the admin API, `tern tls-report show`).
 import { type DnsOptions, MxResolver, type PreparedTlsReport, TlsReportSender } from '@tern/delivery';
 import type { Logger } from '@tern/plugin-api';
-import type { QueueBackend } from '@tern/queue';
+import type { IncomingMessage, QueueBackend } from '@tern/queue';
 import { type ResolvedConfig, readConfigFile } from './config.js';
 
 /** `delivery.dns` as the deliverer takes it: `dnssec: [...]` names the validating resolvers. */
@@ -25,13 +25,15 @@ export function tlsReportSender(
   hostname: string,
   queue: QueueBackend,
   logger: Logger,
+  /** Runs the notice hooks on a report before it is queued (DKIM signing); see src/notices.ts. */
+  prepare?: (message: IncomingMessage) => Promise<IncomingMessage>,
 ): TlsReportSender | undefined {
   const reports = config.delivery?.tlsReports;
   if (!reports || reports.enabled === false || !queue.tlsStore) return undefined;
   return new TlsReportSender({
     store: queue.tlsStore,
     resolver: new MxResolver(dnsOptions(config)),
-    enqueue: (message) => queue.enqueue(message),
+    enqueue: async (message) => queue.enqueue(prepare ? await prepare(message) : message),
     hostname,
     organizationName: reports.organizationName,
     contactInfo: reports.contactInfo,

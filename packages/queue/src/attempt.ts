@@ -41,6 +41,7 @@ export interface AttemptSettings {
   readonly logger: Logger;
   readonly plugins: PluginHost | (() => PluginHost) | undefined;
   readonly classifier: () => BounceClassifier;
+  readonly prepareNotice: ((notice: IncomingMessage) => Promise<IncomingMessage>) | undefined;
   readonly now: () => number;
 }
 
@@ -53,6 +54,7 @@ export function attemptSettings(options: WorkerOptions = {}, now: () => number =
     logger: options.logger ?? silentLogger,
     plugins: options.plugins,
     classifier: classifierOf(options.classifier),
+    prepareNotice: options.prepareNotice,
     now,
   };
 }
@@ -383,7 +385,25 @@ async function sendNotice(
     },
     { reportingMta: settings.hostname, now: new Date(settings.now()) },
   );
-  return store.enqueue(notice);
+  return store.enqueue(await prepared(notice, settings, job));
+}
+
+/** The notice as the MTA's notice hooks leave it; as built when they fail. */
+async function prepared(
+  notice: IncomingMessage,
+  settings: AttemptSettings,
+  job: DeliveryJob,
+): Promise<IncomingMessage> {
+  if (!settings.prepareNotice) return notice;
+  try {
+    return await settings.prepareNotice(notice);
+  } catch (error) {
+    settings.logger.warn(
+      { err: error, queueId: job.queueId },
+      'notice hooks failed; queueing the notice as built',
+    );
+    return notice;
+  }
 }
 
 /** The message a RET=FULL bounce returns, when it is small enough; otherwise the bounce carries headers only. */

@@ -237,6 +237,13 @@ export interface WorkerOptions {
    * asked at each attempt, so a reload can swap the rules.
    */
   readonly classifier?: BounceClassifier | (() => BounceClassifier);
+  /**
+   * Called with each notice this worker generates (bounce, delay and success DSNs) before it is
+   * queued, to return the message to queue instead: the MTA runs its queue hooks here, so DKIM
+   * signs notices (Postfix's internal_mail_filter_classes). When it throws, the notice is queued
+   * as built and the error logged: a notice is never lost to a hook.
+   */
+  readonly prepareNotice?: (notice: IncomingMessage) => Promise<IncomingMessage>;
 }
 
 /** A message's state as operators and tests see it. */
