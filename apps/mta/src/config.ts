@@ -543,7 +543,7 @@ function checkHttp(config: ResolvedConfig, http: NonNullable<ResolvedConfig['htt
     }
   });
   if (tls) collect(problems, () => readKeyPair(config, tls, 'config.http.tls'));
-  if (config.admin && config.admin.listen === http.listen) {
+  if (config.admin && config.admin.listen === http.listen && !http.listen.endsWith(':0')) {
     problems.push(
       `config.http.listen: ${http.listen} is the admin API's address: give HTTP injection a port of its own`,
     );

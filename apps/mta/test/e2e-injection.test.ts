@@ -90,7 +90,7 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
   const tls = backend === 'embedded';
   let openapi: Record<string, unknown>;
   const ajv = new Ajv2020({ strict: false, allErrors: true });
-  addFormats(ajv);
+  (addFormats as unknown as (a: Ajv2020) => void)(ajv);
 
   /** A request to the running server; its answer is checked against the served OpenAPI document. */
   async function post(
@@ -183,6 +183,7 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
         intake: { spoolDir: 'spool' },
         delivery: { dns: { servers: [dns.server] }, port: sink.port },
         plugins: [dkim({ domains: { 'shop.test': { selector: 's1', keyFile: dkimKey } } })],
+        admin: { listen: '127.0.0.1:0', token: 'admin-token-not-an-api-key' },
         http: {
           listen: '127.0.0.1:0',
           apiKeysFile: keysFile,
@@ -386,6 +387,18 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
     });
     expect(missing).toMatchObject({ status: 400, body: { code: 'invalid_request', field: 'to' } });
     expectDocumented(missing.status, missing.body);
+  });
+
+  it('counts requests by source and result in /metrics; the admin token is not an API key', async () => {
+    const admin = { authorization: 'Bearer admin-token-not-an-api-key' };
+    const refused = await post({ from: 'news@shop.test', to: ['a@dest.test'], text: 'x' }, admin, '');
+    expect(refused).toMatchObject({ status: 401, body: { code: 'unauthorized' } });
+    const metrics = await (await fetch(`${mta.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^tern_http_injections_total\{source="json",result="queued"\} [1-9]/m);
+    expect(metrics).toMatch(/^tern_http_injections_total\{source="raw",result="queued"\} 1$/m);
+    expect(metrics).toMatch(/^tern_http_injections_total\{source="json",result="too_large"\} 2$/m);
+    expect(metrics).toMatch(/^tern_http_injections_total\{source="none",result="unauthorized"\} [1-9]/m);
+    expect(metrics).toMatch(/^tern_messages_accepted_total\{listener="http"\} [1-9]/m);
   });
 
   it('an SMTP client from a trusted network tags by X-Tern-Tag; the field is not sent on', async () => {

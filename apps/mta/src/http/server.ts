@@ -136,7 +136,11 @@ export async function startInjectionServer(options: InjectionServerOptions): Pro
     sourced(raw ? 'raw' : 'json');
     const limit = raw ? limits.raw : limits.json;
     const declared = Number(req.headers['content-length'] ?? Number.NaN);
-    if (declared > limit) throw tooLarge(limit, res);
+    if (declared > limit) {
+      const waiting = req.headers.expect?.toLowerCase() === '100-continue';
+      if (!waiting) drain(req);
+      throw tooLarge(limit, res, waiting);
+    }
     if (options.writable && !options.writable()) {
       throw new HttpFailure(503, 'unavailable', 'the queue cannot take messages now; retry later', {
         'retry-after': '5',
@@ -242,24 +246,69 @@ export async function startInjectionServer(options: InjectionServerOptions): Pro
   };
 }
 
-/** The body, at most `limit` bytes; a larger one is answered 413 as soon as it passes the limit. */
-async function readBody(req: IncomingMessage, limit: number, res: ServerResponse): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) throw tooLarge(limit, res);
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
+/** Bytes of a refused body read and dropped, so the client can read our answer; beyond it, the connection closes. */
+const DRAIN_BYTES = 16 * 1024 * 1024;
+
+/** The body, at most `limit` bytes; a larger one is refused (413) as soon as it passes the limit. */
+function readBody(req: IncomingMessage, limit: number, res: ServerResponse): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size <= limit) {
+        chunks.push(chunk);
+        return;
+      }
+      stop();
+      chunks.length = 0;
+      drain(req, size);
+      reject(tooLarge(limit, res, false));
+    };
+    const onEnd = (): void => {
+      stop();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (error: Error): void => {
+      stop();
+      reject(error);
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+  });
 }
 
-function tooLarge(limit: number, res: ServerResponse): HttpFailure {
-  // The rest of the body is not read: the connection closes after the answer.
-  res.shouldKeepAlive = false;
-  return new HttpFailure(413, 'too_large', `the request body is larger than ${limit} bytes`, {
-    connection: 'close',
+/**
+ * Reads and drops the rest of a refused body: a client still sending would otherwise have its
+ * connection reset before it reads the 413. Bounded: past DRAIN_BYTES the connection is closed.
+ */
+function drain(req: IncomingMessage, alreadyRead = 0): void {
+  let dropped = alreadyRead;
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > DRAIN_BYTES) req.socket.destroy();
   });
+  req.resume();
+}
+
+/**
+ * 413. `unsent`: the client waits for 100 Continue and will not send the body, so the connection
+ * cannot be reused (we cannot tell where its next request would start).
+ */
+function tooLarge(limit: number, res: ServerResponse, unsent: boolean): HttpFailure {
+  if (unsent) res.shouldKeepAlive = false;
+  return new HttpFailure(
+    413,
+    'too_large',
+    `the request body is larger than ${limit} bytes`,
+    unsent ? { connection: 'close' } : {},
+  );
 }
 
 function methodNotAllowed(method: string, allow: string): HttpFailure {
