@@ -6,7 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { PlatformEvent } from '@tern/plugin-api';
+import { definePlugin, type PlatformEvent, type Plugin } from '@tern/plugin-api';
 import { memoryLogger } from '@tern/plugin-api/testing';
 import { dkim } from '@tern/plugin-dkim';
 import { isQueueOperations, type QueueOperations } from '@tern/queue';
@@ -25,7 +25,7 @@ import {
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { validateConfig } from '../src/config.js';
+import { type ResolvedConfig, validateConfig } from '../src/config.js';
 import { addApiKey } from '../src/http/api-keys.js';
 import { type RunningMta, startMta } from '../src/mta.js';
 
@@ -166,7 +166,17 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
 
   beforeAll(async () => {
     mkdirSync(work, { recursive: true });
-    const config = validateConfig(
+    mta = await startMta(configWith([]), log);
+    mta.events.on((event) => events.push(event));
+    url = mta.injectionUrl as string;
+    if (!isQueueOperations(mta.queue)) throw new Error('the queue has no operations');
+    ops = mta.queue;
+    openapi = await fetchDocument();
+  }, 60_000);
+
+  /** The config of this run, with `extra` plugins after the DKIM signer. */
+  function configWith(extra: Plugin[]): ResolvedConfig {
+    return validateConfig(
       {
         hostname: 'tern.test',
         listeners: [{ kind: 'mx', host: '127.0.0.1', port: 0 }],
@@ -182,7 +192,7 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
             : { backend: 'embedded', path: 'queue.db', retry: { intervals: ['1s'], maxAge: '1h' } },
         intake: { spoolDir: 'spool' },
         delivery: { dns: { servers: [dns.server] }, port: sink.port },
-        plugins: [dkim({ domains: { 'shop.test': { selector: 's1', keyFile: dkimKey } } })],
+        plugins: [dkim({ domains: { 'shop.test': { selector: 's1', keyFile: dkimKey } } }), ...extra],
         admin: { listen: '127.0.0.1:0', token: 'admin-token-not-an-api-key' },
         http: {
           listen: '127.0.0.1:0',
@@ -193,13 +203,7 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
       },
       work,
     );
-    mta = await startMta(config, log);
-    mta.events.on((event) => events.push(event));
-    url = mta.injectionUrl as string;
-    if (!isQueueOperations(mta.queue)) throw new Error('the queue has no operations');
-    ops = mta.queue;
-    openapi = await fetchDocument();
-  }, 60_000);
+  }
 
   async function fetchDocument(): Promise<Record<string, unknown>> {
     const res = await curlFetch(`${url}/v1/openapi.json`, { method: 'GET', headers: {} });
@@ -399,6 +403,21 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
     expect(metrics).toMatch(/^tern_http_injections_total\{source="json",result="too_large"\} 2$/m);
     expect(metrics).toMatch(/^tern_http_injections_total\{source="none",result="unauthorized"\} [1-9]/m);
     expect(metrics).toMatch(/^tern_messages_accepted_total\{listener="http"\} [1-9]/m);
+  });
+
+  it('after a reload, injected mail runs through the new plugins', async () => {
+    const stamp = definePlugin({
+      name: 'stamp',
+      headers(ctx) {
+        ctx.headers.append('X-Stamp', 'reloaded');
+      },
+    });
+    await mta.reload(configWith([stamp]));
+    const subject = `reloaded-${backend}`;
+    const res = await post({ from: 'news@shop.test', to: ['eve@dest.test'], subject, text: 'x' });
+    expect(res.status).toBe(201);
+    await waitFor(() => delivered(subject).length === 1, 15_000);
+    expect(delivered(subject)[0]?.headers).toMatch(/^X-Stamp: reloaded\r$/m);
   });
 
   it('an SMTP client from a trusted network tags by X-Tern-Tag; the field is not sent on', async () => {
