@@ -343,6 +343,37 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
     });
   });
 
+  it('a client that waits for 100 Continue gets its 413 before sending the body', async () => {
+    const file = join(work, 'big.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ from: 'news@shop.test', to: ['a@dest.test'], text: 'z'.repeat(2 * 1024 * 1024) }),
+    );
+    const result = await run('curl', [
+      '-sS',
+      ...(tls ? ['--cacert', caFile] : []),
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{size_upload}',
+      '-H',
+      'Expect: 100-continue',
+      '--expect100-timeout',
+      '30',
+      '-H',
+      `Authorization: Bearer ${shopToken}`,
+      '-H',
+      'Content-Type: application/json',
+      '--data-binary',
+      `@${file}`,
+      `${url}/v1/messages`,
+    ]);
+    expect(result.status, result.stderr).toBe(0);
+    const [status, uploaded] = result.stdout.split(' ');
+    expect(status).toBe('413');
+    expect(Number(uploaded)).toBe(0);
+  });
+
   it('a raw RFC 5322 message (message/rfc822, envelope in the query) posted with curl is delivered; its X-Tern-Tag is taken and removed', async () => {
     const subject = `raw-${backend}`;
     const raw = [
@@ -400,7 +431,7 @@ describe.each(['embedded', 'redis'] as const)('HTTP injection on the %s queue', 
     const metrics = await (await fetch(`${mta.adminUrl}/metrics`)).text();
     expect(metrics).toMatch(/^tern_http_injections_total\{source="json",result="queued"\} [1-9]/m);
     expect(metrics).toMatch(/^tern_http_injections_total\{source="raw",result="queued"\} 1$/m);
-    expect(metrics).toMatch(/^tern_http_injections_total\{source="json",result="too_large"\} 2$/m);
+    expect(metrics).toMatch(/^tern_http_injections_total\{source="json",result="too_large"\} 3$/m);
     expect(metrics).toMatch(/^tern_http_injections_total\{source="none",result="unauthorized"\} [1-9]/m);
     expect(metrics).toMatch(/^tern_messages_accepted_total\{listener="http"\} [1-9]/m);
   });

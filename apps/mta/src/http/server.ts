@@ -81,6 +81,7 @@ export async function startInjectionServer(options: InjectionServerOptions): Pro
     })
       .then((result) => options.onResult?.(source, result))
       .catch((error: unknown) => {
+        leaveBody(req, res);
         if (error instanceof HttpFailure) {
           send(res, error.status, { code: error.code, error: error.message }, error.headers);
           options.onResult?.(source, error.code);
@@ -136,11 +137,7 @@ export async function startInjectionServer(options: InjectionServerOptions): Pro
     sourced(raw ? 'raw' : 'json');
     const limit = raw ? limits.raw : limits.json;
     const declared = Number(req.headers['content-length'] ?? Number.NaN);
-    if (declared > limit) {
-      const waiting = req.headers.expect?.toLowerCase() === '100-continue';
-      if (!waiting) drain(req);
-      throw tooLarge(limit, res, waiting);
-    }
+    if (declared > limit) throw tooLarge(limit);
     if (options.writable && !options.writable()) {
       throw new HttpFailure(503, 'unavailable', 'the queue cannot take messages now; retry later', {
         'retry-after': '5',
@@ -154,11 +151,14 @@ export async function startInjectionServer(options: InjectionServerOptions): Pro
     inFlight += 1;
     try {
       // An Expect: 100-continue client sends the body only now, after the checks above passed.
-      if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue();
-      const bytes = await readBody(req, limit, res);
+      if (expectsContinue(req)) {
+        res.writeContinue();
+        continued.add(req);
+      }
+      const bytes = await readBody(req, limit);
       let body: unknown;
       if (!raw) {
-        if (!raw && url.search !== '') {
+        if (url.search !== '') {
           throw new HttpFailure(400, 'invalid_request', 'a JSON request takes no query parameters');
         }
         try {
@@ -250,7 +250,7 @@ export async function startInjectionServer(options: InjectionServerOptions): Pro
 const DRAIN_BYTES = 16 * 1024 * 1024;
 
 /** The body, at most `limit` bytes; a larger one is refused (413) as soon as it passes the limit. */
-function readBody(req: IncomingMessage, limit: number, res: ServerResponse): Promise<Buffer> {
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -268,7 +268,7 @@ function readBody(req: IncomingMessage, limit: number, res: ServerResponse): Pro
       stop();
       chunks.length = 0;
       drain(req, size);
-      reject(tooLarge(limit, res, false));
+      reject(tooLarge(limit));
     };
     const onEnd = (): void => {
       stop();
@@ -297,18 +297,26 @@ function drain(req: IncomingMessage, alreadyRead = 0): void {
   req.resume();
 }
 
+function tooLarge(limit: number): HttpFailure {
+  return new HttpFailure(413, 'too_large', `the request body is larger than ${limit} bytes`);
+}
+
+/** Requests answered 100 Continue: their clients send the body. */
+const continued = new WeakSet<IncomingMessage>();
+
+function expectsContinue(req: IncomingMessage): boolean {
+  return req.headers.expect?.toLowerCase() === '100-continue';
+}
+
 /**
- * 413. `unsent`: the client waits for 100 Continue and will not send the body, so the connection
- * cannot be reused (we cannot tell where its next request would start).
+ * Before a refusal: a body not read yet is dropped as it comes (bounded), so the connection can
+ * carry the next request; a client waiting for 100 Continue sends none, and its connection closes
+ * after the answer (where its next request would start cannot be known).
  */
-function tooLarge(limit: number, res: ServerResponse, unsent: boolean): HttpFailure {
-  if (unsent) res.shouldKeepAlive = false;
-  return new HttpFailure(
-    413,
-    'too_large',
-    `the request body is larger than ${limit} bytes`,
-    unsent ? { connection: 'close' } : {},
-  );
+function leaveBody(req: IncomingMessage, res: ServerResponse): void {
+  if (req.complete || req.readableFlowing) return;
+  if (expectsContinue(req) && !continued.has(req)) res.shouldKeepAlive = false;
+  else drain(req);
 }
 
 function methodNotAllowed(method: string, allow: string): HttpFailure {
