@@ -40,6 +40,7 @@ import {
 import { redisConnectionSchema } from '@tern/redis';
 import { createJiti, type TransformOptions, type TransformResult } from 'jiti';
 import { z } from 'zod';
+import { parseApiKeysFile } from './http/api-keys.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 
 // The config schema is composed from the packages' own option schemas (core: listeners and intake;
@@ -282,6 +283,36 @@ const admin = z
   })
   .optional();
 
+// HTTP injection (src/http/): POST /v1/messages on a listener of its own, API keys by file. Off unless set.
+const http = z
+  .strictObject({
+    /** host:port to listen on (default loopback 127.0.0.1:8026; the admin API is 8025). */
+    listen: z
+      .string()
+      .regex(/^(\[[0-9a-f:.]+\]|[^\s:[\]]+):\d{1,5}$/i, "host:port, like '0.0.0.0:8026' or '[::]:8026'")
+      .default('127.0.0.1:8026'),
+    /** HTTPS with this key and certificate (PEM files); plain HTTP without. */
+    tls: z.strictObject({ key: z.string().min(1), cert: z.string().min(1) }).optional(),
+    /** The API keys file `tern apikey add --file` writes (hashed keys and their sender domains). */
+    apiKeysFile: z.string().min(1, 'the path of the API keys file, e.g. api-keys'),
+    /** Largest message built from one request, in bytes (default 10 MiB); JSON bodies may be 4/3 of it (base64) plus 256 KiB. */
+    maxMessageSize: z
+      .number()
+      .int()
+      .positive()
+      .max(1024 * 1024 * 1024, 'at most 1 GiB')
+      .optional(),
+    /** Envelope recipients per request (default 100). */
+    maxRecipients: z.number().int().positive().max(10_000).optional(),
+    /** How long an Idempotency-Key holds its queue id (default '24h'). */
+    idempotencyWindow: positiveMs.optional(),
+    /** Requests whose bodies are read at once (default 16); more get 503 with Retry-After. */
+    maxConcurrentRequests: z.number().int().positive().max(10_000).optional(),
+    /** The whole request, headers and body, must arrive within this (default '2m'). */
+    requestTimeout: positiveMs.optional(),
+  })
+  .optional();
+
 // Bounce classification (packages/queue/src/bounce-classifier.ts): the operator's rules, tried in
 // order before the shipped ones. Checked by the classifier itself, so what passes here works at start.
 const bounces = z
@@ -352,6 +383,7 @@ export const configSchema = z.strictObject({
   bounces,
   notices,
   suppression,
+  http,
 });
 
 /** The config as written (defaults optional). */
@@ -495,9 +527,36 @@ function checkSemantics(config: ResolvedConfig): string[] {
     collect(problems, () => adminToken(config));
   }
   if (config.users) collect(problems, () => readUsersFile(config));
+  if (config.http) problems.push(...checkHttp(config, config.http));
   const ca = config.delivery?.tls?.ca;
   if (ca !== undefined) collect(problems, () => readCertificates(config, ca, 'config.delivery.tls.ca'));
   problems.push(...checkOutboundTls(config));
+  return problems;
+}
+
+/** The injection listener's files, read as start reads them: the API keys, the TLS pair. */
+function checkHttp(config: ResolvedConfig, http: NonNullable<ResolvedConfig['http']>): string[] {
+  const problems: string[] = [];
+  const { apiKeysFile, tls } = http;
+  collect(problems, () => {
+    if (!existsSync(configPath(config, apiKeysFile))) {
+      throw new ConfigError('config', [
+        `config.http.apiKeysFile: file not found: ${apiKeysFile}: make the first key with tern apikey add --file ${apiKeysFile} ID --domains example.com`,
+      ]);
+    }
+    try {
+      parseApiKeysFile(readConfigFile(config, apiKeysFile, 'config.http.apiKeysFile'), apiKeysFile);
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      throw new ConfigError('config', [`config.http.apiKeysFile: ${(error as Error).message}`]);
+    }
+  });
+  if (tls) collect(problems, () => readKeyPair(config, tls, 'config.http.tls'));
+  if (config.admin && config.admin.listen === http.listen && !http.listen.endsWith(':0')) {
+    problems.push(
+      `config.http.listen: ${http.listen} is the admin API's address: give HTTP injection a port of its own`,
+    );
+  }
   return problems;
 }
 

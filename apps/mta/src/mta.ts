@@ -46,6 +46,9 @@ import {
   readKeyPair,
   serverHostname,
 } from './config.js';
+import { PlatformEvents } from './events.js';
+import type { InjectionServer } from './http/server.js';
+import { startHttpInjection } from './http/start.js';
 import { noticeHooks } from './notices.js';
 import { OPS_PLUGIN_NAME, OpsRuntime } from './ops/runtime.js';
 import { dnsOptions, tlsReportSender } from './outbound-tls.js';
@@ -68,6 +71,10 @@ export interface RunningMta {
   readonly plugins: PluginHost;
   /** The admin API and dashboard (`http://host:port`), when config.admin is set. */
   readonly adminUrl: string | undefined;
+  /** HTTP injection (`http(s)://host:port`), when config.http is set. */
+  readonly injectionUrl: string | undefined;
+  /** The MTA's one stream of platform events (queued, delivered, ...), for webhooks and the like. */
+  readonly events: PlatformEvents;
   /**
    * Applies a new config without dropping connections (SIGHUP): plugins and their options, listener
    * limits and policies, routes and delivery limits. Open sessions and delivery attempts finish with
@@ -422,6 +429,8 @@ export async function startMta(
   const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
+  const events = new PlatformEvents(logger);
+  let injection: InjectionServer | undefined;
   let draining = false;
   try {
     await ops.start({
@@ -479,7 +488,18 @@ export async function startMta(
       listeners.push(listener);
       await listener.listen();
     }
+    injection = await startHttpInjection(config, {
+      queue,
+      sink: ops.sink(queue),
+      spool,
+      plugins: () => registry.current.global,
+      hostname,
+      events,
+      ops,
+      logger,
+    });
   } catch (error) {
+    await injection?.close();
     await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));
     await ops.close();
     await tlsReportSender?.close();
@@ -521,7 +541,7 @@ export async function startMta(
     }
     if (JSON.stringify(next.delivery?.tlsReports) !== JSON.stringify(current.delivery?.tlsReports))
       needsRestart.push('delivery.tlsReports changed; restart to apply');
-    for (const key of ['queue', 'users', 'hostname'] as const) {
+    for (const key of ['queue', 'users', 'hostname', 'http'] as const) {
       if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
         needsRestart.push(`${key} changed; restart to apply`);
     }
@@ -553,6 +573,8 @@ export async function startMta(
     listeners: running,
     queue,
     adminUrl: ops.admin?.url,
+    injectionUrl: injection?.url,
+    events,
     get plugins() {
       return registry.current.global;
     },
@@ -568,6 +590,7 @@ export async function startMta(
       draining = true;
       const deadline = setTimeout(() => registry.abort(), timeoutMs);
       try {
+        await injection?.close();
         await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
         // The worker takes no new job and waits for its active ones; the queued stay for others.
         await queue.close();
@@ -582,6 +605,7 @@ export async function startMta(
     async close(timeoutMs = config.shutdownTimeoutMs) {
       // Without a timeout of our own, the listener's default applies.
       const wait = timeoutMs === undefined ? {} : { timeoutMs };
+      await injection?.close();
       await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, ...wait })));
       // A hook still running (a delivery attempt's) is told to stop: its ctx.signal fires.
       registry.abort();

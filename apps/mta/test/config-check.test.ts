@@ -32,6 +32,7 @@ writeFileSync(join(dir, 'key.pem'), pair.key);
 writeFileSync(join(dir, 'cert.pem'), pair.cert);
 writeFileSync(join(dir, 'other-key.pem'), other.key);
 writeFileSync(join(dir, 'garbage.pem'), 'not a key\n');
+writeFileSync(join(dir, 'keys.txt'), '# no keys yet\n');
 
 describe('check-config finds what start would fail on, and start says the same before binding', () => {
   test.each([
@@ -64,6 +65,23 @@ describe('check-config finds what start would fail on, and start says the same b
       'missing admin.tokenFile',
       mx(", admin: { tokenFile: 'missing.token' }"),
       'config.admin.tokenFile: file not found: missing.token',
+    ],
+    [
+      'missing API keys file',
+      mx(", http: { apiKeysFile: 'api-keys' }"),
+      'config.http.apiKeysFile: file not found: api-keys: make the first key with tern apikey add --file api-keys ID --domains example.com',
+    ],
+    [
+      'HTTP injection on the admin address',
+      mx(
+        ", admin: { token: 'a-token-of-16-chars', listen: '127.0.0.1:8025' }, http: { apiKeysFile: 'keys.txt', listen: '127.0.0.1:8025' }",
+      ),
+      "config.http.listen: 127.0.0.1:8025 is the admin API's address",
+    ],
+    [
+      'HTTP injection TLS key not PEM',
+      mx(", http: { apiKeysFile: 'keys.txt', tls: { key: 'garbage.pem', cert: 'cert.pem' } }"),
+      'config.http.tls.key: garbage.pem is not a PEM private key',
     ],
     [
       'missing users file',

@@ -1,6 +1,7 @@
 // One injected message through the real pieces: an embedded queue store (suppression list,
 // idempotency keys, durable enqueue), core's intake with plugin hooks, and a key scoped to a
 // sender domain. The HTTP routes on top of this are tested separately once they exist.
+import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { IntakeSpool } from '@tern/core';
 import { reject } from '@tern/plugin-api';
 import { PluginHost } from '@tern/plugin-api/host';
 import { memoryLogger } from '@tern/plugin-api/testing';
+import { rateLimit } from '@tern/plugin-ratelimit';
 import { type EmbeddedQueue, openEmbeddedQueue } from '@tern/queue';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type InjectionDeps, injectMessage } from '../src/http/inject.js';
@@ -198,5 +200,91 @@ describe('injectMessage', () => {
         remoteAddress: '::1',
       }),
     ).toMatchObject({ status: 400, body: { field: 'Idempotency-Key' } });
+  });
+
+  it('a request under an Idempotency-Key still being handled gets 409', async () => {
+    // The same request, claimed by another node a moment ago.
+    const fingerprint = createHash('sha256')
+      .update(JSON.stringify(message('x')))
+      .digest('base64url');
+    await queue.idempotency.claim('shop-app:busy', fingerprint, 60_000);
+    expect(
+      await injectMessage(deps, { key, body: message('x'), idempotencyKey: 'busy', remoteAddress: '::1' }),
+    ).toMatchObject({ status: 409, body: { code: 'idempotency_in_progress' } });
+  });
+
+  it('rate limits see the API key as the authenticated user: over the limit is 429 with the plugin reply', async () => {
+    const host = new PluginHost([
+      rateLimit({ rules: [{ key: 'user', count: 'messages', limit: 1, per: '1h', listeners: ['http'] }] }),
+    ]);
+    const limited: InjectionDeps = { ...deps, plugins: () => host };
+    const burst = { id: 'burst-app', domains: ['shop.test'] };
+    const first = await injectMessage(limited, { key: burst, body: message('one'), remoteAddress: '::1' });
+    expect(first.status).toBe(201);
+    expect(
+      await injectMessage(limited, { key: burst, body: message('two'), remoteAddress: '::1' }),
+    ).toMatchObject({
+      status: 429,
+      body: {
+        code: 'temporarily_refused',
+        reply: { code: 451, enhanced: '4.7.1', text: expect.stringContaining('user burst-app') },
+      },
+    });
+  });
+
+  it('a queue that cannot take the message answers 503 without saying why, and releases the Idempotency-Key', async () => {
+    const broken: InjectionDeps = {
+      ...deps,
+      sink: {
+        enqueue: async () => {
+          throw new Error('SQLITE_FULL: database or disk is full at /var/lib/tern/queue.db');
+        },
+      },
+    };
+    const out = await injectMessage(broken, {
+      key,
+      body: message('full'),
+      idempotencyKey: 'disk-full',
+      remoteAddress: '::1',
+    });
+    expect(out).toEqual({
+      status: 503,
+      body: { code: 'unavailable', error: 'the message could not be queued now; retry later' },
+    });
+    const retried = await injectMessage(deps, {
+      key,
+      body: message('full'),
+      idempotencyKey: 'disk-full',
+      remoteAddress: '::1',
+    });
+    expect(retried.status).toBe(201);
+  });
+
+  it('a raw message keeps its 8-bit bytes, gets CRLF line ends, and takes its envelope from the query', async () => {
+    const bytes = Buffer.concat([
+      Buffer.from(
+        'From: news@shop.test\nTo: ann@dest.test\nSubject: raw\nContent-Type: text/plain; charset=iso-8859-1\n\nCaf',
+      ),
+      Buffer.from([0xe9]),
+      Buffer.from('\n'),
+    ]);
+    const query = new URLSearchParams('mailFrom=news@shop.test&to=ann@dest.test&tag=weekly');
+    const out = await injectMessage(deps, {
+      key,
+      body: undefined,
+      raw: { bytes, query },
+      remoteAddress: '::1',
+    });
+    expect(out).toMatchObject({ status: 201, body: { recipients: ['ann@dest.test'], tags: ['weekly'] } });
+    const stored = (await queue.readMessage((out.body as { queueId: string }).queueId)) as Buffer;
+    expect(stored.subarray(-6)).toEqual(Buffer.from([0x43, 0x61, 0x66, 0xe9, 0x0d, 0x0a]));
+    expect(
+      await injectMessage(deps, {
+        key,
+        body: undefined,
+        raw: { bytes, query: new URLSearchParams('mailFrom=news@shop.test&to=ann@dest.test&bcc=x@y.test') },
+        remoteAddress: '::1',
+      }),
+    ).toMatchObject({ status: 400, body: { code: 'invalid_request', field: 'bcc' } });
   });
 });

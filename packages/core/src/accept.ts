@@ -7,9 +7,11 @@ import {
   type Envelope,
   type Headers,
   type Logger,
+  parseTagFields,
   rfc5322Date,
   type SessionInfo,
   type SmtpReply,
+  smtpReply,
   type TransactionInfo,
   type Verdict,
   withTimeout,
@@ -17,6 +19,9 @@ import {
 import { type ByteSource, MessageContent, type PluginHost, type StateScope } from '@tern/plugin-api/host';
 import { CoreReplies, queuedReply } from './replies.js';
 import type { IncomingMessage, MessageSink } from './sink.js';
+
+/** The header field that tags a message at intake; removed before the hooks see the message. */
+export const TAG_HEADER = 'X-Tern-Tag';
 
 export interface AcceptInput {
   readonly plugins: PluginHost;
@@ -79,6 +84,16 @@ export async function acceptMessage(input: AcceptInput): Promise<Acceptance> {
   if (received > input.maxReceivedHeaders) {
     log.info({ received }, 'mail loop suspected');
     return refused(CoreReplies.loopDetected);
+  }
+  // Tags by header (X-Tern-Tag): taken from authenticated or trusted clients, and never sent on.
+  const tagFields = headers.getAll(TAG_HEADER);
+  if (tagFields.length > 0) {
+    headers.remove(TAG_HEADER);
+    if (input.session.trusted || input.session.user !== undefined) {
+      const parsed = parseTagFields(tagFields, input.envelope.tags);
+      if ('problem' in parsed) return refused(smtpReply(550, '5.6.0', parsed.problem));
+      input.envelope.tags = parsed.tags;
+    }
   }
   const now = new Date();
   headers.prepend('Received', input.received(now));

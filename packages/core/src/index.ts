@@ -1,6 +1,6 @@
 // @tern/core: SMTP listeners over smtp-server, the stage adapter that runs plugin hooks, the relay
 // policy, AUTH, and the intake that hands each message to a sink (the queue).
-export { type Acceptance, type AcceptInput, acceptMessage } from './accept.js';
+export { type Acceptance, type AcceptInput, acceptMessage, TAG_HEADER } from './accept.js';
 export { SMTP_VERBS, type SmtpVerb } from './command-stream.js';
 export { type HostResolver, systemResolver } from './dns.js';
 export { type MessageReadOptions, type MessageReadResult, readMessage } from './intake.js';

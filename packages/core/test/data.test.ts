@@ -1,6 +1,7 @@
 // The intake over real SMTP: bare CR / LF / NUL policy, size and recipient limits, the Received
 // header, loop detection, the header block limit and the 998-octet line limit.
 import { definePlugin } from '@tern/plugin-api';
+import { readAll } from '@tern/plugin-api/host';
 import { afterAll, describe, expect, test } from 'vitest';
 import {
   closeAll,
@@ -303,6 +304,33 @@ describe('message shapes', () => {
       [undefined, true],
       [undefined, undefined],
     ]);
+  });
+
+  test('X-Tern-Tag: taken from trusted clients into envelope.tags, dropped from others, never queued as a field', async () => {
+    const send = async (trusted: boolean, fields: string) => {
+      const h = await startListener({ trustedNetworks: trusted ? ['127.0.0.1/32'] : [] });
+      const c = await h.connect();
+      await ehlo(c);
+      expect(await c.command('MAIL FROM:<a@example.org>')).toMatch(/^250 /);
+      expect(await c.command(`RCPT TO:<u@${LOCAL_DOMAIN}>`)).toMatch(/^250 /);
+      expect(await c.command('DATA')).toMatch(/^354 /);
+      c.send(`${fields}${message()}.\r\n`);
+      const reply = await c.read();
+      const queued = h.queue.messages[0]?.message;
+      const stored = queued ? (await readAll(queued.content)).toString() : '';
+      return { reply, tags: queued?.envelope.tags, stored };
+    };
+    const trusted = await send(true, 'X-Tern-Tag: news, eu-1\r\nx-tern-tag: news\r\nX-Tern-Tag: weekly\r\n');
+    expect(trusted.reply).toMatch(/^250 /);
+    expect(trusted.tags).toEqual(['news', 'eu-1', 'weekly']);
+    expect(trusted.stored).not.toMatch(/x-tern-tag/i);
+    const outsider = await send(false, 'X-Tern-Tag: forged\r\n');
+    expect(outsider.reply).toMatch(/^250 /);
+    expect(outsider.tags).toBeUndefined();
+    expect(outsider.stored).not.toMatch(/x-tern-tag/i);
+    const bad = await send(true, 'X-Tern-Tag: not a tag\r\n');
+    expect(bad.reply).toMatch(/^550 5\.6\.0 X-Tern-Tag "not a tag" is not a tag/);
+    expect(bad.stored).toBe('');
   });
 
   test('ENVID and ORCPT out of bounds or malformed get 501 5.5.4 and change nothing', async () => {

@@ -34,6 +34,44 @@ export interface Envelope {
    * recipient's MTA-STS or DANE policy cannot be met (TLS is still tried). Never set with `requireTls`.
    */
   tlsRequiredNo?: boolean;
+  /**
+   * Tags the message carries (the injection API's `tags`, or `X-Tern-Tag` header fields of an
+   * authenticated or trusted client, removed at intake): for events, webhooks, route hooks (pool
+   * selection) and suppression scopes. Never sent onward. At most MAX_TAGS, each matching TAG_PATTERN.
+   */
+  tags?: string[];
+  /** The id of the API key that injected the message over HTTP. */
+  apiKey?: string;
+}
+
+/** One tag: a short word of letters, digits, `_`, `.` and `-`. */
+export const TAG_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** Tags one message may carry. */
+export const MAX_TAGS = 10;
+
+/**
+ * The tags of `X-Tern-Tag` field values (each one tag or a comma-separated list) added to `known`,
+ * deduplicated; a problem to answer when one is not a tag or there are too many.
+ */
+export function parseTagFields(
+  values: readonly string[],
+  known: readonly string[] = [],
+): { tags: string[] } | { problem: string } {
+  const tags = new Set(known);
+  for (const value of values) {
+    for (const raw of value.split(',')) {
+      const tag = raw.trim();
+      if (tag === '') continue;
+      if (!TAG_PATTERN.test(tag)) {
+        return {
+          problem: `X-Tern-Tag ${JSON.stringify(tag.slice(0, 80))} is not a tag (letters, digits, _ . -, at most 64)`,
+        };
+      }
+      tags.add(tag);
+    }
+  }
+  if (tags.size > MAX_TAGS) return { problem: `at most ${MAX_TAGS} tags per message` };
+  return { tags: [...tags] };
 }
 
 /** Splits `local@domain` at the last @. The domain comes back lower-cased; '' for the null sender. */

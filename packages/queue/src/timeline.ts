@@ -22,6 +22,9 @@ export interface ReceivedEvent {
   readonly isBounce?: boolean;
   /** Held on arrival (a plugin's quarantine), with the plugin's reason. */
   readonly hold?: string;
+  /** The message's tags (the envelope's), and the API key that injected it. */
+  readonly tags?: readonly string[];
+  readonly apiKey?: string;
 }
 
 /** One plugin hook's verdict at intake (from the plugin host's hook events). */
@@ -138,6 +141,8 @@ export function receivedEvent(message: IncomingMessage): ReceivedEvent {
     ...(source.sessionId === undefined ? {} : { sessionId: source.sessionId }),
     ...(message.isBounce ? { isBounce: true } : {}),
     ...(message.hold === undefined ? {} : { hold: message.hold }),
+    ...(message.envelope.tags?.length ? { tags: message.envelope.tags } : {}),
+    ...(message.envelope.apiKey === undefined ? {} : { apiKey: message.envelope.apiKey }),
   };
 }
 

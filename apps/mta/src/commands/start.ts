@@ -22,7 +22,14 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
   const queue = { backend: mta.queue.kind, location: mta.queue.location };
   const plugins = mta.plugins.plugins.map((p) => p.name).filter((name) => !isInternalPlugin(name));
   logger.info(
-    { listeners: mta.listeners, queue, plugins, hostname: mta.hostname, admin: mta.adminUrl },
+    {
+      listeners: mta.listeners,
+      queue,
+      plugins,
+      hostname: mta.hostname,
+      admin: mta.adminUrl,
+      injection: mta.injectionUrl,
+    },
     'tern started',
   );
   const lines = [
@@ -36,6 +43,9 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
     mta.adminUrl
       ? `  dashboard: ${mta.adminUrl}/ (admin API ${mta.adminUrl}/api/, metrics ${mta.adminUrl}/metrics; token from config.admin)`
       : '  dashboard: off (add admin: { tokenFile: "admin.token" } to the config for the dashboard, admin API and /metrics)',
+    ...(mta.injectionUrl
+      ? [`  HTTP injection: POST ${mta.injectionUrl}/v1/messages (API keys from config.http.apiKeysFile)`]
+      : []),
   ];
   process.stderr.write(`${lines.join('\n')}\n`);
 

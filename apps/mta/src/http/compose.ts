@@ -2,6 +2,7 @@
 // message (envelope, headers, text and HTML parts, attachments) built into MIME by nodemailer's
 // MailComposer, or a raw message with its envelope. One zod schema is both the check of a
 // request (its errors name the field) and, as JSON Schema, the OpenAPI document's.
+import { MAX_TAGS, TAG_PATTERN } from '@tern/plugin-api';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import { z } from 'zod';
 
@@ -19,8 +20,8 @@ export const DEFAULT_COMPOSE_LIMITS: ComposeLimits = {
 };
 
 /** Tags name a message for webhooks, metrics and suppression scopes: a short word each. */
-export const TAG = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const MAX_TAGS = 10;
+export const TAG = TAG_PATTERN;
+export { MAX_TAGS };
 
 // An address as an envelope carries it: no display name, no angle brackets, one @.
 const address = z
@@ -33,8 +34,11 @@ const headerValue = z
   .max(2000)
   .regex(/^[^\r\n]*$/, 'one line, without CR or LF');
 const mailbox = z.union([address, z.strictObject({ name: headerValue, address })]);
-const tags = z.array(z.string().regex(TAG, 'a tag of letters, digits, _ . - (at most 64)')).max(MAX_TAGS);
-const envelope = z.strictObject({
+const tags = z
+  .array(z.string().regex(TAG, 'a tag of letters, digits, _ . - (at most 64)'))
+  .max(MAX_TAGS)
+  .refine((list) => new Set(list).size === list.length, 'each tag once');
+export const envelopeSchema = z.strictObject({
   /** MAIL FROM; empty for the null sender is not allowed here (a sender domain scopes the key). */
   mailFrom: address,
   recipients: z.array(address).min(1, 'at least one recipient'),
@@ -72,14 +76,14 @@ export const composedMessage = z.strictObject({
     .max(50)
     .default([]),
   /** Overrides the envelope made of from, to, cc and bcc. */
-  envelope: envelope.optional(),
+  envelope: envelopeSchema.optional(),
   tags: tags.default([]),
 });
 
 export const rawMessage = z.strictObject({
   /** The whole message, RFC 5322, as text (CRLF or LF line ends). */
   raw: z.string().min(1),
-  envelope,
+  envelope: envelopeSchema,
   tags: tags.default([]),
 });
 
@@ -199,17 +203,64 @@ export async function composeMessage(
       tags: request.tags,
     };
   }
+  return checkLimits(built, limits);
+}
+
+/**
+ * Checks a raw message posted as message/rfc822 (its bytes as sent, 8-bit included) with its
+ * envelope and tags from the query string; throws InjectionInputError naming the parameter.
+ */
+export function composeRaw(
+  bytes: Buffer,
+  query: URLSearchParams,
+  limits: ComposeLimits = DEFAULT_COMPOSE_LIMITS,
+): ComposedMessage {
+  for (const name of query.keys()) {
+    if (!['mailFrom', 'to', 'tag'].includes(name)) {
+      throw new InjectionInputError(
+        name,
+        'unknown parameter: use mailFrom, to (repeated) and tag (repeated)',
+      );
+    }
+  }
+  const given = {
+    mailFrom: query.get('mailFrom') ?? undefined,
+    to: query.getAll('to'),
+    tag: query.getAll('tag'),
+  };
+  const envelope = envelopeSchema.safeParse({ mailFrom: given.mailFrom, recipients: given.to });
+  if (!envelope.success) {
+    const issue = envelope.error.issues[0];
+    const field = issue?.path[0] === 'recipients' ? 'to' : 'mailFrom';
+    throw new InjectionInputError(field, issue?.message ?? 'required');
+  }
+  const tagged = tags.safeParse(given.tag);
+  if (!tagged.success) throw new InjectionInputError('tag', tagged.error.issues[0]?.message ?? 'not a tag');
+  // latin1 keeps every byte as one character: line ends change, 8-bit bytes do not.
+  const message = Buffer.from(crlf(bytes.toString('latin1')), 'latin1');
+  if (!/^[\x21-\x39\x3b-\x7e]+:/.test(message.toString('latin1', 0, 1000))) {
+    throw new InjectionInputError('body', 'an RFC 5322 message: header fields, an empty line, the body');
+  }
+  return checkLimits({ envelope: envelope.data, message, tags: tagged.data }, limits);
+}
+
+function checkLimits(built: ComposedMessage, limits: ComposeLimits): ComposedMessage {
   const unique = new Set(built.envelope.recipients.map((r) => r.toLowerCase()));
   if (unique.size > limits.maxRecipients) {
     throw new InjectionInputError('envelope.recipients', `at most ${limits.maxRecipients} recipients`);
   }
   if (built.message.length > limits.maxMessageBytes) {
-    throw new InjectionInputError(
-      '',
-      `the message is ${built.message.length} bytes; at most ${limits.maxMessageBytes}`,
-    );
+    throw new MessageTooLargeError(built.message.length, limits.maxMessageBytes);
   }
   return built;
+}
+
+/** The message built is larger than the limit (HTTP 413). */
+export class MessageTooLargeError extends InjectionInputError {
+  constructor(size: number, limit: number) {
+    super('', `the message is ${size} bytes; at most ${limit}`);
+    this.name = 'MessageTooLargeError';
+  }
 }
 
 /** The first problem zod found, as the field it concerns and what to write there. */

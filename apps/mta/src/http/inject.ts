@@ -6,6 +6,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { acceptMessage, type IntakeSpool, type MessageSink, readMessage } from '@tern/core';
 import {
+  domainOf,
+  type Envelope,
   type Logger,
   rfc5322Date,
   type SessionInfo,
@@ -20,12 +22,16 @@ import {
   type SuppressionStore,
   suppressionScopes,
 } from '@tern/queue';
+import type { PlatformEvents } from '../events.js';
 import { type ApiKey, keyMaySend } from './api-keys.js';
 import {
+  type ComposedMessage,
   type ComposeLimits,
   composeMessage,
+  composeRaw,
   DEFAULT_COMPOSE_LIMITS,
   InjectionInputError,
+  MessageTooLargeError,
 } from './compose.js';
 
 export interface InjectionLimits extends ComposeLimits {
@@ -55,12 +61,21 @@ export interface InjectionDeps {
   readonly hostname: string;
   readonly log: Logger;
   readonly limits?: Partial<InjectionLimits>;
+  /** The MTA's event stream: an injected message is announced `queued` (source 'injection'). */
+  readonly events?: PlatformEvents;
+  /** The ops side's view of each request as a session (its hook verdicts go to the timeline). */
+  readonly sessions?: {
+    opened(sessionId: string, listener: string, remoteAddress: string): void;
+    mailFrom(sessionId: string, sender: string): void;
+    closed(sessionId: string): void;
+  };
 }
 
 export interface InjectionRequestContext {
   readonly key: ApiKey;
-  /** The request's body, parsed JSON. */
+  /** The request's body: parsed JSON, or a raw message (message/rfc822) with its query string. */
   readonly body: unknown;
+  readonly raw?: { readonly bytes: Buffer; readonly query: URLSearchParams };
   readonly idempotencyKey?: string | undefined;
   readonly remoteAddress: string;
 }
@@ -72,10 +87,16 @@ export type InjectionOutcome =
       readonly body: { queueId: string; recipients: readonly string[]; tags: readonly string[] };
     }
   | { readonly status: 200; readonly body: { queueId: string; duplicate: true } }
-  | { readonly status: 400 | 403 | 409 | 422 | 503; readonly body: InjectionError };
+  | { readonly status: InjectionErrorStatus; readonly body: InjectionError };
+
+type InjectionErrorStatus = 400 | 403 | 409 | 413 | 422 | 429 | 503;
 
 export interface InjectionError {
-  /** A stable code: invalid_request, sender_not_allowed, recipient_suppressed, idempotency_in_progress, idempotency_mismatch, rejected, unavailable. */
+  /**
+   * A stable code: invalid_request, too_large, sender_not_allowed, recipient_suppressed,
+   * idempotency_in_progress, idempotency_mismatch, rejected (a plugin's 5xx), temporarily_refused
+   * (a plugin's 4xx, e.g. a rate limit), unavailable (the store cannot take it now).
+   */
   readonly code: string;
   readonly error: string;
   readonly field?: string;
@@ -83,7 +104,7 @@ export interface InjectionError {
   readonly reply?: SmtpReply;
 }
 
-const fail = (status: 400 | 403 | 409 | 422 | 503, body: InjectionError): InjectionOutcome => ({
+const fail = (status: InjectionErrorStatus, body: InjectionError): InjectionOutcome => ({
   status,
   body,
 });
@@ -94,12 +115,19 @@ export async function injectMessage(
   request: InjectionRequestContext,
 ): Promise<InjectionOutcome> {
   const limits = { ...DEFAULT_INJECTION_LIMITS, ...deps.limits };
-  let composed: Awaited<ReturnType<typeof composeMessage>>;
+  let composed: ComposedMessage;
   try {
-    composed = await composeMessage(request.body, limits);
+    composed = request.raw
+      ? composeRaw(request.raw.bytes, request.raw.query, limits)
+      : await composeMessage(request.body, limits);
   } catch (error) {
+    if (error instanceof MessageTooLargeError) return fail(413, { code: 'too_large', error: error.message });
     if (!(error instanceof InjectionInputError)) throw error;
-    return fail(400, { code: 'invalid_request', error: error.message, field: error.field });
+    return fail(400, {
+      code: 'invalid_request',
+      error: error.message,
+      ...(error.field === '' ? {} : { field: error.field }),
+    });
   }
   const { envelope } = composed;
   if (!keyMaySend(request.key, envelope.mailFrom)) {
@@ -144,7 +172,17 @@ export async function injectMessage(
 
   // The key is the API key's own: two applications cannot collide, or learn each other's ids.
   const claimKey = idempotencyKey === undefined ? undefined : `${request.key.id}:${idempotencyKey}`;
-  const fingerprint = createHash('sha256').update(JSON.stringify(request.body)).digest('base64url');
+  const fingerprint = createHash('sha256')
+    .update(
+      request.raw
+        ? JSON.stringify([
+            composed.envelope,
+            composed.tags,
+            createHash('sha256').update(request.raw.bytes).digest('hex'),
+          ])
+        : JSON.stringify(request.body),
+    )
+    .digest('base64url');
   if (claimKey !== undefined) {
     if (!deps.idempotency)
       return fail(503, { code: 'unavailable', error: 'this queue backend keeps no idempotency keys' });
@@ -187,7 +225,7 @@ async function intake(
   deps: InjectionDeps,
   limits: InjectionLimits,
   request: InjectionRequestContext,
-  composed: Awaited<ReturnType<typeof composeMessage>>,
+  composed: ComposedMessage,
 ): Promise<InjectionOutcome> {
   const id = `http-${randomBytes(6).toString('hex')}`;
   // The bytes are read as SMTP DATA is: bare line ends, long lines and the header size are judged the same way.
@@ -198,7 +236,9 @@ async function intake(
     maxHeaderBytes: limits.maxHeaderBytes,
     spool: deps.spool,
   });
-  if (!read.ok) return fail(422, { code: 'rejected', error: read.reply.text, reply: read.reply });
+  if (!read.ok) return refusal(read.reply);
+  deps.sessions?.opened(id, 'http', request.remoteAddress);
+  deps.sessions?.mailFrom(id, composed.envelope.mailFrom);
   try {
     const now = Date.now();
     // Injected mail is submitted mail: a session of its own, authenticated by the API key.
@@ -221,6 +261,12 @@ async function intake(
       mailParams: {},
       recipients: composed.envelope.recipients.map((address) => ({ address })),
     };
+    const envelope: Envelope = {
+      mailFrom: transaction.mailFrom,
+      recipients: transaction.recipients.map((r) => ({ ...r })),
+      ...(composed.tags.length > 0 ? { tags: [...composed.tags] } : {}),
+      apiKey: request.key.id,
+    };
     const plugins = deps.plugins();
     const release = plugins.retain();
     const scope = new StateScope(id);
@@ -230,10 +276,7 @@ async function intake(
         scope,
         session,
         transaction,
-        envelope: {
-          mailFrom: transaction.mailFrom,
-          recipients: transaction.recipients.map((r) => ({ ...r })),
-        },
+        envelope,
         headers: read.headers,
         body: read.body,
         eightBit: read.eightBit,
@@ -254,22 +297,51 @@ async function intake(
       });
       if (!result.queued) {
         scope.end();
-        const temporary = result.reply.code < 500;
-        return fail(temporary ? 503 : 422, {
-          code: temporary ? 'unavailable' : 'rejected',
-          error: result.reply.text,
-          reply: result.reply,
-        });
+        return refusal(result.reply);
       }
       void result.observing.finally(() => scope.end());
+      const tags = envelope.tags ?? [];
+      announce(deps, result.queueId, envelope, request.key.id);
       return {
         status: 201,
-        body: { queueId: result.queueId, recipients: composed.envelope.recipients, tags: composed.tags },
+        body: { queueId: result.queueId, recipients: composed.envelope.recipients, tags },
       };
     } finally {
       release();
     }
   } finally {
+    deps.sessions?.closed(id);
     await read.release();
+  }
+}
+
+/**
+ * A refusal by intake: a plugin's 5xx is final (422), our own failure to make it durable
+ * (4.3.x) is 503, and any other 4xx (a rate limit) is 429: the same request may pass later.
+ */
+function refusal(reply: SmtpReply): InjectionOutcome {
+  if (reply.code >= 500) return fail(422, { code: 'rejected', error: reply.text, reply });
+  if (reply.enhanced?.startsWith('4.3.')) {
+    return fail(503, { code: 'unavailable', error: 'the message could not be queued now; retry later' });
+  }
+  return fail(429, { code: 'temporarily_refused', error: reply.text, reply });
+}
+
+/** One `queued` event per recipient, as the webhooks expect them. */
+function announce(deps: InjectionDeps, queueId: string, envelope: Envelope, apiKey: string): void {
+  if (!deps.events) return;
+  const at = Date.now();
+  for (const recipient of envelope.recipients) {
+    deps.events.emit({
+      type: 'queued',
+      at,
+      queueId,
+      recipient: recipient.address,
+      mailFrom: envelope.mailFrom,
+      senderDomain: domainOf(envelope.mailFrom),
+      tags: envelope.tags ?? [],
+      apiKey,
+      source: 'injection',
+    });
   }
 }

@@ -415,9 +415,10 @@ export function readiness(
   return { ready: problems.length === 0, problems };
 }
 
-function parseListen(listen: string): { host: string; port: number } {
+/** `host:port` or `[v6]:port` of a listen setting (`field` names it in the error). */
+export function parseListen(listen: string, field = 'config.admin.listen'): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(listen);
-  if (!match) throw new RangeError(`config.admin.listen: ${JSON.stringify(listen)} is not host:port`);
+  if (!match) throw new RangeError(`${field}: ${JSON.stringify(listen)} is not host:port`);
   return { host: (match[1] ?? match[2]) as string, port: Number(match[3]) };
 }
 

@@ -109,6 +109,7 @@ export class TernMetrics {
   readonly limitWaits: Counter<'limit'>;
   readonly shapingActions: Counter<'action' | 'cause'>;
   readonly failures: Counter<'result' | 'category'>;
+  readonly injections: Counter<'source' | 'result'>;
   readonly #listeners = new NameLabels(MAX_NAMES);
   readonly #plugins = new NameLabels(MAX_NAMES);
 
@@ -131,6 +132,12 @@ export class TernMetrics {
         this.reset();
         for (const [listener, open] of Object.entries(sources.connections())) this.set({ listener }, open);
       },
+    });
+    this.injections = new Counter({
+      name: 'tern_http_injections_total',
+      help: 'HTTP injection requests answered, by how the message came (json, raw, none) and result (queued, duplicate, or the error code)',
+      labelNames: ['source', 'result'],
+      registers,
     });
     this.transactions = new Counter({
       name: 'tern_smtp_transactions_total',
