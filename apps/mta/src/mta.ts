@@ -322,6 +322,8 @@ export async function preflight(config: ResolvedConfig, hostOptions: HostOptions
 
 async function checkBuild(config: ResolvedConfig): Promise<void> {
   const hostname = serverHostname(config);
+  // Listeners and the deliverer read it too: a secret file that cannot be read is said once, first.
+  feedbackSettings(config);
   const problems: string[] = [];
   config.listeners.forEach((_, i) => {
     try {
