@@ -12,6 +12,21 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+/** A receiving server, and a deliverer with VERP on that sends everything there. */
+async function verpTo(
+  options: Parameters<typeof startSmtpSink>[0] = {},
+): Promise<{ sink: SmtpSink; d: Deliverer }> {
+  const sink = await startSmtpSink(options);
+  cleanups.push(() => sink.stop());
+  const d = createDeliverer({
+    hostname: 'out.tern.test',
+    routes: { '*': { type: 'smtp', host: '127.0.0.1', port: sink.port } },
+    returnPath: verp,
+  });
+  cleanups.push(() => d.close());
+  return { sink, d };
+}
+
 describe('signed return paths', () => {
   it('names the message and a keyed hash of the recipient, under 64 characters, and verifies', () => {
     const address = returnPathFor(verp, 'MF0K2X9AA0C4E1F2A3B4C5', 'Someone@Dest.test');
@@ -52,16 +67,9 @@ describe('signed return paths', () => {
   });
 
   it('sends one transaction per recipient, each with its own return path, on one connection', async () => {
-    const sink: SmtpSink = await startSmtpSink({
+    const { sink, d } = await verpTo({
       rcptReply: (a) => (a.startsWith('gone') ? { code: 550, message: '5.1.1 No such user' } : undefined),
     });
-    cleanups.push(() => sink.stop());
-    const d = createDeliverer({
-      hostname: 'out.tern.test',
-      routes: { '*': { type: 'smtp', host: '127.0.0.1', port: sink.port } },
-      returnPath: verp,
-    });
-    cleanups.push(() => d.close());
     const job = makeJob(['a@x.test', 'gone@x.test', 'b@x.test']);
     const report = await d.deliver(job, storedMessage(SIMPLE_MESSAGE));
     expect(report.recipients.map((r) => [r.address, r.result])).toEqual([
@@ -80,14 +88,7 @@ describe('signed return paths', () => {
   });
 
   it('leaves <> (notices) alone', async () => {
-    const sink = await startSmtpSink();
-    cleanups.push(() => sink.stop());
-    const d = createDeliverer({
-      hostname: 'out.tern.test',
-      routes: { '*': { type: 'smtp', host: '127.0.0.1', port: sink.port } },
-      returnPath: verp,
-    });
-    cleanups.push(() => d.close());
+    const { sink, d } = await verpTo();
     await d.deliver(makeJob(['a@x.test', 'b@x.test'], { mailFrom: '' }), storedMessage(SIMPLE_MESSAGE));
     const [m] = await sink.waitFor(1);
     expect(m?.mailFrom).toBe('');
