@@ -2,7 +2,13 @@
 // with them, seen by a real receiving server.
 import { type SmtpSink, startSmtpSink } from '@tern/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createDeliverer, recipientTag, returnPathFor, verifyReturnPath } from '../src/index.js';
+import {
+  createDeliverer,
+  type Deliverer,
+  recipientTag,
+  returnPathFor,
+  verifyReturnPath,
+} from '../src/index.js';
 import { makeJob, SIMPLE_MESSAGE, storedMessage } from './helpers/jobs.js';
 
 const verp = { domain: 'Bounce.Example.test', secret: 'a secret of some length' };
