@@ -3,6 +3,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { buildDsn } from '@tern/queue';
 import { afterAll, describe, expect, it } from 'vitest';
 import { validateConfig } from '../src/config.js';
 import { feedbackSettings, withBounceDomain } from '../src/feedback/feedback.js';
@@ -91,6 +92,46 @@ describe('parseFeedback', () => {
       originalMailFrom: 'b+q.t.s@bounce.test',
       originalRcptTo: ['one@dest.test', 'two@dest.test'],
       originalReturnPath: 'b+q.t.s@bounce.test',
+    });
+  });
+
+  it("reads a bounce Tern's own DSN generator wrote, as another Tern receives it", async () => {
+    const verp = 'b+q1.abcdef.abcdefghij@bounce.test';
+    const notice = buildDsn(
+      {
+        kind: 'bounce',
+        to: verp,
+        queueId: 'Q1',
+        envelope: { mailFrom: verp, recipients: [{ address: 'gone@dest.test' }] },
+        arrivalDate: new Date(),
+        lastAttemptAt: new Date(),
+        recipients: [
+          {
+            recipient: { address: 'gone@dest.test', status: 'failed' },
+            action: 'failed',
+            reason: 'permanent',
+            reply: { code: 550, enhanced: '5.1.1', text: 'No such user' },
+            category: 'bad-mailbox',
+          },
+        ],
+        originalHeaders: Buffer.from(`Return-Path: <${verp}>\r\nSubject: hi`),
+      },
+      { reportingMta: 'mx.dest.test' },
+    );
+    const chunks: Buffer[] = [];
+    for await (const chunk of notice.content.stream()) chunks.push(chunk as Buffer);
+    expect(await parseFeedback(Buffer.concat(chunks))).toMatchObject({
+      kind: 'dsn',
+      reportingMta: 'mx.dest.test',
+      originalReturnPath: verp,
+      recipients: [
+        {
+          finalRecipient: 'gone@dest.test',
+          action: 'failed',
+          status: '5.1.1',
+          diagnostic: expect.stringContaining('550 5.1.1 No such user'),
+        },
+      ],
     });
   });
 
