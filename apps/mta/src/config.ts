@@ -331,6 +331,26 @@ const bounces = z
       }),
     /** Try the shipped rules (providers, RFC 3463 codes, common texts) after these (default true). */
     shippedRules: z.boolean().default(true),
+    /**
+     * VERP (src/feedback): outbound mail's return path becomes a signed address at `domain` per
+     * recipient; DSNs and ARF reports sent there are matched to message and recipient.
+     */
+    returnPath: z
+      .strictObject({
+        /** The bounce domain (its MX points at Tern); mail to it is read, never relayed. */
+        domain: domainSchema(),
+        /** The signing key, or `secretFile`, a file holding it (at least 16 characters). */
+        secret: z.string().min(16, 'at least 16 characters (it makes return paths unforgeable)').optional(),
+        secretFile: z.string().min(1).optional(),
+        /** Default true; false keeps reading reports at the domain but sends the plain return path. */
+        enabled: z.boolean().optional(),
+        /** Largest part of a report read (default 256 KiB); the rest is not looked at. */
+        maxReportBytes: z.number().int().min(4096).max(16_777_216).optional(),
+      })
+      .refine((r) => (r.secret === undefined) !== (r.secretFile === undefined), {
+        message: 'give exactly one of secret and secretFile',
+      })
+      .optional(),
   })
   .optional();
 

@@ -47,6 +47,13 @@ import {
   serverHostname,
 } from './config.js';
 import { PlatformEvents } from './events.js';
+import {
+  FEEDBACK_PLUGIN_NAME,
+  FeedbackProcessor,
+  feedbackPlugin,
+  feedbackSettings,
+  withBounceDomain,
+} from './feedback/feedback.js';
 import type { InjectionServer } from './http/server.js';
 import { startHttpInjection } from './http/start.js';
 import { noticeHooks } from './notices.js';
@@ -179,8 +186,10 @@ function delivererOptions(
 ): DelivererOptions {
   const d = config.delivery ?? {};
   const dns = dnsOptions(config);
+  const verp = feedbackSettings(config);
   return {
     hostname,
+    ...(verp?.sign ? { returnPath: verp.returnPath } : {}),
     logger,
     ...(throttle ? { throttle } : {}),
     ...(d.tlsPolicy ? { tlsPolicy: d.tlsPolicy } : {}),
@@ -280,7 +289,7 @@ function listenerOptions(config: ResolvedConfig, index: number, hostname: string
     name: l.name ?? `${l.kind}-${listenerPort(l)}`,
     port: listenerPort(l),
     hostname: l.hostname ?? hostname,
-    localDomains: localDomains ?? config.localDomains,
+    localDomains: withBounceDomain(localDomains ?? config.localDomains, feedbackSettings(config)),
     trustedNetworks: trustedNetworks ?? config.trustedNetworks,
     ...(tls
       ? {
@@ -320,6 +329,8 @@ export async function preflight(config: ResolvedConfig, hostOptions: HostOptions
 
 async function checkBuild(config: ResolvedConfig): Promise<void> {
   const hostname = serverHostname(config);
+  // Listeners and the deliverer read it too: a secret file that cannot be read is said once, first.
+  feedbackSettings(config);
   const problems: string[] = [];
   config.listeners.forEach((_, i) => {
     try {
@@ -364,7 +375,7 @@ export async function checkMta(config: ResolvedConfig, logger: Logger): Promise<
 
 /** Tern's own plugins, in every host but not the operator's to list. */
 export function isInternalPlugin(name: string): boolean {
-  return name === OPS_PLUGIN_NAME || name === SUPPRESSION_PLUGIN_NAME;
+  return name === OPS_PLUGIN_NAME || name === SUPPRESSION_PLUGIN_NAME || name === FEEDBACK_PLUGIN_NAME;
 }
 
 /** The bounce classifier of a config: its `bounces.rules` before the shipped rules (validated already). */
@@ -394,7 +405,10 @@ export async function startMta(
     () => suppressing,
     logger,
   );
-  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin, suppression] });
+  const events = new PlatformEvents(logger);
+  let feedback = feedbackSettings(config);
+  const feedbackCheck = feedbackPlugin(() => feedback, logger);
+  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin, suppression, feedbackCheck] });
   // Before the queue opens: a plugin that cannot start stops start-up (PluginInitError).
   const initial = await registry.prepare(config);
   void registry.activate(initial);
@@ -429,7 +443,6 @@ export async function startMta(
   const spool = intakeSpool(config);
   let current = config;
   const listeners: Listener[] = [];
-  const events = new PlatformEvents(logger);
   let injection: InjectionServer | undefined;
   let draining = false;
   try {
@@ -455,10 +468,20 @@ export async function startMta(
       // The deliverer as it is now: a reload replaces it, and its back-off state with it.
       ops.shaping = () => ({ backoffs: deliverer?.backoffs() ?? [], warmup: deliverer?.warmup() ?? [] });
       const retry = config.queue?.retry;
+      // Reports that reach the bounce domain are read here, in place of being delivered.
+      const reports = new FeedbackProcessor({
+        queue,
+        settings: () => feedback,
+        suppression: () => suppressing,
+        classifier: () => classifier,
+        events,
+        logger,
+      });
       // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place;
       // the worker asks the registry for the plugin host of each attempt.
       await queue.startWorker(
         async (job, message, attempt) => {
+          if (reports.handles(job)) return reports.process(job, message);
           const report = await (deliverer as Deliverer).deliver(job, message, attempt);
           if (report.wait !== undefined) ops.limitWait(report.wait.key);
           for (const note of report.shaping ?? []) ops.shapingAction(note.action, note.cause);
@@ -549,6 +572,7 @@ export async function startMta(
     deliverer = nextDeliverer;
     classifier = nextClassifier;
     suppressing = suppressionSettings(next);
+    feedback = feedbackSettings(next);
     current = next;
     // Sessions and delivery attempts that began before now keep the old hosts: the old plugins are
     // shut down, and the old deliverer's connections closed, once the last of them has ended.
@@ -572,9 +596,9 @@ export async function startMta(
     hostname,
     listeners: running,
     queue,
+    events,
     adminUrl: ops.admin?.url,
     injectionUrl: injection?.url,
-    events,
     get plugins() {
       return registry.current.global;
     },

@@ -165,6 +165,14 @@ describe('config validation names the field and the fix', () => {
       { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], suppression: { expireAfter: 'a month' } },
       'config.suppression.expireAfter: "a month" is not a duration above 0',
     ],
+    [
+      { listeners: [{ kind: 'mx' }], bounces: { returnPath: { domain: 'bounce.a.test' } } },
+      'config.bounces.returnPath: give exactly one of secret and secretFile',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], bounces: { returnPath: { domain: 'bounce.a.test', secret: 'short' } } },
+      'config.bounces.returnPath.secret: at least 16 characters',
+    ],
   ])('%j', (input, expected) => {
     expect(problems(input).join('\n')).toContain(expected);
   });

@@ -50,6 +50,7 @@ import { MemoryPolicyStore, type PolicyStore } from './policy-store.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 import { type ProviderDefinition, Providers } from './providers.js';
 import { classify, DeliveryReplies } from './reply.js';
+import { type ReturnPathOptions, returnPathFor } from './return-path.js';
 import { deliveryOptionsSchema } from './schema.js';
 import {
   DEFAULT_REPLY_LIMITS,
@@ -195,6 +196,13 @@ export interface DelivererOptions {
    * held, the body streams. A message whose header block is larger is deferred with 4.3.0.
    */
   readonly maxHeaderBytes?: number;
+  /**
+   * VERP: each recipient's transaction carries its own signed return path at this bounce domain
+   * (src/return-path.ts), so a later bounce or complaint names message and recipient. The job's
+   * own return path stays what DSNs Tern generates go to; `<>` (notices) is never rewritten, and
+   * neither is an LMTP or Maildir hop (local mail bounces to us at once). Off when absent.
+   */
+  readonly returnPath?: ReturnPathOptions;
 }
 
 export interface Deliverer {
@@ -881,9 +889,7 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
             }
             try {
               const send = (via: SmtpSession): Promise<Transacted> =>
-                spent.transferring(() =>
-                  transact(via, job.envelope, openRecipients, outbound, needsUtf8, needs8Bit),
-                );
+                spent.transferring(() => transact(via, job, openRecipients, outbound, needsUtf8, needs8Bit));
               let transacted: Transacted;
               try {
                 transacted = await send(session);
@@ -1028,12 +1034,13 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
   /** Checks what this server must support, then runs the transaction. */
   async function transact(
     session: SmtpSession,
-    envelope: Envelope,
+    job: DeliveryJob,
     recipients: readonly EnvelopeRecipient[],
     outbound: OutboundMessage,
     needsUtf8: boolean,
     needs8Bit: boolean,
   ): Promise<Transacted> {
+    const envelope = job.envelope;
     const caps = session.capabilities;
     const host = session.target.hostname;
     const lmtp = session.target.protocol === 'lmtp';
@@ -1065,14 +1072,42 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
     // hop: we report delivery ourselves, so its server is not asked to.
     const dsn = caps.dsn && !lmtp ? dsnParameters(envelope) : undefined;
     if (dsn) mailParams.push(...dsn.mail);
-    const replies = await session.send({
-      mailFrom: envelope.mailFrom,
-      mailParams,
-      recipients: recipients.map((r) => ({ address: r.address, params: dsn ? dsn.rcpt(r) : [] })),
-      // Opened afresh by every transaction: a fallback MX or a retry after a stale connection reads it again.
-      message: outbound.open,
-    });
-    return { replies, successNotice: lmtp ? 'delivered' : dsn ? 'next-hop' : 'relayed' };
+    const transaction = (mailFrom: string, batch: readonly EnvelopeRecipient[]): Promise<SmtpReply[]> =>
+      session.send({
+        mailFrom,
+        mailParams,
+        recipients: batch.map((r) => ({ address: r.address, params: dsn ? dsn.rcpt(r) : [] })),
+        // Opened afresh by every transaction: a fallback MX or a retry after a stale connection reads it again.
+        message: outbound.open,
+      });
+    const successNotice = lmtp ? 'delivered' : dsn ? 'next-hop' : 'relayed';
+    const verp = options.returnPath;
+    if (verp === undefined || lmtp || envelope.mailFrom === '') {
+      return { replies: await transaction(envelope.mailFrom, recipients), successNotice };
+    }
+    // VERP: one transaction per recipient on this connection, each with its own return path.
+    const replies: SmtpReply[] = [];
+    for (const [n, r] of recipients.entries()) {
+      if (n > 0) {
+        if (!session.usable) {
+          // The connection broke in an earlier transaction: the rest wait for the next attempt.
+          const lost = DeliveryReplies.connectionLost(`${session.remoteMta}: connection closed`);
+          replies.push(...recipients.slice(n).map(() => lost));
+          break;
+        }
+        session.reuse();
+      }
+      try {
+        replies.push(...(await transaction(returnPathFor(verp, job.queueId, r.address), [r])));
+      } catch (error) {
+        // Only the first transaction may start again on a fresh connection: later ones would send twice.
+        if (n === 0 || !(error instanceof StaleConnection)) throw error;
+        const lost = DeliveryReplies.connectionLost(`${session.remoteMta}: ${error.message}`);
+        replies.push(...recipients.slice(n).map(() => lost));
+        break;
+      }
+    }
+    return { replies, successNotice };
   }
 
   const deliver: Deliver = async (job, message, given) => {

@@ -67,6 +67,14 @@ export { type JsonValue, MemoryPolicyStore, type PolicyStore } from './policy-st
 export { DEFAULT_PROVIDERS, type ProviderDefinition, Providers } from './providers.js';
 export { classify, DeliveryReplies, toSmtpReply, type WireReply } from './reply.js';
 export {
+  isBounceAddress,
+  type ReturnPathOptions,
+  type ReturnPathToken,
+  recipientTag,
+  returnPathFor,
+  verifyReturnPath,
+} from './return-path.js';
+export {
   backoffRuleSchema,
   deliveryDnsShape,
   deliveryOptionsSchema,

@@ -111,9 +111,12 @@ export {
   suppressionScopes,
 } from './suppression.js';
 export {
+  type AsyncBounceEvent,
   type AttemptEvent,
   type AttemptRecipient,
   attemptEvent,
+  type ComplaintEvent,
+  clip,
   DEFAULT_TIMELINE_RETENTION_MS,
   type HookVerdictEvent,
   type OperatorAction,

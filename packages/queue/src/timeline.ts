@@ -111,7 +111,51 @@ export interface ShapingEvent extends Omit<ShapingNote, 'reply'> {
   readonly text?: string;
 }
 
-export type TimelineEvent = ReceivedEvent | HookVerdictEvent | AttemptEvent | OperatorEvent | ShapingEvent;
+/**
+ * A delivery status notification (RFC 3464) that came back later, to the message's signed return
+ * path (VERP), about one recipient: the receiving side took the message, then could not deliver it.
+ */
+export interface AsyncBounceEvent {
+  readonly type: 'async-bounce';
+  readonly at: number;
+  readonly recipient: string;
+  /** The DSN's Action: `failed`, `delayed`, `delivered`, `relayed` or `expanded`; `unknown` without one. */
+  readonly action: string;
+  /** The DSN's Status (an RFC 3463 code), when it had a valid one. */
+  readonly status?: string;
+  /** The DSN's Diagnostic-Code text, or the report's text for a bounce that is not a DSN. */
+  readonly diagnostic?: string;
+  /** The DSN's Reporting-MTA (or Remote-MTA). */
+  readonly reportingMta?: string;
+  /** Why, as the bounce classifier sorted status and diagnostic. */
+  readonly category?: BounceCategory;
+  /** `dsn` (RFC 3464) or `plain` (a non-standard bounce matched by its VERP address alone). */
+  readonly format: 'dsn' | 'plain';
+  /** The queue id of the report as it arrived here. */
+  readonly report?: string;
+}
+
+/** A feedback-loop report (ARF, RFC 5965): a recipient marked the message as spam (or another type). */
+export interface ComplaintEvent {
+  readonly type: 'complaint';
+  readonly at: number;
+  readonly recipient: string;
+  /** The report's Feedback-Type: `abuse`, `fraud`, `virus`, `other`, `not-spam`, `auth-failure`. */
+  readonly feedbackType: string;
+  /** Who sent the report (its User-Agent field, e.g. `Yahoo!-Mail-Feedback/2.0`). */
+  readonly userAgent?: string;
+  /** The queue id of the report as it arrived here. */
+  readonly report?: string;
+}
+
+export type TimelineEvent =
+  | ReceivedEvent
+  | HookVerdictEvent
+  | AttemptEvent
+  | OperatorEvent
+  | ShapingEvent
+  | AsyncBounceEvent
+  | ComplaintEvent;
 
 /** How long a finished message's timeline stays retrievable (default 7 days). */
 export const DEFAULT_TIMELINE_RETENTION_MS = 7 * 24 * 3600_000;

@@ -405,6 +405,11 @@ export const DASHBOARD_HTML = `<!doctype html>
           (event.code ? "; reply " + event.code + " " + (event.enhanced || "") + " " + (event.text || "") : "");
       case "operator":
         return "operator: " + event.action + (event.domain ? " " + event.domain : "") + (event.detail ? " (" + event.detail + ")" : "");
+      case "async-bounce":
+        return "later bounce (" + event.format + ") for " + event.recipient + ": " + event.action + (event.status ? " " + event.status : "") +
+          (event.category ? " [" + event.category + "]" : "") + (event.diagnostic ? " (" + event.diagnostic + ")" : "");
+      case "complaint":
+        return "complaint (" + event.feedbackType + ") from " + event.recipient + (event.userAgent ? " via " + event.userAgent : "");
       default:
         return JSON.stringify(event);
     }

@@ -388,6 +388,10 @@ export function describeEvent(event: TimelineEvent): string {
       return `shaping ${SHAPING_CAUSES[event.cause]} ${event.rule} (${event.action}${event.detail ? `: ${event.detail}` : ''}) on ${event.source}→${event.destination} until ${iso(event.until)}${event.code ? `; reply ${event.code} ${event.enhanced ?? ''} ${event.text ?? ''}`.trimEnd() : ''}`;
     case 'operator':
       return `operator ${event.action}${event.domain ? ` ${event.domain}` : ''}${event.detail ? ` (${event.detail})` : ''}${event.notice ? `; bounce ${event.notice}` : ''}`;
+    case 'async-bounce':
+      return `later bounce (${event.format}) for ${event.recipient}: ${event.action}${event.status ? ` ${event.status}` : ''}${event.category ? ` [${event.category}]` : ''}${event.diagnostic ? ` (${event.diagnostic})` : ''}${event.reportingMta ? ` from ${event.reportingMta}` : ''}${event.report ? `; report ${event.report}` : ''}`;
+    case 'complaint':
+      return `complaint (${event.feedbackType}) from ${event.recipient}${event.userAgent ? ` via ${event.userAgent}` : ''}${event.report ? `; report ${event.report}` : ''}`;
   }
 }
 
