@@ -47,9 +47,7 @@ function endpoint(url: string, extra: Partial<WebhookEndpoint> = {}): WebhookEnd
   };
 }
 
-async function setUp(
-  extra: Partial<WebhookEndpoint> = {},
-): Promise<{
+async function setUp(extra: Partial<WebhookEndpoint> = {}): Promise<{
   receiver: WebhookReceiver;
   queue: EmbeddedQueue;
   events: PlatformEvents;
