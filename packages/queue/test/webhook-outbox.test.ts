@@ -2,8 +2,10 @@
 // no more, one node at a time holds an endpoint's lease (two nodes on one Redis), posted events
 // are removed by id, the endpoint's back-off state is shared, and an embedded outbox survives a
 // reopen of the store.
+import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { WebhookOutbox } from '../src/webhook-outbox.js';
+import { testMessage } from './redis-fixtures/deliveries.js';
 import { storeFixtures } from './store-fixtures.js';
 
 const fixtures = storeFixtures();
@@ -86,5 +88,20 @@ describe('webhook outbox: embedded store', () => {
       '{"a":1}',
       '{"a":2}',
     ]);
+  });
+
+  it('a version 5 store gains the outbox tables and keeps its mail', async () => {
+    const path = fixtures.storePath();
+    const q = fixtures.embedded(path);
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'Before'));
+    await q.close();
+    fixtures.closed();
+    const raw = new Database(path);
+    raw.exec('DROP TABLE webhook_events; DROP TABLE webhook_endpoints; PRAGMA user_version = 5;');
+    raw.close();
+    const upgraded = fixtures.embedded(path);
+    expect((await upgraded.details(id))?.envelope?.mailFrom).toBe('alice@src.test');
+    expect(await upgraded.webhookOutbox.append('app', ['{"b":1}'], 10)).toBe(1);
+    expect((await upgraded.webhookOutbox.head('app', 10)).map((e) => e.payload)).toEqual(['{"b":1}']);
   });
 });
