@@ -182,6 +182,37 @@ describe.each([
     expect(receiver.posts.every((p) => p.signed)).toBe(true);
   });
 
+  it("an operator's hold and suppression are events too", async () => {
+    receiver.mode = 'ok';
+    const domain = `held-${tag}.test`;
+    const to = `someone@${domain}`;
+    // A suspended destination keeps the message queued, so there is something to hold.
+    expect((await worker.api('POST', `/api/destinations/${domain}/suspend`, { for: '1h' })).status).toBe(200);
+    const sent = await sendMail(intake.port, { from: 'news@shop.test', to: [to], subject: `H ${tag}` });
+    const held = await worker.api('POST', `/api/messages/${sent.queueId}/hold`, {});
+    expect(held.body).toMatchObject({ held: 1 });
+    await waitFor(() => typesOf(receiver.events, sent.queueId, to).includes('held'), 10_000);
+    expect(typesOf(receiver.events, sent.queueId, to)).toEqual(['queued', 'held']);
+    expect(receiver.events.find((e) => e.type === 'held' && e.queueId === sent.queueId)).toMatchObject({
+      source: 'operator',
+      senderDomain: 'shop.test',
+    });
+    const added = await worker.api('POST', '/api/suppressions', {
+      scope: 'shop.test',
+      address: `manual-${tag}@dest.test`,
+      reason: 'asked to be removed',
+    });
+    expect(added.status).toBe(201);
+    await waitFor(() => receiver.events.some((e) => e.recipient === `manual-${tag}@dest.test`), 10_000);
+    expect(receiver.events.find((e) => e.recipient === `manual-${tag}@dest.test`)).toMatchObject({
+      type: 'suppressed',
+      source: 'operator',
+      senderDomain: 'shop.test',
+      text: 'asked to be removed',
+    });
+    await worker.api('DELETE', `/api/messages/${sent.queueId}`);
+  });
+
   it('tern webhook test posts a signed test event and says how it went', async () => {
     receiver.mode = 'ok';
     const before = receiver.events.length;
