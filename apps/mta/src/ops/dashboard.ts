@@ -528,7 +528,6 @@ export const DASHBOARD_HTML = `<!doctype html>
   function refresh() {
     if (!token) { askToken(); return; }
     loadSuppressions().catch(function () { /* a backend without a list: the tab stays empty */ });
-    api("/api/webhooks").then(drawWebhooks, function () { /* an older tern: the tab stays empty */ });
     Promise.all([api("/api/health"), api("/api/queue/summary"), api("/api/queue/history"), api("/api/activity"), api("/api/shaping")]).then(function (r) {
       document.getElementById("backend").textContent = r[0].queue + " queue, " + r[1].totals.total + " job(s)";
       drawStore(r[0].store);
@@ -539,6 +538,8 @@ export const DASHBOARD_HTML = `<!doctype html>
       drawShaping(r[4]);
       status("updated " + time(Date.now()), "good");
       openPending();
+      // After the main poll (its failure, a refused token included, is the one the status shows).
+      api("/api/webhooks").then(drawWebhooks, function () { /* the tab keeps what it showed */ });
     }, function (error) { status(error.message, "bad"); });
   }
   refresh();
