@@ -170,6 +170,18 @@ describe('webhook dispatcher', () => {
     expect(receiver.events.map((e) => e.queueId)).toEqual(['Q1', 'Q2', 'Q3']);
   });
 
+  it('stopping aborts a post in flight: no wait for its timeout, the batch kept, no failure recorded', async () => {
+    const { receiver, queue, events, dispatcher } = await setUp({ timeoutMs: 60_000 });
+    receiver.mode = 'hang';
+    dispatcher.start();
+    events.emit(event('queued', 1));
+    await waitFor(() => receiver.posts.length === 1, 5000);
+    const started = Date.now();
+    await dispatcher.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await queue.webhookOutbox.state('app')).toMatchObject({ pending: 1, attempts: 0 });
+  });
+
   it('a test event is posted at once, signed, and its outcome told', async () => {
     const { receiver, dispatcher } = await setUp();
     expect(await dispatcher.test('app')).toMatchObject({ endpoint: 'app', outcome: 'success', status: 200 });

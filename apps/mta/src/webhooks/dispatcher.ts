@@ -169,6 +169,8 @@ export class WebhookDispatcher {
   #timer: NodeJS.Timeout | undefined;
   /** No more posts (stopping); events are still written to the outbox. */
   #stopped = false;
+  /** Aborts posts in flight when stopping: their batch stays in the outbox for the next start. */
+  readonly #stopping = new AbortController();
   #closed = false;
 
   constructor(options: WebhookDispatcherOptions) {
@@ -227,6 +229,7 @@ export class WebhookDispatcher {
   async stopPosting(): Promise<void> {
     this.#stopped = true;
     clearInterval(this.#timer);
+    this.#stopping.abort();
     await Promise.allSettled([...this.#runs.values()]);
   }
 
@@ -353,6 +356,8 @@ export class WebhookDispatcher {
           due.map((e) => e.payload),
         );
         const now = Date.now();
+        // Cut short by a stop: not the endpoint's failure, and the batch stays for the next start.
+        if (this.#stopped && result.outcome !== 'success') return;
         if (result.outcome === 'success') {
           await this.#outbox.remove(
             name,
@@ -403,6 +408,8 @@ export class WebhookDispatcher {
     const started = Date.now();
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), endpoint.timeoutMs);
+    const stop = (): void => controller.abort();
+    this.#stopping.signal.addEventListener('abort', stop, { once: true });
     let result: PostResult;
     try {
       const response = await fetch(endpoint.url, {
@@ -435,6 +442,7 @@ export class WebhookDispatcher {
         : { outcome: 'error', error: networkError(error), ms };
     } finally {
       clearTimeout(timer);
+      this.#stopping.signal.removeEventListener('abort', stop);
     }
     this.#metrics?.posts.inc({ endpoint: endpoint.name, outcome: result.outcome });
     return result;
