@@ -13,6 +13,8 @@ import {
   type QueueOperationValues,
   SUPPRESSION_COMMANDS,
   type SuppressionCommand,
+  WEBHOOK_COMMANDS,
+  type WebhookCommand,
 } from './ops/queue-operations.js';
 
 /** What `start` returns: the listeners keep the process alive until a signal stops it. */
@@ -418,6 +420,29 @@ function program(done: (code: number) => void): Command {
         const operands = command.processedArgs.flat().filter((a): a is string => typeof a === 'string');
         const { runSuppressionCommand } = await import('./ops/suppression-cli.js');
         return runSuppressionCommand(name, command.opts(), operands);
+      }),
+    );
+  }
+  const webhook = group(tern, 'webhook', 'delivery webhook endpoints: their state, and a signed test event');
+  webhook.addHelpText(
+    'after',
+    '\nThe commands talk to the admin API of a running tern (as tern queue does): --admin URL with\n' +
+      '--token T or --token-file F, or --config FILE.',
+  );
+  const webhookSpecs: Record<WebhookCommand, { args: string; summary: string }> = {
+    list: { args: '', summary: 'each endpoint: pending events, last success and failure, last error' },
+    test: { args: '<name>', summary: 'post a signed test event to endpoint NAME now and say how it went' },
+  };
+  for (const name of WEBHOOK_COMMANDS) {
+    const spec = webhookSpecs[name];
+    const command = webhook.command(name).summary(spec.summary).description(spec.summary);
+    if (spec.args) command.argument(spec.args);
+    for (const flag of QUEUE_API_FLAGS) command.option(QUEUE_FLAGS[flag].flags, QUEUE_FLAGS[flag].help);
+    command.action(
+      act(async () => {
+        const operands = command.processedArgs.flat().filter((a): a is string => typeof a === 'string');
+        const { runWebhookCommand } = await import('./ops/webhook-cli.js');
+        return runWebhookCommand(name, command.opts(), operands);
       }),
     );
   }

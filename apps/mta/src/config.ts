@@ -42,6 +42,7 @@ import { createJiti, type TransformOptions, type TransformResult } from 'jiti';
 import { z } from 'zod';
 import { parseApiKeysFile } from './http/api-keys.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
+import { webhooksSchema } from './webhooks/schema.js';
 
 // The config schema is composed from the packages' own option schemas (core: listeners and intake;
 // delivery: routes, DNS, limits, timeouts; queue: backends, retry, the worker): each rule and each
@@ -404,6 +405,8 @@ export const configSchema = z.strictObject({
   notices,
   suppression,
   http,
+  /** Delivery webhooks (src/webhooks/): endpoints that hear what happened to mail. */
+  webhooks: webhooksSchema,
 });
 
 /** The config as written (defaults optional). */
@@ -551,6 +554,7 @@ function checkSemantics(config: ResolvedConfig): string[] {
   const ca = config.delivery?.tls?.ca;
   if (ca !== undefined) collect(problems, () => readCertificates(config, ca, 'config.delivery.tls.ca'));
   problems.push(...checkOutboundTls(config));
+  problems.push(...checkWebhooks(config));
   return problems;
 }
 
@@ -578,6 +582,40 @@ function checkHttp(config: ResolvedConfig, http: NonNullable<ResolvedConfig['htt
     );
   }
   return problems;
+}
+
+/** Webhook endpoints: unique names, and exactly one readable secret each. */
+function checkWebhooks(config: ResolvedConfig): string[] {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  config.webhooks?.endpoints.forEach((endpoint, i) => {
+    const at = `config.webhooks.endpoints[${i}]`;
+    if (seen.has(endpoint.name))
+      problems.push(`${at}.name: ${endpoint.name} is used twice: give each endpoint its own name`);
+    seen.add(endpoint.name);
+    if ((endpoint.secret === undefined) === (endpoint.secretFile === undefined)) {
+      problems.push(
+        `${at}: set exactly one of secret or secretFile (it signs every post), e.g. secretFile: 'webhook.secret'`,
+      );
+    } else collect(problems, () => webhookSecret(config, i));
+  });
+  return problems;
+}
+
+/** The signing secret of webhook endpoint `index`: `secret`, or the content of `secretFile`. */
+export function webhookSecret(config: ResolvedConfig, index: number): string {
+  const endpoint = config.webhooks?.endpoints[index];
+  if (endpoint?.secret !== undefined) return endpoint.secret;
+  const field = `config.webhooks.endpoints[${index}].secretFile`;
+  if (endpoint?.secretFile === undefined)
+    throw new ConfigError('config', [`${field}: no secret or secretFile`]);
+  const secret = readConfigFile(config, endpoint.secretFile, field).trim();
+  if (secret.length < 16) {
+    throw new ConfigError('config', [
+      `${field}: ${endpoint.secretFile} holds ${secret.length === 0 ? 'no secret' : 'a secret shorter than 16 characters'}: write one, e.g. openssl rand -hex 32 > ${endpoint.secretFile}`,
+    ]);
+  }
+  return secret;
 }
 
 /** The outbound TLS block: files it names, and settings that only make sense together. */

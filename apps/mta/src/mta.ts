@@ -62,6 +62,7 @@ import { dnsOptions, tlsReportSender } from './outbound-tls.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
 import { SUPPRESSION_PLUGIN_NAME, suppressionPlugin, suppressionSettings } from './suppression.js';
+import { WebhookDispatcher, webhookEndpoints } from './webhooks/dispatcher.js';
 
 export interface RunningListener {
   readonly name: string;
@@ -80,7 +81,11 @@ export interface RunningMta {
   readonly adminUrl: string | undefined;
   /** HTTP injection (`http(s)://host:port`), when config.http is set. */
   readonly injectionUrl: string | undefined;
-  /** The MTA's one stream of platform events (queued, delivered, ...), for webhooks and the like. */
+  /**
+   * What happened to mail, one event per recipient (queued, delivered, deferred, bounced, held,
+   * suppressed, complained): webhooks subscribe here; producers outside the MTA (HTTP injection,
+   * async bounces) emit here.
+   */
   readonly events: PlatformEvents;
   /**
    * Applies a new config without dropping connections (SIGHUP): plugins and their options, listener
@@ -396,6 +401,8 @@ export async function startMta(
   // The operations side (src/ops): every host reports its hook calls to it (timelines, metrics),
   // and its internal plugin comes first in each host (intake tracing, delivery activity).
   const ops = new OpsRuntime(config, logger);
+  const events = new PlatformEvents(logger);
+  ops.events = events;
   const hostOptions: HostOptions = { logger, onHookEvent: ops.onHookEvent };
   // The suppression list is in the queue's store, which opens after the plugin hosts are made.
   let suppressions: SuppressionStore | undefined;
@@ -404,8 +411,8 @@ export async function startMta(
     () => suppressions,
     () => suppressing,
     logger,
+    events,
   );
-  const events = new PlatformEvents(logger);
   let feedback = feedbackSettings(config);
   const feedbackCheck = feedbackPlugin(() => feedback, logger);
   const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin, suppression, feedbackCheck] });
@@ -445,6 +452,7 @@ export async function startMta(
   const listeners: Listener[] = [];
   let injection: InjectionServer | undefined;
   let draining = false;
+  let webhooks: WebhookDispatcher | undefined;
   try {
     await ops.start({
       queue,
@@ -457,6 +465,7 @@ export async function startMta(
         draining,
       }),
     });
+    webhooks = startWebhooks(config, queue, events, ops, logger);
     if (options.worker !== false) {
       deliverer = createDeliverer(delivererOptions(config, hostname, logger, throttle, outboundTls));
       // Generated notices and reports go through the global plugins' queue hooks (DKIM signs them).
@@ -517,13 +526,13 @@ export async function startMta(
       spool,
       plugins: () => registry.current.global,
       hostname,
-      events,
       ops,
       logger,
     });
   } catch (error) {
     await injection?.close();
     await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));
+    await webhooks?.close();
     await ops.close();
     await tlsReportSender?.close();
     await deliverer?.close();
@@ -564,7 +573,7 @@ export async function startMta(
     }
     if (JSON.stringify(next.delivery?.tlsReports) !== JSON.stringify(current.delivery?.tlsReports))
       needsRestart.push('delivery.tlsReports changed; restart to apply');
-    for (const key of ['queue', 'users', 'hostname', 'http'] as const) {
+    for (const key of ['queue', 'users', 'hostname', 'http', 'webhooks'] as const) {
       if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
         needsRestart.push(`${key} changed; restart to apply`);
     }
@@ -616,11 +625,13 @@ export async function startMta(
       try {
         await injection?.close();
         await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, timeoutMs })));
+        await webhooks?.stopPosting();
         // The worker takes no new job and waits for its active ones; the queued stay for others.
         await queue.close();
       } finally {
         clearTimeout(deadline);
       }
+      await webhooks?.close();
       await ops.close();
       await deliverer?.close();
       await throttle?.close();
@@ -633,9 +644,11 @@ export async function startMta(
       await Promise.allSettled(listeners.map((l) => l.close({ graceful: true, ...wait })));
       // A hook still running (a delivery attempt's) is told to stop: its ctx.signal fires.
       registry.abort();
+      await webhooks?.stopPosting();
       await ops.close();
       await tlsReportSender?.close();
       await queue.close();
+      await webhooks?.close();
       await deliverer?.close();
       await throttle?.close();
       await registry.close();
@@ -644,4 +657,37 @@ export async function startMta(
   const { configFile } = options;
   if (configFile) ops.reloader = async () => mta.reload(await loadConfig(configFile));
   return mta;
+}
+
+/**
+ * The webhook dispatcher of a config with endpoints: subscribed to the MTA's events, posting from
+ * the outbox in the queue's store, its metrics in the ops registry.
+ */
+function startWebhooks(
+  config: ResolvedConfig,
+  queue: QueueBackend,
+  events: PlatformEvents,
+  ops: OpsRuntime,
+  logger: Logger,
+): WebhookDispatcher | undefined {
+  const endpoints = webhookEndpoints(config);
+  if (endpoints.length === 0) return undefined;
+  if (!queue.webhookOutbox) {
+    logger.warn(
+      { queue: queue.kind },
+      'webhooks are configured but this queue backend keeps no outbox: none are sent',
+    );
+    return undefined;
+  }
+  const dispatcher = new WebhookDispatcher({
+    endpoints,
+    outbox: queue.webhookOutbox,
+    logger,
+    ...(ops.metrics ? { registry: ops.metrics.registry } : {}),
+    ...(config.webhooks?.pollInterval !== undefined ? { pollIntervalMs: config.webhooks.pollInterval } : {}),
+  });
+  events.on(dispatcher.accept);
+  ops.webhooks = dispatcher;
+  dispatcher.start();
+  return dispatcher;
 }

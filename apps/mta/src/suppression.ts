@@ -19,6 +19,8 @@ import {
   suppressionScopes,
 } from '@tern/queue';
 import type { ResolvedConfig } from './config.js';
+import type { PlatformEvents } from './events.js';
+import { senderDomainOf, suppressionEvent } from './webhooks/producers.js';
 
 export const SUPPRESSION_PLUGIN_NAME = 'tern-suppression';
 
@@ -66,6 +68,7 @@ export function suppressionPlugin(
   store: () => SuppressionStore | undefined,
   settings: () => SuppressionSettings,
   logger: Logger,
+  events?: PlatformEvents,
 ): Plugin {
   const log = logger.child({ component: 'suppression' });
   return definePlugin({
@@ -89,6 +92,18 @@ export function suppressionPlugin(
         'refused a suppressed recipient',
       );
       const reply = suppressedReply(address, entry);
+      const mailFrom = ctx.transaction.mailFrom;
+      events?.emit({
+        type: 'suppressed',
+        at: Date.now(),
+        recipient: address,
+        mailFrom,
+        senderDomain: senderDomainOf(mailFrom),
+        code: reply.code,
+        enhanced: reply.enhanced,
+        text: reply.text,
+        source: 'intake',
+      });
       return reject(reply.code, reply.enhanced, reply.text);
     },
     async bounced(ctx) {
@@ -115,6 +130,7 @@ export function suppressionPlugin(
       try {
         await list.add(entries);
         for (const e of entries) {
+          events?.emit({ ...suppressionEvent(e, 'smtp', now), mailFrom: ctx.envelope.mailFrom });
           log.info(
             { recipient: e.address, scope, category: e.category, queueId: ctx.queueId },
             'suppressed a recipient after a hard bounce',

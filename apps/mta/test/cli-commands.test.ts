@@ -30,6 +30,9 @@ describe('tern command line', () => {
     'queue reroute',
     'queue export',
     'queue import',
+    'webhook',
+    'webhook list',
+    'webhook test',
   ])('tern %s --help', async (command) => {
     const result = await tern([...command.split(' '), '--help']);
     expect(result.status).toBe(0);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryLogger } from '@tern/plugin-api/testing';
 import { openEmbeddedQueue, type QueueBackend, type QueueHealth } from '@tern/queue';
-import { type SmtpSink, startSmtpSink, waitFor } from '@tern/testkit';
+import { freePort, type SmtpSink, startSmtpSink, waitFor } from '@tern/testkit';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ActivityLog } from '../src/ops/activity.js';
@@ -59,6 +59,8 @@ const keep = process.env.TERN_DASHBOARD_SHOTS;
 const shots = keep ?? mkdtempSync(join(tmpdir(), 'tern-dashboard-'));
 const sent: Record<'delivered' | 'bounced' | 'wordy' | 'hostile', SentMessage> = {} as never;
 
+let closedPort: number;
+
 beforeAll(async () => {
   mkdirSync(shots, { recursive: true });
   sink = await startSmtpSink({
@@ -69,11 +71,23 @@ beforeAll(async () => {
           ? { code: 550, message: LONG_REPLY }
           : undefined,
   });
+  closedPort = await freePort();
   mta = await startOpsTern(
     {
       localDomains: ['example.test'],
       delivery: { routes: { '*': { type: 'smtp', host: '127.0.0.1', port: sink.port, tls: 'none' } } },
       queue: { backend: 'embedded', retry: { intervals: ['1s'], maxAge: '1h' } },
+      // Nothing listens on that port: every post fails, so the Webhooks tab has a failing endpoint.
+      webhooks: {
+        endpoints: [
+          {
+            name: 'crm',
+            url: `http://127.0.0.1:${closedPort}/hooks?token=private`,
+            secret: 'a-dashboard-webhook-secret',
+            retry: { initialInterval: '200ms', maxInterval: '1s' },
+          },
+        ],
+      },
     },
     { plugins: GATE },
   );
@@ -375,6 +389,28 @@ describe('dashboard', () => {
     await page.click('#suppression-add button');
     await page.locator('#suppression-error').waitFor({ state: 'visible', timeout: 5000 });
     expect(await text('#suppression-error')).toMatch(/address: "not an address" is not an email address/);
+  });
+});
+
+describe('dashboard: webhooks', () => {
+  it('shows each endpoint: failing, its pending events, last failure and error; the tab counts failing ones', async () => {
+    await page.goto('about:blank');
+    await page.goto(`${mta.url}/`);
+    await page.click('#tab-webhooks');
+    const row = page.locator('#webhooks tbody tr', { hasText: 'crm' });
+    await row.waitFor({ timeout: 10_000 });
+    await waitFor(async () => /^failing/.test((await row.locator('td').nth(1).textContent()) ?? ''), 15_000);
+    const cells = await row.locator('td').allTextContents();
+    expect(cells[0]).toBe('crm');
+    expect(Number(cells[2])).toBeGreaterThan(0);
+    expect(cells[3]).toBe('never');
+    expect(cells[4]).not.toBe('never');
+    expect(cells[5]).toMatch(/ECONNREFUSED/);
+    expect(await text('#count-webhooks')).toBe('1');
+    // The URL is shown without its query (it may hold a token).
+    expect(await row.locator('td').first().getAttribute('title')).toBe(
+      `http://127.0.0.1:${closedPort}/hooks`,
+    );
   });
 });
 

@@ -9,6 +9,7 @@ import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { SuppressionStore } from './suppression.js';
 import type { TimelineEvent } from './timeline.js';
 import type { TlsStore } from './tls-store.js';
+import type { WebhookOutbox } from './webhook-outbox.js';
 
 /**
  * What the queue takes: what intake hands over (plugin-api's AcceptedMessage, which core builds),
@@ -309,6 +310,8 @@ export interface QueueBackend {
   readonly suppressions?: SuppressionStore;
   /** Idempotency keys of HTTP injection, in the same store (both backends; test doubles may not). */
   readonly idempotency?: IdempotencyStore;
+  /** Webhook events waiting per endpoint, in the same store (both backends; test doubles may not). */
+  readonly webhookOutbox?: WebhookOutbox;
 }
 
 // ---- Operator operations ------------------------------------------------------------------------

@@ -136,3 +136,12 @@ export {
   type TlsOutcomeCount,
   type TlsStore,
 } from './tls-store.js';
+export {
+  checkEndpointName,
+  MAX_WEBHOOK_ERROR,
+  type OutboxEvent,
+  WEBHOOK_ENDPOINT_NAME,
+  type WebhookEndpointState,
+  type WebhookOutbox,
+  type WebhookPostRecord,
+} from './webhook-outbox.js';

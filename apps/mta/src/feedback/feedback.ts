@@ -37,6 +37,7 @@ import {
 import { ConfigError, type ResolvedConfig, readConfigFile } from '../config.js';
 import type { PlatformEvents } from '../events.js';
 import type { SuppressionSettings } from '../suppression.js';
+import { messageLabels } from '../webhooks/producers.js';
 import { type FeedbackReport, parseFeedback } from './report.js';
 
 export const FEEDBACK_PLUGIN_NAME = 'tern-feedback';
@@ -137,6 +138,9 @@ interface Original {
   readonly queueId: string;
   readonly mailFrom: string;
   readonly recipient: string;
+  /** The message's tags and API key (HTTP injection), for webhook filters. */
+  readonly tags?: string[];
+  readonly apiKey?: string;
 }
 
 /** Reads the report messages that reach the bounce domain, in place of delivering them. */
@@ -214,7 +218,12 @@ export class FeedbackProcessor {
         (r) => recipientTag(settings.returnPath.secret, r.address) === token.tag,
       )?.address;
       if (details === null || details?.envelope === undefined || recipient === undefined) continue;
-      found.push({ queueId: token.queueId, mailFrom: details.envelope.mailFrom, recipient });
+      found.push({
+        queueId: token.queueId,
+        mailFrom: details.envelope.mailFrom,
+        recipient,
+        ...messageLabels(details.envelope),
+      });
     }
     return found;
   }
@@ -390,6 +399,8 @@ export class FeedbackProcessor {
       recipient: o.recipient,
       mailFrom: o.mailFrom,
       ...(senderDomain ? { senderDomain } : {}),
+      ...(o.tags ? { tags: o.tags } : {}),
+      ...(o.apiKey ? { apiKey: o.apiKey } : {}),
     };
   }
 

@@ -22,7 +22,6 @@ import {
   type SuppressionStore,
   suppressionScopes,
 } from '@tern/queue';
-import type { PlatformEvents } from '../events.js';
 import { type ApiKey, keyMaySend } from './api-keys.js';
 import {
   type ComposedMessage,
@@ -61,8 +60,6 @@ export interface InjectionDeps {
   readonly hostname: string;
   readonly log: Logger;
   readonly limits?: Partial<InjectionLimits>;
-  /** The MTA's event stream: an injected message is announced `queued` (source 'injection'). */
-  readonly events?: PlatformEvents;
   /** The ops side's view of each request as a session (its hook verdicts go to the timeline). */
   readonly sessions?: {
     opened(sessionId: string, listener: string, remoteAddress: string): void;
@@ -301,7 +298,6 @@ async function intake(
       }
       void result.observing.finally(() => scope.end());
       const tags = envelope.tags ?? [];
-      announce(deps, result.queueId, envelope, request.key.id);
       return {
         status: 201,
         body: { queueId: result.queueId, recipients: composed.envelope.recipients, tags },
@@ -325,23 +321,4 @@ function refusal(reply: SmtpReply): InjectionOutcome {
     return fail(503, { code: 'unavailable', error: 'the message could not be queued now; retry later' });
   }
   return fail(429, { code: 'temporarily_refused', error: reply.text, reply });
-}
-
-/** One `queued` event per recipient, as the webhooks expect them. */
-function announce(deps: InjectionDeps, queueId: string, envelope: Envelope, apiKey: string): void {
-  if (!deps.events) return;
-  const at = Date.now();
-  for (const recipient of envelope.recipients) {
-    deps.events.emit({
-      type: 'queued',
-      at,
-      queueId,
-      recipient: recipient.address,
-      mailFrom: envelope.mailFrom,
-      senderDomain: domainOf(envelope.mailFrom),
-      tags: envelope.tags ?? [],
-      apiKey,
-      source: 'injection',
-    });
-  }
 }

@@ -6,7 +6,6 @@ import type { Logger } from '@tern/plugin-api';
 import type { PluginHost } from '@tern/plugin-api/host';
 import type { QueueBackend } from '@tern/queue';
 import { configPath, type ResolvedConfig, readKeyPair } from '../config.js';
-import type { PlatformEvents } from '../events.js';
 import type { OpsRuntime } from '../ops/runtime.js';
 import { ApiKeyStore } from './api-keys.js';
 import { DEFAULT_INJECTION_LIMITS } from './inject.js';
@@ -20,7 +19,6 @@ export interface HttpInjectionParts {
   /** The current global plugin host, asked per request (a reload swaps it). */
   readonly plugins: () => PluginHost;
   readonly hostname: string;
-  readonly events: PlatformEvents;
   readonly ops: OpsRuntime;
   readonly logger: Logger;
 }
@@ -48,7 +46,6 @@ export async function startHttpInjection(
       idempotency: queue.idempotency,
       hostname: parts.hostname,
       log: parts.logger.child({ component: 'http' }),
-      events: parts.events,
       sessions: ops.recorder,
       limits: {
         maxMessageBytes: http.maxMessageSize ?? DEFAULT_INJECTION_LIMITS.maxMessageBytes,

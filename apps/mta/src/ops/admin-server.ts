@@ -22,6 +22,9 @@ import {
   suppressionScope,
 } from '@tern/queue';
 import { z } from 'zod';
+import type { PlatformEvents } from '../events.js';
+import { UnknownWebhookEndpoint, type WebhookDispatcher } from '../webhooks/dispatcher.js';
+import { envelopeEvents, suppressionEvent } from '../webhooks/producers.js';
 import type { ActivityLog, DeliveryActivity } from './activity.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import type { IntakeRecorder } from './intake-recorder.js';
@@ -49,6 +52,10 @@ export interface AdminServerOptions {
   readonly tlsReport?: (domain: string, day: string) => Promise<unknown>;
   /** The traffic shaping in force: back-off actions, egress sources and their warm-up. */
   readonly shaping?: () => unknown;
+  /** The MTA's platform events: an operator's hold and suppression emit here. */
+  readonly events?: () => PlatformEvents | undefined;
+  /** The webhook dispatcher (/api/webhooks). */
+  readonly webhooks?: () => WebhookDispatcher | undefined;
 }
 
 export interface AdminServer {
@@ -197,7 +204,30 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       return send(res, 200, await options.tlsReport(id.toLowerCase(), day));
     }
     if (resource === 'suppressions') {
-      return send(res, ...(await suppressionRoute(options.queue, req, url, method, path, id, action)));
+      return send(
+        res,
+        ...(await suppressionRoute(options.queue, req, url, method, path, id, action, options.events?.())),
+      );
+    }
+    if (resource === 'webhooks') {
+      const webhooks = options.webhooks?.();
+      if (id === undefined) {
+        if (method !== 'GET') throw methodNotAllowed(method, path);
+        return send(res, 200, { endpoints: webhooks ? await webhooks.status() : [] });
+      }
+      if (action !== 'test') throw notFound(path);
+      if (method !== 'POST') throw methodNotAllowed(method, path);
+      try {
+        if (!webhooks) throw new UnknownWebhookEndpoint(id);
+        return send(res, 200, await webhooks.test(id));
+      } catch (error) {
+        if (!(error instanceof UnknownWebhookEndpoint)) throw error;
+        const known = webhooks?.names ?? [];
+        throw new HttpError(
+          404,
+          `no webhook endpoint ${id}${known.length > 0 ? ` (configured: ${known.join(', ')})` : ': config.webhooks.endpoints is empty'}`,
+        );
+      }
     }
 
     const ops = requireOperations(operations, options.queue);
@@ -232,7 +262,13 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         case 'hold': {
           const details = await queued(ops, queueId);
           const inFlight = details.jobs.filter((j) => j.state === 'active').length;
-          return send(res, 200, { queueId, held: await ops.hold(queueId), inFlight });
+          const held = await ops.hold(queueId);
+          const events = options.events?.();
+          if (held > 0 && events && details.envelope) {
+            for (const event of envelopeEvents('held', queueId, details.envelope, 'operator'))
+              events.emit(event);
+          }
+          return send(res, 200, { queueId, held, inFlight });
         }
         case 'release':
           await queued(ops, queueId);
@@ -328,6 +364,7 @@ async function suppressionRoute(
   path: string,
   scopeSegment: string | undefined,
   addressSegment: string | undefined,
+  events: PlatformEvents | undefined,
 ): Promise<[number, unknown]> {
   const list = queue.suppressions;
   if (list === undefined)
@@ -361,7 +398,9 @@ async function suppressionRoute(
     const entries = inputs.map((input, i) =>
       suppressionEntry(input, { source: 'manual', now }, batch ? `entries[${i}]` : ''),
     );
-    return [201, { added: await list.add(entries), ...(batch ? {} : { entry: entries[0] }) }];
+    const added = await list.add(entries);
+    for (const entry of entries) events?.emit(suppressionEvent(entry, 'operator', now));
+    return [201, { added, ...(batch ? {} : { entry: entries[0] }) }];
   }
   if (addressSegment === undefined) throw notFound(path);
   const scope = suppressionScope(scopeSegment);

@@ -97,6 +97,7 @@ export const DASHBOARD_HTML = `<!doctype html>
       <button type="button" role="tab" id="tab-destinations" aria-controls="panel-destinations" aria-selected="false">Destinations <span class="count" id="count-destinations"></span></button>
       <button type="button" role="tab" id="tab-shaping" aria-controls="panel-shaping" aria-selected="false">Traffic shaping <span class="count" id="count-shaping"></span></button>
       <button type="button" role="tab" id="tab-suppressions" aria-controls="panel-suppressions" aria-selected="false">Suppressed <span class="count" id="count-suppressions"></span></button>
+      <button type="button" role="tab" id="tab-webhooks" aria-controls="panel-webhooks" aria-selected="false">Webhooks <span class="count" id="count-webhooks"></span></button>
       <button type="button" role="tab" id="tab-message" aria-controls="panel-message" aria-selected="false">Where is my message?</button>
     </div>
     <div role="tabpanel" id="panel-deliveries" aria-labelledby="tab-deliveries">
@@ -120,6 +121,9 @@ export const DASHBOARD_HTML = `<!doctype html>
       <form id="suppression-add"><input id="suppression-address" placeholder="recipient to suppress" autocomplete="off"><input id="suppression-scope" placeholder="sender domain, or * for every sender" autocomplete="off"><input id="suppression-reason" placeholder="reason" autocomplete="off"><button>Suppress</button></form>
       <p id="suppression-error" class="bad" hidden></p>
       <table id="suppressions"><thead><tr><th class="w-by">scope</th><th class="w-addr">recipient</th><th class="w-why">why</th><th class="w-since">since</th><th>reason</th><th class="w-kind"></th></tr></thead><tbody></tbody></table>
+    </div>
+    <div role="tabpanel" id="panel-webhooks" aria-labelledby="tab-webhooks" hidden>
+      <table id="webhooks"><thead><tr><th class="w-by">endpoint</th><th class="w-kind">state</th><th class="num w-num">pending</th><th class="w-time">last success</th><th class="w-time">last failure</th><th>last error</th></tr></thead><tbody></tbody></table>
     </div>
     <div role="tabpanel" id="panel-message" aria-labelledby="tab-message" hidden>
       <form id="lookup-form"><input id="lookup-id" placeholder="queue id or Message-ID" autocomplete="off"><button>Show</button></form>
@@ -372,6 +376,21 @@ export const DASHBOARD_HTML = `<!doctype html>
     }), 5);
   }
 
+  // Webhook endpoints (GET /api/webhooks): the badge counts the failing ones.
+  function drawWebhooks(body) {
+    var endpoints = body.endpoints || [];
+    count("webhooks", endpoints.filter(function (e) { return e.attempts > 0; }).length, "bad");
+    fill("webhooks", endpoints.map(function (e) {
+      var failing = e.attempts > 0;
+      return [el("td", { title: e.url }, [e.name]),
+        el("td", { class: failing ? "bad" : "good" }, [failing ? "failing (" + e.attempts + ")" : "ok"]),
+        el("td", { class: "num" }, [String(e.pending)]),
+        el("td", {}, [e.lastSuccessAt ? dateTime(e.lastSuccessAt) : "never"]),
+        el("td", {}, [e.lastFailureAt ? dateTime(e.lastFailureAt) : "never"]),
+        el("td", { class: failing ? "bad" : "" }, [clipped(e.lastError || "")])];
+    }), 6);
+  }
+
   /** A queue id that opens the message's timeline (#id=...). */
   function messageLink(queueId) {
     var href = "#id=" + encodeURIComponent(queueId);
@@ -524,6 +543,8 @@ export const DASHBOARD_HTML = `<!doctype html>
       drawShaping(r[4]);
       status("updated " + time(Date.now()), "good");
       openPending();
+      // After the main poll (its failure, a refused token included, is the one the status shows).
+      api("/api/webhooks").then(drawWebhooks, function () { /* the tab keeps what it showed */ });
     }, function (error) { status(error.message, "bad"); });
   }
   refresh();

@@ -123,3 +123,7 @@ export type QueueOperationValues = {
 /** The `tern suppression` commands (run by suppression-cli.ts). */
 export const SUPPRESSION_COMMANDS = ['list', 'search', 'add', 'remove', 'import', 'export'] as const;
 export type SuppressionCommand = (typeof SUPPRESSION_COMMANDS)[number];
+
+/** The `tern webhook` commands (run by webhook-cli.ts). */
+export const WEBHOOK_COMMANDS = ['list', 'test'] as const;
+export type WebhookCommand = (typeof WEBHOOK_COMMANDS)[number];

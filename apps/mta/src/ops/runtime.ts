@@ -6,13 +6,16 @@
 
 import type { ReplyEvent, SpoolStats } from '@tern/core';
 import { BACKOFF_ACTIONS } from '@tern/delivery';
-import { definePlugin, type Logger, type Plugin } from '@tern/plugin-api';
+import { definePlugin, type Logger, type PlatformEvent, type Plugin } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
 import type { IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ResolvedConfig } from '../config.js';
 import { adminToken } from '../config.js';
+import type { PlatformEvents } from '../events.js';
 import { type TlsReportView, tlsReportSender, tlsReportView } from '../outbound-tls.js';
+import type { WebhookDispatcher } from '../webhooks/dispatcher.js';
+import { envelopeEvents, resultEvents } from '../webhooks/producers.js';
 import { ActivityLog } from './activity.js';
 import { type AdminServer, type Listening, startAdminServer } from './admin-server.js';
 import { IntakeRecorder } from './intake-recorder.js';
@@ -79,6 +82,18 @@ export class OpsRuntime {
     });
   }
 
+  /** Set by startMta: the MTA's platform events (queued, held, delivered, deferred, bounced are emitted here). */
+  events: PlatformEvents | undefined;
+
+  /** Set by startMta: the webhook dispatcher, for the admin API and the dashboard. */
+  webhooks: WebhookDispatcher | undefined;
+
+  /** Emits each event on the MTA's stream (nothing when it has none). */
+  #emit(events: readonly PlatformEvent[]): void {
+    const stream = this.events;
+    if (stream) for (const event of events) stream.emit(event);
+  }
+
   /** Set by startMta: the traffic shaping in force (back-off actions, egress sources), for the admin API. */
   shaping: (() => unknown) | undefined;
 
@@ -100,6 +115,15 @@ export class OpsRuntime {
         try {
           const id = await queue.enqueue(timeline.length > 0 ? { ...message, timeline } : message);
           this.metrics?.accepted.inc({ listener });
+          // Durable now: applications hear of it (and of a quarantine a queue hook asked for).
+          // HTTP injection enqueues through this sink too (listener 'http').
+          const source = listener === 'http' ? 'injection' : 'intake';
+          this.#emit(envelopeEvents('queued', id, message.envelope, source));
+          if (message.hold !== undefined) {
+            this.#emit(
+              envelopeEvents('held', id, message.envelope, source, { text: message.hold.slice(0, 300) }),
+            );
+          }
           return id;
         } catch (error) {
           this.metrics?.enqueueFailures.inc({ listener });
@@ -150,6 +174,8 @@ export class OpsRuntime {
       ...(options.listening ? { listening: options.listening } : {}),
       ...tlsReportRoute(this.#config, options.hostname, queue, this.#log),
       shaping: () => this.shaping?.() ?? { backoffs: [] },
+      events: () => this.events,
+      webhooks: () => this.webhooks,
       reload: () => {
         if (!this.reloader) throw new Error('no config file to reload');
         return this.reloader();
@@ -214,15 +240,18 @@ export class OpsRuntime {
       },
       delivered(ctx) {
         activity.delivery('delivered', ctx.queueId, ctx.results, { remoteMta: ctx.remoteMta, hop: ctx.hop });
+        runtime.#emit(resultEvents('delivered', ctx.queueId, ctx.envelope, ctx.results));
         runtime.metrics?.deliveries.inc({ result: 'delivered' }, ctx.results.length);
       },
       deferred(ctx) {
         activity.delivery('deferred', ctx.queueId, ctx.results);
+        runtime.#emit(resultEvents('deferred', ctx.queueId, ctx.envelope, ctx.results));
         runtime.metrics?.deliveries.inc({ result: 'deferred' }, ctx.results.length);
         runtime.metrics?.deliveryFailures('deferred', ctx.results);
       },
       bounced(ctx) {
         activity.delivery('bounced', ctx.queueId, ctx.results, { reason: ctx.reason });
+        runtime.#emit(resultEvents('bounced', ctx.queueId, ctx.envelope, ctx.results));
         runtime.metrics?.deliveries.inc({ result: 'failed' }, ctx.results.length);
         runtime.metrics?.deliveryFailures('failed', ctx.results);
         runtime.metrics?.bounces.inc({ reason: ctx.reason }, ctx.results.length);

@@ -49,6 +49,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
+import type { WebhookOutbox } from '../webhook-outbox.js';
 import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedIdempotency } from './idempotency.js';
@@ -56,6 +57,7 @@ import { EmbeddedOperations } from './operations.js';
 import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
 import { EmbeddedSuppressions } from './suppressions.js';
 import { EmbeddedTlsStore } from './tls-store.js';
+import { EmbeddedWebhookOutbox } from './webhook-outbox.js';
 
 export type JobState = 'scheduled' | 'active' | 'held' | 'done';
 
@@ -152,6 +154,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly suppressions: SuppressionStore;
   /** Idempotency keys of HTTP injection, in the same store. */
   readonly idempotency: IdempotencyStore;
+  /** Webhook events waiting per endpoint, in the same store (schema 6). */
+  readonly webhookOutbox: WebhookOutbox;
   readonly #db: Database.Database;
   readonly #log: Logger;
   readonly #pollMs: number;
@@ -197,6 +201,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.tlsStore = new EmbeddedTlsStore(this.#db);
       this.suppressions = new EmbeddedSuppressions(this.#db);
       this.idempotency = new EmbeddedIdempotency(this.#db);
+      this.webhookOutbox = new EmbeddedWebhookOutbox(this.#db);
       this.#ops = new EmbeddedOperations(this.#db, {
         enqueue: (message) => this.enqueue(message),
         wake: () => this.#wake(),

@@ -14,7 +14,7 @@ import {
 } from './errors.js';
 
 /** The schema this code writes; a store with a higher `user_version` was made by a newer Tern. */
-export const SCHEMA_VERSION = 5;
+export const SCHEMA_VERSION = 6;
 
 const SCHEMA = `
 CREATE TABLE messages (
@@ -158,6 +158,29 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
 CREATE INDEX IF NOT EXISTS idempotency_keys_expiry ON idempotency_keys (expires_at);
 `;
 
+// Version 6: the webhook outbox (see ../webhook-outbox.ts): events waiting per endpoint, in the
+// order written, and each endpoint's back-off, last outcome and lease.
+const SCHEMA_6 = `
+CREATE TABLE IF NOT EXISTS webhook_events (
+  seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order events are posted in
+  endpoint    TEXT NOT NULL,
+  created_at  INTEGER NOT NULL,                   -- ms; the event expires maxAge after this
+  payload     TEXT NOT NULL                       -- the event as JSON
+) STRICT;
+CREATE INDEX IF NOT EXISTS webhook_events_endpoint ON webhook_events (endpoint, seq);
+
+CREATE TABLE IF NOT EXISTS webhook_endpoints (
+  endpoint         TEXT PRIMARY KEY,
+  attempts         INTEGER NOT NULL DEFAULT 0,  -- failed posts since the last success
+  next_attempt_at  INTEGER NOT NULL DEFAULT 0,
+  last_success_at  INTEGER,
+  last_failure_at  INTEGER,
+  last_error       TEXT,
+  lease_owner      TEXT,
+  lease_until      INTEGER
+) STRICT;
+`;
+
 /** The sidecar file that names the holder. Informative only: the lock itself is SQLite's. */
 export function ownerFileOf(path: string): string {
   return `${path}.owner`;
@@ -274,11 +297,12 @@ function migrate(db: Database.Database, file: string): void {
   if (version === SCHEMA_VERSION) return;
   if (version >= 1 && version < SCHEMA_VERSION) {
     // An older store: its queued mail stays as it is (no timeline before 2, bodies inline before 3,
-    // no TLS state before 4, no suppression list or idempotency keys before 5).
+    // no TLS state before 4, no suppression list or idempotency keys before 5, no webhooks before 6).
     if (version < 2) db.exec(SCHEMA_2);
     if (version < 3) db.exec(SCHEMA_3);
     if (version < 4) db.exec(SCHEMA_4);
-    db.exec(SCHEMA_5);
+    if (version < 5) db.exec(SCHEMA_5);
+    db.exec(SCHEMA_6);
     db.pragma(`user_version = ${SCHEMA_VERSION}`);
     return;
   }
@@ -299,5 +323,6 @@ function migrate(db: Database.Database, file: string): void {
   db.exec(SCHEMA_3);
   db.exec(SCHEMA_4);
   db.exec(SCHEMA_5);
+  db.exec(SCHEMA_6);
   db.pragma(`user_version = ${SCHEMA_VERSION}`);
 }

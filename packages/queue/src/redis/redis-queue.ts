@@ -55,6 +55,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
+import type { WebhookOutbox } from '../webhook-outbox.js';
 import { bodyStream } from './body-stream.js';
 import { RedisIdempotency } from './idempotency.js';
 import type { JobData } from './job-data.js';
@@ -63,6 +64,7 @@ import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-k
 import { checkRedisSafety } from './safety.js';
 import { RedisSuppressions } from './suppressions.js';
 import { RedisTlsStore } from './tls-store.js';
+import { RedisWebhookOutbox } from './webhook-outbox.js';
 
 export interface RedisQueueOptions {
   /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`); or see `connection`. */
@@ -157,6 +159,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly suppressions: SuppressionStore;
   /** Idempotency keys of HTTP injection, shared the same way. */
   readonly idempotency: IdempotencyStore;
+  /** Webhook events waiting per endpoint, shared the same way (one node posts an endpoint at a time). */
+  readonly webhookOutbox: WebhookOutbox;
   /** Fail-fast connection for enqueue: no offline queue, no resend, a command timeout. */
   readonly #client: OpsRedis;
   readonly #connection: RedisConnection | string;
@@ -243,6 +247,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#client.on('ready', () => this.#health.probeSoon());
     this.suppressions = new RedisSuppressions(this.#client, this.keyBase);
     this.idempotency = new RedisIdempotency(this.#client, this.keyBase);
+    this.webhookOutbox = new RedisWebhookOutbox(this.#client, this.keyBase);
     this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.keyBase });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
     this.tlsStore = new RedisTlsStore(this.#client, this.keyBase);

@@ -1,0 +1,107 @@
+// The webhook outbox on both backends: events come back in the order written, a full outbox takes
+// no more, one node at a time holds an endpoint's lease (two nodes on one Redis), posted events
+// are removed by id, the endpoint's back-off state is shared, and an embedded outbox survives a
+// reopen of the store.
+import Database from 'better-sqlite3';
+import { describe, expect, it } from 'vitest';
+import type { WebhookOutbox } from '../src/webhook-outbox.js';
+import { testMessage } from './redis-fixtures/deliveries.js';
+import { storeFixtures } from './store-fixtures.js';
+
+const fixtures = storeFixtures();
+
+describe.each([
+  [
+    'embedded',
+    async (): Promise<[WebhookOutbox, WebhookOutbox]> => {
+      const q = fixtures.embedded();
+      return [q.webhookOutbox, q.webhookOutbox];
+    },
+  ],
+  [
+    'redis, two nodes',
+    async (): Promise<[WebhookOutbox, WebhookOutbox]> => {
+      const a = await fixtures.onRedis();
+      return [a.webhookOutbox, (await fixtures.onRedis(a.prefix)).webhookOutbox];
+    },
+  ],
+])('webhook outbox: %s', (_name, open) => {
+  it('keeps events in the order written, up to the cap, and removes posted ones by id', async () => {
+    const [a, b] = await open();
+    expect(await a.append('hooks', ['{"n":1}', '{"n":2}'], 3, 1000)).toBe(2);
+    expect(await b.append('hooks', ['{"n":3}', '{"n":4}', '{"n":5}'], 3, 2000)).toBe(1);
+    const head = await b.head('hooks', 10);
+    expect(head.map((e) => e.payload)).toEqual(['{"n":1}', '{"n":2}', '{"n":3}']);
+    expect(head.map((e) => e.createdAt)).toEqual([1000, 1000, 2000]);
+    await b.remove('hooks', [head[0]?.id as string, head[1]?.id as string]);
+    expect((await a.head('hooks', 10)).map((e) => e.payload)).toEqual(['{"n":3}']);
+    expect(await a.state('hooks')).toMatchObject({ pending: 1, oldestAt: 2000, attempts: 0 });
+    // Another endpoint is another outbox.
+    expect(await a.head('other', 10)).toEqual([]);
+  });
+
+  it('one owner at a time holds an endpoint; a released or lapsed lease can be taken', async () => {
+    const [a, b] = await open();
+    expect(await a.lease('ep', 'node-a', 60_000)).toBe(true);
+    expect(await b.lease('ep', 'node-b', 60_000)).toBe(false);
+    expect(await a.lease('ep', 'node-a', 60_000)).toBe(true);
+    await b.release('ep', 'node-b');
+    expect(await b.lease('ep', 'node-b', 60_000)).toBe(false);
+    await a.release('ep', 'node-a');
+    expect(await b.lease('ep', 'node-b', 50)).toBe(true);
+    const until = Date.now() + 5000;
+    let taken = false;
+    while (!taken && Date.now() < until) taken = await a.lease('ep', 'node-a', 60_000);
+    expect(taken).toBe(true);
+  });
+
+  it('records failures and a success as the endpoint state every node reads', async () => {
+    const [a, b] = await open();
+    await a.record('st', { ok: false, at: 10, error: 'HTTP 500 Internal Server Error', nextAttemptAt: 20 });
+    await a.record('st', { ok: false, at: 30, error: 'timed out after 1000 ms', nextAttemptAt: 50 });
+    expect(await b.state('st')).toEqual({
+      pending: 0,
+      attempts: 2,
+      nextAttemptAt: 50,
+      lastFailureAt: 30,
+      lastError: 'timed out after 1000 ms',
+    });
+    await b.record('st', { ok: true, at: 60 });
+    expect(await a.state('st')).toMatchObject({ attempts: 0, nextAttemptAt: 0, lastSuccessAt: 60 });
+  });
+
+  it('refuses an endpoint name that is not one a config can hold', async () => {
+    const [a] = await open();
+    await expect(a.append('bad name', ['{}'], 10)).rejects.toThrow(/letters, digits/);
+  });
+});
+
+describe('webhook outbox: embedded store', () => {
+  it('pending events survive closing and reopening the store', async () => {
+    const path = fixtures.storePath();
+    const first = fixtures.embedded(path);
+    await first.webhookOutbox.append('keep', ['{"a":1}', '{"a":2}'], 10);
+    await first.close();
+    fixtures.closed();
+    const again = fixtures.embedded(path);
+    expect((await again.webhookOutbox.head('keep', 10)).map((e) => e.payload)).toEqual([
+      '{"a":1}',
+      '{"a":2}',
+    ]);
+  });
+
+  it('a version 5 store gains the outbox tables and keeps its mail', async () => {
+    const path = fixtures.storePath();
+    const q = fixtures.embedded(path);
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'Before'));
+    await q.close();
+    fixtures.closed();
+    const raw = new Database(path);
+    raw.exec('DROP TABLE webhook_events; DROP TABLE webhook_endpoints; PRAGMA user_version = 5;');
+    raw.close();
+    const upgraded = fixtures.embedded(path);
+    expect((await upgraded.details(id))?.envelope?.mailFrom).toBe('alice@src.test');
+    expect(await upgraded.webhookOutbox.append('app', ['{"b":1}'], 10)).toBe(1);
+    expect((await upgraded.webhookOutbox.head('app', 10)).map((e) => e.payload)).toEqual(['{"b":1}']);
+  });
+});
