@@ -266,7 +266,9 @@ describe.each([
   it('a report to abuse@ with a forged VERP address inside is read and dropped: nothing changes', async () => {
     const good = seen.get(fine) as string;
     const forged = good.replace(/\.[a-z2-7]{10}@/, '.bbbbbbbbbb@');
-    const before = events.length;
+    // Events about the original message (the report itself is mail too, and has events of its own).
+    const about = () => events.filter((e) => e.queueId === queueId).length;
+    const before = about();
     const report = fixture('arf-complaint.eml', {
       TO: `abuse@${VERP.domain}`,
       ORIGINAL_FROM: forged,
@@ -288,7 +290,7 @@ describe.each([
       ],
     });
     expect(await suppression(fine)).toBeUndefined();
-    expect(events.length).toBe(before);
+    expect(about()).toBe(before);
     expect((await timeline(queueId)).filter((e) => e.type === 'complaint')).toHaveLength(1);
     const q = mta.queue;
     expect(isQueueOperations(q) && (await q.details(queueId))?.timeline.length).toBeGreaterThan(0);
