@@ -16,7 +16,7 @@ describe('API keys', () => {
     const file = join(dir, 'keys-1');
     const token = await addApiKey(file, 'shop-app', ['Shop.test', 'news.shop.test'], FAST);
     expect(token).toMatch(/^tern_shop-app_[A-Za-z0-9_-]{43}$/);
-    const secret = token.split('_').at(-1) as string;
+    const secret = token.slice('tern_shop-app_'.length); // base64url: the secret may hold '_' itself
     expect(readFileSync(file, 'utf8')).not.toContain(secret);
     expect(readFileSync(file, 'utf8')).toMatch(
       /^shop-app:scrypt\$1024\$8\$1\$\S+:shop\.test,news\.shop\.test\n$/,
