@@ -259,7 +259,13 @@ describe.each([
       ],
     });
     expect(await suppression(fine)).toBeUndefined();
-    expect(events.length).toBe(before);
+    // Nothing about the original message or its recipient; the report itself is mail like any
+    // other (queued, delivered into the feedback reader: the platform events of every message).
+    expect(events.slice(before).filter((e) => e.queueId === queueId || e.recipient === fine)).toEqual([]);
+    expect(events.slice(before).map((e) => [e.type, e.queueId])).toEqual([
+      ['queued', reportId],
+      ['delivered', reportId],
+    ]);
     expect((await timeline(queueId)).filter((e) => e.type === 'complaint')).toHaveLength(1);
     const q = mta.queue;
     expect(isQueueOperations(q) && (await q.details(queueId))?.timeline.length).toBeGreaterThan(0);
