@@ -20,7 +20,7 @@ import {
 } from '@tern/queue';
 import type { ResolvedConfig } from './config.js';
 import type { PlatformEvents } from './events.js';
-import { senderDomainOf, suppressionEvent } from './webhooks/producers.js';
+import { messageLabels, senderDomainOf, suppressionEvent } from './webhooks/producers.js';
 
 export const SUPPRESSION_PLUGIN_NAME = 'tern-suppression';
 
@@ -130,7 +130,12 @@ export function suppressionPlugin(
       try {
         await list.add(entries);
         for (const e of entries) {
-          events?.emit({ ...suppressionEvent(e, 'smtp', now), mailFrom: ctx.envelope.mailFrom });
+          // The message's tags and API key too, as on its bounced event: webhook filters see both.
+          events?.emit({
+            ...suppressionEvent(e, 'smtp', now),
+            mailFrom: ctx.envelope.mailFrom,
+            ...messageLabels(ctx.envelope),
+          });
           log.info(
             { recipient: e.address, scope, category: e.category, queueId: ctx.queueId },
             'suppressed a recipient after a hard bounce',

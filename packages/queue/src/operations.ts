@@ -179,6 +179,12 @@ export function finishedDetails(queueId: string, timeline: readonly TimelineEven
           envelope: {
             mailFrom: received.mailFrom,
             recipients: received.recipients.map((address) => ({ address })),
+            // Tags and API key travel on the envelope: async bounces and complaints about a
+            // delivered message carry them into their events (and webhook filters) from here.
+            ...(received.tags === undefined || received.tags.length === 0
+              ? {}
+              : { tags: [...received.tags] }),
+            ...(received.apiKey === undefined ? {} : { apiKey: received.apiKey }),
           },
           createdAt: received.at,
           size: received.size,

@@ -37,7 +37,7 @@ import {
 import { ConfigError, type ResolvedConfig, readConfigFile } from '../config.js';
 import type { PlatformEvents } from '../events.js';
 import type { SuppressionSettings } from '../suppression.js';
-import { messageLabels } from '../webhooks/producers.js';
+import { messageLabels, suppressionEvent } from '../webhooks/producers.js';
 import { type FeedbackReport, parseFeedback } from './report.js';
 
 export const FEEDBACK_PLUGIN_NAME = 'tern-feedback';
@@ -409,15 +409,14 @@ export class FeedbackProcessor {
     const queue = this.#o.queue;
     if (!isQueueOperations(queue)) return;
     for (const f of findings) await queue.appendTimeline(f.queueId, [f.event]);
-    const entries = findings.flatMap((f) => (f.suppression ? [f.suppression] : []));
     const store: SuppressionStore | undefined = queue.suppressions;
     const enabled = this.#o.suppression().enabled;
-    if (
-      entries.length > 0 &&
-      store !== undefined &&
-      (enabled || entries.some((e) => e.source === 'complaint'))
-    )
-      await store.add(enabled ? entries : entries.filter((e) => e.source === 'complaint'));
+    // Complaints suppress even with the automatic list off; hard bounces only with it on.
+    const suppressing =
+      store === undefined
+        ? []
+        : findings.filter((f) => f.suppression && (enabled || f.suppression.source === 'complaint'));
+    if (suppressing.length > 0) await store?.add(suppressing.map((f) => f.suppression as Suppression));
     for (const f of findings) {
       log.info(
         {
@@ -429,6 +428,16 @@ export class FeedbackProcessor {
         f.event.type === 'complaint' ? 'complaint recorded' : 'later bounce recorded',
       );
       this.#o.events.emit(f.platform);
+    }
+    // As a hard bounce at delivery does: a `suppressed` event after the bounce or complaint.
+    for (const f of suppressing) {
+      const { mailFrom, tags, apiKey, source } = f.platform;
+      this.#o.events.emit({
+        ...suppressionEvent(f.suppression as Suppression, source ?? 'dsn', Date.now()),
+        ...(mailFrom === undefined ? {} : { mailFrom }),
+        ...(tags === undefined ? {} : { tags }),
+        ...(apiKey === undefined ? {} : { apiKey }),
+      });
     }
   }
 }

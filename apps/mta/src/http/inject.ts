@@ -6,7 +6,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { acceptMessage, type IntakeSpool, type MessageSink, readMessage } from '@tern/core';
 import {
-  domainOf,
   type Envelope,
   type Logger,
   rfc5322Date,
