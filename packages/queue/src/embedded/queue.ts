@@ -106,6 +106,14 @@ interface PendingEnqueue {
   readonly reject: (error: unknown) => void;
 }
 
+/** An attempt's outcome waiting for the next batch write (see #queueResult). */
+interface PendingResult {
+  readonly row: JobRow;
+  readonly write: () => void;
+  readonly worker: WorkerState;
+  readonly log: Logger;
+}
+
 interface JobRow {
   id: string;
   queue_id: string;
@@ -139,6 +147,12 @@ const RECLAIM_EVERY_MS = 60_000;
  */
 const MIN_FREE_BYTES = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
+/**
+ * Longest an attempt's outcome waits to be written with others (it usually rides along with the
+ * next enqueue's commit sooner). Each transaction writes every page it touches to the WAL, so
+ * outcomes written one by one cost a few pages each; in batches they share them.
+ */
+const RESULT_BATCH_MS = 10;
 
 /** Opens (or creates) the embedded queue at `options.path`; fails when another process holds it. */
 export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue {
@@ -180,6 +194,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   /** Outcomes of finished attempts the store could not write yet, by job id: written by the probe. */
   readonly #unwritten = new Map<string, () => void>();
   #reclaimedAt = 0;
+  /** Outcomes of finished attempts not written yet: the next enqueue commit or the batch timer writes them. */
+  #results: PendingResult[] = [];
+  #resultTimer: NodeJS.Timeout | undefined;
   /** The largest message refused for lack of space since the store became unwritable. */
   #refusedBytes = 0;
 
@@ -319,12 +336,19 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       for (const p of batch) p.reject(this.#closedError());
       return;
     }
+    // Attempts' outcomes waiting for a write ride along in this transaction: no extra commit.
+    const results = this.#takeResults();
+    let unwritten: PendingResult[] = [];
     try {
       this.#db.transaction(() => {
+        unwritten = this.#applyResults(results);
         for (const p of batch) this.#insert(p.message);
       })();
+      this.#resultsWritten(results, unwritten);
       for (const p of batch) p.resolve(p.message.queueId);
     } catch (error) {
+      // Nothing of it was written: the outcomes go their own way, each with its error handling.
+      this.#resultsWritten([], results);
       if (batch.length === 1) {
         const p = batch[0] as PendingEnqueue;
         p.reject(this.#writeFailed(error, p.message.size));
@@ -521,7 +545,61 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       // A fault of ours, not a delivery result: defer the whole job on the schedule, as Redis does.
       record = this.#deferral(row, worker, error, log);
     }
-    this.#record(row, record, worker, log);
+    this.#queueResult({ row, write: record, worker, log });
+  }
+
+  /**
+   * Keeps an attempt's outcome for a batch write: with the next enqueue's commit, or at most
+   * RESULT_BATCH_MS later. Like every worker write it has no fsync of its own; until it is written the
+   * job stays leased by this process, and a crash meanwhile runs the attempt again (at-least-once).
+   */
+  #queueResult(result: PendingResult): void {
+    this.#results.push(result);
+    this.#resultTimer ??= setTimeout(() => this.#flushResults(), RESULT_BATCH_MS);
+  }
+
+  #takeResults(): PendingResult[] {
+    const results = this.#results;
+    this.#results = [];
+    clearTimeout(this.#resultTimer);
+    this.#resultTimer = undefined;
+    return results;
+  }
+
+  /** Writes the outcomes kept so far in one transaction. */
+  #flushResults(): void {
+    const results = this.#takeResults();
+    if (results.length === 0) return;
+    let unwritten: PendingResult[] = results;
+    try {
+      this.#bookkeeping(() => {
+        unwritten = this.#applyResults(results);
+      });
+    } catch {
+      unwritten = results;
+    }
+    this.#resultsWritten(results, unwritten);
+  }
+
+  /** Inside a transaction: each outcome in a savepoint of its own; returns those that failed. */
+  #applyResults(results: readonly PendingResult[]): PendingResult[] {
+    const failed: PendingResult[] = [];
+    for (const result of results) {
+      try {
+        this.#db.transaction(result.write)();
+      } catch {
+        failed.push(result);
+      }
+    }
+    return failed;
+  }
+
+  /** After the batch: written outcomes free their jobs; the others are written one by one, with their error handling. */
+  #resultsWritten(results: readonly PendingResult[], unwritten: readonly PendingResult[]): void {
+    const failed = new Set(unwritten);
+    for (const result of results) if (!failed.has(result)) this.#leased.delete(result.row.id);
+    for (const { row, write, worker, log } of unwritten) this.#record(row, write, worker, log);
+    if (results.length > 0) this.#wake();
   }
 
   #stored<T>(queueId: string, value: T | null): T {
@@ -680,6 +758,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    * append-only, so the next enqueue's fsync makes it durable too. Halves the fsyncs per delivery.
    */
   #bookkeeping<T>(write: () => T): T {
+    // Inside a batch's transaction: a savepoint; the batch's commit decides about the sync.
+    if (this.#db.inTransaction) return this.#db.transaction(write)();
     this.#db.pragma('synchronous = NORMAL');
     try {
       return this.#db.transaction(write)();
@@ -696,6 +776,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         this.#flush();
         await Promise.allSettled([...this.#running, ...this.#uploads.values()]);
         this.#flush();
+        this.#flushResults();
         // Outcomes the store could not write stay unwritten: their jobs are 'active' and run
         // again after the next open (a duplicate, never a loss).
         if (this.#unwritten.size > 0) {
