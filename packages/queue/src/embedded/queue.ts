@@ -1,7 +1,7 @@
 // The embedded queue backend: messages and delivery jobs in one SQLite file, used by one
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
-import { statfsSync } from 'node:fs';
+import { closeSync, fsync, openSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
@@ -196,6 +196,14 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #reclaimedAt = 0;
   /** Outcomes of finished attempts not written yet: the next enqueue commit or the batch timer writes them. */
   #results: PendingResult[] = [];
+  /**
+   * The WAL file, opened once, for the enqueue fsync made on libuv's thread pool (see #durable);
+   * undefined when it could not be opened: enqueues then commit with SQLite's own fsync.
+   */
+  readonly #walFd: number | undefined;
+  /** Enqueues committed, waiting for the fsync that makes them durable before they resolve. */
+  #unsynced: PendingEnqueue[] = [];
+  #syncing: Promise<void> | undefined;
   #resultTimer: NodeJS.Timeout | undefined;
   /** The largest message refused for lack of space since the store became unwritable. */
   #refusedBytes = 0;
@@ -207,6 +215,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
     this.#db = openStore(options.path);
     this.location = this.#db.name;
+    this.#walFd = openWal(this.location);
     try {
       this.#sql = prepare(this.#db);
       this.#due = new DueJobs(this.#db);
@@ -226,6 +235,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#reclaim('jobs interrupted by a previous stop or crash were scheduled again');
     } catch (error) {
       closeStore(this.#db);
+      if (this.#walFd !== undefined) closeSync(this.#walFd);
       throw error;
     }
     this.#health = new HealthMonitor({
@@ -340,12 +350,12 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const results = this.#takeResults();
     let unwritten: PendingResult[] = [];
     try {
-      this.#db.transaction(() => {
+      this.#commitUnsynced(() => {
         unwritten = this.#applyResults(results);
         for (const p of batch) this.#insert(p.message);
-      })();
+      });
       this.#resultsWritten(results, unwritten);
-      for (const p of batch) p.resolve(p.message.queueId);
+      this.#durable(batch);
     } catch (error) {
       // Nothing of it was written: the outcomes go their own way, each with its error handling.
       this.#resultsWritten([], results);
@@ -354,17 +364,66 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         p.reject(this.#writeFailed(error, p.message.size));
       } else {
         // One bad message must not cost the others their place: retry each on its own.
+        const committed: PendingEnqueue[] = [];
         for (const p of batch) {
           try {
-            this.#db.transaction(() => this.#insert(p.message))();
-            p.resolve(p.message.queueId);
+            this.#commitUnsynced(() => this.#insert(p.message));
+            committed.push(p);
           } catch (single) {
             p.reject(this.#writeFailed(single, p.message.size));
           }
         }
+        this.#durable(committed);
       }
     }
-    this.#wake();
+    // The worker hears of new jobs once they are durable (after the fsync, see #sync).
+    if (this.#walFd === undefined) this.#wake();
+  }
+
+  /**
+   * Commits `write` without SQLite's fsync when #durable makes it durable instead; with SQLite's
+   * (synchronous=FULL) otherwise.
+   */
+  #commitUnsynced(write: () => void): void {
+    if (this.#walFd === undefined) this.#db.transaction(write)();
+    else this.#bookkeeping(write);
+  }
+
+  /**
+   * Resolves committed enqueues once the WAL holding them is on disk: one fsync of the WAL file,
+   * made on libuv's thread pool, so the event loop serves SMTP sessions meanwhile instead of
+   * waiting in SQLite's commit. Enqueues committed while an fsync runs wait for the next one, which
+   * takes them all (group commit). The WAL is append-only, so the fsync also makes durable every
+   * earlier frame (lease and outcome writes). A failed fsync fails the whole batch (451) and
+   * marks the store unwritable; those messages may still be delivered (a duplicate, never a loss).
+   */
+  #durable(committed: readonly PendingEnqueue[]): void {
+    if (committed.length === 0) return;
+    if (this.#walFd === undefined) {
+      for (const p of committed) p.resolve(p.message.queueId);
+      return;
+    }
+    this.#unsynced.push(...committed);
+    if (this.#syncing === undefined) this.#sync(this.#walFd);
+  }
+
+  #sync(fd: number): void {
+    const batch = this.#unsynced;
+    this.#unsynced = [];
+    this.#syncing = new Promise((done) => {
+      fsync(fd, (error) => {
+        if (error) {
+          this.#health.failed(error);
+          for (const p of batch) p.reject(unavailable(this.location, error));
+        } else {
+          for (const p of batch) p.resolve(p.message.queueId);
+        }
+        this.#syncing = undefined;
+        if (this.#unsynced.length > 0) this.#sync(fd);
+        this.#wake();
+        done();
+      });
+    });
   }
 
   #closedError(): QueueUnavailableError {
@@ -777,6 +836,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         await Promise.allSettled([...this.#running, ...this.#uploads.values()]);
         this.#flush();
         this.#flushResults();
+        while (this.#syncing) await this.#syncing;
         // Outcomes the store could not write stay unwritten: their jobs are 'active' and run
         // again after the next open (a duplicate, never a loss).
         if (this.#unwritten.size > 0) {
@@ -788,6 +848,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         this.#health.close();
         this.#closed = true;
         closeStore(this.#db);
+        if (this.#walFd !== undefined) closeSync(this.#walFd);
       })();
     }
     return this.#closing;
@@ -949,6 +1010,15 @@ function unavailable(location: string, error: unknown): QueueUnavailableError {
       cause: error,
     },
   );
+}
+
+/** The store's WAL file, for fsync; undefined when it cannot be opened (SQLite then syncs itself). */
+function openWal(location: string): number | undefined {
+  try {
+    return openSync(`${location}-wal`, 'r');
+  } catch {
+    return undefined;
+  }
 }
 
 /** Bytes free for this process on the file system holding `dir`; undefined when it cannot be told. */
