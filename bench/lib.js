@@ -20,31 +20,109 @@ export function requireTools(tools) {
   }
 }
 
-/** A tern process with `config` (a listener on a free port is added); `port` is its MX listener. */
-export async function startTern(config, { stdout = 'ignore' } = {}) {
+/**
+ * A tern process with `config` (a listener on a free port is added); `port` is its MX listener.
+ * `listener` adds listener options; `imports` lines go on top of the generated config module and
+ * `plugins` is its plugins array as source text (so a plugin factory can be called); `nodeArgs`
+ * go to node (e.g. --cpu-prof). `dir` is the process's temp directory (kept until stop).
+ */
+export async function startTern(
+  config,
+  { stdout = 'ignore', listener = {}, imports = '', plugins, nodeArgs = [], env = {} } = {},
+) {
   const dir = mkdtempSync(join(tmpdir(), 'tern-bench-'));
   const port = await testkit.freePort();
   const queue = typeof config.queue === 'function' ? config.queue(dir) : config.queue;
-  writeFileSync(
-    join(dir, 'tern.config.json'),
-    JSON.stringify({ ...config, queue, listeners: [{ kind: 'mx', host: '127.0.0.1', port }] }),
-  );
+  const body = JSON.stringify({
+    ...config,
+    queue,
+    listeners: [{ kind: 'mx', host: '127.0.0.1', port, ...listener }],
+  });
+  const file = join(dir, 'tern.config.mjs');
+  const setPlugins = plugins === undefined ? '' : `config.plugins = ${plugins};\n`;
+  writeFileSync(file, `${imports}\nconst config = ${body};\n${setPlugins}export default config;\n`);
   const child = spawn(
     process.execPath,
-    [join(root, 'apps/mta/dist/cli.js'), 'start', '--config', join(dir, 'tern.config.json')],
-    { stdio: ['ignore', stdout, 'inherit'] },
+    [...nodeArgs, join(root, 'apps/mta/dist/cli.js'), 'start', '--config', file],
+    {
+      stdio: ['ignore', stdout, 'inherit'],
+      env: { ...process.env, NODE_ENV: 'production', ...env },
+    },
   );
   await waitPort(port);
   return {
     port,
     pid: child.pid,
     child,
-    stop: async () => {
+    dir,
+    stop: async ({ keep = false } = {}) => {
       child.kill('SIGTERM');
       await new Promise((r) => child.once('exit', r));
-      rmSync(dir, { recursive: true, force: true });
+      if (!keep) rmSync(dir, { recursive: true, force: true });
     },
+    remove: () => rmSync(dir, { recursive: true, force: true }),
   };
+}
+
+/** Bytes a process (and nothing else) made the kernel write to storage so far: /proc/PID/io write_bytes. */
+export function writeBytes(pid) {
+  try {
+    const line = readFileSync(`/proc/${pid}/io`, 'utf8').match(/^write_bytes: (\d+)$/m);
+    return line ? Number(line[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Total calls per command of a Redis server (INFO commandstats), counting commands run inside Lua too. */
+export function redisCommandStats(port) {
+  const out = spawnSync('redis-cli', ['-p', String(port), 'INFO', 'commandstats'], {
+    encoding: 'utf8',
+  }).stdout;
+  const calls = new Map();
+  for (const m of out.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(m[1], Number(m[2]));
+  return calls;
+}
+
+/** Command calls between two redisCommandStats snapshots, largest first. */
+export function commandDelta(before, after) {
+  const delta = [];
+  for (const [name, calls] of after) {
+    const d = calls - (before.get(name) ?? 0);
+    if (d > 0) delta.push([name, d]);
+  }
+  return delta.sort((a, b) => b[1] - a[1]);
+}
+
+/**
+ * The top self-time functions of a V8 CPU profile (node --cpu-prof): each sample's time goes to
+ * the function on top of the stack. Returns { totalMs, busyMs, top: [{ name, ms, pct }] }.
+ */
+export function profileTop(file, n = 20) {
+  const prof = JSON.parse(readFileSync(file, 'utf8'));
+  const byId = new Map(prof.nodes.map((node) => [node.id, node]));
+  const self = new Map();
+  let total = 0;
+  for (let i = 0; i < prof.samples.length; i++) {
+    const dt = prof.timeDeltas[i] ?? 0;
+    const frame = byId.get(prof.samples[i]).callFrame;
+    const url = frame.url
+      .replace(/^file:\/\//, '')
+      .replace(/^.*\/node_modules\//, '')
+      .replace(/^.*\/(packages|apps)\//, '$1/');
+    const key =
+      `${frame.functionName || '(anonymous)'} ${url ? `${url}:${frame.lineNumber + 1}` : ''}`.trim();
+    self.set(key, (self.get(key) ?? 0) + dt);
+    total += dt;
+  }
+  const idle = self.get('(idle)') ?? 0;
+  const busy = total - idle;
+  const top = [...self]
+    .filter(([k]) => k !== '(idle)')
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([name, us]) => ({ name, ms: us / 1000, pct: (100 * us) / busy }));
+  return { totalMs: total / 1000, busyMs: busy / 1000, top };
 }
 
 /** utime + stime of a process, in ms. */
@@ -94,8 +172,8 @@ export async function startSink() {
 }
 
 /** Postfix's smtp-source, run without blocking this process (it reads smtp-sink's counters meanwhile). */
-export function smtpSource(port, sessions, count, to = 'rcpt@bench.test') {
-  const args = ['-d', '-s', String(sessions), '-m', String(count), '-l', '2048'];
+export function smtpSource(port, sessions, count, to = 'rcpt@bench.test', { reuse = true } = {}) {
+  const args = [...(reuse ? ['-d'] : []), '-s', String(sessions), '-m', String(count), '-l', '2048'];
   const child = spawn('smtp-source', [...args, '-f', 'bench@load.test', '-t', to, `127.0.0.1:${port}`], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });

@@ -1,63 +1,173 @@
-// npm run bench: accept rate and end-to-end rate of a real tern process, driven by Postfix's
-// smtp-source (an independent load generator) and delivering to Postfix's smtp-sink, for each
-// queue backend, with 1 and 20 concurrent client sessions and 2 KiB messages; then Redis with a
-// replica behind Sentinel, without and with replica acknowledgement (queue.replicaAck: WAIT).
-// BENCH_BACKENDS=embedded,redis,replica-ack picks some.
-// Prints messages per second and tern's CPU milliseconds per message. Not a test: nothing fails
-// on a slow figure. Needs Debian's postfix package (smtp-source, smtp-sink) and redis-server.
+// npm run bench: a real tern process, driven by Postfix's smtp-source (an independent load
+// generator) and delivering to Postfix's smtp-sink, 2 KiB messages, for each queue backend and
+// each mode of issue 18:
+//   reuse20  20 sessions, each reusing its connection (smtp-source -d)
+//   new20    20 sessions, a new connection per message
+//   reuse1   1 session reusing its connection (latency bound)
+//   dkim20   20 sessions reused, DKIM RSA-2048 signing on
+// For every run it prints the rates (noisy on a shared machine) and the counts that are not:
+// tern's CPU ms per message (utime+stime), disk bytes written per message (/proc/PID/io
+// write_bytes of tern, and of redis-server apart), and for Redis the commands per message
+// (INFO commandstats of the bench's own redis-server, commands run inside Lua scripts included;
+// the BullMQ worker's polling counts too: it is part of the cost).
+//
+// BENCH_BACKENDS=embedded,redis (default; also replica-ack: a primary + replica behind Sentinel,
+// with and without queue.replicaAck), BENCH_MODES=reuse20,new20,reuse1,dkim20 (default all),
+// BENCH_MESSAGES=3000 per run. BENCH_PROFILE=1: tern runs under `node --cpu-prof` and each run
+// prints its top self-time functions (BENCH_PROFILE_TOP=20 of them); BENCH_COMMANDS=1 prints each
+// Redis run's commands per message by name.
+// Not a test: nothing fails on a slow figure. Needs Debian's postfix (smtp-source, smtp-sink)
+// and redis-server.
+import { spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cpuMs, requireTools, smtpSource, startSink, startTern, testkit } from './lib.js';
+import {
+  commandDelta,
+  cpuMs,
+  profileTop,
+  redisCommandStats,
+  requireTools,
+  root,
+  smtpSource,
+  startSink,
+  startTern,
+  testkit,
+  writeBytes,
+} from './lib.js';
 
 const messages = Number(process.env.BENCH_MESSAGES ?? 3000);
-const only = process.env.BENCH_BACKENDS?.split(',') ?? ['embedded', 'redis', 'replica-ack'];
-const sessionCounts = [1, 20];
+const only = process.env.BENCH_BACKENDS?.split(',') ?? ['embedded', 'redis'];
+const profile = process.env.BENCH_PROFILE === '1';
+const profileTopN = Number(process.env.BENCH_PROFILE_TOP ?? 20);
+const showCommands = process.env.BENCH_COMMANDS === '1';
+const MODES = {
+  reuse20: { sessions: 20, reuse: true },
+  new20: { sessions: 20, reuse: false },
+  reuse1: { sessions: 1, reuse: true },
+  dkim20: { sessions: 20, reuse: true, dkim: true },
+};
+const modes = process.env.BENCH_MODES?.split(',') ?? Object.keys(MODES);
+for (const mode of modes) if (!(mode in MODES)) throw new Error(`BENCH_MODES: unknown mode ${mode}`);
 
-requireTools(['smtp-source', 'smtp-sink', 'redis-server']);
+requireTools(['smtp-source', 'smtp-sink', 'redis-server', 'redis-cli']);
 
-/** A tern process delivering bench.test to the sink; `queue` is the config's (default: embedded in a temp dir). */
-function startBenchTern(queue, sinkPort) {
-  return startTern({
+let dkimKeyFile;
+/** One RSA-2048 key for the dkim20 mode, made once per bench run. */
+function dkimKey() {
+  if (dkimKeyFile === undefined) {
+    const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    dkimKeyFile = join(mkdtempSync(join(tmpdir(), 'tern-bench-dkim-')), 'bench-dkim.pem');
+    writeFileSync(dkimKeyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+  }
+  return dkimKeyFile;
+}
+
+/** A tern process relaying everything from 127.0.0.1 to the sink, as the peer harness configures it. */
+async function startBenchTern(queue, sinkPort, mode) {
+  const options = {
+    listener: {
+      reverseLookup: false,
+      limits: { maxConnections: 20000, maxConnectionsPerIp: 20000 },
+    },
+    nodeArgs: [],
+  };
+  if (mode.dkim) {
+    const key = dkimKey();
+    const fallback = JSON.stringify({ domain: 'example.com', selector: 'bench', keyFile: key });
+    options.imports = `import { dkim } from ${JSON.stringify(join(root, 'packages/plugin-dkim/dist/index.js'))};`;
+    options.plugins = `[dkim({ fallback: ${fallback} })]`;
+  }
+  if (profile) options.nodeArgs.push('--cpu-prof', '--cpu-prof-dir=PROFILE_DIR');
+  const config = {
     hostname: 'bench.tern.test',
-    localDomains: ['bench.test'],
-    trustedNetworks: [],
+    localDomains: [],
+    trustedNetworks: ['127.0.0.0/8'],
     queue: queue ?? ((dir) => ({ backend: 'embedded', path: join(dir, 'queue.db') })),
     delivery: {
-      routes: { 'bench.test': { type: 'smtp', host: '127.0.0.1', port: sinkPort, tls: 'none' } },
+      routes: { '*': { type: 'smtp', host: '127.0.0.1', port: sinkPort, tls: 'none' } },
       concurrency: 50,
     },
     log: { level: 'warn' },
-  });
+  };
+  if (!profile) return startTern(config, options);
+  // The profile goes to a directory of its own, named before the process starts.
+  const dir = mkdtempSync(join(tmpdir(), 'tern-bench-prof-'));
+  options.nodeArgs = options.nodeArgs.map((a) => a.replace('PROFILE_DIR', dir));
+  const tern = await startTern(config, options);
+  return { ...tern, profileDir: dir };
 }
 
 /** One measurement: `processes` tern processes (sharing the queue), the load split between them. */
-async function runOnce(backend, sessions, queue, processes = 1) {
+async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = {}) {
+  const mode = MODES[modeName];
   const sink = await startSink();
   const terns = [];
-  for (let i = 0; i < processes; i++) terns.push(await startBenchTern(queue, sink.port));
+  for (let i = 0; i < processes; i++) terns.push(await startBenchTern(queue, sink.port, mode));
+  const redisPid = redisPort === undefined ? undefined : redisServerPid(redisPort);
   // Warm up: JIT, connection pools, SQLite pages.
-  await Promise.all(terns.map((t) => smtpSource(t.port, 2, 100)));
+  await Promise.all(terns.map((t) => smtpSource(t.port, 2, 100, 'b@example.net')));
   await testkit.waitFor(() => sink.received >= 100 * processes, 30_000);
   const sinkBase = sink.received;
   const cpuBefore = terns.map((t) => cpuMs(t.pid));
+  const diskBefore = terns.map((t) => writeBytes(t.pid));
+  const redisDiskBefore = redisPid === undefined ? 0 : writeBytes(redisPid);
+  const commandsBefore = redisPort === undefined ? undefined : redisCommandStats(redisPort);
   const started = performance.now();
   const share = Math.ceil(messages / processes);
+  const sessions = Math.max(1, Math.round(mode.sessions / processes));
   await Promise.all(
-    terns.map((t) => smtpSource(t.port, Math.max(1, Math.round(sessions / processes)), share)),
+    terns.map((t) => smtpSource(t.port, sessions, share, 'b@example.net', { reuse: mode.reuse })),
   );
   const acceptedMs = performance.now() - started;
   const total = share * processes;
   await testkit.waitFor(() => sink.received - sinkBase >= total, 300_000, 10);
   const deliveredMs = performance.now() - started;
   const cpu = terns.reduce((sum, t, i) => sum + cpuMs(t.pid) - cpuBefore[i], 0);
+  const disk = terns.reduce((sum, t, i) => sum + writeBytes(t.pid) - diskBefore[i], 0);
+  const redisDisk = redisPid === undefined ? Number.NaN : writeBytes(redisPid) - redisDiskBefore;
+  const commands =
+    commandsBefore === undefined ? undefined : commandDelta(commandsBefore, redisCommandStats(redisPort));
   for (const t of terns) await t.stop();
   sink.stop();
-  return {
+  const row = {
     backend: processes > 1 ? `${backend} ×${processes}` : backend,
-    sessions,
+    mode: modeName,
     accept: (total / acceptedMs) * 1000,
     endToEnd: (total / deliveredMs) * 1000,
     cpuPerMessage: cpu / total,
+    diskPerMessage: disk / total,
+    redisDiskPerMessage: redisDisk / total,
+    commandsPerMessage:
+      commands === undefined ? Number.NaN : commands.reduce((sum, [, n]) => sum + n, 0) / total,
   };
+  const label = `${row.backend} ${modeName}`;
+  if (showCommands && commands !== undefined) {
+    console.log(`\nRedis commands per message, ${label}:`);
+    for (const [name, n] of commands) console.log(`  ${(n / total).toFixed(2).padStart(7)}  ${name}`);
+  }
+  if (profile) {
+    for (const t of terns) {
+      const file = readdirSync(t.profileDir).find((f) => f.endsWith('.cpuprofile'));
+      if (file === undefined) continue;
+      const { busyMs, top } = profileTop(join(t.profileDir, file), profileTopN);
+      console.log(
+        `\nprofile ${label} (${join(t.profileDir, file)}), ${busyMs.toFixed(0)} ms not idle, whole run:`,
+      );
+      for (const f of top)
+        console.log(`  ${f.pct.toFixed(1).padStart(5)} %  ${f.ms.toFixed(0).padStart(6)} ms  ${f.name}`);
+    }
+  }
+  console.error(`bench: ${label} done`);
+  return row;
+}
+
+/** The pid of the redis-server on `port`, for its write_bytes. */
+function redisServerPid(port) {
+  const info = spawnSync('redis-cli', ['-p', String(port), 'INFO', 'server'], { encoding: 'utf8' }).stdout;
+  const pid = /^process_id:(\d+)/m.exec(info)?.[1];
+  return pid === undefined ? undefined : Number(pid);
 }
 
 const rows = [];
@@ -67,23 +177,25 @@ let sentinel;
 try {
   for (const backend of only) {
     if (backend === 'embedded') {
-      for (const sessions of sessionCounts) rows.push(await runOnce(backend, sessions, undefined));
+      for (const mode of modes) rows.push(await runOnce(backend, mode, undefined));
     } else if (backend === 'redis') {
       redis = await testkit.startRedis(durable);
       const queue = { backend: 'redis', url: redis.url };
-      for (const sessions of sessionCounts) rows.push(await runOnce(backend, sessions, queue));
+      const redisPort = Number(new URL(redis.url).port);
+      for (const mode of modes) rows.push(await runOnce(backend, mode, queue, { redisPort }));
       // The Redis queue is shared: a second process on the same queue takes half the load.
-      rows.push(await runOnce(backend, 20, queue, 2));
+      if (process.env.BENCH_TWO_PROCESSES === '1')
+        rows.push(await runOnce(backend, 'reuse20', queue, { processes: 2, redisPort }));
       await redis.stop();
       redis = undefined;
     } else if (backend === 'replica-ack') {
       // A primary and a replica behind three Sentinels: what waiting for the replica costs.
       sentinel = await testkit.startRedisSentinel({ redis: durable });
       const redisConnection = { sentinels: sentinel.sentinels, name: sentinel.name };
-      for (const sessions of sessionCounts) {
-        rows.push(await runOnce('sentinel, no ack', sessions, { backend: 'redis', redis: redisConnection }));
+      for (const mode of ['reuse20', 'reuse1']) {
+        rows.push(await runOnce('sentinel, no ack', mode, { backend: 'redis', redis: redisConnection }));
         rows.push(
-          await runOnce('sentinel, replicaAck 1', sessions, {
+          await runOnce('sentinel, replicaAck 1', mode, {
             backend: 'redis',
             redis: redisConnection,
             replicaAck: { replicas: 1, timeoutMs: 1000 },
@@ -99,17 +211,33 @@ try {
   await sentinel?.stop();
 }
 
-const header = ['backend', 'sessions', 'accept msg/s', 'end-to-end msg/s', 'CPU ms/msg'];
+const fixed = (value, digits) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
+const header = [
+  'backend',
+  'mode',
+  'accept msg/s',
+  'end-to-end msg/s',
+  'CPU ms/msg',
+  'disk B/msg',
+  'redis disk B/msg',
+  'redis cmds/msg',
+];
 const table = rows.map((r) => [
   r.backend,
-  String(r.sessions),
-  r.accept.toFixed(0),
-  r.endToEnd.toFixed(0),
-  r.cpuPerMessage.toFixed(2),
+  r.mode,
+  fixed(r.accept, 0),
+  fixed(r.endToEnd, 0),
+  fixed(r.cpuPerMessage, 2),
+  fixed(r.diskPerMessage, 0),
+  fixed(r.redisDiskPerMessage, 0),
+  fixed(r.commandsPerMessage, 1),
 ]);
 const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i].length)));
 const line = (cells) => `| ${cells.map((c, i) => c.padStart(widths[i])).join(' | ')} |`;
-console.log(`\n${messages} messages of 2 KiB per run, smtp-source -> tern -> smtp-sink on loopback\n`);
+console.log(
+  `\n${messages} messages of 2 KiB (about 2.3 KB on the wire) per run, smtp-source -> tern -> smtp-sink on loopback` +
+    `${profile ? ', under --cpu-prof (slower)' : ''}\n`,
+);
 console.log(line(header));
 console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
 for (const row of table) console.log(line(row));

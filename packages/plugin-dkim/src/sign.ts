@@ -1,6 +1,6 @@
 // Makes DKIM-Signature fields (RFC 6376 §5, RFC 8463) with node:crypto: the body is hashed while
 // it streams, the header hash is signed with RSASSA-PKCS1-v1_5/SHA-256 or Ed25519 over SHA-256.
-import { createHash, sign } from 'node:crypto';
+import { createHash, type KeyObject, sign } from 'node:crypto';
 import type { HeaderField, Headers, MessageView } from '@tern/plugin-api';
 import {
   BodyCanonicalizer,
@@ -131,13 +131,25 @@ export async function signMessage(
     const signature =
       key.algorithm === 'ed25519-sha256'
         ? // RFC 8463 §3: PureEdDSA over the SHA-256 of the data, not over the data itself.
-          sign(null, createHash('sha256').update(data).digest(), key.privateKey)
-        : sign('sha256', data, key.privateKey);
+          await signOffThread(null, createHash('sha256').update(data).digest(), key.privateKey)
+        : await signOffThread('sha256', data, key.privateKey);
     const value = unsigned + foldBase64(signature.toString('base64'));
     message.headers.prepend('DKIM-Signature', value);
     added.push({ domain: key.domain, selector: key.selector, algorithm: key.algorithm, value });
   }
   return added;
+}
+
+/**
+ * crypto.sign with a callback: the private-key operation runs on libuv's thread pool, not on the
+ * event loop. An RSA-2048 signature takes about 1 ms of CPU, which on the main thread stalls every
+ * SMTP session for that long per message; off it, signing runs beside intake (and on another
+ * core). The pool has UV_THREADPOOL_SIZE threads (4 by default), shared with fs and dns.lookup.
+ */
+function signOffThread(algorithm: string | null, data: Buffer, key: KeyObject): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    sign(algorithm, data, key, (error, signature) => (error ? reject(error) : resolve(signature)));
+  });
 }
 
 const LINE = 76;

@@ -85,6 +85,29 @@ describe('embedded queue: storage', () => {
     expect(q.storeSettings()).toEqual({ journalMode: 'wal', synchronous: 'full', lockingMode: 'exclusive' });
   });
 
+  it('creates a store with 1 KiB pages (every commit writes its pages whole to the WAL)', async () => {
+    const path = store();
+    await queueAt(path).close();
+    const db = new Database(path, { readonly: true });
+    expect(db.pragma('page_size', { simple: true })).toBe(1024);
+    db.close();
+  });
+
+  it('writes the outcome of an attempt that finished just before close, with its timeline entry', async () => {
+    const path = store();
+    const q = queueAt(path);
+    const id = await q.enqueue(testMessage());
+    const { deliver, calls } = scriptedDeliver();
+    await q.startWorker(deliver);
+    await waitFor(() => calls.length === 1);
+    // Outcomes are written in batches: close must not leave this one behind.
+    await q.close();
+    const again = queueAt(path);
+    expect(await again.readMessage(id)).toBeNull();
+    const details = await again.details(id);
+    expect(details?.timeline.map((e) => e.type)).toEqual(['received', 'attempt']);
+  });
+
   it('rejects a message without recipients and a closed queue', async () => {
     const q = queueAt(store());
     const empty = testMessage({ to: [] });

@@ -1,7 +1,7 @@
 // The embedded queue backend: messages and delivery jobs in one SQLite file, used by one
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
-import { statfsSync } from 'node:fs';
+import { closeSync, fsync, openSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
@@ -108,6 +108,14 @@ interface PendingEnqueue {
   readonly reject: (error: unknown) => void;
 }
 
+/** An attempt's outcome waiting for the next batch write (see #queueResult). */
+interface PendingResult {
+  readonly row: JobRow;
+  readonly write: () => void;
+  readonly worker: WorkerState;
+  readonly log: Logger;
+}
+
 interface JobRow {
   id: string;
   queue_id: string;
@@ -141,6 +149,12 @@ const RECLAIM_EVERY_MS = 60_000;
  */
 const MIN_FREE_BYTES = 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
+/**
+ * Longest an attempt's outcome waits to be written with others (it usually rides along with the
+ * next enqueue's commit sooner). Each transaction writes every page it touches to the WAL, so
+ * outcomes written one by one cost a few pages each; in batches they share them.
+ */
+const RESULT_BATCH_MS = 10;
 
 /** Opens (or creates) the embedded queue at `options.path`; fails when another process holds it. */
 export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue {
@@ -184,6 +198,17 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   /** Outcomes of finished attempts the store could not write yet, by job id: written by the probe. */
   readonly #unwritten = new Map<string, () => void>();
   #reclaimedAt = 0;
+  /** Outcomes of finished attempts not written yet: the next enqueue commit or the batch timer writes them. */
+  #results: PendingResult[] = [];
+  /**
+   * The WAL file, opened once, for the enqueue fsync made on libuv's thread pool (see #durable);
+   * undefined when it could not be opened: enqueues then commit with SQLite's own fsync.
+   */
+  readonly #walFd: number | undefined;
+  /** Enqueues committed, waiting for the fsync that makes them durable before they resolve. */
+  #unsynced: PendingEnqueue[] = [];
+  #syncing: Promise<void> | undefined;
+  #resultTimer: NodeJS.Timeout | undefined;
   /** The largest message refused for lack of space since the store became unwritable. */
   #refusedBytes = 0;
 
@@ -194,6 +219,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     this.#log = (options.logger ?? silentLogger).child({ queue: 'embedded' });
     this.#db = openStore(options.path);
     this.location = this.#db.name;
+    this.#walFd = openWal(this.location);
     try {
       this.#sql = prepare(this.#db);
       this.#due = new DueJobs(this.#db);
@@ -214,6 +240,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#reclaim('jobs interrupted by a previous stop or crash were scheduled again');
     } catch (error) {
       closeStore(this.#db);
+      if (this.#walFd !== undefined) closeSync(this.#walFd);
       throw error;
     }
     this.#health = new HealthMonitor({
@@ -324,28 +351,84 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       for (const p of batch) p.reject(this.#closedError());
       return;
     }
+    // Attempts' outcomes waiting for a write ride along in this transaction: no extra commit.
+    const results = this.#takeResults();
+    let unwritten: PendingResult[] = [];
     try {
-      this.#db.transaction(() => {
+      this.#commitUnsynced(() => {
+        unwritten = this.#applyResults(results);
         for (const p of batch) this.#insert(p.message);
-      })();
-      for (const p of batch) p.resolve(p.message.queueId);
+      });
+      this.#resultsWritten(results, unwritten);
+      this.#durable(batch);
     } catch (error) {
+      // Nothing of it was written: the outcomes go their own way, each with its error handling.
+      this.#resultsWritten([], results);
       if (batch.length === 1) {
         const p = batch[0] as PendingEnqueue;
         p.reject(this.#writeFailed(error, p.message.size));
       } else {
         // One bad message must not cost the others their place: retry each on its own.
+        const committed: PendingEnqueue[] = [];
         for (const p of batch) {
           try {
-            this.#db.transaction(() => this.#insert(p.message))();
-            p.resolve(p.message.queueId);
+            this.#commitUnsynced(() => this.#insert(p.message));
+            committed.push(p);
           } catch (single) {
             p.reject(this.#writeFailed(single, p.message.size));
           }
         }
+        this.#durable(committed);
       }
     }
-    this.#wake();
+    // The worker hears of new jobs once they are durable (after the fsync, see #sync).
+    if (this.#walFd === undefined) this.#wake();
+  }
+
+  /**
+   * Commits `write` without SQLite's fsync when #durable makes it durable instead; with SQLite's
+   * (synchronous=FULL) otherwise.
+   */
+  #commitUnsynced(write: () => void): void {
+    if (this.#walFd === undefined) this.#db.transaction(write)();
+    else this.#bookkeeping(write);
+  }
+
+  /**
+   * Resolves committed enqueues once the WAL holding them is on disk: one fsync of the WAL file,
+   * made on libuv's thread pool, so the event loop serves SMTP sessions meanwhile instead of
+   * waiting in SQLite's commit. Enqueues committed while an fsync runs wait for the next one, which
+   * takes them all (group commit). The WAL is append-only, so the fsync also makes durable every
+   * earlier frame (lease and outcome writes). A failed fsync fails the whole batch (451) and
+   * marks the store unwritable; those messages may still be delivered (a duplicate, never a loss).
+   */
+  #durable(committed: readonly PendingEnqueue[]): void {
+    if (committed.length === 0) return;
+    if (this.#walFd === undefined) {
+      for (const p of committed) p.resolve(p.message.queueId);
+      return;
+    }
+    this.#unsynced.push(...committed);
+    if (this.#syncing === undefined) this.#sync(this.#walFd);
+  }
+
+  #sync(fd: number): void {
+    const batch = this.#unsynced;
+    this.#unsynced = [];
+    this.#syncing = new Promise((done) => {
+      fsync(fd, (error) => {
+        if (error) {
+          this.#health.failed(error);
+          for (const p of batch) p.reject(unavailable(this.location, error));
+        } else {
+          for (const p of batch) p.resolve(p.message.queueId);
+        }
+        this.#syncing = undefined;
+        if (this.#unsynced.length > 0) this.#sync(fd);
+        this.#wake();
+        done();
+      });
+    });
   }
 
   #closedError(): QueueUnavailableError {
@@ -526,7 +609,61 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       // A fault of ours, not a delivery result: defer the whole job on the schedule, as Redis does.
       record = this.#deferral(row, worker, error, log);
     }
-    this.#record(row, record, worker, log);
+    this.#queueResult({ row, write: record, worker, log });
+  }
+
+  /**
+   * Keeps an attempt's outcome for a batch write: with the next enqueue's commit, or at most
+   * RESULT_BATCH_MS later. Like every worker write it has no fsync of its own; until it is written the
+   * job stays leased by this process, and a crash meanwhile runs the attempt again (at-least-once).
+   */
+  #queueResult(result: PendingResult): void {
+    this.#results.push(result);
+    this.#resultTimer ??= setTimeout(() => this.#flushResults(), RESULT_BATCH_MS);
+  }
+
+  #takeResults(): PendingResult[] {
+    const results = this.#results;
+    this.#results = [];
+    clearTimeout(this.#resultTimer);
+    this.#resultTimer = undefined;
+    return results;
+  }
+
+  /** Writes the outcomes kept so far in one transaction. */
+  #flushResults(): void {
+    const results = this.#takeResults();
+    if (results.length === 0) return;
+    let unwritten: PendingResult[] = results;
+    try {
+      this.#bookkeeping(() => {
+        unwritten = this.#applyResults(results);
+      });
+    } catch {
+      unwritten = results;
+    }
+    this.#resultsWritten(results, unwritten);
+  }
+
+  /** Inside a transaction: each outcome in a savepoint of its own; returns those that failed. */
+  #applyResults(results: readonly PendingResult[]): PendingResult[] {
+    const failed: PendingResult[] = [];
+    for (const result of results) {
+      try {
+        this.#db.transaction(result.write)();
+      } catch {
+        failed.push(result);
+      }
+    }
+    return failed;
+  }
+
+  /** After the batch: written outcomes free their jobs; the others are written one by one, with their error handling. */
+  #resultsWritten(results: readonly PendingResult[], unwritten: readonly PendingResult[]): void {
+    const failed = new Set(unwritten);
+    for (const result of results) if (!failed.has(result)) this.#leased.delete(result.row.id);
+    for (const { row, write, worker, log } of unwritten) this.#record(row, write, worker, log);
+    if (results.length > 0) this.#wake();
   }
 
   #stored<T>(queueId: string, value: T | null): T {
@@ -685,6 +822,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    * append-only, so the next enqueue's fsync makes it durable too. Halves the fsyncs per delivery.
    */
   #bookkeeping<T>(write: () => T): T {
+    // Inside a batch's transaction: a savepoint; the batch's commit decides about the sync.
+    if (this.#db.inTransaction) return this.#db.transaction(write)();
     this.#db.pragma('synchronous = NORMAL');
     try {
       return this.#db.transaction(write)();
@@ -701,6 +840,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         this.#flush();
         await Promise.allSettled([...this.#running, ...this.#uploads.values()]);
         this.#flush();
+        this.#flushResults();
+        while (this.#syncing) await this.#syncing;
         // Outcomes the store could not write stay unwritten: their jobs are 'active' and run
         // again after the next open (a duplicate, never a loss).
         if (this.#unwritten.size > 0) {
@@ -712,6 +853,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         this.#health.close();
         this.#closed = true;
         closeStore(this.#db);
+        if (this.#walFd !== undefined) closeSync(this.#walFd);
       })();
     }
     return this.#closing;
@@ -873,6 +1015,15 @@ function unavailable(location: string, error: unknown): QueueUnavailableError {
       cause: error,
     },
   );
+}
+
+/** The store's WAL file, for fsync; undefined when it cannot be opened (SQLite then syncs itself). */
+function openWal(location: string): number | undefined {
+  try {
+    return openSync(`${location}-wal`, 'r');
+  } catch {
+    return undefined;
+  }
 }
 
 /** Bytes free for this process on the file system holding `dir`; undefined when it cannot be told. */

@@ -254,6 +254,11 @@ export function openStore(path: string): Database.Database {
   }
   try {
     db.pragma('locking_mode = EXCLUSIVE');
+    // Every commit writes each page it touches to the WAL whole, and a message touches about a
+    // dozen (its row, its jobs, their indexes, its timeline): 1 KiB pages instead of SQLite's 4 KiB
+    // cut the bytes written per 2 KiB message about threefold (bench/queue-io.js). Takes effect
+    // only when the file is created; an existing store keeps its page size.
+    db.pragma('page_size = 1024');
     // WAL: a commit appends to one file and fsyncs it once; readers never block the writer.
     const mode = db.pragma('journal_mode = WAL', { simple: true });
     if (mode !== 'wal') throw new EmbeddedStoreSchemaError(file, `cannot use WAL journal mode (got ${mode})`);
@@ -263,6 +268,9 @@ export function openStore(path: string): Database.Database {
     db.pragma('foreign_keys = ON');
     // Bodies pass through the WAL; truncate it after checkpoints instead of keeping its peak size.
     db.pragma('journal_size_limit = 67108864');
+    // Checkpoint at 4000 pages (4 MiB at 1 KiB), not 1000: a page rewritten often (an index's, the
+    // queue's few live rows') is copied to the database once per checkpoint, not once per MiB.
+    db.pragma('wal_autocheckpoint = 4000');
     // The first write transaction takes the exclusive lock that is then held until close.
     db.exec('BEGIN IMMEDIATE');
     migrate(db, file);

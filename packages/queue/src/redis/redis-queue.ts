@@ -312,9 +312,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       // RENAME keeps the upload's TTL: PERSIST drops it in the same transaction.
       multi.rename(keys.upload, keys.body).persist(keys.body);
     } else {
-      const [first = Buffer.alloc(0), ...rest] = chunks;
-      multi.set(keys.body, first);
-      for (const chunk of rest) multi.append(keys.body, chunk);
+      // One SET of one Buffer (at most INLINE_BODY_LIMIT bytes): not a SET and an APPEND per chunk.
+      multi.set(keys.body, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
     }
     multi.hset(keys.meta, {
       envelope: JSON.stringify(message.envelope),
