@@ -229,7 +229,8 @@ export const DASHBOARD_HTML = `<!doctype html>
 
   function api(path, init) {
     return fetch(path, Object.assign({ headers: { authorization: "Bearer " + token } }, init || {})).then(function (res) {
-      if (res.status === 401) { askToken(); throw new Error("the token was refused"); }
+      // Whichever request hears it first says so: the status and the dialog change together.
+      if (res.status === 401) { status("the token was refused", "bad"); askToken(); throw new Error("the token was refused"); }
       return res.json().then(function (body) {
         if (!res.ok) throw new Error(body.error || ("HTTP " + res.status));
         return body;
