@@ -23,6 +23,11 @@ export class PlatformEvents {
     }
   }
 
+  /** Whether anything listens: producers skip building events nobody hears. */
+  get listening(): boolean {
+    return this.#listeners.size > 0;
+  }
+
   /** Subscribes; the returned function unsubscribes. */
   on(listener: PlatformEventListener): () => void {
     this.#listeners.add(listener);

@@ -168,17 +168,8 @@ export async function injectMessage(
 
   // The key is the API key's own: two applications cannot collide, or learn each other's ids.
   const claimKey = idempotencyKey === undefined ? undefined : `${request.key.id}:${idempotencyKey}`;
-  const fingerprint = createHash('sha256')
-    .update(
-      request.raw
-        ? JSON.stringify([
-            composed.envelope,
-            composed.tags,
-            createHash('sha256').update(request.raw.bytes).digest('hex'),
-          ])
-        : JSON.stringify(request.body),
-    )
-    .digest('base64url');
+  // Hashing the request (up to the size limit) is only worth it when there is a key to compare under.
+  const fingerprint = claimKey === undefined ? '' : requestFingerprint(request, composed);
   if (claimKey !== undefined) {
     if (!deps.idempotency)
       return fail(503, { code: 'unavailable', error: 'this queue backend keeps no idempotency keys' });
@@ -308,6 +299,24 @@ async function intake(
     deps.sessions?.closed(id);
     await read.release();
   }
+}
+
+/** What an Idempotency-Key is bound to: the JSON body, or the raw message's hash with its envelope. */
+function requestFingerprint(
+  request: InjectionRequestContext,
+  composed: Awaited<ReturnType<typeof composeMessage>>,
+): string {
+  return createHash('sha256')
+    .update(
+      request.raw
+        ? JSON.stringify([
+            composed.envelope,
+            composed.tags,
+            createHash('sha256').update(request.raw.bytes).digest('hex'),
+          ])
+        : JSON.stringify(request.body),
+    )
+    .digest('base64url');
 }
 
 /**

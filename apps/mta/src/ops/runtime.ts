@@ -88,10 +88,13 @@ export class OpsRuntime {
   /** Set by startMta: the webhook dispatcher, for the admin API and the dashboard. */
   webhooks: WebhookDispatcher | undefined;
 
-  /** Emits each event on the MTA's stream (nothing when it has none). */
-  #emit(events: readonly PlatformEvent[]): void {
+  /**
+   * Emits each event on the MTA's stream. Built only when something listens: per message and
+   * recipient, on the intake and delivery paths, and most MTAs have no webhooks.
+   */
+  #emit(events: () => readonly PlatformEvent[]): void {
     const stream = this.events;
-    if (stream) for (const event of events) stream.emit(event);
+    if (stream?.listening) for (const event of events()) stream.emit(event);
   }
 
   /** Set by startMta: the traffic shaping in force (back-off actions, egress sources), for the admin API. */
@@ -118,10 +121,11 @@ export class OpsRuntime {
           // Durable now: applications hear of it (and of a quarantine a queue hook asked for).
           // HTTP injection enqueues through this sink too (listener 'http').
           const source = listener === 'http' ? 'injection' : 'intake';
-          this.#emit(envelopeEvents('queued', id, message.envelope, source));
-          if (message.hold !== undefined) {
-            this.#emit(
-              envelopeEvents('held', id, message.envelope, source, { text: message.hold.slice(0, 300) }),
+          this.#emit(() => envelopeEvents('queued', id, message.envelope, source));
+          const hold = message.hold;
+          if (hold !== undefined) {
+            this.#emit(() =>
+              envelopeEvents('held', id, message.envelope, source, { text: hold.slice(0, 300) }),
             );
           }
           return id;
@@ -240,18 +244,18 @@ export class OpsRuntime {
       },
       delivered(ctx) {
         activity.delivery('delivered', ctx.queueId, ctx.results, { remoteMta: ctx.remoteMta, hop: ctx.hop });
-        runtime.#emit(resultEvents('delivered', ctx.queueId, ctx.envelope, ctx.results));
+        runtime.#emit(() => resultEvents('delivered', ctx.queueId, ctx.envelope, ctx.results));
         runtime.metrics?.deliveries.inc({ result: 'delivered' }, ctx.results.length);
       },
       deferred(ctx) {
         activity.delivery('deferred', ctx.queueId, ctx.results);
-        runtime.#emit(resultEvents('deferred', ctx.queueId, ctx.envelope, ctx.results));
+        runtime.#emit(() => resultEvents('deferred', ctx.queueId, ctx.envelope, ctx.results));
         runtime.metrics?.deliveries.inc({ result: 'deferred' }, ctx.results.length);
         runtime.metrics?.deliveryFailures('deferred', ctx.results);
       },
       bounced(ctx) {
         activity.delivery('bounced', ctx.queueId, ctx.results, { reason: ctx.reason });
-        runtime.#emit(resultEvents('bounced', ctx.queueId, ctx.envelope, ctx.results));
+        runtime.#emit(() => resultEvents('bounced', ctx.queueId, ctx.envelope, ctx.results));
         runtime.metrics?.deliveries.inc({ result: 'failed' }, ctx.results.length);
         runtime.metrics?.deliveryFailures('failed', ctx.results);
         runtime.metrics?.bounces.inc({ reason: ctx.reason }, ctx.results.length);
