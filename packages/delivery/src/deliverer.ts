@@ -566,13 +566,16 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
   ): Promise<{ ok: true; source: string; pool?: string } | { ok: false; reply: SmtpReply; wait: LimitWait }> {
     if (!egress) return { ok: true, source: DEFAULT_SOURCE };
     const now = Date.now();
-    // The tag header is read (its header block only) when some selector asks for tags.
+    // Tags are on the envelope: intake takes them from the API or from X-Tern-Tag, which it removes.
+    // The tag header is also read (its header block only) when some selector asks for tags: a custom
+    // `tagHeader`, or mail queued before intake kept tags on the envelope.
     const tagHeader = egress.tagHeader;
-    const tag =
+    const headerTag =
       tagHeader === undefined
         ? undefined
         : await readHeaderField(message, tagHeader, maxHeaderBytes).catch(() => undefined);
-    let pool = egress.poolFor(domain, job.envelope.mailFrom, tag);
+    const tags = [...(job.envelope.tags ?? []), ...(headerTag === undefined ? [] : [headerTag])];
+    let pool = egress.poolFor(domain, job.envelope.mailFrom, tags);
     const inForce = (pool: string): ActiveBackoff[] =>
       egress
         .members(pool)

@@ -122,10 +122,10 @@ export class Egress {
       : undefined;
   }
 
-  /** The pool a job uses: by its recipient domain, its sender's domain and its tag. */
-  poolFor(recipientDomain: string, mailFrom: string, tag?: string): string {
+  /** The pool a job uses: by its recipient domain, its sender's domain and its tags (any one matches). */
+  poolFor(recipientDomain: string, mailFrom: string, tags: readonly string[] = []): string {
     const sender = domainOf(mailFrom);
-    const t = tag?.toLowerCase();
+    const own = new Set(tags.map((t) => t.toLowerCase()));
     for (const selector of this.#options.select ?? []) {
       if (
         selector.domains === undefined &&
@@ -133,11 +133,7 @@ export class Egress {
         selector.tags === undefined
       )
         continue;
-      if (
-        selector.tags !== undefined &&
-        (t === undefined || !selector.tags.some((x) => x.toLowerCase() === t))
-      )
-        continue;
+      if (selector.tags !== undefined && !selector.tags.some((x) => own.has(x.toLowerCase()))) continue;
       if (matchesDomain(recipientDomain, selector.domains) && matchesDomain(sender, selector.senderDomains)) {
         return selector.pool;
       }

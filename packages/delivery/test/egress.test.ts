@@ -120,6 +120,24 @@ describe('egress sources and pools', () => {
     expect((await send(d, 't2@dest.test')).address).toBe('127.0.0.2');
   });
 
+  it('picks the pool by the tags intake kept on the envelope (API tags, X-Tern-Tag after it is removed)', async () => {
+    const d = make({
+      sources: SOURCES,
+      pools: { default: { sources: { two: 1 } }, bulk: { sources: { three: 1 } } },
+      select: [{ pool: 'bulk', tags: ['Newsletter'] }],
+    });
+    const before = sink.messages.length;
+    const job = makeJob(['t3@dest.test'], { tags: ['order', 'newsletter'] });
+    const report = await d.deliver(job, storedMessage(SIMPLE_MESSAGE));
+    expect(report.source).toBe('three');
+    expect(sink.messages[before]?.remoteAddress).toBe('127.0.0.3');
+    const other = await d.deliver(
+      makeJob(['t4@dest.test'], { tags: ['order'] }),
+      storedMessage(SIMPLE_MESSAGE),
+    );
+    expect(other.source).toBe('two');
+  });
+
   it('limits each (source, destination) pair on its own', async () => {
     const d = make(
       { sources: SOURCES, pools: { default: { sources: { two: 1, three: 1 } } } },
