@@ -183,7 +183,7 @@ describe.each([
     expect(receiver.posts.every((p) => p.signed)).toBe(true);
   });
 
-  it("an operator's hold and suppression are events too", async () => {
+  it("an operator's hold, bounce and suppression are events too", async () => {
     receiver.mode = 'ok';
     const domain = `held-${tag}.test`;
     const to = `someone@${domain}`;
@@ -211,7 +211,20 @@ describe.each([
       senderDomain: 'shop.test',
       text: 'asked to be removed',
     });
-    await worker.api('DELETE', `/api/messages/${sent.queueId}`);
+    // An operator's "bounce now" fails the pending recipient: a bounced event from the operator.
+    const bounced = await worker.api('POST', `/api/messages/${sent.queueId}/bounce`, {
+      reason: 'sender asked',
+    });
+    expect(bounced.body).toMatchObject({ ok: true, recipients: 1 });
+    await waitFor(() => typesOf(receiver.events, sent.queueId, to).includes('bounced'), 10_000);
+    expect(typesOf(receiver.events, sent.queueId, to)).toEqual(['queued', 'held', 'bounced']);
+    expect(receiver.events.find((e) => e.type === 'bounced' && e.queueId === sent.queueId)).toMatchObject({
+      source: 'operator',
+      senderDomain: 'shop.test',
+      code: 550,
+      enhanced: '5.0.0',
+      text: expect.stringContaining('sender asked'),
+    });
   });
 
   it('tern webhook test posts a signed test event and says how it went', async () => {

@@ -24,7 +24,7 @@ import {
 import { z } from 'zod';
 import type { PlatformEvents } from '../events.js';
 import { UnknownWebhookEndpoint, type WebhookDispatcher } from '../webhooks/dispatcher.js';
-import { envelopeEvents, suppressionEvent } from '../webhooks/producers.js';
+import { envelopeEvents, operatorBounceEvents, suppressionEvent } from '../webhooks/producers.js';
 import type { ActivityLog, DeliveryActivity } from './activity.js';
 import { DASHBOARD_HTML } from './dashboard.js';
 import type { IntakeRecorder } from './intake-recorder.js';
@@ -275,12 +275,18 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
           return send(res, 200, { queueId, released: await ops.release(queueId) });
         case 'bounce': {
           const { reason } = parse(bounceBody, body ?? {});
-          await queued(ops, queueId);
+          const details = await queued(ops, queueId);
           const result = await ops.bounceNow(queueId, {
             reportingMta: options.hostname,
             ...(reason === undefined ? {} : { reason }),
           });
-          if (result.ok) return send(res, 200, { queueId, ...result });
+          if (result.ok) {
+            const events = options.events?.();
+            if (events?.listening && details.envelope) {
+              for (const event of operatorBounceEvents(queueId, details, reason)) events.emit(event);
+            }
+            return send(res, 200, { queueId, ...result });
+          }
           if (result.reason === 'active') {
             throw new HttpError(
               409,

@@ -7,7 +7,7 @@ import type {
   PlatformEventType,
   RecipientResult,
 } from '@tern/plugin-api';
-import { ANY_SENDER, type Suppression } from '@tern/queue';
+import { ANY_SENDER, type MessageDetails, operatorBounceReply, type Suppression } from '@tern/queue';
 
 /** The domain of a return path, lower-cased ('' for the null sender). */
 export function senderDomainOf(mailFrom: string): string {
@@ -74,6 +74,35 @@ export function resultEvents(
     ...(r.category === undefined ? {} : { category: r.category }),
     source: 'smtp' as const,
   }));
+}
+
+/**
+ * One `bounced` event per recipient an operator's "bounce now" failed: those still pending in
+ * `details` (read just before the bounce), with the reply the bounce gives them.
+ */
+export function operatorBounceEvents(
+  queueId: string,
+  details: MessageDetails,
+  reason: string | undefined,
+  at: number = Date.now(),
+): PlatformEvent[] {
+  if (details.envelope === undefined) return [];
+  const base = messageFields(queueId, details.envelope);
+  const reply = operatorBounceReply(reason);
+  return details.jobs.flatMap((job) =>
+    job.recipients
+      .filter((r) => r.status === 'pending')
+      .map((r) => ({
+        type: 'bounced' as const,
+        at,
+        ...base,
+        recipient: r.address,
+        code: reply.code,
+        enhanced: reply.enhanced,
+        text: reply.text,
+        source: 'operator' as const,
+      })),
+  );
 }
 
 /** A recipient put on a suppression list (after a bounce, a complaint, or by an operator). */
