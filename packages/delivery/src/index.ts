@@ -49,6 +49,7 @@ export {
   type MtaStsOptions,
   type MtaStsPolicy,
   type MtaStsProblem,
+  MtaSts,
   mxMatchesPolicy,
   parseMtaStsPolicy,
   parseMtaStsRecord,

@@ -4,10 +4,12 @@
 import { createHash } from 'node:crypto';
 import type { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { MemoryPolicyStore, MtaSts, type MtaStsPolicy, MxResolver } from '@tern/delivery';
 import { checkDnsRecord, dnsNameFor, dnsRecordFor, signingKeysOf } from '@tern/plugin-dkim';
 // Deep import, as in @tern/plugin-spam: mailauth's main module loads code that needs Node 22.
 import { spf } from 'mailauth/lib/spf/index.js';
-import { type ResolvedConfig, serverHostname } from '../config.js';
+import { type ResolvedConfig, readConfigFile, serverHostname } from '../config.js';
+import { dnsOptions } from '../outbound-tls.js';
 import { pluginInstances } from '../plugins.js';
 import { txtStrings } from './zone.js';
 
@@ -262,23 +264,31 @@ export const dmarcRecord: RecordKind = {
   },
 };
 
-/** Our MTA-STS policy for a domain we receive (RFC 8461 §3.2), and its id: a digest, so it changes with the policy. */
-export function mtaStsPolicy(
-  config: ResolvedConfig,
-  domain: string,
-): { text: string; id: string } | undefined {
+/** Our MTA-STS policy for a domain we receive (RFC 8461 §3.2): its fields, its text, and its id. */
+interface OurMtaStsPolicy {
+  readonly mode: string;
+  readonly mx: readonly string[];
+  readonly maxAge: number;
+  readonly text: string;
+  /** A digest of the text, so it changes with the policy. */
+  readonly id: string;
+}
+
+export function mtaStsPolicy(config: ResolvedConfig, domain: string): OurMtaStsPolicy | undefined {
   const wanted = config.publish?.mtaSts;
   if (!wanted) return undefined;
-  const mx = wanted.mx ?? receivingHosts(config, domain);
+  const mx = (wanted.mx ?? receivingHosts(config, domain)).map((host) => host.toLowerCase());
   if (mx.length === 0) return undefined;
+  const maxAge = wanted.maxAge ?? 604_800;
   const text = [
     'version: STSv1',
     `mode: ${wanted.mode}`,
-    ...mx.map((host) => `mx: ${host.toLowerCase()}`),
-    `max_age: ${wanted.maxAge ?? 604_800}`,
+    ...mx.map((host) => `mx: ${host}`),
+    `max_age: ${maxAge}`,
     '',
   ].join('\r\n');
-  return { text, id: createHash('sha256').update(text).digest('hex').slice(0, 20) };
+  const id = createHash('sha256').update(text).digest('hex').slice(0, 20);
+  return { mode: wanted.mode, mx, maxAge, text, id };
 }
 
 export const mtaStsRecords: RecordKind = {
@@ -316,9 +326,62 @@ export const mtaStsRecords: RecordKind = {
         `"${records[0]}" has ${id ? `id=${id}` : 'no valid id'}, not the id of this policy: senders keep their cached policy until the id changes`,
       );
     }
-    return report('pass', `"${records[0]}" (serve the policy below at ${url})`);
+    // The record is right: fetch the file as a sender would (DNS, HTTPS with certificate checks).
+    const served = await servedMtaStsPolicy(ctx);
+    if ('problem' in served) {
+      return report(
+        'fail',
+        `"${records[0]}" is published, but the policy file is not served right (${served.problem}): enforcing senders find no policy`,
+      );
+    }
+    const differs = policyDifference(served.policy, policy);
+    if (differs) return report('fail', `"${records[0]}" is published, but ${url} serves ${differs}`);
+    return report('pass', `"${records[0]}", and ${url} serves this policy`);
   },
 };
+
+/** Fetches the domain's MTA-STS policy as delivery does (its DNS, port and CAs from the config), caching nothing. */
+async function servedMtaStsPolicy(ctx: DnsContext): Promise<{ policy: MtaStsPolicy } | { problem: string }> {
+  const given = ctx.config.delivery?.mtaSts;
+  const options = given === false ? {} : (given ?? {});
+  const ignore = (): void => {};
+  const silent = { debug: ignore, info: ignore, warn: ignore, error: ignore, child: () => silent };
+  const dns = dnsOptions(ctx.config);
+  const mtaSts = new MtaSts(
+    new MxResolver({ ...dns, ...(ctx.servers ? { servers: ctx.servers } : {}), timeoutMs: ctx.timeoutMs }),
+    new MemoryPolicyStore(),
+    {
+      ...(options.port !== undefined ? { port: options.port } : {}),
+      ...(options.maxBytes !== undefined ? { maxBytes: options.maxBytes } : {}),
+      timeoutMs: options.timeoutMs ?? 10_000,
+      ...(options.ca !== undefined
+        ? { ca: readConfigFile(ctx.config, options.ca, 'config.delivery.mtaSts.ca') }
+        : {}),
+      logger: silent,
+    },
+  );
+  const found = await mtaSts.lookup(ctx.domain);
+  if (found.problem) return { problem: found.problem.detail };
+  if (!found.policy) return { problem: 'no policy found' };
+  return { policy: found.policy };
+}
+
+/** How the served policy differs from ours (mode, mx, max_age), in words; undefined when it does not. */
+function policyDifference(served: MtaStsPolicy, ours: OurMtaStsPolicy): string | undefined {
+  const names = (mx: readonly string[]): string =>
+    mx
+      .map((m) => m.toLowerCase())
+      .sort()
+      .join(', ');
+  const problems = [
+    ...(served.mode === ours.mode ? [] : [`mode: ${served.mode} (this config: ${ours.mode})`]),
+    ...(names(served.mx) === names(ours.mx)
+      ? []
+      : [`mx: ${served.mx.join(', ')} (this config: ${ours.mx.join(', ')})`]),
+    ...(served.maxAge === ours.maxAge ? [] : [`max_age: ${served.maxAge} (this config: ${ours.maxAge})`]),
+  ];
+  return problems.length === 0 ? undefined : `another policy: ${problems.join('; ')}`;
+}
 
 export const tlsRptRecord: RecordKind = {
   kind: 'TLS-RPT',
