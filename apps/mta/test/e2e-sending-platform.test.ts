@@ -329,7 +329,10 @@ describe.each(['embedded', 'redis'] as const)('the sending platform on the %s qu
       headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
-    return { status: res.status, body: await res.json() };
+    return {
+      status: res.status,
+      body: (await res.json()) as { error?: string; entries?: { address: string }[] },
+    };
   }
 
   /** A newsletter submitted over SMTP by Python's smtplib from 127.0.0.1 (a trusted network): the DATA reply. */
@@ -472,7 +475,7 @@ describe.each(['embedded', 'redis'] as const)('the sending platform on the %s qu
     });
     // The timeline says so, and the refusal put no entry anywhere else.
     await waitFor(
-      async () => (await ops.details(queueId))?.timeline.some((t) => t.type === 'attempt'),
+      async () => (await ops.details(queueId))?.timeline.some((t) => t.type === 'attempt') === true,
       10_000,
     );
     const attempts = (await ops.details(queueId))?.timeline.filter((t) => t.type === 'attempt') ?? [];
