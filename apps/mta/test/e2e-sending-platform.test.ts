@@ -161,6 +161,18 @@ describe.each(['embedded', 'redis'] as const)('the sending platform on the %s qu
     return res.status === 200 && body.address === address ? body : undefined;
   }
 
+  /** An ARF complaint about the message `to` got through `returnPath`, sent to abuse@ the bounce domain by smtplib. */
+  async function complain(to: string, returnPath: string): Promise<void> {
+    const abuse = `abuse@${VERP.domain}`;
+    const report = fixture('arf-complaint.eml', {
+      TO: abuse,
+      ORIGINAL_FROM: returnPath,
+      RETURN_PATH: returnPath,
+      RCPT: to,
+    });
+    expect(await smtplibFrom(mta.listeners[0]?.port as number, abuse, report)).toBe(0);
+  }
+
   const event = (type: string, to: string): ReceivedEvent | undefined =>
     receiver.events.find((e) => e.type === type && e.queueId === queueIds.get(to) && e.recipient === to);
 
@@ -256,15 +268,7 @@ describe.each(['embedded', 'redis'] as const)('the sending platform on the %s qu
   });
 
   it('an ARF complaint to abuse@ the bounce domain: complained (arf) event and a suppression', async () => {
-    const returnPath = await postDelivered(angry);
-    const abuse = `abuse@${VERP.domain}`;
-    const report = fixture('arf-complaint.eml', {
-      TO: abuse,
-      ORIGINAL_FROM: returnPath,
-      RETURN_PATH: returnPath,
-      RCPT: angry,
-    });
-    expect(await smtplibFrom(mta.listeners[0]?.port as number, abuse, report)).toBe(0);
+    await complain(angry, await postDelivered(angry));
     await waitFor(() => event('complained', angry) !== undefined, 15_000);
     expect(event('complained', angry)).toMatchObject({
       source: 'arf',
@@ -489,15 +493,7 @@ describe.each(['embedded', 'redis'] as const)('the sending platform on the %s qu
   });
 
   it('a complaint about a newsletter suppresses for tag:newsletter only: order mail still goes', async () => {
-    const returnPath = await postDelivered(fan, ['newsletter']);
-    const abuse = `abuse@${VERP.domain}`;
-    const report = fixture('arf-complaint.eml', {
-      TO: abuse,
-      ORIGINAL_FROM: returnPath,
-      RETURN_PATH: returnPath,
-      RCPT: fan,
-    });
-    expect(await smtplibFrom(mta.listeners[0]?.port as number, abuse, report)).toBe(0);
+    await complain(fan, await postDelivered(fan, ['newsletter']));
     await waitFor(() => event('suppressed', fan) !== undefined, 15_000);
     expect(event('suppressed', fan)).toMatchObject({
       source: 'arf',

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ReplyEvent } from '@tern/core';
-import { silentLogger } from '@tern/plugin-api';
+import { PLATFORM_EVENT_TYPES, silentLogger } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
 import { smtpDialog, waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -85,16 +85,7 @@ describe('label values', () => {
 
   it('10 000 events with random tags and types count under the listed tags, other and none only', async () => {
     const metrics = new TernMetrics({ connections: () => ({}), tags: ['newsletter', 'receipts'] });
-    const types = [
-      'queued',
-      'delivered',
-      'deferred',
-      'bounced',
-      'held',
-      'suppressed',
-      'complained',
-      'nonsense',
-    ];
+    const types = [...PLATFORM_EVENT_TYPES, 'nonsense'];
     for (let i = 0; i < 10_000; i++) {
       metrics.tagEvent({
         type: types[i % types.length] as 'queued',
