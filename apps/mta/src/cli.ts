@@ -370,9 +370,10 @@ function program(done: (code: number) => void): Command {
   suppression.addHelpText(
     'after',
     '\nThe commands talk to the admin API of a running tern (as tern queue does): --admin URL with\n' +
-      '--token T or --token-file F, or --config FILE. --scope is a sender domain, or * (the default)\n' +
-      'for every sender. Files are CSV with the header scope,address,source,reason,category,created_at,\n' +
-      'expires_at (what export writes), JSON lines, or one address per line.',
+      '--token T or --token-file F, or --config FILE. --scope is a sender domain, tag:NAME (mail\n' +
+      'carrying tag NAME, when suppression.tagScopes lists it), or * (the default) for every sender.\n' +
+      'Files are CSV with the header scope,address,source,reason,category,created_at,expires_at\n' +
+      '(what export writes), JSON lines, or one address per line.',
   );
   const suppressionSpecs: Record<
     SuppressionCommand,
@@ -412,7 +413,10 @@ function program(done: (code: number) => void): Command {
     const spec = suppressionSpecs[name];
     const command = suppression.command(name).summary(spec.summary).description(spec.summary);
     if (spec.args) command.argument(spec.args);
-    command.option('--scope <domain>', 'the sender domain, or * for every sender');
+    command.option(
+      '--scope <scope>',
+      'the sender domain, tag:NAME for mail with that tag, or * for every sender',
+    );
     for (const [flags, help] of spec.flags) command.option(flags, help);
     for (const flag of QUEUE_API_FLAGS) command.option(QUEUE_FLAGS[flag].flags, QUEUE_FLAGS[flag].help);
     command.action(

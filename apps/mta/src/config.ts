@@ -26,6 +26,7 @@ import {
   type Plugin,
   parseDuration,
   portSchema,
+  TAG_PATTERN,
   withTimeout,
 } from '@tern/plugin-api';
 import { withConfigDir } from '@tern/plugin-api/host';
@@ -363,6 +364,14 @@ const notices = z
   })
   .optional();
 
+/** A closed list of message tags (X-Tern-Tag syntax), matched without regard to case. */
+function tagList() {
+  return z
+    .array(z.string().regex(TAG_PATTERN, 'a tag of letters, digits, _ . - (at most 64), as in X-Tern-Tag'))
+    .max(100, 'at most 100 tags (each becomes a list or a metric series)')
+    .transform((tags) => [...new Set(tags.map((t) => t.toLowerCase()))]);
+}
+
 // Suppression lists (src/suppression.ts): refused at RCPT when relayed, fed by hard bounces.
 const suppression = z
   .strictObject({
@@ -372,6 +381,19 @@ const suppression = z
     categories: z.array(z.enum(BOUNCE_CATEGORIES)).optional(),
     /** How long an entry from a bounce counts (default: until removed). */
     expireAfter: positiveMs.optional(),
+    /**
+     * Tags that are streams of their own (Postmark's message streams): a message carrying one is
+     * also checked against `tag:<name>`, and a complaint about it suppresses for `tag:<name>` only.
+     */
+    tagScopes: tagList().optional(),
+  })
+  .optional();
+
+// Prometheus metrics (src/ops/metrics.ts) beyond the fixed set.
+const metrics = z
+  .strictObject({
+    /** Tags counted under their own `tag` label of tern_tag_events_total; other tags count as `other`. */
+    tags: tagList().optional(),
   })
   .optional();
 
@@ -404,6 +426,7 @@ export const configSchema = z.strictObject({
   bounces,
   notices,
   suppression,
+  metrics,
   http,
   /** Delivery webhooks (src/webhooks/): endpoints that hear what happened to mail. */
   webhooks: webhooksSchema,

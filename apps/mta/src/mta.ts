@@ -61,7 +61,12 @@ import { OPS_PLUGIN_NAME, OpsRuntime } from './ops/runtime.js';
 import { dnsOptions, tlsReportSender } from './outbound-tls.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
-import { SUPPRESSION_PLUGIN_NAME, suppressionPlugin, suppressionSettings } from './suppression.js';
+import {
+  SUPPRESSION_PLUGIN_NAME,
+  suppressionPlugin,
+  suppressionSettings,
+  tagSuppressionGate,
+} from './suppression.js';
 import { WebhookDispatcher, webhookEndpoints } from './webhooks/dispatcher.js';
 
 export interface RunningListener {
@@ -413,6 +418,13 @@ export async function startMta(
     logger,
     events,
   );
+  // Recipients of a message with a tag scope are looked up again at each delivery attempt.
+  const tagGate = tagSuppressionGate(
+    () => suppressions,
+    () => suppressing,
+    logger,
+    events,
+  );
   let feedback = feedbackSettings(config);
   const feedbackCheck = feedbackPlugin(() => feedback, logger);
   const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin, suppression, feedbackCheck] });
@@ -491,7 +503,7 @@ export async function startMta(
       await queue.startWorker(
         async (job, message, attempt) => {
           if (reports.handles(job)) return reports.process(job, message);
-          const report = await (deliverer as Deliverer).deliver(job, message, attempt);
+          const report = await tagGate(job, (j) => (deliverer as Deliverer).deliver(j, message, attempt));
           if (report.wait !== undefined) ops.limitWait(report.wait.key);
           for (const note of report.shaping ?? []) ops.shapingAction(note.action, note.cause);
           return report;
@@ -528,6 +540,7 @@ export async function startMta(
       hostname,
       ops,
       logger,
+      tagScopes: () => suppressing.tagScopes,
     });
   } catch (error) {
     await injection?.close();
@@ -573,7 +586,7 @@ export async function startMta(
     }
     if (JSON.stringify(next.delivery?.tlsReports) !== JSON.stringify(current.delivery?.tlsReports))
       needsRestart.push('delivery.tlsReports changed; restart to apply');
-    for (const key of ['queue', 'users', 'hostname', 'http', 'webhooks'] as const) {
+    for (const key of ['queue', 'users', 'hostname', 'http', 'webhooks', 'metrics'] as const) {
       if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
         needsRestart.push(`${key} changed; restart to apply`);
     }

@@ -1,6 +1,8 @@
 // The suppression list at work: an internal plugin that refuses a suppressed recipient at RCPT
-// when the mail would be relayed (relay and submission, never mail for our own domains), and that
-// adds recipients whose delivery failed with a hard-bounce category. The list itself lives in the
+// when the mail would be relayed (relay and submission, never mail for our own domains), checks
+// the tag scopes of a tagged message once its tags are known (DATA), and adds recipients whose
+// delivery failed with a hard-bounce category. At delivery, recipients of a message carrying a
+// tag scope are checked again and fail (a DSN) when suppressed. The list itself lives in the
 // queue's store (packages/queue/src/suppression.ts), so every node sees the same one.
 import {
   type BounceCategory,
@@ -13,14 +15,19 @@ import {
   tempfail,
 } from '@tern/plugin-api';
 import {
+  type DeliveryJob,
+  type DeliveryReport,
+  isTagScope,
   MAX_SUPPRESSION_REASON,
+  messageTagScopes,
+  type RecipientOutcome,
   type Suppression,
   type SuppressionStore,
   suppressionScopes,
 } from '@tern/queue';
 import type { ResolvedConfig } from './config.js';
 import type { PlatformEvents } from './events.js';
-import { messageLabels, senderDomainOf, suppressionEvent } from './webhooks/producers.js';
+import { messageFields, messageLabels, senderDomainOf, suppressionEvent } from './webhooks/producers.js';
 
 export const SUPPRESSION_PLUGIN_NAME = 'tern-suppression';
 
@@ -32,6 +39,8 @@ export interface SuppressionSettings {
   readonly enabled: boolean;
   readonly categories: ReadonlySet<BounceCategory>;
   readonly expireAfterMs: number | undefined;
+  /** Tags with a list of their own (`tag:<name>`), lower-cased. */
+  readonly tagScopes: ReadonlySet<string>;
 }
 
 export function suppressionSettings(config: ResolvedConfig): SuppressionSettings {
@@ -40,24 +49,38 @@ export function suppressionSettings(config: ResolvedConfig): SuppressionSettings
     enabled: s?.enabled ?? true,
     categories: new Set(s?.categories ?? DEFAULT_SUPPRESSING_CATEGORIES),
     expireAfterMs: s?.expireAfter,
+    tagScopes: new Set(s?.tagScopes ?? []),
   };
 }
 
+/** Every suppression refusal says this, so its bounce is known as ours (and never suppresses again). */
+const SUPPRESSED = 'recipient is suppressed for';
+
 /**
  * The reply for a suppressed recipient, as a mailbox that no longer takes mail answers (550 5.1.1)
- * when it was a bounce that suppressed it; a complaint or an operator's entry is a policy refusal
- * (550 5.7.1). It says since when, never the stored reason (a remote server's words).
+ * when it was a bounce that suppressed it for its sender domain or every sender; a complaint, an
+ * operator's entry or a tag scope (the sender's own policy for one stream of mail) is a policy
+ * refusal (550 5.7.1). It says since when, never the stored reason (a remote server's words).
  */
 export function suppressedReply(address: string, entry: Suppression): SmtpReply {
   const since = new Date(entry.createdAt).toISOString().replace(/\.\d{3}Z$/, 'Z');
   const scope = entry.scope === '*' ? 'every sender' : entry.scope;
   const why = entry.category === undefined ? entry.source : `${entry.source}: ${entry.category}`;
-  const enhanced = entry.source === 'bounce' ? '5.1.1' : '5.7.1';
-  return smtpReply(
-    550,
-    enhanced,
-    `<${address}>: recipient is suppressed for ${scope} since ${since} (${why})`,
-  );
+  const enhanced = entry.source === 'bounce' && !isTagScope(entry.scope) ? '5.1.1' : '5.7.1';
+  return smtpReply(550, enhanced, `<${address}>: ${SUPPRESSED} ${scope} since ${since} (${why})`);
+}
+
+/** Whether a reply is one of ours for a suppressed recipient. */
+export function isSuppressedReply(reply: SmtpReply): boolean {
+  return reply.code === 550 && reply.text.includes(`>: ${SUPPRESSED} `);
+}
+
+/** The DATA reply when every recipient is suppressed by a tag scope: one names its entry, more are counted. */
+function allSuppressedReply(found: readonly { address: string; entry: Suppression }[]): SmtpReply {
+  const [first] = found;
+  if (found.length === 1 && first !== undefined) return suppressedReply(first.address, first.entry);
+  const scopes = [...new Set(found.map((f) => f.entry.scope))].join(', ');
+  return smtpReply(550, '5.7.1', `Every recipient (${found.length}) is suppressed for ${scopes}`);
 }
 
 /**
@@ -74,7 +97,11 @@ export function suppressionPlugin(
   return definePlugin({
     name: SUPPRESSION_PLUGIN_NAME,
     enforce: 'pre',
+    // Set by rcptTo: the transaction came over SMTP. Injected mail never runs rcptTo hooks, and
+    // the injection API checked every scope, tags included, before intake (422).
+    state: { transaction: () => ({ smtp: false }) },
     async rcptTo(ctx) {
+      ctx.transactionState.smtp = true;
       const list = store();
       if (!settings().enabled || list === undefined || ctx.isLocalDomain || !ctx.mayRelay) return;
       const address = ctx.recipient.address;
@@ -106,6 +133,56 @@ export function suppressionPlugin(
       });
       return reject(reply.code, reply.enhanced, reply.text);
     },
+    // Tags come with the header (X-Tern-Tag), after RCPT: the tag scopes are checked here. When
+    // every recipient is suppressed the message is refused; when only some are, it is taken, and
+    // those fail at delivery (see tagSuppressionGate): a DSN, never a silent drop.
+    async message(ctx) {
+      const list = store();
+      const current = settings();
+      if (!current.enabled || list === undefined || !ctx.transactionState.smtp) return;
+      const scopes = messageTagScopes(ctx.tags, current.tagScopes);
+      if (scopes.length === 0) return;
+      const recipients = ctx.transaction.recipients;
+      const found: { address: string; entry: Suppression }[] = [];
+      try {
+        for (const r of recipients) {
+          const entry = await list.find(r.address, scopes);
+          if (entry !== undefined) found.push({ address: r.address, entry });
+        }
+      } catch (error) {
+        log.warn({ err: error, scopes }, 'could not read the suppression list');
+        return tempfail(451, '4.3.0', 'Temporary local problem, please try again later');
+      }
+      if (found.length === 0) return;
+      const mailFrom = ctx.transaction.mailFrom;
+      if (found.length < recipients.length) {
+        log.info(
+          { recipients: found.map((f) => f.address), sender: mailFrom, scopes },
+          'took a tagged message with suppressed recipients: they fail at delivery',
+        );
+        return;
+      }
+      const reply = allSuppressedReply(found);
+      log.info(
+        { recipients: found.map((f) => f.address), sender: mailFrom, scopes },
+        'refused a tagged message: every recipient is suppressed',
+      );
+      for (const f of found) {
+        events?.emit({
+          type: 'suppressed',
+          at: Date.now(),
+          recipient: f.address,
+          mailFrom,
+          senderDomain: senderDomainOf(mailFrom),
+          tags: [...ctx.tags],
+          code: reply.code,
+          enhanced: reply.enhanced,
+          text: suppressedReply(f.address, f.entry).text,
+          source: 'intake',
+        });
+      }
+      return reject(reply.code, reply.enhanced, reply.text);
+    },
     async bounced(ctx) {
       const list = store();
       const current = settings();
@@ -114,8 +191,13 @@ export function suppressionPlugin(
       const now = Date.now();
       const [scope] = suppressionScopes(ctx.envelope.mailFrom);
       if (scope === undefined || scope === '*') return;
+      // A hard bounce goes to the sender domain's list even for a tagged message: a mailbox that
+      // does not exist does not exist for any stream. Our own refusals (tag scopes) are not bounces.
       const entries: Suppression[] = ctx.results
-        .filter((r) => r.category !== undefined && current.categories.has(r.category))
+        .filter(
+          (r) =>
+            r.category !== undefined && current.categories.has(r.category) && !isSuppressedReply(r.reply),
+        )
         .map((r) => ({
           scope,
           address: r.recipient.address.toLowerCase(),
@@ -149,4 +231,63 @@ export function suppressionPlugin(
       }
     },
   });
+}
+
+/**
+ * Runs one delivery attempt of a job behind the tag scopes: when the message carries a scoping
+ * tag, its recipients are looked up first (the list may have changed since intake: a complaint
+ * about the last newsletter stops the next one still in the queue), and those suppressed fail
+ * with the suppression reply, so the queue bounces them (a DSN per the usual rules, the timeline,
+ * a bounced event) while the rest are delivered. Jobs without such a tag cost nothing.
+ */
+export function tagSuppressionGate(
+  store: () => SuppressionStore | undefined,
+  settings: () => SuppressionSettings,
+  logger: Logger,
+  events?: PlatformEvents,
+): (job: DeliveryJob, deliver: (job: DeliveryJob) => Promise<DeliveryReport>) => Promise<DeliveryReport> {
+  const log = logger.child({ component: 'suppression' });
+  return async (job, deliver) => {
+    const list = store();
+    const current = settings();
+    if (!current.enabled || list === undefined || job.isBounce || current.tagScopes.size === 0)
+      return deliver(job);
+    const scopes = messageTagScopes(messageLabels(job.envelope).tags, current.tagScopes);
+    if (scopes.length === 0) return deliver(job);
+    const refused: { outcome: RecipientOutcome; entry: Suppression }[] = [];
+    // A list that cannot be read throws: the attempt defers every recipient, to try again.
+    for (const r of job.recipients) {
+      const entry = await list.find(r.address, scopes);
+      if (entry !== undefined) {
+        const reply = suppressedReply(r.address, entry);
+        refused.push({ outcome: { address: r.address, result: 'failed', reply }, entry });
+      }
+    }
+    if (refused.length === 0) return deliver(job);
+    const gone = new Set(refused.map((r) => r.outcome.address));
+    const rest = job.recipients.filter((r) => !gone.has(r.address));
+    const report = rest.length === 0 ? { recipients: [] } : await deliver({ ...job, recipients: rest });
+    // A limit of ours held the job back: nothing happened, the next attempt looks again.
+    if (report.wait !== undefined) return report;
+    log.info(
+      { queueId: job.queueId, recipients: [...gone], scopes: refused.map((r) => r.entry.scope) },
+      'failed suppressed recipients of a tagged message',
+    );
+    if (events?.listening) {
+      const base = messageFields(job.queueId, job.envelope);
+      for (const { outcome } of refused) {
+        events.emit({
+          type: 'suppressed',
+          at: Date.now(),
+          ...base,
+          recipient: outcome.address,
+          code: outcome.reply.code,
+          enhanced: outcome.reply.enhanced,
+          text: outcome.reply.text,
+          source: 'intake',
+        });
+      }
+    }
+    return { ...report, recipients: [...refused.map((r) => r.outcome), ...report.recipients] };
+  };
 }

@@ -166,6 +166,22 @@ describe('config validation names the field and the fix', () => {
       'config.suppression.expireAfter: "a month" is not a duration above 0',
     ],
     [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], suppression: { tagScopes: ['news letter'] } },
+      'config.suppression.tagScopes[0]: a tag of letters, digits, _ . - (at most 64), as in X-Tern-Tag',
+    ],
+    [
+      { listeners: [{ kind: 'mx' }], localDomains: ['a.test'], metrics: { tags: 'newsletter' } },
+      'config.metrics.tags:',
+    ],
+    [
+      {
+        listeners: [{ kind: 'mx' }],
+        localDomains: ['a.test'],
+        metrics: { tags: Array.from({ length: 101 }, (_, i) => `t${i}`) },
+      },
+      'config.metrics.tags: at most 100 tags',
+    ],
+    [
       { listeners: [{ kind: 'mx' }], bounces: { returnPath: { domain: 'bounce.a.test' } } },
       'config.bounces.returnPath: give exactly one of secret and secretFile',
     ],

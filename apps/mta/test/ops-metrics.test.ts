@@ -2,11 +2,17 @@
 // produce, the number of series stays bounded and /metrics stays small. First the label rules on
 // their own, then thousands of hostile sessions against a real tern process.
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ReplyEvent } from '@tern/core';
+import { PLATFORM_EVENT_TYPES, silentLogger } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
 import { smtpDialog, waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
-import { labelledDestinations, replyCodeLabel, TernMetrics } from '../src/ops/metrics.js';
+import { validateConfig } from '../src/config.js';
+import { startMta } from '../src/mta.js';
+import { labelledDestinations, replyCodeLabel, TernMetrics, tagLabels } from '../src/ops/metrics.js';
 import { sendMail } from './ops-fixtures/smtp.js';
 import { startOpsTern, stopAllOpsTern } from './ops-fixtures/tern.js';
 
@@ -64,6 +70,71 @@ describe('label values', () => {
       3,
     );
     expect([...chosen]).toEqual(['routed.test', 'big.test', 'a.test', 'b.test']);
+  });
+
+  it('tags: the listed ones as themselves, any other once as other, none for untagged mail', () => {
+    const allowed = new Set(['newsletter', 'receipts']);
+    expect(tagLabels(['Newsletter', 'x', 'y', 'receipts'], allowed)).toEqual([
+      'newsletter',
+      'other',
+      'receipts',
+    ]);
+    expect(tagLabels([], allowed)).toEqual(['none']);
+    expect(tagLabels(undefined, allowed)).toEqual(['none']);
+  });
+
+  it('10 000 events with random tags and types count under the listed tags, other and none only', async () => {
+    const metrics = new TernMetrics({ connections: () => ({}), tags: ['newsletter', 'receipts'] });
+    const types = [...PLATFORM_EVENT_TYPES, 'nonsense'];
+    for (let i = 0; i < 10_000; i++) {
+      metrics.tagEvent({
+        type: types[i % types.length] as 'queued',
+        at: 0,
+        tags: i % 5 === 0 ? [] : [random(), i % 2 === 0 ? 'newsletter' : random()],
+      });
+    }
+    const { body } = await metrics.render();
+    expect(labelValues(body, 'tern_tag_events_total', 'tag')).toEqual(
+      new Set(['newsletter', 'receipts', 'other', 'none']),
+    );
+    // 4 tag labels by 7 event types, every one from the start; the unknown type is not counted.
+    expect(seriesByName(body).get('tern_tag_events_total')).toBe(28);
+    expect(body).toMatch(/^tern_tag_events_total\{tag="receipts",event="held"\} 0$/m);
+    expect(body).toMatch(/^tern_tag_events_total\{tag="none",event="queued"\} 250$/m);
+    // Without metrics.tags there is no such family (and nothing listens to the events for it).
+    const plain = new TernMetrics({ connections: () => ({}) });
+    expect(plain.tagEvents).toBeUndefined();
+    expect((await plain.render()).body).not.toContain('tern_tag_events_total');
+  });
+
+  it('the tag counters listen to the platform events only when metrics.tags is set', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tern-tag-metrics-'));
+    try {
+      for (const [metrics, listening] of [
+        [undefined, false],
+        [{ tags: ['newsletter'] }, true],
+      ] as const) {
+        const config = validateConfig(
+          {
+            listeners: [{ kind: 'mx', host: '127.0.0.1', port: 0 }],
+            localDomains: ['x.test'],
+            queue: { backend: 'embedded', path: `q-${listening}.db` },
+            intake: { spoolDir: 'spool' },
+            ...(metrics ? { metrics } : {}),
+          },
+          dir,
+        );
+        const mta = await startMta(config, silentLogger, { worker: false });
+        try {
+          // Nothing else listens here (no webhooks): producers build no events unless counted.
+          expect(mta.events.listening).toBe(listening);
+        } finally {
+          await mta.close(1000);
+        }
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('20 000 events with random verbs, codes, plugin and hook outcomes leave a bounded registry', async () => {

@@ -2,6 +2,8 @@
 // sink that refuses one mailbox for good, RCPT over real SMTP, the admin API and `tern suppression`
 // as an operator runs it. A hard bounce suppresses the recipient for its sender domain; the next
 // RCPT from that domain gets a 550 saying since when; an operator's entries hold for every sender.
+// Tag scopes (`tag:newsletter`) through the CLI, and checked at DATA on the intake node and again
+// at delivery on the worker.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,9 +47,30 @@ async function rcpt(port: number, from: string, to: readonly string[]): Promise<
   }
 }
 
+/** A whole transaction with `X-Tern-Tag: newsletter` (127.0.0.1 is a trusted network): the end-of-DATA reply. */
+async function newsletter(port: number, from: string, to: readonly string[]): Promise<string> {
+  const smtp = await smtpDialog(port);
+  try {
+    await smtp.read();
+    await smtp.command('EHLO client.test');
+    await smtp.command(`MAIL FROM:<${from}>`);
+    for (const address of to) expect(await smtp.command(`RCPT TO:<${address}>`)).toMatch(/^250/);
+    expect(await smtp.command('DATA')).toMatch(/^354/);
+    const body = [`From: <${from}>`, 'Subject: News', 'X-Tern-Tag: newsletter', '', 'News.', '.'].join(
+      '\r\n',
+    );
+    const reply = await smtp.command(body);
+    await smtp.command('QUIT').catch(() => '');
+    return reply;
+  } finally {
+    smtp.close();
+  }
+}
+
 function config(queue: Record<string, unknown>): Record<string, unknown> {
   return {
     localDomains: ['example.test'],
+    suppression: { tagScopes: ['newsletter'] },
     delivery: { routes: { '*': { type: 'smtp', host: '127.0.0.1', port: sink.port, tls: 'none' } } },
     queue: { ...queue, retry: { intervals: ['1s'], maxAge: '1h' } },
   };
@@ -211,5 +234,71 @@ describe.each([
     });
     const { body } = await worker.api('GET', '/api/suppressions?scope=shop.test&search=one@');
     expect(body.entries).toEqual([expect.objectContaining({ address: 'one@x.test' })]);
+  });
+
+  it('tag scopes: tern suppression --scope tag:newsletter, export and import keep it; DATA refuses when every recipient is on it', async () => {
+    const [a, b, fine] = ['a', 'b', 'fine'].map((n) => `${n}-news-${tag}@dest.test`) as [
+      string,
+      string,
+      string,
+    ];
+    expect(await tern(['suppression', 'add', a, b, '--scope', 'tag:Newsletter', ...cli()])).toMatchObject({
+      status: 0,
+      stdout: '2 recipient(s) suppressed for tag:newsletter\n',
+    });
+    const bad = await tern(['suppression', 'add', a, '--scope', 'tag:two words', ...cli()]);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/scope: "tag:two words" is not a sender domain .*a tag like tag:newsletter/);
+    // Export, remove, import: the entries come back with their scope.
+    const file = join(dir, `tags-${tag}.csv`);
+    expect(
+      (await tern(['suppression', 'export', '--out', file, '--scope', 'tag:newsletter', ...cli()])).status,
+    ).toBe(0);
+    const csv = readFileSync(file, 'utf8').trim().split('\n');
+    expect(csv.slice(1).sort()).toEqual([
+      expect.stringMatching(new RegExp(`^tag:newsletter,${a},manual,`)),
+      expect.stringMatching(new RegExp(`^tag:newsletter,${b},manual,`)),
+    ]);
+    expect((await tern(['suppression', 'remove', a, b, '--scope', 'tag:newsletter', ...cli()])).status).toBe(
+      0,
+    );
+    expect(await tern(['suppression', 'import', file, ...cli()])).toMatchObject({
+      status: 0,
+      stdout: '2 recipient(s) imported\n',
+    });
+    const list = await tern(['suppression', 'list', '--scope', 'tag:newsletter', '--json', ...cli()]);
+    expect(
+      JSON.parse(list.stdout)
+        .map((e: { address: string }) => e.address)
+        .sort(),
+    ).toEqual([a, b]);
+
+    // RCPT knows no tags yet: both are taken. The tag comes with the header: DATA refuses.
+    expect(await newsletter(intake.port, 'news@shop.test', [a, b])).toBe(
+      '550 5.7.1 Every recipient (2) is suppressed for tag:newsletter',
+    );
+    // Mail without the tag to them is taken and delivered.
+    const plain = await sendMail(intake.port, { from: 'news@shop.test', to: [a], subject: `plain ${tag}` });
+    await waitFor(() => sink.messages.some((m) => m.rcptTo.includes(a)), 15_000);
+    expect(plain.queueId).toBeTruthy();
+
+    // One suppressed, one not: taken (on Redis by the intake node), then the worker bounces the one.
+    const taken = await newsletter(intake.port, 'news@shop.test', [b, fine]);
+    const queueId = /queued as (\S+)/.exec(taken)?.[1];
+    expect(taken).toMatch(/^250 /);
+    await waitFor(() => sink.messages.some((m) => m.rcptTo.includes(fine)), 15_000);
+    await waitFor(
+      () => sink.messages.some((m) => m.rcptTo.includes('news@shop.test') && m.raw.includes(b)),
+      15_000,
+    );
+    expect(sink.messages.filter((m) => m.rcptTo.includes(b))).toEqual([]);
+    const { body } = await worker.api('GET', `/api/messages/${queueId}`);
+    const attempt = body.timeline.find((e: { type: string }) => e.type === 'attempt');
+    expect(attempt.recipients).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ address: b, result: 'failed', enhanced: '5.7.1' }),
+        expect.objectContaining({ address: fine, result: 'delivered' }),
+      ]),
+    );
   });
 });

@@ -108,7 +108,10 @@ export async function acceptMessage(input: AcceptInput): Promise<Acceptance> {
     return refused(CoreReplies.localError); // the runner logged the failing plugin and hook
   }
   const message = new MessageContent(headers, input.body);
-  const refusal = refusalOf((await plugins.runVerdict('message', { ...base, message }, scope)).verdict);
+  const refusal = refusalOf(
+    (await plugins.runVerdict('message', { ...base, message, tags: input.envelope.tags ?? [] }, scope))
+      .verdict,
+  );
   if (refusal) return refused(refusal.reply, refusal.disconnect);
   const envelope = input.envelope;
   let hold: string | undefined;

@@ -122,6 +122,8 @@ export interface HeadersContext<S, T> extends TransactionContext<S, T> {
 
 export interface MessageContext<S, T> extends TransactionContext<S, T> {
   readonly message: MessageView;
+  /** The tags the message carries (see Envelope.tags), known only now for SMTP (X-Tern-Tag). */
+  readonly tags: readonly string[];
 }
 
 export interface QueueContext<S, T> extends TransactionContext<S, T> {

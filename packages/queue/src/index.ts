@@ -97,8 +97,10 @@ export {
   ANY_SENDER,
   DEFAULT_SUPPRESSION_PAGE,
   isActiveSuppression,
+  isTagScope,
   MAX_SUPPRESSION_PAGE,
   MAX_SUPPRESSION_REASON,
+  messageTagScopes,
   SUPPRESSION_SOURCES,
   type Suppression,
   type SuppressionPage,
@@ -109,6 +111,8 @@ export {
   suppressionEntry,
   suppressionScope,
   suppressionScopes,
+  TAG_SCOPE_PREFIX,
+  tagScope,
 } from './suppression.js';
 export {
   type AsyncBounceEvent,

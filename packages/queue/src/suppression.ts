@@ -1,7 +1,8 @@
 // Suppression lists, shared by every backend: recipients a sender must not mail again (they
-// bounced hard, complained, or an operator said so), per sender domain or for every sender (`*`).
+// bounced hard, complained, or an operator said so), per sender domain, per tag (`tag:newsletter`,
+// for the messages carrying that tag: a stream of mail) or for every sender (`*`).
 // Stored in the queue's own store, so every node of a Redis queue sees the same list.
-import { type BounceCategory, isBounceCategory } from '@tern/plugin-api';
+import { type BounceCategory, isBounceCategory, TAG_PATTERN } from '@tern/plugin-api';
 import { OperationInputError } from './operations.js';
 
 /** Where an entry came from. */
@@ -10,7 +11,7 @@ export const SUPPRESSION_SOURCES: readonly SuppressionSource[] = ['bounce', 'com
 
 /** One suppressed recipient for one scope. */
 export interface Suppression {
-  /** A sender domain (`example.com`), or `*` for every sender. */
+  /** A sender domain (`example.com`), a tag (`tag:newsletter`), or `*` for every sender. */
   readonly scope: string;
   /** The recipient, lower-cased. */
   readonly address: string;
@@ -73,19 +74,50 @@ const DOMAIN = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-
 // Anything printable without spaces around one @: what an envelope address can be, lower-cased.
 const ADDRESS = /^[^\s@<>]{1,64}@[^\s@<>]{1,255}$/;
 
-/** The scopes a message from `mailFrom` is checked against: its sender domain, then every sender. */
-export function suppressionScopes(mailFrom: string): string[] {
+/** What a tag scope starts with: `tag:newsletter`. */
+export const TAG_SCOPE_PREFIX = 'tag:';
+
+/** The scope of one tag. Tags are matched without regard to case, as domains are. */
+export function tagScope(tag: string): string {
+  return `${TAG_SCOPE_PREFIX}${tag.toLowerCase()}`;
+}
+
+/**
+ * The tag scopes of a message: one per tag it carries that is among `scoping` (the configured
+ * `suppression.tagScopes`, lower-cased), in the message's order. Other tags have no list.
+ */
+export function messageTagScopes(
+  tags: readonly string[] | undefined,
+  scoping: ReadonlySet<string>,
+): string[] {
+  if (tags === undefined || tags.length === 0 || scoping.size === 0) return [];
+  const scopes = new Set<string>();
+  for (const tag of tags) if (scoping.has(tag.toLowerCase())) scopes.add(tagScope(tag));
+  return [...scopes];
+}
+
+/**
+ * The scopes a message from `mailFrom` is checked against: its tag scopes (see messageTagScopes),
+ * its sender domain, then every sender.
+ */
+export function suppressionScopes(mailFrom: string, tagScopes: readonly string[] = []): string[] {
   const at = mailFrom.lastIndexOf('@');
   const domain = at === -1 ? '' : mailFrom.slice(at + 1).toLowerCase();
-  return domain === '' ? [ANY_SENDER] : [domain, ANY_SENDER];
+  return domain === '' ? [...tagScopes, ANY_SENDER] : [...tagScopes, domain, ANY_SENDER];
+}
+
+/** Whether a stored scope is a tag's (`tag:newsletter`). */
+export function isTagScope(scope: string): boolean {
+  return scope.startsWith(TAG_SCOPE_PREFIX);
 }
 
 /** A scope as stored; throws OperationInputError naming `field`. */
 export function suppressionScope(value: unknown, field = 'scope'): string {
   const scope = typeof value === 'string' ? value.trim().toLowerCase() : '';
   if (scope === ANY_SENDER || (scope.length <= 253 && DOMAIN.test(scope))) return scope;
+  if (isTagScope(scope) && TAG_PATTERN.test(scope.slice(TAG_SCOPE_PREFIX.length))) return scope;
   throw new OperationInputError(
-    `${field}: ${JSON.stringify(value)} is not a sender domain like example.com, or * for every sender`,
+    `${field}: ${JSON.stringify(value)} is not a sender domain like example.com, a tag like tag:newsletter (letters, digits, _ . -, at most 64), or * for every sender`,
   );
 }
 

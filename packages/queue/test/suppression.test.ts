@@ -3,9 +3,11 @@
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import {
+  messageTagScopes,
   type Suppression,
   type SuppressionStore,
   suppressionEntry,
+  suppressionScope,
   suppressionScopes,
 } from '../src/suppression.js';
 import { testMessage } from './redis-fixtures/deliveries.js';
@@ -46,6 +48,31 @@ describe.each([
     expect(await list.find('gone@x.test', suppressionScopes('a@other.test'))).toBeUndefined();
     expect(await list.find('angry@x.test', suppressionScopes('a@other.test'))).toMatchObject({ scope: '*' });
     expect(await list.count()).toBe(2);
+  });
+
+  it('keeps tag scopes apart from the sender domain: a newsletter list stops newsletters only', async () => {
+    const list = await open();
+    await list.add([
+      entry({ scope: 'tag:newsletter', address: 'unsub@x.test', source: 'complaint' }),
+      entry({ scope: 'tag:promo', address: 'promo@x.test' }),
+    ]);
+    const newsletter = suppressionScopes(
+      'news@shop.test',
+      messageTagScopes(['Newsletter'], new Set(['newsletter'])),
+    );
+    expect(newsletter).toEqual(['tag:newsletter', 'shop.test', '*']);
+    expect(await list.find('unsub@x.test', newsletter)).toMatchObject({
+      scope: 'tag:newsletter',
+      source: 'complaint',
+    });
+    // The same recipient, mail without the tag (a password reset): not suppressed.
+    expect(await list.find('unsub@x.test', suppressionScopes('news@shop.test'))).toBeUndefined();
+    expect(await list.find('promo@x.test', newsletter)).toBeUndefined();
+    expect((await list.list({ scope: 'tag:newsletter' })).entries.map((e) => e.address)).toEqual([
+      'unsub@x.test',
+    ]);
+    expect(await list.remove('tag:newsletter', 'unsub@x.test')).toBe(true);
+    expect(await list.find('unsub@x.test', newsletter)).toBeUndefined();
   });
 
   it('updates an entry in place, keeping when it was first suppressed', async () => {
@@ -138,6 +165,35 @@ describe('suppression list: backend specifics', () => {
     expect(await again.suppressions.find('after@x.test', ['shop.test'])).toMatchObject({
       address: 'after@x.test',
     });
+  });
+});
+
+describe('tag scopes', () => {
+  it('only configured tags have a scope, lower-cased, once each, in the message order', () => {
+    const scoping = new Set(['newsletter', 'promo']);
+    expect(messageTagScopes(['orders', 'Promo', 'newsletter', 'PROMO'], scoping)).toEqual([
+      'tag:promo',
+      'tag:newsletter',
+    ]);
+    expect(messageTagScopes(['orders'], scoping)).toEqual([]);
+    expect(messageTagScopes(undefined, scoping)).toEqual([]);
+    expect(messageTagScopes(['newsletter'], new Set())).toEqual([]);
+  });
+
+  it.each([
+    'tag:',
+    'tag:-lead',
+    'tag:two words',
+    `tag:${'x'.repeat(65)}`,
+    'tag:a/b',
+    'tags:x',
+  ])('refuses %j as a scope', (scope) => {
+    expect(() => suppressionScope(scope)).toThrow(/is not a sender domain .*a tag like tag:newsletter/);
+  });
+
+  it('takes tag scopes in the X-Tern-Tag syntax, lower-cased', () => {
+    expect(suppressionScope(' tag:News_letter.v2-x ')).toBe('tag:news_letter.v2-x');
+    expect(suppressionScope(`tag:${'x'.repeat(64)}`)).toBe(`tag:${'x'.repeat(64)}`);
   });
 });
 

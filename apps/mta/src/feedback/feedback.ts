@@ -28,6 +28,7 @@ import {
   type DeliveryReport,
   isQueueOperations,
   MAX_SUPPRESSION_REASON,
+  messageTagScopes,
   type QueueBackend,
   type Suppression,
   type SuppressionStore,
@@ -130,7 +131,8 @@ interface Finding {
   readonly mailFrom: string;
   readonly event: TimelineEvent;
   readonly platform: PlatformEvent;
-  readonly suppression?: Suppression;
+  /** Entries the report adds: one for the sender domain, or one per tag scope of the message. */
+  readonly suppressions: readonly Suppression[];
 }
 
 /** The original message a VERP address names: its sender, and the recipient the tag stands for. */
@@ -259,9 +261,14 @@ export class FeedbackProcessor {
     reportId: string,
     now: number,
   ): Finding {
-    const scope = senderScope(o.mailFrom);
+    const suppressing = this.#o.suppression();
+    // A complaint about mail of a stream (a tag scope) stops that stream only: a newsletter
+    // complaint must not stop password resets. Other mail: the sender domain's list.
+    const tagScopes = messageTagScopes(o.tags, suppressing.tagScopes);
+    const sender = senderScope(o.mailFrom);
+    const scopes = tagScopes.length > 0 ? tagScopes : sender === undefined ? [] : [sender];
     const reason = `complaint (${report.feedbackType})${report.userAgent ? ` via ${report.userAgent}` : ''}`;
-    const expire = this.#o.suppression().expireAfterMs;
+    const expire = suppressing.expireAfterMs;
     return {
       ...o,
       event: {
@@ -278,19 +285,18 @@ export class FeedbackProcessor {
         text: clip(reason),
       },
       // Complaints always suppress (not-spam is a report that it was wanted: no entry).
-      ...(scope !== undefined && report.feedbackType !== 'not-spam'
-        ? {
-            suppression: {
+      suppressions:
+        report.feedbackType === 'not-spam'
+          ? []
+          : scopes.map((scope) => ({
               scope,
               address: o.recipient.toLowerCase(),
-              source: 'complaint',
+              source: 'complaint' as const,
               reason: reason.slice(0, MAX_SUPPRESSION_REASON),
               createdAt: now,
               ...(expire === undefined ? {} : { expiresAt: now + expire }),
               queueId: o.queueId,
-            },
-          }
-        : {}),
+            })),
     };
   }
 
@@ -353,6 +359,8 @@ export class FeedbackProcessor {
     failed: boolean,
     event: TimelineEvent,
   ): Finding {
+    // A hard bounce suppresses for the sender domain, tagged or not: a mailbox that does not exist
+    // does not exist for any stream.
     const scope = senderScope(o.mailFrom);
     const suppressing = this.#o.suppression();
     const suppress =
@@ -373,9 +381,9 @@ export class FeedbackProcessor {
         text: clip(reply.text),
         ...(category ? { category } : {}),
       },
-      ...(suppress
-        ? {
-            suppression: {
+      suppressions: suppress
+        ? [
+            {
               scope,
               address: o.recipient.toLowerCase(),
               source: 'bounce',
@@ -385,8 +393,8 @@ export class FeedbackProcessor {
               ...(expire === undefined ? {} : { expiresAt: now + expire }),
               queueId: o.queueId,
             },
-          }
-        : {}),
+          ]
+        : [],
     };
   }
 
@@ -415,26 +423,33 @@ export class FeedbackProcessor {
     const suppressing =
       store === undefined
         ? []
-        : findings.filter((f) => f.suppression && (enabled || f.suppression.source === 'complaint'));
-    if (suppressing.length > 0) await store?.add(suppressing.map((f) => f.suppression as Suppression));
+        : findings.flatMap((f) =>
+            f.suppressions
+              .filter((e) => enabled || e.source === 'complaint')
+              .map((entry) => ({ finding: f, entry })),
+          );
+    if (suppressing.length > 0) await store?.add(suppressing.map((s) => s.entry));
     for (const f of findings) {
       log.info(
         {
           original: f.queueId,
           recipient: f.recipient,
           event: f.event.type,
-          ...(f.suppression ? { suppressed: f.suppression.scope, category: f.suppression.category } : {}),
+          ...(f.suppressions.length > 0
+            ? { suppressed: f.suppressions.map((e) => e.scope), category: f.suppressions[0]?.category }
+            : {}),
         },
         f.event.type === 'complaint' ? 'complaint recorded' : 'later bounce recorded',
       );
       this.#o.events.emit(f.platform);
     }
     // As a hard bounce at delivery does: a `suppressed` event after the bounce or complaint.
-    for (const f of suppressing) {
-      const { mailFrom, tags, apiKey, source } = f.platform;
+    for (const { finding, entry } of suppressing) {
+      const { mailFrom, senderDomain, tags, apiKey, source } = finding.platform;
       this.#o.events.emit({
-        ...suppressionEvent(f.suppression as Suppression, source ?? 'dsn', Date.now()),
+        ...suppressionEvent(entry, source ?? 'dsn', Date.now()),
         ...(mailFrom === undefined ? {} : { mailFrom }),
+        ...(senderDomain === undefined ? {} : { senderDomain }),
         ...(tags === undefined ? {} : { tags }),
         ...(apiKey === undefined ? {} : { apiKey }),
       });

@@ -17,6 +17,7 @@ import { type PluginHost, StateScope } from '@tern/plugin-api/host';
 import {
   type IdempotencyStore,
   MAX_IDEMPOTENCY_KEY,
+  messageTagScopes,
   type Suppression,
   type SuppressionStore,
   suppressionScopes,
@@ -55,6 +56,8 @@ export interface InjectionDeps {
   readonly sink: MessageSink;
   readonly spool: IntakeSpool;
   readonly suppressions: SuppressionStore | undefined;
+  /** The tags with a list of their own (`suppression.tagScopes`), asked per request (a reload changes them). */
+  readonly tagScopes?: () => ReadonlySet<string>;
   readonly idempotency: IdempotencyStore | undefined;
   readonly hostname: string;
   readonly log: Logger;
@@ -99,6 +102,8 @@ export interface InjectionError {
   readonly suppressed?: readonly { recipient: string; scope: string; since: string; source: string }[];
   readonly reply?: SmtpReply;
 }
+
+const NO_TAG_SCOPES: ReadonlySet<string> = new Set();
 
 const fail = (status: InjectionErrorStatus, body: InjectionError): InjectionOutcome => ({
   status,
@@ -146,7 +151,9 @@ export async function injectMessage(
   }
 
   if (deps.suppressions) {
-    const scopes = suppressionScopes(envelope.mailFrom);
+    // The tags are known up front here: their scopes are checked with the sender's.
+    const tagged = messageTagScopes(composed.tags, deps.tagScopes?.() ?? NO_TAG_SCOPES);
+    const scopes = suppressionScopes(envelope.mailFrom, tagged);
     const found: { recipient: string; entry: Suppression }[] = [];
     for (const recipient of new Set(envelope.recipients.map((r) => r.toLowerCase()))) {
       const entry = await deps.suppressions.find(recipient, scopes);

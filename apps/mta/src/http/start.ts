@@ -21,6 +21,8 @@ export interface HttpInjectionParts {
   readonly hostname: string;
   readonly ops: OpsRuntime;
   readonly logger: Logger;
+  /** The tags with suppression lists of their own, as the config says now. */
+  readonly tagScopes?: () => ReadonlySet<string>;
 }
 
 const RESULTS = new Set<string>([...INJECTION_ERROR_CODES, 'queued', 'duplicate', 'openapi']);
@@ -43,6 +45,7 @@ export async function startHttpInjection(
       sink: parts.sink,
       spool: parts.spool,
       suppressions: queue.suppressions,
+      ...(parts.tagScopes ? { tagScopes: parts.tagScopes } : {}),
       idempotency: queue.idempotency,
       hostname: parts.hostname,
       log: parts.logger.child({ component: 'http' }),

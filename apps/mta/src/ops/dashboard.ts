@@ -118,7 +118,7 @@ export const DASHBOARD_HTML = `<!doctype html>
     </div>
     <div role="tabpanel" id="panel-suppressions" aria-labelledby="tab-suppressions" hidden>
       <form id="suppression-search"><input id="suppression-text" placeholder="search recipients" autocomplete="off"><button>Search</button></form>
-      <form id="suppression-add"><input id="suppression-address" placeholder="recipient to suppress" autocomplete="off"><input id="suppression-scope" placeholder="sender domain, or * for every sender" autocomplete="off"><input id="suppression-reason" placeholder="reason" autocomplete="off"><button>Suppress</button></form>
+      <form id="suppression-add"><input id="suppression-address" placeholder="recipient to suppress" autocomplete="off"><input id="suppression-scope" placeholder="sender domain, tag:name, or * for every sender" autocomplete="off"><input id="suppression-reason" placeholder="reason" autocomplete="off"><button>Suppress</button></form>
       <p id="suppression-error" class="bad" hidden></p>
       <table id="suppressions"><thead><tr><th class="w-by">scope</th><th class="w-addr">recipient</th><th class="w-why">why</th><th class="w-since">since</th><th>reason</th><th class="w-kind"></th></tr></thead><tbody></tbody></table>
     </div>

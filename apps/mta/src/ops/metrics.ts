@@ -7,7 +7,12 @@
 // configured ones and the largest few, listener and plugin names the configured ones (capped all
 // the same, as a guard across reloads); hooks, outcomes, states and reasons are fixed unions.
 import { type ReplyCommand, type ReplyEvent, SMTP_VERBS, type SpoolStats } from '@tern/core';
-import { isBounceCategory, type RecipientResult } from '@tern/plugin-api';
+import {
+  isBounceCategory,
+  PLATFORM_EVENT_TYPES,
+  type PlatformEvent,
+  type RecipientResult,
+} from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
 import type { QueueHealth } from '@tern/queue';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -92,6 +97,26 @@ export interface MetricSources {
   readonly health?: () => QueueHealth;
   /** The intake spool: bodies in memory and on disk. */
   readonly spool?: () => SpoolStats;
+  /** Tags counted under their own label (`metrics.tags`, lower-cased); none: no tag counters. */
+  readonly tags?: readonly string[];
+}
+
+/** The `tag` label of a message without tags. */
+const NO_TAG = 'none';
+const EVENT_TYPES: ReadonlySet<string> = new Set(PLATFORM_EVENT_TYPES);
+
+/**
+ * The `tag` labels one event counts under: each of its tags on the allow-list, `other` (once) for
+ * any tag that is not, `none` when it has no tag.
+ */
+export function tagLabels(tags: readonly string[] | undefined, allowed: ReadonlySet<string>): string[] {
+  if (tags === undefined || tags.length === 0) return [NO_TAG];
+  const labels = new Set<string>();
+  for (const tag of tags) {
+    const lower = tag.toLowerCase();
+    labels.add(allowed.has(lower) ? lower : OTHER);
+  }
+  return [...labels];
 }
 
 export class TernMetrics {
@@ -110,6 +135,9 @@ export class TernMetrics {
   readonly shapingActions: Counter<'action' | 'cause'>;
   readonly failures: Counter<'result' | 'category'>;
   readonly injections: Counter<'source' | 'result'>;
+  /** Platform events by tag (configured tags only), when `metrics.tags` is set. */
+  readonly tagEvents: Counter<'tag' | 'event'> | undefined;
+  readonly #tags: ReadonlySet<string>;
   readonly #listeners = new NameLabels(MAX_NAMES);
   readonly #plugins = new NameLabels(MAX_NAMES);
 
@@ -212,6 +240,21 @@ export class TernMetrics {
       labelNames: ['result', 'category'],
       registers,
     });
+
+    this.#tags = new Set(sources.tags ?? []);
+    this.tagEvents =
+      this.#tags.size === 0
+        ? undefined
+        : new Counter({
+            name: 'tern_tag_events_total',
+            help: 'Platform events (one per recipient: queued, delivered, deferred, bounced, held, suppressed, complained) by message tag: the tags of metrics.tags, "other" for any other tag, "none" for untagged mail; a message with several tags counts under each',
+            labelNames: ['tag', 'event'],
+            registers,
+          });
+    // Every series from the start, at 0: a rate over a tag's first event needs the series before it.
+    for (const tag of this.#tags.size === 0 ? [] : [...this.#tags, OTHER, NO_TAG]) {
+      for (const event of PLATFORM_EVENT_TYPES) this.tagEvents?.inc({ tag, event }, 0);
+    }
 
     const summary = sources.summary;
     if (summary) {
@@ -336,6 +379,13 @@ export class TernMetrics {
       this.failures.inc({ result, category: isBounceCategory(r.category) ? r.category : 'unknown' });
     }
   }
+
+  /** Counts one platform event under each tag label of its message (see tagLabels). */
+  readonly tagEvent = (event: PlatformEvent): void => {
+    const counter = this.tagEvents;
+    if (counter === undefined || !EVENT_TYPES.has(event.type)) return;
+    for (const tag of tagLabels(event.tags, this.#tags)) counter.inc({ tag, event: event.type });
+  };
 
   /** Counts one 4xx/5xx reply a listener sent (its onReply event). */
   errorReply(event: ReplyEvent): void {

@@ -51,6 +51,7 @@ export class OpsRuntime {
   readonly #config: ResolvedConfig;
   readonly #log: Logger;
   #sampler: NodeJS.Timeout | undefined;
+  #unsubscribe: (() => void) | undefined;
 
   constructor(config: ResolvedConfig, logger: Logger) {
     this.#config = config;
@@ -150,7 +151,11 @@ export class OpsRuntime {
       destinations: configuredDestinations(this.#config),
       ...(summary ? { summary } : {}),
       ...(typeof ping === 'function' ? { redisPing: () => ping.call(queue) } : {}),
+      ...(this.#config.metrics?.tags ? { tags: this.#config.metrics.tags } : {}),
     });
+    // Counted from the platform events, heard only when tags are to be counted: with no listener,
+    // producers build no events at all.
+    if (this.metrics.tagEvents !== undefined) this.#unsubscribe = this.events?.on(this.metrics.tagEvent);
     const admin = this.#config.admin;
     if (!admin) return;
     if (summary) {
@@ -194,6 +199,7 @@ export class OpsRuntime {
 
   async close(): Promise<void> {
     clearInterval(this.#sampler);
+    this.#unsubscribe?.();
     await this.admin?.close();
   }
 

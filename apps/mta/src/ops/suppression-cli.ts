@@ -84,7 +84,10 @@ async function run(
           ...(expiresAt === undefined ? {} : { expiresAt }),
         })),
       });
-      out(`${result.added} recipient(s) suppressed for ${values.scope ?? 'every sender (*)'}`);
+      // As stored: scopes are lower-cased (tag:Newsletter is tag:newsletter).
+      out(
+        `${result.added} recipient(s) suppressed for ${values.scope?.trim().toLowerCase() ?? 'every sender (*)'}`,
+      );
       return 0;
     }
     case 'remove': {

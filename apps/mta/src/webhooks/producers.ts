@@ -7,7 +7,14 @@ import type {
   PlatformEventType,
   RecipientResult,
 } from '@tern/plugin-api';
-import { ANY_SENDER, type MessageDetails, operatorBounceReply, type Suppression } from '@tern/queue';
+import {
+  ANY_SENDER,
+  isTagScope,
+  type MessageDetails,
+  operatorBounceReply,
+  type Suppression,
+  TAG_SCOPE_PREFIX,
+} from '@tern/queue';
 
 /** The domain of a return path, lower-cased ('' for the null sender). */
 export function senderDomainOf(mailFrom: string): string {
@@ -115,7 +122,12 @@ export function suppressionEvent(
     type: 'suppressed',
     at,
     recipient: entry.address,
-    ...(entry.scope === ANY_SENDER ? {} : { senderDomain: entry.scope }),
+    // A tag scope's entry is about mail with that tag (webhook filters by tag see it).
+    ...(isTagScope(entry.scope)
+      ? { tags: [entry.scope.slice(TAG_SCOPE_PREFIX.length)] }
+      : entry.scope === ANY_SENDER
+        ? {}
+        : { senderDomain: entry.scope }),
     ...(entry.queueId === undefined ? {} : { queueId: entry.queueId }),
     ...(entry.category === undefined ? {} : { category: entry.category }),
     text: entry.reason,

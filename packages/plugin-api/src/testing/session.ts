@@ -142,7 +142,7 @@ export class PluginTestSession extends PluginTestHost {
     const result = (verdict: Verdict): DataResult => ({ verdict, message, envelope, held });
     if (!(await this.#transforms('headers', { ...base, headers: message.headers })))
       return result(localError);
-    const { verdict } = await this.host.runVerdict('message', { ...base, message }, this.#scope);
+    const { verdict } = await this.host.runVerdict('message', { ...base, message, tags: [] }, this.#scope);
     if (verdict.kind !== 'continue' && verdict.kind !== 'accept') return result(verdict);
     const hold = (reason: string): void => {
       held = reason;
