@@ -53,6 +53,9 @@ describe('RedisQueue operations: Redis specifics', () => {
     await waitFor(() => calls.length >= 3, 8000);
     await waitFor(async () => (await q.details(kept))?.state === 'finished', 8000);
 
+    // The worker leaves an emptied domain in the domains set (one command less per job); the
+    // summary forgets it, and lists nothing for it.
+    expect((await q.summary()).destinations).toEqual([]);
     const k = opsKeys(q.prefix);
     const left = (await admin.keys(`${q.prefix}:ops:*`)).sort();
     expect(left).toEqual(
