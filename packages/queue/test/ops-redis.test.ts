@@ -69,6 +69,35 @@ describe('RedisQueue operations: Redis specifics', () => {
     expect(await admin.keys(`${q.prefix}:msg:*`)).toEqual([]);
   });
 
+  it('a hold that comes while the last attempt runs leaves nothing held once the message is delivered', async () => {
+    const q = await queue();
+    const { deliver: record, calls } = recordingDeliver();
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let finish!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    await q.startWorker(async (job, open) => {
+      started();
+      await gate;
+      return record(job, open);
+    });
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'HeldLate'));
+    await running;
+    expect(await q.hold(id)).toBe(1);
+    const k = opsKeys(q.prefix);
+    expect(await admin.smembers(k.held)).toEqual([`${id}@x.test`]);
+    finish();
+    await waitFor(async () => (await q.details(id))?.state === 'finished', 8000);
+    expect(calls).toHaveLength(1);
+    // The worker does not look at the held set; the summary counts only queued jobs and forgets the rest.
+    expect((await q.summary()).totals).toMatchObject({ total: 0, held: 0 });
+    expect(await admin.exists(k.held)).toBe(0);
+  });
+
   it('answers for any message from any node sharing the queue', async () => {
     const a = await queue();
     const b = await queue({ prefix: a.prefix, queueName: a.queueName });

@@ -82,7 +82,7 @@ export class RedisOperations {
       .smembers(k.held)
       .lrange(bullActiveKey(this.#d.prefix, this.#d.queueName), 0, -1)
       .exec();
-    const [domains, suspended, routes, held, active] =
+    const [domains, suspended, routes, heldIds, active] =
       results<[string[], Record<string, string>, Record<string, string>, string[], string[]]>(first);
     const liveSuspensions = Object.entries(suspended).filter(([, until]) => Number(until) > now);
     const names = [
@@ -93,7 +93,13 @@ export class RedisOperations {
     for (const domain of names) {
       second.zcard(k.domain(domain)).scard(k.retried(domain)).zrange(k.domain(domain), 0, 0);
     }
-    const counts = results<(number | string[])[]>(await second.exec());
+    // The worker leaves a finished job in the held set (held while its attempt ran; one command
+    // less per job): only the ids still queued count, and the others are forgotten below.
+    for (const id of heldIds) second.zscore(k.jobs, id);
+    const counts = results<(number | string[] | string | null)[]>(await second.exec());
+    const queued = counts.slice(names.length * 3);
+    const held = heldIds.filter((_, i) => queued[i] !== null);
+    const finished = heldIds.filter((_, i) => queued[i] === null);
     const activeIds = new Set(active);
     const activeBy = countBy(active, domainOfJob);
     const heldBy = countBy(
@@ -125,9 +131,11 @@ export class RedisOperations {
     // the two keeps it.
     const listed = new Set(domains);
     const empty = destinations.filter((d) => d.total === 0 && listed.has(d.domain));
-    if (empty.length > 0) {
+    if (empty.length > 0 || finished.length > 0) {
       const prune = opsMulti(this.#client);
       for (const { domain } of empty) prune.ternPruneDomain(k.domains, k.domain(domain), domain);
+      // A job id never comes back once finished, so its removal cannot race a new hold.
+      if (finished.length > 0) prune.srem(k.held, ...finished);
       // Housekeeping only: a Redis refusing writes must not fail a read.
       await exec(prune).catch(() => {});
     }

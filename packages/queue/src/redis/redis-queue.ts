@@ -597,7 +597,6 @@ export class RedisQueue implements QueueBackend, QueueOperations {
             ops.jobs,
             ops.domain(data.domain),
             ops.retried(data.domain),
-            ops.held,
             timeline,
             // The timeline stands in when there is no Message-ID (the script then skips it).
             gate.messageId === undefined ? timeline : ops.messageId(normalizeMessageId(gate.messageId)),
