@@ -368,8 +368,11 @@ describe('RedisQueue: durability', () => {
     }
     expect(await messageKeys(q)).toEqual([]);
     expect(await admin.exists(`${q.prefix}:${q.queueName}:wait`)).toBe(0);
-    await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
-    expect(await messageKeys(q)).toHaveLength(3);
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
+    // Its hash and its body: a message of one job keeps the job's id in the hash, no job set.
+    const keys = redisKeys(q.prefix, id);
+    expect((await messageKeys(q)).sort()).toEqual([keys.meta, keys.body].sort());
+    expect(await admin.hget(keys.meta, 'job')).toBe(`${id}@x.test`);
   });
 });
 

@@ -5,6 +5,12 @@ import type { DeliveryJob, RecipientState } from '../contract.js';
 export interface JobData {
   queueId: string;
   domain: string;
+  /**
+   * How many jobs the message was planned with. 1: this job's finish is the message's, and the
+   * message's presence says the job is wanted, so the worker skips the job set (absent in jobs
+   * enqueued before it was recorded: they read the set).
+   */
+  jobs?: number;
   envelope: DeliveryJob['envelope'];
   recipients: RecipientState[];
   attempts: number;

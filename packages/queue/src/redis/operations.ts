@@ -82,7 +82,7 @@ export class RedisOperations {
       .smembers(k.held)
       .lrange(bullActiveKey(this.#d.prefix, this.#d.queueName), 0, -1)
       .exec();
-    const [domains, suspended, routes, held, active] =
+    const [domains, suspended, routes, heldIds, active] =
       results<[string[], Record<string, string>, Record<string, string>, string[], string[]]>(first);
     const liveSuspensions = Object.entries(suspended).filter(([, until]) => Number(until) > now);
     const names = [
@@ -93,7 +93,13 @@ export class RedisOperations {
     for (const domain of names) {
       second.zcard(k.domain(domain)).scard(k.retried(domain)).zrange(k.domain(domain), 0, 0);
     }
-    const counts = results<(number | string[])[]>(await second.exec());
+    // The worker leaves a finished job in the held set (held while its attempt ran; one command
+    // less per job): only the ids still queued count, and the others are forgotten below.
+    for (const id of heldIds) second.zscore(k.jobs, id);
+    const counts = results<(number | string[] | string | null)[]>(await second.exec());
+    const queued = counts.slice(names.length * 3);
+    const held = heldIds.filter((_, i) => queued[i] !== null);
+    const finished = heldIds.filter((_, i) => queued[i] === null);
     const activeIds = new Set(active);
     const activeBy = countBy(active, domainOfJob);
     const heldBy = countBy(
@@ -120,8 +126,24 @@ export class RedisOperations {
         ...(route === undefined ? {} : { nextHop: JSON.parse(route) as NextHop }),
       };
     });
-    destinations.sort((a, b) => b.total - a.total || a.domain.localeCompare(b.domain));
-    return { at: now, totals: sumCounts(destinations), destinations };
+    // The worker leaves a domain in the domains set when its last job finishes (one command less
+    // per job); the summary forgets it here, by a script that checks again, so an enqueue between
+    // the two keeps it.
+    const listed = new Set(domains);
+    const empty = destinations.filter((d) => d.total === 0 && listed.has(d.domain));
+    if (empty.length > 0 || finished.length > 0) {
+      const prune = opsMulti(this.#client);
+      for (const { domain } of empty) prune.ternPruneDomain(k.domains, k.domain(domain), domain);
+      // A job id never comes back once finished, so its removal cannot race a new hold.
+      if (finished.length > 0) prune.srem(k.held, ...finished);
+      // Housekeeping only: a Redis refusing writes must not fail a read.
+      await exec(prune).catch(() => {});
+    }
+    const shown = destinations.filter(
+      (d) => d.total > 0 || d.suspendedUntil !== undefined || d.nextHop !== undefined,
+    );
+    shown.sort((a, b) => b.total - a.total || a.domain.localeCompare(b.domain));
+    return { at: now, totals: sumCounts(shown), destinations: shown };
   }
 
   async listJobs(filter: QueueFilter = {}): Promise<QueuePage> {
@@ -206,7 +228,7 @@ export class RedisOperations {
     }
     const held = meta.held === '1';
     const jobs = await Promise.all(
-      ids.sort().map(async (id) => {
+      unfinishedJobs(ids, meta.job).map(async (id) => {
         const domain = domainOfJob(id);
         const route = meta[`route:${domain}`];
         const job = await this.#d.queue.getJob(id);
@@ -284,9 +306,12 @@ export class RedisOperations {
 
   async retryNow(queueId: string): Promise<number> {
     const keys = this.#d.messageKeys(queueId);
-    const [held, envelope] = await this.#client.hmget(keys.meta, 'held', 'envelope');
+    const [[held, envelope, only], members] = await Promise.all([
+      this.#client.hmget(keys.meta, 'held', 'envelope', 'job'),
+      this.#client.smembers(keys.jobs),
+    ]);
     if (envelope === null || held === '1') return 0;
-    const ids = await this.#client.smembers(keys.jobs);
+    const ids = unfinishedJobs(members, only);
     let promoted = 0;
     await forEach(ids, async (id) => {
       if (await this.#reschedule(id, true)) promoted++;
@@ -316,11 +341,12 @@ export class RedisOperations {
 
   async remove(queueId: string, event: OperatorEvent = operatorEvent('delete')): Promise<boolean> {
     const keys = this.#d.messageKeys(queueId);
-    const [[envelope, messageId], ids] = await Promise.all([
-      this.#client.hmget(keys.meta, 'envelope', 'messageId'),
+    const [[envelope, messageId, only], members] = await Promise.all([
+      this.#client.hmget(keys.meta, 'envelope', 'messageId', 'job'),
       this.#client.smembers(keys.jobs),
     ]);
     if (envelope === null || envelope === undefined) return false;
+    const ids = unfinishedJobs(members, only);
     const k = this.keys;
     const retention = this.#d.retentionSeconds;
     const multi = opsMulti(this.#client);
@@ -451,11 +477,11 @@ export class RedisOperations {
   /** A message's job ids, or undefined when the message is unknown (or finished). */
   async #jobIds(queueId: string): Promise<string[] | undefined> {
     const keys = this.#d.messageKeys(queueId);
-    const [exists, ids] = await Promise.all([
-      this.#client.exists(keys.meta),
+    const [[createdAt, only], members] = await Promise.all([
+      this.#client.hmget(keys.meta, 'createdAt', 'job'),
       this.#client.smembers(keys.jobs),
     ]);
-    return exists === 0 ? undefined : ids.sort();
+    return createdAt === null ? undefined : unfinishedJobs(members, only);
   }
 }
 
@@ -475,24 +501,36 @@ export async function readJobGate(
   message: { meta: string; jobs: string },
   jobId: string,
   domain: string,
+  /** The message has this job only: it is wanted while the message exists (no job-set read). */
+  single = false,
 ): Promise<JobGate> {
   // Sent back to back (one round trip), without an ioredis Pipeline: building one copies every
   // script of the connection (BullMQ's dozens), per job.
-  const [member, [held, messageId, jobRoute], suspended, domainRoute] = await Promise.all([
-    client.sismember(message.jobs, jobId),
-    client.hmget(message.meta, 'held', 'messageId', `route:${domain}`),
+  const [member, [held, messageId, jobRoute, createdAt], suspended, domainRoute] = await Promise.all([
+    single ? 1 : client.sismember(message.jobs, jobId),
+    client.hmget(message.meta, 'held', 'messageId', `route:${domain}`, 'createdAt'),
     client.hget(keys.suspended, domain),
     client.hget(keys.routes, domain),
   ]);
   const until = suspended === null ? undefined : Number(suspended);
   const route = jobRoute ?? domainRoute;
   return {
-    wanted: member === 1,
+    // Finishing the last job and withdrawing the message delete its hash with its job set.
+    wanted: member === 1 && createdAt !== null,
     held: held === '1',
     suspendedUntil: until !== undefined && until > Date.now() ? until : undefined,
     nextHop: route === null || route === undefined ? undefined : (JSON.parse(route) as NextHop),
     messageId: messageId ?? undefined,
   };
+}
+
+/**
+ * A message's unfinished job ids, sorted: its job set, or for a message planned with one job
+ * the `job` field of its hash (enqueue writes no set for it: the message's presence is the job's).
+ */
+export function unfinishedJobs(members: readonly string[], only: string | null | undefined): string[] {
+  if (members.length > 0) return [...members].sort();
+  return only === null || only === undefined ? [] : [only];
 }
 
 function operatorEvent(action: OperatorAction, extra: Partial<OperatorEvent> = {}): OperatorEvent {

@@ -51,24 +51,29 @@ export function domainOfJob(jobId: string): string {
 
 // Removes one finished job from its message and from the operator indexes, appends its last
 // attempt to the timeline and, with the last job, deletes the message and starts the timeline's
-// retention. Idempotent: a job replayed after a crash finds itself already gone.
-// KEYS: jobs set, meta, body, ops jobs, ops domain, ops retried, ops held, ops domains, timeline, message-id set
-// ARGV: job id, domain, event JSON ('' for none), retention seconds
+// retention. Idempotent: a job replayed after a crash finds itself already gone. Every command
+// here runs per delivered job (README "Redis commands per message"), so nothing is read that the
+// caller knows: a message of one job skips the job set (the job is its last), a job never
+// deferred skips the retried set, RPUSHX appends only to a timeline that exists and EXPIRE only
+// touches a key that exists. Empty domains leave the domains set, and finished jobs the held set
+// (a hold that came while the attempt ran), when a summary finds them.
+// KEYS: jobs set, meta, body, ops jobs, ops domain, ops retried, timeline,
+//       message-id set (the timeline again when the message has no Message-ID)
+// ARGV: job id, event JSON ('' for none), retention seconds, '1' when the message has no other
+//       job, '1' when the job may be in the retried set (it was deferred at least once)
 const FINISH_JOB_LUA = `
-redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('SREM', KEYS[6], ARGV[1])
-redis.call('SREM', KEYS[7], ARGV[1])
-if redis.call('ZCARD', KEYS[5]) == 0 then redis.call('SREM', KEYS[8], ARGV[2]) end
-if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[9]) == 1 then redis.call('RPUSH', KEYS[9], ARGV[3]) end
-if redis.call('SCARD', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-  redis.call('EXPIRE', KEYS[9], ARGV[4])
-  if redis.call('EXISTS', KEYS[10]) == 1 then redis.call('EXPIRE', KEYS[10], ARGV[4]) end
-  return 1
+if ARGV[5] == '1' then redis.call('SREM', KEYS[6], ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('RPUSHX', KEYS[7], ARGV[2]) end
+if ARGV[4] ~= '1' then
+  redis.call('SREM', KEYS[1], ARGV[1])
+  if redis.call('SCARD', KEYS[1]) > 0 then return 0 end
 end
-return 0`;
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('EXPIRE', KEYS[7], ARGV[3])
+if KEYS[8] ~= KEYS[7] then redis.call('EXPIRE', KEYS[8], ARGV[3]) end
+return 1`;
 
 // After an attempt that leaves the job for later: mark it retried (unless an operator deleted it
 // meanwhile) and append the attempt to the timeline (unless the timeline is gone).
@@ -100,7 +105,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0`;
 
 export type OpsRedis = RedisClient & {
-  /** 10 keys, then job id, domain, event JSON, retention seconds (see FINISH_JOB_LUA). */
+  /** 8 keys, then job id, event JSON, retention seconds, only job, maybe retried (see FINISH_JOB_LUA). */
   ternFinishJob(...keysThenArgs: (string | number)[]): Promise<number>;
   ternRecordRetry(
     domainKey: string,
@@ -126,7 +131,7 @@ export function opsMulti(client: OpsRedis): OpsMulti {
 
 /** Defines the scripts above as commands on a connection (each goes as EVALSHA, loaded once). */
 export function defineOpsCommands(client: RedisClient): OpsRedis {
-  client.defineCommand('ternFinishJob', { numberOfKeys: 10, lua: FINISH_JOB_LUA });
+  client.defineCommand('ternFinishJob', { numberOfKeys: 8, lua: FINISH_JOB_LUA });
   client.defineCommand('ternRecordRetry', { numberOfKeys: 3, lua: RECORD_RETRY_LUA });
   client.defineCommand('ternAppendTimeline', { numberOfKeys: 1, lua: APPEND_TIMELINE_LUA });
   client.defineCommand('ternPruneDomain', { numberOfKeys: 2, lua: PRUNE_DOMAIN_LUA });

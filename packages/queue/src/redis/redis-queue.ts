@@ -325,8 +325,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
       // Quarantined by a queue hook: held from the start, as an operator's hold would.
       ...(message.hold === undefined ? {} : { held: '1', holdReason: message.hold }),
+      // One job (most mail): its id here, no job set to write, read and empty again.
+      ...(jobs.length === 1 && jobs[0] !== undefined ? { job: jobs[0].id } : {}),
     });
-    multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
+    if (jobs.length > 1) multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
     // Operator indexes and the timeline land in the same transaction as the message.
     const ops = this.#opsKeys;
     const timeline = ops.timeline(queueId);
@@ -340,7 +342,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
     for (const job of jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
-      void new (driver('bullmq').Job)(this.#queue, JOB_NAME, toJobData(job), jobOptions(), job.id)
+      void new (driver('bullmq').Job)(
+        this.#queue,
+        JOB_NAME,
+        toJobData(job, jobs.length),
+        jobOptions(),
+        job.id,
+      )
         .addJob(multi as never)
         .catch(() => {});
     }
@@ -511,7 +519,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const id = job.id as string;
     const keys = redisKeys(this.keyBase, data.queueId);
     const ops = this.#opsKeys;
-    const gate = await readJobGate(client, ops, keys, id, data.domain);
+    const timeline = ops.timeline(data.queueId);
+    // The only job of its message: the message's presence says whether it is still wanted.
+    const single = data.jobs === 1;
+    const gate = await readJobGate(client, ops, keys, id, data.domain, single);
     // A job replayed after its message was finished (or withdrawn) has nothing left to do.
     if (!gate.wanted) {
       this.#log.warn({ jobId: id }, 'job of a finished or withdrawn message; dropped');
@@ -521,7 +532,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     if (gate.held || gate.suspendedUntil !== undefined) {
       await job.moveToDelayed(gate.suspendedUntil ?? settings.now() + HOLD_PARK_MS, token);
       // A release or resume that ran while we parked found the job active and could not move it.
-      const again = await readJobGate(client, ops, keys, id, data.domain);
+      const again = await readJobGate(client, ops, keys, id, data.domain, single);
       if (!again.held && again.suspendedUntil === undefined) await job.promote().catch(() => {});
       throw new (driver('bullmq').DelayedError)();
     }
@@ -586,15 +597,15 @@ export class RedisQueue implements QueueBackend, QueueOperations {
             ops.jobs,
             ops.domain(data.domain),
             ops.retried(data.domain),
-            ops.held,
-            ops.domains,
-            ops.timeline(data.queueId),
-            // Some key must stand in when there is no Message-ID; the script only expires what exists.
-            ops.messageId(gate.messageId === undefined ? '' : normalizeMessageId(gate.messageId)),
+            timeline,
+            // The timeline stands in when there is no Message-ID (the script then skips it).
+            gate.messageId === undefined ? timeline : ops.messageId(normalizeMessageId(gate.messageId)),
             id,
-            data.domain,
             JSON.stringify(event),
             this.#retentionSeconds,
+            single ? '1' : '0',
+            // Only a job deferred before was added to the retried set (its data says so first).
+            data.attempts > 0 || data.nextAttemptAt !== undefined ? '1' : '0',
           ),
         );
         return { delivered: outcome.decision.delivered.length, failed: outcome.decision.failed.length };
@@ -620,18 +631,18 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       until = Date.now() + this.#lockMs / 2;
     }
     const { data: nextData, at, event } = next;
-    // Data first: if we die between the two, the replay already knows who is done.
+    // Data first, confirmed before the job joins the retried set: if we die between the two, the
+    // replay already knows who is done, and a job in the retried set always has data that says
+    // it was deferred (the finish script reads the set only for those).
+    await record(() => job.updateData(nextData));
     await record(() =>
-      Promise.all([
-        job.updateData(nextData),
-        client.ternRecordRetry(
-          ops.domain(data.domain),
-          ops.retried(data.domain),
-          ops.timeline(data.queueId),
-          id,
-          event === undefined ? '' : JSON.stringify(event),
-        ),
-      ]),
+      client.ternRecordRetry(
+        ops.domain(data.domain),
+        ops.retried(data.domain),
+        timeline,
+        id,
+        event === undefined ? '' : JSON.stringify(event),
+      ),
     );
     await record(() => job.moveToDelayed(at, token));
     throw new (driver('bullmq').DelayedError)();
@@ -776,10 +787,11 @@ export async function openRedisQueue(options: RedisQueueOptions = {}): Promise<R
   return queue;
 }
 
-function toJobData(job: DeliveryJob): JobData {
+function toJobData(job: DeliveryJob, jobs: number): JobData {
   return {
     queueId: job.queueId,
     domain: job.domain,
+    jobs,
     envelope: job.envelope,
     recipients: [...job.recipients],
     attempts: job.attempts,
