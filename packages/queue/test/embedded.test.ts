@@ -85,11 +85,11 @@ describe('embedded queue: storage', () => {
     expect(q.storeSettings()).toEqual({ journalMode: 'wal', synchronous: 'full', lockingMode: 'exclusive' });
   });
 
-  it('creates a store with 1 KiB pages (every commit writes its pages whole to the WAL)', async () => {
+  it('creates a store with 512-byte pages (every commit writes its pages whole to the WAL)', async () => {
     const path = store();
     await queueAt(path).close();
     const db = new Database(path, { readonly: true });
-    expect(db.pragma('page_size', { simple: true })).toBe(1024);
+    expect(db.pragma('page_size', { simple: true })).toBe(512);
     db.close();
   });
 
