@@ -513,7 +513,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       };
       this.#claimedWaiting++;
       this.#taken(row, now);
-      (p.claimed ??= []).push(row);
+      p.claimed ??= [];
+      p.claimed.push(row);
     }
     this.#ops.startTimeline(m.queueId, m.messageId ?? undefined, m.timeline);
   }
