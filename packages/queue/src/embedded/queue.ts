@@ -392,8 +392,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         this.#durable(committed);
       }
     }
-    // The worker hears of new jobs once they are durable (after the fsync, see #sync).
-    if (this.#walFd === undefined) this.#wake();
+    // The worker hears of new jobs once they are durable (after the fsync, see #sync, or above).
   }
 
   /**
@@ -426,7 +425,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     if (committed.length === 0) return;
     if (this.#walFd === undefined) {
       for (const p of committed) p.resolve(p.message.queueId);
-      this.#startClaimed(committed);
+      if (this.#startClaimed(committed)) this.#wake();
       return;
     }
     this.#unsynced.push(...committed);
@@ -445,10 +444,10 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
           for (const p of batch) p.resolve(p.message.queueId);
         }
         // Committed either way: a failed flush answered 451, yet the jobs exist (a duplicate at worst).
-        this.#startClaimed(batch);
+        const unclaimed = this.#startClaimed(batch);
         this.#syncing = undefined;
         if (this.#unsynced.length > 0) this.#sync(fd);
-        this.#wake();
+        if (unclaimed) this.#wake();
         done();
       });
     });
@@ -545,18 +544,22 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    * Starts the attempts of jobs claimed by these enqueues, now durable, in the next turn of the
    * event loop: code that awaited the enqueue runs first, so an operator's hold right after it
    * keeps the job from its attempt, as when the worker leases it (the job goes 'held'). A job
-   * removed meanwhile is dropped; at close, claimed jobs are given back.
+   * removed meanwhile is dropped; at close, claimed jobs are given back. True when some new job
+   * was not claimed: the worker has to look for it.
    */
-  #startClaimed(batch: readonly PendingEnqueue[]): void {
+  #startClaimed(batch: readonly PendingEnqueue[]): boolean {
     const rows = batch.flatMap((p) => p.claimed ?? []);
+    const unclaimed = batch.some((p) => (p.claimed?.length ?? 0) < p.message.jobs.length);
     for (const p of batch) delete p.claimed;
     if (rows.length > 0) setImmediate(() => this.#startClaimedNow(rows));
+    return unclaimed;
   }
 
   #startClaimedNow(rows: readonly JobRow[]): void {
     this.#claimedWaiting -= rows.length;
     const worker = this.#worker;
     const giveBack: JobRow[] = [];
+    let started = 0;
     for (const [i, row] of rows.entries()) {
       let current: { state: JobState; lease_owner: string | null; hold_requested: number } | undefined;
       try {
@@ -570,6 +573,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       const ours = current?.state === 'active' && current.lease_owner === this.#owner;
       if (ours && current?.hold_requested === 0 && worker !== undefined && this.#closing === undefined) {
         this.#start(row, worker);
+        started++;
       } else if (ours) giveBack.push(row);
       else this.#forget(row); // removed by an operator meanwhile
     }
@@ -583,7 +587,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       }
       for (const row of giveBack) this.#forget(row);
     }
-    this.#wake();
+    // A slot not used as planned: the worker may fill it.
+    if (started < rows.length) this.#wake();
   }
 
   /** A job this process no longer holds (see #taken). */
