@@ -85,11 +85,11 @@ describe('embedded queue: storage', () => {
     expect(q.storeSettings()).toEqual({ journalMode: 'wal', synchronous: 'full', lockingMode: 'exclusive' });
   });
 
-  it('creates a store with 1 KiB pages (every commit writes its pages whole to the WAL)', async () => {
+  it('creates a store with 512-byte pages (every commit writes its pages whole to the WAL)', async () => {
     const path = store();
     await queueAt(path).close();
     const db = new Database(path, { readonly: true });
-    expect(db.pragma('page_size', { simple: true })).toBe(1024);
+    expect(db.pragma('page_size', { simple: true })).toBe(512);
     db.close();
   });
 
@@ -183,6 +183,64 @@ describe('embedded queue: storage', () => {
     expect(calls.find((c) => c.job.queueId === oldId)?.message).toContain('Subject: before the upgrade');
   });
 
+  it('upgrades a version 6 store in place: each timeline becomes one row, found by Message-ID as before', async () => {
+    const path = store();
+    const q = queueAt(path);
+    const doneId = await q.enqueue({ ...testMessage({ to: ['a@one.test'] }), messageId: '<done@src.test>' });
+    await q.startWorker(scriptedDeliver().deliver);
+    await waitFor(async () => (await q.details(doneId))?.state === 'finished');
+    await q.close();
+    const idle = queueAt(path);
+    const queuedId = await idle.enqueue({
+      ...testMessage({ to: ['b@two.test'] }),
+      messageId: '<queued@src.test>',
+    });
+    await idle.hold(queuedId);
+    const before = [(await idle.details(doneId))?.timeline, (await idle.details(queuedId))?.timeline];
+    expect(before[0]?.map((e) => e.type)).toEqual(['received', 'attempt']);
+    expect(before[1]?.map((e) => e.type)).toEqual(['received', 'operator']);
+    await idle.close();
+    // Make it a store as version 6 wrote it: a row per event, an index on messages.message_id.
+    const raw = new Database(path);
+    const rows = raw.prepare('SELECT queue_id, events FROM timelines').all() as {
+      queue_id: string;
+      events: string;
+    }[];
+    raw.exec(`CREATE TABLE timeline_events (seq INTEGER PRIMARY KEY,
+        queue_id TEXT NOT NULL REFERENCES timelines (queue_id) ON DELETE CASCADE, event TEXT NOT NULL) STRICT;
+      CREATE INDEX timeline_events_queue_id ON timeline_events (queue_id, seq);
+      CREATE INDEX messages_message_id ON messages (message_id) WHERE message_id IS NOT NULL;`);
+    const insert = raw.prepare('INSERT INTO timeline_events (queue_id, event) VALUES (?, ?)');
+    for (const row of rows.reverse()) {
+      for (const line of row.events.split('\n').filter((l) => l !== '')) insert.run(row.queue_id, line);
+    }
+    raw.exec('ALTER TABLE timelines DROP COLUMN events; PRAGMA user_version = 6;');
+    raw.close();
+
+    const upgraded = queueAt(path);
+    expect((await upgraded.details(doneId))?.timeline).toEqual(before[0]);
+    expect((await upgraded.details(queuedId))?.timeline).toEqual(before[1]);
+    expect(await upgraded.findByMessageId('<done@src.test>')).toEqual([doneId]);
+    expect(await upgraded.findByMessageId('queued@src.test')).toEqual([queuedId]);
+    await upgraded.release(queuedId);
+    await upgraded.startWorker(scriptedDeliver().deliver);
+    await waitFor(async () => (await upgraded.details(queuedId))?.state === 'finished');
+    expect((await upgraded.details(queuedId))?.timeline.map((e) => e.type)).toEqual([
+      'received',
+      'operator',
+      'operator',
+      'attempt',
+    ]);
+    await upgraded.close();
+    const check = new Database(path, { readonly: true });
+    expect(check.pragma('user_version', { simple: true })).toBe(7);
+    const names = check.prepare(
+      "SELECT name FROM sqlite_master WHERE name IN ('timeline_events', 'messages_message_id')",
+    );
+    expect(names.all()).toEqual([]);
+    check.close();
+  });
+
   it('refuses a file that is not SQLite at all, naming it, without touching it', () => {
     const path = store();
     const content = 'not a database\n'.repeat(100);
@@ -193,6 +251,23 @@ describe('embedded queue: storage', () => {
 });
 
 describe('embedded queue: delivery', () => {
+  it('claims a job in its enqueue commit when a delivery slot is free, never more than the slots', async () => {
+    const q = queueAt(store(), { maxActivePerDomain: 1 });
+    const { deliver, started, open: go } = gatedDeliver('delivered');
+    await q.startWorker(deliver, { concurrency: 2 });
+    const ids = await Promise.all(
+      ['a@one.test', 'b@two.test', 'c@three.test'].map((to) => q.enqueue(testMessage({ to: [to] }))),
+    );
+    // Active as soon as the enqueue is acknowledged: no lease of its own before the attempt.
+    const states = await Promise.all(ids.map(async (id) => (await q.inspect(id))?.jobs[0]?.state));
+    expect(states).toEqual(['active', 'active', 'scheduled']);
+    await waitFor(() => started.length === 2);
+    expect(started.map((j) => j.queueId)).toEqual(ids.slice(0, 2));
+    go();
+    await waitFor(async () => (await q.summary()).totals.total === 0);
+    expect(started.map((j) => j.queueId)).toEqual(ids);
+  });
+
   it('delivers, then removes the body and the jobs', async () => {
     const q = queueAt(store());
     const { deliver, calls } = scriptedDeliver();

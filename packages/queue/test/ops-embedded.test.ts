@@ -47,7 +47,8 @@ describe('EmbeddedQueue operations: store specifics', () => {
     const raw = new Database(file);
     raw.exec(`DROP TABLE suppressions; DROP TABLE idempotency_keys; DROP TRIGGER messages_delete_parts; DROP TABLE body_parts; DROP TABLE store_probe;
       ALTER TABLE messages DROP COLUMN parts; ALTER TABLE messages DROP COLUMN eight_bit;
-      DROP TABLE timeline_events; DROP TABLE timelines; DROP TABLE destinations;
+      DROP TABLE timelines; DROP TABLE destinations;
+      CREATE INDEX messages_message_id ON messages (message_id) WHERE message_id IS NOT NULL;
       ALTER TABLE jobs DROP COLUMN next_hop; ALTER TABLE messages DROP COLUMN hold_reason;
       PRAGMA user_version = 1;`);
     raw.close();

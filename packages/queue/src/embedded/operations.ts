@@ -113,14 +113,16 @@ export class EmbeddedOperations {
 
   /** Starts a message's timeline (in the enqueue transaction). */
   startTimeline(queueId: string, messageId: string | undefined, events: readonly TimelineEvent[]): void {
-    this.#sql.insertTimeline.run(queueId, messageId === undefined ? null : normalizeMessageId(messageId));
-    for (const event of events) this.#sql.insertEvent.run(queueId, JSON.stringify(event));
+    this.#sql.insertTimeline.run(
+      queueId,
+      messageId === undefined ? null : normalizeMessageId(messageId),
+      timelineLines(events),
+    );
   }
 
-  /** Appends to a timeline that still exists. */
+  /** Appends to a timeline that still exists (schema 7: to its one row). */
   appendEvents(queueId: string, events: readonly TimelineEvent[]): void {
-    if (this.#sql.timelineExists.get(queueId) === undefined) return;
-    for (const event of events) this.#sql.insertEvent.run(queueId, JSON.stringify(event));
+    if (events.length > 0) this.#sql.appendEvents.run(timelineLines(events), queueId);
   }
 
   /** The message is gone: its timeline is kept for the retention from now. */
@@ -244,8 +246,8 @@ export class EmbeddedOperations {
   async findByMessageId(messageId: string): Promise<string[]> {
     const id = normalizeMessageId(messageId);
     if (id === '') return [];
-    // Messages queued before timelines existed are found by their own column.
-    const rows = this.#sql.findByMessageId.all({ id, bracketed: `<${id}>` }) as { queue_id: string }[];
+    // Every message has a timeline row (schema 7 gave one to those queued before timelines).
+    const rows = this.#sql.findByMessageId.all(id) as { queue_id: string }[];
     return [...new Set(rows.map((r) => r.queue_id))].sort();
   }
 
@@ -366,10 +368,16 @@ export class EmbeddedOperations {
   }
 
   #timeline(queueId: string): TimelineEvent[] {
-    return (this.#sql.events.all(queueId) as { event: string }[])
-      .map((r) => parseTimelineEvent(r.event))
-      .filter((e): e is TimelineEvent => e !== undefined);
+    const lines = (this.#sql.events.get(queueId) as string | undefined)?.split('\n') ?? [];
+    return lines.map((line) => parseTimelineEvent(line)).filter((e): e is TimelineEvent => e !== undefined);
   }
+}
+
+/** Events as stored in `timelines.events`: one JSON text per line (JSON never has a raw newline). */
+function timelineLines(events: readonly TimelineEvent[]): string {
+  let text = '';
+  for (const event of events) text += `${JSON.stringify(event)}\n`;
+  return text;
 }
 
 function queuedJob(row: JobListRow): QueuedJob {
@@ -401,16 +409,15 @@ function prepare(db: Database.Database) {
        ON CONFLICT (domain) DO UPDATE SET suspended_until = excluded.suspended_until, next_hop = excluded.next_hop`,
     ),
     deleteDestination: db.prepare('DELETE FROM destinations WHERE domain = ?'),
-    insertTimeline: db.prepare('INSERT OR IGNORE INTO timelines (queue_id, message_id) VALUES (?, ?)'),
-    insertEvent: db.prepare('INSERT INTO timeline_events (queue_id, event) VALUES (?, ?)'),
-    timelineExists: db.prepare('SELECT 1 FROM timelines WHERE queue_id = ?'),
+    insertTimeline: db.prepare(
+      `INSERT INTO timelines (queue_id, message_id, events) VALUES (?, ?, ?)
+       ON CONFLICT (queue_id) DO UPDATE SET events = events || excluded.events`,
+    ),
+    appendEvents: db.prepare('UPDATE timelines SET events = events || ? WHERE queue_id = ?'),
     expireTimeline: db.prepare('UPDATE timelines SET expires_at = ? WHERE queue_id = ?'),
     pruneTimelines: db.prepare('DELETE FROM timelines WHERE expires_at IS NOT NULL AND expires_at < ?'),
-    events: db.prepare('SELECT event FROM timeline_events WHERE queue_id = ? ORDER BY seq'),
-    findByMessageId: db.prepare(
-      `SELECT queue_id FROM timelines WHERE message_id = @id
-       UNION SELECT queue_id FROM messages WHERE message_id IN (@id, @bracketed)`,
-    ),
+    events: db.prepare('SELECT events FROM timelines WHERE queue_id = ?').pluck(),
+    findByMessageId: db.prepare('SELECT queue_id FROM timelines WHERE message_id = ?'),
     summary: db.prepare(
       `SELECT j.domain AS domain, count(*) AS total,
          sum(j.state = 'scheduled') AS scheduled, sum(j.state = 'active') AS active,

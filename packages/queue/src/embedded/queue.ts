@@ -106,6 +106,8 @@ interface PendingEnqueue {
   readonly message: PreparedMessage;
   readonly resolve: (queueId: string) => void;
   readonly reject: (error: unknown) => void;
+  /** Jobs its commit leased to this process (see #claimable), started once the commit is durable. */
+  claimed?: JobRow[];
 }
 
 /** An attempt's outcome waiting for the next batch write (see #queueResult). */
@@ -211,6 +213,13 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #resultTimer: NodeJS.Timeout | undefined;
   /** The largest message refused for lack of space since the store became unwritable. */
   #refusedBytes = 0;
+  /** Jobs claimed by enqueue commits whose flush has not ended yet: they hold delivery slots. */
+  #claimedWaiting = 0;
+  /** close() has begun: enqueues claim no more jobs. */
+  #stopping = false;
+  /** `synchronous` for worker writes (NORMAL) and at rest (FULL), prepared once (see #bookkeeping). */
+  readonly #syncNormal: Database.Statement;
+  readonly #syncFull: Database.Statement;
 
   constructor(options: EmbeddedQueueOptions) {
     const checked = checkQueueOptions(z.looseObject(embeddedQueueShape), options, 'queue.embedded');
@@ -222,6 +231,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     this.#walFd = openWal(this.location);
     try {
       this.#sql = prepare(this.#db);
+      this.#syncNormal = this.#db.prepare('PRAGMA synchronous = NORMAL');
+      this.#syncFull = this.#db.prepare('PRAGMA synchronous = FULL');
       this.#due = new DueJobs(this.#db);
       this.#bodies = new StoredBodies(this.#db);
       this.tlsStore = new EmbeddedTlsStore(this.#db);
@@ -355,9 +366,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const results = this.#takeResults();
     let unwritten: PendingResult[] = [];
     try {
-      this.#commitUnsynced(() => {
+      this.#commitEnqueues(batch, () => {
         unwritten = this.#applyResults(results);
-        for (const p of batch) this.#insert(p.message);
+        for (const p of batch) this.#insert(p);
       });
       this.#resultsWritten(results, unwritten);
       this.#durable(batch);
@@ -372,7 +383,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         const committed: PendingEnqueue[] = [];
         for (const p of batch) {
           try {
-            this.#commitUnsynced(() => this.#insert(p.message));
+            this.#commitEnqueues([p], () => this.#insert(p));
             committed.push(p);
           } catch (single) {
             p.reject(this.#writeFailed(single, p.message.size));
@@ -381,17 +392,25 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         this.#durable(committed);
       }
     }
-    // The worker hears of new jobs once they are durable (after the fsync, see #sync).
-    if (this.#walFd === undefined) this.#wake();
+    // The worker hears of new jobs once they are durable (after the fsync, see #sync, or above).
   }
 
   /**
-   * Commits `write` without SQLite's fsync when #durable makes it durable instead; with SQLite's
-   * (synchronous=FULL) otherwise.
+   * Commits `write` (the inserts of `batch`) without SQLite's fsync when #durable makes it durable
+   * instead; with SQLite's (synchronous=FULL) otherwise. Jobs claimed in a transaction that fails
+   * are given back: nothing of it was written.
    */
-  #commitUnsynced(write: () => void): void {
-    if (this.#walFd === undefined) this.#db.transaction(write)();
-    else this.#bookkeeping(write);
+  #commitEnqueues(batch: readonly PendingEnqueue[], write: () => void): void {
+    try {
+      if (this.#walFd === undefined) this.#db.transaction(write)();
+      else this.#bookkeeping(write);
+    } catch (error) {
+      for (const p of batch) {
+        for (const row of p.claimed ?? []) this.#unclaim(row);
+        delete p.claimed;
+      }
+      throw error;
+    }
   }
 
   /**
@@ -406,6 +425,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     if (committed.length === 0) return;
     if (this.#walFd === undefined) {
       for (const p of committed) p.resolve(p.message.queueId);
+      if (this.#startClaimed(committed)) this.#wake();
       return;
     }
     this.#unsynced.push(...committed);
@@ -423,9 +443,11 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         } else {
           for (const p of batch) p.resolve(p.message.queueId);
         }
+        // Committed either way: a failed flush answered 451, yet the jobs exist (a duplicate at worst).
+        const unclaimed = this.#startClaimed(batch);
         this.#syncing = undefined;
         if (this.#unsynced.length > 0) this.#sync(fd);
-        this.#wake();
+        if (unclaimed) this.#wake();
         done();
       });
     });
@@ -435,7 +457,16 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     return new QueueUnavailableError(`queue unavailable: embedded queue ${this.location} is closed`);
   }
 
-  #insert(m: PreparedMessage): void {
+  /**
+   * Inserts one message in the enqueue transaction. A job that a free delivery slot can take is
+   * inserted 'active' under this process's lease (claimed): its first attempt starts once the
+   * commit is durable, without a lease commit of its own (one commit per message for a single
+   * session instead of two). A crash before the attempt ends runs it again after the next open,
+   * as for any leased job.
+   */
+  #insert(p: PendingEnqueue): void {
+    const m = p.message;
+    const now = Date.now();
     this.#sql.insertMessage.run(
       m.queueId,
       m.envelope,
@@ -450,17 +481,120 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       m.holdReason,
     );
     for (const job of m.jobs) {
+      const claim = m.holdReason === null && this.#claimable(job.domain, now);
       this.#sql.insertJob.run(
         job.id,
         m.queueId,
         job.domain,
         job.recipients,
         m.createdAt,
-        m.holdReason === null ? 'scheduled' : 'held',
+        claim ? 'active' : m.holdReason === null ? 'scheduled' : 'held',
+        claim ? this.#owner : null,
+        claim ? now + LEASE_MS : null,
         m.createdAt,
       );
+      if (!claim) continue;
+      const row: JobRow = {
+        id: job.id,
+        queue_id: m.queueId,
+        domain: job.domain,
+        recipients: job.recipients,
+        attempts: 0,
+        next_attempt_at: m.createdAt,
+        state: 'active',
+        delay_notified: 0,
+        next_hop: null,
+        envelope: m.envelope,
+        created_at: m.createdAt,
+        is_bounce: m.isBounce,
+        size: m.size,
+        eight_bit: m.eightBit,
+      };
+      this.#claimedWaiting++;
+      this.#taken(row, now);
+      p.claimed ??= [];
+      p.claimed.push(row);
     }
     this.#ops.startTimeline(m.queueId, m.messageId ?? undefined, m.timeline);
+  }
+
+  /**
+   * Whether a new job of `domain` may be claimed at enqueue: the worker runs and has a free slot,
+   * the domain has room (limit, pace, no suspension), and no older job is due (those go first).
+   */
+  #claimable(domain: string, now: number): boolean {
+    const worker = this.#worker;
+    if (worker === undefined || this.#stopping) return false;
+    if (this.#running.size + this.#claimedWaiting >= worker.concurrency) return false;
+    if (this.#ops.suspendedUntil(domain, now) !== undefined) return false;
+    const room = Math.min(
+      this.#perDomain - (this.#activeByDomain.get(domain) ?? 0),
+      this.#pacer.room(domain, now),
+    );
+    return room > 0 && this.#sql.anyDue.get(now) === undefined;
+  }
+
+  /** A claimed job whose transaction failed: its slot and lease were never real. */
+  #unclaim(row: JobRow): void {
+    this.#claimedWaiting--;
+    this.#forget(row);
+  }
+
+  /**
+   * Starts the attempts of jobs claimed by these enqueues, now durable, in the next turn of the
+   * event loop: code that awaited the enqueue runs first, so an operator's hold right after it
+   * keeps the job from its attempt, as when the worker leases it (the job goes 'held'). A job
+   * removed meanwhile is dropped; at close, claimed jobs are given back. True when some new job
+   * was not claimed: the worker has to look for it.
+   */
+  #startClaimed(batch: readonly PendingEnqueue[]): boolean {
+    const rows = batch.flatMap((p) => p.claimed ?? []);
+    const unclaimed = batch.some((p) => (p.claimed?.length ?? 0) < p.message.jobs.length);
+    for (const p of batch) delete p.claimed;
+    if (rows.length > 0) setImmediate(() => this.#startClaimedNow(rows));
+    return unclaimed;
+  }
+
+  #startClaimedNow(rows: readonly JobRow[]): void {
+    this.#claimedWaiting -= rows.length;
+    const worker = this.#worker;
+    const giveBack: JobRow[] = [];
+    let started = 0;
+    for (const [i, row] of rows.entries()) {
+      let current: { state: JobState; lease_owner: string | null; hold_requested: number } | undefined;
+      try {
+        current = this.#sql.jobState.get(row.id) as typeof current;
+      } catch (error) {
+        // Left 'active' and no longer ours: the next reclaim schedules them again.
+        this.#log.error({ err: error }, 'could not start claimed jobs; the next reclaim schedules them');
+        for (const rest of rows.slice(i)) this.#forget(rest);
+        break;
+      }
+      const ours = current?.state === 'active' && current.lease_owner === this.#owner;
+      if (ours && current?.hold_requested === 0 && worker !== undefined && this.#closing === undefined) {
+        this.#start(row, worker);
+        started++;
+      } else if (ours) giveBack.push(row);
+      else this.#forget(row); // removed by an operator meanwhile
+    }
+    if (giveBack.length > 0) {
+      try {
+        this.#bookkeeping(() => {
+          for (const row of giveBack) this.#sql.putBack.run(Date.now(), row.id, this.#owner);
+        });
+      } catch (error) {
+        this.#log.error({ err: error }, 'could not give back claimed jobs; the next reclaim schedules them');
+      }
+      for (const row of giveBack) this.#forget(row);
+    }
+    // A slot not used as planned: the worker may fill it.
+    if (started < rows.length) this.#wake();
+  }
+
+  /** A job this process no longer holds (see #taken). */
+  #forget(row: JobRow): void {
+    this.#leased.delete(row.id);
+    this.#release(row.domain);
   }
 
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
@@ -483,7 +617,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     if (!worker || this.#closing) return;
     clearTimeout(this.#timer);
     this.#timer = undefined;
-    const free = worker.concurrency - this.#running.size;
+    const free = worker.concurrency - this.#running.size - this.#claimedWaiting;
     if (free <= 0) return; // a finishing attempt pumps again
     const now = Date.now();
     let pick: DuePick;
@@ -500,7 +634,6 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
           : 0,
       );
       leased = this.#lease(now, pick.jobs);
-      for (const row of leased) this.#pacer.started(row.domain, 1, now);
     } catch (error) {
       // The store failed (disk full, I/O error): keep the worker alive and look again later.
       if (isStoreFailure(error)) this.#health.failed(error);
@@ -508,15 +641,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#timer = setTimeout(() => this.#pump(), this.#pollMs);
       return;
     }
-    for (const row of leased) {
-      const attempt: Promise<void> = this.#attempt(row, worker).finally(() => {
-        this.#running.delete(attempt);
-        this.#release(row.domain);
-        this.#pump();
-      });
-      this.#running.add(attempt);
-    }
-    if (this.#running.size >= worker.concurrency) return;
+    for (const row of leased) this.#start(row, worker);
+    if (this.#running.size + this.#claimedWaiting >= worker.concurrency) return;
     // Jobs due now but not taken wait for a slot of their domain: a finishing attempt pumps.
     const opens = this.#pacer.nextOpening(now);
     const nextAt =
@@ -525,6 +651,15 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         : pick.nextDueAt;
     const wait = nextAt === undefined ? this.#pollMs : Math.min(Math.max(nextAt - now, 0), this.#pollMs);
     this.#timer = setTimeout(() => this.#pump(), wait);
+  }
+
+  #start(row: JobRow, worker: WorkerState): void {
+    const attempt: Promise<void> = this.#attempt(row, worker).finally(() => {
+      this.#running.delete(attempt);
+      this.#release(row.domain);
+      this.#pump();
+    });
+    this.#running.add(attempt);
   }
 
   #wake(): void {
@@ -543,11 +678,15 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       return rows;
     });
     // Counted only once committed, so a failed transaction cannot leak a domain's slots.
-    for (const row of leased) {
-      this.#leased.add(row.id);
-      this.#activeByDomain.set(row.domain, (this.#activeByDomain.get(row.domain) ?? 0) + 1);
-    }
+    for (const row of leased) this.#taken(row, now);
     return leased;
+  }
+
+  /** A job this process now holds 'active': it counts against its domain's limit and pace. */
+  #taken(row: JobRow, now: number): void {
+    this.#leased.add(row.id);
+    this.#activeByDomain.set(row.domain, (this.#activeByDomain.get(row.domain) ?? 0) + 1);
+    this.#pacer.started(row.domain, 1, now);
   }
 
   #release(domain: string): void {
@@ -796,12 +935,12 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       }
       const next = outcome.next;
       if (next === undefined) {
-        this.#sql.finish.run(recipients, now, job.id);
-        const open = this.#sql.openJobs.get(job.queueId) as { n: number };
-        if (open.n === 0) {
+        // The message's last open job: the delete takes the job with it (no 'done' row to write first).
+        const others = this.#sql.otherOpenJobs.get(job.queueId, job.id) as { n: number };
+        if (others.n === 0) {
           this.#sql.deleteMessage.run(job.queueId);
           this.#ops.finished(job.queueId, now);
-        }
+        } else this.#sql.finish.run(recipients, now, job.id);
       } else {
         const state: JobState = current.hold_requested === 1 ? 'held' : 'scheduled';
         this.#sql.reschedule.run(
@@ -824,16 +963,17 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #bookkeeping<T>(write: () => T): T {
     // Inside a batch's transaction: a savepoint; the batch's commit decides about the sync.
     if (this.#db.inTransaction) return this.#db.transaction(write)();
-    this.#db.pragma('synchronous = NORMAL');
+    this.#syncNormal.run();
     try {
       return this.#db.transaction(write)();
     } finally {
-      this.#db.pragma('synchronous = FULL');
+      this.#syncFull.run();
     }
   }
 
   async close(): Promise<void> {
     if (!this.#closing) {
+      this.#stopping = true;
       this.#closing = (async () => {
         clearTimeout(this.#timer);
         // Enqueues already accepted in this turn are committed, not dropped.
@@ -842,6 +982,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         this.#flush();
         this.#flushResults();
         while (this.#syncing) await this.#syncing;
+        // Claimed jobs of the last flushes are given back (see #startClaimed) before the store closes.
+        while (this.#claimedWaiting > 0) await new Promise((resolve) => setImmediate(resolve));
         // Outcomes the store could not write stay unwritten: their jobs are 'active' and run
         // again after the next open (a duplicate, never a loss).
         if (this.#unwritten.size > 0) {
@@ -1089,8 +1231,12 @@ function prepare(db: Database.Database) {
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ),
     insertJob: db.prepare(
-      `INSERT INTO jobs (id, queue_id, domain, recipients, next_attempt_at, state, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (id, queue_id, domain, recipients, next_attempt_at, state, lease_owner, lease_until,
+         updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    anyDue: db.prepare(
+      "SELECT 1 FROM jobs INDEXED BY jobs_due WHERE state = 'scheduled' AND next_attempt_at <= ? LIMIT 1",
     ),
     activeJobs: db.prepare("SELECT id FROM jobs WHERE state = 'active'"),
     reclaim: db.prepare(`UPDATE jobs SET ${RECLAIMED}, updated_at = ? WHERE id = ? AND state = 'active'`),
@@ -1121,7 +1267,9 @@ function prepare(db: Database.Database) {
          delay_notified = ?, hold_requested = 0, lease_owner = NULL, lease_until = NULL, updated_at = ?
        WHERE id = ?`,
     ),
-    openJobs: db.prepare("SELECT count(*) AS n FROM jobs WHERE queue_id = ? AND state != 'done'"),
+    otherOpenJobs: db.prepare(
+      "SELECT count(*) AS n FROM jobs WHERE queue_id = ? AND id != ? AND state != 'done'",
+    ),
     deleteMessage: db.prepare('DELETE FROM messages WHERE queue_id = ?'),
     hold: db.prepare(
       "UPDATE jobs SET state = 'held', updated_at = ? WHERE queue_id = ? AND state = 'scheduled'",
