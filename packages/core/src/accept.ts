@@ -101,14 +101,18 @@ export async function acceptMessage(input: AcceptInput): Promise<Acceptance> {
     if (!headers.has('message-id')) headers.append('Message-ID', `<${randomUUID()}@${input.hostname}>`);
     if (!headers.has('date')) headers.append('Date', rfc5322Date(now));
   }
-  const base = { session: input.session, transaction: input.transaction };
+  // Each hook input is written out in full: on Node 20 a property added after a spread
+  // (`{ ...base, headers }`) costs a new hidden class, several microseconds per message.
+  const { session, transaction } = input;
   try {
-    await plugins.runTransform('headers', { ...base, headers }, scope);
+    await plugins.runTransform('headers', { session, transaction, headers }, scope);
   } catch {
     return refused(CoreReplies.localError); // the runner logged the failing plugin and hook
   }
   const message = new MessageContent(headers, input.body);
-  const refusal = refusalOf((await plugins.runVerdict('message', { ...base, message }, scope)).verdict);
+  const refusal = refusalOf(
+    (await plugins.runVerdict('message', { session, transaction, message }, scope)).verdict,
+  );
   if (refusal) return refused(refusal.reply, refusal.disconnect);
   const envelope = input.envelope;
   let hold: string | undefined;
@@ -116,7 +120,11 @@ export async function acceptMessage(input: AcceptInput): Promise<Acceptance> {
     const holdMessage = (reason: string): void => {
       hold = reason;
     };
-    await plugins.runTransform('queue', { ...base, message, envelope, hold: holdMessage }, scope);
+    await plugins.runTransform(
+      'queue',
+      { session, transaction, message, envelope, hold: holdMessage },
+      scope,
+    );
   } catch {
     return refused(CoreReplies.localError);
   }
@@ -157,7 +165,7 @@ export async function acceptMessage(input: AcceptInput): Promise<Acceptance> {
   );
   // Contexts are built now, before the reply lets the next transaction reset its state; the hooks
   // themselves run after the caller has answered.
-  const observing = plugins.runObserve('queued', { ...base, queueId, envelope }, scope);
+  const observing = plugins.runObserve('queued', { session, transaction, queueId, envelope }, scope);
   return { queued: true, queueId, reply: queuedReply(queueId), observing };
 }
 
