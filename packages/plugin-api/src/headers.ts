@@ -49,7 +49,8 @@ export class Headers {
     for (const line of lines) {
       const last = fields.at(-1);
       if ((line.startsWith(' ') || line.startsWith('\t')) && last) {
-        fields[fields.length - 1] = { ...last, raw: `${last.raw}\r\n${line}` };
+        // Written out, not `{ ...last, raw }` (a property after a spread costs a hidden class on Node 20).
+        fields[fields.length - 1] = { name: last.name, key: last.key, raw: `${last.raw}\r\n${line}` };
         continue;
       }
       const colon = line.indexOf(':');

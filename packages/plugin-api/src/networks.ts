@@ -17,6 +17,10 @@ export class NetworkListError extends Error {
 export class NetworkList {
   readonly #blocks = new BlockList();
   readonly entries: readonly string[];
+  // The last address asked about and the answer: a session asks about its client several times
+  // (connection limits, greeting delay, relay), and BlockList.check builds a SocketAddress each time.
+  #lastAddress: string | undefined;
+  #lastAnswer = false;
 
   private constructor(entries: readonly string[]) {
     this.entries = entries;
@@ -47,10 +51,13 @@ export class NetworkList {
    * dual-stack socket reports for an IPv4 client) counts as IPv4; a zone index (`%eth0`) is ignored.
    */
   contains(address: string): boolean {
+    if (address === this.#lastAddress) return this.#lastAnswer;
     const plain = normalizeIp(address);
     const family = isIP(plain);
-    if (family === 0) return false;
-    return this.#blocks.check(plain, family === 4 ? 'ipv4' : 'ipv6');
+    const answer = family !== 0 && this.#blocks.check(plain, family === 4 ? 'ipv4' : 'ipv6');
+    this.#lastAddress = address;
+    this.#lastAnswer = answer;
+    return answer;
   }
 
   get size(): number {

@@ -281,6 +281,23 @@ describe('every hook gets an AbortSignal', () => {
     scope.end();
     expect(kept?.aborted).toBe(false);
   });
+
+  test('a hook that reads the signal after its session ended finds it aborted', async () => {
+    let reason: unknown;
+    const host = new PluginHost([
+      {
+        name: 'p',
+        helo: (ctx) => {
+          reason = ctx.signal.aborted ? ctx.signal.reason : 'not aborted';
+        },
+      },
+    ]);
+    const scope = new StateScope('s1');
+    scope.end();
+    await host.runVerdict('helo', { session, command: 'EHLO', hostname: 'client.test' }, scope);
+    expect(scope.ended).toBe(true);
+    expect(reason).toMatchObject({ name: 'AbortError', message: 'the SMTP session closed' });
+  });
 });
 
 describe('a host counts its users', () => {
