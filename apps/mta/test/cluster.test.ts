@@ -17,6 +17,7 @@ import {
   waitFor,
 } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { restartDelayMs } from '../src/cluster.js';
 import { startTern, stopAllTern, type TernProcess } from './tern-process.js';
 
 const cli = resolve(import.meta.dirname, '../dist/cli.js');
@@ -261,4 +262,10 @@ describe('more than one process needs the Redis queue', () => {
     expect(result.status).toBe(78);
     expect(result.stderr).toContain("config.processes: a whole number from 1 to 64, or 'auto'");
   });
+});
+
+test('a worker that keeps dying waits longer each time, never more than 30 s', () => {
+  expect([1, 2, 3, 4, 5, 6, 7, 100].map(restartDelayMs)).toEqual([
+    500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000,
+  ]);
 });
