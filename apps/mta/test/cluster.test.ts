@@ -87,6 +87,30 @@ const workerPids = (tern: TernProcess, worker: number): number[] =>
     .filter((l) => l.msg === 'worker started' && l.worker === worker)
     .map((l) => l.pid as number);
 
+/** Messages a worker has queued, from its log lines. */
+const queuedBy = (tern: TernProcess, worker: number): number =>
+  logLines(tern).filter((l) => l.msg === 'queued' && l.worker === worker).length;
+
+/**
+ * Sends at least `least` messages (each acknowledged) until `done()`: the kernel hands each
+ * connection on the shared socket to one worker of its choosing, so a few in a row may all go to
+ * one; 40 in a row would be a failure.
+ */
+async function sendUntil(
+  tern: TernProcess,
+  prefix: string,
+  least: number,
+  done: () => boolean,
+): Promise<number> {
+  let sent = 0;
+  while (sent < least || !done()) {
+    expect(sent).toBeLessThan(40);
+    expect(await send(tern.port, `${prefix}-${sent}`)).toBe(true);
+    sent++;
+  }
+  return sent;
+}
+
 async function scrape(tern: TernProcess): Promise<string> {
   const url = /dashboard: (http:\/\/[^/\s]+)\//.exec(tern.output())?.[1];
   const response = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
@@ -106,18 +130,9 @@ describe('processes: 2 on the Redis queue', () => {
     expect(tern.output()).toContain('started (2 processes)');
     expect(workerPids(tern, 1)).toHaveLength(1);
     expect(workerPids(tern, 2)).toHaveLength(1);
-    // The kernel hands each connection on the shared socket to one worker: send until both have
-    // queued mail (at least 10 messages; 40 in a row to one worker would be a failure).
-    const queuedBy = (worker: number) =>
-      logLines(tern).filter((l) => l.msg === 'queued' && l.worker === worker).length;
-    let sent = 0;
-    while (sent < 10 || queuedBy(1) === 0 || queuedBy(2) === 0) {
-      expect(sent).toBeLessThan(40);
-      expect(await send(tern.port, `m${sent}`)).toBe(true);
-      sent++;
-    }
+    const sent = await sendUntil(tern, 'm', 10, () => queuedBy(tern, 1) > 0 && queuedBy(tern, 2) > 0);
     await waitFor(() => deliveredSubjects().size === sent, 30_000);
-    expect(queuedBy(1) + queuedBy(2)).toBe(sent);
+    expect(queuedBy(tern, 1) + queuedBy(tern, 2)).toBe(sent);
     // Counted after the sink's 250, by the worker that delivered.
     await waitFor(
       async () => series(await scrape(tern), 'tern_delivery_recipients_total{result="delivered"}') === sent,
@@ -176,9 +191,8 @@ describe('processes: 2 on the Redis queue', () => {
     // The jobs worker 2 held are taken over when their lock lapses (lockDurationMs, 6 s).
     await waitFor(() => acknowledged.every((s) => deliveredSubjects().has(s)), 60_000);
     // The new worker 2 takes connections again.
-    const before = logLines(tern).filter((l) => l.msg === 'queued' && l.worker === 2).length;
-    for (let i = 0; i < 4; i++) expect(await send(tern.port, `after-${i}`)).toBe(true);
-    expect(logLines(tern).filter((l) => l.msg === 'queued' && l.worker === 2).length).toBeGreaterThan(before);
+    const before = queuedBy(tern, 2);
+    await sendUntil(tern, 'after', 1, () => queuedBy(tern, 2) > before);
     const text = await scrape(tern);
     expect(series(text, 'tern_cluster_worker_restarts_total')).toBe(1);
     expect(series(text, 'tern_cluster_workers_reporting')).toBe(2);
