@@ -13,14 +13,16 @@
 //
 // BENCH_BACKENDS=embedded,redis (default; also replica-ack: a primary + replica behind Sentinel,
 // with and without queue.replicaAck), BENCH_MODES=reuse20,new20,reuse1,dkim20 (default all),
-// BENCH_MESSAGES=3000 per run. BENCH_PROFILE=1: tern runs under `node --cpu-prof` and each run
+// BENCH_MESSAGES=3000 per run. BENCH_PROCESSES=1,2: each Redis run once per count of worker
+// processes (tern's `processes`: one primary forking them, sharing the port and the queue; CPU and
+// disk are the sum over the primary and its workers). BENCH_PROFILE=1: tern runs under `node --cpu-prof` and each run
 // prints its top self-time functions (BENCH_PROFILE_TOP=20 of them); BENCH_COMMANDS=1 prints each
 // Redis run's commands per message by name.
 // Not a test: nothing fails on a slow figure. Needs Debian's postfix (smtp-source, smtp-sink)
 // and redis-server.
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -42,6 +44,10 @@ const only = process.env.BENCH_BACKENDS?.split(',') ?? ['embedded', 'redis'];
 const profile = process.env.BENCH_PROFILE === '1';
 const profileTopN = Number(process.env.BENCH_PROFILE_TOP ?? 20);
 const showCommands = process.env.BENCH_COMMANDS === '1';
+const processCounts = (process.env.BENCH_PROCESSES ?? '1').split(',').map(Number);
+for (const n of processCounts) {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`BENCH_PROCESSES: not a process count: ${n}`);
+}
 const MODES = {
   reuse20: { sessions: 20, reuse: true },
   new20: { sessions: 20, reuse: false },
@@ -65,7 +71,7 @@ function dkimKey() {
 }
 
 /** A tern process relaying everything from 127.0.0.1 to the sink, as the peer harness configures it. */
-async function startBenchTern(queue, sinkPort, mode) {
+async function startBenchTern(queue, sinkPort, mode, processes) {
   const options = {
     listener: {
       reverseLookup: false,
@@ -90,6 +96,7 @@ async function startBenchTern(queue, sinkPort, mode) {
       concurrency: 50,
     },
     log: { level: 'warn' },
+    ...(processes > 1 ? { processes } : {}),
   };
   if (!profile) return startTern(config, options);
   // The profile goes to a directory of its own, named before the process starts.
@@ -99,37 +106,44 @@ async function startBenchTern(queue, sinkPort, mode) {
   return { ...tern, profileDir: dir };
 }
 
-/** One measurement: `processes` tern processes (sharing the queue), the load split between them. */
+/**
+ * The pids of a tern and of the workers it forked (`processes` > 1), once every worker has a
+ * listener (the port answers as soon as the first does).
+ */
+async function ternPids(tern, processes) {
+  const children = () =>
+    readFileSync(`/proc/${tern.pid}/task/${tern.pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+  if (processes > 1) await testkit.waitFor(() => children().length >= processes, 60_000);
+  return [tern.pid, ...children().map(Number)];
+}
+
+/** One measurement: one tern with `processes` workers (sharing its port and the queue). */
 async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = {}) {
   const mode = MODES[modeName];
   const sink = await startSink();
-  const terns = [];
-  for (let i = 0; i < processes; i++) terns.push(await startBenchTern(queue, sink.port, mode));
+  const tern = await startBenchTern(queue, sink.port, mode, processes);
+  const pids = await ternPids(tern, processes);
   const redisPid = redisPort === undefined ? undefined : redisServerPid(redisPort);
-  // Warm up: JIT, connection pools, SQLite pages.
-  await Promise.all(terns.map((t) => smtpSource(t.port, 2, 100, 'b@example.net')));
+  // Warm up: JIT, connection pools, SQLite pages (every worker: connections spread over them).
+  await smtpSource(tern.port, 2 * processes, 100 * processes, 'b@example.net');
   await testkit.waitFor(() => sink.received >= 100 * processes, 30_000);
   const sinkBase = sink.received;
-  const cpuBefore = terns.map((t) => cpuMs(t.pid));
-  const diskBefore = terns.map((t) => writeBytes(t.pid));
+  const cpuBefore = pids.map(cpuMs);
+  const diskBefore = pids.map(writeBytes);
   const redisDiskBefore = redisPid === undefined ? 0 : writeBytes(redisPid);
   const commandsBefore = redisPort === undefined ? undefined : redisCommandStats(redisPort);
   const started = performance.now();
-  const share = Math.ceil(messages / processes);
-  const sessions = Math.max(1, Math.round(mode.sessions / processes));
-  await Promise.all(
-    terns.map((t) => smtpSource(t.port, sessions, share, 'b@example.net', { reuse: mode.reuse })),
-  );
+  await smtpSource(tern.port, mode.sessions, messages, 'b@example.net', { reuse: mode.reuse });
   const acceptedMs = performance.now() - started;
-  const total = share * processes;
+  const total = messages;
   await testkit.waitFor(() => sink.received - sinkBase >= total, 300_000, 10);
   const deliveredMs = performance.now() - started;
-  const cpu = terns.reduce((sum, t, i) => sum + cpuMs(t.pid) - cpuBefore[i], 0);
-  const disk = terns.reduce((sum, t, i) => sum + writeBytes(t.pid) - diskBefore[i], 0);
+  const cpu = pids.reduce((sum, pid, i) => sum + cpuMs(pid) - cpuBefore[i], 0);
+  const disk = pids.reduce((sum, pid, i) => sum + writeBytes(pid) - diskBefore[i], 0);
   const redisDisk = redisPid === undefined ? Number.NaN : writeBytes(redisPid) - redisDiskBefore;
   const commands =
     commandsBefore === undefined ? undefined : commandDelta(commandsBefore, redisCommandStats(redisPort));
-  for (const t of terns) await t.stop();
+  await tern.stop();
   sink.stop();
   const row = {
     backend: processes > 1 ? `${backend} ×${processes}` : backend,
@@ -148,12 +162,11 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
     for (const [name, n] of commands) console.log(`  ${(n / total).toFixed(2).padStart(7)}  ${name}`);
   }
   if (profile) {
-    for (const t of terns) {
-      const file = readdirSync(t.profileDir).find((f) => f.endsWith('.cpuprofile'));
-      if (file === undefined) continue;
-      const { busyMs, top } = profileTop(join(t.profileDir, file), profileTopN);
+    // A cluster writes one profile per process (the primary's too).
+    for (const file of readdirSync(tern.profileDir).filter((f) => f.endsWith('.cpuprofile'))) {
+      const { busyMs, top } = profileTop(join(tern.profileDir, file), profileTopN);
       console.log(
-        `\nprofile ${label} (${join(t.profileDir, file)}), ${busyMs.toFixed(0)} ms not idle, whole run:`,
+        `\nprofile ${label} (${join(tern.profileDir, file)}), ${busyMs.toFixed(0)} ms not idle, whole run:`,
       );
       for (const f of top)
         console.log(`  ${f.pct.toFixed(1).padStart(5)} %  ${f.ms.toFixed(0).padStart(6)} ms  ${f.name}`);
@@ -182,10 +195,10 @@ try {
       redis = await testkit.startRedis(durable);
       const queue = { backend: 'redis', url: redis.url };
       const redisPort = Number(new URL(redis.url).port);
-      for (const mode of modes) rows.push(await runOnce(backend, mode, queue, { redisPort }));
-      // The Redis queue is shared: a second process on the same queue takes half the load.
-      if (process.env.BENCH_TWO_PROCESSES === '1')
-        rows.push(await runOnce(backend, 'reuse20', queue, { processes: 2, redisPort }));
+      for (const mode of modes) {
+        for (const processes of processCounts)
+          rows.push(await runOnce(backend, mode, queue, { processes, redisPort }));
+      }
       await redis.stop();
       redis = undefined;
     } else if (backend === 'replica-ack') {

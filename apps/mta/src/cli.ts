@@ -39,6 +39,14 @@ function integer(text: string): number {
   return Number(text);
 }
 
+/** `--processes`: as config.processes takes it (config.ts MAX_PROCESSES; not imported, so `tern --help` stays light). */
+function processesArgument(text: string): number | 'auto' {
+  if (text === 'auto') return text;
+  const n = /^\d+$/.test(text) ? Number(text) : 0;
+  if (n < 1 || n > 64) throw new InvalidArgumentError("expected a whole number from 1 to 64, or 'auto'");
+  return n;
+}
+
 function duration(text: string): string {
   if (parseDuration(text, { positive: true, digitsAreMs: true }) === undefined) {
     throw new InvalidArgumentError("expected a duration above 0: milliseconds, or '30s', '2m'");
@@ -143,11 +151,28 @@ function program(done: (code: number) => void): Command {
       '--watch',
       'reload (as SIGHUP does) when the config file or a local file it imports changes: for development',
     )
+    .addOption(
+      new Option(
+        '--processes <n>',
+        "worker processes sharing the listeners and the Redis queue, or 'auto' (one per core); in place of config.processes",
+      ).argParser(processesArgument),
+    )
     .action(
-      act(async (options: { config: string; worker: boolean; watch?: boolean }) => {
-        const { runStart } = await import('./commands/start.js');
-        return runStart(options.config, { worker: options.worker, watch: options.watch === true });
-      }),
+      act(
+        async (options: {
+          config: string;
+          worker: boolean;
+          watch?: boolean;
+          processes?: number | 'auto';
+        }) => {
+          const { runStart } = await import('./commands/start.js');
+          return runStart(options.config, {
+            worker: options.worker,
+            watch: options.watch === true,
+            ...(options.processes !== undefined ? { processes: options.processes } : {}),
+          });
+        },
+      ),
     );
 
   tern

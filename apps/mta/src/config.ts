@@ -110,6 +110,10 @@ const queue = z
 
 const positiveMs = durationSchema({ positive: true });
 
+/** The most worker processes `processes` may ask for: far above any core count we run on, below a fork bomb. */
+export const MAX_PROCESSES = 64;
+const PROCESSES = `a whole number from 1 to ${MAX_PROCESSES}, or 'auto' (one process per core)`;
+
 // ---- Outbound TLS and reporting (issue 13): MTA-STS, DANE, the TLS policy table, TLS-RPT. ----
 // Kept together so the keys can move as one block: `delivery` spreads `outboundTlsKeys`, the DNS
 // block takes `dnssec`, and the top level takes `publish` (what `tern dns` prints for our domains).
@@ -421,6 +425,16 @@ export const configSchema = z.strictObject({
   log: z.strictObject({ level: z.enum(['debug', 'info', 'warn', 'error']).default('info') }).optional(),
   /** How long SIGTERM waits for open transactions. */
   shutdownTimeoutMs: positiveMs.optional(),
+  /**
+   * How many processes run the MTA (node:cluster, src/cluster.ts): 1 (the default), a number, or
+   * 'auto' (one per core). More than one needs the Redis queue: workers share its queue and the
+   * listening sockets.
+   */
+  processes: z
+    .union([z.number().int(PROCESSES).min(1, PROCESSES).max(MAX_PROCESSES, PROCESSES), z.literal('auto')], {
+      error: PROCESSES,
+    })
+    .optional(),
   admin,
   publish,
   bounces,
@@ -578,7 +592,23 @@ function checkSemantics(config: ResolvedConfig): string[] {
   if (ca !== undefined) collect(problems, () => readCertificates(config, ca, 'config.delivery.tls.ca'));
   problems.push(...checkOutboundTls(config));
   problems.push(...checkWebhooks(config));
+  const processes = checkProcesses(config, config.processes, 'config.processes');
+  if (processes) problems.push(processes);
   return problems;
+}
+
+/**
+ * The problem with running `processes` worker processes on this config's queue, if any: the
+ * embedded store is one SQLite file one process owns, so only the Redis queue can be shared.
+ * `field` names where the number came from (the config key or `--processes`).
+ */
+export function checkProcesses(
+  config: Pick<ResolvedConfig, 'queue'>,
+  processes: number | 'auto' | undefined,
+  field: string,
+): string | undefined {
+  if (processes === undefined || processes === 1 || config.queue?.backend === 'redis') return undefined;
+  return `${field}: ${JSON.stringify(processes)} needs the Redis queue (queue: { backend: 'redis', url: 'redis://...' }): the embedded queue is one file one process owns; remove ${field === 'config.processes' ? 'processes' : field} or set it to 1`;
 }
 
 /** The injection listener's files, read as start reads them: the API keys, the TLS pair. */

@@ -36,6 +36,7 @@ import {
   type TlsStore,
 } from '@tern/queue';
 import { isClusterConnection, keyBase, type RedisConnection } from '@tern/redis';
+import type { ClusterRole } from './cluster-worker.js';
 import {
   ConfigError,
   configPath,
@@ -125,6 +126,8 @@ export interface StartOptions {
   readonly worker?: boolean;
   /** The file the config came from: the admin API's reload reads it again. */
   readonly configFile?: string;
+  /** Set in a worker of `processes: n` (cluster-worker.ts): one admin server, metrics of all. */
+  readonly cluster?: ClusterRole;
 }
 
 /** Opens the configured queue backend: embedded (the default) or Redis. */
@@ -476,6 +479,7 @@ export async function startMta(
         bound: listeners.filter((l) => l.address !== undefined).map((l) => l.name),
         draining,
       }),
+      ...(options.cluster ? { cluster: options.cluster } : {}),
     });
     webhooks = startWebhooks(config, queue, events, ops, logger);
     if (options.worker !== false) {
@@ -586,7 +590,7 @@ export async function startMta(
     }
     if (JSON.stringify(next.delivery?.tlsReports) !== JSON.stringify(current.delivery?.tlsReports))
       needsRestart.push('delivery.tlsReports changed; restart to apply');
-    for (const key of ['queue', 'users', 'hostname', 'http', 'webhooks', 'metrics'] as const) {
+    for (const key of ['queue', 'users', 'hostname', 'http', 'webhooks', 'metrics', 'processes'] as const) {
       if (JSON.stringify(next[key]) !== JSON.stringify(current[key]))
         needsRestart.push(`${key} changed; restart to apply`);
     }
@@ -667,8 +671,14 @@ export async function startMta(
       await registry.close();
     },
   };
-  const { configFile } = options;
-  if (configFile) ops.reloader = async () => mta.reload(await loadConfig(configFile));
+  const { configFile, cluster } = options;
+  if (configFile) {
+    ops.reloader = async () => {
+      const result = await mta.reload(await loadConfig(configFile));
+      cluster?.reloaded();
+      return result;
+    };
+  }
   return mta;
 }
 

@@ -1,37 +1,47 @@
 // tern start: load and validate the config, start the MTA, reload on SIGHUP (and with --watch
 // when a config source changes), stop cleanly on SIGTERM/SIGINT, drain for a rolling restart on
-// SIGUSR2.
+// SIGUSR2. With `processes` above 1 this process becomes the primary of a cluster (cluster.ts)
+// and each worker runs this same command as one MTA (cluster-worker.ts).
 import { type FSWatcher, watch } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { loadConfig } from '../config.js';
+import { clusterWorker } from '../cluster-worker.js';
+import { ConfigError, checkProcesses, loadConfig, type ResolvedConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { isInternalPlugin, type StartOptions, startMta } from '../mta.js';
+import { pluginInstances, shutdownPlugins } from '../plugins.js';
 
 export interface RunStartOptions extends StartOptions {
   /** Reload when the config file or a local file it imports changes. */
   readonly watch?: boolean;
+  /** Worker processes (`--processes`): in place of config.processes. */
+  readonly processes?: number | 'auto';
 }
 
 export async function runStart(file: string, options: RunStartOptions = {}): Promise<number> {
   const sources = new Set<string>();
   const config = await loadConfig(file, options.watch ? { sources } : {});
-  const logger = createLogger(config.log?.level);
-  const { watch: watching, ...startOptions } = options;
-  const mta = await startMta(config, logger, { ...startOptions, configFile: file });
+  const worker = clusterWorker();
+  if (!worker && (await startedCluster(file, config, options.processes))) return -1;
+  const logger = worker
+    ? createLogger(config.log?.level).child({ worker: worker.slot })
+    : createLogger(config.log?.level);
+  const { watch: watching, processes: _processes, ...startOptions } = options;
+  const mta = await startMta(config, logger, {
+    ...startOptions,
+    configFile: file,
+    ...(worker ? { cluster: worker } : {}),
+  });
 
   const queue = { backend: mta.queue.kind, location: mta.queue.location };
   const plugins = mta.plugins.plugins.map((p) => p.name).filter((name) => !isInternalPlugin(name));
-  logger.info(
-    {
-      listeners: mta.listeners,
-      queue,
-      plugins,
-      hostname: mta.hostname,
-      admin: mta.adminUrl,
-      injection: mta.injectionUrl,
-    },
-    'tern started',
-  );
+  const fields = {
+    listeners: mta.listeners,
+    queue,
+    plugins,
+    hostname: mta.hostname,
+    admin: mta.adminUrl,
+    injection: mta.injectionUrl,
+  };
   const lines = [
     `tern ${mta.hostname}: started`,
     ...mta.listeners.map(
@@ -47,7 +57,15 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
       ? [`  HTTP injection: POST ${mta.injectionUrl}/v1/messages (API keys from config.http.apiKeysFile)`]
       : []),
   ];
-  process.stderr.write(`${lines.join('\n')}\n`);
+  if (worker) {
+    // The primary says "tern started" once every worker listens, with the admin worker's banner.
+    logger.info(fields, 'worker started');
+    if (worker.admin) worker.started({ lines, fields });
+    else worker.started({ lines: [], fields: {} });
+  } else {
+    logger.info(fields, 'tern started');
+    process.stderr.write(`${lines.join('\n')}\n`);
+  }
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -111,9 +129,31 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
   process.on('SIGINT', () => stop('SIGINT'));
   // A drain for rolling restarts (systemctl reload-or-restart is not it: see deploy/tern.service).
   process.on('SIGUSR2', () => stop('SIGUSR2'));
-  mta.onDrainRequest(() => stop('SIGUSR2'));
+  // In a cluster the admin API's drain is every worker's: the primary passes SIGUSR2 on.
+  mta.onDrainRequest(() => (worker ? worker.drainAll() : stop('SIGUSR2')));
   // Keep running: the listeners hold the event loop open.
   return -1;
+}
+
+/**
+ * Starts the primary of a cluster when the config (or `--processes`) asks for more than one
+ * process, and says whether it did. The primary runs no plugin: those the config file made are
+ * shut down; each worker makes its own.
+ */
+async function startedCluster(
+  file: string,
+  config: ResolvedConfig,
+  override: number | 'auto' | undefined,
+): Promise<boolean> {
+  const { processCount, runPrimary } = await import('../cluster.js');
+  const problem = override === undefined ? undefined : checkProcesses(config, override, '--processes');
+  const processes = processCount(override ?? config.processes);
+  if (problem === undefined && processes === 1) return false;
+  const logger = createLogger(config.log?.level);
+  await shutdownPlugins(pluginInstances(config), { logger });
+  if (problem !== undefined) throw new ConfigError(file, [problem]);
+  runPrimary({ processes, logger });
+  return true;
 }
 
 /** How long a burst of changes (an editor writes a file in several steps) is gathered into one. */

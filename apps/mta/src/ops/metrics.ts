@@ -99,6 +99,8 @@ export interface MetricSources {
   readonly spool?: () => SpoolStats;
   /** Tags counted under their own label (`metrics.tags`, lower-cased); none: no tag counters. */
   readonly tags?: readonly string[];
+  /** In a cluster (processes > 1): what /metrics shows, every worker's registry summed by the primary. */
+  readonly gather?: () => Promise<string>;
 }
 
 /** The `tag` label of a message without tags. */
@@ -140,8 +142,10 @@ export class TernMetrics {
   readonly #tags: ReadonlySet<string>;
   readonly #listeners = new NameLabels(MAX_NAMES);
   readonly #plugins = new NameLabels(MAX_NAMES);
+  readonly #gather: (() => Promise<string>) | undefined;
 
   constructor(sources: MetricSources) {
+    this.#gather = sources.gather;
     const registers = [this.registry];
     // prom-client's own names start with process_ and nodejs_: tern_process_cpu_seconds_total, not tern_process_process_…
     collectDefaultMetrics({ register: this.registry, prefix: 'tern_' });
@@ -301,6 +305,8 @@ export class TernMetrics {
         name: 'tern_queue_store_writable',
         help: 'Whether the queue store takes writes (1) or refuses them (0: disk full, I/O error, Redis down or out of memory; new mail gets 451)',
         registers,
+        // Summed over a cluster's workers it would count them: 0 when any worker's store refuses.
+        aggregator: 'min',
         collect() {
           this.set(health().writable ? 1 : 0);
         },
@@ -415,6 +421,7 @@ export class TernMetrics {
 
   /** The text exposition format. */
   async render(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+    const body = this.#gather ? await this.#gather() : await this.registry.metrics();
+    return { contentType: this.registry.contentType, body };
   }
 }

@@ -10,6 +10,7 @@ import { definePlugin, type Logger, type PlatformEvent, type Plugin } from '@ter
 import type { HookEvent } from '@tern/plugin-api/host';
 import type { IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
+import type { ClusterRole } from '../cluster-worker.js';
 import type { ResolvedConfig } from '../config.js';
 import { adminToken } from '../config.js';
 import type { PlatformEvents } from '../events.js';
@@ -40,6 +41,11 @@ export interface OpsStartOptions {
   readonly spool?: () => SpoolStats;
   /** How many listeners this process should have, and the names of those bound (readiness). */
   readonly listening?: () => Listening;
+  /**
+   * In a cluster (processes > 1): one worker runs the admin server and reads the shared queue's
+   * gauges; its /metrics sums every worker's registry. The others only offer their registry.
+   */
+  readonly cluster?: ClusterRole;
 }
 
 export class OpsRuntime {
@@ -140,10 +146,12 @@ export class OpsRuntime {
 
   /** Starts metrics, the depth sampler and the admin server (when config.admin is set). */
   async start(options: OpsStartOptions): Promise<void> {
-    const { queue } = options;
-    const operations = isQueueOperations(queue) ? queue : undefined;
+    const { queue, cluster } = options;
+    // In a cluster only the admin worker reads what all share (the queue's depth, Redis), once.
+    const shared = cluster === undefined || cluster.admin;
+    const operations = isQueueOperations(queue) && shared ? queue : undefined;
     const summary = operations ? this.#cachedSummary(() => operations.summary()) : undefined;
-    const ping = (queue as { ping?: () => Promise<number> }).ping;
+    const ping = shared ? (queue as { ping?: () => Promise<number> }).ping : undefined;
     this.metrics = new TernMetrics({
       connections: options.connections,
       health: () => queue.health(),
@@ -152,12 +160,14 @@ export class OpsRuntime {
       ...(summary ? { summary } : {}),
       ...(typeof ping === 'function' ? { redisPing: () => ping.call(queue) } : {}),
       ...(this.#config.metrics?.tags ? { tags: this.#config.metrics.tags } : {}),
+      ...(cluster ? { gather: () => cluster.metrics() } : {}),
     });
+    cluster?.share(this.metrics.registry);
     // Counted from the platform events, heard only when tags are to be counted: with no listener,
     // producers build no events at all.
     if (this.metrics.tagEvents !== undefined) this.#unsubscribe = this.events?.on(this.metrics.tagEvent);
     const admin = this.#config.admin;
-    if (!admin) return;
+    if (!admin || !shared) return;
     if (summary) {
       const sample = (): void => {
         summary().then(
