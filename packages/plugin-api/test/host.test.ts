@@ -350,4 +350,16 @@ describe('paths in plugin options', () => {
     expect(seen).toBe('/srv/tern/keys/k.pem');
     expect(resolveConfigPath('k.pem')).toBe(resolve('k.pem'));
   });
+
+  test('a second load (a reload) starts at its own folder again, and overlapping loads keep theirs', async () => {
+    const load = (dir: string): Promise<string> =>
+      withConfigDir(dir, async () => {
+        await new Promise((r) => setTimeout(r, 1));
+        return resolveConfigPath('k.pem');
+      });
+    expect(await load('/srv/a')).toBe('/srv/a/k.pem');
+    expect(await Promise.all([load('/srv/b'), load('/srv/c')])).toEqual(['/srv/b/k.pem', '/srv/c/k.pem']);
+    expect(withConfigDir('/srv/d', () => resolveConfigPath('k.pem'))).toBe('/srv/d/k.pem');
+    expect(resolveConfigPath('k.pem')).toBe(resolve('k.pem'));
+  });
 });
