@@ -44,12 +44,12 @@ export {
 } from './egress.js';
 export { DataEncoder, encodeData, hasEightBitBytes, isNonAscii, type WireMessage } from './encode.js';
 export {
+  MtaSts,
   type MtaStsLookup,
   type MtaStsMode,
   type MtaStsOptions,
   type MtaStsPolicy,
   type MtaStsProblem,
-  MtaSts,
   mxMatchesPolicy,
   parseMtaStsPolicy,
   parseMtaStsRecord,
