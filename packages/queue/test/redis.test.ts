@@ -369,9 +369,11 @@ describe('RedisQueue: durability', () => {
     expect(await messageKeys(q)).toEqual([]);
     expect(await admin.exists(`${q.prefix}:${q.queueName}:wait`)).toBe(0);
     const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test']));
-    // Its hash and its body: a message of one job keeps the job's id in the hash, no job set.
+    // Its hash, its body and its job set: a message of one job keeps the job's id in the hash
+    // (what this version reads) and in the set (what a worker of the previous version reads).
     const keys = redisKeys(q.prefix, id);
-    expect((await messageKeys(q)).sort()).toEqual([keys.meta, keys.body].sort());
+    expect((await messageKeys(q)).sort()).toEqual([keys.meta, keys.body, keys.jobs].sort());
+    expect(await admin.smembers(keys.jobs)).toEqual([`${id}@x.test`]);
     expect(await admin.hget(keys.meta, 'job')).toBe(`${id}@x.test`);
   });
 });

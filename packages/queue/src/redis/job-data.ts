@@ -8,7 +8,8 @@ export interface JobData {
   /**
    * How many jobs the message was planned with. 1: this job's finish is the message's, and the
    * message's presence says the job is wanted, so the worker skips the job set (absent in jobs
-   * enqueued before it was recorded: they read the set).
+   * enqueued before it was recorded: they read the set). The set is still written, for workers
+   * of the previous version during an upgrade.
    */
   jobs?: number;
   envelope: DeliveryJob['envelope'];

@@ -325,10 +325,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
       // Quarantined by a queue hook: held from the start, as an operator's hold would.
       ...(message.hold === undefined ? {} : { held: '1', holdReason: message.hold }),
-      // One job (most mail): its id here, no job set to write, read and empty again.
+      // One job (most mail): its id here; this version's workers never read or empty its job set.
       ...(jobs.length === 1 && jobs[0] !== undefined ? { job: jobs[0].id } : {}),
     });
-    if (jobs.length > 1) multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
+    // Written for one job too, though this version only deletes it: a worker of the previous
+    // version on the same queue (a rolling upgrade) asks the set whether the job is wanted, and
+    // would drop the job as withdrawn without it. One command per message buys upgrades without loss.
+    multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
     // Operator indexes and the timeline land in the same transaction as the message.
     const ops = this.#opsKeys;
     const timeline = ops.timeline(queueId);
