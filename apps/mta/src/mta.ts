@@ -501,6 +501,7 @@ export async function startMta(
         classifier: () => classifier,
         events,
         logger,
+        ...(ops.metrics ? { registry: ops.metrics.registry } : {}),
       });
       // Through `deliverer` as it is at each call, so a reload swaps routes and limits in place;
       // the worker asks the registry for the plugin host of each attempt.

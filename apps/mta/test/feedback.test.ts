@@ -270,4 +270,21 @@ describe.each([
     const q = mta.queue;
     expect(isQueueOperations(q) && (await q.details(queueId))?.timeline.length).toBeGreaterThan(0);
   });
+
+  it('counts the reports read by kind and result on /metrics', async () => {
+    const response = await fetch(`${adminUrl}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const text = await response.text();
+    const count = (kind: string, result: string): number =>
+      Number(
+        new RegExp(`^tern_feedback_reports_total\\{kind="${kind}",result="${result}"\\} (\\d+)$`, 'm').exec(
+          text,
+        )?.[1] ?? 0,
+      );
+    // The tests above: one DSN, one ARF and one prose bounce matched; the forged ARF matched nothing.
+    expect(count('dsn', 'matched')).toBe(1);
+    expect(count('arf', 'matched')).toBe(1);
+    expect(count('plain', 'matched')).toBe(1);
+    expect(count('arf', 'unmatched')).toBe(1);
+    expect(count('unknown', 'deferred')).toBe(0);
+  });
 });

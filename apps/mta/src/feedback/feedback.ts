@@ -35,6 +35,7 @@ import {
   suppressionScopes,
   type TimelineEvent,
 } from '@tern/queue';
+import { Counter, type Registry } from 'prom-client';
 import { ConfigError, type ResolvedConfig, readConfigFile } from '../config.js';
 import type { PlatformEvents } from '../events.js';
 import type { SuppressionSettings } from '../suppression.js';
@@ -122,7 +123,12 @@ export interface FeedbackProcessorOptions {
   readonly classifier: () => BounceClassifier;
   readonly events: PlatformEvents;
   readonly logger: Logger;
+  /** Where `tern_feedback_reports_total` is registered (the admin server's /metrics); none: not counted. */
+  readonly registry?: Registry;
 }
+
+/** What became of a report at the bounce domain: the `result` label. */
+type ReportResult = 'matched' | 'unmatched' | 'unreadable' | 'deferred';
 
 /** A report's effect on one recipient of one original message. */
 interface Finding {
@@ -149,10 +155,24 @@ interface Original {
 export class FeedbackProcessor {
   readonly #o: FeedbackProcessorOptions;
   readonly #log: Logger;
+  readonly #reports: Counter<'kind' | 'result'> | undefined;
 
   constructor(options: FeedbackProcessorOptions) {
     this.#o = options;
     this.#log = options.logger.child({ component: 'feedback' });
+    this.#reports =
+      options.registry === undefined
+        ? undefined
+        : new Counter({
+            name: 'tern_feedback_reports_total',
+            help: 'Reports read at the bounce domain by kind (dsn, arf, plain; unknown when unreadable) and result: matched (recorded for a message), unmatched (named no message we know: dropped), unreadable (dropped), deferred (the store could not take it: read again later)',
+            labelNames: ['kind', 'result'],
+            registers: [options.registry],
+          });
+  }
+
+  #count(kind: FeedbackReport['kind'] | 'unknown', result: ReportResult): void {
+    this.#reports?.inc({ kind, result });
   }
 
   /** Whether a job is for the bounce domain (and so for this processor). */
@@ -173,6 +193,7 @@ export class FeedbackProcessor {
     });
     if (settings === undefined)
       return done({ code: 451, enhanced: '4.3.0', text: 'no bounce domain' }, 'deferred');
+    let kind: FeedbackReport['kind'] | 'unknown' = 'unknown';
     try {
       const raw = await readBounded(await message(), settings.maxReportBytes);
       let report: FeedbackReport;
@@ -180,14 +201,18 @@ export class FeedbackProcessor {
         report = await parseFeedback(raw);
       } catch (error) {
         log.info({ err: String(error) }, 'report at the bounce domain could not be read; dropped');
+        this.#count(kind, 'unreadable');
         return done({ code: 250, enhanced: '2.0.0', text: 'report unreadable; dropped' });
       }
+      kind = report.kind;
       const findings = await this.#findings(job, report, settings);
       if (findings.length === 0) {
         log.info({ kind: report.kind }, 'report at the bounce domain matched no message; dropped');
+        this.#count(kind, 'unmatched');
         return done({ code: 250, enhanced: '2.0.0', text: `${report.kind} report matched nothing; dropped` });
       }
       await this.#apply(findings, log);
+      this.#count(kind, 'matched');
       return done({
         code: 250,
         enhanced: '2.0.0',
@@ -195,6 +220,7 @@ export class FeedbackProcessor {
       });
     } catch (error) {
       log.warn({ err: error }, 'could not record a report at the bounce domain; it will be read again');
+      this.#count(kind, 'deferred');
       return done({ code: 451, enhanced: '4.3.0', text: 'report not recorded yet' }, 'deferred');
     }
   }
