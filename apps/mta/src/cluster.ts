@@ -1,7 +1,7 @@
 // `processes: n` (or `tern start --processes n`): the primary of a node:cluster. It runs no MTA of
 // its own: it forks n workers, each a full MTA (listeners, HTTP injection, delivery worker) on the
-// shared Redis queue, sharing the listening sockets (the primary accepts and hands connections
-// round-robin). It restarts a worker that dies (with back-off), passes SIGTERM/SIGINT/SIGUSR2 and
+// shared Redis queue, sharing the listening sockets (each worker accepts from them itself: the
+// kernel picks the worker, see SCHED_NONE below). It restarts a worker that dies (with back-off), passes SIGTERM/SIGINT/SIGUSR2 and
 // SIGHUP on to every worker, and gathers every worker's metrics for the one admin server (worker
 // 1's), summed as prom-client's AggregatorRegistry sums them.
 import cluster, { type Worker } from 'node:cluster';
@@ -252,7 +252,7 @@ function send(worker: Worker, message: PrimaryMessage): void {
   if (worker.isConnected()) worker.send(message);
 }
 
-/** The primary's own series: its process (it accepts every connection) and the workers' state. */
+/** The primary's own series: its process (it forks, watches and relays; it takes no connection) and the workers' state. */
 class PrimaryMetrics {
   readonly registry = new Registry();
   readonly restarts: Counter;
