@@ -12,6 +12,7 @@ import {
   type SessionInfo,
   type SmtpReply,
   smtpReply,
+  TAG_HEADER,
   type TransactionInfo,
   type Verdict,
   withTimeout,
@@ -20,11 +21,11 @@ import { type ByteSource, MessageContent, type PluginHost, type StateScope } fro
 import { CoreReplies, queuedReply } from './replies.js';
 import type { IncomingMessage, MessageSink } from './sink.js';
 
-/** The header field that tags a message at intake; removed before the hooks see the message. */
+/** The header field that tags a message at intake (plugin-api's; re-exported for core's users). */
+export { TAG_HEADER };
+
 /** The message hook's tags for a message without any: one frozen array, not one per message. */
 const NO_TAGS: readonly string[] = Object.freeze([]);
-
-export const TAG_HEADER = 'X-Tern-Tag';
 
 export interface AcceptInput {
   readonly plugins: PluginHost;

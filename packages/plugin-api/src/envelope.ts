@@ -44,6 +44,9 @@ export interface Envelope {
   apiKey?: string;
 }
 
+/** The header field an authenticated or trusted SMTP client tags a message with; intake removes it. */
+export const TAG_HEADER = 'X-Tern-Tag';
+
 /** One tag: a short word of letters, digits, `_`, `.` and `-`. */
 export const TAG_PATTERN: RegExp = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Tags one message may carry. */

@@ -16,7 +16,7 @@ export {
 export type { Duration, DurationRules } from './duration.js';
 export { DURATION_HINT, durationMs, durationSchema, formatWait, parseDuration } from './duration.js';
 export type { Envelope, EnvelopeRecipient, NextHop, SmtpParams, TlsMode } from './envelope.js';
-export { domainOf, MAX_TAGS, parseTagFields, splitAddress, TAG_PATTERN } from './envelope.js';
+export { domainOf, MAX_TAGS, parseTagFields, splitAddress, TAG_HEADER, TAG_PATTERN } from './envelope.js';
 export { HookFailure, PluginOptionError, PluginRegistrationError, TernError } from './errors.js';
 export type { PlatformEvent, PlatformEventSource, PlatformEventType } from './events.js';
 export { PLATFORM_EVENT_TYPES } from './events.js';

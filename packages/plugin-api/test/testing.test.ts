@@ -50,6 +50,40 @@ describe('the intake side', () => {
     expect(queued?.transaction.mailFrom).toBe('a@example.org');
   });
 
+  test("X-Tern-Tag: a trusted client's tags reach the message hook and the envelope; the field is removed", async () => {
+    const seen: (readonly string[])[] = [];
+    const plugin = definePlugin({
+      name: 'tag-reader',
+      message(ctx) {
+        seen.push(ctx.tags);
+      },
+    });
+    const tagged = `X-Tern-Tag: newsletter, weekly\r\n${MESSAGE}`;
+    const trusted = testPlugins([plugin], { trusted: true });
+    await trusted.mailFrom('a@example.org');
+    await trusted.rcptTo('b@example.test');
+    const result = await trusted.data(tagged);
+    expect(result.verdict.kind).toBe('continue');
+    expect(result.envelope.tags).toEqual(['newsletter', 'weekly']);
+    expect(result.message.headers.has('x-tern-tag')).toBe(false);
+    // An anonymous client's field is removed and ignored, as core does.
+    const anonymous = testPlugins([plugin]);
+    await anonymous.mailFrom('a@example.org');
+    await anonymous.rcptTo('b@example.test');
+    const plain = await anonymous.data(tagged);
+    expect(plain.envelope.tags).toBeUndefined();
+    expect(plain.message.headers.has('x-tern-tag')).toBe(false);
+    expect(seen).toEqual([['newsletter', 'weekly'], []]);
+    // A value that is not a tag is refused with 550 5.6.0.
+    await trusted.mailFrom('a@example.org');
+    await trusted.rcptTo('b@example.test');
+    const bad = await trusted.data(`X-Tern-Tag: no spaces allowed\r\n${MESSAGE}`);
+    expect(bad.verdict).toEqual({
+      kind: 'reject',
+      reply: expect.objectContaining({ code: 550, enhanced: '5.6.0' }),
+    });
+  });
+
   test('a failing queue hook answers 451 4.3.0 as core does, and says who failed', async () => {
     const kit = testPlugins({
       name: 'broken-signer',

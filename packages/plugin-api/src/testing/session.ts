@@ -3,14 +3,14 @@
 // timeouts, checks, state and results.
 import { randomUUID } from 'node:crypto';
 import type { Envelope, EnvelopeRecipient, SmtpParams } from '../envelope.js';
-import { domainOf } from '../envelope.js';
+import { domainOf, parseTagFields, TAG_HEADER } from '../envelope.js';
 import { HookFailure } from '../errors.js';
 import type { ListenerInfo, Plugin, SessionInfo, TlsInfo, TransactionInfo } from '../hooks.js';
 import { MessageContent } from '../message.js';
 import { Replies } from '../reply.js';
 import type { ResultsReader } from '../results.js';
 import { type HookInput, StateScope } from '../runner.js';
-import type { Verdict } from '../verdict.js';
+import { reject, type Verdict } from '../verdict.js';
 import { PluginTestHost, type TestHostOptions, testQueueId } from './base.js';
 
 export interface TestSessionOptions extends TestHostOptions {
@@ -140,9 +140,20 @@ export class PluginTestSession extends PluginTestHost {
     const envelope: Envelope = { mailFrom: transaction.mailFrom, recipients: [...transaction.recipients] };
     let held: string | undefined;
     const result = (verdict: Verdict): DataResult => ({ verdict, message, envelope, held });
+    // As core: X-Tern-Tag is removed, and its tags taken from trusted or authenticated clients.
+    const tagFields = message.headers.getAll(TAG_HEADER);
+    if (tagFields.length > 0) {
+      message.headers.remove(TAG_HEADER);
+      if (this.session.trusted || this.session.user !== undefined) {
+        const parsed = parseTagFields(tagFields);
+        if ('problem' in parsed) return result(reject(550, '5.6.0', parsed.problem));
+        envelope.tags = parsed.tags;
+      }
+    }
     if (!(await this.#transforms('headers', { ...base, headers: message.headers })))
       return result(localError);
-    const { verdict } = await this.host.runVerdict('message', { ...base, message, tags: [] }, this.#scope);
+    const tags = envelope.tags ?? [];
+    const { verdict } = await this.host.runVerdict('message', { ...base, message, tags }, this.#scope);
     if (verdict.kind !== 'continue' && verdict.kind !== 'accept') return result(verdict);
     const hold = (reason: string): void => {
       held = reason;
