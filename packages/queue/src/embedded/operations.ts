@@ -36,6 +36,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { StoredBodies } from './bodies.js';
+import { JOBS_OF, jobsOf } from './store.js';
 
 interface Destination {
   suspendedUntil?: number;
@@ -216,7 +217,7 @@ export class EmbeddedOperations {
         }
       | undefined;
     if (!message) return timeline.length === 0 ? null : finishedDetails(queueId, timeline);
-    const rows = this.#sql.jobsOf.all(queueId) as JobListRow[];
+    const rows = this.#sql.jobsOf.all(...jobsOf(queueId)) as JobListRow[];
     const held = rows.some((r) => r.state === 'held');
     return {
       queueId,
@@ -262,7 +263,7 @@ export class EmbeddedOperations {
 
   /** True when any job of the message is held (or will be, after its attempt). */
   isHeld(queueId: string): boolean {
-    return this.#sql.heldJobs.get(queueId) !== undefined;
+    return this.#sql.heldJobs.get(...jobsOf(queueId)) !== undefined;
   }
 
   /** Jobs of a message by state (undefined when the message is unknown). */
@@ -273,7 +274,7 @@ export class EmbeddedOperations {
 
   jobStates(queueId: string): string[] | undefined {
     if (this.#sql.messageExists.get(queueId) === undefined) return undefined;
-    return (this.#sql.jobStates.all(queueId) as { state: string }[]).map((r) => r.state);
+    return (this.#sql.jobStates.all(...jobsOf(queueId)) as { state: string }[]).map((r) => r.state);
   }
 
   /** The bounce part of "bounce now", once the caller made sure no attempt is in flight. */
@@ -286,7 +287,7 @@ export class EmbeddedOperations {
       | { envelope: string; created_at: number; is_bounce: number }
       | undefined;
     if (!message) return { ok: false, reason: 'unknown' };
-    const pending = (this.#sql.jobsOf.all(queueId) as JobListRow[])
+    const pending = (this.#sql.jobsOf.all(...jobsOf(queueId)) as JobListRow[])
       .filter((r) => r.state !== 'done')
       .flatMap((r) => (JSON.parse(r.recipients) as RecipientState[]).filter((p) => p.status === 'pending'));
     const notice = operatorBounce(
@@ -316,7 +317,8 @@ export class EmbeddedOperations {
     return this.#db.transaction(() => {
       const changes = this.#sql.reroute.run({
         hop: hop === null ? null : JSON.stringify(hop),
-        queueId,
+        from: jobsOf(queueId)[0],
+        to: jobsOf(queueId)[1],
         domain: wanted,
       }).changes;
       if (changes > 0) {
@@ -439,15 +441,15 @@ function prepare(db: Database.Database) {
     messageExists: db.prepare('SELECT 1 FROM messages WHERE queue_id = ?'),
     jobsOf: db.prepare(
       `SELECT ${LIST_COLUMNS} FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
-       WHERE j.queue_id = ? ORDER BY j.id`,
+       WHERE j.id > ? AND j.id < ? ORDER BY j.id`,
     ),
-    jobStates: db.prepare("SELECT state FROM jobs WHERE queue_id = ? AND state != 'done'"),
+    jobStates: db.prepare(`SELECT state FROM jobs WHERE ${JOBS_OF} AND state != 'done'`),
     heldJobs: db.prepare(
-      "SELECT 1 FROM jobs WHERE queue_id = ? AND (state = 'held' OR (state = 'active' AND hold_requested = 1)) LIMIT 1",
+      `SELECT 1 FROM jobs WHERE ${JOBS_OF} AND (state = 'held' OR (state = 'active' AND hold_requested = 1)) LIMIT 1`,
     ),
     reroute: db.prepare(
       `UPDATE jobs SET next_hop = @hop
-       WHERE queue_id = @queueId AND state != 'done' AND (@domain IS NULL OR domain = @domain)`,
+       WHERE id > @from AND id < @to AND state != 'done' AND (@domain IS NULL OR domain = @domain)`,
     ),
     dueOfDomain: db.prepare(
       "SELECT count(*) AS n FROM jobs WHERE domain = ? AND state = 'scheduled' AND next_attempt_at <= ?",

@@ -54,7 +54,7 @@ import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedIdempotency } from './idempotency.js';
 import { EmbeddedOperations } from './operations.js';
-import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
+import { closeStore, isOutOfSpace, isStoreFailure, JOBS_OF, jobsOf, openStore } from './store.js';
 import { EmbeddedSuppressions } from './suppressions.js';
 import { EmbeddedTlsStore } from './tls-store.js';
 import { EmbeddedWebhookOutbox } from './webhook-outbox.js';
@@ -936,7 +936,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       const next = outcome.next;
       if (next === undefined) {
         // The message's last open job: the delete takes the job with it (no 'done' row to write first).
-        const others = this.#sql.otherOpenJobs.get(job.queueId, job.id) as { n: number };
+        const others = this.#sql.otherOpenJobs.get(...jobsOf(job.queueId), job.id) as { n: number };
         if (others.n === 0) {
           this.#sql.deleteMessage.run(job.queueId);
           this.#ops.finished(job.queueId, now);
@@ -1045,8 +1045,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   async hold(queueId: string, event: OperatorEvent | null = operatorEvent('hold')): Promise<number> {
     const now = Date.now();
     return this.#db.transaction(() => {
-      const held = this.#sql.hold.run(now, queueId).changes;
-      const marked = this.#sql.holdActive.run(now, queueId).changes;
+      const held = this.#sql.hold.run(now, ...jobsOf(queueId)).changes;
+      const marked = this.#sql.holdActive.run(now, ...jobsOf(queueId)).changes;
       if (held + marked > 0 && event !== null) this.#ops.appendEvents(queueId, [event]);
       return held + marked;
     })();
@@ -1057,7 +1057,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const now = Date.now();
     const changes = this.#db.transaction(() => {
       const released =
-        this.#sql.release.run(now, queueId).changes + this.#sql.unholdActive.run(now, queueId).changes;
+        this.#sql.release.run(now, ...jobsOf(queueId)).changes +
+        this.#sql.unholdActive.run(now, ...jobsOf(queueId)).changes;
       if (released > 0) {
         this.#ops.record(queueId, 'release');
         this.#sql.clearHoldReason.run(queueId);
@@ -1074,7 +1075,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     if (this.#ops.isHeld(queueId) || this.#ops.jobStates(queueId) === undefined) return 0;
     const now = Date.now();
     const changes = this.#db.transaction(() => {
-      const due = this.#sql.retryNow.run(now, now, queueId).changes;
+      const due = this.#sql.retryNow.run(now, now, ...jobsOf(queueId)).changes;
       this.#ops.record(queueId, 'retry', { detail: `${due} job(s) made due now` });
       return due;
     })();
@@ -1268,26 +1269,26 @@ function prepare(db: Database.Database) {
        WHERE id = ?`,
     ),
     otherOpenJobs: db.prepare(
-      "SELECT count(*) AS n FROM jobs WHERE queue_id = ? AND id != ? AND state != 'done'",
+      `SELECT count(*) AS n FROM jobs WHERE ${JOBS_OF} AND id != ? AND state != 'done'`,
     ),
     deleteMessage: db.prepare('DELETE FROM messages WHERE queue_id = ?'),
     hold: db.prepare(
-      "UPDATE jobs SET state = 'held', updated_at = ? WHERE queue_id = ? AND state = 'scheduled'",
+      `UPDATE jobs SET state = 'held', updated_at = ? WHERE ${JOBS_OF} AND state = 'scheduled'`,
     ),
     holdActive: db.prepare(
-      "UPDATE jobs SET hold_requested = 1, updated_at = ? WHERE queue_id = ? AND state = 'active'",
+      `UPDATE jobs SET hold_requested = 1, updated_at = ? WHERE ${JOBS_OF} AND state = 'active'`,
     ),
     release: db.prepare(
-      "UPDATE jobs SET state = 'scheduled', updated_at = ? WHERE queue_id = ? AND state = 'held'",
+      `UPDATE jobs SET state = 'scheduled', updated_at = ? WHERE ${JOBS_OF} AND state = 'held'`,
     ),
     unholdActive: db.prepare(
       `UPDATE jobs SET hold_requested = 0, updated_at = ?
-       WHERE queue_id = ? AND state = 'active' AND hold_requested = 1`,
+       WHERE ${JOBS_OF} AND state = 'active' AND hold_requested = 1`,
     ),
     clearHoldReason: db.prepare('UPDATE messages SET hold_reason = NULL WHERE queue_id = ?'),
     retryNow: db.prepare(
       `UPDATE jobs SET next_attempt_at = ?, updated_at = ?
-       WHERE queue_id = ? AND state = 'scheduled'`,
+       WHERE ${JOBS_OF} AND state = 'scheduled'`,
     ),
   };
 }
