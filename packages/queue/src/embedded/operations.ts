@@ -36,7 +36,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { StoredBodies } from './bodies.js';
-import { JOBS_OF, jobsOf } from './store.js';
+import { JOBS_OF, jobsOf, messageKey } from './store.js';
 
 interface Destination {
   suspendedUntil?: number;
@@ -114,11 +114,8 @@ export class EmbeddedOperations {
 
   /** Starts a message's timeline (in the enqueue transaction). */
   startTimeline(queueId: string, messageId: string | undefined, events: readonly TimelineEvent[]): void {
-    this.#sql.insertTimeline.run(
-      queueId,
-      messageId === undefined ? null : normalizeMessageId(messageId),
-      timelineLines(events),
-    );
+    const id = messageId === undefined ? null : normalizeMessageId(messageId);
+    this.#sql.insertTimeline.run(queueId, id, id === null ? null : messageKey(id), timelineLines(events));
   }
 
   /** Appends to a timeline that still exists (schema 7: to its one row). */
@@ -248,7 +245,7 @@ export class EmbeddedOperations {
     const id = normalizeMessageId(messageId);
     if (id === '') return [];
     // Every message has a timeline row (schema 7 gave one to those queued before timelines).
-    const rows = this.#sql.findByMessageId.all(id) as { queue_id: string }[];
+    const rows = this.#sql.findByMessageId.all(messageKey(id), id) as { queue_id: string }[];
     return [...new Set(rows.map((r) => r.queue_id))].sort();
   }
 
@@ -412,14 +409,14 @@ function prepare(db: Database.Database) {
     ),
     deleteDestination: db.prepare('DELETE FROM destinations WHERE domain = ?'),
     insertTimeline: db.prepare(
-      `INSERT INTO timelines (queue_id, message_id, events) VALUES (?, ?, ?)
+      `INSERT INTO timelines (queue_id, message_id, message_key, events) VALUES (?, ?, ?, ?)
        ON CONFLICT (queue_id) DO UPDATE SET events = events || excluded.events`,
     ),
     appendEvents: db.prepare('UPDATE timelines SET events = events || ? WHERE queue_id = ?'),
     expireTimeline: db.prepare('UPDATE timelines SET expires_at = ? WHERE queue_id = ?'),
     pruneTimelines: db.prepare('DELETE FROM timelines WHERE expires_at IS NOT NULL AND expires_at < ?'),
     events: db.prepare('SELECT events FROM timelines WHERE queue_id = ?').pluck(),
-    findByMessageId: db.prepare('SELECT queue_id FROM timelines WHERE message_id = ?'),
+    findByMessageId: db.prepare('SELECT queue_id FROM timelines WHERE message_key = ? AND message_id = ?'),
     summary: db.prepare(
       `SELECT j.domain AS domain, count(*) AS total,
          sum(j.state = 'scheduled') AS scheduled, sum(j.state = 'active') AS active,
