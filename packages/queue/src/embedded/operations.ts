@@ -35,6 +35,7 @@ import {
   parseTimelineEvent,
   type TimelineEvent,
 } from '../timeline.js';
+import { newQueueId } from '../plan.js';
 import type { StoredBodies } from './bodies.js';
 import { JOBS_OF, jobsOf, messageKey } from './store.js';
 
@@ -75,6 +76,8 @@ const LIST_BATCH = 200;
 const LIST_SCAN_BUDGET = 5000;
 /** Expired timelines are removed at most this often. */
 const PRUNE_EVERY_MS = 60_000;
+/** The leading characters of a queue id that hold its receipt time (base 36 ms, see newQueueId). */
+const QUEUE_ID_TIME_CHARS = 9;
 
 export class EmbeddedOperations {
   readonly #db: Database.Database;
@@ -128,11 +131,19 @@ export class EmbeddedOperations {
     this.#sql.expireTimeline.run(now + this.#d.retentionMs, queueId);
   }
 
-  /** Removes timelines past their retention, at most once a minute. */
+  /**
+   * Removes timelines past their retention, at most once a minute. Without an index on
+   * `expires_at` (schema 8: it cost a page per finished message): a timeline expires `retention`
+   * after its message finished, so after its message was received, and a queue id begins with
+   * its receipt time (plan.ts), so only the queue ids received before `now - retention` can have
+   * expired: a range of the primary key holding, besides the expired, only messages that stayed
+   * queued long (or still are).
+   */
   prune(now: number = Date.now()): void {
     if (now - this.#prunedAt < PRUNE_EVERY_MS) return;
     this.#prunedAt = now;
-    this.#sql.pruneTimelines.run(now);
+    const receivedBefore = newQueueId(Math.max(0, now - this.#d.retentionMs)).slice(0, QUEUE_ID_TIME_CHARS);
+    this.#sql.pruneTimelines.run(receivedBefore, now);
   }
 
   // ---- QueueOperations ----
@@ -414,7 +425,7 @@ function prepare(db: Database.Database) {
     ),
     appendEvents: db.prepare('UPDATE timelines SET events = events || ? WHERE queue_id = ?'),
     expireTimeline: db.prepare('UPDATE timelines SET expires_at = ? WHERE queue_id = ?'),
-    pruneTimelines: db.prepare('DELETE FROM timelines WHERE expires_at IS NOT NULL AND expires_at < ?'),
+    pruneTimelines: db.prepare('DELETE FROM timelines WHERE queue_id < ? AND expires_at < ?'),
     events: db.prepare('SELECT events FROM timelines WHERE queue_id = ?').pluck(),
     findByMessageId: db.prepare('SELECT queue_id FROM timelines WHERE message_key = ? AND message_id = ?'),
     summary: db.prepare(
