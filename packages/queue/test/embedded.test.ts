@@ -15,9 +15,9 @@ import {
   EmbeddedStoreSchemaError,
   openEmbeddedQueue,
 } from '../src/embedded/index.js';
+import { SCHEMA_VERSION } from '../src/embedded/store.js';
 import { QueueUnavailableError } from '../src/errors.js';
 import { gatedDeliver, reportAll, scriptedDeliver } from './embedded-fixtures/deliver.js';
-import { SCHEMA_VERSION } from '../src/embedded/store.js';
 import { storePaths, testMessage } from './embedded-fixtures/messages.js';
 
 const DAY = 24 * 3600_000;

@@ -84,7 +84,11 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
               eight_bit: number | null;
             }
           | undefined;
-        const open = jobs.all(...jobsOf(queueId)) as { recipients: string; state: string; attempts: number }[];
+        const open = jobs.all(...jobsOf(queueId)) as {
+          recipients: string;
+          state: string;
+          attempts: number;
+        }[];
         if (!m || open.length === 0) continue;
         const pending = open.flatMap((j) =>
           (JSON.parse(j.recipients) as RecipientState[])

@@ -29,13 +29,13 @@ import {
   operatorBounce,
   sumCounts,
 } from '../operations.js';
+import { newQueueId } from '../plan.js';
 import {
   type OperatorAction,
   type OperatorEvent,
   parseTimelineEvent,
   type TimelineEvent,
 } from '../timeline.js';
-import { newQueueId } from '../plan.js';
 import type { StoredBodies } from './bodies.js';
 import { JOBS_OF, jobsOf, messageKey } from './store.js';
 
@@ -126,9 +126,9 @@ export class EmbeddedOperations {
     if (events.length > 0) this.#sql.appendEvents.run(timelineLines(events), queueId);
   }
 
-  /** The message is gone: its timeline is kept for the retention from now. */
-  finished(queueId: string, now: number): void {
-    this.#sql.expireTimeline.run(now + this.#d.retentionMs, queueId);
+  /** The message is gone: its timeline, with `events` appended last, is kept for the retention from now. */
+  finished(queueId: string, now: number, events: readonly TimelineEvent[] = []): void {
+    this.#sql.expireTimeline.run(timelineLines(events), now + this.#d.retentionMs, queueId);
   }
 
   /**
@@ -424,7 +424,9 @@ function prepare(db: Database.Database) {
        ON CONFLICT (queue_id) DO UPDATE SET events = events || excluded.events`,
     ),
     appendEvents: db.prepare('UPDATE timelines SET events = events || ? WHERE queue_id = ?'),
-    expireTimeline: db.prepare('UPDATE timelines SET expires_at = ? WHERE queue_id = ?'),
+    expireTimeline: db.prepare(
+      'UPDATE timelines SET events = events || ?, expires_at = ? WHERE queue_id = ?',
+    ),
     pruneTimelines: db.prepare('DELETE FROM timelines WHERE queue_id < ? AND expires_at < ?'),
     events: db.prepare('SELECT events FROM timelines WHERE queue_id = ?').pluck(),
     findByMessageId: db.prepare('SELECT queue_id FROM timelines WHERE message_key = ? AND message_id = ?'),

@@ -220,6 +220,16 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   /** `synchronous` for worker writes (NORMAL) and at rest (FULL), prepared once (see #bookkeeping). */
   readonly #syncNormal: Database.Statement;
   readonly #syncFull: Database.Statement;
+  /**
+   * Runs a function in a transaction (a savepoint inside one). Made once: better-sqlite3 builds a
+   * wrapper per `db.transaction(fn)` call, which cost more CPU than the savepoint itself.
+   */
+  readonly #tx: <T>(write: () => T) => T;
+  /**
+   * Within one enqueue commit: whether a scheduled job is due (an older one, or one this commit
+   * inserted unclaimed), so a batch asks the store once (see #claimable); undefined: not asked yet.
+   */
+  #dueInBatch: boolean | undefined;
 
   constructor(options: EmbeddedQueueOptions) {
     const checked = checkQueueOptions(z.looseObject(embeddedQueueShape), options, 'queue.embedded');
@@ -233,6 +243,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#sql = prepare(this.#db);
       this.#syncNormal = this.#db.prepare('PRAGMA synchronous = NORMAL');
       this.#syncFull = this.#db.prepare('PRAGMA synchronous = FULL');
+      const tx = this.#db.transaction((write: () => unknown) => write());
+      this.#tx = tx as unknown as <T>(write: () => T) => T;
       this.#due = new DueJobs(this.#db);
       this.#bodies = new StoredBodies(this.#db);
       this.tlsStore = new EmbeddedTlsStore(this.#db);
@@ -402,7 +414,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    */
   #commitEnqueues(batch: readonly PendingEnqueue[], write: () => void): void {
     try {
-      if (this.#walFd === undefined) this.#db.transaction(write)();
+      this.#dueInBatch = undefined;
+      if (this.#walFd === undefined) this.#tx(write);
       else this.#bookkeeping(write);
     } catch (error) {
       for (const p of batch) {
@@ -493,7 +506,11 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         claim ? now + LEASE_MS : null,
         m.createdAt,
       );
-      if (!claim) continue;
+      if (!claim) {
+        // Due now unless held: later messages of this commit wait behind it.
+        if (m.holdReason === null) this.#dueInBatch = true;
+        continue;
+      }
       const row: JobRow = {
         id: job.id,
         queue_id: m.queueId,
@@ -531,7 +548,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#perDomain - (this.#activeByDomain.get(domain) ?? 0),
       this.#pacer.room(domain, now),
     );
-    return room > 0 && this.#sql.anyDue.get(now) === undefined;
+    if (room <= 0) return false;
+    this.#dueInBatch ??= this.#sql.anyDue.get(now) !== undefined;
+    return !this.#dueInBatch;
   }
 
   /** A claimed job whose transaction failed: its slot and lease were never real. */
@@ -789,7 +808,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const failed: PendingResult[] = [];
     for (const result of results) {
       try {
-        this.#db.transaction(result.write)();
+        this.#tx(result.write);
       } catch {
         failed.push(result);
       }
@@ -919,14 +938,14 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const recipients = JSON.stringify(stored.map((r) => updated.get(r.address.toLowerCase()) ?? r));
     const now = Date.now();
     const event = attemptEvent(job, outcome, now);
+    const events = [event, ...shapingEvents(job, outcome.report, now)];
     this.#bookkeeping(() => {
-      // Recorded even when an operator removed the job meanwhile: the attempt did happen.
-      this.#ops.appendEvents(job.queueId, [event, ...shapingEvents(job, outcome.report, now)]);
       const current = this.#sql.jobState.get(job.id) as
         | { state: JobState; lease_owner: string | null; hold_requested: number }
         | undefined;
       if (!current || current.state !== 'active' || current.lease_owner !== this.#owner) {
-        // Removed by an operator while the attempt ran: nothing to record.
+        // Removed by an operator while the attempt ran: nothing to record but the attempt, which did happen.
+        this.#ops.appendEvents(job.queueId, events);
         this.#log.info(
           { queueId: job.queueId, jobId: job.id },
           'job removed during its attempt; result dropped',
@@ -939,9 +958,14 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         const others = this.#sql.otherOpenJobs.get(...jobsOf(job.queueId), job.id) as { n: number };
         if (others.n === 0) {
           this.#sql.deleteMessage.run(job.queueId);
-          this.#ops.finished(job.queueId, now);
-        } else this.#sql.finish.run(recipients, now, job.id);
+          // The attempt and the expiry in one write of the timeline row.
+          this.#ops.finished(job.queueId, now, events);
+          return;
+        }
+        this.#ops.appendEvents(job.queueId, events);
+        this.#sql.finish.run(recipients, now, job.id);
       } else {
+        this.#ops.appendEvents(job.queueId, events);
         const state: JobState = current.hold_requested === 1 ? 'held' : 'scheduled';
         this.#sql.reschedule.run(
           state,
@@ -962,10 +986,10 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    */
   #bookkeeping<T>(write: () => T): T {
     // Inside a batch's transaction: a savepoint; the batch's commit decides about the sync.
-    if (this.#db.inTransaction) return this.#db.transaction(write)();
+    if (this.#db.inTransaction) return this.#tx(write);
     this.#syncNormal.run();
     try {
-      return this.#db.transaction(write)();
+      return this.#tx(write);
     } finally {
       this.#syncFull.run();
     }
@@ -1094,8 +1118,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #removeWith(queueId: string, event: OperatorEvent): boolean {
     return this.#db.transaction(() => {
       if (this.#sql.deleteMessage.run(queueId).changes === 0) return false;
-      this.#ops.appendEvents(queueId, [event]);
-      this.#ops.finished(queueId, Date.now());
+      this.#ops.finished(queueId, Date.now(), [event]);
       return true;
     })();
   }
