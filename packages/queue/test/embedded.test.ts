@@ -15,6 +15,7 @@ import {
   EmbeddedStoreSchemaError,
   openEmbeddedQueue,
 } from '../src/embedded/index.js';
+import { SCHEMA_VERSION } from '../src/embedded/store.js';
 import { QueueUnavailableError } from '../src/errors.js';
 import { gatedDeliver, reportAll, scriptedDeliver } from './embedded-fixtures/deliver.js';
 import { storePaths, testMessage } from './embedded-fixtures/messages.js';
@@ -233,11 +234,55 @@ describe('embedded queue: storage', () => {
     ]);
     await upgraded.close();
     const check = new Database(path, { readonly: true });
-    expect(check.pragma('user_version', { simple: true })).toBe(7);
+    expect(check.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
     const names = check.prepare(
       "SELECT name FROM sqlite_master WHERE name IN ('timeline_events', 'messages_message_id')",
     );
     expect(names.all()).toEqual([]);
+    check.close();
+  });
+
+  it('upgrades a version 7 store in place: its jobs keep their state and go with their message', async () => {
+    const path = store();
+    const q = queueAt(path);
+    const heldId = await q.enqueue(testMessage({ to: ['a@one.test', 'b@two.test'] }));
+    await q.hold(heldId);
+    const waitingId = await q.enqueue(testMessage({ to: ['c@three.test'] }));
+    await q.close();
+    // Make it a store as version 7 wrote it: a foreign key from jobs to messages, an index on
+    // jobs.queue_id, due indexes over every state.
+    const raw = new Database(path);
+    raw.exec(`DROP TRIGGER messages_delete_jobs;
+      CREATE TABLE jobs_v7 (
+        id TEXT PRIMARY KEY, queue_id TEXT NOT NULL REFERENCES messages (queue_id) ON DELETE CASCADE,
+        domain TEXT NOT NULL, recipients TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('scheduled', 'active', 'held', 'done')),
+        hold_requested INTEGER NOT NULL DEFAULT 0, delay_notified INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT, lease_until INTEGER, updated_at INTEGER NOT NULL, next_hop TEXT) STRICT;
+      INSERT INTO jobs_v7 SELECT * FROM jobs;
+      DROP TABLE jobs;
+      ALTER TABLE jobs_v7 RENAME TO jobs;
+      CREATE INDEX jobs_due ON jobs (state, next_attempt_at);
+      CREATE INDEX jobs_sched ON jobs (state, domain, next_attempt_at);
+      CREATE INDEX jobs_queue_id ON jobs (queue_id);
+      PRAGMA user_version = 7;`);
+    raw.close();
+
+    const upgraded = queueAt(path);
+    expect((await upgraded.details(heldId))?.jobs.map((j) => j.state)).toEqual(['held', 'held']);
+    expect((await upgraded.details(waitingId))?.jobs.map((j) => j.state)).toEqual(['scheduled']);
+    expect(await upgraded.remove(heldId)).toBe(true);
+    const { deliver, calls } = scriptedDeliver();
+    await upgraded.startWorker(deliver);
+    await waitFor(async () => (await upgraded.summary()).totals.total === 0);
+    expect(calls.map((c) => c.job.queueId)).toEqual([waitingId]);
+    await upgraded.close();
+    const check = new Database(path, { readonly: true });
+    expect(check.pragma('user_version', { simple: true })).toBe(SCHEMA_VERSION);
+    expect(check.prepare('SELECT count(*) FROM jobs').pluck().get()).toBe(0);
+    expect(check.prepare("SELECT name FROM sqlite_master WHERE name = 'jobs_queue_id'").all()).toEqual([]);
+    expect(check.pragma('foreign_key_list(jobs)')).toEqual([]);
     check.close();
   });
 

@@ -16,7 +16,7 @@ import { type Envelope, TernError } from '@tern/plugin-api';
 import { memorySource } from '@tern/plugin-api/host';
 import type { IncomingMessage, QueueBackend, RecipientState } from '../contract.js';
 import { StoredBodies } from './bodies.js';
-import { closeStore, openStore } from './store.js';
+import { closeStore, JOBS_OF, jobsOf, openStore } from './store.js';
 
 /** One line of an export file. */
 export interface ExportedMessage {
@@ -68,7 +68,7 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
     );
     const bodies = new StoredBodies(db);
     const jobs = db.prepare(
-      "SELECT recipients, state, attempts FROM jobs WHERE queue_id = ? AND state != 'done'",
+      `SELECT recipients, state, attempts FROM jobs WHERE ${JOBS_OF} AND state != 'done'`,
     );
     const out = createWriteStream(temporary, { mode: 0o600 });
     const closed = once(out, 'close');
@@ -84,7 +84,11 @@ export async function exportQueue(path: string, to: string): Promise<ExportSumma
               eight_bit: number | null;
             }
           | undefined;
-        const open = jobs.all(queueId) as { recipients: string; state: string; attempts: number }[];
+        const open = jobs.all(...jobsOf(queueId)) as {
+          recipients: string;
+          state: string;
+          attempts: number;
+        }[];
         if (!m || open.length === 0) continue;
         const pending = open.flatMap((j) =>
           (JSON.parse(j.recipients) as RecipientState[])

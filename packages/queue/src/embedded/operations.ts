@@ -29,6 +29,7 @@ import {
   operatorBounce,
   sumCounts,
 } from '../operations.js';
+import { newQueueId } from '../plan.js';
 import {
   type OperatorAction,
   type OperatorEvent,
@@ -36,6 +37,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { StoredBodies } from './bodies.js';
+import { JOBS_OF, jobsOf, messageKey } from './store.js';
 
 interface Destination {
   suspendedUntil?: number;
@@ -74,6 +76,8 @@ const LIST_BATCH = 200;
 const LIST_SCAN_BUDGET = 5000;
 /** Expired timelines are removed at most this often. */
 const PRUNE_EVERY_MS = 60_000;
+/** The leading characters of a queue id that hold its receipt time (base 36 ms, see newQueueId). */
+const QUEUE_ID_TIME_CHARS = 9;
 
 export class EmbeddedOperations {
   readonly #db: Database.Database;
@@ -113,11 +117,8 @@ export class EmbeddedOperations {
 
   /** Starts a message's timeline (in the enqueue transaction). */
   startTimeline(queueId: string, messageId: string | undefined, events: readonly TimelineEvent[]): void {
-    this.#sql.insertTimeline.run(
-      queueId,
-      messageId === undefined ? null : normalizeMessageId(messageId),
-      timelineLines(events),
-    );
+    const id = messageId === undefined ? null : normalizeMessageId(messageId);
+    this.#sql.insertTimeline.run(queueId, id, id === null ? null : messageKey(id), timelineLines(events));
   }
 
   /** Appends to a timeline that still exists (schema 7: to its one row). */
@@ -125,16 +126,24 @@ export class EmbeddedOperations {
     if (events.length > 0) this.#sql.appendEvents.run(timelineLines(events), queueId);
   }
 
-  /** The message is gone: its timeline is kept for the retention from now. */
-  finished(queueId: string, now: number): void {
-    this.#sql.expireTimeline.run(now + this.#d.retentionMs, queueId);
+  /** The message is gone: its timeline, with `events` appended last, is kept for the retention from now. */
+  finished(queueId: string, now: number, events: readonly TimelineEvent[] = []): void {
+    this.#sql.expireTimeline.run(timelineLines(events), now + this.#d.retentionMs, queueId);
   }
 
-  /** Removes timelines past their retention, at most once a minute. */
+  /**
+   * Removes timelines past their retention, at most once a minute. Without an index on
+   * `expires_at` (schema 8: it cost a page per finished message): a timeline expires `retention`
+   * after its message finished, so after its message was received, and a queue id begins with
+   * its receipt time (plan.ts), so only the queue ids received before `now - retention` can have
+   * expired: a range of the primary key holding, besides the expired, only messages that stayed
+   * queued long (or still are).
+   */
   prune(now: number = Date.now()): void {
     if (now - this.#prunedAt < PRUNE_EVERY_MS) return;
     this.#prunedAt = now;
-    this.#sql.pruneTimelines.run(now);
+    const receivedBefore = newQueueId(Math.max(0, now - this.#d.retentionMs)).slice(0, QUEUE_ID_TIME_CHARS);
+    this.#sql.pruneTimelines.run(receivedBefore, now);
   }
 
   // ---- QueueOperations ----
@@ -216,7 +225,7 @@ export class EmbeddedOperations {
         }
       | undefined;
     if (!message) return timeline.length === 0 ? null : finishedDetails(queueId, timeline);
-    const rows = this.#sql.jobsOf.all(queueId) as JobListRow[];
+    const rows = this.#sql.jobsOf.all(...jobsOf(queueId)) as JobListRow[];
     const held = rows.some((r) => r.state === 'held');
     return {
       queueId,
@@ -247,7 +256,7 @@ export class EmbeddedOperations {
     const id = normalizeMessageId(messageId);
     if (id === '') return [];
     // Every message has a timeline row (schema 7 gave one to those queued before timelines).
-    const rows = this.#sql.findByMessageId.all(id) as { queue_id: string }[];
+    const rows = this.#sql.findByMessageId.all(messageKey(id), id) as { queue_id: string }[];
     return [...new Set(rows.map((r) => r.queue_id))].sort();
   }
 
@@ -262,7 +271,7 @@ export class EmbeddedOperations {
 
   /** True when any job of the message is held (or will be, after its attempt). */
   isHeld(queueId: string): boolean {
-    return this.#sql.heldJobs.get(queueId) !== undefined;
+    return this.#sql.heldJobs.get(...jobsOf(queueId)) !== undefined;
   }
 
   /** Jobs of a message by state (undefined when the message is unknown). */
@@ -273,7 +282,7 @@ export class EmbeddedOperations {
 
   jobStates(queueId: string): string[] | undefined {
     if (this.#sql.messageExists.get(queueId) === undefined) return undefined;
-    return (this.#sql.jobStates.all(queueId) as { state: string }[]).map((r) => r.state);
+    return (this.#sql.jobStates.all(...jobsOf(queueId)) as { state: string }[]).map((r) => r.state);
   }
 
   /** The bounce part of "bounce now", once the caller made sure no attempt is in flight. */
@@ -286,7 +295,7 @@ export class EmbeddedOperations {
       | { envelope: string; created_at: number; is_bounce: number }
       | undefined;
     if (!message) return { ok: false, reason: 'unknown' };
-    const pending = (this.#sql.jobsOf.all(queueId) as JobListRow[])
+    const pending = (this.#sql.jobsOf.all(...jobsOf(queueId)) as JobListRow[])
       .filter((r) => r.state !== 'done')
       .flatMap((r) => (JSON.parse(r.recipients) as RecipientState[]).filter((p) => p.status === 'pending'));
     const notice = operatorBounce(
@@ -316,7 +325,8 @@ export class EmbeddedOperations {
     return this.#db.transaction(() => {
       const changes = this.#sql.reroute.run({
         hop: hop === null ? null : JSON.stringify(hop),
-        queueId,
+        from: jobsOf(queueId)[0],
+        to: jobsOf(queueId)[1],
         domain: wanted,
       }).changes;
       if (changes > 0) {
@@ -410,14 +420,16 @@ function prepare(db: Database.Database) {
     ),
     deleteDestination: db.prepare('DELETE FROM destinations WHERE domain = ?'),
     insertTimeline: db.prepare(
-      `INSERT INTO timelines (queue_id, message_id, events) VALUES (?, ?, ?)
+      `INSERT INTO timelines (queue_id, message_id, message_key, events) VALUES (?, ?, ?, ?)
        ON CONFLICT (queue_id) DO UPDATE SET events = events || excluded.events`,
     ),
     appendEvents: db.prepare('UPDATE timelines SET events = events || ? WHERE queue_id = ?'),
-    expireTimeline: db.prepare('UPDATE timelines SET expires_at = ? WHERE queue_id = ?'),
-    pruneTimelines: db.prepare('DELETE FROM timelines WHERE expires_at IS NOT NULL AND expires_at < ?'),
+    expireTimeline: db.prepare(
+      'UPDATE timelines SET events = events || ?, expires_at = ? WHERE queue_id = ?',
+    ),
+    pruneTimelines: db.prepare('DELETE FROM timelines WHERE queue_id < ? AND expires_at < ?'),
     events: db.prepare('SELECT events FROM timelines WHERE queue_id = ?').pluck(),
-    findByMessageId: db.prepare('SELECT queue_id FROM timelines WHERE message_id = ?'),
+    findByMessageId: db.prepare('SELECT queue_id FROM timelines WHERE message_key = ? AND message_id = ?'),
     summary: db.prepare(
       `SELECT j.domain AS domain, count(*) AS total,
          sum(j.state = 'scheduled') AS scheduled, sum(j.state = 'active') AS active,
@@ -439,15 +451,15 @@ function prepare(db: Database.Database) {
     messageExists: db.prepare('SELECT 1 FROM messages WHERE queue_id = ?'),
     jobsOf: db.prepare(
       `SELECT ${LIST_COLUMNS} FROM jobs j JOIN messages m ON m.queue_id = j.queue_id
-       WHERE j.queue_id = ? ORDER BY j.id`,
+       WHERE j.id > ? AND j.id < ? ORDER BY j.id`,
     ),
-    jobStates: db.prepare("SELECT state FROM jobs WHERE queue_id = ? AND state != 'done'"),
+    jobStates: db.prepare(`SELECT state FROM jobs WHERE ${JOBS_OF} AND state != 'done'`),
     heldJobs: db.prepare(
-      "SELECT 1 FROM jobs WHERE queue_id = ? AND (state = 'held' OR (state = 'active' AND hold_requested = 1)) LIMIT 1",
+      `SELECT 1 FROM jobs WHERE ${JOBS_OF} AND (state = 'held' OR (state = 'active' AND hold_requested = 1)) LIMIT 1`,
     ),
     reroute: db.prepare(
       `UPDATE jobs SET next_hop = @hop
-       WHERE queue_id = @queueId AND state != 'done' AND (@domain IS NULL OR domain = @domain)`,
+       WHERE id > @from AND id < @to AND state != 'done' AND (@domain IS NULL OR domain = @domain)`,
     ),
     dueOfDomain: db.prepare(
       "SELECT count(*) AS n FROM jobs WHERE domain = ? AND state = 'scheduled' AND next_attempt_at <= ?",

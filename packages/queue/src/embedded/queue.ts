@@ -54,7 +54,7 @@ import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedIdempotency } from './idempotency.js';
 import { EmbeddedOperations } from './operations.js';
-import { closeStore, isOutOfSpace, isStoreFailure, openStore } from './store.js';
+import { closeStore, isOutOfSpace, isStoreFailure, JOBS_OF, jobsOf, openStore } from './store.js';
 import { EmbeddedSuppressions } from './suppressions.js';
 import { EmbeddedTlsStore } from './tls-store.js';
 import { EmbeddedWebhookOutbox } from './webhook-outbox.js';
@@ -220,6 +220,16 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   /** `synchronous` for worker writes (NORMAL) and at rest (FULL), prepared once (see #bookkeeping). */
   readonly #syncNormal: Database.Statement;
   readonly #syncFull: Database.Statement;
+  /**
+   * Runs a function in a transaction (a savepoint inside one). Made once: better-sqlite3 builds a
+   * wrapper per `db.transaction(fn)` call, which cost more CPU than the savepoint itself.
+   */
+  readonly #tx: <T>(write: () => T) => T;
+  /**
+   * Within one enqueue commit: whether a scheduled job is due (an older one, or one this commit
+   * inserted unclaimed), so a batch asks the store once (see #claimable); undefined: not asked yet.
+   */
+  #dueInBatch: boolean | undefined;
 
   constructor(options: EmbeddedQueueOptions) {
     const checked = checkQueueOptions(z.looseObject(embeddedQueueShape), options, 'queue.embedded');
@@ -233,6 +243,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#sql = prepare(this.#db);
       this.#syncNormal = this.#db.prepare('PRAGMA synchronous = NORMAL');
       this.#syncFull = this.#db.prepare('PRAGMA synchronous = FULL');
+      const tx = this.#db.transaction((write: () => unknown) => write());
+      this.#tx = tx as unknown as <T>(write: () => T) => T;
       this.#due = new DueJobs(this.#db);
       this.#bodies = new StoredBodies(this.#db);
       this.tlsStore = new EmbeddedTlsStore(this.#db);
@@ -402,7 +414,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    */
   #commitEnqueues(batch: readonly PendingEnqueue[], write: () => void): void {
     try {
-      if (this.#walFd === undefined) this.#db.transaction(write)();
+      this.#dueInBatch = undefined;
+      if (this.#walFd === undefined) this.#tx(write);
       else this.#bookkeeping(write);
     } catch (error) {
       for (const p of batch) {
@@ -493,7 +506,11 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         claim ? now + LEASE_MS : null,
         m.createdAt,
       );
-      if (!claim) continue;
+      if (!claim) {
+        // Due now unless held: later messages of this commit wait behind it.
+        if (m.holdReason === null) this.#dueInBatch = true;
+        continue;
+      }
       const row: JobRow = {
         id: job.id,
         queue_id: m.queueId,
@@ -531,7 +548,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.#perDomain - (this.#activeByDomain.get(domain) ?? 0),
       this.#pacer.room(domain, now),
     );
-    return room > 0 && this.#sql.anyDue.get(now) === undefined;
+    if (room <= 0) return false;
+    this.#dueInBatch ??= this.#sql.anyDue.get(now) !== undefined;
+    return !this.#dueInBatch;
   }
 
   /** A claimed job whose transaction failed: its slot and lease were never real. */
@@ -789,7 +808,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const failed: PendingResult[] = [];
     for (const result of results) {
       try {
-        this.#db.transaction(result.write)();
+        this.#tx(result.write);
       } catch {
         failed.push(result);
       }
@@ -919,14 +938,14 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const recipients = JSON.stringify(stored.map((r) => updated.get(r.address.toLowerCase()) ?? r));
     const now = Date.now();
     const event = attemptEvent(job, outcome, now);
+    const events = [event, ...shapingEvents(job, outcome.report, now)];
     this.#bookkeeping(() => {
-      // Recorded even when an operator removed the job meanwhile: the attempt did happen.
-      this.#ops.appendEvents(job.queueId, [event, ...shapingEvents(job, outcome.report, now)]);
       const current = this.#sql.jobState.get(job.id) as
         | { state: JobState; lease_owner: string | null; hold_requested: number }
         | undefined;
       if (!current || current.state !== 'active' || current.lease_owner !== this.#owner) {
-        // Removed by an operator while the attempt ran: nothing to record.
+        // Removed by an operator while the attempt ran: nothing to record but the attempt, which did happen.
+        this.#ops.appendEvents(job.queueId, events);
         this.#log.info(
           { queueId: job.queueId, jobId: job.id },
           'job removed during its attempt; result dropped',
@@ -936,12 +955,17 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       const next = outcome.next;
       if (next === undefined) {
         // The message's last open job: the delete takes the job with it (no 'done' row to write first).
-        const others = this.#sql.otherOpenJobs.get(job.queueId, job.id) as { n: number };
+        const others = this.#sql.otherOpenJobs.get(...jobsOf(job.queueId), job.id) as { n: number };
         if (others.n === 0) {
           this.#sql.deleteMessage.run(job.queueId);
-          this.#ops.finished(job.queueId, now);
-        } else this.#sql.finish.run(recipients, now, job.id);
+          // The attempt and the expiry in one write of the timeline row.
+          this.#ops.finished(job.queueId, now, events);
+          return;
+        }
+        this.#ops.appendEvents(job.queueId, events);
+        this.#sql.finish.run(recipients, now, job.id);
       } else {
+        this.#ops.appendEvents(job.queueId, events);
         const state: JobState = current.hold_requested === 1 ? 'held' : 'scheduled';
         this.#sql.reschedule.run(
           state,
@@ -962,10 +986,10 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    */
   #bookkeeping<T>(write: () => T): T {
     // Inside a batch's transaction: a savepoint; the batch's commit decides about the sync.
-    if (this.#db.inTransaction) return this.#db.transaction(write)();
+    if (this.#db.inTransaction) return this.#tx(write);
     this.#syncNormal.run();
     try {
-      return this.#db.transaction(write)();
+      return this.#tx(write);
     } finally {
       this.#syncFull.run();
     }
@@ -1045,8 +1069,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   async hold(queueId: string, event: OperatorEvent | null = operatorEvent('hold')): Promise<number> {
     const now = Date.now();
     return this.#db.transaction(() => {
-      const held = this.#sql.hold.run(now, queueId).changes;
-      const marked = this.#sql.holdActive.run(now, queueId).changes;
+      const held = this.#sql.hold.run(now, ...jobsOf(queueId)).changes;
+      const marked = this.#sql.holdActive.run(now, ...jobsOf(queueId)).changes;
       if (held + marked > 0 && event !== null) this.#ops.appendEvents(queueId, [event]);
       return held + marked;
     })();
@@ -1057,7 +1081,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const now = Date.now();
     const changes = this.#db.transaction(() => {
       const released =
-        this.#sql.release.run(now, queueId).changes + this.#sql.unholdActive.run(now, queueId).changes;
+        this.#sql.release.run(now, ...jobsOf(queueId)).changes +
+        this.#sql.unholdActive.run(now, ...jobsOf(queueId)).changes;
       if (released > 0) {
         this.#ops.record(queueId, 'release');
         this.#sql.clearHoldReason.run(queueId);
@@ -1074,7 +1099,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     if (this.#ops.isHeld(queueId) || this.#ops.jobStates(queueId) === undefined) return 0;
     const now = Date.now();
     const changes = this.#db.transaction(() => {
-      const due = this.#sql.retryNow.run(now, now, queueId).changes;
+      const due = this.#sql.retryNow.run(now, now, ...jobsOf(queueId)).changes;
       this.#ops.record(queueId, 'retry', { detail: `${due} job(s) made due now` });
       return due;
     })();
@@ -1093,8 +1118,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #removeWith(queueId: string, event: OperatorEvent): boolean {
     return this.#db.transaction(() => {
       if (this.#sql.deleteMessage.run(queueId).changes === 0) return false;
-      this.#ops.appendEvents(queueId, [event]);
-      this.#ops.finished(queueId, Date.now());
+      this.#ops.finished(queueId, Date.now(), [event]);
       return true;
     })();
   }
@@ -1268,26 +1292,26 @@ function prepare(db: Database.Database) {
        WHERE id = ?`,
     ),
     otherOpenJobs: db.prepare(
-      "SELECT count(*) AS n FROM jobs WHERE queue_id = ? AND id != ? AND state != 'done'",
+      `SELECT count(*) AS n FROM jobs WHERE ${JOBS_OF} AND id != ? AND state != 'done'`,
     ),
     deleteMessage: db.prepare('DELETE FROM messages WHERE queue_id = ?'),
     hold: db.prepare(
-      "UPDATE jobs SET state = 'held', updated_at = ? WHERE queue_id = ? AND state = 'scheduled'",
+      `UPDATE jobs SET state = 'held', updated_at = ? WHERE ${JOBS_OF} AND state = 'scheduled'`,
     ),
     holdActive: db.prepare(
-      "UPDATE jobs SET hold_requested = 1, updated_at = ? WHERE queue_id = ? AND state = 'active'",
+      `UPDATE jobs SET hold_requested = 1, updated_at = ? WHERE ${JOBS_OF} AND state = 'active'`,
     ),
     release: db.prepare(
-      "UPDATE jobs SET state = 'scheduled', updated_at = ? WHERE queue_id = ? AND state = 'held'",
+      `UPDATE jobs SET state = 'scheduled', updated_at = ? WHERE ${JOBS_OF} AND state = 'held'`,
     ),
     unholdActive: db.prepare(
       `UPDATE jobs SET hold_requested = 0, updated_at = ?
-       WHERE queue_id = ? AND state = 'active' AND hold_requested = 1`,
+       WHERE ${JOBS_OF} AND state = 'active' AND hold_requested = 1`,
     ),
     clearHoldReason: db.prepare('UPDATE messages SET hold_reason = NULL WHERE queue_id = ?'),
     retryNow: db.prepare(
       `UPDATE jobs SET next_attempt_at = ?, updated_at = ?
-       WHERE queue_id = ? AND state = 'scheduled'`,
+       WHERE ${JOBS_OF} AND state = 'scheduled'`,
     ),
   };
 }
