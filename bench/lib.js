@@ -157,15 +157,26 @@ export async function startSink() {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let received = 0;
+  let ended = 0;
   child.stdout.on('data', (chunk) => {
-    const all = [...chunk.toString().matchAll(/mesg=(\d+)/g)];
-    if (all.length > 0) received = Number(all.at(-1)[1]);
+    const all = [...chunk.toString().matchAll(/sess=(\d+) quit=\d+ mesg=(\d+)/g)];
+    if (all.length > 0) {
+      ended = Number(all.at(-1)[1]);
+      received = Number(all.at(-1)[2]);
+    }
   });
   await waitPort(port);
   return {
     port,
     get received() {
       return received;
+    },
+    /** Connections the sink has taken so far: sessions ended (its counter) plus those open now (ss). */
+    get connections() {
+      const open = spawnSync('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`], {
+        encoding: 'utf8',
+      }).stdout;
+      return ended + open.split('\n').filter(Boolean).length;
     },
     stop: () => child.kill('SIGKILL'),
   };

@@ -9,7 +9,8 @@
 // tern's CPU ms per message (utime+stime), disk bytes written per message (/proc/PID/io
 // write_bytes of tern, and of redis-server apart), and for Redis the commands per message
 // (INFO commandstats of the bench's own redis-server, commands run inside Lua scripts included;
-// the BullMQ worker's polling counts too: it is part of the cost).
+// the BullMQ worker's polling counts too: it is part of the cost), and the connections tern opened
+// to the sink per 1000 messages (smtp-sink's session counter plus those open at the end, by ss).
 //
 // BENCH_BACKENDS=embedded,redis (default; also replica-ack: a primary + replica behind Sentinel,
 // with and without queue.replicaAck), BENCH_MODES=reuse20,new20,reuse1,dkim20 (default all),
@@ -135,6 +136,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
   await smtpSource(tern.port, 2 * processes, warmup * processes, 'b@example.net');
   await testkit.waitFor(() => sink.received >= warmup * processes, 30_000 + warmup * 100);
   const sinkBase = sink.received;
+  const connectionsBefore = sink.connections;
   const cpuBefore = pids.map(cpuMs);
   const diskBefore = pids.map(writeBytes);
   const redisDiskBefore = redisPid === undefined ? 0 : writeBytes(redisPid);
@@ -145,6 +147,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
   const total = messages;
   await testkit.waitFor(() => sink.received - sinkBase >= total, 300_000, 10);
   const deliveredMs = performance.now() - started;
+  const connections = sink.connections - connectionsBefore;
   const cpu = pids.reduce((sum, pid, i) => sum + cpuMs(pid) - cpuBefore[i], 0);
   const disk = pids.reduce((sum, pid, i) => sum + writeBytes(pid) - diskBefore[i], 0);
   const redisDisk = redisPid === undefined ? Number.NaN : writeBytes(redisPid) - redisDiskBefore;
@@ -162,6 +165,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
     redisDiskPerMessage: redisDisk / total,
     commandsPerMessage:
       commands === undefined ? Number.NaN : commands.reduce((sum, [, n]) => sum + n, 0) / total,
+    connectionsPer1000: (connections / total) * 1000,
   };
   const label = `${row.backend} ${modeName}`;
   if (showCommands && commands !== undefined) {
@@ -241,6 +245,7 @@ const header = [
   'disk B/msg',
   'redis disk B/msg',
   'redis cmds/msg',
+  'sink conns/1000 msg',
 ];
 const table = rows.map((r) => [
   r.backend,
@@ -251,6 +256,7 @@ const table = rows.map((r) => [
   fixed(r.diskPerMessage, 0),
   fixed(r.redisDiskPerMessage, 0),
   fixed(r.commandsPerMessage, 1),
+  fixed(r.connectionsPer1000, 1),
 ]);
 const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i].length)));
 const line = (cells) => `| ${cells.map((c, i) => c.padStart(widths[i])).join(' | ')} |`;

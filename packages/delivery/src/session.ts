@@ -508,7 +508,8 @@ export class SmtpSession {
     const t = this.#settings.timeouts;
     const resetFirst = this.#resetPending;
     this.#resetPending = false;
-    if (resetFirst && !this.#capabilities.pipelining) {
+    const pipelining = this.#capabilities.pipelining;
+    if (resetFirst && !pipelining) {
       await this.reset().catch((error: unknown) => {
         throw new StaleConnection(message(error));
       });
@@ -516,16 +517,20 @@ export class SmtpSession {
     this.#transactions++;
     const replies: (SmtpReply | undefined)[] = tx.recipients.map(() => undefined);
     const accepted: number[] = [];
+    let source: Readable | undefined;
     try {
       const mail = `MAIL FROM:<${tx.mailFrom}>${tx.mailParams.map((p) => ` ${p}`).join('')}`;
       const rcpts = tx.recipients.map(
         ({ address, params }) => `RCPT TO:<${address}>${params.map((p) => ` ${p}`).join('')}`,
       );
-      let mailReply: WireReply;
-      if (this.#capabilities.pipelining) {
-        // RFC 2920: MAIL and every RCPT in one write; DATA waits until we know someone was accepted.
+      let dataReply: WireReply;
+      if (pipelining) {
+        // RFC 2920: MAIL, every RCPT and DATA in one write (DATA last in the group: the message
+        // waits for its 354). The message is opened first: a store that cannot give it must not
+        // leave the server waiting at 354.
+        source = await openMessage(tx);
         const reset = resetFirst ? ['RSET'] : [];
-        this.#sendCommands([...reset, mail, ...rcpts]);
+        this.#sendCommands([...reset, mail, ...rcpts, 'DATA']);
         if (resetFirst) {
           // Nothing of this transaction has been taken before the RSET is answered.
           const rset = await this.#read(t.commandMs, 'RSET').catch((error: unknown) => {
@@ -537,7 +542,7 @@ export class SmtpSession {
             throw new StaleConnection(`RSET answered ${rset.code} ${rset.lines.join(' ')}`);
           }
         }
-        mailReply = await this.#read(t.commandMs, 'MAIL FROM');
+        const mailReply = await this.#read(t.commandMs, 'MAIL FROM');
         // A 421 is noted as it is read: a server that closes after it leaves the later reads to fail,
         // and the recipients must get its 421, not "connection lost".
         this.#noteClosing(mailReply);
@@ -547,36 +552,39 @@ export class SmtpSession {
           this.#noteClosing(reply);
           rcptReplies.push(reply);
         }
-        if (!isPositive(mailReply)) return this.#transactionFailed(replies, mailReply);
+        if (!isPositive(mailReply)) {
+          const failed = this.#transactionFailed(replies, mailReply);
+          await this.#skipData();
+          return failed;
+        }
         for (const [i, reply] of rcptReplies.entries()) this.#recipientReply(replies, accepted, i, reply);
+        if (this.#closing) return replies.map((reply) => reply ?? (this.#closing as SmtpReply));
+        if (accepted.length === 0) {
+          await this.#skipData();
+          return finish(replies);
+        }
+        dataReply = await this.#read(t.dataInitMs, 'DATA');
       } else {
-        mailReply = await this.#command(mail, t.commandMs);
+        const mailReply = await this.#command(mail, t.commandMs);
         if (!isPositive(mailReply)) return this.#transactionFailed(replies, mailReply);
         for (const [i, rcpt] of rcpts.entries()) {
           this.#recipientReply(replies, accepted, i, await this.#command(rcpt, t.commandMs));
         }
+        if (accepted.length === 0) return finish(replies);
+        if (this.#closing) return replies.map((reply) => reply ?? (this.#closing as SmtpReply));
+        // Opened before DATA: a store that cannot give the message must not leave the server waiting at 354.
+        source = await openMessage(tx);
+        dataReply = await this.#command('DATA', t.dataInitMs);
       }
-      if (accepted.length === 0) return finish(replies);
-      if (this.#closing) return replies.map((reply) => reply ?? (this.#closing as SmtpReply));
-
-      // Opened before DATA: a store that cannot give the message must not leave the server waiting at 354.
-      const source = await tx.message().catch((error: unknown) => {
-        throw new MessageUnreadable(message(error), { cause: error });
-      });
-      try {
-        const dataReply = await this.#command('DATA', t.dataInitMs);
-        if (dataReply.code !== 354) {
-          this.#noteClosing(dataReply);
-          const reply = dataReply.code >= 400 ? toSmtpReply(dataReply) : unexpectedReply(dataReply);
-          for (const i of accepted) replies[i] = reply;
-          return finish(replies);
-        }
-        // Owed from here on: a server that answers before the final dot has its reply kept, not refused.
-        this.#reader.expect(this.target.protocol === 'lmtp' ? accepted.length : 1);
-        await this.#sendData(source);
-      } finally {
-        source.destroy();
+      if (dataReply.code !== 354) {
+        this.#noteClosing(dataReply);
+        const reply = dataReply.code >= 400 ? toSmtpReply(dataReply) : unexpectedReply(dataReply);
+        for (const i of accepted) replies[i] = reply;
+        return finish(replies);
       }
+      // Owed from here on: a server that answers before the final dot has its reply kept, not refused.
+      this.#reader.expect(this.target.protocol === 'lmtp' ? accepted.length : 1);
+      await this.#sendData(source);
       // A reply that came before our final dot answers something else (a command the server thinks
       // it saw, or nothing): a 2xx taken for the message's answer could report delivered what the
       // server never took whole. A refusal that early stands (a server may stop reading and say so).
@@ -610,6 +618,25 @@ export class SmtpSession {
       this.#socket.destroy();
       const lost = this.#closing ?? this.#lostReply(error);
       return replies.map((reply) => reply ?? lost);
+    } finally {
+      source?.destroy();
+    }
+  }
+
+  /**
+   * Reads the answer to a pipelined DATA that no message will follow (MAIL or every RCPT refused).
+   * A server that says 354 all the same waits for a message it must not get: the connection is
+   * dropped (nothing was accepted, so nothing is lost). A read that fails has dropped it already.
+   */
+  async #skipData(): Promise<void> {
+    // A 421 closes the channel: the session is broken already, and its DATA reply may never come.
+    if (this.#closing) return;
+    try {
+      const reply = await this.#read(this.#settings.timeouts.dataInitMs, 'DATA');
+      this.#noteClosing(reply);
+      if (reply.code === 354) this.close();
+    } catch {
+      // #read marked the session broken and closed it; the replies decided so far stand.
     }
   }
 
@@ -906,6 +933,10 @@ export class SmtpSession {
     const encoder = new DataEncoder();
     const deadline = new DataDeadline(t.dataBlockMs, t.dataMinRate);
     const chunks = source[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+    // Encoded chunks not written yet: each write is a system call (and wakes the server), so small
+    // chunks go out together, and the last goes out with the final dot (a small message: one write).
+    const held: Buffer[] = [];
+    let heldBytes = 0;
     for (;;) {
       let next: IteratorResult<Buffer | string>;
       try {
@@ -916,9 +947,18 @@ export class SmtpSession {
       if (next.done) break;
       const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
       const encoded = encoder.push(chunk);
-      if (encoded.length > 0) await this.#writeData(encoded, deadline);
+      if (encoded.length === 0) continue;
+      held.push(encoded);
+      heldBytes += encoded.length;
+      if (heldBytes >= DATA_WRITE_BYTES) {
+        await this.#writeData(joinHeld(held, heldBytes), deadline);
+        held.length = 0;
+        heldBytes = 0;
+      }
     }
-    await this.#writeData(encoder.end(), deadline);
+    const end = encoder.end();
+    held.push(end);
+    await this.#writeData(joinHeld(held, heldBytes + end.length), deadline);
   }
 
   async #writeData(chunk: Buffer, deadline: DataDeadline): Promise<void> {
@@ -947,10 +987,28 @@ export class SmtpSession {
   }
 }
 
+/**
+ * Encoded message bytes held before a write: a stored message comes in chunks of 16–64 KiB, so
+ * this rarely holds more than one; small chunks (a hook's header block, say) join the next.
+ */
+const DATA_WRITE_BYTES = 16 * 1024;
+
+/** The held chunks as one buffer for one write (a copy only when there are several). */
+function joinHeld(held: readonly Buffer[], bytes: number): Buffer {
+  return held.length === 1 ? (held[0] as Buffer) : Buffer.concat(held, bytes);
+}
+
 /** `name[address]:port` (or `name[path]` for a UNIX socket). */
 export function remoteMtaOf(target: SessionTarget): string {
   if (target.path !== undefined) return `${target.hostname}[${target.path}]`;
   return `${target.hostname}[${target.address ?? target.hostname}]:${target.port ?? 25}`;
+}
+
+/** The message of a transaction, opened; a store that fails is MessageUnreadable (4.3.0, never "lost"). */
+function openMessage(tx: Transaction): Promise<Readable> {
+  return tx.message().catch((error: unknown) => {
+    throw new MessageUnreadable(message(error), { cause: error });
+  });
 }
 
 function finish(replies: (SmtpReply | undefined)[]): SmtpReply[] {

@@ -44,15 +44,63 @@ function mailChunk(tap: WireTap): string {
 }
 
 describe('PIPELINING', () => {
-  it('sends MAIL and every RCPT in one go when the server offers it', async () => {
+  it('sends MAIL, every RCPT and DATA in one go when the server offers it', async () => {
     const { sink, tap } = await sinkWithTap();
     const d = viaTap(tap);
     const report = await d.deliver(makeJob(['a@x.test', 'b@x.test']), storedMessage(SIMPLE_MESSAGE));
     expect(report.recipients.map((r) => r.result)).toEqual(['delivered', 'delivered']);
     expect(mailChunk(tap)).toBe(
-      'MAIL FROM:<sender@origin.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n',
+      'MAIL FROM:<sender@origin.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n',
     );
+    // The message waits for the 354, then goes out with its final dot in one write.
+    const afterMail = tap.chunks.slice(
+      tap.chunks.findIndex((c) => c.data.toString('latin1').includes('MAIL FROM')),
+    );
+    const message = afterMail.find(
+      (c) => c.dir === 'c2s' && c.data.toString('latin1').includes('Subject: test'),
+    );
+    expect(message?.data.toString('latin1')).toBe(`${SIMPLE_MESSAGE}.\r\n`);
     expect((await sink.waitFor(1))[0]?.rcptTo).toEqual(['a@x.test', 'b@x.test']);
+  });
+
+  it('sends no message after a pipelined DATA when every recipient was refused, and keeps the connection', async () => {
+    const { sink, tap } = await sinkWithTap({
+      rcptReply: (address) =>
+        address.startsWith('nobody@') ? { code: 550, message: '5.1.1 No such user' } : undefined,
+    });
+    const d = viaTap(tap);
+    const refused = await d.deliver(makeJob(['nobody@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(refused.recipients.map((r) => [r.result, r.reply.code, r.reply.enhanced])).toEqual([
+      ['failed', 550, '5.1.1'],
+    ]);
+    // smtp-server refused the DATA (no recipient): the session is in step and serves the next message.
+    const next = await d.deliver(makeJob(['a@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(next.recipients[0]?.result).toBe('delivered');
+    await sink.waitFor(1);
+    expect(sink.messages).toHaveLength(1);
+    expect(tap.connections).toBe(1);
+    expect(tap.clientText(1).match(/Subject: test/g)).toHaveLength(1);
+  });
+
+  it('drops the connection, sending nothing, when a server says 354 to DATA with no recipient accepted', async () => {
+    const sink = await startSmtpSink({
+      rcptReply: (address) =>
+        address.startsWith('nobody@') ? { code: 550, message: '5.1.1 No such user' } : undefined,
+    });
+    cleanups.push(() => sink.stop());
+    // A broken server: it invites the message although it took no recipient.
+    const tap = await startWireTap({
+      upstreamPort: sink.port,
+      rewriteServer: (text) => text.replace(/^503 [^\r\n]*\r\n/m, '354 go ahead\r\n'),
+    });
+    cleanups.push(() => tap.stop());
+    const d = viaTap(tap);
+    const refused = await d.deliver(makeJob(['nobody@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(refused.recipients.map((r) => [r.result, r.reply.code])).toEqual([['failed', 550]]);
+    expect(tap.clientText(1)).not.toContain('Subject: test');
+    const next = await d.deliver(makeJob(['a@x.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(next.recipients[0]?.result).toBe('delivered');
+    expect(tap.connections).toBe(2);
   });
 
   it('waits for each reply when the server does not offer it', async () => {
@@ -121,7 +169,9 @@ describe('broken conversations', () => {
       ['deferred', 421, '4.3.2'],
       ['deferred', 421, '4.3.2'],
     ]);
-    expect(tap.clientText(1)).not.toContain('DATA');
+    // DATA went in the pipelined group, but no message follows a 421 (nor any final dot).
+    expect(tap.clientText(1)).not.toContain('Subject: test');
+    expect(tap.clientText(1)).not.toContain('\r\n.\r\n');
     const again = await d.deliver(makeJob(['again@x.test']), storedMessage(SIMPLE_MESSAGE));
     expect(again.recipients[0]?.result).toBe('delivered');
     await sink.waitFor(1);
@@ -141,13 +191,15 @@ describe('connection reuse', () => {
     expect(tap.connections).toBe(1);
     const text = tap.clientText(1);
     expect(text.match(/^EHLO /gm)).toHaveLength(1);
-    expect(text).toMatch(/\r\n\.\r\nRSET\r\nMAIL FROM:<sender@origin\.test>\r\nRCPT TO:<b@x\.test>\r\n/);
+    expect(text).toMatch(
+      /\r\n\.\r\nRSET\r\nMAIL FROM:<sender@origin\.test>\r\nRCPT TO:<b@x\.test>\r\nDATA\r\n/,
+    );
     // With PIPELINING, reuse costs no round trip: RSET travels in the write that carries MAIL and RCPT.
     const reuseChunk = tap.chunks.find(
       (c) => c.dir === 'c2s' && c.data.toString('latin1').includes('RCPT TO:<b@x.test>'),
     );
     expect(reuseChunk?.data.toString('latin1')).toBe(
-      'RSET\r\nMAIL FROM:<sender@origin.test>\r\nRCPT TO:<b@x.test>\r\n',
+      'RSET\r\nMAIL FROM:<sender@origin.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n',
     );
     expect(new Set(sink.messages.map((m) => m.sessionId)).size).toBe(1);
   });
@@ -335,7 +387,7 @@ describe('DSN parameters (RFC 3461)', () => {
     expect(mailChunk(tap)).toBe(
       'MAIL FROM:<sender@origin.test> RET=HDRS ENVID=QUEUE+2B42\r\n' +
         'RCPT TO:<a@x.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bx@x.test\r\n' +
-        'RCPT TO:<b@x.test>\r\n',
+        'RCPT TO:<b@x.test>\r\nDATA\r\n',
     );
   });
 
@@ -344,7 +396,7 @@ describe('DSN parameters (RFC 3461)', () => {
     const d = viaTap(tap);
     await d.deliver(dsnJob(), storedMessage(SIMPLE_MESSAGE));
     expect(mailChunk(tap)).toBe(
-      'MAIL FROM:<sender@origin.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\n',
+      'MAIL FROM:<sender@origin.test>\r\nRCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nDATA\r\n',
     );
   });
 });
