@@ -29,6 +29,7 @@ import { join } from 'node:path';
 import {
   commandDelta,
   cpuMs,
+  mainThreadCpuMs,
   profileTop,
   redisCommandStats,
   requireTools,
@@ -136,6 +137,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
   await testkit.waitFor(() => sink.received >= warmup * processes, 30_000 + warmup * 100);
   const sinkBase = sink.received;
   const cpuBefore = pids.map(cpuMs);
+  const mainBefore = pids.map(mainThreadCpuMs);
   const diskBefore = pids.map(writeBytes);
   const redisDiskBefore = redisPid === undefined ? 0 : writeBytes(redisPid);
   const commandsBefore = redisPort === undefined ? undefined : redisCommandStats(redisPort);
@@ -146,6 +148,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
   await testkit.waitFor(() => sink.received - sinkBase >= total, 300_000, 10);
   const deliveredMs = performance.now() - started;
   const cpu = pids.reduce((sum, pid, i) => sum + cpuMs(pid) - cpuBefore[i], 0);
+  const mainCpu = pids.reduce((sum, pid, i) => sum + mainThreadCpuMs(pid) - mainBefore[i], 0);
   const disk = pids.reduce((sum, pid, i) => sum + writeBytes(pid) - diskBefore[i], 0);
   const redisDisk = redisPid === undefined ? Number.NaN : writeBytes(redisPid) - redisDiskBefore;
   const commands =
@@ -158,6 +161,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
     accept: (total / acceptedMs) * 1000,
     endToEnd: (total / deliveredMs) * 1000,
     cpuPerMessage: cpu / total,
+    mainCpuPerMessage: mainCpu / total,
     diskPerMessage: disk / total,
     redisDiskPerMessage: redisDisk / total,
     commandsPerMessage:
@@ -238,6 +242,7 @@ const header = [
   'accept msg/s',
   'end-to-end msg/s',
   'CPU ms/msg',
+  'main thread ms/msg',
   'disk B/msg',
   'redis disk B/msg',
   'redis cmds/msg',
@@ -248,6 +253,7 @@ const table = rows.map((r) => [
   fixed(r.accept, 0),
   fixed(r.endToEnd, 0),
   fixed(r.cpuPerMessage, 2),
+  fixed(r.mainCpuPerMessage, 2),
   fixed(r.diskPerMessage, 0),
   fixed(r.redisDiskPerMessage, 0),
   fixed(r.commandsPerMessage, 1),

@@ -1,6 +1,6 @@
 // Makes DKIM-Signature fields (RFC 6376 §5, RFC 8463) with node:crypto: the body is hashed while
 // it streams, the header hash is signed with RSASSA-PKCS1-v1_5/SHA-256 or Ed25519 over SHA-256.
-import { createHash, type KeyObject, sign } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { HeaderField, Headers, MessageView } from '@tern/plugin-api';
 import {
   BodyCanonicalizer,
@@ -9,6 +9,7 @@ import {
   relaxedHeader,
 } from './canonicalize.js';
 import type { SigningKey } from './options.js';
+import { type SignFunction, signOnLibuvPool } from './signer.js';
 
 export interface SignatureSettings {
   readonly headerCanon: CanonicalizationMode;
@@ -18,6 +19,8 @@ export interface SignatureSettings {
   /** Lower-case names to sign once more than they occur. */
   readonly oversign: ReadonlySet<string>;
   readonly expiresIn?: number | undefined;
+  /** Where the private-key operation runs: libuv's thread pool unless given (the plugin's worker threads). */
+  readonly signer?: SignFunction | undefined;
 }
 
 /** A signature that was added. */
@@ -111,6 +114,7 @@ export async function signMessage(
   const fields = selectHeaderFields(message.headers, names);
   const signedBlock = fields.map((f) => canonicalizeHeader(f, settings.headerCanon)).join('');
   const t = Math.floor(now.getTime() / 1000);
+  const signer = settings.signer ?? signOnLibuvPool;
   const added: AddedSignature[] = [];
   for (const key of keys) {
     const tags: [string, string][] = [
@@ -131,25 +135,13 @@ export async function signMessage(
     const signature =
       key.algorithm === 'ed25519-sha256'
         ? // RFC 8463 §3: PureEdDSA over the SHA-256 of the data, not over the data itself.
-          await signOffThread(null, createHash('sha256').update(data).digest(), key.privateKey)
-        : await signOffThread('sha256', data, key.privateKey);
+          await signer(null, createHash('sha256').update(data).digest(), key.privateKey)
+        : await signer('sha256', data, key.privateKey);
     const value = unsigned + foldBase64(signature.toString('base64'));
     message.headers.prepend('DKIM-Signature', value);
     added.push({ domain: key.domain, selector: key.selector, algorithm: key.algorithm, value });
   }
   return added;
-}
-
-/**
- * crypto.sign with a callback: the private-key operation runs on libuv's thread pool, not on the
- * event loop. An RSA-2048 signature takes about 1 ms of CPU, which on the main thread stalls every
- * SMTP session for that long per message; off it, signing runs beside intake (and on another
- * core). The pool has UV_THREADPOOL_SIZE threads (4 by default), shared with fs and dns.lookup.
- */
-function signOffThread(algorithm: string | null, data: Buffer, key: KeyObject): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    sign(algorithm, data, key, (error, signature) => (error ? reject(error) : resolve(signature)));
-  });
 }
 
 const LINE = 76;
