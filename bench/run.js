@@ -18,7 +18,7 @@
 // primary forking them, sharing the port and the queue; CPU and disk are the sum over the primary
 // and its workers). BENCH_PROFILE=1: tern runs under `node --cpu-prof` and each run prints its top
 // self-time functions (BENCH_PROFILE_TOP=20 of them); BENCH_COMMANDS=1 prints each
-// Redis run's commands per message by name.
+// Redis run's commands per message by name. BENCH_DKIM='{"signingThreads":0}': options for dkim20.
 // Not a test: nothing fails on a slow figure. Needs Debian's postfix (smtp-source, smtp-sink)
 // and redis-server.
 import { spawnSync } from 'node:child_process';
@@ -91,7 +91,9 @@ async function startBenchTern(queue, sinkPort, mode, processes) {
     const key = dkimKey();
     const fallback = JSON.stringify({ domain: 'example.com', selector: 'bench', keyFile: key });
     options.imports = `import { dkim } from ${JSON.stringify(join(root, 'packages/plugin-dkim/dist/index.js'))};`;
-    options.plugins = `[dkim({ fallback: ${fallback} })]`;
+    // BENCH_DKIM='{"signingThreads":0}': more dkim() options, to compare where signatures are made.
+    const extra = process.env.BENCH_DKIM ?? '{}';
+    options.plugins = `[dkim({ ...${extra}, fallback: ${fallback} })]`;
   }
   if (profile) options.nodeArgs.push('--cpu-prof', '--cpu-prof-dir=PROFILE_DIR');
   const config = {

@@ -45,6 +45,28 @@ export async function bodyHash(
   return hash.digest('base64');
 }
 
+/** bodyHash of a body held in memory, in one synchronous pass: no stream, no promise per chunk. */
+export function bodyHashOfChunks(chunks: readonly Uint8Array[], mode: CanonicalizationMode): string {
+  const hash = createHash('sha256');
+  const canon = new BodyCanonicalizer(mode, (bytes) => hash.update(bytes));
+  for (const chunk of chunks) canon.update(chunk);
+  canon.finish();
+  return hash.digest('base64');
+}
+
+interface HeldBody {
+  bodySource(): { chunks(): readonly Buffer[] | undefined };
+}
+
+/**
+ * The body's chunks when every byte is in memory: intake's messages (plugin-api's MessageContent)
+ * say so through bodySource(). Undefined for a body spooled to disk or another MessageView: stream it.
+ */
+function heldBody(message: MessageView): readonly Buffer[] | undefined {
+  const source = (message as Partial<HeldBody>).bodySource;
+  return typeof source === 'function' ? source.call(message).chunks() : undefined;
+}
+
 /**
  * The h= list: each configured name once per field present, plus once more for oversigned names
  * (an absent oversigned field is listed once, which signs its absence).
@@ -108,7 +130,11 @@ export async function signMessage(
   now: Date = new Date(),
 ): Promise<AddedSignature[]> {
   if (keys.length === 0) return [];
-  const bh = await bodyHash(message.body(), settings.bodyCanon);
+  const held = heldBody(message);
+  const bh =
+    held === undefined
+      ? await bodyHash(message.body(), settings.bodyCanon)
+      : bodyHashOfChunks(held, settings.bodyCanon);
   // Every signature covers the same fields, chosen before any of ours is added.
   const names = signedHeaderNames(message.headers, settings);
   const fields = selectHeaderFields(message.headers, names);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Headers } from '@tern/plugin-api';
 import { describe, expect, test } from 'vitest';
 import { BodyCanonicalizer, type CanonicalizationMode, canonicalizeHeader } from '../src/canonicalize.js';
-import { bodyHash } from '../src/sign.js';
+import { bodyHash, bodyHashOfChunks } from '../src/sign.js';
 
 // The RFC 6376 §3.4 rules written the obvious way, over a whole body held in memory: the streaming
 // state machine must agree with it at every chunk boundary.
@@ -83,7 +83,7 @@ describe('body canonicalization', () => {
   });
 
   test('output past one staging block is all hashed, in order', async () => {
-    // 200 KB of lines with trailing spaces and 100 000 empty lines in the middle: more than the 64 KB block.
+    // 200 KB of lines with trailing spaces and 100 000 empty lines in the middle: more than the 16 KB block.
     const body = `${'line with  spaces  \r\n'.repeat(10_000)}${'\r\n'.repeat(100_000)}end\r\n`;
     const chunks = body.match(/[\s\S]{1,777}/g) as string[];
     for (const mode of MODES) {
@@ -94,6 +94,40 @@ describe('body canonicalization', () => {
           mode,
         ),
       ).toBe(want);
+    }
+  });
+
+  test('a body held in memory (chunks, no stream) hashes as the streamed one', async () => {
+    const random = prng(3);
+    const alphabet = ['word', ' ', '\t', '\r\n', '\r\n\r\n', '\r', '\n', 'é'];
+    for (let round = 0; round < 200; round++) {
+      let body = '';
+      const parts = Math.floor(random() * 60);
+      for (let i = 0; i < parts; i++) body += alphabet[Math.floor(random() * alphabet.length)];
+      const chunks = (body.match(/[\s\S]{1,7}/g) ?? []).map((c) => Buffer.from(c, 'latin1'));
+      for (const mode of MODES) {
+        const want = createHash('sha256').update(reference(body, mode), 'latin1').digest('base64');
+        expect(bodyHashOfChunks(chunks, mode), JSON.stringify(body)).toBe(want);
+        expect(await bodyHash(chunks, mode)).toBe(want);
+      }
+    }
+  });
+
+  test('canonicalizers fed in turn (messages signed at once share the staging block) do not mix', () => {
+    const bodies = ['one  line \r\n\r\nand\tmore\r\n\r\n', 'other\r\n  text  here\r\n', ''];
+    for (const mode of MODES) {
+      const outs = bodies.map(() => [] as Buffer[]);
+      const canons = bodies.map((_, i) => new BodyCanonicalizer(mode, (b) => outs[i]?.push(Buffer.from(b))));
+      // Byte by byte, round robin: every update of one message between two of another.
+      for (let at = 0; at < Math.max(...bodies.map((b) => b.length)); at++) {
+        for (const [i, body] of bodies.entries()) {
+          if (at < body.length) canons[i]?.update(Buffer.from(body.slice(at, at + 1), 'latin1'));
+        }
+      }
+      for (const canon of canons) canon.finish();
+      expect(outs.map((o) => Buffer.concat(o).toString('latin1'))).toEqual(
+        bodies.map((b) => reference(b, mode)),
+      );
     }
   });
 
