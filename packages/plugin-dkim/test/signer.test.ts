@@ -6,10 +6,10 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { MessageContent } from '@tern/plugin-api/testing';
 import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { generateKey, signMessage } from '../src/index.js';
+import { dkim, generateKey, signMessage } from '../src/index.js';
 import { loadDkimSettings } from '../src/options.js';
 import { type SignFunction, SignerPool } from '../src/signer.js';
-import { dkimpyPython, message, verifyWithDkimpy } from './helpers.js';
+import { dkimpyPython, message, sendThrough, verifyWithDkimpy } from './helpers.js';
 
 const rsa = generateKey({ domain: 'example.com', selector: 'rsa1', type: 'rsa', bits: 2048 });
 const ed = generateKey({ domain: 'example.com', selector: 'ed1', type: 'ed25519' });
@@ -64,6 +64,15 @@ describe('SignerPool', () => {
       { valid: true, selector: 'rsa1' },
     ]);
     expect(pool.stats()).toMatchObject({ signedInWorkers: 2, fallbacks: 0, workerExits: 0 });
+  });
+
+  test('the plugin with signingThreads signs through the queue stage; dkimpy verifies', async () => {
+    const plugin = dkim({
+      domains: { 'example.com': { selector: 'rsa1', key: rsa.privateKeyPem } },
+      signingThreads: 2,
+    });
+    const { raw } = await sendThrough(plugin, message());
+    expect(await verifyWithDkimpy(raw, dns)).toMatchObject([{ valid: true, selector: 'rsa1' }]);
   });
 
   test('the queue is bounded: past queueLimit a signature is made on libuv’s pool, none refused', async () => {
