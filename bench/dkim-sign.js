@@ -38,7 +38,8 @@ const mainCpuMs = () => {
   const fields = readFileSync(`${self}/stat`, 'utf8').split(') ')[1].split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
 };
-const preempted = () => Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`${self}/status`, 'utf8'))[1]);
+const preempted = () =>
+  Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(readFileSync(`${self}/status`, 'utf8'))[1]);
 const allCpuMs = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;

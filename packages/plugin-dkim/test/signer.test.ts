@@ -8,7 +8,7 @@ import { startDnsServer, type TestDns } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { dkim, generateKey, signMessage } from '../src/index.js';
 import { loadDkimSettings } from '../src/options.js';
-import { type SignFunction, SignerPool } from '../src/signer.js';
+import { SignerPool, type SignFunction } from '../src/signer.js';
 import { dkimpyPython, message, sendThrough, verifyWithDkimpy } from './helpers.js';
 
 const rsa = generateKey({ domain: 'example.com', selector: 'rsa1', type: 'rsa', bits: 2048 });
