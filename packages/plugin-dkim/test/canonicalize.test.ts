@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
 import { Headers } from '@tern/plugin-api';
+import { MessageContent } from '@tern/plugin-api/testing';
 import { describe, expect, test } from 'vitest';
 import { BodyCanonicalizer, type CanonicalizationMode, canonicalizeHeader } from '../src/canonicalize.js';
-import { bodyHash, bodyHashOfChunks } from '../src/sign.js';
+import { generateKey } from '../src/keys.js';
+import { loadDkimSettings } from '../src/options.js';
+import { bodyHash, bodyHashOfChunks, parseTags, signMessage } from '../src/sign.js';
 
 // The RFC 6376 §3.4 rules written the obvious way, over a whole body held in memory: the streaming
 // state machine must agree with it at every chunk boundary.
@@ -111,6 +114,33 @@ describe('body canonicalization', () => {
         expect(await bodyHash(chunks, mode)).toBe(want);
       }
     }
+  });
+
+  test('signMessage: a body held in memory and one only streamable (spooled, another view) get the same bh=', async () => {
+    const key = generateKey({ domain: 'example.com', selector: 's', type: 'ed25519' });
+    const settings = loadDkimSettings({
+      domains: { 'example.com': { selector: 's', key: key.privateKeyPem } },
+    });
+    const raw = 'From: <a@example.com>\r\nSubject: x\r\n\r\nbody  line \r\n\r\n\tmore\r\n\r\n\r\n';
+    const held = MessageContent.parse(raw);
+    const parsed = MessageContent.parse(raw);
+    // Only the MessageView interface: no bodySource(), so the body must be streamed.
+    const streamedOnly = {
+      headers: parsed.headers,
+      bodySize: parsed.bodySize,
+      stream: () => parsed.stream(),
+      body: () => parsed.body(),
+      buffer: (max: number) => parsed.buffer(max),
+    };
+    const [a] = await signMessage(held, settings.keys, settings);
+    const [b] = await signMessage(streamedOnly, settings.keys, settings);
+    const bh = (value: string | undefined) => parseTags(value ?? '').get('bh');
+    expect(bh(a?.value)).toBe(bh(b?.value));
+    const want = createHash('sha256').update(
+      reference('body  line \r\n\r\n\tmore\r\n\r\n\r\n', 'relaxed'),
+      'latin1',
+    );
+    expect(bh(a?.value)).toBe(want.digest('base64'));
   });
 
   test('canonicalizers fed in turn (messages signed at once share the staging block) do not mix', () => {
