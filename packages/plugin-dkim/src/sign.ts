@@ -54,15 +54,23 @@ export function bodyHashOfChunks(chunks: readonly Uint8Array[], mode: Canonicali
   return hash.digest('base64');
 }
 
+/**
+ * Above this a body held in memory is still streamed: one synchronous pass over it would hold the
+ * event loop (about 1 ms per 256 KiB) where the stream lets other sessions run between chunks.
+ */
+const SYNC_HASH_MAX = 256 * 1024;
+
 interface HeldBody {
   bodySource(): { chunks(): readonly Buffer[] | undefined };
 }
 
 /**
- * The body's chunks when every byte is in memory: intake's messages (plugin-api's MessageContent)
- * say so through bodySource(). Undefined for a body spooled to disk or another MessageView: stream it.
+ * The body's chunks when every byte is in memory and it is small: intake's messages (plugin-api's
+ * MessageContent) say so through bodySource(). Undefined for a body spooled to disk, a large one, or
+ * another MessageView: stream it.
  */
 function heldBody(message: MessageView): readonly Buffer[] | undefined {
+  if (message.bodySize > SYNC_HASH_MAX) return undefined;
   const source = (message as Partial<HeldBody>).bodySource;
   return typeof source === 'function' ? source.call(message).chunks() : undefined;
 }
