@@ -131,6 +131,12 @@ export function cpuMs(pid) {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
 }
 
+/** utime + stime of a process's main thread (its event loop), in ms: what bounds one process's rate. */
+export function mainThreadCpuMs(pid) {
+  const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLK_TCK;
+}
+
 export function waitPort(port, timeoutMs = 20_000) {
   const started = Date.now();
   return new Promise((resolve, reject) => {

@@ -19,7 +19,7 @@
 // primary forking them, sharing the port and the queue; CPU and disk are the sum over the primary
 // and its workers). BENCH_PROFILE=1: tern runs under `node --cpu-prof` and each run prints its top
 // self-time functions (BENCH_PROFILE_TOP=20 of them); BENCH_COMMANDS=1 prints each
-// Redis run's commands per message by name.
+// Redis run's commands per message by name. BENCH_DKIM='{"signingThreads":0}': options for dkim20.
 // Not a test: nothing fails on a slow figure. Needs Debian's postfix (smtp-source, smtp-sink)
 // and redis-server.
 import { spawnSync } from 'node:child_process';
@@ -30,6 +30,7 @@ import { join } from 'node:path';
 import {
   commandDelta,
   cpuMs,
+  mainThreadCpuMs,
   profileTop,
   redisCommandStats,
   requireTools,
@@ -91,7 +92,9 @@ async function startBenchTern(queue, sinkPort, mode, processes) {
     const key = dkimKey();
     const fallback = JSON.stringify({ domain: 'example.com', selector: 'bench', keyFile: key });
     options.imports = `import { dkim } from ${JSON.stringify(join(root, 'packages/plugin-dkim/dist/index.js'))};`;
-    options.plugins = `[dkim({ fallback: ${fallback} })]`;
+    // BENCH_DKIM='{"signingThreads":0}': more dkim() options, to compare where signatures are made.
+    const extra = process.env.BENCH_DKIM ?? '{}';
+    options.plugins = `[dkim({ ...${extra}, fallback: ${fallback} })]`;
   }
   if (profile) options.nodeArgs.push('--cpu-prof', '--cpu-prof-dir=PROFILE_DIR');
   const config = {
@@ -138,6 +141,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
   const sinkBase = sink.received;
   const connectionsBefore = sink.connections;
   const cpuBefore = pids.map(cpuMs);
+  const mainBefore = pids.map(mainThreadCpuMs);
   const diskBefore = pids.map(writeBytes);
   const redisDiskBefore = redisPid === undefined ? 0 : writeBytes(redisPid);
   const commandsBefore = redisPort === undefined ? undefined : redisCommandStats(redisPort);
@@ -149,6 +153,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
   const deliveredMs = performance.now() - started;
   const connections = sink.connections - connectionsBefore;
   const cpu = pids.reduce((sum, pid, i) => sum + cpuMs(pid) - cpuBefore[i], 0);
+  const mainCpu = pids.reduce((sum, pid, i) => sum + mainThreadCpuMs(pid) - mainBefore[i], 0);
   const disk = pids.reduce((sum, pid, i) => sum + writeBytes(pid) - diskBefore[i], 0);
   const redisDisk = redisPid === undefined ? Number.NaN : writeBytes(redisPid) - redisDiskBefore;
   const commands =
@@ -161,6 +166,7 @@ async function runOnce(backend, modeName, queue, { processes = 1, redisPort } = 
     accept: (total / acceptedMs) * 1000,
     endToEnd: (total / deliveredMs) * 1000,
     cpuPerMessage: cpu / total,
+    mainCpuPerMessage: mainCpu / total,
     diskPerMessage: disk / total,
     redisDiskPerMessage: redisDisk / total,
     commandsPerMessage:
@@ -242,6 +248,7 @@ const header = [
   'accept msg/s',
   'end-to-end msg/s',
   'CPU ms/msg',
+  'main thread ms/msg',
   'disk B/msg',
   'redis disk B/msg',
   'redis cmds/msg',
@@ -253,6 +260,7 @@ const table = rows.map((r) => [
   fixed(r.accept, 0),
   fixed(r.endToEnd, 0),
   fixed(r.cpuPerMessage, 2),
+  fixed(r.mainCpuPerMessage, 2),
   fixed(r.diskPerMessage, 0),
   fixed(r.redisDiskPerMessage, 0),
   fixed(r.commandsPerMessage, 1),

@@ -30,8 +30,12 @@ const CR = 0x0d;
 const LF = 0x0a;
 const SP = 0x20;
 const TAB = 0x09;
-// Output is staged in a fixed block and handed to the sink when full: no allocation grows with the body.
-const BLOCK = 64 * 1024;
+// Output is staged in one fixed block, shared by every canonicalizer and handed to the sink when
+// full and at the end of each update(): no allocation per message (a 64 KiB block per message made
+// a quarter of the main thread's signing time garbage collection) and none that grows with the body.
+// Sharing is safe because update() and finish() run to completion and leave the block empty.
+const BLOCK = 16 * 1024;
+const staging = Buffer.allocUnsafe(BLOCK);
 
 /**
  * Canonicalizes a body as it streams. Line ends are CRLF only: a bare CR or LF is an ordinary byte,
@@ -42,7 +46,7 @@ const BLOCK = 64 * 1024;
 export class BodyCanonicalizer {
   readonly #relaxed: boolean;
   readonly #sink: (bytes: Buffer) => void;
-  readonly #out = Buffer.allocUnsafe(BLOCK);
+  readonly #out = staging;
   #used = 0;
   /** CRLFs seen but not yet written: they are trailing empty lines unless content follows. */
   #pendingLineEnds = 0;
@@ -78,6 +82,8 @@ export class BodyCanonicalizer {
         this.#content(byte);
       }
     }
+    // Hand over what is staged: the block is shared, and the next update may be another message's.
+    this.#flush();
   }
 
   /** Ends the body: writes the single final CRLF (or, for an empty simple body, the lone CRLF). */

@@ -6,6 +6,7 @@ import { issuePath, PluginOptionError, parseOptions, resolveConfigPath } from '@
 import type { CanonicalizationMode } from './canonicalize.js';
 import { ALGORITHM_OF, checkKey, type DkimAlgorithm, parsePrivateKey } from './keys.js';
 import { dkimOptionsSchema, domainName } from './schema.js';
+import type { SignFunction } from './signer.js';
 
 export const PLUGIN_NAME = 'dkim';
 
@@ -48,7 +49,21 @@ export interface DkimOptions {
    * false: signing whatever arrives at the MX would lend our domains' signatures to forged mail.
    */
   readonly signUntrusted?: boolean;
+  /**
+   * Worker threads of the plugin's own that make the signatures. Default 0: libuv's thread pool
+   * signs (shared with the embedded queue's fsync, file I/O and dns.lookup). Threads of its own keep
+   * that pool free, at the price of a postMessage each way per signature.
+   */
+  readonly signingThreads?: number;
+  /** Nice value added to the signing threads (Linux), so intake is scheduled first. Default 0. */
+  readonly signingNice?: number;
 }
+
+/**
+ * 0: libuv's thread pool signs. Measured, it costs the event loop less than worker threads (0.05 vs
+ * 0.07–0.10 ms per message: postMessage and the message event cost more than queueing a crypto job).
+ */
+export const DEFAULT_SIGNING_THREADS = 0;
 
 // Fields a reader trusts and that appear once: oversigning them stops anyone adding a second one.
 export const DEFAULT_OVERSIGN: readonly string[] = [
@@ -114,6 +129,10 @@ export interface DkimSettings {
   readonly expiresIn: number | undefined;
   readonly matchParentDomain: boolean;
   readonly signUntrusted: boolean;
+  readonly signingThreads: number;
+  readonly signingNice: number;
+  /** Makes the signatures; libuv's pool when left out (the plugin sets its worker threads here). */
+  readonly signer?: SignFunction | undefined;
   /** Things worth a warning at start-up (weak keys, domains without an active key). */
   readonly warnings: readonly string[];
 }
@@ -198,6 +217,8 @@ export function loadDkimSettings(input: unknown): DkimSettings {
     expiresIn: options.expiresIn,
     matchParentDomain: options.matchParentDomain ?? false,
     signUntrusted: options.signUntrusted ?? false,
+    signingThreads: options.signingThreads ?? DEFAULT_SIGNING_THREADS,
+    signingNice: options.signingNice ?? 0,
     warnings,
   };
 }

@@ -11,6 +11,10 @@ import {
 } from './options.js';
 import { FIELD_NAME } from './schema.js';
 import { hasSignatureFrom, signMessage } from './sign.js';
+import { SignerPool } from './signer.js';
+
+/** Jobs that wait for a busy signing thread at most; more are signed on libuv's pool (never refused). */
+const SIGNING_QUEUE_LIMIT = 256;
 
 /**
  * The DKIM signing plugin. Validates the options and loads every key now, so a bad option or key
@@ -25,13 +29,34 @@ export function signingKeysOf(plugin: Plugin): readonly SigningKey[] | undefined
 }
 
 export function dkim(options: DkimOptions): Plugin {
-  const settings = loadDkimSettings(options);
+  const loaded = loadDkimSettings(options);
+  // Made at the first signature, not here: a config check or a plugin that never signs starts no thread.
+  let pool: SignerPool | undefined;
+  const settings: DkimSettings =
+    loaded.signingThreads === 0
+      ? loaded
+      : {
+          ...loaded,
+          signer: (algorithm, data, key) => {
+            pool ??= new SignerPool({
+              threads: loaded.signingThreads,
+              queueLimit: SIGNING_QUEUE_LIMIT,
+              nice: loaded.signingNice,
+            });
+            return pool.sign(algorithm, data, key);
+          },
+        };
   const plugin = definePlugin({
     name: PLUGIN_NAME,
     // Plugin-level post and hook-level post: after every other queue transform, including other post plugins' normal hooks.
     enforce: 'post',
     init(ctx) {
       for (const warning of settings.warnings) ctx.log.warn({ plugin: PLUGIN_NAME }, warning);
+    },
+    async shutdown() {
+      const closing = pool;
+      pool = undefined;
+      await closing?.close();
     },
     queue: {
       order: 'post',

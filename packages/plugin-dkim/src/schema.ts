@@ -115,6 +115,18 @@ export const dkimOptionsSchema = z
         .optional(),
       matchParentDomain: z.boolean({ error: 'expected true or false' }).optional(),
       signUntrusted: z.boolean({ error: 'expected true or false' }).optional(),
+      signingThreads: z
+        .number({ error: 'expected a whole number of threads from 0 (libuv pool) to 16' })
+        .int('expected a whole number of threads from 0 (libuv pool) to 16')
+        .min(0, 'expected a whole number of threads from 0 (libuv pool) to 16')
+        .max(16, 'expected a whole number of threads from 0 (libuv pool) to 16')
+        .optional(),
+      signingNice: z
+        .number({ error: 'expected a whole number from 0 to 19' })
+        .int('expected a whole number from 0 to 19')
+        .min(0, 'expected a whole number from 0 to 19')
+        .max(19, 'expected a whole number from 0 to 19')
+        .optional(),
     },
     { error: 'expected an object: dkim({ domains: { "example.com": { selector, keyFile } } })' },
   )

@@ -1,6 +1,6 @@
 // Makes DKIM-Signature fields (RFC 6376 §5, RFC 8463) with node:crypto: the body is hashed while
 // it streams, the header hash is signed with RSASSA-PKCS1-v1_5/SHA-256 or Ed25519 over SHA-256.
-import { createHash, type KeyObject, sign } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { HeaderField, Headers, MessageView } from '@tern/plugin-api';
 import {
   BodyCanonicalizer,
@@ -9,6 +9,7 @@ import {
   relaxedHeader,
 } from './canonicalize.js';
 import type { SigningKey } from './options.js';
+import { type SignFunction, signOnLibuvPool } from './signer.js';
 
 export interface SignatureSettings {
   readonly headerCanon: CanonicalizationMode;
@@ -18,6 +19,8 @@ export interface SignatureSettings {
   /** Lower-case names to sign once more than they occur. */
   readonly oversign: ReadonlySet<string>;
   readonly expiresIn?: number | undefined;
+  /** Where the private-key operation runs: libuv's thread pool unless given (the plugin's worker threads). */
+  readonly signer?: SignFunction | undefined;
 }
 
 /** A signature that was added. */
@@ -40,6 +43,36 @@ export async function bodyHash(
     canon.update(typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk);
   canon.finish();
   return hash.digest('base64');
+}
+
+/** bodyHash of a body held in memory, in one synchronous pass: no stream, no promise per chunk. */
+export function bodyHashOfChunks(chunks: readonly Uint8Array[], mode: CanonicalizationMode): string {
+  const hash = createHash('sha256');
+  const canon = new BodyCanonicalizer(mode, (bytes) => hash.update(bytes));
+  for (const chunk of chunks) canon.update(chunk);
+  canon.finish();
+  return hash.digest('base64');
+}
+
+/**
+ * Above this a body held in memory is still streamed: one synchronous pass over it would hold the
+ * event loop (about 1 ms per 256 KiB) where the stream lets other sessions run between chunks.
+ */
+const SYNC_HASH_MAX = 256 * 1024;
+
+interface HeldBody {
+  bodySource(): { chunks(): readonly Buffer[] | undefined };
+}
+
+/**
+ * The body's chunks when every byte is in memory and it is small: intake's messages (plugin-api's
+ * MessageContent) say so through bodySource(). Undefined for a body spooled to disk, a large one, or
+ * another MessageView: stream it.
+ */
+function heldBody(message: MessageView): readonly Buffer[] | undefined {
+  if (message.bodySize > SYNC_HASH_MAX) return undefined;
+  const source = (message as Partial<HeldBody>).bodySource;
+  return typeof source === 'function' ? source.call(message).chunks() : undefined;
 }
 
 /**
@@ -105,12 +138,17 @@ export async function signMessage(
   now: Date = new Date(),
 ): Promise<AddedSignature[]> {
   if (keys.length === 0) return [];
-  const bh = await bodyHash(message.body(), settings.bodyCanon);
+  const held = heldBody(message);
+  const bh =
+    held === undefined
+      ? await bodyHash(message.body(), settings.bodyCanon)
+      : bodyHashOfChunks(held, settings.bodyCanon);
   // Every signature covers the same fields, chosen before any of ours is added.
   const names = signedHeaderNames(message.headers, settings);
   const fields = selectHeaderFields(message.headers, names);
   const signedBlock = fields.map((f) => canonicalizeHeader(f, settings.headerCanon)).join('');
   const t = Math.floor(now.getTime() / 1000);
+  const signer = settings.signer ?? signOnLibuvPool;
   const added: AddedSignature[] = [];
   for (const key of keys) {
     const tags: [string, string][] = [
@@ -131,25 +169,13 @@ export async function signMessage(
     const signature =
       key.algorithm === 'ed25519-sha256'
         ? // RFC 8463 §3: PureEdDSA over the SHA-256 of the data, not over the data itself.
-          await signOffThread(null, createHash('sha256').update(data).digest(), key.privateKey)
-        : await signOffThread('sha256', data, key.privateKey);
+          await signer(null, createHash('sha256').update(data).digest(), key.privateKey)
+        : await signer('sha256', data, key.privateKey);
     const value = unsigned + foldBase64(signature.toString('base64'));
     message.headers.prepend('DKIM-Signature', value);
     added.push({ domain: key.domain, selector: key.selector, algorithm: key.algorithm, value });
   }
   return added;
-}
-
-/**
- * crypto.sign with a callback: the private-key operation runs on libuv's thread pool, not on the
- * event loop. An RSA-2048 signature takes about 1 ms of CPU, which on the main thread stalls every
- * SMTP session for that long per message; off it, signing runs beside intake (and on another
- * core). The pool has UV_THREADPOOL_SIZE threads (4 by default), shared with fs and dns.lookup.
- */
-function signOffThread(algorithm: string | null, data: Buffer, key: KeyObject): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    sign(algorithm, data, key, (error, signature) => (error ? reject(error) : resolve(signature)));
-  });
 }
 
 const LINE = 76;

@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
 import { Headers } from '@tern/plugin-api';
+import { MessageContent } from '@tern/plugin-api/testing';
 import { describe, expect, test } from 'vitest';
 import { BodyCanonicalizer, type CanonicalizationMode, canonicalizeHeader } from '../src/canonicalize.js';
-import { bodyHash } from '../src/sign.js';
+import { generateKey } from '../src/keys.js';
+import { loadDkimSettings } from '../src/options.js';
+import { bodyHash, bodyHashOfChunks, parseTags, signMessage } from '../src/sign.js';
 
 // The RFC 6376 §3.4 rules written the obvious way, over a whole body held in memory: the streaming
 // state machine must agree with it at every chunk boundary.
@@ -83,7 +86,7 @@ describe('body canonicalization', () => {
   });
 
   test('output past one staging block is all hashed, in order', async () => {
-    // 200 KB of lines with trailing spaces and 100 000 empty lines in the middle: more than the 64 KB block.
+    // 200 KB of lines with trailing spaces and 100 000 empty lines in the middle: more than the 16 KB block.
     const body = `${'line with  spaces  \r\n'.repeat(10_000)}${'\r\n'.repeat(100_000)}end\r\n`;
     const chunks = body.match(/[\s\S]{1,777}/g) as string[];
     for (const mode of MODES) {
@@ -94,6 +97,67 @@ describe('body canonicalization', () => {
           mode,
         ),
       ).toBe(want);
+    }
+  });
+
+  test('a body held in memory (chunks, no stream) hashes as the streamed one', async () => {
+    const random = prng(3);
+    const alphabet = ['word', ' ', '\t', '\r\n', '\r\n\r\n', '\r', '\n', 'é'];
+    for (let round = 0; round < 200; round++) {
+      let body = '';
+      const parts = Math.floor(random() * 60);
+      for (let i = 0; i < parts; i++) body += alphabet[Math.floor(random() * alphabet.length)];
+      const chunks = (body.match(/[\s\S]{1,7}/g) ?? []).map((c) => Buffer.from(c, 'latin1'));
+      for (const mode of MODES) {
+        const want = createHash('sha256').update(reference(body, mode), 'latin1').digest('base64');
+        expect(bodyHashOfChunks(chunks, mode), JSON.stringify(body)).toBe(want);
+        expect(await bodyHash(chunks, mode)).toBe(want);
+      }
+    }
+  });
+
+  test.each([
+    ['small', 'body  line \r\n\r\n\tmore\r\n\r\n\r\n'],
+    // Over the size hashed in one synchronous pass: streamed even when held in memory.
+    ['300 KB', `${'a  line\t \r\n'.repeat(30_000)}\r\n\r\n`],
+  ])('signMessage, %s body: held in memory or only streamable (spooled, another view), the same bh=', async (_, body) => {
+    const key = generateKey({ domain: 'example.com', selector: 's', type: 'ed25519' });
+    const settings = loadDkimSettings({
+      domains: { 'example.com': { selector: 's', key: key.privateKeyPem } },
+    });
+    const raw = `From: <a@example.com>\r\nSubject: x\r\n\r\n${body}`;
+    const held = MessageContent.parse(raw);
+    const parsed = MessageContent.parse(raw);
+    // Only the MessageView interface: no bodySource(), so the body must be streamed.
+    const streamedOnly = {
+      headers: parsed.headers,
+      bodySize: parsed.bodySize,
+      stream: () => parsed.stream(),
+      body: () => parsed.body(),
+      buffer: (max: number) => parsed.buffer(max),
+    };
+    const [a] = await signMessage(held, settings.keys, settings);
+    const [b] = await signMessage(streamedOnly, settings.keys, settings);
+    const bh = (value: string | undefined) => parseTags(value ?? '').get('bh');
+    const want = createHash('sha256').update(reference(body, 'relaxed'), 'latin1').digest('base64');
+    expect([bh(a?.value), bh(b?.value)]).toEqual([want, want]);
+  });
+
+  test('canonicalizers fed in turn (messages signed at once share the staging block) do not mix', () => {
+    const bodies = ['one  line \r\n\r\nand\tmore\r\n\r\n', 'other\r\n  text  here\r\n', ''];
+    for (const mode of MODES) {
+      const outs = bodies.map(() => [] as Buffer[]);
+      const canons = bodies.map((_, i) => new BodyCanonicalizer(mode, (b) => outs[i]?.push(Buffer.from(b))));
+      // Byte by byte, round robin: every update of one message between two of another.
+      for (let at = 0; at < Math.max(...bodies.map((b) => b.length)); at++) {
+        for (const [i, body] of bodies.entries()) {
+          if (at < body.length) canons[i]?.update(Buffer.from(body.slice(at, at + 1), 'latin1'));
+        }
+      }
+      for (const canon of canons) canon.finish();
+      expect(outs.map((o) => Buffer.concat(o).toString('latin1'))).toEqual(
+        bodies.map((b) => reference(b, mode)),
+      );
     }
   });
 

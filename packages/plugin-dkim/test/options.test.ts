@@ -59,6 +59,9 @@ describe('option shape', () => {
       /cannot be signed/,
     ],
     ['bad expiresIn', { domains: {}, expiresIn: -5 }, 'expiresIn', /above 0/],
+    ['negative signingThreads', { domains: {}, signingThreads: -1 }, 'signingThreads', /from 0/],
+    ['fractional signingThreads', { domains: {}, signingThreads: 1.5 }, 'signingThreads', /whole number/],
+    ['signingNice above 19', { domains: {}, signingNice: 20 }, 'signingNice', /0 to 19/],
     [
       'key and keyFile both',
       { domains: { 'example.com': { selector: 's', key: 'x', keyFile: '/x' } } },
