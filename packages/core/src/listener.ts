@@ -20,8 +20,8 @@ import {
 } from './options.js';
 import { CoreReplies, replyError } from './replies.js';
 import { type ListenerRuntime, SmtpSession } from './session.js';
-import type { MessageSink } from './sink.js';
 import { sessionId } from './session-id.js';
+import type { MessageSink } from './sink.js';
 import { missingSmtpServerInternals, TernConnection } from './smtp-server-internals.js';
 import { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
@@ -149,10 +149,7 @@ class TernSmtpServer extends SMTPServer {
 
   // smtp-server makes every connection's id with randomBytes and a BigInt, then waits a
   // setImmediate before connect(), even when no PROXY header is expected (ignoredHosts is unused).
-  override _handleProxy(
-    socket: Socket,
-    callback: Parameters<SMTPServer['_handleProxy']>[1],
-  ): void {
+  override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
     if (this.#listener.expectsProxyHeader(socket)) super._handleProxy(socket, callback);
     else callback(null, { id: sessionId() });
   }
