@@ -470,6 +470,8 @@ export class SmtpSession {
       if (result.disconnect) setImmediate(() => this.connection.close());
       return result.reply;
     }
+    // Without queued hooks nothing runs after the reply: no promise to keep for close to wait on.
+    if (!this.#plugins.has('queued')) return result.reply;
     const observing = result.observing;
     this.#observing.add(observing);
     this.#runtime.track(observing.finally(() => this.#observing.delete(observing)));
