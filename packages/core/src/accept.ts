@@ -27,6 +27,9 @@ export { TAG_HEADER };
 /** The message hook's tags for a message without any: one frozen array, not one per message. */
 const NO_TAGS: readonly string[] = Object.freeze([]);
 
+/** The `queued` stage of a host without queued hooks: settled already. */
+const NOTHING_TO_OBSERVE: Promise<void> = Promise.resolve();
+
 export interface AcceptInput {
   readonly plugins: PluginHost;
   readonly scope: StateScope;
@@ -108,35 +111,42 @@ export async function acceptMessage(input: AcceptInput): Promise<Acceptance> {
   // Each hook input is written out in full: on Node 20 a property added after a spread
   // (`{ ...base, headers }`) costs a new hidden class, several microseconds per message.
   const { session, transaction } = input;
-  try {
-    await plugins.runTransform('headers', { session, transaction, headers }, scope);
-  } catch {
-    return refused(CoreReplies.localError); // the runner logged the failing plugin and hook
+  // A stage no plugin implements is skipped: no context, no promise to wait for.
+  if (plugins.has('headers')) {
+    try {
+      await plugins.runTransform('headers', { session, transaction, headers }, scope);
+    } catch {
+      return refused(CoreReplies.localError); // the runner logged the failing plugin and hook
+    }
   }
   const message = new MessageContent(headers, input.body);
-  const refusal = refusalOf(
-    (
-      await plugins.runVerdict(
-        'message',
-        { session, transaction, message, tags: input.envelope.tags ?? NO_TAGS },
-        scope,
-      )
-    ).verdict,
-  );
-  if (refusal) return refused(refusal.reply, refusal.disconnect);
+  if (plugins.has('message')) {
+    const refusal = refusalOf(
+      (
+        await plugins.runVerdict(
+          'message',
+          { session, transaction, message, tags: input.envelope.tags ?? NO_TAGS },
+          scope,
+        )
+      ).verdict,
+    );
+    if (refusal) return refused(refusal.reply, refusal.disconnect);
+  }
   const envelope = input.envelope;
   let hold: string | undefined;
-  try {
-    const holdMessage = (reason: string): void => {
-      hold = reason;
-    };
-    await plugins.runTransform(
-      'queue',
-      { session, transaction, message, envelope, hold: holdMessage },
-      scope,
-    );
-  } catch {
-    return refused(CoreReplies.localError);
+  if (plugins.has('queue')) {
+    try {
+      const holdMessage = (reason: string): void => {
+        hold = reason;
+      };
+      await plugins.runTransform(
+        'queue',
+        { session, transaction, message, envelope, hold: holdMessage },
+        scope,
+      );
+    } catch {
+      return refused(CoreReplies.localError);
+    }
   }
   if (envelope.recipients.length === 0) {
     log.error(
@@ -175,7 +185,9 @@ export async function acceptMessage(input: AcceptInput): Promise<Acceptance> {
   );
   // Contexts are built now, before the reply lets the next transaction reset its state; the hooks
   // themselves run after the caller has answered.
-  const observing = plugins.runObserve('queued', { session, transaction, queueId, envelope }, scope);
+  const observing = plugins.has('queued')
+    ? plugins.runObserve('queued', { session, transaction, queueId, envelope }, scope)
+    : NOTHING_TO_OBSERVE;
   return { queued: true, queueId, reply: queuedReply(queueId), observing };
 }
 

@@ -5,7 +5,7 @@ import type { TLSSocket } from 'node:tls';
 import { type ListenerKind, type Logger, normalizeIp, type SmtpReply, within } from '@tern/plugin-api';
 import type { PluginHost } from '@tern/plugin-api/host';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import type { SmtpVerb } from './command-stream.js';
 import { type HostResolver, systemResolver } from './dns.js';
 import {
@@ -20,8 +20,9 @@ import {
 } from './options.js';
 import { CoreReplies, replyError } from './replies.js';
 import { type ListenerRuntime, SmtpSession } from './session.js';
+import { sessionId } from './session-id.js';
 import type { MessageSink } from './sink.js';
-import { missingSmtpServerInternals } from './smtp-server-internals.js';
+import { missingSmtpServerInternals, TernConnection } from './smtp-server-internals.js';
 import { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
 
@@ -144,6 +145,13 @@ class TernSmtpServer extends SMTPServer {
   // smtp-server's useProxy takes exact addresses; trusted networks are CIDR blocks.
   override _expectsProxyHeader(socket: Socket): boolean {
     return this.#listener.expectsProxyHeader(socket);
+  }
+
+  // smtp-server makes every connection's id with randomBytes and a BigInt, then waits a
+  // setImmediate before connect(), even when no PROXY header is expected (ignoredHosts is unused).
+  override _handleProxy(socket: Socket, callback: Parameters<SMTPServer['_handleProxy']>[1]): void {
+    if (this.#listener.expectsProxyHeader(socket)) super._handleProxy(socket, callback);
+    else callback(null, { id: sessionId() });
   }
 }
 
@@ -331,7 +339,7 @@ class SmtpListener implements Listener, ListenerRuntime {
       refuseSocket(socket, refusal);
       return;
     }
-    const connection = new SMTPConnection(server, socket, socketOptions);
+    const connection = new TernConnection(server, socket, socketOptions);
     server.connections.add(connection);
     connection.on('error', (error: Error) => server.emit('error', error));
     connection.on('connect', (data) => server.emit('connect', data));

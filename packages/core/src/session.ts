@@ -4,6 +4,7 @@ import {
   type EnvelopeRecipient,
   envidProblem,
   type Logger,
+  lazyChild,
   orcptProblem,
   type SessionInfo,
   type SmtpParams,
@@ -135,7 +136,8 @@ export class SmtpSession {
     this.id = connection.id;
     this.limitKey = limitKey;
     this.scope = new StateScope(this.id);
-    this.#log = runtime.log.child({ session: this.id });
+    // Its records are mostly at info: made only if one is written (a pino child costs microseconds).
+    this.#log = lazyChild(runtime.log, { session: this.id });
     const o = this.#options;
     this.info = {
       id: this.id,
@@ -468,6 +470,8 @@ export class SmtpSession {
       if (result.disconnect) setImmediate(() => this.connection.close());
       return result.reply;
     }
+    // Without queued hooks nothing runs after the reply: no promise to keep for close to wait on.
+    if (!this.#plugins.has('queued')) return result.reply;
     const observing = result.observing;
     this.#observing.add(observing);
     this.#runtime.track(observing.finally(() => this.#observing.delete(observing)));

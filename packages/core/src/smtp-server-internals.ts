@@ -24,11 +24,15 @@ const field = (name: string, use: string): Internal => ({ name, kind: 'field', u
 export const SMTP_SERVER_INTERNALS: readonly Internal[] = [
   method('SMTPServer.connect', 'replaced: connection limits and our session before any byte is read'),
   method('SMTPServer._expectsProxyHeader', 'replaced: PROXY only from trusted networks (CIDR blocks)'),
+  method('SMTPServer._handleProxy', 'wrapped: no PROXY header expected: our session id, no setImmediate'),
   field('SMTPServer._pendingSockets', 'sockets still in a PROXY header or TLS handshake: deadline and close'),
   field('SMTPServer.connections', 'the connection set connect() adds to'),
   method('SMTPConnection._setListeners', 'init() without its fixed 100 ms wait: our greeting delay'),
   method('SMTPConnection.connectionReady', 'starts the session after our greeting delay'),
-  method('SMTPConnection._createParser', 'replaced: our CommandStream, also after STARTTLS'),
+  method(
+    'SMTPConnection._createParser',
+    'replaced: our CommandStream, also after STARTTLS; none while the constructor runs (TernConnection)',
+  ),
   method('SMTPConnection._onCommand', 'runs a command line once our checks passed'),
   method('SMTPConnection._resetSession', 'wrapped: every reset ends our transaction too'),
   method('SMTPConnection._sendGreeting', 'wrapped: held after XCLIENT until the connect hooks judged'),
@@ -59,6 +63,20 @@ export const SMTP_SERVER_INTERNALS: readonly Internal[] = [
   field('SMTPStream.isClosed', 'the parser was retired (close, STARTTLS)'),
   method('SMTPStream.oncommand', 'set: where a complete command line goes'),
 ];
+
+/**
+ * An SMTPConnection whose constructor makes no parser: smtp-server's constructor builds an
+ * SMTPStream only for the session to replace it with a CommandStream before init() pipes the
+ * socket to it (session.ts), a stream's worth of set-up and garbage per connection. The session
+ * sets `_createParser` and `_parser` on the instance right after construction; the canary's real
+ * sessions fail if a release starts using the parser inside the constructor.
+ */
+export class TernConnection extends SMTPConnection {
+  override _createParser(): SMTPStream {
+    // Only reached from the constructor: the session's own _createParser shadows this one.
+    return false as unknown as SMTPStream;
+  }
+}
 
 /** The names of SMTP_SERVER_INTERNALS the installed smtp-server lacks (empty when it has them all). */
 export function missingSmtpServerInternals(): string[] {

@@ -66,8 +66,8 @@ export type {
 export { definePlugin, HOOK_KINDS, HOOK_NAMES, HOOK_SCOPES } from './hooks.js';
 export type { Cidr, ParsedIp } from './ip.js';
 export { formatIp, networkOf, normalizeIp, parseCidr, parseIp, reversedLabel } from './ip.js';
-export type { Logger } from './logger.js';
-export { silentLogger } from './logger.js';
+export type { Logger, LogLevel } from './logger.js';
+export { lazyChild, silentLogger } from './logger.js';
 export type { MessageView } from './message.js';
 export { dnsServerSchema, NetworkList, NetworkListError, networkSchema } from './networks.js';
 export type { StandardIssue, StandardSchemaV1 } from './options.js';
