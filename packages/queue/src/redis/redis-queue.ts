@@ -259,7 +259,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.location = describeRedis(this.#connection);
     // The driver loads here, not at import: an embedded-queue user never loads BullMQ.
     const { Queue } = driver('bullmq');
-    this.engine = options.engine ?? 'bullmq';
+    this.engine = options.engine ?? 'tern';
     this.#engineKeys = engineKeys(this.keyBase, this.queueName);
     this.#client = defineOpsCommands(
       openRedis(this.#connection, {
