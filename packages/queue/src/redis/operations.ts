@@ -104,6 +104,8 @@ export interface RedisOperationsDeps {
   readonly client: OpsRedis;
   /** Where the engine keeps jobs. */
   readonly jobs: OpsJobStore;
+  /** Whether enqueue writes `ops:jobs` (BullMQ's engine); Tern's lists merge the domains' indexes. */
+  readonly allJobsIndex: boolean;
   readonly prefix: string;
   /** How long a finished message's timeline is kept (seconds). */
   readonly retentionSeconds: number;
@@ -156,7 +158,7 @@ export class RedisOperations {
     }
     // The worker leaves a finished job in the held set (held while its attempt ran; one command
     // less per job): only the ids still queued count, and the others are forgotten below.
-    for (const id of heldIds) second.zscore(k.jobs, id);
+    for (const id of heldIds) second.zscore(k.domain(domainOfJob(id)), id);
     const counts = results<(number | string[] | string | null)[]>(await second.exec());
     const queued = counts.slice(names.length * 3);
     const held = heldIds.filter((_, i) => queued[i] !== null);
@@ -210,14 +212,12 @@ export class RedisOperations {
   async listJobs(filter: QueueFilter = {}): Promise<QueuePage> {
     checkFilter(filter);
     const limit = listLimit(filter);
-    const index =
-      filter.domain === undefined ? this.keys.jobs : this.keys.domain(filter.domain.toLowerCase());
     const active = new Set(await this.#d.jobs.active());
     const jobs: QueuedJob[] = [];
     let start = filter.cursor === undefined ? '-' : `(${filter.cursor}`;
     let scanned = 0;
     for (;;) {
-      const ids = await this.#client.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
+      const ids = await this.#page(filter.domain, start);
       const loaded = await this.#load(ids, active);
       for (const [i, job] of loaded.entries()) {
         if (job === undefined || !matchesFilter(job, filter)) continue;
@@ -233,6 +233,24 @@ export class RedisOperations {
       if (scanned >= LIST_SCAN_BUDGET) return { jobs, cursor: last };
       start = `(${last}`;
     }
+  }
+
+  /**
+   * Up to LIST_BATCH job ids after `start` in arrival order: one domain's index, `ops:jobs`, or
+   * (Tern's engine writes no `ops:jobs`) every domain's index merged.
+   */
+  async #page(domain: string | undefined, start: string): Promise<string[]> {
+    const k = this.keys;
+    if (domain !== undefined || this.#d.allJobsIndex) {
+      const index = domain === undefined ? k.jobs : k.domain(domain.toLowerCase());
+      return this.#client.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
+    }
+    const pipeline = this.#client.pipeline();
+    for (const d of await this.#client.smembers(k.domains)) {
+      pipeline.zrangebylex(k.domain(d), start, '+', 'LIMIT', 0, LIST_BATCH);
+    }
+    const pages = results<string[][]>(await pipeline.exec());
+    return pages.flat().sort().slice(0, LIST_BATCH);
   }
 
   /** Job data and message metadata for a page of job ids (one round trip); finished ones come back undefined. */
@@ -485,6 +503,12 @@ export class RedisOperations {
     const d = domain.toLowerCase();
     if (hop === null) await this.#client.hdel(this.keys.routes, d);
     else await this.#client.hset(this.keys.routes, d, JSON.stringify(hop));
+    await this.#changed();
+  }
+
+  /** Tells every node that suspensions or routes changed (Tern's engine keeps them in memory). */
+  async #changed(): Promise<void> {
+    await this.#client.publish(this.keys.changed, '1');
   }
 
   async suspend(domain: string, until: number): Promise<void> {
@@ -492,11 +516,13 @@ export class RedisOperations {
       throw new OperationInputError('until: a suspension must end in the future');
     }
     await this.#client.hset(this.keys.suspended, domain.toLowerCase(), String(Math.round(until)));
+    await this.#changed();
   }
 
   async resume(domain: string): Promise<number> {
     const d = domain.toLowerCase();
     await this.#client.hdel(this.keys.suspended, d);
+    await this.#changed();
     const [ids, held] = await Promise.all([
       this.#client.zrange(this.keys.domain(d), 0, -1),
       this.#client.smembers(this.keys.held),
@@ -523,6 +549,21 @@ export class RedisOperations {
   }
 }
 
+/** `ops:suspended` and `ops:routes` as a node last read them (domain -> value). */
+export interface DestinationCache {
+  readonly suspended: ReadonlyMap<string, string>;
+  readonly routes: ReadonlyMap<string, string>;
+}
+
+/** Reads both hashes for a {@link DestinationCache}. */
+export async function readDestinations(client: OpsRedis, keys: OpsKeys): Promise<DestinationCache> {
+  const [suspended, routes] = await Promise.all([
+    client.hgetall(keys.suspended),
+    client.hgetall(keys.routes),
+  ]);
+  return { suspended: new Map(Object.entries(suspended)), routes: new Map(Object.entries(routes)) };
+}
+
 /** What the worker checks before an attempt, in one round trip with its own membership check. */
 export interface JobGate {
   readonly wanted: boolean;
@@ -545,6 +586,8 @@ export async function readJobGate(
   single = false,
   /** Tern's engine: the message hash field with the job's data, read in the same HMGET. */
   dataField?: string,
+  /** Suspensions and routes kept in memory (Tern's engine): the two hashes are not read. */
+  destinations?: DestinationCache,
 ): Promise<JobGate> {
   // Sent back to back (one round trip), without an ioredis Pipeline: building one copies every
   // script of the connection (BullMQ's dozens), per job.
@@ -553,8 +596,8 @@ export async function readJobGate(
   const [member, [held, messageId, jobRoute, createdAt, data], suspended, domainRoute] = await Promise.all([
     single ? 1 : client.sismember(message.jobs, jobId),
     client.hmget(message.meta, ...fields),
-    client.hget(keys.suspended, domain),
-    client.hget(keys.routes, domain),
+    destinations ? (destinations.suspended.get(domain) ?? null) : client.hget(keys.suspended, domain),
+    destinations ? (destinations.routes.get(domain) ?? null) : client.hget(keys.routes, domain),
   ]);
   const until = suspended === null ? undefined : Number(suspended);
   const route = jobRoute ?? domainRoute;

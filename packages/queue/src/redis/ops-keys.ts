@@ -16,6 +16,8 @@ export interface OpsKeys {
   readonly suspended: string;
   /** hash: domain -> NextHop JSON (an operator's reroute of a whole destination). */
   readonly routes: string;
+  /** pub/sub channel: suspensions or routes changed (nodes on Tern's engine reload them). */
+  readonly changed: string;
   /** string with a TTL: rewritten by the health probe to find out whether Redis takes writes again. */
   readonly probe: string;
   /** zset: the unfinished job ids of one domain. */
@@ -37,6 +39,7 @@ export function opsKeys(prefix: string): OpsKeys {
     suspended: `${base}:suspended`,
     routes: `${base}:routes`,
     probe: `${base}:probe`,
+    changed: `${base}:changed`,
     domain: (domain) => `${base}:dom:${domain}`,
     retried: (domain) => `${base}:retried:${domain}`,
     timeline: (queueId) => `${base}:timeline:${queueId}`,

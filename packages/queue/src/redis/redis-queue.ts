@@ -59,7 +59,14 @@ import type { WebhookOutbox } from '../webhook-outbox.js';
 import { bodyStream } from './body-stream.js';
 import { RedisIdempotency } from './idempotency.js';
 import type { JobData } from './job-data.js';
-import { BullJobs, type JobGate, RedisOperations, readJobGate } from './operations.js';
+import {
+  BullJobs,
+  type DestinationCache,
+  type JobGate,
+  RedisOperations,
+  readDestinations,
+  readJobGate,
+} from './operations.js';
 import { defineOpsCommands, domainOfJob, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
 import { checkRedisSafety } from './safety.js';
 import { RedisSuppressions } from './suppressions.js';
@@ -129,6 +136,8 @@ const LAST_RESORT_ATTEMPTS = 1_000_000;
 const LAST_RESORT_BACKOFF_MS = 60_000;
 /** How often a node on Tern's engine looks whether BullMQ's queue (the previous engine's) is empty. */
 const BULL_DRAIN_CHECK_MS = 5000;
+/** Suspensions and routes are read again this often even without a PUBLISH (one missed in a reconnect). */
+const DESTINATIONS_REFRESH_MS = 10_000;
 /** `#runJob`'s answer for a job that waits for another time. */
 const LATER = Symbol('later');
 /** A limit refused the attempt: the job is parked at its slot. */
@@ -222,6 +231,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly #engineJobs: EngineJobs;
   #engineLoop: EngineLoop | undefined;
   #drainCheck: NodeJS.Timeout | undefined;
+  /** Suspensions and routes (Tern's engine reads them from memory, see #watchDestinations). */
+  #destinations: DestinationCache | undefined;
+  #subscriber: RedisClient | undefined;
+  #destinationsTimer: NodeJS.Timeout | undefined;
   /**
    * Domains whose limit refused a job lately: their jobs go to the delayed set, each to its own slot
    * at the limit's pace, instead of taking worker slots (the limiter in Redis stays the authority).
@@ -309,6 +322,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         this.engine === 'tern'
           ? this.#engineJobs
           : new BullJobs(this.#client, this.#queue, this.keyBase, this.queueName),
+      allJobsIndex: this.engine === 'bullmq',
       prefix: this.keyBase,
       retentionSeconds: this.#retentionSeconds,
       messageKeys: (queueId) => redisKeys(this.keyBase, queueId),
@@ -395,7 +409,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       message.messageId === undefined ? undefined : ops.messageId(normalizeMessageId(message.messageId));
     if (messageIdKey !== undefined) multi.sadd(messageIdKey, queueId).persist(messageIdKey);
     for (const job of jobs) {
-      multi.zadd(ops.jobs, 0, job.id).zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
+      if (this.engine === 'bullmq') multi.zadd(ops.jobs, 0, job.id);
+      multi.zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
     }
     if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
     if (this.engine === 'tern') {
@@ -555,6 +570,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         },
       });
       this.#engineLoop = loop;
+      await this.#watchDestinations();
       await loop.start();
       // Mail left in BullMQ by this queue's previous engine is delivered by a BullMQ worker
       // until BullMQ holds no job any more.
@@ -562,6 +578,31 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       return;
     }
     await this.#startBullWorker(deliver, settings, concurrency, false);
+  }
+
+  /**
+   * Keeps suspensions and routes in memory: read at start, again on each PUBLISH of an operator
+   * change, and every DESTINATIONS_REFRESH_MS in case a message was missed (a reconnect).
+   */
+  async #watchDestinations(): Promise<void> {
+    const client = this.#workerClient as OpsRedis;
+    const reload = () =>
+      readDestinations(client, this.#opsKeys).then(
+        (cache) => {
+          this.#destinations = cache;
+        },
+        (error: unknown) => this.#log.warn({ err: error }, 'could not read suspensions and routes'),
+      );
+    await reload();
+    const subscriber = openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null });
+    subscriber.on('error', (error) => this.#log.debug({ err: error }, 'redis subscriber connection error'));
+    subscriber.on('message', () => void reload());
+    // Resubscribed by ioredis after a reconnect; reload then too (changes may have been missed).
+    subscriber.on('ready', () => void reload());
+    await subscriber.subscribe(this.#opsKeys.changed);
+    this.#subscriber = subscriber;
+    this.#destinationsTimer = setInterval(() => void reload(), DESTINATIONS_REFRESH_MS);
+    this.#destinationsTimer.unref?.();
   }
 
   /** Whether BullMQ's queue still holds jobs (waiting, delayed, active, paused, prioritized). */
@@ -683,8 +724,9 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const ek = this.#engineKeys;
     const run = ek.run(node);
     const field = jobField(id);
+    // Redis itself after a park (a resume may not have reached this node's cache yet).
     const gate = () => readJobGate(client, ops, keys, id, domain, true, field);
-    const first = await gate();
+    const first = await readJobGate(client, ops, keys, id, domain, true, field, this.#destinations);
     // Parked (no data) or deferred (new data) in one script, out of the running list.
     const later = (data: string, at: number, event: string) =>
       client
@@ -971,6 +1013,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#closing = true;
     this.#health.close();
     clearInterval(this.#drainCheck);
+    clearInterval(this.#destinationsTimer);
+    this.#subscriber?.disconnect();
     await this.#engineLoop?.close();
     await this.#worker?.close();
     await this.#queue.close();
