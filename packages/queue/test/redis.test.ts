@@ -537,3 +537,31 @@ describe.each(ENGINES)('%s engine', (name) => {
     });
   });
 });
+
+describe('RedisQueue: from the BullMQ engine to Tern', () => {
+  it('a node on the tern engine delivers mail left in BullMQ (waiting and deferred), then stops its BullMQ worker', async () => {
+    const old = await queue({ engine: 'bullmq' });
+    const busyFirst = recordingDeliver((_, attempt) => (attempt === 0 ? BUSY : OK));
+    const deferred = await old.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'deferred'));
+    await old.startWorker(busyFirst.deliver, fast);
+    await waitFor(async () => (await old.inspect(deferred))?.jobs[0]?.attempts === 1, 5000);
+    await old.close();
+    // Stopped with one job deferred in BullMQ; another arrives while no worker runs.
+    const writer = await sibling(old, { engine: 'bullmq' });
+    const left = await writer.enqueue(testMessage('alice@src.test', ['carol@y.test'], 'waiting'));
+    await writer.close();
+    expect(await admin.llen(`${old.prefix}:${old.queueName}:wait`)).toBe(1);
+    expect(await admin.zcard(`${old.prefix}:${old.queueName}:delayed`)).toBe(1);
+
+    const logger = memoryLogger();
+    const node = await sibling(old, { engine: 'tern', logger });
+    const { deliver, calls } = recordingDeliver();
+    await node.startWorker(deliver, fast);
+    const fresh = await node.enqueue(testMessage('alice@src.test', ['dave@z.test'], 'new'));
+    await waitFor(() => calls.length === 3, 10_000);
+    expect(calls.map((c) => c.job.queueId).sort()).toEqual([deferred, left, fresh].sort());
+    for (const id of [deferred, left, fresh])
+      await waitFor(async () => (await node.readMessage(id)) === null, 5000);
+    await waitFor(() => logger.records.some((r) => /BullMQ queue drained/.test(r.message ?? '')), 10_000);
+  });
+});
