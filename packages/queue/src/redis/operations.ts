@@ -104,8 +104,6 @@ export interface RedisOperationsDeps {
   readonly client: OpsRedis;
   /** Where the engine keeps jobs. */
   readonly jobs: OpsJobStore;
-  /** Whether enqueue writes `ops:jobs` (BullMQ's engine); Tern's lists merge the domains' indexes. */
-  readonly allJobsIndex: boolean;
   readonly prefix: string;
   /** How long a finished message's timeline is kept (seconds). */
   readonly retentionSeconds: number;
@@ -212,12 +210,14 @@ export class RedisOperations {
   async listJobs(filter: QueueFilter = {}): Promise<QueuePage> {
     checkFilter(filter);
     const limit = listLimit(filter);
+    const index =
+      filter.domain === undefined ? this.keys.jobs : this.keys.domain(filter.domain.toLowerCase());
     const active = new Set(await this.#d.jobs.active());
     const jobs: QueuedJob[] = [];
     let start = filter.cursor === undefined ? '-' : `(${filter.cursor}`;
     let scanned = 0;
     for (;;) {
-      const ids = await this.#page(filter.domain, start);
+      const ids = await this.#client.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
       const loaded = await this.#load(ids, active);
       for (const [i, job] of loaded.entries()) {
         if (job === undefined || !matchesFilter(job, filter)) continue;
@@ -233,24 +233,6 @@ export class RedisOperations {
       if (scanned >= LIST_SCAN_BUDGET) return { jobs, cursor: last };
       start = `(${last}`;
     }
-  }
-
-  /**
-   * Up to LIST_BATCH job ids after `start` in arrival order: one domain's index, `ops:jobs`, or
-   * (Tern's engine writes no `ops:jobs`) every domain's index merged.
-   */
-  async #page(domain: string | undefined, start: string): Promise<string[]> {
-    const k = this.keys;
-    if (domain !== undefined || this.#d.allJobsIndex) {
-      const index = domain === undefined ? k.jobs : k.domain(domain.toLowerCase());
-      return this.#client.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
-    }
-    const pipeline = this.#client.pipeline();
-    for (const d of await this.#client.smembers(k.domains)) {
-      pipeline.zrangebylex(k.domain(d), start, '+', 'LIMIT', 0, LIST_BATCH);
-    }
-    const pages = results<string[][]>(await pipeline.exec());
-    return pages.flat().sort().slice(0, LIST_BATCH);
   }
 
   /** Job data and message metadata for a page of job ids (one round trip); finished ones come back undefined. */

@@ -334,7 +334,6 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         this.engine === 'tern'
           ? this.#engineJobs
           : new BullJobs(this.#client, this.#queue, this.keyBase, this.queueName),
-      allJobsIndex: this.engine === 'bullmq',
       prefix: this.keyBase,
       retentionSeconds: this.#retentionSeconds,
       messageKeys: (queueId) => redisKeys(this.keyBase, queueId),
@@ -421,8 +420,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       message.messageId === undefined ? undefined : ops.messageId(normalizeMessageId(message.messageId));
     if (messageIdKey !== undefined) multi.sadd(messageIdKey, queueId).persist(messageIdKey);
     for (const job of jobs) {
-      if (this.engine === 'bullmq') multi.zadd(ops.jobs, 0, job.id);
-      multi.zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
+      multi.zadd(ops.jobs, 0, job.id).zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
     }
     if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
     if (this.engine === 'tern') {

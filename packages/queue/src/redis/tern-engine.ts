@@ -40,14 +40,14 @@ export function jobField(jobId: string): string {
 
 // The job is done: out of its node's running list, its data and indexes removed, the attempt
 // appended to the timeline; with the last job the message goes and the timeline's retention
-// starts. The BullMQ engine's finish script plus LREM and HDEL, without `ops:jobs` (this engine
-// does not write it). Idempotent.
-// KEYS: jobs set, meta, body, ops jobs (unused), ops domain, ops retried, timeline, message-id set (the
+// starts. The BullMQ engine's finish script plus LREM and HDEL. Idempotent.
+// KEYS: jobs set, meta, body, ops jobs, ops domain, ops retried, timeline, message-id set (the
 //       timeline again when none), run list
 // ARGV: job id, event JSON ('' for none), retention seconds, '1' when the message has no other
 //       job, '1' when the job may be in the retried set, job data field
 const FINISH_LUA = `
 redis.call('LREM', KEYS[9], -1, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if ARGV[5] == '1' then redis.call('SREM', KEYS[6], ARGV[1]) end
 if ARGV[2] ~= '' then redis.call('RPUSHX', KEYS[7], ARGV[2]) end
