@@ -274,7 +274,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.location = describeRedis(this.#connection);
     // The driver loads here, not at import: an embedded-queue user never loads BullMQ.
     const { Queue } = driver('bullmq');
-    this.engine = options.engine ?? 'tern';
+    this.engine = options.engine ?? 'bullmq';
     this.#engineKeys = engineKeys(this.keyBase, this.queueName);
     this.#client = defineOpsCommands(
       openRedis(this.#connection, {
