@@ -213,8 +213,6 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly #connection: RedisConnection | string;
   readonly #replicaAck: ReplicaAck | undefined;
   readonly #queue: Queue;
-  /** BullMQ's own connection with Tern's engine (see the constructor). */
-  readonly #bullConnection: RedisClient | undefined;
   readonly #ops: RedisOperations;
   readonly #opsKeys: OpsKeys;
   readonly #retentionSeconds: number;
@@ -315,17 +313,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.suppressions = new RedisSuppressions(this.#client, this.keyBase);
     this.idempotency = new RedisIdempotency(this.#client, this.keyBase);
     this.webhookOutbox = new RedisWebhookOutbox(this.#client, this.keyBase);
-    // Tern's engine needs BullMQ only to drain what an earlier engine left: on a connection of its
-    // own, because BullMQ defines its dozens of scripts on the connection it is given, and ioredis
-    // copies every script of a connection into each MULTI (the enqueue's), per message.
-    if (this.engine === 'tern') {
-      this.#bullConnection = openRedis(this.#connection, { ...options.redis, maxRetriesPerRequest: null });
-      this.#bullConnection.on('error', (error) => this.#log.debug({ err: error }, 'redis connection error'));
-    }
-    this.#queue = new Queue(this.queueName, {
-      connection: this.#bullConnection ?? this.#client,
-      prefix: this.keyBase,
-    });
+    this.#queue = new Queue(this.queueName, { connection: this.#client, prefix: this.keyBase });
     this.#queue.on('error', (error) => this.#log.debug({ err: error }, 'bullmq queue error'));
     this.tlsStore = new RedisTlsStore(this.#client, this.keyBase);
     this.#ops = new RedisOperations({
@@ -364,7 +352,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     let client: RedisClient;
     try {
       client = (await withTimeout(
-        this.engine === 'tern' ? (Promise.resolve(this.#client) as never) : this.#queue.client,
+        this.#queue.client,
         this.#timeoutMs,
         'Redis is not ready',
       )) as unknown as RedisClient;
@@ -1028,7 +1016,6 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     await this.#engineLoop?.close();
     await this.#worker?.close();
     await this.#queue.close();
-    if (this.#bullConnection) await quit(this.#bullConnection);
     await Promise.all([quit(this.#client), this.#workerClient ? quit(this.#workerClient) : undefined]);
   }
 }
