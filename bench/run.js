@@ -14,6 +14,7 @@
 //
 // BENCH_BACKENDS=embedded,redis (default; also replica-ack: a primary + replica behind Sentinel,
 // with and without queue.replicaAck), BENCH_MODES=reuse20,new20,reuse1,dkim20 (default all),
+// BENCH_REDIS_ENGINE=tern|bullmq: queue.redis.engine (default: the queue's default).
 // BENCH_MESSAGES=3000 per run, BENCH_WARMUP=100 messages first (not measured).
 // BENCH_PROCESSES=1,2: each Redis run once per count of worker processes (tern's `processes`: one
 // primary forking them, sharing the port and the queue; CPU and disk are the sum over the primary
@@ -210,7 +211,8 @@ try {
       for (const mode of modes) rows.push(await runOnce(backend, mode, undefined));
     } else if (backend === 'redis') {
       redis = await testkit.startRedis(durable);
-      const queue = { backend: 'redis', url: redis.url };
+      const engine = process.env.BENCH_REDIS_ENGINE;
+      const queue = { backend: 'redis', url: redis.url, ...(engine ? { engine } : {}) };
       const redisPort = Number(new URL(redis.url).port);
       for (const mode of modes) {
         for (const processes of processCounts)

@@ -9,6 +9,10 @@ import { openRedisQueue, type RedisQueue, type RedisQueueOptions } from '../src/
 import { describeQueueOperations } from './ops-suite.js';
 import { BUSY, OK, recordingDeliver, testMessage } from './redis-fixtures/deliveries.js';
 
+/** Every test below runs on both job engines. */
+const ENGINES = ['bullmq', 'tern'] as const;
+let engine: (typeof ENGINES)[number] = 'bullmq';
+
 let redis: TestRedis;
 let admin: Redis;
 const opened: RedisQueue[] = [];
@@ -31,86 +35,98 @@ async function queue(options: RedisQueueOptions = {}): Promise<RedisQueue> {
   const q = await openRedisQueue({
     url: redis.url,
     prefix: `o${randomBytes(4).toString('hex')}`,
+    engine,
     ...options,
   });
   opened.push(q);
   return q;
 }
 
-describeQueueOperations('redis', () => queue());
-
-describe('RedisQueue operations: Redis specifics', () => {
-  it('empties every index when mail is finished, and keeps only the timeline, with a TTL', async () => {
-    const q = await queue({ timelineRetentionMs: 120_000 });
-    const { deliver, calls } = recordingDeliver((address, attempt) =>
-      address.startsWith('slow') && attempt === 0 ? BUSY : OK,
-    );
-    await q.startWorker(deliver, { retry: { intervals: ['1s'], maxAge: '1m' } });
-    const kept = await q.enqueue(testMessage('alice@src.test', ['slow@x.test', 'b@y.test'], 'Kept'));
-    const gone = await q.enqueue(testMessage('alice@src.test', ['c@x.test'], 'Gone'));
-    await q.hold(gone);
-    await q.remove(gone);
-    await waitFor(() => calls.length >= 3, 8000);
-    await waitFor(async () => (await q.details(kept))?.state === 'finished', 8000);
-
-    // The worker leaves an emptied domain in the domains set (one command less per job); the
-    // summary forgets it, and lists nothing for it.
-    expect((await q.summary()).destinations).toEqual([]);
-    const k = opsKeys(q.prefix);
-    const left = (await admin.keys(`${q.prefix}:ops:*`)).sort();
-    expect(left).toEqual(
-      [k.timeline(kept), k.timeline(gone), k.messageId('Kept@src.test'), k.messageId('Gone@src.test')].sort(),
-    );
-    for (const key of left) {
-      const ttl = await admin.ttl(key);
-      expect(ttl).toBeGreaterThan(100);
-      expect(ttl).toBeLessThanOrEqual(120);
-    }
-    expect(await admin.keys(`${q.prefix}:msg:*`)).toEqual([]);
+describe.each(ENGINES)('%s engine', (name) => {
+  beforeAll(() => {
+    engine = name;
   });
 
-  it('a hold that comes while the last attempt runs leaves nothing held once the message is delivered', async () => {
-    const q = await queue();
-    const { deliver: record, calls } = recordingDeliver();
-    let started!: () => void;
-    const running = new Promise<void>((resolve) => {
-      started = resolve;
-    });
-    let finish!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      finish = resolve;
-    });
-    await q.startWorker(async (job, open) => {
-      started();
-      await gate;
-      return record(job, open);
-    });
-    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'HeldLate'));
-    await running;
-    expect(await q.hold(id)).toBe(1);
-    const k = opsKeys(q.prefix);
-    expect(await admin.smembers(k.held)).toEqual([`${id}@x.test`]);
-    finish();
-    await waitFor(async () => (await q.details(id))?.state === 'finished', 8000);
-    expect(calls).toHaveLength(1);
-    // The worker does not look at the held set; the summary counts only queued jobs and forgets the rest.
-    expect((await q.summary()).totals).toMatchObject({ total: 0, held: 0 });
-    expect(await admin.exists(k.held)).toBe(0);
-  });
+  describeQueueOperations('redis', () => queue());
 
-  it('answers for any message from any node sharing the queue', async () => {
-    const a = await queue();
-    const b = await queue({ prefix: a.prefix, queueName: a.queueName });
-    const id = await a.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'Shared'));
-    expect((await b.details(id))?.envelope?.mailFrom).toBe('alice@src.test');
-    expect(await b.findByMessageId('<Shared@src.test>')).toEqual([id]);
-    expect(await b.hold(id)).toBe(1);
-    expect((await a.details(id))?.held).toBe(true);
-    expect((await a.summary()).totals).toMatchObject({ total: 1, held: 1 });
-    expect(await b.ping()).toBeGreaterThanOrEqual(0);
-  });
+  describe('RedisQueue operations: Redis specifics', () => {
+    it('empties every index when mail is finished, and keeps only the timeline, with a TTL', async () => {
+      const q = await queue({ timelineRetentionMs: 120_000 });
+      const { deliver, calls } = recordingDeliver((address, attempt) =>
+        address.startsWith('slow') && attempt === 0 ? BUSY : OK,
+      );
+      await q.startWorker(deliver, { retry: { intervals: ['1s'], maxAge: '1m' } });
+      const kept = await q.enqueue(testMessage('alice@src.test', ['slow@x.test', 'b@y.test'], 'Kept'));
+      const gone = await q.enqueue(testMessage('alice@src.test', ['c@x.test'], 'Gone'));
+      await q.hold(gone);
+      await q.remove(gone);
+      await waitFor(() => calls.length >= 3, 8000);
+      await waitFor(async () => (await q.details(kept))?.state === 'finished', 8000);
 
-  it('refuses a queue name that would collide with the operator keys', async () => {
-    await expect(queue({ queueName: 'ops' })).rejects.toThrow(/'ops'/);
+      // The worker leaves an emptied domain in the domains set (one command less per job); the
+      // summary forgets it, and lists nothing for it.
+      expect((await q.summary()).destinations).toEqual([]);
+      const k = opsKeys(q.prefix);
+      const left = (await admin.keys(`${q.prefix}:ops:*`)).sort();
+      expect(left).toEqual(
+        [
+          k.timeline(kept),
+          k.timeline(gone),
+          k.messageId('Kept@src.test'),
+          k.messageId('Gone@src.test'),
+        ].sort(),
+      );
+      for (const key of left) {
+        const ttl = await admin.ttl(key);
+        expect(ttl).toBeGreaterThan(100);
+        expect(ttl).toBeLessThanOrEqual(120);
+      }
+      expect(await admin.keys(`${q.prefix}:msg:*`)).toEqual([]);
+    });
+
+    it('a hold that comes while the last attempt runs leaves nothing held once the message is delivered', async () => {
+      const q = await queue();
+      const { deliver: record, calls } = recordingDeliver();
+      let started!: () => void;
+      const running = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      let finish!: () => void;
+      const gate = new Promise<void>((resolve) => {
+        finish = resolve;
+      });
+      await q.startWorker(async (job, open) => {
+        started();
+        await gate;
+        return record(job, open);
+      });
+      const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'HeldLate'));
+      await running;
+      expect(await q.hold(id)).toBe(1);
+      const k = opsKeys(q.prefix);
+      expect(await admin.smembers(k.held)).toEqual([`${id}@x.test`]);
+      finish();
+      await waitFor(async () => (await q.details(id))?.state === 'finished', 8000);
+      expect(calls).toHaveLength(1);
+      // The worker does not look at the held set; the summary counts only queued jobs and forgets the rest.
+      expect((await q.summary()).totals).toMatchObject({ total: 0, held: 0 });
+      expect(await admin.exists(k.held)).toBe(0);
+    });
+
+    it('answers for any message from any node sharing the queue', async () => {
+      const a = await queue();
+      const b = await queue({ prefix: a.prefix, queueName: a.queueName });
+      const id = await a.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'Shared'));
+      expect((await b.details(id))?.envelope?.mailFrom).toBe('alice@src.test');
+      expect(await b.findByMessageId('<Shared@src.test>')).toEqual([id]);
+      expect(await b.hold(id)).toBe(1);
+      expect((await a.details(id))?.held).toBe(true);
+      expect((await a.summary()).totals).toMatchObject({ total: 1, held: 1 });
+      expect(await b.ping()).toBeGreaterThanOrEqual(0);
+    });
+
+    it('refuses a queue name that would collide with the operator keys', async () => {
+      await expect(queue({ queueName: 'ops' })).rejects.toThrow(/'ops'/);
+    });
   });
 });

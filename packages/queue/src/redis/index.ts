@@ -9,4 +9,5 @@ export {
   redisKeys,
 } from './redis-queue.js';
 export { checkRedisSafety } from './safety.js';
+export { type EngineKeys, engineKeys } from './tern-engine.js';
 export { RedisTlsStore, tlsKeys } from './tls-store.js';

@@ -2,7 +2,8 @@
 // delete, bounce now, reroute and destination suspension. Counts come from the `<prefix>:ops:`
 // indexes kept by enqueue and the worker, so a summary costs two round trips whatever the depth.
 import type { NextHop } from '@tern/plugin-api';
-import type { Job, Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
+import type { ChainableCommander } from 'ioredis';
 import type {
   BounceNowOptions,
   BounceNowResult,
@@ -38,12 +39,72 @@ import {
 import { bullActiveKey, bullJobKey, type JobData } from './job-data.js';
 import { domainOfJob, type OpsKeys, type OpsRedis, opsKeys, opsMulti } from './ops-keys.js';
 
+/** Where the job engine keeps jobs, for operators: BullMQ's, or Tern's own (tern-engine.ts). */
+export interface OpsJobStore {
+  /** Every job id being delivered now. */
+  active(): Promise<string[]>;
+  /** Queues a read of a job's data (JSON, or null when finished) on a pipeline. */
+  readData(pipeline: ChainableCommander, id: string): void;
+  /** Where the job is ('active', 'delayed', 'waiting', 'completed'...) and its data. */
+  state(id: string): Promise<{ state: string; data: JobData | undefined }>;
+  /** Moves a delayed job to its own due time (or now, with `now`). True when it is now due. */
+  reschedule(id: string, now: boolean): Promise<boolean>;
+  /** Forgets a job that is not running. */
+  remove(id: string): Promise<void>;
+}
+
+/** The BullMQ engine's jobs. */
+export class BullJobs implements OpsJobStore {
+  constructor(
+    private readonly client: OpsRedis,
+    private readonly queue: Queue,
+    private readonly prefix: string,
+    private readonly queueName: string,
+  ) {}
+
+  active(): Promise<string[]> {
+    return this.client.lrange(bullActiveKey(this.prefix, this.queueName), 0, -1);
+  }
+
+  readData(pipeline: ChainableCommander, id: string): void {
+    pipeline.hget(bullJobKey(this.prefix, this.queueName, id), 'data');
+  }
+
+  async state(id: string): Promise<{ state: string; data: JobData | undefined }> {
+    const job = await this.queue.getJob(id);
+    return job
+      ? { state: await job.getState(), data: job.data as JobData }
+      : { state: 'completed', data: undefined };
+  }
+
+  async reschedule(id: string, now: boolean): Promise<boolean> {
+    const job = await this.queue.getJob(id);
+    if (!job || (await job.getState()) !== 'delayed') return false;
+    const due = now ? 0 : ((job.data as JobData).nextAttemptAt ?? 0);
+    try {
+      if (due <= Date.now()) {
+        await job.promote();
+        return true;
+      }
+      await job.changeDelay(due - Date.now());
+    } catch {
+      // It moved on its own meanwhile (became due, or a worker took it): nothing to do.
+    }
+    return false;
+  }
+
+  async remove(id: string): Promise<void> {
+    const job = await this.queue.getJob(id);
+    await job?.remove().catch(() => {});
+  }
+}
+
 export interface RedisOperationsDeps {
   /** The queue's command connection (fail-fast), with the ops scripts defined. */
   readonly client: OpsRedis;
-  readonly queue: Queue;
+  /** Where the engine keeps jobs. */
+  readonly jobs: OpsJobStore;
   readonly prefix: string;
-  readonly queueName: string;
   /** How long a finished message's timeline is kept (seconds). */
   readonly retentionSeconds: number;
   readonly messageKeys: (queueId: string) => { meta: string; body: string; jobs: string };
@@ -80,10 +141,10 @@ export class RedisOperations {
       .hgetall(k.suspended)
       .hgetall(k.routes)
       .smembers(k.held)
-      .lrange(bullActiveKey(this.#d.prefix, this.#d.queueName), 0, -1)
       .exec();
-    const [domains, suspended, routes, heldIds, active] =
-      results<[string[], Record<string, string>, Record<string, string>, string[], string[]]>(first);
+    const active = await this.#d.jobs.active();
+    const [domains, suspended, routes, heldIds] =
+      results<[string[], Record<string, string>, Record<string, string>, string[]]>(first);
     const liveSuspensions = Object.entries(suspended).filter(([, until]) => Number(until) > now);
     const names = [
       ...new Set([...domains, ...liveSuspensions.map(([d]) => d), ...Object.keys(routes)]),
@@ -95,7 +156,7 @@ export class RedisOperations {
     }
     // The worker leaves a finished job in the held set (held while its attempt ran; one command
     // less per job): only the ids still queued count, and the others are forgotten below.
-    for (const id of heldIds) second.zscore(k.jobs, id);
+    for (const id of heldIds) second.zscore(k.domain(domainOfJob(id)), id);
     const counts = results<(number | string[] | string | null)[]>(await second.exec());
     const queued = counts.slice(names.length * 3);
     const held = heldIds.filter((_, i) => queued[i] !== null);
@@ -151,9 +212,7 @@ export class RedisOperations {
     const limit = listLimit(filter);
     const index =
       filter.domain === undefined ? this.keys.jobs : this.keys.domain(filter.domain.toLowerCase());
-    const active = new Set(
-      await this.#client.lrange(bullActiveKey(this.#d.prefix, this.#d.queueName), 0, -1),
-    );
+    const active = new Set(await this.#d.jobs.active());
     const jobs: QueuedJob[] = [];
     let start = filter.cursor === undefined ? '-' : `(${filter.cursor}`;
     let scanned = 0;
@@ -181,7 +240,7 @@ export class RedisOperations {
     if (ids.length === 0) return [];
     const queueIds = [...new Set(ids.map((id) => id.slice(0, id.indexOf('@'))))];
     const pipeline = this.#client.pipeline();
-    for (const id of ids) pipeline.hget(bullJobKey(this.#d.prefix, this.#d.queueName, id), 'data');
+    for (const id of ids) this.#d.jobs.readData(pipeline, id);
     for (const q of queueIds) {
       pipeline.hmget(this.#d.messageKeys(q).meta, 'messageId', 'size', 'held', 'holdReason');
     }
@@ -231,9 +290,7 @@ export class RedisOperations {
       unfinishedJobs(ids, meta.job).map(async (id) => {
         const domain = domainOfJob(id);
         const route = meta[`route:${domain}`];
-        const job = await this.#d.queue.getJob(id);
-        const state = job ? await job.getState() : 'completed';
-        const data = job?.data as JobData | undefined;
+        const { state, data } = await this.#d.jobs.state(id);
         return {
           id,
           domain,
@@ -285,7 +342,7 @@ export class RedisOperations {
 
   async #setHeld(queueId: string, ids: readonly string[], event?: OperatorEvent): Promise<void> {
     const multi = opsMulti(this.#client);
-    multi.hset(this.#d.messageKeys(queueId).meta, 'held', '1');
+    multi.ternHoldMessage(this.#d.messageKeys(queueId).meta);
     if (ids.length > 0) multi.sadd(this.keys.held, ...ids);
     if (event) multi.ternAppendTimeline(this.keys.timeline(queueId), JSON.stringify(event));
     await exec(multi);
@@ -322,21 +379,8 @@ export class RedisOperations {
     return promoted;
   }
 
-  /** Moves a delayed job to its own due time (or now, with `now`). True when it is now due. */
-  async #reschedule(id: string, now: boolean): Promise<boolean> {
-    const job = await this.#d.queue.getJob(id);
-    if (!job || (await job.getState()) !== 'delayed') return false;
-    const due = now ? 0 : ((job.data as JobData).nextAttemptAt ?? 0);
-    try {
-      if (due <= Date.now()) {
-        await job.promote();
-        return true;
-      }
-      await job.changeDelay(due - Date.now());
-    } catch {
-      // It moved on its own meanwhile (became due, or a worker took it): nothing to do.
-    }
-    return false;
+  #reschedule(id: string, now: boolean): Promise<boolean> {
+    return this.#d.jobs.reschedule(id, now);
   }
 
   async remove(queueId: string, event: OperatorEvent = operatorEvent('delete')): Promise<boolean> {
@@ -363,12 +407,9 @@ export class RedisOperations {
       multi.expire(k.messageId(normalizeMessageId(messageId)), retention);
     }
     await exec(multi);
-    // Jobs not running are removed from BullMQ now; a running one finishes its attempt and its
-    // next run finds the message gone and drops itself (as after any withdrawal).
-    await forEach(ids, async (id) => {
-      const job = await this.#d.queue.getJob(id);
-      await job?.remove().catch(() => {});
-    });
+    // Jobs not running are removed from the engine now; a running one finishes its attempt and
+    // its next run finds the message gone and drops itself (as after any withdrawal).
+    await forEach(ids, (id) => this.#d.jobs.remove(id));
     return true;
   }
 
@@ -377,11 +418,8 @@ export class RedisOperations {
     if (ids === undefined) return { ok: false, reason: 'unknown' };
     // Held first, so no attempt starts while we look; one already running cannot be recalled.
     await this.#setHeld(queueId, ids);
-    const jobs = (await Promise.all(ids.map((id) => this.#d.queue.getJob(id)))).filter(
-      (j): j is Job => j !== undefined,
-    );
-    const states = await Promise.all(jobs.map((j) => j.getState()));
-    if (states.includes('active')) {
+    const jobs = await Promise.all(ids.map((id) => this.#d.jobs.state(id)));
+    if (jobs.some((j) => j.state === 'active')) {
       await this.appendTimeline(queueId, [
         operatorEvent('hold', { detail: 'held for a bounce: an attempt was in flight' }),
       ]);
@@ -393,8 +431,8 @@ export class RedisOperations {
       this.#client.getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1),
     ]);
     if (meta.envelope === undefined) return { ok: false, reason: 'unknown' };
-    const pending: RecipientState[] = jobs.flatMap((j) =>
-      (j.data as JobData).recipients.filter((r) => r.status === 'pending'),
+    const pending: RecipientState[] = jobs.flatMap(
+      (j) => j.data?.recipients.filter((r) => r.status === 'pending') ?? [],
     );
     const notice = operatorBounce(
       {
@@ -447,6 +485,12 @@ export class RedisOperations {
     const d = domain.toLowerCase();
     if (hop === null) await this.#client.hdel(this.keys.routes, d);
     else await this.#client.hset(this.keys.routes, d, JSON.stringify(hop));
+    await this.#changed();
+  }
+
+  /** Tells every node that suspensions or routes changed (Tern's engine keeps them in memory). */
+  async #changed(): Promise<void> {
+    await this.#client.publish(this.keys.changed, '1');
   }
 
   async suspend(domain: string, until: number): Promise<void> {
@@ -454,11 +498,13 @@ export class RedisOperations {
       throw new OperationInputError('until: a suspension must end in the future');
     }
     await this.#client.hset(this.keys.suspended, domain.toLowerCase(), String(Math.round(until)));
+    await this.#changed();
   }
 
   async resume(domain: string): Promise<number> {
     const d = domain.toLowerCase();
     await this.#client.hdel(this.keys.suspended, d);
+    await this.#changed();
     const [ids, held] = await Promise.all([
       this.#client.zrange(this.keys.domain(d), 0, -1),
       this.#client.smembers(this.keys.held),
@@ -485,6 +531,21 @@ export class RedisOperations {
   }
 }
 
+/** `ops:suspended` and `ops:routes` as a node last read them (domain -> value). */
+export interface DestinationCache {
+  readonly suspended: ReadonlyMap<string, string>;
+  readonly routes: ReadonlyMap<string, string>;
+}
+
+/** Reads both hashes for a {@link DestinationCache}. */
+export async function readDestinations(client: OpsRedis, keys: OpsKeys): Promise<DestinationCache> {
+  const [suspended, routes] = await Promise.all([
+    client.hgetall(keys.suspended),
+    client.hgetall(keys.routes),
+  ]);
+  return { suspended: new Map(Object.entries(suspended)), routes: new Map(Object.entries(routes)) };
+}
+
 /** What the worker checks before an attempt, in one round trip with its own membership check. */
 export interface JobGate {
   readonly wanted: boolean;
@@ -492,6 +553,8 @@ export interface JobGate {
   readonly suspendedUntil: number | undefined;
   readonly nextHop: NextHop | undefined;
   readonly messageId: string | undefined;
+  /** The job's data (JSON), when asked for (Tern's engine). */
+  readonly data?: string | undefined;
 }
 
 /** Reads what decides whether (and where) a job may run now. */
@@ -503,24 +566,31 @@ export async function readJobGate(
   domain: string,
   /** The message has this job only: it is wanted while the message exists (no job-set read). */
   single = false,
+  /** Tern's engine: the message hash field with the job's data, read in the same HMGET. */
+  dataField?: string,
+  /** Suspensions and routes kept in memory (Tern's engine): the two hashes are not read. */
+  destinations?: DestinationCache,
 ): Promise<JobGate> {
   // Sent back to back (one round trip), without an ioredis Pipeline: building one copies every
   // script of the connection (BullMQ's dozens), per job.
-  const [member, [held, messageId, jobRoute, createdAt], suspended, domainRoute] = await Promise.all([
+  const fields = ['held', 'messageId', `route:${domain}`, 'createdAt'];
+  if (dataField !== undefined) fields.push(dataField);
+  const [member, [held, messageId, jobRoute, createdAt, data], suspended, domainRoute] = await Promise.all([
     single ? 1 : client.sismember(message.jobs, jobId),
-    client.hmget(message.meta, 'held', 'messageId', `route:${domain}`, 'createdAt'),
-    client.hget(keys.suspended, domain),
-    client.hget(keys.routes, domain),
+    client.hmget(message.meta, ...fields),
+    destinations ? (destinations.suspended.get(domain) ?? null) : client.hget(keys.suspended, domain),
+    destinations ? (destinations.routes.get(domain) ?? null) : client.hget(keys.routes, domain),
   ]);
   const until = suspended === null ? undefined : Number(suspended);
   const route = jobRoute ?? domainRoute;
   return {
     // Finishing the last job and withdrawing the message delete its hash with its job set.
-    wanted: member === 1 && createdAt !== null,
+    wanted: member === 1 && createdAt !== null && (dataField === undefined || data !== null),
     held: held === '1',
     suspendedUntil: until !== undefined && until > Date.now() ? until : undefined,
     nextHop: route === null || route === undefined ? undefined : (JSON.parse(route) as NextHop),
     messageId: messageId ?? undefined,
+    data: data ?? undefined,
   };
 }
 

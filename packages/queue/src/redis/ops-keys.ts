@@ -16,6 +16,8 @@ export interface OpsKeys {
   readonly suspended: string;
   /** hash: domain -> NextHop JSON (an operator's reroute of a whole destination). */
   readonly routes: string;
+  /** pub/sub channel: suspensions or routes changed (nodes on Tern's engine reload them). */
+  readonly changed: string;
   /** string with a TTL: rewritten by the health probe to find out whether Redis takes writes again. */
   readonly probe: string;
   /** zset: the unfinished job ids of one domain. */
@@ -37,6 +39,7 @@ export function opsKeys(prefix: string): OpsKeys {
     suspended: `${base}:suspended`,
     routes: `${base}:routes`,
     probe: `${base}:probe`,
+    changed: `${base}:changed`,
     domain: (domain) => `${base}:dom:${domain}`,
     retried: (domain) => `${base}:retried:${domain}`,
     timeline: (queueId) => `${base}:timeline:${queueId}`,
@@ -89,6 +92,13 @@ const APPEND_TIMELINE_LUA = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 return redis.call('RPUSH', KEYS[1], unpack(ARGV))`;
 
+// Marks a message held, unless it is gone: a hold that read the message just before its last job
+// finished must not bring its hash back (it would stay forever, with no job to delete it).
+// KEYS: meta
+const HOLD_MESSAGE_LUA = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HSET', KEYS[1], 'held', '1')`;
+
 // Forgets a domain in the domains set once it has no unfinished jobs.
 // KEYS: ops domains, ops domain   ARGV: domain
 const PRUNE_DOMAIN_LUA = `
@@ -122,6 +132,7 @@ export type OpsRedis = RedisClient & {
 /** A MULTI on an OpsRedis connection: the scripts can be queued in it like any command. */
 export type OpsMulti = ChainableCommander & {
   ternAppendTimeline(timeline: string, ...events: string[]): OpsMulti;
+  ternHoldMessage(meta: string): OpsMulti;
   ternPruneDomain(domains: string, domainKey: string, domain: string): OpsMulti;
 };
 
@@ -135,6 +146,7 @@ export function defineOpsCommands(client: RedisClient): OpsRedis {
   client.defineCommand('ternRecordRetry', { numberOfKeys: 3, lua: RECORD_RETRY_LUA });
   client.defineCommand('ternAppendTimeline', { numberOfKeys: 1, lua: APPEND_TIMELINE_LUA });
   client.defineCommand('ternPruneDomain', { numberOfKeys: 2, lua: PRUNE_DOMAIN_LUA });
+  client.defineCommand('ternHoldMessage', { numberOfKeys: 1, lua: HOLD_MESSAGE_LUA });
   client.defineCommand('ternAppendUpload', { numberOfKeys: 1, lua: APPEND_UPLOAD_LUA });
   return client as OpsRedis;
 }

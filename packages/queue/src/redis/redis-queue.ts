@@ -59,10 +59,28 @@ import type { WebhookOutbox } from '../webhook-outbox.js';
 import { bodyStream } from './body-stream.js';
 import { RedisIdempotency } from './idempotency.js';
 import type { JobData } from './job-data.js';
-import { RedisOperations, readJobGate } from './operations.js';
-import { defineOpsCommands, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
+import {
+  BullJobs,
+  type DestinationCache,
+  type JobGate,
+  RedisOperations,
+  readDestinations,
+  readJobGate,
+} from './operations.js';
+import { defineOpsCommands, domainOfJob, type OpsKeys, type OpsRedis, opsKeys } from './ops-keys.js';
 import { checkRedisSafety } from './safety.js';
 import { RedisSuppressions } from './suppressions.js';
+import {
+  defineEngineCommands,
+  EngineJobs,
+  type EngineKeys,
+  EngineLoop,
+  type EngineRedis,
+  engineKeys,
+  HOLD_PARK_MS,
+  jobField,
+  queueNewJobs,
+} from './tern-engine.js';
 import { RedisTlsStore } from './tls-store.js';
 import { RedisWebhookOutbox } from './webhook-outbox.js';
 
@@ -98,6 +116,11 @@ export interface RedisQueueOptions {
   readonly timelineRetentionMs?: number;
   /** Longest wait between two write probes while Redis cannot take writes (default 5000 ms). */
   readonly probeIntervalMs?: number;
+  /**
+   * The job engine: `'tern'` (Tern's own: a few Redis commands per job, see the README) or
+   * `'bullmq'` (default). A node on `'tern'` still delivers what BullMQ holds until it is empty.
+   */
+  readonly engine?: 'tern' | 'bullmq';
   readonly logger?: Logger;
 }
 
@@ -111,11 +134,35 @@ const JOB_NAME = 'deliver';
 /** A job that throws past every guard is retried by BullMQ itself this often before it could ever land in "failed". */
 const LAST_RESORT_ATTEMPTS = 1_000_000;
 const LAST_RESORT_BACKOFF_MS = 60_000;
-/**
- * A held job that falls due is parked this far ahead; `release` brings it back at once, so this
- * only bounds how often a held job is looked at.
- */
-const HOLD_PARK_MS = 3600_000;
+/** How often a node on Tern's engine looks whether BullMQ's queue (the previous engine's) is empty. */
+const BULL_DRAIN_CHECK_MS = 5000;
+/** Suspensions and routes are read again this often even without a PUBLISH (one missed in a reconnect). */
+const DESTINATIONS_REFRESH_MS = 10_000;
+/** `#runJob`'s answer for a job that waits for another time. */
+const LATER = Symbol('later');
+/** A limit refused the attempt: the job is parked at its slot. */
+class LimitWait extends Error {}
+
+/** How one engine moves a job that `#runJob` has run (or not). */
+interface JobSteps {
+  /** Reads the gate again (after a park, a release may have come in between). */
+  regate(): Promise<JobGate>;
+  /** The job's message is gone: forget the job. */
+  drop(): Promise<void>;
+  /** Waits until `at` as it is, without an attempt. */
+  park(at: number): Promise<unknown>;
+  /** Makes a parked job due now. */
+  promote(): Promise<unknown>;
+  /** The job is done: the finish script's keys and arguments. */
+  finish(keys: string[], args: (string | number)[]): Promise<unknown>;
+  /** Waits until `at` with new data, marked retried, the attempt (JSON, or '') on the timeline. */
+  defer(
+    data: JobData,
+    at: number,
+    event: string,
+    record: <T>(write: () => Promise<T>) => Promise<T>,
+  ): Promise<unknown>;
+}
 /** Slices of a large body sent to Redis before the oldest must be confirmed: bounds memory per enqueue. */
 const UPLOAD_WINDOW = 4;
 /** A body being written expires this long after its last slice: a node that died mid-write leaves nothing. */
@@ -178,12 +225,22 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   /** MTA-STS policies, TLS-RPT counters and report claims, under `<prefix>:tls:`. */
   readonly tlsStore: TlsStore;
   #worker: Worker | undefined;
+  /** The job engine (`engine` option). */
+  readonly engine: 'tern' | 'bullmq';
+  readonly #engineKeys: EngineKeys;
+  readonly #engineJobs: EngineJobs;
+  #engineLoop: EngineLoop | undefined;
+  #drainCheck: NodeJS.Timeout | undefined;
+  /** Suspensions and routes (Tern's engine reads them from memory, see #watchDestinations). */
+  #destinations: DestinationCache | undefined;
+  #subscriber: RedisClient | undefined;
+  #destinationsTimer: NodeJS.Timeout | undefined;
   /**
    * Domains whose limit refused a job lately: their jobs go to the delayed set, each to its own slot
    * at the limit's pace, instead of taking worker slots (the limiter in Redis stays the authority).
    */
   readonly #pacer = new DestinationPacer();
-  #workerClient: OpsRedis | undefined;
+  #workerClient: (OpsRedis & EngineRedis) | undefined;
   #closing = false;
 
   constructor(options: RedisQueueOptions = {}) {
@@ -215,6 +272,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.location = describeRedis(this.#connection);
     // The driver loads here, not at import: an embedded-queue user never loads BullMQ.
     const { Queue } = driver('bullmq');
+    this.engine = options.engine ?? 'bullmq';
+    this.#engineKeys = engineKeys(this.keyBase, this.queueName);
     this.#client = defineOpsCommands(
       openRedis(this.#connection, {
         ...options.redis,
@@ -226,6 +285,12 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         connectTimeout: Math.min(this.#timeoutMs, 10_000),
         lazyConnect: false,
       }),
+    );
+    defineEngineCommands(this.#client);
+    this.#engineJobs = new EngineJobs(
+      this.#client as OpsRedis & EngineRedis,
+      this.#engineKeys,
+      (queueId) => redisKeys(this.keyBase, queueId).meta,
     );
     this.#client.on('error', (error) => this.#log.debug({ err: error }, 'redis connection error'));
     this.#health = new HealthMonitor({
@@ -253,9 +318,11 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.tlsStore = new RedisTlsStore(this.#client, this.keyBase);
     this.#ops = new RedisOperations({
       client: this.#client,
-      queue: this.#queue,
+      jobs:
+        this.engine === 'tern'
+          ? this.#engineJobs
+          : new BullJobs(this.#client, this.#queue, this.keyBase, this.queueName),
       prefix: this.keyBase,
-      queueName: this.queueName,
       retentionSeconds: this.#retentionSeconds,
       messageKeys: (queueId) => redisKeys(this.keyBase, queueId),
       enqueue: (message) => this.enqueue(message),
@@ -331,7 +398,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     // Written for one job too, though this version only deletes it: a worker of the previous
     // version on the same queue (a rolling upgrade) asks the set whether the job is wanted, and
     // would drop the job as withdrawn without it. One command per message buys upgrades without loss.
-    multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
+    // Tern's engine has no previous version: a message of one job needs no set there.
+    if (this.engine === 'bullmq' || jobs.length > 1) multi.sadd(keys.jobs, ...jobs.map((j) => j.id));
     // Operator indexes and the timeline land in the same transaction as the message.
     const ops = this.#opsKeys;
     const timeline = ops.timeline(queueId);
@@ -343,7 +411,16 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       multi.zadd(ops.jobs, 0, job.id).zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
     }
     if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
-    for (const job of jobs) {
+    if (this.engine === 'tern') {
+      queueNewJobs(
+        multi,
+        this.#engineKeys,
+        keys.meta,
+        jobs.map((job) => ({ id: job.id, data: toJobData(job, jobs.length) })),
+        message.hold !== undefined,
+      );
+    }
+    for (const job of this.engine === 'tern' ? [] : jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
       void new (driver('bullmq').Job)(
         this.#queue,
@@ -460,23 +537,90 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   async startWorker(deliver: Deliver, options: WorkerOptions = {}): Promise<void> {
-    if (this.#worker) throw new Error('startWorker: this queue already has a worker');
+    if (this.#worker || this.#engineLoop) throw new Error('startWorker: this queue already has a worker');
     const settings = attemptSettings({ ...options, logger: options.logger ?? this.#options.logger });
+    const concurrency =
+      checkQueueOptions(z.looseObject(workerShape), options, 'worker').concurrency ??
+      DEFAULT_WORKER_CONCURRENCY;
     // The worker side waits out short Redis outages instead of failing: a job that cannot be
-    // persisted stays locked, its lock expires and it runs again (at-least-once).
-    const { Worker } = driver('bullmq');
-    const client = defineOpsCommands(
-      openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null }),
-    );
+    // persisted stays in the node's hands, and runs again after its lease (at-least-once).
+    const client = defineEngineCommands(
+      defineOpsCommands(openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null })),
+    ) as OpsRedis & EngineRedis;
     client.on('error', (error) => this.#log.debug({ err: error }, 'redis worker connection error'));
     this.#workerClient = client;
+    if (this.engine === 'tern') {
+      const blocking = openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null });
+      blocking.on('error', (error) => this.#log.debug({ err: error }, 'redis take connection error'));
+      const loop = new EngineLoop({
+        client,
+        blocking,
+        keys: this.#engineKeys,
+        concurrency,
+        lockMs: this.#lockMs,
+        tickMs: this.#options.stalledIntervalMs ?? DEFAULT_STALLED_MS,
+        logger: this.#log,
+        run: (id, node) => this.#processTern(id, node, deliver, settings),
+        paused: () => !this.#health.writable,
+        onError: (error) => {
+          if (refusesWrites(error)) this.#health.failed(error);
+          else this.#log.error({ err: error }, 'delivery worker error');
+        },
+      });
+      this.#engineLoop = loop;
+      await this.#watchDestinations();
+      await loop.start();
+      // Mail left in BullMQ by this queue's previous engine is delivered by a BullMQ worker
+      // until BullMQ holds no job any more.
+      if (await this.#bullHasJobs()) await this.#startBullWorker(deliver, settings, concurrency, true);
+      return;
+    }
+    await this.#startBullWorker(deliver, settings, concurrency, false);
+  }
 
+  /**
+   * Keeps suspensions and routes in memory: read at start, again on each PUBLISH of an operator
+   * change, and every DESTINATIONS_REFRESH_MS in case a message was missed (a reconnect).
+   */
+  async #watchDestinations(): Promise<void> {
+    const client = this.#workerClient as OpsRedis;
+    const reload = () =>
+      readDestinations(client, this.#opsKeys).then(
+        (cache) => {
+          this.#destinations = cache;
+        },
+        (error: unknown) => this.#log.warn({ err: error }, 'could not read suspensions and routes'),
+      );
+    await reload();
+    const subscriber = openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null });
+    subscriber.on('error', (error) => this.#log.debug({ err: error }, 'redis subscriber connection error'));
+    subscriber.on('message', () => void reload());
+    // Resubscribed by ioredis after a reconnect; reload then too (changes may have been missed).
+    subscriber.on('ready', () => void reload());
+    await subscriber.subscribe(this.#opsKeys.changed);
+    this.#subscriber = subscriber;
+    this.#destinationsTimer = setInterval(() => void reload(), DESTINATIONS_REFRESH_MS);
+    this.#destinationsTimer.unref?.();
+  }
+
+  /** Whether BullMQ's queue still holds jobs (waiting, delayed, active, paused, prioritized). */
+  async #bullHasJobs(): Promise<boolean> {
+    const counts = await this.#queue.getJobCounts('wait', 'delayed', 'active', 'paused', 'prioritized');
+    return Object.values(counts).some((n) => n > 0);
+  }
+
+  async #startBullWorker(
+    deliver: Deliver,
+    settings: AttemptSettings,
+    concurrency: number,
+    draining: boolean,
+  ): Promise<void> {
+    const client = this.#workerClient as OpsRedis;
+    const { Worker } = driver('bullmq');
     const worker = new Worker(this.queueName, (job, token) => this.#process(job, token, deliver, settings), {
       connection: client,
       prefix: this.keyBase,
-      concurrency:
-        checkQueueOptions(z.looseObject(workerShape), options, 'worker').concurrency ??
-        DEFAULT_WORKER_CONCURRENCY,
+      concurrency,
       lockDuration: this.#lockMs,
       stalledInterval: this.#options.stalledIntervalMs ?? DEFAULT_STALLED_MS,
       // A job whose worker died goes back to waiting every time: never to "failed".
@@ -509,8 +653,25 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#worker = worker;
     void worker.run().catch((error) => this.#log.error({ err: error }, 'delivery worker stopped'));
     await worker.waitUntilReady();
+    if (draining) {
+      this.#log.info('draining jobs left in BullMQ by the previous queue engine');
+      const check = setInterval(() => {
+        void this.#bullHasJobs()
+          .then(async (left) => {
+            if (left || this.#worker !== worker) return;
+            clearInterval(check);
+            this.#worker = undefined;
+            await worker.close();
+            this.#log.info('BullMQ queue drained; Tern job engine only from now on');
+          })
+          .catch(() => {});
+      }, BULL_DRAIN_CHECK_MS);
+      check.unref?.();
+      this.#drainCheck = check;
+    }
   }
 
+  /** A BullMQ job: the attempt, then BullMQ's way to put it off (DelayedError). */
   async #process(
     job: Job,
     token: string | undefined,
@@ -521,28 +682,117 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const data = job.data as JobData;
     const id = job.id as string;
     const keys = redisKeys(this.keyBase, data.queueId);
-    const ops = this.#opsKeys;
-    const timeline = ops.timeline(data.queueId);
     // The only job of its message: the message's presence says whether it is still wanted.
     const single = data.jobs === 1;
-    const gate = await readJobGate(client, ops, keys, id, data.domain, single);
+    const gate = () => readJobGate(client, this.#opsKeys, keys, id, data.domain, single);
+    const result = await this.#runJob(id, data, await gate(), deliver, settings, {
+      regate: gate,
+      drop: async () => {},
+      park: (at) => job.moveToDelayed(at, token),
+      promote: () => job.promote(),
+      finish: (finishKeys, args) => client.ternFinishJob(...finishKeys, ...args),
+      defer: async (nextData, at, event, record) => {
+        // Data first, confirmed before the job joins the retried set: if we die between the two,
+        // the replay already knows who is done, and a job in the retried set always has data
+        // that says it was deferred (the finish script reads the set only for those).
+        await record(() => job.updateData(nextData));
+        await record(() =>
+          client.ternRecordRetry(
+            this.#opsKeys.domain(data.domain),
+            this.#opsKeys.retried(data.domain),
+            this.#opsKeys.timeline(data.queueId),
+            id,
+            event,
+          ),
+        );
+        await record(() => job.moveToDelayed(at, token));
+      },
+    });
+    if (result === LATER) throw new (driver('bullmq').DelayedError)();
+    return result;
+  }
+
+  /** A job of Tern's engine, taken into this node's running list. */
+  async #processTern(id: string, node: string, deliver: Deliver, settings: AttemptSettings): Promise<void> {
+    const client = this.#workerClient as OpsRedis & EngineRedis;
+    const queueId = id.slice(0, id.indexOf('@'));
+    const domain = domainOfJob(id);
+    const keys = redisKeys(this.keyBase, queueId);
+    const ops = this.#opsKeys;
+    const ek = this.#engineKeys;
+    const run = ek.run(node);
+    const field = jobField(id);
+    // Redis itself after a park (a resume may not have reached this node's cache yet).
+    const gate = () => readJobGate(client, ops, keys, id, domain, true, field);
+    const first = await readJobGate(client, ops, keys, id, domain, true, field, this.#destinations);
+    // Parked (no data) or deferred (new data) in one script, out of the running list.
+    const later = (data: string, at: number, event: string) =>
+      client
+        .ternEngineDefer(
+          keys.meta,
+          run,
+          ek.due,
+          ops.domain(domain),
+          ops.retried(domain),
+          ops.timeline(queueId),
+          id,
+          field,
+          data,
+          at,
+          event,
+        )
+        .then(() => this.#engineLoop?.dueAt(at));
+    const data = first.data === undefined ? undefined : (JSON.parse(first.data) as JobData);
+    await this.#runJob(id, data, first, deliver, settings, {
+      regate: gate,
+      drop: async () => {
+        await client.lrem(run, -1, id);
+      },
+      park: (at) => later('', at, ''),
+      promote: () => this.#engineJobs.reschedule(id, true),
+      finish: (finishKeys, args) => client.ternEngineFinish(...finishKeys, run, ...args, field),
+      defer: (nextData, at, event, record) => record(() => later(JSON.stringify(nextData), at, event)),
+    });
+  }
+
+  /**
+   * One attempt of a job, whichever engine holds it: the gate (wanted, held, suspended, paced),
+   * the delivery, then the job finished or put off through the engine's own steps. Returns LATER
+   * when the job waits for another time.
+   */
+  async #runJob(
+    id: string,
+    data: JobData | undefined,
+    gate: JobGate,
+    deliver: Deliver,
+    settings: AttemptSettings,
+    engine: JobSteps,
+  ): Promise<unknown> {
     // A job replayed after its message was finished (or withdrawn) has nothing left to do.
-    if (!gate.wanted) {
+    if (!gate.wanted || data === undefined) {
       this.#log.warn({ jobId: id }, 'job of a finished or withdrawn message; dropped');
+      await engine.drop();
       return { dropped: true };
     }
+    const client = this.#workerClient as OpsRedis;
+    const keys = redisKeys(this.keyBase, data.queueId);
+    const ops = this.#opsKeys;
+    const timeline = ops.timeline(data.queueId);
     // Held by an operator, or its destination suspended: wait without using an attempt.
     if (gate.held || gate.suspendedUntil !== undefined) {
-      await job.moveToDelayed(gate.suspendedUntil ?? settings.now() + HOLD_PARK_MS, token);
+      await engine.park(gate.suspendedUntil ?? settings.now() + HOLD_PARK_MS);
       // A release or resume that ran while we parked found the job active and could not move it.
-      const again = await readJobGate(client, ops, keys, id, data.domain, single);
-      if (!again.held && again.suspendedUntil === undefined) await job.promote().catch(() => {});
-      throw new (driver('bullmq').DelayedError)();
+      const again = await engine.regate();
+      if (!again.held && again.suspendedUntil === undefined) await engine.promote().catch(() => {});
+      return LATER;
     }
 
     // Its domain waits for a limit: to its slot in the delayed set, as it is (not an attempt).
     const slot = this.#pacer.reserve(data.domain, settings.now());
-    if (slot !== undefined) return this.#park(job, token, slot);
+    if (slot !== undefined) {
+      await engine.park(slot);
+      return LATER;
+    }
 
     const deliveryJob: DeliveryJob = {
       id,
@@ -587,28 +837,32 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         const now = settings.now();
         this.#pacer.refused(data.domain, outcome.waiting, now);
         parkAt = this.#pacer.reserve(data.domain, now) ?? now;
-        throw new (driver('bullmq').DelayedError)();
+        throw new LimitWait();
       }
       const event = attemptEvent(deliveryJob, outcome, settings.now());
       until = Date.now() + this.#lockMs / 2;
       if (outcome.next === undefined) {
         await record(() =>
-          client.ternFinishJob(
-            keys.jobs,
-            keys.meta,
-            keys.body,
-            ops.jobs,
-            ops.domain(data.domain),
-            ops.retried(data.domain),
-            timeline,
-            // The timeline stands in when there is no Message-ID (the script then skips it).
-            gate.messageId === undefined ? timeline : ops.messageId(normalizeMessageId(gate.messageId)),
-            id,
-            JSON.stringify(event),
-            this.#retentionSeconds,
-            single ? '1' : '0',
-            // Only a job deferred before was added to the retried set (its data says so first).
-            data.attempts > 0 || data.nextAttemptAt !== undefined ? '1' : '0',
+          engine.finish(
+            [
+              keys.jobs,
+              keys.meta,
+              keys.body,
+              ops.jobs,
+              ops.domain(data.domain),
+              ops.retried(data.domain),
+              timeline,
+              // The timeline stands in when there is no Message-ID (the script then skips it).
+              gate.messageId === undefined ? timeline : ops.messageId(normalizeMessageId(gate.messageId)),
+            ],
+            [
+              id,
+              JSON.stringify(event),
+              this.#retentionSeconds,
+              data.jobs === 1 ? '1' : '0',
+              // Only a job deferred before was added to the retried set (its data says so first).
+              data.attempts > 0 || data.nextAttemptAt !== undefined ? '1' : '0',
+            ],
           ),
         );
         return { delivered: outcome.decision.delivered.length, failed: outcome.decision.failed.length };
@@ -626,7 +880,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         },
       };
     } catch (error) {
-      if (parkAt !== undefined) return this.#park(job, token, parkAt);
+      if (parkAt !== undefined) {
+        await engine.park(parkAt);
+        return LATER;
+      }
       // Not a delivery result but a fault of ours: defer the whole job on the schedule.
       const at = settings.now() + settings.schedule.delayAfter(data.attempts + 1);
       this.#log.error({ err: error, jobId: id }, 'delivery step failed; deferring the job');
@@ -634,27 +891,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       until = Date.now() + this.#lockMs / 2;
     }
     const { data: nextData, at, event } = next;
-    // Data first, confirmed before the job joins the retried set: if we die between the two, the
-    // replay already knows who is done, and a job in the retried set always has data that says
-    // it was deferred (the finish script reads the set only for those).
-    await record(() => job.updateData(nextData));
-    await record(() =>
-      client.ternRecordRetry(
-        ops.domain(data.domain),
-        ops.retried(data.domain),
-        timeline,
-        id,
-        event === undefined ? '' : JSON.stringify(event),
-      ),
-    );
-    await record(() => job.moveToDelayed(at, token));
-    throw new (driver('bullmq').DelayedError)();
-  }
-
-  /** Puts a job back in the delayed set until `at` without recording an attempt (BullMQ's DelayedError). */
-  async #park(job: Job, token: string | undefined, at: number): Promise<never> {
-    await job.moveToDelayed(at, token);
-    throw new (driver('bullmq').DelayedError)();
+    await engine.defer(nextData, at, event === undefined ? '' : JSON.stringify(event), record);
+    return LATER;
   }
 
   /**
@@ -772,6 +1010,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   async close(): Promise<void> {
     this.#closing = true;
     this.#health.close();
+    clearInterval(this.#drainCheck);
+    clearInterval(this.#destinationsTimer);
+    this.#subscriber?.disconnect();
+    await this.#engineLoop?.close();
     await this.#worker?.close();
     await this.#queue.close();
     await Promise.all([quit(this.#client), this.#workerClient ? quit(this.#workerClient) : undefined]);

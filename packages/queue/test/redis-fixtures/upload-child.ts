@@ -4,6 +4,10 @@
 import { openRedisQueue } from '../../src/redis/index.js';
 import { bigIncoming, MIB, stallingSource } from '../body-fixtures.js';
 
-const [url, prefix] = process.argv.slice(2);
-const queue = await openRedisQueue({ url: url as string, prefix: prefix as string });
+const [url, prefix, engine] = process.argv.slice(2);
+const queue = await openRedisQueue({
+  url: url as string,
+  prefix: prefix as string,
+  engine: engine === 'tern' ? 'tern' : 'bullmq',
+});
 void queue.enqueue(bigIncoming(stallingSource(64 * MIB, 8 * MIB, () => console.log('stalled'))));

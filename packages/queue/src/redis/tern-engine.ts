@@ -1,0 +1,352 @@
+// Tern's own job engine on Redis (`queue.redis.engine: 'tern'`): the reliable-queue pattern
+// instead of BullMQ. A job is its id in one place: `ready` (due now), `due` (a zset scored by due
+// time: deferred, parked for a limit, a hold or a suspension) or `run:<node>` (being delivered by
+// that node). Its data is a field of the message hash (`j:<domain>`), written by the enqueue
+// MULTI. Nodes hold leases in `nodes`; any node puts a dead node's running jobs back in `ready`.
+// See the README, "Tern's job engine".
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '@tern/plugin-api';
+import type { RedisClient } from '@tern/redis';
+import type { ChainableCommander } from 'ioredis';
+import type { JobData } from './job-data.js';
+import { domainOfJob } from './ops-keys.js';
+
+/** Key names of the engine under the queue's key base (one hash slot on a Cluster). */
+export interface EngineKeys {
+  /** list: job ids due now (LPUSH in, taken from the right: first in, first out). */
+  readonly ready: string;
+  /** zset: job id -> due time (ms). */
+  readonly due: string;
+  /** zset: node id -> lease expiry (ms). */
+  readonly nodes: string;
+  /** list: the jobs one node is running. */
+  run(node: string): string;
+}
+
+export function engineKeys(keyBase: string, queueName: string): EngineKeys {
+  const base = `${keyBase}:${queueName}:t`;
+  return {
+    ready: `${base}:ready`,
+    due: `${base}:due`,
+    nodes: `${base}:nodes`,
+    run: (node) => `${base}:run:${node}`,
+  };
+}
+
+/** The message hash field holding one job's data (JSON). */
+export function jobField(jobId: string): string {
+  return `j:${domainOfJob(jobId)}`;
+}
+
+// The job is done: out of its node's running list, its data and indexes removed, the attempt
+// appended to the timeline; with the last job the message goes and the timeline's retention
+// starts. The BullMQ engine's finish script plus LREM and HDEL. Idempotent.
+// KEYS: jobs set, meta, body, ops jobs, ops domain, ops retried, timeline, message-id set (the
+//       timeline again when none), run list
+// ARGV: job id, event JSON ('' for none), retention seconds, '1' when the message has no other
+//       job, '1' when the job may be in the retried set, job data field
+const FINISH_LUA = `
+redis.call('LREM', KEYS[9], -1, ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if ARGV[5] == '1' then redis.call('SREM', KEYS[6], ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('RPUSHX', KEYS[7], ARGV[2]) end
+if ARGV[4] ~= '1' then
+  redis.call('SREM', KEYS[1], ARGV[1])
+  if redis.call('SCARD', KEYS[1]) > 0 then
+    redis.call('HDEL', KEYS[2], ARGV[6])
+    return 0
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('EXPIRE', KEYS[7], ARGV[3])
+if KEYS[8] ~= KEYS[7] then redis.call('EXPIRE', KEYS[8], ARGV[3]) end
+return 1`;
+
+// The job waits until `at`: out of the running list into `due`, with its new data (a retry) or as
+// it is (a park: limit, hold, suspension). A retry marks it retried and appends the attempt to the
+// timeline. A job whose message is gone (withdrawn, deleted) is dropped instead. Returns 1 when
+// the job is in `due`.
+// KEYS: meta, run list, due, ops domain, ops retried, timeline
+// ARGV: job id, data field, data JSON ('' for a park), due ms, event JSON ('' for none)
+const DEFER_LUA = `
+redis.call('LREM', KEYS[2], -1, ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+  if redis.call('ZSCORE', KEYS[4], ARGV[1]) then redis.call('SADD', KEYS[5], ARGV[1]) end
+end
+if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RPUSH', KEYS[6], ARGV[5]) end
+return 1`;
+
+// Run by every node every stalled interval (and at the earliest due time it knows): moves due
+// jobs to `ready`, puts the running jobs of nodes whose lease expired back in `ready` (a node
+// killed -9 loses nothing), renews this node's lease. Returns the earliest remaining due time.
+// The run lists are named from the nodes found (same prefix, so the same Cluster slot).
+// KEYS: due, ready, nodes   ARGV: now, run list prefix, this node, lease expiry ('' for none)
+const TICK_LUA = `
+local now = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 500)
+if #due > 0 then
+  redis.call('ZREM', KEYS[1], unpack(due))
+  redis.call('LPUSH', KEYS[2], unpack(due))
+end
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3]) end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 10)
+for _, node in ipairs(dead) do
+  while redis.call('RPOPLPUSH', ARGV[2] .. node, KEYS[2]) do end
+  redis.call('ZREM', KEYS[3], node)
+end
+local next = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #due == 500 then return now end
+if next[2] then return next[2] end
+return -1`;
+
+// Moves a job waiting in `due` to `at`, or to `ready` when `at` has passed. Returns 1 when the
+// job is now ready, 0 when it moved in `due`, -1 when it is not in `due` (running, ready, gone).
+// KEYS: due, ready   ARGV: job id, at, now
+const RESCHEDULE_LUA = `
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -1 end
+if tonumber(ARGV[2]) <= tonumber(ARGV[3]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('LPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+return 0`;
+
+// A node leaving: its running list (jobs whose take reply was lost, or not finished) goes back
+// to `ready`, and its lease is dropped.
+// KEYS: run list, ready, nodes   ARGV: node
+const LEAVE_LUA = `
+while redis.call('RPOPLPUSH', KEYS[1], KEYS[2]) do end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 0`;
+
+export type EngineRedis = RedisClient & {
+  ternEngineFinish(...keysThenArgs: (string | number)[]): Promise<number>;
+  ternEngineDefer(...keysThenArgs: (string | number)[]): Promise<number>;
+  ternEngineTick(...keysThenArgs: (string | number)[]): Promise<string | number>;
+  ternEngineReschedule(due: string, ready: string, id: string, at: number, now: number): Promise<number>;
+  ternEngineLeave(run: string, ready: string, nodes: string, node: string): Promise<number>;
+};
+
+export function defineEngineCommands(client: RedisClient): EngineRedis {
+  client.defineCommand('ternEngineFinish', { numberOfKeys: 9, lua: FINISH_LUA });
+  client.defineCommand('ternEngineDefer', { numberOfKeys: 6, lua: DEFER_LUA });
+  client.defineCommand('ternEngineTick', { numberOfKeys: 3, lua: TICK_LUA });
+  client.defineCommand('ternEngineReschedule', { numberOfKeys: 2, lua: RESCHEDULE_LUA });
+  client.defineCommand('ternEngineLeave', { numberOfKeys: 3, lua: LEAVE_LUA });
+  return client as EngineRedis;
+}
+
+/** Adds a new message's jobs to the enqueue MULTI: their data in the message hash, their ids in `ready`. */
+export function queueNewJobs(
+  multi: ChainableCommander,
+  keys: EngineKeys,
+  meta: string,
+  jobs: readonly { id: string; data: JobData }[],
+  held: boolean,
+): void {
+  const fields: Record<string, string> = {};
+  for (const job of jobs) fields[jobField(job.id)] = JSON.stringify(job.data);
+  multi.hset(meta, fields);
+  // A quarantined message's jobs wait in `due` (far ahead) until released, as a parked hold.
+  if (held) {
+    const at = Date.now() + HOLD_PARK_MS;
+    multi.zadd(keys.due, ...jobs.flatMap((j) => [at, j.id]));
+  } else multi.lpush(keys.ready, ...jobs.map((j) => j.id));
+}
+
+/** A held job that comes due is parked this far ahead; `release` brings it back at once. */
+export const HOLD_PARK_MS = 3600_000;
+
+/** Where a job is, for operators. */
+export type EngineState = 'active' | 'delayed' | 'waiting' | 'completed';
+
+/** Reads and moves jobs of the engine for operator operations (`RedisOperations`). */
+export class EngineJobs {
+  constructor(
+    private readonly client: EngineRedis,
+    private readonly keys: EngineKeys,
+    private readonly metaKey: (queueId: string) => string,
+  ) {}
+
+  /** Every job id some node is running now. */
+  async active(): Promise<string[]> {
+    const nodes = await this.client.zrange(this.keys.nodes, 0, -1);
+    const lists = await Promise.all(nodes.map((node) => this.client.lrange(this.keys.run(node), 0, -1)));
+    return lists.flat();
+  }
+
+  /** Queues a read of the job's data (JSON or null) on a pipeline. */
+  readData(pipeline: ChainableCommander, id: string): void {
+    pipeline.hget(this.metaKey(id.slice(0, id.indexOf('@'))), jobField(id));
+  }
+
+  async state(id: string): Promise<{ state: EngineState; data: JobData | undefined }> {
+    const [raw, due, ready, active] = await Promise.all([
+      this.client.hget(this.metaKey(id.slice(0, id.indexOf('@'))), jobField(id)),
+      this.client.zscore(this.keys.due, id),
+      this.client.lpos(this.keys.ready, id),
+      this.active(),
+    ]);
+    if (raw === null) return { state: 'completed', data: undefined };
+    const data = JSON.parse(raw) as JobData;
+    if (due !== null) return { state: 'delayed', data };
+    if (ready !== null) return { state: 'waiting', data };
+    // Not waiting anywhere: running, or between two places in a script-free step (a take).
+    return { state: active.includes(id) ? 'active' : 'waiting', data };
+  }
+
+  /** Moves a job waiting in `due` to its own due time (or now, with `now`). True when it is due now. */
+  async reschedule(id: string, now: boolean): Promise<boolean> {
+    const raw = now ? null : await this.client.hget(this.metaKey(id.slice(0, id.indexOf('@'))), jobField(id));
+    const at = now || raw === null ? 0 : ((JSON.parse(raw) as JobData).nextAttemptAt ?? 0);
+    return (await this.client.ternEngineReschedule(this.keys.due, this.keys.ready, id, at, Date.now())) === 1;
+  }
+
+  /** Forgets a job that is not running (a running one finds its message gone and drops itself). */
+  async remove(id: string): Promise<void> {
+    await Promise.all([this.client.zrem(this.keys.due, id), this.client.lrem(this.keys.ready, 0, id)]);
+  }
+}
+
+export interface EngineLoopOptions {
+  /** The worker's command connection (scripts defined). */
+  readonly client: EngineRedis;
+  /** A connection of its own for the blocking take. */
+  readonly blocking: RedisClient;
+  readonly keys: EngineKeys;
+  readonly concurrency: number;
+  readonly lockMs: number;
+  readonly tickMs: number;
+  readonly logger: Logger;
+  /** Runs one job taken into this node's running list; must settle (it finishes or defers it). */
+  readonly run: (id: string, node: string) => Promise<void>;
+  /** Whether takes should wait (Redis refuses writes). */
+  readonly paused: () => boolean;
+  /** Called with errors of the loop (Redis down, refusing writes). */
+  readonly onError: (error: unknown) => void;
+}
+
+/** Seconds a blocking take waits before it looks at the loop's state again. */
+const TAKE_BLOCK_SECONDS = 1;
+
+/**
+ * The node's side of the engine: one loop takes jobs with BLMOVE (`ready` -> its running list) while
+ * slots are free, a timer promotes due jobs, renews the lease and reaps dead nodes.
+ */
+export class EngineLoop {
+  readonly node = randomUUID();
+  readonly #o: EngineLoopOptions;
+  #running = 0;
+  #stopped = false;
+  #slotFreed: (() => void) | undefined;
+  #tickTimer: NodeJS.Timeout | undefined;
+  #tickAt = Number.POSITIVE_INFINITY;
+  #loop: Promise<void> | undefined;
+  readonly #jobs = new Set<Promise<void>>();
+
+  constructor(options: EngineLoopOptions) {
+    this.#o = options;
+  }
+
+  async start(): Promise<void> {
+    await this.#tick();
+    this.#loop = this.#takeLoop();
+  }
+
+  /** A job of this node will be due at `at`: promote it then (other nodes' ticks may be later). */
+  dueAt(at: number): void {
+    this.#schedule(at);
+  }
+
+  #schedule(at: number): void {
+    if (this.#stopped || at >= this.#tickAt) return;
+    clearTimeout(this.#tickTimer);
+    this.#tickAt = at;
+    this.#tickTimer = setTimeout(() => void this.#tick(), Math.max(0, at - Date.now()));
+    this.#tickTimer.unref?.();
+  }
+
+  async #tick(): Promise<void> {
+    clearTimeout(this.#tickTimer);
+    this.#tickAt = Number.POSITIVE_INFINITY;
+    if (this.#stopped) return;
+    const k = this.#o.keys;
+    const now = Date.now();
+    let next = -1;
+    try {
+      next = Number(
+        await this.#o.client.ternEngineTick(
+          k.due,
+          k.ready,
+          k.nodes,
+          now,
+          k.run(''),
+          this.node,
+          now + this.#o.lockMs,
+        ),
+      );
+    } catch (error) {
+      this.#o.onError(error);
+    }
+    const regular = Date.now() + this.#o.tickMs;
+    this.#schedule(next >= 0 ? Math.min(next, regular) : regular);
+  }
+
+  async #takeLoop(): Promise<void> {
+    const k = this.#o.keys;
+    const run = k.run(this.node);
+    let backoff = 100;
+    while (!this.#stopped) {
+      if (this.#running >= this.#o.concurrency || this.#o.paused()) {
+        await new Promise<void>((resolve) => {
+          this.#slotFreed = resolve;
+          // Paused: look again in a while (a probe makes Redis writable again meanwhile).
+          if (this.#o.paused()) setTimeout(resolve, 200).unref?.();
+        });
+        continue;
+      }
+      let id: string | null;
+      try {
+        id = await this.#o.blocking.blmove(k.ready, run, 'RIGHT', 'LEFT', TAKE_BLOCK_SECONDS);
+        backoff = 100;
+      } catch (error) {
+        if (this.#stopped) break;
+        this.#o.onError(error);
+        await new Promise((resolve) => setTimeout(resolve, backoff).unref?.());
+        backoff = Math.min(backoff * 2, 2000);
+        continue;
+      }
+      if (id === null) continue;
+      this.#running++;
+      const job = this.#o
+        .run(id, this.node)
+        .catch((error: unknown) => this.#o.logger.error({ err: error, jobId: id }, 'delivery job failed'))
+        .finally(() => {
+          this.#running--;
+          this.#jobs.delete(job);
+          this.#slotFreed?.();
+          this.#slotFreed = undefined;
+        });
+      this.#jobs.add(job);
+    }
+  }
+
+  /** Stops taking, waits for the jobs in flight, and hands back whatever is left in the running list. */
+  async close(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#tickTimer);
+    this.#slotFreed?.();
+    this.#o.blocking.disconnect();
+    await this.#loop;
+    await Promise.all(this.#jobs);
+    const k = this.#o.keys;
+    await this.#o.client
+      .ternEngineLeave(k.run(this.node), k.ready, k.nodes, this.node)
+      .catch((error: unknown) => this.#o.logger.warn({ err: error }, 'could not leave the job engine'));
+  }
+}
