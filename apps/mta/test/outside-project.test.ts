@@ -185,7 +185,7 @@ describe('a plugin project outside this repository', () => {
       timeoutMs: 180_000,
     });
     expect(result.status, result.output).toBe(0);
-  });
+  }, 180_000);
 
   it("runs the plugin's own vitest test against the published test kit", async () => {
     const result = await run('npx', ['vitest', 'run'], {
@@ -195,7 +195,7 @@ describe('a plugin project outside this repository', () => {
     });
     expect(result.status, result.output).toBe(0);
     expect(result.output).toMatch(/Tests\s+.*3 passed/);
-  });
+  }, 180_000);
 
   it('runs `npx tern start --watch` on tern.config.ts importing the .ts plugin, and delivers through it', async () => {
     sink = await startSmtpSink();
