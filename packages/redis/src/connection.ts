@@ -99,34 +99,37 @@ export function isCluster(client: RedisClient): client is Cluster {
 /**
  * Opens a client for `connection` with `options` (timeouts, offline queue, retries) applied the
  * same way to every shape: on a Cluster they apply to each node's connection. A replica that
- * answers READONLY (the old primary after a failover) makes the client reconnect and look again.
+ * answers READONLY (the old primary after a failover), or that ends a blocking command with
+ * UNBLOCKED (a primary turned replica), makes the client reconnect and look again.
  */
 export function openRedis(connection: RedisConnection | string, options: RedisOptions = {}): RedisClient {
   const { Cluster, Redis } = ioredis();
   const spec = connectionOf(connection);
   const reconnectOnError =
-    options.reconnectOnError ?? ((error: Error) => error.message.startsWith('READONLY'));
-  if ('url' in spec) return new Redis(spec.url, { ...options, reconnectOnError });
+    options.reconnectOnError ?? ((error: Error) => /^(READONLY|UNBLOCKED)\b/.test(error.message));
+  if ('url' in spec) return keepConnecting(new Redis(spec.url, { ...options, reconnectOnError }));
   const auth = {
     ...(spec.username === undefined ? {} : { username: spec.username }),
     ...(spec.password === undefined ? {} : { password: spec.password }),
     ...(spec.tls ? { tls: {} } : {}),
   };
   if ('sentinels' in spec) {
-    return new Redis({
-      ...options,
-      ...auth,
-      reconnectOnError,
-      sentinels: spec.sentinels.map((n) => ({ host: n.host, port: n.port })),
-      name: spec.name,
-      role: 'master',
-      // Subscribes to +switch-master, so a failover is followed at once rather than when the old
-      // primary's connection finally breaks.
-      failoverDetector: true,
-      ...(spec.sentinelPassword === undefined ? {} : { sentinelPassword: spec.sentinelPassword }),
-      ...(spec.tls ? { enableTLSForSentinelMode: true } : {}),
-      ...(spec.db === undefined ? {} : { db: spec.db }),
-    });
+    return keepConnecting(
+      new Redis({
+        ...options,
+        ...auth,
+        reconnectOnError,
+        sentinels: spec.sentinels.map((n) => ({ host: n.host, port: n.port })),
+        name: spec.name,
+        role: 'master',
+        // Subscribes to +switch-master, so a failover is followed at once rather than when the old
+        // primary's connection finally breaks.
+        failoverDetector: true,
+        ...(spec.sentinelPassword === undefined ? {} : { sentinelPassword: spec.sentinelPassword }),
+        ...(spec.tls ? { enableTLSForSentinelMode: true } : {}),
+        ...(spec.db === undefined ? {} : { db: spec.db }),
+      }),
+    );
   }
   const { enableOfflineQueue, lazyConnect, retryStrategy, ...perNode } = options;
   return new Cluster(
@@ -141,6 +144,49 @@ export function openRedis(connection: RedisConnection | string, options: RedisOp
       redisOptions: { ...perNode, ...auth, reconnectOnError },
     },
   );
+}
+
+/** How long a client that ioredis gave up on waits before it connects again. */
+const RECONNECT_AFTER_END_MS = 200;
+
+/**
+ * ioredis gives up on a client for good (status `end`, every command then fails with "Connection
+ * is closed.") when the connection is closed while the connector is still finding the server: on
+ * Sentinel, the failover detector's +switch-master closes it while the client is still asking a
+ * Sentinel where the primary is, which is exactly what happens during a failover; a READONLY
+ * reconnect can race the same way. Only `quit()` and `disconnect()` by its owner end this client:
+ * any other end connects it again, and so do its duplicates (BullMQ duplicates the connection it
+ * is given for its blocking commands).
+ */
+function keepConnecting(client: Redis): Redis {
+  let closedByOwner = false;
+  const { quit, disconnect, duplicate, connect } = client;
+  client.quit = function (this: Redis, ...args: Parameters<Redis['quit']>) {
+    closedByOwner = true;
+    return quit.apply(this, args);
+  } as Redis['quit'];
+  client.disconnect = function (this: Redis, reconnect = false) {
+    if (!reconnect) closedByOwner = true;
+    return disconnect.call(this, reconnect);
+  };
+  client.connect = function (this: Redis, ...args: Parameters<Redis['connect']>) {
+    closedByOwner = false;
+    return connect.apply(this, args);
+  };
+  client.duplicate = function (this: Redis, ...args: Parameters<Redis['duplicate']>) {
+    return keepConnecting(duplicate.apply(this, args));
+  };
+  client.on('end', () => {
+    if (closedByOwner) return;
+    const timer = setTimeout(() => {
+      if (closedByOwner || client.status !== 'end') return;
+      connect.call(client).catch(() => {
+        // Failed again: this ends the client again, and the 'end' handler tries once more.
+      });
+    }, RECONNECT_AFTER_END_MS);
+    timer.unref();
+  });
+  return client;
 }
 
 /** Where the client goes, for logs: no password. */
