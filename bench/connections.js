@@ -3,6 +3,8 @@
 // BENCH_CONNECTIONS=3000, BENCH_ROUNDS=3 times. With other trees (a copy of this repository at
 // another commit, built), each round measures them in turn with this one: an A/B in the same
 // minutes. The part of issue 18 a new connection per message adds over a reused one.
+// BENCH_CLOSE=reset: the client resets the connection once it has the 221 (SO_LINGER 0, as
+// Postfix's smtp-source does) instead of closing it after the server's FIN.
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { cpuMs, root } from './lib.js';
@@ -11,6 +13,7 @@ const warmup = Number(process.env.BENCH_WARMUP ?? 2000);
 const count = Number(process.env.BENCH_CONNECTIONS ?? 3000);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const trees = [root, ...process.argv.slice(2)];
+const reset = process.env.BENCH_CLOSE === 'reset';
 
 /** One connection: banner, EHLO, QUIT; resolves when the server closed it. */
 function greet(port) {
@@ -26,6 +29,7 @@ function greet(port) {
       if (lines.at(-2)?.[3] === '-') return; // more lines of a multi-line reply to come
       if (step === 0) socket.write('EHLO client.bench.test\r\n');
       else if (step === 1) socket.write('QUIT\r\n');
+      else if (reset) socket.resetAndDestroy();
       step++;
     });
     socket.on('close', resolve);

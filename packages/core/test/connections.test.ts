@@ -1,5 +1,6 @@
 // Connection-level limits and shutdown over real TCP: total and per-address limits, graceful and
-// forced close.
+// forced close, the close after QUIT.
+import { connect as netConnect, type Socket } from 'node:net';
 import { smtpDialog, waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeAll, dialFrom, ehlo, LOCAL_DOMAIN, message, sendMail, startListener } from './helpers.js';
@@ -108,5 +109,33 @@ describe('close()', () => {
     expect(await sendMail(c)).toMatch(/^250 /);
     await h.listener.close({ graceful: true, timeoutMs: 1000 });
     expect(closed).toBe(1);
+  });
+});
+
+describe('QUIT', () => {
+  /** A client that keeps its side open after QUIT (no FIN from it), as a raw half-open socket. */
+  function quitAndHold(port: number): { received: Promise<string>; socket: Socket } {
+    const socket = netConnect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let text = '';
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (text.endsWith('ESMTP\r\n')) socket.write('EHLO client.example\r\nQUIT\r\n');
+    });
+    const received = new Promise<string>((resolve, reject) => {
+      socket.once('end', () => resolve(text));
+      socket.once('error', reject);
+    });
+    return { received, socket };
+  }
+
+  test('the server lets go of the connection once the 221 is written, without waiting for the client to close', async () => {
+    const h = await startListener();
+    const { received, socket } = quitAndHold(h.port);
+    // The 221 in full, then the server's FIN (a reset would reject).
+    expect(await received).toMatch(/\r\n221 2\.0\.0 Bye\r\n$/);
+    // smtp-server's half-close waited up to 5 s for the client's FIN; the session ends now.
+    await waitFor(() => h.listener.connections === 0, 2000);
+    expect(socket.destroyed).toBe(false); // the client has not closed its side
+    socket.destroy();
   });
 });
