@@ -8,7 +8,8 @@
 // single-session case. Run `npx turbo run build` first.
 //
 // Embedded only: BENCH_FRAMES=1 also counts what one commit writes, from the WAL's frame headers
-// (the last 600 frames; each is one page of the store plus 24 bytes), by the table or index that
+// (the last 600 frames; each is one page of the store plus 24 bytes; meant for BENCH_CONCURRENCY=1,
+// as at 20 the last commits are the worker's draining batches), by the table or index that
 // owns each page when the run ends (a page freed and reused meanwhile, as the previous message's
 // body pages, counts for its last owner or as 'free'). BENCH_FLOOR=1 measures, on the same file
 // system, what one message of the same size costs when it is the only thing a commit writes:
