@@ -409,6 +409,7 @@ export class SmtpSession {
   #closing: SmtpReply | undefined;
   /** While true, lines sent are credentials (AUTH LOGIN sends them on lines of their own): never logged. */
   #authenticating = false;
+  #remoteMta: string | undefined;
 
   private constructor(target: SessionTarget, settings: SessionSettings, socket: Socket | TLSSocket) {
     this.target = target;
@@ -487,8 +488,12 @@ export class SmtpSession {
 
   /** `name[address]:port`, as DSNs name the Remote-MTA. */
   get remoteMta(): string {
-    return remoteMtaOf(this.target);
+    this.#remoteMta ??= remoteMtaOf(this.target);
+    return this.#remoteMta;
   }
+
+  /** When the connection was opened (Date.now()), for the pool's age limit. */
+  readonly openedAt = Date.now();
 
   /** Transactions this session has carried (for the per-connection message limit). */
   get transactions(): number {
@@ -898,11 +903,13 @@ export class SmtpSession {
 
   /** Writes command lines in one go; each owes us a reply from here on. */
   #sendCommands(lines: readonly string[]): void {
-    const text = lines.map((line) => `${line}\r\n`).join('');
-    this.#log.debug(
-      { host: this.target.hostname, line: this.#authenticating ? '(credentials)' : redact(text) },
-      'C:',
-    );
+    const text = lines.length === 1 ? `${lines[0]}\r\n` : `${lines.join('\r\n')}\r\n`;
+    if (this.#log.isLevelEnabled?.('debug') !== false) {
+      this.#log.debug(
+        { host: this.target.hostname, line: this.#authenticating ? '(credentials)' : redact(text) },
+        'C:',
+      );
+    }
     this.#reader.expect(lines.length);
     this.#socket.write(text);
   }
