@@ -700,7 +700,8 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
         continue;
       }
       idle.reuse();
-      if (log.isLevelEnabled?.('debug') !== false) log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
+      if (log.isLevelEnabled?.('debug') !== false)
+        log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
       return { session: idle, fresh: false };
     }
     return { session: await SmtpSession.open(target, settings), fresh: true };
