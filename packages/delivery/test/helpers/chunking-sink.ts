@@ -56,7 +56,7 @@ export async function startChunkingSink(options: ChunkingSinkOptions = {}): Prom
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
-    let input = Buffer.alloc(0);
+    let input: Buffer = Buffer.alloc(0);
     let mailFrom: string | undefined;
     let rcptTo: string[] = [];
     let body: Buffer[] = [];
