@@ -233,6 +233,9 @@ type Targets =
     }
   | { readonly ok: false; readonly result: AttemptResult; readonly reply: SmtpReply };
 
+/** Fixed-hop TLS plans kept per hop (one per policy entry, TLS-Required: No and address set). */
+const FIXED_PLANS_PER_HOP = 256;
+
 const DEFAULT_POOL: PoolOptions = {
   idleMs: 5000,
   maxMessagesPerConnection: Number.POSITIVE_INFINITY,
@@ -359,6 +362,14 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
     return { type: 'mx', domain };
   }
 
+  /**
+   * TLS plans of fixed smtp hops (a relay to a smarthost) by hop: the inputs repeat for every
+   * message, so the plan does too, and it is not made again. Plans at the DANE levels are made
+   * afresh each time: they rest on TLSA lookups, whose answers have TTLs. A hop from a route hook
+   * or an operator's reroute is a new object each time and keeps nothing (the map holds it weakly).
+   */
+  const fixedPlans = new WeakMap<object, Map<string, TlsPlan>>();
+
   async function targetsOf(
     hop: Exclude<NextHop, { type: 'maildir' }>,
     domain: string,
@@ -408,6 +419,12 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
       );
       return { ok: true, targets };
     }
+    // The policy-table entry that applies, and everything else the plan rests on: equal keys, equal plans.
+    const entry = tlsPolicy.entryFor(hop, domain);
+    const key = `${entry?.level}|${entry?.match?.join(',')}|${ignoreRecipientPolicy}|${addresses.secure}|${addresses.value.join(',')}`;
+    let plans = fixedPlans.get(hop);
+    const kept = plans?.get(key);
+    if (kept) return { ok: true, targets: kept.targets, plan: kept };
     const fixed: MxHost = {
       name: host.toLowerCase(),
       preference: 0,
@@ -424,6 +441,13 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
       ...(hop.auth ? { auth: hop.auth } : {}),
       ignoreRecipientPolicy,
     });
+    if (plan.level !== 'dane' && plan.level !== 'dane-only') {
+      if (!plans || plans.size >= FIXED_PLANS_PER_HOP) {
+        plans = new Map();
+        fixedPlans.set(hop, plans);
+      }
+      plans.set(key, plan);
+    }
     return { ok: true, targets: plan.targets, plan };
   }
 
