@@ -278,6 +278,25 @@ describe('connection reuse', () => {
   });
 });
 
+describe('a fixed hop\'s TLS plan, kept between messages', () => {
+  it('still follows the policy entry of each message\'s domain through the same hop', async () => {
+    // No STARTTLS on this server: `encrypt` for one domain must keep its mail back, every time,
+    // while the same hop (one '*' route object) carries the other domain's mail in plain text.
+    const { sink, tap } = await sinkWithTap();
+    const d = viaTap(tap, { tlsPolicy: { 'locked.test': 'encrypt' } });
+    for (let round = 0; round < 2; round++) {
+      const open = await d.deliver(makeJob([`r${round}@open.test`]), storedMessage(SIMPLE_MESSAGE));
+      expect(open.recipients[0]?.result).toBe('delivered');
+      expect(open.tls?.policy).not.toBe('encrypt');
+      const locked = await d.deliver(makeJob([`r${round}@locked.test`]), storedMessage(SIMPLE_MESSAGE));
+      expect(locked.recipients[0]?.result).toBe('deferred');
+      expect(locked.tls?.policy).toBe('encrypt');
+    }
+    await sink.waitFor(2);
+    expect(sink.messages.flatMap((m) => m.rcptTo)).toEqual(['r0@open.test', 'r1@open.test']);
+  });
+});
+
 describe('DATA encoding on the wire', () => {
   it('dot-stuffs lines starting with a dot and turns bare LF into CRLF', async () => {
     const { sink, tap } = await sinkWithTap();
