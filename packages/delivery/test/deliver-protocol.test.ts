@@ -278,8 +278,8 @@ describe('connection reuse', () => {
   });
 });
 
-describe('a fixed hop\'s TLS plan, kept between messages', () => {
-  it('still follows the policy entry of each message\'s domain through the same hop', async () => {
+describe("a fixed hop's TLS plan, kept between messages", () => {
+  it("still follows the policy entry of each message's domain through the same hop", async () => {
     // No STARTTLS on this server: `encrypt` for one domain must keep its mail back, every time,
     // while the same hop (one '*' route object) carries the other domain's mail in plain text.
     const { sink, tap } = await sinkWithTap();
