@@ -10,6 +10,7 @@ import {
   encodeXtext,
   envidProblem,
   type Logger,
+  lazyChild,
   type NextHop,
   orcptParameter,
   orcptProblem,
@@ -232,7 +233,15 @@ type Targets =
     }
   | { readonly ok: false; readonly result: AttemptResult; readonly reply: SmtpReply };
 
-const DEFAULT_POOL: PoolOptions = { idleMs: 5000, maxMessagesPerConnection: 100, maxIdlePerKey: 20 };
+/** Fixed-hop TLS plans kept per hop (one per policy entry, TLS-Required: No and address set). */
+const FIXED_PLANS_PER_HOP = 256;
+
+const DEFAULT_POOL: PoolOptions = {
+  idleMs: 5000,
+  maxMessagesPerConnection: Number.POSITIVE_INFINITY,
+  maxConnectionAgeMs: 300_000,
+  maxIdlePerKey: 20,
+};
 
 /** Creates the outbound side: `deliver` for the queue worker, `close` for shut-down. */
 export function createDeliverer(given: DelivererOptions): Deliverer {
@@ -353,6 +362,14 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
     return { type: 'mx', domain };
   }
 
+  /**
+   * TLS plans of fixed smtp hops (a relay to a smarthost) by hop: the inputs repeat for every
+   * message, so the plan does too, and it is not made again. Plans at the DANE levels are made
+   * afresh each time: they rest on TLSA lookups, whose answers have TTLs. A hop from a route hook
+   * or an operator's reroute is a new object each time and keeps nothing (the map holds it weakly).
+   */
+  const fixedPlans = new WeakMap<object, Map<string, TlsPlan>>();
+
   async function targetsOf(
     hop: Exclude<NextHop, { type: 'maildir' }>,
     domain: string,
@@ -402,6 +419,12 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
       );
       return { ok: true, targets };
     }
+    // The policy-table entry that applies, and everything else the plan rests on: equal keys, equal plans.
+    const entry = tlsPolicy.entryFor(hop, domain);
+    const key = `${entry?.level}|${entry?.match?.join(',')}|${ignoreRecipientPolicy}|${addresses.secure}|${addresses.value.join(',')}`;
+    let plans = fixedPlans.get(hop);
+    const kept = plans?.get(key);
+    if (kept) return { ok: true, targets: kept.targets, plan: kept };
     const fixed: MxHost = {
       name: host.toLowerCase(),
       preference: 0,
@@ -418,6 +441,13 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
       ...(hop.auth ? { auth: hop.auth } : {}),
       ignoreRecipientPolicy,
     });
+    if (plan.level !== 'dane' && plan.level !== 'dane-only') {
+      if (!plans || plans.size >= FIXED_PLANS_PER_HOP) {
+        plans = new Map();
+        fixedPlans.set(hop, plans);
+      }
+      plans.set(key, plan);
+    }
     return { ok: true, targets: plan.targets, plan };
   }
 
@@ -694,7 +724,8 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
         continue;
       }
       idle.reuse();
-      log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
+      if (log.isLevelEnabled?.('debug') !== false)
+        log.debug({ remoteMta: idle.remoteMta }, 'reusing connection');
       return { session: idle, fresh: false };
     }
     return { session: await SmtpSession.open(target, settings), fresh: true };
@@ -929,18 +960,21 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
                 const reply = replies[n] ?? DeliveryReplies.noDataReply;
                 settle([index], reply);
               });
-              log.info(
-                {
-                  remoteMta: session.remoteMta,
-                  secure: session.secure,
-                  ...(lastTls ? { tls: lastTls } : {}),
-                  results: open.map((i) => ({
-                    address: outcomes[i]?.address,
-                    code: outcomes[i]?.reply.code,
-                  })),
-                },
-                'delivery attempt finished',
-              );
+              // Its fields are built only when the record is written (info is off in production set-ups).
+              if (log.isLevelEnabled?.('info') !== false) {
+                log.info(
+                  {
+                    remoteMta: session.remoteMta,
+                    secure: session.secure,
+                    ...(lastTls ? { tls: lastTls } : {}),
+                    results: open.map((i) => ({
+                      address: outcomes[i]?.address,
+                      code: outcomes[i]?.reply.code,
+                    })),
+                  },
+                  'delivery attempt finished',
+                );
+              }
               // The policy outcome, and the protocol and cipher of the session that carried the mail (for logs).
               const info = session.tlsInfo;
               const tls: DeliveryTls | undefined = lastTls
@@ -1114,7 +1148,8 @@ export function createDeliverer(given: DelivererOptions): Deliverer {
   }
 
   const deliver: Deliver = async (job, message, given) => {
-    const log = logger.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
+    // Made only if a record is written: a pino child per message costs microseconds at any level.
+    const log = lazyChild(logger, { queueId: job.queueId, jobId: job.id, domain: job.domain });
     try {
       return await attempt(job, message, log, given?.plugins ?? options.plugins);
     } catch (error) {

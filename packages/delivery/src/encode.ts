@@ -7,6 +7,9 @@ const CR = 0x0d;
 const LF = 0x0a;
 const DOT = 0x2e;
 const TERMINATOR = Buffer.from('.\r\n');
+const LINE_END_TERMINATOR = Buffer.from('\r\n.\r\n');
+const LINE_END = Buffer.from('\r\n');
+const EMPTY = Buffer.alloc(0);
 
 /** The message encoded for DATA: chunks ready to write, ending with the `.` line, and their size. */
 export interface WireMessage {
@@ -21,12 +24,21 @@ export interface WireMessage {
  * and the sending pass, so the SIZE we declare is what we send.
  */
 export class DataEncoder {
+  readonly #dotStuffing: boolean;
   #atLineStart = true;
   #pendingCR = false;
   #any = false;
   #size = 0;
   #stuffed = 0;
   #eightBit = false;
+
+  /**
+   * `dotStuffing: false` is for BDAT (RFC 3030): line ends are still made CRLF, but no dot is doubled
+   * and end() gives only the last line's end, no terminator (the chunk sizes delimit the message).
+   */
+  constructor(options: { readonly dotStuffing?: boolean } = {}) {
+    this.#dotStuffing = options.dotStuffing !== false;
+  }
 
   /**
    * Bytes of the message as sent, line ends counted as CRLF, without the doubled dots and the
@@ -67,7 +79,7 @@ export class DataEncoder {
         this.#atLineStart = true;
         continue;
       }
-      if (this.#atLineStart && byte === DOT) {
+      if (this.#atLineStart && byte === DOT && this.#dotStuffing) {
         out[o++] = DOT;
         this.#stuffed++;
       }
@@ -78,15 +90,15 @@ export class DataEncoder {
     return out.subarray(0, o);
   }
 
-  /** Ends the last line (when the message does not end with one) and adds the terminator. */
+  /** Ends the last line (when the message does not end with one) and adds the terminator (not for BDAT). */
   end(): Buffer {
     if (this.#pendingCR || (this.#any && !this.#atLineStart)) {
       this.#pendingCR = false;
       this.#atLineStart = true;
       this.#size += 2;
-      return Buffer.from('\r\n.\r\n');
+      return this.#dotStuffing ? LINE_END_TERMINATOR : LINE_END;
     }
-    return TERMINATOR;
+    return this.#dotStuffing ? TERMINATOR : EMPTY;
   }
 }
 

@@ -5,20 +5,35 @@ import type { SmtpSession } from './session.js';
 export interface PoolOptions {
   /** Close a session left unused this long (default 5000 ms). */
   readonly idleMs: number;
-  /** Transactions per connection before it is closed (default 100). */
+  /**
+   * Transactions per connection before it is closed (default: no limit, as Postfix's
+   * smtp_connection_reuse_count_limit; a count cap only adds new connections under load).
+   */
   readonly maxMessagesPerConnection: number;
+  /**
+   * A connection is not reused once it is this old (default 300000 ms: Postfix's
+   * smtp_connection_reuse_time_limit): a busy destination's connections still come back to DNS
+   * and spread over its addresses again, however many messages they carried.
+   */
+  readonly maxConnectionAgeMs: number;
   /** Idle sessions kept per address (default 20, set by the deliverer). */
   readonly maxIdlePerKey: number;
 }
 
 interface Idle {
   readonly session: SmtpSession;
-  readonly timer: NodeJS.Timeout;
+  /** When it was handed back (Date.now()). */
+  readonly since: number;
 }
 
 export class ConnectionPool {
   readonly #options: PoolOptions;
   readonly #idle = new Map<string, Idle[]>();
+  /**
+   * One timer for the whole pool, due when the oldest idle session runs out: a timer per hand-back
+   * (one per message on a busy connection) cost a timer object and two timer-list updates each.
+   */
+  #sweeper: NodeJS.Timeout | undefined;
   #closing = false;
 
   constructor(options: PoolOptions) {
@@ -28,11 +43,10 @@ export class ConnectionPool {
   /** An idle session for `key`, if any (the caller checks it is still alive with RSET). */
   take(key: string): SmtpSession | undefined {
     const list = this.#idle.get(key);
+    // The most recently used first: the oldest are left to run out when fewer are needed.
     const entry = list?.pop();
     if (list && list.length === 0) this.#idle.delete(key);
-    if (!entry) return undefined;
-    clearTimeout(entry.timer);
-    return entry.session;
+    return entry?.session;
   }
 
   /**
@@ -45,22 +59,39 @@ export class ConnectionPool {
       this.#closing ||
       !session.usable ||
       session.transactions >= this.#options.maxMessagesPerConnection ||
+      Date.now() - session.openedAt >= this.#options.maxConnectionAgeMs ||
       list.length >= this.#options.maxIdlePerKey
     ) {
       await session.quit();
       return;
     }
-    const timer = setTimeout(() => {
-      const current = this.#idle.get(key);
-      if (!current) return;
-      const index = current.findIndex((e) => e.session === session);
-      if (index !== -1) current.splice(index, 1);
-      if (current.length === 0) this.#idle.delete(key);
-      void session.quit();
-    }, this.#options.idleMs);
-    timer.unref();
-    list.push({ session, timer });
+    list.push({ session, since: Date.now() });
     this.#idle.set(key, list);
+    this.#sweeper ??= this.#sweepIn(this.#options.idleMs);
+  }
+
+  #sweepIn(ms: number): NodeJS.Timeout {
+    const timer = setTimeout(() => this.#sweep(), Math.max(1, ms));
+    timer.unref();
+    return timer;
+  }
+
+  /** Quits the sessions idle for idleMs or more, and sets the timer for the next to run out. */
+  #sweep(): void {
+    this.#sweeper = undefined;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [key, list] of this.#idle) {
+      const kept = list.filter((entry) => {
+        if (now - entry.since < this.#options.idleMs) return true;
+        void entry.session.quit();
+        return false;
+      });
+      if (kept.length === 0) this.#idle.delete(key);
+      else this.#idle.set(key, kept);
+      for (const entry of kept) next = Math.min(next, entry.since + this.#options.idleMs);
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.#sweeper = this.#sweepIn(next - now);
   }
 
   /** Idle sessions right now (for tests and metrics). */
@@ -75,7 +106,8 @@ export class ConnectionPool {
     this.#closing = true;
     const all = [...this.#idle.values()].flat();
     this.#idle.clear();
-    for (const entry of all) clearTimeout(entry.timer);
+    clearTimeout(this.#sweeper);
+    this.#sweeper = undefined;
     await Promise.all(all.map((entry) => entry.session.quit()));
   }
 }

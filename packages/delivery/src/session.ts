@@ -105,6 +105,8 @@ export interface Capabilities {
   readonly dsn: boolean;
   /** REQUIRETLS (RFC 8689): the server keeps the REQUIRETLS flag onward. */
   readonly requireTls: boolean;
+  /** CHUNKING (RFC 3030): the message may go in BDAT chunks instead of DATA. */
+  readonly chunking: boolean;
   /** SIZE limit; 0 means SIZE offered without a limit; undefined means not offered. */
   readonly size: number | undefined;
   readonly auth: readonly string[];
@@ -118,6 +120,7 @@ const NO_CAPABILITIES: Capabilities = {
   smtpUtf8: false,
   dsn: false,
   requireTls: false,
+  chunking: false,
   size: undefined,
   auth: [],
 };
@@ -409,6 +412,7 @@ export class SmtpSession {
   #closing: SmtpReply | undefined;
   /** While true, lines sent are credentials (AUTH LOGIN sends them on lines of their own): never logged. */
   #authenticating = false;
+  #remoteMta: string | undefined;
 
   private constructor(target: SessionTarget, settings: SessionSettings, socket: Socket | TLSSocket) {
     this.target = target;
@@ -487,8 +491,12 @@ export class SmtpSession {
 
   /** `name[address]:port`, as DSNs name the Remote-MTA. */
   get remoteMta(): string {
-    return remoteMtaOf(this.target);
+    this.#remoteMta ??= remoteMtaOf(this.target);
+    return this.#remoteMta;
   }
+
+  /** When the connection was opened (Date.now()), for the pool's age limit. */
+  readonly openedAt = Date.now();
 
   /** Transactions this session has carried (for the per-connection message limit). */
   get transactions(): number {
@@ -530,7 +538,26 @@ export class SmtpSession {
         // leave the server waiting at 354.
         source = await openMessage(tx);
         const reset = resetFirst ? ['RSET'] : [];
-        this.#sendCommands([...reset, mail, ...rcpts, 'DATA']);
+        // RFC 3030 with RFC 2920: the message goes in BDAT chunks right behind the commands, a small
+        // one in the same write (RSET, MAIL, RCPT, BDAT n LAST and the message: one system call).
+        // Nothing waits for a go-ahead, so a refused MAIL or RCPT costs the bytes, not a round trip;
+        // the server discards what it got when the transaction failed. LMTP keeps DATA.
+        const chunked = this.#capabilities.chunking && this.target.protocol === 'smtp';
+        let chunks = 0;
+        if (chunked) {
+          try {
+            chunks = await this.#sendChunked([...reset, mail, ...rcpts], source);
+          } catch (error) {
+            // The connection died before the last chunk was handed over: the server took nothing.
+            if (resetFirst && error instanceof ConnectionProblem) {
+              this.#broken = true;
+              throw new StaleConnection(message(error));
+            }
+            throw error;
+          }
+        } else {
+          this.#sendCommands([...reset, mail, ...rcpts, 'DATA']);
+        }
         if (resetFirst) {
           // Nothing of this transaction has been taken before the RSET is answered.
           const rset = await this.#read(t.commandMs, 'RSET').catch((error: unknown) => {
@@ -552,6 +579,7 @@ export class SmtpSession {
           this.#noteClosing(reply);
           rcptReplies.push(reply);
         }
+        if (chunked) return await this.#chunkedReplies(replies, accepted, mailReply, rcptReplies, chunks);
         if (!isPositive(mailReply)) {
           const failed = this.#transactionFailed(replies, mailReply);
           await this.#skipData();
@@ -621,6 +649,40 @@ export class SmtpSession {
     } finally {
       source?.destroy();
     }
+  }
+
+  /**
+   * The replies to a pipelined BDAT transaction, after MAIL's and every RCPT's: one per chunk. All
+   * are read (a reply left unread would answer the next transaction's command); the first chunk
+   * refused is the answer for every accepted recipient, else the reply to BDAT LAST.
+   */
+  async #chunkedReplies(
+    replies: (SmtpReply | undefined)[],
+    accepted: number[],
+    mailReply: WireReply,
+    rcptReplies: readonly WireReply[],
+    chunks: number,
+  ): Promise<SmtpReply[]> {
+    const t = this.#settings.timeouts;
+    let final: WireReply | undefined;
+    for (let n = 1; n <= chunks && !this.#closing; n++) {
+      const reply = await this.#read(
+        n === chunks ? t.dataEndMs : t.commandMs,
+        n === chunks ? 'BDAT LAST' : 'BDAT',
+      );
+      this.#noteClosing(reply);
+      if (final === undefined && (!isPositive(reply) || n === chunks)) final = reply;
+    }
+    if (!isPositive(mailReply)) return this.#transactionFailed(replies, mailReply);
+    for (const [i, reply] of rcptReplies.entries()) this.#recipientReply(replies, accepted, i, reply);
+    if (this.#closing) return replies.map((reply) => reply ?? (this.#closing as SmtpReply));
+    if (accepted.length === 0) return finish(replies);
+    // A server that took the message with no recipient accepted, or said 250 to MAIL and RCPT but
+    // nothing to the chunks, is out of step: the recipients wait for another try.
+    if (final === undefined) throw new ProtocolViolation('no reply to BDAT');
+    const reply = isPositive(final) || final.code >= 400 ? toSmtpReply(final) : unexpectedReply(final);
+    for (const i of accepted) replies[i] = reply;
+    return finish(replies);
   }
 
   /**
@@ -898,13 +960,17 @@ export class SmtpSession {
 
   /** Writes command lines in one go; each owes us a reply from here on. */
   #sendCommands(lines: readonly string[]): void {
-    const text = lines.map((line) => `${line}\r\n`).join('');
-    this.#log.debug(
-      { host: this.target.hostname, line: this.#authenticating ? '(credentials)' : redact(text) },
-      'C:',
-    );
+    const text = lines.length === 1 ? `${lines[0]}\r\n` : `${lines.join('\r\n')}\r\n`;
+    this.#sendLog(lines, text);
     this.#reader.expect(lines.length);
     this.#socket.write(text);
+  }
+
+  /** The debug record of command lines sent (never credentials); nothing is built when debug is off. */
+  #sendLog(lines: readonly string[], text?: string): void {
+    if (this.#log.isLevelEnabled?.('debug') === false) return;
+    const line = this.#authenticating ? '(credentials)' : redact(text ?? `${lines.join('\r\n')}\r\n`);
+    this.#log.debug({ host: this.target.hostname, line }, 'C:');
   }
 
   async #command(line: string, timeoutMs: number, what = line.split(' ')[0] ?? line): Promise<WireReply> {
@@ -959,6 +1025,58 @@ export class SmtpSession {
     const end = encoder.end();
     held.push(end);
     await this.#writeData(joinHeld(held, heldBytes + end.length), deadline);
+  }
+
+  /**
+   * Writes `commands` and then the message in BDAT chunks (RFC 3030), line ends made CRLF and no dot
+   * doubled; the first chunk goes in the commands' write, and a small message is a single
+   * `BDAT n LAST`. Returns the number of BDAT commands sent (each owes a reply). A store that fails
+   * midway ends the connection before BDAT LAST, so the server discards the chunks it got.
+   */
+  async #sendChunked(commands: readonly string[], source: Readable): Promise<number> {
+    const t = this.#settings.timeouts;
+    const encoder = new DataEncoder({ dotStuffing: false });
+    const deadline = new DataDeadline(t.dataBlockMs, t.dataMinRate);
+    const chunks = source[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+    let pending: string[] = [...commands];
+    let sent = 0;
+    const held: Buffer[] = [];
+    let heldBytes = 0;
+    const flush = async (last: boolean): Promise<void> => {
+      const bdat = `BDAT ${heldBytes}${last ? ' LAST' : ''}`;
+      pending.push(bdat);
+      this.#sendLog(pending);
+      this.#reader.expect(pending.length);
+      const head = Buffer.from(`${pending.join('\r\n')}\r\n`, 'utf8');
+      const out = Buffer.concat([head, ...held], head.length + heldBytes);
+      pending = [];
+      held.length = 0;
+      heldBytes = 0;
+      sent++;
+      await this.#writeData(out, deadline);
+    };
+    for (;;) {
+      let next: IteratorResult<Buffer | string>;
+      try {
+        next = await chunks.next();
+      } catch (error) {
+        throw new MessageUnreadable(message(error), { cause: error });
+      }
+      if (next.done) break;
+      const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
+      const encoded = encoder.push(chunk);
+      if (encoded.length === 0) continue;
+      held.push(encoded);
+      heldBytes += encoded.length;
+      if (heldBytes >= DATA_WRITE_BYTES) await flush(false);
+    }
+    const end = encoder.end();
+    if (end.length > 0) {
+      held.push(end);
+      heldBytes += end.length;
+    }
+    await flush(true);
+    return sent;
   }
 
   async #writeData(chunk: Buffer, deadline: DataDeadline): Promise<void> {
@@ -1045,6 +1163,9 @@ export function parseCapabilities(lines: readonly string[]): Capabilities {
         break;
       case 'REQUIRETLS':
         caps.requireTls = true;
+        break;
+      case 'CHUNKING':
+        caps.chunking = true;
         break;
       case 'SIZE': {
         const limit = Number(args[0] ?? '0');

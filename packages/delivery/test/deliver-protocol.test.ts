@@ -2,7 +2,7 @@
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type SmtpSink, startSmtpSink } from '@tern/testkit';
+import { type SmtpSink, startSmtpSink, waitFor } from '@tern/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDeliverer, type Deliverer, type DelivererOptions } from '../src/index.js';
 import { makeJob, SIMPLE_MESSAGE, storedMessage } from './helpers/jobs.js';
@@ -250,8 +250,50 @@ describe('connection reuse', () => {
     const { tap } = await sinkWithTap();
     const d = viaTap(tap, { pool: { idleMs: 100 } });
     await d.deliver(makeJob(['a@x.test']), storedMessage(SIMPLE_MESSAGE));
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    const handedBack = Date.now();
+    await waitFor(() => tap.clientText(1).endsWith('QUIT\r\n'), 5000);
+    // Not before its idle time ran out (the pool's one timer is due when the oldest runs out).
+    expect(Date.now() - handedBack).toBeGreaterThanOrEqual(95);
+  });
+
+  it('keeps reusing one connection past 100 messages (no count limit by default)', async () => {
+    const { sink, tap } = await sinkWithTap();
+    const d = viaTap(tap);
+    for (let i = 0; i < 120; i++) {
+      const report = await d.deliver(makeJob([`r${i}@x.test`]), storedMessage(SIMPLE_MESSAGE));
+      expect(report.recipients[0]?.result).toBe('delivered');
+    }
+    await sink.waitFor(120);
+    expect(tap.connections).toBe(1);
+  });
+
+  it('opens a new connection once a pooled one is maxConnectionAgeMs old, and says QUIT', async () => {
+    const { sink, tap } = await sinkWithTap();
+    const d = viaTap(tap, { pool: { maxConnectionAgeMs: 0 } });
+    await d.deliver(makeJob(['a@x.test']), storedMessage(SIMPLE_MESSAGE));
+    await d.deliver(makeJob(['b@x.test']), storedMessage(SIMPLE_MESSAGE));
+    await sink.waitFor(2);
+    expect(tap.connections).toBe(2);
     expect(tap.clientText(1).endsWith('QUIT\r\n')).toBe(true);
+  });
+});
+
+describe("a fixed hop's TLS plan, kept between messages", () => {
+  it("still follows the policy entry of each message's domain through the same hop", async () => {
+    // No STARTTLS on this server: `encrypt` for one domain must keep its mail back, every time,
+    // while the same hop (one '*' route object) carries the other domain's mail in plain text.
+    const { sink, tap } = await sinkWithTap();
+    const d = viaTap(tap, { tlsPolicy: { 'locked.test': 'encrypt' } });
+    for (let round = 0; round < 2; round++) {
+      const open = await d.deliver(makeJob([`r${round}@open.test`]), storedMessage(SIMPLE_MESSAGE));
+      expect(open.recipients[0]?.result).toBe('delivered');
+      expect(open.tls?.policy).not.toBe('encrypt');
+      const locked = await d.deliver(makeJob([`r${round}@locked.test`]), storedMessage(SIMPLE_MESSAGE));
+      expect(locked.recipients[0]?.result).toBe('deferred');
+      expect(locked.tls?.policy).toBe('encrypt');
+    }
+    await sink.waitFor(2);
+    expect(sink.messages.flatMap((m) => m.rcptTo)).toEqual(['r0@open.test', 'r1@open.test']);
   });
 });
 

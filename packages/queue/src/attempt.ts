@@ -2,7 +2,7 @@
 // hooks, bounces, delay notices). Backends only fetch the job and persist the AttemptOutcome.
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
-import { type Logger, type RecipientResult, type SmtpReply, silentLogger } from '@tern/plugin-api';
+import { type Logger, lazyChild, type RecipientResult, type SmtpReply, silentLogger } from '@tern/plugin-api';
 import { type PluginHost, readStream, SourceTooLargeError } from '@tern/plugin-api/host';
 import { type BounceClassifier, defaultBounceClassifier } from './bounce-classifier.js';
 import type {
@@ -130,7 +130,8 @@ async function attemptWith(
   settings: AttemptSettings,
   plugins: PluginHost | undefined,
 ): Promise<AttemptOutcome> {
-  const log = settings.logger.child({ queueId: job.queueId, jobId: job.id, domain: job.domain });
+  // Made only if a record is written: a pino child per message costs microseconds at any level.
+  const log = lazyChild(settings.logger, { queueId: job.queueId, jobId: job.id, domain: job.domain });
   const started = settings.now();
   let report: DeliveryReport;
   try {
