@@ -5,7 +5,7 @@
 // CPU ms per message; for Redis also the commands per message (INFO commandstats of its own
 // redis-server, commands inside Lua scripts included; BENCH_COMMANDS=1 lists them). The counts
 // repeat from run to run, unlike rates on a shared machine. BENCH_CONCURRENCY=1 is the
-// single-session case. Run `npx turbo run build` first.
+// single-session case. BENCH_REDIS_ENGINE=tern|bullmq: the Redis job engine. Run `npx turbo run build` first.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -48,7 +48,10 @@ if (backend === 'redis') {
     appendfsync: 'everysec',
     maxmemoryPolicy: 'noeviction',
   });
-  queue = await openRedisQueue({ url: redis.url });
+  queue = await openRedisQueue({
+    url: redis.url,
+    ...(process.env.BENCH_REDIS_ENGINE === undefined ? {} : { engine: process.env.BENCH_REDIS_ENGINE }),
+  });
   const info = spawnSync('redis-cli', ['-p', String(redis.port), 'INFO', 'server'], {
     encoding: 'utf8',
   }).stdout;

@@ -101,7 +101,14 @@ describe.each(ENGINES)('%s engine', (name) => {
 
       expect((await q.readMessage(id))?.equals(Buffer.concat(message.content.chunks() ?? []))).toBe(true);
       const keys = redisKeys(q.prefix, id);
-      expect(await admin.exists(keys.meta, keys.body, keys.jobs)).toBe(3);
+      // Tern's engine keeps a body of up to one slice in the message hash, as bytes.
+      const bodyKeys = q.engine === 'tern' ? [] : [keys.body];
+      expect(await admin.exists(keys.meta, keys.jobs, ...bodyKeys)).toBe(2 + bodyKeys.length);
+      if (q.engine === 'tern') {
+        expect(await admin.hgetBuffer(keys.meta, 'body')).toEqual(
+          Buffer.concat(message.content.chunks() ?? []),
+        );
+      }
       expect(await admin.smembers(keys.jobs)).toEqual(
         expect.arrayContaining([`${id}@x.test`, `${id}@y.test`]),
       );
@@ -412,7 +419,9 @@ describe.each(ENGINES)('%s engine', (name) => {
       // reads; Tern's engine has no previous version, so no set).
       const keys = redisKeys(q.prefix, id);
       const sets = q.engine === 'tern' ? [] : [keys.jobs];
-      expect((await messageKeys(q)).sort()).toEqual([keys.meta, keys.body, ...sets].sort());
+      // Tern's engine: the body is a field of the hash.
+      const body = q.engine === 'tern' ? [] : [keys.body];
+      expect((await messageKeys(q)).sort()).toEqual([keys.meta, ...body, ...sets].sort());
       expect(await admin.smembers(keys.jobs)).toEqual(sets.length === 0 ? [] : [`${id}@x.test`]);
       expect(await admin.hget(keys.meta, 'job')).toBe(`${id}@x.test`);
     });
