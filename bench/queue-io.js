@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { commandDelta, redisCommandStats, root, testkit, writeBytes as writeBytesOf } from './lib.js';
+import { commandDelta, cpuMs, redisCommandStats, root, testkit, writeBytes as writeBytesOf } from './lib.js';
 
 const { openEmbeddedQueue, openRedisQueue } = await import(join(root, 'packages/queue/dist/index.js'));
 const { memorySource } = await import(join(root, 'packages/plugin-api/dist/host.js'));
@@ -94,12 +94,14 @@ await run(200); // warm-up: JIT, pages
 const bytes0 = writeBytes();
 const commands0 = redis === undefined ? undefined : redisCommandStats(redis.port);
 const cpu0 = cpu();
+const redisCpu0 = redisPid === undefined ? 0 : cpuMs(redisPid);
 const t0 = performance.now();
 await run(messages);
 // Whatever the queue still has to write for these messages (results written in batches).
 await testkit.waitFor(async () => (await queue.summary()).totals.total === 0, 30_000, 5);
 const ms = performance.now() - t0;
 const bytes = writeBytes() - bytes0;
+const redisCpu = redisPid === undefined ? undefined : cpuMs(redisPid) - redisCpu0;
 const commands = commands0 === undefined ? undefined : commandDelta(commands0, redisCommandStats(redis.port));
 const size = message(0).content.size;
 await queue.close();
@@ -113,5 +115,6 @@ console.log(
   `${backend} queue, ${messages} messages of ${size} bytes, ${concurrency} concurrent enqueues: ` +
     `${(bytes / messages).toFixed(0)} disk bytes/msg (${(bytes / messages / size).toFixed(1)}× the message), ` +
     `${((cpu() - cpu0) / messages).toFixed(3)} CPU ms/msg, ${((messages / ms) * 1000).toFixed(0)} msg/s` +
-    (commands === undefined ? '' : `, ${perMessage.toFixed(1)} Redis commands/msg`),
+    (commands === undefined ? '' : `, ${perMessage.toFixed(1)} Redis commands/msg`) +
+    (redisCpu === undefined ? '' : `, redis-server ${(redisCpu / messages).toFixed(3)} CPU ms/msg`),
 );
