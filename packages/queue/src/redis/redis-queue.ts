@@ -433,9 +433,9 @@ export class RedisQueue implements QueueBackend, QueueOperations {
 
   /**
    * Tern's engine: the whole message in one script call (one command, one round trip): the body
-   * inline in the message hash when it fits one slice (256 KiB) (as a Buffer: never turned into a string),
-   * its `received` event and intake's verdicts in the hash too (`tl`: no timeline key until the
-   * message finishes), its Message-ID as one entry of the `mids` index, and no `ops:jobs`.
+   * in the message hash when it fits one slice, 256 KiB (as the Buffer intake handed over, never a
+   * string), its `received` event and intake's verdicts in the hash too (`tl`: no timeline key
+   * until the message finishes), its Message-ID as one entry of the `mids` index, no `ops:jobs`.
    */
   async #enqueueTern(
     message: IncomingMessage,
@@ -506,8 +506,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   /**
-   * An enqueue failed, but its writes may have landed (a script failed inside the MULTI) or may
-   * still land (Redis is slow, not gone). These commands go out on the same connection right
+   * An enqueue failed, but its writes may have landed (a command failed inside the MULTI or the
+   * script after a first write) or may still land (Redis is slow, not gone). These commands go out on the same connection right
    * behind it, so Redis runs them after: the message is withdrawn, and a worker drops its jobs
    * when it finds the message gone. The client's retry after our 451 is then the only copy (or,
    * if a worker was quicker, a duplicate).
