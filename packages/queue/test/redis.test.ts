@@ -325,6 +325,24 @@ describe.each(ENGINES)('%s engine', (name) => {
       expect(calls[0]?.message.equals(Buffer.concat(chunks))).toBe(true);
     });
 
+    it('keeps a small body of any bytes exactly, from enqueue to delivery and to readMessage', async () => {
+      const q = await queue();
+      // Bytes that are not UTF-8 (a lone 0xff, NULs, a split multi-byte sequence): a body turned
+      // into a string anywhere on the way would come back changed.
+      const bytes = Buffer.concat([
+        Buffer.from('Subject: x\r\n\r\n'),
+        randomBytes(3000),
+        Buffer.from([0xff, 0, 0xe2, 0x82]),
+      ]);
+      const message = { ...testMessage('alice@src.test', ['bob@x.test']), content: memorySource([bytes]) };
+      const id = await q.enqueue(message);
+      expect((await q.readMessage(id))?.equals(bytes)).toBe(true);
+      const { deliver, calls } = recordingDeliver();
+      await q.startWorker(deliver, fast);
+      await waitFor(() => calls.length === 1, 5000);
+      expect(calls[0]?.message.equals(bytes)).toBe(true);
+    });
+
     it('enqueues in one round trip to Redis', async () => {
       const proxy = await startCountingProxy(redis.port);
       try {
