@@ -5,7 +5,7 @@
 // CPU ms per message; for Redis also the commands per message (INFO commandstats of its own
 // redis-server, commands inside Lua scripts included; BENCH_COMMANDS=1 lists them). The counts
 // repeat from run to run, unlike rates on a shared machine. BENCH_CONCURRENCY=1 is the
-// single-session case. Run `npx turbo run build` first.
+// single-session case. BENCH_REDIS_ENGINE=tern|bullmq: the Redis job engine. Run `npx turbo run build` first.
 //
 // Embedded only: BENCH_FRAMES=1 also counts what one commit writes, from the WAL's frame headers
 // (the last 600 frames; each is one page of the store plus 24 bytes; meant for BENCH_CONCURRENCY=1,
@@ -28,7 +28,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { commandDelta, redisCommandStats, root, testkit, writeBytes as writeBytesOf } from './lib.js';
+import { commandDelta, cpuMs, redisCommandStats, root, testkit, writeBytes as writeBytesOf } from './lib.js';
 
 const { openEmbeddedQueue, openRedisQueue } = await import(join(root, 'packages/queue/dist/index.js'));
 const { memorySource } = await import(join(root, 'packages/plugin-api/dist/host.js'));
@@ -67,7 +67,10 @@ if (backend === 'redis') {
     appendfsync: 'everysec',
     maxmemoryPolicy: 'noeviction',
   });
-  queue = await openRedisQueue({ url: redis.url });
+  queue = await openRedisQueue({
+    url: redis.url,
+    ...(process.env.BENCH_REDIS_ENGINE === undefined ? {} : { engine: process.env.BENCH_REDIS_ENGINE }),
+  });
   const info = spawnSync('redis-cli', ['-p', String(redis.port), 'INFO', 'server'], {
     encoding: 'utf8',
   }).stdout;
@@ -110,12 +113,14 @@ await run(200); // warm-up: JIT, pages
 const bytes0 = writeBytes();
 const commands0 = redis === undefined ? undefined : redisCommandStats(redis.port);
 const cpu0 = cpu();
+const redisCpu0 = redisPid === undefined ? 0 : cpuMs(redisPid);
 const t0 = performance.now();
 await run(messages);
 // Whatever the queue still has to write for these messages (results written in batches).
 await testkit.waitFor(async () => (await queue.summary()).totals.total === 0, 30_000, 5);
 const ms = performance.now() - t0;
 const bytes = writeBytes() - bytes0;
+const redisCpu = redisPid === undefined ? undefined : cpuMs(redisPid) - redisCpu0;
 const commands = commands0 === undefined ? undefined : commandDelta(commands0, redisCommandStats(redis.port));
 const size = message(0).content.size;
 if (backend === 'embedded' && process.env.BENCH_FRAMES === '1') {
@@ -135,7 +140,8 @@ console.log(
   `${backend} queue, ${messages} messages of ${size} bytes, ${concurrency} concurrent enqueues: ` +
     `${(bytes / messages).toFixed(0)} disk bytes/msg (${(bytes / messages / size).toFixed(1)}× the message), ` +
     `${((cpu() - cpu0) / messages).toFixed(3)} CPU ms/msg, ${((messages / ms) * 1000).toFixed(0)} msg/s` +
-    (commands === undefined ? '' : `, ${perMessage.toFixed(1)} Redis commands/msg`),
+    (commands === undefined ? '' : `, ${perMessage.toFixed(1)} Redis commands/msg`) +
+    (redisCpu === undefined ? '' : `, redis-server ${(redisCpu / messages).toFixed(3)} CPU ms/msg`),
 );
 if (frames !== undefined) {
   console.log(`  WAL frames per commit (last ${frames.commits} commits): ${frames.perCommit.toFixed(2)}`);

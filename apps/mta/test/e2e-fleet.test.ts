@@ -173,8 +173,8 @@ describe('fast takeover and no double delivery (default lock settings)', () => {
     const a = await startTern(ternConfig(settings));
     const b = await startTern(ternConfig(settings));
     for (let i = 0; i < 6; i++) await send(i % 2 === 0 ? a.port : b.port, `once${i}@dest.test`, `once${i}`);
-    // Every job finished (the index of unfinished jobs is empty): none can run again.
-    await waitFor(async () => (await admin.zcard(`${settings.prefix}:ops:jobs`)) === 0, 60_000);
+    // Every job finished (the index of the domain's unfinished jobs, which both engines keep, is empty): none can run again.
+    await waitFor(async () => (await admin.zcard(`${settings.prefix}:ops:dom:dest.test`)) === 0, 60_000);
     for (let i = 0; i < 6; i++) expect(delivered(`once${i}@dest.test`)).toBe(1);
   }, 90_000);
 });
@@ -230,7 +230,7 @@ describe('drain for rolling restarts (SIGUSR2)', () => {
     // A left the queued mail: B delivers it, and A's active delivery is not run again.
     const b = await startTern(one, { dir });
     await waitFor(() => delivered('queued1@dest.test') === 1 && delivered('queued2@dest.test') === 1, 30_000);
-    await waitFor(async () => (await admin.zcard(`${settings.prefix}:ops:jobs`)) === 0, 30_000);
+    await waitFor(async () => (await admin.zcard(`${settings.prefix}:ops:dom:dest.test`)) === 0, 30_000);
     expect(delivered('active@dest.test')).toBe(1);
 
     // The same drain through the admin API (bearer token), for orchestrators without signals.

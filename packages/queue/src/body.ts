@@ -23,8 +23,8 @@ export class MessageSourceError extends Error {
 }
 
 /** The message as in-memory chunks when it takes the single-write path; undefined when it must be sliced. */
-export function inlineChunks(content: ByteSource): readonly Buffer[] | undefined {
-  if (content.size > INLINE_BODY_LIMIT) return undefined;
+export function inlineChunks(content: ByteSource, limit = INLINE_BODY_LIMIT): readonly Buffer[] | undefined {
+  if (content.size > limit) return undefined;
   return content.chunks();
 }
 

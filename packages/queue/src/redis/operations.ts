@@ -38,6 +38,7 @@ import {
 } from '../timeline.js';
 import { bullActiveKey, bullJobKey, type JobData } from './job-data.js';
 import { domainOfJob, type OpsKeys, type OpsRedis, opsKeys, opsMulti } from './ops-keys.js';
+import { midQueueId, midRange } from './tern-engine.js';
 
 /** Where the job engine keeps jobs, for operators: BullMQ's, or Tern's own (tern-engine.ts). */
 export interface OpsJobStore {
@@ -108,6 +109,12 @@ export interface RedisOperationsDeps {
   /** How long a finished message's timeline is kept (seconds). */
   readonly retentionSeconds: number;
   readonly messageKeys: (queueId: string) => { meta: string; body: string; jobs: string };
+  /**
+   * Whether enqueue writes `ops:jobs` (the BullMQ engine): the unfiltered listing reads it. Tern's
+   * engine writes no index of every job (two commands per message): the listing merges the
+   * per-domain indexes instead.
+   */
+  readonly allJobsIndex: boolean;
   /** The queue's own enqueue (operator bounces go out through it). */
   readonly enqueue: (message: IncomingMessage) => Promise<string>;
 }
@@ -210,14 +217,13 @@ export class RedisOperations {
   async listJobs(filter: QueueFilter = {}): Promise<QueuePage> {
     checkFilter(filter);
     const limit = listLimit(filter);
-    const index =
-      filter.domain === undefined ? this.keys.jobs : this.keys.domain(filter.domain.toLowerCase());
+    const domain = filter.domain?.toLowerCase();
     const active = new Set(await this.#d.jobs.active());
     const jobs: QueuedJob[] = [];
     let start = filter.cursor === undefined ? '-' : `(${filter.cursor}`;
     let scanned = 0;
     for (;;) {
-      const ids = await this.#client.zrangebylex(index, start, '+', 'LIMIT', 0, LIST_BATCH);
+      const ids = await this.#nextIds(domain, start, LIST_BATCH);
       const loaded = await this.#load(ids, active);
       for (const [i, job] of loaded.entries()) {
         if (job === undefined || !matchesFilter(job, filter)) continue;
@@ -233,6 +239,23 @@ export class RedisOperations {
       if (scanned >= LIST_SCAN_BUDGET) return { jobs, cursor: last };
       start = `(${last}`;
     }
+  }
+
+  /** The next `count` unfinished job ids after `start` (a ZRANGEBYLEX bound), in arrival order. */
+  async #nextIds(domain: string | undefined, start: string, count: number): Promise<string[]> {
+    if (domain !== undefined || this.#d.allJobsIndex) {
+      const index = domain === undefined ? this.keys.jobs : this.keys.domain(domain);
+      return this.#client.zrangebylex(index, start, '+', 'LIMIT', 0, count);
+    }
+    // Each domain's first `count` after `start`, merged: the first `count` of those are the queue's.
+    const domains = await this.#client.smembers(this.keys.domains);
+    if (domains.length === 0) return [];
+    const pipeline = this.#client.pipeline();
+    for (const d of domains) pipeline.zrangebylex(this.keys.domain(d), start, '+', 'LIMIT', 0, count);
+    return results<string[][]>(await pipeline.exec())
+      .flat()
+      .sort()
+      .slice(0, count);
   }
 
   /** Job data and message metadata for a page of job ids (one round trip); finished ones come back undefined. */
@@ -273,14 +296,16 @@ export class RedisOperations {
     const keys = this.#d.messageKeys(queueId);
     const reply = await this.#client
       .pipeline()
-      .hgetall(keys.meta)
+      .hgetallBuffer(keys.meta)
       .smembers(keys.jobs)
       .lrange(this.keys.timeline(queueId), 0, -1)
+      .get(this.keys.timelineDone(queueId))
       .getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1)
       .exec();
-    const [meta, ids, rawTimeline, prefix] =
-      results<[Record<string, string>, string[], string[], Buffer]>(reply);
-    const timeline = rawTimeline.map(parseTimelineEvent).filter((e): e is TimelineEvent => e !== undefined);
+    const [raw, ids, list, done, prefix] =
+      results<[Record<string, Buffer>, string[], string[], string | null, Buffer]>(reply);
+    const { fields: meta, body } = messageFields(raw);
+    const timeline = timelineEvents(list, meta.tl ?? done);
     if (meta.envelope === undefined) {
       if (timeline.length === 0) return null;
       return finishedDetails(queueId, timeline);
@@ -311,7 +336,7 @@ export class RedisOperations {
       ...(meta.messageId === undefined ? {} : { messageId: meta.messageId }),
       ...(meta.source === undefined ? {} : { source: JSON.parse(meta.source) }),
       isBounce: meta.isBounce === '1',
-      headers: headerPairs(headerBlockOf(prefix)),
+      headers: headerPairs(headerBlockOf(body?.subarray(0, HEADER_READ_LIMIT) ?? prefix)),
       held,
       ...(held && meta.holdReason !== undefined ? { holdReason: meta.holdReason } : {}),
       jobs,
@@ -322,15 +347,41 @@ export class RedisOperations {
   async findByMessageId(messageId: string): Promise<string[]> {
     const id = normalizeMessageId(messageId);
     if (id === '') return [];
-    return (await this.#client.smembers(this.keys.messageId(id))).sort();
+    // A set per Message-ID (the BullMQ engine's, expiring with the timeline) and entries of the
+    // `mids` index (Tern's engine's, swept some time after the timeline expired).
+    const [members, entries] = await Promise.all([
+      this.#client.smembers(this.keys.messageId(id)),
+      this.#client.zrangebylex(this.keys.mids, ...midRange(id)),
+    ]);
+    const swept = entries.map((e) => midQueueId(e, id)).filter((q): q is string => q !== undefined);
+    // Entries older than the retention may outlive their message and timeline until the sweep.
+    const horizon = Date.now() - this.#d.retentionSeconds * 1000;
+    const old = swept.filter((q) => (queueIdTime(q) ?? 0) < horizon);
+    const gone = new Set<string>();
+    if (old.length > 0) {
+      const pipeline = this.#client.pipeline();
+      for (const q of old) {
+        pipeline.exists(this.#d.messageKeys(q).meta, this.keys.timelineDone(q), this.keys.timeline(q));
+      }
+      const found = results<number[]>(await pipeline.exec());
+      old.forEach((q, i) => {
+        if (found[i] === 0) gone.add(q);
+      });
+    }
+    return [...new Set([...members, ...swept.filter((q) => !gone.has(q))])].sort();
   }
 
   async appendTimeline(queueId: string, events: readonly TimelineEvent[]): Promise<void> {
     if (events.length === 0) return;
     await this.#client.ternAppendTimeline(
-      this.keys.timeline(queueId),
+      ...this.#timelineKeys(queueId),
       ...events.map((e) => JSON.stringify(e)),
     );
+  }
+
+  /** A message's timeline keys, for the scripts: the list, the message hash (`tl`), the string. */
+  #timelineKeys(queueId: string): [string, string, string] {
+    return [this.keys.timeline(queueId), this.#d.messageKeys(queueId).meta, this.keys.timelineDone(queueId)];
   }
 
   async hold(queueId: string): Promise<number> {
@@ -344,7 +395,7 @@ export class RedisOperations {
     const multi = opsMulti(this.#client);
     multi.ternHoldMessage(this.#d.messageKeys(queueId).meta);
     if (ids.length > 0) multi.sadd(this.keys.held, ...ids);
-    if (event) multi.ternAppendTimeline(this.keys.timeline(queueId), JSON.stringify(event));
+    if (event) multi.ternAppendTimeline(...this.#timelineKeys(queueId), JSON.stringify(event));
     await exec(multi);
   }
 
@@ -353,7 +404,7 @@ export class RedisOperations {
     if (ids === undefined) return 0;
     const multi = opsMulti(this.#client);
     multi.hdel(this.#d.messageKeys(queueId).meta, 'held', 'holdReason');
-    multi.ternAppendTimeline(this.keys.timeline(queueId), JSON.stringify(operatorEvent('release')));
+    multi.ternAppendTimeline(...this.#timelineKeys(queueId), JSON.stringify(operatorEvent('release')));
     if (ids.length > 0) multi.srem(this.keys.held, ...ids);
     await exec(multi);
     // Parked jobs wait far ahead: bring each back to its own schedule (due now if that has passed).
@@ -394,6 +445,8 @@ export class RedisOperations {
     const k = this.keys;
     const retention = this.#d.retentionSeconds;
     const multi = opsMulti(this.#client);
+    // The timeline first: a live one is in the message hash.
+    multi.ternCloseTimeline(...this.#timelineKeys(queueId), JSON.stringify(event), retention);
     multi.del(keys.jobs, keys.meta, keys.body);
     if (ids.length > 0) multi.zrem(k.jobs, ...ids).srem(k.held, ...ids);
     for (const id of ids) {
@@ -401,8 +454,6 @@ export class RedisOperations {
       multi.zrem(k.domain(domain), id).srem(k.retried(domain), id);
       multi.ternPruneDomain(k.domains, k.domain(domain), domain);
     }
-    multi.ternAppendTimeline(k.timeline(queueId), JSON.stringify(event));
-    multi.expire(k.timeline(queueId), retention);
     if (messageId !== null && messageId !== undefined) {
       multi.expire(k.messageId(normalizeMessageId(messageId)), retention);
     }
@@ -426,10 +477,11 @@ export class RedisOperations {
       return { ok: false, reason: 'active' };
     }
     const keys = this.#d.messageKeys(queueId);
-    const [meta, prefix] = await Promise.all([
-      this.#client.hgetall(keys.meta),
+    const [raw, prefix] = await Promise.all([
+      this.#client.hgetallBuffer(keys.meta),
       this.#client.getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1),
     ]);
+    const { fields: meta, body } = messageFields(raw);
     if (meta.envelope === undefined) return { ok: false, reason: 'unknown' };
     const pending: RecipientState[] = jobs.flatMap(
       (j) => j.data?.recipients.filter((r) => r.status === 'pending') ?? [],
@@ -440,7 +492,7 @@ export class RedisOperations {
         envelope: JSON.parse(meta.envelope),
         createdAt: Number(meta.createdAt),
         isBounce: meta.isBounce === '1',
-        headers: headerBlockOf(prefix),
+        headers: headerBlockOf(body?.subarray(0, HEADER_READ_LIMIT) ?? prefix),
       },
       pending,
       options,
@@ -469,7 +521,7 @@ export class RedisOperations {
       else multi.hset(meta, `route:${d}`, JSON.stringify(hop));
     }
     multi.ternAppendTimeline(
-      this.keys.timeline(queueId),
+      ...this.#timelineKeys(queueId),
       JSON.stringify(
         operatorEvent('reroute', {
           ...(wanted === undefined ? {} : { domain: wanted }),
@@ -555,6 +607,8 @@ export interface JobGate {
   readonly messageId: string | undefined;
   /** The job's data (JSON), when asked for (Tern's engine). */
   readonly data?: string | undefined;
+  /** The message's bytes, when asked for and inline in the hash (Tern's engine). */
+  readonly body?: Buffer | undefined;
 }
 
 /** Reads what decides whether (and where) a job may run now. */
@@ -570,14 +624,23 @@ export async function readJobGate(
   dataField?: string,
   /** Suspensions and routes kept in memory (Tern's engine): the two hashes are not read. */
   destinations?: DestinationCache,
+  /** Tern's engine: the body too, when it is inline in the hash (read as bytes, in the same HMGET). */
+  withBody = false,
 ): Promise<JobGate> {
   // Sent back to back (one round trip), without an ioredis Pipeline: building one copies every
   // script of the connection (BullMQ's dozens), per job.
   const fields = ['held', 'messageId', `route:${domain}`, 'createdAt'];
   if (dataField !== undefined) fields.push(dataField);
+  let body: Buffer | undefined;
+  const read = withBody
+    ? client.hmgetBuffer(message.meta, ...fields, 'body').then((values) => {
+        body = values.pop() ?? undefined;
+        return values.map((v) => (v === null ? null : v.toString()));
+      })
+    : client.hmget(message.meta, ...fields);
   const [member, [held, messageId, jobRoute, createdAt, data], suspended, domainRoute] = await Promise.all([
     single ? 1 : client.sismember(message.jobs, jobId),
-    client.hmget(message.meta, ...fields),
+    read,
     destinations ? (destinations.suspended.get(domain) ?? null) : client.hget(keys.suspended, domain),
     destinations ? (destinations.routes.get(domain) ?? null) : client.hget(keys.routes, domain),
   ]);
@@ -591,6 +654,7 @@ export async function readJobGate(
     nextHop: route === null || route === undefined ? undefined : (JSON.parse(route) as NextHop),
     messageId: messageId ?? undefined,
     data: data ?? undefined,
+    body,
   };
 }
 
@@ -601,6 +665,29 @@ export async function readJobGate(
 export function unfinishedJobs(members: readonly string[], only: string | null | undefined): string[] {
   if (members.length > 0) return [...members].sort();
   return only === null || only === undefined ? [] : [only];
+}
+
+/** A message hash as read with HGETALL as bytes: its fields as text, and the inline body apart. */
+export function messageFields(raw: Record<string, Buffer>): {
+  fields: Record<string, string>;
+  body: Buffer | undefined;
+} {
+  const fields: Record<string, string> = {};
+  let body: Buffer | undefined;
+  for (const [name, value] of Object.entries(raw)) {
+    if (name === 'body') body = value;
+    else fields[name] = value.toString();
+  }
+  return { fields, body };
+}
+
+/**
+ * A timeline as stored: the list (the BullMQ engine's), or else JSON events one a line (Tern's
+ * engine: the `tl` field of a live message, the string of a finished one).
+ */
+export function timelineEvents(list: readonly string[], lines: string | null | undefined): TimelineEvent[] {
+  const raw = list.length > 0 ? list : (lines ?? '').split('\n').filter((line) => line !== '');
+  return raw.map(parseTimelineEvent).filter((e): e is TimelineEvent => e !== undefined);
 }
 
 function operatorEvent(action: OperatorAction, extra: Partial<OperatorEvent> = {}): OperatorEvent {

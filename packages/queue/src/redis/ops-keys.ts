@@ -26,8 +26,18 @@ export interface OpsKeys {
   retried(domain: string): string;
   /** list: a message's timeline events (JSON), kept for the retention after the message is finished. */
   timeline(queueId: string): string;
+  /**
+   * string: a finished message's timeline (JSON events, one a line), written whole when the
+   * message finishes, with the retention as its TTL (Tern's engine keeps a live message's timeline
+   * in its hash, field `tl`).
+   */
+  timelineDone(queueId: string): string;
   /** set: queue ids of messages with this Message-ID (brackets removed). */
   messageId(messageId: string): string;
+  /** zset, score 0: `<message-id>\0<queue id>` of every message Tern's engine enqueued, swept once gone. */
+  readonly mids: string;
+  /** hash: where the sweep of `mids` is (cursor) and when the next pass starts. */
+  readonly midSweep: string;
 }
 
 export function opsKeys(prefix: string): OpsKeys {
@@ -43,6 +53,9 @@ export function opsKeys(prefix: string): OpsKeys {
     domain: (domain) => `${base}:dom:${domain}`,
     retried: (domain) => `${base}:retried:${domain}`,
     timeline: (queueId) => `${base}:timeline:${queueId}`,
+    timelineDone: (queueId) => `${base}:tl:${queueId}`,
+    mids: `${base}:mids`,
+    midSweep: `${base}:mids:sweep`,
     messageId: (messageId) => `${base}:mid:${messageId}`,
   };
 }
@@ -86,11 +99,26 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) then redis.call('SADD', KEYS[2], ARGV[
 if ARGV[2] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RPUSH', KEYS[3], ARGV[2]) end
 return 0`;
 
-// Appends events to a timeline that still exists (never recreates an expired one without a TTL).
-// KEYS: timeline   ARGV: event JSON...
+// Appends events to a timeline that still exists (never recreates an expired one without a TTL):
+// the list (the BullMQ engine's), a live message's `tl` field (Tern's engine), or a finished
+// message's string.
+// KEYS: timeline (list), meta, timeline (string)   ARGV: event JSON...
 const APPEND_TIMELINE_LUA = `
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('RPUSH', KEYS[1], unpack(ARGV))`;
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('RPUSH', KEYS[1], unpack(ARGV)) end
+local events = table.concat(ARGV, '\\n')
+local tl = redis.call('HGET', KEYS[2], 'tl')
+if tl then return redis.call('HSET', KEYS[2], 'tl', tl .. '\\n' .. events) end
+if redis.call('EXISTS', KEYS[3]) == 1 then return redis.call('APPEND', KEYS[3], '\\n' .. events) end
+return 0`;
+
+// A message leaves (deleted or bounced by an operator): its timeline gets the last event and the
+// retention, as a string from a live `tl` field, or the list as it is. Runs before the hash is deleted.
+// KEYS: timeline (list), meta, timeline (string)   ARGV: event JSON, retention seconds
+const CLOSE_TIMELINE_LUA = `
+local tl = redis.call('HGET', KEYS[2], 'tl')
+if tl then return redis.call('SET', KEYS[3], tl .. '\\n' .. ARGV[1], 'EX', ARGV[2]) end
+redis.call('RPUSHX', KEYS[1], ARGV[1])
+return redis.call('EXPIRE', KEYS[1], ARGV[2])`;
 
 // Marks a message held, unless it is gone: a hold that read the message just before its last job
 // finished must not bring its hash back (it would stay forever, with no job to delete it).
@@ -124,14 +152,15 @@ export type OpsRedis = RedisClient & {
     jobId: string,
     event: string,
   ): Promise<number>;
-  ternAppendTimeline(timeline: string, ...events: string[]): Promise<number>;
+  ternAppendTimeline(timeline: string, meta: string, done: string, ...events: string[]): Promise<number>;
   ternPruneDomain(domains: string, domainKey: string, domain: string): Promise<number>;
   ternAppendUpload(upload: string, slice: Buffer, ttlMs: number): Promise<number>;
 };
 
 /** A MULTI on an OpsRedis connection: the scripts can be queued in it like any command. */
 export type OpsMulti = ChainableCommander & {
-  ternAppendTimeline(timeline: string, ...events: string[]): OpsMulti;
+  ternAppendTimeline(timeline: string, meta: string, done: string, ...events: string[]): OpsMulti;
+  ternCloseTimeline(timeline: string, meta: string, done: string, event: string, retention: number): OpsMulti;
   ternHoldMessage(meta: string): OpsMulti;
   ternPruneDomain(domains: string, domainKey: string, domain: string): OpsMulti;
 };
@@ -144,7 +173,8 @@ export function opsMulti(client: OpsRedis): OpsMulti {
 export function defineOpsCommands(client: RedisClient): OpsRedis {
   client.defineCommand('ternFinishJob', { numberOfKeys: 8, lua: FINISH_JOB_LUA });
   client.defineCommand('ternRecordRetry', { numberOfKeys: 3, lua: RECORD_RETRY_LUA });
-  client.defineCommand('ternAppendTimeline', { numberOfKeys: 1, lua: APPEND_TIMELINE_LUA });
+  client.defineCommand('ternAppendTimeline', { numberOfKeys: 3, lua: APPEND_TIMELINE_LUA });
+  client.defineCommand('ternCloseTimeline', { numberOfKeys: 3, lua: CLOSE_TIMELINE_LUA });
   client.defineCommand('ternPruneDomain', { numberOfKeys: 2, lua: PRUNE_DOMAIN_LUA });
   client.defineCommand('ternHoldMessage', { numberOfKeys: 1, lua: HOLD_MESSAGE_LUA });
   client.defineCommand('ternAppendUpload', { numberOfKeys: 1, lua: APPEND_UPLOAD_LUA });

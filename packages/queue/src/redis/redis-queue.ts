@@ -1,7 +1,7 @@
 // The Redis backend: message bodies and envelopes in plain Redis keys, delivery jobs in BullMQ.
 // Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
 // jobs to the living.
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, type NextHop, silentLogger, withTimeout } from '@tern/plugin-api';
 import type { ByteSource } from '@tern/plugin-api/host';
@@ -19,7 +19,7 @@ import type { Job, JobsOptions, Queue, Worker } from 'bullmq';
 import type { RedisOptions } from 'ioredis';
 import { z } from 'zod';
 import { type AttemptSettings, type AttemptStore, attemptSettings, runDeliveryAttempt } from '../attempt.js';
-import { inlineChunks, MessageSourceError, slicesOf } from '../body.js';
+import { BODY_SLICE_BYTES, inlineChunks, MessageSourceError, slicesOf } from '../body.js';
 import type {
   BounceNowOptions,
   BounceNowResult,
@@ -77,9 +77,10 @@ import {
   EngineLoop,
   type EngineRedis,
   engineKeys,
+  enqueueMessage,
   HOLD_PARK_MS,
   jobField,
-  queueNewJobs,
+  midMember,
 } from './tern-engine.js';
 import { RedisTlsStore } from './tls-store.js';
 import { RedisWebhookOutbox } from './webhook-outbox.js';
@@ -153,8 +154,12 @@ interface JobSteps {
   park(at: number): Promise<unknown>;
   /** Makes a parked job due now. */
   promote(): Promise<unknown>;
-  /** The job is done: the finish script's keys and arguments. */
-  finish(keys: string[], args: (string | number)[]): Promise<unknown>;
+  /** The job is done: its last attempt (JSON), whether its message has other jobs, whether it was deferred before. */
+  finish(done: JobDone): Promise<unknown>;
+  /** The message's bytes, for delivery. */
+  open(): Promise<Readable>;
+  /** The message's first bytes (up to HEADER_READ_LIMIT), for a bounce's headers. */
+  head(): Promise<Buffer>;
   /** Waits until `at` with new data, marked retried, the attempt (JSON, or '') on the timeline. */
   defer(
     data: JobData,
@@ -162,6 +167,15 @@ interface JobSteps {
     event: string,
     record: <T>(write: () => Promise<T>) => Promise<T>,
   ): Promise<unknown>;
+}
+/** What finishing a job needs to know (see JobSteps.finish). */
+interface JobDone {
+  readonly event: string;
+  /** The message was planned with this job only. */
+  readonly only: boolean;
+  /** It may be in the retried set (its data says it was deferred before). */
+  readonly retried: boolean;
+  readonly messageId: string | undefined;
 }
 /** Slices of a large body sent to Redis before the oldest must be confirmed: bounds memory per enqueue. */
 const UPLOAD_WINDOW = 4;
@@ -325,6 +339,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       prefix: this.keyBase,
       retentionSeconds: this.#retentionSeconds,
       messageKeys: (queueId) => redisKeys(this.keyBase, queueId),
+      allJobsIndex: this.engine === 'bullmq',
       enqueue: (message) => this.enqueue(message),
     });
   }
@@ -346,6 +361,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const queueId = newQueueId(message.receivedAt);
     const keys = redisKeys(this.keyBase, queueId);
     const jobs = planJobs(queueId, message);
+    if (this.engine === 'tern') return this.#enqueueTern(message, queueId, keys, jobs);
 
     // One MULTI, one round trip: body, envelope, job set and the BullMQ jobs land together or
     // not at all (a command refused at queueing time, OOM included, aborts the whole EXEC).
@@ -359,21 +375,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     } catch (error) {
       throw this.#unavailable(error);
     }
-    // A message too large to hold (or spooled to disk by intake) is written in slices first, to
-    // a key of its own that expires unless the MULTI below renames it into place.
-    const chunks = inlineChunks(message.content);
-    if (chunks === undefined) {
-      if (!this.#health.writable) {
-        // Fail fast instead of streaming the whole body into a Redis that refused the last write.
-        throw this.#unavailable(new Error(`Redis cannot take writes: ${this.#health.get().lastError}`));
-      }
-      try {
-        await this.#upload(keys.upload, message.content);
-      } catch (error) {
-        this.#client.del(keys.upload).catch(() => {});
-        throw this.#unavailable(error);
-      }
-    }
+    const chunks = await this.#uploadLarge(message, keys.upload);
     const multi = client.multi();
     if (chunks === undefined) {
       // RENAME keeps the upload's TTL: PERSIST drops it in the same transaction.
@@ -382,19 +384,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       // One SET of one Buffer (at most INLINE_BODY_LIMIT bytes): not a SET and an APPEND per chunk.
       multi.set(keys.body, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
     }
-    multi.hset(keys.meta, {
-      envelope: JSON.stringify(message.envelope),
-      createdAt: String(message.receivedAt),
-      size: String(message.content.size),
-      ...(message.eightBit === undefined ? {} : { eightBit: message.eightBit ? '1' : '0' }),
-      isBounce: message.isBounce ? '1' : '0',
-      ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
-      ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
-      // Quarantined by a queue hook: held from the start, as an operator's hold would.
-      ...(message.hold === undefined ? {} : { held: '1', holdReason: message.hold }),
-      // One job (most mail): its id here; this version's workers never read or empty its job set.
-      ...(jobs.length === 1 && jobs[0] !== undefined ? { job: jobs[0].id } : {}),
-    });
+    // An object: BullMQ wraps the MULTI's HSET to take (key, fields) only.
+    multi.hset(keys.meta, messageHash(message, jobs));
     // Written for one job too, though this version only deletes it: a worker of the previous
     // version on the same queue (a rolling upgrade) asks the set whether the job is wanted, and
     // would drop the job as withdrawn without it. One command per message buys upgrades without loss.
@@ -411,16 +402,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       multi.zadd(ops.jobs, 0, job.id).zadd(ops.domain(job.domain), 0, job.id).sadd(ops.domains, job.domain);
     }
     if (message.hold !== undefined) multi.sadd(ops.held, ...jobs.map((j) => j.id));
-    if (this.engine === 'tern') {
-      queueNewJobs(
-        multi,
-        this.#engineKeys,
-        keys.meta,
-        jobs.map((job) => ({ id: job.id, data: toJobData(job, jobs.length) })),
-        message.hold !== undefined,
-      );
-    }
-    for (const job of this.engine === 'tern' ? [] : jobs) {
+    for (const job of jobs) {
       // Job.addJob queues the BullMQ script on our MULTI instead of sending it on its own.
       void new (driver('bullmq').Job)(
         this.#queue,
@@ -443,20 +425,103 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       if (results === null || failure) throw failure ?? new Error('transaction discarded');
       if (this.#replicaAck !== undefined) await this.#awaitReplicas(client, keys.meta, this.#replicaAck);
     } catch (error) {
-      // The MULTI may have landed (a script failed inside it) or may still land (Redis is slow, not
-      // gone). This DEL goes out on the same connection right behind it, so Redis runs it after: the
-      // message is withdrawn, and a worker drops its jobs when it finds the message gone. The
-      // client's retry after our 451 is then the only copy (or, if a worker was quicker, a duplicate).
-      this.#client.del(keys.jobs, keys.meta, keys.body, keys.upload, timeline).catch(() => {});
-      const ids = jobs.map((j) => j.id);
-      this.#client.zrem(ops.jobs, ...ids).catch(() => {});
-      for (const job of jobs) {
-        this.#client.zrem(ops.domain(job.domain), job.id).catch(() => {});
-        this.#client.ternPruneDomain(ops.domains, ops.domain(job.domain), job.domain).catch(() => {});
-      }
+      this.#withdraw(queueId, jobs, undefined);
       throw this.#unavailable(error);
     }
     return queueId;
+  }
+
+  /**
+   * Tern's engine: the whole message in one script call (one command, one round trip): the body
+   * in the message hash when it fits one slice, 256 KiB (as the Buffer intake handed over, never a
+   * string), its `received` event and intake's verdicts in the hash too (`tl`: no timeline key
+   * until the message finishes), its Message-ID as one entry of the `mids` index, no `ops:jobs`.
+   */
+  async #enqueueTern(
+    message: IncomingMessage,
+    queueId: string,
+    keys: ReturnType<typeof redisKeys>,
+    jobs: readonly DeliveryJob[],
+  ): Promise<string> {
+    // Inline up to one slice: a worker then reads it whole with the job's gate (bounded, as the
+    // slices of a larger body are).
+    const chunks = await this.#uploadLarge(message, keys.upload, BODY_SLICE_BYTES);
+    const fields: (string | Buffer)[] = [];
+    for (const [name, value] of Object.entries(messageHash(message, jobs))) fields.push(name, value);
+    if (chunks !== undefined)
+      fields.push('body', chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    fields.push(
+      'tl',
+      initialTimeline(message)
+        .map((e) => JSON.stringify(e))
+        .join('\n'),
+    );
+    for (const job of jobs) fields.push(jobField(job.id), JSON.stringify(toJobData(job, jobs.length)));
+    const mid =
+      message.messageId === undefined ? undefined : midMember(normalizeMessageId(message.messageId), queueId);
+    try {
+      await withTimeout(
+        enqueueMessage(this.#client as OpsRedis & EngineRedis, this.#engineKeys, this.#opsKeys, keys, {
+          jobs,
+          fields,
+          mid,
+          held: message.hold !== undefined,
+          uploaded: chunks === undefined,
+        }),
+        this.#timeoutMs,
+        'Redis did not confirm the message in time',
+      );
+      if (this.#replicaAck !== undefined)
+        await this.#awaitReplicas(this.#client, keys.meta, this.#replicaAck);
+    } catch (error) {
+      this.#withdraw(queueId, jobs, mid);
+      throw this.#unavailable(error);
+    }
+    return queueId;
+  }
+
+  /**
+   * A body too large to hold (or spooled to disk by intake) is written in slices first, to a key
+   * of its own that expires unless the enqueue renames it into place. Returns the chunks of a body
+   * small enough to go with the enqueue itself (undefined when it was uploaded).
+   */
+  async #uploadLarge(
+    message: IncomingMessage,
+    upload: string,
+    limit?: number,
+  ): Promise<readonly Buffer[] | undefined> {
+    const chunks = inlineChunks(message.content, limit);
+    if (chunks !== undefined) return chunks;
+    if (!this.#health.writable) {
+      // Fail fast instead of streaming the whole body into a Redis that refused the last write.
+      throw this.#unavailable(new Error(`Redis cannot take writes: ${this.#health.get().lastError}`));
+    }
+    try {
+      await this.#upload(upload, message.content);
+    } catch (error) {
+      this.#client.del(upload).catch(() => {});
+      throw this.#unavailable(error);
+    }
+    return undefined;
+  }
+
+  /**
+   * An enqueue failed, but its writes may have landed (a command failed inside the MULTI or the
+   * script after a first write) or may still land (Redis is slow, not gone). These commands go out on the same connection right
+   * behind it, so Redis runs them after: the message is withdrawn, and a worker drops its jobs
+   * when it finds the message gone. The client's retry after our 451 is then the only copy (or,
+   * if a worker was quicker, a duplicate).
+   */
+  #withdraw(queueId: string, jobs: readonly DeliveryJob[], mid: string | undefined): void {
+    const keys = redisKeys(this.keyBase, queueId);
+    const ops = this.#opsKeys;
+    this.#client.del(keys.jobs, keys.meta, keys.body, keys.upload, ops.timeline(queueId)).catch(() => {});
+    if (this.engine === 'bullmq') this.#client.zrem(ops.jobs, ...jobs.map((j) => j.id)).catch(() => {});
+    if (mid !== undefined) this.#client.zrem(ops.mids, mid).catch(() => {});
+    for (const job of jobs) {
+      this.#client.zrem(ops.domain(job.domain), job.id).catch(() => {});
+      this.#client.ternPruneDomain(ops.domains, ops.domain(job.domain), job.domain).catch(() => {});
+    }
   }
 
   /**
@@ -565,6 +630,14 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         onError: (error) => {
           if (refusesWrites(error)) this.#health.failed(error);
           else this.#log.error({ err: error }, 'delivery worker error');
+        },
+        mids: {
+          mids: this.#opsKeys.mids,
+          state: this.#opsKeys.midSweep,
+          retentionMs: this.#retentionSeconds * 1000,
+          metaPrefix: redisKeys(this.keyBase, '').meta,
+          timelinePrefix: this.#opsKeys.timelineDone(''),
+          listPrefix: this.#opsKeys.timeline(''),
         },
       });
       this.#engineLoop = loop;
@@ -690,7 +763,28 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       drop: async () => {},
       park: (at) => job.moveToDelayed(at, token),
       promote: () => job.promote(),
-      finish: (finishKeys, args) => client.ternFinishJob(...finishKeys, ...args),
+      finish: (done) => {
+        const ops = this.#opsKeys;
+        const timeline = ops.timeline(data.queueId);
+        return client.ternFinishJob(
+          keys.jobs,
+          keys.meta,
+          keys.body,
+          ops.jobs,
+          ops.domain(data.domain),
+          ops.retried(data.domain),
+          timeline,
+          // The timeline stands in when there is no Message-ID (the script then skips it).
+          done.messageId === undefined ? timeline : ops.messageId(normalizeMessageId(done.messageId)),
+          id,
+          done.event,
+          this.#retentionSeconds,
+          done.only ? '1' : '0',
+          done.retried ? '1' : '0',
+        );
+      },
+      open: async () => bodyStream(client, keys.body),
+      head: () => client.getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1),
       defer: async (nextData, at, event, record) => {
         // Data first, confirmed before the job joins the retried set: if we die between the two,
         // the replay already knows who is done, and a job in the retried set always has data
@@ -724,7 +818,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const field = jobField(id);
     // Redis itself after a park (a resume may not have reached this node's cache yet).
     const gate = () => readJobGate(client, ops, keys, id, domain, true, field);
-    const first = await readJobGate(client, ops, keys, id, domain, true, field, this.#destinations);
+    // The body comes with the gate (no GETRANGE), unless the domain is paced: a job parked for
+    // its slot would have fetched it for nothing.
+    const paced = this.#pacer.room(domain, Date.now()) !== Number.POSITIVE_INFINITY;
+    const first = await readJobGate(client, ops, keys, id, domain, true, field, this.#destinations, !paced);
+    // Inline in the hash (most mail), or in its own key (a large one, written in slices).
+    const body = async (): Promise<Buffer | null> =>
+      first.body ?? (paced ? await client.hgetBuffer(keys.meta, 'body') : null);
     // Parked (no data) or deferred (new data) in one script, out of the running list.
     const later = (data: string, at: number, event: string) =>
       client
@@ -750,7 +850,30 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       },
       park: (at) => later('', at, ''),
       promote: () => this.#engineJobs.reschedule(id, true),
-      finish: (finishKeys, args) => client.ternEngineFinish(...finishKeys, run, ...args, field),
+      finish: (done) =>
+        client.ternEngineFinish(
+          run,
+          keys.meta,
+          keys.body,
+          keys.jobs,
+          ops.domain(domain),
+          ops.retried(domain),
+          ops.timeline(queueId),
+          ops.timelineDone(queueId),
+          id,
+          done.event,
+          this.#retentionSeconds,
+          done.only ? '1' : '0',
+          done.retried ? '1' : '0',
+          field,
+        ),
+      open: async () => {
+        const inline = await body();
+        return inline === null ? bodyStream(client, keys.body) : Readable.from([inline]);
+      },
+      head: async () =>
+        (await body())?.subarray(0, HEADER_READ_LIMIT) ??
+        (await client.getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1)),
       defer: (nextData, at, event, record) => record(() => later(JSON.stringify(nextData), at, event)),
     });
   }
@@ -774,10 +897,6 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       await engine.drop();
       return { dropped: true };
     }
-    const client = this.#workerClient as OpsRedis;
-    const keys = redisKeys(this.keyBase, data.queueId);
-    const ops = this.#opsKeys;
-    const timeline = ops.timeline(data.queueId);
     // Held by an operator, or its destination suspended: wait without using an attempt.
     if (gate.held || gate.suspendedUntil !== undefined) {
       await engine.park(gate.suspendedUntil ?? settings.now() + HOLD_PARK_MS);
@@ -809,9 +928,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       ...(gate.nextHop === undefined ? {} : { nextHop: gate.nextHop }),
     };
     const store: AttemptStore = {
-      openMessage: async () => bodyStream(client, keys.body),
-      readHeaders: async () =>
-        headerBlockOf(await client.getrangeBuffer(keys.body, 0, HEADER_READ_LIMIT - 1)),
+      openMessage: () => engine.open(),
+      readHeaders: async () => headerBlockOf(await engine.head()),
       enqueue: (message) => this.enqueue(message),
     };
 
@@ -843,27 +961,13 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       until = Date.now() + this.#lockMs / 2;
       if (outcome.next === undefined) {
         await record(() =>
-          engine.finish(
-            [
-              keys.jobs,
-              keys.meta,
-              keys.body,
-              ops.jobs,
-              ops.domain(data.domain),
-              ops.retried(data.domain),
-              timeline,
-              // The timeline stands in when there is no Message-ID (the script then skips it).
-              gate.messageId === undefined ? timeline : ops.messageId(normalizeMessageId(gate.messageId)),
-            ],
-            [
-              id,
-              JSON.stringify(event),
-              this.#retentionSeconds,
-              data.jobs === 1 ? '1' : '0',
-              // Only a job deferred before was added to the retried set (its data says so first).
-              data.attempts > 0 || data.nextAttemptAt !== undefined ? '1' : '0',
-            ],
-          ),
+          engine.finish({
+            event: JSON.stringify(event),
+            only: data.jobs === 1,
+            // Only a job deferred before was added to the retried set (its data says so first).
+            retried: data.attempts > 0 || data.nextAttemptAt !== undefined,
+            messageId: gate.messageId,
+          }),
         );
         return { delivered: outcome.decision.delivered.length, failed: outcome.decision.failed.length };
       }
@@ -914,12 +1018,23 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   }
 
   async readMessage(queueId: string): Promise<Buffer | null> {
-    return this.#client.getBuffer(redisKeys(this.keyBase, queueId).body);
+    const keys = redisKeys(this.keyBase, queueId);
+    // Inline in the hash (Tern's engine, most mail), or in a key of its own.
+    const [inline, own] = await Promise.all([
+      this.#client.hgetBuffer(keys.meta, 'body'),
+      this.#client.getBuffer(keys.body),
+    ]);
+    return inline ?? own;
   }
 
   async openMessage(queueId: string): Promise<Readable | null> {
-    const key = redisKeys(this.keyBase, queueId).body;
-    return (await this.#client.exists(key)) === 1 ? bodyStream(this.#client, key) : null;
+    const keys = redisKeys(this.keyBase, queueId);
+    const [inline, own] = await Promise.all([
+      this.#client.hgetBuffer(keys.meta, 'body'),
+      this.#client.exists(keys.body),
+    ]);
+    if (inline !== null) return Readable.from([inline]);
+    return own === 1 ? bodyStream(this.#client, keys.body) : null;
   }
 
   health(): QueueHealth {
@@ -1030,6 +1145,24 @@ export async function openRedisQueue(options: RedisQueueOptions = {}): Promise<R
     throw error;
   }
   return queue;
+}
+
+/** The message hash's fields and values, both engines'. */
+function messageHash(message: IncomingMessage, jobs: readonly DeliveryJob[]): Record<string, string> {
+  const only = jobs.length === 1 ? jobs[0] : undefined;
+  return {
+    envelope: JSON.stringify(message.envelope),
+    createdAt: String(message.receivedAt),
+    size: String(message.content.size),
+    ...(message.eightBit === undefined ? {} : { eightBit: message.eightBit ? '1' : '0' }),
+    isBounce: message.isBounce ? '1' : '0',
+    ...(message.messageId === undefined ? {} : { messageId: message.messageId }),
+    ...(message.source === undefined ? {} : { source: JSON.stringify(message.source) }),
+    // Quarantined by a queue hook: held from the start, as an operator's hold would.
+    ...(message.hold === undefined ? {} : { held: '1', holdReason: message.hold }),
+    // One job (most mail): its id here; this version's workers never read or empty its job set.
+    ...(only === undefined ? {} : { job: only.id }),
+  };
 }
 
 function toJobData(job: DeliveryJob, jobs: number): JobData {

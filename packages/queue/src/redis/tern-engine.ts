@@ -38,36 +38,86 @@ export function jobField(jobId: string): string {
   return `j:${domainOfJob(jobId)}`;
 }
 
-// The job is done: out of its node's running list, its data and indexes removed, the attempt
-// appended to the timeline; with the last job the message goes and the timeline's retention
-// starts. The BullMQ engine's finish script plus LREM and HDEL. Idempotent.
-// KEYS: jobs set, meta, body, ops jobs, ops domain, ops retried, timeline, message-id set (the
-//       timeline again when none), run list
+// A new message, in one script (one EVALSHA instead of MULTI … EXEC): its hash (envelope,
+// metadata, each job's data `j:<domain>`, the body when it fits one slice, the `received` event
+// and intake's verdicts in `tl`), the operator indexes, the Message-ID entry, and its job ids in
+// `ready` (or parked in `due` when held on arrival). The first write is RENAME or HSET: Redis
+// refuses a script's first write when out of memory and never a later one, so it lands whole or
+// not at all.
+// KEYS: meta, ready, due, ops mids, ops domains, ops held, jobs set, upload, body,
+//       then `ops:dom:<domain>` of each job
+// ARGV: job count n, park ms ('' unless held), Message-ID member ('' for none), '1' when the body
+//       is in the upload key, then n job ids, n domains, then the hash's field/value pairs
+const ENQUEUE_LUA = `
+local n = tonumber(ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('RENAME', KEYS[8], KEYS[9])
+  redis.call('PERSIST', KEYS[9])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5 + 2 * n))
+local ids = {unpack(ARGV, 5, 4 + n)}
+for i = 1, n do redis.call('ZADD', KEYS[9 + i], 0, ids[i]) end
+redis.call('SADD', KEYS[5], unpack(ARGV, 5 + n, 4 + 2 * n))
+if n > 1 then redis.call('SADD', KEYS[7], unpack(ids)) end
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], 0, ARGV[3]) end
+if ARGV[2] ~= '' then
+  redis.call('SADD', KEYS[6], unpack(ids))
+  local parked = {}
+  for i = 1, n do
+    parked[2 * i - 1] = ARGV[2]
+    parked[2 * i] = ids[i]
+  end
+  redis.call('ZADD', KEYS[3], unpack(parked))
+else
+  redis.call('LPUSH', KEYS[2], unpack(ids))
+end
+return 1`;
+
+// The job is done: out of its node's running list and the domain index, the attempt added to the
+// timeline; with the last job the message goes and its whole timeline is written once, as a
+// string with the retention as its TTL (the Message-ID entry needs nothing: the sweep drops it
+// once the timeline is gone). A message without `tl` was finished already (a replay), deleted by
+// an operator (the attempt goes to its kept timeline), or written by an older layout (a list).
+// KEYS: run list, meta, body, jobs set, ops domain, ops retried, timeline (list), timeline (string)
 // ARGV: job id, event JSON ('' for none), retention seconds, '1' when the message has no other
 //       job, '1' when the job may be in the retried set, job data field
 const FINISH_LUA = `
-redis.call('LREM', KEYS[9], -1, ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('LREM', KEYS[1], -1, ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 if ARGV[5] == '1' then redis.call('SREM', KEYS[6], ARGV[1]) end
-if ARGV[2] ~= '' then redis.call('RPUSHX', KEYS[7], ARGV[2]) end
+local tl = redis.call('HGET', KEYS[2], 'tl')
+local ev = ARGV[2]
 if ARGV[4] ~= '1' then
-  redis.call('SREM', KEYS[1], ARGV[1])
-  if redis.call('SCARD', KEYS[1]) > 0 then
+  redis.call('SREM', KEYS[4], ARGV[1])
+  if redis.call('SCARD', KEYS[4]) > 0 then
     redis.call('HDEL', KEYS[2], ARGV[6])
+    if ev ~= '' then
+      if tl then redis.call('HSET', KEYS[2], 'tl', tl .. '\\n' .. ev)
+      else redis.call('RPUSHX', KEYS[7], ev) end
+    end
     return 0
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if tl then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+  if ev ~= '' then tl = tl .. '\\n' .. ev end
+  redis.call('SET', KEYS[8], tl, 'EX', ARGV[3])
+  return 1
+end
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  if ev ~= '' then redis.call('APPEND', KEYS[8], '\\n' .. ev) end
+  return 0
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+if ev ~= '' then redis.call('RPUSHX', KEYS[7], ev) end
 redis.call('EXPIRE', KEYS[7], ARGV[3])
-if KEYS[8] ~= KEYS[7] then redis.call('EXPIRE', KEYS[8], ARGV[3]) end
 return 1`;
 
 // The job waits until `at`: out of the running list into `due`, with its new data (a retry) or as
-// it is (a park: limit, hold, suspension). A retry marks it retried and appends the attempt to the
+// it is (a park: limit, hold, suspension). A retry marks it retried and adds the attempt to the
 // timeline. A job whose message is gone (withdrawn, deleted) is dropped instead. Returns 1 when
 // the job is in `due`.
-// KEYS: meta, run list, due, ops domain, ops retried, timeline
+// KEYS: meta, run list, due, ops domain, ops retried, timeline (list: an older layout's)
 // ARGV: job id, data field, data JSON ('' for a park), due ms, event JSON ('' for none)
 const DEFER_LUA = `
 redis.call('LREM', KEYS[2], -1, ARGV[1])
@@ -77,8 +127,50 @@ if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
   if redis.call('ZSCORE', KEYS[4], ARGV[1]) then redis.call('SADD', KEYS[5], ARGV[1]) end
 end
-if ARGV[5] ~= '' and redis.call('EXISTS', KEYS[6]) == 1 then redis.call('RPUSH', KEYS[6], ARGV[5]) end
+if ARGV[5] ~= '' then
+  local tl = redis.call('HGET', KEYS[1], 'tl')
+  if tl then redis.call('HSET', KEYS[1], 'tl', tl .. '\\n' .. ARGV[5])
+  else redis.call('RPUSHX', KEYS[6], ARGV[5]) end
+end
 return 1`;
+
+// One step of the Message-ID index's sweep: the next `batch` entries (`<message-id>\0<queue id>`,
+// lexical order) after the cursor; an entry whose message arrived more than the retention ago
+// and has neither its hash nor its timeline any more is dropped. A pass starts at most every
+// `period` ms (shared by every node through the state hash). Returns 0 when more entries are
+// left in this pass, else when the next pass may start.
+// KEYS: mids, sweep state   ARGV: now, retention ms, batch, message key prefix, timeline
+// (string) key prefix, timeline (list) key prefix, period ms
+const MID_SWEEP_LUA = `
+local now = tonumber(ARGV[1])
+local st = redis.call('HMGET', KEYS[2], 'cursor', 'next')
+local cursor = st[1]
+if not cursor then
+  if st[2] and tonumber(st[2]) > now then return tonumber(st[2]) end
+  cursor = '-'
+end
+local batch = tonumber(ARGV[3])
+local members = redis.call('ZRANGEBYLEX', KEYS[1], cursor, '+', 'LIMIT', 0, batch)
+local horizon = now - tonumber(ARGV[2])
+local drop = {}
+for _, m in ipairs(members) do
+  local q = string.match(m, '%z([^%z]*)$')
+  local t = q and tonumber(string.sub(q, 1, 9), 36)
+  if not t or t < horizon then
+    if not q or redis.call('EXISTS', ARGV[4] .. q, ARGV[5] .. q, ARGV[6] .. q) == 0 then
+      drop[#drop + 1] = m
+    end
+  end
+end
+if #drop > 0 then redis.call('ZREM', KEYS[1], unpack(drop)) end
+if #members < batch then
+  local nxt = now + tonumber(ARGV[7])
+  redis.call('HDEL', KEYS[2], 'cursor')
+  redis.call('HSET', KEYS[2], 'next', nxt)
+  return nxt
+end
+redis.call('HSET', KEYS[2], 'cursor', '(' .. members[#members])
+return 0`;
 
 // Run by every node every stalled interval (and at the earliest due time it knows): moves due
 // jobs to `ready`, puts the running jobs of nodes whose lease expired back in `ready` (a node
@@ -125,38 +217,81 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 return 0`;
 
 export type EngineRedis = RedisClient & {
+  ternEngineEnqueue(...keysThenArgs: (string | number | Buffer)[]): Promise<number>;
   ternEngineFinish(...keysThenArgs: (string | number)[]): Promise<number>;
   ternEngineDefer(...keysThenArgs: (string | number)[]): Promise<number>;
   ternEngineTick(...keysThenArgs: (string | number)[]): Promise<string | number>;
   ternEngineReschedule(due: string, ready: string, id: string, at: number, now: number): Promise<number>;
   ternEngineLeave(run: string, ready: string, nodes: string, node: string): Promise<number>;
+  ternEngineMidSweep(...keysThenArgs: (string | number)[]): Promise<number>;
 };
 
 export function defineEngineCommands(client: RedisClient): EngineRedis {
-  client.defineCommand('ternEngineFinish', { numberOfKeys: 9, lua: FINISH_LUA });
+  client.defineCommand('ternEngineEnqueue', { lua: ENQUEUE_LUA });
+  client.defineCommand('ternEngineFinish', { numberOfKeys: 8, lua: FINISH_LUA });
   client.defineCommand('ternEngineDefer', { numberOfKeys: 6, lua: DEFER_LUA });
   client.defineCommand('ternEngineTick', { numberOfKeys: 3, lua: TICK_LUA });
   client.defineCommand('ternEngineReschedule', { numberOfKeys: 2, lua: RESCHEDULE_LUA });
   client.defineCommand('ternEngineLeave', { numberOfKeys: 3, lua: LEAVE_LUA });
+  client.defineCommand('ternEngineMidSweep', { numberOfKeys: 2, lua: MID_SWEEP_LUA });
   return client as EngineRedis;
 }
 
-/** Adds a new message's jobs to the enqueue MULTI: their data in the message hash, their ids in `ready`. */
-export function queueNewJobs(
-  multi: ChainableCommander,
+/** The keys of one message that the enqueue script writes. */
+export interface NewMessageKeys {
+  readonly meta: string;
+  readonly jobs: string;
+  readonly upload: string;
+  readonly body: string;
+}
+
+/** What the enqueue script needs besides the keys. */
+export interface NewMessage {
+  readonly jobs: readonly { id: string; domain: string }[];
+  /** The message hash's fields and values (the body a Buffer, as it came). */
+  readonly fields: readonly (string | Buffer)[];
+  /** The Message-ID index entry ({@link midMember}), if the message has a Message-ID. */
+  readonly mid: string | undefined;
+  /** Held on arrival: its jobs start parked. */
+  readonly held: boolean;
+  /** The body is in the upload key (written in slices), to be renamed into place. */
+  readonly uploaded: boolean;
+}
+
+/** Writes a new message and its jobs in one script call (one command, one round trip). */
+export function enqueueMessage(
+  client: EngineRedis,
   keys: EngineKeys,
-  meta: string,
-  jobs: readonly { id: string; data: JobData }[],
-  held: boolean,
-): void {
-  const fields: Record<string, string> = {};
-  for (const job of jobs) fields[jobField(job.id)] = JSON.stringify(job.data);
-  multi.hset(meta, fields);
+  ops: { mids: string; domains: string; held: string; domain(domain: string): string },
+  message: NewMessageKeys,
+  m: NewMessage,
+): Promise<number> {
+  const n = m.jobs.length;
+  const args: (string | number | Buffer)[] = [9 + n, message.meta, keys.ready, keys.due, ops.mids];
+  args.push(ops.domains, ops.held, message.jobs, message.upload, message.body);
+  for (const job of m.jobs) args.push(ops.domain(job.domain));
   // A quarantined message's jobs wait in `due` (far ahead) until released, as a parked hold.
-  if (held) {
-    const at = Date.now() + HOLD_PARK_MS;
-    multi.zadd(keys.due, ...jobs.flatMap((j) => [at, j.id]));
-  } else multi.lpush(keys.ready, ...jobs.map((j) => j.id));
+  args.push(n, m.held ? Date.now() + HOLD_PARK_MS : '', m.mid ?? '', m.uploaded ? '1' : '');
+  for (const job of m.jobs) args.push(job.id);
+  for (const job of m.jobs) args.push(job.domain);
+  for (const field of m.fields) args.push(field);
+  return client.ternEngineEnqueue(...args);
+}
+
+/** An entry of the Message-ID index (`ops:mids`): lexical ranges find a Message-ID's queue ids. */
+export function midMember(messageId: string, queueId: string): string {
+  return `${messageId}\0${queueId}`;
+}
+
+/** The lexical range of {@link midMember} entries of one Message-ID. */
+export function midRange(messageId: string): [string, string] {
+  return [`[${messageId}\0`, `(${messageId}\x01`];
+}
+
+/** The queue id of a {@link midMember} entry of `messageId`, or undefined for another Message-ID's. */
+export function midQueueId(member: string, messageId: string): string | undefined {
+  const at = member.lastIndexOf('\0');
+  return at === messageId.length && member.startsWith(messageId) ? member.slice(at + 1) : undefined;
 }
 
 /** A held job that comes due is parked this far ahead; `release` brings it back at once. */
@@ -229,6 +364,25 @@ export interface EngineLoopOptions {
   readonly paused: () => boolean;
   /** Called with errors of the loop (Redis down, refusing writes). */
   readonly onError: (error: unknown) => void;
+  /** The Message-ID index and what its sweep needs (see MID_SWEEP_LUA). */
+  readonly mids: MidSweep;
+}
+
+/** The Message-ID index's keys, and where a queue id's message and timelines are. */
+export interface MidSweep {
+  readonly mids: string;
+  readonly state: string;
+  readonly retentionMs: number;
+  readonly metaPrefix: string;
+  readonly timelinePrefix: string;
+  readonly listPrefix: string;
+}
+
+/** Entries of the Message-ID index one sweep step reads. */
+const MID_SWEEP_BATCH = 1000;
+/** A sweep pass over the Message-ID index starts at most this often (a quarter of the retention). */
+function midSweepPeriod(retentionMs: number): number {
+  return Math.max(1000, Math.floor(retentionMs / 4));
 }
 
 /** Seconds a blocking take waits before it looks at the loop's state again. */
@@ -246,6 +400,8 @@ export class EngineLoop {
   #slotFreed: (() => void) | undefined;
   #tickTimer: NodeJS.Timeout | undefined;
   #tickAt = Number.POSITIVE_INFINITY;
+  /** When this node runs the next step of the Message-ID sweep (the shared state may say later). */
+  #sweepAt = 0;
   #loop: Promise<void> | undefined;
   readonly #jobs = new Set<Promise<void>>();
 
@@ -293,8 +449,33 @@ export class EngineLoop {
     } catch (error) {
       this.#o.onError(error);
     }
+    if (now >= this.#sweepAt) await this.#sweep(now);
     const regular = Date.now() + this.#o.tickMs;
     this.#schedule(next >= 0 ? Math.min(next, regular) : regular);
+  }
+
+  async #sweep(now: number): Promise<void> {
+    const m = this.#o.mids;
+    try {
+      const next = Number(
+        await this.#o.client.ternEngineMidSweep(
+          m.mids,
+          m.state,
+          now,
+          m.retentionMs,
+          MID_SWEEP_BATCH,
+          m.metaPrefix,
+          m.timelinePrefix,
+          m.listPrefix,
+          midSweepPeriod(m.retentionMs),
+        ),
+      );
+      // 0: more entries in this pass, at the next tick.
+      this.#sweepAt = next;
+    } catch (error) {
+      this.#o.onError(error);
+      this.#sweepAt = now + this.#o.tickMs * 10;
+    }
   }
 
   async #takeLoop(): Promise<void> {
