@@ -43,16 +43,27 @@ afterAll(async () => {
   await Promise.all([dns?.stop(), sink?.stop()]);
 });
 
+/** The job engines of the Redis backend; the first is the default. */
+const ENGINES = ['tern', 'bullmq'] as const;
+type Engine = (typeof ENGINES)[number];
+
 function config(
   queue: Record<string, unknown>,
   port = sink.port,
+  engine?: Engine,
 ): Record<string, unknown> & { prefix: string } {
   const prefix = `f${randomUUID().slice(0, 8)}`;
   return {
     prefix,
     localDomains: ['tern.test'],
     trustedNetworks: ['127.0.0.1/32'],
-    queue: { backend: 'redis', prefix, retry: { intervals: ['1s'], maxAge: '1h' }, ...queue },
+    queue: {
+      backend: 'redis',
+      prefix,
+      retry: { intervals: ['1s'], maxAge: '1h' },
+      ...(engine === undefined ? {} : { engine }),
+      ...queue,
+    },
     delivery: { dns: { servers: [dns.server] }, port },
   };
 }
@@ -88,14 +99,18 @@ describe('tern on a Redis Cluster', () => {
   }, 90_000);
 });
 
-describe('tern on Sentinel with replica acknowledgement', () => {
+describe.each(ENGINES)('tern on Sentinel with replica acknowledgement (%s engine)', (engine) => {
   test('451 while the replica cannot confirm, 250 once it can; mail accepted before a failover is delivered after it', async () => {
     const set = await startRedisSentinel();
     stops.push(set.stop);
-    const settings = config({
-      redis: { sentinels: set.sentinels, name: set.name },
-      replicaAck: { replicas: 1, timeoutMs: 1000 },
-    });
+    const settings = config(
+      {
+        redis: { sentinels: set.sentinels, name: set.name },
+        replicaAck: { replicas: 1, timeoutMs: 1000 },
+      },
+      sink.port,
+      engine,
+    );
     // Intake only: nothing is delivered before the failover.
     const intake = await startTern(ternConfig(settings), { args: ['--no-worker'] });
     const replica = await set.replica();
