@@ -43,7 +43,7 @@ afterAll(async () => {
   await Promise.all([dns?.stop(), sink?.stop()]);
 });
 
-/** The job engines of the Redis backend; the first is the default. */
+/** The job engines of the Redis backend; the first is the default (no `engine` key elsewhere). */
 const ENGINES = ['tern', 'bullmq'] as const;
 type Engine = (typeof ENGINES)[number];
 
@@ -139,7 +139,9 @@ describe.each(ENGINES)('tern on Sentinel with replica acknowledgement (%s engine
   }, 120_000);
 });
 
-describe('fast takeover and no double delivery (default lock settings)', () => {
+describe.each(
+  ENGINES,
+)('fast takeover and no double delivery (default lock settings, %s engine)', (engine) => {
   test('a node killed -9 mid-delivery: another node delivers its job within the README bound', async () => {
     const redis = await startRedis({ maxmemoryPolicy: 'noeviction' });
     stops.push(redis.stop);
@@ -161,7 +163,7 @@ describe('fast takeover and no double delivery (default lock settings)', () => {
       for (const socket of held) socket.destroy();
       mx.close();
     });
-    const settings = config({ url: redis.url }, (mx.address() as AddressInfo).port);
+    const settings = config({ url: redis.url }, (mx.address() as AddressInfo).port, engine);
     const a = await startTern(ternConfig(settings));
     await send(a.port, 'taken@dest.test', 'taken');
     await waitFor(() => held.length >= 1, 10_000);
@@ -171,7 +173,7 @@ describe('fast takeover and no double delivery (default lock settings)', () => {
     await a.kill();
     await waitFor(() => delivered('taken@dest.test') === 1, 30_000);
     const takeoverMs = Date.now() - killedAt;
-    process.stderr.write(`fleet: takeover after kill -9 took ${takeoverMs} ms\n`);
+    process.stderr.write(`fleet (${engine} engine): takeover after kill -9 took ${takeoverMs} ms\n`);
     // README: lockDurationMs (6 s) + stalledIntervalMs (1 s) + a pick-up, at most 10 s.
     expect(takeoverMs).toBeLessThan(10_000);
     expect(b.child.exitCode).toBeNull();
@@ -184,7 +186,7 @@ describe('fast takeover and no double delivery (default lock settings)', () => {
     stops.push(async () => admin.disconnect());
     // Longer than lockDurationMs: only lock renewal keeps the other node off these jobs.
     sink.setDataDelay(8000);
-    const settings = config({ url: redis.url });
+    const settings = config({ url: redis.url }, sink.port, engine);
     const a = await startTern(ternConfig(settings));
     const b = await startTern(ternConfig(settings));
     for (let i = 0; i < 6; i++) await send(i % 2 === 0 ? a.port : b.port, `once${i}@dest.test`, `once${i}`);

@@ -117,8 +117,8 @@ export interface RedisQueueOptions {
   /** Longest wait between two write probes while Redis cannot take writes (default 5000 ms). */
   readonly probeIntervalMs?: number;
   /**
-   * The job engine: `'tern'` (Tern's own: a few Redis commands per job, see the README) or
-   * `'bullmq'` (default). A node on `'tern'` still delivers what BullMQ holds until it is empty.
+   * The job engine: `'tern'` (default: Tern's own, a few Redis commands per job, see the README)
+   * or `'bullmq'`. A node on `'tern'` still delivers what BullMQ holds until it is empty.
    */
   readonly engine?: 'tern' | 'bullmq';
   readonly logger?: Logger;
@@ -272,7 +272,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.location = describeRedis(this.#connection);
     // The driver loads here, not at import: an embedded-queue user never loads BullMQ.
     const { Queue } = driver('bullmq');
-    this.engine = options.engine ?? 'bullmq';
+    this.engine = options.engine ?? 'tern';
     this.#engineKeys = engineKeys(this.keyBase, this.queueName);
     this.#client = defineOpsCommands(
       openRedis(this.#connection, {
