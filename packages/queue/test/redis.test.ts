@@ -564,7 +564,17 @@ describe('RedisQueue: from the BullMQ engine to Tern', () => {
     for (const id of [deferred, left, fresh])
       await waitFor(async () => (await node.readMessage(id)) === null, 5000);
     await waitFor(() => logger.records.some((r) => /BullMQ queue drained/.test(r.message ?? '')), 10_000);
-  });
+
+    // A rolling upgrade: a node of the older version (BullMQ) still takes mail after the drain.
+    const straggler = await sibling(old, { engine: 'bullmq' });
+    const late = await straggler.enqueue(testMessage('alice@src.test', ['erin@w.test'], 'late'));
+    await waitFor(() => calls.some((c) => c.job.queueId === late), 20_000);
+    await waitFor(async () => (await node.readMessage(late)) === null, 5000);
+    await waitFor(
+      () => logger.records.filter((r) => /BullMQ queue drained/.test(r.message ?? '')).length === 2,
+      15_000,
+    );
+  }, 60_000);
 });
 
 describe('RedisQueue: Tern engine across a reconnect', () => {

@@ -231,6 +231,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly #engineJobs: EngineJobs;
   #engineLoop: EngineLoop | undefined;
   #drainCheck: NodeJS.Timeout | undefined;
+  /** Tern's engine: looks whether BullMQ's queue has jobs (see startWorker). */
+  #bullWatch: NodeJS.Timeout | undefined;
   /** Suspensions and routes (Tern's engine reads them from memory, see #watchDestinations). */
   #destinations: DestinationCache | undefined;
   #subscriber: RedisClient | undefined;
@@ -571,8 +573,22 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       await this.#watchDestinations();
       await loop.start();
       // Mail left in BullMQ by this queue's previous engine is delivered by a BullMQ worker
-      // until BullMQ holds no job any more.
-      if (await this.#bullHasJobs()) await this.#startBullWorker(deliver, settings, concurrency, true);
+      // until BullMQ holds no job any more. Looked at again every BULL_DRAIN_CHECK_MS: in a rolling
+      // upgrade, nodes of an older version (BullMQ by default) keep putting mail there, and the
+      // last of them may stop leaving deferred jobs behind after this node's drain had ended.
+      let looking = false;
+      const look = async (): Promise<void> => {
+        if (looking || this.#worker !== undefined || this.#closing) return;
+        looking = true;
+        try {
+          if (await this.#bullHasJobs()) await this.#startBullWorker(deliver, settings, concurrency, true);
+        } finally {
+          looking = false;
+        }
+      };
+      await look();
+      this.#bullWatch = setInterval(() => void look().catch(() => {}), BULL_DRAIN_CHECK_MS);
+      this.#bullWatch.unref?.();
       return;
     }
     await this.#startBullWorker(deliver, settings, concurrency, false);
@@ -643,7 +659,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       }
       this.#log.error({ err: error }, 'delivery worker error');
     });
-    this.#health.onChange((health) => {
+    const unwatch = this.#health.onChange((health) => {
       if (health.writable && worker.isPaused() && !this.#closing) worker.resume();
     });
     worker.on('failed', (job, error) => {
@@ -660,6 +676,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
           .then(async (left) => {
             if (left || this.#worker !== worker) return;
             clearInterval(check);
+            unwatch();
             this.#worker = undefined;
             await worker.close();
             this.#log.info('BullMQ queue drained; Tern job engine only from now on');
@@ -1011,6 +1028,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#closing = true;
     this.#health.close();
     clearInterval(this.#drainCheck);
+    clearInterval(this.#bullWatch);
     clearInterval(this.#destinationsTimer);
     this.#subscriber?.disconnect();
     await this.#engineLoop?.close();
