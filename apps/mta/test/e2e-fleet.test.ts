@@ -43,16 +43,27 @@ afterAll(async () => {
   await Promise.all([dns?.stop(), sink?.stop()]);
 });
 
+/** The job engines of the Redis backend; the first is the default (no `engine` key elsewhere). */
+const ENGINES = ['tern', 'bullmq'] as const;
+type Engine = (typeof ENGINES)[number];
+
 function config(
   queue: Record<string, unknown>,
   port = sink.port,
+  engine?: Engine,
 ): Record<string, unknown> & { prefix: string } {
   const prefix = `f${randomUUID().slice(0, 8)}`;
   return {
     prefix,
     localDomains: ['tern.test'],
     trustedNetworks: ['127.0.0.1/32'],
-    queue: { backend: 'redis', prefix, retry: { intervals: ['1s'], maxAge: '1h' }, ...queue },
+    queue: {
+      backend: 'redis',
+      prefix,
+      retry: { intervals: ['1s'], maxAge: '1h' },
+      ...(engine === undefined ? {} : { engine }),
+      ...queue,
+    },
     delivery: { dns: { servers: [dns.server] }, port },
   };
 }
@@ -88,14 +99,18 @@ describe('tern on a Redis Cluster', () => {
   }, 90_000);
 });
 
-describe('tern on Sentinel with replica acknowledgement', () => {
+describe.each(ENGINES)('tern on Sentinel with replica acknowledgement (%s engine)', (engine) => {
   test('451 while the replica cannot confirm, 250 once it can; mail accepted before a failover is delivered after it', async () => {
     const set = await startRedisSentinel();
     stops.push(set.stop);
-    const settings = config({
-      redis: { sentinels: set.sentinels, name: set.name },
-      replicaAck: { replicas: 1, timeoutMs: 1000 },
-    });
+    const settings = config(
+      {
+        redis: { sentinels: set.sentinels, name: set.name },
+        replicaAck: { replicas: 1, timeoutMs: 1000 },
+      },
+      sink.port,
+      engine,
+    );
     // Intake only: nothing is delivered before the failover.
     const intake = await startTern(ternConfig(settings), { args: ['--no-worker'] });
     const replica = await set.replica();
@@ -124,7 +139,9 @@ describe('tern on Sentinel with replica acknowledgement', () => {
   }, 120_000);
 });
 
-describe('fast takeover and no double delivery (default lock settings)', () => {
+describe.each(
+  ENGINES,
+)('fast takeover and no double delivery (default lock settings, %s engine)', (engine) => {
   test('a node killed -9 mid-delivery: another node delivers its job within the README bound', async () => {
     const redis = await startRedis({ maxmemoryPolicy: 'noeviction' });
     stops.push(redis.stop);
@@ -146,7 +163,7 @@ describe('fast takeover and no double delivery (default lock settings)', () => {
       for (const socket of held) socket.destroy();
       mx.close();
     });
-    const settings = config({ url: redis.url }, (mx.address() as AddressInfo).port);
+    const settings = config({ url: redis.url }, (mx.address() as AddressInfo).port, engine);
     const a = await startTern(ternConfig(settings));
     await send(a.port, 'taken@dest.test', 'taken');
     await waitFor(() => held.length >= 1, 10_000);
@@ -156,7 +173,7 @@ describe('fast takeover and no double delivery (default lock settings)', () => {
     await a.kill();
     await waitFor(() => delivered('taken@dest.test') === 1, 30_000);
     const takeoverMs = Date.now() - killedAt;
-    process.stderr.write(`fleet: takeover after kill -9 took ${takeoverMs} ms\n`);
+    process.stderr.write(`fleet (${engine} engine): takeover after kill -9 took ${takeoverMs} ms\n`);
     // README: lockDurationMs (6 s) + stalledIntervalMs (1 s) + a pick-up, at most 10 s.
     expect(takeoverMs).toBeLessThan(10_000);
     expect(b.child.exitCode).toBeNull();
@@ -169,7 +186,7 @@ describe('fast takeover and no double delivery (default lock settings)', () => {
     stops.push(async () => admin.disconnect());
     // Longer than lockDurationMs: only lock renewal keeps the other node off these jobs.
     sink.setDataDelay(8000);
-    const settings = config({ url: redis.url });
+    const settings = config({ url: redis.url }, sink.port, engine);
     const a = await startTern(ternConfig(settings));
     const b = await startTern(ternConfig(settings));
     for (let i = 0; i < 6; i++) await send(i % 2 === 0 ? a.port : b.port, `once${i}@dest.test`, `once${i}`);

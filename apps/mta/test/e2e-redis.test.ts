@@ -41,8 +41,12 @@ afterAll(async () => {
   await Promise.all([redis?.stop(), dns?.stop(), sink?.stop()]);
 });
 
+/** The job engines of the Redis backend; the first is the default (given by no `engine` key). */
+const ENGINES = ['tern', 'bullmq'] as const;
+type Engine = (typeof ENGINES)[number];
+
 /** A config on the shared Redis under a prefix of its own, delivering through the test DNS to the sink. */
-function config(prefix = `t${randomUUID().slice(0, 8)}`): Record<string, unknown> {
+function config(engine: Engine, prefix = `t${randomUUID().slice(0, 8)}`): Record<string, unknown> {
   return {
     localDomains: ['tern.test'],
     trustedNetworks: ['127.0.0.1/32'],
@@ -50,6 +54,7 @@ function config(prefix = `t${randomUUID().slice(0, 8)}`): Record<string, unknown
       backend: 'redis',
       url: redis.url,
       prefix,
+      ...(engine === ENGINES[0] ? {} : { engine }),
       stalledIntervalMs: 1000,
       lockDurationMs: 2000,
       retry: { intervals: ['1s'], maxAge: '1h' },
@@ -63,9 +68,14 @@ const send = (port: number, from: string, to: string, body = 'hello') =>
 
 const to = (address: string) => sink.messages.filter((m) => m.rcptTo.includes(address));
 
-describe('Redis backend, real processes', () => {
+describe.each(ENGINES)('Redis backend, real processes (%s engine)', (engine) => {
+  /** The default engine runs every case, the other the essential ones (delivery, kill -9, takeover). */
+  const onDefault = (name: string, fn: () => Promise<void>): void => {
+    if (engine === ENGINES[0]) test(name, fn);
+  };
+
   test('swaks -> tern -> MX from DNS -> receiving server', async () => {
-    const tern = await startTern(config());
+    const tern = await startTern(config(engine));
     expect(tern.output()).toContain('"backend":"redis"');
     const sent = await send(tern.port, 'app@sender.test', 'one@dest.test', 'first message');
     expect(queuedId(sent.output)).toBeDefined();
@@ -77,7 +87,7 @@ describe('Redis backend, real processes', () => {
   });
 
   test('kill -9 after the 250, before delivery: the restarted process delivers it', async () => {
-    const settings = config();
+    const settings = config(engine);
     const intake = await startTern(settings, { args: ['--no-worker'] });
     const sent = await send(intake.port, 'app@sender.test', 'survivor@dest.test', 'kill -9 me');
     expect(queuedId(sent.output)).toBeDefined();
@@ -87,14 +97,14 @@ describe('Redis backend, real processes', () => {
     await waitFor(() => to('survivor@dest.test').length === 1, 15_000);
   });
 
-  test('4xx then 250: delivered after a retry on the (shortened) schedule', async () => {
+  onDefault('4xx then 250: delivered after a retry on the (shortened) schedule', async () => {
     let refusals = 0;
     sink.setRcptReply((address) =>
       address === 'later@dest.test' && refusals++ === 0
         ? { code: 451, message: '4.7.1 greylisted, come back' }
         : undefined,
     );
-    const tern = await startTern(config());
+    const tern = await startTern(config(engine));
     const started = Date.now();
     await send(tern.port, 'app@sender.test', 'later@dest.test');
     await waitFor(() => to('later@dest.test').length === 1, 20_000);
@@ -102,46 +112,51 @@ describe('Redis backend, real processes', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(900);
   });
 
-  test('550 bounces: an RFC 3464 report from <> arrives at the sender MX; a split delivers one and bounces one', async () => {
-    sink.setRcptReply((address) =>
-      address === 'nobody@dest.test' ? { code: 550, message: '5.1.1 no such user here' } : undefined,
-    );
-    const tern = await startTern(config());
-    await swaks(tern.port, [
-      '--from',
-      'writer@sender.test',
-      '--to',
-      'nobody@dest.test,someone@dest.test',
-      '--h-Subject',
-      'split',
-    ]);
-    await waitFor(
-      () => to('writer@sender.test').length === 1 && to('someone@dest.test').length === 1,
-      20_000,
-    );
-    expect(to('someone@dest.test')).toHaveLength(1);
-    expect(to('nobody@dest.test')).toHaveLength(0);
-    const [bounce] = to('writer@sender.test');
-    expect(bounce?.mailFrom).toBe('');
-    const text = bounce!.raw.toString();
-    expect(bounce?.headers).toMatch(/Content-Type: multipart\/report;[\s\S]*report-type="?delivery-status/i);
-    expect(text).toMatch(/Content-Type: message\/delivery-status/i);
-    expect(text).toMatch(/Reporting-MTA: dns; ?tern\.test/i);
-    expect(text).toMatch(/Final-Recipient: rfc822; ?nobody@dest\.test/i);
-    expect(text).toMatch(/Action: failed/i);
-    expect(text).toMatch(/Status: 5\.1\.1/);
-    expect(text).toMatch(/Diagnostic-Code: smtp; ?550 5\.1\.1 no such user here/i);
-    expect(text).toMatch(/Remote-MTA: dns; ?mx\.dest\.test/i);
-    expect(text).toContain('Subject: split');
-    expect(text).not.toMatch(/Final-Recipient: rfc822; ?someone@dest\.test/i);
-    // Never a bounce of the bounce, nor a second one.
-    await new Promise((r) => setTimeout(r, 1500));
-    expect(to('writer@sender.test')).toHaveLength(1);
-  });
+  onDefault(
+    '550 bounces: an RFC 3464 report from <> arrives at the sender MX; a split delivers one and bounces one',
+    async () => {
+      sink.setRcptReply((address) =>
+        address === 'nobody@dest.test' ? { code: 550, message: '5.1.1 no such user here' } : undefined,
+      );
+      const tern = await startTern(config(engine));
+      await swaks(tern.port, [
+        '--from',
+        'writer@sender.test',
+        '--to',
+        'nobody@dest.test,someone@dest.test',
+        '--h-Subject',
+        'split',
+      ]);
+      await waitFor(
+        () => to('writer@sender.test').length === 1 && to('someone@dest.test').length === 1,
+        20_000,
+      );
+      expect(to('someone@dest.test')).toHaveLength(1);
+      expect(to('nobody@dest.test')).toHaveLength(0);
+      const [bounce] = to('writer@sender.test');
+      expect(bounce?.mailFrom).toBe('');
+      const text = bounce!.raw.toString();
+      expect(bounce?.headers).toMatch(
+        /Content-Type: multipart\/report;[\s\S]*report-type="?delivery-status/i,
+      );
+      expect(text).toMatch(/Content-Type: message\/delivery-status/i);
+      expect(text).toMatch(/Reporting-MTA: dns; ?tern\.test/i);
+      expect(text).toMatch(/Final-Recipient: rfc822; ?nobody@dest\.test/i);
+      expect(text).toMatch(/Action: failed/i);
+      expect(text).toMatch(/Status: 5\.1\.1/);
+      expect(text).toMatch(/Diagnostic-Code: smtp; ?550 5\.1\.1 no such user here/i);
+      expect(text).toMatch(/Remote-MTA: dns; ?mx\.dest\.test/i);
+      expect(text).toContain('Subject: split');
+      expect(text).not.toMatch(/Final-Recipient: rfc822; ?someone@dest\.test/i);
+      // Never a bounce of the bounce, nor a second one.
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(to('writer@sender.test')).toHaveLength(1);
+    },
+  );
 
-  test('a per-destination rate limit holds across processes sharing the Redis queue', async () => {
+  onDefault('a per-destination rate limit holds across processes sharing the Redis queue', async () => {
     const settings = {
-      ...config(),
+      ...config(engine),
       delivery: {
         dns: { servers: [dns.server] },
         port: sink.port,
@@ -180,7 +195,7 @@ describe('Redis backend, real processes', () => {
     });
     await new Promise<void>((r) => mx.listen(0, '127.0.0.1', r));
     const settings = {
-      ...config(),
+      ...config(engine),
       delivery: { dns: { servers: [dns.server] }, port: (mx.address() as AddressInfo).port },
     };
     try {
@@ -199,7 +214,7 @@ describe('Redis backend, real processes', () => {
   });
 
   test('two processes share one queue; one survives the other being killed -9 mid-load', async () => {
-    const settings = config();
+    const settings = config(engine);
     const a = await startTern(settings);
     const b = await startTern(settings);
     const count = 20;

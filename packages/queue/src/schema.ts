@@ -49,7 +49,7 @@ export const redisQueueShape = {
   lockDurationMs: timeout.optional(),
   probeIntervalMs: timeout.optional(),
   timelineRetentionMs: timeout.optional(),
-  /** The job engine: Tern's own (`tern`) or BullMQ (`bullmq`); see the queue README. */
+  /** The job engine: Tern's own (`tern`, the default) or BullMQ (`bullmq`); see the queue README. */
   engine: z.enum(['tern', 'bullmq']).optional(),
   /**
    * Answer 250 only once this many replicas have the message (Redis WAIT), waiting at most

@@ -31,8 +31,11 @@ afterAll(async () => {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
-const backends: Record<'redis' | 'embedded', () => Promise<QueueBackend>> = {
+/** Each backend, Redis on each of its job engines (`redis` is the default engine). */
+const backends: Record<'redis' | 'redis-bullmq' | 'embedded', () => Promise<QueueBackend>> = {
   redis: () => openRedisQueue({ url: redis.url, prefix: `c${randomBytes(4).toString('hex')}` }),
+  'redis-bullmq': () =>
+    openRedisQueue({ url: redis.url, prefix: `c${randomBytes(4).toString('hex')}`, engine: 'bullmq' }),
   embedded: async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tern-contract-'));
     dirs.push(dir);
@@ -46,7 +49,7 @@ describe.each(Object.keys(backends) as (keyof typeof backends)[])('QueueBackend 
   async function open(): Promise<QueueBackend> {
     const q = await backends[kind]();
     opened.push(q);
-    expect(q.kind).toBe(kind);
+    expect(q.kind).toBe(kind === 'embedded' ? 'embedded' : 'redis');
     return q;
   }
 

@@ -39,8 +39,13 @@ async function usedMemory(): Promise<number> {
   return Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
 }
 
-it('a queued and a finished message cost a bounded number of bytes, and what is left expires', async () => {
-  const q = await openRedisQueue({ url: redis.url, prefix: `m${randomBytes(3).toString('hex')}` });
+/** The job engines of the Redis backend; the first is the default. */
+const ENGINES = ['tern', 'bullmq'] as const;
+
+it.each(
+  ENGINES,
+)('%s engine: a queued and a finished message cost a bounded number of bytes, and what is left expires', async (engine) => {
+  const q = await openRedisQueue({ url: redis.url, prefix: `m${randomBytes(3).toString('hex')}`, engine });
   // One message first: the queue's own keys (BullMQ meta, id counter, scripts) are not per message.
   await q.enqueue(message(-1));
   const { deliver, calls } = recordingDeliver();
@@ -49,7 +54,7 @@ it('a queued and a finished message cost a bounded number of bytes, and what is 
   await q.close();
   const empty = await usedMemory();
 
-  const intake = await openRedisQueue({ url: redis.url, prefix: q.prefix });
+  const intake = await openRedisQueue({ url: redis.url, prefix: q.prefix, engine });
   for (let i = 0; i < COUNT; i++) await intake.enqueue(message(i));
   const queued = await usedMemory();
   const worker = recordingDeliver();
@@ -64,7 +69,7 @@ it('a queued and a finished message cost a bounded number of bytes, and what is 
   const perQueued = (queued - empty) / COUNT;
   const perFinished = (finished - empty) / COUNT;
   process.stderr.write(
-    `redis memory: ${perQueued.toFixed(0)} bytes per queued message, ${perFinished.toFixed(0)} bytes per finished message (${BODY} B bodies)\n`,
+    `redis memory (${engine} engine): ${perQueued.toFixed(0)} bytes per queued message, ${perFinished.toFixed(0)} bytes per finished message (${BODY} B bodies)\n`,
   );
   // A body is 2 KiB; the rest (envelope, job, indexes, timeline) must stay within a few KiB.
   expect(perQueued).toBeLessThan(BODY + 6000);

@@ -7,6 +7,7 @@ import { memoryLogger } from '@tern/plugin-api/testing';
 import { startRedis, type TestRedis, waitFor } from '@tern/testkit';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Deliver } from '../src/contract.js';
 import { QueueUnavailableError } from '../src/errors.js';
 import {
   engineKeys,
@@ -590,5 +591,45 @@ describe('RedisQueue: from the BullMQ engine to Tern', () => {
     for (const id of [deferred, left, fresh])
       await waitFor(async () => (await node.readMessage(id)) === null, 5000);
     await waitFor(() => logger.records.some((r) => /BullMQ queue drained/.test(r.message ?? '')), 10_000);
+
+    // A rolling upgrade: a node of the older version (BullMQ) still takes mail after the drain.
+    const straggler = await sibling(old, { engine: 'bullmq' });
+    const late = await straggler.enqueue(testMessage('alice@src.test', ['erin@w.test'], 'late'));
+    await waitFor(() => calls.some((c) => c.job.queueId === late), 20_000);
+    await waitFor(async () => (await node.readMessage(late)) === null, 5000);
+    await waitFor(
+      () => logger.records.filter((r) => /BullMQ queue drained/.test(r.message ?? '')).length === 2,
+      15_000,
+    );
+  }, 60_000);
+});
+
+describe('RedisQueue: Tern engine across a reconnect', () => {
+  it('a job a take moved to the running list whose reply the node never got runs after the node reconnects', async () => {
+    const q = await queue({ engine: 'tern' });
+    const recorded = recordingDeliver();
+    let release = (): void => {};
+    const released = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    // One slot, busy with the first job until released: the node is not taking meanwhile.
+    const deliver: Deliver = async (job, open) => {
+      if (recorded.calls.length === 0) await released;
+      return recorded.deliver(job, open);
+    };
+    await q.startWorker(deliver, { ...fast, concurrency: 1 });
+    const first = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'first'));
+    const k = engineKeys(q.prefix, q.queueName);
+    await waitFor(async () => (await admin.llen(k.ready)) === 0 && (await admin.zcard(k.nodes)) === 1, 5000);
+    const [node] = await admin.zrange(k.nodes, 0, -1);
+    const lost = await q.enqueue(testMessage('alice@src.test', ['carol@y.test'], 'lost'));
+    // A take Redis ran but whose reply went down with the connection: the job is in the node's
+    // running list, and the node does not know it.
+    expect(await admin.lmove(k.ready, k.run(node as string), 'RIGHT', 'LEFT')).toBe(`${lost}@y.test`);
+    await admin.client('KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    release();
+    await waitFor(() => recorded.calls.some((c) => c.job.queueId === lost), 10_000);
+    expect(recorded.calls.map((c) => c.job.queueId)).toEqual([first, lost]);
+    await waitFor(async () => (await messageKeys(q)).length === 0, 5000);
   });
 });

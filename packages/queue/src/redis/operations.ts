@@ -393,8 +393,7 @@ export class RedisOperations {
 
   async #setHeld(queueId: string, ids: readonly string[], event?: OperatorEvent): Promise<void> {
     const multi = opsMulti(this.#client);
-    multi.ternHoldMessage(this.#d.messageKeys(queueId).meta);
-    if (ids.length > 0) multi.sadd(this.keys.held, ...ids);
+    multi.ternHoldMessage(this.#d.messageKeys(queueId).meta, this.keys.held, ...ids);
     if (event) multi.ternAppendTimeline(...this.#timelineKeys(queueId), JSON.stringify(event));
     await exec(multi);
   }

@@ -120,11 +120,13 @@ if tl then return redis.call('SET', KEYS[3], tl .. '\\n' .. ARGV[1], 'EX', ARGV[
 redis.call('RPUSHX', KEYS[1], ARGV[1])
 return redis.call('EXPIRE', KEYS[1], ARGV[2])`;
 
-// Marks a message held, unless it is gone: a hold that read the message just before its last job
-// finished must not bring its hash back (it would stay forever, with no job to delete it).
-// KEYS: meta
+// Marks a message and its jobs held, unless it is gone: a hold that read the message just before
+// its last job finished must not bring its hash back, nor leave its job ids in the held set (either
+// would stay forever, with no job to delete it).
+// KEYS: meta, held set   ARGV: job ids
 const HOLD_MESSAGE_LUA = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if #ARGV > 0 then redis.call('SADD', KEYS[2], unpack(ARGV)) end
 return redis.call('HSET', KEYS[1], 'held', '1')`;
 
 // Forgets a domain in the domains set once it has no unfinished jobs.
@@ -161,7 +163,7 @@ export type OpsRedis = RedisClient & {
 export type OpsMulti = ChainableCommander & {
   ternAppendTimeline(timeline: string, meta: string, done: string, ...events: string[]): OpsMulti;
   ternCloseTimeline(timeline: string, meta: string, done: string, event: string, retention: number): OpsMulti;
-  ternHoldMessage(meta: string): OpsMulti;
+  ternHoldMessage(meta: string, held: string, ...ids: string[]): OpsMulti;
   ternPruneDomain(domains: string, domainKey: string, domain: string): OpsMulti;
 };
 
@@ -176,7 +178,7 @@ export function defineOpsCommands(client: RedisClient): OpsRedis {
   client.defineCommand('ternAppendTimeline', { numberOfKeys: 3, lua: APPEND_TIMELINE_LUA });
   client.defineCommand('ternCloseTimeline', { numberOfKeys: 3, lua: CLOSE_TIMELINE_LUA });
   client.defineCommand('ternPruneDomain', { numberOfKeys: 2, lua: PRUNE_DOMAIN_LUA });
-  client.defineCommand('ternHoldMessage', { numberOfKeys: 1, lua: HOLD_MESSAGE_LUA });
+  client.defineCommand('ternHoldMessage', { numberOfKeys: 2, lua: HOLD_MESSAGE_LUA });
   client.defineCommand('ternAppendUpload', { numberOfKeys: 1, lua: APPEND_UPLOAD_LUA });
   return client as OpsRedis;
 }

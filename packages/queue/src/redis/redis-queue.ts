@@ -118,8 +118,8 @@ export interface RedisQueueOptions {
   /** Longest wait between two write probes while Redis cannot take writes (default 5000 ms). */
   readonly probeIntervalMs?: number;
   /**
-   * The job engine: `'tern'` (Tern's own: a few Redis commands per job, see the README) or
-   * `'bullmq'` (default). A node on `'tern'` still delivers what BullMQ holds until it is empty.
+   * The job engine: `'tern'` (default: Tern's own, a few Redis commands per job, see the README)
+   * or `'bullmq'`. A node on `'tern'` still delivers what BullMQ holds until it is empty.
    */
   readonly engine?: 'tern' | 'bullmq';
   readonly logger?: Logger;
@@ -245,6 +245,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly #engineJobs: EngineJobs;
   #engineLoop: EngineLoop | undefined;
   #drainCheck: NodeJS.Timeout | undefined;
+  /** Tern's engine: looks whether BullMQ's queue has jobs (see startWorker). */
+  #bullWatch: NodeJS.Timeout | undefined;
   /** Suspensions and routes (Tern's engine reads them from memory, see #watchDestinations). */
   #destinations: DestinationCache | undefined;
   #subscriber: RedisClient | undefined;
@@ -286,7 +288,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.location = describeRedis(this.#connection);
     // The driver loads here, not at import: an embedded-queue user never loads BullMQ.
     const { Queue } = driver('bullmq');
-    this.engine = options.engine ?? 'bullmq';
+    this.engine = options.engine ?? 'tern';
     this.#engineKeys = engineKeys(this.keyBase, this.queueName);
     this.#client = defineOpsCommands(
       openRedis(this.#connection, {
@@ -644,8 +646,22 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       await this.#watchDestinations();
       await loop.start();
       // Mail left in BullMQ by this queue's previous engine is delivered by a BullMQ worker
-      // until BullMQ holds no job any more.
-      if (await this.#bullHasJobs()) await this.#startBullWorker(deliver, settings, concurrency, true);
+      // until BullMQ holds no job any more. Looked at again every BULL_DRAIN_CHECK_MS: in a rolling
+      // upgrade, nodes of an older version (BullMQ by default) keep putting mail there, and the
+      // last of them may stop leaving deferred jobs behind after this node's drain had ended.
+      let looking = false;
+      const look = async (): Promise<void> => {
+        if (looking || this.#worker !== undefined || this.#closing) return;
+        looking = true;
+        try {
+          if (await this.#bullHasJobs()) await this.#startBullWorker(deliver, settings, concurrency, true);
+        } finally {
+          looking = false;
+        }
+      };
+      await look();
+      this.#bullWatch = setInterval(() => void look().catch(() => {}), BULL_DRAIN_CHECK_MS);
+      this.#bullWatch.unref?.();
       return;
     }
     await this.#startBullWorker(deliver, settings, concurrency, false);
@@ -716,7 +732,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       }
       this.#log.error({ err: error }, 'delivery worker error');
     });
-    this.#health.onChange((health) => {
+    const unwatch = this.#health.onChange((health) => {
       if (health.writable && worker.isPaused() && !this.#closing) worker.resume();
     });
     worker.on('failed', (job, error) => {
@@ -733,6 +749,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
           .then(async (left) => {
             if (left || this.#worker !== worker) return;
             clearInterval(check);
+            unwatch();
             this.#worker = undefined;
             await worker.close();
             this.#log.info('BullMQ queue drained; Tern job engine only from now on');
@@ -1126,6 +1143,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     this.#closing = true;
     this.#health.close();
     clearInterval(this.#drainCheck);
+    clearInterval(this.#bullWatch);
     clearInterval(this.#destinationsTimer);
     this.#subscriber?.disconnect();
     await this.#engineLoop?.close();

@@ -216,6 +216,24 @@ while redis.call('RPOPLPUSH', KEYS[1], KEYS[2]) do end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 0`;
 
+// Ids in this node's running list that no slot of the node runs go back to the front of `ready`:
+// a take whose reply was lost with the connection (Redis moved the job, the node never heard), or
+// a finish the promoted replica never got in a failover. Nothing else gives them back while the
+// node's lease lives. Returns how many went back.
+// KEYS: run list, ready   ARGV: the ids the node runs
+const RECLAIM_LUA = `
+local mine = {}
+for _, id in ipairs(ARGV) do mine[id] = true end
+local back = 0
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if not mine[id] then
+    redis.call('LREM', KEYS[1], 0, id)
+    redis.call('RPUSH', KEYS[2], id)
+    back = back + 1
+  end
+end
+return back`;
+
 export type EngineRedis = RedisClient & {
   ternEngineEnqueue(...keysThenArgs: (string | number | Buffer)[]): Promise<number>;
   ternEngineFinish(...keysThenArgs: (string | number)[]): Promise<number>;
@@ -224,6 +242,7 @@ export type EngineRedis = RedisClient & {
   ternEngineReschedule(due: string, ready: string, id: string, at: number, now: number): Promise<number>;
   ternEngineLeave(run: string, ready: string, nodes: string, node: string): Promise<number>;
   ternEngineMidSweep(...keysThenArgs: (string | number)[]): Promise<number>;
+  ternEngineReclaim(run: string, ready: string, ...running: string[]): Promise<number>;
 };
 
 export function defineEngineCommands(client: RedisClient): EngineRedis {
@@ -234,6 +253,7 @@ export function defineEngineCommands(client: RedisClient): EngineRedis {
   client.defineCommand('ternEngineReschedule', { numberOfKeys: 2, lua: RESCHEDULE_LUA });
   client.defineCommand('ternEngineLeave', { numberOfKeys: 3, lua: LEAVE_LUA });
   client.defineCommand('ternEngineMidSweep', { numberOfKeys: 2, lua: MID_SWEEP_LUA });
+  client.defineCommand('ternEngineReclaim', { numberOfKeys: 2, lua: RECLAIM_LUA });
   return client as EngineRedis;
 }
 
@@ -395,7 +415,10 @@ const TAKE_BLOCK_SECONDS = 1;
 export class EngineLoop {
   readonly node = randomUUID();
   readonly #o: EngineLoopOptions;
-  #running = 0;
+  /** The ids this node's slots run (taken, not yet finished or put off). */
+  readonly #running = new Set<string>();
+  /** A connection of the loop broke since the last look at the running list (see RECLAIM_LUA). */
+  #reconnected = false;
   #stopped = false;
   #slotFreed: (() => void) | undefined;
   #tickTimer: NodeJS.Timeout | undefined;
@@ -407,6 +430,11 @@ export class EngineLoop {
 
   constructor(options: EngineLoopOptions) {
     this.#o = options;
+    const broke = () => {
+      this.#reconnected = true;
+    };
+    options.client.on('close', broke);
+    options.blocking.on('close', broke);
   }
 
   async start(): Promise<void> {
@@ -483,7 +511,7 @@ export class EngineLoop {
     const run = k.run(this.node);
     let backoff = 100;
     while (!this.#stopped) {
-      if (this.#running >= this.#o.concurrency || this.#o.paused()) {
+      if (this.#running.size >= this.#o.concurrency || this.#o.paused()) {
         await new Promise<void>((resolve) => {
           this.#slotFreed = resolve;
           // Paused: look again in a while (a probe makes Redis writable again meanwhile).
@@ -493,22 +521,33 @@ export class EngineLoop {
       }
       let id: string | null;
       try {
+        // Here, between two takes, no take of this node is in flight: every id in the running list
+        // that #running lacks is lost to this node.
+        if (this.#reconnected) {
+          this.#reconnected = false;
+          const back = await this.#o.client.ternEngineReclaim(run, k.ready, ...this.#running);
+          if (back > 0)
+            this.#o.logger.warn({ jobs: back }, 'jobs lost to this node in a reconnect are ready again');
+        }
         id = await this.#o.blocking.blmove(k.ready, run, 'RIGHT', 'LEFT', TAKE_BLOCK_SECONDS);
         backoff = 100;
       } catch (error) {
         if (this.#stopped) break;
+        // The reclaim may not have run, or a broken take may have moved a job: look again.
+        this.#reconnected = true;
         this.#o.onError(error);
         await new Promise((resolve) => setTimeout(resolve, backoff).unref?.());
         backoff = Math.min(backoff * 2, 2000);
         continue;
       }
       if (id === null) continue;
-      this.#running++;
+      const taken = id;
+      this.#running.add(taken);
       const job = this.#o
         .run(id, this.node)
         .catch((error: unknown) => this.#o.logger.error({ err: error, jobId: id }, 'delivery job failed'))
         .finally(() => {
-          this.#running--;
+          this.#running.delete(taken);
           this.#jobs.delete(job);
           this.#slotFreed?.();
           this.#slotFreed = undefined;
