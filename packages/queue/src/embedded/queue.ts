@@ -367,6 +367,15 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   }
 
   #flush(): void {
+    // While an fsync runs, enqueues wait for it and then commit together: they could not be
+    // durable before the next fsync anyway, and one commit for all of them writes each index and
+    // header page once instead of once per turn of the event loop (new connections per message
+    // bring fewer enqueues per turn: 41 → 32 WAL page writes per message measured).
+    const syncing = this.#syncing;
+    if (syncing !== undefined && !this.#closed && this.#pending.length > 0) {
+      syncing.then(() => this.#flush());
+      return;
+    }
     const batch = this.#pending;
     this.#pending = [];
     if (batch.length === 0) return;
