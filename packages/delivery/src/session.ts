@@ -998,22 +998,11 @@ export class SmtpSession {
     const t = this.#settings.timeouts;
     const encoder = new DataEncoder();
     const deadline = new DataDeadline(t.dataBlockMs, t.dataMinRate);
-    const chunks = source[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
     // Encoded chunks not written yet: each write is a system call (and wakes the server), so small
     // chunks go out together, and the last goes out with the final dot (a small message: one write).
     const held: Buffer[] = [];
     let heldBytes = 0;
-    for (;;) {
-      let next: IteratorResult<Buffer | string>;
-      try {
-        next = await chunks.next();
-      } catch (error) {
-        throw new MessageUnreadable(message(error), { cause: error });
-      }
-      if (next.done) break;
-      const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
-      const encoded = encoder.push(chunk);
-      if (encoded.length === 0) continue;
+    for await (const encoded of encodedChunks(source, encoder)) {
       held.push(encoded);
       heldBytes += encoded.length;
       if (heldBytes >= DATA_WRITE_BYTES) {
@@ -1037,7 +1026,6 @@ export class SmtpSession {
     const t = this.#settings.timeouts;
     const encoder = new DataEncoder({ dotStuffing: false });
     const deadline = new DataDeadline(t.dataBlockMs, t.dataMinRate);
-    const chunks = source[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
     let pending: string[] = [...commands];
     let sent = 0;
     const held: Buffer[] = [];
@@ -1055,17 +1043,7 @@ export class SmtpSession {
       sent++;
       await this.#writeData(out, deadline);
     };
-    for (;;) {
-      let next: IteratorResult<Buffer | string>;
-      try {
-        next = await chunks.next();
-      } catch (error) {
-        throw new MessageUnreadable(message(error), { cause: error });
-      }
-      if (next.done) break;
-      const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
-      const encoded = encoder.push(chunk);
-      if (encoded.length === 0) continue;
+    for await (const encoded of encodedChunks(source, encoder)) {
       held.push(encoded);
       heldBytes += encoded.length;
       if (heldBytes >= DATA_WRITE_BYTES) await flush(false);
@@ -1110,6 +1088,26 @@ export class SmtpSession {
  * this rarely holds more than one; small chunks (a hook's header block, say) join the next.
  */
 const DATA_WRITE_BYTES = 16 * 1024;
+
+/**
+ * The message read from `source`, encoded by `encoder` (chunks that encode to nothing skipped);
+ * a failure to read it is a MessageUnreadable (the store's fault, not the server's).
+ */
+async function* encodedChunks(source: Readable, encoder: DataEncoder): AsyncGenerator<Buffer> {
+  const chunks = source[Symbol.asyncIterator]() as AsyncIterator<Buffer | string>;
+  for (;;) {
+    let next: IteratorResult<Buffer | string>;
+    try {
+      next = await chunks.next();
+    } catch (error) {
+      throw new MessageUnreadable(message(error), { cause: error });
+    }
+    if (next.done) return;
+    const chunk = typeof next.value === 'string' ? Buffer.from(next.value, 'utf8') : next.value;
+    const encoded = encoder.push(chunk);
+    if (encoded.length > 0) yield encoded;
+  }
+}
 
 /** The held chunks as one buffer for one write (a copy only when there are several). */
 function joinHeld(held: readonly Buffer[], bytes: number): Buffer {
