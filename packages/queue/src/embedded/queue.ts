@@ -468,8 +468,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     this.#nextSync ??= nextSync();
     // Their attempts start now, while the fsync runs, instead of after the 250: the event loop
     // would wait idle for the disk, and the delivery's work (reading the body, the next hop's
-    // commands) would otherwise delay the client's next transaction. With one session that was a
-    // third of a millisecond per message. Delivering before the fsync ends risks a duplicate (a
+    // commands) would otherwise delay the client's next transaction (with one session its MAIL,
+    // RCPT and DATA waited behind it). Delivering before the fsync ends risks a duplicate (a
     // crash or a failed fsync answers 451 or nothing, the client sends again), never a loss; and
     // what follows the delivery (outcome, delivered/deferred/bounced hooks, bounces) waits at the
     // gate, so it still comes after the enqueue resolved and its `queued` hooks began.
