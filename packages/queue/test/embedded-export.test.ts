@@ -46,23 +46,28 @@ async function storeWithWork(): Promise<{
   const path = paths.next();
   const q = openEmbeddedQueue({ path });
   const bodies = new Map<string, Buffer>();
-  const add = async (m: ReturnType<typeof testMessage>): Promise<string> => {
-    const id = await q.enqueue({ ...m, messageId: '<x@origin.test>' });
+  const add = async (to: EmbeddedQueue, m: ReturnType<typeof testMessage>): Promise<string> => {
+    const id = await to.enqueue({ ...m, messageId: '<x@origin.test>' });
     bodies.set(id, Buffer.concat(m.content.chunks() ?? []));
     return id;
   };
   const partial = await add(
+    q,
     testMessage({ to: ['ok@one.test', 'wait@one.test', 'done@two.test'], receivedAt: Date.now() - 3600_000 }),
   );
-  const held = await add(testMessage({ to: ['h@three.test'] }));
+  const held = await add(q, testMessage({ to: ['h@three.test'] }));
   await q.hold(held);
   const { deliver } = scriptedDeliver((address) => (address === 'wait@one.test' ? 'deferred' : 'delivered'));
   await q.startWorker(deliver, { retry: { intervals: ['1h'] } });
   await waitFor(async () => (await q.inspect(partial))?.jobs.every((j) => j.attempts === 1) === true);
-  const fresh = await add(testMessage({ to: ['f@four.test'] }));
-  await q.hold(fresh); // keep the worker off it, then let it be: exported as not held
-  await q.release(fresh);
   await q.close();
+  // Without a worker (a running one starts a new message's attempt before its enqueue resolves):
+  // held, then let be, it is exported as not held.
+  const idle = openEmbeddedQueue({ path });
+  const fresh = await add(idle, testMessage({ to: ['f@four.test'] }));
+  await idle.hold(fresh);
+  await idle.release(fresh);
+  await idle.close();
   return { path, partial, held, fresh, bodies };
 }
 

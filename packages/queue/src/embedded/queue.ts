@@ -157,6 +157,11 @@ const EMPTY = Buffer.alloc(0);
  * outcomes written one by one cost a few pages each; in batches they share them.
  */
 const RESULT_BATCH_MS = 10;
+/**
+ * Longest an attempt started by its enqueue's commit waits, once delivered and that enqueue
+ * durable, to have its outcome decided (it usually goes sooner, with the next fsync; see #sync).
+ */
+const GATE_MS = 10;
 
 /** Opens (or creates) the embedded queue at `options.path`; fails when another process holds it. */
 export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue {
@@ -209,6 +214,15 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly #walFd: number | undefined;
   /** Enqueues committed, waiting for the fsync that makes them durable before they resolve. */
   #unsynced: PendingEnqueue[] = [];
+  /**
+   * What the next fsync settles besides #unsynced: the gate that attempts started early (the jobs
+   * those enqueues claimed) wait at before their outcome is decided, and whether the worker must
+   * look for jobs they did not claim (see #durable).
+   */
+  #nextSync: { gate: Promise<void>; open: () => void; wake: boolean } | undefined;
+  /** Gates whose fsync has ended, opened when the next fsync starts or GATE_MS later (see #sync). */
+  #synced: (() => void)[] = [];
+  #gateTimer: NodeJS.Timeout | undefined;
   #syncing: Promise<void> | undefined;
   #resultTimer: NodeJS.Timeout | undefined;
   /** The largest message refused for lack of space since the store became unwritable. */
@@ -451,12 +465,25 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       return;
     }
     this.#unsynced.push(...committed);
+    this.#nextSync ??= nextSync();
+    // Their attempts start now, while the fsync runs, instead of after the 250: the event loop
+    // would wait idle for the disk, and the delivery's work (reading the body, the next hop's
+    // commands) would otherwise delay the client's next transaction (with one session its MAIL,
+    // RCPT and DATA waited behind it). Delivering before the fsync ends risks a duplicate (a
+    // crash or a failed fsync answers 451 or nothing, the client sends again), never a loss; and
+    // what follows the delivery (outcome, delivered/deferred/bounced hooks, bounces) waits at the
+    // gate, so it still comes after the enqueue resolved and its `queued` hooks began.
+    if (this.#startClaimed(committed, this.#nextSync.gate)) this.#nextSync.wake = true;
     if (this.#syncing === undefined) this.#sync(this.#walFd);
   }
 
   #sync(fd: number): void {
     const batch = this.#unsynced;
+    const next = this.#nextSync;
     this.#unsynced = [];
+    this.#nextSync = undefined;
+    // In the next turn, so code that awaited the enqueues of the fsync that ended runs first.
+    if (this.#synced.length > 0) setImmediate(() => this.#openGates());
     this.#syncing = new Promise((done) => {
       fsync(fd, (error) => {
         if (error) {
@@ -465,14 +492,27 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         } else {
           for (const p of batch) p.resolve(p.message.queueId);
         }
-        // Committed either way: a failed flush answered 451, yet the jobs exist (a duplicate at worst).
-        const unclaimed = this.#startClaimed(batch);
+        // Committed either way: a failed flush answered 451, yet the jobs exist (a duplicate at
+        // worst). The gate opens once the next fsync has started: the outcomes are decided while
+        // the event loop waits for the disk, not between the 250 and the client's next command.
+        if (next !== undefined) {
+          this.#synced.push(next.open);
+          this.#gateTimer ??= setTimeout(() => this.#openGates(), GATE_MS);
+        }
         this.#syncing = undefined;
         if (this.#unsynced.length > 0) this.#sync(fd);
-        if (unclaimed) this.#wake();
+        if (next?.wake) this.#wake();
         done();
       });
     });
+  }
+
+  #openGates(): void {
+    clearTimeout(this.#gateTimer);
+    this.#gateTimer = undefined;
+    const gates = this.#synced;
+    this.#synced = [];
+    for (const open of gates) open();
   }
 
   #closedError(): QueueUnavailableError {
@@ -569,21 +609,21 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   }
 
   /**
-   * Starts the attempts of jobs claimed by these enqueues, now durable, in the next turn of the
-   * event loop: code that awaited the enqueue runs first, so an operator's hold right after it
-   * keeps the job from its attempt, as when the worker leases it (the job goes 'held'). A job
-   * removed meanwhile is dropped; at close, claimed jobs are given back. True when some new job
-   * was not claimed: the worker has to look for it.
+   * Starts the attempts of jobs claimed by these enqueues, committed, in the next turn of the
+   * event loop. `durable` settles once their fsync has ended: each attempt waits for it after
+   * delivering (see #durable); undefined when the commit was durable already. A job removed
+   * meanwhile is dropped; at close, claimed jobs are given back. True when some new job was not
+   * claimed: the worker has to look for it.
    */
-  #startClaimed(batch: readonly PendingEnqueue[]): boolean {
+  #startClaimed(batch: readonly PendingEnqueue[], durable?: Promise<void>): boolean {
     const rows = batch.flatMap((p) => p.claimed ?? []);
     const unclaimed = batch.some((p) => (p.claimed?.length ?? 0) < p.message.jobs.length);
     for (const p of batch) delete p.claimed;
-    if (rows.length > 0) setImmediate(() => this.#startClaimedNow(rows));
+    if (rows.length > 0) setImmediate(() => this.#startClaimedNow(rows, durable));
     return unclaimed;
   }
 
-  #startClaimedNow(rows: readonly JobRow[]): void {
+  #startClaimedNow(rows: readonly JobRow[], durable: Promise<void> | undefined): void {
     this.#claimedWaiting -= rows.length;
     const worker = this.#worker;
     const giveBack: JobRow[] = [];
@@ -600,7 +640,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       }
       const ours = current?.state === 'active' && current.lease_owner === this.#owner;
       if (ours && current?.hold_requested === 0 && worker !== undefined && this.#closing === undefined) {
-        this.#start(row, worker);
+        this.#start(row, worker, durable);
         started++;
       } else if (ours) giveBack.push(row);
       else this.#forget(row); // removed by an operator meanwhile
@@ -681,8 +721,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     this.#timer = setTimeout(() => this.#pump(), wait);
   }
 
-  #start(row: JobRow, worker: WorkerState): void {
-    const attempt: Promise<void> = this.#attempt(row, worker).finally(() => {
+  #start(row: JobRow, worker: WorkerState, durable?: Promise<void>): void {
+    const attempt: Promise<void> = this.#attempt(row, worker, durable).finally(() => {
       this.#running.delete(attempt);
       this.#release(row.domain);
       this.#pump();
@@ -723,8 +763,11 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     else this.#activeByDomain.set(domain, count);
   }
 
-  /** One attempt of one leased job, start to finish. Never rejects: every failure is logged and rescheduled. */
-  async #attempt(row: JobRow, worker: WorkerState): Promise<void> {
+  /**
+   * One attempt of one leased job, start to finish. Never rejects: every failure is logged and
+   * rescheduled. With `durable`, the outcome is decided only once it settles (see #durable).
+   */
+  async #attempt(row: JobRow, worker: WorkerState, durable?: Promise<void>): Promise<void> {
     const log = this.#log.child({ queueId: row.queue_id, jobId: row.id, domain: row.domain });
     let record: () => void;
     try {
@@ -748,9 +791,19 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         size: row.size,
         ...(row.eight_bit === null ? {} : { eightBit: row.eight_bit === 1 }),
       };
+      const deliver: Deliver =
+        durable === undefined
+          ? worker.deliver
+          : async (...args) => {
+              try {
+                return await worker.deliver(...args);
+              } finally {
+                await durable;
+              }
+            };
       const outcome = await runDeliveryAttempt(
         job,
-        worker.deliver,
+        deliver,
         {
           openMessage: async () => this.#stored(job.queueId, this.#bodies.open(job.queueId)),
           readHeaders: async () =>
@@ -1190,6 +1243,15 @@ function unavailable(location: string, error: unknown): QueueUnavailableError {
       cause: error,
     },
   );
+}
+
+/** A gate for the next fsync, closed until it ends (see EmbeddedQueue#durable). */
+function nextSync(): { gate: Promise<void>; open: () => void; wake: boolean } {
+  let open = (): void => {};
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { gate, open, wake: false };
 }
 
 /** The store's WAL file, for fsync; undefined when it cannot be opened (SQLite then syncs itself). */
