@@ -125,6 +125,42 @@ export function profileTop(file, n = 20) {
   return { totalMs: total / 1000, busyMs: busy / 1000, top };
 }
 
+const BENCH_BODY = Buffer.from(`${'x'.repeat(76)}\r\n`.repeat(27)); // 2106 bytes
+
+/**
+ * Message `i` of the queue benchmarks (queue-io.js, queue-ab.js): 2 250 bytes, one recipient;
+ * `memorySource` is the tree's own (@tern/plugin-api/host).
+ */
+export function benchMessage(memorySource, i) {
+  const head = Buffer.from(
+    `From: <bench@load.test>\r\nTo: <b@example.net>\r\nSubject: bench ${i}\r\n` +
+      `Message-ID: <${i}.${Date.now()}@load.test>\r\nDate: ${new Date().toUTCString()}\r\n\r\n`,
+  );
+  return {
+    envelope: { mailFrom: 'bench@load.test', recipients: [{ address: 'b@example.net' }] },
+    content: memorySource([head, BENCH_BODY]),
+    receivedAt: Date.now(),
+    source: { listener: 'bench', remoteAddress: '127.0.0.1', helo: 'load.test', sessionId: `s${i}` },
+    messageId: `${i}.${Date.now()}@load.test`,
+  };
+}
+
+/** A stand-in `deliver` for the queue benchmarks: reads the body, delivers every recipient, counts. */
+export function instantDeliver(onDelivered) {
+  return async (job, open) => {
+    for await (const _ of await open());
+    onDelivered();
+    return {
+      recipients: job.recipients.map((r) => ({
+        address: r.address,
+        result: 'delivered',
+        reply: { code: 250, enhanced: '2.0.0', text: 'OK queued as 1234' },
+      })),
+      remoteMta: 'sink[127.0.0.1]:2600',
+    };
+  };
+}
+
 /** utime + stime of a process, in ms. */
 export function cpuMs(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');

@@ -28,7 +28,16 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { commandDelta, cpuMs, redisCommandStats, root, testkit, writeBytes as writeBytesOf } from './lib.js';
+import {
+  benchMessage,
+  commandDelta,
+  cpuMs,
+  instantDeliver,
+  redisCommandStats,
+  root,
+  testkit,
+  writeBytes as writeBytesOf,
+} from './lib.js';
 
 const { openEmbeddedQueue, openRedisQueue } = await import(join(root, 'packages/queue/dist/index.js'));
 const { memorySource } = await import(join(root, 'packages/plugin-api/dist/host.js'));
@@ -36,26 +45,13 @@ const { default: Sqlite } = await import(join(root, 'node_modules/better-sqlite3
 
 const messages = Number(process.env.BENCH_MESSAGES ?? 2000);
 const concurrency = Number(process.env.BENCH_CONCURRENCY ?? 20);
-const body = Buffer.from(`${'x'.repeat(76)}\r\n`.repeat(27)); // 2106 bytes
 const backend = process.env.BENCH_BACKEND ?? 'embedded';
 const cpu = () => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
 
-function message(i) {
-  const head = Buffer.from(
-    `From: <bench@load.test>\r\nTo: <b@example.net>\r\nSubject: bench ${i}\r\n` +
-      `Message-ID: <${i}.${Date.now()}@load.test>\r\nDate: ${new Date().toUTCString()}\r\n\r\n`,
-  );
-  return {
-    envelope: { mailFrom: 'bench@load.test', recipients: [{ address: 'b@example.net' }] },
-    content: memorySource([head, body]),
-    receivedAt: Date.now(),
-    source: { listener: 'bench', remoteAddress: '127.0.0.1', helo: 'load.test', sessionId: `s${i}` },
-    messageId: `${i}.${Date.now()}@load.test`,
-  };
-}
+const message = (i) => benchMessage(memorySource, i);
 
 const dir = mkdtempSync(join(tmpdir(), 'tern-queue-io-'));
 let redis;
@@ -81,18 +77,7 @@ if (backend === 'redis') {
 const writeBytes = () => writeBytesOf(redisPid ?? process.pid);
 let delivered = 0;
 await queue.startWorker(
-  async (job, open) => {
-    for await (const _ of await open());
-    delivered++;
-    return {
-      recipients: job.recipients.map((r) => ({
-        address: r.address,
-        result: 'delivered',
-        reply: { code: 250, enhanced: '2.0.0', text: 'OK queued as 1234' },
-      })),
-      remoteMta: 'sink[127.0.0.1]:2600',
-    };
-  },
+  instantDeliver(() => delivered++),
   { concurrency: 50 },
 );
 

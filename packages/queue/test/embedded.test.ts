@@ -313,6 +313,22 @@ describe('embedded queue: delivery', () => {
     expect(started.map((j) => j.queueId)).toEqual(ids);
   });
 
+  it('keeps a claimed job from its first attempt when it is held or removed right after its enqueue', async () => {
+    const q = queueAt(store());
+    const { deliver, calls } = scriptedDeliver();
+    await q.startWorker(deliver, { concurrency: 4 });
+    const held = await q.enqueue(testMessage({ to: ['a@one.test'] }));
+    expect(await q.hold(held)).toBe(1); // claimed at enqueue: 'active' until its attempt would start
+    const removed = await q.enqueue(testMessage({ to: ['b@two.test'] }));
+    expect(await q.remove(removed)).toBe(true);
+    // Evidence that the claims were handled: the held job is given back as 'held'; a later
+    // message is delivered after them (the slots were freed).
+    await waitFor(async () => (await q.inspect(held))?.jobs[0]?.state === 'held');
+    const later = await q.enqueue(testMessage({ to: ['c@three.test'] }));
+    await waitFor(async () => (await q.inspect(later)) === null);
+    expect(calls.map((c) => c.job.queueId)).toEqual([later]);
+  });
+
   it('delivers, then removes the body and the jobs', async () => {
     const q = queueAt(store());
     const { deliver, calls } = scriptedDeliver();

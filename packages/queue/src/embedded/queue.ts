@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsync, openSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
@@ -91,9 +91,20 @@ interface PreparedMessage {
   readonly messageId: string | null;
   readonly source: string | null;
   readonly isBounce: number;
-  readonly jobs: readonly { id: string; domain: string; recipients: string }[];
+  readonly jobs: readonly PreparedJob[];
   readonly timeline: readonly TimelineEvent[];
   readonly holdReason: string | null;
+  /** The envelope `envelope` serialises (read by a first attempt claimed at enqueue). */
+  readonly envelopeValue: DeliveryJob['envelope'];
+}
+
+interface PreparedJob {
+  readonly id: string;
+  readonly domain: string;
+  /** RecipientState[] as stored (JSON). */
+  readonly recipients: string;
+  /** The same recipients as objects, handed to a first attempt claimed at enqueue (no parse). */
+  readonly states: readonly RecipientState[];
 }
 
 interface WorkerState {
@@ -133,6 +144,18 @@ interface JobRow {
   is_bounce: number;
   size: number;
   eight_bit: number | null;
+  /**
+   * A job claimed at enqueue (see #insert) carries what its first attempt needs from memory, so
+   * the attempt neither reads the body back from the store (a blob copy) nor parses the JSON it
+   * was just made from. Dropped when the attempt ends.
+   */
+  claimed?: {
+    body: Buffer | undefined;
+    envelope: DeliveryJob['envelope'];
+    states: readonly RecipientState[];
+    /** #interventions when it was claimed: unchanged, no operator can have held or removed it since. */
+    interventions: number;
+  };
 }
 
 const DEFAULT_POLL_MS = 5000;
@@ -244,6 +267,11 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    * inserted unclaimed), so a batch asks the store once (see #claimable); undefined: not asked yet.
    */
   #dueInBatch: boolean | undefined;
+  /**
+   * Counts operator writes that can keep a claimed job from its first attempt (hold, remove), so
+   * #startClaimedNow reads a claimed job's row back only when one happened since its claim.
+   */
+  #interventions = 0;
 
   constructor(options: EmbeddedQueueOptions) {
     const checked = checkQueueOptions(z.looseObject(embeddedQueueShape), options, 'queue.embedded');
@@ -575,6 +603,12 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         is_bounce: m.isBounce,
         size: m.size,
         eight_bit: m.eightBit,
+        claimed: {
+          body: m.parts === 0 ? m.body : undefined,
+          envelope: m.envelopeValue,
+          states: job.states,
+          interventions: this.#interventions,
+        },
       };
       this.#claimedWaiting++;
       this.#taken(row, now);
@@ -629,9 +663,13 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     const giveBack: JobRow[] = [];
     let started = 0;
     for (const [i, row] of rows.entries()) {
-      let current: { state: JobState; lease_owner: string | null; hold_requested: number } | undefined;
+      // No hold or remove since the claim: the row is as the commit wrote it (active, ours, not held).
+      let current: { state: JobState; lease_owner: string | null; hold_requested: number } | undefined =
+        row.claimed?.interventions === this.#interventions
+          ? { state: 'active', lease_owner: this.#owner, hold_requested: 0 }
+          : undefined;
       try {
-        current = this.#sql.jobState.get(row.id) as typeof current;
+        current ??= this.#sql.jobState.get(row.id) as typeof current;
       } catch (error) {
         // Left 'active' and no longer ours: the next reclaim schedules them again.
         this.#log.error({ err: error }, 'could not start claimed jobs; the next reclaim schedules them');
@@ -770,9 +808,12 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   async #attempt(row: JobRow, worker: WorkerState, durable?: Promise<void>): Promise<void> {
     const log = this.#log.child({ queueId: row.queue_id, jobId: row.id, domain: row.domain });
     let record: () => void;
+    const claimed = row.claimed;
+    row.claimed = undefined;
     try {
-      const stored = JSON.parse(row.recipients) as RecipientState[];
-      const envelope = JSON.parse(row.envelope) as DeliveryJob['envelope'];
+      const stored = claimed?.states ?? (JSON.parse(row.recipients) as RecipientState[]);
+      const envelope = claimed?.envelope ?? (JSON.parse(row.envelope) as DeliveryJob['envelope']);
+      const body = claimed?.body;
       // An operator's reroute: the job's own, else its destination's.
       const nextHop: NextHop | undefined =
         row.next_hop === null ? this.#ops.destinationHop(row.domain) : JSON.parse(row.next_hop);
@@ -805,7 +846,10 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         job,
         deliver,
         {
-          openMessage: async () => this.#stored(job.queueId, this.#bodies.open(job.queueId)),
+          openMessage: async () =>
+            body === undefined
+              ? this.#stored(job.queueId, this.#bodies.open(job.queueId))
+              : Readable.from([body], { objectMode: false }),
           readHeaders: async () =>
             headerBlockOf(this.#stored(job.queueId, this.#bodies.head(job.queueId, HEADER_READ_LIMIT))),
           enqueue: (notice) => this.enqueue(notice),
@@ -1047,8 +1091,9 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    * append-only, so the next enqueue's fsync makes it durable too. Halves the fsyncs per delivery.
    */
   #bookkeeping<T>(write: () => T): T {
-    // Inside a batch's transaction: a savepoint; the batch's commit decides about the sync.
-    if (this.#db.inTransaction) return this.#tx(write);
+    // Inside a batch's transaction, where #applyResults gave each outcome a savepoint of its own
+    // (a second one here cost two statements per outcome): the batch's commit decides about the sync.
+    if (this.#db.inTransaction) return write();
     this.#syncNormal.run();
     try {
       return this.#tx(write);
@@ -1130,6 +1175,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   /** Stops delivery of a message: its scheduled jobs wait until `release`; one in flight is held after its attempt. Returns the jobs affected. */
   async hold(queueId: string, event: OperatorEvent | null = operatorEvent('hold')): Promise<number> {
     const now = Date.now();
+    this.#interventions++;
     return this.#db.transaction(() => {
       const held = this.#sql.hold.run(now, ...jobsOf(queueId)).changes;
       const marked = this.#sql.holdActive.run(now, ...jobsOf(queueId)).changes;
@@ -1178,6 +1224,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   }
 
   #removeWith(queueId: string, event: OperatorEvent): boolean {
+    this.#interventions++;
     return this.#db.transaction(() => {
       if (this.#sql.deleteMessage.run(queueId).changes === 0) return false;
       this.#ops.finished(queueId, Date.now(), [event]);
@@ -1301,9 +1348,11 @@ function prepareMessage(
       id: job.id,
       domain: job.domain,
       recipients: JSON.stringify(job.recipients),
+      states: job.recipients,
     })),
     timeline: initialTimeline(message),
     holdReason: message.hold ?? null,
+    envelopeValue: message.envelope,
   };
 }
 
