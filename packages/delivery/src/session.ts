@@ -229,9 +229,9 @@ const isDigit = (byte: number | undefined): boolean => byte !== undefined && byt
  */
 function replyLineSeparator(bytes: Buffer, end: number): number | undefined {
   if (end < 3 || !isDigit(bytes[0]) || !isDigit(bytes[1]) || !isDigit(bytes[2])) return undefined;
-  // A CR inside the line (not the one ending it) makes it malformed: text never carries one.
-  const cr = bytes.indexOf(CR);
-  if (cr !== -1 && cr < end) return undefined;
+  // A CR inside the line (not the one ending it) makes it malformed: text never carries one. Searched
+  // backwards from the line's end, so it never reads past the line.
+  if (bytes.lastIndexOf(CR, end - 1) !== -1) return undefined;
   if (end === 3) return LAST;
   const separator = bytes[3];
   return separator === SPACE || separator === DASH ? separator : undefined;
@@ -364,6 +364,8 @@ class ReplyReader {
     clearTimeout(this.#timer);
     this.#timerDue = deadline;
     this.#timer = setTimeout(() => this.#checkDeadlines(), Math.max(0, deadline - performance.now()));
+    // It may outlive the reads it was set for; the socket's own pending read keeps the process up.
+    this.#timer.unref();
   }
 
   /** The timer fired: fails the reader if a waiter's deadline passed, else waits for the earliest one. */
