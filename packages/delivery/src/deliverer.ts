@@ -1361,8 +1361,23 @@ function sendable(address: string): boolean {
   return !/[\r\n\0<>]/.test(address);
 }
 
+/**
+ * Pool keys by target: a fixed hop's plan is kept (targetsOf), so its targets come back as the same
+ * objects for every message and their key is not built again. Targets are never changed once made.
+ */
+const poolKeys = new WeakMap<SessionTarget, string>();
+
 /** Sessions are shared only between targets that ask the same of the connection, TLS check included. */
 function poolKey(target: SessionTarget): string {
+  let key = poolKeys.get(target);
+  if (key === undefined) {
+    key = buildPoolKey(target);
+    poolKeys.set(target, key);
+  }
+  return key;
+}
+
+function buildPoolKey(target: SessionTarget): string {
   const check = target.check;
   const checkKey =
     check === undefined

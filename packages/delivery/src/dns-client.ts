@@ -14,6 +14,8 @@ export interface AnswerRecord {
   readonly name: string;
   readonly type: RecordType;
   readonly data: unknown;
+  /** Seconds the answer may be kept. */
+  readonly ttl: number;
 }
 
 /**
@@ -184,7 +186,7 @@ function interpret(packet: DecodedPacket, qname: string, type: RecordType): DnsA
     return { kind: 'temporary', code: rcode === 2 ? 'ESERVFAIL' : `ERCODE${rcode}` };
   // Follow the CNAME chain from the name asked (a recursive resolver sends the whole chain).
   // OPT never appears among answers; every other record has `data`.
-  const answers = (packet.answers ?? []) as { type: string; name: string; data?: unknown }[];
+  const answers = (packet.answers ?? []) as { type: string; name: string; data?: unknown; ttl?: number }[];
   let owner = qname;
   for (let hops = 0; hops < 8 && type !== 'CNAME'; hops++) {
     const alias = answers.find((a) => a.type === 'CNAME' && sameName(a.name, owner));
@@ -193,7 +195,7 @@ function interpret(packet: DecodedPacket, qname: string, type: RecordType): DnsA
   }
   const records = answers
     .filter((a) => a.type === type && sameName(a.name, owner))
-    .map((a): AnswerRecord => ({ name: owner, type, data: a.data }));
+    .map((a): AnswerRecord => ({ name: owner, type, data: a.data, ttl: a.ttl ?? 0 }));
   if (records.length === 0) return { kind: 'nodata', secure };
   return { kind: 'records', records, secure };
 }

@@ -55,9 +55,17 @@ export class DataEncoder {
 
   /** Encodes one chunk of the message. */
   push(chunk: Buffer): Buffer {
+    if (!this.#eightBit && !isAscii(chunk)) this.#eightBit = true;
+    if (this.#passesAsIs(chunk)) {
+      // The usual case (a stored message is CRLF and has few lines starting with a dot): the
+      // chunk goes out as it is, no copy.
+      this.#any ||= chunk.length > 0;
+      this.#size += chunk.length;
+      if (chunk.length > 0) this.#atLineStart = chunk[chunk.length - 1] === LF;
+      return chunk;
+    }
     // Worst case every byte doubles (a line of dots or of bare LFs), plus a pending CR's LF.
     const out = Buffer.allocUnsafe(chunk.length * 2 + 2);
-    if (!this.#eightBit && !isAscii(chunk)) this.#eightBit = true;
     let o = 0;
     for (let i = 0; i < chunk.length; i++) {
       const byte = chunk[i] as number;
@@ -88,6 +96,29 @@ export class DataEncoder {
     }
     this.#size += o;
     return out.subarray(0, o);
+  }
+
+  /**
+   * True when encoding would change nothing: no CR pending from the last chunk, every CR followed
+   * by LF and every LF preceded by CR within the chunk (a chunk ending in CR goes the long way), and
+   * no line that starts with a dot when dots are doubled. One pass that reads and writes nothing.
+   */
+  #passesAsIs(chunk: Buffer): boolean {
+    if (this.#pendingCR) return false;
+    const stuff = this.#dotStuffing;
+    const last = chunk.length - 1;
+    if (stuff && this.#atLineStart && chunk[0] === DOT) return false;
+    for (let i = 0; i <= last; i++) {
+      const byte = chunk[i] as number;
+      if (byte === CR) {
+        if (i === last || chunk[i + 1] !== LF) return false;
+        i++;
+        if (stuff && i < last && chunk[i + 1] === DOT) return false;
+      } else if (byte === LF) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /** Ends the last line (when the message does not end with one) and adds the terminator (not for BDAT). */

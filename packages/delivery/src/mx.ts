@@ -49,7 +49,15 @@ export interface DnsOptions {
    * machine (loopback): the AD bit of a resolver across a network proves nothing.
    */
   readonly dnssec?: boolean;
+  /**
+   * Host names whose addresses are kept for their TTL (default 1000; 0: none kept). Node's resolver
+   * keeps nothing, so without it every attempt to an MX host or a smarthost by name asks again.
+   */
+  readonly cacheSize?: number;
 }
+
+/** The longest an address answer is kept, whatever its TTL (c-ares' own cache has the same cap). */
+export const ADDRESS_CACHE_MAX_TTL_S = 3600;
 
 /** Why a lookup gave nothing: NXDOMAIN and NODATA are answers; everything else may change later. */
 export interface LookupFailure {
@@ -63,6 +71,9 @@ export interface LookupFailure {
 /** A lookup's result; `secure` is true only for an answer a validating resolver vouched for. */
 export type Lookup<T> = { readonly ok: true; readonly value: T; readonly secure: boolean } | LookupFailure;
 
+/** An address lookup, with the smallest TTL of its records (seconds) when the source knows it. */
+type TimedLookup = Lookup<string[]> & { readonly ttl?: number };
+
 interface MxRecord {
   readonly exchange: string;
   readonly priority: number;
@@ -71,7 +82,7 @@ interface MxRecord {
 /** Where records come from: node's resolver (never secure) or a validating one. */
 interface RecordSource {
   mx(name: string): Promise<Lookup<MxRecord[]>>;
-  addresses(name: string, family: 4 | 6): Promise<Lookup<string[]>>;
+  addresses(name: string, family: 4 | 6): Promise<TimedLookup>;
   /** TXT records, each one's strings joined. */
   txt(name: string): Promise<Lookup<string[]>>;
 }
@@ -82,6 +93,7 @@ export class MxResolver {
   readonly #order: AddressOrder;
   readonly #maxMxHosts: number;
   readonly #random: () => number;
+  readonly #addresses: AddressCache;
   /** The validating client when `dns.dnssec` is set (DANE's TLSA lookups use it too). */
   readonly validating: DnsClient | undefined;
 
@@ -103,6 +115,7 @@ export class MxResolver {
     this.#order = options.addressOrder ?? 'ipv4-first';
     this.#maxMxHosts = options.maxMxHosts ?? 10;
     this.#random = random;
+    this.#addresses = new AddressCache(this.#source, options.cacheSize ?? 1000);
   }
 
   /** TXT records of `name` (each record's strings joined), e.g. `_mta-sts.<domain>`. */
@@ -194,8 +207,8 @@ export class MxResolver {
     const want4 = this.#order !== 'ipv6-only';
     const want6 = this.#order !== 'ipv4-only';
     const [v4, v6] = await Promise.all([
-      want4 ? this.#source.addresses(host, 4) : undefined,
-      want6 ? this.#source.addresses(host, 6) : undefined,
+      want4 ? this.#addresses.lookup(host, 4) : undefined,
+      want6 ? this.#addresses.lookup(host, 6) : undefined,
     ]);
     const four = v4?.ok ? v4.value : [];
     const six = v6?.ok ? v6.value : [];
@@ -224,6 +237,47 @@ export class MxResolver {
   }
 }
 
+/**
+ * Address answers by family and name, kept for their TTL (at most ADDRESS_CACHE_MAX_TTL_S) and at
+ * most `size` names, the oldest dropped first; a lookup in flight is shared by everyone who asks
+ * meanwhile. Only answers with addresses are kept: a failure or an empty answer is asked again.
+ */
+class AddressCache {
+  readonly #source: RecordSource;
+  readonly #size: number;
+  readonly #entries = new Map<string, { readonly lookup: Promise<TimedLookup>; until: number }>();
+
+  constructor(source: RecordSource, size: number) {
+    this.#source = source;
+    this.#size = size;
+  }
+
+  lookup(name: string, family: 4 | 6): Promise<TimedLookup> {
+    if (this.#size === 0) return this.#source.addresses(name, family);
+    const key = `${family}${name.toLowerCase()}`;
+    const now = performance.now();
+    const kept = this.#entries.get(key);
+    if (kept !== undefined && kept.until > now) return kept.lookup;
+    this.#entries.delete(key);
+    if (this.#entries.size >= this.#size) {
+      const oldest = this.#entries.keys().next().value;
+      if (oldest !== undefined) this.#entries.delete(oldest);
+    }
+    const lookup = this.#source.addresses(name, family);
+    // In flight: shared until it answers, then kept for its TTL or dropped.
+    const entry = { lookup, until: Number.POSITIVE_INFINITY };
+    this.#entries.set(key, entry);
+    const settle = (found: TimedLookup | undefined): void => {
+      if (this.#entries.get(key) !== entry) return;
+      const ttl = found?.ok === true ? Math.min(found.ttl ?? 0, ADDRESS_CACHE_MAX_TTL_S) : 0;
+      if (ttl > 0) entry.until = performance.now() + ttl * 1000;
+      else this.#entries.delete(key);
+    };
+    lookup.then(settle, () => settle(undefined));
+    return lookup;
+  }
+}
+
 function failed(reply: SmtpReply): MxResolution {
   return { ok: false, result: 'failed', reply };
 }
@@ -244,8 +298,14 @@ function interleave(first: readonly string[], second: readonly string[]): string
 function caresSource(resolver: Resolver): RecordSource {
   return {
     mx: (name) => caresQuery(() => resolver.resolveMx(name)),
-    addresses: (name, family) =>
-      caresQuery(() => (family === 4 ? resolver.resolve4(name) : resolver.resolve6(name))),
+    addresses: async (name, family) => {
+      const options = { ttl: true } as const;
+      const found = await caresQuery(() =>
+        family === 4 ? resolver.resolve4(name, options) : resolver.resolve6(name, options),
+      );
+      if (!found.ok) return found;
+      return { ...found, value: found.value.map((r) => r.address), ttl: smallestTtl(found.value) };
+    },
     txt: async (name) => {
       const found = await caresQuery(() => resolver.resolveTxt(name));
       return found.ok ? { ...found, value: found.value.map((chunks) => chunks.join('')) } : found;
@@ -265,12 +325,28 @@ async function caresQuery<T>(run: () => Promise<T>): Promise<Lookup<T>> {
   }
 }
 
+/** The smallest TTL of a record set (0 for none: nothing kept). */
+function smallestTtl(records: readonly { readonly ttl?: number }[]): number {
+  let ttl = Number.POSITIVE_INFINITY;
+  for (const record of records) ttl = Math.min(ttl, record.ttl ?? 0);
+  return ttl === Number.POSITIVE_INFINITY ? 0 : ttl;
+}
+
 function validatingSource(client: DnsClient): RecordSource {
-  async function ask<T>(name: string, type: RecordType, map: (data: unknown) => T): Promise<Lookup<T[]>> {
+  async function ask<T>(
+    name: string,
+    type: RecordType,
+    map: (data: unknown) => T,
+  ): Promise<Lookup<T[]> & { readonly ttl?: number }> {
     const answer = await client.query(name, type);
     switch (answer.kind) {
       case 'records':
-        return { ok: true, value: answer.records.map((r) => map(r.data)), secure: answer.secure };
+        return {
+          ok: true,
+          value: answer.records.map((r) => map(r.data)),
+          secure: answer.secure,
+          ttl: smallestTtl(answer.records),
+        };
       case 'nxdomain':
         return { ok: false, kind: 'nxdomain', code: 'ENOTFOUND', secure: answer.secure };
       case 'nodata':

@@ -192,6 +192,8 @@ export const deliveryDnsShape = {
     "one of 'ipv4-first', 'ipv6-first', 'ipv4-only' or 'ipv6-only'",
   ).optional(),
   maxMxHosts: count.optional(),
+  /** Host names whose addresses are kept for their TTL (0: none). */
+  cacheSize: wholeNumberSchema(0).optional(),
   /** The servers are DNSSEC-validating resolvers on this machine, their AD bit trusted (DANE). */
   dnssec: z.boolean().optional(),
 };

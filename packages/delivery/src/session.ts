@@ -205,12 +205,37 @@ export class StaleConnection extends Error {
 interface Waiter {
   resolve(reply: WireReply): void;
   reject(error: Error): void;
-  timer: NodeJS.Timeout;
+  /** performance.now() by which the reply must have come. */
+  readonly deadline: number;
+  /** What to name when the deadline passes: the command, and the limit (a deadline may be shared). */
+  readonly what: string;
+  readonly limitMs: number;
 }
 
-// RFC 5321 §4.2: the code, then SP or "-" and the text, or the line end. `5501 text` is no 550.
-const REPLY_LINE = /^(\d{3})(?:([ -])(.*))?$/;
 const EMPTY = Buffer.alloc(0);
+const ZERO = 0x30;
+const CR = 0x0d;
+const SPACE = 0x20;
+const DASH = 0x2d;
+/** The separator of a last line, or of one that ends with its code. */
+const LAST = -1;
+
+const isDigit = (byte: number | undefined): boolean => byte !== undefined && byte >= ZERO && byte <= ZERO + 9;
+
+/**
+ * RFC 5321 §4.2: a reply line is the code, then SP or "-" and the text, or the line end (`5501 text`
+ * is no 550). Returns DASH for a line that more follow, SPACE or LAST for the last one, undefined for
+ * a malformed line. Read off the bytes: no string or match array per line.
+ */
+function replyLineSeparator(bytes: Buffer, end: number): number | undefined {
+  if (end < 3 || !isDigit(bytes[0]) || !isDigit(bytes[1]) || !isDigit(bytes[2])) return undefined;
+  // A CR inside the line (not the one ending it) makes it malformed: text never carries one. Searched
+  // backwards from the line's end, so it never reads past the line.
+  if (bytes.lastIndexOf(CR, end - 1) !== -1) return undefined;
+  if (end === 3) return LAST;
+  const separator = bytes[3];
+  return separator === SPACE || separator === DASH ? separator : undefined;
+}
 
 /**
  * Splits the server's byte stream into replies and keeps replies that arrive early (pipelining) in
@@ -232,6 +257,14 @@ class ReplyReader {
   #owed: number;
   #closingNoticeSeen = false;
   #failure: Error | undefined;
+  /**
+   * One timer for the reader, due at or before the earliest waiter's deadline, not one per read: a
+   * reused connection reads a few replies per message, and each timer set and cleared is an object
+   * and two timer-list updates. Replies come in milliseconds and limits are minutes, so it is
+   * rarely set again; when it fires early for a waiter that came later, it is set for that one.
+   */
+  #timer: NodeJS.Timeout | undefined;
+  #timerDue = Number.POSITIVE_INFINITY;
 
   constructor(limits: Required<ReplyLimits>, owed: number, onFailure: (error: Error) => void) {
     this.#limits = limits;
@@ -261,10 +294,9 @@ class ReplyReader {
     let lf = this.#pending.indexOf(0x0a);
     while (lf !== -1) {
       const end = lf > 0 && this.#pending[lf - 1] === 0x0d ? lf - 1 : lf;
-      const line = this.#pending.subarray(0, end).toString('utf8');
-      this.#pending = this.#pending.subarray(lf + 1);
-      this.#line(line, lf + 1);
+      this.#line(this.#pending, end, lf + 1);
       if (this.#failure) return;
+      this.#pending = this.#pending.subarray(lf + 1);
       lf = this.#pending.indexOf(0x0a);
     }
     if (this.#replyBytes + this.#pending.length > this.#limits.maxBytes) {
@@ -272,14 +304,16 @@ class ReplyReader {
     }
   }
 
-  #line(line: string, bytes: number): void {
-    const match = REPLY_LINE.exec(line);
-    if (!match) {
+  /** The line in `bytes[0, end)` (its line end not included), `size` bytes on the wire. */
+  #line(bytes: Buffer, end: number, size: number): void {
+    const separator = replyLineSeparator(bytes, end);
+    if (separator === undefined) {
+      const line = bytes.toString('utf8', 0, end);
       this.#violation(`a malformed reply line ${JSON.stringify(line.slice(0, 100))}`);
       return;
     }
-    this.#lines.push(match[3] ?? '');
-    this.#replyBytes += bytes;
+    this.#lines.push(end > 4 ? bytes.toString('utf8', 4, end) : '');
+    this.#replyBytes += size;
     if (this.#lines.length > this.#limits.maxLines) {
       this.#violation(`a reply of more than ${this.#limits.maxLines} lines`);
       return;
@@ -288,8 +322,9 @@ class ReplyReader {
       this.#violation(`a reply of more than ${this.#limits.maxBytes} bytes`);
       return;
     }
-    if (match[2] === '-') return;
-    const reply: WireReply = { code: Number(match[1]), lines: this.#lines };
+    if (separator === DASH) return;
+    const code = (bytes[0] as number) * 100 + (bytes[1] as number) * 10 + (bytes[2] as number) - 111 * ZERO;
+    const reply: WireReply = { code, lines: this.#lines };
     this.#lines = [];
     this.#replyBytes = 0;
     if (this.#owed > 0) {
@@ -304,7 +339,6 @@ class ReplyReader {
     }
     const waiter = this.#waiters.shift();
     if (waiter) {
-      clearTimeout(waiter.timer);
       waiter.resolve(reply);
     } else {
       this.#ready.push(reply);
@@ -320,14 +354,38 @@ class ReplyReader {
     if (ready) return Promise.resolve(ready);
     if (this.#failure) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => {
-          this.fail(new ConnectionProblem(`timed out after ${limitMs} ms waiting for the reply to ${what}`));
-        },
-        Math.max(0, timeoutMs),
-      );
-      this.#waiters.push({ resolve, reject, timer });
+      const deadline = performance.now() + Math.max(0, timeoutMs);
+      this.#waiters.push({ resolve, reject, deadline, what, limitMs });
+      if (deadline < this.#timerDue) this.#armFor(deadline);
     });
+  }
+
+  #armFor(deadline: number): void {
+    clearTimeout(this.#timer);
+    this.#timerDue = deadline;
+    this.#timer = setTimeout(() => this.#checkDeadlines(), Math.max(0, deadline - performance.now()));
+    // It may outlive the reads it was set for; the socket's own pending read keeps the process up.
+    this.#timer.unref();
+  }
+
+  /** The timer fired: fails the reader if a waiter's deadline passed, else waits for the earliest one. */
+  #checkDeadlines(): void {
+    this.#timer = undefined;
+    this.#timerDue = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    let earliest = Number.POSITIVE_INFINITY;
+    for (const waiter of this.#waiters) {
+      if (waiter.deadline <= now) {
+        this.fail(
+          new ConnectionProblem(
+            `timed out after ${waiter.limitMs} ms waiting for the reply to ${waiter.what}`,
+          ),
+        );
+        return;
+      }
+      earliest = Math.min(earliest, waiter.deadline);
+    }
+    if (earliest !== Number.POSITIVE_INFINITY) this.#armFor(earliest);
   }
 
   /** The connection is gone or must go: every waiting and future read fails with `error`. */
@@ -336,8 +394,9 @@ class ReplyReader {
     this.#failure = error;
     this.#pending = EMPTY;
     this.#lines = [];
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     for (const waiter of this.#waiters.splice(0)) {
-      clearTimeout(waiter.timer);
       waiter.reject(error);
     }
     this.#onFailure(error);

@@ -123,6 +123,8 @@ function tableEntry(
   hop: NextHop,
   domain: string,
 ): TlsPolicyEntry | undefined {
+  // Most set-ups have no table: every delivery would build its keys for nothing.
+  if (table.size === 0) return undefined;
   if (hop.type === 'smtp') {
     const host = hop.host.toLowerCase();
     const byHop = table.get(`[${host}]:${hop.port ?? 25}`) ?? table.get(`[${host}]`);

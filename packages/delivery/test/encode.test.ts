@@ -46,6 +46,34 @@ describe('encodeData', () => {
   });
 });
 
+describe('a chunk that needs no change', () => {
+  it('goes out as the same buffer, not a copy', () => {
+    const chunk = Buffer.from('Subject: hi\r\n\r\nmid . dot\r\n');
+    const encoder = new DataEncoder();
+    expect(encoder.push(chunk)).toBe(chunk);
+    expect(encoder.end().toString()).toBe('.\r\n');
+    expect(encoder.size).toBe(chunk.length);
+  });
+
+  it('is still changed where a line starts with a dot, a line break is bare or a CRLF is split', () => {
+    const cases: [string[], string][] = [
+      [['a\r\n', '.b\r\n'], 'a\r\n..b\r\n.\r\n'],
+      [['a\r\n.b\r\n'], 'a\r\n..b\r\n.\r\n'],
+      [['a\r', '\nb\r\n'], 'a\r\nb\r\n.\r\n'],
+      [['a\r\nb\nc\r\n'], 'a\r\nb\r\nc\r\n.\r\n'],
+      [['a\r\nb\rc\r\n'], 'a\r\nb\r\nc\r\n.\r\n'],
+      [['a\r\n', '\n'], 'a\r\n\r\n.\r\n'],
+      [['ab', '.c\r\n'], 'ab.c\r\n.\r\n'],
+    ];
+    for (const [parts, expected] of cases) expect(wire(...parts)).toBe(expected);
+  });
+
+  it('keeps dots as they are for BDAT', () => {
+    const chunk = Buffer.from('a\r\n.b\r\n');
+    expect(new DataEncoder({ dotStuffing: false }).push(chunk)).toBe(chunk);
+  });
+});
+
 describe('what the encoder measures', () => {
   it('counts SIZE as RFC 1870 does: line ends as CRLF, no doubled dots, no final dot line', () => {
     const encoder = new DataEncoder();

@@ -95,6 +95,13 @@ describe('a reply line with no space or hyphen after its code', () => {
     });
   });
 
+  it('a line with a CR inside it is a protocol violation too', async () => {
+    expect(await glued('250 2.1.5 Ok\r550 5.1.1 no')).toMatchObject({
+      result: 'deferred',
+      reply: { code: 451, enhanced: '4.5.0' },
+    });
+  });
+
   it('a code alone on its line is still a reply', async () => {
     expect(await glued('250', '250')).toMatchObject({ result: 'delivered', reply: { code: 250 } });
   });

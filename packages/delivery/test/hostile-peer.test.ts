@@ -197,6 +197,23 @@ describe('a server that trickles or stalls', () => {
     expect(conn?.data[0]?.bytes).toBeLessThan(big.length);
   });
 
+  it('gives a reply its own deadline, not one due earlier for a reply that came in time', async () => {
+    // One timer serves all of a connection's reads: the one set for LHLO's 300 ms fires while the
+    // reply to the data (allowed 5 s) is still awaited, and must wait on for it, not end the session.
+    const server = await serveScripted((conn) =>
+      speakSmtp(conn, {
+        lmtp: true,
+        beforeLmtpReply: () => new Promise((resolve) => setTimeout(resolve, 900)),
+      }),
+    );
+    const d = delivererFor(server, {
+      local: { domains: ['local.test'], lmtp: { host: '127.0.0.1', port: server.port } },
+      timeouts: { commandMs: 300, dataEndMs: 5000 },
+    });
+    const report = await d.deliver(makeJob(['r1@local.test']), storedMessage(SIMPLE_MESSAGE));
+    expect(report.recipients[0]).toMatchObject({ result: 'delivered', reply: { code: 250 } });
+  });
+
   it('gives the LMTP replies after the final dot one deadline together', async () => {
     const recipients = ['r1', 'r2', 'r3', 'r4', 'r5', 'r6', 'r7', 'r8'].map((r) => `${r}@local.test`);
     const server = await serveScripted((conn) =>

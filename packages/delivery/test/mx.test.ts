@@ -1,7 +1,7 @@
 import { createSocket, type Socket } from 'node:dgram';
-import { startDnsServer, type TestDns } from '@tern/testkit';
+import { startDnsServer, type TestDns, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MxResolver } from '../src/mx.js';
+import { type DnsOptions, MxResolver } from '../src/mx.js';
 
 let dns: TestDns;
 
@@ -209,5 +209,112 @@ describe('MxResolver against a DNS server', () => {
       value: ['127.0.0.9'],
       secure: false,
     });
+  });
+});
+
+describe('addresses kept for their TTL', () => {
+  let timed: TestDns;
+  beforeAll(async () => {
+    timed = await startDnsServer(
+      {
+        'kept.test': { MX: [{ exchange: 'mx.kept.test', priority: 10 }] },
+        'mx.kept.test': { A: ['127.0.0.21'], AAAA: ['::1'] },
+        'relay.kept.test': { A: ['127.0.0.22'] },
+        'one.kept.test': { A: ['127.0.0.23'] },
+        'two.kept.test': { A: ['127.0.0.24'] },
+        'three.kept.test': { A: ['127.0.0.25'] },
+        'later.kept.test': { A: ['127.0.0.26'] },
+      },
+      { ttl: 300 },
+    );
+  });
+  afterAll(async () => {
+    await timed.stop();
+  });
+
+  const on = (server: TestDns, extra: Partial<DnsOptions> = {}): MxResolver =>
+    new MxResolver({ servers: [server.server], timeoutMs: 1000, tries: 1, ...extra });
+  /** A and AAAA questions about `name` the server got since `from`. */
+  const addressQueries = (server: TestDns, name: string, from = 0): number =>
+    server.queries.slice(from).filter((q) => q.name === name && (q.type === 'A' || q.type === 'AAAA')).length;
+
+  it('asks for an MX host’s addresses once while their TTL lasts; the MX itself each time', async () => {
+    const r = on(timed);
+    const from = timed.queries.length;
+    const first = await r.resolveMx('kept.test');
+    const second = await r.resolveMx('kept.test');
+    expect(second).toEqual(first);
+    expect(first).toMatchObject({ ok: true, hosts: [{ addresses: ['127.0.0.21', '::1'] }] });
+    expect(addressQueries(timed, 'mx.kept.test', from)).toBe(2);
+    expect(timed.queries.slice(from).filter((q) => q.type === 'MX')).toHaveLength(2);
+  });
+
+  it('shares one lookup among those who ask while it is under way', async () => {
+    const r = on(timed);
+    const from = timed.queries.length;
+    const all = await Promise.all(Array.from({ length: 20 }, () => r.resolveAddresses('relay.kept.test')));
+    expect(new Set(all.map((a) => JSON.stringify(a))).size).toBe(1);
+    expect(addressQueries(timed, 'relay.kept.test', from)).toBe(2);
+  });
+
+  it('keeps nothing with TTL 0, with cacheSize 0, or when the answer was a failure', async () => {
+    const from = dns.queries.length;
+    const r = on(dns);
+    await r.resolveAddresses('multi.test');
+    await r.resolveAddresses('multi.test');
+    expect(addressQueries(dns, 'multi.test', from)).toBe(4);
+
+    const off = on(timed, { cacheSize: 0 });
+    const fromOff = timed.queries.length;
+    await off.resolveAddresses('relay.kept.test');
+    await off.resolveAddresses('relay.kept.test');
+    expect(addressQueries(timed, 'relay.kept.test', fromOff)).toBe(4);
+
+    const r2 = on(timed);
+    timed.servfail('later.kept.test');
+    expect(await r2.resolveAddresses('later.kept.test')).toMatchObject({ ok: false, kind: 'temporary' });
+    timed.servfail('later.kept.test', false);
+    expect(await r2.resolveAddresses('later.kept.test')).toMatchObject({ ok: true, value: ['127.0.0.26'] });
+  });
+
+  it('holds at most cacheSize names, dropping the oldest', async () => {
+    const r = on(timed, { cacheSize: 2, addressOrder: 'ipv4-only' });
+    const from = timed.queries.length;
+    for (const name of [
+      'one.kept.test',
+      'two.kept.test',
+      'three.kept.test',
+      'three.kept.test',
+      'one.kept.test',
+    ]) {
+      await r.resolveAddresses(name);
+    }
+    // one, two, three asked; three kept; one was dropped for three and is asked again.
+    expect(addressQueries(timed, 'one.kept.test', from)).toBe(2);
+    expect(addressQueries(timed, 'three.kept.test', from)).toBe(1);
+  });
+
+  it('asks again once the TTL has run out', async () => {
+    const short = await startDnsServer({ 'brief.test': { A: ['127.0.0.27'] } }, { ttl: 1 });
+    try {
+      const r = on(short, { addressOrder: 'ipv4-only' });
+      await r.resolveAddresses('brief.test');
+      await r.resolveAddresses('brief.test');
+      expect(addressQueries(short, 'brief.test')).toBe(1);
+      await waitFor(async () => {
+        await r.resolveAddresses('brief.test');
+        return addressQueries(short, 'brief.test') === 2;
+      }, 5000);
+    } finally {
+      await short.stop();
+    }
+  });
+
+  it('keeps the answers of the validating client (dns.dnssec) for their TTL too', async () => {
+    const r = on(timed, { dnssec: true, addressOrder: 'ipv4-only' });
+    const from = timed.queries.length;
+    await r.resolveAddresses('two.kept.test');
+    expect(await r.resolveAddresses('two.kept.test')).toMatchObject({ ok: true, value: ['127.0.0.24'] });
+    expect(addressQueries(timed, 'two.kept.test', from)).toBe(1);
   });
 });

@@ -51,14 +51,21 @@ export interface TestDns {
   queries: DnsQuery[];
 }
 
-// TTL 0: c-ares (node's resolver) caches answers by TTL, and tests change records between lookups.
-const TTL = 0;
+// TTL 0 by default: resolvers may keep answers for their TTL, and tests change records between lookups.
+const DEFAULT_TTL = 0;
 const MAX_CNAME_CHAIN = 8;
 const TYPE_NAMES = new Map<number, string>(Object.entries(Packet.TYPE).map(([name, code]) => [code, name]));
 const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3 } as const;
 
-/** Starts an authoritative DNS server answering from `records` on a free port of 127.0.0.1. */
-export async function startDnsServer(records: DnsRecords = {}): Promise<TestDns> {
+/**
+ * Starts an authoritative DNS server answering from `records` on a free port of 127.0.0.1; every
+ * record has TTL `options.ttl` (seconds, default 0: not to be kept).
+ */
+export async function startDnsServer(
+  records: DnsRecords = {},
+  options: { readonly ttl?: number } = {},
+): Promise<TestDns> {
+  const ttl = options.ttl ?? DEFAULT_TTL;
   const table = new Map<string, DnsRecordSet>();
   const failing = new Set<string>();
   const queries: DnsQuery[] = [];
@@ -80,7 +87,7 @@ export async function startDnsServer(records: DnsRecords = {}): Promise<TestDns>
     }
     const type = TYPE_NAMES.get(question.type) ?? `TYPE${question.type}`;
     queries.push({ name: normalizeName(question.name), type, transport });
-    const { rcode, answers } = lookup(table, failing, question.name, type);
+    const { rcode, answers } = lookup(table, failing, question.name, type, ttl);
     response.header.rcode = rcode;
     response.answers = answers;
     // Echo EDNS so the client keeps its larger UDP budget; dns2 truncates (TC=1) past it.
@@ -167,7 +174,13 @@ interface Lookup {
   answers: Resource[];
 }
 
-function lookup(table: Map<string, DnsRecordSet>, failing: Set<string>, asked: string, type: string): Lookup {
+function lookup(
+  table: Map<string, DnsRecordSet>,
+  failing: Set<string>,
+  asked: string,
+  type: string,
+  ttl: number,
+): Lookup {
   const answers: Resource[] = [];
   let owner = asked.replace(/\.$/, '');
   for (let depth = 0; depth < MAX_CNAME_CHAIN; depth++) {
@@ -179,12 +192,12 @@ function lookup(table: Map<string, DnsRecordSet>, failing: Set<string>, asked: s
       if (answers.length > 0) break;
       return { rcode: hasNameBelow(table, name) ? RCODE.NOERROR : RCODE.NXDOMAIN, answers };
     }
-    const own = resources(owner, recordSet, type);
+    const own = resources(owner, recordSet, type, ttl);
     if (own.length > 0 || recordSet.CNAME === undefined || type === 'CNAME') {
       answers.push(...own);
       break;
     }
-    answers.push(...resources(owner, recordSet, 'CNAME'));
+    answers.push(...resources(owner, recordSet, 'CNAME', ttl));
     owner = recordSet.CNAME.replace(/\.$/, '');
   }
   return { rcode: RCODE.NOERROR, answers };
@@ -197,8 +210,8 @@ function hasNameBelow(table: Map<string, DnsRecordSet>, name: string): boolean {
   return false;
 }
 
-function resources(owner: string, recordSet: DnsRecordSet, type: string): Resource[] {
-  const base = { name: owner, class: Packet.CLASS.IN, ttl: TTL };
+function resources(owner: string, recordSet: DnsRecordSet, type: string, ttl: number): Resource[] {
+  const base = { name: owner, class: Packet.CLASS.IN, ttl };
   const out: Resource[] = [];
   const want = (t: string): boolean => type === t || type === 'ANY';
   if (want('A')) {
@@ -286,7 +299,7 @@ function checkEncodable(name: string, recordSet: DnsRecordSet): void {
   }
   try {
     const probe = new Packet();
-    probe.answers = resources(name, recordSet, 'ANY');
+    probe.answers = resources(name, recordSet, 'ANY', DEFAULT_TTL);
     probe.toBuffer();
   } catch (error) {
     throw new Error(`startDnsServer: ${name}: records cannot be encoded: ${(error as Error).message}`);
