@@ -224,6 +224,18 @@ while redis.call('RPOPLPUSH', KEYS[1], KEYS[2]) do end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 0`;
 
+// Takes up to `k` jobs from `ready` into a node's running list in one round trip (BLMOVE takes
+// one, and is only for waiting while `ready` is empty). Returns the ids, oldest first.
+// KEYS: ready, run list   ARGV: k
+const TAKE_LUA = `
+local ids = {}
+for i = 1, tonumber(ARGV[1]) do
+  local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  if not id then break end
+  ids[i] = id
+end
+return ids`;
+
 // Ids in this node's running list that no slot of the node runs go back to the front of `ready`:
 // a take whose reply was lost with the connection (Redis moved the job, the node never heard), or
 // a finish the promoted replica never got in a failover. Nothing else gives them back while the
@@ -251,6 +263,7 @@ export type EngineRedis = RedisClient & {
   ternEngineLeave(run: string, ready: string, nodes: string, node: string): Promise<number>;
   ternEngineMidSweep(...keysThenArgs: (string | number)[]): Promise<number>;
   ternEngineReclaim(run: string, ready: string, ...running: string[]): Promise<number>;
+  ternEngineTake(ready: string, run: string, k: number): Promise<string[]>;
 };
 
 export function defineEngineCommands(client: RedisClient): EngineRedis {
@@ -262,6 +275,7 @@ export function defineEngineCommands(client: RedisClient): EngineRedis {
   client.defineCommand('ternEngineLeave', { numberOfKeys: 3, lua: LEAVE_LUA });
   client.defineCommand('ternEngineMidSweep', { numberOfKeys: 2, lua: MID_SWEEP_LUA });
   client.defineCommand('ternEngineReclaim', { numberOfKeys: 2, lua: RECLAIM_LUA });
+  client.defineCommand('ternEngineTake', { numberOfKeys: 2, lua: TAKE_LUA });
   return client as EngineRedis;
 }
 
@@ -434,8 +448,8 @@ export class EngineLoop<T> {
   readonly #o: EngineLoopOptions<T>;
   /** The ids this node's slots run or have reserved for a hand-off (not yet finished or put off). */
   readonly #running = new Set<string>();
-  /** A take is in flight: its reply needs a slot of its own. */
-  #taking = false;
+  /** Slots a take in flight may fill when it answers (hand-offs leave them alone). */
+  #taking = 0;
   /** Reservations whose enqueue has not answered yet: close waits for them (see reserve). */
   #handing = 0;
   #handingDone: (() => void) | undefined;
@@ -472,7 +486,7 @@ export class EngineLoop<T> {
   reserve(ids: readonly string[]): Set<string> {
     const reserved = new Set<string>();
     if (this.#stopped || this.#o.paused()) return reserved;
-    let free = this.#o.concurrency - this.#running.size - (this.#taking ? 1 : 0);
+    let free = this.#o.concurrency - this.#running.size - this.#taking;
     for (const id of ids) {
       if (free-- <= 0) break;
       reserved.add(id);
@@ -571,6 +585,8 @@ export class EngineLoop<T> {
     const k = this.#o.keys;
     const run = k.run(this.node);
     let backoff = 100;
+    // `ready` may hold more than one job: take them a slotful per round trip, not one per BLMOVE.
+    let more = true;
     while (!this.#stopped) {
       if (this.#running.size >= this.#o.concurrency || this.#o.paused()) {
         await new Promise<void>((resolve) => {
@@ -580,7 +596,7 @@ export class EngineLoop<T> {
         });
         continue;
       }
-      let id: string | null;
+      let ids: string[];
       try {
         // Here, between two takes, no take of this node is in flight: every id in the running list
         // that #running lacks is lost to this node.
@@ -590,11 +606,20 @@ export class EngineLoop<T> {
           if (back > 0)
             this.#o.logger.warn({ jobs: back }, 'jobs lost to this node in a reconnect are ready again');
         }
-        this.#taking = true;
-        id = await this.#o.blocking.blmove(k.ready, run, 'RIGHT', 'LEFT', TAKE_BLOCK_SECONDS);
+        const free = this.#o.concurrency - this.#running.size;
+        this.#taking = free;
+        ids = more ? await this.#o.client.ternEngineTake(k.ready, run, free) : [];
+        more = ids.length === free;
+        if (ids.length === 0) {
+          this.#taking = 1;
+          const id = await this.#o.blocking.blmove(k.ready, run, 'RIGHT', 'LEFT', TAKE_BLOCK_SECONDS);
+          // Others may have come with it.
+          more = id !== null;
+          if (id !== null) ids = [id];
+        }
         backoff = 100;
       } catch (error) {
-        this.#taking = false;
+        this.#taking = 0;
         if (this.#stopped) break;
         // The reclaim may not have run, or a broken take may have moved a job: look again.
         this.#reconnected = true;
@@ -603,10 +628,11 @@ export class EngineLoop<T> {
         backoff = Math.min(backoff * 2, 2000);
         continue;
       }
-      this.#taking = false;
-      if (id === null) continue;
-      this.#running.add(id);
-      this.#start(id, undefined);
+      this.#taking = 0;
+      for (const id of ids) {
+        this.#running.add(id);
+        this.#start(id, undefined);
+      }
     }
   }
 
