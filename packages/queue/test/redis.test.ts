@@ -623,6 +623,8 @@ describe('RedisQueue: Tern engine across a reconnect', () => {
     await waitFor(async () => (await admin.llen(k.ready)) === 0 && (await admin.zcard(k.nodes)) === 1, 5000);
     const [node] = await admin.zrange(k.nodes, 0, -1);
     const lost = await q.enqueue(testMessage('alice@src.test', ['carol@y.test'], 'lost'));
+    // No slot free: in `ready` (a take in flight may bring it in first, and give it back).
+    await waitFor(async () => (await admin.llen(k.ready)) === 1, 5000);
     // A take Redis ran but whose reply went down with the connection: the job is in the node's
     // running list, and the node does not know it.
     expect(await admin.lmove(k.ready, k.run(node as string), 'RIGHT', 'LEFT')).toBe(`${lost}@y.test`);

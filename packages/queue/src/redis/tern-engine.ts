@@ -448,8 +448,11 @@ export class EngineLoop<T> {
   readonly #o: EngineLoopOptions<T>;
   /** The ids this node's slots run or have reserved for a hand-off (not yet finished or put off). */
   readonly #running = new Set<string>();
-  /** Slots a take in flight may fill when it answers (hand-offs leave them alone). */
-  #taking = 0;
+  /**
+   * This node's lease is in `nodes` (a tick wrote it): only then may an enqueue hand it jobs, or
+   * a node killed before its first tick would leave them in a running list no tick reaps.
+   */
+  #leased = false;
   /** Reservations whose enqueue has not answered yet: close waits for them (see reserve). */
   #handing = 0;
   #handingDone: (() => void) | undefined;
@@ -480,13 +483,14 @@ export class EngineLoop<T> {
 
   /**
    * An enqueue asks for slots to hand its jobs straight to this node: reserves a slot for as many
-   * of `ids` as slots are free (a take in flight keeps one) and returns those. The enqueue then
-   * puts them on this node's running list, and calls {@link handedOff} or {@link handBack}.
+   * of `ids` as slots are free and returns those. The enqueue then puts them on this node's
+   * running list, and calls {@link handedOff} or {@link handBack}. A take in flight reserves
+   * nothing: what it brings beyond the slots then free goes back to `ready` (see #takeLoop).
    */
   reserve(ids: readonly string[]): Set<string> {
     const reserved = new Set<string>();
-    if (this.#stopped || this.#o.paused()) return reserved;
-    let free = this.#o.concurrency - this.#running.size - this.#taking;
+    if (this.#stopped || !this.#leased || this.#o.paused()) return reserved;
+    let free = this.#o.concurrency - this.#running.size;
     for (const id of ids) {
       if (free-- <= 0) break;
       reserved.add(id);
@@ -549,6 +553,7 @@ export class EngineLoop<T> {
           now + this.#o.lockMs,
         ),
       );
+      this.#leased = true;
     } catch (error) {
       this.#o.onError(error);
     }
@@ -585,9 +590,30 @@ export class EngineLoop<T> {
     const k = this.#o.keys;
     const run = k.run(this.node);
     let backoff = 100;
+    // A command of the loop failed: look at the running list again before the next take, later.
+    const failed = async (error: unknown): Promise<void> => {
+      this.#reconnected = true;
+      this.#o.onError(error);
+      await new Promise((resolve) => setTimeout(resolve, backoff).unref?.());
+      backoff = Math.min(backoff * 2, 2000);
+    };
     // `ready` may hold more than one job: take them a slotful per round trip, not one per BLMOVE.
     let more = true;
     while (!this.#stopped) {
+      // Here, between two takes, no take of this node is in flight: every id in the running list
+      // that #running lacks is lost to this node (or came beyond its free slots).
+      if (this.#reconnected && !this.#o.paused()) {
+        this.#reconnected = false;
+        try {
+          const back = await this.#o.client.ternEngineReclaim(run, k.ready, ...this.#running);
+          if (back > 0)
+            this.#o.logger.info({ jobs: back }, 'jobs of the running list no slot runs are ready again');
+        } catch (error) {
+          if (this.#stopped) break;
+          await failed(error);
+          continue;
+        }
+      }
       if (this.#running.size >= this.#o.concurrency || this.#o.paused()) {
         await new Promise<void>((resolve) => {
           this.#slotFreed = resolve;
@@ -598,20 +624,10 @@ export class EngineLoop<T> {
       }
       let ids: string[];
       try {
-        // Here, between two takes, no take of this node is in flight: every id in the running list
-        // that #running lacks is lost to this node.
-        if (this.#reconnected) {
-          this.#reconnected = false;
-          const back = await this.#o.client.ternEngineReclaim(run, k.ready, ...this.#running);
-          if (back > 0)
-            this.#o.logger.warn({ jobs: back }, 'jobs lost to this node in a reconnect are ready again');
-        }
         const free = this.#o.concurrency - this.#running.size;
-        this.#taking = free;
         ids = more ? await this.#o.client.ternEngineTake(k.ready, run, free) : [];
         more = ids.length === free;
         if (ids.length === 0) {
-          this.#taking = 1;
           const id = await this.#o.blocking.blmove(k.ready, run, 'RIGHT', 'LEFT', TAKE_BLOCK_SECONDS);
           // Others may have come with it.
           more = id !== null;
@@ -619,17 +635,16 @@ export class EngineLoop<T> {
         }
         backoff = 100;
       } catch (error) {
-        this.#taking = 0;
         if (this.#stopped) break;
-        // The reclaim may not have run, or a broken take may have moved a job: look again.
-        this.#reconnected = true;
-        this.#o.onError(error);
-        await new Promise((resolve) => setTimeout(resolve, backoff).unref?.());
-        backoff = Math.min(backoff * 2, 2000);
+        // A broken take may have moved a job.
+        await failed(error);
         continue;
       }
-      this.#taking = 0;
-      for (const id of ids) {
+      // Hand-offs may have filled slots while the take was in flight: the jobs beyond the slots
+      // free now stay out of #running, and the reclaim before the next take puts them back.
+      const room = this.#o.concurrency - this.#running.size;
+      if (ids.length > room) this.#reconnected = true;
+      for (const id of ids.slice(0, Math.max(0, room))) {
         this.#running.add(id);
         this.#start(id, undefined);
       }
