@@ -88,6 +88,16 @@ async function jobsLeft(q: RedisQueue): Promise<number> {
   return ready + due + failed;
 }
 
+/** A worker started on `q` delivers the message `id` (left by a node killed -9), once, and nothing is left. */
+async function deliversOnce(q: RedisQueue, id: string): Promise<void> {
+  const { deliver, calls } = recordingDeliver();
+  await q.startWorker(deliver, fast);
+  await waitFor(() => calls.length === 1, 10_000);
+  expect(calls[0]?.job.queueId).toBe(id);
+  await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+  expect(await jobsLeft(q)).toBe(0);
+}
+
 describe.each(ENGINES)('%s engine', (name) => {
   beforeAll(() => {
     engine = name;
@@ -532,12 +542,7 @@ describe.each(ENGINES)('%s engine', (name) => {
       await child.line(new RegExp(`^delivering ${id}@x\\.test$`));
       await child.kill();
 
-      const { deliver, calls } = recordingDeliver();
-      await q.startWorker(deliver, fast);
-      await waitFor(() => calls.length === 1, 10_000);
-      expect(calls[0]?.job.queueId).toBe(id);
-      await waitFor(async () => (await q.readMessage(id)) === null, 5000);
-      expect(await jobsLeft(q)).toBe(0);
+      await deliversOnce(q, id);
     });
 
     it('shares one queue between two workers, each message delivered once', async () => {
@@ -729,11 +734,6 @@ describe('RedisQueue: Tern engine hands fresh jobs to its own free slots', () =>
     expect(await admin.lrange(k.run(node as string), 0, -1)).toEqual([`${id}@x.test`]);
     expect(await admin.llen(k.ready)).toBe(0);
 
-    const { deliver, calls } = recordingDeliver();
-    await q.startWorker(deliver, fast);
-    await waitFor(() => calls.length === 1, 10_000);
-    expect(calls[0]?.job.queueId).toBe(id);
-    await waitFor(async () => (await q.readMessage(id)) === null, 5000);
-    expect(await jobsLeft(q)).toBe(0);
+    await deliversOnce(q, id);
   });
 });
