@@ -88,6 +88,16 @@ async function jobsLeft(q: RedisQueue): Promise<number> {
   return ready + due + failed;
 }
 
+/** A worker started on `q` delivers the message `id` (left by a node killed -9), once, and nothing is left. */
+async function deliversOnce(q: RedisQueue, id: string): Promise<void> {
+  const { deliver, calls } = recordingDeliver();
+  await q.startWorker(deliver, fast);
+  await waitFor(() => calls.length === 1, 10_000);
+  expect(calls[0]?.job.queueId).toBe(id);
+  await waitFor(async () => (await q.readMessage(id)) === null, 5000);
+  expect(await jobsLeft(q)).toBe(0);
+}
+
 describe.each(ENGINES)('%s engine', (name) => {
   beforeAll(() => {
     engine = name;
@@ -532,12 +542,7 @@ describe.each(ENGINES)('%s engine', (name) => {
       await child.line(new RegExp(`^delivering ${id}@x\\.test$`));
       await child.kill();
 
-      const { deliver, calls } = recordingDeliver();
-      await q.startWorker(deliver, fast);
-      await waitFor(() => calls.length === 1, 10_000);
-      expect(calls[0]?.job.queueId).toBe(id);
-      await waitFor(async () => (await q.readMessage(id)) === null, 5000);
-      expect(await jobsLeft(q)).toBe(0);
+      await deliversOnce(q, id);
     });
 
     it('shares one queue between two workers, each message delivered once', async () => {
@@ -623,6 +628,8 @@ describe('RedisQueue: Tern engine across a reconnect', () => {
     await waitFor(async () => (await admin.llen(k.ready)) === 0 && (await admin.zcard(k.nodes)) === 1, 5000);
     const [node] = await admin.zrange(k.nodes, 0, -1);
     const lost = await q.enqueue(testMessage('alice@src.test', ['carol@y.test'], 'lost'));
+    // No slot free: in `ready` (a take in flight may bring it in first, and give it back).
+    await waitFor(async () => (await admin.llen(k.ready)) === 1, 5000);
     // A take Redis ran but whose reply went down with the connection: the job is in the node's
     // running list, and the node does not know it.
     expect(await admin.lmove(k.ready, k.run(node as string), 'RIGHT', 'LEFT')).toBe(`${lost}@y.test`);
@@ -631,5 +638,102 @@ describe('RedisQueue: Tern engine across a reconnect', () => {
     await waitFor(() => recorded.calls.some((c) => c.job.queueId === lost), 10_000);
     expect(recorded.calls.map((c) => c.job.queueId)).toEqual([first, lost]);
     await waitFor(async () => (await messageKeys(q)).length === 0, 5000);
+  });
+});
+
+describe('RedisQueue: Tern engine hands fresh jobs to its own free slots', () => {
+  /** Calls of one command since the last CONFIG RESETSTAT. */
+  async function calls(command: string): Promise<number> {
+    const info = await admin.info('commandstats');
+    return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
+  }
+
+  it('delivers a job handed over by its enqueue without reading its gate', async () => {
+    const q = await queue({ engine: 'tern' });
+    const { deliver, calls: delivered } = recordingDeliver();
+    await q.startWorker(deliver, fast);
+    await admin.config('RESETSTAT');
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'handed'));
+    await waitFor(async () => (await messageKeys(q)).length === 0, 5000);
+    expect(delivered.map((c) => c.job.queueId)).toEqual([id]);
+    expect(delivered[0]?.message.toString()).toContain('Subject: handed');
+    // The take and the gate read are what a hand-off saves (BLMOVE is counted when it returns).
+    expect(await calls('hmget')).toBe(0);
+  });
+
+  it('never runs more jobs than slots, and leaves the rest in ready for whoever has one', async () => {
+    const q = await queue({ engine: 'tern' });
+    const recorded = recordingDeliver();
+    let running = 0;
+    let most = 0;
+    const deliver: Deliver = async (job, open) => {
+      most = Math.max(most, ++running);
+      await sleep(30);
+      running--;
+      return recorded.deliver(job, open);
+    };
+    await q.startWorker(deliver, { ...fast, concurrency: 2 });
+    const ids = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => q.enqueue(testMessage('alice@src.test', ['bob@x.test'], `s${i}`))),
+    );
+    await waitFor(async () => (await messageKeys(q)).length === 0, 10_000);
+    expect(recorded.calls.map((c) => c.job.queueId).sort()).toEqual([...ids].sort());
+    expect(most).toBe(2);
+    expect(await jobsLeft(q)).toBe(0);
+  });
+
+  it('a hand-off whose enqueue timed out goes back to ready, is dropped, and frees its slot', async () => {
+    const q = await queue({ engine: 'tern', enqueueTimeoutMs: 500 });
+    const { deliver, calls: delivered } = recordingDeliver();
+    await q.startWorker(deliver, fast);
+    const k = engineKeys(q.prefix, q.queueName);
+    const [node] = await admin.zrange(k.nodes, 0, -1);
+    const blocker = new Redis(redis.url);
+    try {
+      const busy = blocker.eval(
+        "local t = redis.call('TIME'); local s = t[1] * 1000 + t[2] / 1000; repeat local n = redis.call('TIME') until n[1] * 1000 + n[2] / 1000 - s > 1500; return 1",
+        0,
+      );
+      await sleep(50);
+      await expect(q.enqueue(testMessage('alice@src.test', ['bob@x.test']))).rejects.toBeInstanceOf(
+        QueueUnavailableError,
+      );
+      await busy;
+    } finally {
+      blocker.disconnect();
+    }
+    // The script ran once the server was free (the job on this node's running list, its slot
+    // given up), the withdrawal right behind it; the reclaim puts the job back and it is dropped.
+    await waitFor(
+      async () => (await admin.llen(k.run(node as string))) === 0 && (await jobsLeft(q)) === 0,
+      5000,
+    );
+    await waitFor(() => q.health().writable, 10_000);
+    const id = await q.enqueue(testMessage('alice@src.test', ['bob@x.test'], 'after'));
+    await waitFor(async () => (await messageKeys(q)).length === 0, 5000);
+    expect(delivered.map((c) => c.job.queueId)).toEqual([id]);
+  });
+
+  it('a job handed over is delivered by another node after the enqueuing node is killed -9 right after the 250', async () => {
+    const q = await queue({ engine: 'tern' });
+    const child = spawnScript('worker-child.ts', [
+      redis.url,
+      q.prefix,
+      q.queueName,
+      '1000',
+      'tern',
+      'enqueue',
+    ]);
+    children.push(child);
+    const line = await child.line(/^enqueued /);
+    await child.kill();
+    const id = line.slice('enqueued '.length);
+    // Handed over: on the dead node's running list, not in ready.
+    const k = engineKeys(q.prefix, q.queueName);
+    const [node] = await admin.zrange(k.nodes, 0, -1);
+    expect(await admin.lrange(k.run(node as string), 0, -1)).toEqual([`${id}@x.test`]);
+    expect(await admin.llen(k.ready)).toBe(0);
+
+    await deliversOnce(q, id);
   });
 });

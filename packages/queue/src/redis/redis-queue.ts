@@ -177,6 +177,11 @@ interface JobDone {
   readonly retried: boolean;
   readonly messageId: string | undefined;
 }
+/** What an enqueue that hands a job to this node's worker already holds: no take, no gate read. */
+interface HandedJob {
+  readonly gate: JobGate;
+  readonly data: JobData;
+}
 /** Slices of a large body sent to Redis before the oldest must be confirmed: bounds memory per enqueue. */
 const UPLOAD_WINDOW = 4;
 /** A body being written expires this long after its last slice: a node that died mid-write leaves nothing. */
@@ -243,7 +248,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   readonly engine: 'tern' | 'bullmq';
   readonly #engineKeys: EngineKeys;
   readonly #engineJobs: EngineJobs;
-  #engineLoop: EngineLoop | undefined;
+  #engineLoop: EngineLoop<HandedJob> | undefined;
   #drainCheck: NodeJS.Timeout | undefined;
   /** Tern's engine: looks whether BullMQ's queue has jobs (see startWorker). */
   #bullWatch: NodeJS.Timeout | undefined;
@@ -450,17 +455,21 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const chunks = await this.#uploadLarge(message, keys.upload, BODY_SLICE_BYTES);
     const fields: (string | Buffer)[] = [];
     for (const [name, value] of Object.entries(messageHash(message, jobs))) fields.push(name, value);
-    if (chunks !== undefined)
-      fields.push('body', chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
+    const body =
+      chunks === undefined ? undefined : chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+    if (body !== undefined) fields.push('body', body);
     fields.push(
       'tl',
       initialTimeline(message)
         .map((e) => JSON.stringify(e))
         .join('\n'),
     );
-    for (const job of jobs) fields.push(jobField(job.id), JSON.stringify(toJobData(job, jobs.length)));
+    const data = jobs.map((job) => toJobData(job, jobs.length));
+    for (const [i, job] of jobs.entries()) fields.push(jobField(job.id), JSON.stringify(data[i]));
     const mid =
       message.messageId === undefined ? undefined : midMember(normalizeMessageId(message.messageId), queueId);
+    const loop = this.#engineLoop;
+    const handOff = loop && message.hold === undefined ? loop.reserve(this.#startable(jobs)) : undefined;
     try {
       await withTimeout(
         enqueueMessage(this.#client as OpsRedis & EngineRedis, this.#engineKeys, this.#opsKeys, keys, {
@@ -469,6 +478,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
           mid,
           held: message.hold !== undefined,
           uploaded: chunks === undefined,
+          handOff: handOff?.size ? { run: this.#engineKeys.run(loop?.node ?? ''), ids: handOff } : undefined,
         }),
         this.#timeoutMs,
         'Redis did not confirm the message in time',
@@ -477,9 +487,44 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         await this.#awaitReplicas(this.#client, keys.meta, this.#replicaAck);
     } catch (error) {
       this.#withdraw(queueId, jobs, mid);
+      if (handOff?.size) loop?.handBack(handOff);
       throw this.#unavailable(error);
     }
+    if (handOff?.size) {
+      const handed = new Map<string, HandedJob>();
+      for (const [i, job] of jobs.entries()) {
+        if (!handOff.has(job.id)) continue;
+        const route = this.#destinations?.routes.get(job.domain);
+        const gate: JobGate = {
+          wanted: true,
+          held: false,
+          suspendedUntil: undefined,
+          nextHop: route === undefined ? undefined : (JSON.parse(route) as NextHop),
+          messageId: message.messageId,
+          body,
+        };
+        handed.set(job.id, { gate, data: data[i] as JobData });
+      }
+      loop?.handedOff(handed);
+    }
     return queueId;
+  }
+
+  /**
+   * The ids of jobs that may start at once on this node, as the gate would find them: neither
+   * their domain suspended nor paced by a limit (those go to `ready`, to be parked by whoever
+   * takes them). A hold is the caller's check.
+   */
+  #startable(jobs: readonly DeliveryJob[]): string[] {
+    const now = Date.now();
+    const suspended = this.#destinations?.suspended;
+    return jobs
+      .filter(
+        (job) =>
+          !(Number(suspended?.get(job.domain) ?? 0) > now) &&
+          this.#pacer.room(job.domain, now) === Number.POSITIVE_INFINITY,
+      )
+      .map((job) => job.id);
   }
 
   /**
@@ -619,7 +664,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     if (this.engine === 'tern') {
       const blocking = openRedis(this.#connection, { ...this.#options.redis, maxRetriesPerRequest: null });
       blocking.on('error', (error) => this.#log.debug({ err: error }, 'redis take connection error'));
-      const loop = new EngineLoop({
+      const loop = new EngineLoop<HandedJob>({
         client,
         blocking,
         keys: this.#engineKeys,
@@ -627,7 +672,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         lockMs: this.#lockMs,
         tickMs: this.#options.stalledIntervalMs ?? DEFAULT_STALLED_MS,
         logger: this.#log,
-        run: (id, node) => this.#processTern(id, node, deliver, settings),
+        run: (id, node, handed) => this.#processTern(id, node, deliver, settings, handed),
         paused: () => !this.#health.writable,
         onError: (error) => {
           if (refusesWrites(error)) this.#health.failed(error);
@@ -823,8 +868,14 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     return result;
   }
 
-  /** A job of Tern's engine, taken into this node's running list. */
-  async #processTern(id: string, node: string, deliver: Deliver, settings: AttemptSettings): Promise<void> {
+  /** A job of Tern's engine, taken into this node's running list or handed to it by an enqueue. */
+  async #processTern(
+    id: string,
+    node: string,
+    deliver: Deliver,
+    settings: AttemptSettings,
+    handed: HandedJob | undefined,
+  ): Promise<void> {
     const client = this.#workerClient as OpsRedis & EngineRedis;
     const queueId = id.slice(0, id.indexOf('@'));
     const domain = domainOfJob(id);
@@ -837,8 +888,10 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const gate = () => readJobGate(client, ops, keys, id, domain, true, field);
     // The body comes with the gate (no GETRANGE), unless the domain is paced: a job parked for
     // its slot would have fetched it for nothing.
-    const paced = this.#pacer.room(domain, Date.now()) !== Number.POSITIVE_INFINITY;
-    const first = await readJobGate(client, ops, keys, id, domain, true, field, this.#destinations, !paced);
+    const paced = handed === undefined && this.#pacer.room(domain, Date.now()) !== Number.POSITIVE_INFINITY;
+    const first =
+      handed?.gate ??
+      (await readJobGate(client, ops, keys, id, domain, true, field, this.#destinations, !paced));
     // Inline in the hash (most mail), or in its own key (a large one, written in slices).
     const body = async (): Promise<Buffer | null> =>
       first.body ?? (paced ? await client.hgetBuffer(keys.meta, 'body') : null);
@@ -859,7 +912,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
           event,
         )
         .then(() => this.#engineLoop?.dueAt(at));
-    const data = first.data === undefined ? undefined : (JSON.parse(first.data) as JobData);
+    const data = handed?.data ?? (first.data === undefined ? undefined : (JSON.parse(first.data) as JobData));
     await this.#runJob(id, data, first, deliver, settings, {
       regate: gate,
       drop: async () => {

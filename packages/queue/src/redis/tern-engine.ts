@@ -41,23 +41,26 @@ export function jobField(jobId: string): string {
 // A new message, in one script (one EVALSHA instead of MULTI … EXEC): its hash (envelope,
 // metadata, each job's data `j:<domain>`, the body when it fits one slice, the `received` event
 // and intake's verdicts in `tl`), the operator indexes, the Message-ID entry, and its job ids in
-// `ready` (or parked in `due` when held on arrival). The first write is RENAME or HSET: Redis
-// refuses a script's first write when out of memory and never a later one, so it lands whole or
-// not at all.
-// KEYS: meta, ready, due, ops mids, ops domains, ops held, jobs set, upload, body,
-//       then `ops:dom:<domain>` of each job
+// `ready` (or parked in `due` when held on arrival). A job the enqueuing node has a free slot
+// for goes to that node's running list instead (flag '1'): the node runs it from what it holds,
+// with no take and no read; it is handed back like any running job (lease expiry, close,
+// reclaim). The first write is RENAME or HSET: Redis refuses a script's first write when out of
+// memory and never a later one, so it lands whole or not at all.
+// KEYS: meta, ready, due, ops mids, ops domains, ops held, jobs set, upload, body, the node's
+//       running list, then `ops:dom:<domain>` of each job
 // ARGV: job count n, park ms ('' unless held), Message-ID member ('' for none), '1' when the body
-//       is in the upload key, then n job ids, n domains, then the hash's field/value pairs
+//       is in the upload key, hand-off flags (one '0' or '1' per job), then n job ids, n domains,
+//       then the hash's field/value pairs
 const ENQUEUE_LUA = `
 local n = tonumber(ARGV[1])
 if ARGV[4] == '1' then
   redis.call('RENAME', KEYS[8], KEYS[9])
   redis.call('PERSIST', KEYS[9])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5 + 2 * n))
-local ids = {unpack(ARGV, 5, 4 + n)}
-for i = 1, n do redis.call('ZADD', KEYS[9 + i], 0, ids[i]) end
-redis.call('SADD', KEYS[5], unpack(ARGV, 5 + n, 4 + 2 * n))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6 + 2 * n))
+local ids = {unpack(ARGV, 6, 5 + n)}
+for i = 1, n do redis.call('ZADD', KEYS[10 + i], 0, ids[i]) end
+redis.call('SADD', KEYS[5], unpack(ARGV, 6 + n, 5 + 2 * n))
 if n > 1 then redis.call('SADD', KEYS[7], unpack(ids)) end
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], 0, ARGV[3]) end
 if ARGV[2] ~= '' then
@@ -68,9 +71,14 @@ if ARGV[2] ~= '' then
     parked[2 * i] = ids[i]
   end
   redis.call('ZADD', KEYS[3], unpack(parked))
-else
-  redis.call('LPUSH', KEYS[2], unpack(ids))
+  return 1
 end
+local ready, mine = {}, {}
+for i = 1, n do
+  if string.byte(ARGV[5], i) == 49 then mine[#mine + 1] = ids[i] else ready[#ready + 1] = ids[i] end
+end
+if #ready > 0 then redis.call('LPUSH', KEYS[2], unpack(ready)) end
+if #mine > 0 then redis.call('LPUSH', KEYS[10], unpack(mine)) end
 return 1`;
 
 // The job is done: out of its node's running list and the domain index, the attempt added to the
@@ -216,6 +224,18 @@ while redis.call('RPOPLPUSH', KEYS[1], KEYS[2]) do end
 redis.call('ZREM', KEYS[3], ARGV[1])
 return 0`;
 
+// Takes up to `k` jobs from `ready` into a node's running list in one round trip (BLMOVE takes
+// one, and is only for waiting while `ready` is empty). Returns the ids, oldest first.
+// KEYS: ready, run list   ARGV: k
+const TAKE_LUA = `
+local ids = {}
+for i = 1, tonumber(ARGV[1]) do
+  local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  if not id then break end
+  ids[i] = id
+end
+return ids`;
+
 // Ids in this node's running list that no slot of the node runs go back to the front of `ready`:
 // a take whose reply was lost with the connection (Redis moved the job, the node never heard), or
 // a finish the promoted replica never got in a failover. Nothing else gives them back while the
@@ -243,6 +263,7 @@ export type EngineRedis = RedisClient & {
   ternEngineLeave(run: string, ready: string, nodes: string, node: string): Promise<number>;
   ternEngineMidSweep(...keysThenArgs: (string | number)[]): Promise<number>;
   ternEngineReclaim(run: string, ready: string, ...running: string[]): Promise<number>;
+  ternEngineTake(ready: string, run: string, k: number): Promise<string[]>;
 };
 
 export function defineEngineCommands(client: RedisClient): EngineRedis {
@@ -254,6 +275,7 @@ export function defineEngineCommands(client: RedisClient): EngineRedis {
   client.defineCommand('ternEngineLeave', { numberOfKeys: 3, lua: LEAVE_LUA });
   client.defineCommand('ternEngineMidSweep', { numberOfKeys: 2, lua: MID_SWEEP_LUA });
   client.defineCommand('ternEngineReclaim', { numberOfKeys: 2, lua: RECLAIM_LUA });
+  client.defineCommand('ternEngineTake', { numberOfKeys: 2, lua: TAKE_LUA });
   return client as EngineRedis;
 }
 
@@ -274,6 +296,8 @@ export interface NewMessage {
   readonly mid: string | undefined;
   /** Held on arrival: its jobs start parked. */
   readonly held: boolean;
+  /** The ids of jobs to put on `run` (this node's running list, its slots reserved) instead of `ready`. */
+  readonly handOff?: { readonly run: string; readonly ids: ReadonlySet<string> } | undefined;
   /** The body is in the upload key (written in slices), to be renamed into place. */
   readonly uploaded: boolean;
 }
@@ -287,11 +311,14 @@ export function enqueueMessage(
   m: NewMessage,
 ): Promise<number> {
   const n = m.jobs.length;
-  const args: (string | number | Buffer)[] = [9 + n, message.meta, keys.ready, keys.due, ops.mids];
-  args.push(ops.domains, ops.held, message.jobs, message.upload, message.body);
+  const args: (string | number | Buffer)[] = [10 + n, message.meta, keys.ready, keys.due, ops.mids];
+  // Without a hand-off, `ready` stands in for the running list (the script then never writes it).
+  args.push(ops.domains, ops.held, message.jobs, message.upload, message.body, m.handOff?.run ?? keys.ready);
   for (const job of m.jobs) args.push(ops.domain(job.domain));
+  let flags = '';
+  for (const job of m.jobs) flags += m.handOff?.ids.has(job.id) ? '1' : '0';
   // A quarantined message's jobs wait in `due` (far ahead) until released, as a parked hold.
-  args.push(n, m.held ? Date.now() + HOLD_PARK_MS : '', m.mid ?? '', m.uploaded ? '1' : '');
+  args.push(n, m.held ? Date.now() + HOLD_PARK_MS : '', m.mid ?? '', m.uploaded ? '1' : '', flags);
   for (const job of m.jobs) args.push(job.id);
   for (const job of m.jobs) args.push(job.domain);
   for (const field of m.fields) args.push(field);
@@ -368,7 +395,7 @@ export class EngineJobs {
   }
 }
 
-export interface EngineLoopOptions {
+export interface EngineLoopOptions<T> {
   /** The worker's command connection (scripts defined). */
   readonly client: EngineRedis;
   /** A connection of its own for the blocking take. */
@@ -378,8 +405,12 @@ export interface EngineLoopOptions {
   readonly lockMs: number;
   readonly tickMs: number;
   readonly logger: Logger;
-  /** Runs one job taken into this node's running list; must settle (it finishes or defers it). */
-  readonly run: (id: string, node: string) => Promise<void>;
+  /**
+   * Runs one job in this node's running list; must settle (it finishes or defers it). `handed` is
+   * what the enqueue that handed the job over holds (see {@link EngineLoop.reserve}), undefined
+   * for a job taken from `ready`.
+   */
+  readonly run: (id: string, node: string, handed: T | undefined) => Promise<void>;
   /** Whether takes should wait (Redis refuses writes). */
   readonly paused: () => boolean;
   /** Called with errors of the loop (Redis down, refusing writes). */
@@ -412,11 +443,19 @@ const TAKE_BLOCK_SECONDS = 1;
  * The node's side of the engine: one loop takes jobs with BLMOVE (`ready` -> its running list) while
  * slots are free, a timer promotes due jobs, renews the lease and reaps dead nodes.
  */
-export class EngineLoop {
+export class EngineLoop<T> {
   readonly node = randomUUID();
-  readonly #o: EngineLoopOptions;
-  /** The ids this node's slots run (taken, not yet finished or put off). */
+  readonly #o: EngineLoopOptions<T>;
+  /** The ids this node's slots run or have reserved for a hand-off (not yet finished or put off). */
   readonly #running = new Set<string>();
+  /**
+   * This node's lease is in `nodes` (a tick wrote it): only then may an enqueue hand it jobs, or
+   * a node killed before its first tick would leave them in a running list no tick reaps.
+   */
+  #leased = false;
+  /** Reservations whose enqueue has not answered yet: close waits for them (see reserve). */
+  #handing = 0;
+  #handingDone: (() => void) | undefined;
   /** A connection of the loop broke since the last look at the running list (see RECLAIM_LUA). */
   #reconnected = false;
   #stopped = false;
@@ -428,7 +467,7 @@ export class EngineLoop {
   #loop: Promise<void> | undefined;
   readonly #jobs = new Set<Promise<void>>();
 
-  constructor(options: EngineLoopOptions) {
+  constructor(options: EngineLoopOptions<T>) {
     this.#o = options;
     const broke = () => {
       this.#reconnected = true;
@@ -440,6 +479,46 @@ export class EngineLoop {
   async start(): Promise<void> {
     await this.#tick();
     this.#loop = this.#takeLoop();
+  }
+
+  /**
+   * An enqueue asks for slots to hand its jobs straight to this node: reserves a slot for as many
+   * of `ids` as slots are free and returns those. The enqueue then puts them on this node's
+   * running list, and calls {@link handedOff} or {@link handBack}. A take in flight reserves
+   * nothing: what it brings beyond the slots then free goes back to `ready` (see #takeLoop).
+   */
+  reserve(ids: readonly string[]): Set<string> {
+    const reserved = new Set<string>();
+    if (this.#stopped || !this.#leased || this.#o.paused()) return reserved;
+    let free = this.#o.concurrency - this.#running.size;
+    for (const id of ids) {
+      if (free-- <= 0) break;
+      reserved.add(id);
+      this.#running.add(id);
+    }
+    if (reserved.size > 0) this.#handing++;
+    return reserved;
+  }
+
+  /** The enqueue put the reserved ids on this node's running list: run each in its slot. */
+  handedOff(handed: ReadonlyMap<string, T>): void {
+    for (const [id, job] of handed) this.#start(id, job);
+    this.#handed();
+  }
+
+  /**
+   * The enqueue failed: the reserved slots are free again, and the ids may or may not be on the
+   * running list (a reply lost): the next reclaim puts back in `ready` whatever no slot runs.
+   */
+  handBack(ids: Iterable<string>): void {
+    for (const id of ids) this.#running.delete(id);
+    this.#reconnected = true;
+    this.#wake();
+    this.#handed();
+  }
+
+  #handed(): void {
+    if (--this.#handing === 0) this.#handingDone?.();
   }
 
   /** A job of this node will be due at `at`: promote it then (other nodes' ticks may be later). */
@@ -474,6 +553,7 @@ export class EngineLoop {
           now + this.#o.lockMs,
         ),
       );
+      this.#leased = true;
     } catch (error) {
       this.#o.onError(error);
     }
@@ -510,7 +590,30 @@ export class EngineLoop {
     const k = this.#o.keys;
     const run = k.run(this.node);
     let backoff = 100;
+    // A command of the loop failed: look at the running list again before the next take, later.
+    const failed = async (error: unknown): Promise<void> => {
+      this.#reconnected = true;
+      this.#o.onError(error);
+      await new Promise((resolve) => setTimeout(resolve, backoff).unref?.());
+      backoff = Math.min(backoff * 2, 2000);
+    };
+    // `ready` may hold more than one job: take them a slotful per round trip, not one per BLMOVE.
+    let more = true;
     while (!this.#stopped) {
+      // Here, between two takes, no take of this node is in flight: every id in the running list
+      // that #running lacks is lost to this node (or came beyond its free slots).
+      if (this.#reconnected && !this.#o.paused()) {
+        this.#reconnected = false;
+        try {
+          const back = await this.#o.client.ternEngineReclaim(run, k.ready, ...this.#running);
+          if (back > 0)
+            this.#o.logger.info({ jobs: back }, 'jobs of the running list no slot runs are ready again');
+        } catch (error) {
+          if (this.#stopped) break;
+          await failed(error);
+          continue;
+        }
+      }
       if (this.#running.size >= this.#o.concurrency || this.#o.paused()) {
         await new Promise<void>((resolve) => {
           this.#slotFreed = resolve;
@@ -519,41 +622,51 @@ export class EngineLoop {
         });
         continue;
       }
-      let id: string | null;
+      let ids: string[];
       try {
-        // Here, between two takes, no take of this node is in flight: every id in the running list
-        // that #running lacks is lost to this node.
-        if (this.#reconnected) {
-          this.#reconnected = false;
-          const back = await this.#o.client.ternEngineReclaim(run, k.ready, ...this.#running);
-          if (back > 0)
-            this.#o.logger.warn({ jobs: back }, 'jobs lost to this node in a reconnect are ready again');
+        const free = this.#o.concurrency - this.#running.size;
+        ids = more ? await this.#o.client.ternEngineTake(k.ready, run, free) : [];
+        more = ids.length === free;
+        if (ids.length === 0) {
+          const id = await this.#o.blocking.blmove(k.ready, run, 'RIGHT', 'LEFT', TAKE_BLOCK_SECONDS);
+          // Others may have come with it.
+          more = id !== null;
+          if (id !== null) ids = [id];
         }
-        id = await this.#o.blocking.blmove(k.ready, run, 'RIGHT', 'LEFT', TAKE_BLOCK_SECONDS);
         backoff = 100;
       } catch (error) {
         if (this.#stopped) break;
-        // The reclaim may not have run, or a broken take may have moved a job: look again.
-        this.#reconnected = true;
-        this.#o.onError(error);
-        await new Promise((resolve) => setTimeout(resolve, backoff).unref?.());
-        backoff = Math.min(backoff * 2, 2000);
+        // A broken take may have moved a job.
+        await failed(error);
         continue;
       }
-      if (id === null) continue;
-      const taken = id;
-      this.#running.add(taken);
-      const job = this.#o
-        .run(id, this.node)
-        .catch((error: unknown) => this.#o.logger.error({ err: error, jobId: id }, 'delivery job failed'))
-        .finally(() => {
-          this.#running.delete(taken);
-          this.#jobs.delete(job);
-          this.#slotFreed?.();
-          this.#slotFreed = undefined;
-        });
-      this.#jobs.add(job);
+      // Hand-offs may have filled slots while the take was in flight: the jobs beyond the slots
+      // free now stay out of #running, and the reclaim before the next take puts them back.
+      const room = this.#o.concurrency - this.#running.size;
+      if (ids.length > room) this.#reconnected = true;
+      for (const id of ids.slice(0, Math.max(0, room))) {
+        this.#running.add(id);
+        this.#start(id, undefined);
+      }
     }
+  }
+
+  /** Runs a job in the slot it holds in #running; frees the slot when it settles. */
+  #start(id: string, handed: T | undefined): void {
+    const job = this.#o
+      .run(id, this.node, handed)
+      .catch((error: unknown) => this.#o.logger.error({ err: error, jobId: id }, 'delivery job failed'))
+      .finally(() => {
+        this.#running.delete(id);
+        this.#jobs.delete(job);
+        this.#wake();
+      });
+    this.#jobs.add(job);
+  }
+
+  #wake(): void {
+    this.#slotFreed?.();
+    this.#slotFreed = undefined;
   }
 
   /** Stops taking, waits for the jobs in flight, and hands back whatever is left in the running list. */
@@ -562,6 +675,11 @@ export class EngineLoop {
     clearTimeout(this.#tickTimer);
     this.#slotFreed?.();
     this.#o.blocking.disconnect();
+    // A hand-off still in flight may yet land on the running list: the leave must come after it.
+    if (this.#handing > 0)
+      await new Promise<void>((resolve) => {
+        this.#handingDone = resolve;
+      });
     await this.#loop;
     await Promise.all(this.#jobs);
     const k = this.#o.keys;
