@@ -412,12 +412,12 @@ export class SmtpSession {
     // Hooks still deciding something for this client are aborted (their ctx.signal fires).
     this.scope.end();
     this.#log.info({ errors: this.#errors, transactions: this.#transactions }, 'closed');
-    if (!this.#started) return this.#releaseHost();
     // Nothing left to wait for (no message being taken in, no queued hooks running) and no close
     // hooks: the usual end of a session, done now rather than through a chain of promises.
-    if (!this.#inData && this.#observing.size === 0 && !this.#plugins.has('close')) {
-      this.#closed();
-      return this.#releaseHost();
+    if (!this.#started || (!this.#inData && this.#observing.size === 0 && !this.#plugins.has('close'))) {
+      if (this.#started) this.#closed();
+      this.#releaseHost();
+      return;
     }
     // close hooks come after this session's message and queued hooks, so a plugin can rely on the order.
     const plugins = this.#plugins;
