@@ -381,6 +381,10 @@ class SmtpListener implements Listener, ListenerRuntime {
       if (delay === 0) connection.connectionReady();
       else setTimeout(() => connection.connectionReady(), delay).unref();
     });
+    // Released when the socket closes, after smtp-server's own close handling: smtp-server reports
+    // the close an immediate later, after the next accept, so a client reconnecting at once found
+    // its previous connection still counted against maxConnectionsPerIp (and got 421).
+    socket.on('close', () => session.onClose());
   }
 
   /**
@@ -489,6 +493,7 @@ class SmtpListener implements Listener, ListenerRuntime {
           (s) => s.onData(stream, callback),
           () => stream.resume(),
         ),
+      // Usually released already, at the socket's close (see accept).
       onClose: (session) => {
         this.#sessions.get(session.id)?.onClose();
       },

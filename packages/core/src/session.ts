@@ -652,11 +652,20 @@ export class SmtpSession {
     // into an ECONNRESET error with a formatted stack: about a tenth of a new connection's cost.
     // Not on TLS (the client gets its close_notify from end()), nor while the 221 is still queued
     // in node (a client not reading): smtp-server's half-close then applies as before.
+    // smtp-server's close() would also end(), unpipe, resume and arm a timer for the half-close:
+    // all undone by the destroy, so a plain connection skips them (the parser still stops at once).
     const quit = connection.handler_QUIT;
     connection.handler_QUIT = (command, callback) => {
-      quit.call(connection, command, callback);
       const socket = connection._socket;
-      if (!connection.secure && socket.writableLength === 0 && !socket.destroyed) socket.destroy();
+      if (connection.secure) return quit.call(connection, command, callback);
+      connection.send(221, 'Bye');
+      if (socket.writableLength > 0 || socket.destroyed || connection._closing) connection.close();
+      else {
+        connection._closing = true;
+        if (connection._parser) connection._parser.isClosed = true;
+        socket.destroy();
+      }
+      callback();
     };
 
     const xclient = connection.handler_XCLIENT;
