@@ -367,8 +367,8 @@ class SmtpListener implements Listener, ListenerRuntime {
     }
     const connection = new TernConnection(server, socket, socketOptions);
     server.connections.add(connection);
+    // smtp-server also forwards each connection's 'connect' event to the server: nothing here listens.
     connection.on('error', (error: Error) => server.emit('error', error));
-    connection.on('connect', (data) => server.emit('connect', data));
     const session = new SmtpSession(this, connection, address);
     this.#sessions.set(session.id, session);
     this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
