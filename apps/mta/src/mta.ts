@@ -535,6 +535,7 @@ export async function startMta(
         sink: ops.sink(queue),
         logger,
         onReply: ops.onReply,
+        onSession: ops.sessions,
         spool,
         ...(users ? { users } : {}),
       });

@@ -12,6 +12,7 @@ export {
   type ListenerDeps,
   type ReplyCommand,
   type ReplyEvent,
+  type SessionObserver,
 } from './listener.js';
 export {
   type BareLineEndingPolicy,

@@ -2,7 +2,14 @@
 // PROXY gating, graceful shutdown, and one SmtpSession per connection.
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { type ListenerKind, type Logger, normalizeIp, type SmtpReply, within } from '@tern/plugin-api';
+import {
+  type ListenerKind,
+  type Logger,
+  normalizeIp,
+  type SessionInfo,
+  type SmtpReply,
+  within,
+} from '@tern/plugin-api';
 import type { PluginHost } from '@tern/plugin-api/host';
 import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import type { SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
@@ -36,6 +43,8 @@ export interface ListenerDeps {
   readonly resolver?: HostResolver;
   /** Called for every 4xx/5xx reply sent, whoever decided it (core or a plugin): for metrics. */
   readonly onReply?: (event: ReplyEvent) => void;
+  /** Told of each session's start, HELO name and end: the app's own bookkeeping (see SessionObserver). */
+  readonly onSession?: SessionObserver;
   /**
    * Where message bodies wait until the queue has them. Give every listener of a process the
    * same one, so they share its memory budget (default: one shared spool with default settings).
@@ -66,6 +75,21 @@ export interface ReplyEvent {
   readonly command: ReplyCommand;
   /** The reply's first line after the code, enhanced code first (`5.7.1 Relay access denied`), at most 200 characters. */
   readonly text?: string;
+}
+
+/**
+ * The app's own view of each session, called synchronously by the session instead of through
+ * the plugin runner: a plugin's connect, helo and close hooks would cost every new connection three
+ * hook calls (a context, a state lookup, an event, promises) for what is bookkeeping. Each call
+ * comes where a `pre` plugin's hook would run; a listener that throws is logged, never fatal.
+ */
+export interface SessionObserver {
+  /** A session begins, before its connect hooks; again (`xclient` true) once XCLIENT named another client. */
+  opened(session: SessionInfo, xclient: boolean): void;
+  /** HELO or EHLO with a name smtp-server accepts, before the helo hooks. */
+  helo(session: SessionInfo, hostname: string): void;
+  /** The session ended (after its message's queued hooks, before its close hooks). */
+  closed(session: SessionInfo): void;
 }
 
 export interface ListenerAddress {
@@ -164,6 +188,7 @@ class SmtpListener implements Listener, ListenerRuntime {
   readonly spool: IntakeSpool;
   readonly log: Logger;
   readonly onReply: ((event: ReplyEvent) => void) | undefined;
+  readonly onSession: SessionObserver | undefined;
   closing = false;
   readonly #server: TernSmtpServer;
   readonly #sessions = new Map<string, SmtpSession>();
@@ -184,6 +209,7 @@ class SmtpListener implements Listener, ListenerRuntime {
     this.resolver = deps.resolver ?? systemResolver;
     this.spool = deps.spool ?? defaultSpool();
     this.onReply = deps.onReply;
+    this.onSession = deps.onSession;
     this.log = deps.logger.child({ listener: options.name });
     this.#server = new TernSmtpServer(this.#serverOptions(), this);
     // Without an 'error' listener a client's TCP reset would crash the process.
@@ -341,8 +367,8 @@ class SmtpListener implements Listener, ListenerRuntime {
     }
     const connection = new TernConnection(server, socket, socketOptions);
     server.connections.add(connection);
+    // smtp-server also forwards each connection's 'connect' event to the server: nothing here listens.
     connection.on('error', (error: Error) => server.emit('error', error));
-    connection.on('connect', (data) => server.emit('connect', data));
     const session = new SmtpSession(this, connection, address);
     this.#sessions.set(session.id, session);
     this.#perAddress.set(address, (this.#perAddress.get(address) ?? 0) + 1);
@@ -355,6 +381,10 @@ class SmtpListener implements Listener, ListenerRuntime {
       if (delay === 0) connection.connectionReady();
       else setTimeout(() => connection.connectionReady(), delay).unref();
     });
+    // Released when the socket closes, after smtp-server's own close handling: smtp-server reports
+    // the close an immediate later, after the next accept, so a client reconnecting at once found
+    // its previous connection still counted against maxConnectionsPerIp (and got 421).
+    socket.on('close', () => session.onClose());
   }
 
   /**
@@ -463,6 +493,7 @@ class SmtpListener implements Listener, ListenerRuntime {
           (s) => s.onData(stream, callback),
           () => stream.resume(),
         ),
+      // Usually released already, at the socket's close (see accept).
       onClose: (session) => {
         this.#sessions.get(session.id)?.onClose();
       },

@@ -33,7 +33,7 @@ import { acceptMessage, refusalOf } from './accept.js';
 import { CommandStream, type CommandViolation, verbOf } from './command-stream.js';
 import { confirmedHostname, type HostResolver } from './dns.js';
 import { readMessage } from './intake.js';
-import type { ReplyCommand, ReplyEvent } from './listener.js';
+import type { ReplyCommand, ReplyEvent, SessionObserver } from './listener.js';
 import { deadlinesOf, type ResolvedListenerOptions } from './options.js';
 import { receivedValue } from './received.js';
 import { checkRecipient } from './relay.js';
@@ -60,6 +60,7 @@ export interface ListenerRuntime {
   readonly spool: IntakeSpool;
   readonly log: Logger;
   readonly onReply: ((event: ReplyEvent) => void) | undefined;
+  readonly onSession: SessionObserver | undefined;
   /** The listener is shutting down: idle sessions get 421 at their next command. */
   readonly closing: boolean;
   /** Keeps a background task (observe hooks) for close() to wait on. */
@@ -88,6 +89,7 @@ const VIOLATION_REPLIES: Record<CommandViolation, SmtpReply> = {
 };
 
 const wire = (reply: SmtpReply): string => `${reply.enhanced} ${reply.text}`;
+const CONTINUE: Verdict = { kind: 'continue' };
 
 export class SmtpSession {
   readonly id: string;
@@ -221,6 +223,7 @@ export class SmtpSession {
       { remote: this.info.remoteAddress, host: this.#clientHostname, trusted: this.info.trusted },
       'connection',
     );
+    this.#notify('opened', (observer) => observer.opened(this.info, false));
     const verdict = await this.#verdict('connect', { session: this.info });
     const refusal = refusalOf(verdict);
     // smtp-server closes the connection after refusing it, whatever the code.
@@ -408,17 +411,24 @@ export class SmtpSession {
     this.#runtime.released(this);
     // Hooks still deciding something for this client are aborted (their ctx.signal fires).
     this.scope.end();
-    let closing: Promise<unknown> = Promise.resolve();
-    if (this.#started) {
-      // close hooks come after this session's message and queued hooks, so a plugin can rely on the order.
-      const plugins = this.#plugins;
-      closing = this.#intake
-        .then(() => Promise.allSettled([...this.#observing]))
-        .then(() => plugins.runObserve('close', { session: this.info }, this.scope));
-      this.#runtime.track(closing);
-    }
-    closing.then(this.#releaseHost, this.#releaseHost);
     this.#log.info({ errors: this.#errors, transactions: this.#transactions }, 'closed');
+    // Nothing left to wait for (no message being taken in, no queued hooks running) and no close
+    // hooks: the usual end of a session, done now rather than through a chain of promises.
+    if (!this.#started || (!this.#inData && this.#observing.size === 0 && !this.#plugins.has('close'))) {
+      if (this.#started) this.#closed();
+      this.#releaseHost();
+      return;
+    }
+    // close hooks come after this session's message and queued hooks, so a plugin can rely on the order.
+    const plugins = this.#plugins;
+    const closing = this.#intake
+      .then(() => Promise.allSettled([...this.#observing]))
+      .then(() => {
+        this.#closed();
+        return plugins.runObserve('close', { session: this.info }, this.scope);
+      });
+    this.#runtime.track(closing);
+    closing.then(this.#releaseHost, this.#releaseHost);
   }
 
   // ---- DATA: headers, message, queue, enqueue, queued ----------------------------------------
@@ -480,8 +490,28 @@ export class SmtpSession {
 
   // ---- helpers --------------------------------------------------------------------------------
 
-  async #verdict<K extends VerdictHook>(hook: K, input: HookInput<K>): Promise<Verdict> {
+  /** The hook's verdict; `continue` at once (no promise to wait for) when no plugin implements it. */
+  #verdict<K extends VerdictHook>(hook: K, input: HookInput<K>): Verdict | Promise<Verdict> {
+    return this.#plugins.has(hook) ? this.#runVerdict(hook, input) : CONTINUE;
+  }
+
+  async #runVerdict<K extends VerdictHook>(hook: K, input: HookInput<K>): Promise<Verdict> {
     return (await this.#plugins.runVerdict(hook, input, this.scope)).verdict;
+  }
+
+  #closed(): void {
+    this.#notify('closed', (observer) => observer.closed(this.info));
+  }
+
+  /** Tells the listener's SessionObserver, if it has one; a throw there is logged, never the session's end. */
+  #notify(event: keyof SessionObserver, call: (observer: SessionObserver) => void): void {
+    const observer = this.#runtime.onSession;
+    if (observer === undefined) return;
+    try {
+      call(observer);
+    } catch (error) {
+      this.#log.error({ err: error, event }, 'session observer threw');
+    }
   }
 
   /** Answers a refused smtp-server callback; a disconnect verdict closes after the reply is written. */
@@ -622,11 +652,20 @@ export class SmtpSession {
     // into an ECONNRESET error with a formatted stack: about a tenth of a new connection's cost.
     // Not on TLS (the client gets its close_notify from end()), nor while the 221 is still queued
     // in node (a client not reading): smtp-server's half-close then applies as before.
+    // smtp-server's close() would also end(), unpipe, resume and arm a timer for the half-close:
+    // all undone by the destroy, so a plain connection skips them (the parser still stops at once).
     const quit = connection.handler_QUIT;
     connection.handler_QUIT = (command, callback) => {
-      quit.call(connection, command, callback);
       const socket = connection._socket;
-      if (!connection.secure && socket.writableLength === 0 && !socket.destroyed) socket.destroy();
+      if (connection.secure) return quit.call(connection, command, callback);
+      connection.send(221, 'Bye');
+      if (socket.writableLength > 0 || socket.destroyed || connection._closing) connection.close();
+      else {
+        connection._closing = true;
+        if (connection._parser) connection._parser.isClosed = true;
+        socket.destroy();
+      }
+      callback();
     };
 
     const xclient = connection.handler_XCLIENT;
@@ -722,6 +761,7 @@ export class SmtpSession {
     if (parts.length !== 2 || hostname.length > 300 || /[\x00-\x1f\x7f-\x9f]/.test(hostname)) {
       return original.call(connection, line, callback);
     }
+    this.#notify('helo', (observer) => observer.helo(this.info, hostname));
     const verdict = await this.#verdict('helo', { session: this.info, command, hostname });
     const refusal = refusalOf(verdict);
     if (refusal) {
@@ -755,6 +795,7 @@ export class SmtpSession {
     }
     connection.session.disabledCommands = this.#disabledCommands();
     this.#log.info({ remote: this.info.remoteAddress, user: this.info.user }, 'XCLIENT');
+    this.#notify('opened', (observer) => observer.opened(this.info, true));
     const refusal = refusalOf(await this.#verdict('connect', { session: this.info }));
     if (refusal) {
       connection.send(refusal.reply.code, wire(refusal.reply));

@@ -38,7 +38,10 @@ export const SMTP_SERVER_INTERNALS: readonly Internal[] = [
   method('SMTPConnection._sendGreeting', 'wrapped: held after XCLIENT until the connect hooks judged'),
   method('SMTPConnection.handler_HELO', 'wrapped: helo hooks run before the reply'),
   method('SMTPConnection.handler_EHLO', 'wrapped: helo hooks run before the reply'),
-  method('SMTPConnection.handler_QUIT', 'wrapped: the socket closes once the 221 is written'),
+  method(
+    'SMTPConnection.handler_QUIT',
+    'wrapped: a plain socket closes once the 221 is written, without the half-close',
+  ),
   method('SMTPConnection.handler_XCLIENT', 'wrapped: the connect hooks judge the forwarded client'),
   method('SMTPConnection.send', 'wrapped: one enhanced code per reply, error counting, reply events'),
   method('SMTPConnection.close', 'closes after a disconnect verdict'),

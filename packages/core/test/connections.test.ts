@@ -1,12 +1,16 @@
 // Connection-level limits and shutdown over real TCP: total and per-address limits, graceful and
 // forced close, the close after QUIT.
+import { execFile } from 'node:child_process';
 import { connect as netConnect, type Socket } from 'node:net';
+import { promisify } from 'node:util';
 import { smtpDialog, waitFor } from '@tern/testkit';
 import { afterAll, describe, expect, test } from 'vitest';
 import { closeAll, dialFrom, ehlo, LOCAL_DOMAIN, message, sendMail, startListener } from './helpers.js';
 
 afterAll(closeAll);
 
+const RECONNECTS = 200;
+const execFileAsync = promisify(execFile);
 const TOO_MANY = '421 4.7.0 Too many connections, try again later';
 const SHUTTING_DOWN = '421 4.3.2 Service shutting down, try again later';
 
@@ -28,6 +32,34 @@ describe('connection limits', () => {
     await waitFor(() => h.listener.connections === 2);
     const a4 = await dialFrom(h.port, '127.0.0.1');
     expect(await a4.read()).toMatch(/^220 /);
+  });
+
+  test('a client that reconnects as soon as its connection closed is not refused for the one it closed', async () => {
+    const h = await startListener({ greetingDelayMs: 0, limits: { maxConnectionsPerIp: 1 } });
+    // Another process, as a real client is: the listener's event loop does not run its turns.
+    const client = `
+      const { connect } = require('node:net');
+      const greetings = [];
+      const once = (left) => {
+        if (left === 0) return console.log(JSON.stringify(greetings));
+        const socket = connect(${h.port}, '127.0.0.1');
+        let text = '';
+        socket.on('data', (chunk) => {
+          text += chunk;
+          if (greetings.length === ${RECONNECTS} - left && text.includes('\\r\\n')) {
+            greetings.push(text.split('\\r\\n')[0]);
+            socket.write('QUIT\\r\\n');
+          }
+        });
+        socket.on('error', () => {});
+        socket.on('close', () => once(left - 1));
+      };
+      once(${RECONNECTS});
+    `;
+    const { stdout } = await execFileAsync(process.execPath, ['-e', client], { timeout: 20_000 });
+    const greetings = JSON.parse(stdout) as string[];
+    expect(greetings).toHaveLength(RECONNECTS);
+    expect(greetings.filter((g) => !g.startsWith('220 '))).toEqual([]);
   });
 
   test('maxConnections: the next connection from anywhere gets 421 4.7.0', async () => {

@@ -4,7 +4,7 @@
 // admin server once the queue is open. (An operator's reroute travels on the job: the deliverer
 // honours `job.nextHop`.)
 
-import type { ReplyEvent, SpoolStats } from '@tern/core';
+import type { ReplyEvent, SessionObserver, SpoolStats } from '@tern/core';
 import { BACKOFF_ACTIONS } from '@tern/delivery';
 import { definePlugin, type Logger, type PlatformEvent, type Plugin } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
@@ -109,6 +109,20 @@ export class OpsRuntime {
 
   /** Set by `tern start`: begins a drain and exits when it is done (the admin API's POST /api/drain). */
   drainer: (() => void) | undefined;
+
+  /**
+   * For every listener: each session's start, HELO and end, called where the ops plugin's connect,
+   * helo and close hooks ran (before any plugin's), without a hook call per connection.
+   */
+  readonly sessions: SessionObserver = {
+    opened: (session, xclient) => {
+      this.recorder.opened(session.id, session.listener.name, session.remoteAddress);
+      // XCLIENT hands the session to the forwarded client: one connection still.
+      if (!xclient) this.metrics?.connections.inc({ listener: session.listener.name });
+    },
+    helo: (session, hostname) => this.recorder.helo(session.id, hostname),
+    closed: (session) => this.recorder.closed(session.id),
+  };
 
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
   readonly onReply = (event: ReplyEvent): void => {
@@ -233,30 +247,17 @@ export class OpsRuntime {
     const recorder = this.recorder;
     const activity = this.activity;
     const runtime = this;
-    // `pre` so its connect and mailFrom hooks run before any plugin's verdict is recorded.
+    // `pre` so its mailFrom hook runs before any plugin's verdict is recorded. A session's start,
+    // HELO and end come from the listeners (`sessions`), not from connect, helo and close hooks.
     return definePlugin({
       name: OPS_PLUGIN_NAME,
       enforce: 'pre',
-      // connect runs again after XCLIENT hands the session to the forwarded client: one connection still.
-      state: { session: () => ({ counted: false }) },
-      connect(ctx) {
-        recorder.opened(ctx.session.id, ctx.session.listener.name, ctx.session.remoteAddress);
-        if (ctx.sessionState.counted) return;
-        ctx.sessionState.counted = true;
-        runtime.metrics?.connections.inc({ listener: ctx.session.listener.name });
-      },
-      helo(ctx) {
-        recorder.helo(ctx.session.id, ctx.hostname);
-      },
       mailFrom(ctx) {
         recorder.mailFrom(ctx.session.id, ctx.address);
         runtime.metrics?.transactions.inc({ listener: ctx.session.listener.name });
       },
       rcptTo(ctx) {
         recorder.rcptTo(ctx.session.id, ctx.recipient.address);
-      },
-      close(ctx) {
-        recorder.closed(ctx.session.id);
       },
       delivered(ctx) {
         activity.delivery('delivered', ctx.queueId, ctx.results, { remoteMta: ctx.remoteMta, hop: ctx.hop });
