@@ -313,20 +313,26 @@ describe('embedded queue: delivery', () => {
     expect(started.map((j) => j.queueId)).toEqual(ids);
   });
 
-  it('keeps a claimed job from its first attempt when it is held or removed right after its enqueue', async () => {
+  it('a hold or a remove right after its enqueue acts on the claimed job already in flight', async () => {
     const q = queueAt(store());
-    const { deliver, calls } = scriptedDeliver();
+    // A job claimed by its enqueue starts while that enqueue's fsync runs, so by the time the
+    // enqueue resolves its attempt is under way: the operator's write acts as on any job in flight.
+    const { deliver, calls } = scriptedDeliver((address) =>
+      address === 'c@three.test' ? 'delivered' : 'deferred',
+    );
     await q.startWorker(deliver, { concurrency: 4 });
     const held = await q.enqueue(testMessage({ to: ['a@one.test'] }));
-    expect(await q.hold(held)).toBe(1); // claimed at enqueue: 'active' until its attempt would start
+    expect(await q.hold(held)).toBe(1);
     const removed = await q.enqueue(testMessage({ to: ['b@two.test'] }));
     expect(await q.remove(removed)).toBe(true);
-    // Evidence that the claims were handled: the held job is given back as 'held'; a later
-    // message is delivered after them (the slots were freed).
+    // The held job's attempt deferred: it waits as 'held', not 'scheduled'; the removed one is gone
+    // and its outcome changed nothing; a later message is delivered (the slots were freed).
     await waitFor(async () => (await q.inspect(held))?.jobs[0]?.state === 'held');
+    expect(await q.inspect(removed)).toBeNull();
     const later = await q.enqueue(testMessage({ to: ['c@three.test'] }));
     await waitFor(async () => (await q.inspect(later)) === null);
-    expect(calls.map((c) => c.job.queueId)).toEqual([later]);
+    expect(calls.map((c) => c.job.queueId)).toEqual([held, removed, later]);
+    expect(await q.inspect(removed)).toBeNull();
   });
 
   it('delivers, then removes the body and the jobs', async () => {
