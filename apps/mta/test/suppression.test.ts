@@ -292,9 +292,15 @@ describe.each([
       15_000,
     );
     expect(sink.messages.filter((m) => m.rcptTo.includes(b))).toEqual([]);
-    const { body } = await worker.api('GET', `/api/messages/${queueId}`);
-    const attempt = body.timeline.find((e: { type: string }) => e.type === 'attempt');
-    expect(attempt.recipients).toEqual(
+    // The bounce can reach the sink before the attempt's outcome is in the store (outcomes are
+    // written in batches, the bounce by its own enqueue): wait for the attempt in the timeline.
+    let attempt: { recipients: unknown } | undefined;
+    await waitFor(async () => {
+      const { body } = await worker.api('GET', `/api/messages/${queueId}`);
+      attempt = body.timeline.find((e: { type: string }) => e.type === 'attempt');
+      return attempt !== undefined;
+    }, 15_000);
+    expect(attempt?.recipients).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ address: b, result: 'failed', enhanced: '5.7.1' }),
         expect.objectContaining({ address: fine, result: 'delivered' }),
