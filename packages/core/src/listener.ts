@@ -3,6 +3,7 @@
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import {
+  type EnvelopeRecipient,
   type ListenerKind,
   type Logger,
   normalizeIp,
@@ -80,7 +81,8 @@ export interface ReplyEvent {
 /**
  * The app's own view of each session, called synchronously by the session instead of through
  * the plugin runner: a plugin's connect, helo and close hooks would cost every new connection three
- * hook calls (a context, a state lookup, an event, promises) for what is bookkeeping. Each call
+ * hook calls (a context, a state lookup, an event, promises) for what is bookkeeping, and its
+ * mailFrom and rcptTo hooks every message two more (and the code of the runner to warm up). Each call
  * comes where a `pre` plugin's hook would run; a listener that throws is logged, never fatal.
  */
 export interface SessionObserver {
@@ -88,6 +90,10 @@ export interface SessionObserver {
   opened(session: SessionInfo, xclient: boolean): void;
   /** HELO or EHLO with a name smtp-server accepts, before the helo hooks. */
   helo(session: SessionInfo, hostname: string): void;
+  /** MAIL FROM passed core's checks (TLS, AUTH, parameters): a transaction begins, before the mailFrom hooks. */
+  mailFrom(session: SessionInfo, address: string): void;
+  /** RCPT TO passed core's checks (relay policy, parameters), before the rcptTo hooks. */
+  rcptTo(session: SessionInfo, recipient: EnvelopeRecipient): void;
   /** The session ended (after its message's queued hooks, before its close hooks). */
   closed(session: SessionInfo): void;
 }
