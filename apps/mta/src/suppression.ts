@@ -12,7 +12,9 @@ import {
   reject,
   type SmtpReply,
   smtpReply,
+  type TransactionInfo,
   tempfail,
+  type Verdict,
 } from '@tern/plugin-api';
 import {
   type DeliveryJob,
@@ -94,94 +96,112 @@ export function suppressionPlugin(
   events?: PlatformEvents,
 ): Plugin {
   const log = logger.child({ component: 'suppression' });
+  /** A relayed recipient looked up in the list: refused when suppressed for its sender. */
+  const refuseSuppressed = async (
+    list: SuppressionStore,
+    address: string,
+    mailFrom: string,
+  ): Promise<Verdict | undefined> => {
+    let entry: Suppression | undefined;
+    try {
+      entry = await list.find(address, suppressionScopes(mailFrom));
+    } catch (error) {
+      // Unknown is not "not suppressed": the client tries again later.
+      log.warn({ err: error, recipient: address }, 'could not read the suppression list');
+      return tempfail(451, '4.3.0', 'Temporary local problem, please try again later');
+    }
+    if (entry === undefined) return;
+    log.info(
+      { recipient: address, sender: mailFrom, scope: entry.scope, source: entry.source },
+      'refused a suppressed recipient',
+    );
+    const reply = suppressedReply(address, entry);
+    events?.emit({
+      type: 'suppressed',
+      at: Date.now(),
+      recipient: address,
+      mailFrom,
+      senderDomain: senderDomainOf(mailFrom),
+      code: reply.code,
+      enhanced: reply.enhanced,
+      text: reply.text,
+      source: 'intake',
+    });
+    return reject(reply.code, reply.enhanced, reply.text);
+  };
+  /** A tagged message's recipients looked up in its tag scopes: refused when every one is suppressed. */
+  const refuseTagged = async (
+    list: SuppressionStore,
+    scopes: string[],
+    transaction: TransactionInfo,
+    tags: readonly string[],
+  ): Promise<Verdict | undefined> => {
+    const recipients = transaction.recipients;
+    const found: { address: string; entry: Suppression }[] = [];
+    try {
+      for (const r of recipients) {
+        const entry = await list.find(r.address, scopes);
+        if (entry !== undefined) found.push({ address: r.address, entry });
+      }
+    } catch (error) {
+      log.warn({ err: error, scopes }, 'could not read the suppression list');
+      return tempfail(451, '4.3.0', 'Temporary local problem, please try again later');
+    }
+    if (found.length === 0) return;
+    const mailFrom = transaction.mailFrom;
+    if (found.length < recipients.length) {
+      log.info(
+        { recipients: found.map((f) => f.address), sender: mailFrom, scopes },
+        'took a tagged message with suppressed recipients: they fail at delivery',
+      );
+      return;
+    }
+    const reply = allSuppressedReply(found);
+    log.info(
+      { recipients: found.map((f) => f.address), sender: mailFrom, scopes },
+      'refused a tagged message: every recipient is suppressed',
+    );
+    for (const f of found) {
+      events?.emit({
+        type: 'suppressed',
+        at: Date.now(),
+        recipient: f.address,
+        mailFrom,
+        senderDomain: senderDomainOf(mailFrom),
+        tags: [...tags],
+        code: reply.code,
+        enhanced: reply.enhanced,
+        text: suppressedReply(f.address, f.entry).text,
+        source: 'intake',
+      });
+    }
+    return reject(reply.code, reply.enhanced, reply.text);
+  };
   return definePlugin({
     name: SUPPRESSION_PLUGIN_NAME,
     enforce: 'pre',
     // Set by rcptTo: the transaction came over SMTP. Injected mail never runs rcptTo hooks, and
     // the injection API checked every scope, tags included, before intake (422).
     state: { transaction: () => ({ smtp: false }) },
-    async rcptTo(ctx) {
+    // Both intake hooks answer at once when there is nothing to look up (mail for our own domains,
+    // a message without tag scopes): a hook that returns a promise costs its call a deadline timer,
+    // a race and a turn of the microtask queue.
+    rcptTo(ctx) {
       ctx.transactionState.smtp = true;
       const list = store();
       if (!settings().enabled || list === undefined || ctx.isLocalDomain || !ctx.mayRelay) return;
-      const address = ctx.recipient.address;
-      let entry: Suppression | undefined;
-      try {
-        entry = await list.find(address, suppressionScopes(ctx.transaction.mailFrom));
-      } catch (error) {
-        // Unknown is not "not suppressed": the client tries again later.
-        log.warn({ err: error, recipient: address }, 'could not read the suppression list');
-        return tempfail(451, '4.3.0', 'Temporary local problem, please try again later');
-      }
-      if (entry === undefined) return;
-      log.info(
-        { recipient: address, sender: ctx.transaction.mailFrom, scope: entry.scope, source: entry.source },
-        'refused a suppressed recipient',
-      );
-      const reply = suppressedReply(address, entry);
-      const mailFrom = ctx.transaction.mailFrom;
-      events?.emit({
-        type: 'suppressed',
-        at: Date.now(),
-        recipient: address,
-        mailFrom,
-        senderDomain: senderDomainOf(mailFrom),
-        code: reply.code,
-        enhanced: reply.enhanced,
-        text: reply.text,
-        source: 'intake',
-      });
-      return reject(reply.code, reply.enhanced, reply.text);
+      return refuseSuppressed(list, ctx.recipient.address, ctx.transaction.mailFrom);
     },
     // Tags come with the header (X-Tern-Tag), after RCPT: the tag scopes are checked here. When
     // every recipient is suppressed the message is refused; when only some are, it is taken, and
     // those fail at delivery (see tagSuppressionGate): a DSN, never a silent drop.
-    async message(ctx) {
+    message(ctx) {
       const list = store();
       const current = settings();
       if (!current.enabled || list === undefined || !ctx.transactionState.smtp) return;
       const scopes = messageTagScopes(ctx.tags, current.tagScopes);
       if (scopes.length === 0) return;
-      const recipients = ctx.transaction.recipients;
-      const found: { address: string; entry: Suppression }[] = [];
-      try {
-        for (const r of recipients) {
-          const entry = await list.find(r.address, scopes);
-          if (entry !== undefined) found.push({ address: r.address, entry });
-        }
-      } catch (error) {
-        log.warn({ err: error, scopes }, 'could not read the suppression list');
-        return tempfail(451, '4.3.0', 'Temporary local problem, please try again later');
-      }
-      if (found.length === 0) return;
-      const mailFrom = ctx.transaction.mailFrom;
-      if (found.length < recipients.length) {
-        log.info(
-          { recipients: found.map((f) => f.address), sender: mailFrom, scopes },
-          'took a tagged message with suppressed recipients: they fail at delivery',
-        );
-        return;
-      }
-      const reply = allSuppressedReply(found);
-      log.info(
-        { recipients: found.map((f) => f.address), sender: mailFrom, scopes },
-        'refused a tagged message: every recipient is suppressed',
-      );
-      for (const f of found) {
-        events?.emit({
-          type: 'suppressed',
-          at: Date.now(),
-          recipient: f.address,
-          mailFrom,
-          senderDomain: senderDomainOf(mailFrom),
-          tags: [...ctx.tags],
-          code: reply.code,
-          enhanced: reply.enhanced,
-          text: suppressedReply(f.address, f.entry).text,
-          source: 'intake',
-        });
-      }
-      return reject(reply.code, reply.enhanced, reply.text);
+      return refuseTagged(list, scopes, ctx.transaction, ctx.tags);
     },
     async bounced(ctx) {
       const list = store();
