@@ -58,7 +58,7 @@ import {
 import type { InjectionServer } from './http/server.js';
 import { startHttpInjection } from './http/start.js';
 import { noticeHooks } from './notices.js';
-import { OPS_PLUGIN_NAME, OpsRuntime } from './ops/runtime.js';
+import { OpsRuntime } from './ops/runtime.js';
 import { dnsOptions, tlsReportSender } from './outbound-tls.js';
 import { PluginRegistry } from './plugin-registry.js';
 import { pluginInstances, shutdownPlugins } from './plugins.js';
@@ -392,7 +392,7 @@ export async function checkMta(config: ResolvedConfig, logger: Logger): Promise<
 
 /** Tern's own plugins, in every host but not the operator's to list. */
 export function isInternalPlugin(name: string): boolean {
-  return name === OPS_PLUGIN_NAME || name === SUPPRESSION_PLUGIN_NAME || name === FEEDBACK_PLUGIN_NAME;
+  return name === SUPPRESSION_PLUGIN_NAME || name === FEEDBACK_PLUGIN_NAME;
 }
 
 /** The bounce classifier of a config: its `bounces.rules` before the shipped rules (validated already). */
@@ -411,7 +411,7 @@ export async function startMta(
   const hostname = serverHostname(config);
   await preflight(config, { logger });
   // The operations side (src/ops): every host reports its hook calls to it (timelines, metrics),
-  // and its internal plugin comes first in each host (intake tracing, delivery activity).
+  // and it observes sessions and delivery outcomes directly (intake tracing, delivery activity).
   const ops = new OpsRuntime(config, logger);
   const events = new PlatformEvents(logger);
   ops.events = events;
@@ -434,7 +434,7 @@ export async function startMta(
   );
   let feedback = feedbackSettings(config);
   const feedbackCheck = feedbackPlugin(() => feedback, logger);
-  const registry = new PluginRegistry({ hostOptions, internal: [ops.plugin, suppression, feedbackCheck] });
+  const registry = new PluginRegistry({ hostOptions, internal: [suppression, feedbackCheck] });
   // Before the queue opens: a plugin that cannot start stops start-up (PluginInitError).
   const initial = await registry.prepare(config);
   void registry.activate(initial);
@@ -525,6 +525,7 @@ export async function startMta(
           ...(retry ? { retry } : {}),
           classifier: () => classifier,
           ...(prepareNotice ? { prepareNotice } : {}),
+          observer: ops.outcomes,
         },
       );
     }

@@ -491,7 +491,7 @@ export class PluginHost {
     try {
       // Observe hooks start on a later microtask (their caller carries on first); the others are
       // called at once. Only a hook that returns a promise gets a timer: one that answered
-      // synchronously (most, the ops plugin's on every command) is done already.
+      // synchronously (most: the internal plugins' on every RCPT) is done already.
       if (HOOK_KINDS[hook] === 'observe') await Promise.resolve();
       let value: unknown = entry.handler(ctx as unknown as HookContexts[HookName]);
       if (isThenable(value)) value = await within(value, entry.timeoutMs);

@@ -3,7 +3,7 @@
 import { hostname as osHostname } from 'node:os';
 import type { Readable } from 'node:stream';
 import { type Logger, lazyChild, type RecipientResult, type SmtpReply, silentLogger } from '@tern/plugin-api';
-import { type PluginHost, readStream, SourceTooLargeError } from '@tern/plugin-api/host';
+import { type HookInput, type PluginHost, readStream, SourceTooLargeError } from '@tern/plugin-api/host';
 import { type BounceClassifier, defaultBounceClassifier } from './bounce-classifier.js';
 import type {
   Deliver,
@@ -11,6 +11,7 @@ import type {
   DeliveryReport,
   IncomingMessage,
   LimitWait,
+  OutcomeObserver,
   RecipientState,
   WorkerOptions,
 } from './contract.js';
@@ -42,6 +43,7 @@ export interface AttemptSettings {
   readonly plugins: PluginHost | (() => PluginHost) | undefined;
   readonly classifier: () => BounceClassifier;
   readonly prepareNotice: ((notice: IncomingMessage) => Promise<IncomingMessage>) | undefined;
+  readonly observer: OutcomeObserver | undefined;
   readonly now: () => number;
 }
 
@@ -55,6 +57,7 @@ export function attemptSettings(options: WorkerOptions = {}, now: () => number =
     plugins: options.plugins,
     classifier: classifierOf(options.classifier),
     prepareNotice: options.prepareNotice,
+    observer: options.observer,
     now,
   };
 }
@@ -184,12 +187,15 @@ async function attemptWith(
   const line = recipientLine(job, report, started, now);
   if (decision.delivered.length > 0) {
     for (const d of decision.delivered) log.info(line(d), 'delivered');
-    await plugins?.runObserve('delivered', {
+    const delivered: HookInput<'delivered'> = {
       ...hookBase,
       hop: report.hop ?? { type: 'mx', domain: job.domain },
       remoteMta: report.remoteMta ?? '',
       results: decision.delivered.map(result),
-    });
+    };
+    tell(settings.observer, log, (observer) => observer.delivered(delivered));
+    // No plugin observes deliveries (the usual case): no hook run, no promise to wait for.
+    if (plugins?.has('delivered')) await plugins.runObserve('delivered', delivered);
   }
 
   const notices: string[] = [];
@@ -208,11 +214,13 @@ async function attemptWith(
 
   let retryAt = decision.retryAt;
   if (retryAt !== undefined) {
-    const advice = await plugins?.runAdvise('deferred', {
+    const deferred: HookInput<'deferred'> = {
       ...hookBase,
       results: decision.deferred.map(result),
       nextAttemptAt: retryAt,
-    });
+    };
+    tell(settings.observer, log, (observer) => observer.deferred(deferred));
+    const advice = await plugins?.runAdvise('deferred', deferred);
     // A plugin may move the retry, but not into a hot loop.
     if (advice?.retryAt instanceof Date) retryAt = settings.schedule.clamp(advice.retryAt, now);
     for (const d of decision.deferred) log.info({ ...line(d), retryAt: retryAt.toISOString() }, 'deferred');
@@ -222,7 +230,9 @@ async function attemptWith(
   for (const reason of ['permanent', 'expired'] as const) {
     const group = decision.failed.filter((f) => f.reason === reason);
     if (group.length === 0) continue;
-    const advice = await plugins?.runAdvise('bounced', { ...hookBase, results: group.map(result), reason });
+    const bouncedInput: HookInput<'bounced'> = { ...hookBase, results: group.map(result), reason };
+    tell(settings.observer, log, (observer) => observer.bounced(bouncedInput));
+    const advice = await plugins?.runAdvise('bounced', bouncedInput);
     const notify = group.filter((f) => f.notify);
     // One `bounced` line per recipient, naming the notice that tells the sender, or why none does.
     const bounced = (f: FailedRecipient, notice: Record<string, string>): void =>
@@ -421,5 +431,19 @@ async function wholeMessage(
       logger.warn({ err: error, queueId: job.queueId }, 'could not read the message for a RET=FULL bounce');
     }
     return {};
+  }
+}
+
+/** Tells the worker's OutcomeObserver, if it has one; a throw there is logged, never the attempt's end. */
+function tell(
+  observer: OutcomeObserver | undefined,
+  log: Logger,
+  call: (observer: OutcomeObserver) => void,
+): void {
+  if (observer === undefined) return;
+  try {
+    call(observer);
+  } catch (error) {
+    log.error({ err: error }, 'outcome observer threw');
   }
 }

@@ -2,7 +2,7 @@
 // back, and what every backend (Redis/BullMQ, embedded SQLite) must do with it.
 import type { Readable } from 'node:stream';
 import type { Envelope, EnvelopeRecipient, Logger, NextHop, SmtpReply } from '@tern/plugin-api';
-import type { AcceptedMessage, PluginHost } from '@tern/plugin-api/host';
+import type { AcceptedMessage, HookInput, PluginHost } from '@tern/plugin-api/host';
 import type { BounceClassifier } from './bounce-classifier.js';
 import type { IdempotencyStore } from './idempotency.js';
 import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
@@ -245,6 +245,20 @@ export interface WorkerOptions {
    * as built and the error logged: a notice is never lost to a hook.
    */
   readonly prepareNotice?: (notice: IncomingMessage) => Promise<IncomingMessage>;
+  /** The app's own bookkeeping of each attempt's outcome (see OutcomeObserver). */
+  readonly observer?: OutcomeObserver;
+}
+
+/**
+ * Told of each attempt's delivered, deferred and bounced recipients, with what those hooks get,
+ * just before they run: the app's activity log, metrics and events, called directly instead of
+ * through a plugin of its own (a hook call per delivered message: a context, a signal, an event,
+ * promises). A throw is logged, never the attempt's end.
+ */
+export interface OutcomeObserver {
+  delivered(outcome: HookInput<'delivered'>): void;
+  deferred(outcome: HookInput<'deferred'>): void;
+  bounced(outcome: HookInput<'bounced'>): void;
 }
 
 /** A message's state as operators and tests see it. */

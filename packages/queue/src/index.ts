@@ -33,6 +33,7 @@ export type {
   LimitWait,
   MessageDetails,
   MessageRecord,
+  OutcomeObserver,
   QueueBackend,
   QueuedJob,
   QueueFilter,

@@ -1,5 +1,5 @@
 // Prometheus metrics for one tern process (prom-client, its own registry). Counters come from
-// hook events and the ops plugin; queue depth and Redis latency are read when scraped, so a
+// hook events and the ops runtime's observers; queue depth and Redis latency are read when scraped, so a
 // scrape shows the shared queue as it is now, whichever node answers.
 //
 // Every label value comes from a closed set, so no client can grow the registry: commands are

@@ -1,14 +1,14 @@
-// The operations side of one running tern: an internal plugin that watches intake and delivery,
-// the sink wrapper that stores each message's intake verdicts with it, metrics, and the admin
-// server. mta.ts creates it before the plugin hosts (it needs their hook events) and starts the
+// The operations side of one running tern: observers of intake sessions and delivery outcomes
+// (called by the listeners and the delivery worker, not through plugin hooks), the sink wrapper
+// that stores each message's intake verdicts with it, metrics, and the admin server. mta.ts creates it before the plugin hosts (it needs their hook events) and starts the
 // admin server once the queue is open. (An operator's reroute travels on the job: the deliverer
 // honours `job.nextHop`.)
 
 import type { ReplyEvent, SessionObserver, SpoolStats } from '@tern/core';
 import { BACKOFF_ACTIONS } from '@tern/delivery';
-import { definePlugin, type Logger, type PlatformEvent, type Plugin } from '@tern/plugin-api';
+import type { Logger, PlatformEvent } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
-import type { IncomingMessage, QueueBackend, QueueSummary } from '@tern/queue';
+import type { IncomingMessage, OutcomeObserver, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ClusterRole } from '../cluster-worker.js';
 import type { ResolvedConfig } from '../config.js';
@@ -21,9 +21,6 @@ import { ActivityLog } from './activity.js';
 import { type AdminServer, type Listening, startAdminServer } from './admin-server.js';
 import { IntakeRecorder } from './intake-recorder.js';
 import { TernMetrics } from './metrics.js';
-
-/** The internal plugin's name; `tern start` leaves it out of the plugin list it prints. */
-export const OPS_PLUGIN_NAME = 'tern-ops';
 
 /** A summary is read at most this often, however many scrapes and dashboards ask. */
 const SUMMARY_CACHE_MS = 1000;
@@ -51,7 +48,6 @@ export interface OpsStartOptions {
 export class OpsRuntime {
   readonly recorder = new IntakeRecorder();
   readonly activity = new ActivityLog();
-  readonly plugin: Plugin;
   metrics: TernMetrics | undefined;
   admin: AdminServer | undefined;
   readonly #config: ResolvedConfig;
@@ -62,12 +58,10 @@ export class OpsRuntime {
   constructor(config: ResolvedConfig, logger: Logger) {
     this.#config = config;
     this.#log = logger.child({ component: 'ops' });
-    this.plugin = this.#makePlugin();
   }
 
   /** For every PluginHost: each hook call goes to the timeline recorder and the metrics. */
   readonly onHookEvent = (event: HookEvent): void => {
-    if (event.plugin === OPS_PLUGIN_NAME) return;
     this.recorder.record(event);
     this.metrics?.hookCall(event, this.recorder.listenerOf(event.sessionId));
   };
@@ -111,9 +105,8 @@ export class OpsRuntime {
   drainer: (() => void) | undefined;
 
   /**
-   * For every listener: each session's start, HELO, MAIL FROM, RCPT TO and end, called where the
-   * ops plugin's hooks for them ran (before any plugin's), without a hook call per connection or
-   * per message.
+   * For every listener: each session's start, HELO, MAIL FROM, RCPT TO and end, called before any
+   * plugin's hooks for them, without a hook call per connection or per message.
    */
   readonly sessions: SessionObserver = {
     opened: (session, xclient) => {
@@ -129,6 +122,32 @@ export class OpsRuntime {
     },
     rcptTo: (session, recipient) => this.recorder.rcptTo(session.id, recipient.address),
     closed: (session) => this.recorder.closed(session.id),
+  };
+
+  /**
+   * For the delivery worker: each attempt's delivered, deferred and bounced recipients (activity
+   * log, metrics, platform events), called before the plugins' hooks for them, without a hook call
+   * per delivered message.
+   */
+  readonly outcomes: OutcomeObserver = {
+    delivered: (o) => {
+      this.activity.delivery('delivered', o.queueId, o.results, { remoteMta: o.remoteMta, hop: o.hop });
+      this.#emit(() => resultEvents('delivered', o.queueId, o.envelope, o.results));
+      this.metrics?.deliveries.inc({ result: 'delivered' }, o.results.length);
+    },
+    deferred: (o) => {
+      this.activity.delivery('deferred', o.queueId, o.results);
+      this.#emit(() => resultEvents('deferred', o.queueId, o.envelope, o.results));
+      this.metrics?.deliveries.inc({ result: 'deferred' }, o.results.length);
+      this.metrics?.deliveryFailures('deferred', o.results);
+    },
+    bounced: (o) => {
+      this.activity.delivery('bounced', o.queueId, o.results, { reason: o.reason });
+      this.#emit(() => resultEvents('bounced', o.queueId, o.envelope, o.results));
+      this.metrics?.deliveries.inc({ result: 'failed' }, o.results.length);
+      this.metrics?.deliveryFailures('failed', o.results);
+      this.metrics?.bounces.inc({ reason: o.reason }, o.results.length);
+    },
   };
 
   /** For every listener: each 4xx/5xx reply, including core's own (relay, limits, syntax). */
@@ -248,36 +267,6 @@ export class OpsRuntime {
       }
       return cached.value;
     };
-  }
-
-  #makePlugin(): Plugin {
-    const activity = this.activity;
-    const runtime = this;
-    // A session's start, HELO, transactions, recipients and end come from the listeners
-    // (`sessions`), not from connect, helo, mailFrom, rcptTo and close hooks: no hook call per
-    // message in intake for bookkeeping.
-    return definePlugin({
-      name: OPS_PLUGIN_NAME,
-      enforce: 'pre',
-      delivered(ctx) {
-        activity.delivery('delivered', ctx.queueId, ctx.results, { remoteMta: ctx.remoteMta, hop: ctx.hop });
-        runtime.#emit(() => resultEvents('delivered', ctx.queueId, ctx.envelope, ctx.results));
-        runtime.metrics?.deliveries.inc({ result: 'delivered' }, ctx.results.length);
-      },
-      deferred(ctx) {
-        activity.delivery('deferred', ctx.queueId, ctx.results);
-        runtime.#emit(() => resultEvents('deferred', ctx.queueId, ctx.envelope, ctx.results));
-        runtime.metrics?.deliveries.inc({ result: 'deferred' }, ctx.results.length);
-        runtime.metrics?.deliveryFailures('deferred', ctx.results);
-      },
-      bounced(ctx) {
-        activity.delivery('bounced', ctx.queueId, ctx.results, { reason: ctx.reason });
-        runtime.#emit(() => resultEvents('bounced', ctx.queueId, ctx.envelope, ctx.results));
-        runtime.metrics?.deliveries.inc({ result: 'failed' }, ctx.results.length);
-        runtime.metrics?.deliveryFailures('failed', ctx.results);
-        runtime.metrics?.bounces.inc({ reason: ctx.reason }, ctx.results.length);
-      },
-    });
   }
 }
 
