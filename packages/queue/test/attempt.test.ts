@@ -1,13 +1,13 @@
 // The shared attempt step with an in-memory store: hooks, notices, and what happens when a
 // notice cannot be enqueued. The backends' own tests run the same step against real storage.
 import { Readable } from 'node:stream';
-import type { SmtpReply } from '@tern/plugin-api';
+import type { RecipientResult, SmtpReply } from '@tern/plugin-api';
 import { PluginHost } from '@tern/plugin-api/host';
 import { memoryLogger } from '@tern/plugin-api/testing';
 import { describe, expect, it } from 'vitest';
 import { type AttemptStore, attemptSettings, LOCAL_ERROR_REPLY, runDeliveryAttempt } from '../src/attempt.js';
 import { BounceClassifier } from '../src/bounce-classifier.js';
-import type { Deliver, DeliveryJob, IncomingMessage } from '../src/contract.js';
+import type { Deliver, DeliveryJob, IncomingMessage, OutcomeObserver } from '../src/contract.js';
 import { attemptEvent } from '../src/timeline.js';
 import { parseReport } from './report-parser.js';
 
@@ -169,6 +169,76 @@ describe('runDeliveryAttempt', () => {
       expect.objectContaining({ address: 'dave@x.test', result: 'deferred', category: 'spam-block' }),
       expect.objectContaining({ address: 'bob@x.test', result: 'failed', category: 'bad-mailbox' }),
     ]);
+  });
+
+  it('tells the outcome observer of delivered, deferred and bounced recipients before the hooks; a throwing observer changes nothing', async () => {
+    const order: string[] = [];
+    const plugins = new PluginHost([
+      {
+        name: 'watch',
+        delivered: (ctx) => void order.push(`hook delivered ${ctx.results.map((r) => r.recipient.address)}`),
+        deferred: (ctx) => void order.push(`hook deferred ${ctx.results.map((r) => r.recipient.address)}`),
+        bounced: (ctx) => void order.push(`hook bounced ${ctx.results.map((r) => r.recipient.address)}`),
+      },
+    ]);
+    const to = (results: readonly RecipientResult[]): string =>
+      results.map((r) => r.recipient.address).join();
+    const observer: OutcomeObserver = {
+      delivered: (o) => void order.push(`observer delivered ${to(o.results)} via ${o.remoteMta}`),
+      deferred: (o) => void order.push(`observer deferred ${to(o.results)} at ${o.nextAttemptAt.getTime()}`),
+      bounced: (o) => void order.push(`observer bounced ${to(o.results)} ${o.reason}`),
+    };
+    const three = job({
+      recipients: [
+        { address: 'bob@x.test', status: 'pending' },
+        { address: 'dave@x.test', status: 'pending' },
+        { address: 'eve@x.test', status: 'pending' },
+      ],
+    });
+    const table = { 'bob@x.test': unknown, 'dave@x.test': busy };
+    const deliver: Deliver = async (j) => ({
+      ...(await replies(table)(j)),
+      remoteMta: 'mx.x.test[192.0.2.1]:25',
+    });
+    const settings = { plugins, retry: { intervals: ['1m'] } };
+    await runDeliveryAttempt(
+      three,
+      deliver,
+      store(),
+      attemptSettings({ ...settings, observer }, () => 1000),
+    );
+    expect(order).toEqual([
+      'observer delivered eve@x.test via mx.x.test[192.0.2.1]:25',
+      'hook delivered eve@x.test',
+      'observer deferred dave@x.test at 61000',
+      'hook deferred dave@x.test',
+      'observer bounced bob@x.test permanent',
+      'hook bounced bob@x.test',
+    ]);
+
+    const thrower = {
+      delivered: () => {
+        throw new Error('observer bug');
+      },
+      deferred: () => {
+        throw new Error('observer bug');
+      },
+      bounced: () => {
+        throw new Error('observer bug');
+      },
+    };
+    const logger = memoryLogger();
+    const s = store();
+    const out = await runDeliveryAttempt(
+      three,
+      deliver,
+      s,
+      attemptSettings({ retry: { intervals: ['1m'] }, observer: thrower, logger }, () => 1000),
+    );
+    expect(out.decision.delivered.map((d) => d.recipient.address)).toEqual(['eve@x.test']);
+    expect(out.next?.recipients.map((r) => r.address)).toEqual(['dave@x.test']);
+    expect(s.sent).toHaveLength(1); // bob's bounce
+    expect(logger.records.filter((r) => r.message === 'outcome observer threw')).toHaveLength(3);
   });
 
   it('sends the bounce where a bounced hook redirects it', async () => {
