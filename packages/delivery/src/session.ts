@@ -6,6 +6,7 @@ import { isIP, connect as netConnect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { type ConnectionOptions, type SecureVersion, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { Logger, SmtpReply, TlsMode } from '@tern/plugin-api';
+import { heldChunks } from '@tern/plugin-api/host';
 import { DataEncoder } from './encode.js';
 import { DeliveryReplies, toSmtpReply, unexpectedReply, type WireReply } from './reply.js';
 import { type TlsCheck, type TlsFailureType, type TlsVerdict, verifyPeer } from './tls-check.js';
@@ -1061,15 +1062,15 @@ export class SmtpSession {
     // chunks go out together, and the last goes out with the final dot (a small message: one write).
     const held: Buffer[] = [];
     let heldBytes = 0;
-    for await (const encoded of encodedChunks(source, encoder)) {
+    await pipeEncoded(source, encoder, (encoded) => {
       held.push(encoded);
       heldBytes += encoded.length;
-      if (heldBytes >= DATA_WRITE_BYTES) {
-        await this.#writeData(joinHeld(held, heldBytes), deadline);
-        held.length = 0;
-        heldBytes = 0;
-      }
-    }
+      if (heldBytes < DATA_WRITE_BYTES) return undefined;
+      const block = joinHeld(held, heldBytes);
+      held.length = 0;
+      heldBytes = 0;
+      return this.#writeData(block, deadline);
+    });
     const end = encoder.end();
     held.push(end);
     await this.#writeData(joinHeld(held, heldBytes + end.length), deadline);
@@ -1102,11 +1103,11 @@ export class SmtpSession {
       sent++;
       await this.#writeData(out, deadline);
     };
-    for await (const encoded of encodedChunks(source, encoder)) {
+    await pipeEncoded(source, encoder, (encoded) => {
       held.push(encoded);
       heldBytes += encoded.length;
-      if (heldBytes >= DATA_WRITE_BYTES) await flush(false);
-    }
+      return heldBytes >= DATA_WRITE_BYTES ? flush(false) : undefined;
+    });
     const end = encoder.end();
     if (end.length > 0) {
       held.push(end);
@@ -1147,6 +1148,32 @@ export class SmtpSession {
  * this rarely holds more than one; small chunks (a hook's header block, say) join the next.
  */
 const DATA_WRITE_BYTES = 16 * 1024;
+
+/**
+ * Hands `take` the message read from `source`, encoded by `encoder` (chunks that encode to nothing
+ * skipped), waiting for what it returns. A message the store holds in memory is taken without
+ * reading its stream (heldChunks): no async iterator, no generator, no promises per chunk.
+ */
+async function pipeEncoded(
+  source: Readable,
+  encoder: DataEncoder,
+  take: (encoded: Buffer) => Promise<void> | undefined,
+): Promise<void> {
+  const held = heldChunks(source);
+  if (held !== undefined) {
+    for (const chunk of held) {
+      const encoded = encoder.push(chunk);
+      if (encoded.length === 0) continue;
+      const wait = take(encoded);
+      if (wait !== undefined) await wait;
+    }
+    return;
+  }
+  for await (const encoded of encodedChunks(source, encoder)) {
+    const wait = take(encoded);
+    if (wait !== undefined) await wait;
+  }
+}
 
 /**
  * The message read from `source`, encoded by `encoder` (chunks that encode to nothing skipped);

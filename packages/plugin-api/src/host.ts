@@ -18,4 +18,12 @@ export type {
 } from './runner.js';
 export { DEFAULT_HOOK_TIMEOUT_MS, PluginHost, StateScope } from './runner.js';
 export type { ByteSource } from './source.js';
-export { joinSources, memorySource, readAll, readStream, SourceTooLargeError } from './source.js';
+export {
+  heldChunks,
+  joinSources,
+  memorySource,
+  memoryStream,
+  readAll,
+  readStream,
+  SourceTooLargeError,
+} from './source.js';

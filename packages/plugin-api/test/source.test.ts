@@ -2,7 +2,15 @@
 // only by code that says how much it will hold.
 import { Readable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
-import { joinSources, MessageContent, memorySource, readAll } from '../src/host.js';
+import {
+  heldChunks,
+  joinSources,
+  MessageContent,
+  memorySource,
+  memoryStream,
+  readAll,
+  readStream,
+} from '../src/host.js';
 import { definePlugin, SourceTooLargeError } from '../src/index.js';
 import { testPlugins } from '../src/testing/index.js';
 
@@ -23,6 +31,22 @@ describe('sources', () => {
     expect(spooled.size).toBe(14);
     expect((await readAll(spooled)).toString()).toBe('A: 1\r\n\r\nbody\r\n');
     expect((await readAll(spooled)).toString()).toBe('A: 1\r\n\r\nbody\r\n'); // again: a fresh stream
+  });
+
+  test('a memory stream offers its chunks until someone reads it; other streams never do', async () => {
+    const chunks = [Buffer.from('A: 1\r\n\r\n'), Buffer.from('body\r\n')];
+    const untouched = memoryStream(chunks);
+    expect(heldChunks(untouched)).toBe(chunks);
+    expect((await readStream(untouched)).toString()).toBe('A: 1\r\n\r\nbody\r\n');
+    expect(heldChunks(untouched)).toBeUndefined(); // read: what it held may be gone
+    const started = memoryStream(chunks);
+    expect(started.read(4)?.toString()).toBe('A: 1');
+    expect(heldChunks(started)).toBeUndefined();
+    const destroyed = memoryStream(chunks);
+    destroyed.destroy();
+    expect(heldChunks(destroyed)).toBeUndefined();
+    expect(heldChunks(Readable.from(chunks))).toBeUndefined();
+    expect(heldChunks(memorySource(chunks).stream())).toBe(chunks);
   });
 
   test('readAll and MessageView.buffer refuse more than the caller agreed to hold', async () => {

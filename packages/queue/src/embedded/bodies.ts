@@ -2,6 +2,7 @@
 // message in one transaction), a large one as slices in `body_parts`. Read back one slice at a
 // time, so delivering, exporting or quoting a 50 MiB message never loads it whole.
 import { Readable } from 'node:stream';
+import { memoryStream } from '@tern/plugin-api/host';
 import type Database from 'better-sqlite3';
 
 interface StoredMessage {
@@ -39,7 +40,7 @@ export class StoredBodies {
   open(queueId: string): Readable | null {
     const message = this.#sql.message.get(queueId) as StoredMessage | undefined;
     if (message === undefined) return null;
-    if (message.parts === 0) return Readable.from([message.body], { objectMode: false });
+    if (message.parts === 0) return memoryStream([message.body]);
     return Readable.from(this.#slices(queueId, message.parts), { objectMode: false });
   }
 

@@ -3,8 +3,9 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsync, openSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
+import { memoryStream } from '@tern/plugin-api/host';
 import type Database from 'better-sqlite3';
 import { z } from 'zod';
 import {
@@ -849,7 +850,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
           openMessage: async () =>
             body === undefined
               ? this.#stored(job.queueId, this.#bodies.open(job.queueId))
-              : Readable.from([body], { objectMode: false }),
+              : memoryStream([body]),
           readHeaders: async () =>
             headerBlockOf(this.#stored(job.queueId, this.#bodies.head(job.queueId, HEADER_READ_LIMIT))),
           enqueue: (notice) => this.enqueue(notice),

@@ -1,10 +1,10 @@
 // The Redis backend: message bodies and envelopes in plain Redis keys, delivery jobs in BullMQ.
 // Many nodes on one Redis share one queue; BullMQ's locks and stalled checks hand a dead node's
 // jobs to the living.
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Logger, type NextHop, silentLogger, withTimeout } from '@tern/plugin-api';
-import type { ByteSource } from '@tern/plugin-api/host';
+import { type ByteSource, memoryStream } from '@tern/plugin-api/host';
 import {
   describeRedis,
   isClusterConnection,
@@ -939,7 +939,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
         ),
       open: async () => {
         const inline = await body();
-        return inline === null ? bodyStream(client, keys.body) : Readable.from([inline]);
+        return inline === null ? bodyStream(client, keys.body) : memoryStream([inline]);
       },
       head: async () =>
         (await body())?.subarray(0, HEADER_READ_LIMIT) ??
@@ -1103,7 +1103,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       this.#client.hgetBuffer(keys.meta, 'body'),
       this.#client.exists(keys.body),
     ]);
-    if (inline !== null) return Readable.from([inline]);
+    if (inline !== null) return memoryStream([inline]);
     return own === 1 ? bodyStream(this.#client, keys.body) : null;
   }
 
