@@ -196,8 +196,8 @@ describe('runDeliveryAttempt', () => {
       ],
     });
     const table = { 'bob@x.test': unknown, 'dave@x.test': busy };
-    const deliver: Deliver = async (j) => ({
-      ...(await replies(table)(j)),
+    const deliver: Deliver = async (j, message) => ({
+      ...(await replies(table)(j, message)),
       remoteMta: 'mx.x.test[192.0.2.1]:25',
     });
     const settings = { plugins, retry: { intervals: ['1m'] } };
