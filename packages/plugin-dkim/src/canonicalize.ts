@@ -64,58 +64,24 @@ export class BodyCanonicalizer {
 
   update(chunk: Uint8Array): void {
     if (this.#finished) throw new Error('BodyCanonicalizer: update after finish');
-    // The state machine runs on locals, written back once per chunk: a private field read and
-    // write per byte made this loop 10 ns a byte (25 µs for a 2 KiB body on the event loop).
-    const out = this.#out;
-    const relaxed = this.#relaxed;
-    let used = this.#used;
-    let pendingCr = this.#pendingCr;
-    let pendingLineEnds = this.#pendingLineEnds;
-    let pendingSpace = this.#pendingSpace;
-    let wroteContent = this.#wroteContent;
-    const length = chunk.length;
-    for (let i = 0; i < length; i++) {
-      let byte = chunk[i] as number;
-      if (pendingCr) {
-        pendingCr = false;
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i] as number;
+      if (this.#pendingCr) {
+        this.#pendingCr = false;
         if (byte === LF) {
-          // A line end; relaxed: WSP at the end of a line is deleted.
-          pendingSpace = false;
-          pendingLineEnds++;
+          this.#endLine();
           continue;
         }
-        // The CR held back was an ordinary byte: write it as content, then look at this one.
-        i--;
-        byte = CR;
-      } else if (byte === CR) {
-        pendingCr = true;
-        continue;
-      } else if (relaxed && (byte === SP || byte === TAB)) {
-        pendingSpace = true;
-        continue;
+        this.#content(CR);
       }
-      // Content: first the line ends and the space held back before it.
-      if (pendingLineEnds > 0 || pendingSpace) {
-        for (; pendingLineEnds > 0; pendingLineEnds--) {
-          if (used > BLOCK - 2) used = this.#flushed(used);
-          out[used++] = CR;
-          out[used++] = LF;
-        }
-        if (pendingSpace) {
-          pendingSpace = false;
-          if (used === BLOCK) used = this.#flushed(used);
-          out[used++] = SP;
-        }
+      if (byte === CR) {
+        this.#pendingCr = true;
+      } else if (this.#relaxed && (byte === SP || byte === TAB)) {
+        this.#pendingSpace = true;
+      } else {
+        this.#content(byte);
       }
-      if (used === BLOCK) used = this.#flushed(used);
-      out[used++] = byte;
-      wroteContent = true;
     }
-    this.#used = used;
-    this.#pendingCr = pendingCr;
-    this.#pendingLineEnds = pendingLineEnds;
-    this.#pendingSpace = pendingSpace;
-    this.#wroteContent = wroteContent;
     // Hand over what is staged: the block is shared, and the next update may be another message's.
     this.#flush();
   }
@@ -134,6 +100,12 @@ export class BodyCanonicalizer {
     if (this.#wroteContent || !this.#relaxed) this.#write(CR, LF);
     this.#flush();
     this.#finished = true;
+  }
+
+  #endLine(): void {
+    // Relaxed: WSP at the end of a line is deleted.
+    this.#pendingSpace = false;
+    this.#pendingLineEnds++;
   }
 
   #content(byte: number): void {
@@ -157,12 +129,6 @@ export class BodyCanonicalizer {
   #writeByte(byte: number): void {
     if (this.#used === BLOCK) this.#flush();
     this.#out[this.#used++] = byte;
-  }
-
-  /** Hands the first `used` staged bytes to the sink; returns 0, the new fill. */
-  #flushed(used: number): number {
-    this.#sink(this.#out.subarray(0, used));
-    return 0;
   }
 
   #flush(): void {
