@@ -43,7 +43,7 @@ export interface ListenerDeps {
   readonly resolver?: HostResolver;
   /** Called for every 4xx/5xx reply sent, whoever decided it (core or a plugin): for metrics. */
   readonly onReply?: (event: ReplyEvent) => void;
-  /** Told of each session's start, HELO name and end: the app's own bookkeeping (see SessionObserver). */
+  /** Told of each session's start, HELO name, transactions, recipients and end: the app's own bookkeeping (see SessionObserver). */
   readonly onSession?: SessionObserver;
   /**
    * Where message bodies wait until the queue has them. Give every listener of a process the
@@ -80,7 +80,8 @@ export interface ReplyEvent {
 /**
  * The app's own view of each session, called synchronously by the session instead of through
  * the plugin runner: a plugin's connect, helo and close hooks would cost every new connection three
- * hook calls (a context, a state lookup, an event, promises) for what is bookkeeping. Each call
+ * hook calls (a context, a state lookup, an event, promises) for what is bookkeeping, and its
+ * mailFrom and rcptTo hooks two more per message. Each call
  * comes where a `pre` plugin's hook would run; a listener that throws is logged, never fatal.
  */
 export interface SessionObserver {
@@ -88,6 +89,10 @@ export interface SessionObserver {
   opened(session: SessionInfo, xclient: boolean): void;
   /** HELO or EHLO with a name smtp-server accepts, before the helo hooks. */
   helo(session: SessionInfo, hostname: string): void;
+  /** MAIL FROM passed core's own checks and begins a transaction, before the mailFrom hooks. */
+  mailFrom(session: SessionInfo, address: string): void;
+  /** RCPT TO passed the relay policy and parameter checks, before the rcptTo hooks (the address as queued). */
+  rcptTo(session: SessionInfo, address: string): void;
   /** The session ended (after its message's queued hooks, before its close hooks). */
   closed(session: SessionInfo): void;
 }

@@ -290,6 +290,7 @@ export class SmtpSession {
     const envidError = typeof params.ENVID === 'string' ? envidProblem(params.ENVID) : undefined;
     if (envidError !== undefined) return callback(replyError(badDsnParameterReply(envidError)));
     this.#endTransaction();
+    this.#notify('mailFrom', (observer) => observer.mailFrom(this.info, address.address));
     const verdict = await this.#verdict('mailFrom', { session: this.info, address: address.address, params });
     const refusal = refusalOf(verdict);
     if (refusal) return this.#refuse(refusal, callback);
@@ -327,6 +328,7 @@ export class SmtpSession {
       ...(address.dsn?.notify ? { notify: address.dsn.notify as EnvelopeRecipient['notify'] } : {}),
       ...(address.dsn?.orcpt ? { orcpt: address.dsn.orcpt } : {}),
     };
+    this.#notify('rcptTo', (observer) => observer.rcptTo(this.info, recipient.address));
     const verdict = await this.#verdict('rcptTo', {
       session: this.info,
       transaction,

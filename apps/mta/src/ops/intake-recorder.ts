@@ -83,7 +83,7 @@ export class IntakeRecorder {
     this.#maxRejections = options.maxRejections ?? 200;
   }
 
-  /** A session opened (from the ops plugin's connect hook, which runs first). */
+  /** A session opened (from the listener's SessionObserver, before any connect hook). */
   opened(sessionId: string, listener: string, remoteAddress: string): void {
     const trace = this.#trace(sessionId);
     trace.listener = listener;

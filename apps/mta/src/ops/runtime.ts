@@ -111,8 +111,9 @@ export class OpsRuntime {
   drainer: (() => void) | undefined;
 
   /**
-   * For every listener: each session's start, HELO and end, called where the ops plugin's connect,
-   * helo and close hooks ran (before any plugin's), without a hook call per connection.
+   * For every listener: each session's start, HELO, transaction, recipient and end, called where the
+   * ops plugin's connect, helo, mailFrom, rcptTo and close hooks ran (before any plugin's), without a
+   * hook call per connection or message.
    */
   readonly sessions: SessionObserver = {
     opened: (session, xclient) => {
@@ -121,6 +122,11 @@ export class OpsRuntime {
       if (!xclient) this.metrics?.connections.inc({ listener: session.listener.name });
     },
     helo: (session, hostname) => this.recorder.helo(session.id, hostname),
+    mailFrom: (session, address) => {
+      this.recorder.mailFrom(session.id, address);
+      this.metrics?.transactions.inc({ listener: session.listener.name });
+    },
+    rcptTo: (session, address) => this.recorder.rcptTo(session.id, address),
     closed: (session) => this.recorder.closed(session.id),
   };
 
@@ -244,21 +250,13 @@ export class OpsRuntime {
   }
 
   #makePlugin(): Plugin {
-    const recorder = this.recorder;
     const activity = this.activity;
     const runtime = this;
-    // `pre` so its mailFrom hook runs before any plugin's verdict is recorded. A session's start,
-    // HELO and end come from the listeners (`sessions`), not from connect, helo and close hooks.
+    // What happens in a session (its start, HELO, each MAIL FROM and RCPT TO, its end) comes from
+    // the listeners (`sessions`), before any plugin's hook: no hook call per connection or message.
     return definePlugin({
       name: OPS_PLUGIN_NAME,
       enforce: 'pre',
-      mailFrom(ctx) {
-        recorder.mailFrom(ctx.session.id, ctx.address);
-        runtime.metrics?.transactions.inc({ listener: ctx.session.listener.name });
-      },
-      rcptTo(ctx) {
-        recorder.rcptTo(ctx.session.id, ctx.recipient.address);
-      },
       delivered(ctx) {
         activity.delivery('delivered', ctx.queueId, ctx.results, { remoteMta: ctx.remoteMta, hop: ctx.hop });
         runtime.#emit(() => resultEvents('delivered', ctx.queueId, ctx.envelope, ctx.results));
