@@ -678,7 +678,10 @@ export class SmtpSession implements ConnectionAdapter {
   quit(line: Buffer, callback: () => void): void {
     const connection = this.connection;
     const socket = connection._socket;
-    if (connection.secure) return smtpQuit.call(connection, line, callback);
+    if (connection.secure) {
+      smtpQuit.call(connection, line, callback);
+      return;
+    }
     connection.send(221, 'Bye');
     if (socket.writableLength > 0 || socket.destroyed || connection._closing) connection.close();
     else {
