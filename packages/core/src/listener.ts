@@ -515,18 +515,25 @@ class SmtpListener implements Listener, ListenerRuntime {
     run: (s: SmtpSession) => Promise<void> | void,
     orphan?: () => void,
   ): void {
-    const failed = (): void => callback(replyError(CoreReplies.localError));
     const target = this.#sessions.get(session.id);
     if (!target) {
       orphan?.();
-      failed();
+      callback(replyError(CoreReplies.localError));
       return;
     }
-    const task = run(target);
-    task?.catch((error: unknown) => {
-      this.log.error({ err: error }, 'session callback failed');
-      failed();
-    });
+    let task: Promise<void> | void;
+    try {
+      task = run(target); // undefined when it answered at once (onConnect without hooks, say)
+    } catch (error) {
+      this.#sessionFailed(error, callback);
+      return;
+    }
+    task?.catch((error: unknown) => this.#sessionFailed(error, callback));
+  }
+
+  #sessionFailed(error: unknown, callback: (error?: Error | null) => void): void {
+    this.log.error({ err: error }, 'session callback failed');
+    callback(replyError(CoreReplies.localError));
   }
 }
 

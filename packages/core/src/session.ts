@@ -218,11 +218,22 @@ export class SmtpSession implements ConnectionAdapter {
 
   // ---- smtp-server callbacks (dispatched here by the listener) -------------------------------
 
-  async onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): Promise<void> {
-    const o = this.#options;
+  /**
+   * Without a reverse lookup or a connect hook (the usual trusted relay) the greeting is answered
+   * at once: no async function, promise or microtask per connection.
+   */
+  onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): Promise<void> | undefined {
     this.#refreshClient(session);
     this.info.tls = tlsInfo(this.connection._socket);
     session.disabledCommands = this.#disabledCommands();
+    if (this.#options.reverseLookup || this.#plugins.has('connect')) return this.#connect(callback);
+    this.#begin();
+    callback(null);
+    return undefined;
+  }
+
+  async #connect(callback: (error?: Error | null) => void): Promise<void> {
+    const o = this.#options;
     if (o.reverseLookup) {
       this.#clientHostname = await confirmedHostname(
         this.#runtime.resolver,
@@ -230,16 +241,21 @@ export class SmtpSession implements ConnectionAdapter {
         o.limits.timeouts.dns,
       );
     }
+    this.#begin();
+    const verdict = await this.#verdict('connect', { session: this.info });
+    const refusal = refusalOf(verdict);
+    // smtp-server closes the connection after refusing it, whatever the code.
+    callback(refusal ? replyError(refusal.reply) : null);
+  }
+
+  /** The session starts (before its connect hooks): logged and told to the SessionObserver. */
+  #begin(): void {
     this.#started = true;
     this.#log.info(
       { remote: this.info.remoteAddress, host: this.#clientHostname, trusted: this.info.trusted },
       'connection',
     );
     this.#notify('opened', (observer) => observer.opened(this.info, false));
-    const verdict = await this.#verdict('connect', { session: this.info });
-    const refusal = refusalOf(verdict);
-    // smtp-server closes the connection after refusing it, whatever the code.
-    callback(refusal ? replyError(refusal.reply) : null);
   }
 
   onSecure(socket: TLSSocket, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
@@ -632,9 +648,21 @@ export class SmtpSession implements ConnectionAdapter {
     }
   }
 
-  /** HELO/EHLO run the helo hooks before smtp-server answers. */
+  /**
+   * HELO/EHLO run the helo hooks before smtp-server answers; without helo hooks it answers at once
+   * (no promise per connection). Syntax errors are smtp-server's to answer (501, same rules as its
+   * isAcceptableHeloHostname): hooks and the SessionObserver only see a name it will accept.
+   */
   helo(command: 'HELO' | 'EHLO', line: Buffer, callback: () => void): void {
-    this.#guard(this.#onHelo(command, line, callback), callback);
+    const parts = line.toString('latin1').trim().split(/\s+/);
+    const hostname = parts[1] ?? '';
+    if (parts.length !== 2 || hostname.length > 300 || /[\x00-\x1f\x7f-\x9f]/.test(hostname)) {
+      (command === 'HELO' ? smtpHelo : smtpEhlo).call(this.connection, line, callback);
+      return;
+    }
+    this.#notify('helo', (observer) => observer.helo(this.info, hostname));
+    if (this.#plugins.has('helo')) this.#guard(this.#heloHooks(command, hostname, line, callback), callback);
+    else this.#heloReply(command, hostname, line, callback);
   }
 
   /** Every session reset (RSET, HELO/EHLO, STARTTLS, XCLIENT, end of DATA) ends our transaction too. */
@@ -756,25 +784,27 @@ export class SmtpSession implements ConnectionAdapter {
     return undefined;
   }
 
-  async #onHelo(command: 'HELO' | 'EHLO', line: Buffer, callback: () => void): Promise<void> {
+  async #heloHooks(
+    command: 'HELO' | 'EHLO',
+    hostname: string,
+    line: Buffer,
+    callback: () => void,
+  ): Promise<void> {
     const connection = this.connection;
-    const original = command === 'HELO' ? smtpHelo : smtpEhlo;
-    const parts = line.toString('latin1').trim().split(/\s+/);
-    const hostname = parts[1] ?? '';
-    // Syntax errors are smtp-server's to answer (501, same rules as its isAcceptableHeloHostname);
-    // hooks only see a name smtp-server will accept.
-    if (parts.length !== 2 || hostname.length > 300 || /[\x00-\x1f\x7f-\x9f]/.test(hostname)) {
-      return original.call(connection, line, callback);
-    }
-    this.#notify('helo', (observer) => observer.helo(this.info, hostname));
-    const verdict = await this.#verdict('helo', { session: this.info, command, hostname });
+    const verdict = await this.#runVerdict('helo', { session: this.info, command, hostname });
     const refusal = refusalOf(verdict);
     if (refusal) {
       connection.send(refusal.reply.code, wire(refusal.reply));
       if (refusal.disconnect) connection.close();
       return callback();
     }
-    original.call(connection, line, callback);
+    this.#heloReply(command, hostname, line, callback);
+  }
+
+  /** smtp-server's HELO or EHLO reply; the name is the session's once smtp-server took it. */
+  #heloReply(command: 'HELO' | 'EHLO', hostname: string, line: Buffer, callback: () => void): void {
+    const connection = this.connection;
+    (command === 'HELO' ? smtpHelo : smtpEhlo).call(connection, line, callback);
     if (connection.hostNameAppearsAs === hostname.toLowerCase()) {
       this.info.helo = hostname;
       this.#esmtp = command === 'EHLO';
