@@ -78,6 +78,8 @@ const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH',
 const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
 // Commands smtp-server implements that a production MTA must not answer (sendmail jokes, XFORWARD).
 const ALWAYS_DISABLED = ['WIZ', 'SHELL', 'KILL', 'XFORWARD'];
+/** The session's disabled commands by which of STARTTLS (1), XCLIENT (2) and AUTH (4) are off too. */
+const DISABLED_COMMANDS: (string[] | undefined)[] = [];
 // Longest wait after failed AUTH attempts, whatever maxAuthFailures is.
 const MAX_AUTH_DELAY_MS = 60_000;
 /** Characters of a reply passed to onReply listeners (a reply may quote what the client sent). */
@@ -101,6 +103,8 @@ const {
   handler_QUIT: smtpQuit,
 } = SMTPConnection.prototype;
 const CONTINUE: Verdict = { kind: 'continue' };
+/** A session's message intake before its first DATA: nothing to wait for. */
+const SETTLED: Promise<unknown> = Promise.resolve();
 
 export class SmtpSession implements ConnectionAdapter {
   readonly id: string;
@@ -131,9 +135,10 @@ export class SmtpSession implements ConnectionAdapter {
   #greeted = false;
   /** The last reply was 334: the next line is an AUTH continuation (a credential), not a command. */
   #saslPending = false;
-  readonly #observing = new Set<Promise<void>>();
+  /** The queued hooks still running (made with the first: most hosts have no queued hooks). */
+  #observing: Set<Promise<void>> | undefined;
   /** The message being taken in (DATA to its reply), for close to wait on. */
-  #intake: Promise<unknown> = Promise.resolve();
+  #intake: Promise<unknown> = SETTLED;
   /** Gives back this session's hold on its plugin host: after its last hook (see onClose). */
   readonly #releaseHost: () => void;
 
@@ -444,7 +449,7 @@ export class SmtpSession implements ConnectionAdapter {
     this.#log.info({ errors: this.#errors, transactions: this.#transactions }, 'closed');
     // Nothing left to wait for (no message being taken in, no queued hooks running) and no close
     // hooks: the usual end of a session, done now rather than through a chain of promises.
-    if (!this.#started || (!this.#inData && this.#observing.size === 0 && !this.#plugins.has('close'))) {
+    if (!this.#started || (!this.#inData && !this.#observing?.size && !this.#plugins.has('close'))) {
       if (this.#started) this.#closed();
       this.#releaseHost();
       return;
@@ -452,7 +457,7 @@ export class SmtpSession implements ConnectionAdapter {
     // close hooks come after this session's message and queued hooks, so a plugin can rely on the order.
     const plugins = this.#plugins;
     const closing = this.#intake
-      .then(() => Promise.allSettled([...this.#observing]))
+      .then(() => Promise.allSettled([...(this.#observing ?? [])]))
       .then(() => {
         this.#closed();
         return plugins.runObserve('close', { session: this.info }, this.scope);
@@ -513,8 +518,10 @@ export class SmtpSession implements ConnectionAdapter {
     // Without queued hooks nothing runs after the reply: no promise to keep for close to wait on.
     if (!this.#plugins.has('queued')) return result.reply;
     const observing = result.observing;
-    this.#observing.add(observing);
-    this.#runtime.track(observing.finally(() => this.#observing.delete(observing)));
+    this.#observing ??= new Set();
+    const running = this.#observing;
+    running.add(observing);
+    this.#runtime.track(observing.finally(() => running.delete(observing)));
     return result.reply;
   }
 
@@ -594,11 +601,18 @@ export class SmtpSession implements ConnectionAdapter {
   }
 
   // smtp-server lets a session replace the server-wide disabledCommands; that also hides a command from EHLO.
+  // One list per combination, shared by the sessions (smtp-server only reads it): not one per connection.
   #disabledCommands(): string[] {
-    const disabled = [...ALWAYS_DISABLED];
-    if (!this.#options.tls) disabled.push('STARTTLS');
-    if (!this.#xclientAllowed()) disabled.push('XCLIENT');
-    if (!this.#authOffered()) disabled.push('AUTH');
+    const key =
+      (this.#options.tls ? 0 : 1) | (this.#xclientAllowed() ? 0 : 2) | (this.#authOffered() ? 0 : 4);
+    let disabled = DISABLED_COMMANDS[key];
+    if (disabled === undefined) {
+      disabled = [...ALWAYS_DISABLED];
+      if (key & 1) disabled.push('STARTTLS');
+      if (key & 2) disabled.push('XCLIENT');
+      if (key & 4) disabled.push('AUTH');
+      DISABLED_COMMANDS[key] = disabled;
+    }
     return disabled;
   }
 
