@@ -44,7 +44,7 @@ export interface ListenerDeps {
   readonly resolver?: HostResolver;
   /** Called for every 4xx/5xx reply sent, whoever decided it (core or a plugin): for metrics. */
   readonly onReply?: (event: ReplyEvent) => void;
-  /** Told of each session's start, HELO name and end: the app's own bookkeeping (see SessionObserver). */
+  /** Told of each session's start, HELO name, transactions, recipients and end: the app's own bookkeeping (see SessionObserver). */
   readonly onSession?: SessionObserver;
   /**
    * Where message bodies wait until the queue has them. Give every listener of a process the
@@ -516,18 +516,25 @@ class SmtpListener implements Listener, ListenerRuntime {
     run: (s: SmtpSession) => Promise<void> | void,
     orphan?: () => void,
   ): void {
-    const failed = (): void => callback(replyError(CoreReplies.localError));
     const target = this.#sessions.get(session.id);
     if (!target) {
       orphan?.();
-      failed();
+      callback(replyError(CoreReplies.localError));
       return;
     }
-    const task = run(target);
-    task?.catch((error: unknown) => {
-      this.log.error({ err: error }, 'session callback failed');
-      failed();
-    });
+    let task: Promise<void> | void;
+    try {
+      task = run(target); // undefined when it answered at once (onConnect without hooks, say)
+    } catch (error) {
+      this.#sessionFailed(error, callback);
+      return;
+    }
+    task?.catch((error: unknown) => this.#sessionFailed(error, callback));
+  }
+
+  #sessionFailed(error: unknown, callback: (error?: Error | null) => void): void {
+    this.log.error({ err: error }, 'session callback failed');
+    callback(replyError(CoreReplies.localError));
   }
 }
 

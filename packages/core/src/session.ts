@@ -28,7 +28,7 @@ import type {
   SMTPServerDataStream,
   SMTPServerSession,
 } from 'smtp-server';
-import type { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { acceptMessage, refusalOf } from './accept.js';
 import { CommandStream, type CommandViolation, verbOf } from './command-stream.js';
 import { confirmedHostname, type HostResolver } from './dns.js';
@@ -46,6 +46,7 @@ import {
   serverErrorText,
 } from './replies.js';
 import type { MessageSink } from './sink.js';
+import type { ConnectionAdapter, TernConnection } from './smtp-server-internals.js';
 import type { IntakeSpool } from './spool.js';
 import type { UserStore } from './users.js';
 
@@ -77,6 +78,8 @@ const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH',
 const RCPT_PARAMS = new Set(['NOTIFY', 'ORCPT']);
 // Commands smtp-server implements that a production MTA must not answer (sendmail jokes, XFORWARD).
 const ALWAYS_DISABLED = ['WIZ', 'SHELL', 'KILL', 'XFORWARD'];
+/** The session's disabled commands by which of STARTTLS (1), XCLIENT (2) and AUTH (4) are off too. */
+const DISABLED_COMMANDS: (string[] | undefined)[] = [];
 // Longest wait after failed AUTH attempts, whatever maxAuthFailures is.
 const MAX_AUTH_DELAY_MS = 60_000;
 /** Characters of a reply passed to onReply listeners (a reply may quote what the client sent). */
@@ -89,11 +92,23 @@ const VIOLATION_REPLIES: Record<CommandViolation, SmtpReply> = {
 };
 
 const wire = (reply: SmtpReply): string => `${reply.enhanced} ${reply.text}`;
-const CONTINUE: Verdict = { kind: 'continue' };
 
-export class SmtpSession {
+// smtp-server's own methods, which TernConnection replaces by calls to its session (the adapter).
+const {
+  send: smtpSend,
+  _sendGreeting: smtpSendGreeting,
+  handler_HELO: smtpHelo,
+  handler_EHLO: smtpEhlo,
+  handler_XCLIENT: smtpXclient,
+  handler_QUIT: smtpQuit,
+} = SMTPConnection.prototype;
+const CONTINUE: Verdict = { kind: 'continue' };
+/** A session's message intake before its first DATA: nothing to wait for. */
+const SETTLED: Promise<unknown> = Promise.resolve();
+
+export class SmtpSession implements ConnectionAdapter {
   readonly id: string;
-  readonly connection: SMTPConnection;
+  readonly connection: TernConnection;
   /** The address connection limits are counted against (the socket's, or the PROXY header's). */
   readonly limitKey: string;
   readonly info: Mutable<SessionInfo>;
@@ -120,13 +135,14 @@ export class SmtpSession {
   #greeted = false;
   /** The last reply was 334: the next line is an AUTH continuation (a credential), not a command. */
   #saslPending = false;
-  readonly #observing = new Set<Promise<void>>();
+  /** The queued hooks still running (made with the first: most hosts have no queued hooks). */
+  #observing: Set<Promise<void>> | undefined;
   /** The message being taken in (DATA to its reply), for close to wait on. */
-  #intake: Promise<unknown> = Promise.resolve();
+  #intake: Promise<unknown> = SETTLED;
   /** Gives back this session's hold on its plugin host: after its last hook (see onClose). */
   readonly #releaseHost: () => void;
 
-  constructor(runtime: ListenerRuntime, connection: SMTPConnection, limitKey: string) {
+  constructor(runtime: ListenerRuntime, connection: TernConnection, limitKey: string) {
     this.#runtime = runtime;
     // A session keeps the options and plugins it started with: a reload applies to new connections,
     // so no session sees two plugin lists (or two sets of per-plugin state) in its lifetime.
@@ -154,7 +170,8 @@ export class SmtpSession {
       tls: undefined,
       user: undefined,
     };
-    this.#patchConnection();
+    connection.adapter = this;
+    connection._parser = this.createParser(); // the constructor made none; init() pipes the socket to this one
   }
 
   /** A transaction is open or a message is being received: a graceful shutdown waits for it. */
@@ -206,11 +223,22 @@ export class SmtpSession {
 
   // ---- smtp-server callbacks (dispatched here by the listener) -------------------------------
 
-  async onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): Promise<void> {
-    const o = this.#options;
+  /**
+   * Without a reverse lookup or a connect hook (the usual trusted relay) the greeting is answered
+   * at once: no async function, promise or microtask per connection.
+   */
+  onConnect(session: SMTPServerSession, callback: (error?: Error | null) => void): Promise<void> | undefined {
     this.#refreshClient(session);
     this.info.tls = tlsInfo(this.connection._socket);
     session.disabledCommands = this.#disabledCommands();
+    if (this.#options.reverseLookup || this.#plugins.has('connect')) return this.#connect(callback);
+    this.#begin();
+    callback(null);
+    return undefined;
+  }
+
+  async #connect(callback: (error?: Error | null) => void): Promise<void> {
+    const o = this.#options;
     if (o.reverseLookup) {
       this.#clientHostname = await confirmedHostname(
         this.#runtime.resolver,
@@ -218,16 +246,21 @@ export class SmtpSession {
         o.limits.timeouts.dns,
       );
     }
+    this.#begin();
+    const verdict = await this.#verdict('connect', { session: this.info });
+    const refusal = refusalOf(verdict);
+    // smtp-server closes the connection after refusing it, whatever the code.
+    callback(refusal ? replyError(refusal.reply) : null);
+  }
+
+  /** The session starts (before its connect hooks): logged and told to the SessionObserver. */
+  #begin(): void {
     this.#started = true;
     this.#log.info(
       { remote: this.info.remoteAddress, host: this.#clientHostname, trusted: this.info.trusted },
       'connection',
     );
     this.#notify('opened', (observer) => observer.opened(this.info, false));
-    const verdict = await this.#verdict('connect', { session: this.info });
-    const refusal = refusalOf(verdict);
-    // smtp-server closes the connection after refusing it, whatever the code.
-    callback(refusal ? replyError(refusal.reply) : null);
   }
 
   onSecure(socket: TLSSocket, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
@@ -416,7 +449,7 @@ export class SmtpSession {
     this.#log.info({ errors: this.#errors, transactions: this.#transactions }, 'closed');
     // Nothing left to wait for (no message being taken in, no queued hooks running) and no close
     // hooks: the usual end of a session, done now rather than through a chain of promises.
-    if (!this.#started || (!this.#inData && this.#observing.size === 0 && !this.#plugins.has('close'))) {
+    if (!this.#started || (!this.#inData && !this.#observing?.size && !this.#plugins.has('close'))) {
       if (this.#started) this.#closed();
       this.#releaseHost();
       return;
@@ -424,7 +457,7 @@ export class SmtpSession {
     // close hooks come after this session's message and queued hooks, so a plugin can rely on the order.
     const plugins = this.#plugins;
     const closing = this.#intake
-      .then(() => Promise.allSettled([...this.#observing]))
+      .then(() => Promise.allSettled([...(this.#observing ?? [])]))
       .then(() => {
         this.#closed();
         return plugins.runObserve('close', { session: this.info }, this.scope);
@@ -485,8 +518,10 @@ export class SmtpSession {
     // Without queued hooks nothing runs after the reply: no promise to keep for close to wait on.
     if (!this.#plugins.has('queued')) return result.reply;
     const observing = result.observing;
-    this.#observing.add(observing);
-    this.#runtime.track(observing.finally(() => this.#observing.delete(observing)));
+    this.#observing ??= new Set();
+    const running = this.#observing;
+    running.add(observing);
+    this.#runtime.track(observing.finally(() => running.delete(observing)));
     return result.reply;
   }
 
@@ -566,11 +601,18 @@ export class SmtpSession {
   }
 
   // smtp-server lets a session replace the server-wide disabledCommands; that also hides a command from EHLO.
+  // One list per combination, shared by the sessions (smtp-server only reads it): not one per connection.
   #disabledCommands(): string[] {
-    const disabled = [...ALWAYS_DISABLED];
-    if (!this.#options.tls) disabled.push('STARTTLS');
-    if (!this.#xclientAllowed()) disabled.push('XCLIENT');
-    if (!this.#authOffered()) disabled.push('AUTH');
+    const key =
+      (this.#options.tls ? 0 : 1) | (this.#xclientAllowed() ? 0 : 2) | (this.#authOffered() ? 0 : 4);
+    let disabled = DISABLED_COMMANDS[key];
+    if (disabled === undefined) {
+      disabled = [...ALWAYS_DISABLED];
+      if (key & 1) disabled.push('STARTTLS');
+      if (key & 2) disabled.push('XCLIENT');
+      if (key & 4) disabled.push('AUTH');
+      DISABLED_COMMANDS[key] = disabled;
+    }
     return disabled;
   }
 
@@ -579,110 +621,117 @@ export class SmtpSession {
     this.scope.resetTransaction();
   }
 
-  // ---- what this adapter changes on its SMTPConnection ---------------------------------------
+  // ---- what this adapter changes on its SMTPConnection (ConnectionAdapter, called by TernConnection)
 
-  #patchConnection(): void {
-    const connection = this.connection;
+  /** Our command-line parser (see command-stream.ts), also for the fresh parser after STARTTLS. */
+  createParser(): CommandStream {
     const o = this.#options;
+    const parser = new CommandStream({
+      maxLineLength: o.limits.maxLineLength,
+      bareLineEndings: o.bareLineEndings,
+    });
+    parser.oncommand = (command, callback) => this.#onCommand(parser, command, callback);
+    parser.on('error', () => this.connection.send(421, wire(CoreReplies.localError421)));
+    return parser;
+  }
 
-    // 1. Our command-line parser (see command-stream.ts), also for the fresh parser after STARTTLS.
-    const createParser = (): CommandStream => {
-      const parser = new CommandStream({
-        maxLineLength: o.limits.maxLineLength,
-        bareLineEndings: o.bareLineEndings,
-      });
-      parser.oncommand = (command, callback) => this.#onCommand(parser, command, callback);
-      parser.on('error', () => connection.send(421, wire(CoreReplies.localError421)));
-      return parser;
-    };
-    connection._createParser = createParser;
-    connection._parser = createParser(); // the constructor's parser is not piped yet: init() does that
-
-    // 2. Every reply: exactly one enhanced code; error replies are counted towards maxErrors.
-    const send = connection.send.bind(connection);
-    connection.send = (code, data, context) => {
-      let sent = data;
-      if (typeof data === 'string' && hasEnhancedCode(code, data)) send(code, data, false);
-      else if (code >= 400 && !Array.isArray(data)) {
-        sent = serverErrorText(code, data ?? '', serverEnhancedCode(code, context));
-        send(code, sent, false);
-      } else send(code, data, context);
-      this.#saslPending = code === 334;
-      this.#countError(code, send);
-      if (code >= 400 && this.#runtime.onReply) {
-        const line = (Array.isArray(sent) ? sent[0] : sent) ?? '';
-        try {
-          this.#runtime.onReply({
-            listener: this.#options.name,
-            sessionId: this.id,
-            code,
-            command: this.#verb,
-            text: line.length > MAX_REPLY_EVENT_TEXT ? `${line.slice(0, MAX_REPLY_EVENT_TEXT)}…` : line,
-          });
-        } catch (error) {
-          this.#log.error({ err: error }, 'reply listener threw');
-        }
+  /** Every reply: exactly one enhanced code; error replies are counted towards maxErrors. */
+  send(code: number, data?: string | string[] | null, context?: string | false): void {
+    const connection = this.connection;
+    let sent = data;
+    if (typeof data === 'string' && hasEnhancedCode(code, data)) smtpSend.call(connection, code, data, false);
+    else if (code >= 400 && !Array.isArray(data)) {
+      sent = serverErrorText(code, data ?? '', serverEnhancedCode(code, context));
+      smtpSend.call(connection, code, sent, false);
+    } else smtpSend.call(connection, code, data, context);
+    this.#saslPending = code === 334;
+    this.#countError(code);
+    if (code >= 400 && this.#runtime.onReply) {
+      const line = (Array.isArray(sent) ? sent[0] : sent) ?? '';
+      try {
+        this.#runtime.onReply({
+          listener: this.#options.name,
+          sessionId: this.id,
+          code,
+          command: this.#verb,
+          text: line.length > MAX_REPLY_EVENT_TEXT ? `${line.slice(0, MAX_REPLY_EVENT_TEXT)}…` : line,
+        });
+      } catch (error) {
+        this.#log.error({ err: error }, 'reply listener threw');
       }
-    };
+    }
+  }
 
-    // 3. HELO/EHLO run the helo hooks before smtp-server answers.
-    const helo = connection.handler_HELO;
-    const ehlo = connection.handler_EHLO;
-    connection.handler_HELO = (command, callback) =>
-      this.#guard(this.#onHelo('HELO', helo, command, callback), callback);
-    connection.handler_EHLO = (command, callback) =>
-      this.#guard(this.#onHelo('EHLO', ehlo, command, callback), callback);
+  /**
+   * HELO/EHLO run the helo hooks before smtp-server answers; without helo hooks it answers at once
+   * (no promise per connection). Syntax errors are smtp-server's to answer (501, same rules as its
+   * isAcceptableHeloHostname): hooks and the SessionObserver only see a name it will accept.
+   */
+  helo(command: 'HELO' | 'EHLO', line: Buffer, callback: () => void): void {
+    const parts = line.toString('latin1').trim().split(/\s+/);
+    const hostname = parts[1] ?? '';
+    if (parts.length !== 2 || hostname.length > 300 || /[\x00-\x1f\x7f-\x9f]/.test(hostname)) {
+      (command === 'HELO' ? smtpHelo : smtpEhlo).call(this.connection, line, callback);
+      return;
+    }
+    this.#notify('helo', (observer) => observer.helo(this.info, hostname));
+    if (this.#plugins.has('helo')) this.#guard(this.#heloHooks(command, hostname, line, callback), callback);
+    else this.#heloReply(command, hostname, line, callback);
+  }
 
-    // 4. Every session reset (RSET, HELO/EHLO, STARTTLS, XCLIENT, end of DATA) ends our transaction too.
-    const resetSession = connection._resetSession;
-    connection._resetSession = () => {
-      resetSession.call(connection);
-      this.#endTransaction();
-    };
+  /** Every session reset (RSET, HELO/EHLO, STARTTLS, XCLIENT, end of DATA) ends our transaction too. */
+  resetSession(): void {
+    this.#endTransaction();
+  }
 
-    // 5. XCLIENT: hold the new greeting until the connect hooks have judged the forwarded client.
-    const sendGreeting = connection._sendGreeting;
-    connection._sendGreeting = () => {
-      this.#greeted = true;
-      if (connection._parser instanceof CommandStream) connection._parser.answered();
-      if (this.#holdGreeting) this.#greetingHeld = true;
-      else sendGreeting.call(connection);
-    };
-    // 6. QUIT: the 221 is the last word, so the socket is closed once the kernel holds it (it still
-    // sends the 221, then FIN) instead of half-closed until the client's FIN. A client that closes
-    // with SO_LINGER 0 (Postfix's smtp-source) answers that wait with a reset, which node turns
-    // into an ECONNRESET error with a formatted stack: about a tenth of a new connection's cost.
-    // Not on TLS (the client gets its close_notify from end()), nor while the 221 is still queued
-    // in node (a client not reading): smtp-server's half-close then applies as before.
-    // smtp-server's close() would also end(), unpipe, resume and arm a timer for the half-close:
-    // all undone by the destroy, so a plain connection skips them (the parser still stops at once).
-    const quit = connection.handler_QUIT;
-    connection.handler_QUIT = (command, callback) => {
-      const socket = connection._socket;
-      if (connection.secure) return quit.call(connection, command, callback);
-      connection.send(221, 'Bye');
-      if (socket.writableLength > 0 || socket.destroyed || connection._closing) connection.close();
-      else {
-        connection._closing = true;
-        if (connection._parser) connection._parser.isClosed = true;
-        socket.destroy();
-      }
-      callback();
-    };
+  /** XCLIENT: the new greeting is held until the connect hooks have judged the forwarded client. */
+  sendGreeting(): void {
+    const connection = this.connection;
+    this.#greeted = true;
+    if (connection._parser instanceof CommandStream) connection._parser.answered();
+    if (this.#holdGreeting) this.#greetingHeld = true;
+    else smtpSendGreeting.call(connection);
+  }
 
-    const xclient = connection.handler_XCLIENT;
-    connection.handler_XCLIENT = (command, callback) => {
-      this.#holdGreeting = true;
-      this.#greetingHeld = false;
-      xclient.call(connection, command, () => {
-        this.#holdGreeting = false;
-        if (!this.#greetingHeld) return callback(); // refused or failed: smtp-server already answered
-        this.#guard(
-          this.#afterXclient(() => sendGreeting.call(connection), callback),
-          callback,
-        );
-      });
-    };
+  xclient(line: Buffer, callback: () => void): void {
+    const connection = this.connection;
+    this.#holdGreeting = true;
+    this.#greetingHeld = false;
+    smtpXclient.call(connection, line, () => {
+      this.#holdGreeting = false;
+      if (!this.#greetingHeld) return callback(); // refused or failed: smtp-server already answered
+      this.#guard(
+        this.#afterXclient(() => smtpSendGreeting.call(connection), callback),
+        callback,
+      );
+    });
+  }
+
+  /**
+   * QUIT: the 221 is the last word, so the socket is closed once the kernel holds it (it still
+   * sends the 221, then FIN) instead of half-closed until the client's FIN. A client that closes
+   * with SO_LINGER 0 (Postfix's smtp-source) answers that wait with a reset, which node turns
+   * into an ECONNRESET error with a formatted stack: about a tenth of a new connection's cost.
+   * Not on TLS (the client gets its close_notify from end()), nor while the 221 is still queued
+   * in node (a client not reading): smtp-server's half-close then applies as before.
+   * smtp-server's close() would also end(), unpipe, resume and arm a timer for the half-close:
+   * all undone by the destroy, so a plain connection skips them (the parser still stops at once).
+   */
+  quit(line: Buffer, callback: () => void): void {
+    const connection = this.connection;
+    const socket = connection._socket;
+    if (connection.secure) {
+      smtpQuit.call(connection, line, callback);
+      return;
+    }
+    connection.send(221, 'Bye');
+    if (socket.writableLength > 0 || socket.destroyed || connection._closing) connection.close();
+    else {
+      connection._closing = true;
+      if (connection._parser) connection._parser.isClosed = true;
+      socket.destroy();
+    }
+    callback();
   }
 
   /** Runs an async handler; a bug in it answers 451 4.3.0 instead of hanging or crashing. */
@@ -694,13 +743,13 @@ export class SmtpSession {
     });
   }
 
-  #countError(code: number, send: SMTPConnection['send']): void {
+  #countError(code: number): void {
     const connection = this.connection;
     if (code < 400 || code === 421 || connection._closing || connection._closed) return;
     this.#errors++;
     if (this.#errors >= this.#options.limits.maxErrors) {
       this.#log.info({ errors: this.#errors }, 'too many errors');
-      send(421, wire(CoreReplies.tooManyErrors), false); // smtp-server closes after any 421
+      smtpSend.call(connection, 421, wire(CoreReplies.tooManyErrors), false); // smtp-server closes after any 421
     }
   }
 
@@ -749,29 +798,27 @@ export class SmtpSession {
     return undefined;
   }
 
-  async #onHelo(
+  async #heloHooks(
     command: 'HELO' | 'EHLO',
-    original: SMTPConnection['handler_EHLO'],
+    hostname: string,
     line: Buffer,
     callback: () => void,
   ): Promise<void> {
     const connection = this.connection;
-    const parts = line.toString('latin1').trim().split(/\s+/);
-    const hostname = parts[1] ?? '';
-    // Syntax errors are smtp-server's to answer (501, same rules as its isAcceptableHeloHostname);
-    // hooks only see a name smtp-server will accept.
-    if (parts.length !== 2 || hostname.length > 300 || /[\x00-\x1f\x7f-\x9f]/.test(hostname)) {
-      return original.call(connection, line, callback);
-    }
-    this.#notify('helo', (observer) => observer.helo(this.info, hostname));
-    const verdict = await this.#verdict('helo', { session: this.info, command, hostname });
+    const verdict = await this.#runVerdict('helo', { session: this.info, command, hostname });
     const refusal = refusalOf(verdict);
     if (refusal) {
       connection.send(refusal.reply.code, wire(refusal.reply));
       if (refusal.disconnect) connection.close();
       return callback();
     }
-    original.call(connection, line, callback);
+    this.#heloReply(command, hostname, line, callback);
+  }
+
+  /** smtp-server's HELO or EHLO reply; the name is the session's once smtp-server took it. */
+  #heloReply(command: 'HELO' | 'EHLO', hostname: string, line: Buffer, callback: () => void): void {
+    const connection = this.connection;
+    (command === 'HELO' ? smtpHelo : smtpEhlo).call(connection, line, callback);
     if (connection.hostNameAppearsAs === hostname.toLowerCase()) {
       this.info.helo = hostname;
       this.#esmtp = command === 'EHLO';

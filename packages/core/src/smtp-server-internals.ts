@@ -34,6 +34,7 @@ export const SMTP_SERVER_INTERNALS: readonly Internal[] = [
     'replaced: our CommandStream, also after STARTTLS; none while the constructor runs (TernConnection)',
   ),
   method('SMTPConnection._onCommand', 'runs a command line once our checks passed'),
+  method('SMTPConnection._isDisabled', 'replaced: our disabled commands are upper case already'),
   method('SMTPConnection._resetSession', 'wrapped: every reset ends our transaction too'),
   method('SMTPConnection._sendGreeting', 'wrapped: held after XCLIENT until the connect hooks judged'),
   method('SMTPConnection.handler_HELO', 'wrapped: helo hooks run before the reply'),
@@ -69,16 +70,77 @@ export const SMTP_SERVER_INTERNALS: readonly Internal[] = [
 ];
 
 /**
- * An SMTPConnection whose constructor makes no parser: smtp-server's constructor builds an
- * SMTPStream only for the session to replace it with a CommandStream before init() pipes the
- * socket to it (session.ts), a stream's worth of set-up and garbage per connection. The session
- * sets `_createParser` and `_parser` on the instance right after construction; the canary's real
- * sessions fail if a release starts using the parser inside the constructor.
+ * What a TernConnection hands to its session (session.ts) where smtp-server would run its own
+ * code: the session's methods, reached through the connection's prototype rather than closures
+ * assigned to each connection (nine functions and as many new properties per connection before).
+ */
+export interface ConnectionAdapter {
+  /** Our CommandStream (command-stream.ts), also for the fresh parser after STARTTLS. */
+  createParser(): SMTPStream;
+  /** Every reply; the adapter writes it with smtp-server's own `send` (SMTPConnection.prototype). */
+  send(code: number, data?: string | string[] | null, context?: string | false): void;
+  /** HELO or EHLO: the helo hooks, then smtp-server's handler. */
+  helo(command: 'HELO' | 'EHLO', line: Buffer, callback: () => void): void;
+  /** After smtp-server reset its session (RSET, HELO/EHLO, STARTTLS, XCLIENT, end of DATA). */
+  resetSession(): void;
+  /** The 220 greeting, first and after XCLIENT. */
+  sendGreeting(): void;
+  xclient(line: Buffer, callback: () => void): void;
+  quit(line: Buffer, callback: () => void): void;
+}
+
+/**
+ * The SMTPConnection of every Tern session. Its constructor makes no parser: smtp-server's builds
+ * an SMTPStream only for the session to replace it with a CommandStream before init() pipes the
+ * socket to it, a stream's worth of set-up and garbage per connection. The session sets `adapter`
+ * and `_parser` right after construction; the canary's real sessions fail if a release starts
+ * using the parser or replies inside the constructor.
  */
 export class TernConnection extends SMTPConnection {
+  /** The session: set right after construction, before any socket event (listener.ts accept). */
+  declare adapter: ConnectionAdapter;
+
   override _createParser(): SMTPStream {
-    // Only reached from the constructor: the session's own _createParser shadows this one.
-    return false as unknown as SMTPStream;
+    // Undefined only while the constructor runs: no parser then.
+    return this.adapter === undefined ? (false as unknown as SMTPStream) : this.adapter.createParser();
+  }
+
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    this.adapter.send(code, data, context);
+  }
+
+  override _sendGreeting(): void {
+    this.adapter.sendGreeting();
+  }
+
+  override _resetSession(): void {
+    super._resetSession();
+    this.adapter.resetSession();
+  }
+
+  override handler_HELO(command: Buffer, callback: () => void): void {
+    this.adapter.helo('HELO', command, callback);
+  }
+
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    this.adapter.helo('EHLO', command, callback);
+  }
+
+  override handler_XCLIENT(command: Buffer, callback: () => void): void {
+    this.adapter.xclient(command, callback);
+  }
+
+  override handler_QUIT(command: Buffer, callback: () => void): void {
+    this.adapter.quit(command, callback);
+  }
+
+  /**
+   * smtp-server trims and upper-cases each entry of a session's disabledCommands on every look-up
+   * (two or three per command line); the session's list is ours, already upper case (session.ts).
+   */
+  override _isDisabled(command: string): boolean {
+    const disabled = this.session.disabledCommands;
+    return Array.isArray(disabled) ? disabled.includes(command) : super._isDisabled(command);
   }
 }
 

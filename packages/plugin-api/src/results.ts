@@ -140,20 +140,26 @@ interface Entry {
  * the 250) keep reading that message's results while the next MAIL FROM starts afresh.
  */
 export class ResultStore {
-  readonly #session = new Map<string, Entry>();
-  #transaction = new Map<string, Entry>();
+  // Made when a channel first needs them: most sessions and transactions run no hook (a session
+  // resets its transaction at the greeting, HELO, MAIL FROM and after DATA).
+  #session: Map<string, Entry> | undefined;
+  #transaction: Map<string, Entry> | undefined;
 
   resetTransaction(): void {
-    this.#transaction = new Map();
+    this.#transaction = undefined;
   }
 
   /** The channel for one hook call of one plugin: reads everything, writes what `publishes` declares. */
   channel(plugin: PublisherInfo, hook: HookName, log: Logger): Results {
+    this.#session ??= new Map();
+    this.#transaction ??= new Map();
     return new Channel(this.#session, this.#transaction, plugin, hook, log);
   }
 
   /** Read-only access (the test kit, observers outside any plugin). */
   reader(): ResultsReader {
+    this.#session ??= new Map();
+    this.#transaction ??= new Map();
     return new Channel(this.#session, this.#transaction, undefined, undefined, undefined);
   }
 }

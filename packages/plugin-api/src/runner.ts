@@ -95,8 +95,9 @@ export class StateScope {
   readonly sessionId: string | undefined;
   /** What plugins published on `ctx.results` in this session. */
   readonly results = new ResultStore();
-  readonly #session = new Map<number, unknown>();
-  #transaction = new Map<number, unknown>();
+  // Made when a plugin with per-session or per-transaction state first reads it (most sessions never).
+  #session: Map<number, unknown> | undefined;
+  #transaction: Map<number, unknown> | undefined;
   // Made when a hook first reads the signal (most never do): a session that ends with nobody
   // listening builds no controller and no DOMException.
   #ended: AbortController | undefined;
@@ -132,16 +133,22 @@ export class StateScope {
 
   /** Forgets per-transaction state and results (at MAIL FROM, RSET and after DATA). */
   resetTransaction(): void {
-    this.#transaction = new Map();
+    this.#transaction = undefined;
     this.results.resetTransaction();
   }
 
   sessionStateOf(index: number, plugin: Plugin): unknown {
-    return lazily(this.#session, index, plugin.state?.session);
+    const make = plugin.state?.session;
+    if (!make) return undefined;
+    this.#session ??= new Map();
+    return lazily(this.#session, index, make);
   }
 
   transactionStateOf(index: number, plugin: Plugin): unknown {
-    return lazily(this.#transaction, index, plugin.state?.transaction);
+    const make = plugin.state?.transaction;
+    if (!make) return undefined;
+    this.#transaction ??= new Map();
+    return lazily(this.#transaction, index, make);
   }
 }
 
@@ -149,8 +156,7 @@ function sessionClosed(): DOMException {
   return new DOMException('the SMTP session closed', 'AbortError');
 }
 
-function lazily(map: Map<number, unknown>, index: number, make: (() => unknown) | undefined): unknown {
-  if (!make) return undefined;
+function lazily(map: Map<number, unknown>, index: number, make: () => unknown): unknown {
   if (!map.has(index)) map.set(index, make());
   return map.get(index);
 }
