@@ -9,18 +9,18 @@ import { type EmbeddedQueue, openEmbeddedQueue } from '../src/embedded/index.js'
 import { scriptedDeliver } from './embedded-fixtures/deliver.js';
 import { storePaths, testMessage } from './embedded-fixtures/messages.js';
 
-/** fdatasync callbacks of the queue's WAL (its enqueue fsync), kept until the test lets them through. */
+/** fsync callbacks of the queue's WAL, kept until the test lets them through. */
 const fsyncs = vi.hoisted(() => ({ held: [] as (() => void)[], hold: false }));
 
 vi.mock('node:fs', async (importOriginal) => {
   const real = await importOriginal<typeof import('node:fs')>();
-  const fdatasync = (fd: number, callback: (error: NodeJS.ErrnoException | null) => void): void => {
-    real.fdatasync(fd, (error) => {
+  const fsync = (fd: number, callback: (error: NodeJS.ErrnoException | null) => void): void => {
+    real.fsync(fd, (error) => {
       if (fsyncs.hold) fsyncs.held.push(() => callback(error));
       else callback(error);
     });
   };
-  return { ...real, default: { ...real, fdatasync }, fdatasync };
+  return { ...real, default: { ...real, fsync }, fsync };
 });
 
 function releaseFsyncs(): void {

@@ -1,6 +1,6 @@
 // The embedded backend with real SQLite files: storage, scheduling, retries, bounces,
 // partial results, holds, per-domain limits and exclusive use within one process.
-import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { definePlugin } from '@tern/plugin-api';
 import { PluginHost } from '@tern/plugin-api/host';
@@ -92,29 +92,6 @@ describe('embedded queue: storage', () => {
     const db = new Database(path, { readonly: true });
     expect(db.pragma('page_size', { simple: true })).toBe(512);
     db.close();
-  });
-
-  it('grows the WAL ahead of commits with zeros, and a crash image of it recovers every acknowledged message', async () => {
-    const path = store();
-    const q = queueAt(path);
-    const wal = `${path}-wal`;
-    // What the WAL holds before a checkpoint restarts it: its header and 16 000 frames of 512-byte pages.
-    const full = 32 + 16_000 * (512 + 24);
-    const during = await Promise.all(
-      Array.from({ length: 40 }, (_, i) => q.enqueue(testMessage({ subject: `a${i}` }))),
-    );
-    await waitFor(() => statSync(wal).size === full);
-    const after: string[] = [];
-    for (let i = 0; i < 40; i++) after.push(await q.enqueue(testMessage({ subject: `b${i}` })));
-    // The commits wrote over the zeros: the file did not grow.
-    expect(statSync(wal).size).toBe(full);
-    // A crash image: the files as they are on disk now, opened without this process closing the store.
-    const image = store();
-    copyFileSync(path, image);
-    copyFileSync(wal, `${image}-wal`);
-    const again = queueAt(image);
-    for (const id of [...during, ...after]) expect(await again.inspect(id)).not.toBeNull();
-    expect((await again.listJobs({})).jobs.length).toBe(80);
   });
 
   it('writes the outcome of an attempt that finished just before close, with its timeline entry', async () => {

@@ -1,8 +1,7 @@
 // The embedded queue backend: messages and delivery jobs in one SQLite file, used by one
 // process, with no server to run. The quickstart runs on it.
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasync, constants as fsConstants, openSync, statfsSync } from 'node:fs';
-import { open as openFile } from 'node:fs/promises';
+import { closeSync, fsync, openSync, statfsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Readable } from 'node:stream';
 import { type Logger, type NextHop, silentLogger } from '@tern/plugin-api';
@@ -187,13 +186,6 @@ const RESULT_BATCH_MS = 10;
  * durable, to have its outcome decided (it usually goes sooner, with the next fsync; see #sync).
  */
 const GATE_MS = 10;
-/** SQLite's WAL format: a 32-byte file header, then frames of a 24-byte header and one page. */
-const WAL_HEADER = 32;
-const WAL_FRAME_HEADER = 24;
-/** The WAL is grown ahead of commits (see #growWal) in writes of this size ... */
-const WAL_GROWTH_CHUNK = 1024 * 1024;
-/** ... only while its file system has this many times the WAL's full size free. */
-const WAL_GROWTH_ROOM = 16;
 
 /** Opens (or creates) the embedded queue at `options.path`; fails when another process holds it. */
 export function openEmbeddedQueue(options: EmbeddedQueueOptions): EmbeddedQueue {
@@ -256,8 +248,6 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   #synced: (() => void)[] = [];
   #gateTimer: NodeJS.Timeout | undefined;
   #syncing: Promise<void> | undefined;
-  /** Zeros appended to the WAL after open, so commits overwrite it instead of growing it (see #growWal). */
-  #walGrowth: Promise<void> | undefined;
   #resultTimer: NodeJS.Timeout | undefined;
   /** The largest message refused for lack of space since the store became unwritable. */
   #refusedBytes = 0;
@@ -314,7 +304,6 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       // died mid-attempt: it runs again (at-least-once; a duplicate beats a loss). Body slices
       // without a message are from an enqueue that never committed: never acknowledged.
       this.#reclaim('jobs interrupted by a previous stop or crash were scheduled again');
-      if (this.#walFd !== undefined) this.#walGrowth = this.#growWal();
     } catch (error) {
       closeStore(this.#db);
       if (this.#walFd !== undefined) closeSync(this.#walFd);
@@ -525,7 +514,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     // In the next turn, so code that awaited the enqueues of the fsync that ended runs first.
     if (this.#synced.length > 0) setImmediate(() => this.#openGates());
     this.#syncing = new Promise((done) => {
-      fdatasync(fd, (error) => {
+      fsync(fd, (error) => {
         if (error) {
           this.#health.failed(error);
           for (const p of batch) p.reject(unavailable(this.location, error));
@@ -545,47 +534,6 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         done();
       });
     });
-  }
-
-  /**
-   * Grows the WAL to the size it reaches before a checkpoint restarts it, with zeros appended on
-   * libuv's thread pool, once per open. SQLite deletes the WAL when the store closes, so after
-   * every start its commits would otherwise append to the file and each fsync would also commit the
-   * file system's journal for the new size: 330 µs instead of 170 µs here (ext4), on the path of
-   * every 250 of a single session for the first ~650 messages. Safe alongside SQLite's writes:
-   * O_APPEND writes land at the end of the file, past every frame SQLite wrote, atomically; SQLite
-   * writes its frames at their own offsets over the zeros, and zeros are not a valid frame, so
-   * recovery after a crash stops where the last commit ended, as it does at stale frames of an
-   * earlier cycle. Skipped on a file system with little room: the zeros must not take the space
-   * a message needs. Best effort: a failure only leaves the WAL as it was.
-   */
-  async #growWal(): Promise<void> {
-    const page = this.#db.pragma('page_size', { simple: true }) as number;
-    const frames = this.#db.pragma('wal_autocheckpoint', { simple: true }) as number;
-    const limit = this.#db.pragma('journal_size_limit', { simple: true }) as number;
-    const target = Math.min(
-      WAL_HEADER + frames * (page + WAL_FRAME_HEADER),
-      limit > 0 ? limit : Number.MAX_SAFE_INTEGER,
-    );
-    const free = freeBytes(dirname(this.location));
-    if (free === undefined || free < target * WAL_GROWTH_ROOM) return;
-    const zeros = Buffer.alloc(WAL_GROWTH_CHUNK);
-    let file: Awaited<ReturnType<typeof openFile>> | undefined;
-    try {
-      // No O_CREAT: only the WAL SQLite has open.
-      file = await openFile(`${this.location}-wal`, fsConstants.O_WRONLY | fsConstants.O_APPEND);
-      for (;;) {
-        if (this.#closed) return;
-        const size = (await file.stat()).size;
-        if (size >= target) break;
-        await file.write(zeros, 0, Math.min(zeros.length, target - size), null);
-      }
-      await file.datasync();
-    } catch (error) {
-      this.#log.debug({ err: error }, 'could not grow the WAL ahead of commits');
-    } finally {
-      await file?.close().catch(() => {});
-    }
   }
 
   #openGates(): void {
@@ -1178,7 +1126,6 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         }
         this.#health.close();
         this.#closed = true;
-        await this.#walGrowth;
         closeStore(this.#db);
         if (this.#walFd !== undefined) closeSync(this.#walFd);
       })();
