@@ -133,7 +133,13 @@ describe.each(ENGINES)('tern on Sentinel with replica acknowledgement (%s engine
       30_000,
     );
     await startTern(ternConfig(settings));
-    await waitFor(() => [0, 1, 2, 3, 4].every((i) => delivered(`s${i}@dest.test`) === 1), 30_000);
+    const counts = () => [0, 1, 2, 3, 4].map((i) => delivered(`s${i}@dest.test`));
+    await waitFor(() => counts().every((n) => n >= 1), 30_000).catch(async (error: Error) => {
+      throw new Error(
+        `${error.message}; deliveries of s0..s4: ${counts().join(' ')}; ${await set.describe()}`,
+      );
+    });
+    expect(counts()).toEqual([1, 1, 1, 1, 1]);
     await waitFor(() => delivered('after@dest.test') >= 1, 30_000);
     expect(delivered('paused@dest.test')).toBe(0);
   }, 120_000);

@@ -200,6 +200,11 @@ export interface TestRedisSentinel {
    * (and that server says it is one). The killed server stays down until `restart()`.
    */
   failover(timeoutMs?: number): Promise<{ from: TestRedis; to: TestRedis; ms: number }>;
+  /**
+   * Who is primary in each Sentinel's eyes (with its config epoch and failover state) and each
+   * data server's own role and link: for a test's failure message when a failover went otherwise.
+   */
+  describe(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -308,6 +313,25 @@ export async function startRedisSentinel(options: TestRedisSentinelOptions = {})
           return (await info(port, 'replication')).includes('role:master');
         }, timeoutMs);
         return { from, to: await set.primary(), ms: Date.now() - begun };
+      },
+      async describe() {
+        const field = (reply: string, key: string): string =>
+          new RegExp(`\\$\\d+\\r\\n${key}\\r\\n\\$\\d+\\r\\n([^\\r]*)`).exec(reply)?.[1] ?? '?';
+        const views = await Promise.all(
+          sentinels.map(async (s) => {
+            const reply = await command(s.port, ['SENTINEL', 'MASTER', name]).catch((e: Error) => e.message);
+            return `sentinel ${s.port}: primary ${field(reply, 'port')} epoch ${field(reply, 'config-epoch')} flags ${field(reply, 'flags')} replicas ${field(reply, 'num-slaves')}`;
+          }),
+        );
+        const roles = await Promise.all(
+          started.map(async (server) => {
+            if (!server.running) return `server ${server.port}: down`;
+            const replication = await info(server.port, 'replication').catch((e: Error) => e.message);
+            const line = (key: string) => new RegExp(`${key}:([^\\r]*)`).exec(replication)?.[1] ?? '-';
+            return `server ${server.port}: role ${line('role')} link ${line('master_link_status')} replicas ${line('connected_slaves')} offset ${line('master_repl_offset')}`;
+          }),
+        );
+        return [...views, ...roles].join('; ');
       },
       stop: stopAll,
     };
