@@ -70,13 +70,16 @@ export class EmbeddedWebhookOutbox implements WebhookOutbox {
     cap: number,
     now = Date.now(),
   ): Promise<number> {
+    return this.#db.transaction((): number => this.appendNow(endpoint, payloads, cap, now))();
+  }
+
+  /** `append` within the caller's transaction (an enqueue's: the events land with the message). */
+  appendNow(endpoint: string, payloads: readonly string[], cap: number, now: number): number {
     checkEndpointName(endpoint);
-    return this.#db.transaction((): number => {
-      const { n } = this.#count.get(endpoint) as { n: number };
-      const kept = payloads.slice(0, Math.max(0, cap - n));
-      for (const payload of kept) this.#insert.run(endpoint, now, payload);
-      return kept.length;
-    })();
+    const { n } = this.#count.get(endpoint) as { n: number };
+    const kept = payloads.slice(0, Math.max(0, cap - n));
+    for (const payload of kept) this.#insert.run(endpoint, now, payload);
+    return kept.length;
   }
 
   async lease(endpoint: string, owner: string, leaseMs: number): Promise<boolean> {
