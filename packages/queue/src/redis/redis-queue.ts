@@ -397,7 +397,12 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     if (outbox !== undefined) {
       // First, so its reply (the events kept per endpoint) is the first of the EXEC's.
       const { keys: outboxKeys, args } = outboxSection(this.keyBase, outbox, Date.now());
-      (multi as unknown as OutboxRedis).ternOutboxWithMessage(1 + outboxKeys.length, keys.meta, ...outboxKeys, ...args);
+      (multi as unknown as OutboxRedis).ternOutboxWithMessage(
+        1 + outboxKeys.length,
+        keys.meta,
+        ...outboxKeys,
+        ...args,
+      );
     }
     if (chunks === undefined) {
       // RENAME keeps the upload's TTL: PERSIST drops it in the same transaction.
@@ -587,7 +592,8 @@ export class RedisQueue implements QueueBackend, QueueOperations {
   ): void {
     const keys = redisKeys(this.keyBase, queueId);
     const ops = this.#opsKeys;
-    if (outbox !== undefined) withdrawOutbox(this.#client as unknown as OutboxRedis, this.keyBase, keys.meta, outbox).catch(() => {});
+    if (outbox !== undefined)
+      withdrawOutbox(this.#client as unknown as OutboxRedis, this.keyBase, keys.meta, outbox).catch(() => {});
     this.#client.del(keys.jobs, keys.meta, keys.body, keys.upload, ops.timeline(queueId)).catch(() => {});
     if (this.engine === 'bullmq') this.#client.zrem(ops.jobs, ...jobs.map((j) => j.id)).catch(() => {});
     if (mid !== undefined) this.#client.zrem(ops.mids, mid).catch(() => {});

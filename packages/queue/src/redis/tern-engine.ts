@@ -309,7 +309,9 @@ export interface NewMessage {
   /** The body is in the upload key (written in slices), to be renamed into place. */
   readonly uploaded: boolean;
   /** Webhook events to write with the message (see `outboxSection`); undefined for none. */
-  readonly outbox?: { readonly keys: readonly string[]; readonly args: readonly (string | number)[] } | undefined;
+  readonly outbox?:
+    | { readonly keys: readonly string[]; readonly args: readonly (string | number)[] }
+    | undefined;
 }
 
 /**
