@@ -3,12 +3,15 @@
 // receiver that checks every signature. Events arrive per recipient and in order per message;
 // while the receiver fails (500) or never answers, events wait in the outbox (visible in the admin
 // API, `tern webhook list` and the metrics), survive a restart of tern, and all arrive once it
-// answers again. `tern webhook test` posts a signed test event.
+// answers again. `tern webhook test` posts a signed test event. With the intake node far from Redis
+// (a slow link) and the worker near it, every message's `queued` still arrives before its outcome:
+// it is written with the message, so no worker can deliver it first.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SmtpSink, smtpDialog, startRedis, startSmtpSink, type TestRedis, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSlowLink } from './ops-fixtures/slow-link.js';
 import { sendMail } from './ops-fixtures/smtp.js';
 import { type OpsTern, startOpsTern, stopAllOpsTern, tern } from './ops-fixtures/tern.js';
 import { startWebhookReceiver, typesOf, type WebhookReceiver } from './webhook-receiver.js';
@@ -242,4 +245,40 @@ describe.each([
   afterAll(async () => {
     await stop();
   });
+});
+
+describe.each(['tern', 'bullmq'])('webhooks: redis, intake node far from Redis (%s engine)', (engine) => {
+  it("every message's queued arrives before its delivered, though the worker node delivers first", async () => {
+    receiver.mode = 'ok';
+    const link = await startSlowLink(redis.port);
+    const queue = { backend: 'redis', prefix: `whSlow${engine}`, engine };
+    const intake = await startOpsTern(config({ ...queue, url: link.url }), { args: ['--no-worker'] });
+    const worker = await startOpsTern(config({ ...queue, url: redis.url }));
+    try {
+      // From now on each command of the intake node takes 150 ms each way: its own writes after
+      // an enqueue land 300 ms or more after the worker node could take the message's job.
+      link.delayMs = 150;
+      const sent = await Promise.all(
+        [1, 2, 3, 4, 5].map((n) =>
+          sendMail(intake.port, {
+            from: 'news@shop.test',
+            to: [`far${n}-${engine}@dest.test`],
+            subject: `F${n}`,
+          }),
+        ),
+      );
+      const to = (i: number): string => `far${i + 1}-${engine}@dest.test`;
+      await waitFor(
+        () => sent.every((m, i) => typesOf(receiver.events, m.queueId, to(i)).length === 2),
+        30_000,
+      ).catch(() => {});
+      expect(sent.map((m, i) => typesOf(receiver.events, m.queueId, to(i)))).toEqual(
+        sent.map(() => ['queued', 'delivered']),
+      );
+    } finally {
+      await intake.stop();
+      await worker.stop();
+      await link.stop();
+    }
+  }, 60_000);
 });
