@@ -171,6 +171,25 @@ describe.each([
     expect(await q.inspect(id)).not.toBeNull();
   });
 
+  it('a message quarantined on arrival has its events written too', async () => {
+    const q = await open();
+    const writes: OutboxWrite[] = [];
+    const id = await q.enqueue(
+      { ...testMessage('a@src.test', ['b@x.test'], 'Quarantined'), hold: 'spam score 12' },
+      {
+        outbox: (queueId) => {
+          writes.push({ endpoint: 'app', cap: 10, payloads: [`{"type":"held","queueId":"${queueId}"}`] });
+          return writes;
+        },
+      },
+    );
+    expect((await (q.webhookOutbox as WebhookOutbox).head('app', 10)).map((e) => e.payload)).toEqual([
+      `{"type":"held","queueId":"${id}"}`,
+    ]);
+    expect(writes[0]?.kept).toBe(1);
+    expect((await q.inspect(id))?.jobs[0]?.state).toBe('held');
+  });
+
   it('a message without outbox writes (or with none to make) writes no event', async () => {
     const q = await open();
     await q.enqueue(testMessage('a@src.test', ['b@x.test'], 'NoEvents'));
