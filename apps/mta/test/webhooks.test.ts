@@ -5,7 +5,8 @@
 // API, `tern webhook list` and the metrics), survive a restart of tern, and all arrive once it
 // answers again. `tern webhook test` posts a signed test event. With the intake node far from Redis
 // (a slow link) and the worker near it, every message's `queued` still arrives before its outcome:
-// it is written with the message, so no worker can deliver it first.
+// it is written with the message, so no worker can deliver it first; and an intake node killed
+// right after its 250 loses no `queued` event.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -275,6 +276,28 @@ describe.each(['tern', 'bullmq'])('webhooks: redis, intake node far from Redis (
       expect(sent.map((m, i) => typesOf(receiver.events, m.queueId, to(i)))).toEqual(
         sent.map(() => ['queued', 'delivered']),
       );
+    } finally {
+      await intake.stop();
+      await worker.stop();
+      await link.stop();
+    }
+  }, 60_000);
+
+  it('an intake node killed right after its 250 loses no queued event', async () => {
+    receiver.mode = 'ok';
+    const link = await startSlowLink(redis.port);
+    const queue = { backend: 'redis', prefix: `whKill${engine}`, engine };
+    const intake = await startOpsTern(config({ ...queue, url: link.url }), { args: ['--no-worker'] });
+    const worker = await startOpsTern(config({ ...queue, url: redis.url }));
+    try {
+      link.delayMs = 150;
+      const to = `killed-${engine}@dest.test`;
+      const sent = await sendMail(intake.port, { from: 'news@shop.test', to: [to], subject: 'K' });
+      // The 250 is in: the message is durable. The node dies before any later write of its lands.
+      process.kill(intake.pid, 'SIGKILL');
+      await waitFor(() => typesOf(receiver.events, sent.queueId, to).includes('delivered'), 30_000);
+      // Posted in the order written: a `queued` in the outbox would have come first.
+      expect(typesOf(receiver.events, sent.queueId, to)).toEqual(['queued', 'delivered']);
     } finally {
       await intake.stop();
       await worker.stop();

@@ -1,6 +1,8 @@
 // A TCP relay that stands for a slow network between a node and its Redis: every chunk, in each
-// direction, is passed on `delayMs` later (in order). The delay can change while connections live,
-// so a node starts at full speed and then finds itself far from Redis.
+// direction, is passed on `delayMs` later (in order). The delay can be raised while connections
+// live, so a node starts at full speed and then finds itself far from Redis. What a side sent and
+// the relay has not passed on yet is dropped when that side's connection closes: a node that dies
+// takes its writes still in flight with it (as a host that loses power, or is cut off, does).
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
 export interface SlowLink {
@@ -15,14 +17,18 @@ export async function startSlowLink(targetPort: number, delayMs = 0): Promise<Sl
   const link = { url: '', delayMs, stop: async () => {} };
   // Timers of one delay fire in the order they were set: a stream's chunks stay in order.
   const relay = (from: Socket, to: Socket): void => {
+    let gone = false;
     from.on('data', (chunk) => {
       const pass = (): void => {
-        if (!to.destroyed) to.write(chunk);
+        if (!gone && !to.destroyed) to.write(chunk);
       };
       if (link.delayMs === 0) pass();
       else setTimeout(pass, link.delayMs);
     });
-    from.on('close', () => setTimeout(() => to.destroy(), link.delayMs));
+    from.on('close', () => {
+      gone = true;
+      to.destroy();
+    });
     from.on('error', () => to.destroy());
   };
   const server: Server = createServer((client) => {
