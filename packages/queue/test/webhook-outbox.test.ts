@@ -212,6 +212,16 @@ describe.each([
     ).rejects.toThrow(/letters, digits/);
     expect(await (q.webhookOutbox as WebhookOutbox).head('app', 10)).toEqual([]);
     for (const id of seen) expect(await q.inspect(id)).toBeNull();
+    // Nor counts against the cap: an outbox of two takes the next message's two.
+    const writes: OutboxWrite[] = [];
+    await q.enqueue(testMessage('a@src.test', ['b@x.test'], 'Next'), {
+      outbox: (queueId) => {
+        writes.push(...outbox([], [['app', 2]])(queueId));
+        return writes;
+      },
+    });
+    expect(writes.map((w) => w.kept)).toEqual([2]);
+    expect(await (q.webhookOutbox as WebhookOutbox).state('app')).toMatchObject({ pending: 2 });
   });
 });
 

@@ -478,6 +478,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         for (const row of p.claimed ?? []) this.#unclaim(row);
         delete p.claimed;
       }
+      this.#outbox.rolledBack();
       throw error;
     }
   }
