@@ -249,26 +249,35 @@ describe.each([
 });
 
 describe.each(['tern', 'bullmq'])('webhooks: redis, intake node far from Redis (%s engine)', (engine) => {
-  it("every message's queued arrives before its delivered, though the worker node delivers first", async () => {
+  /**
+   * An intake node (no worker) on a slow link to Redis and a worker node near it, both up; then
+   * each command of the intake node takes 150 ms each way, so its own writes after an enqueue land
+   * 300 ms or more after the worker node could take the message's job.
+   */
+  async function farIntake(prefix: string, test: (intake: OpsTern) => Promise<void>): Promise<void> {
     receiver.mode = 'ok';
     const link = await startSlowLink(redis.port);
-    const queue = { backend: 'redis', prefix: `whSlow${engine}`, engine };
+    const queue = { backend: 'redis', prefix: `${prefix}${engine}`, engine };
     const intake = await startOpsTern(config({ ...queue, url: link.url }), { args: ['--no-worker'] });
     const worker = await startOpsTern(config({ ...queue, url: redis.url }));
     try {
-      // From now on each command of the intake node takes 150 ms each way: its own writes after
-      // an enqueue land 300 ms or more after the worker node could take the message's job.
       link.delayMs = 150;
+      await test(intake);
+    } finally {
+      await intake.stop();
+      await worker.stop();
+      await link.stop();
+    }
+  }
+
+  it("every message's queued arrives before its delivered, though the worker node delivers first", async () => {
+    await farIntake('whSlow', async (intake) => {
+      const to = (i: number): string => `far${i + 1}-${engine}@dest.test`;
       const sent = await Promise.all(
-        [1, 2, 3, 4, 5].map((n) =>
-          sendMail(intake.port, {
-            from: 'news@shop.test',
-            to: [`far${n}-${engine}@dest.test`],
-            subject: `F${n}`,
-          }),
+        [0, 1, 2, 3, 4].map((i) =>
+          sendMail(intake.port, { from: 'news@shop.test', to: [to(i)], subject: `F${i}` }),
         ),
       );
-      const to = (i: number): string => `far${i + 1}-${engine}@dest.test`;
       await waitFor(
         () => sent.every((m, i) => typesOf(receiver.events, m.queueId, to(i)).length === 2),
         30_000,
@@ -276,21 +285,11 @@ describe.each(['tern', 'bullmq'])('webhooks: redis, intake node far from Redis (
       expect(sent.map((m, i) => typesOf(receiver.events, m.queueId, to(i)))).toEqual(
         sent.map(() => ['queued', 'delivered']),
       );
-    } finally {
-      await intake.stop();
-      await worker.stop();
-      await link.stop();
-    }
+    });
   }, 60_000);
 
   it('an intake node killed right after its 250 loses no queued event', async () => {
-    receiver.mode = 'ok';
-    const link = await startSlowLink(redis.port);
-    const queue = { backend: 'redis', prefix: `whKill${engine}`, engine };
-    const intake = await startOpsTern(config({ ...queue, url: link.url }), { args: ['--no-worker'] });
-    const worker = await startOpsTern(config({ ...queue, url: redis.url }));
-    try {
-      link.delayMs = 150;
+    await farIntake('whKill', async (intake) => {
       const to = `killed-${engine}@dest.test`;
       const sent = await sendMail(intake.port, { from: 'news@shop.test', to: [to], subject: 'K' });
       // The 250 is in: the message is durable. The node dies before any later write of its lands.
@@ -298,10 +297,6 @@ describe.each(['tern', 'bullmq'])('webhooks: redis, intake node far from Redis (
       await waitFor(() => typesOf(receiver.events, sent.queueId, to).includes('delivered'), 30_000);
       // Posted in the order written: a `queued` in the outbox would have come first.
       expect(typesOf(receiver.events, sent.queueId, to)).toEqual(['queued', 'delivered']);
-    } finally {
-      await intake.stop();
-      await worker.stop();
-      await link.stop();
-    }
+    });
   }, 60_000);
 });
