@@ -1,12 +1,14 @@
 // The webhook dispatcher against a real HTTP receiver and a real embedded outbox: signed batches in
 // order, a 500 and a timeout keep the events (with the endpoint's back-off and last error), a
 // recovered receiver gets them all; events past maxAge are dropped and counted, a full outbox
-// refuses and counts; subscriptions and filters; the config block and its errors.
+// refuses and counts; a message's queued events written by its enqueue are posted once, before
+// later events; subscriptions and filters; the config block and its errors.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PlatformEvent } from '@tern/plugin-api';
-import { type EmbeddedQueue, openEmbeddedQueue } from '@tern/queue';
+import { memorySource } from '@tern/plugin-api/host';
+import { type EmbeddedQueue, type OutboxWrite, openEmbeddedQueue } from '@tern/queue';
 import { waitFor } from '@tern/testkit';
 import { Registry } from 'prom-client';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -168,6 +170,55 @@ describe('webhook dispatcher', () => {
     dispatcher.start();
     await waitFor(() => receiver.events.length === 3, 5000);
     expect(receiver.events.map((e) => e.queueId)).toEqual(['Q1', 'Q2', 'Q3']);
+  });
+
+  it("a message's queued events written by its enqueue are posted once, before later events; a full outbox counts its refusals", async () => {
+    const { receiver, queue, events, registry, dispatcher } = await setUp({ maxPending: 2 });
+    const recipients = [1, 2, 3].map((n) => ({ address: `r${n}@dest.test` }));
+    let queued: PlatformEvent[] = [];
+    let writes: OutboxWrite[] = [];
+    const id = await queue.enqueue(
+      {
+        envelope: { mailFrom: 'news@shop.test', recipients },
+        content: memorySource([Buffer.from('Subject: written with the message\r\n\r\nHello.\r\n')]),
+        receivedAt: Date.now(),
+      },
+      {
+        outbox: (queueId) => {
+          queued = [1, 2, 3].map((n) => ({ ...event('queued', n), queueId }));
+          writes = dispatcher.outboxWrites(queued);
+          return writes;
+        },
+      },
+    );
+    // In the store with the message, as far as the cap let them.
+    expect(writes).toMatchObject([{ endpoint: 'app', cap: 2, kept: 2 }]);
+    expect((await queue.webhookOutbox.head('app', 10)).map((e) => JSON.parse(e.payload).queueId)).toEqual([
+      id,
+      id,
+    ]);
+    dispatcher.written(queued, writes);
+    expect(
+      await counter(registry, 'tern_webhook_events_total', { endpoint: 'app', outcome: 'dropped' }),
+    ).toBe(1);
+    // In-process listeners still hear them; the dispatcher does not write them a second time.
+    const heard: PlatformEvent[] = [];
+    events.on((e) => heard.push(e));
+    for (const e of queued) events.emit(e);
+    expect(heard).toEqual(queued);
+    dispatcher.start();
+    await waitFor(() => receiver.events.length === 2, 5000);
+    events.emit({ ...event('delivered', 1), queueId: id });
+    await waitFor(() => receiver.events.length >= 3, 5000);
+    expect(receiver.events.map((e) => `${e.type} ${e.recipient}`)).toEqual([
+      'queued r1@dest.test',
+      'queued r2@dest.test',
+      'delivered r1@dest.test',
+    ]);
+    // Nor tried to: a second write would have met the full outbox and been counted.
+    expect(
+      await counter(registry, 'tern_webhook_events_total', { endpoint: 'app', outcome: 'dropped' }),
+    ).toBe(1);
   });
 
   it('stopping aborts a post in flight: no wait for its timeout, the batch kept, no failure recorded', async () => {

@@ -3,12 +3,16 @@
 // receiver that checks every signature. Events arrive per recipient and in order per message;
 // while the receiver fails (500) or never answers, events wait in the outbox (visible in the admin
 // API, `tern webhook list` and the metrics), survive a restart of tern, and all arrive once it
-// answers again. `tern webhook test` posts a signed test event.
+// answers again. `tern webhook test` posts a signed test event. With the intake node far from Redis
+// (a slow link) and the worker near it, every message's `queued` still arrives before its outcome:
+// it is written with the message, so no worker can deliver it first; and an intake node killed
+// right after its 250 loses no `queued` event.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type SmtpSink, smtpDialog, startRedis, startSmtpSink, type TestRedis, waitFor } from '@tern/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startSlowLink } from './ops-fixtures/slow-link.js';
 import { sendMail } from './ops-fixtures/smtp.js';
 import { type OpsTern, startOpsTern, stopAllOpsTern, tern } from './ops-fixtures/tern.js';
 import { startWebhookReceiver, typesOf, type WebhookReceiver } from './webhook-receiver.js';
@@ -242,4 +246,57 @@ describe.each([
   afterAll(async () => {
     await stop();
   });
+});
+
+describe.each(['tern', 'bullmq'])('webhooks: redis, intake node far from Redis (%s engine)', (engine) => {
+  /**
+   * An intake node (no worker) on a slow link to Redis and a worker node near it, both up; then
+   * each command of the intake node takes 150 ms each way, so its own writes after an enqueue land
+   * 300 ms or more after the worker node could take the message's job.
+   */
+  async function farIntake(prefix: string, test: (intake: OpsTern) => Promise<void>): Promise<void> {
+    receiver.mode = 'ok';
+    const link = await startSlowLink(redis.port);
+    const queue = { backend: 'redis', prefix: `${prefix}${engine}`, engine };
+    const intake = await startOpsTern(config({ ...queue, url: link.url }), { args: ['--no-worker'] });
+    const worker = await startOpsTern(config({ ...queue, url: redis.url }));
+    try {
+      link.delayMs = 150;
+      await test(intake);
+    } finally {
+      await intake.stop();
+      await worker.stop();
+      await link.stop();
+    }
+  }
+
+  it("every message's queued arrives before its delivered, though the worker node delivers first", async () => {
+    await farIntake('whSlow', async (intake) => {
+      const to = (i: number): string => `far${i + 1}-${engine}@dest.test`;
+      const sent = await Promise.all(
+        [0, 1, 2, 3, 4].map((i) =>
+          sendMail(intake.port, { from: 'news@shop.test', to: [to(i)], subject: `F${i}` }),
+        ),
+      );
+      await waitFor(
+        () => sent.every((m, i) => typesOf(receiver.events, m.queueId, to(i)).length === 2),
+        30_000,
+      ).catch(() => {});
+      expect(sent.map((m, i) => typesOf(receiver.events, m.queueId, to(i)))).toEqual(
+        sent.map(() => ['queued', 'delivered']),
+      );
+    });
+  }, 60_000);
+
+  it('an intake node killed right after its 250 loses no queued event', async () => {
+    await farIntake('whKill', async (intake) => {
+      const to = `killed-${engine}@dest.test`;
+      const sent = await sendMail(intake.port, { from: 'news@shop.test', to: [to], subject: 'K' });
+      // The 250 is in: the message is durable. The node dies before any later write of its lands.
+      process.kill(intake.pid, 'SIGKILL');
+      await waitFor(() => typesOf(receiver.events, sent.queueId, to).includes('delivered'), 30_000);
+      // Posted in the order written: a `queued` in the outbox would have come first.
+      expect(typesOf(receiver.events, sent.queueId, to)).toEqual(['queued', 'delivered']);
+    });
+  }, 60_000);
 });

@@ -9,7 +9,7 @@ import type { RetrySchedule, RetryScheduleOptions } from './retry.js';
 import type { SuppressionStore } from './suppression.js';
 import type { TimelineEvent } from './timeline.js';
 import type { TlsStore } from './tls-store.js';
-import type { WebhookOutbox } from './webhook-outbox.js';
+import type { EnqueueOptions, WebhookOutbox } from './webhook-outbox.js';
 
 /**
  * What the queue takes: what intake hands over (plugin-api's AcceptedMessage, which core builds),
@@ -298,9 +298,10 @@ export interface QueueBackend {
   readonly location: string;
   /**
    * Makes body, envelope and jobs durable, then resolves with the queue id. Rejects (the caller
-   * answers 451 4.3.0) when durability cannot be had in time.
+   * answers 451 4.3.0) when durability cannot be had in time. `options.outbox`: webhook events
+   * made durable in the same write (backends with a `webhookOutbox`).
    */
-  enqueue(message: IncomingMessage): Promise<string>;
+  enqueue(message: IncomingMessage, options?: EnqueueOptions): Promise<string>;
   /** Starts delivering due jobs with `deliver`. */
   startWorker(deliver: Deliver, options?: WorkerOptions): Promise<void>;
   /** Stops taking jobs, waits for running attempts, closes connections. */

@@ -143,8 +143,10 @@ export {
 } from './tls-store.js';
 export {
   checkEndpointName,
+  type EnqueueOptions,
   MAX_WEBHOOK_ERROR,
   type OutboxEvent,
+  type OutboxWrite,
   WEBHOOK_ENDPOINT_NAME,
   type WebhookEndpointState,
   type WebhookOutbox,

@@ -66,3 +66,28 @@ export function checkEndpointName(endpoint: string): string {
   }
   return endpoint;
 }
+
+/**
+ * Webhook events to write with a message, in the same atomic write that makes it durable (its
+ * `queued` events): no worker can see the message's jobs before they are in the outbox, so an
+ * endpoint hears of the message before any outcome of it, and a crash after the 250 loses none.
+ */
+export interface OutboxWrite {
+  readonly endpoint: string;
+  /** In the order to post them. */
+  readonly payloads: readonly string[];
+  /** The endpoint's cap (as `append` takes it): an outbox holding this many takes no more. */
+  readonly cap: number;
+  /** Set by the backend with the write (read it once the enqueue resolved): how many of `payloads` the cap let in. */
+  kept?: number;
+}
+
+/** What an enqueue may do besides storing the message. */
+export interface EnqueueOptions {
+  /**
+   * Called once with the message's queue id before the write; what it returns goes to the outbox
+   * in the same write as the message (nothing of it is left when the enqueue fails or is withdrawn).
+   * Backends without an outbox ignore it.
+   */
+  readonly outbox?: (queueId: string) => readonly OutboxWrite[];
+}

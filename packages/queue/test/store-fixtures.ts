@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { startRedis, type TestRedis } from '@tern/testkit';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { type EmbeddedQueue, openEmbeddedQueue } from '../src/embedded/index.js';
-import { openRedisQueue, type RedisQueue } from '../src/redis/redis-queue.js';
+import { openRedisQueue, type RedisQueue, type RedisQueueOptions } from '../src/redis/redis-queue.js';
 
 export interface StoreFixtures {
   /** A new embedded store's path. */
@@ -16,7 +16,7 @@ export interface StoreFixtures {
   /** Opens an embedded queue (a new store unless `path` is given). */
   embedded(path?: string): EmbeddedQueue;
   /** Opens a Redis queue (a new prefix unless `prefix` is given: the same one is another node). */
-  onRedis(prefix?: string): Promise<RedisQueue>;
+  onRedis(prefix?: string, options?: Partial<RedisQueueOptions>): Promise<RedisQueue>;
   /** Forgets the last queue opened (the test closed it itself). */
   closed(): void;
 }
@@ -48,8 +48,8 @@ export function storeFixtures(): StoreFixtures {
       opened.push(q);
       return q;
     },
-    async onRedis(prefix = `s${randomBytes(4).toString('hex')}`) {
-      const q = await openRedisQueue({ url: (redis as TestRedis).url, prefix });
+    async onRedis(prefix = `s${randomBytes(4).toString('hex')}`, options = {}) {
+      const q = await openRedisQueue({ url: (redis as TestRedis).url, prefix, ...options });
       opened.push(q);
       return q;
     },

@@ -1,10 +1,13 @@
 // The webhook outbox on both backends: events come back in the order written, a full outbox takes
 // no more, one node at a time holds an endpoint's lease (two nodes on one Redis), posted events
 // are removed by id, the endpoint's back-off state is shared, and an embedded outbox survives a
-// reopen of the store.
+// reopen of the store. Events written with a message (its `queued`) are in the outbox when the
+// enqueue resolves, on every backend and engine, and a refused or withdrawn enqueue leaves none.
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
-import type { WebhookOutbox } from '../src/webhook-outbox.js';
+import type { QueueBackend } from '../src/contract.js';
+import { QueueUnavailableError } from '../src/errors.js';
+import type { OutboxWrite, WebhookOutbox } from '../src/webhook-outbox.js';
 import { testMessage } from './redis-fixtures/deliveries.js';
 import { storeFixtures } from './store-fixtures.js';
 
@@ -103,5 +106,153 @@ describe('webhook outbox: embedded store', () => {
     expect((await upgraded.details(id))?.envelope?.mailFrom).toBe('alice@src.test');
     expect(await upgraded.webhookOutbox.append('app', ['{"b":1}'], 10)).toBe(1);
     expect((await upgraded.webhookOutbox.head('app', 10)).map((e) => e.payload)).toEqual(['{"b":1}']);
+  });
+});
+
+describe.each([
+  ['embedded', async (): Promise<QueueBackend> => fixtures.embedded()],
+  ['redis, tern engine', async (): Promise<QueueBackend> => fixtures.onRedis(undefined, { engine: 'tern' })],
+  [
+    'redis, bullmq engine',
+    async (): Promise<QueueBackend> => fixtures.onRedis(undefined, { engine: 'bullmq' }),
+  ],
+])('webhook events written with the message: %s', (_name, open) => {
+  /** One `queued` event per recipient, for each endpoint, as the app's sink builds them. */
+  function outbox(
+    seen: string[],
+    endpoints: readonly [string, number][],
+  ): (queueId: string) => OutboxWrite[] {
+    return (queueId) => {
+      seen.push(queueId);
+      return endpoints.map(([endpoint, cap]) => ({
+        endpoint,
+        cap,
+        payloads: [
+          `{"type":"queued","queueId":"${queueId}","n":1}`,
+          `{"type":"queued","queueId":"${queueId}","n":2}`,
+        ],
+      }));
+    };
+  }
+
+  it('are in the outbox when the enqueue resolves, behind events written before, up to the cap', async () => {
+    const q = await open();
+    const box = q.webhookOutbox as WebhookOutbox;
+    await box.append('app', ['{"type":"earlier"}'], 10);
+    await box.append('full', ['{"a":1}', '{"a":2}'], 10);
+    const seen: string[] = [];
+    const writes: OutboxWrite[] = [];
+    const build = outbox(seen, [
+      ['app', 10],
+      ['full', 3],
+    ]);
+    const id = await q.enqueue(testMessage('a@src.test', ['b@x.test'], 'WithEvents'), {
+      outbox: (queueId) => {
+        writes.push(...build(queueId));
+        return writes;
+      },
+    });
+    expect(seen).toEqual([id]);
+    expect((await box.head('app', 10)).map((e) => e.payload)).toEqual([
+      '{"type":"earlier"}',
+      `{"type":"queued","queueId":"${id}","n":1}`,
+      `{"type":"queued","queueId":"${id}","n":2}`,
+    ]);
+    // The cap holds as for `append`: one more fitted, the other is the caller's to count as dropped.
+    expect((await box.head('full', 10)).map((e) => e.payload)).toEqual([
+      '{"a":1}',
+      '{"a":2}',
+      `{"type":"queued","queueId":"${id}","n":1}`,
+    ]);
+    expect(writes.map((w) => w.kept)).toEqual([2, 1]);
+    // Events appended later come after them (the order an endpoint receives).
+    await box.append('app', ['{"type":"delivered"}'], 10);
+    expect((await box.head('app', 10)).at(-1)?.payload).toBe('{"type":"delivered"}');
+    expect(await q.inspect(id)).not.toBeNull();
+  });
+
+  it('a message quarantined on arrival has its events written too', async () => {
+    const q = await open();
+    const writes: OutboxWrite[] = [];
+    const id = await q.enqueue(
+      { ...testMessage('a@src.test', ['b@x.test'], 'Quarantined'), hold: 'spam score 12' },
+      {
+        outbox: (queueId) => {
+          writes.push({ endpoint: 'app', cap: 10, payloads: [`{"type":"held","queueId":"${queueId}"}`] });
+          return writes;
+        },
+      },
+    );
+    expect((await (q.webhookOutbox as WebhookOutbox).head('app', 10)).map((e) => e.payload)).toEqual([
+      `{"type":"held","queueId":"${id}"}`,
+    ]);
+    expect(writes[0]?.kept).toBe(1);
+    expect((await q.inspect(id))?.jobs[0]?.state).toBe('held');
+  });
+
+  it('a message without outbox writes (or with none to make) writes no event', async () => {
+    const q = await open();
+    await q.enqueue(testMessage('a@src.test', ['b@x.test'], 'NoEvents'));
+    await q.enqueue(testMessage('a@src.test', ['b@x.test'], 'EmptyEvents'), {
+      outbox: () => [{ endpoint: 'app', cap: 10, payloads: [] }],
+    });
+    expect(await (q.webhookOutbox as WebhookOutbox).state('app')).toMatchObject({ pending: 0 });
+  });
+
+  it('a refused enqueue leaves no event (and no message)', async () => {
+    const q = await open();
+    const seen: string[] = [];
+    // The second endpoint's name cannot be an outbox key: the write fails as a whole.
+    const build = outbox(seen, [
+      ['app', 10],
+      ['bad name', 10],
+    ]);
+    await expect(
+      q.enqueue(testMessage('a@src.test', ['b@x.test'], 'Refused'), { outbox: build }),
+    ).rejects.toThrow(/letters, digits/);
+    expect(await (q.webhookOutbox as WebhookOutbox).head('app', 10)).toEqual([]);
+    for (const id of seen) expect(await q.inspect(id)).toBeNull();
+    // Nor counts against the cap: an outbox of two takes the next message's two.
+    const writes: OutboxWrite[] = [];
+    await q.enqueue(testMessage('a@src.test', ['b@x.test'], 'Next'), {
+      outbox: (queueId) => {
+        writes.push(...outbox([], [['app', 2]])(queueId));
+        return writes;
+      },
+    });
+    expect(writes.map((w) => w.kept)).toEqual([2]);
+    expect(await (q.webhookOutbox as WebhookOutbox).state('app')).toMatchObject({ pending: 2 });
+  });
+});
+
+describe.each([
+  'tern',
+  'bullmq',
+] as const)('webhook events written with the message: redis, %s engine, withdrawn', (engine) => {
+  it('a replica that does not confirm withdraws the message and its events', async () => {
+    // A lone Redis has no replica: WAIT confirms none, so every enqueue is withdrawn (451).
+    const q = await fixtures.onRedis(undefined, { engine, replicaAck: { replicas: 1, timeoutMs: 50 } });
+    await q.webhookOutbox.append('app', ['{"type":"earlier"}'], 10);
+    let queueId = '';
+    const refused = q.enqueue(testMessage('a@src.test', ['b@x.test', 'c@y.test'], 'Withdrawn'), {
+      outbox: (id) => {
+        queueId = id;
+        return [
+          { endpoint: 'app', cap: 10, payloads: ['{"type":"queued","n":1}', '{"type":"queued","n":2}'] },
+          { endpoint: 'other', cap: 10, payloads: ['{"type":"queued","n":1}'] },
+        ];
+      },
+    });
+    await expect(refused).rejects.toThrow(QueueUnavailableError);
+    // The withdraw went out on the enqueue's connection, as the outbox's reads do: they see it done.
+    expect((await q.webhookOutbox.head('app', 10)).map((e) => e.payload)).toEqual(['{"type":"earlier"}']);
+    expect(await q.webhookOutbox.head('other', 10)).toEqual([]);
+    expect(await q.inspect(queueId)).toBeNull();
+    // Later events still take the next sequence numbers: the order stays the order written.
+    await q.webhookOutbox.append('app', ['{"type":"later"}'], 10);
+    expect((await q.webhookOutbox.head('app', 10)).map((e) => e.payload)).toEqual([
+      '{"type":"earlier"}',
+      '{"type":"later"}',
+    ]);
   });
 });

@@ -6,9 +6,9 @@
 
 import type { ReplyEvent, SessionObserver, SpoolStats } from '@tern/core';
 import { BACKOFF_ACTIONS } from '@tern/delivery';
-import type { Logger, PlatformEvent } from '@tern/plugin-api';
+import type { Logger, PlatformEvent, PlatformEventSource } from '@tern/plugin-api';
 import type { HookEvent } from '@tern/plugin-api/host';
-import type { IncomingMessage, OutcomeObserver, QueueBackend, QueueSummary } from '@tern/queue';
+import type { IncomingMessage, OutboxWrite, OutcomeObserver, QueueBackend, QueueSummary } from '@tern/queue';
 import { isQueueOperations } from '@tern/queue';
 import type { ClusterRole } from '../cluster-worker.js';
 import type { ResolvedConfig } from '../config.js';
@@ -156,25 +156,37 @@ export class OpsRuntime {
     this.metrics?.errorReply(event);
   };
 
-  /** The queue as listeners see it: each message carries its session's verdicts into its timeline. */
+  /**
+   * The queue as listeners see it: each message carries its session's verdicts into its timeline,
+   * and its `queued` (and `held`) webhook events, written to the outbox in the same durable write.
+   */
   sink(queue: QueueBackend): { enqueue(message: IncomingMessage): Promise<string> } {
     return {
       enqueue: async (message) => {
         const listener = message.source?.listener ?? '';
         const timeline = this.recorder.take(message.source?.sessionId);
+        // HTTP injection enqueues through this sink too (listener 'http').
+        const source = listener === 'http' ? 'injection' : 'intake';
+        const webhooks = this.webhooks?.writesWithMessage ? this.webhooks : undefined;
+        // Built only when an endpoint takes them (most MTAs have no webhooks): no closure per message otherwise.
+        let events: PlatformEvent[] | undefined;
+        let writes: OutboxWrite[] | undefined;
+        const options =
+          webhooks === undefined
+            ? undefined
+            : {
+                outbox: (queueId: string) => {
+                  events = intakeEvents(queueId, message, source);
+                  writes = webhooks.outboxWrites(events);
+                  return writes;
+                },
+              };
         try {
-          const id = await queue.enqueue(timeline.length > 0 ? { ...message, timeline } : message);
+          const id = await queue.enqueue(timeline.length > 0 ? { ...message, timeline } : message, options);
           this.metrics?.accepted.inc({ listener });
+          if (events !== undefined && writes !== undefined) webhooks?.written(events, writes);
           // Durable now: applications hear of it (and of a quarantine a queue hook asked for).
-          // HTTP injection enqueues through this sink too (listener 'http').
-          const source = listener === 'http' ? 'injection' : 'intake';
-          this.#emit(() => envelopeEvents('queued', id, message.envelope, source));
-          const hold = message.hold;
-          if (hold !== undefined) {
-            this.#emit(() =>
-              envelopeEvents('held', id, message.envelope, source, { text: hold.slice(0, 300) }),
-            );
-          }
+          this.#emit(() => events ?? intakeEvents(id, message, source));
           return id;
         } catch (error) {
           this.metrics?.enqueueFailures.inc({ listener });
@@ -268,6 +280,21 @@ export class OpsRuntime {
       return cached.value;
     };
   }
+}
+
+/** A message's events at intake: `queued` per recipient, and `held` when a queue hook quarantined it. */
+function intakeEvents(
+  queueId: string,
+  message: IncomingMessage,
+  source: PlatformEventSource,
+): PlatformEvent[] {
+  const queued = envelopeEvents('queued', queueId, message.envelope, source);
+  const hold = message.hold;
+  if (hold === undefined) return queued;
+  return [
+    ...queued,
+    ...envelopeEvents('held', queueId, message.envelope, source, { text: hold.slice(0, 300) }),
+  ];
 }
 
 /** Destination domains the configuration names: routes, delivery limits and local domains. */

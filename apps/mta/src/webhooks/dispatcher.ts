@@ -4,10 +4,12 @@
 // (another status, a timeout, a network error) keeps it, and the endpoint waits out an exponential
 // back-off with jitter before the next post. Events older than the endpoint's maxAge are dropped
 // and counted. On Redis every node runs a dispatcher; a lease per endpoint lets one post at a time.
+// A message's `queued` and `held` events are written by its enqueue, in the same atomic write as
+// the message (see `outboxWrites`): no node can deliver it and write an outcome before them.
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Logger, PlatformEvent, PlatformEventType } from '@tern/plugin-api';
 import { PLATFORM_EVENT_TYPES } from '@tern/plugin-api';
-import type { OutboxEvent, WebhookEndpointState, WebhookOutbox } from '@tern/queue';
+import type { OutboxEvent, OutboxWrite, WebhookEndpointState, WebhookOutbox } from '@tern/queue';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { type ResolvedConfig, webhookSecret } from '../config.js';
 import { WEBHOOK_DEFAULTS } from './schema.js';
@@ -107,6 +109,8 @@ export interface EndpointStatus extends WebhookEndpointState {
 const RESPONSE_READ_BYTES = 512;
 /** Events waiting in memory for the store, over every endpoint; past this they are dropped and counted. */
 const MAX_BUFFERED = 10_000;
+/** Event types a message's enqueue writes to the outbox itself (see `outboxWrites`). */
+const WRITTEN_WITH_MESSAGE: readonly PlatformEventType[] = ['queued', 'held'];
 
 /** Prometheus series, labelled by endpoint name (from the config) and a fixed outcome. */
 class WebhookMetrics {
@@ -172,9 +176,17 @@ export class WebhookDispatcher {
   /** Aborts posts in flight when stopping: their batch stays in the outbox for the next start. */
   readonly #stopping = new AbortController();
   #closed = false;
+  /** Events their message's enqueue wrote to the outbox: `accept` leaves them. */
+  readonly #written = new WeakSet<PlatformEvent>();
+  /**
+   * Some endpoint takes a type of event that is written with the message (queued, held): only
+   * then does intake build them before the enqueue.
+   */
+  readonly writesWithMessage: boolean;
 
   constructor(options: WebhookDispatcherOptions) {
     this.#endpoints = new Map(options.endpoints.map((e) => [e.name, e]));
+    this.writesWithMessage = options.endpoints.some((e) => WRITTEN_WITH_MESSAGE.some((t) => e.events.has(t)));
     this.#outbox = options.outbox;
     this.#log = options.logger.child({ component: 'webhooks' });
     this.#pollMs = options.pollIntervalMs ?? WEBHOOK_DEFAULTS.pollIntervalMs;
@@ -189,7 +201,7 @@ export class WebhookDispatcher {
 
   /** For PlatformEvents.on: buffers the event for every endpoint that subscribes to it. */
   readonly accept = (event: PlatformEvent): void => {
-    if (this.#closed) return;
+    if (this.#closed || this.#written.has(event)) return;
     let payload: string | undefined;
     for (const endpoint of this.#endpoints.values()) {
       if (!subscribes(endpoint, event)) continue;
@@ -209,6 +221,41 @@ export class WebhookDispatcher {
     }
     if (payload !== undefined) setImmediate(() => void this.#flush());
   };
+
+  /**
+   * The outbox writes of a message's `queued` and `held` events, built before its enqueue, which
+   * makes them durable with the message: one write per endpoint that subscribes to any of them,
+   * capped at its maxPending. Nothing is left of them when the enqueue fails.
+   */
+  outboxWrites(events: readonly PlatformEvent[]): OutboxWrite[] {
+    const payloads = new Map<PlatformEvent, string>();
+    const writes: OutboxWrite[] = [];
+    for (const endpoint of this.#endpoints.values()) {
+      const list: string[] = [];
+      for (const event of events) {
+        if (!subscribes(endpoint, event)) continue;
+        const payload = payloads.get(event) ?? wireEvent(event);
+        payloads.set(event, payload);
+        list.push(payload);
+      }
+      if (list.length > 0) writes.push({ endpoint: endpoint.name, payloads: list, cap: endpoint.maxPending });
+    }
+    return writes;
+  }
+
+  /**
+   * The enqueue that took `writes` (made from `events`) resolved: the events are in the outbox, so
+   * `accept` leaves them; what a full outbox refused is counted, and the endpoints run. A backend
+   * that did not write them (no `kept`) leaves them to `accept`, as any other event.
+   */
+  written(events: readonly PlatformEvent[], writes: readonly OutboxWrite[]): void {
+    if (writes.some((w) => w.kept === undefined)) return;
+    for (const event of events) this.#written.add(event);
+    for (const write of writes) {
+      this.#dropped(write.endpoint, write.payloads.length - (write.kept ?? 0));
+      this.#kick(write.endpoint);
+    }
+  }
 
   /** Starts looking for due events every poll interval. */
   start(): void {
@@ -305,16 +352,20 @@ export class WebhookDispatcher {
           );
           return;
         }
-        if (kept < list.length) {
-          this.#metrics?.events.inc({ endpoint: name, outcome: 'dropped' }, list.length - kept);
-          this.#log.warn(
-            { endpoint: name, dropped: list.length - kept, maxPending: endpoint.maxPending },
-            'webhook outbox full: events dropped (the endpoint is failing or too slow; see tern webhook list)',
-          );
-        }
+        this.#dropped(name, list.length - kept);
         this.#kick(name);
       }
     }
+  }
+
+  /** Counts and logs events a full outbox refused. */
+  #dropped(name: string, dropped: number): void {
+    if (dropped <= 0) return;
+    this.#metrics?.events.inc({ endpoint: name, outcome: 'dropped' }, dropped);
+    this.#log.warn(
+      { endpoint: name, dropped, maxPending: this.#endpoints.get(name)?.maxPending },
+      'webhook outbox full: events dropped (the endpoint is failing or too slow; see tern webhook list)',
+    );
   }
 
   #kick(name: string): void {

@@ -50,7 +50,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
-import type { WebhookOutbox } from '../webhook-outbox.js';
+import type { EnqueueOptions, OutboxWrite, WebhookOutbox } from '../webhook-outbox.js';
 import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedIdempotency } from './idempotency.js';
@@ -97,6 +97,8 @@ interface PreparedMessage {
   readonly holdReason: string | null;
   /** The envelope `envelope` serialises (read by a first attempt claimed at enqueue). */
   readonly envelopeValue: DeliveryJob['envelope'];
+  /** Webhook events written in the message's transaction (see EnqueueOptions). */
+  readonly outbox: readonly OutboxWrite[] | undefined;
 }
 
 interface PreparedJob {
@@ -201,6 +203,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
   readonly idempotency: IdempotencyStore;
   /** Webhook events waiting per endpoint, in the same store (schema 6). */
   readonly webhookOutbox: WebhookOutbox;
+  readonly #outbox: EmbeddedWebhookOutbox;
   readonly #db: Database.Database;
   readonly #log: Logger;
   readonly #pollMs: number;
@@ -293,7 +296,8 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       this.tlsStore = new EmbeddedTlsStore(this.#db);
       this.suppressions = new EmbeddedSuppressions(this.#db);
       this.idempotency = new EmbeddedIdempotency(this.#db);
-      this.webhookOutbox = new EmbeddedWebhookOutbox(this.#db);
+      this.#outbox = new EmbeddedWebhookOutbox(this.#db);
+      this.webhookOutbox = this.#outbox;
       this.#ops = new EmbeddedOperations(this.#db, {
         enqueue: (message) => this.enqueue(message),
         wake: () => this.#wake(),
@@ -321,15 +325,15 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
     });
   }
 
-  enqueue(message: IncomingMessage): Promise<string> {
+  enqueue(message: IncomingMessage, options?: EnqueueOptions): Promise<string> {
     if (this.#closed) return Promise.reject(this.#closedError());
     const chunks = inlineChunks(message.content);
-    if (chunks === undefined) return this.#enqueueSliced(message);
+    if (chunks === undefined) return this.#enqueueSliced(message, options);
     // The fast path: body, envelope and jobs in one transaction shared with concurrent enqueues.
     const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, message.content.size);
     let prepared: PreparedMessage;
     try {
-      prepared = prepareMessage(message, body, 0, body.length);
+      prepared = prepareMessage(message, body, 0, body.length, options);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -345,14 +349,14 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
    * after it). Until that commit the slices belong to no message: a crash leaves orphans that the
    * next open removes, never a message without its body.
    */
-  async #enqueueSliced(message: IncomingMessage): Promise<string> {
+  async #enqueueSliced(message: IncomingMessage, options: EnqueueOptions | undefined): Promise<string> {
     if (this.#closing) throw this.#closedError();
     if (!this.#health.writable) {
       // Fail fast instead of reading the whole body into a store that refused the last write.
       this.#refusedBytes = Math.max(this.#refusedBytes, message.content.size);
       throw unavailable(this.location, new Error(`the store cannot write: ${this.#health.get().lastError}`));
     }
-    const prepared = prepareMessage(message, EMPTY, 0, message.content.size);
+    const prepared = prepareMessage(message, EMPTY, 0, message.content.size, options);
     const queueId = prepared.queueId;
     const upload = (async (): Promise<number> => {
       let parts = 0;
@@ -474,6 +478,7 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
         for (const row of p.claimed ?? []) this.#unclaim(row);
         delete p.claimed;
       }
+      this.#outbox.rolledBack();
       throw error;
     }
   }
@@ -617,6 +622,10 @@ export class EmbeddedQueue implements QueueBackend, QueueOperations {
       p.claimed.push(row);
     }
     this.#ops.startTimeline(m.queueId, m.messageId ?? undefined, m.timeline);
+    // Its webhook events in the same transaction: no attempt sees the job before they are written.
+    for (const write of m.outbox ?? []) {
+      write.kept = this.#outbox.appendNow(write.endpoint, write.payloads, write.cap, now);
+    }
   }
 
   /**
@@ -1330,10 +1339,12 @@ function prepareMessage(
   body: Buffer,
   parts: number,
   size: number,
+  options: EnqueueOptions | undefined,
 ): PreparedMessage {
   if (message.envelope.recipients.length === 0)
     throw new TypeError('enqueue: the envelope has no recipients');
   const queueId = newQueueId(message.receivedAt);
+  const outbox = options?.outbox?.(queueId).filter((w) => w.payloads.length > 0);
   return {
     queueId,
     envelope: JSON.stringify(message.envelope),
@@ -1354,6 +1365,7 @@ function prepareMessage(
     timeline: initialTimeline(message),
     holdReason: message.hold ?? null,
     envelopeValue: message.envelope,
+    outbox: outbox?.length ? outbox : undefined,
   };
 }
 

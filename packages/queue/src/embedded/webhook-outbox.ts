@@ -1,6 +1,8 @@
 // The webhook outbox in the embedded store (schema 6): one row per waiting event, one per endpoint.
 // Only one process holds the store, but the lease is kept all the same, so the dispatcher works
-// the same way on both backends.
+// the same way on both backends. Being the only writer, it keeps each endpoint's count of events
+// in memory: counting rows walks the index (about 12 ms per call with 100 000 waiting), and an
+// enqueue checks the cap for each message.
 import type Database from 'better-sqlite3';
 import {
   checkEndpointName,
@@ -21,7 +23,7 @@ interface EndpointRow {
 
 export class EmbeddedWebhookOutbox implements WebhookOutbox {
   readonly #db: Database.Database;
-  readonly #count: Database.Statement;
+  readonly #countRows: Database.Statement;
   readonly #insert: Database.Statement;
   readonly #ensure: Database.Statement;
   readonly #lease: Database.Statement;
@@ -32,10 +34,12 @@ export class EmbeddedWebhookOutbox implements WebhookOutbox {
   readonly #oldest: Database.Statement;
   readonly #success: Database.Statement;
   readonly #failure: Database.Statement;
+  /** Events per endpoint as committed, when known (counted once, then kept up to date). */
+  readonly #pending = new Map<string, number>();
 
   constructor(db: Database.Database) {
     this.#db = db;
-    this.#count = db.prepare('SELECT count(*) AS n FROM webhook_events WHERE endpoint = ?');
+    this.#countRows = db.prepare('SELECT count(*) AS n FROM webhook_events WHERE endpoint = ?');
     this.#insert = db.prepare('INSERT INTO webhook_events (endpoint, created_at, payload) VALUES (?, ?, ?)');
     this.#ensure = db.prepare(
       'INSERT INTO webhook_endpoints (endpoint) VALUES (?) ON CONFLICT (endpoint) DO NOTHING',
@@ -53,7 +57,7 @@ export class EmbeddedWebhookOutbox implements WebhookOutbox {
     this.#delete = db.prepare('DELETE FROM webhook_events WHERE endpoint = ? AND seq = ?');
     this.#endpoint = db.prepare('SELECT * FROM webhook_endpoints WHERE endpoint = ?');
     this.#oldest = db.prepare(
-      'SELECT count(*) AS n, min(created_at) AS oldest FROM webhook_events WHERE endpoint = ?',
+      'SELECT created_at FROM webhook_events WHERE endpoint = ? ORDER BY seq LIMIT 1',
     );
     this.#success = db.prepare(
       `UPDATE webhook_endpoints SET attempts = 0, next_attempt_at = 0, last_success_at = ? WHERE endpoint = ?`,
@@ -70,13 +74,39 @@ export class EmbeddedWebhookOutbox implements WebhookOutbox {
     cap: number,
     now = Date.now(),
   ): Promise<number> {
+    try {
+      return this.#db.transaction((): number => this.appendNow(endpoint, payloads, cap, now))();
+    } catch (error) {
+      this.rolledBack();
+      throw error;
+    }
+  }
+
+  /**
+   * `append` within the caller's transaction (an enqueue's: the events land with the message). A
+   * caller whose transaction fails calls `rolledBack`.
+   */
+  appendNow(endpoint: string, payloads: readonly string[], cap: number, now: number): number {
     checkEndpointName(endpoint);
-    return this.#db.transaction((): number => {
-      const { n } = this.#count.get(endpoint) as { n: number };
-      const kept = payloads.slice(0, Math.max(0, cap - n));
-      for (const payload of kept) this.#insert.run(endpoint, now, payload);
-      return kept.length;
-    })();
+    const n = this.#count(endpoint);
+    const kept = payloads.slice(0, Math.max(0, cap - n));
+    for (const payload of kept) this.#insert.run(endpoint, now, payload);
+    this.#pending.set(endpoint, n + kept.length);
+    return kept.length;
+  }
+
+  /** A transaction that appended failed: the counts kept may be off, they are counted again. */
+  rolledBack(): void {
+    this.#pending.clear();
+  }
+
+  #count(endpoint: string): number {
+    let n = this.#pending.get(endpoint);
+    if (n === undefined) {
+      n = (this.#countRows.get(endpoint) as { n: number }).n;
+      this.#pending.set(endpoint, n);
+    }
+    return n;
   }
 
   async lease(endpoint: string, owner: string, leaseMs: number): Promise<boolean> {
@@ -97,9 +127,18 @@ export class EmbeddedWebhookOutbox implements WebhookOutbox {
   }
 
   async remove(endpoint: string, ids: readonly string[]): Promise<void> {
-    this.#db.transaction(() => {
-      for (const id of ids) this.#delete.run(endpoint, Number(id));
-    })();
+    const n = this.#pending.get(endpoint);
+    try {
+      const removed = this.#db.transaction((): number => {
+        let changes = 0;
+        for (const id of ids) changes += this.#delete.run(endpoint, Number(id)).changes;
+        return changes;
+      })();
+      if (n !== undefined) this.#pending.set(endpoint, n - removed);
+    } catch (error) {
+      this.rolledBack();
+      throw error;
+    }
   }
 
   async record(endpoint: string, outcome: WebhookPostRecord): Promise<void> {
@@ -116,10 +155,11 @@ export class EmbeddedWebhookOutbox implements WebhookOutbox {
 
   async state(endpoint: string): Promise<WebhookEndpointState> {
     const row = this.#endpoint.get(endpoint) as EndpointRow | undefined;
-    const { n, oldest } = this.#oldest.get(endpoint) as { n: number; oldest: number | null };
+    // The first written, as on Redis (events are written with the time they are written at).
+    const oldest = this.#oldest.get(endpoint) as { created_at: number } | undefined;
     return {
-      pending: n,
-      ...(oldest === null ? {} : { oldestAt: oldest }),
+      pending: this.#count(endpoint),
+      ...(oldest === undefined ? {} : { oldestAt: oldest.created_at }),
       attempts: row?.attempts ?? 0,
       nextAttemptAt: row?.next_attempt_at ?? 0,
       ...(row?.last_success_at == null ? {} : { lastSuccessAt: row.last_success_at }),

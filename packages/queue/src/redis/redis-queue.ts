@@ -55,7 +55,7 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
-import type { WebhookOutbox } from '../webhook-outbox.js';
+import type { EnqueueOptions, OutboxWrite, WebhookOutbox } from '../webhook-outbox.js';
 import { bodyStream } from './body-stream.js';
 import { RedisIdempotency } from './idempotency.js';
 import type { JobData } from './job-data.js';
@@ -83,7 +83,13 @@ import {
   midMember,
 } from './tern-engine.js';
 import { RedisTlsStore } from './tls-store.js';
-import { RedisWebhookOutbox } from './webhook-outbox.js';
+import {
+  defineOutboxCommands,
+  type OutboxRedis,
+  outboxSection,
+  RedisWebhookOutbox,
+  withdrawOutbox,
+} from './webhook-outbox.js';
 
 export interface RedisQueueOptions {
   /** `redis://[user:password@]host:port[/db]` (default `redis://127.0.0.1:6379`); or see `connection`. */
@@ -308,6 +314,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       }),
     );
     defineEngineCommands(this.#client);
+    defineOutboxCommands(this.#client);
     this.#engineJobs = new EngineJobs(
       this.#client as OpsRedis & EngineRedis,
       this.#engineKeys,
@@ -362,13 +369,16 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     return [...new Set(warnings.flat())];
   }
 
-  async enqueue(message: IncomingMessage): Promise<string> {
+  async enqueue(message: IncomingMessage, options?: EnqueueOptions): Promise<string> {
     if (message.envelope.recipients.length === 0)
       throw new TypeError('enqueue: the envelope has no recipients');
     const queueId = newQueueId(message.receivedAt);
     const keys = redisKeys(this.keyBase, queueId);
     const jobs = planJobs(queueId, message);
-    if (this.engine === 'tern') return this.#enqueueTern(message, queueId, keys, jobs);
+    // Webhook events go in the same write as the message (the outbox shares its hash slot).
+    const writes = options?.outbox?.(queueId).filter((w) => w.payloads.length > 0);
+    const outbox = writes?.length ? writes : undefined;
+    if (this.engine === 'tern') return this.#enqueueTern(message, queueId, keys, jobs, outbox);
 
     // One MULTI, one round trip: body, envelope, job set and the BullMQ jobs land together or
     // not at all (a command refused at queueing time, OOM included, aborts the whole EXEC).
@@ -384,6 +394,16 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     }
     const chunks = await this.#uploadLarge(message, keys.upload);
     const multi = client.multi();
+    if (outbox !== undefined) {
+      // First, so its reply (the events kept per endpoint) is the first of the EXEC's.
+      const { keys: outboxKeys, args } = outboxSection(this.keyBase, outbox, Date.now());
+      (multi as unknown as OutboxRedis).ternOutboxWithMessage(
+        1 + outboxKeys.length,
+        keys.meta,
+        ...outboxKeys,
+        ...args,
+      );
+    }
     if (chunks === undefined) {
       // RENAME keeps the upload's TTL: PERSIST drops it in the same transaction.
       multi.rename(keys.upload, keys.body).persist(keys.body);
@@ -431,8 +451,9 @@ export class RedisQueue implements QueueBackend, QueueOperations {
       const failure = results?.find(([error]) => error !== null)?.[0];
       if (results === null || failure) throw failure ?? new Error('transaction discarded');
       if (this.#replicaAck !== undefined) await this.#awaitReplicas(client, keys.meta, this.#replicaAck);
+      if (outbox !== undefined) keptBy(outbox, results[0]?.[1] as number[]);
     } catch (error) {
-      this.#withdraw(queueId, jobs, undefined);
+      this.#withdraw(queueId, jobs, undefined, outbox);
       throw this.#unavailable(error);
     }
     return queueId;
@@ -449,6 +470,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     queueId: string,
     keys: ReturnType<typeof redisKeys>,
     jobs: readonly DeliveryJob[],
+    outbox: readonly OutboxWrite[] | undefined,
   ): Promise<string> {
     // Inline up to one slice: a worker then reads it whole with the job's gate (bounded, as the
     // slices of a larger body are).
@@ -471,7 +493,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const loop = this.#engineLoop;
     const handOff = loop && message.hold === undefined ? loop.reserve(this.#startable(jobs)) : undefined;
     try {
-      await withTimeout(
+      const kept = await withTimeout(
         enqueueMessage(this.#client as OpsRedis & EngineRedis, this.#engineKeys, this.#opsKeys, keys, {
           jobs,
           fields,
@@ -479,14 +501,16 @@ export class RedisQueue implements QueueBackend, QueueOperations {
           held: message.hold !== undefined,
           uploaded: chunks === undefined,
           handOff: handOff?.size ? { run: this.#engineKeys.run(loop?.node ?? ''), ids: handOff } : undefined,
+          outbox: outbox === undefined ? undefined : outboxSection(this.keyBase, outbox, Date.now()),
         }),
         this.#timeoutMs,
         'Redis did not confirm the message in time',
       );
       if (this.#replicaAck !== undefined)
         await this.#awaitReplicas(this.#client, keys.meta, this.#replicaAck);
+      if (outbox !== undefined) keptBy(outbox, kept);
     } catch (error) {
-      this.#withdraw(queueId, jobs, mid);
+      this.#withdraw(queueId, jobs, mid, outbox);
       if (handOff?.size) loop?.handBack(handOff);
       throw this.#unavailable(error);
     }
@@ -557,11 +581,19 @@ export class RedisQueue implements QueueBackend, QueueOperations {
    * script after a first write) or may still land (Redis is slow, not gone). These commands go out on the same connection right
    * behind it, so Redis runs them after: the message is withdrawn, and a worker drops its jobs
    * when it finds the message gone. The client's retry after our 451 is then the only copy (or,
-   * if a worker was quicker, a duplicate).
+   * if a worker was quicker, a duplicate). Its webhook events go first, found through the hash
+   * (the same way, an endpoint may have been posted them already).
    */
-  #withdraw(queueId: string, jobs: readonly DeliveryJob[], mid: string | undefined): void {
+  #withdraw(
+    queueId: string,
+    jobs: readonly DeliveryJob[],
+    mid: string | undefined,
+    outbox?: readonly OutboxWrite[],
+  ): void {
     const keys = redisKeys(this.keyBase, queueId);
     const ops = this.#opsKeys;
+    if (outbox !== undefined)
+      withdrawOutbox(this.#client as unknown as OutboxRedis, this.keyBase, keys.meta, outbox).catch(() => {});
     this.#client.del(keys.jobs, keys.meta, keys.body, keys.upload, ops.timeline(queueId)).catch(() => {});
     if (this.engine === 'bullmq') this.#client.zrem(ops.jobs, ...jobs.map((j) => j.id)).catch(() => {});
     if (mid !== undefined) this.#client.zrem(ops.mids, mid).catch(() => {});
@@ -1288,4 +1320,9 @@ async function quit(client: RedisClient): Promise<void> {
   } catch {
     client.disconnect();
   }
+}
+
+/** Sets what each write kept, from the enqueue script's reply (one count per write). */
+function keptBy(writes: readonly OutboxWrite[], kept: readonly number[]): void {
+  for (const [i, write] of writes.entries()) write.kept = Number(kept[i] ?? 0);
 }

@@ -10,6 +10,7 @@ import type { RedisClient } from '@tern/redis';
 import type { ChainableCommander } from 'ioredis';
 import type { JobData } from './job-data.js';
 import { domainOfJob } from './ops-keys.js';
+import { APPEND_WITH_MESSAGE_LUA } from './webhook-outbox.js';
 
 /** Key names of the engine under the queue's key base (one hash slot on a Cluster). */
 export interface EngineKeys {
@@ -46,21 +47,28 @@ export function jobField(jobId: string): string {
 // with no take and no read; it is handed back like any running job (lease expiry, close,
 // reclaim). The first write is RENAME or HSET: Redis refuses a script's first write when out of
 // memory and never a later one, so it lands whole or not at all.
+// Webhook events written with the message (its `queued`) go to the outbox in the same script, so
+// no worker can take a job before they are there (see APPEND_WITH_MESSAGE_LUA).
 // KEYS: meta, ready, due, ops mids, ops domains, ops held, jobs set, upload, body, the node's
-//       running list, then `ops:dom:<domain>` of each job
+//       running list, then `ops:dom:<domain>` of each job, then the outbox keys (events, seq) of
+//       each endpoint written
 // ARGV: job count n, park ms ('' unless held), Message-ID member ('' for none), '1' when the body
-//       is in the upload key, hand-off flags (one '0' or '1' per job), then n job ids, n domains,
-//       then the hash's field/value pairs
-const ENQUEUE_LUA = `
+//       is in the upload key, hand-off flags (one '0' or '1' per job), outbox section length m
+//       (0 for none), then n job ids, n domains, the outbox section, the hash's field/value pairs
+// Returns the events kept per outbox endpoint.
+const ENQUEUE_LUA = `${APPEND_WITH_MESSAGE_LUA}
 local n = tonumber(ARGV[1])
+local m = tonumber(ARGV[6])
 if ARGV[4] == '1' then
   redis.call('RENAME', KEYS[8], KEYS[9])
   redis.call('PERSIST', KEYS[9])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6 + 2 * n))
-local ids = {unpack(ARGV, 6, 5 + n)}
+redis.call('HSET', KEYS[1], unpack(ARGV, 7 + 2 * n + m))
+local kept = {}
+if m > 0 then kept = appendWithMessage(KEYS[1], 11 + n, 7 + 2 * n) end
+local ids = {unpack(ARGV, 7, 6 + n)}
 for i = 1, n do redis.call('ZADD', KEYS[10 + i], 0, ids[i]) end
-redis.call('SADD', KEYS[5], unpack(ARGV, 6 + n, 5 + 2 * n))
+redis.call('SADD', KEYS[5], unpack(ARGV, 7 + n, 6 + 2 * n))
 if n > 1 then redis.call('SADD', KEYS[7], unpack(ids)) end
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[4], 0, ARGV[3]) end
 if ARGV[2] ~= '' then
@@ -71,7 +79,7 @@ if ARGV[2] ~= '' then
     parked[2 * i] = ids[i]
   end
   redis.call('ZADD', KEYS[3], unpack(parked))
-  return 1
+  return kept
 end
 local ready, mine = {}, {}
 for i = 1, n do
@@ -79,7 +87,7 @@ for i = 1, n do
 end
 if #ready > 0 then redis.call('LPUSH', KEYS[2], unpack(ready)) end
 if #mine > 0 then redis.call('LPUSH', KEYS[10], unpack(mine)) end
-return 1`;
+return kept`;
 
 // The job is done: out of its node's running list and the domain index, the attempt added to the
 // timeline; with the last job the message goes and its whole timeline is written once, as a
@@ -255,7 +263,7 @@ end
 return back`;
 
 export type EngineRedis = RedisClient & {
-  ternEngineEnqueue(...keysThenArgs: (string | number | Buffer)[]): Promise<number>;
+  ternEngineEnqueue(...keysThenArgs: (string | number | Buffer)[]): Promise<number[]>;
   ternEngineFinish(...keysThenArgs: (string | number)[]): Promise<number>;
   ternEngineDefer(...keysThenArgs: (string | number)[]): Promise<number>;
   ternEngineTick(...keysThenArgs: (string | number)[]): Promise<string | number>;
@@ -300,27 +308,39 @@ export interface NewMessage {
   readonly handOff?: { readonly run: string; readonly ids: ReadonlySet<string> } | undefined;
   /** The body is in the upload key (written in slices), to be renamed into place. */
   readonly uploaded: boolean;
+  /** Webhook events to write with the message (see `outboxSection`); undefined for none. */
+  readonly outbox?:
+    | { readonly keys: readonly string[]; readonly args: readonly (string | number)[] }
+    | undefined;
 }
 
-/** Writes a new message and its jobs in one script call (one command, one round trip). */
+/**
+ * Writes a new message and its jobs in one script call (one command, one round trip). Resolves
+ * with the events kept per outbox endpoint (none without `outbox`).
+ */
 export function enqueueMessage(
   client: EngineRedis,
   keys: EngineKeys,
   ops: { mids: string; domains: string; held: string; domain(domain: string): string },
   message: NewMessageKeys,
   m: NewMessage,
-): Promise<number> {
+): Promise<number[]> {
   const n = m.jobs.length;
-  const args: (string | number | Buffer)[] = [10 + n, message.meta, keys.ready, keys.due, ops.mids];
+  const outboxKeys = m.outbox?.keys ?? [];
+  const args: (string | number | Buffer)[] = [10 + n + outboxKeys.length, message.meta, keys.ready];
   // Without a hand-off, `ready` stands in for the running list (the script then never writes it).
-  args.push(ops.domains, ops.held, message.jobs, message.upload, message.body, m.handOff?.run ?? keys.ready);
+  args.push(keys.due, ops.mids, ops.domains, ops.held, message.jobs, message.upload, message.body);
+  args.push(m.handOff?.run ?? keys.ready);
   for (const job of m.jobs) args.push(ops.domain(job.domain));
+  args.push(...outboxKeys);
   let flags = '';
   for (const job of m.jobs) flags += m.handOff?.ids.has(job.id) ? '1' : '0';
   // A quarantined message's jobs wait in `due` (far ahead) until released, as a parked hold.
   args.push(n, m.held ? Date.now() + HOLD_PARK_MS : '', m.mid ?? '', m.uploaded ? '1' : '', flags);
+  args.push(m.outbox?.args.length ?? 0);
   for (const job of m.jobs) args.push(job.id);
   for (const job of m.jobs) args.push(job.domain);
+  if (m.outbox) args.push(...m.outbox.args);
   for (const field of m.fields) args.push(field);
   return client.ternEngineEnqueue(...args);
 }

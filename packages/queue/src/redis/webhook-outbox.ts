@@ -8,6 +8,7 @@ import {
   checkEndpointName,
   MAX_WEBHOOK_ERROR,
   type OutboxEvent,
+  type OutboxWrite,
   type WebhookEndpointState,
   type WebhookOutbox,
   type WebhookPostRecord,
@@ -26,6 +27,95 @@ for i = 3, #ARGV do
   kept = kept + 1
 end
 return kept`;
+
+/**
+ * Lua for a script that writes a message: `appendWithMessage(meta, k, a)` appends the outbox
+ * section of ARGV that starts at `a` (createdAt, then per endpoint: cap, count, payloads) to the
+ * endpoints whose events and seq keys are KEYS[k], KEYS[k + 1], and so on to the last key, as
+ * APPEND_LUA does, and keeps the sequences written in the message hash (`wh`: first and last per
+ * endpoint) for a withdraw. Returns the count kept per endpoint. Call it after the script's first
+ * write (Redis refuses only a script's first write when out of memory).
+ */
+export const APPEND_WITH_MESSAGE_LUA = `
+local function appendWithMessage(meta, k, a)
+  local created = ARGV[a]
+  local kept, ranges = {}, {}
+  a = a + 1
+  for e = k, #KEYS - 1, 2 do
+    local cap, count = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    local n = redis.call('ZCARD', KEYS[e])
+    local first, last = 0, -1
+    for i = a + 2, a + 1 + count do
+      if n >= cap then break end
+      last = redis.call('INCR', KEYS[e + 1])
+      if first == 0 then first = last end
+      redis.call('ZADD', KEYS[e], last, last .. ' ' .. created .. ' ' .. ARGV[i])
+      n = n + 1
+    end
+    kept[#kept + 1] = last - first + 1
+    ranges[#ranges + 1] = first .. ' ' .. last
+    a = a + 2 + count
+  end
+  redis.call('HSET', meta, 'wh', table.concat(ranges, ' '))
+  return kept
+end
+`;
+
+// KEYS: meta, then events and seq of each endpoint. ARGV: the outbox section (see above).
+const WITH_MESSAGE_LUA = `${APPEND_WITH_MESSAGE_LUA}
+return appendWithMessage(KEYS[1], 2, 1)`;
+
+// KEYS: meta, then the events key of each endpoint in the order the enqueue wrote them. Removes
+// the events a withdrawn enqueue wrote (their sequences are in the message hash, written with them).
+const WITHDRAW_LUA = `
+local wh = redis.call('HGET', KEYS[1], 'wh')
+if not wh then return 0 end
+local i = 2
+for first, last in string.gmatch(wh, '(%-?%d+) (%-?%d+)') do
+  if KEYS[i] and tonumber(first) <= tonumber(last) then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], first, last)
+  end
+  i = i + 1
+end
+return 0`;
+
+export type OutboxRedis = RedisClient & {
+  ternOutboxWithMessage(...keysThenArgs: (string | number)[]): Promise<number[]>;
+  ternOutboxWithdraw(...keysThenArgs: (string | number)[]): Promise<number>;
+};
+
+export function defineOutboxCommands<T extends RedisClient>(client: T): T & OutboxRedis {
+  client.defineCommand('ternOutboxWithMessage', { lua: WITH_MESSAGE_LUA });
+  client.defineCommand('ternOutboxWithdraw', { lua: WITHDRAW_LUA });
+  return client as T & OutboxRedis;
+}
+
+/** The keys (events, seq per endpoint) and the ARGV section of outbox writes made with a message. */
+export function outboxSection(
+  base: string,
+  writes: readonly OutboxWrite[],
+  now: number,
+): { keys: string[]; args: (string | number)[] } {
+  const keys: string[] = [];
+  const args: (string | number)[] = [now];
+  for (const write of writes) {
+    const k = webhookKeys(base, write.endpoint);
+    keys.push(k.events, k.seq);
+    args.push(write.cap, write.payloads.length, ...write.payloads);
+  }
+  return { keys, args };
+}
+
+/** Removes the events a withdrawn enqueue of the message at `meta` wrote (before `meta` goes). */
+export function withdrawOutbox(
+  client: OutboxRedis,
+  base: string,
+  meta: string,
+  writes: readonly OutboxWrite[],
+): Promise<number> {
+  const keys = writes.map((w) => webhookKeys(base, w.endpoint).events);
+  return client.ternOutboxWithdraw(1 + keys.length, meta, ...keys);
+}
 
 // KEYS: lease. ARGV: owner, ms. Takes a free lease or renews one's own.
 const LEASE_LUA = `
