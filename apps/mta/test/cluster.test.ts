@@ -260,7 +260,9 @@ describe('processes: 2 on the Redis queue', () => {
 describe('processes: { intake: 1, delivery: 1 } on the Redis queue', () => {
   test('the intake worker takes the mail, the delivery worker delivers it and binds nothing, and comes back after kill -9', async () => {
     const tern = await startTern(clusterConfig({ intake: 1, delivery: 1 }));
-    expect(tern.output()).toContain('started (2 processes: 1 intake, 1 delivery)');
+    // The primary logs 'tern started' (what startTern waits for) before it writes the banner.
+    await waitFor(() => tern.output().includes('started (2 processes: 1 intake, 1 delivery)'), 10_000);
+    await waitFor(() => workerPids(tern, 1).length === 1 && workerPids(tern, 2).length === 1, 10_000);
     const [intake] = workerPids(tern, 1);
     const [delivery] = workerPids(tern, 2);
     expect(logLines(tern).find((l) => l.msg === 'worker started' && l.worker === 2)?.role).toBe('delivery');
