@@ -8,8 +8,8 @@ import {
   type PrimaryMessage,
   ROLE_ENV,
   SLOT_ENV,
-  type WorkerRole,
   type WorkerMessage,
+  type WorkerRole,
   type WorkerStarted,
 } from './cluster.js';
 

@@ -146,7 +146,10 @@ export function runPrimary({ roles, logger }: PrimaryOptions): void {
         slot.banner = message.started;
         if (slot.reloadPending) reload(slot);
         if (everyoneStarted) {
-          log.info({ worker: slot.index, role: slot.role, workerPid: worker.process.pid }, 'worker restarted');
+          log.info(
+            { worker: slot.index, role: slot.role, workerPid: worker.process.pid },
+            'worker restarted',
+          );
           return;
         }
         if (slots.some((s) => !s.started)) return;
@@ -209,7 +212,14 @@ export function runPrimary({ roles, logger }: PrimaryOptions): void {
     const delay = restartDelayMs(slot.failures);
     metrics.restarts.inc();
     log.error(
-      { worker: slot.index, role: slot.role, workerPid: worker.process.pid, code, signal, restartInMs: delay },
+      {
+        worker: slot.index,
+        role: slot.role,
+        workerPid: worker.process.pid,
+        code,
+        signal,
+        restartInMs: delay,
+      },
       `worker ${slot.index}${slot.role === 'all' ? '' : ` (${slot.role})`} died (${signal ?? `exit code ${code}`}): restarting in ${delay} ms`,
     );
     slot.restart = setTimeout(() => fork(slot), delay);

@@ -549,18 +549,17 @@ export async function startMta(
       listeners.push(listener);
       await listener.listen();
     }
-    injection = !listening
-      ? undefined
-      : await startHttpInjection(config, {
-      queue,
-      sink: ops.sink(queue),
-      spool,
-      plugins: () => registry.current.global,
-      hostname,
-      ops,
-      logger,
-      tagScopes: () => suppressing.tagScopes,
-    });
+    if (listening)
+      injection = await startHttpInjection(config, {
+        queue,
+        sink: ops.sink(queue),
+        spool,
+        plugins: () => registry.current.global,
+        hostname,
+        ops,
+        logger,
+        tagScopes: () => suppressing.tagScopes,
+      });
   } catch (error) {
     await injection?.close();
     await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));

@@ -145,7 +145,11 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
  * process, and says whether it did. The primary runs no plugin: those the config file made are
  * shut down; each worker makes its own.
  */
-async function startedCluster(file: string, config: ResolvedConfig, options: RunStartOptions): Promise<boolean> {
+async function startedCluster(
+  file: string,
+  config: ResolvedConfig,
+  options: RunStartOptions,
+): Promise<boolean> {
   const { slotRoles, runPrimary } = await import('../cluster.js');
   const override = options.processes;
   const field = override === undefined ? 'config.processes' : '--processes';
