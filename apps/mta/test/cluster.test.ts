@@ -285,10 +285,20 @@ describe('processes: { intake: 1, delivery: 1 } on the Redis queue', () => {
     expect(tern.output()).toMatch(/worker 2 \(delivery\) died \(SIGKILL\): restarting in \d+ ms/);
     const restarted = workerPids(tern, 2)[1] as number;
     expect(holdsListener(restarted, tern.port)).toBe(false);
-    await waitFor(() => deliveredSubjects().size === 10, 30_000);
+    // The sink has a message before the worker logs its 'delivered' line: wait for both.
+    await waitFor(() => deliveredSubjects().size === 10 && deliveredBy(tern, 2) === 10, 30_000);
     expect(deliveredBy(tern, 1)).toBe(0);
-    expect(deliveredBy(tern, 2)).toBe(10);
     expect(queuedBy(tern, 1)).toBe(10);
+
+    // SIGHUP reloads both; the delivery worker does not take the listeners for new ones. SIGTERM stops both.
+    tern.child.kill('SIGHUP');
+    await waitFor(
+      () => [1, 2].every((w) => logLines(tern).some((l) => l.msg === 'config reloaded' && l.worker === w)),
+      20_000,
+    );
+    expect(tern.output()).not.toContain('new in the config');
+    expect(await tern.stop()).toBe(0);
+    expect(logLines(tern).filter((l) => l.msg === 'worker stopped' && l.code === 0)).toHaveLength(2);
   }, 120_000);
 });
 
