@@ -156,7 +156,8 @@ function series(text: string, name: string): number {
 describe('processes: 2 on the Redis queue', () => {
   test('both workers take mail on one port, one /metrics sums them, SIGHUP reaches both', async () => {
     const tern = await startTern(clusterConfig());
-    expect(tern.output()).toContain('started (2 processes)');
+    // The primary logs 'tern started' (what startTern waits for) before it writes the banner.
+    await waitFor(() => tern.output().includes('started (2 processes)'), 10_000);
     expect(workerPids(tern, 1)).toHaveLength(1);
     expect(workerPids(tern, 2)).toHaveLength(1);
     const sent = await sendUntil(tern, 'm', 10, () => queuedBy(tern, 1) > 0 && queuedBy(tern, 2) > 0);
