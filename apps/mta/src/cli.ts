@@ -40,10 +40,19 @@ function integer(text: string): number {
 }
 
 /** `--processes`: as config.processes takes it (config.ts MAX_PROCESSES; not imported, so `tern --help` stays light). */
-function processesArgument(text: string): number | 'auto' {
+function processesArgument(text: string): number | 'auto' | { intake: number; delivery: number } {
   if (text === 'auto') return text;
+  const roles = /^intake:(\d+),delivery:(\d+)$/.exec(text);
+  if (roles) {
+    const [intake, delivery] = [Number(roles[1]), Number(roles[2])];
+    if (intake >= 1 && delivery >= 1 && intake + delivery <= 64) return { intake, delivery };
+  }
   const n = /^\d+$/.test(text) ? Number(text) : 0;
-  if (n < 1 || n > 64) throw new InvalidArgumentError("expected a whole number from 1 to 64, or 'auto'");
+  if (n < 1 || n > 64) {
+    throw new InvalidArgumentError(
+      "expected a whole number from 1 to 64, or 'auto', or intake:N,delivery:M (each at least 1, together at most 64)",
+    );
+  }
   return n;
 }
 
@@ -154,7 +163,7 @@ function program(done: (code: number) => void): Command {
     .addOption(
       new Option(
         '--processes <n>',
-        "worker processes sharing the listeners and the Redis queue, or 'auto' (one per core); in place of config.processes",
+        "worker processes sharing the listeners and the Redis queue, or 'auto' (one per core), or intake:N,delivery:M (listener processes and delivery processes); in place of config.processes",
       ).argParser(processesArgument),
     )
     .action(
@@ -163,7 +172,7 @@ function program(done: (code: number) => void): Command {
           config: string;
           worker: boolean;
           watch?: boolean;
-          processes?: number | 'auto';
+          processes?: number | 'auto' | { intake: number; delivery: number };
         }) => {
           const { runStart } = await import('./commands/start.js');
           return runStart(options.config, {

@@ -6,8 +6,10 @@ import {
   ADMIN_SLOT,
   METRICS_TIMEOUT_MS,
   type PrimaryMessage,
+  ROLE_ENV,
   SLOT_ENV,
   type WorkerMessage,
+  type WorkerRole,
   type WorkerStarted,
 } from './cluster.js';
 
@@ -15,6 +17,8 @@ import {
 export interface ClusterRole {
   /** This worker's slot, 1..n. */
   readonly slot: number;
+  /** What this worker runs: everything, or one side of `processes: { intake, delivery }`. */
+  readonly role: WorkerRole;
   /** Whether this worker runs the admin server and reads the shared queue's gauges (one per cluster). */
   readonly admin: boolean;
   /** Offers this worker's registry to the primary's scrapes. */
@@ -36,6 +40,8 @@ export interface ClusterWorker extends ClusterRole {
 export function clusterWorker(): ClusterWorker | undefined {
   if (!cluster.isWorker) return undefined;
   const slot = Number(process.env[SLOT_ENV] ?? cluster.worker?.id ?? 0);
+  const given = process.env[ROLE_ENV];
+  const role: WorkerRole = given === 'intake' || given === 'delivery' ? given : 'all';
   const tell = (message: WorkerMessage): void => {
     if (process.connected) process.send?.(message);
   };
@@ -55,6 +61,7 @@ export function clusterWorker(): ClusterWorker | undefined {
   });
   return {
     slot,
+    role,
     admin: slot === ADMIN_SLOT,
     share(shared) {
       registry = shared;

@@ -4,6 +4,10 @@
 // kernel picks the worker, see SCHED_NONE below). It restarts a worker that dies (with back-off), passes SIGTERM/SIGINT/SIGUSR2 and
 // SIGHUP on to every worker, and gathers every worker's metrics for the one admin server (worker
 // 1's), summed as prom-client's AggregatorRegistry sums them.
+// `processes: { intake, delivery }` gives each slot a role, kept across its restarts: intake
+// workers (slots 1..intake, the admin worker among them) run the listeners and HTTP injection and
+// no delivery worker; delivery workers run the delivery worker and bind no listener. The Redis
+// queue carries the mail from one to the other, as it does between nodes.
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { Logger } from '@tern/plugin-api';
@@ -16,6 +20,14 @@ type RegistryJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 export const ADMIN_SLOT = 1;
 /** The environment variable that tells a forked worker its slot (1..n): kept across restarts, unlike cluster's worker id. */
 export const SLOT_ENV = 'TERN_WORKER';
+/** The environment variable that tells a forked worker its role (see WorkerRole). */
+export const ROLE_ENV = 'TERN_ROLE';
+
+/** What a worker runs: everything (`processes: n`), or one side of `processes: { intake, delivery }`. */
+export type WorkerRole = 'all' | 'intake' | 'delivery';
+
+/** `processes` as the config and `--processes` take it. */
+export type Processes = number | 'auto' | { readonly intake: number; readonly delivery: number };
 /** A worker that dies sooner than this after starting counts as failing again: its restart waits longer. */
 const STABLE_MS = 30_000;
 const FIRST_RESTART_MS = 500;
@@ -50,9 +62,16 @@ export type PrimaryMessage =
       readonly error?: string;
     };
 
-/** `processes` as a number: 'auto' is one per core. */
-export function processCount(processes: number | 'auto' | undefined): number {
-  return processes === 'auto' ? availableParallelism() : (processes ?? 1);
+/** The role of each slot (slot i + 1 has roles[i]): 'auto' is one per core; intake slots come first, so the admin slot is an intake worker. */
+export function slotRoles(processes: Processes | undefined): WorkerRole[] {
+  if (typeof processes === 'object') {
+    return [
+      ...Array<WorkerRole>(processes.intake).fill('intake'),
+      ...Array<WorkerRole>(processes.delivery).fill('delivery'),
+    ];
+  }
+  const count = processes === 'auto' ? availableParallelism() : (processes ?? 1);
+  return Array<WorkerRole>(count).fill('all');
 }
 
 /** The back-off before restarting a worker that has died `failures` times in a row. */
@@ -62,6 +81,7 @@ export function restartDelayMs(failures: number): number {
 
 interface Slot {
   readonly index: number;
+  readonly role: WorkerRole;
   worker: Worker | undefined;
   started: boolean;
   /** What it said when it started: the admin worker's banner is the one printed. */
@@ -75,7 +95,8 @@ interface Slot {
 }
 
 export interface PrimaryOptions {
-  readonly processes: number;
+  /** Each slot's role (slotRoles). */
+  readonly roles: readonly WorkerRole[];
   readonly logger: Logger;
 }
 
@@ -84,10 +105,17 @@ export interface PrimaryOptions {
  * workers keep it running); a worker that cannot start the first time stops them all (its own
  * error is on stderr) and the primary exits with its code.
  */
-export function runPrimary({ processes, logger }: PrimaryOptions): void {
+export function runPrimary({ roles, logger }: PrimaryOptions): void {
   const log = logger.child({ process: 'primary' });
-  const slots: Slot[] = Array.from({ length: processes }, (_, i) => ({
+  const processes = roles.length;
+  const intake = roles.filter((r) => r === 'intake').length;
+  const split = intake > 0 ? { intake, delivery: processes - intake } : undefined;
+  const described = split
+    ? `${processes} processes: ${split.intake} intake, ${split.delivery} delivery`
+    : `${processes} processes`;
+  const slots: Slot[] = roles.map((role, i) => ({
     index: i + 1,
+    role,
     worker: undefined,
     started: false,
     banner: undefined,
@@ -105,7 +133,7 @@ export function runPrimary({ processes, logger }: PrimaryOptions): void {
     slot.restart = undefined;
     slot.started = false;
     slot.startedAt = Date.now();
-    const worker = cluster.fork({ [SLOT_ENV]: String(slot.index) });
+    const worker = cluster.fork({ [SLOT_ENV]: String(slot.index), [ROLE_ENV]: slot.role });
     slot.worker = worker;
     worker.on('message', (message: WorkerMessage) => onMessage(slot, worker, message));
     worker.on('exit', (code, signal) => onExit(slot, worker, code, signal));
@@ -118,15 +146,18 @@ export function runPrimary({ processes, logger }: PrimaryOptions): void {
         slot.banner = message.started;
         if (slot.reloadPending) reload(slot);
         if (everyoneStarted) {
-          log.info({ worker: slot.index, workerPid: worker.process.pid }, 'worker restarted');
+          log.info(
+            { worker: slot.index, role: slot.role, workerPid: worker.process.pid },
+            'worker restarted',
+          );
           return;
         }
         if (slots.some((s) => !s.started)) return;
         everyoneStarted = true;
         const { lines, fields } = slots[ADMIN_SLOT - 1]?.banner ?? message.started;
-        log.info({ ...fields, processes }, 'tern started');
+        log.info({ ...fields, processes, ...(split ? { roles: split } : {}) }, 'tern started');
         const [first, ...rest] = lines;
-        process.stderr.write(`${[`${first} (${processes} processes)`, ...rest].join('\n')}\n`);
+        process.stderr.write(`${[`${first} (${described})`, ...rest].join('\n')}\n`);
         return;
       }
       case 'tern:reload-others':
@@ -164,7 +195,7 @@ export function runPrimary({ processes, logger }: PrimaryOptions): void {
     slot.reloadPending = false;
     if (stopping) {
       if (code !== 0 && exitCode === 0) exitCode = 1;
-      log.info({ worker: slot.index, code, signal }, 'worker stopped');
+      log.info({ worker: slot.index, role: slot.role, code, signal }, 'worker stopped');
       if (slots.every((s) => s.worker === undefined)) {
         log.info('stopped');
         process.exit(exitCode);
@@ -181,8 +212,15 @@ export function runPrimary({ processes, logger }: PrimaryOptions): void {
     const delay = restartDelayMs(slot.failures);
     metrics.restarts.inc();
     log.error(
-      { worker: slot.index, workerPid: worker.process.pid, code, signal, restartInMs: delay },
-      `worker ${slot.index} died (${signal ?? `exit code ${code}`}): restarting in ${delay} ms`,
+      {
+        worker: slot.index,
+        role: slot.role,
+        workerPid: worker.process.pid,
+        code,
+        signal,
+        restartInMs: delay,
+      },
+      `worker ${slot.index}${slot.role === 'all' ? '' : ` (${slot.role})`} died (${signal ?? `exit code ${code}`}): restarting in ${delay} ms`,
     );
     slot.restart = setTimeout(() => fork(slot), delay);
   };
@@ -244,7 +282,7 @@ export function runPrimary({ processes, logger }: PrimaryOptions): void {
   // stays open with no banner (Node keeps the primary's copy of the handle until the worker says it
   // took it), and the primary would spend CPU on every accept and descriptor pass.
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  log.info({ processes }, `starting ${processes} worker processes`);
+  log.info({ processes, ...(split ? { roles: split } : {}) }, `starting ${described}`);
   for (const slot of slots) fork(slot);
 }
 

@@ -112,7 +112,16 @@ const positiveMs = durationSchema({ positive: true });
 
 /** The most worker processes `processes` may ask for: far above any core count we run on, below a fork bomb. */
 export const MAX_PROCESSES = 64;
-const PROCESSES = `a whole number from 1 to ${MAX_PROCESSES}, or 'auto' (one process per core)`;
+const PROCESSES = `a whole number from 1 to ${MAX_PROCESSES}, or 'auto' (one process per core), or { intake: n, delivery: m } (each at least 1, together at most ${MAX_PROCESSES})`;
+const ROLE_COUNT = z.number().int(PROCESSES).min(1, PROCESSES).max(MAX_PROCESSES, PROCESSES);
+/**
+ * `processes: { intake, delivery }`: worker processes with a role each (src/cluster.ts): intake
+ * workers run the listeners and HTTP injection and no delivery worker; delivery workers run the
+ * delivery worker (feedback, TLS-RPT) and bind no listener.
+ */
+const processRoles = z
+  .strictObject({ intake: ROLE_COUNT, delivery: ROLE_COUNT }, { error: PROCESSES })
+  .refine((roles) => roles.intake + roles.delivery <= MAX_PROCESSES, { error: PROCESSES });
 
 // ---- Outbound TLS and reporting (issue 13): MTA-STS, DANE, the TLS policy table, TLS-RPT. ----
 // Kept together so the keys can move as one block: `delivery` spreads `outboundTlsKeys`, the DNS
@@ -427,14 +436,10 @@ export const configSchema = z.strictObject({
   shutdownTimeoutMs: positiveMs.optional(),
   /**
    * How many processes run the MTA (node:cluster, src/cluster.ts): 1 (the default), a number, or
-   * 'auto' (one per core). More than one needs the Redis queue: workers share its queue and the
-   * listening sockets.
+   * 'auto' (one per core), or { intake, delivery } (workers with a role each). More than one needs
+   * the Redis queue: workers share its queue and the listening sockets.
    */
-  processes: z
-    .union([z.number().int(PROCESSES).min(1, PROCESSES).max(MAX_PROCESSES, PROCESSES), z.literal('auto')], {
-      error: PROCESSES,
-    })
-    .optional(),
+  processes: z.union([ROLE_COUNT, z.literal('auto'), processRoles], { error: PROCESSES }).optional(),
   admin,
   publish,
   bounces,
@@ -604,11 +609,19 @@ function checkSemantics(config: ResolvedConfig): string[] {
  */
 export function checkProcesses(
   config: Pick<ResolvedConfig, 'queue'>,
-  processes: number | 'auto' | undefined,
+  processes: ResolvedConfig['processes'],
   field: string,
 ): string | undefined {
   if (processes === undefined || processes === 1 || config.queue?.backend === 'redis') return undefined;
-  return `${field}: ${JSON.stringify(processes)} needs the Redis queue (queue: { backend: 'redis', url: 'redis://...' }): the embedded queue is one file one process owns; remove ${field === 'config.processes' ? 'processes' : field} or set it to 1`;
+  const shown =
+    typeof processes === 'object'
+      ? `{ intake: ${processes.intake}, delivery: ${processes.delivery} }`
+      : JSON.stringify(processes);
+  const why =
+    typeof processes === 'object'
+      ? 'intake and delivery processes share mail only through the Redis queue'
+      : 'the embedded queue is one file one process owns';
+  return `${field}: ${shown} needs the Redis queue (queue: { backend: 'redis', url: 'redis://...' }): ${why}; remove ${field === 'config.processes' ? 'processes' : field} or set it to 1`;
 }
 
 /** The injection listener's files, read as start reads them: the API keys, the TLS pair. */

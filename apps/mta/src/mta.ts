@@ -124,6 +124,11 @@ export interface ReloadResult {
 export interface StartOptions {
   /** Run the delivery worker in this process (default true). */
   readonly worker?: boolean;
+  /**
+   * Bind the SMTP listeners and the HTTP injection listener (default true): false in a delivery
+   * worker of `processes: { intake, delivery }`, which only delivers.
+   */
+  readonly listen?: boolean;
   /** The file the config came from: the admin API's reload reads it again. */
   readonly configFile?: string;
   /** Set in a worker of `processes: n` (cluster-worker.ts): one admin server, metrics of all. */
@@ -471,6 +476,7 @@ export async function startMta(
   const listeners: Listener[] = [];
   let injection: InjectionServer | undefined;
   let draining = false;
+  const listening = options.listen !== false;
   let webhooks: WebhookDispatcher | undefined;
   try {
     await ops.start({
@@ -479,7 +485,7 @@ export async function startMta(
       connections: () => Object.fromEntries(listeners.map((l) => [l.name, l.connections])),
       spool: () => spool.stats(),
       listening: () => ({
-        expected: config.listeners.length,
+        expected: listening ? config.listeners.length : 0,
         bound: listeners.filter((l) => l.address !== undefined).map((l) => l.name),
         draining,
       }),
@@ -530,7 +536,7 @@ export async function startMta(
       );
     }
     const users = config.users ? await FileUserStore.open(configPath(config, config.users.file)) : undefined;
-    for (const [i] of config.listeners.entries()) {
+    for (const [i] of (listening ? config.listeners : []).entries()) {
       const listener = createListener(listenerOptions(config, i, hostname), {
         plugins: initial.listeners[i] as PluginHost,
         sink: ops.sink(queue),
@@ -543,16 +549,17 @@ export async function startMta(
       listeners.push(listener);
       await listener.listen();
     }
-    injection = await startHttpInjection(config, {
-      queue,
-      sink: ops.sink(queue),
-      spool,
-      plugins: () => registry.current.global,
-      hostname,
-      ops,
-      logger,
-      tagScopes: () => suppressing.tagScopes,
-    });
+    if (listening)
+      injection = await startHttpInjection(config, {
+        queue,
+        sink: ops.sink(queue),
+        spool,
+        plugins: () => registry.current.global,
+        hostname,
+        ops,
+        logger,
+        tagScopes: () => suppressing.tagScopes,
+      });
   } catch (error) {
     await injection?.close();
     await Promise.allSettled(listeners.map((l) => l.close({ graceful: false })));
@@ -587,7 +594,8 @@ export async function startMta(
         for (const field of result.needsRestart)
           needsRestart.push(`listener ${listener.name}: ${field} changed; restart to apply`);
       }
-      for (const name of names.filter((n) => !listeners.some((l) => l.name === n))) {
+      // A delivery worker binds none: the intake workers say what is new.
+      for (const name of names.filter((n) => listening && !listeners.some((l) => l.name === n))) {
         needsRestart.push(`listener ${name}: new in the config; restart to start it`);
       }
     } catch (error) {

@@ -3,9 +3,11 @@
 // server's /metrics sums both, a worker killed -9 under load loses no acknowledged message and
 // comes back, SIGHUP reaches both, SIGTERM lets an open transaction finish. The embedded queue
 // refuses more than one process, naming the field and the fix.
+// `processes: { intake: 1, delivery: 1 }`: worker 1 takes every message and delivers none, worker 2
+// delivers every message and holds no listening socket (nor after it was killed and restarted).
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   run,
@@ -39,7 +41,9 @@ afterAll(async () => {
   await Promise.all([redis?.stop(), sink?.stop()]);
 });
 
-function clusterConfig(processes: number | 'auto' = 2): Record<string, unknown> {
+function clusterConfig(
+  processes: number | 'auto' | { intake: number; delivery: number } = 2,
+): Record<string, unknown> {
   return {
     processes,
     localDomains: ['tern.test'],
@@ -111,6 +115,31 @@ async function sendUntil(
   return sent;
 }
 
+/** Messages a worker has delivered, from its log lines. */
+const deliveredBy = (tern: TernProcess, worker: number): number =>
+  logLines(tern).filter((l) => l.msg === 'delivered' && l.worker === worker).length;
+
+/** Whether process `pid` holds the socket listening on 127.0.0.1:`port` (Linux: /proc/net/tcp, its fds). */
+function holdsListener(pid: number, port: number): boolean {
+  const hex = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set(
+    readFileSync('/proc/net/tcp', 'utf8')
+      .split('\n')
+      .map((line) => line.trim().split(/\s+/))
+      .filter((f) => f[1] === hex && f[3] === '0A') // state 0A: LISTEN
+      .map((f) => f[9]),
+  );
+  expect(inodes.size).toBe(1);
+  return readdirSync(`/proc/${pid}/fd`).some((fd) => {
+    try {
+      const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      return inodes.has(/^socket:\[(\d+)\]$/.exec(target)?.[1] ?? '');
+    } catch {
+      return false; // closed since the listing
+    }
+  });
+}
+
 async function scrape(tern: TernProcess): Promise<string> {
   const url = /dashboard: (http:\/\/[^/\s]+)\//.exec(tern.output())?.[1];
   const response = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } });
@@ -127,7 +156,8 @@ function series(text: string, name: string): number {
 describe('processes: 2 on the Redis queue', () => {
   test('both workers take mail on one port, one /metrics sums them, SIGHUP reaches both', async () => {
     const tern = await startTern(clusterConfig());
-    expect(tern.output()).toContain('started (2 processes)');
+    // The primary logs 'tern started' (what startTern waits for) before it writes the banner.
+    await waitFor(() => tern.output().includes('started (2 processes)'), 10_000);
     expect(workerPids(tern, 1)).toHaveLength(1);
     expect(workerPids(tern, 2)).toHaveLength(1);
     const sent = await sendUntil(tern, 'm', 10, () => queuedBy(tern, 1) > 0 && queuedBy(tern, 2) > 0);
@@ -228,6 +258,51 @@ describe('processes: 2 on the Redis queue', () => {
   }, 120_000);
 });
 
+describe('processes: { intake: 1, delivery: 1 } on the Redis queue', () => {
+  test('the intake worker takes the mail, the delivery worker delivers it and binds nothing, and comes back after kill -9', async () => {
+    const tern = await startTern(clusterConfig({ intake: 1, delivery: 1 }));
+    // The primary logs 'tern started' (what startTern waits for) before it writes the banner.
+    await waitFor(() => tern.output().includes('started (2 processes: 1 intake, 1 delivery)'), 10_000);
+    await waitFor(() => workerPids(tern, 1).length === 1 && workerPids(tern, 2).length === 1, 10_000);
+    const [intake] = workerPids(tern, 1);
+    const [delivery] = workerPids(tern, 2);
+    expect(logLines(tern).find((l) => l.msg === 'worker started' && l.worker === 2)?.role).toBe('delivery');
+    // Worker 1 shares the primary's listening socket; worker 2 has none.
+    expect(holdsListener(intake as number, tern.port)).toBe(true);
+    expect(holdsListener(delivery as number, tern.port)).toBe(false);
+    for (let i = 0; i < 6; i++) expect(await send(tern.port, `r-${i}`)).toBe(true);
+    await waitFor(() => deliveredSubjects().size === 6 && deliveredBy(tern, 2) === 6, 30_000);
+    expect(queuedBy(tern, 1)).toBe(6);
+    expect(queuedBy(tern, 2)).toBe(0);
+    expect(deliveredBy(tern, 1)).toBe(0);
+    const text = await scrape(tern);
+    expect(series(text, `tern_messages_accepted_total{listener="mx-${tern.port}"}`)).toBe(6);
+    expect(series(text, 'tern_cluster_workers_reporting')).toBe(2);
+
+    // Killed, worker 2 comes back as a delivery worker: mail sent meanwhile waits in the queue.
+    process.kill(delivery as number, 'SIGKILL');
+    for (let i = 0; i < 4; i++) expect(await send(tern.port, `k-${i}`)).toBe(true);
+    await waitFor(() => workerPids(tern, 2).length === 2, 30_000);
+    expect(tern.output()).toMatch(/worker 2 \(delivery\) died \(SIGKILL\): restarting in \d+ ms/);
+    const restarted = workerPids(tern, 2)[1] as number;
+    expect(holdsListener(restarted, tern.port)).toBe(false);
+    // The sink has a message before the worker logs its 'delivered' line: wait for both.
+    await waitFor(() => deliveredSubjects().size === 10 && deliveredBy(tern, 2) === 10, 30_000);
+    expect(deliveredBy(tern, 1)).toBe(0);
+    expect(queuedBy(tern, 1)).toBe(10);
+
+    // SIGHUP reloads both; the delivery worker does not take the listeners for new ones. SIGTERM stops both.
+    tern.child.kill('SIGHUP');
+    await waitFor(
+      () => [1, 2].every((w) => logLines(tern).some((l) => l.msg === 'config reloaded' && l.worker === w)),
+      20_000,
+    );
+    expect(tern.output()).not.toContain('new in the config');
+    expect(await tern.stop()).toBe(0);
+    expect(logLines(tern).filter((l) => l.msg === 'worker stopped' && l.code === 0)).toHaveLength(2);
+  }, 120_000);
+});
+
 describe('more than one process needs the Redis queue', () => {
   const dir = mkdtempSync(join(import.meta.dirname, '.tmp-cluster-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -258,6 +333,54 @@ describe('more than one process needs the Redis queue', () => {
     }
   });
 
+  test('processes: { intake, delivery } on the embedded queue fails check-config and start', async () => {
+    const config = file({ intake: 1, delivery: 2 });
+    for (const args of [
+      ['check-config', config],
+      ['start', '--config', config],
+    ]) {
+      const result = await tern(args);
+      expect(result.status).toBe(78);
+      expect(result.stderr).toContain(
+        'config.processes: { intake: 1, delivery: 2 } needs the Redis queue (queue: { backend',
+      );
+      expect(result.stderr).toContain('remove processes or set it to 1');
+    }
+    const flag = await tern(['start', '--config', file(undefined), '--processes', 'intake:2,delivery:1']);
+    expect(flag.status).toBe(78);
+    expect(flag.stderr).toContain('--processes: { intake: 2, delivery: 1 } needs the Redis queue');
+  });
+
+  const roles = '{ intake: n, delivery: m } (each at least 1, together at most 64)';
+  test.each([
+    [{ intake: 0, delivery: 1 }, `config.processes.intake: a whole number from 1 to 64, or 'auto'`],
+    [{ intake: 1 }, 'config.processes: a whole number from 1 to 64'],
+    [{ intake: 32, delivery: 33 }, 'config.processes: a whole number from 1 to 64'],
+    [{ intake: 1, delivery: 1, admin: 1 }, 'config.processes: unknown key "admin"'],
+  ])('processes: %j names the field and what it takes', async (processes, problem) => {
+    const result = await tern(['check-config', file(processes)]);
+    expect(result.status).toBe(78);
+    expect(result.stderr).toContain(problem);
+    if (!problem.includes('unknown key')) expect(result.stderr).toContain(roles);
+  });
+
+  test('--no-worker with intake and delivery processes is refused', async () => {
+    const config = file(undefined);
+    const redisConfig = config.replace(/\.config\.json$/, '.redis.config.json');
+    writeFileSync(
+      redisConfig,
+      JSON.stringify({
+        ...JSON.parse(readFileSync(config, 'utf8')),
+        queue: { backend: 'redis', url: redis.url },
+        processes: { intake: 1, delivery: 1 },
+      }),
+    );
+    const result = await tern(['start', '--config', redisConfig, '--no-worker']);
+    expect(result.status).toBe(78);
+    expect(result.stderr).toContain('config.processes: { intake, delivery } runs delivery processes');
+    expect(result.stderr).toContain('drop --no-worker');
+  });
+
   test('--processes 2 on the embedded queue fails before anything starts', async () => {
     const result = await tern(['start', '--config', file(undefined), '--processes', '2']);
     expect(result.status).toBe(78);
@@ -265,7 +388,14 @@ describe('more than one process needs the Redis queue', () => {
     expect(result.stderr).not.toContain('started');
   });
 
-  test.each([['0'], ['two'], ['65']])('--processes %s is refused as usage', async (value) => {
+  test.each([
+    ['0'],
+    ['two'],
+    ['65'],
+    ['intake:0,delivery:1'],
+    ['intake:40,delivery:40'],
+    ['delivery:1'],
+  ])('--processes %s is refused as usage', async (value) => {
     const result = await tern(['start', '--config', file(undefined), '--processes', value]);
     expect(result.status).toBe(2);
     expect(result.stderr).toContain("expected a whole number from 1 to 64, or 'auto'");

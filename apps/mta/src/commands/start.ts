@@ -1,9 +1,11 @@
 // tern start: load and validate the config, start the MTA, reload on SIGHUP (and with --watch
 // when a config source changes), stop cleanly on SIGTERM/SIGINT, drain for a rolling restart on
 // SIGUSR2. With `processes` above 1 this process becomes the primary of a cluster (cluster.ts)
-// and each worker runs this same command as one MTA (cluster-worker.ts).
+// and each worker runs this same command as one MTA (cluster-worker.ts), or, with
+// `processes: { intake, delivery }`, one side of it: its listeners or its delivery worker.
 import { type FSWatcher, watch } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import type { Processes } from '../cluster.js';
 import { clusterWorker } from '../cluster-worker.js';
 import { ConfigError, checkProcesses, loadConfig, type ResolvedConfig } from '../config.js';
 import { createLogger } from '../log.js';
@@ -14,20 +16,23 @@ export interface RunStartOptions extends StartOptions {
   /** Reload when the config file or a local file it imports changes. */
   readonly watch?: boolean;
   /** Worker processes (`--processes`): in place of config.processes. */
-  readonly processes?: number | 'auto';
+  readonly processes?: Processes;
 }
 
 export async function runStart(file: string, options: RunStartOptions = {}): Promise<number> {
   const sources = new Set<string>();
   const config = await loadConfig(file, options.watch ? { sources } : {});
   const worker = clusterWorker();
-  if (!worker && (await startedCluster(file, config, options.processes))) return -1;
+  if (!worker && (await startedCluster(file, config, options))) return -1;
   const logger = worker
     ? createLogger(config.log?.level).child({ worker: worker.slot })
     : createLogger(config.log?.level);
   const { watch: watching, processes: _processes, ...startOptions } = options;
+  const role = worker?.role ?? 'all';
   const mta = await startMta(config, logger, {
     ...startOptions,
+    // A role is the slot's, whatever the command line said (startedCluster refuses --no-worker with roles).
+    ...(role === 'intake' ? { worker: false } : role === 'delivery' ? { worker: true, listen: false } : {}),
     configFile: file,
     ...(worker ? { cluster: worker } : {}),
   });
@@ -48,7 +53,7 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
       (l) =>
         `  listening: ${l.name} (${l.kind}) on ${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`,
     ),
-    `  queue: ${queue.backend} at ${queue.location}${options.worker === false ? ' (intake only: no delivery worker)' : ''}`,
+    `  queue: ${queue.backend} at ${queue.location}${role === 'intake' ? ' (delivery in separate processes)' : options.worker === false ? ' (intake only: no delivery worker)' : ''}`,
     `  plugins: ${plugins.length > 0 ? plugins.join(', ') : '(none)'}`,
     mta.adminUrl
       ? `  dashboard: ${mta.adminUrl}/ (admin API ${mta.adminUrl}/api/, metrics ${mta.adminUrl}/metrics; token from config.admin)`
@@ -59,7 +64,7 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
   ];
   if (worker) {
     // The primary says "tern started" once every worker listens, with the admin worker's banner.
-    logger.info(fields, 'worker started');
+    logger.info({ ...fields, role }, 'worker started');
     if (worker.admin) worker.started({ lines, fields });
     else worker.started({ lines: [], fields: {} });
   } else {
@@ -143,16 +148,22 @@ export async function runStart(file: string, options: RunStartOptions = {}): Pro
 async function startedCluster(
   file: string,
   config: ResolvedConfig,
-  override: number | 'auto' | undefined,
+  options: RunStartOptions,
 ): Promise<boolean> {
-  const { processCount, runPrimary } = await import('../cluster.js');
-  const problem = override === undefined ? undefined : checkProcesses(config, override, '--processes');
-  const processes = processCount(override ?? config.processes);
-  if (problem === undefined && processes === 1) return false;
+  const { slotRoles, runPrimary } = await import('../cluster.js');
+  const override = options.processes;
+  const field = override === undefined ? 'config.processes' : '--processes';
+  const processes = override ?? config.processes;
+  let problem = override === undefined ? undefined : checkProcesses(config, override, field);
+  if (problem === undefined && typeof processes === 'object' && options.worker === false) {
+    problem = `${field}: { intake, delivery } runs delivery processes, which --no-worker would leave idle; drop --no-worker, or give a number of processes`;
+  }
+  const roles = slotRoles(processes);
+  if (problem === undefined && roles.length === 1) return false;
   const logger = createLogger(config.log?.level);
   await shutdownPlugins(pluginInstances(config), { logger });
   if (problem !== undefined) throw new ConfigError(file, [problem]);
-  runPrimary({ processes, logger });
+  runPrimary({ roles, logger });
   return true;
 }
 
