@@ -164,7 +164,9 @@ function program(done: (code: number) => void): Command {
       new Option(
         '--processes <n>',
         "worker processes sharing the listeners and the Redis queue, or 'auto' (one per core), or intake:N,delivery:M (listener processes and delivery processes); in place of config.processes",
-      ).argParser(processesArgument),
+      )
+        .env('TERN_PROCESSES')
+        .argParser(processesArgument),
     )
     .action(
       act(

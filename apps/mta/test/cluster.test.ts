@@ -388,6 +388,21 @@ describe('more than one process needs the Redis queue', () => {
     expect(result.stderr).not.toContain('started');
   });
 
+  test('TERN_PROCESSES is read as --processes (a service manager or a benchmark sets it)', async () => {
+    const result = await run(process.execPath, [cli, 'start', '--config', file(undefined)], {
+      env: { TERN_PROCESSES: 'intake:1,delivery:1' },
+      timeoutMs: 20_000,
+    });
+    expect(result.status).toBe(78);
+    expect(result.stderr).toContain('--processes: { intake: 1, delivery: 1 } needs the Redis queue');
+    const bad = await run(process.execPath, [cli, 'start', '--config', file(undefined)], {
+      env: { TERN_PROCESSES: 'two' },
+      timeoutMs: 20_000,
+    });
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("expected a whole number from 1 to 64, or 'auto'");
+  });
+
   test.each([
     ['0'],
     ['two'],
