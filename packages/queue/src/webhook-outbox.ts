@@ -91,3 +91,12 @@ export interface EnqueueOptions {
    */
   readonly outbox?: (queueId: string) => readonly OutboxWrite[];
 }
+
+/** The writes an enqueue's `outbox` asks for with its queue id, leaving empty ones out; undefined for none. */
+export function outboxWritesOf(
+  options: EnqueueOptions | undefined,
+  queueId: string,
+): readonly OutboxWrite[] | undefined {
+  const writes = options?.outbox?.(queueId).filter((w) => w.payloads.length > 0);
+  return writes?.length ? writes : undefined;
+}

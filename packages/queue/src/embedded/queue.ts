@@ -50,7 +50,12 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
-import type { EnqueueOptions, OutboxWrite, WebhookOutbox } from '../webhook-outbox.js';
+import {
+  type EnqueueOptions,
+  type OutboxWrite,
+  outboxWritesOf,
+  type WebhookOutbox,
+} from '../webhook-outbox.js';
 import { StoredBodies } from './bodies.js';
 import { type DueJob, DueJobs, type DuePick } from './due.js';
 import { EmbeddedIdempotency } from './idempotency.js';
@@ -1344,7 +1349,6 @@ function prepareMessage(
   if (message.envelope.recipients.length === 0)
     throw new TypeError('enqueue: the envelope has no recipients');
   const queueId = newQueueId(message.receivedAt);
-  const outbox = options?.outbox?.(queueId).filter((w) => w.payloads.length > 0);
   return {
     queueId,
     envelope: JSON.stringify(message.envelope),
@@ -1365,7 +1369,7 @@ function prepareMessage(
     timeline: initialTimeline(message),
     holdReason: message.hold ?? null,
     envelopeValue: message.envelope,
-    outbox: outbox?.length ? outbox : undefined,
+    outbox: outboxWritesOf(options, queueId),
   };
 }
 

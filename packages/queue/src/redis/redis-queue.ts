@@ -55,7 +55,12 @@ import {
   type TimelineEvent,
 } from '../timeline.js';
 import type { TlsStore } from '../tls-store.js';
-import type { EnqueueOptions, OutboxWrite, WebhookOutbox } from '../webhook-outbox.js';
+import {
+  type EnqueueOptions,
+  type OutboxWrite,
+  outboxWritesOf,
+  type WebhookOutbox,
+} from '../webhook-outbox.js';
 import { bodyStream } from './body-stream.js';
 import { RedisIdempotency } from './idempotency.js';
 import type { JobData } from './job-data.js';
@@ -376,8 +381,7 @@ export class RedisQueue implements QueueBackend, QueueOperations {
     const keys = redisKeys(this.keyBase, queueId);
     const jobs = planJobs(queueId, message);
     // Webhook events go in the same write as the message (the outbox shares its hash slot).
-    const writes = options?.outbox?.(queueId).filter((w) => w.payloads.length > 0);
-    const outbox = writes?.length ? writes : undefined;
+    const outbox = outboxWritesOf(options, queueId);
     if (this.engine === 'tern') return this.#enqueueTern(message, queueId, keys, jobs, outbox);
 
     // One MULTI, one round trip: body, envelope, job set and the BullMQ jobs land together or
